@@ -1,0 +1,43 @@
+import { Hono } from 'hono'
+import { bodyLimit } from 'hono/body-limit'
+import { HTTPException } from 'hono/http-exception'
+import type { Deps } from './broker.js'
+import { notFound, OAuthError } from './errors.js'
+import { payloadTooLarge } from './http/form.js'
+import { createMetrics } from './http/metrics.js'
+import { adminRoutes } from './routes/admin.js'
+import { healthRoutes } from './routes/health.js'
+import { introspectionRoutes } from './routes/introspect.js'
+import { taskRoutes } from './routes/tasks.js'
+import { tokenRoutes } from './routes/token.js'
+import { wellKnownRoutes } from './routes/well-known.js'
+
+/** createApp(deps): mounts the route modules; one body limit, one error handler. */
+export function createApp(deps: Deps) {
+  const metrics = createMetrics()
+  const app = new Hono()
+  app.use(metrics.middleware())
+  app.use(bodyLimit({ maxSize: deps.config.bodyLimit, onError: () => { throw payloadTooLarge() } }))
+  app.route('/', tokenRoutes(deps))
+  app.route('/', introspectionRoutes(deps))
+  app.route('/', taskRoutes(deps))
+  app.route('/', adminRoutes(deps))
+  app.route('/', wellKnownRoutes(deps))
+  app.route('/', healthRoutes(deps, metrics))
+
+  app.notFound(() => { throw notFound() })
+  app.onError((err, c) => {
+    if (err instanceof OAuthError) {
+      if (err.status >= 500 || err.code === 'invalid_client') deps.logger.warn('request refused', { code: err.code, detail: err.detail, path: c.req.path })
+      return c.json(err.toJSON(), err.status as 400, { 'Cache-Control': 'no-store', ...err.headers })
+    }
+    if (err instanceof HTTPException && err.status < 500) {
+      return c.json({ error: 'invalid_request', error_description: err.message || 'bad request' }, err.status, { 'Cache-Control': 'no-store' })
+    }
+    deps.logger.error('unhandled error', { path: c.req.path, error: err instanceof Error ? err.message : String(err) })
+    return c.json({ error: 'server_error', error_description: 'internal error' }, 500, { 'Cache-Control': 'no-store' })
+  })
+  return app
+}
+
+export type App = ReturnType<typeof createApp>

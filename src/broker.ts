@@ -1,0 +1,75 @@
+import { hash as argon2Hash, verify as argon2Verify } from '@node-rs/argon2'
+import type { Clock } from './clock.js'
+import type { Config } from './config.js'
+import { createActorTokenVerifier, type ActorTokenVerifier } from './exchange/actor-token.js'
+import { createSubjectTokenVerifier, type SubjectTokenVerifier } from './exchange/subject-token.js'
+import { createClientAuthenticator, type ClientAuthenticator, type Hasher } from './http/client-auth.js'
+import { openKeySet, type KeySet, type KeyStoreOptions } from './keys/keyset.js'
+import type { Logger } from './logger.js'
+import { createConfigPolicy, type Policy } from './policy/decide.js'
+import { openDatabase, type Database_ } from './store/db.js'
+import { createStores, type Stores } from './store/stores.js'
+import { createOwnTokenVerifier, type OwnTokenVerifier } from './tokens/own-token.js'
+
+/** Everything the app needs, built once in {@link createBroker}; each test builds its own. */
+export interface Deps {
+  config: Config
+  clock: Clock
+  logger: Logger
+  database: Database_
+  stores: Stores
+  keys: KeySet
+  keyStore: KeyStoreOptions
+  policy: Policy
+  hasher: Hasher
+  subjectTokens: SubjectTokenVerifier
+  actorTokens: ActorTokenVerifier
+  ownTokens: OwnTokenVerifier
+  clients: ClientAuthenticator
+}
+
+/** argon2id (the library default algorithm; left unset on purpose, see README). */
+export const argon2Hasher: Hasher = {
+  hash: (secret) => argon2Hash(secret),
+  verify: async (hash, secret) => {
+    try {
+      return await argon2Verify(hash, secret)
+    } catch {
+      return false
+    }
+  },
+}
+
+/** The one wiring point: config → database (migrated) → keys → verifiers → deps. */
+export async function createBroker(opts: { config: Config; clock: Clock; logger: Logger; kek: Uint8Array; hasher?: Hasher }): Promise<Deps> {
+  const { config, clock, logger } = opts
+  const database = openDatabase(config.database)
+  const stores = createStores(database)
+  const keyStore: KeyStoreOptions = { database, clock, kek: opts.kek, alg: config.keys.alg, retiredPublishSeconds: config.tokens.maxTtl + config.clockSkew }
+  const keys = await openKeySet(keyStore)
+  const hasher = opts.hasher ?? argon2Hasher
+  const subjectTokens = createSubjectTokenVerifier({ issuers: config.subjectIssuers, brokerIssuer: config.issuer, clock, clockSkew: config.clockSkew })
+  const actorTokens = createActorTokenVerifier({
+    issuers: config.workloadIssuers,
+    workloads: config.workloads,
+    brokerIssuer: config.issuer,
+    clock,
+    clockSkew: config.clockSkew,
+    maxLifetime: config.maxActorTokenLifetime,
+  })
+  return {
+    config,
+    clock,
+    logger,
+    database,
+    stores,
+    keys,
+    keyStore,
+    policy: createConfigPolicy(),
+    hasher,
+    subjectTokens,
+    actorTokens,
+    ownTokens: createOwnTokenVerifier({ keys, issuer: config.issuer, clock }),
+    clients: createClientAuthenticator({ resources: config.resources, hasher, actorTokens, clock }),
+  }
+}

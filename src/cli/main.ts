@@ -1,0 +1,110 @@
+import { argon2Hasher, createBroker } from '../broker.js'
+import { systemClock } from '../clock.js'
+import { ConfigError } from '../config.js'
+import { DEV, mintDevSessionToken, mintDevSvid } from '../dev/dev-setup.js'
+import { rotateKeys } from '../keys/keyset.js'
+import { createJsonLogger, silentLogger } from '../logger.js'
+import { loadRuntime } from '../runtime.js'
+import { approveTask, endTask, viewTask } from '../tasks/lifecycle.js'
+
+const USAGE = `taskpass CLI — the admin API, from the shell (same config as the broker: --config or TASKPASS_CONFIG; dev mode otherwise)
+
+  dev-tokens                 print a dev user session token and a dev workload JWT-SVID, with a curl exchange
+  hash-secret <secret>       print the argon2id hash of a secret (for resources[].credential / admin.apiKeyHashes)
+  keys rotate                promote the pre-published key, retire the current one, pre-publish a new one
+  keys list                  print the published JWKS
+  tasks show <id>            print a task
+  tasks approve <id>         approve a pending_approval task
+  tasks revoke <id>          revoke a task and every token of it
+  audit [after] [limit]      print audit events as JSON lines
+`
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, sub, arg] = argv.filter((a, i) => a !== '--config' && argv[i - 1] !== '--config')
+  if (cmd === 'hash-secret') {
+    if (!sub) return usage()
+    process.stdout.write((await argon2Hasher.hash(sub)) + '\n')
+    return 0
+  }
+  if (!cmd || cmd === 'help' || cmd === '--help') return usage(0)
+
+  const runtime = await loadRuntime(argv, process.env, silentLogger)
+  if (cmd === 'dev-tokens') {
+    if (!runtime.dev) {
+      process.stderr.write('dev-tokens works only in dev mode (no --config / TASKPASS_CONFIG)\n')
+      return 1
+    }
+    const session = await mintDevSessionToken(runtime.dev, systemClock)
+    const svid = await mintDevSvid(runtime.dev, systemClock)
+    const issuer = runtime.config.issuer
+    process.stdout.write(
+      [
+        `# dev user "alice" session token (1 h) and the demo workload's JWT-SVID (5 min)`,
+        `export SUBJECT_TOKEN='${session}'`,
+        `export ACTOR_TOKEN='${svid}'`,
+        `# demo resource credential (for /introspect): ${DEV.resourceClientId}:${runtime.dev.resourceSecret}`,
+        `# admin API key: ${runtime.dev.adminKey}`,
+        ``,
+        `curl -s ${issuer}/token \\`,
+        `  -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange \\`,
+        `  -d subject_token="$SUBJECT_TOKEN" -d subject_token_type=urn:ietf:params:oauth:token-type:jwt \\`,
+        `  -d actor_token="$ACTOR_TOKEN" -d actor_token_type=urn:ietf:params:oauth:token-type:jwt \\`,
+        `  --data-urlencode resource=${DEV.resource} -d scope=notes:read`,
+        ``,
+      ].join('\n'),
+    )
+    return 0
+  }
+
+  const deps = await createBroker({ config: runtime.config, clock: systemClock, logger: silentLogger, kek: runtime.kek })
+  const print = (v: unknown) => process.stdout.write(JSON.stringify(v, null, 2) + '\n')
+  try {
+    switch (`${cmd} ${sub ?? ''}`.trim()) {
+      case 'keys rotate':
+        print(await rotateKeys(deps.keyStore))
+        deps.stores.audit.insert({ at: systemClock.now(), action: 'keys.rotate', decision: 'allow', reason: 'rotated from the CLI' })
+        return 0
+      case 'keys list':
+        print(deps.keys.jwks())
+        return 0
+      case 'tasks show':
+        if (!arg) return usage()
+        print(viewTask(deps.stores.tasks.get(arg) ?? fail(`no task ${arg}`), systemClock.now()))
+        return 0
+      case 'tasks approve':
+        if (!arg) return usage()
+        print(approveTask(deps, arg, 'cli'))
+        return 0
+      case 'tasks revoke':
+        if (!arg) return usage()
+        print(endTask(deps, arg, 'revoked', { kind: 'admin', id: 'cli' }))
+        return 0
+      default:
+        if (cmd === 'audit') {
+          for (const e of deps.stores.audit.list({ afterId: Number(sub ?? 0), limit: Number(arg ?? 100) })) process.stdout.write(JSON.stringify(e) + '\n')
+          return 0
+        }
+        return usage()
+    }
+  } finally {
+    deps.database.close()
+  }
+}
+
+function fail(msg: string): never {
+  throw new Error(msg)
+}
+
+function usage(code = 64): number {
+  process.stderr.write(USAGE)
+  return code
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2))
+} catch (e) {
+  const logger = createJsonLogger()
+  if (e instanceof ConfigError) process.stderr.write(`taskpass: ${e.message}\n`)
+  else logger.error((e as Error).message)
+  process.exitCode = 1
+}

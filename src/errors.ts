@@ -1,0 +1,61 @@
+/**
+ * The one error type on the wire: RFC 6749 §5.2 / RFC 8693 §2.2.2 error responses
+ * (`{error, error_description}`). `description` is public; `detail` is private — it is
+ * logged and written to the audit log, never sent.
+ */
+export type OAuthErrorCode =
+  | 'invalid_request'
+  | 'invalid_client'
+  | 'invalid_grant'
+  | 'unauthorized_client'
+  | 'unsupported_grant_type'
+  | 'unsupported_response_type'
+  | 'invalid_scope'
+  | 'invalid_target'
+  | 'invalid_token'
+  | 'access_denied'
+  | 'not_found'
+  | 'method_not_allowed'
+  | 'task_not_active'
+  | 'server_error'
+
+export class OAuthError extends Error {
+  readonly code: OAuthErrorCode
+  readonly status: number
+  readonly description: string
+  readonly detail: string
+  readonly headers: Record<string, string>
+
+  constructor(code: OAuthErrorCode, status: number, description: string, detail?: string, headers: Record<string, string> = {}) {
+    super(`${code}: ${description}`)
+    this.name = 'OAuthError'
+    this.code = code
+    this.status = status
+    this.description = description
+    this.detail = detail ?? description
+    this.headers = headers
+  }
+
+  toJSON(): { error: OAuthErrorCode; error_description: string } {
+    return { error: this.code, error_description: this.description }
+  }
+}
+
+export const invalidRequest = (description: string, detail?: string, status = 400) =>
+  new OAuthError('invalid_request', status, description, detail)
+
+/** `invalid_client` never says which client or why: the reason goes to `detail` only. */
+export const invalidClient = (detail: string, challenge = 'Basic realm="taskpass"') =>
+  new OAuthError('invalid_client', 401, 'client authentication failed', detail, { 'WWW-Authenticate': challenge })
+
+export const invalidGrant = (description: string, detail?: string) => new OAuthError('invalid_grant', 400, description, detail)
+export const unauthorizedClient = (description: string, detail?: string) => new OAuthError('unauthorized_client', 400, description, detail)
+export const invalidScope = (description: string, detail?: string) => new OAuthError('invalid_scope', 400, description, detail)
+export const invalidTarget = (description: string, detail?: string) => new OAuthError('invalid_target', 400, description, detail)
+export const accessDenied = (description: string, detail?: string) => new OAuthError('access_denied', 403, description, detail)
+export const notFound = (description = 'not found') => new OAuthError('not_found', 404, description)
+
+/** Bearer-authenticated endpoints (RFC 6750 §3.1). */
+export const invalidToken = (description: string, detail?: string) =>
+  new OAuthError('invalid_token', 401, description, detail, { 'WWW-Authenticate': `Bearer error="invalid_token"` })
+export const taskNotActive = (description: string) => new OAuthError('task_not_active', 409, description)

@@ -1,0 +1,225 @@
+import type { Clock } from '../clock.js'
+import type { Config } from '../config.js'
+import { invalidClient, invalidGrant, invalidRequest, invalidScope, invalidTarget, OAuthError } from '../errors.js'
+import type { FormParams } from '../http/form.js'
+import { uuidv7 } from '../ids.js'
+import type { KeySet } from '../keys/keyset.js'
+import { allowedScopes, type Policy } from '../policy/decide.js'
+import type { Stores, TaskRow } from '../store/stores.js'
+import { decisionDescription, findResource, planTask, taskResources, taskState } from '../tasks/lifecycle.js'
+import { signTaskToken, type TaskTokenClaims } from '../tokens/issue.js'
+import { ACTOR_TOKEN_TYPE, type Actor, type ActorTokenVerifier } from './actor-token.js'
+import { SUBJECT_TOKEN_TYPES, type Subject, type SubjectTokenVerifier } from './subject-token.js'
+
+export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange'
+export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token'
+
+export interface ExchangeDeps {
+  config: Pick<Config, 'issuer' | 'tokens' | 'tasks' | 'resources'>
+  clock: Clock
+  keys: KeySet
+  stores: Stores
+  policy: Policy
+  subjectTokens: SubjectTokenVerifier
+  actorTokens: ActorTokenVerifier
+}
+
+/** RFC 8693 §2.2.1 success response, plus the task it belongs to. */
+export interface ExchangeResponse {
+  access_token: string
+  issued_token_type: typeof ACCESS_TOKEN_TYPE
+  token_type: 'Bearer'
+  expires_in: number
+  scope: string
+  task_id: string
+}
+
+interface ExchangeRequest {
+  subjectToken: string
+  actorToken: string
+  resource: string
+  scopes: string[] | undefined
+  taskId: string | undefined
+  clientId: string | undefined
+  ttl: number | undefined
+}
+
+/** Parameters that may legitimately repeat on the wire (RFC 8693 §2.1); we still accept only one target. */
+export const MULTI_VALUED = new Set(['resource', 'audience'])
+
+/** RFC 8693 §2.1 request parameters, checked in order; a missing or bad one is `invalid_request`. */
+export function parseExchangeRequest(form: FormParams): ExchangeRequest {
+  const one = (name: string) => form.get(name)?.[0]
+  const required = (name: string) => {
+    const v = one(name)
+    if (v === undefined || v === '') throw invalidRequest(`"${name}" is required`)
+    return v
+  }
+  const subjectToken = required('subject_token')
+  const subjectTokenType = required('subject_token_type')
+  if (!SUBJECT_TOKEN_TYPES.has(subjectTokenType)) throw invalidRequest('"subject_token_type" is not supported')
+  // taskpass has no impersonation path: the acting workload must always prove itself.
+  const actorToken = required('actor_token')
+  const actorTokenType = required('actor_token_type')
+  if (actorTokenType !== ACTOR_TOKEN_TYPE) throw invalidRequest('"actor_token_type" must be urn:ietf:params:oauth:token-type:jwt')
+  const requested = one('requested_token_type')
+  if (requested !== undefined && requested !== ACCESS_TOKEN_TYPE) throw invalidRequest('"requested_token_type" must be urn:ietf:params:oauth:token-type:access_token')
+
+  // RFC 8707 §2 / DESIGN: exactly one target per token.
+  const resources = form.get('resource') ?? []
+  const audiences = form.get('audience') ?? []
+  if (resources.length > 1 || audiences.length > 1) throw invalidTarget('exactly one resource may be requested')
+  const resource = resources[0] ?? audiences[0]
+  if (resource === undefined || resource === '') throw invalidTarget('"resource" is required')
+  if (resources[0] !== undefined && audiences[0] !== undefined && resources[0] !== audiences[0]) throw invalidTarget('"audience" and "resource" name different targets')
+  if (resource.includes('#')) throw invalidTarget('"resource" must not contain a fragment')
+
+  const scope = one('scope')
+  const ttlText = one('ttl')
+  let ttl: number | undefined
+  if (ttlText !== undefined) {
+    if (!/^[1-9][0-9]{0,8}$/.test(ttlText)) throw invalidRequest('"ttl" must be a positive integer number of seconds')
+    ttl = Number(ttlText)
+  }
+  return {
+    subjectToken,
+    actorToken,
+    resource,
+    scopes: scope === undefined || scope.trim() === '' ? undefined : [...new Set(scope.split(' ').filter(Boolean))],
+    taskId: one('task_id') || undefined,
+    clientId: one('client_id') || undefined,
+    ttl,
+  }
+}
+
+/** What the audit row knows about a request so far, filled in as checks pass. */
+interface AuditContext {
+  userSub?: string
+  workloadId?: string
+  taskId?: string
+  resource?: string
+}
+
+/**
+ * The token-exchange grant (RFC 8693): swaps a user's session plus a workload attestation for a
+ * task-scoped, audience-bound, minutes-long RFC 9068 access token. Every decision, allow or deny,
+ * is written to the audit log with its reason.
+ */
+export async function exchangeToken(deps: ExchangeDeps, form: FormParams): Promise<ExchangeResponse> {
+  const audit: AuditContext = {}
+  try {
+    return await exchange(deps, form, audit)
+  } catch (e) {
+    const reason = e instanceof OAuthError ? e.detail : 'internal error'
+    deps.stores.audit.insert({ at: deps.clock.now(), action: 'token.exchange', decision: 'deny', reason, error: e instanceof OAuthError ? e.code : 'server_error', ...audit })
+    throw e
+  }
+}
+
+async function exchange(deps: ExchangeDeps, form: FormParams, audit: AuditContext): Promise<ExchangeResponse> {
+  const req = parseExchangeRequest(form)
+  audit.resource = req.resource
+  audit.taskId = req.taskId
+
+  const subject = await deps.subjectTokens.verify(req.subjectToken)
+  audit.userSub = subject.user
+  const actor = await deps.actorTokens.verify(req.actorToken)
+  audit.workloadId = actor.workload.id
+
+  // The workload is the client: a client_id naming anyone else is refused.
+  if (req.clientId !== undefined && req.clientId !== actor.workload.id) throw invalidClient(`client_id ${req.clientId} is not the acting workload ${actor.workload.id}`)
+  checkMayAct(subject, actor)
+
+  const resource = findResource(deps.config, req.resource)
+  if (!resource) throw invalidTarget('resource is not registered', `unknown resource ${req.resource}`)
+
+  const now = deps.clock.now()
+  let task: TaskRow
+  let implicit = false
+  if (req.taskId !== undefined) {
+    task = loadUsableTask(deps, req.taskId, subject, actor, now)
+  } else {
+    const planned = planTask(deps, subject, actor, { purpose: 'implicit (token exchange)', resources: [{ resource: req.resource, scopes: req.scopes ?? [] }], ttl: undefined })
+    task = planned.row
+    if (task.status !== 'active') {
+      deps.stores.durably(() => deps.stores.tasks.insert(task))
+      audit.taskId = task.id
+      throw invalidGrant(`task ${task.id} awaits approval`, 'implicit task requires approval')
+    }
+    implicit = true
+    audit.taskId = task.id
+  }
+
+  const taskResource = taskResources(task).find((r) => r.resource === req.resource)
+  if (!taskResource) throw invalidTarget('resource is outside the task', `task ${task.id} does not cover ${req.resource}`)
+
+  // Scope (DESIGN): requested ⊆ task scopes ∩ workload's allowed ∩ resource's known. None requested → the task's.
+  const ceiling = taskResource.scopes.filter((s) => allowedScopes(actor.workload, resource).includes(s))
+  const scopes = req.scopes ?? ceiling
+  const beyondTask = scopes.filter((s) => !taskResource.scopes.includes(s))
+  if (beyondTask.length > 0) throw invalidScope('requested scope exceeds the task', `beyond task: ${beyondTask.join(' ')}`)
+  if (scopes.length === 0) throw invalidScope('no scope would be granted', 'empty scope')
+
+  // Policy runs on every exchange, not only when the task was opened.
+  const decision = deps.policy.decide({ user: subject.user, issuer: subject.issuer, sid: subject.sid }, 'token.exchange', resource, { workload: actor.workload, scopes, dpopBound: false, now })
+  if (!decision.allow) throw new OAuthError(decision.code, 400, decisionDescription(decision.code), decision.reason)
+
+  const ttl = Math.min(
+    req.ttl ?? deps.config.tokens.defaultTtl,
+    deps.config.tokens.maxTtl,
+    decision.constraints.maxTtl ?? Infinity,
+    task.expiresAt - now,
+    subject.exp - now,
+  )
+  if (ttl <= 0) throw invalidGrant('task or session has no time left')
+
+  const jti = uuidv7(deps.clock)
+  const claims: TaskTokenClaims = {
+    iss: deps.config.issuer,
+    sub: subject.user,
+    aud: resource.uri,
+    client_id: actor.workload.id,
+    act: actor.act ? { sub: actor.workload.id, act: actor.act } : { sub: actor.workload.id },
+    scope: scopes.join(' '),
+    task_id: task.id,
+    jti,
+    iat: now,
+    nbf: now,
+    exp: now + ttl,
+    ...(subject.sid ? { sid: subject.sid } : {}),
+  }
+  // Sign outside the (synchronous) transaction; then one write of task (if implicit), token and audit row.
+  const accessToken = await signTaskToken(deps.keys, claims)
+  deps.stores.transaction(() => {
+    if (implicit) deps.stores.tasks.insert(task)
+    deps.stores.tokens.insert({ jti, taskId: task.id, sub: claims.sub, workloadId: claims.client_id, aud: claims.aud, scope: claims.scope, iat: now, exp: claims.exp, status: 'active', revokedAt: null, cnfJkt: null })
+    deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${decision.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}`, userSub: subject.user, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri })
+  })
+  return { access_token: accessToken, issued_token_type: ACCESS_TOKEN_TYPE, token_type: 'Bearer', expires_in: ttl, scope: claims.scope, task_id: task.id }
+}
+
+/** RFC 8693 §4.4: when the subject token names who may act for the user, the acting workload must match. */
+function checkMayAct(subject: Subject, actor: Actor): void {
+  if (!subject.mayAct) return
+  const { sub, iss } = subject.mayAct
+  const subOk = sub === undefined || sub === actor.workload.id || sub === actor.attestationSubject
+  const issOk = iss === undefined || iss === actor.attestationIssuer
+  if (!subOk || !issOk) throw invalidRequest('the acting workload is not permitted by the subject token\'s may_act', `may_act ${JSON.stringify(subject.mayAct)} vs ${actor.workload.id}`)
+}
+
+/**
+ * The task must exist, be active and unexpired, and belong to this user, this workload and — when
+ * bound — this session. Anything else is `invalid_grant`, with one description so that a caller
+ * cannot probe other people's tasks.
+ */
+function loadUsableTask(deps: ExchangeDeps, id: string, subject: Subject, actor: Actor, now: number): TaskRow {
+  const task = deps.stores.tasks.get(id)
+  const notUsable = (detail: string) => invalidGrant('task is not active for this caller', detail)
+  if (!task) throw notUsable(`task ${id} not found`)
+  if (task.workloadId !== actor.workload.id) throw notUsable(`task ${id} belongs to workload ${task.workloadId}`)
+  if (task.subjectIssuer !== subject.issuer || task.userSub !== subject.user) throw notUsable(`task ${id} belongs to another user`)
+  if (task.sid !== null && task.sid !== subject.sid) throw notUsable(`task ${id} is bound to another session`)
+  const state = taskState(task, now)
+  if (state !== 'active') throw invalidGrant(`task is ${state}`, `task ${id} is ${state}`)
+  return task
+}

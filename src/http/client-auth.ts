@@ -1,0 +1,110 @@
+import { createHash, timingSafeEqual } from 'node:crypto'
+import type { Context } from 'hono'
+import type { Clock } from '../clock.js'
+import type { ResourceConfig } from '../config.js'
+import { invalidClient, invalidRequest, OAuthError } from '../errors.js'
+import type { Actor, ActorTokenVerifier } from '../exchange/actor-token.js'
+import { TtlCache } from '../lib/ttl-cache.js'
+import type { FormParams } from './form.js'
+
+/**
+ * Client authentication for /introspect and /revoke:
+ * - a resource (MCP server) with its credential: HTTP Basic (RFC 6749 §2.3.1) or
+ *   client_secret_post; the secret is argon2id-hashed at rest and a verified pair is cached,
+ *   so argon2 does not run per request;
+ * - a workload with its attestation as a client assertion
+ *   (`urn:ietf:params:oauth:client-assertion-type:jwt-spiffe`, draft-ietf-oauth-spiffe-client-auth).
+ */
+export type AuthenticatedClient = { kind: 'resource'; resource: ResourceConfig } | { kind: 'workload'; actor: Actor }
+
+export const SPIFFE_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe'
+
+export interface Hasher {
+  hash(secret: string): Promise<string>
+  verify(hash: string, secret: string): Promise<boolean>
+}
+
+export interface ClientAuthenticator {
+  authenticate(c: Context, form: FormParams, allow: ReadonlyArray<AuthenticatedClient['kind']>): Promise<AuthenticatedClient>
+  /** Resource-only authentication from the Authorization header (GET endpoints such as the revocation feed). */
+  authenticateResource(header: string | undefined): Promise<ResourceConfig>
+}
+
+function sha256(s: string): Buffer {
+  return createHash('sha256').update(s).digest()
+}
+
+/** Decodes `Basic base64(urlencode(id):urlencode(secret))`. */
+function parseBasic(header: string): { id: string; secret: string } | undefined {
+  const m = /^Basic ([A-Za-z0-9+/=]+)$/i.exec(header.trim())
+  if (!m) return undefined
+  const text = Buffer.from(m[1]!, 'base64').toString('utf8')
+  const i = text.indexOf(':')
+  if (i < 0) return undefined
+  try {
+    return { id: decodeURIComponent(text.slice(0, i).replace(/\+/g, ' ')), secret: decodeURIComponent(text.slice(i + 1).replace(/\+/g, ' ')) }
+  } catch {
+    return undefined
+  }
+}
+
+export function createClientAuthenticator(opts: { resources: ResourceConfig[]; hasher: Hasher; actorTokens: ActorTokenVerifier; clock: Clock }): ClientAuthenticator {
+  const byClientId = new Map(opts.resources.filter((r) => r.credential).map((r) => [r.credential!.clientId, r]))
+  // sha256(id NUL secret) → digest of a pair argon2 already accepted. Compared in constant time.
+  const verified = new TtlCache<Buffer>(10_000)
+  const CACHE_FOREVER = Number.MAX_SAFE_INTEGER
+
+  async function checkSecret(id: string, secret: string): Promise<ResourceConfig> {
+    const resource = byClientId.get(id)
+    if (!resource) throw invalidClient(`unknown client_id ${id}`)
+    const digest = sha256(`${id}\0${secret}`)
+    const known = verified.get(id, 0)
+    if (known && timingSafeEqual(known, digest)) return resource
+    if (!(await opts.hasher.verify(resource.credential!.secretHash, secret))) throw invalidClient(`bad secret for ${id}`)
+    verified.set(id, digest, CACHE_FOREVER)
+    return resource
+  }
+
+  async function authenticateResource(header: string | undefined): Promise<ResourceConfig> {
+    const basic = header ? parseBasic(header) : undefined
+    if (!basic) throw invalidClient('missing or malformed Basic credentials')
+    return checkSecret(basic.id, basic.secret)
+  }
+
+  return {
+    authenticateResource,
+    async authenticate(c, form, allow) {
+      const header = c.req.header('authorization')
+      const assertionType = form.get('client_assertion_type')?.[0]
+      const postedSecret = form.get('client_secret')?.[0]
+      const methods = [header !== undefined, assertionType !== undefined, postedSecret !== undefined].filter(Boolean).length
+      // RFC 6749 §2.3: a client MUST NOT use more than one authentication method per request.
+      if (methods > 1) throw invalidRequest('more than one client authentication method')
+      let client: AuthenticatedClient
+      if (header !== undefined) {
+        client = { kind: 'resource', resource: await authenticateResource(header) }
+      } else if (postedSecret !== undefined) {
+        const id = form.get('client_id')?.[0]
+        if (!id) throw invalidClient('client_secret without client_id')
+        client = { kind: 'resource', resource: await checkSecret(id, postedSecret) }
+      } else if (assertionType !== undefined) {
+        if (assertionType !== SPIFFE_ASSERTION_TYPE) throw invalidClient(`unsupported client_assertion_type ${assertionType}`)
+        const assertion = form.get('client_assertion')?.[0]
+        if (!assertion) throw invalidClient('client_assertion missing')
+        let actor: Actor
+        try {
+          actor = await opts.actorTokens.verify(assertion)
+        } catch (e) {
+          throw invalidClient(`client assertion rejected: ${e instanceof OAuthError ? e.detail : String(e)}`)
+        }
+        const id = form.get('client_id')?.[0]
+        if (id !== undefined && id !== actor.workload.id) throw invalidClient(`client_id ${id} does not match workload ${actor.workload.id}`)
+        client = { kind: 'workload', actor }
+      } else {
+        throw invalidClient('no client authentication')
+      }
+      if (!allow.includes(client.kind)) throw invalidClient(`${client.kind} may not use this endpoint`)
+      return client
+    },
+  }
+}

@@ -1,0 +1,27 @@
+import { randomBytes } from 'node:crypto'
+import type { Clock } from './clock.js'
+
+/**
+ * UUIDv7 (RFC 9562 §5.7): 48-bit millisecond timestamp, then 74 random bits.
+ * Time-ordered ids keep SQLite's primary-key b-tree appending at the right edge,
+ * which makes inserts markedly faster than random UUIDs.
+ */
+export function uuidv7(clock: Clock): string {
+  const ms = clock.nowMs()
+  const b = randomBytes(16)
+  b[0] = Math.floor(ms / 2 ** 40) & 0xff
+  b[1] = Math.floor(ms / 2 ** 32) & 0xff
+  b[2] = (ms >>> 24) & 0xff
+  b[3] = (ms >>> 16) & 0xff
+  b[4] = (ms >>> 8) & 0xff
+  b[5] = ms & 0xff
+  b[6] = 0x70 | (b[6]! & 0x0f)
+  b[8] = 0x80 | (b[8]! & 0x3f)
+  const h = b.toString('hex')
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`
+}
+
+/** A random url-safe secret with `bytes` of entropy. */
+export function randomSecret(bytes = 32): string {
+  return randomBytes(bytes).toString('base64url')
+}

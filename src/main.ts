@@ -1,0 +1,44 @@
+import { serve } from '@hono/node-server'
+import { createApp } from './app.js'
+import { createBroker } from './broker.js'
+import { systemClock } from './clock.js'
+import { ConfigError } from './config.js'
+import { createJsonLogger } from './logger.js'
+import { loadRuntime } from './runtime.js'
+
+/** The one impure entry: config → db → migrate → keys → createApp(deps) → serve. */
+async function main() {
+  const logger = createJsonLogger()
+  let runtime
+  try {
+    runtime = await loadRuntime(process.argv.slice(2), process.env, logger)
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`taskpass: ${e.message}\n`)
+      process.exit(2)
+    }
+    throw e
+  }
+  const { config, kek, dev } = runtime
+  const deps = await createBroker({ config, clock: systemClock, logger, kek })
+  const app = createApp(deps)
+  // Pick up key rotations made by the CLI (another process) and prune expired token rows.
+  const timer = setInterval(() => {
+    deps.keys.reload().catch((e: unknown) => logger.error('key reload failed', { error: String(e) }))
+    deps.stores.tokens.pruneExpired(systemClock.now() - config.clockSkew)
+  }, 10_000)
+  timer.unref()
+  const server = serve({ fetch: app.fetch, hostname: config.listen.host, port: config.listen.port }, (info) => {
+    logger.info('taskpass listening', { issuer: config.issuer, address: `${info.address}:${info.port}`, kid: deps.keys.current().kid })
+    if (dev) logger.info('dev mode: mint a user session and a workload SVID with `npm run cli -- dev-tokens`')
+  })
+  const stop = () => {
+    server.close()
+    deps.database.close()
+    process.exit(0)
+  }
+  process.on('SIGINT', stop)
+  process.on('SIGTERM', stop)
+}
+
+await main()

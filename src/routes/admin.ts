@@ -1,0 +1,56 @@
+import { createHash } from 'node:crypto'
+import { Hono, type MiddlewareHandler } from 'hono'
+import type { Deps } from '../broker.js'
+import { invalidRequest, invalidToken } from '../errors.js'
+import { noStore } from '../http/middleware.js'
+import { rotateKeys } from '../keys/keyset.js'
+import { TtlCache } from '../lib/ttl-cache.js'
+import { approveTask, endTask } from '../tasks/lifecycle.js'
+
+type AdminEnv = { Variables: { adminId: string } }
+
+/**
+ * Admin API key check: `Authorization: Bearer <key>` against the argon2id hashes of the config.
+ * A key that verified once is remembered by its SHA-256, so argon2 does not run per request.
+ */
+function adminAuth(deps: Deps): MiddlewareHandler<AdminEnv> {
+  const known = new TtlCache<string>(64)
+  return async function adminAuth(c, next) {
+    const m = /^Bearer (\S+)$/i.exec(c.req.header('authorization') ?? '')
+    if (!m) throw invalidToken('admin API key required')
+    const digest = createHash('sha256').update(m[1]!).digest('base64url')
+    let id = known.get(digest, 0)
+    if (id === undefined) {
+      for (const [i, hash] of deps.config.admin.apiKeyHashes.entries()) {
+        if (await deps.hasher.verify(hash, m[1]!)) {
+          id = `key${i}`
+          known.set(digest, id, Number.MAX_SAFE_INTEGER)
+          break
+        }
+      }
+    }
+    if (id === undefined) throw invalidToken('admin API key not recognised')
+    c.set('adminId', id)
+    await next()
+  }
+}
+
+/** /admin — approve and revoke tasks, rotate keys, read the audit log. */
+export function adminRoutes(deps: Deps) {
+  return new Hono<AdminEnv>()
+    .use('/admin/*', noStore(), adminAuth(deps))
+    .post('/admin/tasks/:id/approve', (c) => c.json(approveTask(deps, c.req.param('id'), c.get('adminId'))))
+    .post('/admin/tasks/:id/revoke', (c) => c.json(endTask(deps, c.req.param('id'), 'revoked', { kind: 'admin', id: c.get('adminId') })))
+    .post('/admin/keys/rotate', async (c) => {
+      const result = await rotateKeys(deps.keyStore)
+      await deps.keys.reload()
+      deps.stores.audit.insert({ at: deps.clock.now(), action: 'keys.rotate', decision: 'allow', reason: `rotated by admin:${c.get('adminId')}: ${result.retired} → ${result.current}` })
+      return c.json(result)
+    })
+    .get('/admin/audit', (c) => {
+      const after = Number(c.req.query('after') ?? '0')
+      const limit = Number(c.req.query('limit') ?? '100')
+      if (!Number.isSafeInteger(after) || after < 0 || !Number.isSafeInteger(limit) || limit < 1 || limit > 1000) throw invalidRequest('"after" ≥ 0 and 1 ≤ "limit" ≤ 1000 must be integers')
+      return c.json({ events: deps.stores.audit.list({ afterId: after, limit }) })
+    })
+}

@@ -1,0 +1,62 @@
+import { Hono } from 'hono'
+import { z } from 'zod'
+import type { Deps } from '../broker.js'
+import { invalidRequest, invalidToken } from '../errors.js'
+import { userCaller, workloadCaller } from '../http/callers.js'
+import { parseJson } from '../http/form.js'
+import { noStore } from '../http/middleware.js'
+import { endTask, getTaskFor, openTask, viewTask, type Caller } from '../tasks/lifecycle.js'
+
+const openTaskBody = z.strictObject({
+  purpose: z.string().min(1).max(500),
+  resources: z.array(z.strictObject({ resource: z.string().min(1).max(2048), scopes: z.array(z.string().min(1).max(128)).max(64).default([]) })).min(1).max(16),
+  ttl: z.number().int().positive().optional(),
+})
+
+/** The first problem in a zod error, naming the field. */
+function describe(error: z.ZodError): string {
+  const issue = error.issues[0]!
+  return `"${issue.path.join('.') || 'body'}": ${issue.message}`
+}
+
+async function eitherCaller(deps: Deps, c: Parameters<typeof userCaller>[1]): Promise<Caller> {
+  const caller = (await workloadCaller(deps, c)) ?? (await userCaller(deps, c))
+  if (!caller) throw invalidToken('a user session (Authorization: Bearer) or a workload attestation (Actor-Token) is required')
+  return caller
+}
+
+/** /tasks — open, read, list, complete, revoke. */
+export function taskRoutes(deps: Deps) {
+  return new Hono()
+    .use('/tasks', noStore())
+    .use('/tasks/*', noStore())
+    .post('/tasks', async (c) => {
+      const user = await userCaller(deps, c)
+      const workload = await workloadCaller(deps, c)
+      if (user?.kind !== 'user' || workload?.kind !== 'workload') {
+        throw invalidToken('opening a task needs the user session (Authorization: Bearer) and the workload attestation (Actor-Token)')
+      }
+      const parsed = openTaskBody.safeParse(await parseJson(c))
+      if (!parsed.success) throw invalidRequest(describe(parsed.error))
+      const task = openTask(deps, user.subject, workload.actor, parsed.data)
+      return c.json(task, 201, { Location: `/tasks/${task.task_id}` })
+    })
+    .get('/tasks', async (c) => {
+      const user = await userCaller(deps, c)
+      if (user?.kind !== 'user') throw invalidToken('listing tasks needs the user session (Authorization: Bearer)')
+      const now = deps.clock.now()
+      return c.json({ tasks: deps.stores.tasks.listByUser(user.subject.issuer, user.subject.user, 100).map((t) => viewTask(t, now)) })
+    })
+    .get('/tasks/:id', async (c) => {
+      const row = getTaskFor(deps, c.req.param('id'), await eitherCaller(deps, c))
+      return c.json(viewTask(row, deps.clock.now()))
+    })
+    .post('/tasks/:id/complete', async (c) => {
+      const workload = await workloadCaller(deps, c)
+      if (!workload) throw invalidToken('completing a task needs the workload attestation (Actor-Token)')
+      return c.json(endTask(deps, c.req.param('id'), 'completed', workload))
+    })
+    .post('/tasks/:id/revoke', async (c) => {
+      return c.json(endTask(deps, c.req.param('id'), 'revoked', await eitherCaller(deps, c)))
+    })
+}

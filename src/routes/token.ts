@@ -1,0 +1,23 @@
+import { Hono } from 'hono'
+import type { Deps } from '../broker.js'
+import { invalidRequest, OAuthError } from '../errors.js'
+import { exchangeToken, MULTI_VALUED, TOKEN_EXCHANGE_GRANT, type ExchangeResponse } from '../exchange/token-exchange.js'
+import { parseForm, type FormParams } from '../http/form.js'
+import { noStore } from '../http/middleware.js'
+
+/** One handler per grant type, registered by its URN. */
+const grants: Record<string, (deps: Deps, form: FormParams) => Promise<ExchangeResponse>> = {
+  [TOKEN_EXCHANGE_GRANT]: exchangeToken,
+}
+
+/** POST /token — the token endpoint (RFC 6749 §3.2). */
+export function tokenRoutes(deps: Deps) {
+  return new Hono().post('/token', noStore(), async (c) => {
+    const form = await parseForm(c, MULTI_VALUED)
+    const grantType = form.get('grant_type')?.[0]
+    if (!grantType) throw invalidRequest('"grant_type" is required')
+    const grant = grants[grantType]
+    if (!grant) throw new OAuthError('unsupported_grant_type', 400, 'grant_type is not supported')
+    return c.json(await grant(deps, form))
+  })
+}

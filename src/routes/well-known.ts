@@ -1,0 +1,48 @@
+import { Hono } from 'hono'
+import type { Deps } from '../broker.js'
+import { OAuthError } from '../errors.js'
+import { SPIFFE_ASSERTION_TYPE } from '../http/client-auth.js'
+import { TOKEN_EXCHANGE_GRANT } from '../exchange/token-exchange.js'
+
+/** RFC 8414 authorization server metadata. `issuer` is the configured base URL, byte for byte. */
+export function authorizationServerMetadata(deps: Pick<Deps, 'config' | 'keys'>) {
+  const { issuer, resources } = deps.config
+  const scopes = [...new Set(resources.flatMap((r) => r.scopes))]
+  return {
+    issuer,
+    // The MCP SDK's metadata schema requires these two; taskpass has no browser flow, so the
+    // endpoint exists only to answer `unsupported_response_type` (README, design notes).
+    authorization_endpoint: `${issuer}/authorize`,
+    response_types_supported: ['code'],
+    token_endpoint: `${issuer}/token`,
+    jwks_uri: `${issuer}/.well-known/jwks.json`,
+    grant_types_supported: [TOKEN_EXCHANGE_GRANT],
+    // The workload authenticates through its actor_token (the attestation), not a client secret.
+    token_endpoint_auth_methods_supported: ['none'],
+    introspection_endpoint: `${issuer}/introspect`,
+    introspection_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post'],
+    revocation_endpoint: `${issuer}/revoke`,
+    revocation_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', SPIFFE_ASSERTION_TYPE],
+    ...(scopes.length ? { scopes_supported: scopes } : {}),
+    protected_resources: resources.map((r) => r.uri),
+    service_documentation: 'https://github.com/taskpass/taskpass#readme',
+  }
+}
+
+export function wellKnownRoutes(deps: Deps) {
+  return new Hono()
+    .get('/.well-known/oauth-authorization-server', (c) => {
+      c.header('Cache-Control', 'public, max-age=300')
+      return c.json(authorizationServerMetadata(deps))
+    })
+    .get('/.well-known/jwks.json', (c) => {
+      const etag = deps.keys.etag()
+      c.header('Cache-Control', 'public, max-age=300, must-revalidate')
+      c.header('ETag', etag)
+      if (c.req.header('if-none-match') === etag) return c.body(null, 304)
+      return c.json(deps.keys.jwks(), 200, { 'Content-Type': 'application/jwk-set+json' })
+    })
+    .get('/authorize', () => {
+      throw new OAuthError('unsupported_response_type', 400, 'taskpass issues tokens only through token exchange at the token endpoint')
+    })
+}

@@ -1,0 +1,53 @@
+import { mkdirSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import Database from 'better-sqlite3'
+import { drizzle, type BetterSQLite3Database } from 'drizzle-orm/better-sqlite3'
+import { migrate } from 'drizzle-orm/better-sqlite3/migrator'
+import * as schema from './schema.js'
+
+export type Db = BetterSQLite3Database<typeof schema>
+
+export interface Database_ {
+  sqlite: Database.Database
+  db: Db
+  /**
+   * Runs `fn` in one transaction committed with `synchronous=FULL`: task and revocation state
+   * survive power loss, not only a process crash. Everything else commits with `NORMAL`
+   * (WAL: safe against a crash of the process, which is what issuance rows need).
+   */
+  durably<T>(fn: () => T): T
+  /** Runs `fn` in one transaction under the default `synchronous=NORMAL`. */
+  transaction<T>(fn: () => T): T
+  close(): void
+}
+
+const migrationsFolder = resolve(dirname(fileURLToPath(import.meta.url)), '../../migrations')
+
+/** Opens the SQLite database (WAL, NORMAL, foreign keys, busy timeout) and applies the committed migrations. */
+export function openDatabase(path: string): Database_ {
+  if (path !== ':memory:') mkdirSync(dirname(resolve(path)), { recursive: true })
+  const sqlite = new Database(path)
+  sqlite.pragma('journal_mode = WAL')
+  sqlite.pragma('synchronous = NORMAL')
+  sqlite.pragma('foreign_keys = ON')
+  sqlite.pragma('busy_timeout = 5000')
+  const db = drizzle(sqlite, { schema })
+  migrate(db, { migrationsFolder })
+  return {
+    sqlite,
+    db,
+    durably(fn) {
+      sqlite.pragma('synchronous = FULL')
+      try {
+        return sqlite.transaction(fn)()
+      } finally {
+        sqlite.pragma('synchronous = NORMAL')
+      }
+    },
+    transaction(fn) {
+      return sqlite.transaction(fn)()
+    },
+    close: () => sqlite.close(),
+  }
+}

@@ -1,0 +1,90 @@
+import { index, integer, sqliteTable, text } from 'drizzle-orm/sqlite-core'
+
+/** A task: what one agent may do for one user, on which resources, until when. */
+export const tasks = sqliteTable(
+  'tasks',
+  {
+    id: text('id').primaryKey(),
+    userSub: text('user_sub').notNull(),
+    subjectIssuer: text('subject_issuer').notNull(),
+    /** Session id from the subject token, when it had one: the task is bound to it. */
+    sid: text('sid'),
+    workloadId: text('workload_id').notNull(),
+    purpose: text('purpose').notNull(),
+    /** JSON: `[{resource, scopes[]}]`. */
+    resources: text('resources').notNull(),
+    status: text('status', { enum: ['active', 'pending_approval', 'completed', 'revoked'] }).notNull(),
+    createdAt: integer('created_at').notNull(),
+    expiresAt: integer('expires_at').notNull(),
+    endedAt: integer('ended_at'),
+    endReason: text('end_reason'),
+  },
+  (t) => [index('tasks_user_idx').on(t.userSub, t.createdAt), index('tasks_workload_idx').on(t.workloadId)],
+)
+
+/** Every token issued: the record that makes revocation and introspection possible. */
+export const tokens = sqliteTable(
+  'tokens',
+  {
+    jti: text('jti').primaryKey(),
+    taskId: text('task_id').notNull(),
+    sub: text('sub').notNull(),
+    workloadId: text('workload_id').notNull(),
+    aud: text('aud').notNull(),
+    scope: text('scope').notNull(),
+    iat: integer('iat').notNull(),
+    exp: integer('exp').notNull(),
+    status: text('status', { enum: ['active', 'revoked'] }).notNull(),
+    revokedAt: integer('revoked_at'),
+    cnfJkt: text('cnf_jkt'),
+  },
+  (t) => [index('tokens_task_idx').on(t.taskId), index('tokens_exp_idx').on(t.exp)],
+)
+
+/** Signing keys; the private half is a JWE encrypted under the key-encryption key. */
+export const signingKeys = sqliteTable('signing_keys', {
+  kid: text('kid').primaryKey(),
+  alg: text('alg').notNull(),
+  publicJwk: text('public_jwk').notNull(),
+  privateJwe: text('private_jwe').notNull(),
+  state: text('state', { enum: ['next', 'current', 'retired'] }).notNull(),
+  createdAt: integer('created_at').notNull(),
+  activatedAt: integer('activated_at'),
+  retiredAt: integer('retired_at'),
+  /** A retired key stays in the JWKS until this time: its last token's expiry plus skew. */
+  publishUntil: integer('publish_until'),
+})
+
+/** The audit log: every decision, allow or deny, with its reason. */
+export const auditEvents = sqliteTable(
+  'audit_events',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    at: integer('at').notNull(),
+    action: text('action').notNull(),
+    decision: text('decision', { enum: ['allow', 'deny'] }).notNull(),
+    reason: text('reason').notNull(),
+    error: text('error'),
+    userSub: text('user_sub'),
+    workloadId: text('workload_id'),
+    taskId: text('task_id'),
+    jti: text('jti'),
+    resource: text('resource'),
+  },
+  (t) => [index('audit_at_idx').on(t.at), index('audit_task_idx').on(t.taskId)],
+)
+
+/** Durable, ordered revocation events: what the feed serves to verifiers. */
+export const revocationEvents = sqliteTable(
+  'revocation_events',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    at: integer('at').notNull(),
+    kind: text('kind', { enum: ['token_revoked', 'task_completed', 'task_revoked'] }).notNull(),
+    taskId: text('task_id'),
+    jti: text('jti'),
+    /** Until when the event matters: after the last affected token expires it can be pruned. */
+    relevantUntil: integer('relevant_until').notNull(),
+  },
+  (t) => [index('revocation_at_idx').on(t.at)],
+)

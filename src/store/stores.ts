@@ -1,0 +1,117 @@
+import { and, asc, desc, eq, gt, lt, sql } from 'drizzle-orm'
+import type { Database_ } from './db.js'
+import { auditEvents, revocationEvents, tasks, tokens } from './schema.js'
+
+export type TaskRow = typeof tasks.$inferSelect
+export type TokenRow = typeof tokens.$inferSelect
+export type AuditRow = typeof auditEvents.$inferInsert
+export type RevocationEventRow = typeof revocationEvents.$inferSelect
+export type TaskStatus = TaskRow['status']
+
+/**
+ * The storage seam: one small store per aggregate, every query prepared once. Each method is
+ * synchronous (better-sqlite3), so callers compose them inside `transaction`/`durably`.
+ * A PostgreSQL implementation provides the same interface.
+ */
+export interface Stores {
+  transaction<T>(fn: () => T): T
+  durably<T>(fn: () => T): T
+  tasks: {
+    get(id: string): TaskRow | undefined
+    insert(row: TaskRow): void
+    /** Ends a task that is still open; returns false when it was already ended. */
+    end(id: string, status: 'completed' | 'revoked', at: number, reason: string): boolean
+    approve(id: string): boolean
+    listByUser(issuer: string, userSub: string, limit: number): TaskRow[]
+  }
+  tokens: {
+    get(jti: string): TokenRow | undefined
+    insert(row: TokenRow): void
+    revoke(jti: string, at: number): boolean
+    revokeByTask(taskId: string, at: number): number
+    maxExpOfTask(taskId: string): number | undefined
+    pruneExpired(before: number): number
+  }
+  audit: {
+    insert(row: AuditRow): void
+    list(opts: { afterId?: number; limit: number }): (typeof auditEvents.$inferSelect)[]
+  }
+  revocations: {
+    insert(row: Omit<RevocationEventRow, 'id'>): void
+    list(afterId: number, limit: number): RevocationEventRow[]
+  }
+}
+
+export function createStores(database: Database_): Stores {
+  const { db } = database
+  const p = sql.placeholder
+
+  const getTask = db.select().from(tasks).where(eq(tasks.id, p('id'))).prepare()
+  const insertTask = db.insert(tasks).values({
+    id: p('id'), userSub: p('userSub'), subjectIssuer: p('subjectIssuer'), sid: p('sid'), workloadId: p('workloadId'), purpose: p('purpose'),
+    resources: p('resources'), status: p('status'), createdAt: p('createdAt'), expiresAt: p('expiresAt'), endedAt: p('endedAt'), endReason: p('endReason'),
+  }).prepare()
+  const endTask = db
+    .update(tasks)
+    .set({ status: sql`${p('status')}`, endedAt: sql`${p('at')}`, endReason: sql`${p('reason')}` })
+    .where(and(eq(tasks.id, p('id')), sql`${tasks.status} in ('active', 'pending_approval')`))
+    .prepare()
+  const approveTask = db.update(tasks).set({ status: 'active' }).where(and(eq(tasks.id, p('id')), eq(tasks.status, 'pending_approval'))).prepare()
+  const listTasks = db
+    .select()
+    .from(tasks)
+    .where(and(eq(tasks.subjectIssuer, p('issuer')), eq(tasks.userSub, p('userSub'))))
+    .orderBy(desc(tasks.createdAt))
+    .limit(p('limit'))
+    .prepare()
+
+  const getToken = db.select().from(tokens).where(eq(tokens.jti, p('jti'))).prepare()
+  const insertToken = db.insert(tokens).values({
+    jti: p('jti'), taskId: p('taskId'), sub: p('sub'), workloadId: p('workloadId'), aud: p('aud'), scope: p('scope'),
+    iat: p('iat'), exp: p('exp'), status: p('status'), revokedAt: p('revokedAt'), cnfJkt: p('cnfJkt'),
+  }).prepare()
+  const revokeToken = db.update(tokens).set({ status: 'revoked', revokedAt: sql`${p('at')}` }).where(and(eq(tokens.jti, p('jti')), eq(tokens.status, 'active'))).prepare()
+  const revokeTaskTokens = db.update(tokens).set({ status: 'revoked', revokedAt: sql`${p('at')}` }).where(and(eq(tokens.taskId, p('taskId')), eq(tokens.status, 'active'))).prepare()
+  const maxExp = db.select({ exp: sql<number | null>`max(${tokens.exp})` }).from(tokens).where(eq(tokens.taskId, p('taskId'))).prepare()
+  const pruneTokens = db.delete(tokens).where(lt(tokens.exp, p('before'))).prepare()
+
+  const insertAudit = db.insert(auditEvents).values({
+    at: p('at'), action: p('action'), decision: p('decision'), reason: p('reason'), error: p('error'), userSub: p('userSub'),
+    workloadId: p('workloadId'), taskId: p('taskId'), jti: p('jti'), resource: p('resource'),
+  }).prepare()
+  const listAudit = db.select().from(auditEvents).where(gt(auditEvents.id, p('afterId'))).orderBy(asc(auditEvents.id)).limit(p('limit')).prepare()
+
+  const insertRevocation = db.insert(revocationEvents).values({ at: p('at'), kind: p('kind'), taskId: p('taskId'), jti: p('jti'), relevantUntil: p('relevantUntil') }).prepare()
+  const listRevocations = db.select().from(revocationEvents).where(gt(revocationEvents.id, p('afterId'))).orderBy(asc(revocationEvents.id)).limit(p('limit')).prepare()
+
+  return {
+    transaction: database.transaction,
+    durably: database.durably,
+    tasks: {
+      get: (id) => getTask.get({ id }),
+      insert: (row) => void insertTask.run(row),
+      end: (id, status, at, reason) => endTask.run({ id, status, at, reason }).changes === 1,
+      approve: (id) => approveTask.run({ id }).changes === 1,
+      listByUser: (issuer, userSub, limit) => listTasks.all({ issuer, userSub, limit }),
+    },
+    tokens: {
+      get: (jti) => getToken.get({ jti }),
+      insert: (row) => void insertToken.run(row),
+      revoke: (jti, at) => revokeToken.run({ jti, at }).changes === 1,
+      revokeByTask: (taskId, at) => revokeTaskTokens.run({ taskId, at }).changes,
+      maxExpOfTask: (taskId) => maxExp.get({ taskId })?.exp ?? undefined,
+      pruneExpired: (before) => pruneTokens.run({ before }).changes,
+    },
+    audit: {
+      insert: (row) =>
+        void insertAudit.run({
+          error: null, userSub: null, workloadId: null, taskId: null, jti: null, resource: null, ...row,
+        }),
+      list: ({ afterId = 0, limit }) => listAudit.all({ afterId, limit }),
+    },
+    revocations: {
+      insert: (row) => void insertRevocation.run(row),
+      list: (afterId, limit) => listRevocations.all({ afterId, limit }),
+    },
+  }
+}

@@ -1,0 +1,208 @@
+import type { Clock } from '../clock.js'
+import type { Config, ResourceConfig } from '../config.js'
+import { invalidRequest, invalidScope, invalidTarget, notFound, OAuthError, taskNotActive, unauthorizedClient } from '../errors.js'
+import type { Actor } from '../exchange/actor-token.js'
+import type { Subject } from '../exchange/subject-token.js'
+import { uuidv7 } from '../ids.js'
+import { allowedScopes, type Policy } from '../policy/decide.js'
+import type { Stores, TaskRow } from '../store/stores.js'
+
+export interface TaskResource {
+  resource: string
+  scopes: string[]
+}
+
+/** What the tasks module needs: a narrow slice of the broker's dependencies. */
+export interface TaskDeps {
+  config: Pick<Config, 'tasks' | 'resources'>
+  stores: Stores
+  clock: Clock
+  policy: Policy
+}
+
+export type Caller =
+  | { kind: 'user'; subject: Subject }
+  | { kind: 'workload'; actor: Actor }
+  | { kind: 'admin'; id: string }
+
+export type TaskState = TaskRow['status'] | 'expired'
+
+/** A task as the API shows it. Expiry is derived from time, never stored. */
+export interface TaskView {
+  task_id: string
+  status: TaskState
+  purpose: string
+  resources: TaskResource[]
+  user: string
+  workload: string
+  sid?: string
+  created_at: number
+  expires_at: number
+  ended_at?: number
+  end_reason?: string
+}
+
+export function taskState(row: TaskRow, now: number): TaskState {
+  return (row.status === 'active' || row.status === 'pending_approval') && row.expiresAt <= now ? 'expired' : row.status
+}
+
+export function taskResources(row: TaskRow): TaskResource[] {
+  return JSON.parse(row.resources) as TaskResource[]
+}
+
+export function viewTask(row: TaskRow, now: number): TaskView {
+  return {
+    task_id: row.id,
+    status: taskState(row, now),
+    purpose: row.purpose,
+    resources: taskResources(row),
+    user: row.userSub,
+    workload: row.workloadId,
+    ...(row.sid ? { sid: row.sid } : {}),
+    created_at: row.createdAt,
+    expires_at: row.expiresAt,
+    ...(row.endedAt ? { ended_at: row.endedAt } : {}),
+    ...(row.endReason ? { end_reason: row.endReason } : {}),
+  }
+}
+
+export function findResource(config: Pick<Config, 'resources'>, uri: string): ResourceConfig | undefined {
+  return config.resources.find((r) => r.uri === uri)
+}
+
+export interface TaskRequest {
+  purpose: string
+  resources: TaskResource[]
+  ttl?: number | undefined
+}
+
+/**
+ * Decides whether a task may be opened and builds its row, without writing anything:
+ * the policy runs for every resource, and the outcome is `active` or `pending_approval`.
+ */
+export function planTask(deps: TaskDeps, subject: Subject, actor: Actor, req: TaskRequest): { row: TaskRow; reason: string } {
+  const now = deps.clock.now()
+  if (req.resources.length === 0) throw invalidTarget('a task needs at least one resource')
+  const seen = new Set<string>()
+  let approvalRequired = false
+  const reasons: string[] = []
+  const resources = req.resources.map(({ resource: uri, scopes }) => {
+    if (seen.has(uri)) throw invalidRequest(`resource ${uri} is listed twice`)
+    seen.add(uri)
+    const resource = findResource(deps.config, uri)
+    if (!resource) throw invalidTarget('resource is not registered', `unknown resource ${uri}`)
+    const wanted = scopes.length > 0 ? [...new Set(scopes)] : allowedScopes(actor.workload, resource)
+    const decision = deps.policy.decide({ user: subject.user, issuer: subject.issuer, sid: subject.sid }, 'task.open', resource, {
+      workload: actor.workload,
+      scopes: wanted,
+      dpopBound: false,
+      now,
+    })
+    if (!decision.allow) throw new OAuthError(decision.code, 400, decisionDescription(decision.code), decision.reason)
+    if (wanted.length === 0) throw invalidScope('no scope would be granted', `no allowed scopes for ${uri}`)
+    approvalRequired ||= decision.constraints.approvalRequired
+    reasons.push(decision.reason)
+    return { resource: uri, scopes: wanted }
+  })
+  const ttl = Math.min(req.ttl ?? deps.config.tasks.defaultTtl, deps.config.tasks.maxTtl)
+  const row: TaskRow = {
+    id: uuidv7(deps.clock),
+    userSub: subject.user,
+    subjectIssuer: subject.issuer,
+    sid: subject.sid ?? null,
+    workloadId: actor.workload.id,
+    purpose: req.purpose,
+    resources: JSON.stringify(resources),
+    status: approvalRequired ? 'pending_approval' : 'active',
+    createdAt: now,
+    expiresAt: now + ttl,
+    endedAt: null,
+    endReason: null,
+  }
+  return { row, reason: reasons.join('; ') + (approvalRequired ? '; approval required' : '') }
+}
+
+export function decisionDescription(code: 'invalid_target' | 'invalid_scope' | 'unauthorized_client'): string {
+  switch (code) {
+    case 'invalid_target':
+      return 'resource is not permitted for this workload'
+    case 'invalid_scope':
+      return 'requested scope exceeds what is permitted'
+    case 'unauthorized_client':
+      return 'workload is not allowed this grant'
+  }
+}
+
+/** Opens a task (POST /tasks): plan, then one durable write of the task and its audit row. */
+export function openTask(deps: TaskDeps, subject: Subject, actor: Actor, req: TaskRequest): TaskView {
+  const { row, reason } = planTask(deps, subject, actor, req)
+  deps.stores.durably(() => {
+    deps.stores.tasks.insert(row)
+    deps.stores.audit.insert({ at: row.createdAt, action: 'task.open', decision: 'allow', reason: `${row.status}: ${reason}`, userSub: row.userSub, workloadId: row.workloadId, taskId: row.id })
+  })
+  return viewTask(row, deps.clock.now())
+}
+
+/** Whether the caller owns (user), runs (workload) or administers the task. */
+export function canSee(row: TaskRow, caller: Caller): boolean {
+  switch (caller.kind) {
+    case 'admin':
+      return true
+    case 'workload':
+      return row.workloadId === caller.actor.workload.id
+    case 'user':
+      return row.subjectIssuer === caller.subject.issuer && row.userSub === caller.subject.user
+  }
+}
+
+/** Loads a task the caller may see; anything else is indistinguishable from a missing task. */
+export function getTaskFor(deps: Pick<TaskDeps, 'stores'>, id: string, caller: Caller): TaskRow {
+  const row = deps.stores.tasks.get(id)
+  if (!row || !canSee(row, caller)) throw notFound('task not found')
+  return row
+}
+
+function callerName(caller: Caller): string {
+  switch (caller.kind) {
+    case 'admin':
+      return `admin:${caller.id}`
+    case 'workload':
+      return `workload:${caller.actor.workload.id}`
+    case 'user':
+      return `user:${caller.subject.user}`
+  }
+}
+
+/**
+ * Ends a task — completed by its workload, revoked by its user, its workload or an admin — and
+ * revokes every token of it in the same transaction, committed with synchronous=FULL before
+ * the call returns. A revocation event is appended for the feed.
+ */
+export function endTask(deps: TaskDeps, id: string, how: 'completed' | 'revoked', caller: Caller): { task: TaskView; tokensRevoked: number } {
+  const row = getTaskFor(deps, id, caller)
+  if (how === 'completed' && caller.kind !== 'workload') throw unauthorizedClient('only the task\'s workload can complete it')
+  const now = deps.clock.now()
+  const reason = `${how} by ${callerName(caller)}`
+  const revoked = deps.stores.durably(() => {
+    if (!deps.stores.tasks.end(id, how, now, reason)) return undefined
+    const n = deps.stores.tokens.revokeByTask(id, now)
+    const relevantUntil = Math.max(now, deps.stores.tokens.maxExpOfTask(id) ?? now)
+    deps.stores.revocations.insert({ at: now, kind: how === 'completed' ? 'task_completed' : 'task_revoked', taskId: id, jti: null, relevantUntil })
+    deps.stores.audit.insert({ at: now, action: `task.${how === 'completed' ? 'complete' : 'revoke'}`, decision: 'allow', reason: `${reason}; ${n} token(s) revoked`, userSub: row.userSub, workloadId: row.workloadId, taskId: id })
+    return n
+  })
+  if (revoked === undefined) throw taskNotActive(`task is already ${row.status}`)
+  return { task: viewTask(deps.stores.tasks.get(id)!, now), tokensRevoked: revoked }
+}
+
+/** An admin approves a `pending_approval` task. */
+export function approveTask(deps: TaskDeps, id: string, adminId: string): TaskView {
+  const row = getTaskFor(deps, id, { kind: 'admin', id: adminId })
+  const now = deps.clock.now()
+  if (taskState(row, now) !== 'pending_approval') throw taskNotActive(`task is ${taskState(row, now)}`)
+  deps.stores.durably(() => {
+    deps.stores.tasks.approve(id)
+    deps.stores.audit.insert({ at: now, action: 'task.approve', decision: 'allow', reason: `approved by admin:${adminId}`, userSub: row.userSub, workloadId: row.workloadId, taskId: id })
+  })
+  return viewTask(deps.stores.tasks.get(id)!, now)
+}

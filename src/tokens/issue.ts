@@ -1,0 +1,28 @@
+import { SignJWT } from 'jose'
+import type { KeySet } from '../keys/keyset.js'
+
+/** RFC 9068 §2.1 media type of a JWT access token, as the `typ` header. */
+export const ACCESS_TOKEN_TYP = 'at+jwt'
+
+/** Claims of a task token (RFC 9068 §2.2 + RFC 8693 §4 + `task_id`). */
+export interface TaskTokenClaims {
+  iss: string
+  sub: string
+  aud: string
+  client_id: string
+  act: Record<string, unknown>
+  scope: string
+  task_id: string
+  jti: string
+  iat: number
+  nbf: number
+  exp: number
+  sid?: string
+  cnf?: { jkt: string }
+}
+
+/** Signs a task token with the current key. Times are explicit: jose never reads the clock here. */
+export async function signTaskToken(keys: KeySet, claims: TaskTokenClaims): Promise<string> {
+  const { kid, alg, privateKey } = keys.current()
+  return new SignJWT({ ...claims }).setProtectedHeader({ alg, kid, typ: ACCESS_TOKEN_TYP }).sign(privateKey)
+}

@@ -1,0 +1,231 @@
+/**
+ * Test harness: a fresh broker per test (its own :memory: database with the real migrations,
+ * real keys minted here, a fixed clock), driven over HTTP through `app.request()` or a real
+ * 127.0.0.1 port. No module of ours is mocked.
+ */
+import { randomBytes } from 'node:crypto'
+import type { AddressInfo } from 'node:net'
+import { serve } from '@hono/node-server'
+import { exportJWK, generateKeyPair, SignJWT, type JWK, type JWTPayload } from 'jose'
+import { createApp, type App } from '../src/app.js'
+import { argon2Hasher, createBroker, type Deps } from '../src/broker.js'
+import { createFixedClock, type Clock, type FixedClock } from '../src/clock.js'
+import { parseConfig, type ConfigInput } from '../src/config.js'
+import { silentLogger } from '../src/logger.js'
+
+export const T0 = 1_800_000_000
+export const ISSUER = 'http://127.0.0.1:8787'
+export const USER_ISSUER = 'https://idp.test.example'
+export const TRUST_DOMAIN = 'test.example'
+export const NOTES = 'https://notes.test.example/mcp'
+export const CALENDAR = 'https://calendar.test.example/mcp'
+export const UNGRANTED = 'https://ungranted.test.example/mcp'
+export const NOTES_SECRET = 'notes-secret-0123456789'
+export const CALENDAR_SECRET = 'calendar-secret-0123456789'
+export const ADMIN_KEY = 'tpa_test-admin-key'
+
+export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange'
+export const JWT_TYPE = 'urn:ietf:params:oauth:token-type:jwt'
+export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token'
+
+export interface SigningKey {
+  kid: string
+  privateKey: CryptoKey
+  publicJwk: JWK
+}
+
+async function signingKey(kid: string, alg = 'ES256'): Promise<SigningKey> {
+  const { publicKey, privateKey } = await generateKeyPair(alg, { extractable: true })
+  return { kid, privateKey, publicJwk: { ...(await exportJWK(publicKey)), kid, alg } }
+}
+
+/** Keys shared by a test file: generating them is the slow part, the broker itself is fresh per test. */
+export interface Keys {
+  user: SigningKey
+  untrustedUser: SigningKey
+  spiffe: SigningKey
+  otherDomain: SigningKey
+  hashes: { notes: string; calendar: string; admin: string }
+}
+
+let keysPromise: Promise<Keys> | undefined
+export function testKeys(): Promise<Keys> {
+  keysPromise ??= (async () => ({
+    user: await signingKey('user-key-1'),
+    untrustedUser: await signingKey('user-key-1'),
+    spiffe: await signingKey('svid-key-1'),
+    otherDomain: await signingKey('svid-key-9'),
+    hashes: {
+      notes: await argon2Hasher.hash(NOTES_SECRET),
+      calendar: await argon2Hasher.hash(CALENDAR_SECRET),
+      admin: await argon2Hasher.hash(ADMIN_KEY),
+    },
+  }))()
+  return keysPromise
+}
+
+export function spiffeId(name: string, td = TRUST_DOMAIN): string {
+  return `spiffe://${td}/agent/${name}`
+}
+
+export function testConfig(keys: Keys, issuer = ISSUER): ConfigInput {
+  return {
+    issuer,
+    database: ':memory:',
+    keys: { kek: randomBytes(32).toString('base64url') },
+    subjectIssuers: [{ issuer: USER_ISSUER, jwks: { keys: [keys.user.publicJwk as Record<string, unknown>] }, algorithms: ['ES256'] }],
+    workloadIssuers: [
+      { kind: 'spiffe', trustDomain: TRUST_DOMAIN, jwks: { keys: [{ ...keys.spiffe.publicJwk, use: 'jwt-svid' }] } },
+    ],
+    workloads: [
+      {
+        id: 'agent-a',
+        attestation: { issuer: `spiffe://${TRUST_DOMAIN}`, subject: spiffeId('a') },
+        grants: [
+          { resource: NOTES, scopes: ['notes:read', 'notes:write'] },
+          { resource: CALENDAR, scopes: ['cal:read'] },
+        ],
+      },
+      { id: 'agent-b', attestation: { issuer: `spiffe://${TRUST_DOMAIN}`, subject: spiffeId('b') }, grants: [{ resource: NOTES, scopes: ['notes:read'] }] },
+      { id: 'agent-off', attestation: { issuer: `spiffe://${TRUST_DOMAIN}`, subject: spiffeId('off') }, grants: [{ resource: NOTES, scopes: ['notes:read'] }], enabled: false },
+    ],
+    resources: [
+      { uri: NOTES, scopes: ['notes:read', 'notes:write', 'notes:delete'], credential: { clientId: 'notes-mcp', secretHash: keys.hashes.notes } },
+      { uri: CALENDAR, scopes: ['cal:read'], credential: { clientId: 'calendar-mcp', secretHash: keys.hashes.calendar } },
+      { uri: UNGRANTED, scopes: ['x:read'] },
+    ],
+    admin: { apiKeyHashes: [keys.hashes.admin] },
+  }
+}
+
+export interface TestBroker {
+  app: App
+  deps: Deps
+  clock: FixedClock
+  keys: Keys
+  /** Mints a user session token; `claims` override the defaults (`null` removes a claim). */
+  session(claims?: Partial<Record<string, unknown>>, opts?: { key?: SigningKey; alg?: string; header?: Record<string, unknown> }): Promise<string>
+  /** Mints a JWT-SVID for `spiffe://test.example/agent/<name>`. */
+  svid(name?: string, claims?: Partial<Record<string, unknown>>, opts?: { key?: SigningKey; header?: Record<string, unknown> }): Promise<string>
+  post(path: string, body: Record<string, string | string[]> | string, headers?: Record<string, string>): Promise<Response>
+  exchange(params?: Record<string, string | string[] | undefined>): Promise<Response>
+  count(table: 'tokens' | 'tasks' | 'audit_events' | 'revocation_events'): number
+  lastAudit(): Record<string, unknown> | undefined
+  close(): void
+}
+
+export async function mint(key: SigningKey, claims: JWTPayload, header: Record<string, unknown> = {}): Promise<string> {
+  const clean = Object.fromEntries(Object.entries(claims).filter(([, v]) => v !== null && v !== undefined))
+  return new SignJWT(clean).setProtectedHeader({ alg: 'ES256', kid: key.kid, typ: 'JWT', ...header }).sign(key.privateKey)
+}
+
+export function form(body: Record<string, string | string[] | undefined>): string {
+  const p = new URLSearchParams()
+  for (const [k, v] of Object.entries(body)) {
+    if (v === undefined) continue
+    for (const one of Array.isArray(v) ? v : [v]) p.append(k, one)
+  }
+  return p.toString()
+}
+
+export async function createTestBroker(opts: { clock?: Clock & Partial<FixedClock>; issuer?: string; config?: (c: ConfigInput) => ConfigInput } = {}): Promise<TestBroker> {
+  const keys = await testKeys()
+  const clock = (opts.clock ?? createFixedClock(T0)) as FixedClock
+  const input = (opts.config ?? ((c) => c))(testConfig(keys, opts.issuer))
+  const config = parseConfig(input)
+  const deps = await createBroker({ config, clock, logger: silentLogger, kek: Buffer.from(config.keys.kek!, 'base64url') })
+  const app = createApp(deps)
+  const issuer = config.issuer
+
+  const broker: TestBroker = {
+    app,
+    deps,
+    clock,
+    keys,
+    session(claims = {}, o = {}) {
+      const now = clock.now()
+      return mint(o.key ?? keys.user, { iss: USER_ISSUER, sub: 'alice', sid: 'sess-1', aud: issuer, iat: now, exp: now + 3600, ...claims } as JWTPayload, o.header)
+    },
+    svid(name = 'a', claims = {}, o = {}) {
+      const now = clock.now()
+      return mint(o.key ?? keys.spiffe, { sub: spiffeId(name), aud: issuer, iat: now, exp: now + 300, ...claims } as JWTPayload, o.header)
+    },
+    post(path, body, headers = {}) {
+      return Promise.resolve(
+        app.request(path, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
+          body: typeof body === 'string' ? body : form(body),
+        }),
+      )
+    },
+    async exchange(params = {}) {
+      return broker.post('/token', {
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: await broker.session(),
+        subject_token_type: JWT_TYPE,
+        actor_token: await broker.svid('a'),
+        actor_token_type: JWT_TYPE,
+        resource: NOTES,
+        scope: 'notes:read',
+        ...params,
+      } as Record<string, string | string[]>)
+    },
+    count(table) {
+      return (deps.database.sqlite.prepare(`select count(*) as n from ${table}`).get() as { n: number }).n
+    },
+    lastAudit() {
+      return deps.database.sqlite.prepare('select * from audit_events order by id desc limit 1').get() as Record<string, unknown> | undefined
+    },
+    close() {
+      deps.database.close()
+    },
+  }
+  return broker
+}
+
+/** Opens a task over HTTP and returns its id. */
+export async function openTask(b: TestBroker, body: unknown, opts: { session?: string; svid?: string } = {}): Promise<Response> {
+  return b.app.request('/tasks', {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      authorization: `Bearer ${opts.session ?? (await b.session())}`,
+      'actor-token': opts.svid ?? (await b.svid('a')),
+    },
+    body: JSON.stringify(body),
+  })
+}
+
+/**
+ * A broker on a real 127.0.0.1 port, with `issuer` equal to its URL (RFC 8414 discovery
+ * requires it). Uses the system clock unless given one: third-party verifiers read real time.
+ */
+export async function startTestServer(opts: { clock?: Clock; config?: (c: ConfigInput) => ConfigInput } = {}): Promise<TestBroker & { url: string; stop(): Promise<void> }> {
+  let handler: ((r: Request) => Response | Promise<Response>) | undefined
+  const server = serve({ fetch: (r: Request) => handler!(r), hostname: '127.0.0.1', port: 0 })
+  await new Promise<void>((resolve) => server.once('listening', () => resolve()))
+  const { port } = server.address() as AddressInfo
+  const url = `http://127.0.0.1:${port}`
+  const broker = await createTestBroker({ clock: opts.clock ?? systemClockForTests(), issuer: url, ...(opts.config ? { config: opts.config } : {}) })
+  handler = (r) => broker.app.fetch(r)
+  return {
+    ...broker,
+    url,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve())
+        broker.close()
+      }),
+  }
+}
+
+/** The real clock, with the FixedClock methods a TestBroker type expects (unused on it). */
+function systemClockForTests(): FixedClock {
+  return {
+    now: () => Math.floor(Date.now() / 1000),
+    nowMs: () => Date.now(),
+    set() { throw new Error('system clock cannot be set') },
+    advance() { throw new Error('system clock cannot be advanced') },
+  }
+}

@@ -1,0 +1,151 @@
+import assert from 'node:assert/strict'
+import { afterEach, beforeEach, describe, it } from 'node:test'
+import { decodeJwt, decodeProtectedHeader } from 'jose'
+import { createTestBroker, form, NOTES, NOTES_SECRET, openTask, type TestBroker } from './harness.js'
+
+const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`
+
+async function introspect(b: TestBroker, token: string, creds = basic('notes-mcp', NOTES_SECRET)) {
+  const res = await b.post('/introspect', { token }, { authorization: creds })
+  assert.equal(res.status, 200)
+  return (await res.json()) as Record<string, unknown>
+}
+
+describe('task lifecycle', () => {
+  let b: TestBroker
+  beforeEach(async () => { b = await createTestBroker() })
+  afterEach(() => b.close())
+
+  it('open → exchange → introspect active → complete → introspect inactive → exchange refused (invalid_grant)', async () => {
+    const opened = await openTask(b, { purpose: 'summarise notes', resources: [{ resource: NOTES, scopes: ['notes:read'] }], ttl: 600 })
+    assert.equal(opened.status, 201)
+    const task = (await opened.json()) as { task_id: string; status: string; sid: string; expires_at: number }
+    assert.equal(task.status, 'active')
+    assert.equal(task.sid, 'sess-1')
+    assert.equal(task.expires_at, b.clock.now() + 600)
+
+    const res = await b.exchange({ task_id: task.task_id })
+    assert.equal(res.status, 200)
+    assert.equal(res.headers.get('cache-control'), 'no-store')
+    const body = (await res.json()) as Record<string, unknown>
+    assert.deepEqual(Object.keys(body).sort(), ['access_token', 'expires_in', 'issued_token_type', 'scope', 'task_id', 'token_type'])
+    assert.equal(body.issued_token_type, 'urn:ietf:params:oauth:token-type:access_token')
+    assert.equal(body.token_type, 'Bearer')
+    assert.equal(body.expires_in, 300)
+    assert.equal(body.task_id, task.task_id)
+    const token = body.access_token as string
+
+    const header = decodeProtectedHeader(token)
+    assert.equal(header.typ, 'at+jwt')
+    assert.equal(header.alg, 'ES256')
+    assert.equal(header.kid, b.deps.keys.current().kid)
+    const claims = decodeJwt(token)
+    assert.equal(claims.iss, b.deps.config.issuer)
+    assert.equal(claims.sub, 'alice')
+    assert.equal(claims.aud, NOTES)
+    assert.equal(claims.client_id, 'agent-a')
+    assert.deepEqual(claims.act, { sub: 'agent-a' })
+    assert.equal(claims.scope, 'notes:read')
+    assert.equal(claims.task_id, task.task_id)
+    assert.equal(claims.sid, 'sess-1')
+    assert.equal(claims.iat, b.clock.now())
+    assert.equal(claims.nbf, b.clock.now())
+    assert.equal(claims.exp, b.clock.now() + 300)
+    assert.match(claims.jti!, /^[0-9a-f-]{36}$/)
+
+    const active = await introspect(b, token)
+    assert.equal(active.active, true)
+    assert.equal(active.task_id, task.task_id)
+    assert.equal(active.client_id, 'agent-a')
+
+    const done = await b.app.request(`/tasks/${task.task_id}/complete`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })
+    assert.equal(done.status, 200)
+    const ended = (await done.json()) as { task: { status: string }; tokensRevoked: number }
+    assert.equal(ended.task.status, 'completed')
+    assert.equal(ended.tokensRevoked, 1)
+    assert.equal(b.count('revocation_events'), 1)
+
+    assert.deepEqual(await introspect(b, token), { active: false })
+
+    const tokensBefore = b.count('tokens')
+    const again = await b.exchange({ task_id: task.task_id })
+    assert.equal(again.status, 400)
+    assert.equal(((await again.json()) as { error: string }).error, 'invalid_grant')
+    assert.equal(b.count('tokens'), tokensBefore)
+    assert.equal(b.lastAudit()?.decision, 'deny')
+  })
+
+  it('an exchange without task_id opens a task implicitly and returns its id', async () => {
+    const res = await b.exchange()
+    assert.equal(res.status, 200)
+    const body = (await res.json()) as { task_id: string; scope: string }
+    assert.equal(body.scope, 'notes:read')
+    const row = b.deps.stores.tasks.get(body.task_id)
+    assert.equal(row?.status, 'active')
+    assert.equal(row?.expiresAt, b.clock.now() + b.deps.config.tasks.defaultTtl)
+  })
+
+  it('POST /revoke revokes one token (RFC 7009), leaving the task and its other tokens alone', async () => {
+    const first = (await (await b.exchange()).json()) as { access_token: string; task_id: string }
+    const second = (await (await b.exchange({ task_id: first.task_id })).json()) as { access_token: string }
+    const res = await b.post('/revoke', { token: first.access_token }, { authorization: basic('notes-mcp', NOTES_SECRET) })
+    assert.equal(res.status, 200)
+    assert.deepEqual(await introspect(b, first.access_token), { active: false })
+    assert.equal((await introspect(b, second.access_token)).active, true)
+    assert.equal(b.deps.stores.tasks.get(first.task_id)?.status, 'active')
+    // RFC 7009 §2.2: an invalid token does not cause an error.
+    assert.equal((await b.post('/revoke', { token: 'garbage' }, { authorization: basic('notes-mcp', NOTES_SECRET) })).status, 200)
+  })
+
+  it('the workload revokes its own token with its attestation as client assertion', async () => {
+    const { access_token } = (await (await b.exchange()).json()) as { access_token: string }
+    const res = await b.post('/revoke', { token: access_token, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe', client_assertion: await b.svid('a') })
+    assert.equal(res.status, 200)
+    assert.deepEqual(await introspect(b, access_token), { active: false })
+  })
+
+  it('another workload cannot revoke the token (200, nothing changes)', async () => {
+    const { access_token } = (await (await b.exchange()).json()) as { access_token: string }
+    const res = await b.post('/revoke', { token: access_token, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe', client_assertion: await b.svid('b') })
+    assert.equal(res.status, 200)
+    assert.equal((await introspect(b, access_token)).active, true)
+    assert.equal(b.count('revocation_events'), 0)
+  })
+
+  it('tokens and tasks expire with the injected clock', async () => {
+    const opened = (await (await openTask(b, { purpose: 'p', resources: [{ resource: NOTES, scopes: ['notes:read'] }], ttl: 400 })).json()) as { task_id: string }
+    const { access_token } = (await (await b.exchange({ task_id: opened.task_id })).json()) as { access_token: string }
+    b.clock.advance(299)
+    assert.equal((await introspect(b, access_token)).active, true)
+    b.clock.advance(1)
+    assert.deepEqual(await introspect(b, access_token), { active: false })
+    // 100 s of task left: the next token is clamped to it.
+    const clamped = (await (await b.exchange({ task_id: opened.task_id })).json()) as { expires_in: number }
+    assert.equal(clamped.expires_in, 100)
+    b.clock.advance(100)
+    const expired = await b.exchange({ task_id: opened.task_id })
+    assert.equal(expired.status, 400)
+    assert.deepEqual(await expired.json(), { error: 'invalid_grant', error_description: 'task is expired' })
+    const view = await b.app.request(`/tasks/${opened.task_id}`, { headers: { authorization: `Bearer ${await b.session()}` } })
+    assert.equal(((await view.json()) as { status: string }).status, 'expired')
+  })
+
+  it('the owning user revokes a task; every token of it goes inactive', async () => {
+    const { access_token, task_id } = (await (await b.exchange()).json()) as { access_token: string; task_id: string }
+    const res = await b.app.request(`/tasks/${task_id}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${await b.session()}` } })
+    assert.equal(res.status, 200)
+    assert.deepEqual(await introspect(b, access_token), { active: false })
+    const other = await b.app.request(`/tasks/${task_id}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${await b.session({ sub: 'mallory' })}` } })
+    assert.equal(other.status, 404)
+  })
+
+  it('introspection needs a resource credential; another resource sees {active:false}', async () => {
+    const { access_token } = (await (await b.exchange()).json()) as { access_token: string }
+    const none = await b.post('/introspect', form({ token: access_token }))
+    assert.equal(none.status, 401)
+    assert.equal(((await none.json()) as { error: string }).error, 'invalid_client')
+    const wrong = await b.post('/introspect', { token: access_token }, { authorization: basic('notes-mcp', 'wrong') })
+    assert.equal(wrong.status, 401)
+    assert.deepEqual(await introspect(b, access_token, basic('calendar-mcp', 'calendar-secret-0123456789')), { active: false })
+  })
+})
