@@ -28,7 +28,8 @@ const keySource = {
 }
 const oneKeySource = [
   (k: { jwks?: unknown; jwksFile?: unknown; jwksUri?: unknown }) => [k.jwks, k.jwksFile, k.jwksUri].filter((x) => x !== undefined).length === 1,
-  { message: 'exactly one of jwks, jwksFile, jwksUri' },
+  // `when`: checked even if sibling fields are bad, so one run names every problem.
+  { message: 'exactly one of jwks, jwksFile, jwksUri', when: () => true },
 ] as const
 
 const subjectIssuer = z

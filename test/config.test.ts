@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { applyEnv, ConfigError, parseConfig } from '../src/config.js'
+
+describe('configuration', () => {
+  it('applies defaults: 5-minute tokens, 15-minute ceiling', () => {
+    const c = parseConfig({ issuer: 'https://broker.example' })
+    assert.equal(c.tokens.defaultTtl, 300)
+    assert.equal(c.tokens.maxTtl, 900)
+    assert.equal(c.listen.port, 8787)
+  })
+
+  it('names every bad field in one error', () => {
+    try {
+      parseConfig({
+        issuer: 'https://broker.example/',
+        tokens: { defaultTtl: -1 },
+        subjectIssuers: [{ issuer: 'https://idp.example', algorithms: ['HS256'] }],
+        workloads: [{ id: 'a b', attestation: { issuer: 'x', subject: 'y' }, grants: [{ resource: 'https://nope.example/mcp', scopes: ['s'] }] }],
+        resources: [{ uri: 'https://r.example/mcp#frag', scopes: ['s'] }],
+      })
+      assert.fail('expected ConfigError')
+    } catch (e) {
+      assert.ok(e instanceof ConfigError)
+      const text = e.issues.join('\n')
+      for (const field of ['issuer', 'tokens.defaultTtl', 'subjectIssuers.0.algorithms.0', 'subjectIssuers.0', 'workloads.0.id', 'resources.0.uri']) {
+        assert.ok(e.issues.some((i) => i.startsWith(`${field}:`)), `missing ${field} in:\n${text}`)
+      }
+    }
+  })
+
+  it('refuses a superset workload grant for an unknown resource', () => {
+    assert.throws(
+      () => parseConfig({ issuer: 'https://b.example', workloads: [{ id: 'w', attestation: { issuer: 'i', subject: 's' }, grants: [{ resource: 'https://x.example/mcp', scopes: ['a'] }] }] }),
+      (e: unknown) => e instanceof ConfigError && e.issues.some((i) => i.startsWith('workloads.0.grants.0.resource: unknown resource')),
+    )
+  })
+
+  it('environment overrides the file', () => {
+    const c = parseConfig(applyEnv({ issuer: 'https://a.example', listen: { port: 1 } }, { TASKPASS_ISSUER: 'https://b.example', TASKPASS_PORT: '9000' }))
+    assert.equal(c.issuer, 'https://b.example')
+    assert.equal(c.listen.port, 9000)
+  })
+
+  it('the broker refuses to start on a bad config file, naming the fields', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'taskpass-config-'))
+    const file = join(dir, 'bad.json')
+    writeFileSync(file, JSON.stringify({ issuer: 'not a url', tokens: { maxTtl: 0 } }))
+    const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts', '--config', file], { encoding: 'utf8', timeout: 20_000 })
+    assert.equal(run.status, 2)
+    assert.match(run.stderr, /issuer:/)
+    assert.match(run.stderr, /tokens\.maxTtl:/)
+  })
+})

@@ -1,0 +1,85 @@
+import assert from 'node:assert/strict'
+import { afterEach, beforeEach, describe, it } from 'node:test'
+import { ADMIN_KEY, CALENDAR, createTestBroker, NOTES, openTask, type TestBroker } from './harness.js'
+
+const admin = { authorization: `Bearer ${ADMIN_KEY}` }
+
+describe('tasks API', () => {
+  let b: TestBroker
+  beforeEach(async () => {
+    b = await createTestBroker({ config: (c) => ({ ...c, resources: c.resources!.map((r) => (r.uri === CALENDAR ? { ...r, requireApproval: true } : r)) }) })
+  })
+  afterEach(() => b.close())
+
+  it('a task needing approval waits; exchange is invalid_grant until an admin approves', async () => {
+    const res = await openTask(b, { purpose: 'read my calendar', resources: [{ resource: CALENDAR, scopes: ['cal:read'] }] })
+    assert.equal(res.status, 201)
+    const task = (await res.json()) as { task_id: string; status: string }
+    assert.equal(task.status, 'pending_approval')
+
+    const early = await b.exchange({ task_id: task.task_id, resource: CALENDAR, scope: 'cal:read' })
+    assert.equal(early.status, 400)
+    assert.equal(((await early.json()) as { error: string }).error, 'invalid_grant')
+    assert.equal(b.count('tokens'), 0)
+
+    assert.equal((await b.app.request(`/admin/tasks/${task.task_id}/approve`, { method: 'POST' })).status, 401)
+    const approved = await b.app.request(`/admin/tasks/${task.task_id}/approve`, { method: 'POST', headers: admin })
+    assert.equal(approved.status, 200)
+    assert.equal(((await approved.json()) as { status: string }).status, 'active')
+
+    const ok = await b.exchange({ task_id: task.task_id, resource: CALENDAR, scope: 'cal:read' })
+    assert.equal(ok.status, 200)
+  })
+
+  it('opening a task runs the policy: scope beyond the workload is invalid_scope and writes nothing', async () => {
+    const res = await openTask(b, { purpose: 'x', resources: [{ resource: NOTES, scopes: ['notes:delete'] }] })
+    assert.equal(res.status, 400)
+    assert.equal(((await res.json()) as { error: string }).error, 'invalid_scope')
+    assert.equal(b.count('tasks'), 0)
+  })
+
+  it('a task for an unregistered resource is invalid_target', async () => {
+    const res = await openTask(b, { purpose: 'x', resources: [{ resource: 'https://unknown.example/mcp', scopes: ['a'] }] })
+    assert.equal(res.status, 400)
+    assert.equal(((await res.json()) as { error: string }).error, 'invalid_target')
+    assert.equal(b.count('tasks'), 0)
+  })
+
+  it('a task is visible to its user and its workload only', async () => {
+    const { task_id } = (await (await openTask(b, { purpose: 'x', resources: [{ resource: NOTES, scopes: ['notes:read'] }] })).json()) as { task_id: string }
+    const asUser = await b.app.request(`/tasks/${task_id}`, { headers: { authorization: `Bearer ${await b.session()}` } })
+    assert.equal(asUser.status, 200)
+    const asWorkload = await b.app.request(`/tasks/${task_id}`, { headers: { 'actor-token': await b.svid('a') } })
+    assert.equal(asWorkload.status, 200)
+    const asOther = await b.app.request(`/tasks/${task_id}`, { headers: { authorization: `Bearer ${await b.session({ sub: 'bob' })}` } })
+    assert.equal(asOther.status, 404)
+    const asOtherWorkload = await b.app.request(`/tasks/${task_id}`, { headers: { 'actor-token': await b.svid('b') } })
+    assert.equal(asOtherWorkload.status, 404)
+    const list = (await (await b.app.request('/tasks', { headers: { authorization: `Bearer ${await b.session()}` } })).json()) as { tasks: { task_id: string }[] }
+    assert.deepEqual(list.tasks.map((t) => t.task_id), [task_id])
+  })
+
+  it('only the workload completes a task; completing twice is 409 task_not_active', async () => {
+    const { task_id } = (await (await openTask(b, { purpose: 'x', resources: [{ resource: NOTES, scopes: [] }] })).json()) as { task_id: string }
+    const byUser = await b.app.request(`/tasks/${task_id}/complete`, { method: 'POST', headers: { authorization: `Bearer ${await b.session()}` } })
+    assert.equal(byUser.status, 401)
+    const byOther = await b.app.request(`/tasks/${task_id}/complete`, { method: 'POST', headers: { 'actor-token': await b.svid('b') } })
+    assert.equal(byOther.status, 404)
+    const ok = await b.app.request(`/tasks/${task_id}/complete`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })
+    assert.equal(ok.status, 200)
+    const twice = await b.app.request(`/tasks/${task_id}/complete`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })
+    assert.equal(twice.status, 409)
+    assert.equal(((await twice.json()) as { error: string }).error, 'task_not_active')
+    assert.equal(b.count('revocation_events'), 1)
+  })
+
+  it('an admin revokes a task and reads the audit log', async () => {
+    const { access_token, task_id } = (await (await b.exchange()).json()) as { access_token: string; task_id: string }
+    const res = await b.app.request(`/admin/tasks/${task_id}/revoke`, { method: 'POST', headers: admin })
+    assert.equal(res.status, 200)
+    assert.equal(((await res.json()) as { tokensRevoked: number }).tokensRevoked, 1)
+    assert.equal(b.deps.stores.tokens.get(JSON.parse(Buffer.from(access_token.split('.')[1]!, 'base64url').toString()).jti)?.status, 'revoked')
+    const audit = (await (await b.app.request('/admin/audit?after=0&limit=10', { headers: admin })).json()) as { events: { action: string; decision: string }[] }
+    assert.deepEqual(audit.events.map((e) => `${e.action}:${e.decision}`), ['token.exchange:allow', 'task.revoke:allow'])
+  })
+})
