@@ -17,6 +17,7 @@ export type OAuthErrorCode =
   | 'not_found'
   | 'method_not_allowed'
   | 'task_not_active'
+  | 'rotation_too_early'
   | 'server_error'
 
 export class OAuthError extends Error {

@@ -11,7 +11,8 @@ const USAGE = `taskpass CLI — the admin API, from the shell (same config as th
 
   dev-tokens                 print a dev user session token and a dev workload JWT-SVID, with a curl exchange
   hash-secret <secret>       print the argon2id hash of a secret (for resources[].credential / admin.apiKeyHashes)
-  keys rotate                promote the pre-published key, retire the current one, pre-publish a new one
+  keys rotate [--force]      promote the pre-published key, retire the current one, pre-publish a new one
+                             (refused until the next key has been published for the JWKS max-age, unless --force)
   keys list                  print the published JWKS
   tasks show <id>            print a task
   tasks approve <id>         approve a pending_approval task
@@ -20,7 +21,8 @@ const USAGE = `taskpass CLI — the admin API, from the shell (same config as th
 `
 
 async function main(argv: string[]): Promise<number> {
-  const [cmd, sub, arg] = argv.filter((a, i) => a !== '--config' && argv[i - 1] !== '--config')
+  const force = argv.includes('--force')
+  const [cmd, sub, arg] = argv.filter((a, i) => a !== '--config' && argv[i - 1] !== '--config' && a !== '--force')
   if (cmd === 'hash-secret') {
     if (!sub) return usage()
     process.stdout.write((await argon2Hasher.hash(sub)) + '\n')
@@ -61,8 +63,8 @@ async function main(argv: string[]): Promise<number> {
   try {
     switch (`${cmd} ${sub ?? ''}`.trim()) {
       case 'keys rotate':
-        print(await rotateKeys(deps.keyStore))
-        deps.stores.audit.insert({ at: systemClock.now(), action: 'keys.rotate', decision: 'allow', reason: 'rotated from the CLI' })
+        print(await rotateKeys(deps.keyStore, { force }))
+        deps.stores.audit.insert({ at: systemClock.now(), action: 'keys.rotate', decision: 'allow', reason: `rotated from the CLI${force ? ' (forced)' : ''}` })
         return 0
       case 'keys list':
         print(deps.keys.jwks())

@@ -7,6 +7,19 @@ import { signingKeys } from '../store/schema.js'
 
 export type SigningAlg = 'ES256' | 'EdDSA'
 
+/** How long verifiers may cache the JWKS (its `Cache-Control: max-age`), seconds. */
+export const JWKS_MAX_AGE = 300
+
+/** A rotation asked for before every verifier can have seen the next key. */
+export class RotationTooEarly extends Error {
+  readonly waitSeconds: number
+  constructor(waitSeconds: number) {
+    super(`the next key has been published for less than ${JWKS_MAX_AGE} s; retry in ${waitSeconds} s or force it`)
+    this.name = 'RotationTooEarly'
+    this.waitSeconds = waitSeconds
+  }
+}
+
 export interface ActiveKey {
   kid: string
   alg: SigningAlg
@@ -102,9 +115,11 @@ export async function openKeySet(o: KeyStoreOptions): Promise<KeySet> {
 /**
  * Rotation: the pre-published next key starts signing, the current key retires but stays
  * published until every token it signed has expired, and a fresh next key is pre-published.
- * No verifier ever sees a token whose key it could not already fetch.
+ * No verifier ever sees a token whose key it could not already fetch: a rotation is refused
+ * until the next key has been published for a full JWKS cache lifetime, unless `force`d
+ * (an emergency rotation after a key compromise, where speed beats smoothness).
  */
-export async function rotateKeys(o: KeyStoreOptions): Promise<{ retired: string; current: string; next: string }> {
+export async function rotateKeys(o: KeyStoreOptions, opts: { force?: boolean } = {}): Promise<{ retired: string; current: string; next: string }> {
   const fresh = await generate(o.alg, o.kek) // generate (async) outside the synchronous transaction
   const now = o.clock.now()
   return o.database.durably(() => {
@@ -112,6 +127,8 @@ export async function rotateKeys(o: KeyStoreOptions): Promise<{ retired: string;
     const cur = rows.find((r) => r.state === 'current')
     const next = rows.find((r) => r.state === 'next')
     if (!cur || !next) throw new Error('keyset not initialised')
+    const published = now - next.createdAt
+    if (!opts.force && published < JWKS_MAX_AGE) throw new RotationTooEarly(JWKS_MAX_AGE - published)
     o.database.db.update(signingKeys).set({ state: 'retired', retiredAt: now, publishUntil: now + o.retiredPublishSeconds }).where(eq(signingKeys.kid, cur.kid)).run()
     o.database.db.update(signingKeys).set({ state: 'current', activatedAt: now }).where(eq(signingKeys.kid, next.kid)).run()
     insertKey(o, fresh, 'next')

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto'
 import { Hono, type MiddlewareHandler } from 'hono'
 import type { Deps } from '../broker.js'
-import { invalidRequest, invalidToken } from '../errors.js'
+import { invalidRequest, invalidToken, OAuthError } from '../errors.js'
 import { noStore } from '../http/middleware.js'
-import { rotateKeys } from '../keys/keyset.js'
+import { RotationTooEarly, rotateKeys } from '../keys/keyset.js'
 import { TtlCache } from '../lib/ttl-cache.js'
 import { approveTask, endTask } from '../tasks/lifecycle.js'
 
@@ -42,9 +42,17 @@ export function adminRoutes(deps: Deps) {
     .post('/admin/tasks/:id/approve', (c) => c.json(approveTask(deps, c.req.param('id'), c.get('adminId'))))
     .post('/admin/tasks/:id/revoke', (c) => c.json(endTask(deps, c.req.param('id'), 'revoked', { kind: 'admin', id: c.get('adminId') })))
     .post('/admin/keys/rotate', async (c) => {
-      const result = await rotateKeys(deps.keyStore)
+      const force = c.req.query('force')
+      if (force !== undefined && force !== 'true' && force !== 'false') throw invalidRequest('"force" must be true or false')
+      let result
+      try {
+        result = await rotateKeys(deps.keyStore, { force: force === 'true' })
+      } catch (e) {
+        if (e instanceof RotationTooEarly) throw new OAuthError('rotation_too_early', 409, e.message, e.message, { 'Retry-After': String(e.waitSeconds) })
+        throw e
+      }
       await deps.keys.reload()
-      deps.stores.audit.insert({ at: deps.clock.now(), action: 'keys.rotate', decision: 'allow', reason: `rotated by admin:${c.get('adminId')}: ${result.retired} → ${result.current}` })
+      deps.stores.audit.insert({ at: deps.clock.now(), action: 'keys.rotate', decision: 'allow', reason: `rotated by admin:${c.get('adminId')}${force === 'true' ? ' (forced)' : ''}: ${result.retired} → ${result.current}` })
       return c.json(result)
     })
     .get('/admin/audit', (c) => {

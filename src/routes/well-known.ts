@@ -1,6 +1,7 @@
 import { Hono } from 'hono'
 import type { Deps } from '../broker.js'
 import { OAuthError } from '../errors.js'
+import { JWKS_MAX_AGE } from '../keys/keyset.js'
 import { SPIFFE_ASSERTION_TYPE } from '../http/client-auth.js'
 import { TOKEN_EXCHANGE_GRANT } from '../exchange/token-exchange.js'
 
@@ -29,6 +30,13 @@ export function authorizationServerMetadata(deps: Pick<Deps, 'config' | 'keys'>)
   }
 }
 
+/** RFC 9110 §13.1.2: If-None-Match uses the weak comparison, over a list of tags or `*`. */
+function etagMatches(header: string | undefined, etag: string): boolean {
+  if (header === undefined) return false
+  if (header.trim() === '*') return true
+  return header.split(',').some((t) => t.trim().replace(/^W\//, '') === etag)
+}
+
 export function wellKnownRoutes(deps: Deps) {
   return new Hono()
     .get('/.well-known/oauth-authorization-server', (c) => {
@@ -37,9 +45,9 @@ export function wellKnownRoutes(deps: Deps) {
     })
     .get('/.well-known/jwks.json', (c) => {
       const etag = deps.keys.etag()
-      c.header('Cache-Control', 'public, max-age=300, must-revalidate')
+      c.header('Cache-Control', `public, max-age=${JWKS_MAX_AGE}, must-revalidate`)
       c.header('ETag', etag)
-      if (c.req.header('if-none-match') === etag) return c.body(null, 304)
+      if (etagMatches(c.req.header('if-none-match'), etag)) return c.body(null, 304)
       return c.json(deps.keys.jwks(), 200, { 'Content-Type': 'application/jwk-set+json' })
     })
     .get('/authorize', () => {
