@@ -60,9 +60,9 @@ describe('task lifecycle', () => {
 
     const done = await b.app.request(`/tasks/${task.task_id}/complete`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })
     assert.equal(done.status, 200)
-    const ended = (await done.json()) as { task: { status: string }; tokensRevoked: number }
+    const ended = (await done.json()) as { task: { status: string }; tokens_revoked: number }
     assert.equal(ended.task.status, 'completed')
-    assert.equal(ended.tokensRevoked, 1)
+    assert.equal(ended.tokens_revoked, 1)
     assert.equal(b.count('revocation_events'), 1)
 
     assert.deepEqual(await introspect(b, token), { active: false })

@@ -56,9 +56,15 @@ export function adminRoutes(deps: Deps) {
       return c.json(result)
     })
     .get('/admin/audit', (c) => {
-      const after = Number(c.req.query('after') ?? '0')
-      const limit = Number(c.req.query('limit') ?? '100')
-      if (!Number.isSafeInteger(after) || after < 0 || !Number.isSafeInteger(limit) || limit < 1 || limit > 1000) throw invalidRequest('"after" ≥ 0 and 1 ≤ "limit" ≤ 1000 must be integers')
-      return c.json({ events: deps.stores.audit.list({ afterId: after, limit }) })
+      const afterText = c.req.query('after') ?? '0'
+      const limitText = c.req.query('limit') ?? '100'
+      const after = Number(afterText)
+      const limit = Number(limitText)
+      if (!/^[0-9]{1,15}$/.test(afterText) || !/^[0-9]{1,4}$/.test(limitText) || limit < 1 || limit > 1000) throw invalidRequest('"after" ≥ 0 and 1 ≤ "limit" ≤ 1000 must be integers')
+      const events = deps.stores.audit.list({ afterId: after, limit }).map((e) => ({
+        id: e.id, at: e.at, action: e.action, decision: e.decision, reason: e.reason, error: e.error,
+        user_sub: e.userSub, workload_id: e.workloadId, task_id: e.taskId, jti: e.jti, resource: e.resource,
+      }))
+      return c.json({ events })
     })
 }

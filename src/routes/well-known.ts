@@ -2,7 +2,6 @@ import { Hono } from 'hono'
 import type { Deps } from '../broker.js'
 import { OAuthError } from '../errors.js'
 import { JWKS_MAX_AGE } from '../keys/keyset.js'
-import { SPIFFE_ASSERTION_TYPE } from '../http/client-auth.js'
 import { TOKEN_EXCHANGE_GRANT } from '../exchange/token-exchange.js'
 
 /** RFC 8414 authorization server metadata. `issuer` is the configured base URL, byte for byte. */
@@ -23,7 +22,9 @@ export function authorizationServerMetadata(deps: Pick<Deps, 'config' | 'keys'>)
     introspection_endpoint: `${issuer}/introspect`,
     introspection_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post'],
     revocation_endpoint: `${issuer}/revoke`,
-    revocation_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', SPIFFE_ASSERTION_TYPE],
+    // Workloads may also authenticate with their JWT-SVID as a client assertion
+    // (urn:ietf:params:oauth:client-assertion-type:jwt-spiffe), a draft with no registered method name yet.
+    revocation_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post'],
     ...(scopes.length ? { scopes_supported: scopes } : {}),
     protected_resources: resources.map((r) => r.uri),
     service_documentation: 'https://github.com/taskpass/taskpass#readme',

@@ -178,7 +178,7 @@ function callerName(caller: Caller): string {
  * revokes every token of it in the same transaction, committed with synchronous=FULL before
  * the call returns. A revocation event is appended for the feed.
  */
-export function endTask(deps: TaskDeps, id: string, how: 'completed' | 'revoked', caller: Caller): { task: TaskView; tokensRevoked: number } {
+export function endTask(deps: TaskDeps, id: string, how: 'completed' | 'revoked', caller: Caller): { task: TaskView; tokens_revoked: number } {
   const row = getTaskFor(deps, id, caller)
   if (how === 'completed' && caller.kind !== 'workload') throw unauthorizedClient('only the task\'s workload can complete it')
   const now = deps.clock.now()
@@ -192,7 +192,7 @@ export function endTask(deps: TaskDeps, id: string, how: 'completed' | 'revoked'
     return n
   })
   if (revoked === undefined) throw taskNotActive(`task is already ${row.status}`)
-  return { task: viewTask(deps.stores.tasks.get(id)!, now), tokensRevoked: revoked }
+  return { task: viewTask(deps.stores.tasks.get(id)!, now), tokens_revoked: revoked }
 }
 
 /** An admin approves a `pending_approval` task. */
