@@ -45,9 +45,15 @@ export class OAuthError extends Error {
 export const invalidRequest = (description: string, detail?: string, status = 400) =>
   new OAuthError('invalid_request', status, description, detail)
 
-/** `invalid_client` never says which client or why: the reason goes to `detail` only. */
-export const invalidClient = (detail: string, challenge = 'Basic realm="taskpass"') =>
-  new OAuthError('invalid_client', 401, 'client authentication failed', detail, { 'WWW-Authenticate': challenge })
+/**
+ * `invalid_client` never says which client or why: the reason goes to `detail` only.
+ * RFC 6749 §5.2: 401 with a challenge for endpoints that authenticate clients by HTTP auth;
+ * where the client authenticated otherwise (the token endpoint's actor token), a plain 400.
+ */
+export const invalidClient = (detail: string, challenge: string | null = 'Basic realm="taskpass"') =>
+  challenge === null
+    ? new OAuthError('invalid_client', 400, 'client authentication failed', detail)
+    : new OAuthError('invalid_client', 401, 'client authentication failed', detail, { 'WWW-Authenticate': challenge })
 
 export const invalidGrant = (description: string, detail?: string) => new OAuthError('invalid_grant', 400, description, detail)
 export const unauthorizedClient = (description: string, detail?: string) => new OAuthError('unauthorized_client', 400, description, detail)

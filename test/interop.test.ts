@@ -174,10 +174,10 @@ describe('interop with oauth4webapi and jose over a real port', () => {
     const tokensBefore = s.count('tokens')
     const agentB: oauth.Client = { client_id: 'agent-b' }
     const res = await oauth.genericTokenEndpointRequest(as, agentB, oauth.None(), TOKEN_EXCHANGE, await exchangeParams(s), insecure)
-    // The broker answers 401 invalid_client (with a Basic challenge, see the report), which
-    // oauth4webapi surfaces as a challenge error; the body is the OAuth error, naming no one.
-    const { body } = await expectChallenge(oauth.processGenericTokenEndpointResponse(as, agentB, res), 'invalid_client')
-    assert.doesNotMatch(JSON.stringify(body), /agent-/)
+    // No HTTP authentication was used, so a plain 400 (RFC 6749 §5.2) that oauth4webapi reads as a
+    // ResponseBodyError; the description names no one.
+    const caught = await expectResponseBodyError(oauth.processGenericTokenEndpointResponse(as, agentB, res), 'invalid_client', 400)
+    assert.doesNotMatch(JSON.stringify(caught.cause), /agent-/)
     assert.equal(s.count('tokens'), tokensBefore)
     assert.equal(s.lastAudit()?.decision, 'deny')
   })

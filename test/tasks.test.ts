@@ -36,6 +36,10 @@ describe('tasks API', () => {
     assert.equal(res.status, 400)
     assert.equal(((await res.json()) as { error: string }).error, 'invalid_scope')
     assert.equal(b.count('tasks'), 0)
+    const audit = b.lastAudit()
+    assert.equal(audit?.action, 'task.open')
+    assert.equal(audit?.decision, 'deny')
+    assert.equal(audit?.error, 'invalid_scope')
   })
 
   it('a task for an unregistered resource is invalid_target', async () => {

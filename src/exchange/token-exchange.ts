@@ -123,11 +123,14 @@ async function exchange(deps: ExchangeDeps, form: FormParams, audit: AuditContex
 
   const subject = await deps.subjectTokens.verify(req.subjectToken)
   audit.userSub = subject.user
+  // The clock skew lets a just-expired session verify, but it has no lifetime left to lend a token:
+  // that is an invalid subject token (RFC 8693 §2.2.2 invalid_request), not an unusable task.
+  if (subject.exp <= deps.clock.now()) throw invalidRequest('subject_token is expired', `subject_token expired ${deps.clock.now() - subject.exp}s ago (within clock skew)`)
   const actor = await deps.actorTokens.verify(req.actorToken)
   audit.workloadId = actor.workload.id
 
   // The workload is the client: a client_id naming anyone else is refused.
-  if (req.clientId !== undefined && req.clientId !== actor.workload.id) throw invalidClient(`client_id ${req.clientId} is not the acting workload ${actor.workload.id}`)
+  if (req.clientId !== undefined && req.clientId !== actor.workload.id) throw invalidClient(`client_id ${req.clientId} is not the acting workload ${actor.workload.id}`, null)
   checkMayAct(subject, actor)
 
   const resource = findResource(deps.config, req.resource)

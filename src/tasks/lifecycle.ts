@@ -133,9 +133,21 @@ export function decisionDescription(code: 'invalid_target' | 'invalid_scope' | '
   }
 }
 
-/** Opens a task (POST /tasks): plan, then one durable write of the task and its audit row. */
+/**
+ * Opens a task (POST /tasks): plan, then one durable write of the task and its audit row.
+ * A refusal is audited too (every decision, allow or deny), and writes nothing else.
+ */
 export function openTask(deps: TaskDeps, subject: Subject, actor: Actor, req: TaskRequest): TaskView {
-  const { row, reason } = planTask(deps, subject, actor, req)
+  let planned: ReturnType<typeof planTask>
+  try {
+    planned = planTask(deps, subject, actor, req)
+  } catch (e) {
+    if (e instanceof OAuthError) {
+      deps.stores.audit.insert({ at: deps.clock.now(), action: 'task.open', decision: 'deny', reason: e.detail, error: e.code, userSub: subject.user, workloadId: actor.workload.id })
+    }
+    throw e
+  }
+  const { row, reason } = planned
   deps.stores.durably(() => {
     deps.stores.tasks.insert(row)
     deps.stores.audit.insert({ at: row.createdAt, action: 'task.open', decision: 'allow', reason: `${row.status}: ${reason}`, userSub: row.userSub, workloadId: row.workloadId, taskId: row.id })
