@@ -8,6 +8,7 @@ import { createMetrics } from './http/metrics.js'
 import { adminRoutes } from './routes/admin.js'
 import { healthRoutes } from './routes/health.js'
 import { introspectionRoutes } from './routes/introspect.js'
+import { revocationRoutes } from './routes/revocations.js'
 import { taskRoutes } from './routes/tasks.js'
 import { tokenRoutes } from './routes/token.js'
 import { wellKnownRoutes } from './routes/well-known.js'
@@ -21,6 +22,7 @@ export function createApp(deps: Deps) {
   app.route('/', tokenRoutes(deps))
   app.route('/', introspectionRoutes(deps))
   app.route('/', taskRoutes(deps))
+  app.route('/', revocationRoutes(deps))
   app.route('/', adminRoutes(deps))
   app.route('/', wellKnownRoutes(deps))
   app.route('/', healthRoutes(deps, metrics))

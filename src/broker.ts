@@ -48,7 +48,13 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
   const keyStore: KeyStoreOptions = { database, clock, kek: opts.kek, alg: config.keys.alg, retiredPublishSeconds: config.tokens.maxTtl + config.clockSkew }
   const keys = await openKeySet(keyStore)
   const hasher = opts.hasher ?? argon2Hasher
-  const subjectTokens = createSubjectTokenVerifier({ issuers: config.subjectIssuers, brokerIssuer: config.issuer, clock, clockSkew: config.clockSkew })
+  const subjectTokens = createSubjectTokenVerifier({
+    issuers: config.subjectIssuers,
+    brokerIssuer: config.issuer,
+    clock,
+    clockSkew: config.clockSkew,
+    isSessionRevoked: stores.sessions.isRevoked,
+  })
   const actorTokens = createActorTokenVerifier({
     issuers: config.workloadIssuers,
     workloads: config.workloads,

@@ -25,7 +25,10 @@ async function main() {
   // Pick up key rotations made by the CLI (another process) and prune expired token rows.
   const timer = setInterval(() => {
     deps.keys.reload().catch((e: unknown) => logger.error('key reload failed', { error: String(e) }))
-    deps.stores.tokens.pruneExpired(systemClock.now() - config.clockSkew)
+    const horizon = systemClock.now() - config.clockSkew
+    deps.stores.tokens.pruneExpired(horizon)
+    deps.stores.revocations.pruneBefore(horizon)
+    deps.stores.sessions.pruneBefore(horizon)
   }, 10_000)
   timer.unref()
   const server = serve({ fetch: app.fetch, hostname: config.listen.host, port: config.listen.port }, (info) => {

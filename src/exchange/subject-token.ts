@@ -33,7 +33,15 @@ interface TrustedSubjectIssuer {
   audience: string
 }
 
-export function createSubjectTokenVerifier(opts: { issuers: SubjectIssuerConfig[]; brokerIssuer: string; clock: Clock; clockSkew: number; cacheSize?: number }): SubjectTokenVerifier {
+export function createSubjectTokenVerifier(opts: {
+  issuers: SubjectIssuerConfig[]
+  brokerIssuer: string
+  clock: Clock
+  clockSkew: number
+  /** Whether a session was revoked at the broker; asked on every call, cached or not. */
+  isSessionRevoked: (issuer: string, sid: string) => boolean
+  cacheSize?: number
+}): SubjectTokenVerifier {
   const trusted = new Map<string, TrustedSubjectIssuer>(
     opts.issuers.map((c) => [c.issuer, { config: c, getKey: keyResolver(c), audience: c.audience ?? opts.brokerIssuer }]),
   )
@@ -43,7 +51,7 @@ export function createSubjectTokenVerifier(opts: { issuers: SubjectIssuerConfig[
     async verify(token) {
       const now = opts.clock.now()
       const hit = cache.get(token, now - opts.clockSkew)
-      if (hit) return hit
+      if (hit) return ensureSessionLive(hit)
 
       const peeked = peekJwt(token)
       if (!peeked) throw invalidRequest('subject_token is not a well-formed JWT')
@@ -77,7 +85,14 @@ export function createSubjectTokenVerifier(opts: { issuers: SubjectIssuerConfig[
         mayAct: mayAct && typeof mayAct === 'object' && !Array.isArray(mayAct) ? (mayAct as Record<string, unknown>) : undefined,
       }
       cache.set(token, subject, subject.exp)
-      return subject
+      return ensureSessionLive(subject)
     },
+  }
+
+  function ensureSessionLive(subject: Subject): Subject {
+    if (subject.sid !== undefined && opts.isSessionRevoked(subject.issuer, subject.sid)) {
+      throw invalidRequest('subject_token session has been revoked', `session ${subject.sid} revoked`)
+    }
+    return subject
   }
 }

@@ -6,6 +6,9 @@ import { noStore } from '../http/middleware.js'
 import { RotationTooEarly, rotateKeys } from '../keys/keyset.js'
 import { TtlCache } from '../lib/ttl-cache.js'
 import { approveTask, endTask } from '../tasks/lifecycle.js'
+import { revokeSession } from '../tasks/sessions.js'
+import { parseJson } from '../http/form.js'
+import { z } from 'zod'
 
 type AdminEnv = { Variables: { adminId: string } }
 
@@ -41,6 +44,11 @@ export function adminRoutes(deps: Deps) {
     .use('/admin/*', noStore(), adminAuth(deps))
     .post('/admin/tasks/:id/approve', (c) => c.json(approveTask(deps, c.req.param('id'), c.get('adminId'))))
     .post('/admin/tasks/:id/revoke', (c) => c.json(endTask(deps, c.req.param('id'), 'revoked', { kind: 'admin', id: c.get('adminId') })))
+    .post('/admin/sessions/revoke', async (c) => {
+      const parsed = z.strictObject({ issuer: z.string().min(1).max(2048), sid: z.string().min(1).max(1024) }).safeParse(await parseJson(c))
+      if (!parsed.success) throw invalidRequest('body must be {"issuer": <subject issuer>, "sid": <session id>}')
+      return c.json(revokeSession(deps, parsed.data.issuer, parsed.data.sid, `admin:${c.get('adminId')}`))
+    })
     .post('/admin/keys/rotate', async (c) => {
       const force = c.req.query('force')
       if (force !== undefined && force !== 'true' && force !== 'false') throw invalidRequest('"force" must be true or false')

@@ -1,4 +1,4 @@
-import { index, integer, sqliteTable, text } from 'drizzle-orm/sqlite-core'
+import { index, integer, primaryKey, sqliteTable, text } from 'drizzle-orm/sqlite-core'
 
 /** A task: what one agent may do for one user, on which resources, until when. */
 export const tasks = sqliteTable(
@@ -14,6 +14,8 @@ export const tasks = sqliteTable(
     /** JSON: `[{resource, scopes[]}]`. */
     resources: text('resources').notNull(),
     status: text('status', { enum: ['active', 'pending_approval', 'completed', 'revoked'] }).notNull(),
+    /** RFC 7638 thumbprint of the DPoP key the task is bound to: every token of it must carry this `cnf.jkt`. */
+    dpopJkt: text('dpop_jkt'),
     createdAt: integer('created_at').notNull(),
     expiresAt: integer('expires_at').notNull(),
     endedAt: integer('ended_at'),
@@ -80,11 +82,27 @@ export const revocationEvents = sqliteTable(
   {
     id: integer('id').primaryKey({ autoIncrement: true }),
     at: integer('at').notNull(),
-    kind: text('kind', { enum: ['token_revoked', 'task_completed', 'task_revoked'] }).notNull(),
+    kind: text('kind', { enum: ['token_revoked', 'task_completed', 'task_revoked', 'session_revoked'] }).notNull(),
     taskId: text('task_id'),
     jti: text('jti'),
+    /** For `session_revoked`: the session id and user of the tokens it ends. */
+    sid: text('sid'),
+    sub: text('sub'),
     /** Until when the event matters: after the last affected token expires it can be pruned. */
     relevantUntil: integer('relevant_until').notNull(),
   },
   (t) => [index('revocation_at_idx').on(t.at)],
+)
+
+/** Sessions ended at the broker (by an admin or the user's IdP): their subject tokens are refused. */
+export const revokedSessions = sqliteTable(
+  'revoked_sessions',
+  {
+    subjectIssuer: text('subject_issuer').notNull(),
+    sid: text('sid').notNull(),
+    at: integer('at').notNull(),
+    /** After this, every subject token of the session has expired and the row can be pruned. */
+    relevantUntil: integer('relevant_until').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.subjectIssuer, t.sid] })],
 )

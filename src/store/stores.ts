@@ -1,11 +1,12 @@
 import { and, asc, desc, eq, gt, lt, sql } from 'drizzle-orm'
 import type { Database_ } from './db.js'
-import { auditEvents, revocationEvents, tasks, tokens } from './schema.js'
+import { auditEvents, revocationEvents, revokedSessions, tasks, tokens } from './schema.js'
 
 export type TaskRow = typeof tasks.$inferSelect
 export type TokenRow = typeof tokens.$inferSelect
 export type AuditRow = typeof auditEvents.$inferInsert
 export type RevocationEventRow = typeof revocationEvents.$inferSelect
+export type NewRevocationEvent = Pick<RevocationEventRow, 'at' | 'kind' | 'relevantUntil'> & Partial<Pick<RevocationEventRow, 'taskId' | 'jti' | 'sid' | 'sub'>>
 export type TaskStatus = TaskRow['status']
 
 /**
@@ -23,6 +24,8 @@ export interface Stores {
     end(id: string, status: 'completed' | 'revoked', at: number, reason: string): boolean
     approve(id: string): boolean
     listByUser(issuer: string, userSub: string, limit: number): TaskRow[]
+    /** Tasks still open (active or pending) that are bound to a session. */
+    listOpenBySession(issuer: string, sid: string): TaskRow[]
   }
   tokens: {
     get(jti: string): TokenRow | undefined
@@ -37,8 +40,18 @@ export interface Stores {
     list(opts: { afterId?: number; limit: number }): (typeof auditEvents.$inferSelect)[]
   }
   revocations: {
-    insert(row: Omit<RevocationEventRow, 'id'>): void
+    /** Appends an event; subscribers are told once the surrounding transaction has committed. */
+    insert(row: NewRevocationEvent): void
     list(afterId: number, limit: number): RevocationEventRow[]
+    /** Calls `listener` (deferred past the current transaction) whenever events were appended. */
+    subscribe(listener: () => void): () => void
+    pruneBefore(before: number): number
+  }
+  sessions: {
+    /** Records a revoked session; false when it already was. */
+    revoke(subjectIssuer: string, sid: string, at: number, relevantUntil: number): boolean
+    isRevoked(subjectIssuer: string, sid: string): boolean
+    pruneBefore(before: number): number
   }
 }
 
@@ -49,8 +62,13 @@ export function createStores(database: Database_): Stores {
   const getTask = db.select().from(tasks).where(eq(tasks.id, p('id'))).prepare()
   const insertTask = db.insert(tasks).values({
     id: p('id'), userSub: p('userSub'), subjectIssuer: p('subjectIssuer'), sid: p('sid'), workloadId: p('workloadId'), purpose: p('purpose'),
-    resources: p('resources'), status: p('status'), createdAt: p('createdAt'), expiresAt: p('expiresAt'), endedAt: p('endedAt'), endReason: p('endReason'),
+    resources: p('resources'), status: p('status'), dpopJkt: p('dpopJkt'), createdAt: p('createdAt'), expiresAt: p('expiresAt'), endedAt: p('endedAt'), endReason: p('endReason'),
   }).prepare()
+  const openBySession = db
+    .select()
+    .from(tasks)
+    .where(and(eq(tasks.subjectIssuer, p('issuer')), eq(tasks.sid, p('sid')), sql`${tasks.status} in ('active', 'pending_approval')`))
+    .prepare()
   const endTask = db
     .update(tasks)
     .set({ status: sql`${p('status')}`, endedAt: sql`${p('at')}`, endReason: sql`${p('reason')}` })
@@ -81,8 +99,36 @@ export function createStores(database: Database_): Stores {
   }).prepare()
   const listAudit = db.select().from(auditEvents).where(gt(auditEvents.id, p('afterId'))).orderBy(asc(auditEvents.id)).limit(p('limit')).prepare()
 
-  const insertRevocation = db.insert(revocationEvents).values({ at: p('at'), kind: p('kind'), taskId: p('taskId'), jti: p('jti'), relevantUntil: p('relevantUntil') }).prepare()
+  const insertRevocation = db
+    .insert(revocationEvents)
+    .values({ at: p('at'), kind: p('kind'), taskId: p('taskId'), jti: p('jti'), sid: p('sid'), sub: p('sub'), relevantUntil: p('relevantUntil') })
+    .prepare()
   const listRevocations = db.select().from(revocationEvents).where(gt(revocationEvents.id, p('afterId'))).orderBy(asc(revocationEvents.id)).limit(p('limit')).prepare()
+  const pruneRevocations = db.delete(revocationEvents).where(lt(revocationEvents.relevantUntil, p('before'))).prepare()
+
+  const insertSession = db
+    .insert(revokedSessions)
+    .values({ subjectIssuer: p('issuer'), sid: p('sid'), at: p('at'), relevantUntil: p('relevantUntil') })
+    .onConflictDoNothing()
+    .prepare()
+  const getSession = db
+    .select({ at: revokedSessions.at })
+    .from(revokedSessions)
+    .where(and(eq(revokedSessions.subjectIssuer, p('issuer')), eq(revokedSessions.sid, p('sid'))))
+    .prepare()
+  const pruneSessions = db.delete(revokedSessions).where(lt(revokedSessions.relevantUntil, p('before'))).prepare()
+
+  const listeners = new Set<() => void>()
+  let notifyScheduled = false
+  function scheduleNotify() {
+    if (notifyScheduled || listeners.size === 0) return
+    notifyScheduled = true
+    // better-sqlite3 transactions are synchronous: by the next macrotask the writer has committed.
+    setImmediate(() => {
+      notifyScheduled = false
+      for (const l of listeners) l()
+    })
+  }
 
   return {
     transaction: database.transaction,
@@ -93,6 +139,7 @@ export function createStores(database: Database_): Stores {
       end: (id, status, at, reason) => endTask.run({ id, status, at, reason }).changes === 1,
       approve: (id) => approveTask.run({ id }).changes === 1,
       listByUser: (issuer, userSub, limit) => listTasks.all({ issuer, userSub, limit }),
+      listOpenBySession: (issuer, sid) => openBySession.all({ issuer, sid }),
     },
     tokens: {
       get: (jti) => getToken.get({ jti }),
@@ -110,8 +157,21 @@ export function createStores(database: Database_): Stores {
       list: ({ afterId = 0, limit }) => listAudit.all({ afterId, limit }),
     },
     revocations: {
-      insert: (row) => void insertRevocation.run(row),
+      insert: (row) => {
+        insertRevocation.run({ taskId: null, jti: null, sid: null, sub: null, ...row })
+        scheduleNotify()
+      },
       list: (afterId, limit) => listRevocations.all({ afterId, limit }),
+      subscribe: (listener) => {
+        listeners.add(listener)
+        return () => void listeners.delete(listener)
+      },
+      pruneBefore: (before) => pruneRevocations.run({ before }).changes,
+    },
+    sessions: {
+      revoke: (issuer, sid, at, relevantUntil) => insertSession.run({ issuer, sid, at, relevantUntil }).changes === 1,
+      isRevoked: (issuer, sid) => getSession.get({ issuer, sid }) !== undefined,
+      pruneBefore: (before) => pruneSessions.run({ before }).changes,
     },
   }
 }

@@ -114,6 +114,7 @@ export function planTask(deps: TaskDeps, subject: Subject, actor: Actor, req: Ta
     purpose: req.purpose,
     resources: JSON.stringify(resources),
     status: approvalRequired ? 'pending_approval' : 'active',
+    dpopJkt: null,
     createdAt: now,
     expiresAt: now + ttl,
     endedAt: null,
@@ -199,7 +200,7 @@ export function endTask(deps: TaskDeps, id: string, how: 'completed' | 'revoked'
     if (!deps.stores.tasks.end(id, how, now, reason)) return undefined
     const n = deps.stores.tokens.revokeByTask(id, now)
     const relevantUntil = Math.max(now, deps.stores.tokens.maxExpOfTask(id) ?? now)
-    deps.stores.revocations.insert({ at: now, kind: how === 'completed' ? 'task_completed' : 'task_revoked', taskId: id, jti: null, relevantUntil })
+    deps.stores.revocations.insert({ at: now, kind: how === 'completed' ? 'task_completed' : 'task_revoked', taskId: id, sid: row.sid, sub: row.userSub, relevantUntil })
     deps.stores.audit.insert({ at: now, action: `task.${how === 'completed' ? 'complete' : 'revoke'}`, decision: 'allow', reason: `${reason}; ${n} token(s) revoked`, userSub: row.userSub, workloadId: row.workloadId, taskId: id })
     return n
   })

@@ -1,0 +1,41 @@
+import type { RevocationEventRow, Stores } from '../store/stores.js'
+
+/**
+ * The revocation feed's event, modelled on RFC 8417 Security Event Tokens / CAEP
+ * (`session-revoked`) but sent as plain JSON over an authenticated channel: `id` is the
+ * monotonic cursor, `type` what ended, `until` when the event stops mattering (the last
+ * affected token's expiry), after which it may be pruned.
+ */
+export interface RevocationEvent {
+  id: string
+  type: RevocationEventRow['kind']
+  at: number
+  until: number
+  task_id?: string
+  jti?: string
+  sid?: string
+  sub?: string
+}
+
+export function toRevocationEvent(row: RevocationEventRow): RevocationEvent {
+  return {
+    id: String(row.id),
+    type: row.kind,
+    at: row.at,
+    until: row.relevantUntil,
+    ...(row.taskId ? { task_id: row.taskId } : {}),
+    ...(row.jti ? { jti: row.jti } : {}),
+    ...(row.sid ? { sid: row.sid } : {}),
+    ...(row.sub ? { sub: row.sub } : {}),
+  }
+}
+
+/** A cursor is the decimal id of the last event seen; `0` (or nothing) means from the start. */
+export function parseCursor(value: string | undefined): number | undefined {
+  if (value === undefined || value === '') return 0
+  return /^[0-9]{1,15}$/.test(value) ? Number(value) : undefined
+}
+
+export function readEvents(stores: Pick<Stores, 'revocations'>, after: number, limit: number): RevocationEvent[] {
+  return stores.revocations.list(after, limit).map(toRevocationEvent)
+}

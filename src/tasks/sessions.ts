@@ -1,0 +1,29 @@
+import type { TaskDeps } from './lifecycle.js'
+
+/** How long a revoked session is remembered: longer than any subject token of it should live. */
+export const SESSION_REVOCATION_RETENTION = 30 * 24 * 3600
+
+/**
+ * Ends a user's session at the broker (an admin, or the IdP telling us): its subject tokens are
+ * refused from now on, and every open task bound to it is revoked with all its tokens — in one
+ * durable transaction, with a `session_revoked` event and one `task_revoked` event per task.
+ */
+export function revokeSession(deps: TaskDeps, subjectIssuer: string, sid: string, by: string): { tasks_revoked: string[]; tokens_revoked: number } {
+  const now = deps.clock.now()
+  return deps.stores.durably(() => {
+    deps.stores.sessions.revoke(subjectIssuer, sid, now, now + SESSION_REVOCATION_RETENTION)
+    const tasks = deps.stores.tasks.listOpenBySession(subjectIssuer, sid)
+    let tokens = 0
+    let relevantUntil = now
+    for (const task of tasks) {
+      deps.stores.tasks.end(task.id, 'revoked', now, `session revoked by ${by}`)
+      tokens += deps.stores.tokens.revokeByTask(task.id, now)
+      const until = Math.max(now, deps.stores.tokens.maxExpOfTask(task.id) ?? now)
+      relevantUntil = Math.max(relevantUntil, until)
+      deps.stores.revocations.insert({ at: now, kind: 'task_revoked', taskId: task.id, sid, sub: task.userSub, relevantUntil: until })
+    }
+    deps.stores.revocations.insert({ at: now, kind: 'session_revoked', sid, sub: tasks[0]?.userSub ?? null, relevantUntil })
+    deps.stores.audit.insert({ at: now, action: 'session.revoke', decision: 'allow', reason: `session ${sid} of ${subjectIssuer} revoked by ${by}; ${tasks.length} task(s), ${tokens} token(s)`, userSub: tasks[0]?.userSub ?? null })
+    return { tasks_revoked: tasks.map((t) => t.id), tokens_revoked: tokens }
+  })
+}

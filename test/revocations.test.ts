@@ -1,0 +1,134 @@
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync } from 'node:fs'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, beforeEach, describe, it } from 'node:test'
+import { serve } from '@hono/node-server'
+import { ADMIN_KEY, createTestBroker, NOTES_SECRET, USER_ISSUER, type TestBroker } from './harness.js'
+
+const notesAuth = `Basic ${Buffer.from(`notes-mcp:${NOTES_SECRET}`).toString('base64')}`
+
+async function poll(b: TestBroker, after = '0', auth = notesAuth) {
+  return b.app.request(`/revocations?after=${after}`, { headers: { authorization: auth } })
+}
+
+/** Reads SSE events from a streaming response until `count` `revocation` events arrived. */
+async function readSse(res: Response, count: number): Promise<{ id: string; data: Record<string, unknown> }[]> {
+  const reader = res.body!.getReader()
+  const decoder = new TextDecoder()
+  let buffer = ''
+  const out: { id: string; data: Record<string, unknown> }[] = []
+  while (out.length < count) {
+    const { value, done } = await reader.read()
+    if (done) break
+    buffer += decoder.decode(value, { stream: true })
+    let i
+    while ((i = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, i)
+      buffer = buffer.slice(i + 2)
+      const fields = Object.fromEntries(block.split('\n').filter((l) => l && !l.startsWith(':')).map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()]))
+      if (fields.event === 'revocation') out.push({ id: fields.id!, data: JSON.parse(fields.data!) as Record<string, unknown> })
+    }
+  }
+  await reader.cancel()
+  return out
+}
+
+describe('revocation feed', () => {
+  let b: TestBroker
+  beforeEach(async () => { b = await createTestBroker() })
+  afterEach(() => b.close())
+
+  it('is readable by registered resources only', async () => {
+    assert.equal((await b.app.request('/revocations')).status, 401)
+    assert.equal((await poll(b, '0', `Basic ${Buffer.from('notes-mcp:wrong').toString('base64')}`)).status, 401)
+    assert.equal((await poll(b, 'abc')).status, 400)
+    assert.equal((await poll(b)).status, 200)
+  })
+
+  it('polling returns ordered, durable events after a cursor', async () => {
+    const t1 = (await (await b.exchange()).json()) as { task_id: string; access_token: string }
+    const t2 = (await (await b.exchange()).json()) as { task_id: string; access_token: string }
+    await b.post('/revoke', { token: t2.access_token }, { authorization: notesAuth })
+    await b.app.request(`/tasks/${t1.task_id}/complete`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })
+    const res = await poll(b)
+    assert.equal(res.headers.get('cache-control'), 'no-store')
+    const body = (await res.json()) as { events: Record<string, unknown>[]; cursor: string }
+    const jti2 = JSON.parse(Buffer.from(t2.access_token.split('.')[1]!, 'base64url').toString()).jti as string
+    assert.deepEqual(body.events.map((e) => [e.type, e.task_id, e.jti]), [['token_revoked', t2.task_id, jti2], ['task_completed', t1.task_id, undefined]])
+    assert.equal(body.cursor, body.events[1]!.id)
+    const rest = (await (await poll(b, body.events[0]!.id as string)).json()) as { events: Record<string, unknown>[]; cursor: string }
+    assert.deepEqual(rest.events.map((e) => e.type), ['task_completed'])
+    const none = (await (await poll(b, body.cursor)).json()) as { events: unknown[]; cursor: string }
+    assert.deepEqual(none, { events: [], cursor: body.cursor })
+  })
+
+  it('an admin revokes a session: its subject tokens are refused and its tasks end', async () => {
+    const { task_id, access_token } = (await (await b.exchange()).json()) as { task_id: string; access_token: string }
+    const res = await b.app.request('/admin/sessions/revoke', { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }, body: JSON.stringify({ issuer: USER_ISSUER, sid: 'sess-1' }) })
+    assert.equal(res.status, 200)
+    assert.deepEqual(await res.json(), { tasks_revoked: [task_id], tokens_revoked: 1 })
+    const again = await b.exchange()
+    assert.equal(again.status, 400)
+    assert.deepEqual(await again.json(), { error: 'invalid_request', error_description: 'subject_token session has been revoked' })
+    const intro = await b.post('/introspect', { token: access_token }, { authorization: notesAuth })
+    assert.deepEqual(await intro.json(), { active: false })
+    const events = ((await (await poll(b)).json()) as { events: Record<string, unknown>[] }).events
+    assert.deepEqual(events.map((e) => [e.type, e.sid]), [['task_revoked', 'sess-1'], ['session_revoked', 'sess-1']])
+    // Another session of the same user still works.
+    assert.equal((await b.exchange({ subject_token: await b.session({ sid: 'sess-2' }) })).status, 200)
+  })
+})
+
+describe('revocation feed over SSE', () => {
+  it('streams events as they are committed and resumes from Last-Event-ID across a broker restart', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'taskpass-feed-'))
+    const kek = randomBytes(32).toString('base64url')
+    const config = (c: Parameters<NonNullable<Parameters<typeof createTestBroker>[0]>['config'] & object>[0]) => ({ ...c, database: join(dir, 'feed.db'), keys: { kek } })
+
+    let b = await createTestBroker({ config })
+    let handler = (r: Request) => b.app.fetch(r)
+    const server = serve({ fetch: (r: Request) => handler(r), hostname: '127.0.0.1', port: 0 })
+    await new Promise<void>((r) => server.once('listening', () => r()))
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/revocations`
+    try {
+      const stream = await fetch(url, { headers: { authorization: notesAuth, accept: 'text/event-stream' } })
+      assert.equal(stream.status, 200)
+      assert.match(stream.headers.get('content-type')!, /^text\/event-stream/)
+      const reading = readSse(stream, 2)
+      const a = (await (await b.exchange()).json()) as { task_id: string }
+      const c2 = (await (await b.exchange()).json()) as { task_id: string }
+      for (const t of [a, c2]) await b.app.request(`/tasks/${t.task_id}/revoke`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })
+      const live = await reading
+      assert.deepEqual(live.map((e) => e.data.task_id), [a.task_id, c2.task_id])
+
+      // Restart: a new broker process on the same database; a third event happens meanwhile.
+      const d = (await (await b.exchange()).json()) as { task_id: string }
+      await b.app.request(`/tasks/${d.task_id}/revoke`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })
+      b.close()
+      b = await createTestBroker({ config })
+      handler = (r: Request) => b.app.fetch(r)
+
+      const resumed = await fetch(url, { headers: { authorization: notesAuth, accept: 'text/event-stream', 'last-event-id': live[0]!.id } })
+      const after = await readSse(resumed, 2)
+      assert.deepEqual(after.map((e) => e.data.task_id), [c2.task_id, d.task_id])
+      assert.deepEqual(after.map((e) => e.id), [live[1]!.id, String(Number(live[1]!.id) + 1)])
+    } finally {
+      server.close()
+      b.close()
+    }
+  })
+
+  it('an unauthenticated stream request is refused before anything is streamed', async () => {
+    const b = await createTestBroker()
+    try {
+      const res = await b.app.request('/revocations', { headers: { accept: 'text/event-stream' } })
+      assert.equal(res.status, 401)
+      assert.equal(((await res.json()) as { error: string }).error, 'invalid_client')
+    } finally {
+      b.close()
+    }
+  })
+})
