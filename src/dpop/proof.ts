@@ -1,0 +1,127 @@
+import { createHash } from 'node:crypto'
+import { calculateJwkThumbprint, decodeProtectedHeader, EmbeddedJWK, jwtVerify, type JWK } from 'jose'
+import { TtlCache } from '../lib/ttl-cache.js'
+
+/**
+ * RFC 9449 (DPoP) proof verification, shared by the broker (token endpoint, /tasks) and the
+ * verifier kit (resource servers). Pure apart from the replay cache it is handed; time is a
+ * parameter. Callers map {@link DpopError} to their own wire form (400 at the AS, a 401
+ * `WWW-Authenticate: DPoP` challenge at an RS).
+ */
+
+export type DpopErrorCode = 'invalid_dpop_proof' | 'use_dpop_nonce'
+
+export class DpopError extends Error {
+  readonly code: DpopErrorCode
+  constructor(code: DpopErrorCode, message: string) {
+    super(message)
+    this.name = 'DpopError'
+    this.code = code
+  }
+}
+
+/** Asymmetric algorithms accepted for proofs (§4.3: "not none", "not a MAC"). */
+export const DPOP_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519', 'RS256', 'PS256'] as const
+
+export interface DpopProof {
+  /** RFC 7638 SHA-256 thumbprint of the proof key: the `cnf.jkt` it binds to. */
+  jkt: string
+  jwk: JWK
+  jti: string
+  iat: number
+}
+
+/** Remembers proof `jti`s for their acceptance window, so a proof is accepted once (§11.1). */
+export interface ReplayCache {
+  /** True when `key` was seen already; otherwise records it until `until`. */
+  check(key: string, until: number, now: number): boolean
+}
+
+export function createReplayCache(maxEntries = 100_000): ReplayCache {
+  const seen = new TtlCache<true>(maxEntries)
+  return {
+    check(key, until, now) {
+      if (seen.get(key, now)) return true
+      seen.set(key, true, until)
+      return false
+    },
+  }
+}
+
+export interface DpopCheck {
+  /** The request's method and URL (query and fragment are ignored, §4.3 step 9). */
+  htm: string
+  htu: string
+  now: number
+  /** Accepted age (and future skew) of `iat`, seconds. */
+  iatWindow: number
+  replay: ReplayCache
+  algorithms?: readonly string[]
+  /** At a resource server: the access token the proof must be bound to through `ath`. */
+  accessToken?: string
+  /** When the server requires nonces: whether the proof's `nonce` is currently valid. */
+  nonce?: (value: string | undefined) => boolean
+}
+
+const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k']
+
+/** RFC 3986 §6.2.2/§6.2.3 normalisation via WHATWG URL: scheme/host case, default port, no query/fragment. */
+export function normalizeHtu(value: string): string | undefined {
+  try {
+    const u = new URL(value)
+    return `${u.protocol}//${u.host}${u.pathname}`
+  } catch {
+    return undefined
+  }
+}
+
+/** base64url(SHA-256(ASCII access token)), the `ath` claim (§4.2). */
+export function accessTokenHash(token: string): string {
+  return createHash('sha256').update(token, 'ascii').digest('base64url')
+}
+
+/**
+ * Checks a `DPoP` header per RFC 9449 §4.3: exactly one well-formed JWT, `typ: dpop+jwt`, an
+ * asymmetric allow-listed `alg`, a public `jwk` that verifies the signature, `htm`, `htu`,
+ * `iat` within the window, `jti` not replayed, `nonce` when required and `ath` at a resource.
+ */
+export async function verifyDpopProof(header: string | readonly string[] | undefined, check: DpopCheck): Promise<DpopProof> {
+  const values = header === undefined ? [] : typeof header === 'string' ? [header] : header
+  if (values.length !== 1 || values[0]!.includes(',')) throw new DpopError('invalid_dpop_proof', 'exactly one DPoP header is required')
+  const proof = values[0]!.trim()
+  let jwk: JWK
+  try {
+    const h = decodeProtectedHeader(proof)
+    if (!h.jwk || typeof h.jwk !== 'object') throw new Error('no jwk')
+    jwk = h.jwk
+  } catch {
+    throw new DpopError('invalid_dpop_proof', 'the DPoP proof is not a JWT with a jwk header')
+  }
+  if (PRIVATE_MEMBERS.some((m) => m in jwk)) throw new DpopError('invalid_dpop_proof', 'the DPoP proof jwk must not contain a private key')
+
+  let payload
+  try {
+    ;({ payload } = await jwtVerify(proof, EmbeddedJWK, {
+      typ: 'dpop+jwt',
+      algorithms: [...(check.algorithms ?? DPOP_ALGORITHMS)],
+      currentDate: new Date(check.now * 1000),
+    }))
+  } catch (e) {
+    throw new DpopError('invalid_dpop_proof', `the DPoP proof is invalid: ${(e as Error).message}`)
+  }
+  const { jti, htm, htu, iat, ath, nonce } = payload as Record<string, unknown>
+  if (typeof jti !== 'string' || jti.length === 0 || jti.length > 256) throw new DpopError('invalid_dpop_proof', 'the DPoP proof needs a jti')
+  if (htm !== check.htm) throw new DpopError('invalid_dpop_proof', 'the DPoP proof htm does not match the request method')
+  const expected = normalizeHtu(check.htu)
+  if (typeof htu !== 'string' || expected === undefined || normalizeHtu(htu) !== expected) throw new DpopError('invalid_dpop_proof', 'the DPoP proof htu does not match the request URL')
+  if (typeof iat !== 'number' || !Number.isFinite(iat)) throw new DpopError('invalid_dpop_proof', 'the DPoP proof needs an iat')
+  if (iat < check.now - check.iatWindow || iat > check.now + check.iatWindow) throw new DpopError('invalid_dpop_proof', 'the DPoP proof iat is outside the acceptable window')
+  if (check.accessToken !== undefined && ath !== accessTokenHash(check.accessToken)) throw new DpopError('invalid_dpop_proof', 'the DPoP proof ath does not match the access token')
+  if (check.nonce && !check.nonce(typeof nonce === 'string' ? nonce : undefined)) throw new DpopError('use_dpop_nonce', 'a fresh DPoP nonce is required')
+
+  const jkt = await calculateJwkThumbprint(jwk, 'sha256')
+  // Replay: one acceptance per (key, htu, jti) within the window; hashed to bound memory.
+  const replayKey = createHash('sha256').update(`${jkt}\0${expected}\0${jti}`).digest('base64url')
+  if (check.replay.check(replayKey, iat + check.iatWindow, check.now)) throw new DpopError('invalid_dpop_proof', 'the DPoP proof has been used before')
+  return { jkt, jwk, jti, iat }
+}
