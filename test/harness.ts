@@ -202,13 +202,14 @@ export async function openTask(b: TestBroker, body: unknown, opts: { session?: s
  * requires it). Uses the system clock unless given one: third-party verifiers read real time.
  */
 export async function startTestServer(opts: { clock?: Clock; config?: (c: ConfigInput) => ConfigInput } = {}): Promise<TestBroker & { url: string; stop(): Promise<void> }> {
-  let handler: ((r: Request) => Response | Promise<Response>) | undefined
-  const server = serve({ fetch: (r: Request) => handler!(r), hostname: '127.0.0.1', port: 0 })
+  let handler: ((r: Request, env: unknown) => Response | Promise<Response>) | undefined
+  // The node-server env (the socket) is passed on: the app reads the peer address from it.
+  const server = serve({ fetch: (r: Request, env: unknown) => handler!(r, env), hostname: '127.0.0.1', port: 0 })
   await new Promise<void>((resolve) => server.once('listening', () => resolve()))
   const { port } = server.address() as AddressInfo
   const url = `http://127.0.0.1:${port}`
   const broker = await createTestBroker({ clock: opts.clock ?? systemClockForTests(), issuer: url, ...(opts.config ? { config: opts.config } : {}) })
-  handler = (r) => broker.app.fetch(r)
+  handler = (r, env) => broker.app.fetch(r, env)
   return {
     ...broker,
     url,

@@ -1,0 +1,34 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { createFixedClock } from '../src/clock.js'
+import { createLimiter } from '../src/http/rate-limit.js'
+import { startTestServer } from './harness.js'
+
+describe('rate limits', () => {
+  it('a token bucket refills at its rate and says how long to wait', () => {
+    const clock = createFixedClock(1000)
+    const limiter = createLimiter({ ratePerSecond: 2, burst: 3 }, clock)
+    assert.deepEqual([0, 1, 2, 3].map(() => limiter.take('ip')), [0, 0, 0, 1])
+    assert.equal(limiter.take('other'), 0, 'keys are independent')
+    clock.advance(0.5)
+    assert.equal(limiter.take('ip'), 0)
+    assert.equal(limiter.take('ip'), 1)
+  })
+
+  it('per IP over a real socket: 429 rate_limited with Retry-After, and nothing else happens', async () => {
+    const s = await startTestServer({ config: (c) => ({ ...c, rateLimits: { perIp: { ratePerSecond: 0.01, burst: 2 } } }) })
+    try {
+      const statuses = []
+      for (let i = 0; i < 3; i++) statuses.push((await fetch(`${s.url}/healthz`)).status)
+      assert.deepEqual(statuses, [200, 200, 429])
+      const refused = await fetch(`${s.url}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'grant_type=x' })
+      assert.equal(refused.status, 429)
+      assert.ok(Number(refused.headers.get('retry-after')) >= 1)
+      assert.equal(refused.headers.get('cache-control'), 'no-store')
+      assert.equal(((await refused.json()) as { error: string }).error, 'rate_limited')
+      assert.equal(s.count('audit_events'), 0)
+    } finally {
+      await s.stop()
+    }
+  })
+})
