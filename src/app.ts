@@ -5,6 +5,7 @@ import type { Deps } from './broker.js'
 import { notFound, OAuthError } from './errors.js'
 import { payloadTooLarge } from './http/form.js'
 import { createMetrics } from './http/metrics.js'
+import { createLimiter, rateLimitByIp } from './http/rate-limit.js'
 import { adminRoutes } from './routes/admin.js'
 import { healthRoutes } from './routes/health.js'
 import { introspectionRoutes } from './routes/introspect.js'
@@ -18,6 +19,7 @@ export function createApp(deps: Deps) {
   const metrics = createMetrics()
   const app = new Hono()
   app.use(metrics.middleware())
+  if (deps.config.rateLimits.perIp) app.use(rateLimitByIp(createLimiter(deps.config.rateLimits.perIp, deps.clock)))
   app.use(bodyLimit({ maxSize: deps.config.bodyLimit, onError: () => { throw payloadTooLarge() } }))
   app.route('/', tokenRoutes(deps))
   app.route('/', introspectionRoutes(deps))

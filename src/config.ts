@@ -120,6 +120,13 @@ export const configSchema = z
     /** Longest lifetime accepted for an actor (workload) token, seconds: attestations must be short-lived. */
     maxActorTokenLifetime: seconds.default(3600),
     bodyLimit: z.number().int().positive().default(16 * 1024),
+    /** Token-bucket rate limits; `false` turns one off. Per IP is the TCP peer (put the limit at the proxy when behind one). */
+    rateLimits: z
+      .object({
+        perIp: z.union([z.literal(false), z.object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 200, burst: 400 }),
+        perWorkload: z.union([z.literal(false), z.object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 100, burst: 200 }),
+      })
+      .prefault({}),
     subjectIssuers: z.array(subjectIssuer).default([]),
     workloadIssuers: z.array(workloadIssuer).default([]),
     workloads: z.array(workload).default([]),

@@ -18,6 +18,7 @@ export type OAuthErrorCode =
   | 'method_not_allowed'
   | 'task_not_active'
   | 'rotation_too_early'
+  | 'rate_limited'
   | 'server_error'
 
 export class OAuthError extends Error {
