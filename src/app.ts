@@ -1,9 +1,8 @@
 import { Hono } from 'hono'
-import { bodyLimit } from 'hono/body-limit'
 import { HTTPException } from 'hono/http-exception'
 import type { Deps } from './broker.js'
 import { notFound, OAuthError } from './errors.js'
-import { payloadTooLarge } from './http/form.js'
+import { bodyLimit } from './http/middleware.js'
 import { createMetrics } from './http/metrics.js'
 import { createLimiter, rateLimitByIp } from './http/rate-limit.js'
 import { adminRoutes } from './routes/admin.js'
@@ -20,7 +19,7 @@ export function createApp(deps: Deps) {
   const app = new Hono()
   app.use(metrics.middleware())
   if (deps.config.rateLimits.perIp) app.use(rateLimitByIp(createLimiter(deps.config.rateLimits.perIp, deps.clock)))
-  app.use(bodyLimit({ maxSize: deps.config.bodyLimit, onError: () => { throw payloadTooLarge() } }))
+  app.use(bodyLimit(deps.config.bodyLimit))
   app.route('/', tokenRoutes(deps))
   app.route('/', introspectionRoutes(deps))
   app.route('/', taskRoutes(deps))

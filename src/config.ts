@@ -123,8 +123,8 @@ export const configSchema = z
     /** Token-bucket rate limits; `false` turns one off. Per IP is the TCP peer (put the limit at the proxy when behind one). */
     rateLimits: z
       .object({
-        perIp: z.union([z.literal(false), z.object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 200, burst: 400 }),
-        perWorkload: z.union([z.literal(false), z.object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 100, burst: 200 }),
+        perIp: z.union([z.literal(false), z.object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 1000, burst: 2000 }),
+        perWorkload: z.union([z.literal(false), z.object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 500, burst: 1000 }),
       })
       .prefault({}),
     subjectIssuers: z.array(subjectIssuer).default([]),

@@ -1,10 +1,34 @@
 import type { MiddlewareHandler } from 'hono'
+import { bodyLimit as streamingBodyLimit } from 'hono/body-limit'
+import { payloadTooLarge } from './form.js'
 
-/** RFC 6749 §5.1: responses carrying tokens or credentials "MUST include" `Cache-Control: no-store`. */
+/**
+ * RFC 6749 §5.1: responses carrying tokens or credentials "MUST include" `Cache-Control: no-store`.
+ * Set before the handler runs so the response is built with it (setting headers afterwards makes
+ * the node adapter rebuild the response); error responses get it from the error handler.
+ */
 export function noStore(): MiddlewareHandler {
   return async function noStore(c, next) {
-    await next()
     c.header('Cache-Control', 'no-store')
     c.header('Pragma', 'no-cache')
+    await next()
+  }
+}
+
+/**
+ * Request body limit. A declared Content-Length is checked from the header alone (Node's HTTP
+ * parser guarantees the body matches it), which keeps the hot path from materialising the body
+ * stream; chunked bodies are counted as they stream in. Methods without a body are not touched.
+ */
+export function bodyLimit(maxSize: number): MiddlewareHandler {
+  const streaming = streamingBodyLimit({ maxSize, onError: () => { throw payloadTooLarge() } })
+  return async function bodyLimit(c, next) {
+    if (c.req.method === 'GET' || c.req.method === 'HEAD') return next()
+    const length = c.req.header('content-length')
+    if (length !== undefined && c.req.header('transfer-encoding') === undefined) {
+      if (!/^[0-9]+$/.test(length) || Number(length) > maxSize) throw payloadTooLarge()
+      return next()
+    }
+    return streaming(c, next)
   }
 }
