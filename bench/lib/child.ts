@@ -1,0 +1,112 @@
+/**
+ * The parent side of a benchmark server: each server runs in its own `node --import tsx`
+ * process (so autocannon never shares its event loop), is known by the READY line it prints,
+ * and is always stopped — SIGTERM, then SIGKILL — including when the parent itself exits.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createServer } from 'node:net'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { CONFIG_ENV, HOST, READY_PREFIX, type ReadyMessage } from './server-child.js'
+
+export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url))
+
+/** What a server wrote to stderr (and to stdout after READY): a count and the first lines. */
+export interface ServerLog {
+  lines: number
+  first: string[]
+}
+
+export interface ServerProcess {
+  name: string
+  port: number
+  url: string
+  log: ServerLog
+  /** Whether the process died on its own (a crash under load). */
+  exited(): { code: number | null; signal: NodeJS.Signals | null } | undefined
+  stop(): Promise<void>
+}
+
+const KEEP_LINES = 12
+const live = new Set<ChildProcess>()
+
+/**
+ * Last resort on any exit path of the parent: no benchmark server outlives it. SIGTERM lets a
+ * server clean up after itself; one that cannot still exits when its stdin (our end) closes.
+ */
+export function killAllServers(): void {
+  for (const child of live) {
+    child.stdin?.destroy()
+    child.kill('SIGTERM')
+  }
+  live.clear()
+}
+
+/** A free TCP port on the loopback address (for a server whose URL must be known before it starts). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer()
+    probe.once('error', reject)
+    probe.listen(0, HOST, () => {
+      const address = probe.address()
+      const port = typeof address === 'object' && address ? address.port : 0
+      probe.close(() => resolve(port))
+    })
+  })
+}
+
+/** Starts `bench/servers/<script>.ts` with `config`, resolving once it listens. */
+export function startServer(name: string, script: string, config: unknown, timeoutMs = 60_000): Promise<ServerProcess> {
+  const path = fileURLToPath(new URL(`../servers/${script}.ts`, import.meta.url))
+  const child = spawn(process.execPath, ['--import', 'tsx', path], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, [CONFIG_ENV]: JSON.stringify(config) },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
+  live.add(child)
+  const log: ServerLog = { lines: 0, first: [] }
+  const record = (line: string) => {
+    log.lines++
+    if (log.first.length < KEEP_LINES) log.first.push(line.length > 400 ? `${line.slice(0, 400)}…` : line)
+  }
+  let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined
+  const exited = new Promise<void>((resolve) => {
+    child.once('exit', (code, signal) => {
+      exit = { code, signal }
+      live.delete(child)
+      resolve()
+    })
+  })
+  createInterface({ input: child.stderr! }).on('line', record)
+
+  const stop = async () => {
+    if (exit) return
+    child.stdin?.end()
+    child.kill('SIGTERM')
+    const timer = setTimeout(() => child.kill('SIGKILL'), 3000)
+    await exited
+    clearTimeout(timer)
+  }
+
+  return new Promise((resolve, reject) => {
+    let ready = false
+    const fail = (why: string) => {
+      if (ready) return
+      ready = true
+      clearTimeout(timer)
+      void stop().then(() => reject(new Error(`${name} server ${why}${log.first.length ? `:\n  ${log.first.join('\n  ')}` : ''}`)))
+    }
+    const timer = setTimeout(() => fail(`did not start within ${timeoutMs} ms`), timeoutMs)
+    void exited.then(() => fail(`exited before it was ready (code ${exit?.code}, signal ${exit?.signal})`))
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      if (ready || !line.startsWith(READY_PREFIX)) {
+        record(line)
+        return
+      }
+      ready = true
+      clearTimeout(timer)
+      const { port } = JSON.parse(line.slice(READY_PREFIX.length)) as ReadyMessage
+      resolve({ name, port, url: `http://${HOST}:${port}`, log, exited: () => exit, stop })
+    })
+  })
+}

@@ -1,0 +1,117 @@
+/**
+ * One autocannon run against a loopback server: `warmup` seconds, then `duration` seconds
+ * measured, on the same connections (so connection set-up and JIT warm-up stay out of the
+ * figures). Every request's body comes from `nextBody` (autocannon's `setupRequest`, called once
+ * per request), so scenarios can rotate through pre-minted tokens; all scenarios go through the
+ * same path so the client's own cost is the same everywhere.
+ * Latency percentiles are computed here from autocannon's per-response timings (sub-millisecond;
+ * its own histogram keeps whole milliseconds), over the successful responses of the measured part.
+ */
+import autocannon from 'autocannon'
+
+export interface LoadOptions {
+  url: string
+  path: string
+  connections: number
+  /** Seconds of load before the measurement starts. */
+  warmup: number
+  /** Seconds measured. */
+  duration: number
+  headers: Record<string, string>
+  nextBody: () => string
+}
+
+interface Counts {
+  responses: number
+  ok: number
+  statusCodes: Record<string, number>
+}
+
+export interface LoadResult extends Counts {
+  non2xx: number
+  /** Socket errors and timeouts during the whole run, as autocannon counts them. */
+  errors: number
+  timeouts: number
+  seconds: number
+  /** Successful responses per second. */
+  rps: number
+  p50: number
+  p99: number
+  max: number
+  warmup: Counts
+}
+
+function percentile(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return Number.NaN
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))
+  return sorted[i]!
+}
+
+const emptyCounts = (): Counts => ({ responses: 0, ok: 0, statusCodes: {} })
+
+export function runLoad(opts: LoadOptions): Promise<LoadResult> {
+  let latencies = new Float64Array(1 << 16)
+  const warm = emptyCounts()
+  const measured = emptyCounts()
+  const started = performance.now()
+  let measuring = false
+  let measureFrom = 0
+
+  return new Promise((resolve, reject) => {
+    const instance = autocannon(
+      {
+        url: opts.url,
+        connections: opts.connections,
+        duration: opts.warmup + opts.duration,
+        requests: [
+          {
+            method: 'POST',
+            path: opts.path,
+            headers: opts.headers,
+            setupRequest: (req) => ({ ...req, body: opts.nextBody() }),
+          },
+        ],
+      },
+      (err: unknown, result: autocannon.Result) => {
+        if (err) {
+          reject(err instanceof Error ? err : new Error(String(err)))
+          return
+        }
+        const seconds = measuring ? (performance.now() - measureFrom) / 1000 : 0
+        const sorted = latencies.subarray(0, measured.ok).sort()
+        resolve({
+          ...measured,
+          non2xx: measured.responses - measured.ok,
+          errors: result.errors,
+          timeouts: result.timeouts,
+          seconds: Number(seconds.toFixed(2)),
+          rps: seconds > 0 ? measured.ok / seconds : 0,
+          p50: percentile(sorted, 50),
+          p99: percentile(sorted, 99),
+          max: percentile(sorted, 100),
+          warmup: warm,
+        })
+      },
+    )
+    instance.on('response', (_client, statusCode, _bytes, responseTime) => {
+      if (!measuring) {
+        if (performance.now() - started >= opts.warmup * 1000) {
+          measuring = true
+          measureFrom = performance.now()
+        }
+      }
+      const counts = measuring ? measured : warm
+      counts.responses++
+      counts.statusCodes[statusCode] = (counts.statusCodes[statusCode] ?? 0) + 1
+      if (statusCode < 200 || statusCode >= 300) return
+      counts.ok++
+      if (!measuring) return
+      if (measured.ok > latencies.length) {
+        const grown = new Float64Array(latencies.length * 2)
+        grown.set(latencies)
+        latencies = grown
+      }
+      latencies[measured.ok - 1] = responseTime
+    })
+  })
+}

@@ -1,0 +1,101 @@
+/**
+ * The results table and the DESIGN.md "Performance targets" checks, from one run's figures.
+ */
+import type { ServerLog } from './child.js'
+import type { LoadResult } from './load.js'
+
+export const SCENARIO_IDS = ['floor', 'floor+2verify', 'peer', 'taskpass warm', 'taskpass cold', 'peer token-exchange'] as const
+export type ScenarioId = (typeof SCENARIO_IDS)[number]
+
+export interface ScenarioResult {
+  id: ScenarioId
+  description: string
+  result?: LoadResult
+  /** Why the scenario has no figures (the server failed to start, the smoke request failed, …). */
+  error?: string
+  notes: string[]
+  /** What the server process logged, if anything (errors under load show up here). */
+  serverLog?: ServerLog
+  /** % of all CPUs busy with other work just before the scenario started (the machine is shared). */
+  idleCpuBusy?: number
+}
+
+export interface TargetCheck {
+  target: string
+  value: string
+  verdict: 'PASS' | 'FAIL' | 'n/a'
+}
+
+export type Results = Partial<Record<ScenarioId, ScenarioResult>>
+
+function rps(results: Results, id: ScenarioId): number | undefined {
+  return results[id]?.result?.rps
+}
+
+function ratio(a: number | undefined, b: number | undefined): number | undefined {
+  return a === undefined || b === undefined || b === 0 ? undefined : a / b
+}
+
+const fmtRatio = (r: number | undefined) => (r === undefined ? '—' : `${r.toFixed(2)}×`)
+const fmtMs = (ms: number | undefined) => (ms === undefined || Number.isNaN(ms) ? '—' : ms.toFixed(2))
+const fmtRps = (n: number | undefined) => (n === undefined ? '—' : Math.round(n).toLocaleString('en-US'))
+
+export function formatTable(results: Results): string {
+  const header = ['scenario', 'req/s', 'p50 ms', 'p99 ms', 'vs floor', 'vs floor+2v', 'vs peer', 'vs peer-TE', 'non-2xx/err', 'cpu busy before']
+  const rows = SCENARIO_IDS.flatMap((id) => {
+    const s = results[id]
+    if (!s) return []
+    const r = s.result
+    if (!r) return [[id, `FAILED: ${s.error ?? 'no result'}`, '', '', '', '', '', '', '', '']]
+    return [[
+      id,
+      fmtRps(r.rps),
+      fmtMs(r.p50),
+      fmtMs(r.p99),
+      fmtRatio(ratio(r.rps, rps(results, 'floor'))),
+      fmtRatio(ratio(r.rps, rps(results, 'floor+2verify'))),
+      fmtRatio(ratio(r.rps, rps(results, 'peer'))),
+      fmtRatio(ratio(r.rps, rps(results, 'peer token-exchange'))),
+      `${r.non2xx}/${r.errors}`,
+      s.idleCpuBusy === undefined ? '—' : `${s.idleCpuBusy}%`,
+    ]]
+  })
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i]!.startsWith('FAILED') ? 0 : row[i]!.length))))
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('-|-'), ...rows.map((row) => (row[1]!.startsWith('FAILED') ? `${row[0]!.padEnd(widths[0]!)} | ${row[1]}` : line(row)))].join('\n')
+}
+
+function check(target: string, value: number | undefined, pass: (v: number) => boolean, show: (v: number) => string): TargetCheck {
+  if (value === undefined || Number.isNaN(value)) return { target, value: 'missing figures', verdict: 'n/a' }
+  return { target, value: show(value), verdict: pass(value) ? 'PASS' : 'FAIL' }
+}
+
+/** DESIGN.md "Performance targets", as far as this benchmark measures them. */
+export function checkTargets(results: Results, connections: number): TargetCheck[] {
+  const warm = rps(results, 'taskpass warm')
+  const cold = rps(results, 'taskpass cold')
+  const peerTe = rps(results, 'peer token-exchange')
+  const coldPeer: ScenarioId = peerTe !== undefined ? 'peer token-exchange' : 'peer'
+  const checks: TargetCheck[] = [
+    check('warm exchange ≥ 80% of floor', ratio(warm, rps(results, 'floor')), (r) => r >= 0.8, (r) => `${(r * 100).toFixed(1)}% of floor`),
+    check('warm exchange > peer (oidc-provider client_credentials)', ratio(warm, rps(results, 'peer')), (r) => r > 1, (r) => `${r.toFixed(2)}× peer`),
+    check('cold exchange ≥ 80% of floor+2verify', ratio(cold, rps(results, 'floor+2verify')), (r) => r >= 0.8, (r) => `${(r * 100).toFixed(1)}% of floor+2verify`),
+    check(
+      `cold exchange ≥ 1.5× ${coldPeer === 'peer' ? 'peer client_credentials (token-exchange peer missing!)' : 'peer token-exchange (oidc-provider custom grant)'}`,
+      ratio(cold, rps(results, coldPeer)),
+      (r) => r >= 1.5,
+      (r) => `${r.toFixed(2)}× ${coldPeer}`,
+    ),
+  ]
+  for (const id of ['taskpass warm', 'taskpass cold'] as const) {
+    checks.push(check(`${id}: p99 < 20 ms at ${connections} connections`, results[id]?.result?.p99, (ms) => ms < 20, (ms) => `p99 ${ms.toFixed(2)} ms`))
+    const r = results[id]?.result
+    checks.push(check(`${id}: every response 2xx, no socket errors`, r ? r.non2xx + r.errors : undefined, (n) => n === 0, (n) => (n === 0 ? `${r!.ok} ok` : `${r!.non2xx} non-2xx, ${r!.errors} errors (${JSON.stringify(r!.statusCodes)})`)))
+  }
+  return checks
+}
+
+export function formatTargets(checks: TargetCheck[]): string {
+  const width = Math.max(...checks.map((c) => c.target.length))
+  return checks.map((c) => `  [${c.verdict.padEnd(4)}] ${c.target.padEnd(width)}  ${c.value}`).join('\n')
+}

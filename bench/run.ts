@@ -1,0 +1,269 @@
+/**
+ * `npm run bench`: the token exchange against its baselines, over loopback, in one run.
+ *
+ *   1. floor                — bare hono endpoint: one ES256 sign + one durable SQLite insert
+ *   2. floor+2verify        — the same plus two ES256 verifies of distinct, pre-minted JWTs
+ *   3. peer                 — node-oidc-provider client_credentials → JWT access token
+ *   4. taskpass warm        — the broker, same subject and actor token every request (cached)
+ *   5. taskpass cold        — the broker, a never-seen subject and actor token every request
+ *   6. peer token-exchange  — node-oidc-provider with a registered token-exchange grant doing
+ *                             the same two verifies before issuing a JWT access token
+ *
+ * Each server runs in its own child process; autocannon runs here. Settings: BENCH_DURATION
+ * (seconds measured per scenario, default 10), BENCH_CONNECTIONS (default 50), BENCH_WARMUP
+ * (seconds of load before each measurement on the same connections; default 2, 1 for runs under
+ * 8 s). Results also go to bench/results/latest.json.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { availableParallelism, cpus, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { freePort, killAllServers, REPO_ROOT, startServer, type ServerProcess } from './lib/child.js'
+import { exchangeForm, form, generateBenchKeys, mintActorToken, mintSubjectToken, publicKeys, RESOURCE, SCOPE, TokenPool, USER_ISSUER, type BenchKeys } from './lib/fixtures.js'
+import { runLoad, type LoadResult } from './lib/load.js'
+import { checkTargets, formatTable, formatTargets, type Results, type ScenarioId, type ScenarioResult } from './lib/report.js'
+import type { FloorServerConfig } from './servers/floor.js'
+import type { PeerServerConfig } from './servers/peer.js'
+import type { TaskpassServerConfig } from './servers/taskpass.js'
+
+function positiveInt(name: string, fallback: number): number {
+  const text = process.env[name]
+  if (text === undefined || text === '') return fallback
+  const n = Number(text)
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got "${text}"`)
+  return n
+}
+
+const duration = positiveInt('BENCH_DURATION', 10)
+const connections = positiveInt('BENCH_CONNECTIONS', 50)
+const warmup = positiveInt('BENCH_WARMUP', Math.min(2, Math.max(1, Math.round(duration / 5))))
+const FORM_TYPE = 'application/x-www-form-urlencoded'
+const PEER_CLIENT = { id: 'bench-client', secret: 'bench-client-secret-0123456789' }
+/** Subject/actor pairs minted up front; the cold scenario's share is topped up from the measured floor+2verify rate. */
+const INITIAL_POOL = 20_000
+const MAX_POOL = 250_000
+
+/** Safety net: the run stops by itself (and kills its servers) whatever happens. */
+const watchdogSeconds = 6 * (duration + warmup + 45) + 90
+const watchdog = setTimeout(() => {
+  process.stderr.write(`bench: watchdog — still running after ${watchdogSeconds} s, stopping\n`)
+  killAllServers()
+  process.exit(1)
+}, watchdogSeconds * 1000)
+watchdog.unref()
+process.on('exit', killAllServers)
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    killAllServers()
+    process.exit(130)
+  })
+}
+
+const log = (msg: string) => process.stdout.write(`${msg}\n`)
+
+function note(scenario: ScenarioResult, text: string): void {
+  scenario.notes.push(text)
+  log(`  note: ${text}`)
+}
+
+/** How one scenario is driven once its server is up. */
+interface Workload {
+  headers: Record<string, string>
+  nextBody: () => string
+}
+
+async function smoke(server: ServerProcess, w: Workload): Promise<void> {
+  const res = await fetch(`${server.url}/token`, { method: 'POST', headers: w.headers, body: w.nextBody() })
+  const text = await res.text()
+  let accessToken: unknown
+  try {
+    accessToken = (JSON.parse(text) as { access_token?: unknown }).access_token
+  } catch {
+    accessToken = undefined
+  }
+  if (res.status !== 200 || typeof accessToken !== 'string') throw new Error(`smoke request got HTTP ${res.status}: ${text.slice(0, 300)}`)
+}
+
+async function measure(id: ScenarioId, description: string, start: () => Promise<ServerProcess>, prepare: (server: ServerProcess) => Promise<Workload>): Promise<ScenarioResult> {
+  const scenario: ScenarioResult = { id, description, notes: [] }
+  log(`\n▶ ${id} — ${description}`)
+  let server: ServerProcess | undefined
+  try {
+    scenario.idleCpuBusy = await otherCpuLoad()
+    if (scenario.idleCpuBusy > 25) log(`  warning: ${scenario.idleCpuBusy}% of the CPUs busy with other work before the start — figures will be noisy`)
+    const t0 = performance.now()
+    server = await start()
+    const w = await prepare(server)
+    await smoke(server, w)
+    log(`  server up on ${server.url} in ${Math.round(performance.now() - t0)} ms; ${warmup} s warm-up then ${duration} s measured, ${connections} connections`)
+    const result = await runLoad({ url: server.url, path: '/token', connections, warmup, duration, headers: w.headers, nextBody: w.nextBody })
+    if (result.warmup.ok < result.warmup.responses) note(scenario, `warm-up: ${result.warmup.responses - result.warmup.ok} non-2xx ${JSON.stringify(result.warmup.statusCodes)}`)
+    scenario.result = result
+    log(`  ${summary(result)}`)
+    const exit = server.exited()
+    if (exit) note(scenario, `server exited during the run (code ${exit.code}, signal ${exit.signal})`)
+  } catch (e) {
+    scenario.error = e instanceof Error ? e.message : String(e)
+    log(`  FAILED: ${scenario.error}`)
+  } finally {
+    await server?.stop()
+  }
+  if (server && server.log.lines > 0) {
+    scenario.serverLog = server.log
+    // oidc-provider's start-up notices (runtime version, in-memory adapter) are expected; anything else is shown.
+    const unexpected = server.log.first.filter((line) => !/^oidc-provider (WARNING|NOTICE):/.test(line))
+    const shown = unexpected.length > 0 ? `; first: ${unexpected.slice(0, 3).join(' ⏎ ')}` : ' (start-up notices only)'
+    log(`  server wrote ${server.log.lines} log line(s)${shown}`)
+  }
+  return scenario
+}
+
+/** Percentage of all CPUs busy over `ms` while no benchmark process is working: other users of the machine. */
+async function otherCpuLoad(ms = 500): Promise<number> {
+  const sample = () => cpus().reduce((acc, c) => ({ idle: acc.idle + c.times.idle, total: acc.total + c.times.user + c.times.nice + c.times.sys + c.times.irq + c.times.idle }), { idle: 0, total: 0 })
+  const a = sample()
+  await new Promise((resolve) => setTimeout(resolve, ms))
+  const b = sample()
+  const total = b.total - a.total
+  return total <= 0 ? 0 : Math.round((100 * (total - (b.idle - a.idle))) / total)
+}
+
+function summary(r: LoadResult): string {
+  const errors = r.non2xx + r.errors > 0 ? ` — ${r.non2xx} non-2xx, ${r.errors} errors, ${r.timeouts} timeouts ${JSON.stringify(r.statusCodes)}` : ''
+  return `${Math.round(r.rps).toLocaleString('en-US')} req/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms (${r.ok} ok in ${r.seconds} s)${errors}`
+}
+
+/** Opens the task the exchange requests name, with the given session and attestation. */
+async function openTask(server: ServerProcess, subjectToken: string, actorToken: string): Promise<string> {
+  const res = await fetch(`${server.url}/tasks`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${subjectToken}`, 'actor-token': actorToken },
+    body: JSON.stringify({ purpose: 'benchmark', resources: [{ resource: RESOURCE, scopes: [SCOPE] }] }),
+  })
+  const body = (await res.json()) as { task_id?: string }
+  if (res.status !== 201 || !body.task_id) throw new Error(`opening the task got HTTP ${res.status}: ${JSON.stringify(body)}`)
+  return body.task_id
+}
+
+async function main(): Promise<void> {
+  const startedAt = new Date()
+  log(`taskpass bench — ${duration} s per scenario (+${warmup} s warm-up), ${connections} connections, node ${process.version}, ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown cpu'})`)
+  const keys: BenchKeys = await generateBenchKeys()
+  const pub = publicKeys(keys)
+  const taskpassPort = await freePort()
+  const issuer = `http://127.0.0.1:${taskpassPort}`
+  const dataDir = mkdtempSync(join(tmpdir(), 'taskpass-bench-'))
+  process.on('exit', () => rmSync(dataDir, { recursive: true, force: true }))
+
+  let t = performance.now()
+  const pool = new TokenPool(keys, issuer)
+  await pool.fill(INITIAL_POOL)
+  let mintSeconds = (performance.now() - t) / 1000
+  log(`minted ${pool.size.toLocaleString('en-US')} subject/actor token pairs in ${mintSeconds.toFixed(1)} s`)
+  const warmPair = { subject: await mintSubjectToken(keys, issuer), actor: await mintActorToken(keys, issuer) }
+  const warmBody = exchangeForm(warmPair.subject, warmPair.actor)
+  const formHeaders = { 'content-type': FORM_TYPE }
+  const peerHeaders = { ...formHeaders, authorization: `Basic ${Buffer.from(`${encodeURIComponent(PEER_CLIENT.id)}:${encodeURIComponent(PEER_CLIENT.secret)}`).toString('base64')}` }
+  const rotating = () => {
+    let i = 0
+    return () => pool.body(i++)
+  }
+
+  const results: Results = {}
+  const floorConfig = (verify: boolean): FloorServerConfig => ({ verify, issuer, userIssuer: USER_ISSUER, keys: pub })
+  const peerConfig: PeerServerConfig = { clientId: PEER_CLIENT.id, clientSecret: PEER_CLIENT.secret, audience: issuer, userIssuer: USER_ISSUER, keys: pub }
+  const taskpassConfig = (db: string): TaskpassServerConfig => ({ port: taskpassPort, issuer, database: join(dataDir, db), keys: pub })
+
+  try {
+    results.floor = await measure('floor', 'hono + one ES256 SignJWT + one SQLite insert (WAL, synchronous=NORMAL)', () => startServer('floor', 'floor', floorConfig(false)), async () => ({
+      headers: formHeaders,
+      nextBody: () => warmBody,
+    }))
+
+    results['floor+2verify'] = await measure('floor+2verify', 'floor + two ES256 jwtVerify of distinct pre-minted tokens', () => startServer('floor+2verify', 'floor', floorConfig(true)), async () => ({
+      headers: formHeaders,
+      nextBody: rotating(),
+    }))
+
+    results.peer = await measure('peer', 'oidc-provider v9 client_credentials, JWT access token (ES256), client_secret_basic', () => startServer('peer', 'peer', peerConfig), async () => {
+      const body = form({ grant_type: 'client_credentials', resource: RESOURCE, scope: SCOPE })
+      return { headers: peerHeaders, nextBody: () => body }
+    })
+
+    results['taskpass warm'] = await measure('taskpass warm', 'the broker, same subject + actor token every request (task_id of an open task)', () => startServer('taskpass warm', 'taskpass', taskpassConfig('warm.db')), async (server) => {
+      const body = `${warmBody}&task_id=${encodeURIComponent(await openTask(server, warmPair.subject, warmPair.actor))}`
+      return { headers: formHeaders, nextBody: () => body }
+    })
+
+    // Cold needs a never-seen pair per request: enough for its measured ceiling (floor+2verify) plus margin.
+    const ceiling = results['floor+2verify']?.result?.rps ?? results.floor?.result?.rps ?? 5000
+    const needed = Math.min(MAX_POOL, Math.ceil(ceiling * (duration + warmup) * 1.25) + 1000)
+    if (needed > pool.size) {
+      t = performance.now()
+      await pool.fill(needed)
+      const s = (performance.now() - t) / 1000
+      mintSeconds += s
+      log(`\nminted pairs up to ${pool.size.toLocaleString('en-US')} for the cold scenario in ${s.toFixed(1)} s`)
+    }
+    let coldUsed = 0
+    results['taskpass cold'] = await measure('taskpass cold', 'the broker, a never-seen subject + actor token every request', () => startServer('taskpass cold', 'taskpass', taskpassConfig('cold.db')), async (server) => {
+      const taskParam = `&task_id=${encodeURIComponent(await openTask(server, await mintSubjectToken(keys, issuer), await mintActorToken(keys, issuer)))}`
+      return { headers: formHeaders, nextBody: () => pool.body(coldUsed++) + taskParam }
+    })
+    const cold = results['taskpass cold']
+    if (cold) {
+      note(cold, `${coldUsed.toLocaleString('en-US')} pre-minted pairs sent (incl. smoke and warm-up), pool ${pool.size.toLocaleString('en-US')}`)
+      if (coldUsed > pool.size) note(cold, `WARNING: the pool ran out — ${coldUsed - pool.size} requests reused a pair (warm, not cold): raise MAX_POOL or lower BENCH_DURATION`)
+    }
+
+    results['peer token-exchange'] = await measure('peer token-exchange', 'oidc-provider v9 + registerGrantType(token-exchange): two ES256 jwtVerify, JWT access token', () => startServer('peer token-exchange', 'peer', peerConfig), async () => ({
+      headers: peerHeaders,
+      nextBody: rotating(),
+    }))
+  } finally {
+    killAllServers()
+  }
+
+  const targets = checkTargets(results, connections)
+  log('\n=== results (req/s: successful responses per second; latency over successful responses) ===')
+  log(formatTable(results))
+  log('\n=== DESIGN.md performance targets ===')
+  log(formatTargets(targets))
+  const busiest = Math.max(0, ...Object.values(results).map((r) => r.idleCpuBusy ?? 0))
+  if (busiest > 25) log(`  caution: other processes kept up to ${busiest}% of the CPUs busy between scenarios — these ratios are unreliable; rerun on a quiet machine.`)
+  log('\nnotes:')
+  log('  - peer = oidc-provider client_credentials (persists nothing); peer-TE = the same provider running a registered')
+  log('    token-exchange grant that verifies subject and actor token (no cache) and issues a JWT access token with `act`.')
+  log('  - taskpass warm/cold use task_id of a task opened beforehand; each exchange reads the task and writes token + audit rows.')
+  log('  - the machine is shared and noisy: compare ratios within one run, not absolute numbers across runs.')
+
+  const out = join(REPO_ROOT, 'bench', 'results')
+  mkdirSync(out, { recursive: true })
+  const file = join(out, 'latest.json')
+  writeFileSync(
+    file,
+    `${JSON.stringify(
+      {
+        startedAt: startedAt.toISOString(),
+        finishedAt: new Date().toISOString(),
+        settings: { duration, warmup, connections },
+        machine: { node: process.version, cores: availableParallelism(), cpu: cpus()[0]?.model },
+        tokenPool: { pairs: pool.size, mintSeconds: Number(mintSeconds.toFixed(2)) },
+        scenarios: results,
+        targets,
+      },
+      null,
+      2,
+    )}\n`,
+  )
+  log(`\nwrote ${file}`)
+}
+
+try {
+  await main()
+} catch (e) {
+  process.stderr.write(`bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
+  process.exitCode = 1
+} finally {
+  clearTimeout(watchdog)
+  killAllServers()
+}

@@ -1,0 +1,71 @@
+/**
+ * The real broker, wired as src/main.ts wires it (createBroker + createApp, system clock, real
+ * argon2id hasher, a SQLite file), with a configuration built the way test/harness.ts builds
+ * one: inline JWKS for the user issuer and the SPIFFE trust domain, one workload, one resource.
+ */
+import { randomBytes } from 'node:crypto'
+import { mkdirSync } from 'node:fs'
+import type { Server } from 'node:http'
+import { dirname } from 'node:path'
+import { createAdaptorServer } from '@hono/node-server'
+import { createApp } from '../../src/app.js'
+import { argon2Hasher, createBroker } from '../../src/broker.js'
+import { systemClock } from '../../src/clock.js'
+import { parseConfig, type ConfigInput } from '../../src/config.js'
+import { createJsonLogger } from '../../src/logger.js'
+import { AGENT_SPIFFE_ID, MAX_ACTOR_TOKEN_LIFETIME, RESOURCE, RESOURCE_SCOPES, TRUST_DOMAIN, USER_ISSUER, WORKLOAD_ID, type PublicKeys } from '../lib/fixtures.js'
+import { announceReady, exitWithParent, listenOn, readServerConfig } from '../lib/server-child.js'
+
+export interface TaskpassServerConfig {
+  port: number
+  issuer: string
+  database: string
+  keys: PublicKeys
+}
+
+const RESOURCE_SECRET = 'notes-bench-secret-0123456789'
+const UNLIMITED = { ratePerSecond: 1e9, burst: 1e9 }
+
+async function brokerConfig(c: TaskpassServerConfig): Promise<ConfigInput> {
+  return {
+    issuer: c.issuer,
+    database: c.database,
+    keys: { kek: randomBytes(32).toString('base64url') },
+    maxActorTokenLifetime: MAX_ACTOR_TOKEN_LIFETIME,
+    // One loopback client and one workload drive all the load: keep the limiters in the request
+    // path (their cost is part of an exchange) but with buckets no benchmark can empty.
+    rateLimits: { perIp: UNLIMITED, perWorkload: UNLIMITED },
+    subjectIssuers: [{ issuer: USER_ISSUER, jwks: { keys: [c.keys.user as Record<string, unknown>] }, algorithms: ['ES256'] }],
+    workloadIssuers: [{ kind: 'spiffe', trustDomain: TRUST_DOMAIN, jwks: { keys: [{ ...c.keys.spiffe, use: 'jwt-svid' }] } }],
+    workloads: [
+      {
+        id: WORKLOAD_ID,
+        attestation: { issuer: `spiffe://${TRUST_DOMAIN}`, subject: AGENT_SPIFFE_ID },
+        grants: [{ resource: RESOURCE, scopes: RESOURCE_SCOPES }],
+      },
+    ],
+    resources: [{ uri: RESOURCE, scopes: RESOURCE_SCOPES, credential: { clientId: 'notes-mcp', secretHash: await argon2Hasher.hash(RESOURCE_SECRET) } }],
+    admin: { apiKeyHashes: [await argon2Hasher.hash(`tpa_${randomBytes(16).toString('hex')}`)] },
+  }
+}
+
+const c = readServerConfig<TaskpassServerConfig>()
+mkdirSync(dirname(c.database), { recursive: true })
+const config = parseConfig(await brokerConfig(c))
+const logger = createJsonLogger()
+const deps = await createBroker({ config, clock: systemClock, logger, kek: Buffer.from(config.keys.kek!, 'base64url') })
+const app = createApp(deps)
+
+// As src/main.ts: pick up key rotations and prune expired token rows every 10 s.
+const timer = setInterval(() => {
+  deps.keys.reload().catch((e: unknown) => logger.error('key reload failed', { error: String(e) }))
+  deps.stores.tokens.pruneExpired(systemClock.now() - config.clockSkew)
+}, 10_000)
+timer.unref()
+
+const server = createAdaptorServer({ fetch: app.fetch })
+exitWithParent(() => {
+  server.close()
+  deps.database.close()
+})
+announceReady(await listenOn(server as Server, c.port))
