@@ -1,0 +1,22 @@
+/**
+ * taskpass/verifier — what an MCP server imports to accept taskpass task tokens: RFC 9068 JWT
+ * verification against the broker's JWKS, exact audience, DPoP (RFC 9449) and revocation through
+ * the broker's feed or introspection, in the order of standards.md Appendix C. The core depends
+ * on jose only; the SDK and hono adapters live in their own entry points:
+ * `taskpass/verifier/mcp-sdk-v1`, `taskpass/verifier/mcp-sdk-v2`, `taskpass/verifier/hono`.
+ */
+export { createTaskTokenVerifier, hasScopes, type TaskAuthInfo, type TaskTokenRequest, type TaskTokenVerifier, type RevocationStatus } from './verifier.js'
+export type { TaskTokenVerifierOptions, RevocationOptions } from './options.js'
+export { VerifierError, buildWwwAuthenticate, type VerifierErrorCode, type AuthScheme, type ChallengeOptions } from './errors.js'
+export {
+  buildProtectedResourceMetadata,
+  protectedResourceMetadataMiddleware,
+  protectedResourceMetadataPath,
+  protectedResourceMetadataResponse,
+  protectedResourceMetadataUrl,
+  type ProtectedResourceMetadata,
+  type ProtectedResourceMetadataOptions,
+} from './metadata.js'
+export { createFetchGate, createNodeMiddleware } from './gates.js'
+export type { FeedEvent, FeedStatus } from './revocation-feed.js'
+export type { Clock } from '../clock.js'

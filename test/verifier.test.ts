@@ -1,0 +1,670 @@
+/**
+ * The verifier kit (`taskpass/verifier`) on its own: every rejection of standards.md Appendix C
+ * with its error code, DPoP binding, challenges, option checks, and the revocation feed against
+ * a real broker on 127.0.0.1 (SSE, polling fallback, resumption across a restart, fail-closed
+ * staleness with an injected clock). Tokens that the broker cannot mint yet (DPoP-bound ones,
+ * broken ones) are signed here with a key published by a small local JWKS server.
+ */
+import assert from 'node:assert/strict'
+import { randomBytes, randomUUID } from 'node:crypto'
+import { mkdtempSync } from 'node:fs'
+import { createServer, type Server as HttpServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, afterEach, before, beforeEach, describe, it } from 'node:test'
+import { serve } from '@hono/node-server'
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK, type JWTPayload } from 'jose'
+import { accessTokenHash } from '../src/dpop/proof.js'
+import { createFixedClock, type Clock, type FixedClock } from '../src/clock.js'
+import { Hono } from 'hono'
+import { InsufficientScopeError, InvalidTokenError } from '@modelcontextprotocol/sdk/server/auth/errors.js'
+import { OAuthError, OAuthErrorCode } from '@modelcontextprotocol/server'
+import { createTaskTokenVerifier, createFetchGate, createNodeMiddleware, VerifierError, type TaskAuthInfo, type TaskTokenVerifier, type TaskTokenVerifierOptions } from 'taskpass/verifier'
+import { protectedResourceMetadata, taskTokenAuth } from 'taskpass/verifier/hono'
+import { toMcpSdkV1Verifier } from 'taskpass/verifier/mcp-sdk-v1'
+import { toMcpSdkV2Verifier } from 'taskpass/verifier/mcp-sdk-v2'
+import { createTestBroker, NOTES, NOTES_SECRET, openTask, type TestBroker } from './harness.js'
+
+const RESOURCE = 'https://mcp.test.example/mcp'
+const MCP_URL = RESOURCE
+
+// ---------------------------------------------------------------------------------------------
+// A local token issuer: one ES256 key published as a JWKS on 127.0.0.1.
+
+interface LocalIssuer {
+  url: string
+  key: { privateKey: CryptoKey; publicJwk: JWK }
+  mint(claims?: Record<string, unknown>, header?: Record<string, unknown>, key?: CryptoKey): Promise<string>
+  close(): Promise<void>
+}
+
+async function startIssuer(clock: Clock): Promise<LocalIssuer> {
+  const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true })
+  const publicJwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }
+  const server = createServer((req, res) => {
+    if (req.url === '/.well-known/jwks.json') {
+      res.writeHead(200, { 'content-type': 'application/jwk-set+json' })
+      res.end(JSON.stringify({ keys: [publicJwk] }))
+    } else {
+      res.writeHead(404)
+      res.end()
+    }
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  return {
+    url,
+    key: { privateKey, publicJwk },
+    mint(claims = {}, header = {}, key = privateKey) {
+      const now = clock.now()
+      const payload = Object.fromEntries(
+        Object.entries({
+          iss: url,
+          sub: 'alice',
+          aud: RESOURCE,
+          client_id: 'agent-a',
+          act: { sub: 'agent-a' },
+          scope: 'notes:read notes:write',
+          task_id: 'task-1',
+          jti: randomUUID(),
+          iat: now,
+          nbf: now,
+          exp: now + 300,
+          sid: 'sess-1',
+          ...claims,
+        }).filter(([, v]) => v !== null),
+      )
+      return new SignJWT(payload as JWTPayload).setProtectedHeader({ alg: 'ES256', kid: 'k1', typ: 'at+jwt', ...header } as { alg: string }).sign(key)
+    },
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  }
+}
+
+/** An unsigned token (`alg: none`), which jose refuses to produce. */
+function unsecured(header: Record<string, unknown>, payload: Record<string, unknown>): string {
+  const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url')
+  return `${b64(header)}.${b64(payload)}.`
+}
+
+interface DpopKey {
+  privateKey: CryptoKey
+  jwk: JWK
+  jkt: string
+}
+
+async function dpopKey(): Promise<DpopKey> {
+  const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true })
+  const jwk = await exportJWK(publicKey)
+  return { privateKey, jwk, jkt: await calculateJwkThumbprint(jwk, 'sha256') }
+}
+
+async function proof(key: DpopKey, clock: Clock, opts: { htm?: string; htu?: string; token?: string; jti?: string; iat?: number } = {}): Promise<string> {
+  return new SignJWT({ htm: opts.htm ?? 'POST', htu: opts.htu ?? MCP_URL, iat: opts.iat ?? clock.now(), jti: opts.jti ?? randomUUID(), ...(opts.token ? { ath: accessTokenHash(opts.token) } : {}) })
+    .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: key.jwk })
+    .sign(key.privateKey)
+}
+
+/** Awaits a VerifierError and checks its code (and status); returns it. */
+async function rejected(p: Promise<unknown>, code: VerifierError['code'], status?: number): Promise<VerifierError> {
+  try {
+    await p
+  } catch (e) {
+    assert.ok(e instanceof VerifierError, `expected a VerifierError, got ${String(e)}`)
+    assert.equal(e.code, code, `code: ${e.code} (${e.description})`)
+    if (status !== undefined) assert.equal(e.status, status)
+    return e
+  }
+  assert.fail(`expected a ${code} rejection`)
+}
+
+const bearer = (token: string, extra: { dpop?: string } = {}) => ({ method: 'POST', url: MCP_URL, authorization: `Bearer ${token}`, ...extra })
+const dpopReq = (token: string, proofJwt: string | string[] | undefined, method = 'POST') => ({ method, url: MCP_URL, authorization: `DPoP ${token}`, dpop: proofJwt })
+
+// ---------------------------------------------------------------------------------------------
+
+describe('verifier: JWT checks (Appendix C steps 1–6, 8)', () => {
+  let clock: FixedClock
+  let issuer: LocalIssuer
+  let v: TaskTokenVerifier
+  const make = (o: Partial<TaskTokenVerifierOptions> = {}) =>
+    createTaskTokenVerifier({ issuer: issuer.url, resource: RESOURCE, requiredScopes: ['notes:read'], dpop: 'allowed', revocation: { mode: 'none' }, clock, ...o })
+
+  before(async () => {
+    clock = createFixedClock(Math.floor(Date.now() / 1000))
+    issuer = await startIssuer(clock)
+  })
+  after(() => issuer.close())
+  beforeEach(() => { v = make() })
+  afterEach(() => v.close())
+
+  it('accepts a task token and returns AuthInfo (clientId, scopes, expiresAt, resource, extra)', async () => {
+    const token = await issuer.mint({ jti: 'jti-1' })
+    const auth = await v.verifyRequest(bearer(token))
+    assert.equal(auth.token, token)
+    assert.equal(auth.clientId, 'agent-a')
+    assert.deepEqual(auth.scopes, ['notes:read', 'notes:write'])
+    assert.equal(auth.expiresAt, clock.now() + 300)
+    assert.ok(auth.resource instanceof URL)
+    assert.equal(auth.resource.href, RESOURCE)
+    assert.deepEqual(auth.extra, { sub: 'alice', act: { sub: 'agent-a' }, task_id: 'task-1', jti: 'jti-1', sid: 'sess-1' })
+    // verifyAccessToken (what the SDK gates call) gives the same.
+    assert.deepEqual(await v.verifyAccessToken(token), auth)
+  })
+
+  it('accepts typ at+jwt, application/at+jwt and at+JWT (case-insensitive media type)', async () => {
+    for (const typ of ['at+jwt', 'application/at+jwt', 'at+JWT', 'Application/AT+JWT']) {
+      await v.verifyAccessToken(await issuer.mint({}, { typ }))
+    }
+  })
+
+  const rejections: [string, () => Promise<string>, string?][] = [
+    ['wrong iss', () => issuer.mint({ iss: 'https://evil.example' }), 'token issuer is not trusted here'],
+    ['iss with a trailing slash', () => issuer.mint({ iss: `${issuer.url}/` })],
+    ['wrong aud', () => issuer.mint({ aud: 'https://other.test.example/mcp' }), 'token audience is not this resource'],
+    ['aud with a trailing slash', () => issuer.mint({ aud: `${RESOURCE}/` })],
+    ['aud listing this and another resource', () => issuer.mint({ aud: [RESOURCE, 'https://other.test.example/mcp'] })],
+    ['no aud', () => issuer.mint({ aud: null })],
+    ['typ missing', () => issuer.mint({}, { typ: undefined }), 'token typ is not at+jwt'],
+    ['typ JWT', () => issuer.mint({}, { typ: 'JWT' })],
+    ['typ dpop+jwt', () => issuer.mint({}, { typ: 'dpop+jwt' })],
+    ['typ secevent+jwt', () => issuer.mint({}, { typ: 'secevent+jwt' })],
+    ['alg none', async () => unsecured({ alg: 'none', typ: 'at+jwt' }, { iss: issuer.url, aud: RESOURCE, exp: clock.now() + 60 }), 'token algorithm is not allowed'],
+    ['alg not on the allow-list (HS256)', async () => new SignJWT({ iss: issuer.url }).setProtectedHeader({ alg: 'HS256', typ: 'at+jwt' }).sign(randomBytes(32))],
+    ['alg in lower case', async () => { const t = await issuer.mint(); const [, p, s] = t.split('.'); return `${Buffer.from(JSON.stringify({ alg: 'es256', kid: 'k1', typ: 'at+jwt' })).toString('base64url')}.${p}.${s}` }],
+    ['jku header', () => issuer.mint({}, { jku: 'https://evil.example/jwks' }), 'token header must not carry jku'],
+    ['embedded jwk header', () => issuer.mint({}, { jwk: issuer.key.publicJwk })],
+    ['x5u header', () => issuer.mint({}, { x5u: 'https://evil.example/cert' })],
+    ['signed by another key with the same kid', async () => issuer.mint({}, {}, (await generateKeyPair('ES256')).privateKey), 'token signature is invalid'],
+    ['unknown kid', () => issuer.mint({}, { kid: 'nope' }), 'token is signed with an unknown key'],
+    ['not a compact JWS (5 segments)', async () => 'a.b.c.d.e', 'token is not a compact JWS'],
+    ['expired beyond the leeway', () => issuer.mint({ iat: clock.now() - 400, nbf: clock.now() - 400, exp: clock.now() - 31 }), 'token is expired'],
+    ['not yet valid beyond the leeway', () => issuer.mint({ nbf: clock.now() + 31 }), 'token is not valid yet'],
+    ['iat in the future beyond the leeway', () => issuer.mint({ iat: clock.now() + 31 })],
+    ['no exp', () => issuer.mint({ exp: null }), 'token has no exp'],
+    ['no sub', () => issuer.mint({ sub: null }), 'token lacks the sub claim'],
+    ['no client_id', () => issuer.mint({ client_id: null }), 'token lacks the client_id claim'],
+    ['no jti', () => issuer.mint({ jti: null }), 'token lacks the jti claim'],
+    ['no task_id', () => issuer.mint({ task_id: null }), 'token lacks the task_id claim'],
+    ['no scope', () => issuer.mint({ scope: null }), 'token lacks the scope claim'],
+    ['no act', () => issuer.mint({ act: null }), 'token lacks the act claim'],
+    ['act without sub', () => issuer.mint({ act: { iss: 'x' } }), 'token lacks the act claim'],
+  ]
+  for (const [name, token, description] of rejections) {
+    it(`rejects ${name} → 401 invalid_token`, async () => {
+      const err = await rejected(v.verifyRequest(bearer(await token())), 'invalid_token', 401)
+      if (description) assert.equal(err.description, description)
+    })
+  }
+
+  it('allows exp, nbf and iat within the leeway', async () => {
+    await v.verifyAccessToken(await issuer.mint({ iat: clock.now() - 400, exp: clock.now() - 29 }))
+    await v.verifyAccessToken(await issuer.mint({ nbf: clock.now() + 29, iat: clock.now() + 29 }))
+  })
+
+  it('a cached token is still re-checked: it expires with the clock', async () => {
+    const token = await issuer.mint({ exp: clock.now() + 10 })
+    await v.verifyAccessToken(token)
+    clock.advance(10 + 30)
+    await rejected(v.verifyAccessToken(token), 'invalid_token')
+    clock.advance(-40)
+  })
+
+  it('a missing required scope → 403 insufficient_scope with the scope in the challenge', async () => {
+    const err = await rejected(v.verifyRequest(bearer(await issuer.mint({ scope: 'notes:write' }))), 'insufficient_scope', 403)
+    assert.equal(v.challenge(err), `Bearer error="insufficient_scope", error_description="token lacks a required scope", scope="notes:read", resource_metadata="https://mcp.test.example/.well-known/oauth-protected-resource/mcp", DPoP scope="notes:read", resource_metadata="https://mcp.test.example/.well-known/oauth-protected-resource/mcp", algs="ES256 ES384 ES512 EdDSA Ed25519 RS256 PS256"`)
+  })
+
+  it('no credentials → 401 with a challenge that carries no error (RFC 6750 §3.1)', async () => {
+    const err = await rejected(v.verifyRequest({ method: 'POST', url: MCP_URL, authorization: undefined }), 'invalid_token', 401)
+    assert.equal(err.credentialsMissing, true)
+    const res = v.errorResponse(err)
+    assert.equal(res.status, 401)
+    assert.doesNotMatch(res.headers.get('www-authenticate')!, /error=/)
+    assert.match(res.headers.get('www-authenticate')!, /^Bearer scope="notes:read", resource_metadata="https:\/\/mcp\.test\.example\/\.well-known\/oauth-protected-resource\/mcp", DPoP /)
+    // An unsupported scheme counts as no credentials too.
+    assert.equal((await rejected(v.verifyRequest({ method: 'GET', url: MCP_URL, authorization: 'Basic YTpi' }), 'invalid_token')).credentialsMissing, true)
+  })
+
+  it('more than one credential → 400 invalid_request', async () => {
+    const token = await issuer.mint()
+    await rejected(v.verifyRequest({ method: 'POST', url: MCP_URL, authorization: [`Bearer ${token}`, `Bearer ${token}`] }), 'invalid_request', 400)
+    await rejected(v.verifyRequest({ method: 'POST', url: MCP_URL, authorization: `Bearer ${token}, DPoP ${token}` }), 'invalid_request', 400)
+    await rejected(v.verifyRequest({ method: 'POST', url: `${MCP_URL}?access_token=${token}`, authorization: `Bearer ${token}` }), 'invalid_request', 400)
+    await rejected(v.verifyRequest({ method: 'POST', url: MCP_URL, authorization: 'Bearer' }), 'invalid_request', 400)
+    // Through the fetch gate, duplicate headers arrive joined by ", ".
+    const h = new Headers()
+    h.append('authorization', `Bearer ${token}`)
+    h.append('authorization', `DPoP ${token}`)
+    const res = (await createFetchGate(v)(new Request(MCP_URL, { method: 'POST', headers: h }))) as Response
+    assert.equal(res.status, 400)
+    assert.deepEqual(await res.json(), { error: 'invalid_request', error_description: 'more than one Authorization credential' })
+  })
+
+  it('keeps double quotes out of descriptions (the SDK v1 gate does not escape them)', () => {
+    assert.equal(new VerifierError('invalid_token', 'a "b" \\c').description, "a 'b' 'c")
+  })
+
+  it('checks its options once, naming the bad one', () => {
+    const base: TaskTokenVerifierOptions = { issuer: 'https://as.example', resource: RESOURCE, dpop: 'off', revocation: { mode: 'none' } }
+    const cases: [Partial<TaskTokenVerifierOptions> | Record<string, unknown>, RegExp][] = [
+      [{ issuer: 'not a url' }, /^"issuer" must be an absolute URL/],
+      [{ resource: `${RESOURCE}#frag` }, /^"resource" must not contain a fragment/],
+      [{ dpop: 'maybe' }, /^"dpop" must be/],
+      [{ revocation: { mode: 'feed', feedUrl: 'x', credentials: { clientId: 'a', clientSecret: 'b' } } }, /^"revocation\.feedUrl"/],
+      [{ revocation: { mode: 'feed', feedUrl: 'https://as.example/revocations', credentials: { clientId: 'a' } } }, /^"revocation\.credentials"/],
+      [{ revocation: { mode: 'introspection', introspectionUrl: 'https://as.example/introspect', credentials: { clientId: 'a', clientSecret: 'b' }, cacheMs: 60_000 } }, /^"revocation\.cacheMs"/],
+      [{ revocation: { mode: 'sometimes' } }, /^"revocation\.mode"/],
+      [{ algorithms: ['none'] }, /^"algorithms"/],
+      [{ algorithms: ['HS256'] }, /^"algorithms"/],
+      [{ leewaySeconds: 600 }, /^"leewaySeconds"/],
+      [{ requiredScopes: ['has space'] }, /^"requiredScopes"/],
+    ]
+    for (const [patch, message] of cases) {
+      assert.throws(() => createTaskTokenVerifier({ ...base, ...patch } as TaskTokenVerifierOptions), (e: unknown) => e instanceof TypeError && message.test(e.message))
+    }
+  })
+
+  describe('DPoP (RFC 9449 §7)', () => {
+    let key: DpopKey
+    before(async () => { key = await dpopKey() })
+
+    it('accepts a bound token with a proof of its key, including ath; returns cnf', async () => {
+      const token = await issuer.mint({ cnf: { jkt: key.jkt } })
+      const auth = await v.verifyRequest(dpopReq(token, await proof(key, clock, { token })))
+      assert.deepEqual(auth.extra.cnf, { jkt: key.jkt })
+    })
+
+    it('refuses a DPoP-bound token sent as Bearer (§7.2), also through verifyAccessToken', async () => {
+      const token = await issuer.mint({ cnf: { jkt: key.jkt } })
+      const err = await rejected(v.verifyRequest(bearer(token, { dpop: await proof(key, clock, { token }) })), 'invalid_token', 401)
+      assert.equal(err.description, 'token is DPoP-bound and must be sent with the DPoP scheme and a proof')
+      await rejected(v.verifyAccessToken(token), 'invalid_token')
+    })
+
+    it('refuses a proof made with another key', async () => {
+      const token = await issuer.mint({ cnf: { jkt: key.jkt } })
+      const other = await dpopKey()
+      const err = await rejected(v.verifyRequest(dpopReq(token, await proof(other, clock, { token }))), 'invalid_dpop_proof', 401)
+      assert.equal(err.description, 'the DPoP proof key is not the key the token is bound to')
+      assert.match(v.challenge(err), /DPoP error="invalid_dpop_proof"/)
+    })
+
+    it('refuses a replayed proof', async () => {
+      const token = await issuer.mint({ cnf: { jkt: key.jkt } })
+      const p = await proof(key, clock, { token })
+      await v.verifyRequest(dpopReq(token, p))
+      const err = await rejected(v.verifyRequest(dpopReq(token, p)), 'invalid_dpop_proof')
+      assert.equal(err.description, 'the DPoP proof has been used before')
+    })
+
+    const proofRejections: [string, (token: string) => Promise<string | string[] | undefined>, string?][] = [
+      ['no proof', async () => undefined],
+      ['two DPoP headers', async (t) => [await proof(key, clock, { token: t }), await proof(key, clock, { token: t })]],
+      ['no ath', async () => proof(key, clock)],
+      ['ath of another token', async () => proof(key, clock, { token: 'another.token.value' }), 'the DPoP proof ath does not match the access token'],
+      ['wrong htm', async (t) => proof(key, clock, { token: t, htm: 'GET' })],
+      ['wrong htu', async (t) => proof(key, clock, { token: t, htu: 'https://mcp.test.example/other' })],
+      ['stale iat', async (t) => proof(key, clock, { token: t, iat: clock.now() - 120 })],
+    ]
+    for (const [name, make, description] of proofRejections) {
+      it(`refuses a proof with ${name} → invalid_dpop_proof`, async () => {
+        const token = await issuer.mint({ cnf: { jkt: key.jkt } })
+        const err = await rejected(v.verifyRequest(dpopReq(token, await make(token))), 'invalid_dpop_proof', 401)
+        if (description) assert.equal(err.description, description)
+      })
+    }
+
+    it('a proof whose htu differs only by query is accepted (§4.3)', async () => {
+      const token = await issuer.mint({ cnf: { jkt: key.jkt } })
+      await v.verifyRequest({ ...dpopReq(token, await proof(key, clock, { token })), url: `${MCP_URL}?x=1` })
+    })
+
+    it('the DPoP scheme with an unbound token is refused', async () => {
+      const token = await issuer.mint()
+      await rejected(v.verifyRequest(dpopReq(token, await proof(key, clock, { token }))), 'invalid_token')
+    })
+
+    it("dpop 'required' refuses Bearer and unbound tokens; 'off' refuses bound ones", async () => {
+      const required = make({ dpop: 'required' })
+      const bound = await issuer.mint({ cnf: { jkt: key.jkt } })
+      const err = await rejected(required.verifyRequest(bearer(await issuer.mint())), 'invalid_token')
+      assert.match(required.challenge(err), /^DPoP error="invalid_token", error_description="this resource requires DPoP-bound tokens", scope="notes:read", resource_metadata="[^"]+", algs="[^"]+"$/)
+      await required.verifyRequest(dpopReq(bound, await proof(key, clock, { token: bound })))
+      assert.equal(required.metadata().dpop_bound_access_tokens_required, true)
+      const off = make({ dpop: 'off' })
+      await rejected(off.verifyRequest(dpopReq(bound, await proof(key, clock, { token: bound }))), 'invalid_token')
+      await rejected(off.verifyAccessToken(bound), 'invalid_token')
+      assert.equal(off.challenge(), 'Bearer scope="notes:read", resource_metadata="https://mcp.test.example/.well-known/oauth-protected-resource/mcp"')
+      assert.equal(off.metadata().dpop_signing_alg_values_supported, undefined)
+    })
+  })
+
+  it('publishes RFC 9728 metadata', () => {
+    assert.deepEqual(v.metadata({ resourceName: 'Notes' }), {
+      resource: RESOURCE,
+      authorization_servers: [issuer.url],
+      scopes_supported: ['notes:read'],
+      bearer_methods_supported: ['header'],
+      resource_name: 'Notes',
+      dpop_signing_alg_values_supported: ['ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519', 'RS256', 'PS256'],
+    })
+    assert.equal(v.resourceMetadataUrl, 'https://mcp.test.example/.well-known/oauth-protected-resource/mcp')
+  })
+})
+
+describe('verifier: adapters', () => {
+  let clock: FixedClock
+  let issuer: LocalIssuer
+  let v: TaskTokenVerifier
+  before(async () => {
+    clock = createFixedClock(Math.floor(Date.now() / 1000))
+    issuer = await startIssuer(clock)
+    v = createTaskTokenVerifier({ issuer: issuer.url, resource: RESOURCE, requiredScopes: ['notes:read'], dpop: 'allowed', revocation: { mode: 'none' }, clock })
+  })
+  after(async () => {
+    await v.close()
+    await issuer.close()
+  })
+
+  it('MCP SDK v1: rejections are the SDK\'s InvalidTokenError / InsufficientScopeError, never a plain Error', async () => {
+    const sdk = toMcpSdkV1Verifier(v)
+    const auth = await sdk.verifyAccessToken(await issuer.mint())
+    assert.equal(auth.clientId, 'agent-a')
+    await assert.rejects(sdk.verifyAccessToken(await issuer.mint({ aud: 'https://other.example/mcp' })), (e: unknown) => e instanceof InvalidTokenError && e.message === 'token audience is not this resource')
+    await assert.rejects(sdk.verifyAccessToken('garbage'), (e: unknown) => e instanceof InvalidTokenError)
+    await assert.rejects(sdk.verifyAccessToken(await issuer.mint({ scope: 'notes:write' })), (e: unknown) => e instanceof InsufficientScopeError)
+    assert.throws(() => toMcpSdkV1Verifier(createTaskTokenVerifier({ issuer: issuer.url, resource: RESOURCE, dpop: 'required', revocation: { mode: 'none' } })), TypeError)
+  })
+
+  it('MCP SDK v2: rejections are OAuthError(InvalidToken | InsufficientScope)', async () => {
+    const sdk = toMcpSdkV2Verifier(v)
+    await sdk.verifyAccessToken(await issuer.mint())
+    await assert.rejects(sdk.verifyAccessToken(await issuer.mint({ iss: 'https://evil.example' })), (e: unknown) => e instanceof OAuthError && e.code === OAuthErrorCode.InvalidToken)
+    await assert.rejects(sdk.verifyAccessToken(await issuer.mint({ scope: 'notes:write' })), (e: unknown) => e instanceof OAuthError && e.code === OAuthErrorCode.InsufficientScope)
+  })
+
+  it('hono: taskTokenAuth sets c.get(\'taskAuth\') or answers with the challenge; the metadata route serves RFC 9728', async () => {
+    const app = new Hono<{ Variables: { taskAuth: TaskAuthInfo } }>()
+    app.use(protectedResourceMetadata(v.metadata()))
+    app.use('/mcp', taskTokenAuth(v))
+    app.post('/mcp', (c) => c.json({ task: c.get('taskAuth').extra.task_id }))
+    const ok = await app.request(MCP_URL, { method: 'POST', headers: { authorization: `Bearer ${await issuer.mint()}` } })
+    assert.equal(ok.status, 200)
+    assert.deepEqual(await ok.json(), { task: 'task-1' })
+    const none = await app.request(MCP_URL, { method: 'POST' })
+    assert.equal(none.status, 401)
+    assert.match(none.headers.get('www-authenticate')!, /^Bearer scope="notes:read", resource_metadata=/)
+    const meta = await app.request('https://mcp.test.example/.well-known/oauth-protected-resource/mcp')
+    assert.equal(meta.status, 200)
+    assert.equal(((await meta.json()) as { resource: string }).resource, RESOURCE)
+  })
+
+  it('node/express middleware: DPoP over real HTTP (htu is the URL the client called), req.auth set', async () => {
+    const mw = createNodeMiddleware(v)
+    const server = createServer((req, res) => mw(req, res, () => {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(JSON.stringify((req as { auth?: TaskAuthInfo }).auth?.extra))
+    }))
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`
+    try {
+      const key = await dpopKey()
+      const token = await issuer.mint({ cnf: { jkt: key.jkt } })
+      const ok = await fetch(url, { method: 'POST', headers: { authorization: `DPoP ${token}`, dpop: await proof(key, clock, { token, htu: url }) } })
+      assert.equal(ok.status, 200)
+      assert.deepEqual(((await ok.json()) as { cnf: unknown }).cnf, { jkt: key.jkt })
+      const asBearer = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${token}` } })
+      assert.equal(asBearer.status, 401)
+      assert.match(asBearer.headers.get('www-authenticate')!, /^Bearer error="invalid_token", error_description="token is DPoP-bound/)
+      const h = new Headers()
+      h.append('authorization', `Bearer ${token}`)
+      h.append('authorization', `Bearer ${token}`)
+      assert.equal((await fetch(url, { method: 'POST', headers: h })).status, 400)
+    } finally {
+      server.closeAllConnections()
+      await new Promise<void>((r) => server.close(() => r()))
+    }
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+// Revocation against a real broker.
+
+/** The real clock plus an offset the test can move (the verifier's injected clock). */
+function offsetClock(): Clock & { advance(seconds: number): void } {
+  let offsetMs = 0
+  return {
+    now: () => Math.floor((Date.now() + offsetMs) / 1000),
+    nowMs: () => Date.now() + offsetMs,
+    advance: (s) => { offsetMs += s * 1000 },
+  }
+}
+
+const realClock: Clock = { now: () => Math.floor(Date.now() / 1000), nowMs: () => Date.now() }
+
+/**
+ * A broker on a real port whose connections the test controls: `down()` answers 503 and cuts
+ * every open connection (the SSE stream included), `restart()` opens a new broker process on the
+ * same database behind the same port.
+ */
+async function startBroker(opts: { file?: boolean } = {}) {
+  let handler: (r: Request) => Response | Promise<Response> = () => new Response(null, { status: 503 })
+  const server = serve({ fetch: (r: Request) => handler(r), hostname: '127.0.0.1', port: 0 }) as HttpServer
+  await new Promise<void>((r) => server.once('listening', () => r()))
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const dir = mkdtempSync(join(tmpdir(), 'taskpass-verifier-'))
+  const kek = randomBytes(32).toString('base64url')
+  const create = () => createTestBroker({ issuer: url, clock: realClock, config: (c) => (opts.file ? { ...c, database: join(dir, 'broker.db'), keys: { kek } } : c) })
+  let b = await create()
+  let isUp = true
+  handler = (r) => b.app.fetch(r)
+  return {
+    url,
+    get b(): TestBroker { return b },
+    /** Stops answering: 503 for new requests, every open connection cut. */
+    down() {
+      handler = () => new Response(null, { status: 503 })
+      server.closeAllConnections()
+    },
+    async restart() {
+      this.down()
+      b.close()
+      b = await create()
+      handler = (r) => b.app.fetch(r)
+    },
+    /** Serves everything but the SSE stream (to exercise the polling fallback). */
+    refuseStreams() {
+      handler = (r) => ((r.headers.get('accept') ?? '').includes('text/event-stream') ? new Response(null, { status: 503 }) : b.app.fetch(r))
+      server.closeAllConnections()
+    },
+    async close() {
+      if (!isUp) return
+      isUp = false
+      server.closeAllConnections()
+      await new Promise<void>((r) => server.close(() => r()))
+      b.close()
+    },
+  }
+}
+
+type Broker = Awaited<ReturnType<typeof startBroker>>
+
+function feedVerifier(broker: Broker, clock: Clock, extra: { staleAfterSeconds?: number; pollIntervalMs?: number } = {}, onEvent?: (id: string) => void) {
+  return createTaskTokenVerifier({
+    issuer: broker.url,
+    resource: NOTES,
+    dpop: 'allowed',
+    clock,
+    revocation: {
+      mode: 'feed',
+      feedUrl: `${broker.url}/revocations`,
+      credentials: { clientId: 'notes-mcp', clientSecret: NOTES_SECRET },
+      staleAfterSeconds: extra.staleAfterSeconds ?? 30,
+      pollIntervalMs: extra.pollIntervalMs ?? 100,
+      ...(onEvent ? { onEvent: (e) => onEvent(e.id) } : {}),
+    },
+  })
+}
+
+/** Retries `fn` every 10 ms until it stops throwing or `ms` pass. */
+async function eventually<T>(fn: () => Promise<T>, ms = 2000): Promise<T> {
+  const until = Date.now() + ms
+  for (;;) {
+    try {
+      return await fn()
+    } catch (e) {
+      if (Date.now() > until) throw e
+      await new Promise((r) => setTimeout(r, 10))
+    }
+  }
+}
+
+async function exchangeIn(b: TestBroker, taskId?: string) {
+  const res = await b.exchange(taskId ? { task_id: taskId } : {})
+  assert.equal(res.status, 200)
+  return (await res.json()) as { access_token: string; task_id: string }
+}
+
+async function newTask(b: TestBroker): Promise<string> {
+  const res = await openTask(b, { purpose: 'verifier test', resources: [{ resource: NOTES, scopes: ['notes:read'] }] })
+  assert.equal(res.status, 201)
+  return ((await res.json()) as { task_id: string }).task_id
+}
+
+describe('verifier: revocation feed (Appendix C step 7)', () => {
+  let broker: Broker
+  let v: TaskTokenVerifier | undefined
+  afterEach(async () => {
+    await v?.close()
+    v = undefined
+    await broker.close()
+  })
+
+  it('refuses a revoked jti; the task\'s other tokens stay valid', async () => {
+    broker = await startBroker()
+    v = feedVerifier(broker, realClock)
+    await v.ready()
+    const taskId = await newTask(broker.b)
+    const first = await exchangeIn(broker.b, taskId)
+    const second = await exchangeIn(broker.b, taskId)
+    await v.verifyAccessToken(first.access_token)
+    const res = await broker.b.post('/revoke', { token: first.access_token }, { authorization: `Basic ${Buffer.from(`notes-mcp:${NOTES_SECRET}`).toString('base64')}` })
+    assert.equal(res.status, 200)
+    const err = await eventually(() => rejected(v!.verifyAccessToken(first.access_token), 'invalid_token'), 1000)
+    assert.equal(err.description, 'token has been revoked')
+    await v.verifyAccessToken(second.access_token)
+  })
+
+  it('refuses every token of a completed task, within a second', async () => {
+    broker = await startBroker()
+    v = feedVerifier(broker, realClock)
+    await v.ready()
+    const taskId = await newTask(broker.b)
+    const tokens = [await exchangeIn(broker.b, taskId), await exchangeIn(broker.b, taskId)]
+    const other = await exchangeIn(broker.b)
+    for (const t of tokens) await v.verifyAccessToken(t.access_token)
+    const t0 = Date.now()
+    const done = await broker.b.app.request(`/tasks/${taskId}/complete`, { method: 'POST', headers: { 'actor-token': await broker.b.svid('a') } })
+    assert.equal(done.status, 200)
+    await eventually(() => rejected(v!.verifyAccessToken(tokens[0]!.access_token), 'invalid_token'), 1000)
+    assert.ok(Date.now() - t0 < 1000)
+    await rejected(v.verifyAccessToken(tokens[1]!.access_token), 'invalid_token')
+    // A token of another task is unaffected.
+    await v.verifyAccessToken(other.access_token)
+  })
+
+  it('fails closed once the feed is stale (broker unreachable, verifier clock advanced)', async () => {
+    broker = await startBroker()
+    const clock = offsetClock()
+    v = feedVerifier(broker, clock, { staleAfterSeconds: 10 })
+    await v.ready()
+    const { access_token } = await exchangeIn(broker.b)
+    await v.verifyAccessToken(access_token)
+    broker.down()
+    // Within the bound the deny-set is still trusted.
+    clock.advance(5)
+    await v.verifyAccessToken(access_token)
+    clock.advance(6)
+    const err = await rejected(v.verifyAccessToken(access_token), 'invalid_token', 401)
+    assert.equal(err.description, 'token status cannot be checked right now')
+    assert.equal(v.revocationStatus().feed?.fresh, false)
+  })
+
+  it('before its first sync the verifier refuses everything (fail closed)', async () => {
+    broker = await startBroker()
+    broker.down()
+    v = feedVerifier(broker, realClock)
+    const { access_token } = await exchangeIn(broker.b)
+    await rejected(v.verifyAccessToken(access_token), 'invalid_token')
+    await assert.rejects(v.ready(300), /not reachable/)
+  })
+
+  it('falls back to polling when the stream is unavailable', async () => {
+    broker = await startBroker()
+    broker.refuseStreams()
+    v = feedVerifier(broker, realClock, { pollIntervalMs: 100 })
+    await v.ready()
+    const { access_token, task_id } = await exchangeIn(broker.b)
+    await v.verifyAccessToken(access_token)
+    await broker.b.app.request(`/tasks/${task_id}/revoke`, { method: 'POST', headers: { 'actor-token': await broker.b.svid('a') } })
+    await eventually(() => rejected(v!.verifyAccessToken(access_token), 'invalid_token'), 1000)
+    assert.equal(v.revocationStatus().feed?.streaming, false)
+  })
+
+  it('resumes from its cursor across a broker restart and loses no event', async () => {
+    broker = await startBroker({ file: true })
+    const seen: string[] = []
+    // Polling is slowed to a minute, so the catch-up after the restart has to come through the
+    // stream, resumed with Last-Event-ID = the verifier's cursor.
+    v = feedVerifier(broker, realClock, { pollIntervalMs: 60_000 }, (id) => seen.push(id))
+    await v.ready()
+    const a = await exchangeIn(broker.b)
+    await broker.b.app.request(`/tasks/${a.task_id}/revoke`, { method: 'POST', headers: { 'actor-token': await broker.b.svid('a') } })
+    await eventually(() => rejected(v!.verifyAccessToken(a.access_token), 'invalid_token'), 1000)
+    await eventually(async () => assert.equal(v!.revocationStatus().feed?.streaming, true), 1000)
+
+    // The stream is cut; two tasks end while the verifier is disconnected; the broker restarts.
+    broker.down()
+    const b1 = await exchangeIn(broker.b)
+    const c1 = await exchangeIn(broker.b)
+    for (const t of [b1, c1]) await broker.b.app.request(`/tasks/${t.task_id}/complete`, { method: 'POST', headers: { 'actor-token': await broker.b.svid('a') } })
+    await broker.restart()
+
+    await eventually(() => rejected(v!.verifyAccessToken(c1.access_token), 'invalid_token'), 3000)
+    await rejected(v.verifyAccessToken(b1.access_token), 'invalid_token')
+    assert.deepEqual(seen, ['1', '2', '3'])
+    assert.equal(v.revocationStatus().feed?.cursor, '3')
+    // And it streams again: a new revocation arrives without polling's delay.
+    await eventually(async () => assert.equal(v!.revocationStatus().feed?.streaming, true), 3000)
+    const d = await exchangeIn(broker.b)
+    await v.verifyAccessToken(d.access_token)
+    await broker.b.app.request(`/tasks/${d.task_id}/revoke`, { method: 'POST', headers: { 'actor-token': await broker.b.svid('a') } })
+    await eventually(() => rejected(v!.verifyAccessToken(d.access_token), 'invalid_token'), 1000)
+    assert.deepEqual(seen, ['1', '2', '3', '4'])
+  })
+})
+
+describe('verifier: introspection mode', () => {
+  it('refuses a token at once after its task ends; status unknown → fail closed', async () => {
+    const broker = await startBroker()
+    const v = createTaskTokenVerifier({
+      issuer: broker.url,
+      resource: NOTES,
+      dpop: 'off',
+      revocation: { mode: 'introspection', introspectionUrl: `${broker.url}/introspect`, credentials: { clientId: 'notes-mcp', clientSecret: NOTES_SECRET } },
+    })
+    try {
+      const { access_token, task_id } = await exchangeIn(broker.b)
+      await v.verifyAccessToken(access_token)
+      await broker.b.app.request(`/tasks/${task_id}/complete`, { method: 'POST', headers: { 'actor-token': await broker.b.svid('a') } })
+      assert.equal((await rejected(v.verifyAccessToken(access_token), 'invalid_token')).description, 'token is not active')
+      const other = await exchangeIn(broker.b)
+      broker.down()
+      assert.equal((await rejected(v.verifyAccessToken(other.access_token), 'invalid_token')).description, 'token status cannot be checked right now')
+    } finally {
+      await v.close()
+      await broker.close()
+    }
+  })
+})
