@@ -1,9 +1,13 @@
-import { jwtVerify, type JWK, type JWTPayload, type JWTVerifyGetKey } from 'jose'
+import { jwtVerify, type JWK, type JWTPayload, type JWTVerifyGetKey, type ProtectedHeaderParameters } from 'jose'
 import type { Clock } from '../clock.js'
 import type { WorkloadConfig, WorkloadIssuerConfig } from '../config.js'
 import { invalidRequest, unauthorizedClient } from '../errors.js'
 import { describeJoseError, keyResolver, peekJwt } from '../lib/jwt.js'
+import type { RemoteJwksOptions } from '../lib/remote-jwks.js'
 import { TtlCache } from '../lib/ttl-cache.js'
+import { compileAttestationRules } from './attestation/claim-rules.js'
+import { AttestationError, checkGithubClaims, checkHeader, checkKubernetesClaims, hasSoleAudience, KIND_NAMES, type AttestationKind } from './attestation/kinds.js'
+import { looksLikeSpiffeId, parseSpiffeId } from './attestation/spiffe-id.js'
 
 export const ACTOR_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt'
 
@@ -20,29 +24,30 @@ export interface Actor {
 
 export interface ActorTokenVerifier {
   /**
-   * Verifies a workload attestation (SPIFFE JWT-SVID or a platform OIDC token) and maps it to a
-   * registered workload. Bad tokens are `invalid_request`; a disabled workload is `unauthorized_client`.
+   * Verifies a workload attestation (SPIFFE JWT-SVID, Kubernetes service-account token, GitHub
+   * Actions OIDC token or another platform OIDC token) and maps it to a registered workload.
+   * Bad tokens are `invalid_request`; a disabled workload is `unauthorized_client`.
    */
   verify(token: string): Promise<Actor>
 }
 
+/** One trusted workload issuer, with the workloads that name it. */
 interface TrustAnchor {
+  /** What `workloads[].attestation.issuer` names: `spiffe://<td>` or the `iss`. */
   key: string
+  kind: AttestationKind
   algorithms: string[]
-  getKey: JWTVerifyGetKey
+  audience: string
+  /** The `iss` the token must carry (JWT-SVIDs are selected by their `sub` trust domain instead). */
   issuerClaim: string | undefined
+  maxLifetime: number
+  getKey: JWTVerifyGetKey
+  checkClaims: (payload: JWTPayload) => void
+  workloads: { workload: WorkloadConfig; matches: (payload: JWTPayload) => boolean }[]
 }
 
-/** SPIFFE-ID.md: `spiffe://<trust domain>/<path>`, lowercase trust domain, no query/fragment/port/userinfo, clean path. */
-const SPIFFE_ID = /^spiffe:\/\/([a-z0-9._-]+)(\/[A-Za-z0-9._-]+)+$/
-
-function spiffeTrustDomain(sub: unknown): string | undefined {
-  if (typeof sub !== 'string' || sub.length > 2048) return undefined
-  const m = SPIFFE_ID.exec(sub)
-  if (!m) return undefined
-  if (sub.split('/').slice(3).some((seg) => seg === '.' || seg === '..')) return undefined
-  return m[1]
-}
+/** SPIFFE bundle (§4): only entries with `use: jwt-svid` and a `kid` verify JWT-SVIDs; jose knows them as `sig`. */
+const jwtSvidKeys = (k: JWK): JWK | undefined => (k.use === 'jwt-svid' && typeof k.kid === 'string' ? { ...k, use: 'sig' } : undefined)
 
 export function createActorTokenVerifier(opts: {
   issuers: WorkloadIssuerConfig[]
@@ -51,27 +56,72 @@ export function createActorTokenVerifier(opts: {
   clock: Clock
   clockSkew: number
   maxLifetime: number
+  remoteJwks: RemoteJwksOptions
   cacheSize?: number
 }): ActorTokenVerifier {
-  const anchors = new Map<string, TrustAnchor>()
+  const compiled = opts.workloads.map((w) => ({ workload: w, matches: compileAttestationRules(w.attestation) }))
+  const spiffeAnchors = new Map<string, TrustAnchor>()
+  const issuerAnchors = new Map<string, TrustAnchor>()
   for (const c of opts.issuers) {
-    if (c.kind === 'spiffe') {
-      // SPIFFE bundle (§6): only entries with use "jwt-svid" may verify JWT-SVIDs; jose knows them as "sig".
-      const jwtSvidKeys = (k: JWK) => (k.use === 'jwt-svid' ? { ...k, use: 'sig' } : undefined)
-      anchors.set(`spiffe://${c.trustDomain}`, { key: `spiffe://${c.trustDomain}`, algorithms: c.algorithms, getKey: keyResolver(c, jwtSvidKeys), issuerClaim: undefined })
-    } else {
-      anchors.set(c.issuer, { key: c.issuer, algorithms: c.algorithms, getKey: keyResolver(c), issuerClaim: c.issuer })
+    const key = c.kind === 'spiffe' ? `spiffe://${c.trustDomain}` : c.issuer
+    const keys =
+      c.kind === 'spiffe'
+        ? keyResolver(c, { clock: opts.clock, remote: opts.remoteJwks, select: jwtSvidKeys, honourRefreshHint: true })
+        : keyResolver(c.kind === 'github' && !c.jwks && !c.jwksFile && !c.jwksUri ? { jwksUri: `${c.issuer}/.well-known/jwks` } : c, { clock: opts.clock, remote: opts.remoteJwks })
+    const anchor: TrustAnchor = {
+      key,
+      kind: c.kind,
+      algorithms: c.algorithms,
+      audience: c.audience ?? opts.brokerIssuer,
+      issuerClaim: c.kind === 'spiffe' ? undefined : c.issuer,
+      maxLifetime: c.maxTokenLifetime ?? opts.maxLifetime,
+      getKey: keys,
+      checkClaims:
+        c.kind === 'kubernetes'
+          ? (p) => checkKubernetesClaims(p, { requireBoundPod: c.requireBoundPod })
+          : c.kind === 'github'
+            ? checkGithubClaims
+            : () => {},
+      workloads: compiled.filter((w) => w.workload.attestation.issuer === key),
     }
+    ;(c.kind === 'spiffe' ? spiffeAnchors : issuerAnchors).set(key, anchor)
   }
   const cache = new TtlCache<Actor>(opts.cacheSize ?? 50_000)
 
-  function mapToWorkload(anchor: string, payload: JWTPayload): WorkloadConfig | undefined {
-    return opts.workloads.find(
-      (w) =>
-        w.attestation.issuer === anchor &&
-        w.attestation.subject === payload.sub &&
-        Object.entries(w.attestation.claims).every(([k, v]) => String(payload[k]) === v),
-    )
+  /**
+   * Which trust anchor may vouch for this token. A configured `iss` wins; otherwise a `sub` that
+   * is a SPIFFE ID selects its trust domain's bundle (JWT-SVIDs need not carry `iss`). Keys are
+   * only ever the anchor's own: never a URL or key found in the token.
+   */
+  function selectAnchor(payload: JWTPayload): TrustAnchor {
+    const iss = typeof payload.iss === 'string' ? payload.iss : undefined
+    const byIssuer = iss !== undefined ? issuerAnchors.get(iss) : undefined
+    if (byIssuer) return byIssuer
+    if (looksLikeSpiffeId(payload.sub)) {
+      const id = parseSpiffeId(payload.sub)
+      if (!id.ok) throw invalidRequest('actor_token subject is not a valid SPIFFE ID', `actor_token: invalid SPIFFE ID: ${id.reason}`)
+      const anchor = spiffeAnchors.get(`spiffe://${id.trustDomain}`)
+      if (!anchor) throw invalidRequest('actor_token issuer is not trusted', `untrusted workload issuer spiffe://${id.trustDomain}`)
+      return anchor
+    }
+    throw invalidRequest('actor_token issuer is not trusted', `untrusted workload issuer ${String(iss)}`)
+  }
+
+  function kindCheck(anchor: TrustAnchor, fn: () => void): void {
+    try {
+      fn()
+    } catch (e) {
+      if (e instanceof AttestationError) throw invalidRequest(`actor_token is not a valid ${KIND_NAMES[anchor.kind]}`, `actor_token: ${e.message}`)
+      throw e
+    }
+  }
+
+  function mapToWorkload(anchor: TrustAnchor, payload: JWTPayload): WorkloadConfig {
+    const matched = anchor.workloads.filter((w) => w.matches(payload))
+    if (matched.length === 0) throw invalidRequest('actor_token maps to no registered workload', `no workload for ${anchor.key} ${String(payload.sub)}`)
+    // Overlapping rules are a configuration mistake: refuse rather than pick one silently.
+    if (matched.length > 1) throw invalidRequest('actor_token maps to no registered workload', `ambiguous: ${anchor.key} ${String(payload.sub)} matches ${matched.map((w) => w.workload.id).join(', ')}`)
+    return matched[0]!.workload
   }
 
   return {
@@ -82,19 +132,14 @@ export function createActorTokenVerifier(opts: {
 
       const peeked = peekJwt(token)
       if (!peeked) throw invalidRequest('actor_token is not a well-formed JWT')
-      const td = spiffeTrustDomain(peeked.payload.sub)
-      const anchorKey = td !== undefined ? `spiffe://${td}` : typeof peeked.payload.iss === 'string' ? peeked.payload.iss : undefined
-      const anchor = anchorKey === undefined ? undefined : anchors.get(anchorKey)
-      if (!anchor) throw invalidRequest('actor_token issuer is not trusted', `untrusted workload issuer ${String(anchorKey)}`)
-      if (td !== undefined && peeked.header.typ !== undefined && peeked.header.typ !== 'JWT' && peeked.header.typ !== 'JOSE') {
-        throw invalidRequest('actor_token is not a JWT-SVID', `typ ${String(peeked.header.typ)}`)
-      }
+      const anchor = selectAnchor(peeked.payload)
+      kindCheck(anchor, () => checkHeader(anchor.kind, peeked.header as ProtectedHeaderParameters))
 
       let payload: JWTPayload
       try {
         ;({ payload } = await jwtVerify(token, anchor.getKey, {
           ...(anchor.issuerClaim ? { issuer: anchor.issuerClaim } : {}),
-          audience: opts.brokerIssuer,
+          audience: anchor.audience,
           algorithms: anchor.algorithms,
           currentDate: new Date(now * 1000),
           clockTolerance: opts.clockSkew,
@@ -103,13 +148,14 @@ export function createActorTokenVerifier(opts: {
       } catch (e) {
         throw invalidRequest(`actor_token ${describeJoseError(e)}`, `actor_token: ${(e as Error).message}`)
       }
+      if (!hasSoleAudience(payload, anchor.audience)) throw invalidRequest('actor_token must name this broker as its only audience', 'actor_token: "aud" has more than one value')
+      kindCheck(anchor, () => anchor.checkClaims(payload))
       const exp = payload.exp!
       const start = typeof payload.iat === 'number' ? payload.iat : now
       if (start > now + opts.clockSkew) throw invalidRequest('actor_token is not yet valid', 'iat in the future')
-      if (exp - start > opts.maxLifetime) throw invalidRequest('actor_token lifetime is too long', `lifetime ${exp - start}s > ${opts.maxLifetime}s`)
+      if (exp - start > anchor.maxLifetime) throw invalidRequest('actor_token lifetime is too long', `lifetime ${exp - start}s > ${anchor.maxLifetime}s`)
 
-      const workload = mapToWorkload(anchor.key, payload)
-      if (!workload) throw invalidRequest('actor_token maps to no registered workload', `no workload for ${anchor.key} ${payload.sub}`)
+      const workload = mapToWorkload(anchor, payload)
       const act = payload.act
       const actor: Actor = {
         workload,

@@ -1,9 +1,10 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { Context } from 'hono'
 import type { Clock } from '../clock.js'
-import type { ResourceConfig } from '../config.js'
+import type { ResourceConfig, WorkloadConfig } from '../config.js'
 import { invalidClient, invalidRequest, OAuthError } from '../errors.js'
 import type { Actor, ActorTokenVerifier } from '../exchange/actor-token.js'
+import { JWT_BEARER_ASSERTION_TYPE, type ClientAssertionVerifier } from '../exchange/client-assertion.js'
 import { TtlCache } from '../lib/ttl-cache.js'
 import type { FormParams } from './form.js'
 
@@ -12,10 +13,16 @@ import type { FormParams } from './form.js'
  * - a resource (MCP server) with its credential: HTTP Basic (RFC 6749 §2.3.1) or
  *   client_secret_post; the secret is argon2id-hashed at rest and a verified pair is cached,
  *   so argon2 does not run per request;
+ * - a workload with `private_key_jwt` (RFC 7523 §2.2, `…:client-assertion-type:jwt-bearer`,
+ *   signed by a key registered for it);
  * - a workload with its attestation as a client assertion
- *   (`urn:ietf:params:oauth:client-assertion-type:jwt-spiffe`, draft-ietf-oauth-spiffe-client-auth).
+ *   (`urn:ietf:params:oauth:client-assertion-type:jwt-spiffe`, draft-ietf-oauth-spiffe-client-auth),
+ *   unless the workload requires `private_key_jwt`.
+ * And, for /token, {@link ClientAuthenticator.authenticateExchange}.
  */
-export type AuthenticatedClient = { kind: 'resource'; resource: ResourceConfig } | { kind: 'workload'; actor: Actor }
+export type AuthenticatedClient =
+  | { kind: 'resource'; resource: ResourceConfig }
+  | { kind: 'workload'; workload: WorkloadConfig; method: 'private_key_jwt' | 'attestation' }
 
 export const SPIFFE_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe'
 
@@ -26,6 +33,12 @@ export interface Hasher {
 
 export interface ClientAuthenticator {
   authenticate(c: Context, form: FormParams, allow: ReadonlyArray<AuthenticatedClient['kind']>): Promise<AuthenticatedClient>
+  /**
+   * Client authentication at the token endpoint, once the actor token has named the workload:
+   * a `private_key_jwt` assertion, if sent, must verify and be this workload's; a workload
+   * configured with `tokenEndpointAuth: 'private_key_jwt'` must send one. `invalid_client` (400) otherwise.
+   */
+  authenticateExchange(form: FormParams, workload: WorkloadConfig): Promise<'none' | 'private_key_jwt'>
   /** Resource-only authentication from the Authorization header (GET endpoints such as the revocation feed). */
   authenticateResource(header: string | undefined): Promise<ResourceConfig>
 }
@@ -48,7 +61,13 @@ function parseBasic(header: string): { id: string; secret: string } | undefined 
   }
 }
 
-export function createClientAuthenticator(opts: { resources: ResourceConfig[]; hasher: Hasher; actorTokens: ActorTokenVerifier; clock: Clock }): ClientAuthenticator {
+export function createClientAuthenticator(opts: {
+  resources: ResourceConfig[]
+  hasher: Hasher
+  actorTokens: ActorTokenVerifier
+  clientAssertions: ClientAssertionVerifier
+  clock: Clock
+}): ClientAuthenticator {
   const byClientId = new Map(opts.resources.filter((r) => r.credential).map((r) => [r.credential!.clientId, r]))
   // sha256(id NUL secret) → digest of a pair argon2 already accepted. Compared in constant time.
   const verified = new TtlCache<Buffer>(10_000)
@@ -73,6 +92,18 @@ export function createClientAuthenticator(opts: { resources: ResourceConfig[]; h
 
   return {
     authenticateResource,
+    async authenticateExchange(form, workload) {
+      const type = form.get('client_assertion_type')?.[0]
+      const assertion = form.get('client_assertion')?.[0]
+      if (type === undefined && assertion === undefined) {
+        if (workload.tokenEndpointAuth === 'private_key_jwt') throw invalidClient(`workload ${workload.id} requires private_key_jwt`, null)
+        return 'none'
+      }
+      if (type !== JWT_BEARER_ASSERTION_TYPE) throw invalidClient(`unsupported client_assertion_type ${String(type)} at the token endpoint`, null)
+      if (!assertion) throw invalidClient('client_assertion missing', null)
+      await opts.clientAssertions.verify(assertion, workload.id)
+      return 'private_key_jwt'
+    },
     async authenticate(c, form, allow) {
       const header = c.req.header('authorization')
       const assertionType = form.get('client_assertion_type')?.[0]
@@ -87,6 +118,17 @@ export function createClientAuthenticator(opts: { resources: ResourceConfig[]; h
         const id = form.get('client_id')?.[0]
         if (!id) throw invalidClient('client_secret without client_id')
         client = { kind: 'resource', resource: await checkSecret(id, postedSecret) }
+      } else if (assertionType === JWT_BEARER_ASSERTION_TYPE) {
+        const assertion = form.get('client_assertion')?.[0]
+        if (!assertion) throw invalidClient('client_assertion missing')
+        let workload: WorkloadConfig
+        try {
+          workload = await opts.clientAssertions.verify(assertion, form.get('client_id')?.[0])
+        } catch (e) {
+          // Same refusal as elsewhere on this endpoint: 401 with the challenge.
+          throw invalidClient(e instanceof OAuthError ? e.detail : String(e))
+        }
+        client = { kind: 'workload', workload, method: 'private_key_jwt' }
       } else if (assertionType !== undefined) {
         if (assertionType !== SPIFFE_ASSERTION_TYPE) throw invalidClient(`unsupported client_assertion_type ${assertionType}`)
         const assertion = form.get('client_assertion')?.[0]
@@ -99,7 +141,8 @@ export function createClientAuthenticator(opts: { resources: ResourceConfig[]; h
         }
         const id = form.get('client_id')?.[0]
         if (id !== undefined && id !== actor.workload.id) throw invalidClient(`client_id ${id} does not match workload ${actor.workload.id}`)
-        client = { kind: 'workload', actor }
+        if (actor.workload.tokenEndpointAuth === 'private_key_jwt') throw invalidClient(`workload ${actor.workload.id} requires private_key_jwt`)
+        client = { kind: 'workload', workload: actor.workload, method: 'attestation' }
       } else {
         throw invalidClient('no client authentication')
       }

@@ -1,5 +1,7 @@
-import { createLocalJWKSet, createRemoteJWKSet, decodeJwt, decodeProtectedHeader, errors, type JWK, type JWTPayload, type JWTVerifyGetKey, type ProtectedHeaderParameters } from 'jose'
+import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, errors, type JWK, type JWTPayload, type JWTVerifyGetKey, type ProtectedHeaderParameters } from 'jose'
 import { readFileSync } from 'node:fs'
+import type { Clock } from '../clock.js'
+import { createRemoteKeySet, KeysUnavailableError, type RemoteJwksOptions } from './remote-jwks.js'
 
 /** A compact JWS: three base64url segments, nothing else (RFC 8725bis §3.4 format confusion). */
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/
@@ -21,14 +23,25 @@ export interface KeySource {
   jwksUri?: string | undefined
 }
 
+/** How {@link keyResolver} reaches remote key sets, and which keys it keeps. */
+export interface KeyResolverOptions {
+  clock: Clock
+  remote: RemoteJwksOptions
+  /** Maps each key to the key to use, or drops it (e.g. SPIFFE bundle entries not marked `use: jwt-svid`). */
+  select?: (k: JWK) => JWK | undefined
+  /** SPIFFE bundle endpoints: refresh per `spiffe_refresh_hint`. */
+  honourRefreshHint?: boolean
+}
+
 /**
  * The key resolver for a trusted issuer: a local JWK Set (inline or from a file, read once) or a
- * remote one (timeout, cache, cooldown: jose's createRemoteJWKSet). `select` maps each key to the
- * key to use, or drops it (e.g. SPIFFE bundle entries not marked `use: jwt-svid`).
+ * remote one, fetched by {@link createRemoteKeySet} (timeout, size cap, no redirects, cache,
+ * cooldown; unavailable keys mean refusal). `select` applies to every source alike.
  */
-export function keyResolver(src: KeySource, select: (k: JWK) => JWK | undefined = (k) => k): JWTVerifyGetKey {
+export function keyResolver(src: KeySource, opts: KeyResolverOptions): JWTVerifyGetKey {
+  const select = opts.select ?? ((k: JWK) => k)
   if (src.jwksUri) {
-    return createRemoteJWKSet(new URL(src.jwksUri), { timeoutDuration: 3000, cooldownDuration: 30_000, cacheMaxAge: 600_000 })
+    return createRemoteKeySet(new URL(src.jwksUri), { ...opts.remote, clock: opts.clock, select, honourRefreshHint: opts.honourRefreshHint ?? false })
   }
   const set = src.jwks ?? (JSON.parse(readFileSync(src.jwksFile!, 'utf8')) as { keys: JWK[] })
   return createLocalJWKSet({ keys: (set.keys as JWK[]).map(select).filter((k): k is JWK => k !== undefined) })
@@ -46,6 +59,6 @@ export function describeJoseError(e: unknown): string {
   if (e instanceof errors.JOSEAlgNotAllowed) return 'uses a disallowed algorithm'
   if (e instanceof errors.JWKSNoMatchingKey) return 'is signed with an unknown key'
   if (e instanceof errors.JWSSignatureVerificationFailed) return 'has an invalid signature'
-  if (e instanceof errors.JWKSTimeout || (e instanceof errors.JOSEError && e.code === 'ERR_JOSE_GENERIC')) return 'cannot be verified: issuer keys unavailable'
+  if (e instanceof KeysUnavailableError || e instanceof errors.JWKSTimeout || (e instanceof errors.JOSEError && e.code === 'ERR_JOSE_GENERIC')) return 'cannot be verified: issuer keys unavailable'
   return 'is invalid'
 }

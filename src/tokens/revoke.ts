@@ -17,8 +17,8 @@ export async function revokeToken(
   if (!claims) return
   const row = deps.stores.tokens.get(claims.jti)
   if (!row) return
-  const who = client.kind === 'workload' ? `workload:${client.actor.workload.id}` : `resource:${client.resource.uri}`
-  const entitled = client.kind === 'workload' ? row.workloadId === client.actor.workload.id : row.aud === client.resource.uri
+  const who = client.kind === 'workload' ? `workload:${client.workload.id}` : `resource:${client.resource.uri}`
+  const entitled = client.kind === 'workload' ? row.workloadId === client.workload.id : row.aud === client.resource.uri
   const now = deps.clock.now()
   if (!entitled) {
     deps.stores.audit.insert({ at: now, action: 'token.revoke', decision: 'deny', reason: `${who} is not entitled to revoke this token`, taskId: row.taskId, jti: row.jti, workloadId: row.workloadId, userSub: row.sub })
