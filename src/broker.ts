@@ -1,10 +1,14 @@
 import { hash as argon2Hash, verify as argon2Verify } from '@node-rs/argon2'
 import type { Clock } from './clock.js'
 import type { Config } from './config.js'
+import { createDpopChecker, createDpopReplayCache, type DpopChecker } from './dpop/checker.js'
+import { createNonceSource, deriveNonceKey } from './dpop/nonce.js'
 import { createActorTokenVerifier, type ActorTokenVerifier } from './exchange/actor-token.js'
+import { createClientAssertionVerifier, type ClientAssertionVerifier } from './exchange/client-assertion.js'
 import { createSubjectTokenVerifier, type SubjectTokenVerifier } from './exchange/subject-token.js'
 import { createClientAuthenticator, type ClientAuthenticator, type Hasher } from './http/client-auth.js'
 import { openKeySet, type KeySet, type KeyStoreOptions } from './keys/keyset.js'
+import { createReplayCache } from './lib/replay-cache.js'
 import type { Logger } from './logger.js'
 import { createConfigPolicy, type Policy } from './policy/decide.js'
 import { openDatabase, type Database_ } from './store/db.js'
@@ -26,6 +30,10 @@ export interface Deps {
   actorTokens: ActorTokenVerifier
   ownTokens: OwnTokenVerifier
   clients: ClientAuthenticator
+  /** private_key_jwt (RFC 7523) verification, holding the assertion `jti` replay cache. */
+  clientAssertions: ClientAssertionVerifier
+  /** DPoP (RFC 9449) at /token and POST /tasks: holds the proof `jti` replay cache and the nonce key. */
+  dpop: DpopChecker
 }
 
 /** argon2id (the library default algorithm; left unset on purpose, see README). */
@@ -53,6 +61,7 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     brokerIssuer: config.issuer,
     clock,
     clockSkew: config.clockSkew,
+    remoteJwks: config.remoteJwks,
     isSessionRevoked: stores.sessions.isRevoked,
   })
   const actorTokens = createActorTokenVerifier({
@@ -62,6 +71,17 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     clock,
     clockSkew: config.clockSkew,
     maxLifetime: config.maxActorTokenLifetime,
+    remoteJwks: config.remoteJwks,
+  })
+  const clientAssertions = createClientAssertionVerifier({
+    workloads: config.workloads,
+    issuer: config.issuer,
+    clock,
+    clockSkew: config.clockSkew,
+    maxLifetime: config.clientAuth.maxAssertionLifetime,
+    algorithms: config.clientAuth.algorithms,
+    replay: createReplayCache(config.clientAuth.replayCacheSize),
+    remoteJwks: config.remoteJwks,
   })
   return {
     config,
@@ -76,6 +96,15 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     subjectTokens,
     actorTokens,
     ownTokens: createOwnTokenVerifier({ keys, issuer: config.issuer, clock }),
-    clients: createClientAuthenticator({ resources: config.resources, hasher, actorTokens, clock }),
+    clients: createClientAuthenticator({ resources: config.resources, hasher, actorTokens, clientAssertions, clock }),
+    clientAssertions,
+    dpop: createDpopChecker({
+      clock,
+      iatWindow: config.clockSkew,
+      algorithms: config.dpop.algorithms,
+      replay: createDpopReplayCache(config.dpop.replayCacheSize),
+      // Stateless nonces keyed from the KEK: the same on every instance and across restarts (README, DPoP).
+      nonces: config.dpop.nonce ? createNonceSource({ key: deriveNonceKey(opts.kek), clock, window: config.dpop.nonceWindow }) : undefined,
+    }),
   }
 }

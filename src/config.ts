@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { z } from 'zod'
+import { DPOP_ALGORITHMS } from './dpop/proof.js'
 
 /**
  * The broker's configuration: one JSON file plus `TASKPASS_*` environment overrides,
@@ -20,12 +21,22 @@ const absoluteUri = z.string().refine((s) => {
 }, 'an absolute URI without fragment')
 const seconds = z.number().int().positive()
 
+/** Remote key sets are fetched over https; plain http only on a loopback host (local agents, tests). */
+const keysUrl = z.url().refine((s) => {
+  const u = new URL(s)
+  return u.protocol === 'https:' || (u.protocol === 'http:' && ['127.0.0.1', 'localhost', '[::1]'].includes(u.hostname))
+}, 'an https URL (http only on a loopback host)')
+
 /** Where an issuer's verification keys come from: exactly one of the three. */
 const keySource = {
   jwks: jwkSet.optional(),
   jwksFile: z.string().optional(),
-  jwksUri: z.url().optional(),
+  jwksUri: keysUrl.optional(),
 }
+const atMostOneKeySource = [
+  (k: { jwks?: unknown; jwksFile?: unknown; jwksUri?: unknown }) => [k.jwks, k.jwksFile, k.jwksUri].filter((x) => x !== undefined).length <= 1,
+  { message: 'at most one of jwks, jwksFile, jwksUri', when: () => true },
+] as const
 const oneKeySource = [
   (k: { jwks?: unknown; jwksFile?: unknown; jwksUri?: unknown }) => [k.jwks, k.jwksFile, k.jwksUri].filter((x) => x !== undefined).length === 1,
   // `when`: checked even if sibling fields are bad, so one run names every problem.
@@ -46,14 +57,27 @@ const subjectIssuer = z
   })
   .refine(...oneKeySource)
 
+/** JWT-SVID §3: validators MUST reject any other `alg`. */
+const jwtSvidAlg = z.enum(['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512'])
+
+/** Shared by every workload issuer kind. */
+const workloadIssuerCommon = {
+  /** Audience the attestation must carry as its sole value; defaults to the broker's issuer URL. */
+  audience: z.string().min(1).optional(),
+  /** Longest accepted `exp − iat`, seconds; defaults to `maxActorTokenLifetime`. */
+  maxTokenLifetime: seconds.optional(),
+}
+
 const workloadIssuer = z.discriminatedUnion('kind', [
   z
     .object({
       kind: z.literal('spiffe'),
       /** SPIFFE trust domain, e.g. `prod.example.com`. */
-      trustDomain: z.string().regex(/^[a-z0-9._-]+$/, 'a lowercase SPIFFE trust domain'),
-      algorithms: z.array(asymmetricAlg).min(1).default(['ES256', 'RS256', 'PS256', 'ES384', 'RS384', 'PS384', 'ES512', 'RS512', 'PS512']),
+      trustDomain: z.string().max(255).regex(/^[a-z0-9._-]+$/, 'a lowercase SPIFFE trust domain'),
+      algorithms: z.array(jwtSvidAlg).min(1).default(['ES256', 'RS256', 'PS256', 'ES384', 'RS384', 'PS384', 'ES512', 'RS512', 'PS512']),
+      /** A SPIFFE bundle inline or in a file, or `jwksUri`: the bundle endpoint URL (refreshed per `spiffe_refresh_hint`). */
       ...keySource,
+      ...workloadIssuerCommon,
     })
     .refine(...oneKeySource),
   z
@@ -63,9 +87,44 @@ const workloadIssuer = z.discriminatedUnion('kind', [
       issuer: z.string().min(1),
       algorithms: z.array(asymmetricAlg).min(1).default(['RS256', 'ES256']),
       ...keySource,
+      ...workloadIssuerCommon,
     })
     .refine(...oneKeySource),
+  z
+    .object({
+      /** Kubernetes projected service-account tokens: `iss` is the cluster's service-account issuer. */
+      kind: z.literal('kubernetes'),
+      issuer: z.string().min(1),
+      algorithms: z.array(asymmetricAlg).min(1).default(['RS256', 'ES256']),
+      /** Refuse tokens not bound to a pod (e.g. `kubectl create token`): only projected volume tokens count. */
+      requireBoundPod: z.boolean().default(true),
+      ...keySource,
+      ...workloadIssuerCommon,
+    })
+    .refine(...oneKeySource),
+  z
+    .object({
+      /** GitHub Actions OIDC tokens (`core.getIDToken(<broker issuer>)`); GHES: `https://HOST/_services/token`. */
+      kind: z.literal('github'),
+      issuer: z.string().min(1).default('https://token.actions.githubusercontent.com'),
+      algorithms: z.array(asymmetricAlg).min(1).default(['RS256']),
+      /** Keys: default `jwksUri` is `<issuer>/.well-known/jwks`. */
+      ...keySource,
+      ...workloadIssuerCommon,
+    })
+    .refine(...atMostOneKeySource),
 ])
+
+/**
+ * A claim rule: an exact string, `{glob}` (`*` matches within one segment — any run of
+ * characters other than `/` and `:` — and `**` matches across segments), or a list of these
+ * (any one matching suffices). A plain string is always exact, even if it contains `*`.
+ */
+const claimPattern = z.union([z.string().min(1), z.strictObject({ glob: z.string().min(1) })])
+const claimRule = z.union([claimPattern, z.array(claimPattern).min(1)])
+
+/** Client authentication at /token: `none` (the actor token alone) or `private_key_jwt` required. */
+const tokenEndpointAuth = z.enum(['none', 'private_key_jwt'])
 
 const grant = z.object({ resource: absoluteUri, scopes: z.array(scopeToken) })
 
@@ -73,17 +132,38 @@ const workload = z.object({
   id: z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'letters, digits, . _ : - (1–128)'),
   /**
    * How an attestation maps to this workload: the token's issuer (a SPIFFE trust domain
-   * as `spiffe://<td>`, or an OIDC `iss`), its exact `sub`, and optional exact claims.
+   * as `spiffe://<td>`, or the `iss` of an oidc/kubernetes/github issuer), a rule on its `sub`,
+   * and rules on its claims (per kind, README "Workload attestation"). Every rule must match.
    */
-  attestation: z.object({
-    issuer: z.string().min(1),
-    subject: z.string().min(1),
-    claims: z.record(z.string(), z.string()).default({}),
-  }),
+  attestation: z
+    .object({
+      issuer: z.string().min(1),
+      subject: claimRule.optional(),
+      /** Keys: a top-level claim name, or an RFC 6901 JSON Pointer (`/kubernetes.io/pod/name`). */
+      claims: z.record(z.string().refine((k) => k !== '' && (!k.startsWith('/') || /^(\/([^~/]|~[01])*)+$/.test(k)), 'a claim name or an RFC 6901 JSON Pointer'), claimRule).default({}),
+    })
+    .refine((a) => a.subject !== undefined || Object.keys(a.claims).length > 0, { message: 'a subject or at least one claim rule', when: () => true }),
+  /** The workload's public keys for `private_key_jwt` (RFC 7523): each with its one `alg`. */
+  ...keySource,
+  /** `private_key_jwt`: /token refuses this workload's requests without a client assertion. */
+  tokenEndpointAuth: tokenEndpointAuth.default('none'),
   grants: z.array(grant).default([]),
   maxTtl: seconds.optional(),
   enabled: z.boolean().default(true),
+  /** RFC 9449 §5.2 `dpop_bound_access_tokens`: this workload's tasks and tokens must be DPoP-bound. */
+  requireDpop: z.boolean().default(false),
 })
+  .refine(...atMostOneKeySource)
+  .superRefine((w, ctx) => {
+    if (w.tokenEndpointAuth === 'private_key_jwt' && !w.jwks && !w.jwksFile && !w.jwksUri) {
+      ctx.addIssue({ code: 'custom', path: ['tokenEndpointAuth'], message: 'private_key_jwt needs the workload keys (jwks, jwksFile or jwksUri)' })
+    }
+    w.jwks?.keys.forEach((k, i) => {
+      // RFC 8725bis §3.1: each key is used with exactly one algorithm, so it must name it.
+      if (typeof k.alg !== 'string' || !asymmetricAlg.options.includes(k.alg as never)) ctx.addIssue({ code: 'custom', path: ['jwks', 'keys', i, 'alg'], message: `an asymmetric alg (${asymmetricAlg.options.join(', ')})` })
+      if ('d' in k) ctx.addIssue({ code: 'custom', path: ['jwks', 'keys', i], message: 'a public key (this one has private members)' })
+    })
+  })
 
 const resource = z.object({
   uri: absoluteUri,
@@ -91,6 +171,8 @@ const resource = z.object({
   maxTtl: seconds.optional(),
   /** Tasks asking for this resource wait for an admin's approval. */
   requireApproval: z.boolean().default(false),
+  /** Tokens for this resource (and tasks that include it) must be DPoP-bound (RFC 9449). */
+  requireDpop: z.boolean().default(false),
   /** Credential the resource uses at /introspect and /revoke (HTTP Basic); the secret argon2id-hashed. */
   credential: z.object({ clientId: z.string().min(1), secretHash: z.string().startsWith('$argon2') }).optional(),
 })
@@ -119,6 +201,39 @@ export const configSchema = z
     clockSkew: z.number().int().min(0).max(300).default(60),
     /** Longest lifetime accepted for an actor (workload) token, seconds: attestations must be short-lived. */
     maxActorTokenLifetime: seconds.default(3600),
+    /** private_key_jwt client assertions (RFC 7523, 7523bis). */
+    clientAuth: z
+      .object({
+        /** `exp` may be at most this far ahead (plus clockSkew), seconds. */
+        maxAssertionLifetime: seconds.max(3600).default(300),
+        algorithms: z.array(asymmetricAlg).min(1).default(['ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512', 'EdDSA']),
+        /** Remembered `jti`s (each until its assertion's exp); when full of live entries, assertions are refused. */
+        replayCacheSize: z.number().int().positive().default(100_000),
+      })
+      .prefault({}),
+    /** DPoP proofs (RFC 9449) at POST /token and POST /tasks; their `iat` window is `clockSkew`. */
+    dpop: z
+      .object({
+        /** Require a broker-issued nonce in every proof (§8): proofs without one get `use_dpop_nonce` + `DPoP-Nonce`. */
+        nonce: z.boolean().default(false),
+        /** Nonce window, seconds: a nonce is accepted in the window it was issued in and the next one. */
+        nonceWindow: z.number().int().min(10).max(3600).default(60),
+        /** Proof signature algorithms accepted (asymmetric only), advertised as `dpop_signing_alg_values_supported`. */
+        algorithms: z.array(z.enum(DPOP_ALGORITHMS)).min(1).default([...DPOP_ALGORITHMS]),
+        /** Remembered proof `jti`s (each for its iat window); when full of live entries, proofs are refused. */
+        replayCacheSize: z.number().int().positive().default(100_000),
+      })
+      .prefault({}),
+    /** Fetching remote key sets (`jwksUri` of any issuer or workload, SPIFFE bundle endpoints). */
+    remoteJwks: z
+      .object({
+        /** Milliseconds for the whole request, body included. */
+        timeout: z.number().int().positive().max(60_000).default(3000),
+        maxBytes: z.number().int().positive().default(128 * 1024),
+        cacheMaxAge: seconds.default(600),
+        cooldown: seconds.default(30),
+      })
+      .prefault({}),
     bodyLimit: z.number().int().positive().default(16 * 1024),
     /** Token-bucket rate limits; `false` turns one off. Per IP is the TCP peer (put the limit at the proxy when behind one). */
     rateLimits: z
@@ -144,6 +259,14 @@ export const configSchema = z
     c.workloads.forEach((w, i) => {
       if (ids.has(w.id)) ctx.addIssue({ code: 'custom', path: ['workloads', i, 'id'], message: `duplicate workload id ${w.id}` })
       ids.add(w.id)
+    })
+    // GitHub names can be renamed and re-registered by someone else: a workload mapped from a
+    // GitHub token must pin an immutable id exactly (standards.md §7).
+    const githubIssuers = new Set(c.workloadIssuers.flatMap((wi) => (wi.kind === 'github' ? [wi.issuer] : [])))
+    c.workloads.forEach((w, i) => {
+      if (!githubIssuers.has(w.attestation.issuer)) return
+      const pinned = ['repository_id', 'repository_owner_id'].some((k) => typeof w.attestation.claims[k] === 'string')
+      if (!pinned) ctx.addIssue({ code: 'custom', path: ['workloads', i, 'attestation', 'claims'], message: 'a GitHub workload needs an exact repository_id or repository_owner_id rule' })
     })
   })
 

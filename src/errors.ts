@@ -13,6 +13,8 @@ export type OAuthErrorCode =
   | 'invalid_scope'
   | 'invalid_target'
   | 'invalid_token'
+  | 'invalid_dpop_proof'
+  | 'use_dpop_nonce'
   | 'access_denied'
   | 'not_found'
   | 'method_not_allowed'
@@ -67,3 +69,10 @@ export const notFound = (description = 'not found') => new OAuthError('not_found
 export const invalidToken = (description: string, detail?: string) =>
   new OAuthError('invalid_token', 401, description, detail, { 'WWW-Authenticate': `Bearer error="invalid_token"` })
 export const taskNotActive = (description: string) => new OAuthError('task_not_active', 409, description)
+
+/** RFC 9449 §5: a missing, malformed or failing DPoP proof at the authorization server is a 400. */
+export const invalidDpopProof = (description: string, detail?: string) => new OAuthError('invalid_dpop_proof', 400, description, detail)
+
+/** RFC 9449 §8: the proof lacks a valid server nonce; the one to use rides in the (single) `DPoP-Nonce` header. */
+export const useDpopNonce = (nonce: string, detail?: string) =>
+  new OAuthError('use_dpop_nonce', 400, 'Authorization server requires nonce in DPoP proof', detail, { 'DPoP-Nonce': nonce })

@@ -33,8 +33,12 @@ export interface DpopProof {
 
 /** Remembers proof `jti`s for their acceptance window, so a proof is accepted once (§11.1). */
 export interface ReplayCache {
-  /** True when `key` was seen already; otherwise records it until `until`. */
-  check(key: string, until: number, now: number): boolean
+  /**
+   * True when `key` was seen already; otherwise records it until `until` and returns false.
+   * A cache that refuses to forget live entries may answer `'full'` when it has no room: the
+   * proof is then refused (fail closed) rather than remembered by evicting one still acceptable.
+   */
+  check(key: string, until: number, now: number): boolean | 'full'
 }
 
 export function createReplayCache(maxEntries = 100_000): ReplayCache {
@@ -122,6 +126,9 @@ export async function verifyDpopProof(header: string | readonly string[] | undef
   const jkt = await calculateJwkThumbprint(jwk, 'sha256')
   // Replay: one acceptance per (key, htu, jti) within the window; hashed to bound memory.
   const replayKey = createHash('sha256').update(`${jkt}\0${expected}\0${jti}`).digest('base64url')
-  if (check.replay.check(replayKey, iat + check.iatWindow, check.now)) throw new DpopError('invalid_dpop_proof', 'the DPoP proof has been used before')
+  // Remembered one second past the last second the iat check still accepts it (now = iat + window).
+  const seen = check.replay.check(replayKey, iat + check.iatWindow + 1, check.now)
+  if (seen === 'full') throw new DpopError('invalid_dpop_proof', 'too many DPoP proofs in flight, retry shortly')
+  if (seen) throw new DpopError('invalid_dpop_proof', 'the DPoP proof has been used before')
   return { jkt, jwk, jti, iat }
 }

@@ -3,6 +3,7 @@ import type { Clock } from '../clock.js'
 import type { SubjectIssuerConfig } from '../config.js'
 import { invalidRequest } from '../errors.js'
 import { describeJoseError, keyResolver, peekJwt } from '../lib/jwt.js'
+import type { RemoteJwksOptions } from '../lib/remote-jwks.js'
 import { TtlCache } from '../lib/ttl-cache.js'
 
 /** RFC 8693 §3 token types we accept for a user's session token. */
@@ -38,12 +39,14 @@ export function createSubjectTokenVerifier(opts: {
   brokerIssuer: string
   clock: Clock
   clockSkew: number
+  /** How remote `jwksUri` key sets are fetched (timeout, size cap, cache, cooldown). */
+  remoteJwks: RemoteJwksOptions
   /** Whether a session was revoked at the broker; asked on every call, cached or not. */
   isSessionRevoked: (issuer: string, sid: string) => boolean
   cacheSize?: number
 }): SubjectTokenVerifier {
   const trusted = new Map<string, TrustedSubjectIssuer>(
-    opts.issuers.map((c) => [c.issuer, { config: c, getKey: keyResolver(c), audience: c.audience ?? opts.brokerIssuer }]),
+    opts.issuers.map((c) => [c.issuer, { config: c, getKey: keyResolver(c, { clock: opts.clock, remote: opts.remoteJwks }), audience: c.audience ?? opts.brokerIssuer }]),
   )
   const cache = new TtlCache<Subject>(opts.cacheSize ?? 50_000)
 

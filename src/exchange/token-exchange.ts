@@ -1,6 +1,7 @@
 import type { Clock } from '../clock.js'
 import type { Config } from '../config.js'
-import { invalidClient, invalidGrant, invalidRequest, invalidScope, invalidTarget, OAuthError } from '../errors.js'
+import type { DpopChecker } from '../dpop/checker.js'
+import { invalidClient, invalidDpopProof, invalidGrant, invalidRequest, invalidScope, invalidTarget, OAuthError } from '../errors.js'
 import type { FormParams } from '../http/form.js'
 import { uuidv7 } from '../ids.js'
 import type { KeySet } from '../keys/keyset.js'
@@ -22,13 +23,24 @@ export interface ExchangeDeps {
   policy: Policy
   subjectTokens: SubjectTokenVerifier
   actorTokens: ActorTokenVerifier
+  /** Client authentication (RFC 7523 `private_key_jwt`) once the actor token has named the workload. */
+  clients: { authenticateExchange(form: FormParams, workload: Actor['workload']): Promise<unknown> }
+  /** DPoP (RFC 9449) proof checks with the broker's replay cache and nonces. */
+  dpop: Pick<DpopChecker, 'verify'>
+}
+
+/** What the token endpoint passes a grant besides the form: the request headers it may need. */
+export interface GrantRequest {
+  /** The `DPoP` header as received (several fields arrive comma-joined and are refused), if any. */
+  dpop?: string | undefined
 }
 
 /** RFC 8693 §2.2.1 success response, plus the task it belongs to. */
 export interface ExchangeResponse {
   access_token: string
   issued_token_type: typeof ACCESS_TOKEN_TYPE
-  token_type: 'Bearer'
+  /** RFC 9449 §5: `DPoP` when the token is bound to the proof's key (`cnf.jkt`), else `Bearer`. */
+  token_type: 'Bearer' | 'DPoP'
   expires_in: number
   scope: string
   task_id: string
@@ -105,10 +117,10 @@ interface AuditContext {
  * task-scoped, audience-bound, minutes-long RFC 9068 access token. Every decision, allow or deny,
  * is written to the audit log with its reason.
  */
-export async function exchangeToken(deps: ExchangeDeps, form: FormParams): Promise<ExchangeResponse> {
+export async function exchangeToken(deps: ExchangeDeps, form: FormParams, request: GrantRequest = {}): Promise<ExchangeResponse> {
   const audit: AuditContext = {}
   try {
-    return await exchange(deps, form, audit)
+    return await exchange(deps, form, request, audit)
   } catch (e) {
     const reason = e instanceof OAuthError ? e.detail : 'internal error'
     deps.stores.audit.insert({ at: deps.clock.now(), action: 'token.exchange', decision: 'deny', reason, error: e instanceof OAuthError ? e.code : 'server_error', ...audit })
@@ -116,7 +128,7 @@ export async function exchangeToken(deps: ExchangeDeps, form: FormParams): Promi
   }
 }
 
-async function exchange(deps: ExchangeDeps, form: FormParams, audit: AuditContext): Promise<ExchangeResponse> {
+async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequest, audit: AuditContext): Promise<ExchangeResponse> {
   const req = parseExchangeRequest(form)
   audit.resource = req.resource
   audit.taskId = req.taskId
@@ -131,7 +143,13 @@ async function exchange(deps: ExchangeDeps, form: FormParams, audit: AuditContex
 
   // The workload is the client: a client_id naming anyone else is refused.
   if (req.clientId !== undefined && req.clientId !== actor.workload.id) throw invalidClient(`client_id ${req.clientId} is not the acting workload ${actor.workload.id}`, null)
+  await deps.clients.authenticateExchange(form, actor.workload)
   checkMayAct(subject, actor)
+
+  // RFC 9449 §5: a DPoP header on a token request is verified (htm POST, htu the token endpoint)
+  // whether or not binding is required. Checked once the caller is authenticated, so only known
+  // workloads can spend room in the replay cache; whether a proof is *required* is decided below.
+  const proof = await deps.dpop.verify(request.dpop, 'POST', `${deps.config.issuer}/token`)
 
   const resource = findResource(deps.config, req.resource)
   if (!resource) throw invalidTarget('resource is not registered', `unknown resource ${req.resource}`)
@@ -140,9 +158,10 @@ async function exchange(deps: ExchangeDeps, form: FormParams, audit: AuditContex
   let task: TaskRow
   let implicit = false
   if (req.taskId !== undefined) {
-    task = loadUsableTask(deps, req.taskId, subject, actor, now)
+    task = loadUsableTask(deps, req.taskId, subject, actor, now, proof?.jkt)
   } else {
-    const planned = planTask(deps, subject, actor, { purpose: 'implicit (token exchange)', resources: [{ resource: req.resource, scopes: req.scopes ?? [] }], ttl: undefined })
+    // An implicit task opened with a proof is bound to its key, like one opened at POST /tasks.
+    const planned = planTask(deps, subject, actor, { purpose: 'implicit (token exchange)', resources: [{ resource: req.resource, scopes: req.scopes ?? [] }], ttl: undefined }, proof?.jkt)
     task = planned.row
     if (task.status !== 'active') {
       deps.stores.durably(() => deps.stores.tasks.insert(task))
@@ -164,8 +183,10 @@ async function exchange(deps: ExchangeDeps, form: FormParams, audit: AuditContex
   if (scopes.length === 0) throw invalidScope('no scope would be granted', 'empty scope')
 
   // Policy runs on every exchange, not only when the task was opened.
-  const decision = deps.policy.decide({ user: subject.user, issuer: subject.issuer, sid: subject.sid }, 'token.exchange', resource, { workload: actor.workload, scopes, dpopBound: false, now })
+  const decision = deps.policy.decide({ user: subject.user, issuer: subject.issuer, sid: subject.sid }, 'token.exchange', resource, { workload: actor.workload, scopes, dpopBound: proof !== undefined, now })
   if (!decision.allow) throw new OAuthError(decision.code, 400, decisionDescription(decision.code), decision.reason)
+  // RFC 9449 §5.2 (dpop_bound_access_tokens): such a client's token requests without a DPoP header are rejected.
+  if (decision.constraints.dpopRequired && !proof) throw invalidDpopProof('a DPoP proof is required', `DPoP is required for ${actor.workload.id} on ${resource.uri}`)
 
   const ttl = Math.min(
     req.ttl ?? deps.config.tokens.defaultTtl,
@@ -190,15 +211,17 @@ async function exchange(deps: ExchangeDeps, form: FormParams, audit: AuditContex
     nbf: now,
     exp: now + ttl,
     ...(subject.sid ? { sid: subject.sid } : {}),
+    // RFC 9449 §6.1: the token is bound to the proof's key.
+    ...(proof ? { cnf: { jkt: proof.jkt } } : {}),
   }
   // Sign outside the (synchronous) transaction; then one write of task (if implicit), token and audit row.
   const accessToken = await signTaskToken(deps.keys, claims)
   deps.stores.transaction(() => {
     if (implicit) deps.stores.tasks.insert(task)
-    deps.stores.tokens.insert({ jti, taskId: task.id, sub: claims.sub, workloadId: claims.client_id, aud: claims.aud, scope: claims.scope, iat: now, exp: claims.exp, status: 'active', revokedAt: null, cnfJkt: null })
-    deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${decision.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}`, userSub: subject.user, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri })
+    deps.stores.tokens.insert({ jti, taskId: task.id, sub: claims.sub, workloadId: claims.client_id, aud: claims.aud, scope: claims.scope, iat: now, exp: claims.exp, status: 'active', revokedAt: null, cnfJkt: proof?.jkt ?? null })
+    deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${decision.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}`, userSub: subject.user, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri })
   })
-  return { access_token: accessToken, issued_token_type: ACCESS_TOKEN_TYPE, token_type: 'Bearer', expires_in: ttl, scope: claims.scope, task_id: task.id }
+  return { access_token: accessToken, issued_token_type: ACCESS_TOKEN_TYPE, token_type: proof ? 'DPoP' : 'Bearer', expires_in: ttl, scope: claims.scope, task_id: task.id }
 }
 
 /** RFC 8693 §4.4: when the subject token names who may act for the user, the acting workload must match. */
@@ -212,16 +235,21 @@ function checkMayAct(subject: Subject, actor: Actor): void {
 
 /**
  * The task must exist, be active and unexpired, and belong to this user, this workload and — when
- * bound — this session. Anything else is `invalid_grant`, with one description so that a caller
- * cannot probe other people's tasks.
+ * bound — this session and this DPoP key. Anything else is `invalid_grant`, with one description
+ * so that a caller cannot probe other people's tasks.
  */
-function loadUsableTask(deps: ExchangeDeps, id: string, subject: Subject, actor: Actor, now: number): TaskRow {
+function loadUsableTask(deps: ExchangeDeps, id: string, subject: Subject, actor: Actor, now: number, dpopJkt: string | undefined): TaskRow {
   const task = deps.stores.tasks.get(id)
   const notUsable = (detail: string) => invalidGrant('task is not active for this caller', detail)
   if (!task) throw notUsable(`task ${id} not found`)
   if (task.workloadId !== actor.workload.id) throw notUsable(`task ${id} belongs to workload ${task.workloadId}`)
   if (task.subjectIssuer !== subject.issuer || task.userSub !== subject.user) throw notUsable(`task ${id} belongs to another user`)
   if (task.sid !== null && task.sid !== subject.sid) throw notUsable(`task ${id} is bound to another session`)
+  // A DPoP-bound task belongs to the holder of its key. Without that key (no proof, or a proof by
+  // another key) the proof may be fine but the grant is not this caller's: invalid_grant, as
+  // node-oidc-provider answers for a dpop_jkt-bound code (RFC 9449 §10) or a DPoP-bound refresh
+  // token (§5). Checked before the task's state, so a non-holder learns nothing about the task.
+  if (task.dpopJkt !== null && task.dpopJkt !== dpopJkt) throw notUsable(dpopJkt === undefined ? `task ${id} is DPoP-bound and the request has no proof` : `task ${id} is bound to DPoP key ${task.dpopJkt}, the proof is by ${dpopJkt}`)
   const state = taskState(task, now)
   if (state !== 'active') throw invalidGrant(`task is ${state}`, `task ${id} is ${state}`)
   return task

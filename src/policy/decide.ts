@@ -23,6 +23,7 @@ export interface PolicyContext {
 export interface Constraints {
   /** Longest token lifetime this decision allows, seconds. */
   maxTtl: number | undefined
+  /** Tokens (and tasks) under this decision must be DPoP-bound: the resource or the workload says so. */
   dpopRequired: boolean
   approvalRequired: boolean
 }
@@ -50,7 +51,8 @@ export function createConfigPolicy(): Policy {
         reason: `grant ${workload.id} → ${resource.uri}`,
         constraints: {
           maxTtl: ttls.length ? Math.min(...ttls) : undefined,
-          dpopRequired: false,
+          // RFC 9449 §5.2 (`dpop_bound_access_tokens`) per workload, and the same per resource.
+          dpopRequired: resource.requireDpop || workload.requireDpop,
           approvalRequired: action === 'task.open' && resource.requireApproval,
         },
       }

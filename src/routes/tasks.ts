@@ -1,11 +1,12 @@
 import { Hono } from 'hono'
 import { z } from 'zod'
 import type { Deps } from '../broker.js'
+import type { DpopProof } from '../dpop/proof.js'
 import { invalidRequest, invalidToken } from '../errors.js'
 import { userCaller, workloadCaller } from '../http/callers.js'
 import { parseJson } from '../http/form.js'
 import { noStore } from '../http/middleware.js'
-import { endTask, getTaskFor, openTask, viewTask, type Caller } from '../tasks/lifecycle.js'
+import { auditTaskOpenDenied, endTask, getTaskFor, openTask, viewTask, type Caller } from '../tasks/lifecycle.js'
 
 const openTaskBody = z.strictObject({
   purpose: z.string().min(1).max(500),
@@ -38,8 +39,17 @@ export function taskRoutes(deps: Deps) {
       }
       const parsed = openTaskBody.safeParse(await parseJson(c))
       if (!parsed.success) throw invalidRequest(describe(parsed.error))
-      const task = openTask(deps, user.subject, workload.actor, parsed.data)
-      return c.json(task, 201, { Location: `/tasks/${task.task_id}` })
+      // RFC 9449: a proof here binds the task to its key (checked after both callers are
+      // authenticated, so only they can spend room in the replay cache). A refusal is audited.
+      let proof: DpopProof | undefined
+      try {
+        proof = await deps.dpop.verify(c.req.header('dpop'), 'POST', `${deps.config.issuer}/tasks`)
+      } catch (e) {
+        auditTaskOpenDenied(deps, e, user.subject, workload.actor)
+        throw e
+      }
+      const task = openTask(deps, user.subject, workload.actor, parsed.data, proof?.jkt)
+      return c.json(task, 201, { Location: `/tasks/${task.task_id}`, ...(proof ? deps.dpop.successHeaders() : {}) })
     })
     .get('/tasks', async (c) => {
       const user = await userCaller(deps, c)

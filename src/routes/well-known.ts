@@ -17,14 +17,19 @@ export function authorizationServerMetadata(deps: Pick<Deps, 'config' | 'keys'>)
     token_endpoint: `${issuer}/token`,
     jwks_uri: `${issuer}/.well-known/jwks.json`,
     grant_types_supported: [TOKEN_EXCHANGE_GRANT],
-    // The workload authenticates through its actor_token (the attestation), not a client secret.
-    token_endpoint_auth_methods_supported: ['none'],
+    // The workload authenticates through its actor_token (the attestation); it may add — or be
+    // configured to require — private_key_jwt (RFC 7523, aud = this issuer). Never a shared secret.
+    token_endpoint_auth_methods_supported: ['none', 'private_key_jwt'],
+    token_endpoint_auth_signing_alg_values_supported: deps.config.clientAuth.algorithms,
     introspection_endpoint: `${issuer}/introspect`,
     introspection_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post'],
     revocation_endpoint: `${issuer}/revoke`,
     // Workloads may also authenticate with their JWT-SVID as a client assertion
     // (urn:ietf:params:oauth:client-assertion-type:jwt-spiffe), a draft with no registered method name yet.
-    revocation_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post'],
+    revocation_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'private_key_jwt'],
+    revocation_endpoint_auth_signing_alg_values_supported: deps.config.clientAuth.algorithms,
+    // RFC 9449 §5.1: DPoP proofs are accepted at the token endpoint (and POST /tasks) with these algs.
+    dpop_signing_alg_values_supported: deps.config.dpop.algorithms,
     ...(scopes.length ? { scopes_supported: scopes } : {}),
     protected_resources: resources.map((r) => r.uri),
     service_documentation: 'https://github.com/taskpass/taskpass#readme',

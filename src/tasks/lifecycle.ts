@@ -1,6 +1,6 @@
 import type { Clock } from '../clock.js'
 import type { Config, ResourceConfig } from '../config.js'
-import { invalidRequest, invalidScope, invalidTarget, notFound, OAuthError, taskNotActive, unauthorizedClient } from '../errors.js'
+import { invalidDpopProof, invalidRequest, invalidScope, invalidTarget, notFound, OAuthError, taskNotActive, unauthorizedClient } from '../errors.js'
 import type { Actor } from '../exchange/actor-token.js'
 import type { Subject } from '../exchange/subject-token.js'
 import { uuidv7 } from '../ids.js'
@@ -36,6 +36,8 @@ export interface TaskView {
   user: string
   workload: string
   sid?: string
+  /** RFC 7638 thumbprint of the DPoP key the task is bound to, when it was opened with a proof. */
+  dpop_jkt?: string
   created_at: number
   expires_at: number
   ended_at?: number
@@ -59,6 +61,7 @@ export function viewTask(row: TaskRow, now: number): TaskView {
     user: row.userSub,
     workload: row.workloadId,
     ...(row.sid ? { sid: row.sid } : {}),
+    ...(row.dpopJkt ? { dpop_jkt: row.dpopJkt } : {}),
     created_at: row.createdAt,
     expires_at: row.expiresAt,
     ...(row.endedAt ? { ended_at: row.endedAt } : {}),
@@ -79,8 +82,10 @@ export interface TaskRequest {
 /**
  * Decides whether a task may be opened and builds its row, without writing anything:
  * the policy runs for every resource, and the outcome is `active` or `pending_approval`.
+ * `dpopJkt` is the thumbprint of the verified DPoP proof that came with the request: the task is
+ * bound to that key, and every token of it must be too.
  */
-export function planTask(deps: TaskDeps, subject: Subject, actor: Actor, req: TaskRequest): { row: TaskRow; reason: string } {
+export function planTask(deps: TaskDeps, subject: Subject, actor: Actor, req: TaskRequest, dpopJkt?: string): { row: TaskRow; reason: string } {
   const now = deps.clock.now()
   if (req.resources.length === 0) throw invalidTarget('a task needs at least one resource')
   const seen = new Set<string>()
@@ -95,11 +100,13 @@ export function planTask(deps: TaskDeps, subject: Subject, actor: Actor, req: Ta
     const decision = deps.policy.decide({ user: subject.user, issuer: subject.issuer, sid: subject.sid }, 'task.open', resource, {
       workload: actor.workload,
       scopes: wanted,
-      dpopBound: false,
+      dpopBound: dpopJkt !== undefined,
       now,
     })
     if (!decision.allow) throw new OAuthError(decision.code, 400, decisionDescription(decision.code), decision.reason)
     if (wanted.length === 0) throw invalidScope('no scope would be granted', `no allowed scopes for ${uri}`)
+    // A task for a resource or workload that requires DPoP is opened bound to a key, or not at all.
+    if (decision.constraints.dpopRequired && dpopJkt === undefined) throw invalidDpopProof('a DPoP proof is required', `DPoP is required for ${actor.workload.id} on ${uri}`)
     approvalRequired ||= decision.constraints.approvalRequired
     reasons.push(decision.reason)
     return { resource: uri, scopes: wanted }
@@ -114,7 +121,7 @@ export function planTask(deps: TaskDeps, subject: Subject, actor: Actor, req: Ta
     purpose: req.purpose,
     resources: JSON.stringify(resources),
     status: approvalRequired ? 'pending_approval' : 'active',
-    dpopJkt: null,
+    dpopJkt: dpopJkt ?? null,
     createdAt: now,
     expiresAt: now + ttl,
     endedAt: null,
@@ -138,22 +145,27 @@ export function decisionDescription(code: 'invalid_target' | 'invalid_scope' | '
  * Opens a task (POST /tasks): plan, then one durable write of the task and its audit row.
  * A refusal is audited too (every decision, allow or deny), and writes nothing else.
  */
-export function openTask(deps: TaskDeps, subject: Subject, actor: Actor, req: TaskRequest): TaskView {
+export function openTask(deps: TaskDeps, subject: Subject, actor: Actor, req: TaskRequest, dpopJkt?: string): TaskView {
   let planned: ReturnType<typeof planTask>
   try {
-    planned = planTask(deps, subject, actor, req)
+    planned = planTask(deps, subject, actor, req, dpopJkt)
   } catch (e) {
-    if (e instanceof OAuthError) {
-      deps.stores.audit.insert({ at: deps.clock.now(), action: 'task.open', decision: 'deny', reason: e.detail, error: e.code, userSub: subject.user, workloadId: actor.workload.id })
-    }
+    auditTaskOpenDenied(deps, e, subject, actor)
     throw e
   }
   const { row, reason } = planned
+  const binding = row.dpopJkt ? `; DPoP-bound to ${row.dpopJkt}` : ''
   deps.stores.durably(() => {
     deps.stores.tasks.insert(row)
-    deps.stores.audit.insert({ at: row.createdAt, action: 'task.open', decision: 'allow', reason: `${row.status}: ${reason}`, userSub: row.userSub, workloadId: row.workloadId, taskId: row.id })
+    deps.stores.audit.insert({ at: row.createdAt, action: 'task.open', decision: 'allow', reason: `${row.status}: ${reason}${binding}`, userSub: row.userSub, workloadId: row.workloadId, taskId: row.id })
   })
   return viewTask(row, deps.clock.now())
+}
+
+/** Writes the audit row of a refused task opening (an {@link OAuthError}; anything else is not a decision). */
+export function auditTaskOpenDenied(deps: Pick<TaskDeps, 'stores' | 'clock'>, e: unknown, subject: Subject, actor: Actor): void {
+  if (!(e instanceof OAuthError)) return
+  deps.stores.audit.insert({ at: deps.clock.now(), action: 'task.open', decision: 'deny', reason: e.detail, error: e.code, userSub: subject.user, workloadId: actor.workload.id })
 }
 
 /** Whether the caller owns (user), runs (workload) or administers the task. */
