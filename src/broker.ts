@@ -1,7 +1,7 @@
 import { hash as argon2Hash, verify as argon2Verify } from '@node-rs/argon2'
 import type { Clock } from './clock.js'
 import type { Config } from './config.js'
-import { createDpopChecker, createDpopReplayCache, type DpopChecker } from './dpop/checker.js'
+import { createDpopChecker, type DpopChecker } from './dpop/checker.js'
 import { createNonceSource, deriveNonceKey } from './dpop/nonce.js'
 import { createActorTokenVerifier, type ActorTokenVerifier } from './exchange/actor-token.js'
 import { createClientAssertionVerifier, type ClientAssertionVerifier } from './exchange/client-assertion.js'
@@ -9,6 +9,7 @@ import { createSubjectTokenVerifier, type SubjectTokenVerifier } from './exchang
 import { createClientAuthenticator, type ClientAuthenticator, type Hasher } from './http/client-auth.js'
 import { openKeySet, type KeySet, type KeyStoreOptions } from './keys/keyset.js'
 import { createReplayCache } from './lib/replay-cache.js'
+import { createLimiter, type Limiter } from './http/rate-limit.js'
 import type { Logger } from './logger.js'
 import { createConfigPolicy, type Policy } from './policy/decide.js'
 import { openDatabase, type Database_ } from './store/db.js'
@@ -34,6 +35,7 @@ export interface Deps {
   clientAssertions: ClientAssertionVerifier
   /** DPoP (RFC 9449) at /token and POST /tasks: holds the proof `jti` replay cache and the nonce key. */
   dpop: DpopChecker
+  workloadLimiter: Limiter | undefined
 }
 
 /** argon2id (the library default algorithm; left unset on purpose, see README). */
@@ -98,11 +100,12 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     ownTokens: createOwnTokenVerifier({ keys, issuer: config.issuer, clock }),
     clients: createClientAuthenticator({ resources: config.resources, hasher, actorTokens, clientAssertions, clock }),
     clientAssertions,
+    workloadLimiter: config.rateLimits.perWorkload ? createLimiter(config.rateLimits.perWorkload, clock) : undefined,
     dpop: createDpopChecker({
       clock,
       iatWindow: config.clockSkew,
       algorithms: config.dpop.algorithms,
-      replay: createDpopReplayCache(config.dpop.replayCacheSize),
+      replay: createReplayCache(config.dpop.replayCacheSize),
       // Stateless nonces keyed from the KEK: the same on every instance and across restarts (README, DPoP).
       nonces: config.dpop.nonce ? createNonceSource({ key: deriveNonceKey(opts.kek), clock, window: config.dpop.nonceWindow }) : undefined,
     }),

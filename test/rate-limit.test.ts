@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { createFixedClock } from '../src/clock.js'
 import { createLimiter } from '../src/http/rate-limit.js'
-import { startTestServer } from './harness.js'
+import { createTestBroker, startTestServer } from './harness.js'
 
 describe('rate limits', () => {
   it('a token bucket refills at its rate and says how long to wait', () => {
@@ -29,6 +29,25 @@ describe('rate limits', () => {
       assert.equal(s.count('audit_events'), 0)
     } finally {
       await s.stop()
+    }
+  })
+
+  it('per workload at the token endpoint: 429 rate_limited, audited, nothing issued; other workloads unaffected', async () => {
+    const b = await createTestBroker({ config: (c) => ({ ...c, rateLimits: { perIp: false, perWorkload: { ratePerSecond: 0.001, burst: 1 } } }) })
+    try {
+      assert.equal((await b.exchange()).status, 200)
+      const tokens = b.count('tokens')
+      const refused = await b.exchange()
+      assert.equal(refused.status, 429)
+      assert.equal(((await refused.json()) as { error: string }).error, 'rate_limited')
+      assert.equal(b.count('tokens'), tokens)
+      assert.equal(b.lastAudit()?.decision, 'deny')
+      assert.equal(b.lastAudit()?.error, 'rate_limited')
+      assert.equal((await b.exchange({ actor_token: await b.svid('b') })).status, 200)
+      b.clock.advance(1000)
+      assert.equal((await b.exchange()).status, 200)
+    } finally {
+      b.close()
     }
   })
 })

@@ -1,8 +1,8 @@
 import type { Clock } from '../clock.js'
 import { invalidDpopProof, useDpopNonce } from '../errors.js'
-import { createReplayCache as createBoundedCache } from '../lib/replay-cache.js'
+import type { ReplayCache } from '../lib/replay-cache.js'
 import type { NonceSource } from './nonce.js'
-import { DpopError, verifyDpopProof, type DpopProof, type ReplayCache } from './proof.js'
+import { DpopError, verifyDpopProof, type DpopProof } from './proof.js'
 
 /**
  * DPoP (RFC 9449) as the broker — an authorization server — applies it at POST /token and
@@ -56,24 +56,6 @@ export function createDpopChecker(opts: DpopCheckerOptions): DpopChecker {
     },
     successHeaders(): Record<string, string> {
       return nonces ? { 'DPoP-Nonce': nonces.current() } : {}
-    },
-  }
-}
-
-/**
- * The broker's proof replay cache: bounded in size (`maxEntries`) and time (each entry until its
- * proof's `iat` window has passed). When full of live entries it answers `'full'`, and the proof
- * is refused: forgetting a live entry would let that proof be replayed.
- */
-export function createDpopReplayCache(maxEntries: number): ReplayCache & { readonly size: number } {
-  const cache = createBoundedCache(maxEntries)
-  return {
-    check(key, until, now) {
-      const outcome = cache.use(key, until, now)
-      return outcome === 'full' ? 'full' : outcome === 'replayed'
-    },
-    get size() {
-      return cache.size
     },
   }
 }

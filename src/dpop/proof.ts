@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
+import type { ReplayCache } from '../lib/replay-cache.js'
 import { calculateJwkThumbprint, decodeProtectedHeader, EmbeddedJWK, jwtVerify, type JWK } from 'jose'
-import { TtlCache } from '../lib/ttl-cache.js'
 
 /**
  * RFC 9449 (DPoP) proof verification, shared by the broker (token endpoint, /tasks) and the
@@ -31,26 +31,12 @@ export interface DpopProof {
   iat: number
 }
 
-/** Remembers proof `jti`s for their acceptance window, so a proof is accepted once (§11.1). */
-export interface ReplayCache {
-  /**
-   * True when `key` was seen already; otherwise records it until `until` and returns false.
-   * A cache that refuses to forget live entries may answer `'full'` when it has no room: the
-   * proof is then refused (fail closed) rather than remembered by evicting one still acceptable.
-   */
-  check(key: string, until: number, now: number): boolean | 'full'
-}
-
-export function createReplayCache(maxEntries = 100_000): ReplayCache {
-  const seen = new TtlCache<true>(maxEntries)
-  return {
-    check(key, until, now) {
-      if (seen.get(key, now)) return true
-      seen.set(key, true, until)
-      return false
-    },
-  }
-}
+/**
+ * Proof `jti`s are remembered for their acceptance window, so a proof is accepted once (§11.1):
+ * the same bounded cache as client-assertion `jti`s, which refuses ('full') rather than forget a
+ * live entry. Re-exported so verifiers need only this module.
+ */
+export { createReplayCache, type ReplayCache } from '../lib/replay-cache.js'
 
 export interface DpopCheck {
   /** The request's method and URL (query and fragment are ignored, §4.3 step 9). */
@@ -127,8 +113,8 @@ export async function verifyDpopProof(header: string | readonly string[] | undef
   // Replay: one acceptance per (key, htu, jti) within the window; hashed to bound memory.
   const replayKey = createHash('sha256').update(`${jkt}\0${expected}\0${jti}`).digest('base64url')
   // Remembered one second past the last second the iat check still accepts it (now = iat + window).
-  const seen = check.replay.check(replayKey, iat + check.iatWindow + 1, check.now)
+  const seen = check.replay.use(replayKey, iat + check.iatWindow + 1, check.now)
   if (seen === 'full') throw new DpopError('invalid_dpop_proof', 'too many DPoP proofs in flight, retry shortly')
-  if (seen) throw new DpopError('invalid_dpop_proof', 'the DPoP proof has been used before')
+  if (seen === 'replayed') throw new DpopError('invalid_dpop_proof', 'the DPoP proof has been used before')
   return { jkt, jwk, jti, iat }
 }

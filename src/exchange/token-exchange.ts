@@ -3,6 +3,7 @@ import type { Config } from '../config.js'
 import type { DpopChecker } from '../dpop/checker.js'
 import { invalidClient, invalidDpopProof, invalidGrant, invalidRequest, invalidScope, invalidTarget, OAuthError } from '../errors.js'
 import type { FormParams } from '../http/form.js'
+import { rateLimited, type Limiter } from '../http/rate-limit.js'
 import { uuidv7 } from '../ids.js'
 import type { KeySet } from '../keys/keyset.js'
 import { allowedScopes, type Policy } from '../policy/decide.js'
@@ -27,6 +28,8 @@ export interface ExchangeDeps {
   clients: { authenticateExchange(form: FormParams, workload: Actor['workload']): Promise<unknown> }
   /** DPoP (RFC 9449) proof checks with the broker's replay cache and nonces. */
   dpop: Pick<DpopChecker, 'verify'>
+  /** Per-workload token bucket (DESIGN "Bad input": rate limits per workload), when configured. */
+  workloadLimiter: Limiter | undefined
 }
 
 /** What the token endpoint passes a grant besides the form: the request headers it may need. */
@@ -140,6 +143,8 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
   if (subject.exp <= deps.clock.now()) throw invalidRequest('subject_token is expired', `subject_token expired ${deps.clock.now() - subject.exp}s ago (within clock skew)`)
   const actor = await deps.actorTokens.verify(req.actorToken)
   audit.workloadId = actor.workload.id
+  const wait = deps.workloadLimiter?.take(actor.workload.id) ?? 0
+  if (wait > 0) throw rateLimited(wait)
 
   // The workload is the client: a client_id naming anyone else is refused.
   if (req.clientId !== undefined && req.clientId !== actor.workload.id) throw invalidClient(`client_id ${req.clientId} is not the acting workload ${actor.workload.id}`, null)
@@ -214,9 +219,10 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
     // RFC 9449 §6.1: the token is bound to the proof's key.
     ...(proof ? { cnf: { jkt: proof.jkt } } : {}),
   }
-  // Sign outside the (synchronous) transaction; then one write of task (if implicit), token and audit row.
+  // Sign outside the (synchronous) transaction; then one write of task (if implicit), token and audit
+  // row, group-committed with the other exchanges of this event-loop turn before we answer.
   const accessToken = await signTaskToken(deps.keys, claims)
-  deps.stores.transaction(() => {
+  await deps.stores.batched(() => {
     if (implicit) deps.stores.tasks.insert(task)
     deps.stores.tokens.insert({ jti, taskId: task.id, sub: claims.sub, workloadId: claims.client_id, aud: claims.aud, scope: claims.scope, iat: now, exp: claims.exp, status: 'active', revokedAt: null, cnfJkt: proof?.jkt ?? null })
     deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${decision.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}`, userSub: subject.user, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri })

@@ -148,7 +148,7 @@ export function createTaskTokenVerifier(options: TaskTokenVerifierOptions): Task
   const jwks = createRemoteJWKSet(new URL(options.jwksUri ?? `${issuer}/.well-known/jwks.json`), { timeoutDuration: 3000, cooldownDuration: 30_000, cacheMaxAge: 600_000 })
   // Each distinct token is signature-checked once; its claims are then served from memory until `exp`.
   const verified = new TtlCache<Claims>(options.cacheMaxEntries ?? 10_000)
-  const replay = createReplayCache()
+  const replay = createReplayCache(100_000)
 
   const revocation = options.revocation
   let feed: RevocationFeedClient | undefined
