@@ -6,6 +6,7 @@ import { rotateKeys } from '../keys/keyset.js'
 import { createJsonLogger, silentLogger } from '../logger.js'
 import { loadRuntime } from '../runtime.js'
 import { approveTask, endTask, viewTask } from '../tasks/lifecycle.js'
+import { revokeSession } from '../tasks/sessions.js'
 
 const USAGE = `taskpass CLI — the admin API, from the shell (same config as the broker: --config or TASKPASS_CONFIG; dev mode otherwise)
 
@@ -17,12 +18,14 @@ const USAGE = `taskpass CLI — the admin API, from the shell (same config as th
   tasks show <id>            print a task
   tasks approve <id>         approve a pending_approval task
   tasks revoke <id>          revoke a task and every token of it
+  sessions revoke <issuer> <sid>
+                             revoke a user session: its subject tokens are refused, its tasks revoked
   audit [after] [limit]      print audit events as JSON lines
 `
 
 async function main(argv: string[]): Promise<number> {
   const force = argv.includes('--force')
-  const [cmd, sub, arg] = argv.filter((a, i) => a !== '--config' && argv[i - 1] !== '--config' && a !== '--force')
+  const [cmd, sub, arg, arg2] = argv.filter((a, i) => a !== '--config' && argv[i - 1] !== '--config' && a !== '--force')
   if (cmd === 'hash-secret') {
     if (!sub) return usage()
     process.stdout.write((await argon2Hasher.hash(sub)) + '\n')
@@ -80,6 +83,10 @@ async function main(argv: string[]): Promise<number> {
       case 'tasks revoke':
         if (!arg) return usage()
         print(endTask(deps, arg, 'revoked', { kind: 'admin', id: 'cli' }))
+        return 0
+      case 'sessions revoke':
+        if (!arg || !arg2) return usage()
+        print(revokeSession(deps, arg, arg2, 'admin:cli'))
         return 0
       default:
         if (cmd === 'audit') {

@@ -1,0 +1,60 @@
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { decodeJwt } from 'jose'
+
+/** Runs the admin CLI in dev mode against its own data directory. */
+function cli(dataDir: string, ...args: string[]) {
+  const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+    encoding: 'utf8',
+    timeout: 30_000,
+    env: { ...process.env, TASKPASS_DATA_DIR: dataDir, TASKPASS_CONFIG: '' },
+  })
+  return { status: run.status, stdout: run.stdout, stderr: run.stderr }
+}
+
+describe('admin CLI (dev mode)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'taskpass-cli-'))
+
+  it('dev-tokens prints a session token and a JWT-SVID for the dev issuers, and a working curl', () => {
+    const out = cli(dir, 'dev-tokens')
+    assert.equal(out.status, 0, out.stderr)
+    const session = /export SUBJECT_TOKEN='([^']+)'/.exec(out.stdout)?.[1]
+    const svid = /export ACTOR_TOKEN='([^']+)'/.exec(out.stdout)?.[1]
+    assert.ok(session && svid)
+    assert.equal(decodeJwt(session).sub, 'alice')
+    assert.equal(decodeJwt(session).aud, 'http://127.0.0.1:8787')
+    assert.equal(decodeJwt(svid).sub, 'spiffe://dev.taskpass.local/agent/demo')
+    assert.match(out.stdout, /curl -s http:\/\/127\.0\.0\.1:8787\/token/)
+  })
+
+  it('hash-secret prints an argon2id hash', () => {
+    const out = cli(dir, 'hash-secret', 's3cret')
+    assert.equal(out.status, 0)
+    assert.match(out.stdout, /^\$argon2id\$/)
+  })
+
+  it('keys: list shows current and next; rotate is refused while the next key is fresh, --force rotates', () => {
+    const listed = JSON.parse(cli(dir, 'keys', 'list').stdout) as { keys: { kid: string }[] }
+    assert.equal(listed.keys.length, 2)
+    const early = cli(dir, 'keys', 'rotate')
+    assert.equal(early.status, 1)
+    assert.match(early.stderr, /published for less than 300 s/)
+    const forced = cli(dir, 'keys', 'rotate', '--force')
+    assert.equal(forced.status, 0, forced.stderr)
+    const result = JSON.parse(forced.stdout) as { retired: string; current: string }
+    assert.deepEqual([result.retired, result.current], [listed.keys[0]!.kid, listed.keys[1]!.kid])
+    const audit = cli(dir, 'audit').stdout.trim().split('\n').map((l) => JSON.parse(l) as { action: string; reason: string })
+    assert.deepEqual(audit.map((e) => e.action), ['keys.rotate'])
+    assert.match(audit[0]!.reason, /forced/)
+  })
+
+  it('unknown commands print the usage and exit 64', () => {
+    const out = cli(dir, 'frobnicate')
+    assert.equal(out.status, 64)
+    assert.match(out.stderr, /taskpass CLI/)
+  })
+})
