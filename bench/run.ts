@@ -5,21 +5,30 @@
  *   2. floor+2verify        — the same plus two ES256 verifies of distinct, pre-minted JWTs
  *   3. peer                 — node-oidc-provider client_credentials → JWT access token
  *   4. taskpass warm        — the broker, same subject and actor token every request (cached)
- *   5. taskpass cold        — the broker, a never-seen subject and actor token every request
- *   6. peer token-exchange  — node-oidc-provider with a registered token-exchange grant doing
+ *   5. taskpass dpop        — the warm exchange with a fresh DPoP proof (RFC 9449) on every request,
+ *                             the task bound to the proof key
+ *   6. taskpass cold        — the broker, a never-seen subject and actor token every request
+ *   7. peer token-exchange  — node-oidc-provider with a registered token-exchange grant doing
  *                             the same two verifies before issuing a JWT access token
+ *
+ * Then bench/verifier.ts, in its own process: revocation-to-refusal latency through the
+ * revocation feed and the verifier kit's throughput against plain jose (see that file).
  *
  * Each server runs in its own child process; autocannon runs here. Settings: BENCH_DURATION
  * (seconds measured per scenario, default 10), BENCH_CONNECTIONS (default 50), BENCH_WARMUP
  * (seconds of load before each measurement on the same connections; default 2, 1 for runs under
- * 8 s). Results also go to bench/results/latest.json.
+ * 8 s); bench/verifier.ts reads its own (BENCH_VERIFIER_*). `npm run bench -- --only http` runs
+ * the HTTP scenarios alone, `--only verifier` the verifier benchmark alone. Results also go to
+ * bench/results/latest.json (each part replaces its own section and keeps the other's).
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { availableParallelism, cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { freePort, killAllServers, REPO_ROOT, startServer, type ServerProcess } from './lib/child.js'
-import { exchangeForm, form, generateBenchKeys, mintActorToken, mintSubjectToken, publicKeys, RESOURCE, SCOPE, TokenPool, USER_ISSUER, type BenchKeys } from './lib/fixtures.js'
+import { exchangeForm, form, generateBenchKeys, generateDpopKey, mintActorToken, mintDpopProof, mintDpopProofs, mintSubjectToken, publicKeys, RESOURCE, SCOPE, TokenPool, USER_ISSUER, type BenchKeys } from './lib/fixtures.js'
 import { runLoad, type LoadResult } from './lib/load.js'
+import { mergeResults } from './lib/results.js'
 import { checkTargets, formatTable, formatTargets, type Results, type ScenarioId, type ScenarioResult } from './lib/report.js'
 import type { FloorServerConfig } from './servers/floor.js'
 import type { PeerServerConfig } from './servers/peer.js'
@@ -33,6 +42,29 @@ function positiveInt(name: string, fallback: number): number {
   return n
 }
 
+/** `--only http` / `--only verifier` (also `--only=…`): one part of the run. */
+function onlyPart(argv: readonly string[]): 'http' | 'verifier' | undefined {
+  let value: string | undefined
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!
+    if (arg === '--only') value = argv[++i]
+    else if (arg.startsWith('--only=')) value = arg.slice('--only='.length)
+    else throw new Error(`unknown argument "${arg}" (usage: npm run bench [-- --only http|verifier])`)
+  }
+  if (value === undefined) return undefined
+  if (value !== 'http' && value !== 'verifier') throw new Error(`--only takes "http" or "verifier", got "${value}"`)
+  return value
+}
+
+let only: ReturnType<typeof onlyPart>
+try {
+  only = onlyPart(process.argv.slice(2))
+} catch (e) {
+  process.stderr.write(`bench: ${(e as Error).message}\n`)
+  process.exit(2)
+}
+const runHttp = only !== 'verifier'
+const runVerifier = only !== 'http'
 const duration = positiveInt('BENCH_DURATION', 10)
 const connections = positiveInt('BENCH_CONNECTIONS', 50)
 const warmup = positiveInt('BENCH_WARMUP', Math.min(2, Math.max(1, Math.round(duration / 5))))
@@ -41,9 +73,17 @@ const PEER_CLIENT = { id: 'bench-client', secret: 'bench-client-secret-012345678
 /** Subject/actor pairs minted up front; the cold scenario's share is topped up from the measured floor+2verify rate. */
 const INITIAL_POOL = 20_000
 const MAX_POOL = 250_000
+/**
+ * DPoP scenario: proofs are minted just before it (iat = then) and each is accepted once. The
+ * bench broker's clockSkew — the proof iat window — is generous so none ages out mid-run.
+ */
+const DPOP_CLOCK_SKEW = 300
+const MAX_PROOFS = 250_000
+/** bench/verifier.ts is stopped if it runs longer than this. */
+const VERIFIER_TIMEOUT_SECONDS = 240
 
 /** Safety net: the run stops by itself (and kills its servers) whatever happens. */
-const watchdogSeconds = 6 * (duration + warmup + 45) + 90
+const watchdogSeconds = (runHttp ? 7 * (duration + warmup + 45) + 90 : 0) + (runVerifier ? VERIFIER_TIMEOUT_SECONDS + 30 : 0)
 const watchdog = setTimeout(() => {
   process.stderr.write(`bench: watchdog — still running after ${watchdogSeconds} s, stopping\n`)
   killAllServers()
@@ -69,18 +109,23 @@ function note(scenario: ScenarioResult, text: string): void {
 interface Workload {
   headers: Record<string, string>
   nextBody: () => string
+  /** Per-request headers (a fresh DPoP proof). */
+  nextHeaders?: () => Record<string, string>
+  /** The `token_type` the smoke request must get (`DPoP` for a bound token). */
+  tokenType?: string
 }
 
 async function smoke(server: ServerProcess, w: Workload): Promise<void> {
-  const res = await fetch(`${server.url}/token`, { method: 'POST', headers: w.headers, body: w.nextBody() })
+  const res = await fetch(`${server.url}/token`, { method: 'POST', headers: { ...w.headers, ...w.nextHeaders?.() }, body: w.nextBody() })
   const text = await res.text()
-  let accessToken: unknown
+  let parsed: { access_token?: unknown; token_type?: unknown } = {}
   try {
-    accessToken = (JSON.parse(text) as { access_token?: unknown }).access_token
+    parsed = JSON.parse(text) as typeof parsed
   } catch {
-    accessToken = undefined
+    // not JSON: reported below
   }
-  if (res.status !== 200 || typeof accessToken !== 'string') throw new Error(`smoke request got HTTP ${res.status}: ${text.slice(0, 300)}`)
+  if (res.status !== 200 || typeof parsed.access_token !== 'string') throw new Error(`smoke request got HTTP ${res.status}: ${text.slice(0, 300)}`)
+  if (w.tokenType !== undefined && parsed.token_type !== w.tokenType) throw new Error(`smoke request got token_type ${JSON.stringify(parsed.token_type)}, expected ${w.tokenType}`)
 }
 
 async function measure(id: ScenarioId, description: string, start: () => Promise<ServerProcess>, prepare: (server: ServerProcess) => Promise<Workload>): Promise<ScenarioResult> {
@@ -95,7 +140,7 @@ async function measure(id: ScenarioId, description: string, start: () => Promise
     const w = await prepare(server)
     await smoke(server, w)
     log(`  server up on ${server.url} in ${Math.round(performance.now() - t0)} ms; ${warmup} s warm-up then ${duration} s measured, ${connections} connections`)
-    const result = await runLoad({ url: server.url, path: '/token', connections, warmup, duration, headers: w.headers, nextBody: w.nextBody })
+    const result = await runLoad({ url: server.url, path: '/token', connections, warmup, duration, headers: w.headers, nextBody: w.nextBody, nextHeaders: w.nextHeaders })
     if (result.warmup.ok < result.warmup.responses) note(scenario, `warm-up: ${result.warmup.responses - result.warmup.ok} non-2xx ${JSON.stringify(result.warmup.statusCodes)}`)
     scenario.result = result
     log(`  ${summary(result)}`)
@@ -132,19 +177,20 @@ function summary(r: LoadResult): string {
   return `${Math.round(r.rps).toLocaleString('en-US')} req/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms (${r.ok} ok in ${r.seconds} s)${errors}`
 }
 
-/** Opens the task the exchange requests name, with the given session and attestation. */
-async function openTask(server: ServerProcess, subjectToken: string, actorToken: string): Promise<string> {
+/** Opens the task the exchange requests name, with the given session and attestation (and DPoP proof: the task is then bound to its key). */
+async function openTask(server: ServerProcess, subjectToken: string, actorToken: string, dpopProof?: string): Promise<string> {
   const res = await fetch(`${server.url}/tasks`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${subjectToken}`, 'actor-token': actorToken },
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${subjectToken}`, 'actor-token': actorToken, ...(dpopProof ? { dpop: dpopProof } : {}) },
     body: JSON.stringify({ purpose: 'benchmark', resources: [{ resource: RESOURCE, scopes: [SCOPE] }] }),
   })
-  const body = (await res.json()) as { task_id?: string }
+  const body = (await res.json()) as { task_id?: string; dpop_jkt?: string }
   if (res.status !== 201 || !body.task_id) throw new Error(`opening the task got HTTP ${res.status}: ${JSON.stringify(body)}`)
+  if (dpopProof && !body.dpop_jkt) throw new Error(`the task opened with a DPoP proof is not bound to its key: ${JSON.stringify(body)}`)
   return body.task_id
 }
 
-async function main(): Promise<void> {
+async function httpScenarios(): Promise<void> {
   const startedAt = new Date()
   log(`taskpass bench — ${duration} s per scenario (+${warmup} s warm-up), ${connections} connections, node ${process.version}, ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown cpu'})`)
   const keys: BenchKeys = await generateBenchKeys()
@@ -194,6 +240,26 @@ async function main(): Promise<void> {
       return { headers: formHeaders, nextBody: () => body }
     })
 
+    // DPoP: the warm request plus one never-used proof per request, by one ES256 key, for
+    // POST <issuer>/token; enough for the warm rate plus margin, minted now (iat = now).
+    const dpopKey = await generateDpopKey()
+    const warmRate = results['taskpass warm']?.result?.rps ?? results.floor?.result?.rps ?? 5000
+    const proofsNeeded = Math.min(MAX_PROOFS, Math.ceil(warmRate * (duration + warmup) * 1.25) + connections + 1000)
+    t = performance.now()
+    const proofs = await mintDpopProofs(dpopKey, `${issuer}/token`, proofsNeeded)
+    log(`\nminted ${proofs.length.toLocaleString('en-US')} DPoP proofs (one ES256 key, unique jti, iat now) in ${((performance.now() - t) / 1000).toFixed(1)} s`)
+    let proofsUsed = 0
+    const dpopConfig: TaskpassServerConfig = { ...taskpassConfig('dpop.db'), clockSkew: DPOP_CLOCK_SKEW, dpopReplayCacheSize: Math.max(100_000, proofs.length + 10_000) }
+    results['taskpass dpop'] = await measure('taskpass dpop', `the warm exchange + a fresh DPoP proof per request (ES256, one key; task bound to it; clockSkew ${DPOP_CLOCK_SKEW})`, () => startServer('taskpass dpop', 'taskpass', dpopConfig), async (server) => {
+      const body = `${warmBody}&task_id=${encodeURIComponent(await openTask(server, warmPair.subject, warmPair.actor, await mintDpopProof(dpopKey, `${issuer}/tasks`)))}`
+      return { headers: formHeaders, nextBody: () => body, nextHeaders: () => ({ dpop: proofs[proofsUsed++ % proofs.length]! }), tokenType: 'DPoP' }
+    })
+    const dpop = results['taskpass dpop']
+    if (dpop) {
+      note(dpop, `${proofsUsed.toLocaleString('en-US')} pre-minted proofs sent (incl. smoke and warm-up), ${proofs.length.toLocaleString('en-US')} minted`)
+      if (proofsUsed > proofs.length) note(dpop, `WARNING: the proofs ran out — ${proofsUsed - proofs.length} requests replayed a proof (refused): raise MAX_PROOFS or lower BENCH_DURATION`)
+    }
+
     // Cold needs a never-seen pair per request: enough for its measured ceiling (floor+2verify) plus margin.
     const ceiling = results['floor+2verify']?.result?.rps ?? results.floor?.result?.rps ?? 5000
     const needed = Math.min(MAX_POOL, Math.ceil(ceiling * (duration + warmup) * 1.25) + 1000)
@@ -234,28 +300,67 @@ async function main(): Promise<void> {
   log('  - peer = oidc-provider client_credentials (persists nothing); peer-TE = the same provider running a registered')
   log('    token-exchange grant that verifies subject and actor token (no cache) and issues a JWT access token with `act`.')
   log('  - taskpass warm/cold use task_id of a task opened beforehand; each exchange reads the task and writes token + audit rows.')
+  log('  - taskpass dpop = the warm request plus a never-used DPoP proof (one ES256 key, pre-minted) per request, its task bound')
+  log('    to that key: the broker verifies the proof (signature with the embedded JWK, thumbprint, replay cache) and binds the token.')
   log('  - the machine is shared and noisy: compare ratios within one run, not absolute numbers across runs.')
 
-  const out = join(REPO_ROOT, 'bench', 'results')
-  mkdirSync(out, { recursive: true })
-  const file = join(out, 'latest.json')
-  writeFileSync(
-    file,
-    `${JSON.stringify(
-      {
-        startedAt: startedAt.toISOString(),
-        finishedAt: new Date().toISOString(),
-        settings: { duration, warmup, connections },
-        machine: { node: process.version, cores: availableParallelism(), cpu: cpus()[0]?.model },
-        tokenPool: { pairs: pool.size, mintSeconds: Number(mintSeconds.toFixed(2)) },
-        scenarios: results,
-        targets,
-      },
-      null,
-      2,
-    )}\n`,
+  // The HTTP part's keys of latest.json; a verifier section from an earlier run is dropped when
+  // this run measures the verifier too (so a failed verifier part cannot pass for a fresh one).
+  const file = mergeResults(
+    {
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      settings: { duration, warmup, connections },
+      machine: { node: process.version, cores: availableParallelism(), cpu: cpus()[0]?.model },
+      tokenPool: { pairs: pool.size, mintSeconds: Number(mintSeconds.toFixed(2)) },
+      scenarios: results,
+      targets,
+    },
+    runVerifier ? ['verifier'] : [],
   )
   log(`\nwrote ${file}`)
+}
+
+/**
+ * bench/verifier.ts in its own process (a fresh heap and event loop, nothing left over from
+ * autocannon), its output passed through; stopped after VERIFIER_TIMEOUT_SECONDS.
+ */
+function verifierBenchmark(): Promise<void> {
+  return new Promise((resolve, reject) => {
+    log(`\n${'='.repeat(100)}\nverifier benchmark (bench/verifier.ts)`)
+    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'bench', 'verifier.ts')], { cwd: REPO_ROOT, stdio: ['ignore', 'inherit', 'inherit'] })
+    const timer = setTimeout(() => {
+      process.stderr.write(`bench: bench/verifier.ts still running after ${VERIFIER_TIMEOUT_SECONDS} s, stopping it\n`)
+      child.kill('SIGTERM')
+      setTimeout(() => child.kill('SIGKILL'), 3000).unref()
+    }, VERIFIER_TIMEOUT_SECONDS * 1000)
+    const stop = () => child.kill('SIGTERM')
+    process.once('exit', stop)
+    child.once('error', reject)
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer)
+      process.off('exit', stop)
+      if (code === 0) resolve()
+      else reject(new Error(`bench/verifier.ts exited with code ${code}${signal ? `, signal ${signal}` : ''}`))
+    })
+  })
+}
+
+async function main(): Promise<void> {
+  let failure = false
+  if (runHttp) {
+    try {
+      await httpScenarios()
+    } catch (e) {
+      // Reported here, and the verifier part still runs.
+      failure = true
+      process.stderr.write(`bench (HTTP scenarios) failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
+    } finally {
+      killAllServers()
+    }
+  }
+  if (runVerifier) await verifierBenchmark()
+  if (failure) process.exitCode = 1
 }
 
 try {

@@ -2,7 +2,8 @@
  * One autocannon run against a loopback server: `warmup` seconds, then `duration` seconds
  * measured, on the same connections (so connection set-up and JIT warm-up stay out of the
  * figures). Every request's body comes from `nextBody` (autocannon's `setupRequest`, called once
- * per request), so scenarios can rotate through pre-minted tokens; all scenarios go through the
+ * per request), so scenarios can rotate through pre-minted tokens (and `nextHeaders` through
+ * pre-minted DPoP proofs); all scenarios go through the
  * same path so the client's own cost is the same everywhere.
  * Latency percentiles are computed here from autocannon's per-response timings (sub-millisecond;
  * its own histogram keeps whole milliseconds), over the successful responses of the measured part.
@@ -19,6 +20,8 @@ export interface LoadOptions {
   duration: number
   headers: Record<string, string>
   nextBody: () => string
+  /** Headers that change per request (a fresh DPoP proof), on top of `headers`. */
+  nextHeaders?: (() => Record<string, string>) | undefined
 }
 
 interface Counts {
@@ -68,7 +71,7 @@ export function runLoad(opts: LoadOptions): Promise<LoadResult> {
             method: 'POST',
             path: opts.path,
             headers: opts.headers,
-            setupRequest: (req) => ({ ...req, body: opts.nextBody() }),
+            setupRequest: (req) => (opts.nextHeaders ? { ...req, headers: { ...req.headers, ...opts.nextHeaders() }, body: opts.nextBody() } : { ...req, body: opts.nextBody() }),
           },
         ],
       },

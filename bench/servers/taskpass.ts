@@ -13,7 +13,7 @@ import { argon2Hasher, createBroker } from '../../src/broker.js'
 import { systemClock } from '../../src/clock.js'
 import { parseConfig, type ConfigInput } from '../../src/config.js'
 import { createJsonLogger } from '../../src/logger.js'
-import { AGENT_SPIFFE_ID, MAX_ACTOR_TOKEN_LIFETIME, RESOURCE, RESOURCE_SCOPES, TRUST_DOMAIN, USER_ISSUER, WORKLOAD_ID, type PublicKeys } from '../lib/fixtures.js'
+import { AGENT_SPIFFE_ID, MAX_ACTOR_TOKEN_LIFETIME, RESOURCE, RESOURCE_CLIENT_ID, RESOURCE_SCOPES, RESOURCE_SECRET, TRUST_DOMAIN, USER_ISSUER, WORKLOAD_ID, type PublicKeys } from '../lib/fixtures.js'
 import { announceReady, exitWithParent, listenOn, readServerConfig } from '../lib/server-child.js'
 
 export interface TaskpassServerConfig {
@@ -21,9 +21,12 @@ export interface TaskpassServerConfig {
   issuer: string
   database: string
   keys: PublicKeys
+  /** Broker `clockSkew` (also the DPoP proof `iat` window); the broker's default when absent. */
+  clockSkew?: number
+  /** Broker `dpop.replayCacheSize`: room for every proof a DPoP run sends; the default when absent. */
+  dpopReplayCacheSize?: number
 }
 
-const RESOURCE_SECRET = 'notes-bench-secret-0123456789'
 const UNLIMITED = { ratePerSecond: 1e9, burst: 1e9 }
 
 async function brokerConfig(c: TaskpassServerConfig): Promise<ConfigInput> {
@@ -32,6 +35,8 @@ async function brokerConfig(c: TaskpassServerConfig): Promise<ConfigInput> {
     database: c.database,
     keys: { kek: randomBytes(32).toString('base64url') },
     maxActorTokenLifetime: MAX_ACTOR_TOKEN_LIFETIME,
+    ...(c.clockSkew !== undefined ? { clockSkew: c.clockSkew } : {}),
+    ...(c.dpopReplayCacheSize !== undefined ? { dpop: { replayCacheSize: c.dpopReplayCacheSize } } : {}),
     // One loopback client and one workload drive all the load: keep the limiters in the request
     // path (their cost is part of an exchange) but with buckets no benchmark can empty.
     rateLimits: { perIp: UNLIMITED, perWorkload: UNLIMITED },
@@ -44,7 +49,7 @@ async function brokerConfig(c: TaskpassServerConfig): Promise<ConfigInput> {
         grants: [{ resource: RESOURCE, scopes: RESOURCE_SCOPES }],
       },
     ],
-    resources: [{ uri: RESOURCE, scopes: RESOURCE_SCOPES, credential: { clientId: 'notes-mcp', secretHash: await argon2Hasher.hash(RESOURCE_SECRET) } }],
+    resources: [{ uri: RESOURCE, scopes: RESOURCE_SCOPES, credential: { clientId: RESOURCE_CLIENT_ID, secretHash: await argon2Hasher.hash(RESOURCE_SECRET) } }],
     admin: { apiKeyHashes: [await argon2Hasher.hash(`tpa_${randomBytes(16).toString('hex')}`)] },
   }
 }

@@ -2,7 +2,7 @@ import type { Clock } from '../clock.js'
 import { invalidDpopProof, useDpopNonce } from '../errors.js'
 import type { ReplayCache } from '../lib/replay-cache.js'
 import type { NonceSource } from './nonce.js'
-import { DpopError, verifyDpopProof, type DpopProof } from './proof.js'
+import { createProofKeyCache, DpopError, verifyDpopProof, type DpopProof } from './proof.js'
 
 /**
  * DPoP (RFC 9449) as the broker — an authorization server — applies it at POST /token and
@@ -40,13 +40,14 @@ export function createDpopChecker(opts: DpopCheckerOptions): DpopChecker {
   if (opts.algorithms.length === 0) throw new TypeError('DPoP algorithms must not be empty')
   const algorithms = [...opts.algorithms]
   const nonce = nonces ? (value: string | undefined) => nonces.isValid(value) : undefined
+  const keys = createProofKeyCache()
 
   return {
     algorithms,
     async verify(header, htm, htu) {
       if (header === undefined) return undefined
       try {
-        return await verifyDpopProof(header, { htm, htu, now: clock.now(), iatWindow, replay, algorithms, ...(nonce ? { nonce } : {}) })
+        return await verifyDpopProof(header, { htm, htu, now: clock.now(), iatWindow, replay, algorithms, keys, ...(nonce ? { nonce } : {}) })
       } catch (e) {
         if (!(e instanceof DpopError)) throw e
         // §8: "use_dpop_nonce" carries the nonce to use — exactly one DPoP-Nonce header.

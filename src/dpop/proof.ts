@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { ReplayCache } from '../lib/replay-cache.js'
-import { calculateJwkThumbprint, decodeProtectedHeader, EmbeddedJWK, jwtVerify, type JWK } from 'jose'
+import { calculateJwkThumbprint, decodeProtectedHeader, EmbeddedJWK, jwtVerify, type JWK, type ProtectedHeaderParameters } from 'jose'
+import { TtlCache } from '../lib/ttl-cache.js'
 
 /**
  * RFC 9449 (DPoP) proof verification, shared by the broker (token endpoint, /tasks) and the
@@ -49,11 +50,39 @@ export interface DpopCheck {
   algorithms?: readonly string[]
   /** At a resource server: the access token the proof must be bound to through `ath`. */
   accessToken?: string
+  /** Imported proof keys and their thumbprints, so a client's repeated key is imported once. */
+  keys?: ProofKeyCache
   /** When the server requires nonces: whether the proof's `nonce` is currently valid. */
   nonce?: (value: string | undefined) => boolean
 }
 
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k']
+
+/**
+ * A client presents the same DPoP key on every request; importing it and hashing its thumbprint
+ * each time costs more than the signature check. Keyed by `alg` and the exact `jwk` JSON.
+ */
+export interface ProofKeyCache {
+  get(id: string, now: number): { key: CryptoKey; jkt: string } | undefined
+  set(id: string, value: { key: CryptoKey; jkt: string }, until: number): void
+}
+
+export function createProofKeyCache(maxEntries = 10_000): ProofKeyCache {
+  return new TtlCache<{ key: CryptoKey; jkt: string }>(maxEntries)
+}
+
+const KEY_CACHE_SECONDS = 3600
+
+async function proofKey(header: ProtectedHeaderParameters, jwk: JWK, check: DpopCheck): Promise<{ key: CryptoKey; jkt: string }> {
+  const id = `${header.alg}\0${JSON.stringify(jwk)}`
+  const hit = check.keys?.get(id, check.now)
+  if (hit) return hit
+  // jose's EmbeddedJWK: a public key of the header's alg, `use` sig if present.
+  const key = (await EmbeddedJWK(header, { payload: '', signature: '' })) as CryptoKey
+  const entry = { key, jkt: await calculateJwkThumbprint(jwk, 'sha256') }
+  check.keys?.set(id, entry, check.now + KEY_CACHE_SECONDS)
+  return entry
+}
 
 /** RFC 3986 §6.2.2/§6.2.3 normalisation via WHATWG URL: scheme/host case, default port, no query/fragment. */
 export function normalizeHtu(value: string): string | undefined {
@@ -80,20 +109,26 @@ export async function verifyDpopProof(header: string | readonly string[] | undef
   if (values.length !== 1 || values[0]!.includes(',')) throw new DpopError('invalid_dpop_proof', 'exactly one DPoP header is required')
   const proof = values[0]!.trim()
   let jwk: JWK
+  let protectedHeader: ProtectedHeaderParameters
   try {
-    const h = decodeProtectedHeader(proof)
-    if (!h.jwk || typeof h.jwk !== 'object') throw new Error('no jwk')
-    jwk = h.jwk
+    protectedHeader = decodeProtectedHeader(proof)
+    if (!protectedHeader.jwk || typeof protectedHeader.jwk !== 'object') throw new Error('no jwk')
+    jwk = protectedHeader.jwk
   } catch {
     throw new DpopError('invalid_dpop_proof', 'the DPoP proof is not a JWT with a jwk header')
   }
   if (PRIVATE_MEMBERS.some((m) => m in jwk)) throw new DpopError('invalid_dpop_proof', 'the DPoP proof jwk must not contain a private key')
+  const algorithms = check.algorithms ?? DPOP_ALGORITHMS
+  if (typeof protectedHeader.alg !== 'string' || !algorithms.includes(protectedHeader.alg)) throw new DpopError('invalid_dpop_proof', 'the DPoP proof alg is not allowed')
 
   let payload
+  let jkt: string
   try {
-    ;({ payload } = await jwtVerify(proof, EmbeddedJWK, {
+    const { key, jkt: thumbprint } = await proofKey(protectedHeader, jwk, check)
+    jkt = thumbprint
+    ;({ payload } = await jwtVerify(proof, key, {
       typ: 'dpop+jwt',
-      algorithms: [...(check.algorithms ?? DPOP_ALGORITHMS)],
+      algorithms: [...algorithms],
       currentDate: new Date(check.now * 1000),
     }))
   } catch (e) {
@@ -109,7 +144,6 @@ export async function verifyDpopProof(header: string | readonly string[] | undef
   if (check.accessToken !== undefined && ath !== accessTokenHash(check.accessToken)) throw new DpopError('invalid_dpop_proof', 'the DPoP proof ath does not match the access token')
   if (check.nonce && !check.nonce(typeof nonce === 'string' ? nonce : undefined)) throw new DpopError('use_dpop_nonce', 'a fresh DPoP nonce is required')
 
-  const jkt = await calculateJwkThumbprint(jwk, 'sha256')
   // Replay: one acceptance per (key, htu, jti) within the window; hashed to bound memory.
   const replayKey = createHash('sha256').update(`${jkt}\0${expected}\0${jti}`).digest('base64url')
   // Remembered one second past the last second the iat check still accepts it (now = iat + window).

@@ -1,6 +1,6 @@
 import { compactVerify, createRemoteJWKSet, errors, type CryptoKey, type KeyObject } from 'jose'
 import { systemClock, type Clock } from '../clock.js'
-import { createReplayCache, DPOP_ALGORITHMS, DpopError, verifyDpopProof } from '../dpop/proof.js'
+import { createProofKeyCache, createReplayCache, DPOP_ALGORITHMS, DpopError, verifyDpopProof } from '../dpop/proof.js'
 import { TtlCache } from '../lib/ttl-cache.js'
 import { buildWwwAuthenticate, VerifierError, type AuthScheme } from './errors.js'
 import { createIntrospectionClient, type IntrospectionClient } from './introspection.js'
@@ -149,6 +149,7 @@ export function createTaskTokenVerifier(options: TaskTokenVerifierOptions): Task
   // Each distinct token is signature-checked once; its claims are then served from memory until `exp`.
   const verified = new TtlCache<Claims>(options.cacheMaxEntries ?? 10_000)
   const replay = createReplayCache(100_000)
+  const proofKeys = createProofKeyCache()
 
   const revocation = options.revocation
   let feed: RevocationFeedClient | undefined
@@ -256,6 +257,7 @@ export function createTaskTokenVerifier(options: TaskTokenVerifierOptions): Task
           now,
           iatWindow: dpopWindow,
           replay,
+          keys: proofKeys,
           algorithms: dpopAlgorithms,
           accessToken: token,
         }))

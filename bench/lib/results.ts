@@ -1,0 +1,31 @@
+/**
+ * bench/results/latest.json: one file, two writers. bench/run.ts owns the HTTP scenarios' keys
+ * (startedAt, finishedAt, settings, machine, tokenPool, scenarios, targets) and bench/verifier.ts
+ * the `verifier` section; each replaces only its own keys, so `--only http` / `--only verifier`
+ * keep the other part's last figures (every part carries its own timestamps).
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { REPO_ROOT } from './child.js'
+
+export const RESULTS_FILE = join(REPO_ROOT, 'bench', 'results', 'latest.json')
+
+function readExisting(): Record<string, unknown> {
+  if (!existsSync(RESULTS_FILE)) return {}
+  try {
+    const parsed: unknown = JSON.parse(readFileSync(RESULTS_FILE, 'utf8'))
+    return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : {}
+  } catch {
+    // A torn or hand-edited file: start over rather than fail the run.
+    return {}
+  }
+}
+
+/** Writes `update` over the file's keys, removing `drop`; returns the path. */
+export function mergeResults(update: Record<string, unknown>, drop: readonly string[] = []): string {
+  const merged = { ...readExisting(), ...update }
+  for (const key of drop) delete merged[key]
+  mkdirSync(join(REPO_ROOT, 'bench', 'results'), { recursive: true })
+  writeFileSync(RESULTS_FILE, `${JSON.stringify(merged, null, 2)}\n`)
+  return RESULTS_FILE
+}
