@@ -86,4 +86,31 @@ describe('tasks API', () => {
     const audit = (await (await b.app.request('/admin/audit?after=0&limit=10', { headers: admin })).json()) as { events: { action: string; decision: string }[] }
     assert.deepEqual(audit.events.map((e) => `${e.action}:${e.decision}`), ['token.exchange:allow', 'task.revoke:allow'])
   })
+
+  it('an admin lists tasks filtered by status (expired derived from time), workload and user', async () => {
+    const pending = (await (await openTask(b, { purpose: 'cal', resources: [{ resource: CALENDAR, scopes: ['cal:read'] }], ttl: 100 })).json()) as { task_id: string }
+    const active = (await (await openTask(b, { purpose: 'notes', resources: [{ resource: NOTES, scopes: ['notes:read'] }], ttl: 1000 })).json()) as { task_id: string }
+    const done = (await (await openTask(b, { purpose: 'done', resources: [{ resource: NOTES, scopes: ['notes:read'] }] })).json()) as { task_id: string }
+    await b.app.request(`/tasks/${done.task_id}/complete`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })
+    const list = async (query: string) => {
+      const res = await b.app.request(`/admin/tasks${query}`, { headers: admin })
+      assert.equal(res.status, 200, query)
+      return ((await res.json()) as { tasks: { task_id: string; status: string }[] }).tasks.map((t) => `${t.task_id}:${t.status}`).sort()
+    }
+    assert.deepEqual(await list('?status=pending_approval'), [`${pending.task_id}:pending_approval`])
+    assert.deepEqual(await list('?status=completed'), [`${done.task_id}:completed`])
+    assert.equal((await list('')).length, 3)
+    assert.deepEqual(await list('?user=bob'), [])
+    assert.deepEqual(await list('?workload=agent-b'), [])
+    b.clock.advance(100)
+    assert.deepEqual(await list('?status=expired'), [`${pending.task_id}:expired`])
+    assert.deepEqual(await list('?status=pending_approval'), [])
+    assert.deepEqual(await list('?status=active'), [`${active.task_id}:active`])
+    for (const bad of ['?status=gone', '?limit=0', '?limit=501', '?other=1']) {
+      const res = await b.app.request(`/admin/tasks${bad}`, { headers: admin })
+      assert.equal(res.status, 400, bad)
+      assert.equal(((await res.json()) as { error: string }).error, 'invalid_request')
+    }
+    assert.equal((await b.app.request('/admin/tasks')).status, 401)
+  })
 })

@@ -15,6 +15,7 @@ const USAGE = `taskpass CLI — the admin API, from the shell (same config as th
   keys rotate [--force]      promote the pre-published key, retire the current one, pre-publish a new one
                              (refused until the next key has been published for the JWKS max-age, unless --force)
   keys list                  print the published JWKS
+  tasks list [status]        list tasks, newest first (active, pending_approval, completed, revoked)
   tasks show <id>            print a task
   tasks approve <id>         approve a pending_approval task
   tasks revoke <id>          revoke a task and every token of it
@@ -72,6 +73,15 @@ async function main(argv: string[]): Promise<number> {
       case 'keys list':
         print(deps.keys.jwks())
         return 0
+      case 'tasks list': {
+        const known = ['active', 'pending_approval', 'completed', 'revoked'] as const
+        const status = known.find((s) => s === arg)
+        if (arg !== undefined && !status) return usage()
+        const statuses = status ? [status] : undefined
+        const now = systemClock.now()
+        print(deps.stores.tasks.list({ statuses, limit: 100 }).map((t) => viewTask(t, now)))
+        return 0
+      }
       case 'tasks show':
         if (!arg) return usage()
         print(viewTask(deps.stores.tasks.get(arg) ?? fail(`no task ${arg}`), systemClock.now()))

@@ -5,12 +5,19 @@ import { invalidRequest, invalidToken, OAuthError } from '../errors.js'
 import { noStore } from '../http/middleware.js'
 import { RotationTooEarly, rotateKeys } from '../keys/keyset.js'
 import { TtlCache } from '../lib/ttl-cache.js'
-import { approveTask, endTask } from '../tasks/lifecycle.js'
+import { approveTask, endTask, viewTask } from '../tasks/lifecycle.js'
 import { revokeSession } from '../tasks/sessions.js'
 import { parseJson } from '../http/form.js'
 import { z } from 'zod'
 
 type AdminEnv = { Variables: { adminId: string } }
+
+const adminTaskQuery = z.strictObject({
+  status: z.enum(['active', 'pending_approval', 'completed', 'revoked', 'expired']).optional(),
+  workload: z.string().min(1).max(128).optional(),
+  user: z.string().min(1).max(1024).optional(),
+  limit: z.string().regex(/^[0-9]{1,3}$/).transform(Number).pipe(z.number().int().min(1).max(500)).default(100),
+})
 
 /**
  * Admin API key check: `Authorization: Bearer <key>` against the argon2id hashes of the config.
@@ -42,6 +49,21 @@ function adminAuth(deps: Deps): MiddlewareHandler<AdminEnv> {
 export function adminRoutes(deps: Deps) {
   return new Hono<AdminEnv>()
     .use('/admin/*', noStore(), adminAuth(deps))
+    .get('/admin/tasks', (c) => {
+      const parsed = adminTaskQuery.safeParse(c.req.query())
+      if (!parsed.success) throw invalidRequest('"status" must be a task status; "limit" an integer from 1 to 500')
+      const { status, workload, user, limit } = parsed.data
+      const now = deps.clock.now()
+      // `expired` is derived from time, not stored: an open task whose time has passed.
+      const open = ['active', 'pending_approval'] as const
+      const filter =
+        status === undefined ? {}
+        : status === 'expired' ? { statuses: [...open], expiry: { now, expired: true } }
+        : status === 'active' || status === 'pending_approval' ? { statuses: [status], expiry: { now, expired: false } }
+        : { statuses: [status] }
+      const rows = deps.stores.tasks.list({ ...filter, workloadId: workload, userSub: user, limit })
+      return c.json({ tasks: rows.map((r) => viewTask(r, now)) })
+    })
     .post('/admin/tasks/:id/approve', (c) => c.json(approveTask(deps, c.req.param('id'), c.get('adminId'))))
     .post('/admin/tasks/:id/revoke', (c) => c.json(endTask(deps, c.req.param('id'), 'revoked', { kind: 'admin', id: c.get('adminId') })))
     .post('/admin/sessions/revoke', async (c) => {

@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, lt, sql } from 'drizzle-orm'
+import { and, asc, desc, eq, gt, inArray, lt, lte, sql } from 'drizzle-orm'
 import type { Database_ } from './db.js'
 import { auditEvents, revocationEvents, revokedSessions, tasks, tokens } from './schema.js'
 
@@ -33,6 +33,14 @@ export interface Stores {
     listByUser(issuer: string, userSub: string, limit: number): TaskRow[]
     /** Tasks still open (active or pending) that are bound to a session. */
     listOpenBySession(issuer: string, sid: string): TaskRow[]
+    /** Admin listing, newest first: by stored status, expiry relative to `now`, workload and user. */
+    list(filter: {
+      statuses?: TaskStatus[] | undefined
+      expiry?: { now: number; expired: boolean } | undefined
+      workloadId?: string | undefined
+      userSub?: string | undefined
+      limit: number
+    }): TaskRow[]
   }
   tokens: {
     get(jti: string): TokenRow | undefined
@@ -181,6 +189,21 @@ export function createStores(database: Database_): Stores {
       approve: (id) => approveTask.run({ id }).changes === 1,
       listByUser: (issuer, userSub, limit) => listTasks.all({ issuer, userSub, limit }),
       listOpenBySession: (issuer, sid) => openBySession.all({ issuer, sid }),
+      list: ({ statuses, expiry, workloadId, userSub, limit }) =>
+        db
+          .select()
+          .from(tasks)
+          .where(
+            and(
+              statuses ? inArray(tasks.status, statuses) : undefined,
+              expiry ? (expiry.expired ? lte(tasks.expiresAt, expiry.now) : gt(tasks.expiresAt, expiry.now)) : undefined,
+              workloadId ? eq(tasks.workloadId, workloadId) : undefined,
+              userSub ? eq(tasks.userSub, userSub) : undefined,
+            ),
+          )
+          .orderBy(desc(tasks.createdAt), desc(tasks.id))
+          .limit(limit)
+          .all(),
     },
     tokens: {
       get: (jti) => getToken.get({ jti }),
