@@ -11,6 +11,7 @@ import { openKeySet, type KeySet, type KeyStoreOptions } from './keys/keyset.js'
 import { createReplayCache } from './lib/replay-cache.js'
 import { createLimiter, type Limiter } from './http/rate-limit.js'
 import type { Logger } from './logger.js'
+import { revokeTasksOfDisabledWorkloads } from './tasks/lifecycle.js'
 import { createConfigPolicy, type Policy } from './policy/decide.js'
 import { openDatabase, type Database_ } from './store/db.js'
 import { createStores, type Stores } from './store/stores.js'
@@ -85,6 +86,9 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     replay: createReplayCache(config.clientAuth.replayCacheSize),
     remoteJwks: config.remoteJwks,
   })
+  const policy = createConfigPolicy()
+  const revoked = revokeTasksOfDisabledWorkloads({ config, stores, clock, policy }, config.workloads)
+  if (revoked.length > 0) logger.warn('revoked the open tasks of disabled workloads', { tasks: revoked.length })
   return {
     config,
     clock,
@@ -93,7 +97,7 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     stores,
     keys,
     keyStore,
-    policy: createConfigPolicy(),
+    policy,
     hasher,
     subjectTokens,
     actorTokens,

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { afterEach, beforeEach, describe, it } from 'node:test'
 import { decodeJwt, decodeProtectedHeader } from 'jose'
+import { endTask } from '../src/tasks/lifecycle.js'
 import { createTestBroker, form, NOTES, NOTES_SECRET, openTask, type TestBroker } from './harness.js'
 
 const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`
@@ -147,5 +148,44 @@ describe('task lifecycle', () => {
     const wrong = await b.post('/introspect', { token: access_token }, { authorization: basic('notes-mcp', 'wrong') })
     assert.equal(wrong.status, 401)
     assert.deepEqual(await introspect(b, access_token, basic('calendar-mcp', 'calendar-secret-0123456789')), { active: false })
+  })
+
+  it('a task ended while an exchange is in flight never leaves an active token behind', async () => {
+    for (const how of ['revoked', 'completed'] as const) {
+      const opened = (await (await openTask(b, { purpose: 'race', resources: [{ resource: NOTES, scopes: ['notes:read'] }] })).json()) as { task_id: string }
+      await b.exchange({ task_id: opened.task_id }) // warm the verification caches
+      // End the task at the moment the exchange signs, i.e. after every check of the task has
+      // passed and before its token is written: the window a concurrent request could hit.
+      const current = b.deps.keys.current
+      const workload = { kind: 'workload' as const, actor: await b.deps.actorTokens.verify(await b.svid('a')) }
+      b.deps.keys.current = () => {
+        b.deps.keys.current = current
+        endTask(b.deps, opened.task_id, how, workload)
+        return current()
+      }
+      const exchanged = await b.exchange({ task_id: opened.task_id })
+      assert.equal(b.deps.keys.current, current, 'the task was ended mid-exchange')
+      assert.equal(exchanged.status, 400)
+      assert.equal(((await exchanged.json()) as { error: string }).error, 'invalid_grant')
+      const live = b.deps.database.sqlite.prepare("select count(*) as n from tokens where task_id = ? and status = 'active'").get(opened.task_id) as { n: number }
+      assert.equal(live.n, 0, `${how}: an active token survived the task's end`)
+    }
+  })
+
+  it('a token carries the sid of the session its task is bound to, never another one', async () => {
+    const unbound = (await (await openTask(b, { purpose: 'no session', resources: [{ resource: NOTES, scopes: ['notes:read'] }] }, { session: await b.session({ sid: null }) })).json()) as { task_id: string }
+    const res = await b.exchange({ task_id: unbound.task_id, subject_token: await b.session({ sid: 'sess-9' }) })
+    assert.equal(res.status, 200)
+    assert.equal(decodeJwt(((await res.json()) as { access_token: string }).access_token).sid, undefined)
+  })
+
+  it('opening a task honours may_act, and refusals are audited', async () => {
+    const res = await openTask(b, { purpose: 'x', resources: [{ resource: NOTES, scopes: ['notes:read'] }] }, { session: await b.session({ may_act: { sub: 'agent-b' } }) })
+    assert.equal(res.status, 400)
+    assert.equal(((await res.json()) as { error: string }).error, 'invalid_request')
+    assert.equal(b.count('tasks'), 0)
+    assert.equal(b.lastAudit()?.decision, 'deny')
+    const ok = await openTask(b, { purpose: 'x', resources: [{ resource: NOTES, scopes: ['notes:read'] }] }, { session: await b.session({ may_act: { sub: 'agent-a' } }) })
+    assert.equal(ok.status, 201)
   })
 })

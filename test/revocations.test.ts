@@ -131,4 +131,25 @@ describe('revocation feed over SSE', () => {
       b.close()
     }
   })
+
+  it('disabling a workload in the configuration revokes its open tasks and tokens at the next start', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'taskpass-disable-'))
+    const kek = randomBytes(32).toString('base64url')
+    const file = { database: join(dir, 'b.db'), keys: { kek } }
+    let b = await createTestBroker({ config: (c) => ({ ...c, ...file }) })
+    const { access_token, task_id } = (await (await b.exchange()).json()) as { access_token: string; task_id: string }
+    const other = (await (await b.exchange({ actor_token: await b.svid('b') })).json()) as { task_id: string }
+    b.close()
+    b = await createTestBroker({ config: (c) => ({ ...c, ...file, workloads: c.workloads!.map((w) => (w.id === 'agent-a' ? { ...w, enabled: false } : w)) }) })
+    try {
+      assert.equal(b.deps.stores.tasks.get(task_id)?.status, 'revoked')
+      assert.equal(b.deps.stores.tasks.get(other.task_id)?.status, 'active')
+      const intro = await b.post('/introspect', { token: access_token }, { authorization: notesAuth })
+      assert.deepEqual(await intro.json(), { active: false })
+      const events = ((await (await poll(b)).json()) as { events: Record<string, unknown>[] }).events
+      assert.deepEqual(events.map((e) => [e.type, e.task_id]), [['task_revoked', task_id]])
+    } finally {
+      b.close()
+    }
+  })
 })

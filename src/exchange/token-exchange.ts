@@ -11,6 +11,7 @@ import type { Stores, TaskRow } from '../store/stores.js'
 import { decisionDescription, findResource, planTask, taskResources, taskState } from '../tasks/lifecycle.js'
 import { signTaskToken, type TaskTokenClaims } from '../tokens/issue.js'
 import { ACTOR_TOKEN_TYPE, type Actor, type ActorTokenVerifier } from './actor-token.js'
+import { checkMayAct } from './may-act.js'
 import { SUBJECT_TOKEN_TYPES, type Subject, type SubjectTokenVerifier } from './subject-token.js'
 
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange'
@@ -215,7 +216,9 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
     iat: now,
     nbf: now,
     exp: now + ttl,
-    ...(subject.sid ? { sid: subject.sid } : {}),
+    // The session the task is bound to (not merely the one presented): revoking that session
+    // revokes this task and so this token; an unbound task's tokens carry no sid.
+    ...(task.sid ? { sid: task.sid } : {}),
     // RFC 9449 §6.1: the token is bound to the proof's key.
     ...(proof ? { cnf: { jkt: proof.jkt } } : {}),
   }
@@ -223,20 +226,21 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
   // row, group-committed with the other exchanges of this event-loop turn before we answer.
   const accessToken = await signTaskToken(deps.keys, claims)
   await deps.stores.batched(() => {
-    if (implicit) deps.stores.tasks.insert(task)
+    // The task may have ended (completed, revoked, its session revoked) while we verified and
+    // signed: re-check inside the write transaction, which ending a task serialises with, so no
+    // token is ever committed active for an ended task.
+    if (implicit) {
+      if (task.sid !== null && deps.stores.sessions.isRevoked(task.subjectIssuer, task.sid)) throw invalidRequest('subject_token session has been revoked', `session ${task.sid} revoked during the exchange`)
+      deps.stores.tasks.insert(task)
+    } else {
+      const current = deps.stores.tasks.get(task.id)
+      const state = current ? taskState(current, now) : 'revoked'
+      if (state !== 'active') throw invalidGrant(`task is ${state}`, `task ${task.id} became ${state} during the exchange`)
+    }
     deps.stores.tokens.insert({ jti, taskId: task.id, sub: claims.sub, workloadId: claims.client_id, aud: claims.aud, scope: claims.scope, iat: now, exp: claims.exp, status: 'active', revokedAt: null, cnfJkt: proof?.jkt ?? null })
     deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${decision.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}`, userSub: subject.user, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri })
   })
   return { access_token: accessToken, issued_token_type: ACCESS_TOKEN_TYPE, token_type: proof ? 'DPoP' : 'Bearer', expires_in: ttl, scope: claims.scope, task_id: task.id }
-}
-
-/** RFC 8693 §4.4: when the subject token names who may act for the user, the acting workload must match. */
-function checkMayAct(subject: Subject, actor: Actor): void {
-  if (!subject.mayAct) return
-  const { sub, iss } = subject.mayAct
-  const subOk = sub === undefined || sub === actor.workload.id || sub === actor.attestationSubject
-  const issOk = iss === undefined || iss === actor.attestationIssuer
-  if (!subOk || !issOk) throw invalidRequest('the acting workload is not permitted by the subject token\'s may_act', `may_act ${JSON.stringify(subject.mayAct)} vs ${actor.workload.id}`)
 }
 
 /**

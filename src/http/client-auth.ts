@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto'
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { Context } from 'hono'
 import type { Clock } from '../clock.js'
 import type { ResourceConfig, WorkloadConfig } from '../config.js'
@@ -73,9 +73,16 @@ export function createClientAuthenticator(opts: {
   const verified = new TtlCache<Buffer>(10_000)
   const CACHE_FOREVER = Number.MAX_SAFE_INTEGER
 
+  let decoy: Promise<string> | undefined
+  const decoyHash = () => (decoy ??= opts.hasher.hash(randomBytes(32).toString('base64url')))
+
   async function checkSecret(id: string, secret: string): Promise<ResourceConfig> {
     const resource = byClientId.get(id)
-    if (!resource) throw invalidClient(`unknown client_id ${id}`)
+    if (!resource) {
+      // Spend an argon2 verify anyway, so response timing does not tell which client ids exist.
+      await opts.hasher.verify(await decoyHash(), secret)
+      throw invalidClient(`unknown client_id ${id}`)
+    }
     const digest = sha256(`${id}\0${secret}`)
     const known = verified.get(id, 0)
     if (known && timingSafeEqual(known, digest)) return resource

@@ -2,6 +2,7 @@ import type { Clock } from '../clock.js'
 import type { Config, ResourceConfig } from '../config.js'
 import { invalidDpopProof, invalidRequest, invalidScope, invalidTarget, notFound, OAuthError, taskNotActive, unauthorizedClient } from '../errors.js'
 import type { Actor } from '../exchange/actor-token.js'
+import { checkMayAct } from '../exchange/may-act.js'
 import type { Subject } from '../exchange/subject-token.js'
 import { uuidv7 } from '../ids.js'
 import { allowedScopes, type Policy } from '../policy/decide.js'
@@ -148,6 +149,9 @@ export function decisionDescription(code: 'invalid_target' | 'invalid_scope' | '
 export function openTask(deps: TaskDeps, subject: Subject, actor: Actor, req: TaskRequest, dpopJkt?: string): TaskView {
   let planned: ReturnType<typeof planTask>
   try {
+    // Within the clock skew a just-expired session still verifies; it cannot open anything.
+    if (subject.exp <= deps.clock.now()) throw invalidRequest('subject_token is expired', 'subject_token expired (within clock skew)')
+    checkMayAct(subject, actor)
     planned = planTask(deps, subject, actor, req, dpopJkt)
   } catch (e) {
     auditTaskOpenDenied(deps, e, subject, actor)
@@ -230,4 +234,24 @@ export function approveTask(deps: TaskDeps, id: string, adminId: string): TaskVi
     deps.stores.audit.insert({ at: now, action: 'task.approve', decision: 'allow', reason: `approved by admin:${adminId}`, userSub: row.userSub, workloadId: row.workloadId, taskId: id })
   })
   return viewTask(deps.stores.tasks.get(id)!, now)
+}
+
+/**
+ * Workload disablement ends its tasks (DESIGN "The flow", step 4): at start, every open task of
+ * a workload the configuration marks disabled is revoked with all its tokens, each through
+ * {@link endTask} (durable, with its feed event and audit row). Returns the tasks revoked.
+ */
+export function revokeTasksOfDisabledWorkloads(deps: TaskDeps, workloads: readonly { id: string; enabled: boolean }[]): string[] {
+  const revoked: string[] = []
+  for (const w of workloads.filter((w) => !w.enabled)) {
+    for (;;) {
+      const open = deps.stores.tasks.list({ statuses: ['active', 'pending_approval'], workloadId: w.id, limit: 500 })
+      if (open.length === 0) break
+      for (const t of open) {
+        endTask(deps, t.id, 'revoked', { kind: 'admin', id: `config (workload ${w.id} disabled)` })
+        revoked.push(t.id)
+      }
+    }
+  }
+  return revoked
 }
