@@ -63,6 +63,9 @@ describe('revocation feed', () => {
     assert.deepEqual(rest.events.map((e) => e.type), ['task_completed'])
     const none = (await (await poll(b, body.cursor)).json()) as { events: unknown[]; cursor: string }
     assert.deepEqual(none, { events: [], cursor: body.cursor })
+    // Another resource sees nothing of these tasks and tokens.
+    const calendar = await poll(b, '0', `Basic ${Buffer.from('calendar-mcp:calendar-secret-0123456789').toString('base64')}`)
+    assert.deepEqual(((await calendar.json()) as { events: unknown[] }).events, [])
   })
 
   it('an admin revokes a session: its subject tokens are refused and its tasks end', async () => {

@@ -36,6 +36,7 @@ export function parseCursor(value: string | undefined): number | undefined {
   return /^[0-9]{1,15}$/.test(value) ? Number(value) : undefined
 }
 
-export function readEvents(stores: Pick<Stores, 'revocations'>, after: number, limit: number): RevocationEvent[] {
-  return stores.revocations.list(after, limit).map(toRevocationEvent)
+/** The events after `after` that concern the resource `audience`: a resource sees only its own. */
+export function readEvents(stores: Pick<Stores, 'revocations'>, after: number, limit: number, audience: string): RevocationEvent[] {
+  return stores.revocations.list(after, limit, audience).map(toRevocationEvent)
 }

@@ -15,7 +15,7 @@ const HEARTBEAT_MS = 15_000
  */
 export function revocationRoutes(deps: Deps) {
   return new Hono().get('/revocations', noStore(), async (c) => {
-    await deps.clients.authenticateResource(c.req.header('authorization'))
+    const resource = await deps.clients.authenticateResource(c.req.header('authorization'))
     const wantsStream = (c.req.header('accept') ?? '').includes('text/event-stream')
     const after = parseCursor(wantsStream ? (c.req.header('last-event-id') ?? c.req.query('after')) : c.req.query('after'))
     if (after === undefined) throw invalidRequest('the cursor must be a non-negative integer')
@@ -23,7 +23,7 @@ export function revocationRoutes(deps: Deps) {
     if (!wantsStream) {
       const limitText = c.req.query('limit') ?? String(PAGE)
       if (!/^[0-9]{1,4}$/.test(limitText) || Number(limitText) < 1 || Number(limitText) > 1000) throw invalidRequest('"limit" must be an integer from 1 to 1000')
-      const events = readEvents(deps.stores, after, Number(limitText))
+      const events = readEvents(deps.stores, after, Number(limitText), resource.uri)
       return c.json({ events, cursor: events.at(-1)?.id ?? String(after) })
     }
 
@@ -36,7 +36,7 @@ export function revocationRoutes(deps: Deps) {
         await stream.writeSSE({ event: 'ready', data: JSON.stringify({ cursor: String(cursor) }), retry: 1000 })
         while (!stream.aborted) {
           for (;;) {
-            const events = readEvents(deps.stores, cursor, PAGE)
+            const events = readEvents(deps.stores, cursor, PAGE, resource.uri)
             for (const e of events) await stream.writeSSE({ id: e.id, event: 'revocation', data: JSON.stringify(e) })
             if (events.length > 0) cursor = Number(events.at(-1)!.id)
             if (events.length < PAGE) break

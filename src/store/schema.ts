@@ -88,6 +88,8 @@ export const revocationEvents = sqliteTable(
     /** For `session_revoked`: the session id and user of the tokens it ends. */
     sid: text('sid'),
     sub: text('sub'),
+    /** Space-separated resource URIs the affected tokens are for: the feed shows an event only to them. */
+    audiences: text('audiences').notNull().default(''),
     /** Until when the event matters: after the last affected token expires it can be pruned. */
     relevantUntil: integer('relevant_until').notNull(),
   },

@@ -6,7 +6,10 @@ export type TaskRow = typeof tasks.$inferSelect
 export type TokenRow = typeof tokens.$inferSelect
 export type AuditRow = typeof auditEvents.$inferInsert
 export type RevocationEventRow = typeof revocationEvents.$inferSelect
-export type NewRevocationEvent = Pick<RevocationEventRow, 'at' | 'kind' | 'relevantUntil'> & Partial<Pick<RevocationEventRow, 'taskId' | 'jti' | 'sid' | 'sub'>>
+export type NewRevocationEvent = Pick<RevocationEventRow, 'at' | 'kind' | 'relevantUntil'> & Partial<Pick<RevocationEventRow, 'taskId' | 'jti' | 'sid' | 'sub'>> & {
+  /** The resource URIs of the affected tokens (the task's resources, or the token's `aud`). */
+  audiences: readonly string[]
+}
 export type TaskStatus = TaskRow['status']
 
 /**
@@ -57,7 +60,8 @@ export interface Stores {
   revocations: {
     /** Appends an event; subscribers are told once the surrounding transaction has committed. */
     insert(row: NewRevocationEvent): void
-    list(afterId: number, limit: number): RevocationEventRow[]
+    /** Events after the cursor that concern `audience` (a resource URI), in order. */
+    list(afterId: number, limit: number, audience: string): RevocationEventRow[]
     /** Calls `listener` (deferred past the current transaction) whenever events were appended. */
     subscribe(listener: () => void): () => void
     pruneBefore(before: number): number
@@ -116,9 +120,16 @@ export function createStores(database: Database_): Stores {
 
   const insertRevocation = db
     .insert(revocationEvents)
-    .values({ at: p('at'), kind: p('kind'), taskId: p('taskId'), jti: p('jti'), sid: p('sid'), sub: p('sub'), relevantUntil: p('relevantUntil') })
+    .values({ at: p('at'), kind: p('kind'), taskId: p('taskId'), jti: p('jti'), sid: p('sid'), sub: p('sub'), relevantUntil: p('relevantUntil'), audiences: p('audiences') })
     .prepare()
-  const listRevocations = db.select().from(revocationEvents).where(gt(revocationEvents.id, p('afterId'))).orderBy(asc(revocationEvents.id)).limit(p('limit')).prepare()
+  // URIs contain no spaces (RFC 3986), so a space-delimited list can be matched as a whole word.
+  const listRevocations = db
+    .select()
+    .from(revocationEvents)
+    .where(and(gt(revocationEvents.id, p('afterId')), sql`instr(' ' || ${revocationEvents.audiences} || ' ', ' ' || ${p('audience')} || ' ') > 0`))
+    .orderBy(asc(revocationEvents.id))
+    .limit(p('limit'))
+    .prepare()
   const pruneRevocations = db.delete(revocationEvents).where(lt(revocationEvents.relevantUntil, p('before'))).prepare()
 
   const insertSession = db
@@ -222,10 +233,10 @@ export function createStores(database: Database_): Stores {
     },
     revocations: {
       insert: (row) => {
-        insertRevocation.run({ taskId: null, jti: null, sid: null, sub: null, ...row })
+        insertRevocation.run({ taskId: null, jti: null, sid: null, sub: null, ...row, audiences: row.audiences.join(' ') })
         scheduleNotify()
       },
-      list: (afterId, limit) => listRevocations.all({ afterId, limit }),
+      list: (afterId, limit, audience) => listRevocations.all({ afterId, limit, audience }),
       subscribe: (listener) => {
         listeners.add(listener)
         return () => void listeners.delete(listener)

@@ -26,7 +26,7 @@ export async function revokeToken(
   }
   deps.stores.durably(() => {
     if (!deps.stores.tokens.revoke(row.jti, now)) return
-    deps.stores.revocations.insert({ at: now, kind: 'token_revoked', taskId: row.taskId, jti: row.jti, sub: row.sub, relevantUntil: row.exp })
+    deps.stores.revocations.insert({ at: now, kind: 'token_revoked', taskId: row.taskId, jti: row.jti, sub: row.sub, relevantUntil: row.exp, audiences: [row.aud] })
     deps.stores.audit.insert({ at: now, action: 'token.revoke', decision: 'allow', reason: `revoked by ${who}`, taskId: row.taskId, jti: row.jti, workloadId: row.workloadId, userSub: row.sub })
   })
 }
