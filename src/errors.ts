@@ -15,9 +15,7 @@ export type OAuthErrorCode =
   | 'invalid_token'
   | 'invalid_dpop_proof'
   | 'use_dpop_nonce'
-  | 'access_denied'
   | 'not_found'
-  | 'method_not_allowed'
   | 'task_not_active'
   | 'rotation_too_early'
   | 'rate_limited'
@@ -62,7 +60,6 @@ export const invalidGrant = (description: string, detail?: string) => new OAuthE
 export const unauthorizedClient = (description: string, detail?: string) => new OAuthError('unauthorized_client', 400, description, detail)
 export const invalidScope = (description: string, detail?: string) => new OAuthError('invalid_scope', 400, description, detail)
 export const invalidTarget = (description: string, detail?: string) => new OAuthError('invalid_target', 400, description, detail)
-export const accessDenied = (description: string, detail?: string) => new OAuthError('access_denied', 403, description, detail)
 export const notFound = (description = 'not found') => new OAuthError('not_found', 404, description)
 
 /** Bearer-authenticated endpoints (RFC 6750 §3.1). */

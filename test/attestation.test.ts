@@ -19,7 +19,7 @@ import type { ConfigInput } from '../src/config.js'
 import { ConfigError, parseConfig } from '../src/config.js'
 import { claimValue, compileRule, globToRegExp } from '../src/exchange/attestation/claim-rules.js'
 import { parseSpiffeId } from '../src/exchange/attestation/spiffe-id.js'
-import { createTestBroker, NOTES, testConfig, testKeys, TRUST_DOMAIN, USER_ISSUER, type TestBroker } from './harness.js'
+import { counts, createTestBroker, NOTES, testConfig, testKeys, TRUST_DOMAIN, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
 
 type Params = Record<string, string | string[] | undefined>
 type Claims = Record<string, unknown>
@@ -209,18 +209,7 @@ function withAttestation(c: ConfigInput): ConfigInput {
 
 // ── harness-style helpers ──
 
-async function withBroker<T>(config: (c: ConfigInput) => ConfigInput, fn: (b: TestBroker) => Promise<T>): Promise<T> {
-  const b = await createTestBroker({ config })
-  try {
-    return await fn(b)
-  } finally {
-    b.close()
-  }
-}
 
-function counts(b: TestBroker) {
-  return { tokens: b.count('tokens'), tasks: b.count('tasks'), audit_events: b.count('audit_events'), revocation_events: b.count('revocation_events') }
-}
 
 async function expectRefused(b: TestBroker, params: Params, reason: RegExp, error = 'invalid_request'): Promise<Record<string, unknown>> {
   const before = counts(b)

@@ -10,7 +10,7 @@
  */
 import assert from 'node:assert/strict'
 import { afterEach, beforeEach, describe, it } from 'node:test'
-import { createTestBroker, form, JWT_TYPE, NOTES, NOTES_SECRET, openTask, TOKEN_EXCHANGE, type TestBroker } from './harness.js'
+import { createTestBroker, exchangeParams, form, JWT_TYPE, NOTES, NOTES_SECRET, openTask, TOKEN_EXCHANGE, type TestBroker } from './harness.js'
 
 const FORM = 'application/x-www-form-urlencoded'
 const SPIFFE_ASSERTION = 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe'
@@ -40,20 +40,6 @@ async function assertError(res: Response, status: number, error: string): Promis
   assert.notEqual(body.error_description, '')
   assert.equal(res.headers.get('cache-control'), 'no-store')
   return body
-}
-
-/** A valid token-exchange form body (fresh tokens). */
-async function exchangeBody(b: TestBroker, extra: Record<string, string | string[] | undefined> = {}): Promise<Record<string, string | string[] | undefined>> {
-  return {
-    grant_type: TOKEN_EXCHANGE,
-    subject_token: await b.session(),
-    subject_token_type: JWT_TYPE,
-    actor_token: await b.svid('a'),
-    actor_token_type: JWT_TYPE,
-    resource: NOTES,
-    scope: 'notes:read',
-    ...extra,
-  }
 }
 
 /** A POST with full control over the body bytes and headers (no Content-Type added unless given). */
@@ -101,7 +87,7 @@ describe('bad input', () => {
   describe('duplicated parameters', () => {
     for (const name of ['scope', 'grant_type', 'subject_token', 'actor_token', 'task_id', 'client_id']) {
       it(`two "${name}" at /token → 400 invalid_request, nothing written`, async () => {
-        const good = await exchangeBody(b, { client_id: 'agent-a' })
+        const good = await exchangeParams(b, { client_id: 'agent-a' })
         const value = (good[name] as string | undefined) ?? 'some-task-id'
         const before = snapshot(b)
         const res = await b.post('/token', form({ ...good, [name]: [value, value] }))
@@ -112,7 +98,7 @@ describe('bad input', () => {
 
     it('control: the same request with each parameter once → 200', async () => {
       const before = snapshot(b)
-      const res = await b.post('/token', form(await exchangeBody(b, { client_id: 'agent-a' })))
+      const res = await b.post('/token', form(await exchangeParams(b, { client_id: 'agent-a' })))
       assert.equal(res.status, 200, await res.clone().text())
       assertUnchanged(b, before, { tokens: 1, tasks: 1, audit_events: 1 })
     })
@@ -121,7 +107,7 @@ describe('bad input', () => {
       const before = snapshot(b)
       await assertError(await b.post('/token', ''), 400, 'invalid_request')
       await assertError(await b.post('/token', 'grant_type=%ZZ&x=%FF%FE'), 400, 'unsupported_grant_type')
-      await assertError(await b.post('/token', form(await exchangeBody(b)).replace('scope=', 'scope=%ZZ')), 400, 'invalid_scope')
+      await assertError(await b.post('/token', form(await exchangeParams(b)).replace('scope=', 'scope=%ZZ')), 400, 'invalid_scope')
       assertUnchanged(b, before, { audit_events: 1 })
     })
 
@@ -155,7 +141,7 @@ describe('bad input', () => {
 
     for (const ct of wrong) {
       it(`/token with content type ${ct.name} → 400 invalid_request`, async () => {
-        const params = await exchangeBody(b)
+        const params = await exchangeParams(b)
         const before = snapshot(b)
         const res = await rawPost(b, '/token', ct.body(form(params), JSON.stringify(params)), ct.headers)
         await assertError(res, 400, 'invalid_request')
@@ -175,7 +161,7 @@ describe('bad input', () => {
     }
 
     it('control: the same bodies as application/x-www-form-urlencoded;charset=UTF-8 succeed', async () => {
-      const res = await rawPost(b, '/token', form(await exchangeBody(b)), { 'content-type': `${FORM};charset=UTF-8` })
+      const res = await rawPost(b, '/token', form(await exchangeParams(b)), { 'content-type': `${FORM};charset=UTF-8` })
       assert.equal(res.status, 200, await res.clone().text())
       const token = ((await res.json()) as { access_token: string }).access_token
       const intro = await rawPost(b, '/introspect', form({ token }), { authorization: NOTES_BASIC, 'content-type': `${FORM}; charset=utf-8` })
@@ -194,7 +180,7 @@ describe('bad input', () => {
 
     /** A valid exchange form padded with an ignored parameter to exactly `size` bytes. */
     async function paddedExchange(size: number): Promise<string> {
-      const text = form(await exchangeBody(b)) + '&padding='
+      const text = form(await exchangeParams(b)) + '&padding='
       assert.ok(text.length < size)
       return text + 'x'.repeat(size - text.length)
     }
@@ -393,7 +379,7 @@ describe('bad input', () => {
     for (const [method, path] of [['GET', '/nope'], ['GET', '/token'], ['POST', '/nope'], ['GET', '/tasks/x/y/z'], ['DELETE', '/introspect']] as const) {
       it(`${method} ${path} → 404, nothing written`, async () => {
         const before = snapshot(b)
-        const res = await b.app.request(path, { method, ...(method === 'POST' ? { headers: { 'content-type': FORM }, body: form(await exchangeBody(b)) } : {}) })
+        const res = await b.app.request(path, { method, ...(method === 'POST' ? { headers: { 'content-type': FORM }, body: form(await exchangeParams(b)) } : {}) })
         assert.equal(res.status, 404)
         const body = (await res.json()) as { error: string }
         assert.equal(body.error, 'not_found')

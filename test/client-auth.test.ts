@@ -12,7 +12,7 @@ import { decodeJwt, exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } f
 import * as oauth from 'oauth4webapi'
 import type { ConfigInput } from '../src/config.js'
 import { ConfigError, parseConfig } from '../src/config.js'
-import { createTestBroker, JWT_TYPE, NOTES, NOTES_SECRET, spiffeId, startTestServer, testConfig, testKeys, TOKEN_EXCHANGE, TRUST_DOMAIN, type TestBroker } from './harness.js'
+import { counts, createTestBroker, JWT_TYPE, NOTES, NOTES_SECRET, spiffeId, startTestServer, testConfig, testKeys, TOKEN_EXCHANGE, TRUST_DOMAIN, withBroker, type TestBroker } from './harness.js'
 
 const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'
 const JWT_SPIFFE = 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe'
@@ -76,18 +76,7 @@ async function assertion(
 
 const withAssertion = (a: string): Params => ({ client_assertion_type: JWT_BEARER, client_assertion: a })
 
-async function withBroker<T>(config: (c: ConfigInput) => ConfigInput, fn: (b: TestBroker) => Promise<T>): Promise<T> {
-  const b = await createTestBroker({ config })
-  try {
-    return await fn(b)
-  } finally {
-    b.close()
-  }
-}
 
-function counts(b: TestBroker) {
-  return { tokens: b.count('tokens'), tasks: b.count('tasks'), audit_events: b.count('audit_events'), revocation_events: b.count('revocation_events') }
-}
 
 /** The request is refused with invalid_client: 400, no challenge, nothing written, one audit deny row with `reason`. */
 async function expectRefusedExchange(b: TestBroker, params: Params, reason: RegExp): Promise<void> {

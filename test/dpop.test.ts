@@ -15,7 +15,7 @@ import * as oauth from 'oauth4webapi'
 import * as client from 'openid-client'
 import { parseConfig, type ConfigInput } from '../src/config.js'
 import { accessTokenHash } from '../src/dpop/proof.js'
-import { createTestBroker, form, JWT_TYPE, NOTES, NOTES_SECRET, startTestServer, T0, testConfig, testKeys, TOKEN_EXCHANGE, type TestBroker } from './harness.js'
+import { counts, createTestBroker, exchangeParams, form, JWT_TYPE, NOTES, NOTES_SECRET, startTestServer, T0, testConfig, testKeys, TOKEN_EXCHANGE, withBroker, type TestBroker } from './harness.js'
 
 type Params = Record<string, string | string[] | undefined>
 type Server = TestBroker & { url: string; stop(): Promise<void> }
@@ -94,16 +94,7 @@ function headersWith(base: Record<string, string>, dpop: DpopHeader): Headers {
 }
 
 async function exchange(b: TestBroker, params: Params = {}, dpop?: DpopHeader): Promise<Response> {
-  const body = {
-    grant_type: TOKEN_EXCHANGE,
-    subject_token: await b.session(),
-    subject_token_type: JWT_TYPE,
-    actor_token: await b.svid('a'),
-    actor_token_type: JWT_TYPE,
-    resource: NOTES,
-    scope: 'notes:read',
-    ...params,
-  }
+  const body = await exchangeParams(b, params)
   return b.app.request('/token', { method: 'POST', headers: headersWith({ 'content-type': 'application/x-www-form-urlencoded' }, dpop), body: form(body) })
 }
 
@@ -137,22 +128,11 @@ async function learnNonce(b: TestBroker, k: ProofKey): Promise<string> {
   return nonce
 }
 
-function counts(b: TestBroker) {
-  return { tokens: b.count('tokens'), tasks: b.count('tasks'), audit_events: b.count('audit_events'), revocation_events: b.count('revocation_events') }
-}
 
 function row<T>(b: TestBroker, sql: string, ...args: unknown[]): T {
   return b.deps.database.sqlite.prepare(sql).get(...args) as T
 }
 
-async function withBroker(config: ((c: ConfigInput) => ConfigInput) | undefined, fn: (b: TestBroker) => Promise<void>): Promise<void> {
-  const b = await createTestBroker(config ? { config } : {})
-  try {
-    await fn(b)
-  } finally {
-    b.close()
-  }
-}
 
 // ── config helpers ───────────────────────────────────────────────────────────────────────────
 
@@ -768,7 +748,8 @@ async function discover(s: Server): Promise<oauth.AuthorizationServer> {
   return oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, { algorithm: 'oauth2', ...insecure }))
 }
 
-async function exchangeParams(s: Server): Promise<Record<string, string>> {
+/** Token-exchange parameters for third-party clients, which add `grant_type` themselves. */
+async function interopParams(s: Server): Promise<Record<string, string>> {
   return { subject_token: await s.session(), subject_token_type: JWT_TYPE, actor_token: await s.svid('a'), actor_token_type: JWT_TYPE, resource: NOTES, scope: 'notes:read' }
 }
 
@@ -803,7 +784,7 @@ describe('DPoP interop with oauth4webapi and openid-client over a real port', ()
     const as = await discover(s)
     assert.deepEqual(as.dpop_signing_alg_values_supported, ['ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519', 'RS256', 'PS256'])
     const DPoP = oauth.DPoP(agentA, k.k1.pair)
-    const res = await oauth.genericTokenEndpointRequest(as, agentA, oauth.None(), TOKEN_EXCHANGE, await exchangeParams(s), { DPoP, ...insecure })
+    const res = await oauth.genericTokenEndpointRequest(as, agentA, oauth.None(), TOKEN_EXCHANGE, await interopParams(s), { DPoP, ...insecure })
     const tokens = await oauth.processGenericTokenEndpointResponse(as, agentA, res)
     assert.equal(tokens.token_type, 'dpop') // oauth4webapi lowercases token_type
     const token = tokens.access_token
@@ -833,7 +814,7 @@ describe('DPoP interop with oauth4webapi and openid-client over a real port', ()
     const k = await dpopKeys()
     const as = await discover(s)
     const DPoP = oauth.DPoP(agentA, k.k1.pair)
-    const params = await exchangeParams(s)
+    const params = await interopParams(s)
     const before = counts(s)
 
     const first = await oauth.genericTokenEndpointRequest(as, agentA, oauth.None(), TOKEN_EXCHANGE, params, { DPoP, ...insecure })
@@ -861,11 +842,11 @@ describe('DPoP interop with oauth4webapi and openid-client over a real port', ()
     s = await startTestServer({ config: notesRequiresDpop })
     const k = await dpopKeys()
     const as = await discover(s)
-    const res = await oauth.genericTokenEndpointRequest(as, agentA, oauth.None(), TOKEN_EXCHANGE, await exchangeParams(s), insecure)
+    const res = await oauth.genericTokenEndpointRequest(as, agentA, oauth.None(), TOKEN_EXCHANGE, await interopParams(s), insecure)
     const err = await rejection(oauth.processGenericTokenEndpointResponse(as, agentA, res))
     assert.ok(err instanceof oauth.ResponseBodyError, String(err))
     assert.equal(err.error, 'invalid_dpop_proof')
-    const ok = await oauth.genericTokenEndpointRequest(as, agentA, oauth.None(), TOKEN_EXCHANGE, await exchangeParams(s), { DPoP: oauth.DPoP(agentA, k.k1.pair), ...insecure })
+    const ok = await oauth.genericTokenEndpointRequest(as, agentA, oauth.None(), TOKEN_EXCHANGE, await interopParams(s), { DPoP: oauth.DPoP(agentA, k.k1.pair), ...insecure })
     assert.equal((await oauth.processGenericTokenEndpointResponse(as, agentA, ok)).token_type, 'dpop')
   })
 
@@ -874,11 +855,11 @@ describe('DPoP interop with oauth4webapi and openid-client over a real port', ()
     const k = await dpopKeys()
     const config = await client.discovery(new URL(s.url), 'agent-a', undefined, client.None(), { execute: [client.allowInsecureRequests], algorithm: 'oauth2' })
     const DPoP = client.getDPoPHandle(config, k.k2.pair)
-    const tokens = await client.genericGrantRequest(config, TOKEN_EXCHANGE, await exchangeParams(s), { DPoP })
+    const tokens = await client.genericGrantRequest(config, TOKEN_EXCHANGE, await interopParams(s), { DPoP })
     assert.equal(tokens.token_type, 'dpop')
     assert.deepEqual(decodeJwt(tokens.access_token).cnf, { jkt: k.k2.jkt })
     // control: without the handle the same call gets a Bearer token
-    const plain = await client.genericGrantRequest(config, TOKEN_EXCHANGE, await exchangeParams(s))
+    const plain = await client.genericGrantRequest(config, TOKEN_EXCHANGE, await interopParams(s))
     assert.equal(plain.token_type, 'bearer')
     assert.equal(decodeJwt(plain.access_token).cnf, undefined)
   })
@@ -888,7 +869,7 @@ describe('DPoP interop with oauth4webapi and openid-client over a real port', ()
     const k = await dpopKeys()
     const config = await client.discovery(new URL(s.url), 'agent-a', undefined, client.None(), { execute: [client.allowInsecureRequests], algorithm: 'oauth2' })
     const before = s.count('audit_events')
-    const tokens = await client.genericGrantRequest(config, TOKEN_EXCHANGE, await exchangeParams(s), { DPoP: client.getDPoPHandle(config, k.k1.pair) })
+    const tokens = await client.genericGrantRequest(config, TOKEN_EXCHANGE, await interopParams(s), { DPoP: client.getDPoPHandle(config, k.k1.pair) })
     assert.equal(tokens.token_type, 'dpop')
     assert.deepEqual(decodeJwt(tokens.access_token).cnf, { jkt: k.k1.jkt })
     // The broker saw both attempts: a use_dpop_nonce denial, then the allowed retry.
@@ -900,7 +881,7 @@ describe('DPoP interop with oauth4webapi and openid-client over a real port', ()
     s = await startTestServer()
     const k = await dpopKeys()
     const send = async (fields: string[]) => {
-      const body = form({ grant_type: TOKEN_EXCHANGE, ...(await exchangeParams(s)) })
+      const body = form({ grant_type: TOKEN_EXCHANGE, ...(await interopParams(s)) })
       return new Promise<{ status: number; body: Record<string, unknown> }>((resolve, reject) => {
         const req = httpRequest(`${s.url}/token`, { method: 'POST' }, (res) => {
           let text = ''

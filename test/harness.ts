@@ -160,16 +160,7 @@ export async function createTestBroker(opts: { clock?: Clock & Partial<FixedCloc
       )
     },
     async exchange(params = {}) {
-      return broker.post('/token', {
-        grant_type: TOKEN_EXCHANGE,
-        subject_token: await broker.session(),
-        subject_token_type: JWT_TYPE,
-        actor_token: await broker.svid('a'),
-        actor_token_type: JWT_TYPE,
-        resource: NOTES,
-        scope: 'notes:read',
-        ...params,
-      } as Record<string, string | string[]>)
+      return broker.post('/token', (await exchangeParams(broker, params)) as Record<string, string | string[]>)
     },
     count(table) {
       return (deps.database.sqlite.prepare(`select count(*) as n from ${table}`).get() as { n: number }).n
@@ -182,6 +173,42 @@ export async function createTestBroker(opts: { clock?: Clock & Partial<FixedCloc
     },
   }
   return broker
+}
+
+/** The rows a refused request must not add to. */
+export interface Counts {
+  tokens: number
+  tasks: number
+  audit_events: number
+  revocation_events: number
+}
+
+export function counts(b: TestBroker): Counts {
+  return { tokens: b.count('tokens'), tasks: b.count('tasks'), audit_events: b.count('audit_events'), revocation_events: b.count('revocation_events') }
+}
+
+/** Runs `fn` on a fresh broker (options, or just a config transform) and closes it. */
+export async function withBroker<T>(opts: Parameters<typeof createTestBroker>[0] | ((c: ConfigInput) => ConfigInput) | undefined, fn: (b: TestBroker) => Promise<T>): Promise<T> {
+  const b = await createTestBroker(typeof opts === 'function' ? { config: opts } : opts)
+  try {
+    return await fn(b)
+  } finally {
+    b.close()
+  }
+}
+
+/** A valid token-exchange form (fresh subject and actor tokens for alice and agent-a), with overrides. */
+export async function exchangeParams(b: TestBroker, params: Record<string, string | string[] | undefined> = {}): Promise<Record<string, string | string[] | undefined>> {
+  return {
+    grant_type: TOKEN_EXCHANGE,
+    subject_token: await b.session(),
+    subject_token_type: JWT_TYPE,
+    actor_token: await b.svid('a'),
+    actor_token_type: JWT_TYPE,
+    resource: NOTES,
+    scope: 'notes:read',
+    ...params,
+  }
 }
 
 /** Opens a task over HTTP and returns its id. */

@@ -11,18 +11,7 @@ import { createPublicKey } from 'node:crypto'
 import { describe, it } from 'node:test'
 import { decodeJwt, SignJWT, type JWK } from 'jose'
 import type { ConfigInput } from '../src/config.js'
-import {
-  ACCESS_TOKEN_TYPE,
-  CALENDAR,
-  createTestBroker,
-  JWT_TYPE,
-  NOTES,
-  openTask,
-  spiffeId,
-  UNGRANTED,
-  USER_ISSUER,
-  type TestBroker,
-} from './harness.js'
+import { ACCESS_TOKEN_TYPE, CALENDAR, counts, createTestBroker, JWT_TYPE, NOTES, openTask, spiffeId, UNGRANTED, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
 
 type Params = Record<string, string | string[] | undefined>
 
@@ -558,24 +547,7 @@ const rows: Row[] = [
   },
 ]
 
-async function withBroker<T>(opts: Parameters<typeof createTestBroker>[0], fn: (b: TestBroker) => Promise<T>): Promise<T> {
-  const b = await createTestBroker(opts)
-  try {
-    return await fn(b)
-  } finally {
-    b.close()
-  }
-}
 
-interface Counts {
-  tokens: number
-  tasks: number
-  audit_events: number
-  revocation_events: number
-}
-function counts(b: TestBroker): Counts {
-  return { tokens: b.count('tokens'), tasks: b.count('tasks'), audit_events: b.count('audit_events'), revocation_events: b.count('revocation_events') }
-}
 
 describe('POST /token rejection matrix', () => {
   it('the matrix has no duplicate row names', () => {

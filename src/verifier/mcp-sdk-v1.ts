@@ -1,7 +1,7 @@
 import { InsufficientScopeError, InvalidRequestError, InvalidTokenError } from '@modelcontextprotocol/sdk/server/auth/errors.js'
 import type { OAuthTokenVerifier } from '@modelcontextprotocol/sdk/server/auth/provider.js'
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js'
-import { VerifierError } from './errors.js'
+import { bearerOnlyVerify } from './sdk-adapter.js'
 import type { TaskTokenVerifier } from './verifier.js'
 
 /**
@@ -14,27 +14,11 @@ import type { TaskTokenVerifier } from './verifier.js'
  * token is refused (RFC 9449 §7.2); for DPoP use `createNodeMiddleware` instead.
  */
 export function toMcpSdkV1Verifier(verifier: TaskTokenVerifier): OAuthTokenVerifier {
-  if (verifier.dpop === 'required') {
-    throw new TypeError('"dpop" is \'required\' but the MCP SDK v1 requireBearerAuth accepts only Bearer tokens; use createNodeMiddleware(verifier) instead')
-  }
   return {
-    async verifyAccessToken(token: string): Promise<AuthInfo> {
-      try {
-        return await verifier.verifyAccessToken(token)
-      } catch (e) {
-        if (e instanceof VerifierError) {
-          switch (e.code) {
-            case 'insufficient_scope':
-              throw new InsufficientScopeError(e.description)
-            case 'invalid_request':
-              throw new InvalidRequestError(e.description)
-            case 'invalid_token':
-            case 'invalid_dpop_proof':
-              throw new InvalidTokenError(e.description)
-          }
-        }
-        throw new InvalidTokenError('token could not be verified')
-      }
-    },
+    verifyAccessToken: bearerOnlyVerify<AuthInfo>(verifier, 'MCP SDK v1', 'createNodeMiddleware', {
+      invalidToken: (d) => new InvalidTokenError(d),
+      insufficientScope: (d) => new InsufficientScopeError(d),
+      invalidRequest: (d) => new InvalidRequestError(d),
+    }),
   }
 }

@@ -1,5 +1,5 @@
 import { OAuthError, OAuthErrorCode, type AuthInfo, type OAuthTokenVerifier } from '@modelcontextprotocol/server'
-import { VerifierError } from './errors.js'
+import { bearerOnlyVerify } from './sdk-adapter.js'
 import type { TaskTokenVerifier } from './verifier.js'
 
 /**
@@ -10,27 +10,11 @@ import type { TaskTokenVerifier } from './verifier.js'
  * (RFC 9449 §7.2); for DPoP use `createFetchGate` instead.
  */
 export function toMcpSdkV2Verifier(verifier: TaskTokenVerifier): OAuthTokenVerifier {
-  if (verifier.dpop === 'required') {
-    throw new TypeError('"dpop" is \'required\' but the MCP SDK v2 requireBearerAuth accepts only Bearer tokens; use createFetchGate(verifier) instead')
-  }
   return {
-    async verifyAccessToken(token: string): Promise<AuthInfo> {
-      try {
-        return await verifier.verifyAccessToken(token)
-      } catch (e) {
-        if (e instanceof VerifierError) {
-          switch (e.code) {
-            case 'insufficient_scope':
-              throw new OAuthError(OAuthErrorCode.InsufficientScope, e.description)
-            case 'invalid_request':
-              throw new OAuthError(OAuthErrorCode.InvalidRequest, e.description)
-            case 'invalid_token':
-            case 'invalid_dpop_proof':
-              throw new OAuthError(OAuthErrorCode.InvalidToken, e.description)
-          }
-        }
-        throw new OAuthError(OAuthErrorCode.InvalidToken, 'token could not be verified')
-      }
-    },
+    verifyAccessToken: bearerOnlyVerify<AuthInfo>(verifier, 'MCP SDK v2', 'createFetchGate', {
+      invalidToken: (d) => new OAuthError(OAuthErrorCode.InvalidToken, d),
+      insufficientScope: (d) => new OAuthError(OAuthErrorCode.InsufficientScope, d),
+      invalidRequest: (d) => new OAuthError(OAuthErrorCode.InvalidRequest, d),
+    }),
   }
 }

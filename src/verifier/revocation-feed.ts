@@ -1,4 +1,5 @@
 import type { Clock } from '../clock.js'
+import type { RevocationEvent } from '../revocations/feed.js'
 
 /**
  * The verifier side of the broker's revocation feed (`GET /revocations`): a deny-set of revoked
@@ -9,17 +10,11 @@ import type { Clock } from '../clock.js'
  * longer than it tolerates.
  */
 
-/** One event as the broker sends it (see src/revocations/feed.ts). */
-export interface FeedEvent {
-  id: string
-  type: 'token_revoked' | 'task_completed' | 'task_revoked' | 'session_revoked' | (string & {})
-  at: number
-  until: number
-  task_id?: string
-  jti?: string
-  sid?: string
-  sub?: string
-}
+/**
+ * One event as the broker sends it: the broker's own wire type, with `type` left open so a
+ * verifier tolerates (and ignores) event types a newer broker may add.
+ */
+export type FeedEvent = Omit<RevocationEvent, 'type'> & { type: RevocationEvent['type'] | (string & {}) }
 
 export interface FeedClientOptions {
   feedUrl: string
