@@ -25,7 +25,7 @@ import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { availableParallelism, cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { freePort, killAllServers, REPO_ROOT, startServer, type ServerProcess } from './lib/child.js'
+import { freePort, installWatchdog, killAllServers, REPO_ROOT, startServer, type ServerProcess } from './lib/child.js'
 import { exchangeForm, form, generateBenchKeys, generateDpopKey, mintActorToken, mintDpopProof, mintDpopProofs, mintSubjectToken, publicKeys, RESOURCE, SCOPE, TokenPool, USER_ISSUER, type BenchKeys } from './lib/fixtures.js'
 import { runLoad, type LoadResult } from './lib/load.js'
 import { mergeResults } from './lib/results.js'
@@ -84,19 +84,7 @@ const VERIFIER_TIMEOUT_SECONDS = 240
 
 /** Safety net: the run stops by itself (and kills its servers) whatever happens. */
 const watchdogSeconds = (runHttp ? 7 * (duration + warmup + 45) + 90 : 0) + (runVerifier ? VERIFIER_TIMEOUT_SECONDS + 30 : 0)
-const watchdog = setTimeout(() => {
-  process.stderr.write(`bench: watchdog — still running after ${watchdogSeconds} s, stopping\n`)
-  killAllServers()
-  process.exit(1)
-}, watchdogSeconds * 1000)
-watchdog.unref()
-process.on('exit', killAllServers)
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    killAllServers()
-    process.exit(130)
-  })
-}
+const watchdog = installWatchdog('bench', watchdogSeconds)
 
 const log = (msg: string) => process.stdout.write(`${msg}\n`)
 

@@ -28,7 +28,7 @@ import { availableParallelism, cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { decodeProtectedHeader, importJWK, jwtVerify, type JWK } from 'jose'
 import { createTaskTokenVerifier, VerifierError, type TaskTokenVerifier, type TaskTokenVerifierOptions } from 'taskpass/verifier'
-import { freePort, killAllServers, startServer, type ServerProcess } from './lib/child.js'
+import { freePort, installWatchdog, killAllServers, startServer, type ServerProcess } from './lib/child.js'
 import { exchangeForm, generateBenchKeys, mintActorToken, mintSubjectToken, publicKeys, RESOURCE, RESOURCE_CLIENT_ID, RESOURCE_SECRET, SCOPE } from './lib/fixtures.js'
 import { mergeResults } from './lib/results.js'
 import type { TaskpassServerConfig } from './servers/taskpass.js'
@@ -51,19 +51,7 @@ const WARMUP_MS = 300
 const REVOKED = 'token has been revoked'
 
 const watchdogSeconds = 60 + TASKS * ((BOUND_MS + 2000) / 1000) + 10 * (SECONDS + 1) + DISTINCT / 100
-const watchdog = setTimeout(() => {
-  process.stderr.write(`bench/verifier: watchdog — still running after ${Math.round(watchdogSeconds)} s, stopping\n`)
-  killAllServers()
-  process.exit(1)
-}, watchdogSeconds * 1000)
-watchdog.unref()
-process.on('exit', killAllServers)
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    killAllServers()
-    process.exit(130)
-  })
-}
+const watchdog = installWatchdog('bench/verifier', watchdogSeconds)
 
 const log = (msg: string) => process.stdout.write(`${msg}\n`)
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))

@@ -19,7 +19,7 @@ import type { ConfigInput } from '../src/config.js'
 import { ConfigError, parseConfig } from '../src/config.js'
 import { claimValue, compileRule, globToRegExp } from '../src/exchange/attestation/claim-rules.js'
 import { parseSpiffeId } from '../src/exchange/attestation/spiffe-id.js'
-import { counts, createTestBroker, NOTES, testConfig, testKeys, TRUST_DOMAIN, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
+import { assertRefusedAndAudited, counts, createTestBroker, NOTES, testConfig, testKeys, TRUST_DOMAIN, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
 
 type Params = Record<string, string | string[] | undefined>
 type Claims = Record<string, unknown>
@@ -219,15 +219,7 @@ async function expectRefused(b: TestBroker, params: Params, reason: RegExp, erro
   const body = JSON.parse(text) as Record<string, string>
   assert.equal(body.error, error)
   assert.equal(res.headers.get('cache-control'), 'no-store')
-  const after = counts(b)
-  assert.equal(after.tokens, before.tokens, 'no token row')
-  assert.equal(after.tasks, before.tasks, 'no task row')
-  assert.equal(after.revocation_events, before.revocation_events)
-  assert.equal(after.audit_events, before.audit_events + 1, 'one audit row')
-  const audit = b.lastAudit()!
-  assert.equal(audit.decision, 'deny')
-  assert.equal(audit.error, error)
-  assert.match(String(audit.reason), reason)
+  assertRefusedAndAudited(b, before, { error, reason })
   return body
 }
 

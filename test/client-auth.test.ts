@@ -12,7 +12,7 @@ import { decodeJwt, exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } f
 import * as oauth from 'oauth4webapi'
 import type { ConfigInput } from '../src/config.js'
 import { ConfigError, parseConfig } from '../src/config.js'
-import { counts, createTestBroker, JWT_TYPE, NOTES, NOTES_SECRET, spiffeId, startTestServer, testConfig, testKeys, TOKEN_EXCHANGE, TRUST_DOMAIN, withBroker, type TestBroker } from './harness.js'
+import { assertRefusedAndAudited, counts, createTestBroker, JWT_TYPE, NOTES, NOTES_SECRET, spiffeId, startTestServer, testConfig, testKeys, TOKEN_EXCHANGE, TRUST_DOMAIN, withBroker, type TestBroker } from './harness.js'
 
 const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'
 const JWT_SPIFFE = 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe'
@@ -91,16 +91,7 @@ async function expectRefusedExchange(b: TestBroker, params: Params, reason: RegE
   assert.equal(body.error_description, 'client authentication failed')
   assert.equal(res.headers.get('www-authenticate'), null)
   assert.equal(res.headers.get('cache-control'), 'no-store')
-  const after = counts(b)
-  assert.equal(after.tokens, before.tokens, 'no token row')
-  assert.equal(after.tasks, before.tasks, 'no task row')
-  assert.equal(after.revocation_events, before.revocation_events)
-  assert.equal(after.audit_events, before.audit_events + 1, 'one audit row')
-  const audit = b.lastAudit()!
-  assert.equal(audit.action, 'token.exchange')
-  assert.equal(audit.decision, 'deny')
-  assert.equal(audit.error, 'invalid_client')
-  assert.match(String(audit.reason), reason)
+  assertRefusedAndAudited(b, before, { error: 'invalid_client', reason })
 }
 
 async function expectIssued(b: TestBroker, params: Params): Promise<{ access_token: string; task_id: string }> {

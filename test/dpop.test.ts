@@ -15,7 +15,7 @@ import * as oauth from 'oauth4webapi'
 import * as client from 'openid-client'
 import { parseConfig, type ConfigInput } from '../src/config.js'
 import { accessTokenHash } from '../src/dpop/proof.js'
-import { counts, createTestBroker, exchangeParams, form, JWT_TYPE, NOTES, NOTES_SECRET, startTestServer, T0, testConfig, testKeys, TOKEN_EXCHANGE, withBroker, type TestBroker } from './harness.js'
+import { assertRefusedAndAudited, counts, createTestBroker, exchangeParams, form, JWT_TYPE, NOTES, NOTES_SECRET, startTestServer, T0, testConfig, testKeys, TOKEN_EXCHANGE, withBroker, type TestBroker } from './harness.js'
 
 type Params = Record<string, string | string[] | undefined>
 type Server = TestBroker & { url: string; stop(): Promise<void> }
@@ -457,18 +457,9 @@ describe('DPoP rejection matrix (in-process)', () => {
         if (r.error === 'use_dpop_nonce') assert.ok(nonce !== null && NQCHAR.test(nonce), `one DPoP-Nonce (1*NQCHAR): ${nonce}`)
         else assert.equal(nonce, null)
 
-        const after = counts(b)
-        assert.equal(after.tokens, before.tokens, 'no token row')
-        assert.equal(after.tasks, before.tasks, 'no task row')
-        assert.equal(after.revocation_events, before.revocation_events, 'no revocation event')
-        assert.equal(after.audit_events, before.audit_events + 1, 'one audit row')
-        const audit = b.lastAudit()!
-        assert.equal(audit.action, r.target === 'tasks' ? 'task.open' : 'token.exchange')
-        assert.equal(audit.decision, 'deny')
-        assert.equal(audit.error, r.error)
+        const audit = assertRefusedAndAudited(b, before, { error: r.error, reason: r.reason, action: r.target === 'tasks' ? 'task.open' : 'token.exchange' })
         assert.equal(audit.user_sub, 'alice')
         assert.equal(audit.workload_id, 'agent-a')
-        assert.match(String(audit.reason), r.reason)
       }),
     )
 

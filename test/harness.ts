@@ -3,6 +3,7 @@
  * real keys minted here, a fixed clock), driven over HTTP through `app.request()` or a real
  * 127.0.0.1 port. No module of ours is mocked.
  */
+import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
@@ -185,6 +186,25 @@ export interface Counts {
 
 export function counts(b: TestBroker): Counts {
   return { tokens: b.count('tokens'), tasks: b.count('tasks'), audit_events: b.count('audit_events'), revocation_events: b.count('revocation_events') }
+}
+
+/**
+ * What every refused request must leave behind: no token, task or revocation row, and exactly
+ * one audit row — a deny by `action` with this `error` whose private reason matches `reason`
+ * (so a row cannot pass because some other check happened to fire). Returns that audit row.
+ */
+export function assertRefusedAndAudited(b: TestBroker, before: Counts, expect: { error: string; reason: RegExp; action?: string }): Record<string, unknown> {
+  const after = counts(b)
+  assert.equal(after.tokens, before.tokens, 'no token row')
+  assert.equal(after.tasks, before.tasks, 'no task row')
+  assert.equal(after.revocation_events, before.revocation_events, 'no revocation event')
+  assert.equal(after.audit_events, before.audit_events + 1, 'one audit row')
+  const audit = b.lastAudit()!
+  assert.equal(audit.action, expect.action ?? 'token.exchange')
+  assert.equal(audit.decision, 'deny')
+  assert.equal(audit.error, expect.error)
+  assert.match(String(audit.reason), expect.reason)
+  return audit
 }
 
 /** Runs `fn` on a fresh broker (options, or just a config transform) and closes it. */

@@ -110,3 +110,24 @@ export function startServer(name: string, script: string, config: unknown, timeo
     })
   })
 }
+
+/**
+ * The safety net of every benchmark entry point: the run stops by itself after `seconds`
+ * (killing its servers) and on SIGINT/SIGTERM, and no server outlives it.
+ */
+export function installWatchdog(label: string, seconds: number): NodeJS.Timeout {
+  const watchdog = setTimeout(() => {
+    process.stderr.write(`${label}: watchdog — still running after ${Math.round(seconds)} s, stopping\n`)
+    killAllServers()
+    process.exit(1)
+  }, seconds * 1000)
+  watchdog.unref()
+  process.on('exit', killAllServers)
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(signal, () => {
+      killAllServers()
+      process.exit(130)
+    })
+  }
+  return watchdog
+}
