@@ -224,7 +224,7 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
   }
   // Sign outside the (synchronous) transaction; then one write of task (if implicit), token and audit
   // row, group-committed with the other exchanges of this event-loop turn before we answer.
-  const accessToken = await signTaskToken(deps.keys, claims)
+  const { token: accessToken, kid } = await signTaskToken(deps.keys, claims)
   await deps.stores.batched(() => {
     // The task may have ended (completed, revoked, its session revoked) while we verified and
     // signed: re-check inside the write transaction, which ending a task serialises with, so no
@@ -237,7 +237,7 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
       const state = current ? taskState(current, now) : 'revoked'
       if (state !== 'active') throw invalidGrant(`task is ${state}`, `task ${task.id} became ${state} during the exchange`)
     }
-    deps.stores.tokens.insert({ jti, taskId: task.id, sub: claims.sub, workloadId: claims.client_id, aud: claims.aud, scope: claims.scope, iat: now, exp: claims.exp, status: 'active', revokedAt: null, cnfJkt: proof?.jkt ?? null })
+    deps.stores.tokens.insert({ jti, taskId: task.id, sub: claims.sub, workloadId: claims.client_id, aud: claims.aud, scope: claims.scope, iat: now, exp: claims.exp, status: 'active', revokedAt: null, cnfJkt: proof?.jkt ?? null, kid })
     deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${decision.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}`, userSub: subject.user, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri })
   })
   return { access_token: accessToken, issued_token_type: ACCESS_TOKEN_TYPE, token_type: proof ? 'DPoP' : 'Bearer', expires_in: ttl, scope: claims.scope, task_id: task.id }

@@ -15,6 +15,17 @@ export interface RevocationEvent {
   jti?: string
   sid?: string
   sub?: string
+  /** RFC 9493 §3.2.5 `iss_sub`: the user as the pair (subject issuer, subject at that issuer). */
+  sub_id?: SubjectId
+  /** For `key_revoked`: the broker signing key that must no longer be trusted. */
+  kid?: string
+}
+
+/** RFC 9493 §3.2.5 Issuer and Subject Identifier: how tokens and events name a user unambiguously. */
+export interface SubjectId {
+  format: 'iss_sub'
+  iss: string
+  sub: string
 }
 
 export function toRevocationEvent(row: RevocationEventRow): RevocationEvent {
@@ -27,6 +38,8 @@ export function toRevocationEvent(row: RevocationEventRow): RevocationEvent {
     ...(row.jti ? { jti: row.jti } : {}),
     ...(row.sid ? { sid: row.sid } : {}),
     ...(row.sub ? { sub: row.sub } : {}),
+    ...(row.sub && row.subjectIssuer ? { sub_id: { format: 'iss_sub', iss: row.subjectIssuer, sub: row.sub } as const } : {}),
+    ...(row.kid ? { kid: row.kid } : {}),
   }
 }
 

@@ -21,7 +21,7 @@ export const tasks = sqliteTable(
     endedAt: integer('ended_at'),
     endReason: text('end_reason'),
   },
-  (t) => [index('tasks_user_idx').on(t.userSub, t.createdAt), index('tasks_workload_idx').on(t.workloadId)],
+  (t) => [index('tasks_user_idx').on(t.userSub, t.createdAt), index('tasks_workload_idx').on(t.workloadId), index('tasks_expires_idx').on(t.expiresAt)],
 )
 
 /** Every token issued: the record that makes revocation and introspection possible. */
@@ -39,6 +39,8 @@ export const tokens = sqliteTable(
     status: text('status', { enum: ['active', 'revoked'] }).notNull(),
     revokedAt: integer('revoked_at'),
     cnfJkt: text('cnf_jkt'),
+    /** The signing key's `kid`: revoking a compromised key revokes every token it signed. */
+    kid: text('kid'),
   },
   (t) => [index('tokens_task_idx').on(t.taskId), index('tokens_exp_idx').on(t.exp)],
 )
@@ -82,12 +84,15 @@ export const revocationEvents = sqliteTable(
   {
     id: integer('id').primaryKey({ autoIncrement: true }),
     at: integer('at').notNull(),
-    kind: text('kind', { enum: ['token_revoked', 'task_completed', 'task_revoked', 'session_revoked'] }).notNull(),
+    kind: text('kind', { enum: ['token_revoked', 'task_completed', 'task_revoked', 'session_revoked', 'key_revoked'] }).notNull(),
     taskId: text('task_id'),
     jti: text('jti'),
-    /** For `session_revoked`: the session id and user of the tokens it ends. */
+    /** The session id and user of the tokens the event ends; a user is the pair (subject issuer, sub). */
     sid: text('sid'),
     sub: text('sub'),
+    subjectIssuer: text('subject_issuer'),
+    /** For `key_revoked`: the signing key verifiers must stop trusting at once. */
+    kid: text('kid'),
     /** Space-separated resource URIs the affected tokens are for: the feed shows an event only to them. */
     audiences: text('audiences').notNull().default(''),
     /** Until when the event matters: after the last affected token expires it can be pruned. */
@@ -108,3 +113,9 @@ export const revokedSessions = sqliteTable(
   },
   (t) => [primaryKey({ columns: [t.subjectIssuer, t.sid] })],
 )
+
+/** Broker-wide facts kept with the data, e.g. the revocation feed's epoch. */
+export const brokerMeta = sqliteTable('broker_meta', {
+  name: text('name').primaryKey(),
+  value: text('value').notNull(),
+})

@@ -6,7 +6,7 @@ export type TaskRow = typeof tasks.$inferSelect
 export type TokenRow = typeof tokens.$inferSelect
 export type AuditRow = typeof auditEvents.$inferInsert
 export type RevocationEventRow = typeof revocationEvents.$inferSelect
-export type NewRevocationEvent = Pick<RevocationEventRow, 'at' | 'kind' | 'relevantUntil'> & Partial<Pick<RevocationEventRow, 'taskId' | 'jti' | 'sid' | 'sub'>> & {
+export type NewRevocationEvent = Pick<RevocationEventRow, 'at' | 'kind' | 'relevantUntil'> & Partial<Pick<RevocationEventRow, 'taskId' | 'jti' | 'sid' | 'sub' | 'subjectIssuer' | 'kid'>> & {
   /** The resource URIs of the affected tokens (the task's resources, or the token's `aud`). */
   audiences: readonly string[]
 }
@@ -105,7 +105,7 @@ export function createStores(database: Database_): Stores {
   const getToken = db.select().from(tokens).where(eq(tokens.jti, p('jti'))).prepare()
   const insertToken = db.insert(tokens).values({
     jti: p('jti'), taskId: p('taskId'), sub: p('sub'), workloadId: p('workloadId'), aud: p('aud'), scope: p('scope'),
-    iat: p('iat'), exp: p('exp'), status: p('status'), revokedAt: p('revokedAt'), cnfJkt: p('cnfJkt'),
+    iat: p('iat'), exp: p('exp'), status: p('status'), revokedAt: p('revokedAt'), cnfJkt: p('cnfJkt'), kid: p('kid'),
   }).prepare()
   const revokeToken = db.update(tokens).set({ status: 'revoked', revokedAt: sql`${p('at')}` }).where(and(eq(tokens.jti, p('jti')), eq(tokens.status, 'active'))).prepare()
   const revokeTaskTokens = db.update(tokens).set({ status: 'revoked', revokedAt: sql`${p('at')}` }).where(and(eq(tokens.taskId, p('taskId')), eq(tokens.status, 'active'))).prepare()
@@ -120,7 +120,7 @@ export function createStores(database: Database_): Stores {
 
   const insertRevocation = db
     .insert(revocationEvents)
-    .values({ at: p('at'), kind: p('kind'), taskId: p('taskId'), jti: p('jti'), sid: p('sid'), sub: p('sub'), relevantUntil: p('relevantUntil'), audiences: p('audiences') })
+    .values({ at: p('at'), kind: p('kind'), taskId: p('taskId'), jti: p('jti'), sid: p('sid'), sub: p('sub'), subjectIssuer: p('subjectIssuer'), kid: p('kid'), relevantUntil: p('relevantUntil'), audiences: p('audiences') })
     .prepare()
   // URIs contain no spaces (RFC 3986), so a space-delimited list can be matched as a whole word.
   const listRevocations = db
@@ -233,7 +233,7 @@ export function createStores(database: Database_): Stores {
     },
     revocations: {
       insert: (row) => {
-        insertRevocation.run({ taskId: null, jti: null, sid: null, sub: null, ...row, audiences: row.audiences.join(' ') })
+        insertRevocation.run({ taskId: null, jti: null, sid: null, sub: null, subjectIssuer: null, kid: null, ...row, audiences: row.audiences.join(' ') })
         scheduleNotify()
       },
       list: (afterId, limit, audience) => listRevocations.all({ afterId, limit, audience }),

@@ -216,7 +216,7 @@ export function endTask(deps: TaskDeps, id: string, how: 'completed' | 'revoked'
     if (!deps.stores.tasks.end(id, how, now, reason)) return undefined
     const n = deps.stores.tokens.revokeByTask(id, now)
     const relevantUntil = Math.max(now, deps.stores.tokens.maxExpOfTask(id) ?? now)
-    deps.stores.revocations.insert({ at: now, kind: how === 'completed' ? 'task_completed' : 'task_revoked', taskId: id, sid: row.sid, sub: row.userSub, relevantUntil, audiences: taskResources(row).map((r) => r.resource) })
+    deps.stores.revocations.insert({ at: now, kind: how === 'completed' ? 'task_completed' : 'task_revoked', taskId: id, sid: row.sid, sub: row.userSub, subjectIssuer: row.subjectIssuer, relevantUntil, audiences: taskResources(row).map((r) => r.resource) })
     deps.stores.audit.insert({ at: now, action: `task.${how === 'completed' ? 'complete' : 'revoke'}`, decision: 'allow', reason: `${reason}; ${n} token(s) revoked`, userSub: row.userSub, workloadId: row.workloadId, taskId: id })
     return n
   })

@@ -20,9 +20,9 @@ export function revokeSession(deps: TaskDeps, subjectIssuer: string, sid: string
       tokens += deps.stores.tokens.revokeByTask(task.id, now)
       const until = Math.max(now, deps.stores.tokens.maxExpOfTask(task.id) ?? now)
       relevantUntil = Math.max(relevantUntil, until)
-      deps.stores.revocations.insert({ at: now, kind: 'task_revoked', taskId: task.id, sid, sub: task.userSub, relevantUntil: until, audiences: taskResources(task).map((r) => r.resource) })
+      deps.stores.revocations.insert({ at: now, kind: 'task_revoked', taskId: task.id, sid, sub: task.userSub, subjectIssuer, relevantUntil: until, audiences: taskResources(task).map((r) => r.resource) })
     }
-    deps.stores.revocations.insert({ at: now, kind: 'session_revoked', sid, sub: tasks[0]?.userSub ?? null, relevantUntil, audiences: [...new Set(tasks.flatMap((t) => taskResources(t).map((r) => r.resource)))] })
+    deps.stores.revocations.insert({ at: now, kind: 'session_revoked', sid, sub: tasks[0]?.userSub ?? null, subjectIssuer, relevantUntil, audiences: [...new Set(tasks.flatMap((t) => taskResources(t).map((r) => r.resource)))] })
     deps.stores.audit.insert({ at: now, action: 'session.revoke', decision: 'allow', reason: `session ${sid} of ${subjectIssuer} revoked by ${by}; ${tasks.length} task(s), ${tokens} token(s)`, userSub: tasks[0]?.userSub ?? null })
     return { tasks_revoked: tasks.map((t) => t.id), tokens_revoked: tokens }
   })

@@ -21,8 +21,11 @@ export interface TaskTokenClaims {
   cnf?: { jkt: string }
 }
 
-/** Signs a task token with the current key. Times are explicit: jose never reads the clock here. */
-export async function signTaskToken(keys: KeySet, claims: TaskTokenClaims): Promise<string> {
+/**
+ * Signs a task token with the current key and says which key signed it (stored with the token, so
+ * revoking a compromised key revokes its tokens). Times are explicit: jose never reads the clock here.
+ */
+export async function signTaskToken(keys: KeySet, claims: TaskTokenClaims): Promise<{ token: string; kid: string }> {
   const { kid, alg, privateKey } = keys.current()
-  return new SignJWT({ ...claims }).setProtectedHeader({ alg, kid, typ: ACCESS_TOKEN_TYP }).sign(privateKey)
+  return { token: await new SignJWT({ ...claims }).setProtectedHeader({ alg, kid, typ: ACCESS_TOKEN_TYP }).sign(privateKey), kid }
 }
