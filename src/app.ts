@@ -3,7 +3,6 @@ import { HTTPException } from 'hono/http-exception'
 import type { Deps } from './broker.js'
 import { notFound, OAuthError } from './errors.js'
 import { bodyLimit } from './http/middleware.js'
-import { createMetrics } from './http/metrics.js'
 import { createLimiter, rateLimitByIp } from './http/rate-limit.js'
 import { adminRoutes } from './routes/admin.js'
 import { healthRoutes } from './routes/health.js'
@@ -15,7 +14,7 @@ import { wellKnownRoutes } from './routes/well-known.js'
 
 /** createApp(deps): mounts the route modules; one body limit, one error handler. */
 export function createApp(deps: Deps) {
-  const metrics = createMetrics()
+  const { metrics } = deps
   const app = new Hono()
   app.use(metrics.middleware())
   if (deps.config.rateLimits.perIp) app.use(rateLimitByIp(createLimiter(deps.config.rateLimits.perIp, deps.clock)))

@@ -9,6 +9,7 @@ import { createSubjectTokenVerifier, type SubjectTokenVerifier } from './exchang
 import { createClientAuthenticator, type ClientAuthenticator, type Hasher } from './http/client-auth.js'
 import { openKeySet, type KeySet, type KeyStoreOptions } from './keys/keyset.js'
 import { createReplayCache } from './lib/replay-cache.js'
+import { createMetrics, type Metrics } from './http/metrics.js'
 import { createLimiter, type Limiter } from './http/rate-limit.js'
 import type { Logger } from './logger.js'
 import { revokeTasksOfDisabledWorkloads } from './tasks/lifecycle.js'
@@ -37,6 +38,8 @@ export interface Deps {
   /** DPoP (RFC 9449) at /token and POST /tasks: holds the proof `jti` replay cache and the nonce key. */
   dpop: DpopChecker
   workloadLimiter: Limiter | undefined
+  /** Prometheus metrics (prom-client), one registry per broker. */
+  metrics: Metrics
 }
 
 /** argon2id (the library default algorithm; left unset on purpose, see README). */
@@ -104,6 +107,7 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     ownTokens: createOwnTokenVerifier({ keys, issuer: config.issuer, clock }),
     clients: createClientAuthenticator({ resources: config.resources, hasher, actorTokens, clientAssertions, clock }),
     clientAssertions,
+    metrics: createMetrics(),
     workloadLimiter: config.rateLimits.perWorkload ? createLimiter(config.rateLimits.perWorkload, clock) : undefined,
     dpop: createDpopChecker({
       clock,

@@ -207,6 +207,7 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
   const claims: TaskTokenClaims = {
     iss: deps.config.issuer,
     sub: subject.user,
+    sub_id: { format: 'iss_sub', iss: subject.issuer, sub: subject.user },
     aud: resource.uri,
     client_id: actor.workload.id,
     act: actor.act ? { sub: actor.workload.id, act: actor.act } : { sub: actor.workload.id },

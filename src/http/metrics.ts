@@ -1,26 +1,43 @@
 import type { MiddlewareHandler } from 'hono'
 import { routePath } from 'hono/route'
+import { Counter, Registry } from 'prom-client'
 
-/** Request counters by route and status, rendered in the Prometheus text format. */
+/**
+ * The broker's Prometheus metrics (prom-client), one registry per broker so tests never share
+ * counters. Route modules and domain code count through the named metrics here.
+ */
 export interface Metrics {
+  readonly registry: Registry
+  /** HTTP requests by method, route pattern and status. */
+  readonly httpRequests: Counter<'method' | 'route' | 'status'>
+  /**
+   * Requests refused before the caller was authenticated: counted here instead of being stored
+   * as audit rows, so an unauthenticated sender cannot grow the database.
+   */
+  readonly unauthenticatedRefusals: Counter<'endpoint' | 'error'>
   middleware(): MiddlewareHandler
-  render(): string
+  render(): Promise<string>
 }
 
 export function createMetrics(): Metrics {
-  const counts = new Map<string, number>()
+  const registry = new Registry()
+  const httpRequests = new Counter({ name: 'taskpass_http_requests_total', help: 'HTTP requests by route and status.', labelNames: ['method', 'route', 'status'] as const, registers: [registry] })
+  const unauthenticatedRefusals = new Counter({
+    name: 'taskpass_unauthenticated_refusals_total',
+    help: 'Requests refused before the caller was authenticated (not written to the audit log).',
+    labelNames: ['endpoint', 'error'] as const,
+    registers: [registry],
+  })
   return {
+    registry,
+    httpRequests,
+    unauthenticatedRefusals,
     middleware() {
       return async function metrics(c, next) {
         await next()
-        const key = `method="${c.req.method}",route="${routePath(c)}",status="${c.res.status}"`
-        counts.set(key, (counts.get(key) ?? 0) + 1)
+        httpRequests.inc({ method: c.req.method, route: routePath(c), status: String(c.res.status) })
       }
     },
-    render() {
-      const lines = ['# HELP taskpass_http_requests_total HTTP requests by route and status.', '# TYPE taskpass_http_requests_total counter']
-      for (const [k, v] of counts) lines.push(`taskpass_http_requests_total{${k}} ${v}`)
-      return lines.join('\n') + '\n'
-    },
+    render: () => registry.metrics(),
   }
 }

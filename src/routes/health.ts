@@ -14,5 +14,5 @@ export function healthRoutes(deps: Deps, metrics: Metrics) {
         return c.json({ status: 'unavailable' }, 503)
       }
     })
-    .get('/metrics', (c) => c.text(metrics.render(), 200, { 'Content-Type': 'text/plain; version=0.0.4' }))
+    .get('/metrics', async (c) => c.text(await metrics.render(), 200, { 'Content-Type': metrics.registry.contentType }))
 }

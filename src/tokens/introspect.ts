@@ -26,6 +26,7 @@ export async function introspectToken(
     active: true,
     iss: claims.iss,
     sub: claims.sub,
+    sub_id: claims.sub_id,
     aud: claims.aud,
     client_id: claims.client_id,
     scope: claims.scope,

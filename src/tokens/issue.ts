@@ -1,5 +1,6 @@
 import { SignJWT } from 'jose'
 import type { KeySet } from '../keys/keyset.js'
+import type { SubjectId } from '../revocations/feed.js'
 
 /** RFC 9068 §2.1 media type of a JWT access token, as the `typ` header. */
 export const ACCESS_TOKEN_TYP = 'at+jwt'
@@ -7,7 +8,10 @@ export const ACCESS_TOKEN_TYP = 'at+jwt'
 /** Claims of a task token (RFC 9068 §2.2 + RFC 8693 §4 + `task_id`). */
 export interface TaskTokenClaims {
   iss: string
+  /** The user, unique in this broker's context (RFC 7519 §4.1.2): see `userSubject` in src/exchange/subject-token.ts. */
   sub: string
+  /** RFC 9493 §3.2.5: the user as the pair (subject issuer, subject at that issuer). */
+  sub_id: SubjectId
   aud: string
   client_id: string
   act: Record<string, unknown>
