@@ -12,7 +12,7 @@ import { createReplayCache } from './lib/replay-cache.js'
 import { createMetrics, type Metrics } from './http/metrics.js'
 import { createLimiter, type Limiter } from './http/rate-limit.js'
 import type { Logger } from './logger.js'
-import { revokeTasksOfDisabledWorkloads } from './tasks/lifecycle.js'
+import { revokeTasksOfRetiredWorkloads } from './tasks/lifecycle.js'
 import { createConfigPolicy, type Policy } from './policy/decide.js'
 import { openDatabase, type Database_ } from './store/db.js'
 import { createStores, type Stores } from './store/stores.js'
@@ -90,8 +90,8 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     remoteJwks: config.remoteJwks,
   })
   const policy = createConfigPolicy()
-  const revoked = revokeTasksOfDisabledWorkloads({ config, stores, clock, policy }, config.workloads)
-  if (revoked.length > 0) logger.warn('revoked the open tasks of disabled workloads', { tasks: revoked.length })
+  const revoked = revokeTasksOfRetiredWorkloads({ config, stores, clock, policy }, config.workloads)
+  if (revoked.length > 0) logger.warn('revoked the open tasks of disabled or removed workloads', { tasks: revoked.length })
   return {
     config,
     clock,

@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs'
 import { z } from 'zod'
 import { DPOP_ALGORITHMS } from './dpop/proof.js'
+import { parseSpiffeId } from './exchange/attestation/spiffe-id.js'
+import { normalizeTyp } from './lib/jwt.js'
 
 /**
  * The broker's configuration: one JSON file plus `TASKPASS_*` environment overrides,
@@ -43,6 +45,12 @@ const oneKeySource = [
   { message: 'exactly one of jwks, jwksFile, jwksUri', when: () => true },
 ] as const
 
+/** A JWS `typ` value (RFC 7515 §4.1.9: a media type, `application/` optional, compared case-insensitively). */
+const typValue = z.string().regex(/^[A-Za-z0-9!#$&^_.+-]{1,64}(\/[A-Za-z0-9!#$&^_.+-]{1,64})?$/, 'a media type such as JWT or at+jwt')
+
+/** `<name>:`, one colon at the end: users of different issuers can never share a `sub` (see {@link brokerSubject}). */
+const subjectPrefix = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}:$/, 'letters, digits, . _ - ending in one ":" (e.g. "partner:")')
+
 const subjectIssuer = z
   .object({
     issuer: z.string().min(1),
@@ -53,6 +61,17 @@ const subjectIssuer = z
     userClaim: z.string().default('sub'),
     /** Claim naming the session; when present, tasks are bound to it. */
     sessionClaim: z.string().default('sid'),
+    /**
+     * Prefix of this issuer's users in the tokens' `sub`, so a `sub` is unique in the broker's
+     * context (RFC 7519 §4.1.2). Required, and distinct, when there is more than one subject issuer.
+     */
+    subjectPrefix: subjectPrefix.optional(),
+    /** Header `typ` values accepted (RFC 8725 §3.11 explicit typing); a token of another type is refused. */
+    typ: z.array(typValue).min(1).default(['JWT', 'at+jwt']),
+    /** Whether a token without a `typ` header is accepted (many IdPs omit it on ID tokens). */
+    allowMissingTyp: z.boolean().default(true),
+    /** Longest accepted session-token lifetime, `exp − iat` (or `exp − now` without `iat`), seconds. */
+    maxTokenLifetime: seconds.default(86_400),
     ...keySource,
   })
   .refine(...oneKeySource)
@@ -66,6 +85,12 @@ const workloadIssuerCommon = {
   audience: z.string().min(1).optional(),
   /** Longest accepted `exp − iat`, seconds; defaults to `maxActorTokenLifetime`. */
   maxTokenLifetime: seconds.optional(),
+  /**
+   * Header `typ` values accepted, when set: then a token without `typ` or of another type is
+   * refused. Unset: the kind's own rule (JWT, JOSE or none). Needed to keep an issuer that is also
+   * a subject issuer apart (see the config check below).
+   */
+  typ: z.array(typValue).min(1).optional(),
 }
 
 const workloadIssuer = z.discriminatedUnion('kind', [
@@ -128,8 +153,11 @@ const tokenEndpointAuth = z.enum(['none', 'private_key_jwt'])
 
 const grant = z.object({ resource: absoluteUri, scopes: z.array(scopeToken) })
 
+/** A workload id: a plain name, or a SPIFFE ID (then it appears verbatim as `client_id` and `act.sub`). */
+const workloadId = z.string().refine((s) => /^[A-Za-z0-9._:-]{1,128}$/.test(s) || (s.startsWith('spiffe://') && parseSpiffeId(s).ok), 'letters, digits, . _ : - (1–128), or a SPIFFE ID (spiffe://trust-domain/path)')
+
 const workload = z.object({
-  id: z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'letters, digits, . _ : - (1–128)'),
+  id: workloadId,
   /**
    * How an attestation maps to this workload: the token's issuer (a SPIFFE trust domain
    * as `spiffe://<td>`, or the `iss` of an oidc/kubernetes/github issuer), a rule on its `sub`,
@@ -247,8 +275,38 @@ export const configSchema = z
     workloads: z.array(workload).default([]),
     resources: z.array(resource).default([]),
     admin: z.object({ apiKeyHashes: z.array(z.string().startsWith('$argon2')).default([]) }).prefault({}),
+    /**
+     * How long evidence is kept. Audit rows are pruned once older than `audit`; tasks once `tasks`
+     * has passed since they expired (a task ended early is kept at least as long as one that ran out).
+     * Nothing younger than its retention is ever pruned.
+     */
+    retention: z
+      .object({
+        audit: seconds.min(86_400).default(365 * 86_400),
+        tasks: seconds.min(3600).default(30 * 86_400),
+      })
+      .prefault({}),
   })
   .superRefine((c, ctx) => {
+    // A user is the pair (issuer, subject): with several subject issuers each needs its own prefix.
+    if (c.subjectIssuers.length > 1) {
+      const prefixes = new Set<string>()
+      c.subjectIssuers.forEach((si, i) => {
+        if (si.subjectPrefix === undefined) ctx.addIssue({ code: 'custom', path: ['subjectIssuers', i, 'subjectPrefix'], message: 'required when there is more than one subject issuer' })
+        else if (prefixes.has(si.subjectPrefix)) ctx.addIssue({ code: 'custom', path: ['subjectIssuers', i, 'subjectPrefix'], message: `duplicate subject prefix ${si.subjectPrefix}` })
+        else prefixes.add(si.subjectPrefix)
+      })
+    }
+    // RFC 8725 §3.12: one issuer as both subject and workload issuer is safe only if explicit
+    // types keep a session token from passing as an attestation and the other way round.
+    c.subjectIssuers.forEach((si, i) => {
+      for (const wi of c.workloadIssuers) {
+        if (wi.kind === 'spiffe' || wi.issuer !== si.issuer) continue
+        const subjectTyps = new Set(si.typ.map(normalizeTyp))
+        const overlap = wi.typ === undefined || si.allowMissingTyp || wi.typ.some((t) => subjectTyps.has(normalizeTyp(t)))
+        if (overlap) ctx.addIssue({ code: 'custom', path: ['subjectIssuers', i, 'typ'], message: `${si.issuer} is also a workload issuer: give both disjoint "typ" lists and set allowMissingTyp to false` })
+      }
+    })
     const resources = new Set(c.resources.map((r) => r.uri))
     c.workloads.forEach((w, i) => {
       w.grants.forEach((g, j) => {

@@ -5,6 +5,7 @@ import { systemClock } from './clock.js'
 import { ConfigError } from './config.js'
 import { createJsonLogger } from './logger.js'
 import { loadRuntime } from './runtime.js'
+import { pruneStore } from './store/retention.js'
 
 /** The one impure entry: config → db → migrate → keys → createApp(deps) → serve. */
 async function main() {
@@ -22,13 +23,10 @@ async function main() {
   const { config, kek, dev } = runtime
   const deps = await createBroker({ config, clock: systemClock, logger, kek })
   const app = createApp(deps)
-  // Pick up key rotations made by the CLI (another process) and prune expired token rows.
+  // Pick up key rotations made by the CLI (another process) and prune what retention allows.
   const timer = setInterval(() => {
     deps.keys.reload().catch((e: unknown) => logger.error('key reload failed', { error: String(e) }))
-    const horizon = systemClock.now() - config.clockSkew
-    deps.stores.tokens.pruneExpired(horizon)
-    deps.stores.revocations.pruneBefore(horizon)
-    deps.stores.sessions.pruneBefore(horizon)
+    pruneStore(deps.stores, config, systemClock.now())
   }, 10_000)
   timer.unref()
   const server = serve({ fetch: app.fetch, hostname: config.listen.host, port: config.listen.port }, (info) => {

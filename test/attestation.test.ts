@@ -19,7 +19,7 @@ import type { ConfigInput } from '../src/config.js'
 import { ConfigError, parseConfig } from '../src/config.js'
 import { claimValue, compileRule, globToRegExp } from '../src/exchange/attestation/claim-rules.js'
 import { parseSpiffeId } from '../src/exchange/attestation/spiffe-id.js'
-import { assertRefusedAndAudited, counts, createTestBroker, NOTES, testConfig, testKeys, TRUST_DOMAIN, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
+import { assertRefusedAndAudited, assertRefusedUnauthenticated, counts, createTestBroker, NOTES, testConfig, testKeys, TRUST_DOMAIN, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
 
 type Params = Record<string, string | string[] | undefined>
 type Claims = Record<string, unknown>
@@ -219,7 +219,8 @@ async function expectRefused(b: TestBroker, params: Params, reason: RegExp, erro
   const body = JSON.parse(text) as Record<string, string>
   assert.equal(body.error, error)
   assert.equal(res.headers.get('cache-control'), 'no-store')
-  assertRefusedAndAudited(b, before, { error, reason })
+  // A bad attestation is refused before the caller is known: counted and logged, never stored.
+  await assertRefusedUnauthenticated(b, before, { error, reason })
   return body
 }
 
@@ -600,14 +601,20 @@ describe('remote key sets (local 127.0.0.1 server)', () => {
     const port = await deadPort()
     await withBroker(remoteSpiffe(`http://127.0.0.1:${port}/bundle`), async (b) => {
       const body = await expectRefused(b, { actor_token: await svid(b) }, /^actor_token: fetching http:\/\/127\.0\.0\.1:\d+\/bundle failed/)
-      assert.equal(body.error_description, 'actor_token cannot be verified: issuer keys unavailable')
+      // Until the caller is known, every attestation failure has the same public description.
+      assert.equal(body.error_description, 'actor_token is invalid')
     })
   })
 
   it('unreachable subject issuer JWKS → invalid_request for the subject token; control: the same issuer served', async () => {
     const port = await deadPort()
     await withBroker(remoteUser(`http://127.0.0.1:${port}/jwks`), async (b) => {
-      await expectRefused(b, {}, /^subject_token: fetching .* failed/)
+      // The caller (workload) is authenticated, so this refusal is a decision and is audited.
+      const before = counts(b)
+      const res = await b.exchange({})
+      assert.equal(res.status, 400)
+      assert.equal(((await res.json()) as { error: string }).error, 'invalid_request')
+      assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /^subject_token: fetching .* failed/ })
     })
     ks.routes.set('/user-jwks', json({ keys: [(await testKeys()).user.publicJwk] }))
     await withBroker(remoteUser(`${ks.url}/user-jwks`), async (b) => {

@@ -252,12 +252,16 @@ describe('bad input', () => {
     ]
 
     for (const m of malformed) {
-      it(`${m.name}: as subject_token or actor_token at /token → 400 invalid_request (audited), never 500`, async () => {
+      it(`${m.name}: as subject_token (audited) or actor_token (unauthenticated: nothing stored) at /token → 400 invalid_request, never 500`, async () => {
         for (const param of ['subject_token', 'actor_token'] as const) {
           const valid = param === 'subject_token' ? await b.session() : await b.svid('a')
           const before = snapshot(b)
           const res = await b.exchange({ [param]: m.make(valid) })
           await assertError(res, 400, 'invalid_request')
+          if (param === 'actor_token') {
+            assertUnchanged(b, before, {})
+            continue
+          }
           assertUnchanged(b, before, { audit_events: 1 })
           const audit = b.lastAudit()!
           assert.equal(audit.decision, 'deny')

@@ -12,7 +12,7 @@ import { createApp, type App } from '../src/app.js'
 import { argon2Hasher, createBroker, type Deps } from '../src/broker.js'
 import { createFixedClock, type Clock, type FixedClock } from '../src/clock.js'
 import { parseConfig, type ConfigInput } from '../src/config.js'
-import { silentLogger } from '../src/logger.js'
+import type { Logger } from '../src/logger.js'
 
 export const T0 = 1_800_000_000
 export const ISSUER = 'http://127.0.0.1:8787'
@@ -112,6 +112,8 @@ export interface TestBroker {
   exchange(params?: Record<string, string | string[] | undefined>): Promise<Response>
   count(table: 'tokens' | 'tasks' | 'audit_events' | 'revocation_events'): number
   lastAudit(): Record<string, unknown> | undefined
+  /** What the broker logged, oldest first (the last 200 entries). */
+  logs: LogEntry[]
   close(): void
 }
 
@@ -129,12 +131,28 @@ export function form(body: Record<string, string | string[] | undefined>): strin
   return p.toString()
 }
 
+export interface LogEntry {
+  level: 'info' | 'warn' | 'error'
+  msg: string
+  fields: Record<string, unknown>
+}
+
+/** A logger that keeps what it is told, so tests can read the private reasons of unaudited refusals. */
+export function recordingLogger(into: LogEntry[]): Logger {
+  const log = (level: LogEntry['level']) => (msg: string, fields: Record<string, unknown> = {}) => {
+    into.push({ level, msg, fields })
+    if (into.length > 200) into.shift()
+  }
+  return { info: log('info'), warn: log('warn'), error: log('error') }
+}
+
 export async function createTestBroker(opts: { clock?: Clock & Partial<FixedClock>; issuer?: string; config?: (c: ConfigInput) => ConfigInput } = {}): Promise<TestBroker> {
   const keys = await testKeys()
   const clock = (opts.clock ?? createFixedClock(T0)) as FixedClock
   const input = (opts.config ?? ((c) => c))(testConfig(keys, opts.issuer))
   const config = parseConfig(input)
-  const deps = await createBroker({ config, clock, logger: silentLogger, kek: Buffer.from(config.keys.kek!, 'base64url') })
+  const logs: LogEntry[] = []
+  const deps = await createBroker({ config, clock, logger: recordingLogger(logs), kek: Buffer.from(config.keys.kek!, 'base64url') })
   const app = createApp(deps)
   const issuer = config.issuer
 
@@ -169,6 +187,7 @@ export async function createTestBroker(opts: { clock?: Clock & Partial<FixedCloc
     lastAudit() {
       return deps.database.sqlite.prepare('select * from audit_events order by id desc limit 1').get() as Record<string, unknown> | undefined
     },
+    logs,
     close() {
       deps.database.close()
     },
@@ -205,6 +224,23 @@ export function assertRefusedAndAudited(b: TestBroker, before: Counts, expect: {
   assert.equal(audit.error, expect.error)
   assert.match(String(audit.reason), expect.reason)
   return audit
+}
+
+/**
+ * What a token request refused before its caller was authenticated must leave behind: no row at
+ * all (not even an audit row: unauthenticated traffic never grows the database), one count in
+ * `taskpass_unauthenticated_refusals_total`, and the private reason in the log (or, for
+ * invalid_client, in the error handler's warning). Returns the log entry.
+ */
+export async function assertRefusedUnauthenticated(b: TestBroker, before: Counts, expect: { error: string; reason: RegExp }): Promise<LogEntry> {
+  assert.deepEqual(counts(b), before, 'refused before authentication: nothing written, not even an audit row')
+  const metrics = await b.deps.metrics.registry.getSingleMetricAsString('taskpass_unauthenticated_refusals_total')
+  assert.match(metrics, new RegExp(`error="${expect.error}"[^\n]*\} [1-9]`), 'counted as an unauthenticated refusal')
+  const entry = [...b.logs].reverse().find((l) => /refused/.test(l.msg))
+  assert.ok(entry, 'the refusal is logged')
+  assert.equal(entry.fields.error ?? entry.fields.code, expect.error)
+  assert.match(String(entry.fields.detail), expect.reason)
+  return entry
 }
 
 /** Runs `fn` on a fresh broker (options, or just a config transform) and closes it. */

@@ -32,7 +32,7 @@ describe('rate limits', () => {
     }
   })
 
-  it('per workload at the token endpoint: 429 rate_limited, audited, nothing issued; other workloads unaffected', async () => {
+  it('per workload at the token endpoint: 429 rate_limited, counted (not audited: a flood must not grow the database), nothing issued; other workloads unaffected', async () => {
     const b = await createTestBroker({ config: (c) => ({ ...c, rateLimits: { perIp: false, perWorkload: { ratePerSecond: 0.001, burst: 1 } } }) })
     try {
       assert.equal((await b.exchange()).status, 200)
@@ -41,8 +41,8 @@ describe('rate limits', () => {
       assert.equal(refused.status, 429)
       assert.equal(((await refused.json()) as { error: string }).error, 'rate_limited')
       assert.equal(b.count('tokens'), tokens)
-      assert.equal(b.lastAudit()?.decision, 'deny')
-      assert.equal(b.lastAudit()?.error, 'rate_limited')
+      assert.equal(b.lastAudit()?.decision, 'allow', 'no audit row for the limited request')
+      assert.match(await b.deps.metrics.registry.getSingleMetricAsString('taskpass_unauthenticated_refusals_total'), /error="rate_limited"[^\n]*\} 1/)
       assert.equal((await b.exchange({ actor_token: await b.svid('b') })).status, 200)
       b.clock.advance(1000)
       assert.equal((await b.exchange()).status, 200)

@@ -11,7 +11,7 @@ import { createPublicKey } from 'node:crypto'
 import { describe, it } from 'node:test'
 import { decodeJwt, SignJWT, type JWK } from 'jose'
 import type { ConfigInput } from '../src/config.js'
-import { ACCESS_TOKEN_TYPE, assertRefusedAndAudited, CALENDAR, counts, createTestBroker, JWT_TYPE, NOTES, openTask, spiffeId, UNGRANTED, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
+import { ACCESS_TOKEN_TYPE, assertRefusedAndAudited, assertRefusedUnauthenticated, CALENDAR, counts, createTestBroker, JWT_TYPE, NOTES, openTask, spiffeId, UNGRANTED, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
 
 type Params = Record<string, string | string[] | undefined>
 
@@ -23,6 +23,12 @@ interface Row {
   reason?: RegExp
   /** false when the request is refused before the exchange grant runs (nothing to audit). */
   audited?: boolean
+  /**
+   * false when the request is refused before its caller (the workload) is authenticated: a
+   * malformed request or a bad attestation. Nothing is stored (no audit row); it is counted and
+   * its reason logged, and the public description says nothing about the subject token.
+   */
+  authenticated?: boolean
   /** Builds what the row needs (e.g. an open task) and returns a request that is valid as it stands. */
   arrange?: (b: TestBroker) => Promise<Params>
   /** Control requests (default: the arranged one), each expected to succeed with the same setup. */
@@ -201,6 +207,7 @@ const rows: Row[] = [
   // ── actor token: invalid_request; a disabled workload: unauthorized_client ──
   {
     name: 'actor token for another audience',
+    authenticated: false,
     status: 400,
     error: 'invalid_request',
     reason: /^actor_token: unexpected "aud"/,
@@ -208,6 +215,7 @@ const rows: Row[] = [
   },
   {
     name: 'expired actor token (61 s past exp)',
+    authenticated: false,
     status: 400,
     error: 'invalid_request',
     reason: /^actor_token: "exp"/,
@@ -216,6 +224,7 @@ const rows: Row[] = [
   },
   {
     name: 'actor token that verified earlier (cached) and has since expired',
+    authenticated: false,
     status: 400,
     error: 'invalid_request',
     reason: /^actor_token: "exp"/,
@@ -227,6 +236,7 @@ const rows: Row[] = [
   },
   {
     name: 'actor token from an untrusted trust domain (spiffe://evil.example)',
+    authenticated: false,
     status: 400,
     error: 'invalid_request',
     reason: /^untrusted workload issuer spiffe:\/\/evil\.example$/,
@@ -234,6 +244,7 @@ const rows: Row[] = [
   },
   {
     name: 'actor token claiming the trusted domain, signed with another domain key',
+    authenticated: false,
     status: 400,
     error: 'invalid_request',
     reason: /^actor_token: /,
@@ -241,6 +252,7 @@ const rows: Row[] = [
   },
   {
     name: 'actor token claiming the trusted domain, signed with the user issuer key (same alg, other kid)',
+    authenticated: false,
     status: 400,
     error: 'invalid_request',
     reason: /^actor_token: no applicable key/,
@@ -248,6 +260,7 @@ const rows: Row[] = [
   },
   {
     name: 'actor token with alg none',
+    authenticated: false,
     status: 400,
     error: 'invalid_request',
     reason: /^actor_token: .*alg.* not allowed/,
@@ -258,6 +271,7 @@ const rows: Row[] = [
   },
   {
     name: 'actor token issued in the future (iat 61 s ahead)',
+    authenticated: false,
     status: 400,
     error: 'invalid_request',
     reason: /iat|not yet valid/,
@@ -266,6 +280,7 @@ const rows: Row[] = [
   },
   {
     name: 'a subject (user) token presented as the actor token',
+    authenticated: false,
     status: 400,
     error: 'invalid_request',
     reason: /untrusted workload issuer/,
@@ -280,6 +295,7 @@ const rows: Row[] = [
   },
   {
     name: 'actor token of the trusted domain mapping to no workload (agent/nobody)',
+    authenticated: false,
     status: 400,
     error: 'invalid_request',
     reason: /^no workload for .*agent\/nobody$/,
@@ -287,6 +303,7 @@ const rows: Row[] = [
   },
   {
     name: 'actor token of a disabled workload (agent-off)',
+    authenticated: false,
     status: 400,
     error: 'unauthorized_client',
     reason: /agent-off (is )?disabled/,
@@ -296,6 +313,7 @@ const rows: Row[] = [
   },
   {
     name: 'actor token living longer than maxActorTokenLifetime (3601 s > 3600 s)',
+    authenticated: false,
     status: 400,
     error: 'invalid_request',
     reason: /^lifetime 3601s > 3600s$/,
@@ -315,6 +333,7 @@ const rows: Row[] = [
   },
   {
     name: 'client_id naming another workload',
+    authenticated: false,
     status: 400,
     error: 'invalid_client',
     reason: /^client_id agent-b is not the acting workload agent-a$/,
@@ -415,6 +434,7 @@ const rows: Row[] = [
   },
   {
     name: 'two resource parameters',
+    authenticated: false,
     status: 400,
     error: 'invalid_target',
     reason: /exactly one resource/,
@@ -422,6 +442,7 @@ const rows: Row[] = [
   },
   {
     name: 'resource and audience that differ',
+    authenticated: false,
     status: 400,
     error: 'invalid_target',
     reason: /name different targets/,
@@ -431,6 +452,7 @@ const rows: Row[] = [
   },
   {
     name: 'a resource with a fragment',
+    authenticated: false,
     status: 400,
     error: 'invalid_target',
     reason: /fragment/,
@@ -438,6 +460,7 @@ const rows: Row[] = [
   },
   {
     name: 'no resource and no audience',
+    authenticated: false,
     status: 400,
     error: 'invalid_target',
     reason: /"resource" is required/,
@@ -472,6 +495,7 @@ const rows: Row[] = [
   // ── request parameters: invalid_request ──
   {
     name: 'missing subject_token',
+    authenticated: false,
     status: 400,
     error: 'invalid_request',
     reason: /"subject_token" is required/,
@@ -479,6 +503,7 @@ const rows: Row[] = [
   },
   {
     name: 'missing subject_token_type',
+    authenticated: false,
     status: 400,
     error: 'invalid_request',
     reason: /"subject_token_type" is required/,
@@ -486,6 +511,7 @@ const rows: Row[] = [
   },
   {
     name: 'missing actor_token (no impersonation)',
+    authenticated: false,
     status: 400,
     error: 'invalid_request',
     reason: /"actor_token" is required/,
@@ -493,6 +519,7 @@ const rows: Row[] = [
   },
   {
     name: 'actor_token without actor_token_type',
+    authenticated: false,
     status: 400,
     error: 'invalid_request',
     reason: /"actor_token_type" is required/,
@@ -500,6 +527,7 @@ const rows: Row[] = [
   },
   {
     name: 'wrong subject_token_type (saml2)',
+    authenticated: false,
     status: 400,
     error: 'invalid_request',
     reason: /"subject_token_type" is not supported/,
@@ -509,6 +537,7 @@ const rows: Row[] = [
   },
   {
     name: 'wrong actor_token_type (access_token)',
+    authenticated: false,
     status: 400,
     error: 'invalid_request',
     reason: /"actor_token_type" must be/,
@@ -516,6 +545,7 @@ const rows: Row[] = [
   },
   {
     name: 'requested_token_type other than access_token (jwt)',
+    authenticated: false,
     status: 400,
     error: 'invalid_request',
     reason: /"requested_token_type" must be/,
@@ -524,6 +554,7 @@ const rows: Row[] = [
   },
   {
     name: 'a ttl that is not a positive integer',
+    authenticated: false,
     status: 400,
     error: 'invalid_request',
     reason: /"ttl" must be/,
@@ -573,6 +604,10 @@ describe('POST /token rejection matrix', () => {
 
         if (row.audited === false) {
           assert.deepEqual(counts(b), before, 'refused before the grant: nothing written, not even an audit row')
+        } else if (row.authenticated === false) {
+          assert.ok(row.reason, 'the row names its reason')
+          await assertRefusedUnauthenticated(b, before, { error: row.error, reason: row.reason })
+          assert.doesNotMatch(String(body.error_description), /subject_token (is|has|cannot)|session/, 'nothing about the subject token before the caller is known')
         } else {
           // The private reason names the check that fired: the row fails for the reason it claims.
           assert.ok(row.reason, 'an audited row names its reason')
@@ -611,8 +646,9 @@ describe('POST /token rejection matrix', () => {
       assert.equal(body.error, 'invalid_client')
       for (const leak of ['agent-a', 'agent-b', 'workload']) assert.ok(!body.error_description.includes(leak), body.error_description)
       assert.equal(res.headers.get('www-authenticate'), null)
-      // The reason goes to the audit log instead.
-      assert.match(String(b.lastAudit()?.reason), /agent-b/)
+      // The caller is not who it claims: nothing is stored; the reason goes to the server log.
+      assert.equal(b.count('audit_events'), 0)
+      assert.match(String(b.logs.at(-1)?.fields.detail), /agent-b/)
     }),
   )
 
@@ -633,7 +669,9 @@ describe('POST /token lifetime', () => {
       const taskId = await openNotesTask(b)
       const before = counts(b)
 
-      const big = await b.exchange({ task_id: taskId, ttl: '100000' })
+      // An hour-long attestation, so the token is not capped by it (a token never outlives its actor token).
+      const actor_token = await b.svid('a', { exp: b.clock.now() + 3600 })
+      const big = await b.exchange({ task_id: taskId, ttl: '100000', actor_token })
       assert.equal(big.status, 200)
       assert.equal(big.headers.get('cache-control'), 'no-store')
       const bigBody = (await big.json()) as { access_token: string; expires_in: number }
@@ -641,7 +679,7 @@ describe('POST /token lifetime', () => {
       const bigClaims = decodeJwt(bigBody.access_token)
       assert.equal(bigClaims.exp! - bigClaims.iat!, 900)
 
-      const small = await b.exchange({ task_id: taskId, ttl: '60' })
+      const small = await b.exchange({ task_id: taskId, ttl: '60', actor_token })
       assert.equal(small.status, 200)
       const smallBody = (await small.json()) as { access_token: string; expires_in: number }
       assert.equal(smallBody.expires_in, 60)
@@ -649,7 +687,7 @@ describe('POST /token lifetime', () => {
       assert.equal(smallClaims.exp! - smallClaims.iat!, 60)
 
       // Without ttl: the default (5 minutes).
-      const dflt = (await (await b.exchange({ task_id: taskId })).json()) as { expires_in: number }
+      const dflt = (await (await b.exchange({ task_id: taskId, actor_token })).json()) as { expires_in: number }
       assert.equal(dflt.expires_in, b.deps.config.tokens.defaultTtl)
       assert.equal(dflt.expires_in, 300)
 

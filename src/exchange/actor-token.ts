@@ -2,7 +2,7 @@ import { jwtVerify, type JWK, type JWTPayload, type JWTVerifyGetKey, type Protec
 import type { Clock } from '../clock.js'
 import type { WorkloadConfig, WorkloadIssuerConfig } from '../config.js'
 import { invalidRequest, unauthorizedClient } from '../errors.js'
-import { describeJoseError, keyResolver, peekJwt } from '../lib/jwt.js'
+import { describeJoseError, keyResolver, normalizeTyp, peekJwt } from '../lib/jwt.js'
 import type { RemoteJwksOptions } from '../lib/remote-jwks.js'
 import { TtlCache } from '../lib/ttl-cache.js'
 import { compileAttestationRules } from './attestation/claim-rules.js'
@@ -41,6 +41,8 @@ interface TrustAnchor {
   /** The `iss` the token must carry (JWT-SVIDs are selected by their `sub` trust domain instead). */
   issuerClaim: string | undefined
   maxLifetime: number
+  /** Accepted header `typ` values (normalised), when the issuer declares them. */
+  typ: Set<string> | undefined
   getKey: JWTVerifyGetKey
   checkClaims: (payload: JWTPayload) => void
   workloads: { workload: WorkloadConfig; matches: (payload: JWTPayload) => boolean }[]
@@ -75,6 +77,7 @@ export function createActorTokenVerifier(opts: {
       audience: c.audience ?? opts.brokerIssuer,
       issuerClaim: c.kind === 'spiffe' ? undefined : c.issuer,
       maxLifetime: c.maxTokenLifetime ?? opts.maxLifetime,
+      typ: c.typ ? new Set(c.typ.map(normalizeTyp)) : undefined,
       getKey: keys,
       checkClaims:
         c.kind === 'kubernetes'
@@ -127,13 +130,16 @@ export function createActorTokenVerifier(opts: {
   return {
     async verify(token) {
       const now = opts.clock.now()
-      const hit = cache.get(token, now - opts.clockSkew)
+      // An expired attestation authenticates nothing: cached entries end at `exp`, not `exp + skew`.
+      const hit = cache.get(token, now)
       if (hit) return ensureEnabled(hit)
 
       const peeked = peekJwt(token)
       if (!peeked) throw invalidRequest('actor_token is not a well-formed JWT')
       const anchor = selectAnchor(peeked.payload)
       kindCheck(anchor, () => checkHeader(anchor.kind, peeked.header as ProtectedHeaderParameters))
+      const typ = peeked.header.typ
+      if (anchor.typ && (typeof typ !== 'string' || !anchor.typ.has(normalizeTyp(typ)))) throw invalidRequest('actor_token is not an attestation of this issuer', `actor_token typ ${JSON.stringify(typ)?.slice(0, 80)} not accepted for ${anchor.key}`)
 
       let payload: JWTPayload
       try {
@@ -151,6 +157,9 @@ export function createActorTokenVerifier(opts: {
       if (!hasSoleAudience(payload, anchor.audience)) throw invalidRequest('actor_token must name this broker as its only audience', 'actor_token: "aud" has more than one value')
       kindCheck(anchor, () => anchor.checkClaims(payload))
       const exp = payload.exp!
+      // The clock skew tolerates a verifier clock behind the issuer's for nbf/iat; it does not
+      // extend the attestation's life: a token minted from it may not outlive it either.
+      if (exp <= now) throw invalidRequest('actor_token is expired', `actor_token expired ${now - exp}s ago (within clock skew)`)
       const start = typeof payload.iat === 'number' ? payload.iat : now
       if (start > now + opts.clockSkew) throw invalidRequest('actor_token is not yet valid', 'iat in the future')
       if (exp - start > anchor.maxLifetime) throw invalidRequest('actor_token lifetime is too long', `lifetime ${exp - start}s > ${anchor.maxLifetime}s`)

@@ -1,8 +1,8 @@
-import { jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose'
+import { jwtVerify, type CompactJWSHeaderParameters, type JWTPayload, type JWTVerifyGetKey } from 'jose'
 import type { Clock } from '../clock.js'
 import type { SubjectIssuerConfig } from '../config.js'
 import { invalidRequest } from '../errors.js'
-import { describeJoseError, keyResolver, peekJwt } from '../lib/jwt.js'
+import { describeJoseError, keyResolver, normalizeTyp, peekJwt } from '../lib/jwt.js'
 import type { RemoteJwksOptions } from '../lib/remote-jwks.js'
 import { TtlCache } from '../lib/ttl-cache.js'
 
@@ -13,14 +13,20 @@ export const SUBJECT_TOKEN_TYPES = new Set([
   'urn:ietf:params:oauth:token-type:access_token',
 ])
 
-/** A verified user session. */
+/** A verified user session. A user is the pair (`issuer`, `user`); `sub` names that pair in one string. */
 export interface Subject {
   issuer: string
+  /** The subject at its issuer (the IdP's own `sub`, or the configured `userClaim`). */
   user: string
+  /** The user as the broker's tokens name it: unique across subject issuers ({@link brokerSubject}). */
+  sub: string
   sid: string | undefined
   exp: number
-  /** RFC 8693 §4.4: who may act for this user, when the subject token says so. */
-  mayAct: Record<string, unknown> | undefined
+  /**
+   * RFC 8693 §4.4 `may_act` exactly as the token carried it (any JSON value), or `undefined` when
+   * the claim is absent. Interpreted — and refused when malformed — by `checkMayAct`.
+   */
+  mayAct: unknown
 }
 
 export interface SubjectTokenVerifier {
@@ -28,10 +34,29 @@ export interface SubjectTokenVerifier {
   verify(token: string): Promise<Subject>
 }
 
+/**
+ * The user's `sub` in tokens the broker issues: `<subjectPrefix><subject>`. RFC 7519 §4.1.2: a
+ * `sub` "MUST either be scoped to be locally unique in the context of the issuer" — the issuer is
+ * the broker, which trusts several IdPs, so the prefix (required, distinct and ending in the only
+ * `:` when there are several) keeps "alice" of one IdP apart from "alice" of another.
+ */
+export function brokerSubject(issuers: readonly Pick<SubjectIssuerConfig, 'issuer' | 'subjectPrefix'>[], issuer: string, user: string): string {
+  const prefix = issuers.find((i) => i.issuer === issuer)?.subjectPrefix ?? ''
+  return prefix + user
+}
+
 interface TrustedSubjectIssuer {
   config: SubjectIssuerConfig
   getKey: JWTVerifyGetKey
   audience: string
+  typ: Set<string>
+}
+
+/** A cached verification remembers the header it was checked with, to re-check its key on every hit. */
+interface CachedSubject {
+  subject: Subject
+  issuer: TrustedSubjectIssuer
+  header: CompactJWSHeaderParameters
 }
 
 export function createSubjectTokenVerifier(opts: {
@@ -46,25 +71,38 @@ export function createSubjectTokenVerifier(opts: {
   cacheSize?: number
 }): SubjectTokenVerifier {
   const trusted = new Map<string, TrustedSubjectIssuer>(
-    opts.issuers.map((c) => [c.issuer, { config: c, getKey: keyResolver(c, { clock: opts.clock, remote: opts.remoteJwks }), audience: c.audience ?? opts.brokerIssuer }]),
+    opts.issuers.map((c) => [
+      c.issuer,
+      { config: c, getKey: keyResolver(c, { clock: opts.clock, remote: opts.remoteJwks }), audience: c.audience ?? opts.brokerIssuer, typ: new Set(c.typ.map(normalizeTyp)) },
+    ]),
   )
-  const cache = new TtlCache<Subject>(opts.cacheSize ?? 50_000)
+  const cache = new TtlCache<CachedSubject>(opts.cacheSize ?? 50_000)
 
   return {
     async verify(token) {
       const now = opts.clock.now()
       const hit = cache.get(token, now - opts.clockSkew)
-      if (hit) return ensureSessionLive(hit)
+      if (hit) {
+        await ensureKeyStillPublished(token, hit)
+        return ensureSessionLive(hit.subject)
+      }
 
       const peeked = peekJwt(token)
       if (!peeked) throw invalidRequest('subject_token is not a well-formed JWT')
       const iss = peeked.payload.iss
       const issuer = typeof iss === 'string' ? trusted.get(iss) : undefined
-      if (!issuer) throw invalidRequest('subject_token issuer is not trusted', `untrusted subject issuer ${String(iss)}`)
+      if (!issuer) throw invalidRequest('subject_token issuer is not trusted', `untrusted subject issuer ${String(iss).slice(0, 256)}`)
+      // RFC 8725 §3.11: only the token types this issuer declared (a logout token, a SET, an
+      // attestation of the same IdP must not pass as a session).
+      const typ = peeked.header.typ
+      if (typ === undefined ? !issuer.config.allowMissingTyp : typeof typ !== 'string' || !issuer.typ.has(normalizeTyp(typ))) {
+        throw invalidRequest('subject_token is not a session token of this issuer', `subject_token typ ${JSON.stringify(typ)?.slice(0, 80)} not accepted for ${issuer.config.issuer}`)
+      }
 
       let payload: JWTPayload
+      let header: CompactJWSHeaderParameters
       try {
-        ;({ payload } = await jwtVerify(token, issuer.getKey, {
+        ;({ payload, protectedHeader: header } = await jwtVerify(token, issuer.getKey, {
           issuer: issuer.config.issuer,
           audience: issuer.audience,
           algorithms: issuer.config.algorithms,
@@ -76,20 +114,40 @@ export function createSubjectTokenVerifier(opts: {
         throw invalidRequest(`subject_token ${describeJoseError(e)}`, `subject_token: ${(e as Error).message}`)
       }
       if (typeof payload.iat === 'number' && payload.iat > now + opts.clockSkew) throw invalidRequest('subject_token is not yet valid', 'iat in the future')
+      const exp = payload.exp!
+      const start = typeof payload.iat === 'number' ? payload.iat : now
+      if (exp - start > issuer.config.maxTokenLifetime) throw invalidRequest('subject_token lifetime is too long', `lifetime ${exp - start}s > ${issuer.config.maxTokenLifetime}s`)
       const user = payload[issuer.config.userClaim]
       if (typeof user !== 'string' || user === '') throw invalidRequest(`subject_token has no "${issuer.config.userClaim}" claim`)
+      // A session claim that is present but not a string would silently unbind the task from
+      // the session (and so from session revocation): refuse it instead.
       const sid = payload[issuer.config.sessionClaim]
-      const mayAct = payload.may_act
+      if (sid !== undefined && (typeof sid !== 'string' || sid === '')) throw invalidRequest(`subject_token "${issuer.config.sessionClaim}" claim must be a non-empty string`)
       const subject: Subject = {
         issuer: issuer.config.issuer,
         user,
-        sid: typeof sid === 'string' ? sid : undefined,
-        exp: payload.exp!,
-        mayAct: mayAct && typeof mayAct === 'object' && !Array.isArray(mayAct) ? (mayAct as Record<string, unknown>) : undefined,
+        sub: brokerSubject(opts.issuers, issuer.config.issuer, user),
+        sid,
+        exp,
+        mayAct: Object.hasOwn(payload, 'may_act') ? payload.may_act : undefined,
       }
-      cache.set(token, subject, subject.exp)
+      cache.set(token, { subject, issuer, header }, exp)
       return ensureSessionLive(subject)
     },
+  }
+
+  /**
+   * A cached verification is only as good as the key set it was checked against: on every hit the
+   * signing key must still be published (for a remote set: in a set no older than its cache age,
+   * refetched when it is). A key the IdP removed stops its tokens at once, cached or not.
+   */
+  async function ensureKeyStillPublished(token: string, hit: CachedSubject): Promise<void> {
+    const [h, p, sig] = token.split('.') as [string, string, string]
+    try {
+      await hit.issuer.getKey(hit.header, { protected: h, payload: p, signature: sig })
+    } catch (e) {
+      throw invalidRequest(`subject_token ${describeJoseError(e)}`, `subject_token: key no longer published: ${(e as Error).message}`)
+    }
   }
 
   function ensureSessionLive(subject: Subject): Subject {

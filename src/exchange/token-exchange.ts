@@ -3,6 +3,8 @@ import type { Config } from '../config.js'
 import type { DpopChecker } from '../dpop/checker.js'
 import { invalidClient, invalidDpopProof, invalidGrant, invalidRequest, invalidScope, invalidTarget, OAuthError } from '../errors.js'
 import type { FormParams } from '../http/form.js'
+import type { Metrics } from '../http/metrics.js'
+import type { Logger } from '../logger.js'
 import { rateLimited, type Limiter } from '../http/rate-limit.js'
 import { uuidv7 } from '../ids.js'
 import type { KeySet } from '../keys/keyset.js'
@@ -18,7 +20,7 @@ export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exch
 export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token'
 
 export interface ExchangeDeps {
-  config: Pick<Config, 'issuer' | 'tokens' | 'tasks' | 'resources'>
+  config: Pick<Config, 'issuer' | 'tokens' | 'tasks' | 'resources' | 'subjectIssuers'>
   clock: Clock
   keys: KeySet
   stores: Stores
@@ -31,6 +33,13 @@ export interface ExchangeDeps {
   dpop: Pick<DpopChecker, 'verify'>
   /** Per-workload token bucket (DESIGN "Bad input": rate limits per workload), when configured. */
   workloadLimiter: Limiter | undefined
+  metrics: Pick<Metrics, 'unauthenticatedRefusals'>
+  logger: Logger
+}
+
+/** The attested SPIFFE ID of a workload that proved itself with a JWT-SVID, else undefined. */
+export function attestedSpiffeId(actor: Actor): string | undefined {
+  return actor.attestationIssuer.startsWith('spiffe://') ? actor.attestationSubject : undefined
 }
 
 /** What the token endpoint passes a grant besides the form: the request headers it may need. */
@@ -110,6 +119,8 @@ export function parseExchangeRequest(form: FormParams): ExchangeRequest {
 
 /** What the audit row knows about a request so far, filled in as checks pass. */
 interface AuditContext {
+  /** Set once the caller (the workload) is authenticated: only then is a refusal audited. */
+  authenticated?: boolean
   userSub?: string
   workloadId?: string
   taskId?: string
@@ -118,38 +129,69 @@ interface AuditContext {
 
 /**
  * The token-exchange grant (RFC 8693): swaps a user's session plus a workload attestation for a
- * task-scoped, audience-bound, minutes-long RFC 9068 access token. Every decision, allow or deny,
- * is written to the audit log with its reason.
+ * task-scoped, audience-bound, minutes-long RFC 9068 access token. Every decision about an
+ * authenticated caller, allow or deny, is written to the audit log with its reason; a request
+ * refused before its caller is known is only counted (metrics), so unauthenticated traffic never
+ * grows the database.
  */
 export async function exchangeToken(deps: ExchangeDeps, form: FormParams, request: GrantRequest = {}): Promise<ExchangeResponse> {
   const audit: AuditContext = {}
   try {
     return await exchange(deps, form, request, audit)
   } catch (e) {
-    const reason = e instanceof OAuthError ? e.detail : 'internal error'
-    deps.stores.audit.insert({ at: deps.clock.now(), action: 'token.exchange', decision: 'deny', reason, error: e instanceof OAuthError ? e.code : 'server_error', ...audit })
+    const error = e instanceof OAuthError ? e.code : 'server_error'
+    const { authenticated, ...known } = audit
+    if (authenticated) {
+      const reason = e instanceof OAuthError ? e.detail : 'internal error'
+      deps.stores.audit.insert({ at: deps.clock.now(), action: 'token.exchange', decision: 'deny', reason, error, ...known })
+    } else {
+      // Not a decision about a known principal: counted, and its reason logged in bounded form
+      // (invalid_client is logged by the error handler already), never stored.
+      deps.metrics.unauthenticatedRefusals.inc({ endpoint: 'token', error })
+      if (e instanceof OAuthError && e.code !== 'invalid_client') deps.logger.info('token request refused before authentication', { error, detail: e.detail.slice(0, 512) })
+    }
+    throw e
+  }
+}
+
+/**
+ * The caller is the workload: its attestation is verified before anything about the user, and
+ * until it is, every token failure has one public description — an unauthenticated sender must
+ * not learn whether a session token is valid, revoked, forged or untrusted, nor probe ours.
+ */
+async function authenticateActor(deps: ExchangeDeps, token: string): Promise<Actor> {
+  try {
+    return await deps.actorTokens.verify(token)
+  } catch (e) {
+    if (e instanceof OAuthError && e.code === 'invalid_request') throw invalidRequest('actor_token is invalid', e.detail)
     throw e
   }
 }
 
 async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequest, audit: AuditContext): Promise<ExchangeResponse> {
   const req = parseExchangeRequest(form)
+
+  const actor = await authenticateActor(deps, req.actorToken)
+  const wait = deps.workloadLimiter?.take(actor.workload.id) ?? 0
+  if (wait > 0) throw rateLimited(wait)
+  // The workload is the client: a client_id naming anyone else is refused. OAuth libraries send
+  // the client_id they were configured with: the workload id, or in SPIFFE-native deployments
+  // the attested SPIFFE ID.
+  if (req.clientId !== undefined && req.clientId !== actor.workload.id && req.clientId !== attestedSpiffeId(actor)) {
+    throw invalidClient(`client_id ${req.clientId.slice(0, 256)} is not the acting workload ${actor.workload.id}`, null)
+  }
+  await deps.clients.authenticateExchange(form, actor.workload)
+  audit.authenticated = true
+  audit.workloadId = actor.workload.id
   audit.resource = req.resource
   audit.taskId = req.taskId
 
   const subject = await deps.subjectTokens.verify(req.subjectToken)
-  audit.userSub = subject.user
+  audit.userSub = subject.sub
+  const now = deps.clock.now()
   // The clock skew lets a just-expired session verify, but it has no lifetime left to lend a token:
   // that is an invalid subject token (RFC 8693 §2.2.2 invalid_request), not an unusable task.
-  if (subject.exp <= deps.clock.now()) throw invalidRequest('subject_token is expired', `subject_token expired ${deps.clock.now() - subject.exp}s ago (within clock skew)`)
-  const actor = await deps.actorTokens.verify(req.actorToken)
-  audit.workloadId = actor.workload.id
-  const wait = deps.workloadLimiter?.take(actor.workload.id) ?? 0
-  if (wait > 0) throw rateLimited(wait)
-
-  // The workload is the client: a client_id naming anyone else is refused.
-  if (req.clientId !== undefined && req.clientId !== actor.workload.id) throw invalidClient(`client_id ${req.clientId} is not the acting workload ${actor.workload.id}`, null)
-  await deps.clients.authenticateExchange(form, actor.workload)
+  if (subject.exp <= now) throw invalidRequest('subject_token is expired', `subject_token expired ${now - subject.exp}s ago (within clock skew)`)
   checkMayAct(subject, actor)
 
   // RFC 9449 §5: a DPoP header on a token request is verified (htm POST, htu the token endpoint)
@@ -160,7 +202,6 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
   const resource = findResource(deps.config, req.resource)
   if (!resource) throw invalidTarget('resource is not registered', `unknown resource ${req.resource}`)
 
-  const now = deps.clock.now()
   let task: TaskRow
   let implicit = false
   if (req.taskId !== undefined) {
@@ -200,13 +241,15 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
     decision.constraints.maxTtl ?? Infinity,
     task.expiresAt - now,
     subject.exp - now,
+    // Never outlive the attestation the token was minted from.
+    actor.exp - now,
   )
-  if (ttl <= 0) throw invalidGrant('task or session has no time left')
+  if (ttl <= 0) throw invalidGrant('task, session or attestation has no time left')
 
   const jti = uuidv7(deps.clock)
   const claims: TaskTokenClaims = {
     iss: deps.config.issuer,
-    sub: subject.user,
+    sub: subject.sub,
     sub_id: { format: 'iss_sub', iss: subject.issuer, sub: subject.user },
     aud: resource.uri,
     client_id: actor.workload.id,
@@ -239,7 +282,7 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
       if (state !== 'active') throw invalidGrant(`task is ${state}`, `task ${task.id} became ${state} during the exchange`)
     }
     deps.stores.tokens.insert({ jti, taskId: task.id, sub: claims.sub, workloadId: claims.client_id, aud: claims.aud, scope: claims.scope, iat: now, exp: claims.exp, status: 'active', revokedAt: null, cnfJkt: proof?.jkt ?? null, kid })
-    deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${decision.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}`, userSub: subject.user, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri })
+    deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${decision.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}`, userSub: subject.sub, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri })
   })
   return { access_token: accessToken, issued_token_type: ACCESS_TOKEN_TYPE, token_type: proof ? 'DPoP' : 'Bearer', expires_in: ttl, scope: claims.scope, task_id: task.id }
 }

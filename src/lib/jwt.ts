@@ -47,6 +47,12 @@ export function keyResolver(src: KeySource, opts: KeyResolverOptions): JWTVerify
   return createLocalJWKSet({ keys: (set.keys as JWK[]).map(select).filter((k): k is JWK => k !== undefined) })
 }
 
+/** RFC 7515 §4.1.9: `typ` is a media type, case-insensitive, with `application/` omitted when unambiguous. */
+export function normalizeTyp(typ: string): string {
+  const t = typ.toLowerCase()
+  return t.startsWith('application/') ? t.slice('application/'.length) : t
+}
+
 /** A short, public reason for a jose verification failure (the full message goes to the private detail). */
 export function describeJoseError(e: unknown): string {
   if (e instanceof errors.JWTExpired) return 'is expired'

@@ -32,11 +32,13 @@ export function taskRoutes(deps: Deps) {
     .use('/tasks', noStore())
     .use('/tasks/*', noStore())
     .post('/tasks', async (c) => {
-      const user = await userCaller(deps, c)
+      // The workload is the caller: it is authenticated before the user's session is looked at,
+      // so a sender without a valid attestation learns nothing about a session token.
+      const needBoth = 'opening a task needs the user session (Authorization: Bearer) and the workload attestation (Actor-Token)'
       const workload = await workloadCaller(deps, c)
-      if (user?.kind !== 'user' || workload?.kind !== 'workload') {
-        throw invalidToken('opening a task needs the user session (Authorization: Bearer) and the workload attestation (Actor-Token)')
-      }
+      if (workload?.kind !== 'workload') throw invalidToken(needBoth)
+      const user = await userCaller(deps, c)
+      if (user?.kind !== 'user') throw invalidToken(needBoth)
       const parsed = openTaskBody.safeParse(await parseJson(c))
       if (!parsed.success) throw invalidRequest(describe(parsed.error))
       // RFC 9449: a proof here binds the task to its key (checked after both callers are

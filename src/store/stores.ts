@@ -36,6 +36,10 @@ export interface Stores {
     listByUser(issuer: string, userSub: string, limit: number): TaskRow[]
     /** Tasks still open (active or pending) that are bound to a session. */
     listOpenBySession(issuer: string, sid: string): TaskRow[]
+    /** The distinct workload ids of tasks still open (active or pending), expired or not. */
+    openWorkloadIds(): string[]
+    /** Deletes tasks that expired before `before` (so ended ones too: a task ends no later than it expires). */
+    pruneExpiredBefore(before: number): number
     /** Admin listing, newest first: by stored status, expiry relative to `now`, workload and user. */
     list(filter: {
       statuses?: TaskStatus[] | undefined
@@ -51,10 +55,15 @@ export interface Stores {
     revoke(jti: string, at: number): boolean
     revokeByTask(taskId: string, at: number): number
     maxExpOfTask(taskId: string): number | undefined
+    /** The resources tokens of this task were actually issued for (stored rows, so unexpired ones). */
+    audiencesOfTask(taskId: string): string[]
     pruneExpired(before: number): number
   }
   audit: {
+    /** Appends a row; every text field is cut to a bounded length first (see {@link AUDIT_FIELD_LIMITS}). */
     insert(row: AuditRow): void
+    /** Deletes rows recorded before `before` (strictly older): the audit retention. */
+    pruneBefore(before: number): number
     list(opts: { afterId?: number; limit: number }): (typeof auditEvents.$inferSelect)[]
   }
   revocations: {
@@ -72,6 +81,26 @@ export interface Stores {
     isRevoked(subjectIssuer: string, sid: string): boolean
     pruneBefore(before: number): number
   }
+}
+
+/**
+ * Longest stored length of each audit text field (characters). Reasons quote request values
+ * (a resource URI, an untrusted `iss`): cut, they still say what happened, and no request can
+ * make a row cost more than a few kilobytes.
+ */
+export const AUDIT_FIELD_LIMITS = { action: 64, reason: 1024, error: 64, userSub: 512, workloadId: 2048, taskId: 64, jti: 64, resource: 2048 } as const
+
+function bound(value: string | null | undefined, max: number): string | null | undefined {
+  return typeof value === 'string' && value.length > max ? `${value.slice(0, max - 1)}…` : value
+}
+
+function boundAuditFields(row: AuditRow): AuditRow {
+  const out = { ...row }
+  for (const [field, max] of Object.entries(AUDIT_FIELD_LIMITS) as [keyof typeof AUDIT_FIELD_LIMITS, number][]) {
+    const v = bound(out[field] as string | null | undefined, max)
+    if (v !== undefined) (out as Record<string, unknown>)[field] = v
+  }
+  return out
 }
 
 export function createStores(database: Database_): Stores {
@@ -94,6 +123,12 @@ export function createStores(database: Database_): Stores {
     .where(and(eq(tasks.id, p('id')), sql`${tasks.status} in ('active', 'pending_approval')`))
     .prepare()
   const approveTask = db.update(tasks).set({ status: 'active' }).where(and(eq(tasks.id, p('id')), eq(tasks.status, 'pending_approval'))).prepare()
+  const openWorkloads = db
+    .selectDistinct({ workloadId: tasks.workloadId })
+    .from(tasks)
+    .where(sql`${tasks.status} in ('active', 'pending_approval')`)
+    .prepare()
+  const pruneTasks = db.delete(tasks).where(lt(tasks.expiresAt, p('before'))).prepare()
   const listTasks = db
     .select()
     .from(tasks)
@@ -110,12 +145,14 @@ export function createStores(database: Database_): Stores {
   const revokeToken = db.update(tokens).set({ status: 'revoked', revokedAt: sql`${p('at')}` }).where(and(eq(tokens.jti, p('jti')), eq(tokens.status, 'active'))).prepare()
   const revokeTaskTokens = db.update(tokens).set({ status: 'revoked', revokedAt: sql`${p('at')}` }).where(and(eq(tokens.taskId, p('taskId')), eq(tokens.status, 'active'))).prepare()
   const maxExp = db.select({ exp: sql<number | null>`max(${tokens.exp})` }).from(tokens).where(eq(tokens.taskId, p('taskId'))).prepare()
+  const taskAudiences = db.selectDistinct({ aud: tokens.aud }).from(tokens).where(eq(tokens.taskId, p('taskId'))).prepare()
   const pruneTokens = db.delete(tokens).where(lt(tokens.exp, p('before'))).prepare()
 
   const insertAudit = db.insert(auditEvents).values({
     at: p('at'), action: p('action'), decision: p('decision'), reason: p('reason'), error: p('error'), userSub: p('userSub'),
     workloadId: p('workloadId'), taskId: p('taskId'), jti: p('jti'), resource: p('resource'),
   }).prepare()
+  const pruneAudit = db.delete(auditEvents).where(lt(auditEvents.at, p('before'))).prepare()
   const listAudit = db.select().from(auditEvents).where(gt(auditEvents.id, p('afterId'))).orderBy(asc(auditEvents.id)).limit(p('limit')).prepare()
 
   const insertRevocation = db
@@ -200,6 +237,8 @@ export function createStores(database: Database_): Stores {
       approve: (id) => approveTask.run({ id }).changes === 1,
       listByUser: (issuer, userSub, limit) => listTasks.all({ issuer, userSub, limit }),
       listOpenBySession: (issuer, sid) => openBySession.all({ issuer, sid }),
+      openWorkloadIds: () => openWorkloads.all().map((r) => r.workloadId),
+      pruneExpiredBefore: (before) => pruneTasks.run({ before }).changes,
       list: ({ statuses, expiry, workloadId, userSub, limit }) =>
         db
           .select()
@@ -222,13 +261,15 @@ export function createStores(database: Database_): Stores {
       revoke: (jti, at) => revokeToken.run({ jti, at }).changes === 1,
       revokeByTask: (taskId, at) => revokeTaskTokens.run({ taskId, at }).changes,
       maxExpOfTask: (taskId) => maxExp.get({ taskId })?.exp ?? undefined,
+      audiencesOfTask: (taskId) => taskAudiences.all({ taskId }).map((r) => r.aud),
       pruneExpired: (before) => pruneTokens.run({ before }).changes,
     },
     audit: {
       insert: (row) =>
         void insertAudit.run({
-          error: null, userSub: null, workloadId: null, taskId: null, jti: null, resource: null, ...row,
+          error: null, userSub: null, workloadId: null, taskId: null, jti: null, resource: null, ...boundAuditFields(row),
         }),
+      pruneBefore: (before) => pruneAudit.run({ before }).changes,
       list: ({ afterId = 0, limit }) => listAudit.all({ afterId, limit }),
     },
     revocations: {

@@ -3,7 +3,8 @@ import type { Config, ResourceConfig } from '../config.js'
 import { invalidDpopProof, invalidRequest, invalidScope, invalidTarget, notFound, OAuthError, taskNotActive, unauthorizedClient } from '../errors.js'
 import type { Actor } from '../exchange/actor-token.js'
 import { checkMayAct } from '../exchange/may-act.js'
-import type { Subject } from '../exchange/subject-token.js'
+import { brokerSubject, type Subject } from '../exchange/subject-token.js'
+import type { SubjectId } from '../revocations/feed.js'
 import { uuidv7 } from '../ids.js'
 import { allowedScopes, type Policy } from '../policy/decide.js'
 import type { Stores, TaskRow } from '../store/stores.js'
@@ -15,7 +16,7 @@ export interface TaskResource {
 
 /** What the tasks module needs: a narrow slice of the broker's dependencies. */
 export interface TaskDeps {
-  config: Pick<Config, 'tasks' | 'resources'>
+  config: Pick<Config, 'tasks' | 'resources' | 'subjectIssuers'>
   stores: Stores
   clock: Clock
   policy: Policy
@@ -34,7 +35,9 @@ export interface TaskView {
   status: TaskState
   purpose: string
   resources: TaskResource[]
+  /** The owner's subject at their issuer; with `sub_id.iss`, the user (RFC 9493 `iss_sub`). */
   user: string
+  sub_id: SubjectId
   workload: string
   sid?: string
   /** RFC 7638 thumbprint of the DPoP key the task is bound to, when it was opened with a proof. */
@@ -60,6 +63,7 @@ export function viewTask(row: TaskRow, now: number): TaskView {
     purpose: row.purpose,
     resources: taskResources(row),
     user: row.userSub,
+    sub_id: { format: 'iss_sub', iss: row.subjectIssuer, sub: row.userSub },
     workload: row.workloadId,
     ...(row.sid ? { sid: row.sid } : {}),
     ...(row.dpopJkt ? { dpop_jkt: row.dpopJkt } : {}),
@@ -161,7 +165,7 @@ export function openTask(deps: TaskDeps, subject: Subject, actor: Actor, req: Ta
   const binding = row.dpopJkt ? `; DPoP-bound to ${row.dpopJkt}` : ''
   deps.stores.durably(() => {
     deps.stores.tasks.insert(row)
-    deps.stores.audit.insert({ at: row.createdAt, action: 'task.open', decision: 'allow', reason: `${row.status}: ${reason}${binding}`, userSub: row.userSub, workloadId: row.workloadId, taskId: row.id })
+    deps.stores.audit.insert({ at: row.createdAt, action: 'task.open', decision: 'allow', reason: `${row.status}: ${reason}${binding}`, userSub: subject.sub, workloadId: row.workloadId, taskId: row.id })
   })
   return viewTask(row, deps.clock.now())
 }
@@ -169,7 +173,7 @@ export function openTask(deps: TaskDeps, subject: Subject, actor: Actor, req: Ta
 /** Writes the audit row of a refused task opening (an {@link OAuthError}; anything else is not a decision). */
 export function auditTaskOpenDenied(deps: Pick<TaskDeps, 'stores' | 'clock'>, e: unknown, subject: Subject, actor: Actor): void {
   if (!(e instanceof OAuthError)) return
-  deps.stores.audit.insert({ at: deps.clock.now(), action: 'task.open', decision: 'deny', reason: e.detail, error: e.code, userSub: subject.user, workloadId: actor.workload.id })
+  deps.stores.audit.insert({ at: deps.clock.now(), action: 'task.open', decision: 'deny', reason: e.detail, error: e.code, userSub: subject.sub, workloadId: actor.workload.id })
 }
 
 /** Whether the caller owns (user), runs (workload) or administers the task. */
@@ -198,8 +202,13 @@ function callerName(caller: Caller): string {
     case 'workload':
       return `workload:${caller.actor.workload.id}`
     case 'user':
-      return `user:${caller.subject.user}`
+      return `user:${caller.subject.sub}`
   }
+}
+
+/** The task owner's `sub` as the broker's tokens and audit rows name it. */
+export function ownerSub(deps: Pick<TaskDeps, 'config'>, row: TaskRow): string {
+  return brokerSubject(deps.config.subjectIssuers, row.subjectIssuer, row.userSub)
 }
 
 /**
@@ -216,8 +225,9 @@ export function endTask(deps: TaskDeps, id: string, how: 'completed' | 'revoked'
     if (!deps.stores.tasks.end(id, how, now, reason)) return undefined
     const n = deps.stores.tokens.revokeByTask(id, now)
     const relevantUntil = Math.max(now, deps.stores.tokens.maxExpOfTask(id) ?? now)
-    deps.stores.revocations.insert({ at: now, kind: how === 'completed' ? 'task_completed' : 'task_revoked', taskId: id, sid: row.sid, sub: row.userSub, subjectIssuer: row.subjectIssuer, relevantUntil, audiences: taskResources(row).map((r) => r.resource) })
-    deps.stores.audit.insert({ at: now, action: `task.${how === 'completed' ? 'complete' : 'revoke'}`, decision: 'allow', reason: `${reason}; ${n} token(s) revoked`, userSub: row.userSub, workloadId: row.workloadId, taskId: id })
+    // Only the resources that hold a token of this task hear of it (and so learn its user and session).
+    deps.stores.revocations.insert({ at: now, kind: how === 'completed' ? 'task_completed' : 'task_revoked', taskId: id, sid: row.sid, sub: row.userSub, subjectIssuer: row.subjectIssuer, relevantUntil, audiences: deps.stores.tokens.audiencesOfTask(id) })
+    deps.stores.audit.insert({ at: now, action: `task.${how === 'completed' ? 'complete' : 'revoke'}`, decision: 'allow', reason: `${reason}; ${n} token(s) revoked`, userSub: ownerSub(deps, row), workloadId: row.workloadId, taskId: id })
     return n
   })
   if (revoked === undefined) throw taskNotActive(`task is already ${row.status}`)
@@ -231,24 +241,27 @@ export function approveTask(deps: TaskDeps, id: string, adminId: string): TaskVi
   if (taskState(row, now) !== 'pending_approval') throw taskNotActive(`task is ${taskState(row, now)}`)
   deps.stores.durably(() => {
     deps.stores.tasks.approve(id)
-    deps.stores.audit.insert({ at: now, action: 'task.approve', decision: 'allow', reason: `approved by admin:${adminId}`, userSub: row.userSub, workloadId: row.workloadId, taskId: id })
+    deps.stores.audit.insert({ at: now, action: 'task.approve', decision: 'allow', reason: `approved by admin:${adminId}`, userSub: ownerSub(deps, row), workloadId: row.workloadId, taskId: id })
   })
   return viewTask(deps.stores.tasks.get(id)!, now)
 }
 
 /**
- * Workload disablement ends its tasks (DESIGN "The flow", step 4): at start, every open task of
- * a workload the configuration marks disabled is revoked with all its tokens, each through
- * {@link endTask} (durable, with its feed event and audit row). Returns the tasks revoked.
+ * A workload that may no longer act ends its tasks (DESIGN "The flow", step 4): at start, every
+ * open task of a workload the configuration marks disabled — or no longer lists at all — is
+ * revoked with all its tokens, each through {@link endTask} (durable, with its feed event and
+ * audit row). Returns the tasks revoked.
  */
-export function revokeTasksOfDisabledWorkloads(deps: TaskDeps, workloads: readonly { id: string; enabled: boolean }[]): string[] {
+export function revokeTasksOfRetiredWorkloads(deps: TaskDeps, workloads: readonly { id: string; enabled: boolean }[]): string[] {
+  const enabled = new Set(workloads.filter((w) => w.enabled).map((w) => w.id))
   const revoked: string[] = []
-  for (const w of workloads.filter((w) => !w.enabled)) {
+  for (const id of deps.stores.tasks.openWorkloadIds().filter((w) => !enabled.has(w))) {
+    const why = workloads.some((w) => w.id === id) ? 'disabled' : 'removed from the configuration'
     for (;;) {
-      const open = deps.stores.tasks.list({ statuses: ['active', 'pending_approval'], workloadId: w.id, limit: 500 })
+      const open = deps.stores.tasks.list({ statuses: ['active', 'pending_approval'], workloadId: id, limit: 500 })
       if (open.length === 0) break
       for (const t of open) {
-        endTask(deps, t.id, 'revoked', { kind: 'admin', id: `config (workload ${w.id} disabled)` })
+        endTask(deps, t.id, 'revoked', { kind: 'admin', id: `config (workload ${id} ${why})` })
         revoked.push(t.id)
       }
     }

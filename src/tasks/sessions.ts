@@ -1,4 +1,4 @@
-import { taskResources, type TaskDeps } from './lifecycle.js'
+import { ownerSub, type TaskDeps } from './lifecycle.js'
 
 /** How long a revoked session is remembered: longer than any subject token of it should live. */
 export const SESSION_REVOCATION_RETENTION = 30 * 24 * 3600
@@ -15,15 +15,19 @@ export function revokeSession(deps: TaskDeps, subjectIssuer: string, sid: string
     const tasks = deps.stores.tasks.listOpenBySession(subjectIssuer, sid)
     let tokens = 0
     let relevantUntil = now
+    const audiences = new Set<string>()
     for (const task of tasks) {
       deps.stores.tasks.end(task.id, 'revoked', now, `session revoked by ${by}`)
       tokens += deps.stores.tokens.revokeByTask(task.id, now)
       const until = Math.max(now, deps.stores.tokens.maxExpOfTask(task.id) ?? now)
       relevantUntil = Math.max(relevantUntil, until)
-      deps.stores.revocations.insert({ at: now, kind: 'task_revoked', taskId: task.id, sid, sub: task.userSub, subjectIssuer, relevantUntil: until, audiences: taskResources(task).map((r) => r.resource) })
+      // Only resources holding a token of the task hear of it (and so of the user and session).
+      const taskAudiences = deps.stores.tokens.audiencesOfTask(task.id)
+      for (const a of taskAudiences) audiences.add(a)
+      deps.stores.revocations.insert({ at: now, kind: 'task_revoked', taskId: task.id, sid, sub: task.userSub, subjectIssuer, relevantUntil: until, audiences: taskAudiences })
     }
-    deps.stores.revocations.insert({ at: now, kind: 'session_revoked', sid, sub: tasks[0]?.userSub ?? null, subjectIssuer, relevantUntil, audiences: [...new Set(tasks.flatMap((t) => taskResources(t).map((r) => r.resource)))] })
-    deps.stores.audit.insert({ at: now, action: 'session.revoke', decision: 'allow', reason: `session ${sid} of ${subjectIssuer} revoked by ${by}; ${tasks.length} task(s), ${tokens} token(s)`, userSub: tasks[0]?.userSub ?? null })
+    deps.stores.revocations.insert({ at: now, kind: 'session_revoked', sid, sub: tasks[0]?.userSub ?? null, subjectIssuer, relevantUntil, audiences: [...audiences] })
+    deps.stores.audit.insert({ at: now, action: 'session.revoke', decision: 'allow', reason: `session ${sid} of ${subjectIssuer} revoked by ${by}; ${tasks.length} task(s), ${tokens} token(s)`, userSub: tasks[0] ? ownerSub(deps, tasks[0]) : null })
     return { tasks_revoked: tasks.map((t) => t.id), tokens_revoked: tokens }
   })
 }

@@ -1,0 +1,19 @@
+import type { Config } from '../config.js'
+import type { Stores } from './stores.js'
+
+/**
+ * What the broker forgets, and when (README "Retention"): expired token rows and feed events once
+ * no verifier can still accept what they are about, revoked sessions once their subject tokens
+ * have expired, and the evidence — audit rows and tasks — only after its configured retention.
+ * Nothing younger than its retention is ever deleted.
+ */
+export function pruneStore(stores: Stores, config: Pick<Config, 'clockSkew' | 'retention'>, now: number): { tokens: number; revocations: number; sessions: number; audit: number; tasks: number } {
+  const horizon = now - config.clockSkew
+  return {
+    tokens: stores.tokens.pruneExpired(horizon),
+    revocations: stores.revocations.pruneBefore(horizon),
+    sessions: stores.sessions.pruneBefore(horizon),
+    audit: stores.audit.pruneBefore(now - config.retention.audit),
+    tasks: stores.tasks.pruneExpiredBefore(now - config.retention.tasks),
+  }
+}
