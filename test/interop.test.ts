@@ -180,6 +180,6 @@ describe('interop with oauth4webapi and jose over a real port', () => {
     assert.doesNotMatch(JSON.stringify(caught.cause), /agent-/)
     assert.equal(s.count('tokens'), tokensBefore)
     // Not the caller it claims to be: nothing stored, the reason is in the server log.
-    assert.match(String(s.logs.findLast((l) => l.msg === 'request refused')?.fields.detail), /client_id agent-b/)
+    assert.match(String([...s.logs].reverse().find((l) => l.msg === 'request refused')?.fields.detail), /client_id agent-b/)
   })
 })
