@@ -137,7 +137,7 @@ export function createActorTokenVerifier(opts: {
       const peeked = peekJwt(token)
       if (!peeked) throw invalidRequest('actor_token is not a well-formed JWT')
       const anchor = selectAnchor(peeked.payload)
-      kindCheck(anchor, () => checkHeader(anchor.kind, peeked.header as ProtectedHeaderParameters))
+      kindCheck(anchor, () => checkHeader(anchor.kind, peeked.header as ProtectedHeaderParameters, anchor.typ !== undefined))
       const typ = peeked.header.typ
       if (anchor.typ && (typeof typ !== 'string' || !anchor.typ.has(normalizeTyp(typ)))) throw invalidRequest('actor_token is not an attestation of this issuer', `actor_token typ ${JSON.stringify(typ)?.slice(0, 80)} not accepted for ${anchor.key}`)
 

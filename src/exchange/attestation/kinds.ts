@@ -31,8 +31,11 @@ export const KIND_NAMES: Record<AttestationKind, string> = {
   github: 'GitHub Actions token',
 }
 
-/** Header rules, checked before any signature work. */
-export function checkHeader(kind: AttestationKind, header: ProtectedHeaderParameters): void {
+/**
+ * Header rules, checked before any signature work. `declaredTyp`: the issuer declares its own
+ * `typ` values (checked by the caller), which replace the kind's default typ rule below.
+ */
+export function checkHeader(kind: AttestationKind, header: ProtectedHeaderParameters, declaredTyp = false): void {
   if (kind === 'spiffe') {
     const extra = Object.keys(header).filter((k) => !JWT_SVID_HEADER.has(k))
     if (extra.length > 0) throw new AttestationError(`JWT-SVID header parameter ${extra.map((k) => `"${k}"`).join(', ')} not allowed`)
@@ -44,7 +47,7 @@ export function checkHeader(kind: AttestationKind, header: ProtectedHeaderParame
   const forbidden = FORBIDDEN_HEADER.filter((k) => Object.hasOwn(header, k))
   if (forbidden.length > 0) throw new AttestationError(`header parameter ${forbidden.map((k) => `"${k}"`).join(', ')} not allowed`)
   // RFC 8725 §3.11/§3.12: an explicitly typed JWT of another kind (at+jwt, dpop+jwt, …) is not an attestation.
-  if (header.typ !== undefined && !/^(JWT|JOSE)$/i.test(String(header.typ))) throw new AttestationError(`typ "${String(header.typ)}" not allowed`)
+  if (!declaredTyp && header.typ !== undefined && !/^(JWT|JOSE)$/i.test(String(header.typ))) throw new AttestationError(`typ "${String(header.typ)}" not allowed`)
 }
 
 /** Kubernetes object names: namespaces are DNS labels (RFC 1123), service accounts and pods DNS subdomains. */

@@ -1,0 +1,79 @@
+/**
+ * What the broker stores is bounded: unauthenticated requests store nothing, every audit field
+ * has a maximum length, and evidence (audit rows, tasks) is pruned only after its retention —
+ * never a row younger than it.
+ */
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { AUDIT_FIELD_LIMITS } from '../src/store/stores.js'
+import { pruneStore } from '../src/store/retention.js'
+import { counts, NOTES, openTask, withBroker } from './harness.js'
+
+describe('unauthenticated traffic does not grow the database', () => {
+  it('a 15 KB refused /token request without a valid attestation writes no row and is counted', () =>
+    withBroker({}, async (b) => {
+      const big = `https://x.example/${'a'.repeat(5000)}`
+      const before = counts(b)
+      const res = await b.exchange({ actor_token: 'x'.repeat(100), resource: big, task_id: 't'.repeat(5000), subject_token: await b.session({ iss: `https://${'e'.repeat(4000)}.example` }) })
+      assert.equal(res.status, 400)
+      assert.deepEqual(counts(b), before)
+      assert.match(await b.deps.metrics.registry.getSingleMetricAsString('taskpass_unauthenticated_refusals_total'), /endpoint="token",error="invalid_request"\} 1/)
+    }),
+  )
+
+  it('an authenticated caller\'s refusal is audited with every field cut to its bound', () =>
+    withBroker({}, async (b) => {
+      const big = `https://x.example/${'a'.repeat(8000)}`
+      const res = await b.exchange({ resource: big, task_id: 't'.repeat(3000) })
+      assert.equal(res.status, 400)
+      const row = b.lastAudit()!
+      assert.equal(row.decision, 'deny')
+      assert.equal(String(row.resource).length, AUDIT_FIELD_LIMITS.resource)
+      assert.equal(String(row.task_id).length, AUDIT_FIELD_LIMITS.taskId)
+      assert.ok(String(row.reason).length <= AUDIT_FIELD_LIMITS.reason)
+      assert.ok(String(row.resource).endsWith('…'), 'a cut value says it was cut')
+      const total = Object.values(row).reduce<number>((n, v) => n + (typeof v === 'string' ? v.length : 0), 0)
+      assert.ok(total < 4096, `the row holds ${total} characters`)
+    }),
+  )
+})
+
+describe('retention', () => {
+  it('audit rows are pruned only once older than retention.audit; the boundary row is kept', () =>
+    withBroker((c) => ({ ...c, retention: { audit: 86_400, tasks: 3600 } }), async (b) => {
+      const t0 = b.clock.now()
+      assert.equal((await b.exchange()).status, 200)
+      const rows = b.count('audit_events')
+      assert.equal(rows, 1)
+      assert.equal(pruneStore(b.deps.stores, b.deps.config, t0 + 86_400).audit, 0, 'exactly the retention old: kept')
+      assert.equal(b.count('audit_events'), 1)
+      assert.equal(pruneStore(b.deps.stores, b.deps.config, t0 + 86_401).audit, 1)
+      assert.equal(b.count('audit_events'), 0)
+    }),
+  )
+
+  it('tasks are pruned once retention.tasks has passed since they expired, ended or not; open ones never', () =>
+    withBroker((c) => ({ ...c, retention: { audit: 86_400 * 400, tasks: 3600 } }), async (b) => {
+      const t0 = b.clock.now()
+      const open = await openTask(b, { purpose: 'p', resources: [{ resource: NOTES, scopes: ['notes:read'] }], ttl: 600 })
+      const { task_id: ended } = (await open.json()) as { task_id: string }
+      const revoked = await b.app.request(`/tasks/${ended}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${await b.session()}` } })
+      assert.equal(revoked.status, 200)
+      const longer = await openTask(b, { purpose: 'p', resources: [{ resource: NOTES, scopes: ['notes:read'] }], ttl: 86_400 })
+      const { task_id: running } = (await longer.json()) as { task_id: string }
+
+      assert.equal(pruneStore(b.deps.stores, b.deps.config, t0 + 600 + 3600).tasks, 0, 'expired exactly the retention ago: kept')
+      assert.equal(pruneStore(b.deps.stores, b.deps.config, t0 + 600 + 3601).tasks, 1)
+      assert.equal(b.deps.stores.tasks.get(ended), undefined)
+      assert.ok(b.deps.stores.tasks.get(running), 'a task that has not expired is never pruned')
+      assert.ok(b.count('audit_events') > 0, 'its audit rows stay, under their own retention')
+    }),
+  )
+
+  it('retention below its minimum is a configuration error', () =>
+    withBroker({}, async () => {
+      const { parseConfig, ConfigError } = await import('../src/config.js')
+      assert.throws(() => parseConfig({ issuer: 'https://b.example', retention: { audit: 60 } }), (e: unknown) => e instanceof ConfigError && /retention\.audit/.test(e.message))
+    }),
+  )
+})
