@@ -18,6 +18,7 @@ export type OAuthErrorCode =
   | 'not_found'
   | 'task_not_active'
   | 'rotation_too_early'
+  | 'key_already_revoked'
   | 'rate_limited'
   | 'server_error'
 
@@ -66,6 +67,7 @@ export const notFound = (description = 'not found') => new OAuthError('not_found
 export const invalidToken = (description: string, detail?: string) =>
   new OAuthError('invalid_token', 401, description, detail, { 'WWW-Authenticate': `Bearer error="invalid_token"` })
 export const taskNotActive = (description: string) => new OAuthError('task_not_active', 409, description)
+export const keyAlreadyRevoked = (description: string) => new OAuthError('key_already_revoked', 409, description)
 
 /** RFC 9449 §5: a missing, malformed or failing DPoP proof at the authorization server is a 400. */
 export const invalidDpopProof = (description: string, detail?: string) => new OAuthError('invalid_dpop_proof', 400, description, detail)

@@ -23,7 +23,9 @@ async function main() {
   const { config, kek, dev } = runtime
   const deps = await createBroker({ config, clock: systemClock, logger, kek })
   const app = createApp(deps)
-  // Pick up key rotations made by the CLI (another process) and prune what retention allows.
+  // A key rotated or revoked by the CLI (another process) takes effect on the next request: the
+  // keyset checks SQLite's data_version on every use (src/keys/keyset.ts). This reload withdraws
+  // retired keys whose publish window has ended; the rest prunes what retention allows.
   const timer = setInterval(() => {
     deps.keys.reload().catch((e: unknown) => logger.error('key reload failed', { error: String(e) }))
     pruneStore(deps.stores, config, systemClock.now())

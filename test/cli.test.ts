@@ -37,19 +37,44 @@ describe('admin CLI (dev mode)', () => {
     assert.match(out.stdout, /^\$argon2id\$/)
   })
 
-  it('keys: list shows current and next; rotate is refused while the next key is fresh, --force rotates', () => {
+  it('keys: list shows current, next and standby; rotate is refused while the next key is fresh, --force rotates and warns', () => {
     const listed = JSON.parse(cli(dir, 'keys', 'list').stdout) as { keys: { kid: string }[] }
-    assert.equal(listed.keys.length, 2)
+    assert.equal(listed.keys.length, 3)
     const early = cli(dir, 'keys', 'rotate')
     assert.equal(early.status, 1)
     assert.match(early.stderr, /published for less than 300 s/)
     const forced = cli(dir, 'keys', 'rotate', '--force')
     assert.equal(forced.status, 0, forced.stderr)
-    const result = JSON.parse(forced.stdout) as { retired: string; current: string }
-    assert.deepEqual([result.retired, result.current], [listed.keys[0]!.kid, listed.keys[1]!.kid])
+    const result = JSON.parse(forced.stdout) as { retired: string; current: string; next: string; warning?: string; verifiers_may_refuse_for_seconds?: number }
+    assert.deepEqual([result.retired, result.current, result.next], [listed.keys[0]!.kid, listed.keys[1]!.kid, listed.keys[2]!.kid])
+    // The keys were generated seconds ago: the answer and stderr say verifiers may refuse new tokens.
+    assert.ok((result.verifiers_may_refuse_for_seconds ?? 0) > 250, forced.stdout)
+    assert.match(forced.stderr, /^warning: the new signing key \S+ has been in the JWKS for only \d+ s: .*refuses new tokens/m)
     const audit = cli(dir, 'audit').stdout.trim().split('\n').map((l) => JSON.parse(l) as { action: string; reason: string })
     assert.deepEqual(audit.map((e) => e.action), ['keys.rotate'])
-    assert.match(audit[0]!.reason, /forced/)
+    assert.match(audit[0]!.reason, /forced.*only \d+ s/)
+  })
+
+  it('keys revoke <kid>: unpublishes the key at once, promotes the next one with a warning; unknown or revoked kids fail and change nothing', () => {
+    const [current, next] = (JSON.parse(cli(dir, 'keys', 'list').stdout) as { keys: { kid: string }[] }).keys.map((k) => k.kid)
+    const out = cli(dir, 'keys', 'revoke', current!)
+    assert.equal(out.status, 0, out.stderr)
+    const result = JSON.parse(out.stdout) as { kid: string; was: string; tokens_revoked: number; current: string }
+    assert.deepEqual([result.kid, result.was, result.tokens_revoked, result.current], [current, 'current', 0, next])
+    assert.match(out.stderr, /^warning: the new signing key /m)
+    const after = cli(dir, 'keys', 'list').stdout
+    assert.ok(!after.includes(current!))
+
+    const again = cli(dir, 'keys', 'revoke', current!)
+    assert.equal(again.status, 1)
+    assert.match(again.stderr, /key_already_revoked/)
+    const unknown = cli(dir, 'keys', 'revoke', 'no-such-kid')
+    assert.equal(unknown.status, 1)
+    assert.match(unknown.stderr, /not_found/)
+    assert.equal(cli(dir, 'keys', 'revoke').status, 64, 'a kid is required')
+    assert.equal(cli(dir, 'keys', 'list').stdout, after, 'the refusals changed nothing')
+    const actions = cli(dir, 'audit').stdout.trim().split('\n').map((l) => (JSON.parse(l) as { action: string }).action)
+    assert.deepEqual(actions, ['keys.rotate', 'keys.revoke'])
   })
 
   it('unknown commands print the usage and exit 64', () => {

@@ -6,9 +6,17 @@
  */
 import assert from 'node:assert/strict'
 import { afterEach, beforeEach, describe, it } from 'node:test'
-import { calculateJwkThumbprint, compactDecrypt, createLocalJWKSet, decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWK } from 'jose'
+import { randomUUID } from 'node:crypto'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { calculateJwkThumbprint, compactDecrypt, createLocalJWKSet, createRemoteJWKSet, decodeJwt, decodeProtectedHeader, errors, importJWK, jwtVerify, SignJWT, type JWK } from 'jose'
+import { createFixedClock } from '../src/clock.js'
 import { JWKS_MAX_AGE, rotateKeys } from '../src/keys/keyset.js'
-import { ADMIN_KEY, createTestBroker, NOTES, type TestBroker } from './harness.js'
+import { revokeKey } from '../src/keys/revoke.js'
+import { openDatabase } from '../src/store/db.js'
+import { createStores } from '../src/store/stores.js'
+import { ADMIN_KEY, CALENDAR, CALENDAR_SECRET, counts, createTestBroker, NOTES, NOTES_SECRET, startTestServer, T0, type TestBroker } from './harness.js'
 
 type Jwks = { keys: JWK[] }
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k', 'oth'] as const
@@ -51,14 +59,16 @@ describe('JWKS document', () => {
   beforeEach(async () => { b = await createTestBroker() })
   afterEach(() => b.close())
 
-  it('publishes the current and the pre-published next key, current first', async () => {
+  it('publishes the current key, then the pre-published next and standby keys', async () => {
     const set = await jwks(b)
-    assert.equal(set.keys.length, 2)
+    assert.equal(set.keys.length, 3)
     const current = b.deps.keys.current().kid
     assert.equal(set.keys[0]!.kid, current)
     const next = b.deps.database.sqlite.prepare(`select kid from signing_keys where state = 'next'`).get() as { kid: string }
+    const standby = b.deps.database.sqlite.prepare(`select kid from signing_keys where state = 'standby'`).get() as { kid: string }
     assert.equal(set.keys[1]!.kid, next.kid)
-    assert.notEqual(next.kid, current)
+    assert.equal(set.keys[2]!.kid, standby.kid)
+    assert.equal(new Set([current, next.kid, standby.kid]).size, 3)
     for (const k of set.keys) {
       assert.equal(k.kty, 'EC')
       assert.equal(k.crv, 'P-256')
@@ -86,7 +96,7 @@ describe('JWKS document', () => {
 
     const stale = await getJwks(b, { 'if-none-match': '"not-the-etag"' })
     assert.equal(stale.status, 200)
-    assert.equal(((await stale.json()) as Jwks).keys.length, 2)
+    assert.equal(((await stale.json()) as Jwks).keys.length, 3)
 
     // RFC 9110 §13.1.2 weak comparison: a list, a weak validator and `*` all match.
     for (const header of [`"x", ${etag!}`, `W/${etag!}`, '*']) {
@@ -107,7 +117,7 @@ describe('JWKS document', () => {
 
   it('every kid is the RFC 7638 SHA-256 thumbprint of its key', async () => {
     const set = await jwks(b)
-    assert.equal(set.keys.length, 2)
+    assert.equal(set.keys.length, 3)
     for (const k of set.keys) assert.equal(k.kid, await calculateJwkThumbprint(k, 'sha256'))
   })
 
@@ -132,7 +142,7 @@ describe('key rotation', () => {
     const beforeRes = await getJwks(b)
     const etagBefore = beforeRes.headers.get('etag')!
     const before = (await beforeRes.json()) as Jwks
-    const [oldKid, nextKid] = kids(before) as [string, string]
+    const [oldKid, nextKid, standbyKid] = kids(before) as [string, string, string]
     const oldToken = await issue(b)
     assert.equal(decodeProtectedHeader(oldToken).kid, oldKid)
 
@@ -140,10 +150,12 @@ describe('key rotation', () => {
     const rotatedAt = b.clock.now()
     const res = await rotate(b, `Bearer ${ADMIN_KEY}`)
     assert.equal(res.status, 200)
-    const result = (await res.json()) as { retired: string; current: string; next: string }
+    const result = (await res.json()) as { retired: string; current: string; next: string; standby: string; warning?: string }
     assert.equal(result.retired, oldKid)
     assert.equal(result.current, nextKid)
-    assert.ok(![oldKid, nextKid].includes(result.next))
+    assert.equal(result.next, standbyKid)
+    assert.ok(![oldKid, nextKid, standbyKid].includes(result.standby))
+    assert.equal(result.warning, undefined, 'a rotation after the wait promotes a key every verifier has seen')
     assert.equal(b.deps.keys.current().kid, nextKid)
     assert.equal(b.lastAudit()?.action, 'keys.rotate')
 
@@ -157,7 +169,7 @@ describe('key rotation', () => {
     assert.equal(afterRes.status, 200)
     assert.notEqual(afterRes.headers.get('etag'), etagBefore)
     const after = (await afterRes.json()) as Jwks
-    assert.deepEqual(kids(after), [nextKid, result.next, oldKid])
+    assert.deepEqual(kids(after), [nextKid, standbyKid, result.standby, oldKid])
     for (const k of after.keys) assert.equal(k.kid, await calculateJwkThumbprint(k, 'sha256'))
     await verifyWith(b, after, oldToken)
     await verifyWith(b, after, newToken)
@@ -179,7 +191,7 @@ describe('key rotation', () => {
     b.clock.advance(1)
     await b.deps.keys.reload()
     const later = await jwks(b)
-    assert.deepEqual(kids(later), [nextKid, result.next])
+    assert.deepEqual(kids(later), [nextKid, standbyKid, result.standby])
     assert.equal(b.deps.keys.publicKey(oldKid), undefined)
     // The retired key's row is still stored (state 'retired'), only no longer published.
     const row = b.deps.database.sqlite.prepare('select state, publish_until from signing_keys where kid = ?').get(oldKid) as { state: string; publish_until: number }
@@ -188,19 +200,37 @@ describe('key rotation', () => {
     await assert.rejects(verifyWith(b, later, oldToken), errors.JWKSNoMatchingKey)
   })
 
-  it('rotation is refused (409, Retry-After) until the next key has been published for the JWKS max-age, unless forced', async () => {
+  it('rotation is refused (409, Retry-After) until the next key has been published for the JWKS max-age; forced, the answer says what verifiers will see', async () => {
     const before = kids(await jwks(b))
+    const rows = b.deps.database.sqlite.prepare('select * from signing_keys order by kid').all()
+    const audits = b.count('audit_events')
     b.clock.advance(JWKS_MAX_AGE - 1)
     const early = await rotate(b, `Bearer ${ADMIN_KEY}`)
     assert.equal(early.status, 409)
     assert.equal(early.headers.get('retry-after'), '1')
     assert.equal(((await early.json()) as { error: string }).error, 'rotation_too_early')
     assert.deepEqual(kids(await jwks(b)), before)
+    assert.deepEqual(b.deps.database.sqlite.prepare('select * from signing_keys order by kid').all(), rows, 'no key row changed')
+    assert.equal(b.count('audit_events'), audits)
+
     const forced = await rotate(b, `Bearer ${ADMIN_KEY}`, '?force=true')
     assert.equal(forced.status, 200)
+    const answer = (await forced.json()) as { current: string; warning?: string; verifiers_may_refuse_for_seconds?: number }
+    assert.equal(answer.current, before[1])
     assert.equal(b.deps.keys.current().kid, before[1])
+    assert.equal(answer.verifiers_may_refuse_for_seconds, 1, 'published 299 s ago: a verifier caching the JWKS for 300 s may lack it for 1 s more')
+    assert.match(answer.warning ?? '', new RegExp(`${before[1]}.*only ${JWKS_MAX_AGE - 1} s.*refuses new tokens.*up to 1 s`))
+    assert.match(String(b.lastAudit()?.reason), /\(forced\).*only 299 s/)
+
+    // The standby key, published with the first two, is now next: it has been seen for a full max-age.
     b.clock.advance(1)
-    assert.equal((await rotate(b, `Bearer ${ADMIN_KEY}`)).status, 409, 'the freshly published next key must wait again')
+    const again = await rotate(b, `Bearer ${ADMIN_KEY}`)
+    assert.equal(again.status, 200)
+    assert.equal(((await again.json()) as { current: string }).current, before[2])
+    // Its successor was generated by the forced rotation a second ago and must wait.
+    const third = await rotate(b, `Bearer ${ADMIN_KEY}`)
+    assert.equal(third.status, 409, 'the next key generated a second ago must wait')
+    assert.equal(third.headers.get('retry-after'), String(JWKS_MAX_AGE - 1))
   })
 
   it('a token signed before rotation still introspects active afterwards', async () => {
@@ -216,11 +246,12 @@ describe('key rotation', () => {
     const before = kids(await jwks(b))
     const result = await rotateKeys(b.deps.keyStore, { force: true })
     assert.equal(result.current, before[1])
+    assert.equal(result.next, before[2])
     // Not reloaded yet: this process still signs with, and publishes, what it loaded.
     assert.deepEqual(kids(await jwks(b)), before)
     assert.equal(b.deps.keys.current().kid, before[0])
     await b.deps.keys.reload()
-    assert.deepEqual(kids(await jwks(b)), [before[1], result.next, before[0]])
+    assert.deepEqual(kids(await jwks(b)), [before[1], before[2], result.standby, before[0]])
     assert.equal(decodeProtectedHeader(await issue(b)).kid, before[1])
   })
 
@@ -245,9 +276,9 @@ describe('private keys at rest', () => {
   afterEach(() => b.close())
 
   it('signing_keys.private_jwe is a compact JWE under the KEK; no plaintext private key anywhere in the database', async () => {
-    await rotate(b, `Bearer ${ADMIN_KEY}`, '?force=true') // three keys: retired, current, next
+    await rotate(b, `Bearer ${ADMIN_KEY}`, '?force=true') // four keys: retired, current, next, standby
     const rows = b.deps.database.sqlite.prepare('select kid, public_jwk, private_jwe from signing_keys').all() as { kid: string; public_jwk: string; private_jwe: string }[]
-    assert.equal(rows.length, 3)
+    assert.equal(rows.length, 4)
     for (const r of rows) {
       const segments = r.private_jwe.split('.')
       assert.equal(segments.length, 5, 'compact JWE has five segments')
@@ -276,6 +307,285 @@ describe('private keys at rest', () => {
     for (const { name } of tables) {
       const dump = JSON.stringify(b.deps.database.sqlite.prepare(`select * from "${name}"`).all())
       assert.doesNotMatch(dump, /\\?"d\\?"\s*:/, `table ${name}`)
+    }
+  })
+})
+
+// ——— Key compromise: POST /admin/keys/{kid}/revoke ———
+
+const NOTES_BASIC = `Basic ${Buffer.from(`notes-mcp:${NOTES_SECRET}`).toString('base64')}`
+const CALENDAR_BASIC = `Basic ${Buffer.from(`calendar-mcp:${CALENDAR_SECRET}`).toString('base64')}`
+
+type Revocation = { kid: string; was: string; tokens_revoked: number; current: string; next: string; standby: string; warning?: string; verifiers_may_refuse_for_seconds?: number }
+type FeedEvent = { id: string; type: string; at: number; until: number; kid?: string; jti?: string }
+
+function revoke(b: TestBroker, kid: string, authorization: string | null = `Bearer ${ADMIN_KEY}`): Promise<Response> {
+  return Promise.resolve(b.app.request(`/admin/keys/${encodeURIComponent(kid)}/revoke`, { method: 'POST', headers: authorization ? { authorization } : {} }))
+}
+
+async function feed(b: TestBroker, auth = NOTES_BASIC): Promise<FeedEvent[]> {
+  const res = await b.app.request('/revocations?after=0', { headers: { authorization: auth } })
+  assert.equal(res.status, 200)
+  return ((await res.json()) as { events: FeedEvent[] }).events
+}
+
+/** What an attacker holding a stolen private key mints: a well-formed task token with a fresh jti. */
+async function forge(b: TestBroker, kid: string, claims: Record<string, unknown> = {}): Promise<string> {
+  const row = b.deps.database.sqlite.prepare('select private_jwe from signing_keys where kid = ?').get(kid) as { private_jwe: string }
+  const { plaintext } = await compactDecrypt(row.private_jwe, b.deps.keyStore.kek)
+  const key = await importJWK(JSON.parse(new TextDecoder().decode(plaintext)) as JWK, 'ES256')
+  const now = b.clock.now()
+  return new SignJWT({ sub: 'mallory', client_id: 'agent-a', act: { sub: 'agent-a' }, scope: 'notes:read notes:write', task_id: 'forged', jti: randomUUID(), ...claims })
+    .setProtectedHeader({ alg: 'ES256', kid, typ: 'at+jwt' })
+    .setIssuer(b.deps.config.issuer)
+    .setAudience(NOTES)
+    .setIssuedAt(now)
+    .setExpirationTime(now + 300)
+    .sign(key)
+}
+
+async function introspect(b: TestBroker, token: string): Promise<boolean> {
+  const res = await b.post('/introspect', { token }, { authorization: NOTES_BASIC })
+  assert.equal(res.status, 200)
+  return ((await res.json()) as { active: boolean }).active
+}
+
+const keyRows = (b: TestBroker) => b.deps.database.sqlite.prepare('select * from signing_keys order by kid').all()
+const tokenRows = (b: TestBroker) => b.deps.database.sqlite.prepare('select * from tokens order by jti').all()
+const tokenStatus = (b: TestBroker, t: string) => (b.deps.database.sqlite.prepare('select status from tokens where jti = ?').get(decodeJwt(t).jti) as { status: string }).status
+
+describe('key revocation (compromise)', () => {
+  let b: TestBroker
+  beforeEach(async () => { b = await createTestBroker() })
+  afterEach(() => b.close())
+
+  it('revoking the current key: unpublished at once, its unexpired tokens revoked, the next key signs, one key_revoked event for every resource, audited', async () => {
+    b.clock.advance(JWKS_MAX_AGE) // next and standby have been published for a full cache lifetime
+    const [k1, k2, k3] = kids(await jwks(b)) as [string, string, string]
+    const t1 = await issue(b)
+    const t2 = await issue(b)
+    const expired = await issue(b)
+    const lastExp = decodeJwt(t2).exp!
+    b.deps.database.sqlite.prepare('update tokens set exp = ? where jti = ?').run(b.clock.now() - 1, decodeJwt(expired).jti)
+    assert.equal(await introspect(b, t1), true) // warms the own-token cache
+    const before = counts(b)
+    const revokedAt = b.clock.now()
+
+    const res = await revoke(b, k1)
+    assert.equal(res.status, 200)
+    assert.equal(res.headers.get('cache-control'), 'no-store')
+    const answer = (await res.json()) as Revocation
+    assert.deepEqual({ ...answer, standby: '' }, { kid: k1, was: 'current', tokens_revoked: 2, current: k2, next: k3, standby: '' })
+    assert.ok(![k1, k2, k3].includes(answer.standby))
+    assert.equal(answer.warning, undefined, 'the promoted key had been published for the JWKS max-age')
+
+    // One durable transaction wrote: the two token revocations, one feed event, one audit row.
+    const after = counts(b)
+    assert.deepEqual(after, { ...before, revocation_events: before.revocation_events + 1, audit_events: before.audit_events + 1 })
+    const audit = b.lastAudit()!
+    assert.equal(audit.action, 'keys.revoke')
+    assert.equal(audit.decision, 'allow')
+    assert.match(String(audit.reason), new RegExp(`current key ${k1} revoked by admin:key0; 2 token\\(s\\) it signed and 0 without a recorded key revoked; current ${k2}`))
+
+    // The feed: `key_revoked` naming the kid, for every registered resource, relevant for the token ceiling.
+    const ceiling = b.deps.config.tokens.maxTtl + b.deps.config.clockSkew
+    for (const auth of [NOTES_BASIC, CALENDAR_BASIC]) {
+      const events = (await feed(b, auth)).filter((e) => e.type === 'key_revoked')
+      assert.equal(events.length, 1)
+      assert.deepEqual({ ...events[0], id: '' }, { id: '', type: 'key_revoked', at: revokedAt, until: Math.max(lastExp, revokedAt + ceiling), kid: k1 })
+    }
+
+    // Gone from the JWKS and from this broker's own verification at once; the next key signs.
+    assert.deepEqual(kids(await jwks(b)), [k2, k3, answer.standby])
+    assert.equal(b.deps.keys.publicKey(k1), undefined)
+    const t3 = await issue(b)
+    assert.equal(decodeProtectedHeader(t3).kid, k2)
+    await verifyWith(b, await jwks(b), t3)
+
+    assert.deepEqual([tokenStatus(b, t1), tokenStatus(b, t2), tokenStatus(b, expired), tokenStatus(b, t3)], ['revoked', 'revoked', 'active', 'active'])
+    assert.equal(await introspect(b, t1), false)
+    assert.equal(await introspect(b, t3), true)
+
+    // A token forged with the stolen key: no JWKS verifies it, introspection says inactive.
+    const forged = await forge(b, k1, { jti: decodeJwt(t3).jti }) // even reusing a live jti
+    await assert.rejects(verifyWith(b, await jwks(b), forged), errors.JWKSNoMatchingKey)
+    assert.equal(await introspect(b, forged), false)
+    const row = b.deps.database.sqlite.prepare('select state, publish_until from signing_keys where kid = ?').get(k1) as { state: string; publish_until: number }
+    assert.deepEqual(row, { state: 'revoked', publish_until: revokedAt })
+  })
+
+  it('a forged token is refused by a freshly started jose verifier against the broker port', async () => {
+    const server = await startTestServer({ clock: createFixedClock(T0) })
+    try {
+      const [k1] = kids((await (await fetch(`${server.url}/.well-known/jwks.json`)).json()) as Jwks) as [string]
+      const forged = await forge(server, k1, { aud: NOTES })
+      const verify = (token: string) =>
+        jwtVerify(token, createRemoteJWKSet(new URL(`${server.url}/.well-known/jwks.json`)), { issuer: server.url, audience: NOTES, typ: 'at+jwt', currentDate: new Date(server.clock.now() * 1000) })
+      await verify(forged) // before the revocation the stolen key is trusted: that is what revocation is for
+      assert.equal((await revoke(server, k1)).status, 200)
+      await assert.rejects(verify(forged), errors.JWKSNoMatchingKey)
+    } finally {
+      await server.stop()
+    }
+  })
+
+  it('the own-token cache: a token verified before its key was revoked no longer verifies', async () => {
+    const token = await issue(b)
+    const kid = decodeProtectedHeader(token).kid!
+    assert.equal((await b.deps.ownTokens.verify(token))?.jti, decodeJwt(token).jti) // cached now
+    assert.equal((await revoke(b, kid)).status, 200)
+    assert.equal(await b.deps.ownTokens.verify(token), undefined)
+  })
+
+  it('revoking a current key whose successor is fresh says how long verifiers may refuse new tokens', async () => {
+    b.clock.advance(40)
+    const [k1, k2] = kids(await jwks(b)) as [string, string]
+    const res = await revoke(b, k1)
+    assert.equal(res.status, 200)
+    const answer = (await res.json()) as Revocation
+    assert.equal(answer.current, k2)
+    assert.equal(answer.verifiers_may_refuse_for_seconds, JWKS_MAX_AGE - 40)
+    assert.match(answer.warning ?? '', new RegExp(`${k2} has been in the JWKS for only 40 s.*up to ${JWKS_MAX_AGE - 40} s`))
+    assert.match(String(b.lastAudit()?.reason), /for only 40 s/)
+  })
+
+  it('revoking the next key replaces it from the standby; revoking the standby replaces it; neither touches the current key', async () => {
+    const [k1, k2, k3] = kids(await jwks(b)) as [string, string, string]
+    const t = await issue(b)
+    const a = (await (await revoke(b, k2)).json()) as Revocation
+    assert.deepEqual({ ...a, standby: '' }, { kid: k2, was: 'next', tokens_revoked: 0, current: k1, next: k3, standby: '' })
+    const c = (await (await revoke(b, a.standby)).json()) as Revocation
+    assert.deepEqual({ ...c, standby: '' }, { kid: a.standby, was: 'standby', tokens_revoked: 0, current: k1, next: k3, standby: '' })
+    assert.deepEqual(kids(await jwks(b)), [k1, k3, c.standby])
+    assert.equal(tokenStatus(b, t), 'active')
+    assert.equal(b.deps.keys.current().kid, k1)
+    assert.equal((await feed(b)).filter((e) => e.type === 'key_revoked').length, 2)
+  })
+
+  it('revoking a retired key unpublishes it before its window ends and revokes its remaining tokens', async () => {
+    const [k1, k2, k3] = kids(await jwks(b)) as [string, string, string]
+    const old = await issue(b)
+    const rotated = (await (await rotate(b, `Bearer ${ADMIN_KEY}`, '?force=true')).json()) as { standby: string }
+    assert.deepEqual(kids(await jwks(b)), [k2, k3, rotated.standby, k1])
+    const a = (await (await revoke(b, k1)).json()) as Revocation
+    assert.deepEqual(a, { kid: k1, was: 'retired', tokens_revoked: 1, current: k2, next: k3, standby: rotated.standby })
+    assert.deepEqual(kids(await jwks(b)), [k2, k3, rotated.standby])
+    assert.equal(tokenStatus(b, old), 'revoked')
+  })
+
+  it('tokens issued before tokens recorded their key (kid NULL) are revoked too, each with its own token_revoked event', async () => {
+    const [k1, k2] = kids(await jwks(b)) as [string, string]
+    const legacy = await issue(b)
+    const mine = await issue(b)
+    b.deps.database.sqlite.prepare('update tokens set kid = null where jti = ?').run(decodeJwt(legacy).jti)
+    // Revoking a key that signed nothing still revokes the token of unknown signer: it may have been this key.
+    const a = (await (await revoke(b, k2)).json()) as Revocation
+    assert.equal(a.tokens_revoked, 1)
+    assert.deepEqual([tokenStatus(b, legacy), tokenStatus(b, mine)], ['revoked', 'active'])
+    const events = await feed(b)
+    assert.deepEqual(events.map((e) => [e.type, e.jti ?? e.kid]), [['token_revoked', decodeJwt(legacy).jti], ['key_revoked', k2]])
+    assert.equal(b.deps.keys.current().kid, k1)
+  })
+
+  it('refusals change nothing: unknown kid → 404 not_found, revoked kid → 409 key_already_revoked, no admin key → 401', async () => {
+    const [k1, k2] = kids(await jwks(b)) as [string, string]
+    await issue(b)
+    assert.equal((await revoke(b, k2)).status, 200)
+    const snapshot = () => ({ counts: counts(b), keys: keyRows(b), tokens: tokenRows(b) })
+    const before = snapshot()
+    const jwksBefore = await jwks(b)
+    const cases: [string, string | null, number, string][] = [
+      ['unknown-kid', `Bearer ${ADMIN_KEY}`, 404, 'not_found'],
+      ['x'.repeat(2000), `Bearer ${ADMIN_KEY}`, 404, 'not_found'],
+      [k2, `Bearer ${ADMIN_KEY}`, 409, 'key_already_revoked'],
+      [k1, null, 401, 'invalid_token'],
+      [k1, 'Bearer tpa_wrong-key', 401, 'invalid_token'],
+    ]
+    for (const [kid, auth, status, error] of cases) {
+      const res = await revoke(b, kid, auth)
+      assert.equal(res.status, status, `${kid.slice(0, 20)} ${auth ?? '(none)'}`)
+      assert.equal(((await res.json()) as { error: string }).error, error)
+      assert.equal(res.headers.get('cache-control'), 'no-store')
+      assert.deepEqual(snapshot(), before, 'nothing changed')
+    }
+    assert.deepEqual(await jwks(b), jwksBefore)
+    assert.equal(b.deps.keys.current().kid, k1)
+    // GET is not a route.
+    assert.equal((await b.app.request(`/admin/keys/${k1}/revoke`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })).status, 404)
+  })
+})
+
+describe('keys changed by another process (the CLI)', () => {
+  it('a revocation through another connection stops signing, verifying and publishing in the running broker on its next request, without a reload', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'taskpass-keys-'))
+    const path = join(dir, 'broker.db')
+    const b = await createTestBroker({ config: (c) => ({ ...c, database: path }) })
+    const other = openDatabase(path)
+    try {
+      b.clock.advance(JWKS_MAX_AGE)
+      const [k1, k2] = kids(await jwks(b)) as [string, string]
+      const token = await issue(b)
+      assert.ok(b.deps.keys.publicKey(k1))
+      const cli = { ...b.deps.keyStore, database: other }
+      const result = await revokeKey({ keyStore: cli, stores: createStores(other), audiences: [NOTES, CALENDAR] }, k1, 'admin:cli')
+      assert.equal(result.current, k2)
+      // No reload() here: the running broker notices the other connection's commit by itself.
+      assert.equal(b.deps.keys.publicKey(k1), undefined)
+      assert.equal(b.deps.keys.current().kid, k2)
+      assert.ok(!kids(await jwks(b)).includes(k1))
+      assert.equal(decodeProtectedHeader(await issue(b)).kid, k2)
+      assert.equal(await b.deps.ownTokens.verify(token), undefined)
+      assert.equal(await introspect(b, token), false)
+      // The background load picks up the new standby key.
+      await b.deps.keys.reload()
+      assert.deepEqual(kids(await jwks(b)), [k2, result.next, result.standby])
+    } finally {
+      other.close()
+      b.close()
+    }
+  })
+})
+
+// ——— What verifiers see across quick forced rotations (item: no unseen signing key) ———
+
+describe('forced rotations and verifiers that cached the JWKS', () => {
+  it('two quick forced rotations promote only keys verifiers have already fetched; a third says how long they may refuse — and they do', async () => {
+    const server = await startTestServer({ clock: createFixedClock(T0) })
+    try {
+      const jwksUrl = new URL(`${server.url}/.well-known/jwks.json`)
+      // A verifier within its refetch cooldown (jose's default is 30 s; made long so the test does not depend on wall time).
+      const cached = createRemoteJWKSet(jwksUrl, { cooldownDuration: 600_000, cacheMaxAge: 600_000 })
+      const verify = (token: string, set = cached) => jwtVerify(token, set, { issuer: server.url, audience: NOTES, typ: 'at+jwt', currentDate: new Date(server.clock.now() * 1000) })
+      const forced = async () => {
+        const res = await rotate(server, `Bearer ${ADMIN_KEY}`, '?force=true')
+        assert.equal(res.status, 200)
+        return (await res.json()) as { current: string; warning?: string; verifiers_may_refuse_for_seconds?: number }
+      }
+
+      server.clock.advance(JWKS_MAX_AGE)
+      await verify(await issue(server)) // the verifier fetches the JWKS now: current, next, standby
+
+      const first = await forced()
+      assert.equal(first.warning, undefined)
+      await verify(await issue(server))
+
+      server.clock.advance(10)
+      const second = await forced()
+      assert.equal(second.warning, undefined, 'the standby key was published with the first fetch')
+      assert.equal(decodeProtectedHeader(await issue(server)).kid, second.current)
+      await verify(await issue(server))
+
+      server.clock.advance(10)
+      const third = await forced()
+      assert.equal(third.verifiers_may_refuse_for_seconds, JWKS_MAX_AGE - 20)
+      assert.match(third.warning ?? '', /only 20 s/)
+      const token = await issue(server)
+      // What the warning says: the verifier that cached the JWKS before that key existed refuses…
+      await assert.rejects(verify(token), errors.JWKSNoMatchingKey)
+      // …while one that fetches now accepts.
+      await verify(token, createRemoteJWKSet(jwksUrl))
+    } finally {
+      await server.stop()
     }
   })
 })

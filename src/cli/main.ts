@@ -3,6 +3,7 @@ import { systemClock } from '../clock.js'
 import { ConfigError } from '../config.js'
 import { DEV, mintDevSessionToken, mintDevSvid } from '../dev/dev-setup.js'
 import { rotateKeys } from '../keys/keyset.js'
+import { revokeKey } from '../keys/revoke.js'
 import { createJsonLogger, silentLogger } from '../logger.js'
 import { loadRuntime } from '../runtime.js'
 import { approveTask, endTask, viewTask } from '../tasks/lifecycle.js'
@@ -12,8 +13,11 @@ const USAGE = `taskpass CLI — the admin API, from the shell (same config as th
 
   dev-tokens                 print a dev user session token and a dev workload JWT-SVID, with a curl exchange
   hash-secret <secret>       print the argon2id hash of a secret (for resources[].credential / admin.apiKeyHashes)
-  keys rotate [--force]      promote the pre-published key, retire the current one, pre-publish a new one
-                             (refused until the next key has been published for the JWKS max-age, unless --force)
+  keys rotate [--force]      promote the next key, retire the current one, pre-publish a new standby key
+                             (refused until the next key has been published for the JWKS max-age; --force
+                             rotates anyway and warns how long verifiers may refuse new tokens)
+  keys revoke <kid>          a compromised key: unpublish it now, revoke every token it signed, tell the feed
+                             (revoking the current key promotes the next one)
   keys list                  print the published JWKS
   tasks list [status]        list tasks, newest first (active, pending_approval, completed, revoked)
   tasks show <id>            print a task
@@ -67,10 +71,21 @@ async function main(argv: string[]): Promise<number> {
   const print = (v: unknown) => process.stdout.write(JSON.stringify(v, null, 2) + '\n')
   try {
     switch (`${cmd} ${sub ?? ''}`.trim()) {
-      case 'keys rotate':
-        print(await rotateKeys(deps.keyStore, { force }))
-        deps.stores.audit.insert({ at: systemClock.now(), action: 'keys.rotate', decision: 'allow', reason: `rotated from the CLI${force ? ' (forced)' : ''}` })
+      case 'keys rotate': {
+        const result = await rotateKeys(deps.keyStore, { force })
+        print(result)
+        if (result.warning) process.stderr.write(`warning: ${result.warning}\n`)
+        const warned = result.warning ? `; ${result.warning}` : ''
+        deps.stores.audit.insert({ at: systemClock.now(), action: 'keys.rotate', decision: 'allow', reason: `rotated from the CLI${force ? ' (forced)' : ''}: ${result.retired} → ${result.current}${warned}` })
         return 0
+      }
+      case 'keys revoke': {
+        if (!arg) return usage()
+        const result = await revokeKey({ keyStore: deps.keyStore, stores: deps.stores, audiences: deps.config.resources.map((r) => r.uri) }, arg, 'admin:cli')
+        print(result)
+        if (result.warning) process.stderr.write(`warning: ${result.warning}\n`)
+        return 0
+      }
       case 'keys list':
         print(deps.keys.jwks())
         return 0

@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto'
 import { CompactEncrypt, calculateJwkThumbprint, compactDecrypt, exportJWK, generateKeyPair, importJWK, type JWK } from 'jose'
-import { eq, inArray } from 'drizzle-orm'
+import { asc, eq } from 'drizzle-orm'
 import type { Clock } from '../clock.js'
 import type { Database_ } from '../store/db.js'
 import { signingKeys } from '../store/schema.js'
 
 export type SigningAlg = 'ES256' | 'EdDSA'
+export type KeyState = (typeof signingKeys.$inferSelect)['state']
 
 /** How long verifiers may cache the JWKS (its `Cache-Control: max-age`), seconds. */
 export const JWKS_MAX_AGE = 300
@@ -29,13 +30,13 @@ export interface ActiveKey {
 export interface KeySet {
   /** The key that signs now. */
   current(): ActiveKey
-  /** RFC 7517 JWK Set: current, next (pre-published) and retired keys still within their publish window. */
+  /** RFC 7517 JWK Set: current, next and standby (pre-published) and retired keys still within their publish window. */
   jwks(): { keys: JWK[] }
   /** Strong validator for the JWKS document. */
   etag(): string
-  /** Public key for a kid we published, for verifying our own tokens (introspection, revocation). */
+  /** Public key for a kid we publish, for verifying our own tokens (introspection, revocation). Never a revoked key. */
   publicKey(kid: string): CryptoKey | undefined
-  /** Re-reads keys from the store (after a rotation by another process). */
+  /** Re-reads keys from the store: drops revoked and expired keys at once, then loads new ones. */
   reload(): Promise<void>
 }
 
@@ -44,14 +45,42 @@ export interface KeyStoreOptions {
   clock: Clock
   kek: Uint8Array
   alg: SigningAlg
-  /** How long a retired key stays published: the token ceiling plus clock skew. */
+  /**
+   * The token ceiling plus clock skew (`tokens.maxTtl + clockSkew`): how long a retired key stays
+   * published, and how long after its revocation a key's tokens could still be presented.
+   */
   retiredPublishSeconds: number
 }
+
+/**
+ * What a promotion of a key to `current` means for verifiers that cached the JWKS before that key
+ * was published: present only when it was published less than {@link JWKS_MAX_AGE} ago.
+ */
+export interface PromotionWarning {
+  warning: string
+  /** Upper bound, for a verifier that honours the JWKS max-age and does not refetch on an unknown `kid`. */
+  verifiers_may_refuse_for_seconds: number
+}
+
+/** The answer of {@link rotateKeys}. */
+export type KeyRotation = {
+  /** kid that stopped signing (still published until its tokens expire). */
+  retired: string
+  /** kid now signing. */
+  current: string
+  /** kid that signs at the next rotation (pre-published). */
+  next: string
+  /** kid pre-published behind `next`. */
+  standby: string
+} & Partial<PromotionWarning>
 
 const enc = new TextEncoder()
 const dec = new TextDecoder()
 
-async function generate(alg: SigningAlg, kek: Uint8Array) {
+type GeneratedKey = Awaited<ReturnType<typeof generateKey>>
+
+/** A new key pair: kid = RFC 7638 thumbprint, the private half as a JWE under the KEK. */
+export async function generateKey(alg: SigningAlg, kek: Uint8Array) {
   const { publicKey, privateKey } = await generateKeyPair(alg, { extractable: true, crv: alg === 'EdDSA' ? 'Ed25519' : undefined })
   const publicJwk = await exportJWK(publicKey)
   const privateJwk = await exportJWK(privateKey)
@@ -63,7 +92,7 @@ async function generate(alg: SigningAlg, kek: Uint8Array) {
   return { kid, publicJwk: { ...publicJwk, kid, alg, use: 'sig' } as JWK, privateJwe }
 }
 
-function insertKey(o: KeyStoreOptions, k: Awaited<ReturnType<typeof generate>>, state: 'next' | 'current') {
+function insertKey(o: KeyStoreOptions, k: GeneratedKey, state: 'current' | 'next' | 'standby') {
   const now = o.clock.now()
   o.database.db
     .insert(signingKeys)
@@ -71,67 +100,187 @@ function insertKey(o: KeyStoreOptions, k: Awaited<ReturnType<typeof generate>>, 
     .run()
 }
 
+/** The keys that can sign now or later: their private halves are kept decrypted in memory. */
+const SIGNING_STATES: readonly KeyState[] = ['current', 'next', 'standby']
+
+function isPublished(r: { state: KeyState; publishUntil: number | null }, now: number): boolean {
+  return SIGNING_STATES.includes(r.state) || (r.state === 'retired' && (r.publishUntil ?? 0) > now)
+}
+
 /**
- * Makes sure a current and a next key exist (first start generates both), then loads them.
+ * Makes sure a current, a next and a standby key exist (first start generates all three), then
+ * loads them.
+ *
+ * Changes made by another process (the CLI rotating or revoking a key) are seen at once: every
+ * call checks SQLite's `PRAGMA data_version` — a counter of commits by *other* connections, read
+ * without touching a table — and when it moved re-reads the (small) key table synchronously. A
+ * revoked key stops signing, verifying and being published on the very next request; a promoted
+ * key whose private half is already in memory (the next key always is) signs at once. Keys this
+ * process has not loaded yet (a freshly generated standby) are imported in the background.
  */
 export async function openKeySet(o: KeyStoreOptions): Promise<KeySet> {
   const states = o.database.db.select({ state: signingKeys.state }).from(signingKeys).all().map((r) => r.state)
-  if (!states.includes('current')) insertKey(o, await generate(o.alg, o.kek), 'current')
-  if (!states.includes('next')) insertKey(o, await generate(o.alg, o.kek), 'next')
+  for (const state of ['current', 'next', 'standby'] as const) {
+    if (!states.includes(state)) insertKey(o, await generateKey(o.alg, o.kek), state)
+  }
 
-  let active: ActiveKey
+  const dataVersion = o.database.sqlite.prepare('PRAGMA data_version').pluck()
+  let seenVersion = dataVersion.get()
+  let active: ActiveKey | undefined
   let published: JWK[] = []
-  let publicKeys = new Map<string, CryptoKey>()
   let etag = ''
+  const publicKeys = new Map<string, CryptoKey>()
+  const privateKeys = new Map<string, ActiveKey>()
 
-  async function reload() {
+  const readRows = () =>
+    o.database.db
+      .select({ kid: signingKeys.kid, alg: signingKeys.alg, state: signingKeys.state, publicJwk: signingKeys.publicJwk, publishUntil: signingKeys.publishUntil, createdAt: signingKeys.createdAt, retiredAt: signingKeys.retiredAt })
+      .from(signingKeys)
+      .orderBy(asc(signingKeys.createdAt), asc(signingKeys.kid))
+      .all()
+
+  /** Synchronous: publishes what the rows say with the keys already in memory, drops everything else. */
+  function apply(rows: ReturnType<typeof readRows>): void {
     const now = o.clock.now()
-    const rows = o.database.db.select().from(signingKeys).where(inArray(signingKeys.state, ['current', 'next', 'retired'])).all()
+    const visible = rows.filter((r) => isPublished(r, now))
+    const visibleKids = new Set(visible.map((r) => r.kid))
+    for (const kid of publicKeys.keys()) if (!visibleKids.has(kid)) publicKeys.delete(kid)
+    const signing = new Set(rows.filter((r) => SIGNING_STATES.includes(r.state)).map((r) => r.kid))
+    for (const kid of privateKeys.keys()) if (!signing.has(kid)) privateKeys.delete(kid)
     const cur = rows.find((r) => r.state === 'current')
-    if (!cur) throw new Error('no current signing key')
-    const { plaintext } = await compactDecrypt(cur.privateJwe, o.kek)
-    const privateKey = (await importJWK(JSON.parse(dec.decode(plaintext)) as JWK, cur.alg)) as CryptoKey
-    const visible = rows.filter((r) => r.state !== 'retired' || (r.publishUntil ?? 0) > now)
-    const nextKeys = new Map<string, CryptoKey>()
-    for (const r of visible) nextKeys.set(r.kid, (await importJWK(JSON.parse(r.publicJwk) as JWK, r.alg)) as CryptoKey)
-    // Order: current first, then next, then retired — verifiers that try keys in order hit the likely one first.
-    const rank = { current: 0, next: 1, retired: 2 } as const
-    published = visible.sort((a, b) => rank[a.state] - rank[b.state]).map((r) => JSON.parse(r.publicJwk) as JWK)
-    active = { kid: cur.kid, alg: cur.alg as SigningAlg, privateKey }
-    publicKeys = nextKeys
+    active = cur ? privateKeys.get(cur.kid) : undefined
+    // Order: current, next, standby, then retired newest first — verifiers that try keys in order hit the likely one first.
+    const rank = { current: 0, next: 1, standby: 2, retired: 3, revoked: 4 } as const
+    published = visible
+      .sort((a, b) => rank[a.state] - rank[b.state] || (b.retiredAt ?? 0) - (a.retiredAt ?? 0))
+      .map((r) => JSON.parse(r.publicJwk) as JWK)
     etag = `"${createHash('sha256').update(JSON.stringify(published)).digest('base64url').slice(0, 22)}"`
   }
+
+  async function load(): Promise<void> {
+    apply(readRows()) // first, synchronously: a revoked key is gone before anything is awaited
+    const now = o.clock.now()
+    const full = o.database.db.select().from(signingKeys).all()
+    for (const r of full) {
+      if (isPublished(r, now) && !publicKeys.has(r.kid)) publicKeys.set(r.kid, (await importJWK(JSON.parse(r.publicJwk) as JWK, r.alg)) as CryptoKey)
+      if (SIGNING_STATES.includes(r.state) && !privateKeys.has(r.kid)) {
+        const { plaintext } = await compactDecrypt(r.privateJwe, o.kek)
+        const privateKey = (await importJWK(JSON.parse(dec.decode(plaintext)) as JWK, r.alg)) as CryptoKey
+        privateKeys.set(r.kid, { kid: r.kid, alg: r.alg as SigningAlg, privateKey })
+      }
+    }
+    // The rows may have changed while keys were imported: settle on what the store says now.
+    seenVersion = dataVersion.get()
+    apply(readRows())
+    if (!active) throw new Error('no current signing key')
+  }
+
+  // Loads may overlap (a background one and an explicit one): each only adds keys the store
+  // lists and ends by applying what the store says, so the last to finish is right.
+  const reload = () => load()
+
+  /** The cheap check on every use: another connection committed → re-read the key table now. */
+  function check(): void {
+    const version = dataVersion.get()
+    if (version === seenVersion) return
+    seenVersion = version
+    const rows = readRows()
+    apply(rows)
+    // Keys we do not hold yet (a new standby, or a current key we never loaded) come in the background.
+    if (rows.some((r) => isPublished(r, o.clock.now()) && !publicKeys.has(r.kid))) reload().catch(() => {})
+  }
+
   await reload()
 
   return {
-    current: () => active,
-    jwks: () => ({ keys: published }),
-    etag: () => etag,
-    publicKey: (kid) => publicKeys.get(kid),
+    current: () => {
+      check()
+      // Only when another process changed the keyset twice before this one could load the new
+      // current key: refusing to sign beats signing with a key that may have been revoked.
+      if (!active) throw new Error('the current signing key is not loaded yet (the keyset changed); retry')
+      return active
+    },
+    jwks: () => {
+      check()
+      return { keys: published }
+    },
+    etag: () => {
+      check()
+      return etag
+    },
+    publicKey: (kid) => {
+      check()
+      return publicKeys.get(kid)
+    },
     reload,
   }
 }
 
+/** The warning a promotion of `promoted` (published at `createdAt`) carries at time `now`, if any. */
+export function promotionWarning(kid: string, createdAt: number, now: number): PromotionWarning | undefined {
+  const age = now - createdAt
+  if (age >= JWKS_MAX_AGE) return undefined
+  const wait = JWKS_MAX_AGE - age
+  return {
+    warning:
+      `the new signing key ${kid} has been in the JWKS for only ${age} s: a verifier that cached the JWKS before it was published ` +
+      `refuses new tokens until it fetches the JWKS again — at once if it refetches on an unknown kid and its refetch cooldown ` +
+      `has passed, otherwise for up to ${wait} s (the JWKS max-age); tokens signed before stay valid`,
+    verifiers_may_refuse_for_seconds: wait,
+  }
+}
+
+type KeyRow = typeof signingKeys.$inferSelect
+
+/** The signing rows (current, next, standby) inside a transaction; the invariant is one of each. */
+export function signingRows(o: Pick<KeyStoreOptions, 'database'>): { current: KeyRow; next: KeyRow; standby: KeyRow } {
+  const rows = o.database.db.select().from(signingKeys).all()
+  const current = rows.find((r) => r.state === 'current')
+  const next = rows.find((r) => r.state === 'next')
+  const standby = rows.find((r) => r.state === 'standby')
+  if (!current || !next || !standby) throw new Error('keyset not initialised')
+  return { current, next, standby }
+}
+
+/**
+ * Moves the queue one step inside the caller's transaction: `next` starts signing, `standby`
+ * becomes next, `fresh` becomes the standby. The caller has already taken the current key out.
+ */
+export function promoteNext(o: KeyStoreOptions, rows: { next: KeyRow; standby: KeyRow }, fresh: GeneratedKey, now: number): void {
+  o.database.db.update(signingKeys).set({ state: 'current', activatedAt: now }).where(eq(signingKeys.kid, rows.next.kid)).run()
+  o.database.db.update(signingKeys).set({ state: 'next' }).where(eq(signingKeys.kid, rows.standby.kid)).run()
+  insertKey(o, fresh, 'standby')
+}
+
+/** `standby` moves up to next and `fresh` becomes the standby (the next key was taken out). */
+export function replaceNext(o: KeyStoreOptions, rows: { standby: KeyRow }, fresh: GeneratedKey): void {
+  o.database.db.update(signingKeys).set({ state: 'next' }).where(eq(signingKeys.kid, rows.standby.kid)).run()
+  insertKey(o, fresh, 'standby')
+}
+
+export function insertStandby(o: KeyStoreOptions, fresh: GeneratedKey): void {
+  insertKey(o, fresh, 'standby')
+}
+
 /**
  * Rotation: the pre-published next key starts signing, the current key retires but stays
- * published until every token it signed has expired, and a fresh next key is pre-published.
- * No verifier ever sees a token whose key it could not already fetch: a rotation is refused
- * until the next key has been published for a full JWKS cache lifetime, unless `force`d
- * (an emergency rotation after a key compromise, where speed beats smoothness).
+ * published until every token it signed has expired, the standby key becomes next and a fresh
+ * standby is pre-published. Two keys wait in the JWKS, so that no verifier ever sees a token whose
+ * key it could not already fetch: a rotation is refused until the next key has been published
+ * for a full JWKS cache lifetime; `force` rotates anyway and the answer then says, in `warning`
+ * and `verifiers_may_refuse_for_seconds`, what verifiers that cached the JWKS earlier will see.
+ * Because the standby was published one rotation earlier, a second forced rotation soon after
+ * a first still promotes a key verifiers have had a full cache lifetime to see.
  */
-export async function rotateKeys(o: KeyStoreOptions, opts: { force?: boolean } = {}): Promise<{ retired: string; current: string; next: string }> {
-  const fresh = await generate(o.alg, o.kek) // generate (async) outside the synchronous transaction
+export async function rotateKeys(o: KeyStoreOptions, opts: { force?: boolean } = {}): Promise<KeyRotation> {
+  const fresh = await generateKey(o.alg, o.kek) // generate (async) outside the synchronous transaction
   const now = o.clock.now()
   return o.database.durably(() => {
-    const rows = o.database.db.select().from(signingKeys).where(inArray(signingKeys.state, ['current', 'next'])).all()
-    const cur = rows.find((r) => r.state === 'current')
-    const next = rows.find((r) => r.state === 'next')
-    if (!cur || !next) throw new Error('keyset not initialised')
-    const published = now - next.createdAt
+    const rows = signingRows(o)
+    const published = now - rows.next.createdAt
     if (!opts.force && published < JWKS_MAX_AGE) throw new RotationTooEarly(JWKS_MAX_AGE - published)
-    o.database.db.update(signingKeys).set({ state: 'retired', retiredAt: now, publishUntil: now + o.retiredPublishSeconds }).where(eq(signingKeys.kid, cur.kid)).run()
-    o.database.db.update(signingKeys).set({ state: 'current', activatedAt: now }).where(eq(signingKeys.kid, next.kid)).run()
-    insertKey(o, fresh, 'next')
-    return { retired: cur.kid, current: next.kid, next: fresh.kid }
+    o.database.db.update(signingKeys).set({ state: 'retired', retiredAt: now, publishUntil: now + o.retiredPublishSeconds }).where(eq(signingKeys.kid, rows.current.kid)).run()
+    promoteNext(o, rows, fresh, now)
+    return { retired: rows.current.kid, current: rows.next.kid, next: rows.standby.kid, standby: fresh.kid, ...promotionWarning(rows.next.kid, rows.next.createdAt, now) }
   })
 }

@@ -4,6 +4,7 @@ import type { Deps } from '../broker.js'
 import { invalidRequest, invalidToken, OAuthError } from '../errors.js'
 import { noStore } from '../http/middleware.js'
 import { RotationTooEarly, rotateKeys } from '../keys/keyset.js'
+import { revokeKey } from '../keys/revoke.js'
 import { TtlCache } from '../lib/ttl-cache.js'
 import { approveTask, endTask, viewTask } from '../tasks/lifecycle.js'
 import { revokeSession } from '../tasks/sessions.js'
@@ -45,7 +46,7 @@ function adminAuth(deps: Deps): MiddlewareHandler<AdminEnv> {
   }
 }
 
-/** /admin — approve and revoke tasks, rotate keys, read the audit log. */
+/** /admin — approve and revoke tasks, rotate and revoke keys, read the audit log. */
 export function adminRoutes(deps: Deps) {
   return new Hono<AdminEnv>()
     .use('/admin/*', noStore(), adminAuth(deps))
@@ -82,7 +83,14 @@ export function adminRoutes(deps: Deps) {
         throw e
       }
       await deps.keys.reload()
-      deps.stores.audit.insert({ at: deps.clock.now(), action: 'keys.rotate', decision: 'allow', reason: `rotated by admin:${c.get('adminId')}${force === 'true' ? ' (forced)' : ''}: ${result.retired} → ${result.current}` })
+      const forced = force === 'true' ? ' (forced)' : ''
+      const warned = result.warning ? `; ${result.warning}` : ''
+      deps.stores.audit.insert({ at: deps.clock.now(), action: 'keys.rotate', decision: 'allow', reason: `rotated by admin:${c.get('adminId')}${forced}: ${result.retired} → ${result.current}${warned}` })
+      return c.json(result)
+    })
+    .post('/admin/keys/:kid/revoke', async (c) => {
+      const result = await revokeKey({ keyStore: deps.keyStore, stores: deps.stores, audiences: deps.config.resources.map((r) => r.uri) }, c.req.param('kid'), `admin:${c.get('adminId')}`)
+      await deps.keys.reload()
       return c.json(result)
     })
     .get('/admin/audit', (c) => {

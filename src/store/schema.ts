@@ -51,7 +51,11 @@ export const signingKeys = sqliteTable('signing_keys', {
   alg: text('alg').notNull(),
   publicJwk: text('public_jwk').notNull(),
   privateJwe: text('private_jwe').notNull(),
-  state: text('state', { enum: ['next', 'current', 'retired'] }).notNull(),
+  /**
+   * `current` signs; `next` signs after the next rotation and `standby` after that (both
+   * pre-published); `retired` is published until `publish_until`; `revoked` (compromised) never again.
+   */
+  state: text('state', { enum: ['next', 'current', 'retired', 'standby', 'revoked'] }).notNull(),
   createdAt: integer('created_at').notNull(),
   activatedAt: integer('activated_at'),
   retiredAt: integer('retired_at'),

@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, inArray, lt, lte, sql } from 'drizzle-orm'
+import { and, asc, desc, eq, gt, inArray, isNull, lt, lte, sql } from 'drizzle-orm'
 import type { Database_ } from './db.js'
 import { auditEvents, revocationEvents, revokedSessions, tasks, tokens } from './schema.js'
 
@@ -57,6 +57,13 @@ export interface Stores {
     maxExpOfTask(taskId: string): number | undefined
     /** The resources tokens of this task were actually issued for (stored rows, so unexpired ones). */
     audiencesOfTask(taskId: string): string[]
+    /** Revokes every unexpired active token signed by `kid`; returns how many, and the last `exp` among them. */
+    revokeByKid(kid: string, at: number): { revoked: number; lastExp: number | undefined }
+    /**
+     * Revokes every unexpired active token whose signing key was not recorded (`kid` NULL: issued
+     * before the column existed) and returns them, for their feed events.
+     */
+    revokeWithoutKid(at: number): TokenRow[]
     pruneExpired(before: number): number
   }
   audit: {
@@ -146,6 +153,19 @@ export function createStores(database: Database_): Stores {
   const revokeTaskTokens = db.update(tokens).set({ status: 'revoked', revokedAt: sql`${p('at')}` }).where(and(eq(tokens.taskId, p('taskId')), eq(tokens.status, 'active'))).prepare()
   const maxExp = db.select({ exp: sql<number | null>`max(${tokens.exp})` }).from(tokens).where(eq(tokens.taskId, p('taskId'))).prepare()
   const taskAudiences = db.selectDistinct({ aud: tokens.aud }).from(tokens).where(eq(tokens.taskId, p('taskId'))).prepare()
+  // `exp > at` first: expired rows are pruned every few seconds, so the exp index narrows the scan to live tokens.
+  const revokeKidTokens = db
+    .update(tokens)
+    .set({ status: 'revoked', revokedAt: sql`${p('at')}` })
+    .where(and(gt(tokens.exp, p('at')), eq(tokens.kid, p('kid')), eq(tokens.status, 'active')))
+    .returning({ exp: tokens.exp })
+    .prepare()
+  const revokeNoKidTokens = db
+    .update(tokens)
+    .set({ status: 'revoked', revokedAt: sql`${p('at')}` })
+    .where(and(gt(tokens.exp, p('at')), isNull(tokens.kid), eq(tokens.status, 'active')))
+    .returning()
+    .prepare()
   const pruneTokens = db.delete(tokens).where(lt(tokens.exp, p('before'))).prepare()
 
   const insertAudit = db.insert(auditEvents).values({
@@ -262,6 +282,12 @@ export function createStores(database: Database_): Stores {
       revokeByTask: (taskId, at) => revokeTaskTokens.run({ taskId, at }).changes,
       maxExpOfTask: (taskId) => maxExp.get({ taskId })?.exp ?? undefined,
       audiencesOfTask: (taskId) => taskAudiences.all({ taskId }).map((r) => r.aud),
+      revokeByKid: (kid, at) => {
+        const rows = revokeKidTokens.all({ kid, at })
+        // reduce, not Math.max(...rows): a key may have signed more tokens than fit in an argument list.
+        return { revoked: rows.length, lastExp: rows.reduce<number | undefined>((m, r) => (m === undefined || r.exp > m ? r.exp : m), undefined) }
+      },
+      revokeWithoutKid: (at) => revokeNoKidTokens.all({ at }),
       pruneExpired: (before) => pruneTokens.run({ before }).changes,
     },
     audit: {

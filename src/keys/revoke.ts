@@ -1,0 +1,97 @@
+/**
+ * Key compromise: `revokeKey` takes a signing key out of service at once. It owns the
+ * `signing_keys` transition to `revoked` and what must happen in the same durable transaction
+ * (the key's tokens revoked, the feed told, the audit row); it uses the keyset's queue helpers
+ * and the stores, nothing above them.
+ */
+import { eq } from 'drizzle-orm'
+import { keyAlreadyRevoked, notFound } from '../errors.js'
+import type { Stores } from '../store/stores.js'
+import { signingKeys } from '../store/schema.js'
+import { generateKey, promoteNext, promotionWarning, replaceNext, insertStandby, signingRows, type KeyState, type KeyStoreOptions, type PromotionWarning } from './keyset.js'
+
+export interface KeyRevocationDeps {
+  keyStore: KeyStoreOptions
+  stores: Pick<Stores, 'tokens' | 'revocations' | 'audit'>
+  /** Every registered resource URI: any of them may hold a token signed by the key. */
+  audiences: readonly string[]
+}
+
+/** The answer of {@link revokeKey}. */
+export type KeyRevocation = {
+  kid: string
+  /** The state the key was in: `current`, `next`, `standby` or `retired`. */
+  was: Exclude<KeyState, 'revoked'>
+  /** Unexpired tokens revoked: those the key signed, plus those issued before tokens recorded their key. */
+  tokens_revoked: number
+  current: string
+  next: string
+  standby: string
+} & Partial<PromotionWarning>
+
+/**
+ * Revokes a compromised signing key, in one durable transaction:
+ * - the key leaves the JWKS and never signs or verifies again (state `revoked`);
+ * - every unexpired active token it signed is revoked — and every one whose key was not recorded
+ *   (issued before tokens carried `kid`), since it may have been this key; those get their own
+ *   `token_revoked` events, as they may be signed by a key verifiers still trust;
+ * - one `key_revoked` feed event for every registered resource, relevant until the last of the
+ *   key's tokens expires and at least `tokens.maxTtl + clockSkew` from now (a forged token
+ *   can carry any `exp` the verifier's ceiling allows, and may have been minted up to now);
+ * - an audit row.
+ * Revoking the current key promotes the next one (with a {@link PromotionWarning} when verifiers
+ * may not have seen it yet) and pre-publishes a new standby; revoking the next or standby key
+ * replaces it in the queue; revoking a retired key only unpublishes it.
+ * An unknown kid is `not_found` (404), a revoked one `key_already_revoked` (409); neither changes anything.
+ */
+export async function revokeKey(deps: KeyRevocationDeps, kid: string, by: string): Promise<KeyRevocation> {
+  const o = deps.keyStore
+  const fresh = await generateKey(o.alg, o.kek) // async, outside the synchronous transaction; unused for a retired key
+  const now = o.clock.now()
+  return o.database.durably(() => {
+    const row = o.database.db.select({ state: signingKeys.state }).from(signingKeys).where(eq(signingKeys.kid, kid)).get()
+    if (!row) throw notFound('no signing key with this kid')
+    if (row.state === 'revoked') throw keyAlreadyRevoked('this signing key is already revoked')
+    const rows = signingRows(o)
+    let warning: PromotionWarning | undefined
+    o.database.db
+      .update(signingKeys)
+      .set({ state: 'revoked', retiredAt: row.state === 'retired' ? undefined : now, publishUntil: now })
+      .where(eq(signingKeys.kid, kid))
+      .run()
+    switch (row.state) {
+      case 'current':
+        promoteNext(o, rows, fresh, now)
+        warning = promotionWarning(rows.next.kid, rows.next.createdAt, now)
+        break
+      case 'next':
+        replaceNext(o, rows, fresh)
+        break
+      case 'standby':
+        insertStandby(o, fresh)
+        break
+      case 'retired':
+        break
+    }
+
+    const signed = deps.stores.tokens.revokeByKid(kid, now)
+    const unattributed = deps.stores.tokens.revokeWithoutKid(now)
+    for (const t of unattributed) {
+      deps.stores.revocations.insert({ at: now, kind: 'token_revoked', taskId: t.taskId, jti: t.jti, sub: t.sub, relevantUntil: t.exp, audiences: [t.aud] })
+    }
+    const relevantUntil = Math.max(signed.lastExp ?? 0, now + o.retiredPublishSeconds)
+    deps.stores.revocations.insert({ at: now, kind: 'key_revoked', kid, relevantUntil, audiences: deps.audiences })
+
+    const after = signingRows(o)
+    const tokensRevoked = signed.revoked + unattributed.length
+    deps.stores.audit.insert({
+      at: now,
+      action: 'keys.revoke',
+      decision: 'allow',
+      reason:
+        `${row.state} key ${kid} revoked by ${by}; ${signed.revoked} token(s) it signed and ${unattributed.length} without a recorded key revoked; ` +
+        `current ${after.current.kid}${warning ? ` (${warning.warning})` : ''}`,
+    })
+    return { kid, was: row.state, tokens_revoked: tokensRevoked, current: after.current.kid, next: after.next.kid, standby: after.standby.kid, ...warning }
+  })
+}
