@@ -430,3 +430,19 @@ describe('a workload that may no longer act', () => {
     }
   })
 })
+
+describe('every feed event names the user', () => {
+  it('a token revoked alone (RFC 7009) is announced with its task user as sub_id and its session', () =>
+    withBroker({}, async (b) => {
+      const res = await b.exchange()
+      const { access_token } = (await res.json()) as { access_token: string }
+      const revoked = await b.post('/revoke', { token: access_token }, { authorization: basic('notes-mcp', NOTES_SECRET) })
+      assert.equal(revoked.status, 200)
+      const feed = (await (await b.app.request('/revocations', { headers: { authorization: basic('notes-mcp', NOTES_SECRET) } })).json()) as { events: Record<string, unknown>[] }
+      assert.equal(feed.events.length, 1)
+      assert.equal(feed.events[0]!.type, 'token_revoked')
+      assert.deepEqual(feed.events[0]!.sub_id, { format: 'iss_sub', iss: USER_ISSUER, sub: 'alice' })
+      assert.equal(feed.events[0]!.sid, 'sess-1')
+    }),
+  )
+})

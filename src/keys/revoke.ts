@@ -5,6 +5,7 @@
  * and the stores, nothing above them.
  */
 import { eq } from 'drizzle-orm'
+import { tokenRevokedEvent } from '../revocations/events.js'
 import { keyAlreadyRevoked, notFound } from '../errors.js'
 import type { Stores } from '../store/stores.js'
 import { signingKeys } from '../store/schema.js'
@@ -12,7 +13,7 @@ import { generateKey, promoteNext, promotionWarning, replaceNext, insertStandby,
 
 export interface KeyRevocationDeps {
   keyStore: KeyStoreOptions
-  stores: Pick<Stores, 'tokens' | 'revocations' | 'audit'>
+  stores: Pick<Stores, 'tokens' | 'revocations' | 'audit' | 'tasks'>
   /** Every registered resource URI: any of them may hold a token signed by the key. */
   audiences: readonly string[]
 }
@@ -77,7 +78,7 @@ export async function revokeKey(deps: KeyRevocationDeps, kid: string, by: string
     const signed = deps.stores.tokens.revokeByKid(kid, now)
     const unattributed = deps.stores.tokens.revokeWithoutKid(now)
     for (const t of unattributed) {
-      deps.stores.revocations.insert({ at: now, kind: 'token_revoked', taskId: t.taskId, jti: t.jti, sub: t.sub, relevantUntil: t.exp, audiences: [t.aud] })
+      deps.stores.revocations.insert(tokenRevokedEvent(deps.stores, t, now))
     }
     const relevantUntil = Math.max(signed.lastExp ?? 0, now + o.retiredPublishSeconds)
     deps.stores.revocations.insert({ at: now, kind: 'key_revoked', kid, relevantUntil, audiences: deps.audiences })

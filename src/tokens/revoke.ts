@@ -1,4 +1,5 @@
 import type { Clock } from '../clock.js'
+import { tokenRevokedEvent } from '../revocations/events.js'
 import type { AuthenticatedClient } from '../http/client-auth.js'
 import type { Stores } from '../store/stores.js'
 import type { OwnTokenVerifier } from './own-token.js'
@@ -26,7 +27,7 @@ export async function revokeToken(
   }
   deps.stores.durably(() => {
     if (!deps.stores.tokens.revoke(row.jti, now)) return
-    deps.stores.revocations.insert({ at: now, kind: 'token_revoked', taskId: row.taskId, jti: row.jti, sub: row.sub, relevantUntil: row.exp, audiences: [row.aud] })
+    deps.stores.revocations.insert(tokenRevokedEvent(deps.stores, row, now))
     deps.stores.audit.insert({ at: now, action: 'token.revoke', decision: 'allow', reason: `revoked by ${who}`, taskId: row.taskId, jti: row.jti, workloadId: row.workloadId, userSub: row.sub })
   })
 }
