@@ -15,6 +15,7 @@ import { describe, it } from 'node:test'
 import { decodeJwt } from 'jose'
 import { ConfigError, parseConfig, type ConfigInput } from '../src/config.js'
 import {
+  ADMIN_KEY,
   assertRefusedAndAudited,
   CALENDAR,
   CALENDAR_SECRET,
@@ -443,6 +444,20 @@ describe('every feed event names the user', () => {
       assert.equal(feed.events[0]!.type, 'token_revoked')
       assert.deepEqual(feed.events[0]!.sub_id, { format: 'iss_sub', iss: USER_ISSUER, sub: 'alice' })
       assert.equal(feed.events[0]!.sid, 'sess-1')
+    }),
+  )
+})
+
+describe('admins find a user as tokens name them', () => {
+  it('GET /admin/tasks?user=partner:alice lists only the partner IdP\'s alice', () =>
+    withBroker(twoIdps, async (b) => {
+      const corp = await tokenFor(b, await b.session())
+      const partner = await tokenFor(b, await partnerSession(b))
+      const list = async (q: string) =>
+        ((await (await b.app.request(`/admin/tasks${q}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })).json()) as { tasks: { task_id: string }[] }).tasks.map((t) => t.task_id)
+      assert.deepEqual(await list('?user=partner:alice'), [partner.task_id])
+      assert.deepEqual(await list('?user=corp:alice'), [corp.task_id])
+      assert.deepEqual(await list('?user=alice'), [], 'with several IdPs an unprefixed name is nobody')
     }),
   )
 })

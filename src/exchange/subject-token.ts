@@ -45,6 +45,19 @@ export function brokerSubject(issuers: readonly Pick<SubjectIssuerConfig, 'issue
   return prefix + user
 }
 
+/**
+ * The inverse of {@link brokerSubject}: which (issuer, subject) a broker `sub` names, or
+ * `undefined` when it names no configured issuer's user. Prefixes end in their only `:`, so the
+ * first `:` decides; an issuer without a prefix (the only one) owns every other `sub`.
+ */
+export function parseBrokerSubject(issuers: readonly Pick<SubjectIssuerConfig, 'issuer' | 'subjectPrefix'>[], sub: string): { issuer: string; user: string } | undefined {
+  const colon = sub.indexOf(':')
+  const prefixed = colon >= 0 ? issuers.find((i) => i.subjectPrefix === sub.slice(0, colon + 1)) : undefined
+  if (prefixed) return { issuer: prefixed.issuer, user: sub.slice(colon + 1) }
+  const plain = issuers.find((i) => i.subjectPrefix === undefined)
+  return plain ? { issuer: plain.issuer, user: sub } : undefined
+}
+
 interface TrustedSubjectIssuer {
   config: SubjectIssuerConfig
   getKey: JWTVerifyGetKey

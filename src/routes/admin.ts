@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import { Hono, type MiddlewareHandler } from 'hono'
 import type { Deps } from '../broker.js'
 import { invalidRequest, invalidToken, OAuthError } from '../errors.js'
+import { parseBrokerSubject } from '../exchange/subject-token.js'
 import { noStore } from '../http/middleware.js'
 import { RotationTooEarly, rotateKeys } from '../keys/keyset.js'
 import { revokeKey } from '../keys/revoke.js'
@@ -15,7 +16,7 @@ type AdminEnv = { Variables: { adminId: string } }
 
 const adminTaskQuery = z.strictObject({
   status: z.enum(['active', 'pending_approval', 'completed', 'revoked', 'expired']).optional(),
-  workload: z.string().min(1).max(128).optional(),
+  workload: z.string().min(1).max(2048).optional(),
   user: z.string().min(1).max(1024).optional(),
   limit: z.string().regex(/^[0-9]{1,3}$/).transform(Number).pipe(z.number().int().min(1).max(500)).default(100),
 })
@@ -62,7 +63,10 @@ export function adminRoutes(deps: Deps) {
         : status === 'expired' ? { statuses: [...open], expiry: { now, expired: true } }
         : status === 'active' || status === 'pending_approval' ? { statuses: [status], expiry: { now, expired: false } }
         : { statuses: [status] }
-      const rows = deps.stores.tasks.list({ ...filter, workloadId: workload, userSub: user, limit })
+      // `user` is the user as tokens name it (`sub`, with its issuer's prefix when there are several IdPs).
+      const owner = user === undefined ? undefined : parseBrokerSubject(deps.config.subjectIssuers, user)
+      if (user !== undefined && !owner) return c.json({ tasks: [] })
+      const rows = deps.stores.tasks.list({ ...filter, workloadId: workload, user: owner && { issuer: owner.issuer, sub: owner.user }, limit })
       return c.json({ tasks: rows.map((r) => viewTask(r, now)) })
     })
     .post('/admin/tasks/:id/approve', (c) => c.json(approveTask(deps, c.req.param('id'), c.get('adminId'))))

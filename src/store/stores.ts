@@ -45,7 +45,7 @@ export interface Stores {
       statuses?: TaskStatus[] | undefined
       expiry?: { now: number; expired: boolean } | undefined
       workloadId?: string | undefined
-      userSub?: string | undefined
+      user?: { issuer: string; sub: string } | undefined
       limit: number
     }): TaskRow[]
   }
@@ -259,7 +259,7 @@ export function createStores(database: Database_): Stores {
       listOpenBySession: (issuer, sid) => openBySession.all({ issuer, sid }),
       openWorkloadIds: () => openWorkloads.all().map((r) => r.workloadId),
       pruneExpiredBefore: (before) => pruneTasks.run({ before }).changes,
-      list: ({ statuses, expiry, workloadId, userSub, limit }) =>
+      list: ({ statuses, expiry, workloadId, user, limit }) =>
         db
           .select()
           .from(tasks)
@@ -268,7 +268,7 @@ export function createStores(database: Database_): Stores {
               statuses ? inArray(tasks.status, statuses) : undefined,
               expiry ? (expiry.expired ? lte(tasks.expiresAt, expiry.now) : gt(tasks.expiresAt, expiry.now)) : undefined,
               workloadId ? eq(tasks.workloadId, workloadId) : undefined,
-              userSub ? eq(tasks.userSub, userSub) : undefined,
+              user ? and(eq(tasks.subjectIssuer, user.issuer), eq(tasks.userSub, user.sub)) : undefined,
             ),
           )
           .orderBy(desc(tasks.createdAt), desc(tasks.id))
