@@ -4,6 +4,7 @@ import { createBroker } from './broker.js'
 import { systemClock } from './clock.js'
 import { ConfigError } from './config.js'
 import { createJsonLogger } from './logger.js'
+import { revocationPruneHorizon } from './revocations/feed.js'
 import { loadRuntime } from './runtime.js'
 
 /** The one impure entry: config → db → migrate → keys → createApp(deps) → serve. */
@@ -27,7 +28,7 @@ async function main() {
     deps.keys.reload().catch((e: unknown) => logger.error('key reload failed', { error: String(e) }))
     const horizon = systemClock.now() - config.clockSkew
     deps.stores.tokens.pruneExpired(horizon)
-    deps.stores.revocations.pruneBefore(horizon)
+    deps.stores.revocations.pruneBefore(revocationPruneHorizon(systemClock.now(), config.clockSkew))
     deps.stores.sessions.pruneBefore(horizon)
   }, 10_000)
   timer.unref()

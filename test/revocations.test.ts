@@ -62,7 +62,7 @@ describe('revocation feed', () => {
     const rest = (await (await poll(b, body.events[0]!.id as string)).json()) as { events: Record<string, unknown>[]; cursor: string }
     assert.deepEqual(rest.events.map((e) => e.type), ['task_completed'])
     const none = (await (await poll(b, body.cursor)).json()) as { events: unknown[]; cursor: string }
-    assert.deepEqual(none, { events: [], cursor: body.cursor })
+    assert.deepEqual(none, { events: [], cursor: body.cursor, epoch: b.deps.stores.revocations.epoch(), head: body.cursor })
     // Another resource sees nothing of these tasks and tokens.
     const calendar = await poll(b, '0', `Basic ${Buffer.from('calendar-mcp:calendar-secret-0123456789').toString('base64')}`)
     assert.deepEqual(((await calendar.json()) as { events: unknown[] }).events, [])

@@ -72,6 +72,7 @@ async function startIssuer(clock: Clock): Promise<LocalIssuer> {
           nbf: now,
           exp: now + 300,
           sid: 'sess-1',
+          sub_id: { format: 'iss_sub', iss: 'https://idp.test.example', sub: 'alice' },
           ...claims,
         }).filter(([, v]) => v !== null),
       )
@@ -147,7 +148,7 @@ describe('verifier: JWT checks (Appendix C steps 1–6, 8)', () => {
     assert.equal(auth.expiresAt, clock.now() + 300)
     assert.ok(auth.resource instanceof URL)
     assert.equal(auth.resource.href, RESOURCE)
-    assert.deepEqual(auth.extra, { sub: 'alice', act: { sub: 'agent-a' }, task_id: 'task-1', jti: 'jti-1', sid: 'sess-1' })
+    assert.deepEqual(auth.extra, { sub: 'alice', sub_id: { format: 'iss_sub', iss: 'https://idp.test.example', sub: 'alice' }, act: { sub: 'agent-a' }, task_id: 'task-1', jti: 'jti-1', sid: 'sess-1' })
     // verifyAccessToken (what the SDK gates call) gives the same.
     assert.deepEqual(await v.verifyAccessToken(token), auth)
   })
