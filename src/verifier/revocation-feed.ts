@@ -339,12 +339,14 @@ export function createRevocationFeedClient(opts: FeedClientOptions): RevocationF
     }
   }
 
-  // Watchdog: poll while the stream is down, and also when the stream has been quiet for half
-  // the staleness bound (a silent half-open connection must not keep the verifier "fresh").
+  // Watchdog: poll while the stream is down or the feed is being read again after a reset, and
+  // when the stream has been quiet for half the staleness bound (a silent half-open connection
+  // must not keep the verifier "fresh").
   const watchdog = setInterval(() => {
     prune()
     const quietMs = lastSyncAtMs === undefined ? Infinity : clock.nowMs() - lastSyncAtMs
-    if (stream !== 'open' || quietMs > (opts.staleAfterSeconds * 1000) / 2) void poll()
+    // After a reset only a drained poll proves the deny-set caught up, however lively the stream.
+    if (stream !== 'open' || resyncing || quietMs > (opts.staleAfterSeconds * 1000) / 2) void poll()
     if (stream === 'idle') scheduleReconnect()
   }, opts.pollIntervalMs)
   watchdog.unref()
