@@ -168,8 +168,10 @@ export function accessTokenHash(token: string): string {
 
 /**
  * Checks a `DPoP` header per RFC 9449 §4.3: exactly one well-formed JWT, `typ: dpop+jwt`, an
- * asymmetric allow-listed `alg`, a public `jwk` that verifies the signature, `htm`, `htu`,
- * `iat` within the window, `jti` not replayed, `nonce` when required and `ath` at a resource.
+ * asymmetric allow-listed `alg`, a public `jwk` — at a resource, the key the token is bound to
+ * (§7.1, `expectedJkt`, checked first) — that verifies the signature, `htm`, `htu`, `iat` within
+ * the window, `nonce` when required, `ath` at a resource, and last the `jti` not replayed: only a
+ * proof that passed every other check takes room in the replay cache.
  */
 export async function verifyDpopProof(header: string | readonly string[] | undefined, check: DpopCheck): Promise<DpopProof> {
   const values = header === undefined ? [] : typeof header === 'string' ? [header] : header

@@ -81,6 +81,10 @@ export function createVerifierKeySet(url: URL, opts: VerifierKeySetOptions): Ver
       await res.body?.cancel().catch(() => {})
       throw new errors.JWKSInvalid(`fetching ${url.href} answered HTTP ${res.status}`)
     }
+    if (Number(res.headers.get('content-length') ?? 0) > MAX_BYTES) {
+      await res.body?.cancel().catch(() => {})
+      throw new errors.JWKSInvalid(`${url.href}: the response is larger than ${MAX_BYTES} bytes`)
+    }
     let doc: unknown
     try {
       const text = await res.text()
