@@ -99,7 +99,8 @@ describe('interop with oauth4webapi and jose over a real port', () => {
 
   it('token exchange → jose and oauth4webapi verify the token → introspect active → revoke → introspect inactive', async () => {
     const as = await discover(s)
-    const tokens = await exchange(s, as, agentA, await exchangeParams(s))
+    // An hour-long attestation: a token never outlives its actor token, and this test reads real time.
+    const tokens = await exchange(s, as, agentA, await exchangeParams(s, { actor_token: await s.svid('a', { exp: Math.floor(Date.now() / 1000) + 3600 }) }))
     assert.equal(tokens.token_type, 'bearer') // oauth4webapi lowercases token_type
     assert.equal(tokens.issued_token_type, 'urn:ietf:params:oauth:token-type:access_token')
     assert.equal(tokens.scope, 'notes:read')

@@ -6,7 +6,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, it } from 'node:test'
 import { serve } from '@hono/node-server'
-import { ADMIN_KEY, createTestBroker, NOTES_SECRET, USER_ISSUER, type TestBroker } from './harness.js'
+import type { ConfigInput } from '../src/config.js'
+import { revocationPruneHorizon, revocationRetentionSeconds } from '../src/revocations/feed.js'
+import { MAX_LEEWAY_SECONDS } from '../src/verifier/options.js'
+import { ADMIN_KEY, createTestBroker, NOTES, NOTES_SECRET, T0, USER_ISSUER, type TestBroker } from './harness.js'
 
 const notesAuth = `Basic ${Buffer.from(`notes-mcp:${NOTES_SECRET}`).toString('base64')}`
 
@@ -62,7 +65,7 @@ describe('revocation feed', () => {
     const rest = (await (await poll(b, body.events[0]!.id as string)).json()) as { events: Record<string, unknown>[]; cursor: string }
     assert.deepEqual(rest.events.map((e) => e.type), ['task_completed'])
     const none = (await (await poll(b, body.cursor)).json()) as { events: unknown[]; cursor: string }
-    assert.deepEqual(none, { events: [], cursor: body.cursor })
+    assert.deepEqual(none, { events: [], cursor: body.cursor, epoch: b.deps.stores.revocations.epoch(), head: body.cursor })
     // Another resource sees nothing of these tasks and tokens.
     const calendar = await poll(b, '0', `Basic ${Buffer.from('calendar-mcp:calendar-secret-0123456789').toString('base64')}`)
     assert.deepEqual(((await calendar.json()) as { events: unknown[] }).events, [])
@@ -151,6 +154,204 @@ describe('revocation feed over SSE', () => {
       assert.deepEqual(await intro.json(), { active: false })
       const events = ((await (await poll(b)).json()) as { events: Record<string, unknown>[] }).events
       assert.deepEqual(events.map((e) => [e.type, e.task_id]), [['task_revoked', task_id]])
+    } finally {
+      b.close()
+    }
+  })
+})
+
+/** One SSE message. */
+interface SseMessage {
+  event: string
+  id: string | undefined
+  data: Record<string, unknown>
+}
+
+/** Reads an SSE response message by message; `next` waits at most `timeoutMs` (heartbeats skipped). */
+function sseMessages(res: Response) {
+  const reader = res.body!.getReader()
+  const decoder = new TextDecoder()
+  let buffer = ''
+  let pending: Promise<ReadableStreamReadResult<Uint8Array>> | undefined
+  return {
+    async next(timeoutMs = 2000): Promise<SseMessage> {
+      const deadline = Date.now() + timeoutMs
+      for (;;) {
+        const i = buffer.indexOf('\n\n')
+        if (i >= 0) {
+          const block = buffer.slice(0, i)
+          buffer = buffer.slice(i + 2)
+          const lines = block.split('\n').filter((l) => l && !l.startsWith(':'))
+          if (lines.length === 0) continue
+          const fields = Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()]))
+          return { event: fields.event ?? 'message', id: fields.id, data: JSON.parse(fields.data ?? 'null') as Record<string, unknown> }
+        }
+        pending ??= reader.read()
+        let timer: NodeJS.Timeout | undefined
+        const timeout = new Promise<'timeout'>((r) => { timer = setTimeout(() => r('timeout'), Math.max(0, deadline - Date.now())) })
+        const got = await Promise.race([pending, timeout]).finally(() => clearTimeout(timer))
+        if (got === 'timeout') throw new Error(`no SSE message within ${timeoutMs} ms`)
+        pending = undefined
+        if (got.done) throw new Error('SSE stream ended')
+        buffer += decoder.decode(got.value, { stream: true })
+      }
+    },
+    close: () => reader.cancel().catch(() => {}),
+  }
+}
+
+const sseHeaders = (extra: Record<string, string> = {}) => ({ authorization: notesAuth, accept: 'text/event-stream', ...extra })
+
+/** A feed event about a token for NOTES, written straight into the store (as any broker path does). */
+function insertTokenEvent(b: TestBroker, jti: string, until = b.clock.now() + 300) {
+  b.deps.stores.revocations.insert({ at: b.clock.now(), kind: 'token_revoked', jti, relevantUntil: until, audiences: [NOTES] })
+}
+
+/** Resolves the next time the broker tells its subscribers that events were appended. */
+function nextNotification(b: TestBroker): Promise<void> {
+  return new Promise((resolve) => {
+    const unsubscribe = b.deps.stores.revocations.subscribe(() => {
+      unsubscribe()
+      resolve()
+    })
+  })
+}
+
+describe('revocation feed: delivery', () => {
+  it('an event committed while earlier ones are still being written to a slow reader is sent at once, not with the heartbeat', async () => {
+    const b = await createTestBroker()
+    try {
+      for (let i = 0; i < 5; i++) insertTokenEvent(b, `backlog-${i}`)
+      // Observe (not alter) the store: resolves once the stream has read the backlog.
+      const list = b.deps.stores.revocations.list
+      let backlogRead!: () => void
+      const read = new Promise<void>((r) => { backlogRead = r })
+      b.deps.stores.revocations.list = (...args) => {
+        const rows = list(...args)
+        if (rows.length > 0) backlogRead()
+        return rows
+      }
+      // In-process, nobody reads the body yet: the handler blocks writing the backlog (backpressure).
+      const res = await b.app.request('/revocations', { headers: sseHeaders() })
+      const sse = sseMessages(res)
+      assert.equal((await sse.next()).event, 'ready')
+      await read
+      const notified = nextNotification(b)
+      const { task_id } = (await (await b.exchange()).json()) as { task_id: string }
+      assert.equal((await b.app.request(`/tasks/${task_id}/revoke`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })).status, 200)
+      // The broker has told its subscribers, while the stream was still blocked in a write.
+      await notified
+      const seen: unknown[] = []
+      for (let i = 0; i < 5; i++) seen.push((await sse.next()).data.jti)
+      assert.deepEqual(seen, [0, 1, 2, 3, 4].map((i) => `backlog-${i}`))
+      // Well before the 15 s heartbeat.
+      const late = await sse.next(1000)
+      assert.equal(late.event, 'revocation')
+      assert.equal(late.data.task_id, task_id)
+      await sse.close()
+    } finally {
+      b.close()
+    }
+  })
+
+  it('an event written by another broker process on the same database reaches this one\'s subscribers within a second', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'taskpass-two-brokers-'))
+    const kek = randomBytes(32).toString('base64url')
+    const config = (c: ConfigInput): ConfigInput => ({ ...c, database: join(dir, 'shared.db'), keys: { kek } })
+    const first = await createTestBroker({ config })
+    const second = await createTestBroker({ config })
+    try {
+      const sse = sseMessages(await first.app.request('/revocations', { headers: sseHeaders() }))
+      assert.equal((await sse.next()).event, 'ready')
+      // The second instance opens a task, issues a token and ends the task: nothing in the first process knows.
+      const { task_id } = (await (await second.exchange()).json()) as { task_id: string }
+      const startedAt = Date.now()
+      const ended = await second.app.request(`/tasks/${task_id}/complete`, { method: 'POST', headers: { 'actor-token': await second.svid('a') } })
+      assert.equal(ended.status, 200)
+      const event = await sse.next(1000)
+      assert.equal(event.event, 'revocation')
+      assert.deepEqual([event.data.type, event.data.task_id], ['task_completed', task_id])
+      assert.ok(Date.now() - startedAt < 1000, `arrived after ${Date.now() - startedAt} ms`)
+      await sse.close()
+    } finally {
+      first.close()
+      second.close()
+    }
+  })
+})
+
+describe('revocation feed: epoch and head', () => {
+  it('every poll page and the stream\'s ready event carry the epoch and the head', async () => {
+    const b = await createTestBroker()
+    try {
+      insertTokenEvent(b, 'j1')
+      insertTokenEvent(b, 'j2')
+      const epoch = b.deps.stores.revocations.epoch()
+      assert.match(epoch, /^[A-Za-z0-9_-]{16,}$/)
+      const page = (await (await poll(b, '0')).json()) as Record<string, unknown>
+      assert.deepEqual({ cursor: page.cursor, epoch: page.epoch, head: page.head }, { cursor: '2', epoch, head: '2' })
+      // The head counts every event, also those another resource sees: it is where the sequence stands.
+      const calendar = (await (await poll(b, '0', `Basic ${Buffer.from('calendar-mcp:calendar-secret-0123456789').toString('base64')}`)).json()) as Record<string, unknown>
+      assert.deepEqual(calendar, { events: [], cursor: '0', epoch, head: '2' })
+      const sse = sseMessages(await b.app.request('/revocations', { headers: sseHeaders({ 'last-event-id': '1' }) }))
+      assert.deepEqual(await sse.next(), { event: 'ready', id: undefined, data: { cursor: '1', epoch, head: '2' } })
+      assert.equal((await sse.next()).id, '2')
+      await sse.close()
+    } finally {
+      b.close()
+    }
+  })
+
+  it('the epoch lives with the database: the same after a restart, new with a new database', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'taskpass-epoch-'))
+    const kek = randomBytes(32).toString('base64url')
+    const config = (c: ConfigInput): ConfigInput => ({ ...c, database: join(dir, 'e.db'), keys: { kek } })
+    let b = await createTestBroker({ config })
+    const epoch = ((await (await poll(b)).json()) as { epoch: string }).epoch
+    b.close()
+    b = await createTestBroker({ config })
+    try {
+      assert.equal(((await (await poll(b)).json()) as { epoch: string }).epoch, epoch)
+      assert.equal(b.deps.database.sqlite.prepare('select count(*) as n from broker_meta').pluck().get(), 1)
+    } finally {
+      b.close()
+    }
+    const fresh = await createTestBroker()
+    try {
+      assert.notEqual(((await (await poll(fresh)).json()) as { epoch: string }).epoch, epoch)
+    } finally {
+      fresh.close()
+    }
+  })
+
+  it('pruning never lowers the head', async () => {
+    const b = await createTestBroker()
+    try {
+      insertTokenEvent(b, 'j1', T0 + 10)
+      insertTokenEvent(b, 'j2', T0 + 10)
+      assert.equal(b.deps.stores.revocations.pruneBefore(T0 + 1000), 2)
+      const page = (await (await poll(b, '2')).json()) as Record<string, unknown>
+      assert.deepEqual(page, { events: [], cursor: '2', epoch: b.deps.stores.revocations.epoch(), head: '2' })
+    } finally {
+      b.close()
+    }
+  })
+})
+
+describe('revocation feed: retention', () => {
+  it('an event is kept past its until for the longest leeway a verifier may use, and at least the clock skew', async () => {
+    assert.equal(MAX_LEEWAY_SECONDS, 60)
+    assert.equal(revocationRetentionSeconds(5), MAX_LEEWAY_SECONDS)
+    assert.equal(revocationRetentionSeconds(120), 120)
+    // With a small clock skew, a verifier at the maximum leeway still learns of the revocation.
+    const b = await createTestBroker({ config: (c) => ({ ...c, clockSkew: 5 }) })
+    try {
+      const until = T0 + 300
+      insertTokenEvent(b, 'jti-late', until)
+      assert.equal(b.deps.stores.revocations.pruneBefore(revocationPruneHorizon(until + MAX_LEEWAY_SECONDS, b.deps.config.clockSkew)), 0)
+      assert.equal(((await (await poll(b)).json()) as { events: unknown[] }).events.length, 1)
+      assert.equal(b.deps.stores.revocations.pruneBefore(revocationPruneHorizon(until + MAX_LEEWAY_SECONDS + 1, b.deps.config.clockSkew)), 1)
+      assert.equal(((await (await poll(b)).json()) as { events: unknown[] }).events.length, 0)
     } finally {
       b.close()
     }

@@ -7,14 +7,14 @@
  */
 import assert from 'node:assert/strict'
 import { randomBytes, randomUUID } from 'node:crypto'
-import { mkdtempSync } from 'node:fs'
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs'
 import { createServer, type Server as HttpServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test'
 import { serve } from '@hono/node-server'
-import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK, type JWTPayload } from 'jose'
+import { calculateJwkThumbprint, decodeProtectedHeader, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK, type JWTPayload } from 'jose'
 import { accessTokenHash } from '../src/dpop/proof.js'
 import { createFixedClock, type Clock, type FixedClock } from '../src/clock.js'
 import { Hono } from 'hono'
@@ -24,7 +24,9 @@ import { createTaskTokenVerifier, createFetchGate, createNodeMiddleware, Verifie
 import { protectedResourceMetadata, taskTokenAuth } from 'taskpass/verifier/hono'
 import { toMcpSdkV1Verifier } from 'taskpass/verifier/mcp-sdk-v1'
 import { toMcpSdkV2Verifier } from 'taskpass/verifier/mcp-sdk-v2'
-import { createTestBroker, NOTES, NOTES_SECRET, openTask, type TestBroker } from './harness.js'
+import type { ConfigInput } from '../src/config.js'
+import { jwksMaxAgeSeconds } from '../src/verifier/jwks.js'
+import { ADMIN_KEY, CALENDAR, createTestBroker, exchangeParams, NOTES, NOTES_SECRET, openTask, testKeys, UNGRANTED, USER_ISSUER, type TestBroker } from './harness.js'
 
 const RESOURCE = 'https://mcp.test.example/mcp'
 const MCP_URL = RESOURCE
@@ -36,16 +38,23 @@ interface LocalIssuer {
   url: string
   key: { privateKey: CryptoKey; publicJwk: JWK }
   mint(claims?: Record<string, unknown>, header?: Record<string, unknown>, key?: CryptoKey): Promise<string>
+  /** JWKS requests served so far. */
+  readonly fetches: number
+  /** Publishes these keys instead (e.g. withdraws k1). */
+  publish(keys: JWK[]): void
   close(): Promise<void>
 }
 
-async function startIssuer(clock: Clock): Promise<LocalIssuer> {
+async function startIssuer(clock: Clock, opts: { cacheControl?: string } = {}): Promise<LocalIssuer> {
   const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true })
   const publicJwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }
+  let published: JWK[] = [publicJwk]
+  let fetches = 0
   const server = createServer((req, res) => {
     if (req.url === '/.well-known/jwks.json') {
-      res.writeHead(200, { 'content-type': 'application/jwk-set+json' })
-      res.end(JSON.stringify({ keys: [publicJwk] }))
+      fetches++
+      res.writeHead(200, { 'content-type': 'application/jwk-set+json', ...(opts.cacheControl ? { 'cache-control': opts.cacheControl } : {}) })
+      res.end(JSON.stringify({ keys: published }))
     } else {
       res.writeHead(404)
       res.end()
@@ -72,11 +81,14 @@ async function startIssuer(clock: Clock): Promise<LocalIssuer> {
           nbf: now,
           exp: now + 300,
           sid: 'sess-1',
+          sub_id: { format: 'iss_sub', iss: 'https://idp.test.example', sub: 'alice' },
           ...claims,
         }).filter(([, v]) => v !== null),
       )
       return new SignJWT(payload as JWTPayload).setProtectedHeader({ alg: 'ES256', kid: 'k1', typ: 'at+jwt', ...header } as { alg: string }).sign(key)
     },
+    get fetches() { return fetches },
+    publish(keys) { published = keys },
     close: () => new Promise<void>((r) => server.close(() => r())),
   }
 }
@@ -147,7 +159,7 @@ describe('verifier: JWT checks (Appendix C steps 1–6, 8)', () => {
     assert.equal(auth.expiresAt, clock.now() + 300)
     assert.ok(auth.resource instanceof URL)
     assert.equal(auth.resource.href, RESOURCE)
-    assert.deepEqual(auth.extra, { sub: 'alice', act: { sub: 'agent-a' }, task_id: 'task-1', jti: 'jti-1', sid: 'sess-1' })
+    assert.deepEqual(auth.extra, { sub: 'alice', sub_id: { format: 'iss_sub', iss: 'https://idp.test.example', sub: 'alice' }, act: { sub: 'agent-a' }, task_id: 'task-1', jti: 'jti-1', sid: 'sess-1' })
     // verifyAccessToken (what the SDK gates call) gives the same.
     assert.deepEqual(await v.verifyAccessToken(token), auth)
   })
@@ -189,6 +201,11 @@ describe('verifier: JWT checks (Appendix C steps 1–6, 8)', () => {
     ['no scope', () => issuer.mint({ scope: null }), 'token lacks the scope claim'],
     ['no act', () => issuer.mint({ act: null }), 'token lacks the act claim'],
     ['act without sub', () => issuer.mint({ act: { iss: 'x' } }), 'token lacks the act claim'],
+    ['no sub_id', () => issuer.mint({ sub_id: null }), 'token lacks a valid sub_id claim'],
+    ['sub_id of another format', () => issuer.mint({ sub_id: { format: 'email', email: 'alice@example.com' } }), 'token lacks a valid sub_id claim'],
+    ['sub_id without iss', () => issuer.mint({ sub_id: { format: 'iss_sub', sub: 'alice' } }), 'token lacks a valid sub_id claim'],
+    ['sub_id with an empty sub', () => issuer.mint({ sub_id: { format: 'iss_sub', iss: 'https://idp.test.example', sub: '' } }), 'token lacks a valid sub_id claim'],
+    ['sub_id as a string', () => issuer.mint({ sub_id: 'https://idp.test.example alice' }), 'token lacks a valid sub_id claim'],
   ]
   for (const [name, token, description] of rejections) {
     it(`rejects ${name} → 401 invalid_token`, async () => {
@@ -196,6 +213,70 @@ describe('verifier: JWT checks (Appendix C steps 1–6, 8)', () => {
       if (description) assert.equal(err.description, description)
     })
   }
+
+  it('subjectIssuers: only users of the listed subject issuers are accepted', async () => {
+    const only = make({ subjectIssuers: ['https://idp.test.example'] })
+    const auth = await only.verifyAccessToken(await issuer.mint())
+    assert.deepEqual(auth.extra.sub_id, { format: 'iss_sub', iss: 'https://idp.test.example', sub: 'alice' })
+    // The same user name at another issuer is another user.
+    const err = await rejected(only.verifyRequest(bearer(await issuer.mint({ sub_id: { format: 'iss_sub', iss: 'https://other-idp.test.example', sub: 'alice' } }))), 'invalid_token', 401)
+    assert.equal(err.description, 'token user is from a subject issuer not accepted here')
+  })
+
+  it('caches the JWKS for the max-age its response declares, then fetches it again', async () => {
+    for (const maxAge of [60, 300]) {
+      const c = createFixedClock(clock.now())
+      const iss = await startIssuer(c, { cacheControl: `public, max-age=${maxAge}` })
+      const verifier = createTaskTokenVerifier({ issuer: iss.url, resource: RESOURCE, dpop: 'off', revocation: { mode: 'none' }, clock: c })
+      try {
+        await verifier.verifyAccessToken(await iss.mint())
+        assert.equal(iss.fetches, 1)
+        // The issuer withdraws k1 (a compromise) and publishes another key.
+        const { publicKey } = await generateKeyPair('ES256', { extractable: true })
+        iss.publish([{ ...(await exportJWK(publicKey)), kid: 'k2', alg: 'ES256', use: 'sig' }])
+        c.advance(maxAge - 1)
+        // Within max-age the cached set is used: a new token by k1 still verifies, nothing is fetched.
+        await verifier.verifyAccessToken(await iss.mint())
+        assert.equal(iss.fetches, 1)
+        c.advance(1)
+        // At max-age the set is fetched again and k1 is gone.
+        const err = await rejected(verifier.verifyAccessToken(await iss.mint()), 'invalid_token')
+        assert.equal(err.description, 'token is signed with an unknown key')
+        assert.equal(iss.fetches, 2, `max-age ${maxAge}`)
+      } finally {
+        await verifier.close()
+        await iss.close()
+      }
+    }
+  })
+
+  it('reads the JWKS freshness from Cache-Control (and Age), within bounds', () => {
+    const h = (o: Record<string, string>) => new Headers(o)
+    assert.equal(jwksMaxAgeSeconds(h({ 'cache-control': 'public, max-age=300, must-revalidate' })), 300)
+    assert.equal(jwksMaxAgeSeconds(h({ 'cache-control': 'max-age=120', age: '20' })), 100)
+    assert.equal(jwksMaxAgeSeconds(h({ 'cache-control': 'no-store' })), 1)
+    assert.equal(jwksMaxAgeSeconds(h({ 'cache-control': 'max-age=0' })), 1)
+    assert.equal(jwksMaxAgeSeconds(h({ 'cache-control': 'max-age=31536000' })), 3600)
+    assert.equal(jwksMaxAgeSeconds(h({})), 300)
+    assert.equal(jwksMaxAgeSeconds(h({ 'cache-control': 'max-age=soon' })), 300)
+  })
+
+  it('never follows a redirect for the JWKS: the keys are unavailable', async () => {
+    const server = createServer((_req, res) => {
+      res.writeHead(302, { location: `${issuer.url}/.well-known/jwks.json` })
+      res.end()
+    })
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+    const errors: Error[] = []
+    const redirected = make({ jwksUri: `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks`, onError: (e) => errors.push(e) })
+    try {
+      const err = await rejected(redirected.verifyAccessToken(await issuer.mint()), 'invalid_token', 401)
+      assert.equal(err.description, 'issuer signing keys are unavailable')
+      assert.equal(errors.length, 1)
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()))
+    }
+  })
 
   it('allows exp, nbf and iat within the leeway', async () => {
     await v.verifyAccessToken(await issuer.mint({ iat: clock.now() - 400, exp: clock.now() - 29 }))
@@ -259,6 +340,10 @@ describe('verifier: JWT checks (Appendix C steps 1–6, 8)', () => {
       [{ algorithms: ['HS256'] }, /^"algorithms"/],
       [{ leewaySeconds: 600 }, /^"leewaySeconds"/],
       [{ requiredScopes: ['has space'] }, /^"requiredScopes"/],
+      [{ subjectIssuers: [] }, /^"subjectIssuers"/],
+      [{ subjectIssuers: [''] }, /^"subjectIssuers"/],
+      [{ subjectIssuers: 'https://idp.example' }, /^"subjectIssuers"/],
+      [{ dpopReplayCacheMaxEntries: 0 }, /^"dpopReplayCacheMaxEntries"/],
     ]
     for (const [patch, message] of cases) {
       assert.throws(() => createTaskTokenVerifier({ ...base, ...patch } as TaskTokenVerifierOptions), (e: unknown) => e instanceof TypeError && message.test(e.message))
@@ -288,6 +373,45 @@ describe('verifier: JWT checks (Appendix C steps 1–6, 8)', () => {
       const err = await rejected(v.verifyRequest(dpopReq(token, await proof(other, clock, { token }))), 'invalid_dpop_proof', 401)
       assert.equal(err.description, 'the DPoP proof key is not the key the token is bound to')
       assert.match(v.challenge(err), /DPoP error="invalid_dpop_proof"/)
+    })
+
+    it('proofs made with a stolen token but another key are refused before the replay cache: the key holder is never locked out', async () => {
+      const small = make({ dpopReplayCacheMaxEntries: 10 })
+      const token = await issuer.mint({ cnf: { jkt: key.jkt } })
+      const thief = await dpopKey()
+      for (let i = 0; i < 20; i++) {
+        const err = await rejected(small.verifyRequest(dpopReq(token, await proof(thief, clock, { token }))), 'invalid_dpop_proof', 401)
+        assert.equal(err.description, 'the DPoP proof key is not the key the token is bound to')
+      }
+      await small.verifyRequest(dpopReq(token, await proof(key, clock, { token })))
+    })
+
+    it('one proof key cannot crowd the others out of the replay cache', async () => {
+      // 10 entries: one key may hold a tenth of them (1).
+      const small = make({ dpopReplayCacheMaxEntries: 10 })
+      const busy = await dpopKey()
+      const busyToken = await issuer.mint({ cnf: { jkt: busy.jkt } })
+      let accepted = 0
+      for (let i = 0; i < 20; i++) {
+        try {
+          await small.verifyRequest(dpopReq(busyToken, await proof(busy, clock, { token: busyToken })))
+          accepted++
+        } catch (e) {
+          assert.ok(e instanceof VerifierError && e.code === 'invalid_dpop_proof' && e.description === 'too many DPoP proofs in flight, retry shortly', String(e))
+        }
+      }
+      assert.equal(accepted, 1)
+      // Every other client still gets in.
+      for (let i = 0; i < 3; i++) {
+        const other = await dpopKey()
+        const token = await issuer.mint({ cnf: { jkt: other.jkt } })
+        await small.verifyRequest(dpopReq(token, await proof(other, clock, { token })))
+      }
+      // And the busy key's share frees up as its proofs age out of the window.
+      clock.advance(62)
+      const later = await issuer.mint({ cnf: { jkt: busy.jkt } })
+      await small.verifyRequest(dpopReq(later, await proof(busy, clock, { token: later })))
+      clock.advance(-62)
     })
 
     it('refuses a replayed proof', async () => {
@@ -448,14 +572,16 @@ const realClock: Clock = { now: () => Math.floor(Date.now() / 1000), nowMs: () =
  * every open connection (the SSE stream included), `restart()` opens a new broker process on the
  * same database behind the same port.
  */
-async function startBroker(opts: { file?: boolean } = {}) {
+async function startBroker(opts: { file?: boolean; config?: (c: ConfigInput) => ConfigInput } = {}) {
   let handler: (r: Request) => Response | Promise<Response> = () => new Response(null, { status: 503 })
   const server = serve({ fetch: (r: Request) => handler(r), hostname: '127.0.0.1', port: 0 }) as HttpServer
   await new Promise<void>((r) => server.once('listening', () => r()))
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
   const dir = mkdtempSync(join(tmpdir(), 'taskpass-verifier-'))
   const kek = randomBytes(32).toString('base64url')
-  const create = () => createTestBroker({ issuer: url, clock: realClock, config: (c) => (opts.file ? { ...c, database: join(dir, 'broker.db'), keys: { kek } } : c) })
+  const dbFile = join(dir, 'broker.db')
+  const configure = opts.config ?? ((c: ConfigInput) => c)
+  const create = () => createTestBroker({ issuer: url, clock: realClock, config: (c) => configure(opts.file ? { ...c, database: dbFile, keys: { kek } } : c) })
   let b = await create()
   let isUp = true
   handler = (r) => b.app.fetch(r)
@@ -471,6 +597,30 @@ async function startBroker(opts: { file?: boolean } = {}) {
       this.down()
       b.close()
       b = await create()
+      handler = (r) => b.app.fetch(r)
+    },
+    /** Copies the database file as it is now (an operator's backup). */
+    async backup(): Promise<string> {
+      const copy = join(dir, `backup-${randomUUID()}.db`)
+      await b.deps.database.sqlite.backup(copy)
+      return copy
+    },
+    /** Stops the broker, puts `copy` back in place of its database, and starts it again. */
+    async restore(copy: string) {
+      this.down()
+      b.close()
+      for (const f of [`${dbFile}-wal`, `${dbFile}-shm`]) rmSync(f, { force: true })
+      copyFileSync(copy, dbFile)
+      b = await create()
+      handler = (r) => b.app.fetch(r)
+    },
+    /** Serves everything but polls (to see a stream-only verifier after a reset). */
+    refusePolls() {
+      handler = (r) => ((r.headers.get('accept') ?? '').includes('text/event-stream') ? b.app.fetch(r) : new Response(null, { status: 503 }))
+      server.closeAllConnections()
+    },
+    /** Serves everything again. */
+    serveAll() {
       handler = (r) => b.app.fetch(r)
     },
     /** Serves everything but the SSE stream (to exercise the polling fallback). */
@@ -642,6 +792,179 @@ describe('verifier: revocation feed (Appendix C step 7)', () => {
     await broker.b.app.request(`/tasks/${d.task_id}/revoke`, { method: 'POST', headers: { 'actor-token': await broker.b.svid('a') } })
     await eventually(() => rejected(v!.verifyAccessToken(d.access_token), 'invalid_token'), 1000)
     assert.deepEqual(seen, ['1', '2', '3', '4'])
+  })
+})
+
+const notesBasic = `Basic ${Buffer.from(`notes-mcp:${NOTES_SECRET}`).toString('base64')}`
+
+async function endTask(b: TestBroker, taskId: string, how: 'complete' | 'revoke' = 'revoke') {
+  const res = await b.app.request(`/tasks/${taskId}/${how}`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })
+  assert.equal(res.status, 200)
+}
+
+const OTHER_IDP = 'https://other-idp.test.example'
+
+/** A second subject issuer whose user ids overlap the first one's ("alice" at both). */
+function withSecondIssuer(c: ConfigInput, jwk: JWK): ConfigInput {
+  // Two IdPs: each needs its own subjectPrefix, so the tokens' `sub` differ too.
+  return { ...c, subjectIssuers: [...(c.subjectIssuers ?? []).map((i) => ({ ...i, subjectPrefix: 'corp:' })), { issuer: OTHER_IDP, subjectPrefix: 'other:', jwks: { keys: [jwk as Record<string, unknown>] }, algorithms: ['ES256'] }] }
+}
+
+describe('verifier: feed resets (epoch and head)', () => {
+  let broker: Broker
+  let v: TaskTokenVerifier | undefined
+  afterEach(async () => {
+    await v?.close()
+    v = undefined
+    await broker.close()
+  })
+
+  it('a broker restarted on a new database: ids start again, the verifier notices the new epoch and reads the feed again', async () => {
+    broker = await startBroker()
+    const seen: string[] = []
+    v = feedVerifier(broker, realClock, {}, (id) => seen.push(id))
+    await v.ready()
+    const gone = await exchangeIn(broker.b)
+    await v.verifyAccessToken(gone.access_token)
+    await endTask(broker.b, gone.task_id)
+    for (let i = 0; i < 2; i++) await endTask(broker.b, (await exchangeIn(broker.b)).task_id)
+    await eventually(async () => assert.equal(v!.revocationStatus().feed?.cursor, '3'), 1000)
+    const epoch = v.revocationStatus().feed?.epoch
+    assert.equal(typeof epoch, 'string')
+
+    await broker.restart()
+    // The new database's first event has id 1, below the verifier's cursor.
+    const next = await exchangeIn(broker.b)
+    await endTask(broker.b, next.task_id)
+    await eventually(async () => assert.deepEqual(seen, ['1', '2', '3', '1']), 3000)
+    const feed = v.revocationStatus().feed!
+    assert.notEqual(feed.epoch, epoch)
+    assert.equal(feed.cursor, '1')
+    await eventually(async () => assert.equal(v!.revocationStatus().feed?.fresh, true), 1000)
+    // The deny-set was kept: a token revoked before the reset stays refused.
+    assert.equal((await rejected(v.verifyAccessToken(gone.access_token), 'invalid_token')).description, 'token has been revoked')
+  })
+
+  it('an older copy of the database restored: same epoch, head below the cursor — the verifier reads the feed again and applies the new events', async () => {
+    broker = await startBroker({ file: true })
+    v = feedVerifier(broker, realClock)
+    await v.ready()
+    const a = await exchangeIn(broker.b)
+    await endTask(broker.b, a.task_id)
+    await eventually(async () => assert.equal(v!.revocationStatus().feed?.cursor, '1'), 1000)
+    const copy = await broker.backup()
+    // After the backup: two more tasks end (ids 2 and 3), then the copy is restored.
+    const lost = await exchangeIn(broker.b)
+    await v.verifyAccessToken(lost.access_token)
+    await endTask(broker.b, lost.task_id)
+    await endTask(broker.b, (await exchangeIn(broker.b)).task_id)
+    await eventually(async () => assert.equal(v!.revocationStatus().feed?.cursor, '3'), 1000)
+    const epoch = v.revocationStatus().feed?.epoch
+    await broker.restore(copy)
+
+    // On the restored database the next event has id 2 again.
+    const d = await exchangeIn(broker.b)
+    await eventually(() => v!.verifyAccessToken(d.access_token), 3000)
+    await endTask(broker.b, d.task_id)
+    assert.equal(((await (await broker.b.app.request('/revocations?after=1', { headers: { authorization: notesBasic } })).json()) as { events: { id: string }[] }).events[0]?.id, '2')
+    // (Refused at first as not fresh while the feed is read again, then as revoked.)
+    await eventually(async () => assert.equal((await rejected(v!.verifyAccessToken(d.access_token), 'invalid_token')).description, 'token has been revoked'), 3000)
+    assert.equal(v.revocationStatus().feed?.epoch, epoch)
+    assert.equal(v.revocationStatus().feed?.cursor, '2')
+    // What the verifier learned from the lost history stays denied.
+    await rejected(v.verifyAccessToken(lost.access_token), 'invalid_token')
+  })
+
+  it('after a reset the verifier refuses every token until it has read the feed again (fail closed)', async () => {
+    broker = await startBroker({ file: true })
+    v = feedVerifier(broker, realClock)
+    await v.ready()
+    const keep = await exchangeIn(broker.b)
+    await v.verifyAccessToken(keep.access_token)
+    const copy = await broker.backup()
+    for (let i = 0; i < 2; i++) await endTask(broker.b, (await exchangeIn(broker.b)).task_id)
+    await eventually(async () => assert.equal(v!.revocationStatus().feed?.cursor, '2'), 1000)
+    await broker.restore(copy)
+    // Streams are served, polls are not: the stream's ready event shows the head went back.
+    broker.refusePolls()
+    await eventually(async () => assert.equal(v!.revocationStatus().feed?.resyncing, true), 3000)
+    assert.equal(v.revocationStatus().feed?.fresh, false)
+    const err = await rejected(v.verifyAccessToken(keep.access_token), 'invalid_token', 401)
+    assert.equal(err.description, 'token status cannot be checked right now')
+    broker.serveAll()
+    await eventually(() => v!.verifyAccessToken(keep.access_token), 3000)
+    assert.deepEqual([v.revocationStatus().feed?.resyncing, v.revocationStatus().feed?.fresh], [false, true])
+  })
+})
+
+describe('verifier: users of two subject issuers', () => {
+  let broker: Broker
+  let v: TaskTokenVerifier | undefined
+  afterEach(async () => {
+    await v?.close()
+    v = undefined
+    await broker.close()
+  })
+
+  it('revoking one "alice"\'s session denies only her tokens, not those of the "alice" of another issuer', async () => {
+    const keys = await testKeys()
+    broker = await startBroker({ config: (c) => withSecondIssuer(c, keys.untrustedUser.publicJwk) })
+    v = feedVerifier(broker, realClock)
+    await v.ready()
+    // Both users are "alice" with a session "sess-1", each at her own issuer.
+    const first = await exchangeIn(broker.b)
+    const otherSession = await broker.b.session({ iss: OTHER_IDP }, { key: keys.untrustedUser })
+    const res = await broker.b.post('/token', (await exchangeParams(broker.b, { subject_token: otherSession })) as Record<string, string>)
+    assert.equal(res.status, 200)
+    const second = (await res.json()) as { access_token: string; task_id: string }
+    const a1 = await v.verifyAccessToken(first.access_token)
+    const a2 = await v.verifyAccessToken(second.access_token)
+    assert.deepEqual(a1.extra.sub_id, { format: 'iss_sub', iss: USER_ISSUER, sub: 'alice' })
+    assert.deepEqual(a2.extra.sub_id, { format: 'iss_sub', iss: OTHER_IDP, sub: 'alice' })
+    assert.equal(a1.extra.sid, a2.extra.sid)
+
+    // The session entry is keyed by (subject issuer, sid): the same sid at another issuer is another session.
+    const revoked = await broker.b.app.request('/admin/sessions/revoke', { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }, body: JSON.stringify({ issuer: USER_ISSUER, sid: 'sess-1' }) })
+    assert.equal(revoked.status, 200)
+    await eventually(async () => assert.equal(v!.revocationStatus().feed?.denied.sessions, 1), 1000)
+    await rejected(v.verifyAccessToken(first.access_token), 'invalid_token')
+    // The other issuer's alice, same sid, is unaffected.
+    await v.verifyAccessToken(second.access_token)
+  })
+})
+
+describe('verifier: key revocation through the feed', () => {
+  let broker: Broker
+  let v: TaskTokenVerifier | undefined
+  afterEach(async () => {
+    await v?.close()
+    v = undefined
+    await broker.close()
+  })
+
+  it('a key_revoked event: tokens signed by that key are refused at once, cached or not, and the key is not taken back from the JWKS', async () => {
+    broker = await startBroker()
+    const clock = offsetClock()
+    v = feedVerifier(broker, clock)
+    await v.ready()
+    const t = await exchangeIn(broker.b)
+    await v.verifyAccessToken(t.access_token)
+    const { kid } = decodeProtectedHeader(t.access_token)
+    assert.equal(typeof kid, 'string')
+    const now = Math.floor(Date.now() / 1000)
+    broker.b.deps.stores.revocations.insert({ at: now, kind: 'key_revoked', kid, relevantUntil: now + 900, audiences: [NOTES, CALENDAR, UNGRANTED] })
+    // The cached token is refused within the feed's latency.
+    const err = await eventually(() => rejected(v!.verifyAccessToken(t.access_token), 'invalid_token'), 1000)
+    assert.equal(err.description, 'token is signed with a revoked key')
+    assert.equal(v.revocationStatus().feed?.denied.keys, 1)
+    // A new token by the same key, which the broker still publishes: refused too.
+    const again = await exchangeIn(broker.b)
+    assert.equal(decodeProtectedHeader(again.access_token).kid, kid)
+    assert.equal((await rejected(v.verifyAccessToken(again.access_token), 'invalid_token')).description, 'token is signed with a revoked key')
+    // Past the JWKS max-age (the key set is fetched again, with the key in it): still refused.
+    clock.advance(301)
+    const later = await exchangeIn(broker.b)
+    assert.equal((await rejected(v.verifyAccessToken(later.access_token), 'invalid_token')).description, 'token is signed with a revoked key')
   })
 })
 

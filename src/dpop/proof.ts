@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto'
-import type { ReplayCache } from '../lib/replay-cache.js'
 import { calculateJwkThumbprint, decodeProtectedHeader, EmbeddedJWK, jwtVerify, type JWK, type ProtectedHeaderParameters } from 'jose'
 import { TtlCache } from '../lib/ttl-cache.js'
 
@@ -39,6 +38,65 @@ export interface DpopProof {
  */
 export { createReplayCache, type ReplayCache } from '../lib/replay-cache.js'
 
+/**
+ * Where a proof's `jti` is recorded. The proof key's thumbprint is passed along, so a cache can
+ * share its room fairly between keys; any {@link ReplayCache} (which ignores it) also fits.
+ */
+export interface ProofReplayCache {
+  use(key: string, until: number, now: number, jkt: string): 'fresh' | 'replayed' | 'full'
+}
+
+/**
+ * A replay cache for a resource server, where many clients' bound tokens share one verifier:
+ * bounded in total like {@link createReplayCache}, and in what any one proof key may hold
+ * (`maxPerKey`), so a client sending proofs as fast as it can fills only its own share and never
+ * locks the others out. Live entries are never evicted (that would reopen their replay); a key
+ * over its share, or a cache full of live entries, is refused ('full').
+ */
+export function createPerKeyReplayCache(opts: { maxEntries: number; maxPerKey: number }): ProofReplayCache & { readonly size: number } {
+  const { maxEntries, maxPerKey } = opts
+  // Insertion order ≈ expiry order (every entry lives at most a bounded time), as in createReplayCache.
+  const seen = new Map<string, { until: number; jkt: string }>()
+  const perKey = new Map<string, number>()
+  let lastFullSweep = -1
+
+  function drop(key: string, jkt: string): void {
+    seen.delete(key)
+    const n = (perKey.get(jkt) ?? 1) - 1
+    if (n > 0) perKey.set(jkt, n)
+    else perKey.delete(jkt)
+  }
+
+  function sweep(now: number, all: boolean): void {
+    for (const [k, entry] of seen) {
+      if (entry.until <= now) drop(k, entry.jkt)
+      else if (!all) return
+    }
+  }
+
+  return {
+    use(key, until, now, jkt) {
+      const known = seen.get(key)
+      if (known !== undefined && known.until > now) return 'replayed'
+      if (known !== undefined) drop(key, known.jkt)
+      sweep(now, false)
+      const isFull = () => seen.size >= maxEntries || (perKey.get(jkt) ?? 0) >= maxPerKey
+      // A full scan at most once a second: a cache full of live entries must not cost O(n) per request.
+      if (isFull() && now !== lastFullSweep) {
+        sweep(now, true)
+        lastFullSweep = now
+      }
+      if (isFull()) return 'full'
+      seen.set(key, { until, jkt })
+      perKey.set(jkt, (perKey.get(jkt) ?? 0) + 1)
+      return 'fresh'
+    },
+    get size() {
+      return seen.size
+    },
+  }
+}
+
 export interface DpopCheck {
   /** The request's method and URL (query and fragment are ignored, §4.3 step 9). */
   htm: string
@@ -46,8 +104,14 @@ export interface DpopCheck {
   now: number
   /** Accepted age (and future skew) of `iat`, seconds. */
   iatWindow: number
-  replay: ReplayCache
+  replay: ProofReplayCache
   algorithms?: readonly string[]
+  /**
+   * At a resource server: the `cnf.jkt` of the access token (RFC 9449 §7.1). A proof by any other
+   * key is refused before its signature is checked or its `jti` recorded, so proofs made with a
+   * stolen token but without its key cannot fill the replay cache.
+   */
+  expectedJkt?: string
   /** At a resource server: the access token the proof must be bound to through `ath`. */
   accessToken?: string
   /** Imported proof keys and their thumbprints, so a client's repeated key is imported once. */
@@ -73,13 +137,16 @@ export function createProofKeyCache(maxEntries = 10_000): ProofKeyCache {
 
 const KEY_CACHE_SECONDS = 3600
 
+/** The proof key's thumbprint, and the key imported — unless it is not the expected key, which is never imported. */
 async function proofKey(header: ProtectedHeaderParameters, jwk: JWK, check: DpopCheck): Promise<{ key: CryptoKey; jkt: string }> {
   const id = `${header.alg}\0${JSON.stringify(jwk)}`
   const hit = check.keys?.get(id, check.now)
+  const jkt = hit?.jkt ?? (await calculateJwkThumbprint(jwk, 'sha256'))
+  if (check.expectedJkt !== undefined && jkt !== check.expectedJkt) throw new DpopError('invalid_dpop_proof', 'the DPoP proof key is not the key the token is bound to')
   if (hit) return hit
   // jose's EmbeddedJWK: a public key of the header's alg, `use` sig if present.
   const key = (await EmbeddedJWK(header, { payload: '', signature: '' })) as CryptoKey
-  const entry = { key, jkt: await calculateJwkThumbprint(jwk, 'sha256') }
+  const entry = { key, jkt }
   check.keys?.set(id, entry, check.now + KEY_CACHE_SECONDS)
   return entry
 }
@@ -101,8 +168,10 @@ export function accessTokenHash(token: string): string {
 
 /**
  * Checks a `DPoP` header per RFC 9449 §4.3: exactly one well-formed JWT, `typ: dpop+jwt`, an
- * asymmetric allow-listed `alg`, a public `jwk` that verifies the signature, `htm`, `htu`,
- * `iat` within the window, `jti` not replayed, `nonce` when required and `ath` at a resource.
+ * asymmetric allow-listed `alg`, a public `jwk` — at a resource, the key the token is bound to
+ * (§7.1, `expectedJkt`, checked first) — that verifies the signature, `htm`, `htu`, `iat` within
+ * the window, `nonce` when required, `ath` at a resource, and last the `jti` not replayed: only a
+ * proof that passed every other check takes room in the replay cache.
  */
 export async function verifyDpopProof(header: string | readonly string[] | undefined, check: DpopCheck): Promise<DpopProof> {
   const values = header === undefined ? [] : typeof header === 'string' ? [header] : header
@@ -132,6 +201,7 @@ export async function verifyDpopProof(header: string | readonly string[] | undef
       currentDate: new Date(check.now * 1000),
     }))
   } catch (e) {
+    if (e instanceof DpopError) throw e
     throw new DpopError('invalid_dpop_proof', `the DPoP proof is invalid: ${(e as Error).message}`)
   }
   const { jti, htm, htu, iat, ath, nonce } = payload as Record<string, unknown>
@@ -147,7 +217,7 @@ export async function verifyDpopProof(header: string | readonly string[] | undef
   // Replay: one acceptance per (key, htu, jti) within the window; hashed to bound memory.
   const replayKey = createHash('sha256').update(`${jkt}\0${expected}\0${jti}`).digest('base64url')
   // Remembered one second past the last second the iat check still accepts it (now = iat + window).
-  const seen = check.replay.use(replayKey, iat + check.iatWindow + 1, check.now)
+  const seen = check.replay.use(replayKey, iat + check.iatWindow + 1, check.now, jkt)
   if (seen === 'full') throw new DpopError('invalid_dpop_proof', 'too many DPoP proofs in flight, retry shortly')
   if (seen === 'replayed') throw new DpopError('invalid_dpop_proof', 'the DPoP proof has been used before')
   return { jkt, jwk, jti, iat }

@@ -1,10 +1,12 @@
 import type { RevocationEventRow, Stores } from '../store/stores.js'
+import { MAX_LEEWAY_SECONDS } from '../verifier/options.js'
 
 /**
  * The revocation feed's event, modelled on RFC 8417 Security Event Tokens / CAEP
  * (`session-revoked`) but sent as plain JSON over an authenticated channel: `id` is the
  * monotonic cursor, `type` what ended, `until` when the event stops mattering (the last
- * affected token's expiry), after which it may be pruned.
+ * affected token's expiry), after which it may be pruned. A user is named only by `sub_id`
+ * (subject issuer and subject), never by the token's `sub`, which is the broker's own value.
  */
 export interface RevocationEvent {
   id: string
@@ -14,7 +16,6 @@ export interface RevocationEvent {
   task_id?: string
   jti?: string
   sid?: string
-  sub?: string
   /** RFC 9493 §3.2.5 `iss_sub`: the user as the pair (subject issuer, subject at that issuer). */
   sub_id?: SubjectId
   /** For `key_revoked`: the broker signing key that must no longer be trusted. */
@@ -28,6 +29,17 @@ export interface SubjectId {
   sub: string
 }
 
+/**
+ * Where the feed stands, sent with every poll page and in the stream's `ready` event: the
+ * database's `epoch` (new with every new database) and its `head` (the last event id ever
+ * appended). A verifier whose epoch differs, or whose cursor is beyond the head (an older copy
+ * of the database was restored), must start again from cursor 0.
+ */
+export interface FeedPosition {
+  epoch: string
+  head: string
+}
+
 export function toRevocationEvent(row: RevocationEventRow): RevocationEvent {
   return {
     id: String(row.id),
@@ -37,7 +49,6 @@ export function toRevocationEvent(row: RevocationEventRow): RevocationEvent {
     ...(row.taskId ? { task_id: row.taskId } : {}),
     ...(row.jti ? { jti: row.jti } : {}),
     ...(row.sid ? { sid: row.sid } : {}),
-    ...(row.sub ? { sub: row.sub } : {}),
     ...(row.sub && row.subjectIssuer ? { sub_id: { format: 'iss_sub', iss: row.subjectIssuer, sub: row.sub } as const } : {}),
     ...(row.kid ? { kid: row.kid } : {}),
   }
@@ -52,4 +63,23 @@ export function parseCursor(value: string | undefined): number | undefined {
 /** The events after `after` that concern the resource `audience`: a resource sees only its own. */
 export function readEvents(stores: Pick<Stores, 'revocations'>, after: number, limit: number, audience: string): RevocationEvent[] {
   return stores.revocations.list(after, limit, audience).map(toRevocationEvent)
+}
+
+/** The feed's epoch and head; read after the events it accompanies, so the head covers them. */
+export function feedPosition(stores: Pick<Stores, 'revocations'>): FeedPosition {
+  return { epoch: stores.revocations.epoch(), head: String(stores.revocations.head()) }
+}
+
+/**
+ * How long an event is kept past its `until`: verifiers accept a token up to their leeway after
+ * its `exp` (the verifier kit allows at most {@link MAX_LEEWAY_SECONDS}), so an event must outlive
+ * `until` by at least that much, and by the broker's own clock skew.
+ */
+export function revocationRetentionSeconds(clockSkew: number): number {
+  return Math.max(clockSkew, MAX_LEEWAY_SECONDS)
+}
+
+/** Events whose `until` is before this (epoch seconds) may be pruned at time `now`. */
+export function revocationPruneHorizon(now: number, clockSkew: number): number {
+  return now - revocationRetentionSeconds(clockSkew)
 }

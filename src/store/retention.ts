@@ -1,4 +1,5 @@
 import type { Config } from '../config.js'
+import { revocationPruneHorizon } from '../revocations/feed.js'
 import type { Stores } from './stores.js'
 
 /**
@@ -11,7 +12,8 @@ export function pruneStore(stores: Stores, config: Pick<Config, 'clockSkew' | 'r
   const horizon = now - config.clockSkew
   return {
     tokens: stores.tokens.pruneExpired(horizon),
-    revocations: stores.revocations.pruneBefore(horizon),
+    // Kept past `until` for the longest leeway a verifier may use, not only our clock skew.
+    revocations: stores.revocations.pruneBefore(revocationPruneHorizon(now, config.clockSkew)),
     sessions: stores.sessions.pruneBefore(horizon),
     audit: stores.audit.pruneBefore(now - config.retention.audit),
     tasks: stores.tasks.pruneExpiredBefore(now - config.retention.tasks),

@@ -1,6 +1,7 @@
+import { randomBytes } from 'node:crypto'
 import { and, asc, desc, eq, gt, inArray, isNull, lt, lte, sql } from 'drizzle-orm'
 import type { Database_ } from './db.js'
-import { auditEvents, revocationEvents, revokedSessions, tasks, tokens } from './schema.js'
+import { auditEvents, brokerMeta, revocationEvents, revokedSessions, tasks, tokens } from './schema.js'
 
 export type TaskRow = typeof tasks.$inferSelect
 export type TokenRow = typeof tokens.$inferSelect
@@ -11,6 +12,14 @@ export type NewRevocationEvent = Pick<RevocationEventRow, 'at' | 'kind' | 'relev
   audiences: readonly string[]
 }
 export type TaskStatus = TaskRow['status']
+
+/** `broker_meta` name of the revocation feed's epoch. */
+const FEED_EPOCH = 'revocation_feed_epoch'
+/**
+ * How often the head of the event table is read while anyone is subscribed, so that events
+ * written by another process reach this process's subscribers well within a second.
+ */
+const HEAD_POLL_MS = 250
 
 /**
  * The storage seam: one small store per aggregate, every query prepared once. Each method is
@@ -78,9 +87,25 @@ export interface Stores {
     insert(row: NewRevocationEvent): void
     /** Events after the cursor that concern `audience` (a resource URI), in order. */
     list(afterId: number, limit: number, audience: string): RevocationEventRow[]
-    /** Calls `listener` (deferred past the current transaction) whenever events were appended. */
+    /**
+     * Calls `listener` whenever events were appended: by this process (deferred past the current
+     * transaction), or by another process sharing the database (noticed by a head poll that runs
+     * only while someone is subscribed).
+     */
     subscribe(listener: () => void): () => void
     pruneBefore(before: number): number
+    /**
+     * The id of the last event ever appended (0 before the first). Pruning never lowers it; only
+     * a new database or a restored older copy does — which is how a verifier whose cursor is
+     * beyond it knows the feed went back in time.
+     */
+    head(): number
+    /**
+     * The feed's epoch: a random value created with the database (in `broker_meta`), so a
+     * verifier can tell a new database, whose event ids start again from 1, from the one it
+     * has been reading.
+     */
+    epoch(): string
   }
   sessions: {
     /** Records a revoked session; false when it already was. */
@@ -188,6 +213,11 @@ export function createStores(database: Database_): Stores {
     .limit(p('limit'))
     .prepare()
   const pruneRevocations = db.delete(revocationEvents).where(lt(revocationEvents.relevantUntil, p('before'))).prepare()
+  // AUTOINCREMENT keeps the largest id ever used in sqlite_sequence: unlike max(id), pruning cannot lower it.
+  const revocationHead = database.sqlite.prepare("select seq from sqlite_sequence where name = 'revocation_events'").pluck()
+  const insertEpoch = db.insert(brokerMeta).values({ name: FEED_EPOCH, value: p('value') }).onConflictDoNothing().prepare()
+  const getEpoch = db.select({ value: brokerMeta.value }).from(brokerMeta).where(eq(brokerMeta.name, FEED_EPOCH)).prepare()
+  let epoch: string | undefined
 
   const insertSession = db
     .insert(revokedSessions)
@@ -201,15 +231,34 @@ export function createStores(database: Database_): Stores {
     .prepare()
   const pruneSessions = db.delete(revokedSessions).where(lt(revokedSessions.relevantUntil, p('before'))).prepare()
 
+  const readHead = () => (revocationHead.get() as number | undefined) ?? 0
+
+  // Subscribers are woken by this process's own inserts at once, and by other processes' inserts
+  // (the CLI, another broker instance on the same database) through one shared head poll: a
+  // single cheap query per tick however many streams are open, and none when nobody listens.
   const listeners = new Set<() => void>()
   let notifyScheduled = false
+  let announcedHead = 0
+  let headPoll: NodeJS.Timeout | undefined
+  function announce(always: boolean) {
+    let head: number
+    try {
+      head = readHead()
+    } catch {
+      // The database is closed (shutdown) or momentarily unreadable: the next tick tries again.
+      return
+    }
+    if (!always && head === announcedHead) return
+    announcedHead = head
+    for (const l of listeners) l()
+  }
   function scheduleNotify() {
     if (notifyScheduled || listeners.size === 0) return
     notifyScheduled = true
     // better-sqlite3 transactions are synchronous: by the next macrotask the writer has committed.
     setImmediate(() => {
       notifyScheduled = false
-      for (const l of listeners) l()
+      announce(true)
     })
   }
 
@@ -306,9 +355,29 @@ export function createStores(database: Database_): Stores {
       list: (afterId, limit, audience) => listRevocations.all({ afterId, limit, audience }),
       subscribe: (listener) => {
         listeners.add(listener)
-        return () => void listeners.delete(listener)
+        if (!headPoll) {
+          announcedHead = readHead()
+          headPoll = setInterval(() => announce(false), HEAD_POLL_MS)
+          headPoll.unref()
+        }
+        return () => {
+          listeners.delete(listener)
+          if (listeners.size === 0 && headPoll) {
+            clearInterval(headPoll)
+            headPoll = undefined
+          }
+        }
       },
       pruneBefore: (before) => pruneRevocations.run({ before }).changes,
+      head: readHead,
+      epoch: () => {
+        if (epoch === undefined) {
+          // Created once per database; a concurrent first writer wins and both read its value.
+          insertEpoch.run({ value: randomBytes(16).toString('base64url') })
+          epoch = getEpoch.get()!.value
+        }
+        return epoch
+      },
     },
     sessions: {
       revoke: (issuer, sid, at, relevantUntil) => insertSession.run({ issuer, sid, at, relevantUntil }).changes === 1,

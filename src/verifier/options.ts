@@ -45,8 +45,13 @@ export interface TaskTokenVerifierOptions {
   revocation: RevocationOptions
   /** Defaults to the system clock. Tests pass a fixed one. */
   clock?: Clock
-  /** Tolerance for `exp`, `nbf`, `iat`. Default 30, at most 60 (standards.md Appendix C). */
+  /** Tolerance for `exp`, `nbf`, `iat`. Default 30, at most {@link MAX_LEEWAY_SECONDS} (standards.md Appendix C). */
   leewaySeconds?: number
+  /**
+   * Accept only users of these subject issuers (the `iss` of the token's RFC 9493 `sub_id`);
+   * every other token is `invalid_token`. Default: users of any issuer the broker trusts.
+   */
+  subjectIssuers?: readonly string[]
   /** Access-token signature algorithms accepted. Default ES256 and EdDSA (what the broker signs with). */
   algorithms?: readonly string[]
   /** DPoP proof algorithms accepted. Default: the asymmetric set of src/dpop/proof.ts. */
@@ -57,11 +62,23 @@ export interface TaskTokenVerifierOptions {
   maxTokenLength?: number
   /** Verified tokens kept in memory (each until its `exp`). Default 10000. */
   cacheMaxEntries?: number
-  /** Used for the JWKS-independent calls (feed, introspection). Default: global fetch. */
+  /**
+   * DPoP proof `jti`s remembered for replay detection. Default 100000. One proof key may hold at
+   * most a tenth of them, so no client can crowd out the others (RFC 9449 §11.1).
+   */
+  dpopReplayCacheMaxEntries?: number
+  /** Used for every call to the broker (JWKS, feed, introspection). Default: global fetch. */
   fetch?: typeof fetch
   /** Reporting hook for transport problems (feed, introspection, JWKS). Never alters a decision. */
   onError?: (error: Error) => void
 }
+
+/**
+ * The longest `leewaySeconds` a verifier may use. The broker keeps every revocation event at least
+ * this long past its `until`, so no verifier accepts, inside its leeway, a token whose revocation
+ * was already pruned.
+ */
+export const MAX_LEEWAY_SECONDS = 60
 
 const SIGNING_ALGORITHMS = new Set(['ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'])
 
@@ -124,7 +141,10 @@ export function checkOptions(o: TaskTokenVerifierOptions): void {
       throw bad('revocation.mode', "must be 'feed', 'introspection' or 'none'")
   }
   if (o.clock !== undefined && (typeof o.clock.now !== 'function' || typeof o.clock.nowMs !== 'function')) throw bad('clock', 'must have now() (epoch s) and nowMs() (epoch ms)')
-  if (o.leewaySeconds !== undefined) checkInt('leewaySeconds', o.leewaySeconds, 0, 60)
+  if (o.leewaySeconds !== undefined) checkInt('leewaySeconds', o.leewaySeconds, 0, MAX_LEEWAY_SECONDS)
+  if (o.subjectIssuers !== undefined && (!Array.isArray(o.subjectIssuers) || o.subjectIssuers.length === 0 || !o.subjectIssuers.every((i) => typeof i === 'string' && i !== ''))) {
+    throw bad('subjectIssuers', 'must be a non-empty array of issuer identifiers (non-empty strings)')
+  }
   if (o.algorithms !== undefined && (!Array.isArray(o.algorithms) || o.algorithms.length === 0 || !o.algorithms.every((a) => SIGNING_ALGORITHMS.has(a)))) {
     throw bad('algorithms', `must be a non-empty subset of ${[...SIGNING_ALGORITHMS].join(', ')} (never none or HMAC)`)
   }
@@ -134,4 +154,5 @@ export function checkOptions(o: TaskTokenVerifierOptions): void {
   if (o.dpopProofWindowSeconds !== undefined) checkInt('dpopProofWindowSeconds', o.dpopProofWindowSeconds, 1, 600)
   if (o.maxTokenLength !== undefined) checkInt('maxTokenLength', o.maxTokenLength, 256, 65_536)
   if (o.cacheMaxEntries !== undefined) checkInt('cacheMaxEntries', o.cacheMaxEntries, 1, 10_000_000)
+  if (o.dpopReplayCacheMaxEntries !== undefined) checkInt('dpopReplayCacheMaxEntries', o.dpopReplayCacheMaxEntries, 10, 10_000_000)
 }

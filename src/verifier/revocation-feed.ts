@@ -1,13 +1,19 @@
 import type { Clock } from '../clock.js'
-import type { RevocationEvent } from '../revocations/feed.js'
+import type { RevocationEvent, SubjectId } from '../revocations/feed.js'
 
 /**
  * The verifier side of the broker's revocation feed (`GET /revocations`): a deny-set of revoked
- * token ids, task ids and sessions, kept current by the Server-Sent Events stream, with polling
- * as the fallback whenever the stream is down, and resumption from the last cursor seen
- * (`Last-Event-ID`) after any disconnect or broker restart. Freshness is tracked with the
+ * token ids, task ids, sessions and signing keys, kept current by the Server-Sent Events stream,
+ * with polling as the fallback whenever the stream is down, and resumption from the last cursor
+ * seen (`Last-Event-ID`) after any disconnect or broker restart. Freshness is tracked with the
  * injected clock, so a verifier can fail closed when it has not heard from the broker for
  * longer than it tolerates.
+ *
+ * Every poll page and the stream's `ready` event carry the feed's `epoch` and `head`. A new
+ * epoch (a new database) or a head below the cursor (an older copy restored) means the event ids
+ * started again: the cursor goes back to 0 and the feed is read again from the start, keeping
+ * the deny-set (a revocation stays true), and the verifier reports itself not fresh — refusing
+ * every token — until it has caught up.
  */
 
 /**
@@ -31,24 +37,31 @@ export interface FeedClientOptions {
   onEvent?: ((event: FeedEvent, receivedAtMs: number) => void) | undefined
   /** Called on transport problems (reporting only: the feed keeps retrying). */
   onError?: ((error: Error) => void) | undefined
+  /** Called when a `key_revoked` event names a signing key to distrust until `until` (epoch seconds). */
+  onKeyRevoked?: ((kid: string, until: number) => void) | undefined
 }
 
 export interface FeedStatus {
   /** The id of the last event applied (`0` before the first). */
   cursor: string
+  /** The feed epoch the cursor belongs to (undefined before the first answer). */
+  epoch: string | undefined
+  /** Whether the feed is being read again from the start after a reset (not fresh meanwhile). */
+  resyncing: boolean
   /** Whether the SSE stream is currently open. */
   streaming: boolean
   /** Clock time (ms) the feed was last heard from, if ever. */
   lastSyncAtMs: number | undefined
   fresh: boolean
-  denied: { tokens: number; tasks: number; sessions: number }
+  denied: { tokens: number; tasks: number; sessions: number; keys: number }
 }
 
 export interface RevocationFeedClient {
   /** Resolves once the deny-set has caught up with the feed for the first time. */
   ready(timeoutMs?: number): Promise<void>
   isFresh(): boolean
-  isRevoked(claims: { jti: string; task_id: string; sub: string; sid?: string | undefined }): boolean
+  /** Whether the token's jti, task or session (subject issuer, sid) was revoked. */
+  isRevoked(claims: { jti: string; task_id: string; sub_id: SubjectId; sid?: string | undefined }): boolean
   status(): FeedStatus
   close(): Promise<void>
 }
@@ -69,14 +82,41 @@ function isFeedEvent(value: unknown): value is FeedEvent {
   return typeof e.id === 'string' && /^[0-9]{1,15}$/.test(e.id) && typeof e.type === 'string' && typeof e.until === 'number'
 }
 
+/** The feed's epoch and head, as every poll page and the stream's `ready` event carry them. */
+interface FeedPosition {
+  epoch: string
+  head: number
+}
+
+function feedPosition(value: unknown): FeedPosition | undefined {
+  if (typeof value !== 'object' || value === null) return undefined
+  const { epoch, head } = value as Record<string, unknown>
+  if (typeof epoch !== 'string' || epoch === '' || typeof head !== 'string' || !/^[0-9]{1,15}$/.test(head)) return undefined
+  return { epoch, head: Number(head) }
+}
+
+function isSubjectId(value: unknown): value is SubjectId {
+  if (typeof value !== 'object' || value === null) return false
+  const v = value as Record<string, unknown>
+  return v.format === 'iss_sub' && typeof v.iss === 'string' && v.iss !== '' && typeof v.sub === 'string' && v.sub !== ''
+}
+
+/** Thrown inside a read to abandon what it was reading: the feed was reset meanwhile. */
+class FeedReset extends Error {}
+
 export function createRevocationFeedClient(opts: FeedClientOptions): RevocationFeedClient {
   const authorization = basicCredentials(opts.credentials.clientId, opts.credentials.clientSecret)
   const { clock } = opts
   const tokens = new Map<string, number>()
   const tasks = new Map<string, number>()
   const sessions = new Map<string, number>()
+  const keys = new Map<string, number>()
 
   let cursor = 0
+  let epoch: string | undefined
+  let resyncing = false
+  // Bumped at every reset: a poll answer or a stream opened before it is about the old sequence.
+  let resets = 0
   let lastSyncAtMs: number | undefined
   let stream: 'idle' | 'connecting' | 'open' = 'idle'
   let streamAbort: AbortController | undefined
@@ -87,7 +127,8 @@ export function createRevocationFeedClient(opts: FeedClientOptions): RevocationF
   let markReady: () => void = () => {}
   const readyPromise = new Promise<void>((resolve) => { markReady = resolve })
 
-  const sessionKey = (sub: string, sid: string) => `${sub}\0${sid}`
+  // A session is (subject issuer, sid): two issuers' session ids never collide.
+  const sessionKey = (subjectIssuer: string, sid: string) => `${subjectIssuer}\0${sid}`
 
   function heard(atMs: number): void {
     lastSyncAtMs = lastSyncAtMs === undefined ? atMs : Math.max(lastSyncAtMs, atMs)
@@ -96,7 +137,7 @@ export function createRevocationFeedClient(opts: FeedClientOptions): RevocationF
 
   function prune(): void {
     const horizon = clock.now() - opts.leewaySeconds
-    for (const set of [tokens, tasks, sessions]) {
+    for (const set of [tokens, tasks, sessions, keys]) {
       for (const [k, until] of set) if (until < horizon) set.delete(k)
     }
   }
@@ -118,7 +159,17 @@ export function createRevocationFeedClient(opts: FeedClientOptions): RevocationF
       case 'session_revoked':
         // Tasks bound to the session get their own task_revoked events; this also covers
         // tokens of the session whose task events were pruned or are still to come.
-        if (event.sid && event.sub) sessions.set(sessionKey(event.sub, event.sid), until)
+        if (event.sid && isSubjectId(event.sub_id)) sessions.set(sessionKey(event.sub_id.iss, event.sid), until)
+        break
+      case 'key_revoked':
+        if (typeof event.kid === 'string' && event.kid !== '') {
+          keys.set(event.kid, Math.max(until, keys.get(event.kid) ?? until))
+          try {
+            opts.onKeyRevoked?.(event.kid, until)
+          } catch (e) {
+            report(e)
+          }
+        }
         break
       default:
         // An event type this verifier does not know: the cursor moves on, nothing is denied.
@@ -136,10 +187,27 @@ export function createRevocationFeedClient(opts: FeedClientOptions): RevocationF
     if (!closed) opts.onError?.(e instanceof Error ? e : new Error(String(e)))
   }
 
+  /**
+   * Compares where the broker's feed stands with the cursor: a new epoch, or a head below the
+   * cursor, means the ids started again. Then the cursor goes back to 0 and the verifier is not
+   * fresh until a poll has read everything again; the deny-set is kept. Returns whether it reset.
+   */
+  function observe(position: FeedPosition): boolean {
+    if (epoch === undefined) epoch = position.epoch
+    if (position.epoch === epoch && cursor <= position.head) return false
+    report(new Error(`revocation feed was reset (epoch ${position.epoch === epoch ? 'unchanged' : 'changed'}, head ${position.head}, cursor ${cursor}): reading it again from the start`))
+    epoch = position.epoch
+    cursor = 0
+    resyncing = true
+    resets++
+    return true
+  }
+
   /** GET /revocations?after=<cursor> until the feed is drained. */
   async function pollOnce(): Promise<void> {
-    for (;;) {
+    for (let resetsSeen = 0; ; ) {
       const startedAtMs = clock.nowMs()
+      const generation = resets
       const url = new URL(opts.feedUrl)
       url.searchParams.set('after', String(cursor))
       url.searchParams.set('limit', String(PAGE))
@@ -149,11 +217,23 @@ export function createRevocationFeedClient(opts: FeedClientOptions): RevocationF
         throw new Error(`revocation feed poll answered HTTP ${res.status}`)
       }
       const body = (await res.json()) as { events?: unknown }
-      if (!Array.isArray(body.events) || !body.events.every(isFeedEvent)) throw new Error('revocation feed poll returned a malformed body')
+      const position = feedPosition(body)
+      if (!Array.isArray(body.events) || !body.events.every(isFeedEvent) || !position) throw new Error('revocation feed poll returned a malformed body')
+      // A reset seen meanwhile (by the stream) or in this answer: the page is about the old sequence.
+      if (generation !== resets || observe(position)) {
+        // A feed that keeps resetting cannot be caught up with: stay not fresh and retry on the next tick.
+        if (++resetsSeen > 3) throw new Error('revocation feed keeps resetting')
+        continue
+      }
       for (const e of body.events) apply(e)
-      // What the broker answered reflects its state when the request was made.
+      if (body.events.length < PAGE) {
+        // Drained: after a reset, this is the moment the deny-set has caught up again.
+        resyncing = false
+        // What the broker answered reflects its state when the request was made.
+        heard(startedAtMs)
+        return
+      }
       heard(startedAtMs)
-      if (body.events.length < PAGE) return
     }
   }
 
@@ -195,10 +275,11 @@ export function createRevocationFeedClient(opts: FeedClientOptions): RevocationF
         }
         stream = 'open'
         backoffMs = 250
-        await readStream(res.body)
+        await readStream(res.body, resets)
         if (!closed) report(new Error('revocation feed stream ended'))
       } catch (e) {
-        if (!abort.signal.aborted || timedOut) report(timedOut ? new Error('revocation feed stream did not answer in time') : e)
+        // A reset ends the stream on purpose (leaving the loop cancelled the body); anything else is reported.
+        if (!(e instanceof FeedReset) && (!abort.signal.aborted || timedOut)) report(timedOut ? new Error('revocation feed stream did not answer in time') : e)
       } finally {
         clearTimeout(connectTimer)
         stream = 'idle'
@@ -212,7 +293,8 @@ export function createRevocationFeedClient(opts: FeedClientOptions): RevocationF
     })()
   }
 
-  async function readStream(body: ReadableStream<Uint8Array>): Promise<void> {
+  /** Reads SSE messages; `generation` is the reset count when the stream was opened. */
+  async function readStream(body: ReadableStream<Uint8Array>, generation: number): Promise<void> {
     const decoder = new TextDecoder()
     let buffer = ''
     let event = ''
@@ -225,10 +307,19 @@ export function createRevocationFeedClient(opts: FeedClientOptions): RevocationF
         buffer = buffer.slice(nl + (buffer.startsWith('\r\n', nl) ? 2 : 1))
         if (line === '') {
           // Dispatch (WHATWG HTML §9.2.6).
-          if (event === 'revocation' && data.length > 0) {
+          if (event === 'ready' || (event === 'revocation' && data.length > 0)) {
             const parsed: unknown = JSON.parse(data.join('\n'))
-            if (!isFeedEvent(parsed)) throw new Error('revocation feed stream sent a malformed event')
-            apply(parsed)
+            // Opened before a reset: it streams the old sequence from the old cursor.
+            if (generation !== resets) throw new FeedReset()
+            if (event === 'ready') {
+              const position = feedPosition(parsed)
+              if (!position) throw new Error('revocation feed stream sent a malformed ready event')
+              // Reset: read everything again by polling (which clears `resyncing`), then stream anew.
+              if (observe(position)) throw new FeedReset()
+            } else {
+              if (!isFeedEvent(parsed)) throw new Error('revocation feed stream sent a malformed event')
+              apply(parsed)
+            }
           }
           event = ''
           data = []
@@ -248,12 +339,14 @@ export function createRevocationFeedClient(opts: FeedClientOptions): RevocationF
     }
   }
 
-  // Watchdog: poll while the stream is down, and also when the stream has been quiet for half
-  // the staleness bound (a silent half-open connection must not keep the verifier "fresh").
+  // Watchdog: poll while the stream is down or the feed is being read again after a reset, and
+  // when the stream has been quiet for half the staleness bound (a silent half-open connection
+  // must not keep the verifier "fresh").
   const watchdog = setInterval(() => {
     prune()
     const quietMs = lastSyncAtMs === undefined ? Infinity : clock.nowMs() - lastSyncAtMs
-    if (stream !== 'open' || quietMs > (opts.staleAfterSeconds * 1000) / 2) void poll()
+    // After a reset only a drained poll proves the deny-set caught up, however lively the stream.
+    if (stream !== 'open' || resyncing || quietMs > (opts.staleAfterSeconds * 1000) / 2) void poll()
     if (stream === 'idle') scheduleReconnect()
   }, opts.pollIntervalMs)
   watchdog.unref()
@@ -262,7 +355,7 @@ export function createRevocationFeedClient(opts: FeedClientOptions): RevocationF
   void poll().then(() => { if (lastSyncAtMs !== undefined) openStream() })
 
   function isFresh(): boolean {
-    return lastSyncAtMs !== undefined && clock.nowMs() - lastSyncAtMs <= opts.staleAfterSeconds * 1000
+    return !resyncing && lastSyncAtMs !== undefined && clock.nowMs() - lastSyncAtMs <= opts.staleAfterSeconds * 1000
   }
 
   return {
@@ -275,16 +368,18 @@ export function createRevocationFeedClient(opts: FeedClientOptions): RevocationF
       return Promise.race([readyPromise, timeout]).finally(() => clearTimeout(timer))
     },
     isFresh,
-    isRevoked({ jti, task_id, sub, sid }) {
-      return tokens.has(jti) || tasks.has(task_id) || (sid !== undefined && sessions.has(sessionKey(sub, sid)))
+    isRevoked({ jti, task_id, sub_id, sid }) {
+      return tokens.has(jti) || tasks.has(task_id) || (sid !== undefined && sessions.has(sessionKey(sub_id.iss, sid)))
     },
     status() {
       return {
         cursor: String(cursor),
+        epoch,
+        resyncing,
         streaming: stream === 'open',
         lastSyncAtMs,
         fresh: isFresh(),
-        denied: { tokens: tokens.size, tasks: tasks.size, sessions: sessions.size },
+        denied: { tokens: tokens.size, tasks: tasks.size, sessions: sessions.size, keys: keys.size },
       }
     },
     async close() {

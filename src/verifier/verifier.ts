@@ -1,9 +1,11 @@
-import { compactVerify, createRemoteJWKSet, errors, type CryptoKey, type KeyObject } from 'jose'
+import { compactVerify, errors, type CryptoKey, type KeyObject } from 'jose'
 import { systemClock, type Clock } from '../clock.js'
-import { createProofKeyCache, createReplayCache, DPOP_ALGORITHMS, DpopError, verifyDpopProof } from '../dpop/proof.js'
+import { createPerKeyReplayCache, createProofKeyCache, DPOP_ALGORITHMS, DpopError, verifyDpopProof } from '../dpop/proof.js'
 import { TtlCache } from '../lib/ttl-cache.js'
+import type { SubjectId } from '../revocations/feed.js'
 import { buildWwwAuthenticate, VerifierError, type AuthScheme } from './errors.js'
 import { createIntrospectionClient, type IntrospectionClient } from './introspection.js'
+import { createVerifierKeySet } from './jwks.js'
 import { buildProtectedResourceMetadata, protectedResourceMetadataUrl, type ProtectedResourceMetadata } from './metadata.js'
 import { checkOptions, type TaskTokenVerifierOptions } from './options.js'
 import { createRevocationFeedClient, type FeedStatus, type RevocationFeedClient } from './revocation-feed.js'
@@ -21,7 +23,10 @@ export interface TaskAuthInfo {
   /** The token's `aud`: this server's resource URI. */
   resource: URL
   extra: {
+    /** The token's `sub`: the broker's identifier for the user, opaque to a resource server. */
     sub: string
+    /** RFC 9493 §3.2.5: the user as (subject issuer, subject) — what to key per-user data on. */
+    sub_id: SubjectId
     act: { sub: string; [claim: string]: unknown }
     task_id: string
     jti: string
@@ -76,6 +81,7 @@ export interface TaskTokenVerifier {
 interface Claims {
   iss: string
   sub: string
+  sub_id: SubjectId
   aud: unknown
   client_id: string
   act: { sub: string; [claim: string]: unknown }
@@ -95,6 +101,12 @@ const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/
 const TOKEN68 = /^[A-Za-z0-9\-._~+/]+=*$/
 /** Header parameters that would let the token choose its own key (RFC 8725 §3.10) or demand unknown processing. */
 const FORBIDDEN_HEADERS = ['jku', 'x5u', 'jwk', 'x5c', 'crit'] as const
+
+/** A verified token's claims and the `kid` of the key it was signed with (checked on every use). */
+interface Verified {
+  claims: Claims
+  kid: string | undefined
+}
 
 const invalidToken = (description: string, scheme?: AuthScheme, detail?: string) => new VerifierError('invalid_token', description, { scheme, ...(detail ? { detail } : {}) })
 
@@ -144,12 +156,26 @@ export function createTaskTokenVerifier(options: TaskTokenVerifierOptions): Task
   const resourceMetadataUrl = protectedResourceMetadataUrl(resource)
   const reportError = (e: Error) => options.onError?.(e)
 
-  // jose caches the key set, refetches at most once per cooldown for an unknown `kid`, and times out.
-  const jwks = createRemoteJWKSet(new URL(options.jwksUri ?? `${issuer}/.well-known/jwks.json`), { timeoutDuration: 3000, cooldownDuration: 30_000, cacheMaxAge: 600_000 })
+  const subjectIssuers = options.subjectIssuers ? new Set(options.subjectIssuers) : undefined
+  // The key set is cached for the JWKS response's max-age, refetched at most once per cooldown
+  // for an unknown `kid`, fetched with a timeout and without redirects.
+  const jwks = createVerifierKeySet(new URL(options.jwksUri ?? `${issuer}/.well-known/jwks.json`), { clock, fetch: fetchImpl, timeoutMs: 3000, cooldownMs: 30_000, onError: reportError })
   // Each distinct token is signature-checked once; its claims are then served from memory until `exp`.
-  const verified = new TtlCache<Claims>(options.cacheMaxEntries ?? 10_000)
-  const replay = createReplayCache(100_000)
+  const cacheMaxEntries = options.cacheMaxEntries ?? 10_000
+  let verified = new TtlCache<Verified>(cacheMaxEntries)
+  // Bumped by every key revocation: a verification that started before it must not fill the new cache.
+  let keyRevocations = 0
+  // RFC 9449 §11.1: one acceptance per proof; a tenth of the room per proof key, so no client crowds out the rest.
+  const replayMaxEntries = options.dpopReplayCacheMaxEntries ?? 100_000
+  const replay = createPerKeyReplayCache({ maxEntries: replayMaxEntries, maxPerKey: Math.max(1, Math.floor(replayMaxEntries / 10)) })
   const proofKeys = createProofKeyCache()
+
+  /** A `key_revoked` feed event: the key is distrusted at once, and so is every token it signed, cached or not. */
+  function revokeKey(kid: string, until: number): void {
+    jwks.exclude(kid, until + leeway)
+    keyRevocations++
+    verified = new TtlCache<Verified>(cacheMaxEntries)
+  }
 
   const revocation = options.revocation
   let feed: RevocationFeedClient | undefined
@@ -165,6 +191,7 @@ export function createTaskTokenVerifier(options: TaskTokenVerifierOptions): Task
       fetch: fetchImpl,
       onEvent: revocation.onEvent,
       onError: reportError,
+      onKeyRevoked: revokeKey,
     })
   } else if (revocation.mode === 'introspection') {
     introspection = createIntrospectionClient({
@@ -183,7 +210,11 @@ export function createTaskTokenVerifier(options: TaskTokenVerifierOptions): Task
     if (!COMPACT_JWS.test(token)) throw invalidToken('token is not a compact JWS', scheme)
     const now = clock.now()
     const cached = verified.get(token, now)
-    if (cached) return cached
+    if (cached) {
+      if (cached.kid !== undefined && jwks.isExcluded(cached.kid, now)) throw invalidToken('token is signed with a revoked key', scheme)
+      return cached.claims
+    }
+    const generation = keyRevocations
 
     const [headerPart, payloadPart] = token.split('.') as [string, string, string]
     const header = decodeSegment(headerPart)
@@ -198,9 +229,11 @@ export function createTaskTokenVerifier(options: TaskTokenVerifierOptions): Task
     if (!isObject(payload)) throw invalidToken('token payload is not a JSON object', scheme)
     // RFC 9068 §4 step 3, before any key is fetched: a foreign token never makes us call out.
     if (payload.iss !== issuer) throw invalidToken('token issuer is not trusted here', scheme, `iss ${JSON.stringify(payload.iss)}`)
+    const kid = typeof header.kid === 'string' ? header.kid : undefined
+    if (kid !== undefined && jwks.isExcluded(kid, now)) throw invalidToken('token is signed with a revoked key', scheme)
 
     try {
-      await compactVerify(token, jwks, { algorithms })
+      await compactVerify(token, jwks.getKey, { algorithms })
     } catch (e) {
       if (e instanceof errors.JWKSMultipleMatchingKeys) {
         // No `kid` and several candidate keys: try each (as jose's jwtVerify does).
@@ -221,7 +254,7 @@ export function createTaskTokenVerifier(options: TaskTokenVerifierOptions): Task
       }
     }
     const claims = payload as unknown as Claims
-    if (typeof claims.exp === 'number' && Number.isFinite(claims.exp)) verified.set(token, claims, claims.exp + leeway)
+    if (typeof claims.exp === 'number' && Number.isFinite(claims.exp) && generation === keyRevocations) verified.set(token, { claims, kid }, claims.exp + leeway)
     return claims
   }
 
@@ -241,6 +274,12 @@ export function createTaskTokenVerifier(options: TaskTokenVerifierOptions): Task
       if (typeof claims[name] !== 'string' || claims[name] === '') throw invalidToken(`token lacks the ${name} claim`, scheme)
     }
     if (!isObject(claims.act) || typeof claims.act.sub !== 'string' || claims.act.sub === '') throw invalidToken('token lacks the act claim', scheme)
+    // RFC 9493 §3.2.5: the user is (subject issuer, subject); `sub` alone names no one outside the broker.
+    const subId = claims.sub_id as unknown
+    if (!isObject(subId) || subId.format !== 'iss_sub' || typeof subId.iss !== 'string' || subId.iss === '' || typeof subId.sub !== 'string' || subId.sub === '') {
+      throw invalidToken('token lacks a valid sub_id claim', scheme)
+    }
+    if (subjectIssuers && !subjectIssuers.has(claims.sub_id.iss)) throw invalidToken('token user is from a subject issuer not accepted here', scheme, `sub_id.iss ${JSON.stringify(claims.sub_id.iss)}`)
     if (claims.sid !== undefined && typeof claims.sid !== 'string') throw invalidToken('token sid is malformed', scheme)
 
     // Step 6 — sender constraint (RFC 9449 §7).
@@ -260,6 +299,8 @@ export function createTaskTokenVerifier(options: TaskTokenVerifierOptions): Task
           keys: proofKeys,
           algorithms: dpopAlgorithms,
           accessToken: token,
+          // §7.1: only the bound key's proofs reach the signature check and the replay cache.
+          expectedJkt: claims.cnf.jkt,
         }))
       } catch (e) {
         if (e instanceof DpopError) throw new VerifierError('invalid_dpop_proof', e.message, { scheme: 'DPoP' })
@@ -294,6 +335,7 @@ export function createTaskTokenVerifier(options: TaskTokenVerifierOptions): Task
       resource: new URL(resource),
       extra: {
         sub: claims.sub,
+        sub_id: { format: 'iss_sub', iss: claims.sub_id.iss, sub: claims.sub_id.sub },
         act: claims.act,
         task_id: claims.task_id,
         jti: claims.jti,
