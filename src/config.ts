@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { z } from 'zod'
 import { DPOP_ALGORITHMS } from './dpop/proof.js'
+import { MAX_GLOB_LENGTH } from './exchange/attestation/claim-rules.js'
 
 /**
  * The broker's configuration: one JSON file plus `TASKPASS_*` environment overrides,
@@ -118,9 +119,10 @@ const workloadIssuer = z.discriminatedUnion('kind', [
 /**
  * A claim rule: an exact string, `{glob}` (`*` matches within one segment — any run of
  * characters other than `/` and `:` — and `**` matches across segments), or a list of these
- * (any one matching suffices). A plain string is always exact, even if it contains `*`.
+ * (any one matching suffices). A plain string is always exact, even if it contains `*`. A glob is
+ * at most MAX_GLOB_LENGTH characters: with the cap on the value it bounds the cost of a match.
  */
-const claimPattern = z.union([z.string().min(1), z.strictObject({ glob: z.string().min(1) })])
+const claimPattern = z.union([z.string().min(1), z.strictObject({ glob: z.string().min(1).max(MAX_GLOB_LENGTH, `a glob of at most ${MAX_GLOB_LENGTH} characters`) })])
 const claimRule = z.union([claimPattern, z.array(claimPattern).min(1)])
 
 /** Client authentication at /token: `none` (the actor token alone) or `private_key_jwt` required. */
