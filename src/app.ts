@@ -30,7 +30,8 @@ export function createApp(deps: Deps) {
   app.notFound(() => { throw notFound() })
   app.onError((err, c) => {
     if (err instanceof OAuthError) {
-      if (err.status >= 500 || err.code === 'invalid_client') deps.logger.warn('request refused', { code: err.code, detail: err.detail, path: c.req.path })
+      // A refusal at a capacity limit is counted in /metrics, not logged: a flood must not become a log flood.
+      if ((err.status >= 500 && err.code !== 'temporarily_unavailable') || err.code === 'invalid_client') deps.logger.warn('request refused', { code: err.code, detail: err.detail, path: c.req.path })
       return c.json(err.toJSON(), err.status as 400, { 'Cache-Control': 'no-store', ...err.headers })
     }
     if (err instanceof HTTPException && err.status < 500) {
