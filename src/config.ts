@@ -259,6 +259,18 @@ export const configSchema = z
         maxKeys: z.number().int().positive().default(10_000),
       })
       .prefault({}),
+    /**
+     * GET /metrics (Prometheus). `access` on the main listener: `admin` (an admin API key as
+     * Bearer), `public` (no credential: only where the network already restricts who connects),
+     * `none` (not served there). `listen`: also serve it, unauthenticated, on its own listener
+     * (default host 127.0.0.1) for a local Prometheus. README "Metrics".
+     */
+    metrics: z
+      .object({
+        access: z.enum(['admin', 'public', 'none']).default('admin'),
+        listen: z.object({ host: z.string().min(1).default('127.0.0.1'), port: z.number().int().min(0).max(65535) }).optional(),
+      })
+      .prefault({}),
     subjectIssuers: z.array(subjectIssuer).default([]),
     workloadIssuers: z.array(workloadIssuer).default([]),
     workloads: z.array(workload).default([]),
