@@ -246,15 +246,17 @@ export const configSchema = z
       .prefault({}),
     /**
      * Authentications that need an argon2id verification (a resource secret or an admin key not
-     * already verified): failure budgets per client IP and per client id, and a broker-wide cap
+     * already verified): failure budgets per client IP, per client id and broker-wide, and a cap
      * on concurrent verifications. README "Rate limits".
      */
     authThrottle: z
       .object({
         perIp: z.union([z.literal(false), z.object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 1, burst: 20 }),
         perClient: z.union([z.literal(false), z.object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 1, burst: 10 }),
+        /** All failures together, whoever sends them: bounds argon2's share of the CPU under a distributed flood. */
+        perBroker: z.union([z.literal(false), z.object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 20, burst: 40 }),
         /** Keep below the libuv threadpool size (UV_THREADPOOL_SIZE, default 4): signing needs threads too. */
-        maxConcurrent: z.number().int().min(1).max(64).default(2),
+        maxConcurrent: z.number().int().min(1).max(64).default(1),
         /** IPs and client ids remembered by each budget (the least recently seen are dropped first). */
         maxKeys: z.number().int().positive().default(10_000),
       })

@@ -100,7 +100,7 @@ const OPEN = { ratePerSecond: 1e6, burst: 1e6 }
 
 describe('authentication throttle', () => {
   it('concurrent verifications are capped: beyond the cap 503 temporarily_unavailable + Retry-After, no hash run; a verified credential still passes', async () => {
-    const t = await throttled({ perIp: OPEN, perClient: OPEN, maxConcurrent: 2 })
+    const t = await throttled({ perIp: OPEN, perClient: OPEN, perBroker: OPEN, maxConcurrent: 2 })
     try {
       assert.equal((await t.introspect('notes-mcp', NOTES_SECRET)).status, 200, 'verified once, then cached')
       const before = t.rows()
@@ -188,9 +188,29 @@ describe('authentication throttle', () => {
     }
   })
 
-  it('defaults: a budget per IP and per client id and two concurrent verifications', async () => {
+  it('broker-wide: failures from many IPs and client ids together spend one budget, then 503 temporarily_unavailable + Retry-After; verified credentials pass; refills with the clock', async () => {
+    const t = await throttled({ perIp: false, perClient: false, perBroker: { ratePerSecond: 0.5, burst: 2 } })
+    try {
+      assert.equal((await t.introspect('notes-mcp', NOTES_SECRET)).status, 200)
+      const before = t.rows()
+      await expectError(t.introspect('ghost-1', 'wrong', '198.51.100.20'), 401, 'invalid_client')
+      await expectError(t.introspect('calendar-mcp', 'wrong', '198.51.100.21'), 401, 'invalid_client')
+      const verifications = t.hasher.verifications
+      await expectError(t.introspect('ghost-2', 'wrong', '198.51.100.22'), 503, 'temporarily_unavailable', '2')
+      await expectError(t.send('/admin/tasks', { ip: '198.51.100.23', headers: { authorization: 'Bearer not-the-key' } }), 503, 'temporarily_unavailable', '2')
+      assert.equal(t.hasher.verifications, verifications, 'no argon2 once the budget is spent')
+      assert.equal((await t.introspect('notes-mcp', NOTES_SECRET, '198.51.100.24')).status, 200, 'the verified credential passes')
+      t.clock.advance(2)
+      await expectError(t.introspect('ghost-3', 'wrong', '198.51.100.25'), 401, 'invalid_client')
+      assert.equal(t.rows(), before)
+    } finally {
+      t.close()
+    }
+  })
+
+  it('defaults: budgets per IP, per client id and broker-wide, one verification at a time', async () => {
     const config = parseConfig(testConfig(await testKeys()))
-    assert.deepEqual(config.authThrottle, { perIp: { ratePerSecond: 1, burst: 20 }, perClient: { ratePerSecond: 1, burst: 10 }, maxConcurrent: 2, maxKeys: 10_000 })
+    assert.deepEqual(config.authThrottle, { perIp: { ratePerSecond: 1, burst: 20 }, perClient: { ratePerSecond: 1, burst: 10 }, perBroker: { ratePerSecond: 20, burst: 40 }, maxConcurrent: 1, maxKeys: 10_000 })
   })
 
   it('config names a bad authThrottle field', async () => {

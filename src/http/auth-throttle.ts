@@ -13,9 +13,11 @@ import { createLimiter, rateLimited, type Limiter } from './rate-limit.js'
  * - per client IP and per client id, a token bucket of failures (bounded in keys): a failed
  *   verification spends one token, a successful one gives it back; with the bucket empty the
  *   attempt is refused before hashing, 429 `rate_limited` with `Retry-After`;
- * - broker-wide, at most `maxConcurrent` verifications run at once; beyond it 503
- *   `temporarily_unavailable` with `Retry-After: 1`, without queueing (a queue would only move the
- *   wait into the flood's own requests and hold their sockets open).
+ * - broker-wide, a token bucket of failures (`perBroker`: a flood spread over many IPs and
+ *   client ids still costs at most that many argon2 runs per second) and at most `maxConcurrent`
+ *   verifications at once; beyond either, 503 `temporarily_unavailable` with `Retry-After`,
+ *   without queueing (a queue would only move the wait into the flood's own requests and hold
+ *   their sockets open).
  */
 export interface AuthThrottle {
   /**
@@ -31,6 +33,7 @@ export interface AuthThrottle {
 export function createAuthThrottle(config: Config['authThrottle'], clock: Clock): AuthThrottle {
   const perIp: Limiter | undefined = config.perIp ? createLimiter(config.perIp, clock, config.maxKeys) : undefined
   const perClient: Limiter | undefined = config.perClient ? createLimiter(config.perClient, clock, config.maxKeys) : undefined
+  const perBroker: Limiter | undefined = config.perBroker ? createLimiter(config.perBroker, clock, 1) : undefined
   let running = 0
   return {
     get running() {
@@ -41,9 +44,11 @@ export function createAuthThrottle(config: Config['authThrottle'], clock: Clock)
       // through on the same remaining budget. Given back when the attempt does not count.
       const fromIp = ip !== undefined && perIp !== undefined
       const fromClient = clientId !== undefined && perClient !== undefined
+      let fromBroker = false
       const refund = () => {
         if (fromIp) perIp.refund(ip)
         if (fromClient) perClient.refund(clientId)
+        if (fromBroker) perBroker?.refund('')
       }
       if (fromIp) {
         const wait = perIp.take(ip)
@@ -55,6 +60,14 @@ export function createAuthThrottle(config: Config['authThrottle'], clock: Clock)
           if (fromIp) perIp.refund(ip)
           throw rateLimited(wait)
         }
+      }
+      if (perBroker !== undefined) {
+        const wait = perBroker.take('')
+        if (wait > 0) {
+          refund()
+          throw temporarilyUnavailable(wait, 'broker-wide failed-authentication budget spent')
+        }
+        fromBroker = true
       }
       if (running >= config.maxConcurrent) {
         refund()
