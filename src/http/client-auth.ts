@@ -15,7 +15,7 @@ import { remoteAddress } from './rate-limit.js'
  * - a resource (MCP server) with its credential: HTTP Basic (RFC 6749 §2.3.1) or
  *   client_secret_post; the secret is argon2id-hashed at rest and a verified pair is cached,
  *   so argon2 does not run per request, and every argon2 run goes through the {@link AuthThrottle}
- *   (failure budgets per client IP and client id, a cap on concurrent verifications);
+ *   (failure budgets per client IP, per client id and broker-wide, a cap on concurrent verifications);
  * - a workload with `private_key_jwt` (RFC 7523 §2.2, `…:client-assertion-type:jwt-bearer`,
  *   signed by a key registered for it);
  * - a workload with its attestation as a client assertion
@@ -44,8 +44,8 @@ export interface ClientAuthenticator {
   authenticateExchange(form: FormParams, workload: WorkloadConfig): Promise<'none' | 'private_key_jwt'>
   /**
    * Resource-only authentication from the Authorization header (GET endpoints such as the
-   * revocation feed). `ip`, the TCP peer, feeds the per-IP failure budget; without it only the
-   * per-client budget and the concurrency cap apply.
+   * revocation feed). `ip`, the TCP peer (`remoteAddress(c)`), feeds the per-IP failure budget;
+   * without it the per-client and broker-wide budgets and the concurrency cap still apply.
    */
   authenticateResource(header: string | undefined, ip?: string): Promise<ResourceConfig>
 }
