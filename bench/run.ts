@@ -16,8 +16,9 @@
  *                             broker's default authThrottle; then the same flood against the
  *                             broker-wide limits alone (per-IP and per-client budgets off: a
  *                             flood from many IPs and client ids) and with no guard at all (what
- *                             the flood costs unthrottled); and a control flood of GET /healthz
- *                             (what any unpaced flood costs here). Reported as latency ratios.
+ *                             the flood costs unthrottled); and two controls: GET /healthz (what
+ *                             any unpaced flood costs here) and the same /introspect without a
+ *                             credential (refused before hashing). Reported as latency ratios.
  *
  * Then bench/verifier.ts, in its own process: revocation-to-refusal latency through the
  * revocation feed and the verifier kit's throughput against plain jose (see that file).
@@ -348,10 +349,13 @@ async function httpScenarios(): Promise<void> {
 
 /** One broker configuration of the auth-flood scenario. */
 interface FloodVariant {
-  id: 'control: /healthz flood' | 'default throttle' | 'broker-wide limits only' | 'no guard'
+  id: 'control: /healthz flood' | 'control: no-credential flood' | 'default throttle' | 'broker-wide limits only' | 'no guard'
   description: string
-  /** The flood: wrong-secret /introspect, or (the control) GET /healthz, the cheapest route. */
-  flood: 'introspect' | 'healthz'
+  /**
+   * The flood: wrong-secret /introspect; or a control: GET /healthz (the cheapest route), or
+   * /introspect with the same body and no credential (refused before any hashing).
+   */
+  flood: 'introspect' | 'healthz' | 'no-credential'
   authThrottle?: TaskpassServerConfig['authThrottle']
   /** Measure the quiet baseline on this server first. */
   quiet: boolean
@@ -369,6 +373,9 @@ const FLOOD_VARIANTS: FloodVariant[] = [
   // What any unpaced flood on these connections costs (request handling, the load generator's
   // own CPU on this shared machine), whatever the route: the floor the others compare with.
   { id: 'control: /healthz flood', description: 'GET /healthz on the flood connections: the cost of the flood itself, no authentication', flood: 'healthz', quiet: true },
+  // The same request as the wrong-secret flood without its Authorization header: refused (401)
+  // before any hashing, so what the two cost differently is the secret check alone.
+  { id: 'control: no-credential flood', description: '/introspect with no credential on the flood connections: the same request refused before any hashing', flood: 'no-credential', quiet: false },
   { id: 'default throttle', description: 'authThrottle defaults (failure budgets per IP and client id, one verification at a time)', flood: 'introspect', quiet: false },
   { id: 'broker-wide limits only', description: 'per-IP and per-client budgets off (a flood spread over many IPs and client ids): the broker-wide budget and concurrency cap alone', flood: 'introspect', authThrottle: { perIp: false, perClient: false }, quiet: false },
   { id: 'no guard', description: 'every budget off, 64 concurrent verifications: every flood request runs argon2 (the unguarded broker)', flood: 'introspect', authThrottle: { perIp: false, perClient: false, perBroker: false, maxConcurrent: 64 }, quiet: false },
@@ -412,7 +419,7 @@ async function authFloodScenario(
         runLoad(paced),
         variant.flood === 'healthz'
           ? runLoad({ url: server.url, path: '/healthz', method: 'GET', connections, warmup, duration, headers: {}, nextBody: () => '' })
-          : runLoad({ url: server.url, path: '/introspect', connections, warmup, duration, headers: floodHeaders, nextBody: () => floodBody }),
+          : runLoad({ url: server.url, path: '/introspect', connections, warmup, duration, headers: variant.flood === 'no-credential' ? { 'content-type': FORM_TYPE } : floodHeaders, nextBody: () => floodBody }),
       ])
       entry.legit = legitResult
       entry.flood = floodResult
@@ -432,11 +439,11 @@ async function authFloodScenario(
 
 function formatAuthFlood(r: AuthFloodResult): string {
   const q = r.quiet
-  const control = r.variants.find((v) => v.id === 'control: /healthz flood')?.legit
+  const control = r.variants.find((v) => v.id === 'control: no-credential flood')?.legit
   const x = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined || Number.isNaN(a) || Number.isNaN(b) || b === 0 ? '—' : `${(a / b).toFixed(2)}×`)
   const ms = (v: number | undefined) => (v === undefined || Number.isNaN(v) ? '—' : v.toFixed(2))
   const rows = [
-    ['run', 'legit req/s', 'p50 ms', 'p99 ms', 'p50 vs quiet', 'p99 vs quiet', 'p50 vs control', 'legit non-2xx', 'flood answers (status: count)'],
+    ['run', 'legit req/s', 'p50 ms', 'p99 ms', 'p50 vs quiet', 'p99 vs quiet', 'p50 vs no-cred', 'legit non-2xx', 'flood answers (status: count)'],
     ['quiet (no flood)', q ? Math.round(q.rps).toString() : '—', ms(q?.p50), ms(q?.p99), '1.00×', '1.00×', '—', q ? String(q.non2xx) : '—', '—'],
     ...r.variants.map((v) =>
       v.legit
@@ -456,19 +463,20 @@ function formatAuthFlood(r: AuthFloodResult): string {
 
 /**
  * DESIGN.md: "legitimate latency flat under a flood of failed authentications". Any unpaced
- * flood costs CPU on a 2-core machine shared with the load generator; the target is that a
- * wrong-secret flood costs the legitimate exchange no more than a flood of the cheapest route
- * (the control) does — the argon2 amplification is gone.
+ * flood costs CPU on a 2-core machine shared with the load generator (the /healthz control
+ * shows how much); the target is that a wrong-secret flood costs the legitimate exchange no more
+ * than the same requests without a credential, refused before any hashing — the argon2
+ * amplification is gone.
  */
 function authFloodTargets(r: AuthFloodResult): TargetCheck[] {
   const q = r.quiet
-  const control = r.variants.find((v) => v.id === 'control: /healthz flood')?.legit
+  const control = r.variants.find((v) => v.id === 'control: no-credential flood')?.legit
   return r.variants.map((v): TargetCheck => {
     const guarded = v.id === 'default throttle' || v.id === 'broker-wide limits only'
-    const target = guarded ? `auth flood, ${v.id}: warm exchange p50 ≤ 1.5× under the control flood, every exchange 2xx` : `auth flood, ${v.id} (informational)`
+    const target = guarded ? `auth flood, ${v.id}: warm exchange p50 ≤ 1.5× under the no-credential flood, every exchange 2xx` : `auth flood, ${v.id} (informational)`
     if (!q || !control || !v.legit || [q.p50, control.p50, v.legit.p50].some(Number.isNaN)) return { target, value: 'missing figures', verdict: 'n/a' }
     const vsControl = v.legit.p50 / control.p50
-    const value = `p50 ${(v.legit.p50 / q.p50).toFixed(2)}× quiet, ${vsControl.toFixed(2)}× control; p99 ${(v.legit.p99 / q.p99).toFixed(2)}× quiet; ${v.legit.non2xx} non-2xx`
+    const value = `p50 ${(v.legit.p50 / q.p50).toFixed(2)}× quiet, ${vsControl.toFixed(2)}× no-credential flood; p99 ${(v.legit.p99 / q.p99).toFixed(2)}× quiet; ${v.legit.non2xx} non-2xx`
     if (!guarded) return { target, value, verdict: 'info' }
     return { target, value, verdict: vsControl <= 1.5 && v.legit.non2xx === 0 ? 'PASS' : 'FAIL' }
   })
