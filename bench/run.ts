@@ -10,6 +10,15 @@
  *   6. taskpass cold        — the broker, a never-seen subject and actor token every request
  *   7. peer token-exchange  — node-oidc-provider with a registered token-exchange grant doing
  *                             the same two verifies before issuing a JWT access token
+ *   8. auth flood           — the warm exchange at a fixed rate (open loop: latency, not
+ *                             throughput), quiet and then next to a flood of wrong-secret
+ *                             /introspect requests on BENCH_CONNECTIONS connections, with the
+ *                             broker's default authThrottle; then the same flood against the
+ *                             broker-wide limits alone (per-IP and per-client budgets off: a
+ *                             flood from many IPs and client ids) and with no guard at all (what
+ *                             the flood costs unthrottled); and two controls: GET /healthz (what
+ *                             any unpaced flood costs here) and the same /introspect without a
+ *                             credential (refused before hashing). Reported as latency ratios.
  *
  * Then bench/verifier.ts, in its own process: revocation-to-refusal latency through the
  * revocation feed and the verifier kit's throughput against plain jose (see that file).
@@ -17,8 +26,10 @@
  * Each server runs in its own child process; autocannon runs here. Settings: BENCH_DURATION
  * (seconds measured per scenario, default 10), BENCH_CONNECTIONS (default 50), BENCH_WARMUP
  * (seconds of load before each measurement on the same connections; default 2, 1 for runs under
- * 8 s); bench/verifier.ts reads its own (BENCH_VERIFIER_*). `npm run bench -- --only http` runs
- * the HTTP scenarios alone, `--only verifier` the verifier benchmark alone. Results also go to
+ * 8 s), BENCH_FLOOD_RATE (the legitimate exchange rate of the auth-flood scenario, req/s,
+ * default 200); bench/verifier.ts reads its own (BENCH_VERIFIER_*). `npm run bench -- --only http` runs
+ * the HTTP scenarios alone, `--only verifier` the verifier benchmark alone, `--only flood` the
+ * auth-flood scenario alone. Results also go to
  * bench/results/latest.json (each part replaces its own section and keeps the other's).
  */
 import { spawn } from 'node:child_process'
@@ -26,10 +37,10 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { availableParallelism, cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { freePort, installWatchdog, killAllServers, REPO_ROOT, startServer, type ServerProcess } from './lib/child.js'
-import { exchangeForm, form, generateBenchKeys, generateDpopKey, mintActorToken, mintDpopProof, mintDpopProofs, mintSubjectToken, publicKeys, RESOURCE, SCOPE, TokenPool, USER_ISSUER, type BenchKeys } from './lib/fixtures.js'
+import { exchangeForm, form, generateBenchKeys, generateDpopKey, mintActorToken, mintDpopProof, mintDpopProofs, mintSubjectToken, publicKeys, RESOURCE, RESOURCE_CLIENT_ID, SCOPE, TokenPool, USER_ISSUER, type BenchKeys } from './lib/fixtures.js'
 import { runLoad, type LoadResult } from './lib/load.js'
 import { mergeResults } from './lib/results.js'
-import { checkTargets, formatTable, formatTargets, type Results, type ScenarioId, type ScenarioResult } from './lib/report.js'
+import { checkTargets, formatTable, formatTargets, type Results, type ScenarioId, type ScenarioResult, type TargetCheck } from './lib/report.js'
 import type { FloorServerConfig } from './servers/floor.js'
 import type { PeerServerConfig } from './servers/peer.js'
 import type { TaskpassServerConfig } from './servers/taskpass.js'
@@ -42,17 +53,17 @@ function positiveInt(name: string, fallback: number): number {
   return n
 }
 
-/** `--only http` / `--only verifier` (also `--only=…`): one part of the run. */
-function onlyPart(argv: readonly string[]): 'http' | 'verifier' | undefined {
+/** `--only http` / `--only verifier` / `--only flood` (also `--only=…`): one part of the run. */
+function onlyPart(argv: readonly string[]): 'http' | 'verifier' | 'flood' | undefined {
   let value: string | undefined
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
     if (arg === '--only') value = argv[++i]
     else if (arg.startsWith('--only=')) value = arg.slice('--only='.length)
-    else throw new Error(`unknown argument "${arg}" (usage: npm run bench [-- --only http|verifier])`)
+    else throw new Error(`unknown argument "${arg}" (usage: npm run bench [-- --only http|verifier|flood])`)
   }
   if (value === undefined) return undefined
-  if (value !== 'http' && value !== 'verifier') throw new Error(`--only takes "http" or "verifier", got "${value}"`)
+  if (value !== 'http' && value !== 'verifier' && value !== 'flood') throw new Error(`--only takes "http", "verifier" or "flood", got "${value}"`)
   return value
 }
 
@@ -64,10 +75,15 @@ try {
   process.exit(2)
 }
 const runHttp = only !== 'verifier'
-const runVerifier = only !== 'http'
+const runVerifier = only === undefined || only === 'verifier'
+/** `--only flood`: the auth-flood scenario alone (its section of latest.json only). */
+const floodOnly = only === 'flood'
 const duration = positiveInt('BENCH_DURATION', 10)
 const connections = positiveInt('BENCH_CONNECTIONS', 50)
 const warmup = positiveInt('BENCH_WARMUP', Math.min(2, Math.max(1, Math.round(duration / 5))))
+const floodRate = positiveInt('BENCH_FLOOD_RATE', 200)
+/** Connections carrying the legitimate, paced exchanges of the auth-flood scenario. */
+const FLOOD_LEGIT_CONNECTIONS = 10
 const FORM_TYPE = 'application/x-www-form-urlencoded'
 const PEER_CLIENT = { id: 'bench-client', secret: 'bench-client-secret-0123456789' }
 /** Subject/actor pairs minted up front; the cold scenario's share is topped up from the measured floor+2verify rate. */
@@ -83,7 +99,7 @@ const MAX_PROOFS = 250_000
 const VERIFIER_TIMEOUT_SECONDS = 240
 
 /** Safety net: the run stops by itself (and kills its servers) whatever happens. */
-const watchdogSeconds = (runHttp ? 7 * (duration + warmup + 45) + 90 : 0) + (runVerifier ? VERIFIER_TIMEOUT_SECONDS + 30 : 0)
+const watchdogSeconds = (runHttp ? 11 * (duration + warmup + 45) + 90 : 0) + (runVerifier ? VERIFIER_TIMEOUT_SECONDS + 30 : 0)
 const watchdog = installWatchdog('bench', watchdogSeconds)
 
 const log = (msg: string) => process.stdout.write(`${msg}\n`)
@@ -190,7 +206,7 @@ async function httpScenarios(): Promise<void> {
 
   let t = performance.now()
   const pool = new TokenPool(keys, issuer)
-  await pool.fill(INITIAL_POOL)
+  if (!floodOnly) await pool.fill(INITIAL_POOL)
   let mintSeconds = (performance.now() - t) / 1000
   log(`minted ${pool.size.toLocaleString('en-US')} subject/actor token pairs in ${mintSeconds.toFixed(1)} s`)
   const warmPair = { subject: await mintSubjectToken(keys, issuer), actor: await mintActorToken(keys, issuer) }
@@ -203,9 +219,23 @@ async function httpScenarios(): Promise<void> {
   }
 
   const results: Results = {}
+  let authFlood: AuthFloodResult | undefined
   const floorConfig = (verify: boolean): FloorServerConfig => ({ verify, issuer, userIssuer: USER_ISSUER, keys: pub })
   const peerConfig: PeerServerConfig = { clientId: PEER_CLIENT.id, clientSecret: PEER_CLIENT.secret, audience: issuer, userIssuer: USER_ISSUER, keys: pub }
   const taskpassConfig = (db: string): TaskpassServerConfig => ({ port: taskpassPort, issuer, database: join(dataDir, db), keys: pub })
+
+  if (floodOnly) {
+    try {
+      authFlood = await authFloodScenario(taskpassConfig, warmPair, warmBody)
+    } finally {
+      killAllServers()
+    }
+    log('\n=== auth flood: warm exchange latency at a fixed rate, quiet vs. next to a wrong-secret /introspect flood ===')
+    log(formatAuthFlood(authFlood))
+    log(formatTargets(authFloodTargets(authFlood)))
+    log(`\nwrote ${mergeResults({ authFlood })}`)
+    return
+  }
 
   try {
     results.floor = await measure('floor', 'hono + one ES256 SignJWT + one SQLite insert (WAL, synchronous=NORMAL)', () => startServer('floor', 'floor', floorConfig(false)), async () => ({
@@ -273,6 +303,8 @@ async function httpScenarios(): Promise<void> {
       headers: peerHeaders,
       nextBody: rotating(),
     }))
+
+    authFlood = await authFloodScenario(taskpassConfig, warmPair, warmBody)
   } finally {
     killAllServers()
   }
@@ -280,6 +312,11 @@ async function httpScenarios(): Promise<void> {
   const targets = checkTargets(results, connections)
   log('\n=== results (req/s: successful responses per second; latency over successful responses) ===')
   log(formatTable(results))
+  if (authFlood) {
+    log('\n=== auth flood: warm exchange latency at a fixed rate, quiet vs. next to a wrong-secret /introspect flood ===')
+    log(formatAuthFlood(authFlood))
+    targets.push(...authFloodTargets(authFlood))
+  }
   log('\n=== DESIGN.md performance targets ===')
   log(formatTargets(targets))
   const busiest = Math.max(0, ...Object.values(results).map((r) => r.idleCpuBusy ?? 0))
@@ -302,11 +339,147 @@ async function httpScenarios(): Promise<void> {
       machine: { node: process.version, cores: availableParallelism(), cpu: cpus()[0]?.model },
       tokenPool: { pairs: pool.size, mintSeconds: Number(mintSeconds.toFixed(2)) },
       scenarios: results,
+      authFlood,
       targets,
     },
     runVerifier ? ['verifier'] : [],
   )
   log(`\nwrote ${file}`)
+}
+
+/** One broker configuration of the auth-flood scenario. */
+interface FloodVariant {
+  id: 'control: /healthz flood' | 'control: no-credential flood' | 'default throttle' | 'broker-wide limits only' | 'no guard'
+  description: string
+  /**
+   * The flood: wrong-secret /introspect; or a control: GET /healthz (the cheapest route), or
+   * /introspect with the same body and no credential (refused before any hashing).
+   */
+  flood: 'introspect' | 'healthz' | 'no-credential'
+  authThrottle?: TaskpassServerConfig['authThrottle']
+  /** Measure the quiet baseline on this server first. */
+  quiet: boolean
+}
+
+interface AuthFloodResult {
+  rate: number
+  legitConnections: number
+  floodConnections: number
+  quiet?: LoadResult
+  variants: Array<{ id: FloodVariant['id']; description: string; legit?: LoadResult; flood?: LoadResult; error?: string }>
+}
+
+const FLOOD_VARIANTS: FloodVariant[] = [
+  // What any unpaced flood on these connections costs (request handling, the load generator's
+  // own CPU on this shared machine), whatever the route: the floor the others compare with.
+  { id: 'control: /healthz flood', description: 'GET /healthz on the flood connections: the cost of the flood itself, no authentication', flood: 'healthz', quiet: true },
+  // The same request as the wrong-secret flood without its Authorization header: refused (401)
+  // before any hashing, so what the two cost differently is the secret check alone.
+  { id: 'control: no-credential flood', description: '/introspect with no credential on the flood connections: the same request refused before any hashing', flood: 'no-credential', quiet: false },
+  { id: 'default throttle', description: 'authThrottle defaults (failure budgets per IP and client id, one verification at a time)', flood: 'introspect', quiet: false },
+  { id: 'broker-wide limits only', description: 'per-IP and per-client budgets off (a flood spread over many IPs and client ids): the broker-wide budget and concurrency cap alone', flood: 'introspect', authThrottle: { perIp: false, perClient: false }, quiet: false },
+  { id: 'no guard', description: 'every budget off, 64 concurrent verifications: every flood request runs argon2 (the unguarded broker)', flood: 'introspect', authThrottle: { perIp: false, perClient: false, perBroker: false, maxConcurrent: 64 }, quiet: false },
+]
+
+/**
+ * The warm exchange, paced at BENCH_FLOOD_RATE on a few connections so its latency measures
+ * waiting (for the event loop, for the libuv threadpool that ES256 signing shares with argon2),
+ * not the server's throughput; first alone, then next to an unpaced flood of /introspect
+ * requests with a wrong secret for the registered resource's client id.
+ */
+async function authFloodScenario(
+  taskpassConfig: (db: string) => TaskpassServerConfig,
+  pair: { subject: string; actor: string },
+  warmBody: string,
+): Promise<AuthFloodResult> {
+  const out: AuthFloodResult = { rate: floodRate, legitConnections: FLOOD_LEGIT_CONNECTIONS, floodConnections: connections, variants: [] }
+  const floodHeaders = {
+    'content-type': FORM_TYPE,
+    authorization: `Basic ${Buffer.from(`${encodeURIComponent(RESOURCE_CLIENT_ID)}:${encodeURIComponent('not-the-secret')}`).toString('base64')}`,
+  }
+  const floodBody = form({ token: 'not-a-token' })
+  for (const [i, variant] of FLOOD_VARIANTS.entries()) {
+    log(`\n▶ auth flood: ${variant.id} — ${variant.description}`)
+    let server: ServerProcess | undefined
+    const entry: AuthFloodResult['variants'][number] = { id: variant.id, description: variant.description }
+    out.variants.push(entry)
+    try {
+      server = await startServer(`auth flood ${variant.id}`, 'taskpass', { ...taskpassConfig(`flood-${i}.db`), ...(variant.authThrottle ? { authThrottle: variant.authThrottle } : {}) })
+      const body = `${warmBody}&task_id=${encodeURIComponent(await openTask(server, pair.subject, pair.actor))}`
+      const legit = { headers: { 'content-type': FORM_TYPE }, nextBody: () => body }
+      await smoke(server, legit)
+      const refused = await fetch(`${server.url}/introspect`, { method: 'POST', headers: floodHeaders, body: floodBody })
+      if (refused.status !== 401) throw new Error(`a wrong secret at /introspect got HTTP ${refused.status}, expected 401`)
+      const paced = { url: server.url, path: '/token', connections: FLOOD_LEGIT_CONNECTIONS, warmup, duration, overallRate: floodRate, ...legit }
+      if (variant.quiet) {
+        out.quiet = await runLoad(paced)
+        log(`  quiet:  ${summary(out.quiet)}`)
+      }
+      const [legitResult, floodResult] = await Promise.all([
+        runLoad(paced),
+        variant.flood === 'healthz'
+          ? runLoad({ url: server.url, path: '/healthz', method: 'GET', connections, warmup, duration, headers: {}, nextBody: () => '' })
+          : runLoad({ url: server.url, path: '/introspect', connections, warmup, duration, headers: variant.flood === 'no-credential' ? { 'content-type': FORM_TYPE } : floodHeaders, nextBody: () => floodBody }),
+      ])
+      entry.legit = legitResult
+      entry.flood = floodResult
+      log(`  legit:  ${summary(legitResult)}`)
+      log(`  flood:  ${floodResult.responses.toLocaleString('en-US')} responses in ${floodResult.seconds} s ${JSON.stringify(floodResult.statusCodes)}`)
+      const exit = server.exited()
+      if (exit) entry.error = `server exited during the run (code ${exit.code}, signal ${exit.signal})`
+    } catch (e) {
+      entry.error = e instanceof Error ? e.message : String(e)
+      log(`  FAILED: ${entry.error}`)
+    } finally {
+      await server?.stop()
+    }
+  }
+  return out
+}
+
+function formatAuthFlood(r: AuthFloodResult): string {
+  const q = r.quiet
+  const control = r.variants.find((v) => v.id === 'control: no-credential flood')?.legit
+  const x = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined || Number.isNaN(a) || Number.isNaN(b) || b === 0 ? '—' : `${(a / b).toFixed(2)}×`)
+  const ms = (v: number | undefined) => (v === undefined || Number.isNaN(v) ? '—' : v.toFixed(2))
+  const rows = [
+    ['run', 'legit req/s', 'p50 ms', 'p99 ms', 'p50 vs quiet', 'p99 vs quiet', 'p50 vs no-cred', 'legit non-2xx', 'flood answers (status: count)'],
+    ['quiet (no flood)', q ? Math.round(q.rps).toString() : '—', ms(q?.p50), ms(q?.p99), '1.00×', '1.00×', '—', q ? String(q.non2xx) : '—', '—'],
+    ...r.variants.map((v) =>
+      v.legit
+        ? [v.id, Math.round(v.legit.rps).toString(), ms(v.legit.p50), ms(v.legit.p99), x(v.legit.p50, q?.p50), x(v.legit.p99, q?.p99), x(v.legit.p50, control?.p50), String(v.legit.non2xx), JSON.stringify(v.flood?.statusCodes ?? {})]
+        : [v.id, `FAILED: ${v.error ?? 'no result'}`, '', '', '', '', '', '', ''],
+    ),
+  ]
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => (row[1]!.startsWith('FAILED') && i > 0 ? 0 : row[i]!.length))))
+  const line = (cells: string[]) => (cells[1]!.startsWith('FAILED') ? `${cells[0]!.padEnd(widths[0]!)} | ${cells[1]}` : cells.map((c, i) => (i === 0 || i === cells.length - 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | '))
+  return [
+    `  ${r.rate} legitimate warm exchanges/s on ${r.legitConnections} connections; each flood unpaced on ${r.floodConnections} connections`,
+    line(rows[0]!),
+    widths.map((w) => '-'.repeat(w)).join('-|-'),
+    ...rows.slice(1).map(line),
+  ].join('\n')
+}
+
+/**
+ * DESIGN.md: "legitimate latency flat under a flood of failed authentications". Any unpaced
+ * flood costs CPU on a 2-core machine shared with the load generator (the /healthz control
+ * shows how much); the target is that a wrong-secret flood costs the legitimate exchange no more
+ * than the same requests without a credential, refused before any hashing — the argon2
+ * amplification is gone.
+ */
+function authFloodTargets(r: AuthFloodResult): TargetCheck[] {
+  const q = r.quiet
+  const control = r.variants.find((v) => v.id === 'control: no-credential flood')?.legit
+  return r.variants.map((v): TargetCheck => {
+    const guarded = v.id === 'default throttle' || v.id === 'broker-wide limits only'
+    const target = guarded ? `auth flood, ${v.id}: warm exchange p50 ≤ 1.5× under the no-credential flood, every exchange 2xx` : `auth flood, ${v.id} (informational)`
+    if (!q || !control || !v.legit || [q.p50, control.p50, v.legit.p50].some(Number.isNaN)) return { target, value: 'missing figures', verdict: 'n/a' }
+    const vsControl = v.legit.p50 / control.p50
+    const value = `p50 ${(v.legit.p50 / q.p50).toFixed(2)}× quiet, ${vsControl.toFixed(2)}× no-credential flood; p99 ${(v.legit.p99 / q.p99).toFixed(2)}× quiet; ${v.legit.non2xx} non-2xx`
+    if (!guarded) return { target, value, verdict: 'info' }
+    return { target, value, verdict: vsControl <= 1.5 && v.legit.non2xx === 0 ? 'PASS' : 'FAIL' }
+  })
 }
 
 /**

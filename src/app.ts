@@ -1,11 +1,12 @@
-import { Hono } from 'hono'
+import { Hono, type ErrorHandler } from 'hono'
 import { HTTPException } from 'hono/http-exception'
 import type { Deps } from './broker.js'
-import { notFound, OAuthError } from './errors.js'
+import { invalidRequest, notFound, OAuthError } from './errors.js'
+import { isAbortedRequest } from './http/aborted.js'
 import { bodyLimit } from './http/middleware.js'
 import { createLimiter, rateLimitByIp } from './http/rate-limit.js'
 import { adminRoutes } from './routes/admin.js'
-import { healthRoutes } from './routes/health.js'
+import { healthRoutes, metricsRoutes } from './routes/health.js'
 import { introspectionRoutes } from './routes/introspect.js'
 import { revocationRoutes } from './routes/revocations.js'
 import { taskRoutes } from './routes/tasks.js'
@@ -28,9 +29,33 @@ export function createApp(deps: Deps) {
   app.route('/', healthRoutes(deps, metrics))
 
   app.notFound(() => { throw notFound() })
-  app.onError((err, c) => {
+  app.onError(errorHandler(deps))
+  return app
+}
+
+export type App = ReturnType<typeof createApp>
+
+/**
+ * The app on the separate metrics listener (`metrics.listen`): GET /metrics without a
+ * credential, nothing else (404), with the same metrics registry and error handling.
+ */
+export function createMetricsApp(deps: Deps) {
+  const app = new Hono()
+  app.route('/', metricsRoutes(deps.metrics))
+  app.notFound(() => { throw notFound() })
+  app.onError(errorHandler(deps))
+  return app
+}
+
+/** The one place errors become responses: OAuth errors as they are, anything else a fixed 500. */
+function errorHandler(deps: Deps): ErrorHandler {
+  return function onError(err, c) {
+    // The client hung up mid-body: whatever the body read threw, this is neither a refusal worth
+    // a log line nor a server error (the metrics count it as `aborted`). The answer goes nowhere.
+    if (isAbortedRequest(c)) return c.json(invalidRequest('incomplete request').toJSON(), 400, { 'Cache-Control': 'no-store' })
     if (err instanceof OAuthError) {
-      if (err.status >= 500 || err.code === 'invalid_client') deps.logger.warn('request refused', { code: err.code, detail: err.detail, path: c.req.path })
+      // A refusal at a capacity limit is counted in /metrics, not logged: a flood must not become a log flood.
+      if ((err.status >= 500 && err.code !== 'temporarily_unavailable') || err.code === 'invalid_client') deps.logger.warn('request refused', { code: err.code, detail: err.detail, path: c.req.path })
       return c.json(err.toJSON(), err.status as 400, { 'Cache-Control': 'no-store', ...err.headers })
     }
     if (err instanceof HTTPException && err.status < 500) {
@@ -38,8 +63,5 @@ export function createApp(deps: Deps) {
     }
     deps.logger.error('unhandled error', { path: c.req.path, error: err instanceof Error ? err.message : String(err) })
     return c.json({ error: 'server_error', error_description: 'internal error' }, 500, { 'Cache-Control': 'no-store' })
-  })
-  return app
+  }
 }
-
-export type App = ReturnType<typeof createApp>

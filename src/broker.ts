@@ -6,6 +6,7 @@ import { createNonceSource, deriveNonceKey } from './dpop/nonce.js'
 import { createActorTokenVerifier, type ActorTokenVerifier } from './exchange/actor-token.js'
 import { createClientAssertionVerifier, type ClientAssertionVerifier } from './exchange/client-assertion.js'
 import { createSubjectTokenVerifier, type SubjectTokenVerifier } from './exchange/subject-token.js'
+import { createAuthThrottle, type AuthThrottle } from './http/auth-throttle.js'
 import { createClientAuthenticator, type ClientAuthenticator, type Hasher } from './http/client-auth.js'
 import { openKeySet, type KeySet, type KeyStoreOptions } from './keys/keyset.js'
 import { createReplayCache } from './lib/replay-cache.js'
@@ -38,6 +39,8 @@ export interface Deps {
   /** DPoP (RFC 9449) at /token and POST /tasks: holds the proof `jti` replay cache and the nonce key. */
   dpop: DpopChecker
   workloadLimiter: Limiter | undefined
+  /** The guard in front of every argon2 verification (resource secrets, admin keys). */
+  authThrottle: AuthThrottle
   /** Prometheus metrics (prom-client), one registry per broker. */
   metrics: Metrics
 }
@@ -90,6 +93,7 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     remoteJwks: config.remoteJwks,
   })
   const policy = createConfigPolicy()
+  const authThrottle = createAuthThrottle(config.authThrottle, clock)
   const revoked = revokeTasksOfRetiredWorkloads({ config, stores, clock, policy }, config.workloads)
   if (revoked.length > 0) logger.warn('revoked the open tasks of disabled or removed workloads', { tasks: revoked.length })
   return {
@@ -105,7 +109,8 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     subjectTokens,
     actorTokens,
     ownTokens: createOwnTokenVerifier({ keys, issuer: config.issuer, clock }),
-    clients: createClientAuthenticator({ resources: config.resources, hasher, actorTokens, clientAssertions, clock }),
+    clients: createClientAuthenticator({ resources: config.resources, hasher, actorTokens, clientAssertions, clock, throttle: authThrottle }),
+    authThrottle,
     clientAssertions,
     metrics: createMetrics(),
     workloadLimiter: config.rateLimits.perWorkload ? createLimiter(config.rateLimits.perWorkload, clock) : undefined,

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { z } from 'zod'
 import { DPOP_ALGORITHMS } from './dpop/proof.js'
+import { MAX_GLOB_LENGTH } from './exchange/attestation/claim-rules.js'
 import { parseSpiffeId } from './exchange/attestation/spiffe-id.js'
 import { normalizeTyp } from './lib/jwt.js'
 
@@ -143,9 +144,10 @@ const workloadIssuer = z.discriminatedUnion('kind', [
 /**
  * A claim rule: an exact string, `{glob}` (`*` matches within one segment — any run of
  * characters other than `/` and `:` — and `**` matches across segments), or a list of these
- * (any one matching suffices). A plain string is always exact, even if it contains `*`.
+ * (any one matching suffices). A plain string is always exact, even if it contains `*`. A glob is
+ * at most MAX_GLOB_LENGTH characters: with the cap on the value it bounds the cost of a match.
  */
-const claimPattern = z.union([z.string().min(1), z.strictObject({ glob: z.string().min(1) })])
+const claimPattern = z.union([z.string().min(1), z.strictObject({ glob: z.string().min(1).max(MAX_GLOB_LENGTH, `a glob of at most ${MAX_GLOB_LENGTH} characters`) })])
 const claimRule = z.union([claimPattern, z.array(claimPattern).min(1)])
 
 /** Client authentication at /token: `none` (the actor token alone) or `private_key_jwt` required. */
@@ -268,6 +270,35 @@ export const configSchema = z
       .object({
         perIp: z.union([z.literal(false), z.object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 1000, burst: 2000 }),
         perWorkload: z.union([z.literal(false), z.object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 500, burst: 1000 }),
+      })
+      .prefault({}),
+    /**
+     * Authentications that need an argon2id verification (a resource secret or an admin key not
+     * already verified): failure budgets per client IP, per client id and broker-wide, and a cap
+     * on concurrent verifications. README "Rate limits".
+     */
+    authThrottle: z
+      .object({
+        perIp: z.union([z.literal(false), z.object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 1, burst: 20 }),
+        perClient: z.union([z.literal(false), z.object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 1, burst: 10 }),
+        /** All failures together, whoever sends them: bounds argon2's share of the CPU under a distributed flood. */
+        perBroker: z.union([z.literal(false), z.object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 20, burst: 40 }),
+        /** Keep below the libuv threadpool size (UV_THREADPOOL_SIZE, default 4): signing needs threads too. */
+        maxConcurrent: z.number().int().min(1).max(64).default(1),
+        /** IPs and client ids remembered by each budget (the least recently seen are dropped first). */
+        maxKeys: z.number().int().positive().default(10_000),
+      })
+      .prefault({}),
+    /**
+     * GET /metrics (Prometheus). `access` on the main listener: `admin` (an admin API key as
+     * Bearer), `public` (no credential: only where the network already restricts who connects),
+     * `none` (not served there). `listen`: also serve it, unauthenticated, on its own listener
+     * (default host 127.0.0.1) for a local Prometheus. README "Metrics".
+     */
+    metrics: z
+      .object({
+        access: z.enum(['admin', 'public', 'none']).default('admin'),
+        listen: z.object({ host: z.string().min(1).default('127.0.0.1'), port: z.number().int().min(0).max(65535) }).optional(),
       })
       .prefault({}),
     subjectIssuers: z.array(subjectIssuer).default([]),

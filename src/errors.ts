@@ -20,6 +20,7 @@ export type OAuthErrorCode =
   | 'rotation_too_early'
   | 'key_already_revoked'
   | 'rate_limited'
+  | 'temporarily_unavailable'
   | 'server_error'
 
 export class OAuthError extends Error {
@@ -75,3 +76,11 @@ export const invalidDpopProof = (description: string, detail?: string) => new OA
 /** RFC 9449 §8: the proof lacks a valid server nonce; the one to use rides in the (single) `DPoP-Nonce` header. */
 export const useDpopNonce = (nonce: string, detail?: string) =>
   new OAuthError('use_dpop_nonce', 400, 'Authorization server requires nonce in DPoP proof', detail, { 'DPoP-Nonce': nonce })
+
+/**
+ * The broker is at a capacity limit it keeps on purpose (e.g. concurrent password-hash
+ * verifications): 503 with `Retry-After` (RFC 9110 §15.6.4), the code RFC 6749 §4.1.2.1 names
+ * for "temporarily overloaded". Nothing was attempted; the request may be retried as it is.
+ */
+export const temporarilyUnavailable = (retryAfter: number, detail?: string) =>
+  new OAuthError('temporarily_unavailable', 503, 'the server is busy; retry later', detail, { 'Retry-After': String(Math.max(1, retryAfter)) })

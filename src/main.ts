@@ -1,8 +1,8 @@
-import { serve } from '@hono/node-server'
-import { createApp } from './app.js'
+import { createApp, createMetricsApp } from './app.js'
 import { createBroker } from './broker.js'
 import { systemClock } from './clock.js'
 import { ConfigError } from './config.js'
+import { listen } from './http/server.js'
 import { createJsonLogger } from './logger.js'
 import { loadRuntime } from './runtime.js'
 import { pruneStore } from './store/retention.js'
@@ -31,12 +31,14 @@ async function main() {
     pruneStore(deps.stores, config, systemClock.now())
   }, 10_000)
   timer.unref()
-  const server = serve({ fetch: app.fetch, hostname: config.listen.host, port: config.listen.port }, (info) => {
-    logger.info('taskpass listening', { issuer: config.issuer, address: `${info.address}:${info.port}`, kid: deps.keys.current().kid })
-    if (dev) logger.info('dev mode: mint a user session and a workload SVID with `npm run cli -- dev-tokens`')
-  })
+  const server = await listen(app, config.listen)
+  logger.info('taskpass listening', { issuer: config.issuer, address: `${server.address.address}:${server.address.port}`, kid: deps.keys.current().kid })
+  if (dev) logger.info('dev mode: mint a user session and a workload SVID with `npm run cli -- dev-tokens`')
+  const metricsServer = config.metrics.listen ? await listen(createMetricsApp(deps), config.metrics.listen) : undefined
+  if (metricsServer) logger.info('metrics listening (no credential)', { address: `${metricsServer.address.address}:${metricsServer.address.port}` })
   const stop = () => {
-    server.close()
+    void server.close()
+    void metricsServer?.close()
     deps.database.close()
     process.exit(0)
   }

@@ -17,7 +17,7 @@ import { after, before, describe, it } from 'node:test'
 import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose'
 import type { ConfigInput } from '../src/config.js'
 import { ConfigError, parseConfig } from '../src/config.js'
-import { claimValue, compileRule, globToRegExp } from '../src/exchange/attestation/claim-rules.js'
+import { claimValue, compileGlob, compileRule, MAX_GLOB_LENGTH, MAX_GLOB_VALUE_LENGTH } from '../src/exchange/attestation/claim-rules.js'
 import { parseSpiffeId } from '../src/exchange/attestation/spiffe-id.js'
 import { assertRefusedAndAudited, assertRefusedUnauthenticated, counts, createTestBroker, NOTES, testConfig, testKeys, TRUST_DOMAIN, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
 
@@ -486,8 +486,39 @@ describe('claim rules', () => {
       ['*.yml', 'deployXyml', false],
       ['a.b', 'aXb', false],
       ['(x)', '(x)', true],
+      ['a**', 'a', true],
+      ['**b', 'x/y:b', true],
+      ['a*b*c', 'abc', true],
+      ['a*b*c', 'a:b:c', false],
+      ['a***', 'a/x', true],
+      ['', '', true],
+      ['x', '', false],
     ]
-    for (const [glob, value, expected] of cases) assert.equal(globToRegExp(glob).test(value), expected, `${glob} vs ${value}`)
+    for (const [glob, value, expected] of cases) assert.equal(compileGlob(glob).test(value), expected, `${glob} vs ${value}`)
+  })
+
+  it('a glob with many wildcards on a long value costs at most len(value) × (len(glob)+1) steps, not exponential', () => {
+    // A backtracking regex for these globs tries every way of splitting the run of '-' between the
+    // wildcards before failing on the missing suffix: exponential in the number of wildcards.
+    const value = '-'.repeat(MAX_GLOB_VALUE_LENGTH - 1) + 'x'
+    for (const glob of ['*-*-*-*-prod', '*-*-*-*-*-*-prod', '**-**-**-**-**-prod']) {
+      const meter = { steps: 0 }
+      assert.equal(compileGlob(glob).test(value, meter), false, glob)
+      assert.ok(meter.steps > 0 && meter.steps <= value.length * (glob.length + 1), `${glob}: ${meter.steps} steps`)
+    }
+    const meter = { steps: 0 }
+    assert.equal(compileGlob('*-*-*-*-prod').test(`${'-'.repeat(1000)}prod`, meter), true)
+    assert.ok(meter.steps <= 1004 * 13, `${meter.steps} steps`)
+  })
+
+  it('a claim value longer than the cap never matches a glob; config refuses a glob longer than its cap', async () => {
+    assert.equal(compileGlob('**').test('a'.repeat(MAX_GLOB_VALUE_LENGTH)), true)
+    assert.equal(compileGlob('**').test('a'.repeat(MAX_GLOB_VALUE_LENGTH + 1)), false)
+    assert.equal(compileRule({ glob: 'a*' })(`a${'b'.repeat(MAX_GLOB_VALUE_LENGTH)}`), false)
+    const base = testConfig(await testKeys())
+    const withGlob = (glob: string) => ({ ...base, workloads: [{ id: 'w', attestation: { issuer: `spiffe://${TRUST_DOMAIN}`, subject: { glob } }, grants: [] }] })
+    assert.equal(parseConfig(withGlob('x'.repeat(MAX_GLOB_LENGTH))).workloads.length, 1)
+    assert.throws(() => parseConfig(withGlob('x'.repeat(MAX_GLOB_LENGTH + 1))), (e: unknown) => e instanceof ConfigError && /workloads\.0\.attestation\.subject\.glob: a glob of at most 256 characters/.test(e.message))
   })
 
   it('a plain string is exact (a * in it is literal); a list matches any; missing claims never match', () => {

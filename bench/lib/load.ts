@@ -13,6 +13,8 @@ import autocannon from 'autocannon'
 export interface LoadOptions {
   url: string
   path: string
+  /** POST unless told (a GET sends no body). */
+  method?: 'GET' | 'POST' | undefined
   connections: number
   /** Seconds of load before the measurement starts. */
   warmup: number
@@ -22,6 +24,11 @@ export interface LoadOptions {
   nextBody: () => string
   /** Headers that change per request (a fresh DPoP proof), on top of `headers`. */
   nextHeaders?: (() => Record<string, string>) | undefined
+  /**
+   * Requests per second over all connections (open-loop pacing), to measure latency at a set
+   * load rather than throughput; unpaced (as fast as the server answers) when absent.
+   */
+  overallRate?: number | undefined
 }
 
 interface Counts {
@@ -66,12 +73,16 @@ export function runLoad(opts: LoadOptions): Promise<LoadResult> {
         url: opts.url,
         connections: opts.connections,
         duration: opts.warmup + opts.duration,
+        ...(opts.overallRate !== undefined ? { overallRate: opts.overallRate } : {}),
         requests: [
           {
-            method: 'POST',
+            method: opts.method ?? 'POST',
             path: opts.path,
             headers: opts.headers,
-            setupRequest: (req) => (opts.nextHeaders ? { ...req, headers: { ...req.headers, ...opts.nextHeaders() }, body: opts.nextBody() } : { ...req, body: opts.nextBody() }),
+            setupRequest:
+              opts.method === 'GET'
+                ? (req) => req
+                : (req) => (opts.nextHeaders ? { ...req, headers: { ...req.headers, ...opts.nextHeaders() }, body: opts.nextBody() } : { ...req, body: opts.nextBody() }),
           },
         ],
       },

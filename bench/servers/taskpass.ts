@@ -5,16 +5,15 @@
  */
 import { randomBytes } from 'node:crypto'
 import { mkdirSync } from 'node:fs'
-import type { Server } from 'node:http'
 import { dirname } from 'node:path'
-import { createAdaptorServer } from '@hono/node-server'
 import { createApp } from '../../src/app.js'
 import { argon2Hasher, createBroker } from '../../src/broker.js'
 import { systemClock } from '../../src/clock.js'
 import { parseConfig, type ConfigInput } from '../../src/config.js'
+import { listen } from '../../src/http/server.js'
 import { createJsonLogger } from '../../src/logger.js'
 import { AGENT_SPIFFE_ID, MAX_ACTOR_TOKEN_LIFETIME, RESOURCE, RESOURCE_CLIENT_ID, RESOURCE_SCOPES, RESOURCE_SECRET, TRUST_DOMAIN, USER_ISSUER, WORKLOAD_ID, type PublicKeys } from '../lib/fixtures.js'
-import { announceReady, exitWithParent, listenOn, readServerConfig } from '../lib/server-child.js'
+import { announceReady, exitWithParent, HOST, readServerConfig } from '../lib/server-child.js'
 
 export interface TaskpassServerConfig {
   port: number
@@ -25,6 +24,8 @@ export interface TaskpassServerConfig {
   clockSkew?: number
   /** Broker `dpop.replayCacheSize`: room for every proof a DPoP run sends; the default when absent. */
   dpopReplayCacheSize?: number
+  /** Broker `authThrottle` (the guard in front of argon2 verifications); the broker's defaults when absent. */
+  authThrottle?: ConfigInput['authThrottle']
 }
 
 const UNLIMITED = { ratePerSecond: 1e9, burst: 1e9 }
@@ -37,6 +38,7 @@ async function brokerConfig(c: TaskpassServerConfig): Promise<ConfigInput> {
     maxActorTokenLifetime: MAX_ACTOR_TOKEN_LIFETIME,
     ...(c.clockSkew !== undefined ? { clockSkew: c.clockSkew } : {}),
     ...(c.dpopReplayCacheSize !== undefined ? { dpop: { replayCacheSize: c.dpopReplayCacheSize } } : {}),
+    ...(c.authThrottle !== undefined ? { authThrottle: c.authThrottle } : {}),
     // One loopback client and one workload drive all the load: keep the limiters in the request
     // path (their cost is part of an exchange) but with buckets no benchmark can empty.
     rateLimits: { perIp: UNLIMITED, perWorkload: UNLIMITED },
@@ -68,9 +70,10 @@ const timer = setInterval(() => {
 }, 10_000)
 timer.unref()
 
-const server = createAdaptorServer({ fetch: app.fetch })
+// The listener src/main.ts uses (src/http/server.ts).
+const server = await listen(app, { host: HOST, port: c.port })
 exitWithParent(() => {
-  server.close()
+  void server.close()
   deps.database.close()
 })
-announceReady(await listenOn(server as Server, c.port))
+announceReady(server.address.port)

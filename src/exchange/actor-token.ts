@@ -22,6 +22,11 @@ export interface Actor {
   act: Record<string, unknown> | undefined
 }
 
+/** The attested SPIFFE ID of a workload that proved itself with a JWT-SVID, else undefined. */
+export function attestedSpiffeId(actor: Actor): string | undefined {
+  return actor.attestationIssuer.startsWith('spiffe://') ? actor.attestationSubject : undefined
+}
+
 export interface ActorTokenVerifier {
   /**
    * Verifies a workload attestation (SPIFFE JWT-SVID, Kubernetes service-account token, GitHub

@@ -12,7 +12,7 @@ import { allowedScopes, type Policy } from '../policy/decide.js'
 import type { Stores, TaskRow } from '../store/stores.js'
 import { decisionDescription, findResource, planTask, taskResources, taskState } from '../tasks/lifecycle.js'
 import { signTaskToken, type TaskTokenClaims } from '../tokens/issue.js'
-import { ACTOR_TOKEN_TYPE, type Actor, type ActorTokenVerifier } from './actor-token.js'
+import { ACTOR_TOKEN_TYPE, attestedSpiffeId, type Actor, type ActorTokenVerifier } from './actor-token.js'
 import { checkMayAct } from './may-act.js'
 import { SUBJECT_TOKEN_TYPES, type Subject, type SubjectTokenVerifier } from './subject-token.js'
 
@@ -37,10 +37,6 @@ export interface ExchangeDeps {
   logger: Logger
 }
 
-/** The attested SPIFFE ID of a workload that proved itself with a JWT-SVID, else undefined. */
-export function attestedSpiffeId(actor: Actor): string | undefined {
-  return actor.attestationIssuer.startsWith('spiffe://') ? actor.attestationSubject : undefined
-}
 
 /** What the token endpoint passes a grant besides the form: the request headers it may need. */
 export interface GrantRequest {

@@ -3,16 +3,19 @@ import type { Context } from 'hono'
 import type { Clock } from '../clock.js'
 import type { ResourceConfig, WorkloadConfig } from '../config.js'
 import { invalidClient, invalidRequest, OAuthError } from '../errors.js'
-import type { Actor, ActorTokenVerifier } from '../exchange/actor-token.js'
+import { attestedSpiffeId, type Actor, type ActorTokenVerifier } from '../exchange/actor-token.js'
 import { JWT_BEARER_ASSERTION_TYPE, type ClientAssertionVerifier } from '../exchange/client-assertion.js'
 import { TtlCache } from '../lib/ttl-cache.js'
+import type { AuthThrottle } from './auth-throttle.js'
 import type { FormParams } from './form.js'
+import { remoteAddress } from './rate-limit.js'
 
 /**
  * Client authentication for /introspect and /revoke:
  * - a resource (MCP server) with its credential: HTTP Basic (RFC 6749 §2.3.1) or
  *   client_secret_post; the secret is argon2id-hashed at rest and a verified pair is cached,
- *   so argon2 does not run per request;
+ *   so argon2 does not run per request, and every argon2 run goes through the {@link AuthThrottle}
+ *   (failure budgets per client IP, per client id and broker-wide, a cap on concurrent verifications);
  * - a workload with `private_key_jwt` (RFC 7523 §2.2, `…:client-assertion-type:jwt-bearer`,
  *   signed by a key registered for it);
  * - a workload with its attestation as a client assertion
@@ -39,8 +42,12 @@ export interface ClientAuthenticator {
    * configured with `tokenEndpointAuth: 'private_key_jwt'` must send one. `invalid_client` (400) otherwise.
    */
   authenticateExchange(form: FormParams, workload: WorkloadConfig): Promise<'none' | 'private_key_jwt'>
-  /** Resource-only authentication from the Authorization header (GET endpoints such as the revocation feed). */
-  authenticateResource(header: string | undefined): Promise<ResourceConfig>
+  /**
+   * Resource-only authentication from the Authorization header (GET endpoints such as the
+   * revocation feed). `ip`, the TCP peer (`remoteAddress(c)`), feeds the per-IP failure budget;
+   * without it the per-client and broker-wide budgets and the concurrency cap still apply.
+   */
+  authenticateResource(header: string | undefined, ip?: string): Promise<ResourceConfig>
 }
 
 function sha256(s: string): Buffer {
@@ -67,6 +74,7 @@ export function createClientAuthenticator(opts: {
   actorTokens: ActorTokenVerifier
   clientAssertions: ClientAssertionVerifier
   clock: Clock
+  throttle: AuthThrottle
 }): ClientAuthenticator {
   const byClientId = new Map(opts.resources.filter((r) => r.credential).map((r) => [r.credential!.clientId, r]))
   // sha256(id NUL secret) → digest of a pair argon2 already accepted. Compared in constant time.
@@ -76,25 +84,27 @@ export function createClientAuthenticator(opts: {
   let decoy: Promise<string> | undefined
   const decoyHash = () => (decoy ??= opts.hasher.hash(randomBytes(32).toString('base64url')))
 
-  async function checkSecret(id: string, secret: string): Promise<ResourceConfig> {
+  async function checkSecret(id: string, secret: string, ip: string | undefined): Promise<ResourceConfig> {
     const resource = byClientId.get(id)
-    if (!resource) {
-      // Spend an argon2 verify anyway, so response timing does not tell which client ids exist.
-      await opts.hasher.verify(await decoyHash(), secret)
-      throw invalidClient(`unknown client_id ${id}`)
-    }
+    // The verified pair comes first and costs no argon2 and no throttle budget: a legitimate
+    // caller is served at full speed however many wrong secrets arrive at the same time.
     const digest = sha256(`${id}\0${secret}`)
-    const known = verified.get(id, 0)
-    if (known && timingSafeEqual(known, digest)) return resource
-    if (!(await opts.hasher.verify(resource.credential!.secretHash, secret))) throw invalidClient(`bad secret for ${id}`)
+    const known = resource ? verified.get(id, 0) : undefined
+    if (resource && known && timingSafeEqual(known, digest)) return resource
+    // An unknown id spends the same throttled argon2 verify (against a decoy hash), so neither
+    // timing nor the throttle's answers tell which client ids exist.
+    const hash = resource ? resource.credential!.secretHash : await decoyHash()
+    const ok = await opts.throttle.verify({ ip, clientId: id }, () => opts.hasher.verify(hash, secret))
+    if (!resource) throw invalidClient(`unknown client_id ${id}`)
+    if (!ok) throw invalidClient(`bad secret for ${id}`)
     verified.set(id, digest, CACHE_FOREVER)
     return resource
   }
 
-  async function authenticateResource(header: string | undefined): Promise<ResourceConfig> {
+  async function authenticateResource(header: string | undefined, ip?: string): Promise<ResourceConfig> {
     const basic = header ? parseBasic(header) : undefined
     if (!basic) throw invalidClient('missing or malformed Basic credentials')
-    return checkSecret(basic.id, basic.secret)
+    return checkSecret(basic.id, basic.secret, ip)
   }
 
   return {
@@ -119,12 +129,13 @@ export function createClientAuthenticator(opts: {
       // RFC 6749 §2.3: a client MUST NOT use more than one authentication method per request.
       if (methods > 1) throw invalidRequest('more than one client authentication method')
       let client: AuthenticatedClient
+      const ip = remoteAddress(c)
       if (header !== undefined) {
-        client = { kind: 'resource', resource: await authenticateResource(header) }
+        client = { kind: 'resource', resource: await authenticateResource(header, ip) }
       } else if (postedSecret !== undefined) {
         const id = form.get('client_id')?.[0]
         if (!id) throw invalidClient('client_secret without client_id')
-        client = { kind: 'resource', resource: await checkSecret(id, postedSecret) }
+        client = { kind: 'resource', resource: await checkSecret(id, postedSecret, ip) }
       } else if (assertionType === JWT_BEARER_ASSERTION_TYPE) {
         const assertion = form.get('client_assertion')?.[0]
         if (!assertion) throw invalidClient('client_assertion missing')
@@ -147,7 +158,8 @@ export function createClientAuthenticator(opts: {
           throw invalidClient(`client assertion rejected: ${e instanceof OAuthError ? e.detail : String(e)}`)
         }
         const id = form.get('client_id')?.[0]
-        if (id !== undefined && id !== actor.workload.id) throw invalidClient(`client_id ${id} does not match workload ${actor.workload.id}`)
+        // As at /token: a client_id is the workload id or the SPIFFE ID the workload attested with.
+        if (id !== undefined && id !== actor.workload.id && id !== attestedSpiffeId(actor)) throw invalidClient(`client_id ${id} does not match workload ${actor.workload.id}`)
         if (actor.workload.tokenEndpointAuth === 'private_key_jwt') throw invalidClient(`workload ${actor.workload.id} requires private_key_jwt`)
         client = { kind: 'workload', workload: actor.workload, method: 'attestation' }
       } else {

@@ -1,6 +1,7 @@
 import type { MiddlewareHandler } from 'hono'
 import { routePath } from 'hono/route'
 import { Counter, Registry } from 'prom-client'
+import { isAbortedRequest } from './aborted.js'
 
 /**
  * The broker's Prometheus metrics (prom-client), one registry per broker so tests never share
@@ -8,7 +9,10 @@ import { Counter, Registry } from 'prom-client'
  */
 export interface Metrics {
   readonly registry: Registry
-  /** HTTP requests by method, route pattern and status. */
+  /**
+   * HTTP requests by method, route pattern and status; `status="aborted"` for a request whose
+   * client went away before its body was complete (no response was delivered, no error of ours).
+   */
   readonly httpRequests: Counter<'method' | 'route' | 'status'>
   /**
    * Requests refused before the caller was authenticated: counted here instead of being stored
@@ -35,7 +39,7 @@ export function createMetrics(): Metrics {
     middleware() {
       return async function metrics(c, next) {
         await next()
-        httpRequests.inc({ method: c.req.method, route: routePath(c), status: String(c.res.status) })
+        httpRequests.inc({ method: c.req.method, route: routePath(c), status: isAbortedRequest(c) ? 'aborted' : String(c.res.status) })
       }
     },
     render: () => registry.metrics(),

@@ -16,6 +16,8 @@ export interface RateLimit {
 export interface Limiter {
   /** Takes one token; returns 0 when allowed, else the seconds to wait. */
   take(key: string): number
+  /** Gives back a token taken for an attempt that turned out not to count (never above the burst). */
+  refund(key: string): void
 }
 
 export function createLimiter(limit: RateLimit, clock: Clock, maxKeys = 100_000): Limiter {
@@ -39,6 +41,10 @@ export function createLimiter(limit: RateLimit, clock: Clock, maxKeys = 100_000)
       }
       return Math.ceil((1 - b.tokens) / limit.ratePerSecond)
     },
+    refund(key) {
+      const b = buckets.get(key)
+      if (b) b.tokens = Math.min(limit.burst, b.tokens + 1)
+    },
   }
 }
 
@@ -46,7 +52,7 @@ export const rateLimited = (retryAfter: number) =>
   new OAuthError('rate_limited', 429, 'too many requests', undefined, { 'Retry-After': String(Math.max(1, retryAfter)) })
 
 /** The peer address of the TCP connection (never a forwarded header: those are spoofable). */
-function remoteAddress(c: Context): string | undefined {
+export function remoteAddress(c: Context): string | undefined {
   const env = c.env as { incoming?: { socket?: { remoteAddress?: string } }; server?: { incoming?: { socket?: { remoteAddress?: string } } } } | undefined
   return (env?.server ?? env)?.incoming?.socket?.remoteAddress
 }

@@ -1,18 +1,15 @@
-import { createHash } from 'node:crypto'
-import { Hono, type MiddlewareHandler } from 'hono'
+import { Hono } from 'hono'
 import type { Deps } from '../broker.js'
-import { invalidRequest, invalidToken, OAuthError } from '../errors.js'
+import { invalidRequest, OAuthError } from '../errors.js'
 import { parseBrokerSubject } from '../exchange/subject-token.js'
+import { adminAuth, type AdminEnv } from '../http/admin-auth.js'
 import { noStore } from '../http/middleware.js'
 import { RotationTooEarly, rotateKeys } from '../keys/keyset.js'
 import { revokeKey } from '../keys/revoke.js'
-import { TtlCache } from '../lib/ttl-cache.js'
 import { approveTask, endTask, viewTask } from '../tasks/lifecycle.js'
 import { revokeSession } from '../tasks/sessions.js'
 import { parseJson } from '../http/form.js'
 import { z } from 'zod'
-
-type AdminEnv = { Variables: { adminId: string } }
 
 const adminTaskQuery = z.strictObject({
   status: z.enum(['active', 'pending_approval', 'completed', 'revoked', 'expired']).optional(),
@@ -20,32 +17,6 @@ const adminTaskQuery = z.strictObject({
   user: z.string().min(1).max(1024).optional(),
   limit: z.string().regex(/^[0-9]{1,3}$/).transform(Number).pipe(z.number().int().min(1).max(500)).default(100),
 })
-
-/**
- * Admin API key check: `Authorization: Bearer <key>` against the argon2id hashes of the config.
- * A key that verified once is remembered by its SHA-256, so argon2 does not run per request.
- */
-function adminAuth(deps: Deps): MiddlewareHandler<AdminEnv> {
-  const known = new TtlCache<string>(64)
-  return async function adminAuth(c, next) {
-    const m = /^Bearer (\S+)$/i.exec(c.req.header('authorization') ?? '')
-    if (!m) throw invalidToken('admin API key required')
-    const digest = createHash('sha256').update(m[1]!).digest('base64url')
-    let id = known.get(digest, 0)
-    if (id === undefined) {
-      for (const [i, hash] of deps.config.admin.apiKeyHashes.entries()) {
-        if (await deps.hasher.verify(hash, m[1]!)) {
-          id = `key${i}`
-          known.set(digest, id, Number.MAX_SAFE_INTEGER)
-          break
-        }
-      }
-    }
-    if (id === undefined) throw invalidToken('admin API key not recognised')
-    c.set('adminId', id)
-    await next()
-  }
-}
 
 /** /admin — approve and revoke tasks, rotate and revoke keys, read the audit log. */
 export function adminRoutes(deps: Deps) {

@@ -2,6 +2,7 @@ import { Hono } from 'hono'
 import { streamSSE } from 'hono/streaming'
 import type { Deps } from '../broker.js'
 import { invalidRequest } from '../errors.js'
+import { remoteAddress } from '../http/rate-limit.js'
 import { noStore } from '../http/middleware.js'
 import { feedPosition, parseCursor, readEvents } from '../revocations/feed.js'
 
@@ -17,7 +18,7 @@ const HEARTBEAT_MS = 15_000
  */
 export function revocationRoutes(deps: Deps) {
   return new Hono().get('/revocations', noStore(), async (c) => {
-    const resource = await deps.clients.authenticateResource(c.req.header('authorization'))
+    const resource = await deps.clients.authenticateResource(c.req.header('authorization'), remoteAddress(c))
     const wantsStream = (c.req.header('accept') ?? '').includes('text/event-stream')
     const after = parseCursor(wantsStream ? (c.req.header('last-event-id') ?? c.req.query('after')) : c.req.query('after'))
     if (after === undefined) throw invalidRequest('the cursor must be a non-negative integer')
