@@ -94,8 +94,6 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
   })
   const policy = createConfigPolicy()
   const authThrottle = createAuthThrottle(config.authThrottle, clock)
-  const revoked = revokeTasksOfRetiredWorkloads({ config, stores, clock, policy }, config.workloads)
-  if (revoked.length > 0) logger.warn('revoked the open tasks of disabled or removed workloads', { tasks: revoked.length })
   return {
     config,
     clock,
@@ -123,4 +121,14 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
       nonces: config.dpop.nonce ? createNonceSource({ key: deriveNonceKey(opts.kek), clock, window: config.dpop.nonceWindow }) : undefined,
     }),
   }
+}
+
+/**
+ * What the server does once at start, before it listens: end the tasks of workloads the
+ * configuration disables or no longer lists. Only the server runs it — never the CLI, whose
+ * `--config` may be another file (a read-only command must not revoke anything).
+ */
+export function onServerStart(deps: Deps): void {
+  const revoked = revokeTasksOfRetiredWorkloads(deps, deps.config.workloads)
+  if (revoked.length > 0) deps.logger.warn('revoked the open tasks of disabled or removed workloads', { tasks: revoked.length })
 }

@@ -46,6 +46,12 @@ const oneKeySource = [
   { message: 'exactly one of jwks, jwksFile, jwksUri', when: () => true },
 ] as const
 
+/**
+ * How long a revoked session is remembered (seconds): at least as long as any subject token may
+ * live (`subjectIssuers[].maxTokenLifetime` is capped by it), so a revoked session never returns.
+ */
+export const SESSION_REVOCATION_RETENTION = 30 * 24 * 3600
+
 /** A JWS `typ` value (RFC 7515 §4.1.9: a media type, `application/` optional, compared case-insensitively). */
 const typValue = z.string().regex(/^[A-Za-z0-9!#$&^_.+-]{1,64}(\/[A-Za-z0-9!#$&^_.+-]{1,64})?$/, 'a media type such as JWT or at+jwt')
 
@@ -72,7 +78,7 @@ const subjectIssuer = z
     /** Whether a token without a `typ` header is accepted (many IdPs omit it on ID tokens). */
     allowMissingTyp: z.boolean().default(true),
     /** Longest accepted session-token lifetime, `exp − iat` (or `exp − now` without `iat`), seconds. */
-    maxTokenLifetime: seconds.default(86_400),
+    maxTokenLifetime: seconds.max(SESSION_REVOCATION_RETENTION, 'at most 30 days: a revoked session is remembered that long').default(86_400),
     ...keySource,
   })
   .refine(...oneKeySource)

@@ -1,5 +1,5 @@
 import { createApp, createMetricsApp } from './app.js'
-import { createBroker } from './broker.js'
+import { createBroker, onServerStart } from './broker.js'
 import { systemClock } from './clock.js'
 import { ConfigError } from './config.js'
 import { listen } from './http/server.js'
@@ -22,6 +22,7 @@ async function main() {
   }
   const { config, kek, dev } = runtime
   const deps = await createBroker({ config, clock: systemClock, logger, kek })
+  onServerStart(deps)
   const app = createApp(deps)
   // A key rotated or revoked by the CLI (another process) takes effect on the next request: the
   // keyset checks SQLite's data_version on every use (src/keys/keyset.ts). This reload withdraws

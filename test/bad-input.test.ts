@@ -276,6 +276,8 @@ describe('bad input', () => {
         // Only values a header can carry (visible ASCII and inner spaces; fetch trims the ends).
         const headerSafe = (v: string) => /^[\x21-\x7e][\x20-\x7e]*[\x21-\x7e]$/.test(v)
         const userToken = m.make(await b.session())
+        // A bad session beside a valid attestation is a decision about a known workload: one audit row.
+        const audited = headerSafe(userToken) ? 1 : 0
         if (headerSafe(userToken)) {
           const asUser = await b.app.request('/tasks', { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${userToken}`, 'actor-token': await b.svid('a') }, body })
           await assertError(asUser, 401, 'invalid_token')
@@ -292,7 +294,7 @@ describe('bad input', () => {
         assert.deepEqual(await intro.json(), { active: false })
         const rev = await b.post('/revoke', { token: m.make(token) }, { authorization: NOTES_BASIC })
         assert.equal(rev.status, 200)
-        assertUnchanged(b, before)
+        assertUnchanged(b, before, { audit_events: audited })
         assert.equal(await isActive(b, token), true)
       })
     }
@@ -360,21 +362,22 @@ describe('bad input', () => {
     })
 
     const body = JSON.stringify({ purpose: 'p', resources: [{ resource: NOTES }] })
-    const credentials: { name: string; headers: (b: TestBroker) => Promise<Record<string, string>> }[] = [
-      { name: 'without the user token', headers: async (b) => ({ 'actor-token': await b.svid('a') }) },
+    // `audited`: the workload authenticated, so refusing the user's part is a decision (one audit row).
+    const credentials: { name: string; audited?: true; headers: (b: TestBroker) => Promise<Record<string, string>> }[] = [
+      { name: 'without the user token', audited: true, headers: async (b) => ({ 'actor-token': await b.svid('a') }) },
       { name: 'without the Actor-Token header', headers: async (b) => ({ authorization: `Bearer ${await b.session()}` }) },
       { name: 'without either', headers: async () => ({}) },
-      { name: 'with Basic instead of Bearer', headers: async (b) => ({ authorization: NOTES_BASIC, 'actor-token': await b.svid('a') }) },
-      { name: 'with the workload token as the Bearer token', headers: async (b) => ({ authorization: `Bearer ${await b.svid('a')}`, 'actor-token': await b.svid('a') }) },
+      { name: 'with Basic instead of Bearer', audited: true, headers: async (b) => ({ authorization: NOTES_BASIC, 'actor-token': await b.svid('a') }) },
+      { name: 'with the workload token as the Bearer token', audited: true, headers: async (b) => ({ authorization: `Bearer ${await b.svid('a')}`, 'actor-token': await b.svid('a') }) },
       { name: 'with the user token as the Actor-Token', headers: async (b) => ({ authorization: `Bearer ${await b.session()}`, 'actor-token': await b.session() }) },
     ]
     for (const cred of credentials) {
-      it(`${cred.name} → 401 invalid_token with WWW-Authenticate, nothing written`, async () => {
+      it(`${cred.name} → 401 invalid_token with WWW-Authenticate, nothing written${cred.audited ? ' but the audit row' : ''}`, async () => {
         const before = snapshot(b)
         const res = await b.app.request('/tasks', { method: 'POST', headers: { 'content-type': 'application/json', ...(await cred.headers(b)) }, body })
         await assertError(res, 401, 'invalid_token')
         assert.match(res.headers.get('www-authenticate') ?? '', /^Bearer /)
-        assertUnchanged(b, before)
+        assertUnchanged(b, before, cred.audited ? { audit_events: 1 } : {})
       })
     }
   })

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
 import { exportJWK, generateKeyPair, SignJWT, type JWK, type JWTPayload } from 'jose'
 import { createApp, type App } from '../src/app.js'
-import { argon2Hasher, createBroker, type Deps } from '../src/broker.js'
+import { argon2Hasher, createBroker, onServerStart, type Deps } from '../src/broker.js'
 import { createFixedClock, type Clock, type FixedClock } from '../src/clock.js'
 import { parseConfig, type ConfigInput } from '../src/config.js'
 import type { Logger } from '../src/logger.js'
@@ -153,6 +153,8 @@ export async function createTestBroker(opts: { clock?: Clock & Partial<FixedCloc
   const config = parseConfig(input)
   const logs: LogEntry[] = []
   const deps = await createBroker({ config, clock, logger: recordingLogger(logs), kek: Buffer.from(config.keys.kek!, 'base64url') })
+  // As the server does at start (src/main.ts).
+  onServerStart(deps)
   const app = createApp(deps)
   const issuer = config.issuer
 

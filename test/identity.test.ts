@@ -6,7 +6,8 @@
  */
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -432,6 +433,31 @@ describe('a workload that may no longer act', () => {
   })
 })
 
+describe('only the server ends tasks of retired workloads', () => {
+  it('a read-only CLI command given a configuration without a workload revokes nothing', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'taskpass-cli-config-'))
+    const database = join(dir, 'broker.db')
+    try {
+      let taskId = ''
+      await withBroker((c) => ({ ...c, database, keys: { kek: KEK } }), async (b) => {
+        const res = await b.exchange({ actor_token: await b.svid('b') })
+        taskId = ((await res.json()) as { task_id: string }).task_id
+      })
+      const config = testConfig(await testKeys())
+      const file = join(dir, 'stale.json')
+      writeFileSync(file, JSON.stringify({ ...config, database, keys: { kek: KEK }, workloads: config.workloads!.filter((w) => w.id !== 'agent-b') }))
+      const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'tasks', 'list', '--config', file], { encoding: 'utf8', timeout: 30_000 })
+      assert.equal(run.status, 0, run.stderr)
+      assert.ok(run.stdout.includes(taskId))
+      await withBroker((c) => ({ ...c, database, keys: { kek: KEK } }), async (b) => {
+        assert.equal(b.deps.stores.tasks.get(taskId)?.status, 'active')
+      })
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
+
 describe('every feed event names the user', () => {
   it('a token revoked alone (RFC 7009) is announced with its task user as sub_id and its session', () =>
     withBroker({}, async (b) => {
@@ -460,4 +486,77 @@ describe('admins find a user as tokens name them', () => {
       assert.deepEqual(await list('?user=alice'), [], 'with several IdPs an unprefixed name is nobody')
     }),
   )
+})
+
+describe('edges of identity', () => {
+  it('may_act {sub} names an attested subject only when it is unique: a SPIFFE ID, or with iss', () =>
+    withBroker(
+      (c) => ({
+        ...c,
+        workloadIssuers: [...c.workloadIssuers!, { kind: 'oidc', issuer: 'https://ci.test.example', jwks: c.subjectIssuers![0]!.jwks }],
+        workloads: [...c.workloads!, { id: 'ci-runner', attestation: { issuer: 'https://ci.test.example', subject: 'agent-a' }, grants: [{ resource: NOTES, scopes: ['notes:read'] }] }],
+      }),
+      async (b) => {
+        const now = b.clock.now()
+        const ci = await mint(b.keys.user, { iss: 'https://ci.test.example', sub: 'agent-a', aud: ISSUER, iat: now, exp: now + 300 })
+        // Meant for the workload agent-a; ci-runner's attested subject happens to be "agent-a" too.
+        const res = await b.exchange({ actor_token: ci, subject_token: await b.session({ may_act: { sub: 'agent-a' } }) })
+        assert.equal(res.status, 400)
+        assert.equal(((await res.json()) as { error: string }).error, 'invalid_request')
+        // With iss pinning the issuer, the attested subject does name ci-runner.
+        const pinned = await b.exchange({ actor_token: ci, subject_token: await b.session({ may_act: { sub: 'agent-a', iss: 'https://ci.test.example' } }) })
+        assert.equal(pinned.status, 200, await pinned.clone().text())
+      },
+    ),
+  )
+
+  it('POST /tasks gives every bad attestation the same description', () =>
+    withBroker({}, async (b) => {
+      const bad = [
+        await b.svid('a', {}, { key: b.keys.otherDomain }),
+        await b.svid('a', { iat: b.clock.now() - 400, exp: b.clock.now() - 100 }),
+        await b.svid('nobody'),
+        await b.svid('a', { aud: 'https://elsewhere.example' }),
+      ]
+      const answers = new Set<string>()
+      for (const svid of bad) {
+        const res = await openTask(b, { purpose: 'p', resources: [{ resource: NOTES }] }, { svid })
+        answers.add(`${res.status} ${await res.text()}`)
+      }
+      assert.deepEqual([...answers], ['401 {"error":"invalid_token","error_description":"actor_token is invalid"}'])
+      assert.equal(b.count('audit_events'), 0)
+    }),
+  )
+
+  it('POST /tasks audits a bad session once the workload is authenticated', () =>
+    withBroker({}, async (b) => {
+      const before = counts(b)
+      const res = await openTask(b, { purpose: 'p', resources: [{ resource: NOTES }] }, { session: await b.session({}, { key: b.keys.untrustedUser }) })
+      assert.equal(res.status, 401)
+      assertRefusedAndAudited(b, before, { error: 'invalid_token', reason: /^subject: subject_token: signature verification failed/, action: 'task.open' })
+      assert.equal(b.lastAudit()?.workload_id, 'agent-a')
+    }),
+  )
+
+  it('a subject longer than 255 characters is refused (users stay apart in every stored field)', () =>
+    withBroker({}, async (b) => {
+      const res = await b.exchange({ subject_token: await b.session({ sub: 'a'.repeat(256) }) })
+      assert.equal(res.status, 400)
+      assert.match(String(b.lastAudit()?.reason), /longer than 255/)
+      assert.equal((await b.exchange({ subject_token: await b.session({ sub: 'a'.repeat(255) }) })).status, 200)
+    }),
+  )
+
+  it('a session token without iat is refused, so its lifetime is always bounded', () =>
+    withBroker({}, async (b) => {
+      const res = await b.exchange({ subject_token: await b.session({ iat: null }) })
+      assert.equal(res.status, 400)
+      assert.match(String(b.lastAudit()?.reason), /"iat" claim/)
+    }),
+  )
+
+  it('maxTokenLifetime may not exceed how long a revoked session is remembered (30 days)', async () => {
+    const base = testConfig(await testKeys())
+    assert.match(configIssues({ ...base, subjectIssuers: [{ ...base.subjectIssuers![0]!, maxTokenLifetime: 31 * 86_400 }] }).join('\n'), /maxTokenLifetime: at most 30 days/)
+  })
 })

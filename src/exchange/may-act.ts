@@ -1,5 +1,5 @@
 import { invalidRequest } from '../errors.js'
-import type { Actor } from './actor-token.js'
+import { attestedSpiffeId, type Actor } from './actor-token.js'
 import type { Subject } from './subject-token.js'
 
 /** The `may_act` members taskpass understands; any other member could be a restriction we would ignore. */
@@ -8,7 +8,8 @@ const MAY_ACT_MEMBERS = new Set(['sub', 'client_id', 'iss'])
 /**
  * RFC 8693 §4.4: when the subject token carries `may_act`, the acting workload must match it.
  * It fails closed: `may_act` must be a JSON object naming the actor by `sub` (the workload id or
- * its attested subject, e.g. a SPIFFE ID) and/or `client_id` (the workload id), optionally with
+ * its attested subject — a SPIFFE ID, or any subject when `iss` names its issuer) and/or
+ * `client_id` (the workload id), optionally with
  * `iss` (the attestation issuer); every member present must match. Anything else — `{}`, a string,
  * an array, `null`, an unknown member, a non-string value — refuses the exchange and the task
  * opening alike, since we cannot tell what it permits.
@@ -24,7 +25,11 @@ export function checkMayAct(subject: Subject, actor: Actor): void {
   if (members.some(([, v]) => typeof v !== 'string' || v === '')) throw refuse('may_act members must be non-empty strings')
   const { sub, client_id: clientId, iss } = mayAct as { sub?: string; client_id?: string; iss?: string }
   if (sub === undefined && clientId === undefined) throw refuse('may_act names no actor (neither sub nor client_id)')
-  const subOk = sub === undefined || sub === actor.workload.id || sub === actor.attestationSubject
+  // An attested subject is only unique within its issuer (two clusters can both have a
+  // `system:serviceaccount:ns:agent`): it names the actor only when `iss` pins the issuer, or when
+  // it is a SPIFFE ID, which carries its trust domain.
+  const subjectIsUnique = iss !== undefined || attestedSpiffeId(actor) !== undefined
+  const subOk = sub === undefined || sub === actor.workload.id || (subjectIsUnique && sub === actor.attestationSubject)
   const clientOk = clientId === undefined || clientId === actor.workload.id
   const issOk = iss === undefined || iss === actor.attestationIssuer
   if (!subOk || !clientOk || !issOk) throw refuse(`may_act ${JSON.stringify(mayAct).slice(0, 200)} vs ${actor.workload.id}`)

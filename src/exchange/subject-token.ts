@@ -13,6 +13,9 @@ export const SUBJECT_TOKEN_TYPES = new Set([
   'urn:ietf:params:oauth:token-type:access_token',
 ])
 
+/** Longest accepted subject (OIDC Core §2 `sub`: at most 255 ASCII characters). */
+export const MAX_SUBJECT_LENGTH = 255
+
 /** A verified user session. A user is the pair (`issuer`, `user`); `sub` names that pair in one string. */
 export interface Subject {
   issuer: string
@@ -121,17 +124,21 @@ export function createSubjectTokenVerifier(opts: {
           algorithms: issuer.config.algorithms,
           currentDate: new Date(now * 1000),
           clockTolerance: opts.clockSkew,
-          requiredClaims: ['exp'],
+          // `iat` too: a lifetime bound (and the revoked-session memory built on it) needs a start.
+          requiredClaims: ['exp', 'iat'],
         }))
       } catch (e) {
         throw invalidRequest(`subject_token ${describeJoseError(e)}`, `subject_token: ${(e as Error).message}`)
       }
       if (typeof payload.iat === 'number' && payload.iat > now + opts.clockSkew) throw invalidRequest('subject_token is not yet valid', 'iat in the future')
       const exp = payload.exp!
-      const start = typeof payload.iat === 'number' ? payload.iat : now
+      const start = payload.iat!
       if (exp - start > issuer.config.maxTokenLifetime) throw invalidRequest('subject_token lifetime is too long', `lifetime ${exp - start}s > ${issuer.config.maxTokenLifetime}s`)
       const user = payload[issuer.config.userClaim]
       if (typeof user !== 'string' || user === '') throw invalidRequest(`subject_token has no "${issuer.config.userClaim}" claim`)
+      // OIDC Core §2: a subject "MUST NOT exceed 255 ASCII characters"; longer ones could not be
+      // stored whole (the audit log bounds its fields) and two users could then look alike.
+      if (user.length > MAX_SUBJECT_LENGTH) throw invalidRequest(`subject_token "${issuer.config.userClaim}" claim is longer than ${MAX_SUBJECT_LENGTH} characters`)
       // A session claim that is present but not a string would silently unbind the task from
       // the session (and so from session revocation): refuse it instead.
       const sid = payload[issuer.config.sessionClaim]

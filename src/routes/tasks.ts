@@ -37,8 +37,15 @@ export function taskRoutes(deps: Deps) {
       const needBoth = 'opening a task needs the user session (Authorization: Bearer) and the workload attestation (Actor-Token)'
       const workload = await workloadCaller(deps, c)
       if (workload?.kind !== 'workload') throw invalidToken(needBoth)
-      const user = await userCaller(deps, c)
-      if (user?.kind !== 'user') throw invalidToken(needBoth)
+      // From here the caller is known: a refusal of the user's session is a decision, and audited.
+      let user: Awaited<ReturnType<typeof userCaller>>
+      try {
+        user = await userCaller(deps, c)
+        if (user?.kind !== 'user') throw invalidToken(needBoth)
+      } catch (e) {
+        auditTaskOpenDenied(deps, e, undefined, workload.actor)
+        throw e
+      }
       const parsed = openTaskBody.safeParse(await parseJson(c))
       if (!parsed.success) throw invalidRequest(describe(parsed.error))
       // RFC 9449: a proof here binds the task to its key (checked after both callers are

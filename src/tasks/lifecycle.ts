@@ -170,10 +170,10 @@ export function openTask(deps: TaskDeps, subject: Subject, actor: Actor, req: Ta
   return viewTask(row, deps.clock.now())
 }
 
-/** Writes the audit row of a refused task opening (an {@link OAuthError}; anything else is not a decision). */
-export function auditTaskOpenDenied(deps: Pick<TaskDeps, 'stores' | 'clock'>, e: unknown, subject: Subject, actor: Actor): void {
+/** Writes the audit row of a refused task opening by an authenticated workload (an {@link OAuthError}; anything else is not a decision); `subject` when the session verified. */
+export function auditTaskOpenDenied(deps: Pick<TaskDeps, 'stores' | 'clock'>, e: unknown, subject: Subject | undefined, actor: Actor): void {
   if (!(e instanceof OAuthError)) return
-  deps.stores.audit.insert({ at: deps.clock.now(), action: 'task.open', decision: 'deny', reason: e.detail, error: e.code, userSub: subject.sub, workloadId: actor.workload.id })
+  deps.stores.audit.insert({ at: deps.clock.now(), action: 'task.open', decision: 'deny', reason: e.detail, error: e.code, userSub: subject?.sub ?? null, workloadId: actor.workload.id })
 }
 
 /** Whether the caller owns (user), runs (workload) or administers the task. */

@@ -1,7 +1,5 @@
+import { SESSION_REVOCATION_RETENTION } from '../config.js'
 import { ownerSub, type TaskDeps } from './lifecycle.js'
-
-/** How long a revoked session is remembered: longer than any subject token of it should live. */
-export const SESSION_REVOCATION_RETENTION = 30 * 24 * 3600
 
 /**
  * Ends a user's session at the broker (an admin, or the IdP telling us): its subject tokens are
