@@ -1,5 +1,4 @@
 import type { RevocationEventRow, Stores } from '../store/stores.js'
-import { MAX_LEEWAY_SECONDS } from '../verifier/options.js'
 
 /**
  * The revocation feed's event, modelled on RFC 8417 Security Event Tokens / CAEP
@@ -68,18 +67,4 @@ export function readEvents(stores: Pick<Stores, 'revocations'>, after: number, l
 /** The feed's epoch and head; read after the events it accompanies, so the head covers them. */
 export function feedPosition(stores: Pick<Stores, 'revocations'>): FeedPosition {
   return { epoch: stores.revocations.epoch(), head: String(stores.revocations.head()) }
-}
-
-/**
- * How long an event is kept past its `until`: verifiers accept a token up to their leeway after
- * its `exp` (the verifier kit allows at most {@link MAX_LEEWAY_SECONDS}), so an event must outlive
- * `until` by at least that much, and by the broker's own clock skew.
- */
-export function revocationRetentionSeconds(clockSkew: number): number {
-  return Math.max(clockSkew, MAX_LEEWAY_SECONDS)
-}
-
-/** Events whose `until` is before this (epoch seconds) may be pruned at time `now`. */
-export function revocationPruneHorizon(now: number, clockSkew: number): number {
-  return now - revocationRetentionSeconds(clockSkew)
 }

@@ -1,5 +1,5 @@
 import type { Config } from '../config.js'
-import { revocationPruneHorizon } from '../revocations/feed.js'
+import { MAX_LEEWAY_SECONDS } from '../verifier/options.js'
 import type { Stores } from './stores.js'
 
 /**
@@ -18,4 +18,18 @@ export function pruneStore(stores: Stores, config: Pick<Config, 'clockSkew' | 'r
     audit: stores.audit.pruneBefore(now - config.retention.audit),
     tasks: stores.tasks.pruneExpiredBefore(now - config.retention.tasks),
   }
+}
+
+/**
+ * How long an event is kept past its `until`: verifiers accept a token up to their leeway after
+ * its `exp` (the verifier kit allows at most {@link MAX_LEEWAY_SECONDS}), so an event must outlive
+ * `until` by at least that much, and by the broker's own clock skew.
+ */
+export function revocationRetentionSeconds(clockSkew: number): number {
+  return Math.max(clockSkew, MAX_LEEWAY_SECONDS)
+}
+
+/** Events whose `until` is before this (epoch seconds) may be pruned at time `now`. */
+export function revocationPruneHorizon(now: number, clockSkew: number): number {
+  return now - revocationRetentionSeconds(clockSkew)
 }
