@@ -172,6 +172,29 @@ describe('task lifecycle', () => {
     }
   })
 
+  it('a signing key revoked while an exchange signs with it leaves no active token behind', async () => {
+    await b.exchange() // warm the verification caches
+    const current = b.deps.keys.current
+    let kid = ''
+    b.deps.keys.current = () => {
+      b.deps.keys.current = current
+      const key = current()
+      kid = key.kid
+      // What a compromise revocation commits (here on the same connection), and the keyset's reload.
+      b.deps.database.sqlite.prepare("update signing_keys set state = 'revoked', publish_until = ? where kid = ?").run(b.clock.now(), kid)
+      void b.deps.keys.reload().catch(() => {})
+      return key
+    }
+    const before = b.count('tokens')
+    const res = await b.exchange()
+    assert.equal(res.status, 503)
+    assert.equal(((await res.json()) as { error: string }).error, 'temporarily_unavailable')
+    assert.equal(b.count('tokens'), before, 'no token row for the revoked key')
+    const live = b.deps.database.sqlite.prepare("select count(*) as n from tokens where kid = ? and status = 'active' and exp > ?").get(kid, b.clock.now()) as { n: number }
+    assert.ok(live.n <= 1, 'only the warm-up token, signed before the revocation, may remain (the revocation path revokes it)')
+    assert.match(String(b.lastAudit()?.reason), /revoked during the exchange/)
+  })
+
   it('a token carries the sid of the session its task is bound to, never another one', async () => {
     const unbound = (await (await openTask(b, { purpose: 'no session', resources: [{ resource: NOTES, scopes: ['notes:read'] }] }, { session: await b.session({ sid: null }) })).json()) as { task_id: string }
     const res = await b.exchange({ task_id: unbound.task_id, subject_token: await b.session({ sid: 'sess-9' }) })

@@ -1,7 +1,7 @@
 import type { Clock } from '../clock.js'
 import type { Config } from '../config.js'
 import type { DpopChecker } from '../dpop/checker.js'
-import { invalidClient, invalidDpopProof, invalidGrant, invalidRequest, invalidScope, invalidTarget, OAuthError } from '../errors.js'
+import { invalidClient, invalidDpopProof, invalidGrant, invalidRequest, invalidScope, invalidTarget, OAuthError, temporarilyUnavailable } from '../errors.js'
 import type { FormParams } from '../http/form.js'
 import type { Metrics } from '../http/metrics.js'
 import type { Logger } from '../logger.js'
@@ -277,6 +277,9 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
       const state = current ? taskState(current, now) : 'revoked'
       if (state !== 'active') throw invalidGrant(`task is ${state}`, `task ${task.id} became ${state} during the exchange`)
     }
+    // Likewise the signing key may have been revoked (a compromise) while we signed: such a token
+    // is refused everywhere already, and must not be recorded as a live one.
+    if (!deps.keys.publicKey(kid)) throw temporarilyUnavailable(1, `signing key ${kid} was revoked during the exchange`)
     deps.stores.tokens.insert({ jti, taskId: task.id, sub: claims.sub, workloadId: claims.client_id, aud: claims.aud, scope: claims.scope, iat: now, exp: claims.exp, status: 'active', revokedAt: null, cnfJkt: proof?.jkt ?? null, kid })
     deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${decision.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}`, userSub: subject.sub, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri })
   })
