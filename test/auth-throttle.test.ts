@@ -99,6 +99,21 @@ async function until(condition: () => boolean, what: string, timeoutMs = 5000): 
 const OPEN = { ratePerSecond: 1e6, burst: 1e6 }
 
 describe('authentication throttle', () => {
+  it('the same credential arriving several times at once shares one verification (a verifier reconnecting after a restart)', async () => {
+    const t = await throttled({ perIp: OPEN, perClient: OPEN, perBroker: OPEN, maxConcurrent: 1 })
+    try {
+      t.hasher.hold()
+      const together = [t.introspect('notes-mcp', NOTES_SECRET), t.send('/revocations', { headers: { authorization: basic('notes-mcp', NOTES_SECRET) } }), t.introspect('notes-mcp', NOTES_SECRET)]
+      await until(() => t.hasher.waiting() === 1, 'one verification running')
+      t.hasher.release()
+      const answers = await Promise.all(together)
+      assert.deepEqual(answers.map((r) => r.status), [200, 200, 200], 'none refused as busy')
+      assert.equal(t.hasher.verifications, 1)
+    } finally {
+      t.close()
+    }
+  })
+
   it('concurrent verifications are capped: beyond the cap 503 temporarily_unavailable + Retry-After, no hash run; a verified credential still passes', async () => {
     const t = await throttled({ perIp: OPEN, perClient: OPEN, perBroker: OPEN, maxConcurrent: 2 })
     try {

@@ -80,6 +80,8 @@ export function createClientAuthenticator(opts: {
   // sha256(id NUL secret) → digest of a pair argon2 already accepted. Compared in constant time.
   const verified = new TtlCache<Buffer>(10_000)
   const CACHE_FOREVER = Number.MAX_SAFE_INTEGER
+  // Verifications in flight by pair digest; bounded by the throttle's concurrency cap.
+  const inflight = new Map<string, Promise<boolean>>()
 
   let decoy: Promise<string> | undefined
   const decoyHash = () => (decoy ??= opts.hasher.hash(randomBytes(32).toString('base64url')))
@@ -94,7 +96,15 @@ export function createClientAuthenticator(opts: {
     // An unknown id spends the same throttled argon2 verify (against a decoy hash), so neither
     // timing nor the throttle's answers tell which client ids exist.
     const hash = resource ? resource.credential!.secretHash : await decoyHash()
-    const ok = await opts.throttle.verify({ ip, clientId: id }, () => opts.hasher.verify(hash, secret))
+    // The same pair arriving several times at once (a verifier opening its stream and its poll
+    // together after a restart) shares one throttled verification instead of competing for it.
+    const key = digest.toString('base64url')
+    let pending = inflight.get(key)
+    if (!pending) {
+      pending = opts.throttle.verify({ ip, clientId: id }, () => opts.hasher.verify(hash, secret)).finally(() => inflight.delete(key))
+      inflight.set(key, pending)
+    }
+    const ok = await pending
     if (!resource) throw invalidClient(`unknown client_id ${id}`)
     if (!ok) throw invalidClient(`bad secret for ${id}`)
     verified.set(id, digest, CACHE_FOREVER)
