@@ -14,7 +14,8 @@ import { createMetrics, type Metrics } from './http/metrics.js'
 import { createLimiter, type Limiter } from './http/rate-limit.js'
 import type { Logger } from './logger.js'
 import { revokeTasksOfRetiredWorkloads } from './tasks/lifecycle.js'
-import { createConfigPolicy, type Policy } from './policy/decide.js'
+import { createBrokerPolicy } from './policy/cedar.js'
+import type { Policy } from './policy/decide.js'
 import { openDatabase, type Database_ } from './store/db.js'
 import { createStores, type Stores } from './store/stores.js'
 import { createOwnTokenVerifier, type OwnTokenVerifier } from './tokens/own-token.js'
@@ -60,6 +61,8 @@ export const argon2Hasher: Hasher = {
 /** The one wiring point: config → database (migrated) → keys → verifiers → deps. */
 export async function createBroker(opts: { config: Config; clock: Clock; logger: Logger; kek: Uint8Array; hasher?: Hasher }): Promise<Deps> {
   const { config, clock, logger } = opts
+  // Cedar: parsed, validated and preparsed once, before anything is opened; a bad policy is a ConfigError.
+  const policy = createBrokerPolicy(config)
   const database = openDatabase(config.database)
   const stores = createStores(database)
   const keyStore: KeyStoreOptions = { database, clock, kek: opts.kek, alg: config.keys.alg, retiredPublishSeconds: config.tokens.maxTtl + config.clockSkew }
@@ -92,7 +95,6 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     replay: createReplayCache(config.clientAuth.replayCacheSize),
     remoteJwks: config.remoteJwks,
   })
-  const policy = createConfigPolicy()
   const authThrottle = createAuthThrottle(config.authThrottle, clock)
   return {
     config,

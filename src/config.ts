@@ -307,6 +307,20 @@ export const configSchema = z
         listen: z.object({ host: z.string().min(1).default('127.0.0.1'), port: z.number().int().min(0).max(65535) }).optional(),
       })
       .prefault({}),
+    /**
+     * Cedar policies (docs/policy.md). The grants of `workloads` become a generated default policy
+     * set; `file` adds a deployment's own policies to it, or replaces it with `replaceDefaults`.
+     * Parsed and validated against the schema once, at start: a bad policy stops the broker.
+     */
+    policies: z
+      .object({
+        /** A Cedar policy file (`.cedar`), read at start. */
+        file: z.string().min(1).optional(),
+        /** Leave out the policies generated from the grants: only the file's policies decide. */
+        replaceDefaults: z.boolean().default(false),
+      })
+      .prefault({})
+      .refine((p) => !p.replaceDefaults || p.file !== undefined, { message: 'replaceDefaults needs a policy file', path: ['replaceDefaults'] }),
     subjectIssuers: z.array(subjectIssuer).default([]),
     workloadIssuers: z.array(workloadIssuer).default([]),
     workloads: z.array(workload).default([]),

@@ -226,7 +226,14 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
   if (scopes.length === 0) throw invalidScope('no scope would be granted', 'empty scope')
 
   // Policy runs on every exchange, not only when the task was opened.
-  const decision = deps.policy.decide({ user: subject.user, issuer: subject.issuer, sid: subject.sid }, 'token.exchange', resource, { workload: actor.workload, scopes, dpopBound: proof !== undefined, now })
+  const decision = deps.policy.decide({ user: subject.user, issuer: subject.issuer, sid: subject.sid }, 'token.exchange', resource, {
+    workload: actor.workload,
+    scopes,
+    dpopBound: proof !== undefined,
+    now,
+    ttl: req.ttl,
+    attestation: { issuer: actor.attestationIssuer, subject: actor.attestationSubject },
+  })
   if (!decision.allow) throw new OAuthError(decision.code, 400, decisionDescription(decision.code), decision.reason)
   // RFC 9449 §5.2 (dpop_bound_access_tokens): such a client's token requests without a DPoP header are rejected.
   if (decision.constraints.dpopRequired && !proof) throw invalidDpopProof('a DPoP proof is required', `DPoP is required for ${actor.workload.id} on ${resource.uri}`)

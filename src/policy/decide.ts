@@ -2,8 +2,9 @@ import type { ResourceConfig, WorkloadConfig } from '../config.js'
 
 /**
  * The one place access decisions are made: `decide(principal, action, resource, context)`.
- * Today it evaluates the grants of the configuration; Cedar policies (DESIGN.md "Policy")
- * plug in behind this same signature. Pure: no I/O, no clock reads (time is in `context`).
+ * The broker's implementation is Cedar ({@link createCedarPolicy} in `cedar.ts`, docs/policy.md):
+ * the configuration's grants are a generated default policy set, a deployment may add its own.
+ * Pure: no I/O, no clock reads (time is in `context`).
  */
 export type PolicyAction = 'task.open' | 'token.exchange'
 
@@ -18,6 +19,10 @@ export interface PolicyContext {
   scopes: string[]
   dpopBound: boolean
   now: number
+  /** The lifetime the caller asked for, seconds; absent when it asked none. */
+  ttl?: number | undefined
+  /** The attestation the workload proved itself with, when known. */
+  attestation?: { issuer: string; subject: string } | undefined
 }
 
 export interface Constraints {
@@ -34,30 +39,6 @@ export type Decision =
 
 export interface Policy {
   decide(principal: Principal, action: PolicyAction, resource: ResourceConfig, context: PolicyContext): Decision
-}
-
-/** The shipped default: a workload may use the resources and scopes its configuration grants, nothing more. */
-export function createConfigPolicy(): Policy {
-  return {
-    decide(_principal, action, resource, { workload, scopes }) {
-      if (!workload.enabled) return { allow: false, code: 'unauthorized_client', reason: `workload ${workload.id} is disabled` }
-      const grant = workload.grants.find((g) => g.resource === resource.uri)
-      if (!grant) return { allow: false, code: 'invalid_target', reason: `workload ${workload.id} has no grant for ${resource.uri}` }
-      const beyond = scopes.filter((s) => !grant.scopes.includes(s) || !resource.scopes.includes(s))
-      if (beyond.length > 0) return { allow: false, code: 'invalid_scope', reason: `scope beyond the workload's grant: ${beyond.join(' ')}` }
-      const ttls = [resource.maxTtl, workload.maxTtl].filter((t): t is number => t !== undefined)
-      return {
-        allow: true,
-        reason: `grant ${workload.id} → ${resource.uri}`,
-        constraints: {
-          maxTtl: ttls.length ? Math.min(...ttls) : undefined,
-          // RFC 9449 §5.2 (`dpop_bound_access_tokens`) per workload, and the same per resource.
-          dpopRequired: resource.requireDpop || workload.requireDpop,
-          approvalRequired: action === 'task.open' && resource.requireApproval,
-        },
-      }
-    },
-  }
 }
 
 /** Scopes a workload may ever hold on a resource: its grant ∩ the resource's known scopes. */

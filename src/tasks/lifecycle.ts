@@ -107,6 +107,8 @@ export function planTask(deps: TaskDeps, subject: Subject, actor: Actor, req: Ta
       scopes: wanted,
       dpopBound: dpopJkt !== undefined,
       now,
+      ttl: req.ttl,
+      attestation: { issuer: actor.attestationIssuer, subject: actor.attestationSubject },
     })
     if (!decision.allow) throw new OAuthError(decision.code, 400, decisionDescription(decision.code), decision.reason)
     if (wanted.length === 0) throw invalidScope('no scope would be granted', `no allowed scopes for ${uri}`)
