@@ -216,7 +216,7 @@ export function createCedarPolicy(set: PolicySet): Policy {
           principal: uid('Workload', workload.id),
           action: uid('Action', ACTIONS[action]),
           resource: uid('Resource', resource.uri),
-          context: { user: { __entity: user }, scopes, dpop_bound: context.dpopBound, now: context.now, ...(context.ttl !== undefined ? { requested_ttl: context.ttl } : {}) },
+          context: { user: { __entity: user }, scopes, dpop_bound: context.dpopBound, now: context.now, time: utcDatetime(context.now), ...(context.ttl !== undefined ? { requested_ttl: context.ttl } : {}) },
           entities,
           preparsedPolicySetId: bucket,
           preparsedSchemaName: SCHEMA_NAME,
@@ -244,6 +244,11 @@ export function createCedarPolicy(set: PolicySet): Policy {
       return { allow: false, code: 'invalid_target', reason: `workload ${workload.id} has no grant for ${resource.uri}` }
     },
   }
+}
+
+/** A Cedar `datetime` literal (UTC, whole seconds) for epoch seconds; the schema types the plain string. */
+function utcDatetime(epochSeconds: number): string {
+  return new Date(epochSeconds * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z')
 }
 
 /** The error of a deny: the first deciding forbid's `@error`, else `invalid_target`. */

@@ -1,0 +1,260 @@
+/**
+ * Cedar as the policy decision point (docs/policy.md): the generated default policies decide as
+ * the configuration's grants always did; a deployment's own policies add forbids and constraints;
+ * a bad policy stops the broker at start.
+ */
+import assert from 'node:assert/strict'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import { ConfigError, parseConfig, type Config, type ConfigInput, type ResourceConfig, type WorkloadConfig } from '../src/config.js'
+import { createBrokerPolicy, loadPolicySet } from '../src/policy/cedar.js'
+import type { Decision, PolicyAction, PolicyContext } from '../src/policy/decide.js'
+import { CALENDAR, counts, createTestBroker, NOTES, openTask, testConfig, testKeys, UNGRANTED, withBroker, assertRefusedAndAudited, type TestBroker } from './harness.js'
+
+const dir = mkdtempSync(join(tmpdir(), 'taskpass-policy-'))
+let n = 0
+/** Writes a policy file and returns a config transform that loads it. */
+function withPolicies(text: string, extra: { replaceDefaults?: boolean } = {}): (c: ConfigInput) => ConfigInput {
+  const file = join(dir, `p${++n}.cedar`)
+  writeFileSync(file, text)
+  return (c) => ({ ...c, policies: { file, ...extra } })
+}
+const examplePolicies = new URL('../docs/examples/policies.cedar', import.meta.url).pathname
+
+async function json(res: Response): Promise<Record<string, unknown>> {
+  return (await res.json()) as Record<string, unknown>
+}
+
+/** The decision logic the configuration's grants had before Cedar: the oracle the generated policies must agree with. */
+function grantOracle(action: PolicyAction, resource: ResourceConfig, { workload, scopes }: PolicyContext): Decision {
+  if (!workload.enabled) return { allow: false, code: 'unauthorized_client', reason: '' }
+  const grant = workload.grants.find((g) => g.resource === resource.uri)
+  if (!grant) return { allow: false, code: 'invalid_target', reason: '' }
+  if (scopes.some((s) => !grant.scopes.includes(s) || !resource.scopes.includes(s))) return { allow: false, code: 'invalid_scope', reason: '' }
+  const ttls = [resource.maxTtl, workload.maxTtl].filter((t): t is number => t !== undefined)
+  return {
+    allow: true,
+    reason: '',
+    constraints: { maxTtl: ttls.length ? Math.min(...ttls) : undefined, dpopRequired: resource.requireDpop || workload.requireDpop, approvalRequired: action === 'task.open' && resource.requireApproval },
+  }
+}
+
+const strip = (d: Decision) => (d.allow ? { allow: true, constraints: d.constraints } : { allow: false, code: d.code })
+
+describe('generated default policies', () => {
+  it('decide exactly as the grants do, for every workload × resource × scope set × action, constraints included', async () => {
+    const keys = await testKeys()
+    const base = testConfig(keys)
+    const config: Config = parseConfig({
+      ...base,
+      workloads: [
+        ...base.workloads!.map((w) => (w.id === 'agent-b' ? { ...w, maxTtl: 200, requireDpop: true } : w)),
+        // A second grant for the same resource: the first one is the workload's grant (as before).
+        { id: 'agent-c', attestation: { issuer: 'spiffe://test.example', subject: 'spiffe://test.example/agent/c' }, grants: [{ resource: NOTES, scopes: ['notes:read', 'notes:unknown'] }, { resource: NOTES, scopes: ['notes:write'] }] },
+      ],
+      resources: base.resources!.map((r) => (r.uri === NOTES ? { ...r, maxTtl: 120 } : r.uri === CALENDAR ? { ...r, requireApproval: true, requireDpop: true, maxTtl: 600 } : r)),
+    })
+    const policy = createBrokerPolicy(config)
+    const scopeSets = [[], ['notes:read'], ['notes:read', 'notes:write'], ['notes:delete'], ['notes:unknown'], ['cal:read'], ['x:read'], ['cal:read', 'notes:read']]
+    let cases = 0
+    for (const workload of config.workloads as WorkloadConfig[]) {
+      for (const resource of config.resources) {
+        for (const scopes of scopeSets) {
+          for (const action of ['task.open', 'token.exchange'] as const) {
+            for (const dpopBound of [false, true]) {
+              const context: PolicyContext = { workload, scopes, dpopBound, now: 1_800_000_000 }
+              const got = policy.decide({ user: 'alice', issuer: 'https://idp.test.example', sid: 'sess-1' }, action, resource, context)
+              assert.deepEqual(strip(got), strip(grantOracle(action, resource, context)), `${workload.id} ${action} ${resource.uri} [${scopes.join(' ')}]`)
+              cases++
+            }
+          }
+        }
+      }
+    }
+    assert.equal(cases, 4 * 3 * 8 * 2 * 2)
+  })
+
+  it('over HTTP: a grant is permitted and the audit row names the generated policy', () =>
+    withBroker(undefined, async (b) => {
+      const res = await b.exchange({ scope: 'notes:read' })
+      assert.equal(res.status, 200)
+      assert.match(String(b.lastAudit()!.reason), new RegExp(`^permitted by policy grant/agent-a/${NOTES.replace(/[/.]/g, '\\$&')}`))
+    }))
+
+  it('over HTTP: no grant → 400 invalid_target; scope beyond the grant → 400 invalid_scope; nothing issued', () =>
+    withBroker(undefined, async (b) => {
+      let before = counts(b)
+      let res = await b.exchange({ resource: UNGRANTED, scope: 'x:read' })
+      assert.equal(res.status, 400)
+      assert.equal((await json(res)).error, 'invalid_target')
+      assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /agent-a has no grant for https:\/\/ungranted\.test\.example\/mcp$/ })
+      before = counts(b)
+      res = await b.exchange({ scope: 'notes:read notes:delete' })
+      assert.equal(res.status, 400)
+      assert.equal((await json(res)).error, 'invalid_scope')
+      assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /beyond the workload's grant: notes:delete$/ })
+    }))
+
+  it('over HTTP: a disabled workload → 400 unauthorized_client, nothing written (the policy refuses it too: see the table above)', () =>
+    withBroker(undefined, async (b) => {
+      const before = counts(b)
+      const res = await b.exchange({ actor_token: await b.svid('off') })
+      assert.equal(res.status, 400)
+      assert.equal((await json(res)).error, 'unauthorized_client')
+      assert.deepEqual(counts(b), before)
+    }))
+
+  it('over HTTP: the constraints of the config carry over — resource maxTtl caps the lifetime, approval makes the task wait', () =>
+    withBroker(
+      (c) => ({ ...c, resources: c.resources!.map((r) => (r.uri === NOTES ? { ...r, maxTtl: 90 } : r.uri === CALENDAR ? { ...r, requireApproval: true } : r)) }),
+      async (b) => {
+        const res = await b.exchange({ ttl: '600' } as Record<string, string>)
+        assert.equal(res.status, 200)
+        assert.equal((await json(res)).expires_in, 90)
+        const task = await openTask(b, { purpose: 'calendar', resources: [{ resource: CALENDAR, scopes: ['cal:read'] }] })
+        assert.equal(task.status, 201)
+        assert.equal((await json(task)).status, 'pending_approval')
+      },
+    ))
+
+  it('policies of other resources are not in a resource’s bucket: adding them leaves its preparsed set unchanged', async () => {
+    const keys = await testKeys()
+    const base = parseConfig(testConfig(keys))
+    const many = Array.from({ length: 200 }, (_, i) => ({ uri: `https://r${i}.test.example/mcp`, scopes: ['r:read'], requireApproval: false, requireDpop: false }))
+    const big: Config = { ...base, resources: [...base.resources, ...many], workloads: base.workloads.map((w) => (w.id === 'agent-b' ? { ...w, grants: [...w.grants, ...many.map((r) => ({ resource: r.uri, scopes: ['r:read'] }))] } : w)) }
+    const small = loadPolicySet(base)
+    const large = loadPolicySet(big)
+    assert.equal(large.policies.size, small.policies.size + 200)
+    assert.equal(large.buckets.get(NOTES), small.buckets.get(NOTES), 'NOTES is decided by the same small set')
+    const decision = createBrokerPolicy(big).decide({ user: 'alice', issuer: 'i', sid: undefined }, 'token.exchange', big.resources.find((r) => r.uri === NOTES)!, { workload: big.workloads[0]!, scopes: ['notes:read'], dpopBound: false, now: 1 })
+    assert.equal(decision.allow, true)
+  })
+})
+
+describe('deployment policies from policies.file', () => {
+  const dpopForWrites = `@id("no-bearer-writes")
+forbid (principal, action == Taskpass::Action::"exchange", resource)
+when { context.scopes.contains("notes:write") && !context.dpop_bound };`
+
+  it('a forbid refuses the exchange → 400 invalid_target, nothing issued, the audit row names the policy; control: a read passes', () =>
+    withBroker(withPolicies(dpopForWrites), async (b) => {
+      const before = counts(b)
+      const res = await b.exchange({ scope: 'notes:write' })
+      assert.equal(res.status, 400)
+      assert.equal((await json(res)).error, 'invalid_target')
+      assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /^forbidden by policy no-bearer-writes$/ })
+      const ok = await b.exchange({ scope: 'notes:read' })
+      assert.equal(ok.status, 200)
+    }))
+
+  it('@error on a forbid chooses the error: invalid_scope', () =>
+    withBroker(withPolicies(`@error("invalid_scope")\n${dpopForWrites}`), async (b) => {
+      const before = counts(b)
+      const res = await b.exchange({ scope: 'notes:write' })
+      assert.equal(res.status, 400)
+      assert.equal((await json(res)).error, 'invalid_scope')
+      assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /no-bearer-writes/ })
+    }))
+
+  it('a forbid on open_task refuses POST /tasks → 400, no task, audited with the policy id', () =>
+    withBroker(withPolicies(`@id("no-bob") forbid (principal, action == Taskpass::Action::"open_task", resource) when { context.user.subject == "bob" };`), async (b) => {
+      const before = counts(b)
+      const res = await openTask(b, { purpose: 'x', resources: [{ resource: NOTES, scopes: ['notes:read'] }] }, { session: await b.session({ sub: 'bob' }) })
+      assert.equal(res.status, 400)
+      assert.equal((await json(res)).error, 'invalid_target')
+      assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /forbidden by policy no-bob/, action: 'task.open' })
+      assert.equal((await openTask(b, { purpose: 'x', resources: [{ resource: NOTES, scopes: ['notes:read'] }] })).status, 201)
+    }))
+
+  it('@max_ttl on a permit caps the token lifetime (added to the defaults: the strictest matching permit wins)', () =>
+    withBroker(
+      withPolicies(`@id("short-notes") @max_ttl("45")
+permit (principal, action in [Taskpass::Action::"open_task", Taskpass::Action::"exchange"], resource == Taskpass::Resource::"${NOTES}")
+when { ["notes:read"].containsAll(context.scopes) };`),
+      async (b) => {
+        const res = await b.exchange({ scope: 'notes:read', ttl: '300' } as Record<string, string>)
+        assert.equal(res.status, 200)
+        assert.equal((await json(res)).expires_in, 45)
+        assert.match(String(b.lastAudit()!.reason), /short-notes/)
+        // The other permit does not match notes:write: only the generated grant's (absent) limit applies.
+        const write = await b.exchange({ scope: 'notes:write', ttl: '300' } as Record<string, string>)
+        assert.equal((await json(write)).expires_in, 300)
+      },
+    ))
+
+  it('replaceDefaults: only the file decides — its permit (with @max_ttl) allows, the grants no longer do', () =>
+    withBroker(
+      withPolicies(
+        `@id("agent-a-reads-notes") @max_ttl("120")
+permit (principal == Taskpass::Workload::"agent-a", action in [Taskpass::Action::"open_task", Taskpass::Action::"exchange"], resource == Taskpass::Resource::"${NOTES}")
+when { ["notes:read"].containsAll(context.scopes) };`,
+        { replaceDefaults: true },
+      ),
+      async (b) => {
+        const res = await b.exchange({ scope: 'notes:read' })
+        assert.equal(res.status, 200)
+        assert.equal((await json(res)).expires_in, 120)
+        let before = counts(b)
+        const write = await b.exchange({ scope: 'notes:write' })
+        assert.equal((await json(write)).error, 'invalid_scope')
+        assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /scope/ })
+        before = counts(b)
+        const cal = await b.exchange({ resource: CALENDAR, scope: 'cal:read' })
+        assert.equal((await json(cal)).error, 'invalid_target')
+        assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /no grant for https:\/\/calendar/ })
+      },
+    ))
+
+  it('the example file docs/examples/policies.cedar loads; business hours use context.time (UTC)', () =>
+    withBroker(
+      (c) => ({ ...c, policies: { file: examplePolicies } }),
+      async (b: TestBroker) => {
+        // T0 is 08:00 UTC: inside business hours.
+        assert.equal((await b.exchange({ scope: 'notes:read' })).status, 200)
+        let before = counts(b)
+        const write = await b.exchange({ scope: 'notes:write' })
+        assert.equal((await json(write)).error, 'invalid_scope')
+        assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /^forbidden by policy dpop-for-writes$/ })
+        b.clock.advance(12 * 3600) // 20:00 UTC
+        before = counts(b)
+        const late = await b.exchange({ scope: 'notes:read' })
+        assert.equal(late.status, 400)
+        assert.equal((await json(late)).error, 'invalid_target')
+        assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /^forbidden by policy business-hours$/ })
+      },
+    ))
+})
+
+describe('a bad policy is a start-up ConfigError', () => {
+  const refuses = async (text: string, message: RegExp, extra: { replaceDefaults?: boolean } = {}) => {
+    await assert.rejects(createTestBroker({ config: withPolicies(text, extra) }), (e: unknown) => {
+      assert.ok(e instanceof ConfigError, String(e))
+      assert.match(e.message, message)
+      return true
+    })
+  }
+
+  it('a syntax error, with file, line and column', () => refuses('permit (principal, action, resource);\nforbid (principal, action, resource) when { context.', /p\d+\.cedar:2:\d+: /))
+
+  it('a schema violation (an attribute the schema lacks), naming the policy and its position', () =>
+    refuses('@id("typo") forbid (principal, action == Taskpass::Action::"exchange", resource) when { context.dpop_boud };', /policy typo: .*p\d+\.cedar:1:\d+: .*dpop_boud/))
+
+  it('a context attribute used with an action that lacks it (call_tool has no dpop_bound)', () => refuses('@id("all-actions") forbid (principal, action, resource) unless { context.dpop_bound };', /policy all-actions: .*dpop_bound/))
+
+  it('a bad constraint annotation', () => refuses('@id("bad-ttl") @max_ttl("ten minutes") permit (principal, action == Taskpass::Action::"exchange", resource);', /policy bad-ttl: @max_ttl\("ten minutes"\) must be a positive whole number/))
+
+  it('a bad @error', () => refuses('@id("bad-error") @error("access_denied") forbid (principal, action == Taskpass::Action::"exchange", resource);', /@error\("access_denied"\) must be invalid_target/))
+
+  it('a duplicate id, and a resource that is not registered', async () => {
+    await refuses('@id("x") forbid (principal, action == Taskpass::Action::"exchange", resource);\n@id("x") forbid (principal, action == Taskpass::Action::"open_task", resource);', /policy x .*duplicate policy id/)
+    await refuses('forbid (principal, action == Taskpass::Action::"exchange", resource == Taskpass::Resource::"https://nowhere.example/mcp");', /p\d+\.cedar#1 .*unknown resource https:\/\/nowhere\.example\/mcp/)
+  })
+
+  it('an unreadable file; replaceDefaults without a file', async () => {
+    await assert.rejects(createTestBroker({ config: (c) => ({ ...c, policies: { file: join(dir, 'missing.cedar') } }) }), (e: unknown) => e instanceof ConfigError && /policies\.file: cannot read .*missing\.cedar/.test(e.message))
+    const keys = await testKeys()
+    assert.throws(() => parseConfig({ ...testConfig(keys), policies: { replaceDefaults: true } }), (e: unknown) => e instanceof ConfigError && /policies\.replaceDefaults: replaceDefaults needs a policy file/.test(e.message))
+  })
+})
