@@ -129,7 +129,7 @@ export interface PolicySet {
 export function loadPolicySet(config: Pick<Config, 'workloads' | 'resources' | 'policies'>, readFile: (path: string) => string = (p) => readFileSync(p, 'utf8')): PolicySet {
   ensureSchema()
   const located: Located[] = []
-  if (!config.policies.replaceDefaults) located.push(...generateGrantPolicies(config).map((policy) => ({ policy, source: '(generated)', text: policy.text, start: 0 })))
+  if (!config.policies.replaceDefaults) for (const policy of generateGrantPolicies(config)) located.push({ policy, source: '(generated)', text: policy.text, start: 0 })
   if (config.policies.file !== undefined) {
     let text: string
     try {
@@ -137,7 +137,7 @@ export function loadPolicySet(config: Pick<Config, 'workloads' | 'resources' | '
     } catch (e) {
       throw new ConfigError([`policies.file: cannot read ${config.policies.file}: ${(e as Error).message}`])
     }
-    located.push(...parsePolicyFile(text, config.policies.file))
+    for (const l of parsePolicyFile(text, config.policies.file)) located.push(l)
   }
 
   const issues: string[] = []
@@ -169,10 +169,16 @@ export function loadPolicySet(config: Pick<Config, 'workloads' | 'resources' | '
 
   // One bucket per resource: the policies naming it, plus those naming no resource.
   const policies = new Map([...byId].map(([id, l]) => [id, l.policy]))
-  const unscoped = [...policies.values()].filter((p) => p.resource === undefined)
+  const unscoped: LoadedPolicy[] = []
+  const named = new Map<string, LoadedPolicy[]>()
+  for (const p of policies.values()) {
+    if (p.resource === undefined) unscoped.push(p)
+    else if (named.has(p.resource)) named.get(p.resource)!.push(p)
+    else named.set(p.resource, [p])
+  }
   const buckets = new Map<string, string>()
   for (const uri of resources) {
-    const members = [...policies.values()].filter((p) => p.resource === uri).concat(unscoped)
+    const members = (named.get(uri) ?? []).concat(unscoped)
     const set = Object.fromEntries(members.map((p) => [p.id, p.text]))
     const id = `taskpass:${createHash('sha256').update(JSON.stringify(set)).digest('base64url')}`
     if (!preparsed.has(id)) {
