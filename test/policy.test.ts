@@ -4,7 +4,7 @@
  * a bad policy stops the broker at start.
  */
 import assert from 'node:assert/strict'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
@@ -225,6 +225,15 @@ when { ["notes:read"].containsAll(context.scopes) };`,
         assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /^forbidden by policy business-hours$/ })
       },
     ))
+})
+
+describe('docs/policy.md', () => {
+  it('shows the example policy file as it is', () => {
+    const page = readFileSync(new URL('../docs/policy.md', import.meta.url), 'utf8')
+    const shown = /is a working example[\s\S]*?```cedar\n([\s\S]*?)```/.exec(page)?.[1]
+    assert.ok(shown, 'the example block is on the page')
+    assert.ok(readFileSync(examplePolicies, 'utf8').includes(shown), 'the page shows the file verbatim')
+  })
 })
 
 describe('a bad policy is a start-up ConfigError', () => {
