@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { ConfigError, parseConfig, type Config, type ConfigInput, type ResourceConfig, type WorkloadConfig } from '../src/config.js'
-import { createBrokerPolicy, loadPolicySet } from '../src/policy/cedar.js'
+import { createBrokerPolicy, createCedarPolicy, loadPolicySet } from '../src/policy/cedar.js'
+import { createGrantPolicy } from '../src/policy/grants.js'
 import type { Decision, PolicyAction, PolicyContext } from '../src/policy/decide.js'
 import { CALENDAR, counts, createTestBroker, NOTES, openTask, testConfig, testKeys, UNGRANTED, withBroker, assertRefusedAndAudited, type TestBroker } from './harness.js'
 
@@ -56,7 +57,10 @@ describe('generated default policies', () => {
       ],
       resources: base.resources!.map((r) => (r.uri === NOTES ? { ...r, maxTtl: 120 } : r.uri === CALENDAR ? { ...r, requireApproval: true, requireDpop: true, maxTtl: 600 } : r)),
     })
-    const policy = createBrokerPolicy(config)
+    // Cedar on the generated set, against the old grant logic and against the native evaluator the
+    // broker uses when the set is only the generated one.
+    const policy = createCedarPolicy(loadPolicySet(config))
+    const native = createGrantPolicy()
     const scopeSets = [[], ['notes:read'], ['notes:read', 'notes:write'], ['notes:delete'], ['notes:unknown'], ['cal:read'], ['x:read'], ['cal:read', 'notes:read']]
     let cases = 0
     for (const workload of config.workloads as WorkloadConfig[]) {
@@ -67,6 +71,9 @@ describe('generated default policies', () => {
               const context: PolicyContext = { workload, scopes, dpopBound, now: 1_800_000_000 }
               const got = policy.decide({ user: 'alice', issuer: 'https://idp.test.example', sid: 'sess-1' }, action, resource, context)
               assert.deepEqual(strip(got), strip(grantOracle(action, resource, context)), `${workload.id} ${action} ${resource.uri} [${scopes.join(' ')}]`)
+              const fast = native.decide({ user: 'alice', issuer: 'https://idp.test.example', sid: 'sess-1' }, action, resource, context)
+              assert.deepEqual(strip(fast), strip(got), `native ${workload.id} ${action} ${resource.uri} [${scopes.join(' ')}]`)
+              if (got.allow && fast.allow) assert.equal(fast.reason, got.reason, 'the native evaluator names the same generated policy')
               cases++
             }
           }

@@ -14,6 +14,7 @@ import {
 import { ConfigError, type Config } from '../config.js'
 import { allowedScopes, type Constraints, type Decision, type Policy, type PolicyAction } from './decide.js'
 import { generateGrantPolicies, type LoadedPolicy } from './generate.js'
+import { createGrantPolicy } from './grants.js'
 
 /**
  * taskpass as a Cedar policy decision point (docs/policy.md): the policy set is parsed, validated
@@ -277,7 +278,13 @@ function constraintsOf(ids: string[], set: PolicySet, action: PolicyAction): Con
   }
 }
 
-/** Loads the set for a configuration and returns the policy over it: what the broker does at start. */
+/**
+ * Loads (generates, validates, preparses) the set for a configuration and returns the policy over
+ * it: what the broker does at start. With no deployment policies the set is only the generated
+ * grants, decided natively by {@link createGrantPolicy} (the same decisions, proven by test);
+ * with a policy file every decision is Cedar's.
+ */
 export function createBrokerPolicy(config: Pick<Config, 'workloads' | 'resources' | 'policies'>): Policy {
-  return createCedarPolicy(loadPolicySet(config))
+  const set = loadPolicySet(config)
+  return config.policies.file === undefined ? createGrantPolicy() : createCedarPolicy(set)
 }
