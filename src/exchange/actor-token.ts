@@ -1,7 +1,7 @@
 import { jwtVerify, type JWK, type JWTPayload, type JWTVerifyGetKey, type ProtectedHeaderParameters } from 'jose'
 import type { Clock } from '../clock.js'
 import type { WorkloadConfig, WorkloadIssuerConfig } from '../config.js'
-import { invalidRequest, unauthorizedClient } from '../errors.js'
+import { invalidRequest, OAuthError, unauthorizedClient } from '../errors.js'
 import { describeJoseError, keyResolver, normalizeTyp, peekJwt } from '../lib/jwt.js'
 import type { RemoteJwksOptions } from '../lib/remote-jwks.js'
 import { TtlCache } from '../lib/ttl-cache.js'
@@ -132,55 +132,69 @@ export function createActorTokenVerifier(opts: {
     return matched[0]!.workload
   }
 
-  return {
-    async verify(token) {
-      const now = opts.clock.now()
-      // An expired attestation authenticates nothing: cached entries end at `exp`, not `exp + skew`.
-      const hit = cache.get(token, now)
-      if (hit) return ensureEnabled(hit)
+  /**
+   * The actor token authenticates the caller. Until it does, every failure has one public
+   * description (the reason stays in the private detail): an unauthenticated sender can neither
+   * probe which workloads are registered nor learn anything else from the answer.
+   */
+  async function verify(token: string): Promise<Actor> {
+    try {
+      return await verifyAttestation(token)
+    } catch (e) {
+      if (e instanceof OAuthError && e.code === 'invalid_request') throw invalidRequest('actor_token is invalid', e.detail)
+      throw e
+    }
+  }
 
-      const peeked = peekJwt(token)
-      if (!peeked) throw invalidRequest('actor_token is not a well-formed JWT')
-      const anchor = selectAnchor(peeked.payload)
-      kindCheck(anchor, () => checkHeader(anchor.kind, peeked.header as ProtectedHeaderParameters, anchor.typ !== undefined))
-      const typ = peeked.header.typ
-      if (anchor.typ && (typeof typ !== 'string' || !anchor.typ.has(normalizeTyp(typ)))) throw invalidRequest('actor_token is not an attestation of this issuer', `actor_token typ ${JSON.stringify(typ)?.slice(0, 80)} not accepted for ${anchor.key}`)
+  return { verify }
 
-      let payload: JWTPayload
-      try {
-        ;({ payload } = await jwtVerify(token, anchor.getKey, {
-          ...(anchor.issuerClaim ? { issuer: anchor.issuerClaim } : {}),
-          audience: anchor.audience,
-          algorithms: anchor.algorithms,
-          currentDate: new Date(now * 1000),
-          clockTolerance: opts.clockSkew,
-          requiredClaims: ['exp', 'sub', 'aud'],
-        }))
-      } catch (e) {
-        throw invalidRequest(`actor_token ${describeJoseError(e)}`, `actor_token: ${(e as Error).message}`)
-      }
-      if (!hasSoleAudience(payload, anchor.audience)) throw invalidRequest('actor_token must name this broker as its only audience', 'actor_token: "aud" has more than one value')
-      kindCheck(anchor, () => anchor.checkClaims(payload))
-      const exp = payload.exp!
-      // The clock skew tolerates a verifier clock behind the issuer's for nbf/iat; it does not
-      // extend the attestation's life: a token minted from it may not outlive it either.
-      if (exp <= now) throw invalidRequest('actor_token is expired', `actor_token expired ${now - exp}s ago (within clock skew)`)
-      const start = typeof payload.iat === 'number' ? payload.iat : now
-      if (start > now + opts.clockSkew) throw invalidRequest('actor_token is not yet valid', 'iat in the future')
-      if (exp - start > anchor.maxLifetime) throw invalidRequest('actor_token lifetime is too long', `lifetime ${exp - start}s > ${anchor.maxLifetime}s`)
+  async function verifyAttestation(token: string): Promise<Actor> {
+    const now = opts.clock.now()
+    // An expired attestation authenticates nothing: cached entries end at `exp`, not `exp + skew`.
+    const hit = cache.get(token, now)
+    if (hit) return ensureEnabled(hit)
 
-      const workload = mapToWorkload(anchor, payload)
-      const act = payload.act
-      const actor: Actor = {
-        workload,
-        attestationIssuer: anchor.key,
-        attestationSubject: payload.sub!,
-        exp,
-        act: act && typeof act === 'object' && !Array.isArray(act) ? (act as Record<string, unknown>) : undefined,
-      }
-      cache.set(token, actor, exp)
-      return ensureEnabled(actor)
-    },
+    const peeked = peekJwt(token)
+    if (!peeked) throw invalidRequest('actor_token is not a well-formed JWT')
+    const anchor = selectAnchor(peeked.payload)
+    kindCheck(anchor, () => checkHeader(anchor.kind, peeked.header as ProtectedHeaderParameters, anchor.typ !== undefined))
+    const typ = peeked.header.typ
+    if (anchor.typ && (typeof typ !== 'string' || !anchor.typ.has(normalizeTyp(typ)))) throw invalidRequest('actor_token is not an attestation of this issuer', `actor_token typ ${JSON.stringify(typ)?.slice(0, 80)} not accepted for ${anchor.key}`)
+
+    let payload: JWTPayload
+    try {
+      ;({ payload } = await jwtVerify(token, anchor.getKey, {
+        ...(anchor.issuerClaim ? { issuer: anchor.issuerClaim } : {}),
+        audience: anchor.audience,
+        algorithms: anchor.algorithms,
+        currentDate: new Date(now * 1000),
+        clockTolerance: opts.clockSkew,
+        requiredClaims: ['exp', 'sub', 'aud'],
+      }))
+    } catch (e) {
+      throw invalidRequest(`actor_token ${describeJoseError(e)}`, `actor_token: ${(e as Error).message}`)
+    }
+    if (!hasSoleAudience(payload, anchor.audience)) throw invalidRequest('actor_token must name this broker as its only audience', 'actor_token: "aud" has more than one value')
+    kindCheck(anchor, () => anchor.checkClaims(payload))
+    const exp = payload.exp!
+    // The clock skew tolerates a verifier clock behind the issuer's for nbf/iat; it does not
+    // extend the attestation's life: a token minted from it may not outlive it either.
+    if (exp <= now) throw invalidRequest('actor_token is expired', `actor_token expired ${now - exp}s ago (within clock skew)`)
+    const start = typeof payload.iat === 'number' ? payload.iat : now
+    if (start > now + opts.clockSkew) throw invalidRequest('actor_token is not yet valid', 'iat in the future')
+    if (exp - start > anchor.maxLifetime) throw invalidRequest('actor_token lifetime is too long', `lifetime ${exp - start}s > ${anchor.maxLifetime}s`)
+
+    const workload = mapToWorkload(anchor, payload)
+    const act = payload.act
+    const actor: Actor = {
+      workload,
+      attestationIssuer: anchor.key,
+      attestationSubject: payload.sub!,
+      exp,
+      act: act && typeof act === 'object' && !Array.isArray(act) ? (act as Record<string, unknown>) : undefined,
+    }
+    cache.set(token, actor, exp)
+    return ensureEnabled(actor)
   }
 }
 

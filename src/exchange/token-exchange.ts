@@ -37,7 +37,6 @@ export interface ExchangeDeps {
   logger: Logger
 }
 
-
 /** What the token endpoint passes a grant besides the form: the request headers it may need. */
 export interface GrantRequest {
   /** The `DPoP` header as received (several fields arrive comma-joined and are refused), if any. */
@@ -150,24 +149,12 @@ export async function exchangeToken(deps: ExchangeDeps, form: FormParams, reques
   }
 }
 
-/**
- * The caller is the workload: its attestation is verified before anything about the user, and
- * until it is, every token failure has one public description — an unauthenticated sender must
- * not learn whether a session token is valid, revoked, forged or untrusted, nor probe ours.
- */
-async function authenticateActor(deps: ExchangeDeps, token: string): Promise<Actor> {
-  try {
-    return await deps.actorTokens.verify(token)
-  } catch (e) {
-    if (e instanceof OAuthError && e.code === 'invalid_request') throw invalidRequest('actor_token is invalid', e.detail)
-    throw e
-  }
-}
-
 async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequest, audit: AuditContext): Promise<ExchangeResponse> {
   const req = parseExchangeRequest(form)
 
-  const actor = await authenticateActor(deps, req.actorToken)
+  // The caller is the workload: its attestation is verified before anything about the user, so an
+  // unauthenticated sender never learns whether a session token is valid, revoked or forged.
+  const actor = await deps.actorTokens.verify(req.actorToken)
   const wait = deps.workloadLimiter?.take(actor.workload.id) ?? 0
   if (wait > 0) throw rateLimited(wait)
   // The workload is the client: a client_id naming anyone else is refused. OAuth libraries send

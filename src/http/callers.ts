@@ -30,19 +30,9 @@ export async function userCaller(deps: Pick<Deps, 'subjectTokens'>, c: Context):
   return { kind: 'user', subject: await asInvalidToken('subject', () => deps.subjectTokens.verify(token)) }
 }
 
-/**
- * The workload, from the `Actor-Token` header (its attestation JWT). As at the token endpoint, an
- * attestation that does not verify gets one public description whatever the reason, so the
- * answer cannot be used to probe which workloads are registered.
- */
+/** The workload, from the `Actor-Token` header (its attestation JWT; a bad one has one description, see actor-token.ts). */
 export async function workloadCaller(deps: Pick<Deps, 'actorTokens'>, c: Context): Promise<Caller | undefined> {
   const token = c.req.header(ACTOR_TOKEN_HEADER)
   if (token === undefined) return undefined
-  try {
-    return { kind: 'workload', actor: await deps.actorTokens.verify(token.trim()) }
-  } catch (e) {
-    if (e instanceof OAuthError && e.code === 'invalid_request') throw invalidToken('actor_token is invalid', `actor: ${e.detail}`)
-    if (e instanceof OAuthError) throw invalidToken(e.description, `actor: ${e.detail}`)
-    throw e
-  }
+  return { kind: 'workload', actor: await asInvalidToken('actor', () => deps.actorTokens.verify(token.trim())) }
 }
