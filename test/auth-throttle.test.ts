@@ -52,10 +52,10 @@ interface Throttled {
   close(): void
 }
 
-async function throttled(authThrottle: ConfigInput['authThrottle']): Promise<Throttled> {
+async function throttled(authThrottle: ConfigInput['authThrottle'], extra: Partial<ConfigInput> = {}): Promise<Throttled> {
   const keys = await testKeys()
   const clock = createFixedClock(T0)
-  const config = parseConfig({ ...testConfig(keys), authThrottle })
+  const config = parseConfig({ ...testConfig(keys), authThrottle, ...extra })
   const hasher = gatedHasher()
   const deps = await createBroker({ config, clock, logger: silentLogger, kek: Buffer.from(config.keys.kek!, 'base64url'), hasher })
   const app = createApp(deps)
@@ -99,6 +99,17 @@ async function until(condition: () => boolean, what: string, timeoutMs = 5000): 
 const OPEN = { ratePerSecond: 1e6, burst: 1e6 }
 
 describe('authentication throttle', () => {
+  it('a wrong admin key costs at most the broker budget in argon2 runs, however many admin keys are configured', async () => {
+    const keys = await testKeys()
+    const t = await throttled({ perIp: OPEN, perClient: OPEN, perBroker: { ratePerSecond: 0.001, burst: 2 }, maxConcurrent: 4 }, { admin: { apiKeyHashes: [keys.hashes.admin, keys.hashes.admin, keys.hashes.admin] } })
+    try {
+      await expectError(t.send('/admin/tasks', { headers: { authorization: 'Bearer not-the-key' } }), 503, 'temporarily_unavailable')
+      assert.equal(t.hasher.verifications, 2, 'one argon2 run per budget token, not one per configured key')
+    } finally {
+      t.close()
+    }
+  })
+
   it('the same credential arriving several times at once shares one verification (a verifier reconnecting after a restart)', async () => {
     const t = await throttled({ perIp: OPEN, perClient: OPEN, perBroker: OPEN, maxConcurrent: 1 })
     try {

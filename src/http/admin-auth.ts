@@ -24,16 +24,15 @@ export function adminAuth(deps: Pick<Deps, 'config' | 'hasher' | 'authThrottle'>
     const digest = createHash('sha256').update(key).digest('base64url')
     let id = known.get(digest, 0)
     if (id === undefined) {
-      await deps.authThrottle.verify({ ip: remoteAddress(c) }, async () => {
-        for (const [i, hash] of deps.config.admin.apiKeyHashes.entries()) {
-          if (await deps.hasher.verify(hash, key)) {
-            id = `key${i}`
-            return true
-          }
+      // One throttled verification per configured hash: every argon2 run spends budget, so a wrong
+      // key costs the broker no more runs than the budget allows, however many admin keys exist.
+      for (const [i, hash] of deps.config.admin.apiKeyHashes.entries()) {
+        if (await deps.authThrottle.verify({ ip: remoteAddress(c) }, () => deps.hasher.verify(hash, key))) {
+          id = `key${i}`
+          known.set(digest, id, Number.MAX_SAFE_INTEGER)
+          break
         }
-        return false
-      })
-      if (id !== undefined) known.set(digest, id, Number.MAX_SAFE_INTEGER)
+      }
     }
     if (id === undefined) throw invalidToken('admin API key not recognised')
     c.set('adminId', id)
