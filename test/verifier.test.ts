@@ -25,7 +25,7 @@ import { protectedResourceMetadata, taskTokenAuth } from 'taskpass/verifier/hono
 import { toMcpSdkV1Verifier } from 'taskpass/verifier/mcp-sdk-v1'
 import { toMcpSdkV2Verifier } from 'taskpass/verifier/mcp-sdk-v2'
 import type { ConfigInput } from '../src/config.js'
-import { jwksMaxAgeSeconds } from '../src/verifier/jwks.js'
+import { createVerifierKeySet, jwksMaxAgeSeconds } from '../src/verifier/jwks.js'
 import { ADMIN_KEY, CALENDAR, createTestBroker, exchangeParams, NOTES, NOTES_SECRET, openTask, testKeys, UNGRANTED, USER_ISSUER, type TestBroker } from './harness.js'
 
 const RESOURCE = 'https://mcp.test.example/mcp'
@@ -989,5 +989,32 @@ describe('verifier: introspection mode', () => {
       await v.close()
       await broker.close()
     }
+  })
+})
+
+describe('verifier: JWKS fetching while the broker fails', () => {
+  it('forged tokens with unknown kids cause at most one fetch per cooldown after a failure, not one each', async () => {
+    const clock = createFixedClock(1_800_000_000)
+    const { publicKey } = await generateKeyPair('ES256')
+    const good = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }
+    let failing = false
+    let fetches = 0
+    const reports: Error[] = []
+    const fetchImpl = (async () => {
+      fetches++
+      return failing ? new Response('down', { status: 503 }) : Response.json({ keys: [good] }, { headers: { 'cache-control': 'max-age=300' } })
+    }) as typeof fetch
+    const set = createVerifierKeySet(new URL('https://broker.test.example/.well-known/jwks.json'), { clock, fetch: fetchImpl, timeoutMs: 1000, cooldownMs: 30_000, onError: (e) => reports.push(e) })
+    await set.getKey({ alg: 'ES256', kid: 'k1' }, { payload: '', signature: '' })
+    assert.equal(fetches, 1)
+    failing = true
+    clock.advance(31) // past the cooldown: the first unknown kid may refetch
+    for (let i = 0; i < 50; i++) await assert.rejects(set.getKey({ alg: 'ES256', kid: `forged-${i}` }, { payload: '', signature: '' }))
+    assert.equal(fetches, 2, 'one refetch, then the failure holds for the cooldown')
+    assert.equal(reports.length, 1)
+    clock.advance(31)
+    failing = false
+    await assert.rejects(set.getKey({ alg: 'ES256', kid: 'forged-x' }, { payload: '', signature: '' }))
+    assert.equal(fetches, 3, 'after the cooldown it tries again')
   })
 })

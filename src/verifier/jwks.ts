@@ -58,6 +58,7 @@ export function createVerifierKeySet(url: URL, opts: VerifierKeySetOptions): Ver
   let fetched: { keys: JWK[]; atMs: number; maxAgeMs: number } | undefined
   let local: ReturnType<typeof createLocalJWKSet> | undefined
   let inflight: Promise<void> | undefined
+  let lastFailure: { atMs: number; error: Error } | undefined
   const excluded = new Map<string, number>()
 
   /** The local set holds every fetched key that is not excluded; rebuilt when either changes. */
@@ -102,10 +103,18 @@ export function createVerifierKeySet(url: URL, opts: VerifierKeySetOptions): Ver
     rebuild()
   }
 
+  /**
+   * Fetches the set, at most once per cooldown after a failure: while the broker's key endpoint
+   * fails, forged tokens naming unknown kids must not turn into one fetch (and one report) each.
+   */
   function reload(): Promise<void> {
+    if (lastFailure && clock.nowMs() - lastFailure.atMs < opts.cooldownMs) return Promise.reject(lastFailure.error)
     inflight ??= fetchOnce()
+      .then(() => { lastFailure = undefined })
       .catch((e: unknown) => {
-        opts.onError?.(e instanceof Error ? e : new Error(String(e)))
+        const error = e instanceof Error ? e : new Error(String(e))
+        lastFailure = { atMs: clock.nowMs(), error }
+        opts.onError?.(error)
         throw e
       })
       .finally(() => { inflight = undefined })
