@@ -1,0 +1,47 @@
+/**
+ * Upgrading a database keeps what it knew: feed events written before the subject issuer was
+ * recorded get it from their task or their revoked session, so verifiers reading the feed again
+ * still deny those sessions.
+ */
+import assert from 'node:assert/strict'
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import Database from 'better-sqlite3'
+import { drizzle } from 'drizzle-orm/better-sqlite3'
+import { migrate } from 'drizzle-orm/better-sqlite3/migrator'
+import { openDatabase } from '../src/store/db.js'
+
+describe('migration 0003', () => {
+  it('fills in the subject issuer of earlier task and session events', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'taskpass-migrate-'))
+    try {
+      // A database as the broker left it before 0003: the first three migrations only.
+      const old = join(dir, 'migrations')
+      cpSync(new URL('../migrations/', import.meta.url), old, { recursive: true })
+      const journalFile = join(old, 'meta', '_journal.json')
+      const journal = JSON.parse(readFileSync(journalFile, 'utf8')) as { entries: { tag: string }[] }
+      journal.entries = journal.entries.filter((e) => /^000[0-2]_/.test(e.tag))
+      writeFileSync(journalFile, JSON.stringify(journal))
+      const file = join(dir, 'broker.db')
+      const sqlite = new Database(file)
+      migrate(drizzle(sqlite), { migrationsFolder: old })
+      sqlite.prepare("insert into tasks (id, user_sub, subject_issuer, sid, workload_id, purpose, resources, status, created_at, expires_at) values ('t1', 'alice', 'https://idp.example', 's1', 'w', 'p', '[]', 'revoked', 1, 2)").run()
+      sqlite.prepare("insert into revocation_events (at, kind, task_id, sid, sub, audiences, relevant_until) values (5, 'task_revoked', 't1', 's1', 'alice', 'https://r.example', 9)").run()
+      sqlite.prepare("insert into revoked_sessions (subject_issuer, sid, at, relevant_until) values ('https://idp.example', 's1', 5, 99)").run()
+      sqlite.prepare("insert into revocation_events (at, kind, sid, sub, audiences, relevant_until) values (5, 'session_revoked', 's1', 'alice', 'https://r.example', 9)").run()
+      sqlite.close()
+
+      const upgraded = openDatabase(file)
+      const rows = upgraded.sqlite.prepare('select kind, subject_issuer from revocation_events order by id').all()
+      upgraded.close()
+      assert.deepEqual(rows, [
+        { kind: 'task_revoked', subject_issuer: 'https://idp.example' },
+        { kind: 'session_revoked', subject_issuer: 'https://idp.example' },
+      ])
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
