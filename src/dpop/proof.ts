@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { calculateJwkThumbprint, decodeProtectedHeader, EmbeddedJWK, jwtVerify, type JWK, type ProtectedHeaderParameters } from 'jose'
 import { TtlCache } from '../lib/ttl-cache.js'
+import type { ReplayCache } from '../lib/replay-cache.js'
 
 /**
  * RFC 9449 (DPoP) proof verification, shared by the broker (token endpoint, /tasks) and the
@@ -38,65 +39,6 @@ export interface DpopProof {
  */
 export { createReplayCache, type ReplayCache } from '../lib/replay-cache.js'
 
-/**
- * Where a proof's `jti` is recorded. The proof key's thumbprint is passed along, so a cache can
- * share its room fairly between keys; any {@link ReplayCache} (which ignores it) also fits.
- */
-export interface ProofReplayCache {
-  use(key: string, until: number, now: number, jkt: string): 'fresh' | 'replayed' | 'full'
-}
-
-/**
- * A replay cache for a resource server, where many clients' bound tokens share one verifier:
- * bounded in total like {@link createReplayCache}, and in what any one proof key may hold
- * (`maxPerKey`), so a client sending proofs as fast as it can fills only its own share and never
- * locks the others out. Live entries are never evicted (that would reopen their replay); a key
- * over its share, or a cache full of live entries, is refused ('full').
- */
-export function createPerKeyReplayCache(opts: { maxEntries: number; maxPerKey: number }): ProofReplayCache & { readonly size: number } {
-  const { maxEntries, maxPerKey } = opts
-  // Insertion order ≈ expiry order (every entry lives at most a bounded time), as in createReplayCache.
-  const seen = new Map<string, { until: number; jkt: string }>()
-  const perKey = new Map<string, number>()
-  let lastFullSweep = -1
-
-  function drop(key: string, jkt: string): void {
-    seen.delete(key)
-    const n = (perKey.get(jkt) ?? 1) - 1
-    if (n > 0) perKey.set(jkt, n)
-    else perKey.delete(jkt)
-  }
-
-  function sweep(now: number, all: boolean): void {
-    for (const [k, entry] of seen) {
-      if (entry.until <= now) drop(k, entry.jkt)
-      else if (!all) return
-    }
-  }
-
-  return {
-    use(key, until, now, jkt) {
-      const known = seen.get(key)
-      if (known !== undefined && known.until > now) return 'replayed'
-      if (known !== undefined) drop(key, known.jkt)
-      sweep(now, false)
-      const isFull = () => seen.size >= maxEntries || (perKey.get(jkt) ?? 0) >= maxPerKey
-      // A full scan at most once a second: a cache full of live entries must not cost O(n) per request.
-      if (isFull() && now !== lastFullSweep) {
-        sweep(now, true)
-        lastFullSweep = now
-      }
-      if (isFull()) return 'full'
-      seen.set(key, { until, jkt })
-      perKey.set(jkt, (perKey.get(jkt) ?? 0) + 1)
-      return 'fresh'
-    },
-    get size() {
-      return seen.size
-    },
-  }
-}
-
 export interface DpopCheck {
   /** The request's method and URL (query and fragment are ignored, §4.3 step 9). */
   htm: string
@@ -104,7 +46,8 @@ export interface DpopCheck {
   now: number
   /** Accepted age (and future skew) of `iat`, seconds. */
   iatWindow: number
-  replay: ProofReplayCache
+  /** Proof `jti`s, grouped by the proof key's thumbprint (see {@link ReplayCache}'s `maxPerGroup`). */
+  replay: ReplayCache
   algorithms?: readonly string[]
   /**
    * At a resource server: the `cnf.jkt` of the access token (RFC 9449 §7.1). A proof by any other

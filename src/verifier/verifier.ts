@@ -1,6 +1,6 @@
 import { compactVerify, errors, type CryptoKey, type KeyObject } from 'jose'
 import { systemClock, type Clock } from '../clock.js'
-import { createPerKeyReplayCache, createProofKeyCache, DPOP_ALGORITHMS, DpopError, verifyDpopProof } from '../dpop/proof.js'
+import { createProofKeyCache, createReplayCache, DPOP_ALGORITHMS, DpopError, verifyDpopProof } from '../dpop/proof.js'
 import { TtlCache } from '../lib/ttl-cache.js'
 import type { SubjectId } from '../revocations/feed.js'
 import { buildWwwAuthenticate, VerifierError, type AuthScheme } from './errors.js'
@@ -167,7 +167,8 @@ export function createTaskTokenVerifier(options: TaskTokenVerifierOptions): Task
   let keyRevocations = 0
   // RFC 9449 §11.1: one acceptance per proof; a tenth of the room per proof key, so no client crowds out the rest.
   const replayMaxEntries = options.dpopReplayCacheMaxEntries ?? 100_000
-  const replay = createPerKeyReplayCache({ maxEntries: replayMaxEntries, maxPerKey: Math.max(1, Math.floor(replayMaxEntries / 10)) })
+  // Each proof key may hold a tenth of the room: one busy client cannot lock the others out.
+  const replay = createReplayCache(replayMaxEntries, Math.max(1, Math.floor(replayMaxEntries / 10)))
   const proofKeys = createProofKeyCache()
 
   /** A `key_revoked` feed event: the key is distrusted at once, and so is every token it signed, cached or not. */
