@@ -14,8 +14,7 @@ import { createMetrics, type Metrics } from './http/metrics.js'
 import { createLimiter, type Limiter } from './http/rate-limit.js'
 import type { Logger } from './logger.js'
 import { revokeTasksOfRetiredWorkloads } from './tasks/lifecycle.js'
-import { createBrokerPolicy } from './policy/cedar.js'
-import type { Policy } from './policy/decide.js'
+import { createPolicyEngine, type PolicyEngine } from './policy/engine.js'
 import { openDatabase, type Database_ } from './store/db.js'
 import { createStores, type Stores } from './store/stores.js'
 import { createOwnTokenVerifier, type OwnTokenVerifier } from './tokens/own-token.js'
@@ -29,7 +28,7 @@ export interface Deps {
   stores: Stores
   keys: KeySet
   keyStore: KeyStoreOptions
-  policy: Policy
+  policy: PolicyEngine
   hasher: Hasher
   subjectTokens: SubjectTokenVerifier
   actorTokens: ActorTokenVerifier
@@ -61,10 +60,17 @@ export const argon2Hasher: Hasher = {
 /** The one wiring point: config → database (migrated) → keys → verifiers → deps. */
 export async function createBroker(opts: { config: Config; clock: Clock; logger: Logger; kek: Uint8Array; hasher?: Hasher }): Promise<Deps> {
   const { config, clock, logger } = opts
-  // Cedar: parsed, validated and preparsed once, before anything is opened; a bad policy is a ConfigError.
-  const policy = createBrokerPolicy(config)
   const database = openDatabase(config.database)
   const stores = createStores(database)
+  // Cedar: the set (generated, the file's, the stored admin policies) is validated and prepared
+  // before anything is served; a bad policy is a ConfigError.
+  let policy: PolicyEngine
+  try {
+    policy = createPolicyEngine(config, { adminText: stores.policySets.latest()?.text })
+  } catch (e) {
+    database.close()
+    throw e
+  }
   const keyStore: KeyStoreOptions = { database, clock, kek: opts.kek, alg: config.keys.alg, retiredPublishSeconds: config.tokens.maxTtl + config.clockSkew }
   const keys = await openKeySet(keyStore)
   const hasher = opts.hasher ?? argon2Hasher

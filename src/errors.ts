@@ -29,6 +29,8 @@ export class OAuthError extends Error {
   readonly description: string
   readonly detail: string
   readonly headers: Record<string, string>
+  /** For a refusal by policy: the set version and the deciding policies, for the audit row. */
+  decidedBy?: { policyVersion: string; policies: string | null }
 
   constructor(code: OAuthErrorCode, status: number, description: string, detail?: string, headers: Record<string, string> = {}) {
     super(`${code}: ${description}`)

@@ -604,6 +604,8 @@ describe('DPoP binding at /token and /tasks', () => {
     // The policy seam (DESIGN "Policy"): e.g. a Cedar policy that wants DPoP for writes only.
     const shipped = b.deps.policy
     b.deps.policy = {
+      ...shipped,
+      version: shipped.version,
       decide(principal, action, resource, context) {
         const d = shipped.decide(principal, action, resource, context)
         return d.allow && action === 'token.exchange' && context.scopes.includes('notes:write') ? { ...d, constraints: { ...d.constraints, dpopRequired: true } } : d

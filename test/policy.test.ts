@@ -9,9 +9,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { ConfigError, parseConfig, type Config, type ConfigInput, type ResourceConfig, type WorkloadConfig } from '../src/config.js'
-import { createBrokerPolicy, createCedarPolicy, loadPolicySet } from '../src/policy/cedar.js'
+import { compilePolicySet, createCedarPolicy, prepare } from '../src/policy/cedar.js'
+import { createPolicyEngine } from '../src/policy/engine.js'
+import { generateGrantPolicies } from '../src/policy/generate.js'
 import { createGrantPolicy } from '../src/policy/grants.js'
-import type { Decision, PolicyAction, PolicyContext } from '../src/policy/decide.js'
+import type { Decision, PolicyAction, PolicyContext, TaskFacts } from '../src/policy/decide.js'
 import { CALENDAR, counts, createTestBroker, NOTES, openTask, testConfig, testKeys, UNGRANTED, withBroker, assertRefusedAndAudited, type TestBroker } from './harness.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'taskpass-policy-'))
@@ -28,16 +30,25 @@ async function json(res: Response): Promise<Record<string, unknown>> {
   return (await res.json()) as Record<string, unknown>
 }
 
+/** The generated set of a configuration, validated (not prepared). */
+const generatedSet = (config: Config) => compilePolicySet(generateGrantPolicies(config), [], config.resources.map((r) => r.uri))
+let slots = 0
+/** Cedar itself over the generated set (the broker decides that set natively). */
+const cedarOverGrants = (config: Config) => createCedarPolicy(prepare(generatedSet(config), `policy-test:${++slots}`), () => 'spiffe')
+/** A task for decision contexts: opened at 1_799_999_000, an hour long. */
+const aTask = (resources: TaskFacts['resources']): TaskFacts => ({ id: 'task-1', purpose: 'p', resources, createdAt: 1_799_999_000, expiresAt: 1_800_002_600, tokensMinted: 0, approved: false })
+
 /** The decision logic the configuration's grants had before Cedar: the oracle the generated policies must agree with. */
 function grantOracle(action: PolicyAction, resource: ResourceConfig, { workload, scopes }: PolicyContext): Decision {
-  if (!workload.enabled) return { allow: false, code: 'unauthorized_client', reason: '' }
+  const d = { reason: '', version: '', policies: [] }
+  if (!workload.enabled) return { ...d, allow: false, code: 'unauthorized_client' }
   const grant = workload.grants.find((g) => g.resource === resource.uri)
-  if (!grant) return { allow: false, code: 'invalid_target', reason: '' }
-  if (scopes.some((s) => !grant.scopes.includes(s) || !resource.scopes.includes(s))) return { allow: false, code: 'invalid_scope', reason: '' }
+  if (!grant) return { ...d, allow: false, code: 'invalid_target' }
+  if (scopes.some((s) => !grant.scopes.includes(s) || !resource.scopes.includes(s))) return { ...d, allow: false, code: action === 'tool.call' ? 'invalid_target' : 'invalid_scope' }
   const ttls = [resource.maxTtl, workload.maxTtl].filter((t): t is number => t !== undefined)
   return {
+    ...d,
     allow: true,
-    reason: '',
     constraints: { maxTtl: ttls.length ? Math.min(...ttls) : undefined, dpopRequired: resource.requireDpop || workload.requireDpop, approvalRequired: action === 'task.open' && resource.requireApproval },
   }
 }
@@ -59,28 +70,31 @@ describe('generated default policies', () => {
     })
     // Cedar on the generated set, against the old grant logic and against the native evaluator the
     // broker uses when the set is only the generated one.
-    const policy = createCedarPolicy(loadPolicySet(config))
-    const native = createGrantPolicy()
+    const policy = cedarOverGrants(config)
+    const native = createGrantPolicy(generatedSet(config).version)
     const scopeSets = [[], ['notes:read'], ['notes:read', 'notes:write'], ['notes:delete'], ['notes:unknown'], ['cal:read'], ['x:read'], ['cal:read', 'notes:read']]
     let cases = 0
     for (const workload of config.workloads as WorkloadConfig[]) {
       for (const resource of config.resources) {
         for (const scopes of scopeSets) {
-          for (const action of ['task.open', 'token.exchange'] as const) {
+          for (const action of ['task.open', 'token.exchange', 'tool.call'] as const) {
             for (const dpopBound of [false, true]) {
-              const context: PolicyContext = { workload, scopes, dpopBound, now: 1_800_000_000 }
+              const tool = action === 'tool.call' ? { tool: 'read_note' } : {}
+              const context: PolicyContext = { workload, scopes, dpopBound, now: 1_800_000_000, task: aTask([{ resource: resource.uri, scopes }]), sessionStartedAt: 1_799_990_000, callerAddress: '::ffff:127.0.0.1', ...tool }
               const got = policy.decide({ user: 'alice', issuer: 'https://idp.test.example', sid: 'sess-1' }, action, resource, context)
               assert.deepEqual(strip(got), strip(grantOracle(action, resource, context)), `${workload.id} ${action} ${resource.uri} [${scopes.join(' ')}]`)
               const fast = native.decide({ user: 'alice', issuer: 'https://idp.test.example', sid: 'sess-1' }, action, resource, context)
               assert.deepEqual(strip(fast), strip(got), `native ${workload.id} ${action} ${resource.uri} [${scopes.join(' ')}]`)
               if (got.allow && fast.allow) assert.equal(fast.reason, got.reason, 'the native evaluator names the same generated policy')
+              assert.deepEqual(fast.policies, got.policies, 'and the same deciding policies')
+              assert.equal(fast.version, got.version, 'of the same set version')
               cases++
             }
           }
         }
       }
     }
-    assert.equal(cases, 4 * 3 * 8 * 2 * 2)
+    assert.equal(cases, 4 * 3 * 8 * 3 * 2)
   })
 
   it('over HTTP: a grant is permitted and the audit row names the generated policy', () =>
@@ -131,11 +145,11 @@ describe('generated default policies', () => {
     const base = parseConfig(testConfig(keys))
     const many = Array.from({ length: 200 }, (_, i) => ({ uri: `https://r${i}.test.example/mcp`, scopes: ['r:read'], requireApproval: false, requireDpop: false }))
     const big: Config = { ...base, resources: [...base.resources, ...many], workloads: base.workloads.map((w) => (w.id === 'agent-b' ? { ...w, grants: [...w.grants, ...many.map((r) => ({ resource: r.uri, scopes: ['r:read'] }))] } : w)) }
-    const small = loadPolicySet(base)
-    const large = loadPolicySet(big)
+    const small = generatedSet(base)
+    const large = generatedSet(big)
     assert.equal(large.policies.size, small.policies.size + 200)
-    assert.equal(large.buckets.get(NOTES), small.buckets.get(NOTES), 'NOTES is decided by the same small set')
-    const decision = createBrokerPolicy(big).decide({ user: 'alice', issuer: 'i', sid: undefined }, 'token.exchange', big.resources.find((r) => r.uri === NOTES)!, { workload: big.workloads[0]!, scopes: ['notes:read'], dpopBound: false, now: 1 })
+    assert.deepEqual(large.byResource.get(NOTES), small.byResource.get(NOTES), 'NOTES is decided by the same small set')
+    const decision = createPolicyEngine(big).decide({ user: 'alice', issuer: 'i', sid: undefined }, 'token.exchange', big.resources.find((r) => r.uri === NOTES)!, { workload: big.workloads[0]!, scopes: ['notes:read'], dpopBound: false, now: 1, task: aTask([{ resource: NOTES, scopes: ['notes:read'] }]) })
     assert.equal(decision.allow, true)
   })
 })
@@ -257,7 +271,7 @@ describe('a bad policy is a start-up ConfigError', () => {
   it('a schema violation (an attribute the schema lacks), naming the policy and its position', () =>
     refuses('@id("typo") forbid (principal, action == Taskpass::Action::"exchange", resource) when { context.dpop_boud };', /policy typo: .*p\d+\.cedar:1:\d+: .*dpop_boud/))
 
-  it('a context attribute used with an action that lacks it (call_tool has no dpop_bound)', () => refuses('@id("all-actions") forbid (principal, action, resource) unless { context.dpop_bound };', /policy all-actions: .*dpop_bound/))
+  it('a context attribute used with an action that lacks it (complete_task has no dpop_bound)', () => refuses('@id("all-actions") forbid (principal, action, resource) unless { context.dpop_bound };', /policy all-actions: .*dpop_bound/))
 
   it('a bad constraint annotation', () => refuses('@id("bad-ttl") @max_ttl("ten minutes") permit (principal, action == Taskpass::Action::"exchange", resource);', /policy bad-ttl: @max_ttl\("ten minutes"\) must be a positive whole number/))
 

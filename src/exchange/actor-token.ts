@@ -6,7 +6,7 @@ import { describeJoseError, keyResolver, normalizeTyp, peekJwt } from '../lib/jw
 import type { RemoteJwksOptions } from '../lib/remote-jwks.js'
 import { TtlCache } from '../lib/ttl-cache.js'
 import { compileAttestationRules } from './attestation/claim-rules.js'
-import { AttestationError, checkGithubClaims, checkHeader, checkKubernetesClaims, hasSoleAudience, KIND_NAMES, type AttestationKind } from './attestation/kinds.js'
+import { AttestationError, checkGithubClaims, checkHeader, checkKubernetesClaims, hasSoleAudience, KIND_NAMES, attestationOf, type Attestation, type AttestationKind } from './attestation/kinds.js'
 import { looksLikeSpiffeId, parseSpiffeId } from './attestation/spiffe-id.js'
 
 export const ACTOR_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt'
@@ -14,9 +14,8 @@ export const ACTOR_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt'
 /** A verified workload: the registered workload an attestation maps to. */
 export interface Actor {
   workload: WorkloadConfig
-  /** The attestation's issuer (`spiffe://<trust domain>` or an OIDC `iss`) and subject. */
-  attestationIssuer: string
-  attestationSubject: string
+  /** What the attestation proved: its kind, issuer (`spiffe://<trust domain>` or an OIDC `iss`), subject and platform facts. */
+  attestation: Attestation
   exp: number
   /** RFC 8693 §4.1: a prior actor chain carried by the actor token itself. */
   act: Record<string, unknown> | undefined
@@ -24,7 +23,7 @@ export interface Actor {
 
 /** The attested SPIFFE ID of a workload that proved itself with a JWT-SVID, else undefined. */
 export function attestedSpiffeId(actor: Actor): string | undefined {
-  return actor.attestationIssuer.startsWith('spiffe://') ? actor.attestationSubject : undefined
+  return actor.attestation.kind === 'spiffe' ? actor.attestation.subject : undefined
 }
 
 export interface ActorTokenVerifier {
@@ -188,8 +187,7 @@ export function createActorTokenVerifier(opts: {
     const act = payload.act
     const actor: Actor = {
       workload,
-      attestationIssuer: anchor.key,
-      attestationSubject: payload.sub!,
+      attestation: attestationOf(anchor.kind, anchor.key, payload),
       exp,
       act: act && typeof act === 'object' && !Array.isArray(act) ? (act as Record<string, unknown>) : undefined,
     }

@@ -29,8 +29,8 @@ export function checkMayAct(subject: Subject, actor: Actor): void {
   // `system:serviceaccount:ns:agent`): it names the actor only when `iss` pins the issuer, or when
   // it is a SPIFFE ID, which carries its trust domain.
   const subjectIsUnique = iss !== undefined || attestedSpiffeId(actor) !== undefined
-  const subOk = sub === undefined || sub === actor.workload.id || (subjectIsUnique && sub === actor.attestationSubject)
+  const subOk = sub === undefined || sub === actor.workload.id || (subjectIsUnique && sub === actor.attestation.subject)
   const clientOk = clientId === undefined || clientId === actor.workload.id
-  const issOk = iss === undefined || iss === actor.attestationIssuer
+  const issOk = iss === undefined || iss === actor.attestation.issuer
   if (!subOk || !clientOk || !issOk) throw refuse(`may_act ${JSON.stringify(mayAct).slice(0, 200)} vs ${actor.workload.id}`)
 }

@@ -25,6 +25,8 @@ export interface Subject {
   sub: string
   sid: string | undefined
   exp: number
+  /** When the user signed in: the token's `auth_time` (OIDC) when it has a sane one, else its `iat`. Policy's `session_age` counts from it. */
+  startedAt: number
   /**
    * RFC 8693 §4.4 `may_act` exactly as the token carried it (any JSON value), or `undefined` when
    * the claim is absent. Interpreted — and refused when malformed — by `checkMayAct`.
@@ -149,6 +151,7 @@ export function createSubjectTokenVerifier(opts: {
         sub: brokerSubject(opts.issuers, issuer.config.issuer, user),
         sid,
         exp,
+        startedAt: typeof payload.auth_time === 'number' && Number.isSafeInteger(payload.auth_time) && payload.auth_time <= start ? payload.auth_time : start,
         mayAct: Object.hasOwn(payload, 'may_act') ? payload.may_act : undefined,
       }
       cache.set(token, { subject, issuer, header }, exp)

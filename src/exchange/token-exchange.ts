@@ -8,9 +8,9 @@ import type { Logger } from '../logger.js'
 import { rateLimited, type Limiter } from '../http/rate-limit.js'
 import { uuidv7 } from '../ids.js'
 import type { KeySet } from '../keys/keyset.js'
-import { allowedScopes, type Policy } from '../policy/decide.js'
+import { allowedScopes, auditedDecision, type Policy } from '../policy/decide.js'
 import type { Stores, TaskRow } from '../store/stores.js'
-import { decisionDescription, findResource, planTask, taskResources, taskState } from '../tasks/lifecycle.js'
+import { decided, findResource, planTask, policyRefusal, taskFacts, taskResources, taskState } from '../tasks/lifecycle.js'
 import { signTaskToken, type TaskTokenClaims } from '../tokens/issue.js'
 import { ACTOR_TOKEN_TYPE, attestedSpiffeId, type Actor, type ActorTokenVerifier } from './actor-token.js'
 import { checkMayAct } from './may-act.js'
@@ -41,6 +41,8 @@ export interface ExchangeDeps {
 export interface GrantRequest {
   /** The `DPoP` header as received (several fields arrive comma-joined and are refused), if any. */
   dpop?: string | undefined
+  /** The caller's network address (the TCP peer), for policy. */
+  callerAddress?: string | undefined
 }
 
 /** RFC 8693 §2.2.1 success response, plus the task it belongs to. */
@@ -138,7 +140,7 @@ export async function exchangeToken(deps: ExchangeDeps, form: FormParams, reques
     const { authenticated, ...known } = audit
     if (authenticated) {
       const reason = e instanceof OAuthError ? e.detail : 'internal error'
-      deps.stores.audit.insert({ at: deps.clock.now(), action: 'token.exchange', decision: 'deny', reason, error, ...known })
+      deps.stores.audit.insert({ at: deps.clock.now(), action: 'token.exchange', decision: 'deny', reason, error, ...known, ...(e instanceof OAuthError ? e.decidedBy : undefined) })
     } else {
       // Not a decision about a known principal: counted, and its reason logged in bounded form
       // (invalid_client is logged by the error handler already), never stored.
@@ -191,7 +193,7 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
     task = loadUsableTask(deps, req.taskId, subject, actor, now, proof?.jkt)
   } else {
     // An implicit task opened with a proof is bound to its key, like one opened at POST /tasks.
-    const planned = planTask(deps, subject, actor, { purpose: 'implicit (token exchange)', resources: [{ resource: req.resource, scopes: req.scopes ?? [] }], ttl: undefined }, proof?.jkt)
+    const planned = planTask(deps, subject, actor, { purpose: 'implicit (token exchange)', resources: [{ resource: req.resource, scopes: req.scopes ?? [] }], ttl: undefined }, proof?.jkt, request)
     task = planned.row
     if (task.status !== 'active') {
       deps.stores.durably(() => deps.stores.tasks.insert(task))
@@ -219,11 +221,14 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
     dpopBound: proof !== undefined,
     now,
     ttl: req.ttl,
-    attestation: { issuer: actor.attestationIssuer, subject: actor.attestationSubject },
+    attestation: actor.attestation,
+    task: taskFacts(task),
+    sessionStartedAt: subject.startedAt,
+    callerAddress: request.callerAddress,
   })
-  if (!decision.allow) throw new OAuthError(decision.code, 400, decisionDescription(decision.code), decision.reason)
+  if (!decision.allow) throw policyRefusal(decision)
   // RFC 9449 §5.2 (dpop_bound_access_tokens): such a client's token requests without a DPoP header are rejected.
-  if (decision.constraints.dpopRequired && !proof) throw invalidDpopProof('a DPoP proof is required', `DPoP is required for ${actor.workload.id} on ${resource.uri}`)
+  if (decision.constraints.dpopRequired && !proof) throw decided(invalidDpopProof('a DPoP proof is required', `DPoP is required for ${actor.workload.id} on ${resource.uri}`), decision)
 
   const ttl = Math.min(
     req.ttl ?? deps.config.tokens.defaultTtl,
@@ -234,7 +239,7 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
     // Never outlive the attestation the token was minted from.
     actor.exp - now,
   )
-  if (ttl <= 0) throw invalidGrant('task, session or attestation has no time left')
+  if (ttl <= 0) throw decided(invalidGrant('task, session or attestation has no time left'), decision)
 
   const jti = uuidv7(deps.clock)
   const claims: TaskTokenClaims = {
@@ -274,8 +279,8 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
     // Likewise the signing key may have been revoked (a compromise) while we signed: such a token
     // is refused everywhere already, and must not be recorded as a live one.
     if (!deps.keys.publicKey(kid)) throw temporarilyUnavailable(1, `signing key ${kid} was revoked during the exchange`)
-    deps.stores.tokens.insert({ jti, taskId: task.id, sub: claims.sub, workloadId: claims.client_id, aud: claims.aud, scope: claims.scope, iat: now, exp: claims.exp, status: 'active', revokedAt: null, cnfJkt: proof?.jkt ?? null, kid })
-    deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${decision.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}`, userSub: subject.sub, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri })
+    deps.stores.tokens.insert({ jti, taskId: task.id, sub: claims.sub, workloadId: claims.client_id, aud: claims.aud, scope: claims.scope, iat: now, exp: claims.exp, status: 'active', revokedAt: null, cnfJkt: proof?.jkt ?? null, kid, attestation: JSON.stringify(actor.attestation) })
+    deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${decision.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}`, userSub: subject.sub, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri, ...auditedDecision(decision) })
   })
   return { access_token: accessToken, issued_token_type: ACCESS_TOKEN_TYPE, token_type: proof ? 'DPoP' : 'Bearer', expires_in: ttl, scope: claims.scope, task_id: task.id }
 }

@@ -8,27 +8,27 @@ import {
   preparseSchema,
   statefulIsAuthorized,
   validate,
+  type CedarValueJson,
   type DetailedError,
   type EntityJson,
 } from '@cedar-policy/cedar-wasm/nodejs'
-import { ConfigError, type Config } from '../config.js'
-import { allowedScopes, type Constraints, type Decision, type Policy, type PolicyAction } from './decide.js'
-import { generateGrantPolicies, type LoadedPolicy } from './generate.js'
-import { createGrantPolicy } from './grants.js'
+import { ConfigError } from '../config.js'
+import type { Attestation, AttestationKind } from '../exchange/attestation/kinds.js'
+import { allowedScopes, type Constraints, type Decision, type DenyCode, type Policy, type PolicyAction, type PolicyContext, type Principal } from './decide.js'
+import type { LoadedPolicy } from './generate.js'
 
 /**
- * taskpass as a Cedar policy decision point (docs/policy.md): the policy set is parsed, validated
- * against the shipped schema and preparsed once, when the broker starts; each decision evaluates
- * only the policies of the requested resource (plus the few that name no resource), so its cost
- * does not grow with the policies of other resources.
+ * taskpass as a Cedar policy decision point (docs/policy.md): a policy set is parsed, validated
+ * against the shipped schema and preparsed once, when it is loaded; each decision evaluates only
+ * the policies of the requested resource (plus the few that name no resource), so its cost does
+ * not grow with the policies of other resources.
  */
 
 /** The shipped Cedar schema (`taskpass.cedarschema`), the one every policy is validated against. */
 export const CEDAR_SCHEMA = readFileSync(new URL('./taskpass.cedarschema', import.meta.url), 'utf8')
 
 const SCHEMA_NAME = 'taskpass'
-const ACTIONS: Record<PolicyAction, string> = { 'task.open': 'open_task', 'token.exchange': 'exchange' }
-type DenyCode = Extract<Decision, { allow: false }>['code']
+const ACTIONS: Record<PolicyAction, string> = { 'task.open': 'open_task', 'token.exchange': 'exchange', 'tool.call': 'call_tool' }
 const DENY_CODES: readonly DenyCode[] = ['invalid_target', 'invalid_scope', 'unauthorized_client']
 
 /** Annotations the broker reads (docs/policy.md "Constraints"); any other annotation is left alone. */
@@ -40,9 +40,6 @@ const ANNOTATION_RULES: Record<string, { test: (v: string) => boolean; expected:
   id: { test: (v) => /^[\x21-\x7e]{1,200}$/.test(v), expected: '1–200 printable characters, no spaces' },
 }
 
-// The wasm instance keeps preparsed sets until the process ends (there is no delete), so a
-// bucket's id is the hash of its content: brokers with the same policies share the same slot.
-const preparsed = new Set<string>()
 let schemaReady = false
 
 function ensureSchema(): void {
@@ -72,7 +69,7 @@ function annotationProblems(p: LoadedPolicy): string[] {
   })
 }
 
-/** Where a policy of a file starts, so a validation error can name its line and column. */
+/** Where a policy of a source starts, so a validation error can name its line and column. */
 interface Located {
   policy: LoadedPolicy
   source: string
@@ -80,66 +77,81 @@ interface Located {
   start: number
 }
 
+type ScopeJson = { op: string; entity?: { type?: string; id?: string }; in?: { entity?: { type?: string; id?: string } } }
+
+/** The resource URI a policy's resource scope names: a Resource, a Tool of one, or `is Tool in` one. */
+function scopedResource(scope: ScopeJson): string | undefined {
+  const entity = scope.op === '==' || scope.op === 'in' ? scope.entity : scope.op === 'is' ? scope.in?.entity : undefined
+  if (!entity || typeof entity.id !== 'string') return undefined
+  if (entity.type === 'Taskpass::Resource') return entity.id
+  if (entity.type === 'Taskpass::Tool' && scope.op === '==') {
+    const hash = entity.id.lastIndexOf('#')
+    return hash > 0 ? entity.id.slice(0, hash) : undefined
+  }
+  return undefined
+}
+
 /**
- * Parses a Cedar policy file into policies with ids: a policy's `@id("…")` annotation, else
- * `<file name>#<n>` (its position in the file, from 1). Throws {@link ConfigError} with the line
- * and column of a syntax error, a bad annotation or a duplicate id.
+ * Parses Cedar policy text into policies with ids: a policy's `@id("…")` annotation, else
+ * `<source name>#<n>` (its position in the text, from 1). Throws {@link ConfigError} with the line
+ * and column of a syntax error, a bad annotation or a duplicate id. `label` prefixes messages
+ * (`policies.file`, `policies`).
  */
-export function parsePolicyFile(text: string, source: string): Located[] {
+export function parsePolicyText(text: string, source: string, label = 'policies.file'): Located[] {
   const name = basename(source)
   const parts = policySetTextToParts(text)
   if (parts.type !== 'success') {
-    throw new ConfigError(parts.errors.map((e) => `policies.file: ${source}:${e.sourceLocations?.[0] ? position(text, e.sourceLocations[0].start) : '?'}: ${describe(e)}`))
+    throw new ConfigError(parts.errors.map((e) => `${label}: ${source}:${e.sourceLocations?.[0] ? position(text, e.sourceLocations[0].start) : '?'}: ${describe(e)}`))
   }
-  if (parts.policy_templates.length > 0) throw new ConfigError([`policies.file: ${source}: templates are not supported; write static policies`])
+  if (parts.policy_templates.length > 0) throw new ConfigError([`${label}: ${source}: templates are not supported; write static policies`])
   const issues: string[] = []
   const out: Located[] = []
   let cursor = 0
   parts.policies.forEach((policyText, i) => {
-    // The parts are the file's own text, in order: find each to report positions in the file.
+    // The parts are the source's own text, in order: find each to report positions in it.
     const at = text.indexOf(policyText, cursor)
     const start = at >= 0 ? at : cursor
     cursor = at >= 0 ? at + policyText.length : cursor
     const json = policyToJson(policyText)
     if (json.type !== 'success') {
-      issues.push(...json.errors.map((e) => `policies.file: ${source}: policy ${i + 1}: ${describe(e)}`))
+      issues.push(...json.errors.map((e) => `${label}: ${source}: policy ${i + 1}: ${describe(e)}`))
       return
     }
     const annotations = (json.json.annotations ?? {}) as Record<string, string>
-    const scope = json.json.resource
-    const resource = (scope.op === '==' || scope.op === 'in') && 'entity' in scope && 'type' in scope.entity && scope.entity.type === 'Taskpass::Resource' ? scope.entity.id : undefined
-    const policy: LoadedPolicy = { id: annotations.id ?? `${name}#${i + 1}`, text: policyText, effect: json.json.effect, resource, annotations }
+    const policy: LoadedPolicy = { id: annotations.id ?? `${name}#${i + 1}`, text: policyText, effect: json.json.effect, resource: scopedResource(json.json.resource as ScopeJson), annotations }
     out.push({ policy, source, text, start })
   })
   if (issues.length > 0) throw new ConfigError(issues)
   return out
 }
 
-/** A validated, preparsed policy set: per resource URI, the preparsed id of its bucket. */
+/** One source of policies: its text and a name for messages (a file path, `admin`). */
+export interface PolicySource {
+  name: string
+  text: string
+  label?: string
+}
+
+/** A validated policy set (not yet prepared for evaluation): its policies by id, per resource, and its version. */
 export interface PolicySet {
+  /** The set's version id: a hash of every policy's id and text, in id order. */
+  version: string
   policies: ReadonlyMap<string, LoadedPolicy>
-  buckets: ReadonlyMap<string, string>
+  /** Per registered resource URI, the policies evaluated for it (its own, plus those naming no resource). */
+  byResource: ReadonlyMap<string, LoadedPolicy[]>
+  /** Whether the set is only the generated grant policies (then decided natively, see `grants.ts`). */
+  generatedOnly: boolean
 }
 
 /**
- * Builds the broker's policy set: the policies generated from the grants (unless
- * `policies.replaceDefaults`) plus those of `policies.file`, validated against the schema
- * (strict mode), then preparsed in one bucket per registered resource. Throws
+ * Validates a policy set: the generated policies plus each source's, against the schema (strict
+ * mode), with unique ids, well-formed annotations, and every named resource registered. Throws
  * {@link ConfigError} naming every bad policy; nothing of a refused set is used.
  */
-export function loadPolicySet(config: Pick<Config, 'workloads' | 'resources' | 'policies'>, readFile: (path: string) => string = (p) => readFileSync(p, 'utf8')): PolicySet {
+export function compilePolicySet(generated: LoadedPolicy[], sources: PolicySource[], resourceUris: readonly string[]): PolicySet {
   ensureSchema()
-  const located: Located[] = []
-  if (!config.policies.replaceDefaults) for (const policy of generateGrantPolicies(config)) located.push({ policy, source: '(generated)', text: policy.text, start: 0 })
-  if (config.policies.file !== undefined) {
-    let text: string
-    try {
-      text = readFile(config.policies.file)
-    } catch (e) {
-      throw new ConfigError([`policies.file: cannot read ${config.policies.file}: ${(e as Error).message}`])
-    }
-    for (const l of parsePolicyFile(text, config.policies.file)) located.push(l)
-  }
+  const located: Located[] = generated.map((policy) => ({ policy, source: '(generated)', text: policy.text, start: 0 }))
+  for (const s of sources) located.push(...parsePolicyText(s.text, s.name, s.label))
 
   const issues: string[] = []
   const byId = new Map<string, Located>()
@@ -148,27 +160,28 @@ export function loadPolicySet(config: Pick<Config, 'workloads' | 'resources' | '
     else byId.set(l.policy.id, l)
     issues.push(...annotationProblems(l.policy))
   }
-  const resources = new Set(config.resources.map((r) => r.uri))
+  const resources = new Set(resourceUris)
   for (const l of located) {
     if (l.policy.resource !== undefined && !resources.has(l.policy.resource)) issues.push(`policy ${l.policy.id} (${l.source}): unknown resource ${l.policy.resource}`)
   }
   if (issues.length > 0) throw new ConfigError(issues)
 
-  const staticPolicies = Object.fromEntries([...byId].map(([id, l]) => [id, l.policy.text]))
-  const checked = validate({ schema: CEDAR_SCHEMA, policies: { staticPolicies }, validationSettings: { mode: 'strict' } })
-  if (checked.type !== 'success') throw new ConfigError(checked.errors.map((e) => `policies: ${describe(e)}`))
-  const problems = [...checked.validationErrors, ...checked.validationWarnings]
-  if (problems.length > 0) {
-    throw new ConfigError(
-      problems.map(({ policyId, error }) => {
-        const l = byId.get(policyId)
-        const loc = l && error.sourceLocations?.[0] ? `${l.source}:${position(l.text, Buffer.byteLength(l.text.slice(0, l.start)) + error.sourceLocations[0].start)}: ` : ''
-        return `policy ${policyId}: ${loc}${describe(error)}`
-      }),
-    )
+  if (byId.size > 0) {
+    const staticPolicies = Object.fromEntries([...byId].map(([id, l]) => [id, l.policy.text]))
+    const checked = validate({ schema: CEDAR_SCHEMA, policies: { staticPolicies }, validationSettings: { mode: 'strict' } })
+    if (checked.type !== 'success') throw new ConfigError(checked.errors.map((e) => `policies: ${describe(e)}`))
+    const problems = [...checked.validationErrors, ...checked.validationWarnings]
+    if (problems.length > 0) {
+      throw new ConfigError(
+        problems.map(({ policyId, error }) => {
+          const l = byId.get(policyId)
+          const loc = l && error.sourceLocations?.[0] ? `${l.source}:${position(l.text, Buffer.byteLength(l.text.slice(0, l.start)) + error.sourceLocations[0].start)}: ` : ''
+          return `policy ${policyId}: ${loc}${describe(error)}`
+        }),
+      )
+    }
   }
 
-  // One bucket per resource: the policies naming it, plus those naming no resource.
   const policies = new Map([...byId].map(([id, l]) => [id, l.policy]))
   const unscoped: LoadedPolicy[] = []
   const named = new Map<string, LoadedPolicy[]>()
@@ -177,83 +190,179 @@ export function loadPolicySet(config: Pick<Config, 'workloads' | 'resources' | '
     else if (named.has(p.resource)) named.get(p.resource)!.push(p)
     else named.set(p.resource, [p])
   }
+  const byResource = new Map([...resources].map((uri) => [uri, (named.get(uri) ?? []).concat(unscoped)]))
+  const hash = createHash('sha256')
+  for (const id of [...policies.keys()].sort()) hash.update(JSON.stringify([id, policies.get(id)!.text]))
+  return { version: `ps_${hash.digest('base64url').slice(0, 22)}`, policies, byResource, generatedOnly: sources.length === 0 }
+}
+
+/**
+ * The wasm instance keeps preparsed sets until the process ends (there is no delete; preparsing
+ * an id again replaces it). A prepared set therefore lives in a named slot: one per (slot, resource)
+ * pair, reused by every set prepared into that slot, so memory is bounded by the slots in use, not
+ * by how many sets were ever loaded.
+ */
+export interface PreparedSet {
+  set: PolicySet
+  buckets: ReadonlyMap<string, string>
+}
+
+const preparedContent = new Map<string, string>()
+
+/** Prepares `set` for evaluation in `slot` (a name unique to its user, e.g. `engine3:A`). Throws {@link ConfigError} if Cedar refuses. */
+export function prepare(set: PolicySet, slot: string): PreparedSet {
+  ensureSchema()
   const buckets = new Map<string, string>()
-  for (const uri of resources) {
-    const members = (named.get(uri) ?? []).concat(unscoped)
-    const set = Object.fromEntries(members.map((p) => [p.id, p.text]))
-    const id = `taskpass:${createHash('sha256').update(JSON.stringify(set)).digest('base64url')}`
-    if (!preparsed.has(id)) {
-      const r = preparsePolicySet(id, { staticPolicies: set })
+  for (const [uri, members] of set.byResource) {
+    const policies = Object.fromEntries(members.map((p) => [p.id, p.text]))
+    const content = createHash('sha256').update(JSON.stringify(policies)).digest('base64url')
+    const id = `taskpass:${slot}:${uri}`
+    if (preparedContent.get(id) !== content) {
+      const r = preparsePolicySet(id, { staticPolicies: policies })
       if (r.type !== 'success') throw new ConfigError(r.errors.map((e) => `policies (${uri}): ${describe(e)}`))
-      preparsed.add(id)
+      preparedContent.set(id, content)
     }
     buckets.set(uri, id)
   }
-  return { policies, buckets }
+  return { set, buckets }
 }
 
 const uid = (type: string, id: string) => ({ type: `Taskpass::${type}`, id })
 
+/** `::ffff:a.b.c.d` is the IPv4 peer of a dual-stack socket; a zone (`%eth0`) is not part of the address. */
+function normalizeAddress(address: string): string {
+  const plain = address.replace(/%.*$/, '')
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(plain)
+  return mapped ? mapped[1]! : plain
+}
+
+/** The Cedar `Workload` entity's attributes for an attestation (docs/policy.md). */
+function workloadAttrs(id: string, attestation: Attestation): Record<string, CedarValueJson> {
+  const { kubernetes: k8s, github: gh } = attestation
+  return {
+    id,
+    attestation_kind: attestation.kind,
+    attestation_issuer: attestation.issuer,
+    attestation_subject: attestation.subject,
+    ...(attestation.kind === 'spiffe' ? { spiffe_id: attestation.subject } : {}),
+    ...(k8s ? { kubernetes: { namespace: k8s.namespace, service_account: k8s.serviceAccount, ...(k8s.pod ? { pod: k8s.pod } : {}) } } : {}),
+    ...(gh
+      ? {
+          github: {
+            repository: gh.repository,
+            repository_owner: gh.repositoryOwner,
+            ...(gh.ref ? { ref: gh.ref } : {}),
+            ...(gh.environment ? { environment: gh.environment } : {}),
+            ...(gh.workflowRef ? { workflow_ref: gh.workflowRef } : {}),
+            ...(gh.event ? { event: gh.event } : {}),
+          },
+        }
+      : {}),
+  }
+}
+
+/** The request Cedar is asked: principal, action, resource, context and the entities they name. */
+function cedarRequest(principal: Principal, action: PolicyAction, resourceUri: string, resourceScopes: string[], ctx: PolicyContext, kindOf: (issuer: string) => AttestationKind) {
+  const { workload, task } = ctx
+  const user = uid('User', JSON.stringify([principal.issuer, principal.user]))
+  const workloadUid = uid('Workload', workload.id)
+  const attestation: Attestation = ctx.attestation ?? { kind: kindOf(workload.attestation.issuer), issuer: workload.attestation.issuer, subject: '' }
+  const attrs = workloadAttrs(workload.id, attestation)
+  if (ctx.attestation === undefined) delete attrs.attestation_subject
+  const here = task.resources.find((r) => r.resource === resourceUri)
+  const taskUid = uid('Task', task.id)
+  const toolUid = ctx.tool !== undefined ? uid('Tool', `${resourceUri}#${ctx.tool}`) : undefined
+  const entities: EntityJson[] = [
+    { uid: workloadUid, attrs, parents: [] },
+    { uid: uid('Resource', resourceUri), attrs: { uri: resourceUri, scopes: resourceScopes }, parents: [] },
+    { uid: user, attrs: { issuer: principal.issuer, subject: principal.user, ...(principal.sid !== undefined ? { session: principal.sid } : {}) }, parents: [] },
+    {
+      uid: taskUid,
+      attrs: {
+        id: task.id,
+        purpose: task.purpose,
+        resources: task.resources.map((r) => r.resource),
+        declared_scopes: task.resources.flatMap((r) => r.scopes.map((s) => `${r.resource} ${s}`)),
+        scopes: here?.scopes ?? [],
+        tools: here?.tools ?? [],
+        has_tool_list: here?.tools !== undefined,
+        owner: { __entity: user },
+        workload: { __entity: workloadUid },
+        created_at: task.createdAt,
+        expires_at: task.expiresAt,
+        age: Math.max(0, ctx.now - task.createdAt),
+        remaining: Math.max(0, task.expiresAt - ctx.now),
+        tokens_minted: task.tokensMinted,
+        approved: task.approved,
+      },
+      parents: [],
+    },
+    ...(toolUid ? [{ uid: toolUid, attrs: { name: ctx.tool!, resource: resourceUri }, parents: [uid('Resource', resourceUri)] }] : []),
+  ]
+  const context = {
+    user: { __entity: user },
+    task: { __entity: taskUid },
+    scopes: ctx.scopes,
+    dpop_bound: ctx.dpopBound,
+    now: ctx.now,
+    time: { __extn: { fn: 'datetime', arg: utcDatetime(ctx.now) } },
+    ...(ctx.ttl !== undefined ? { requested_ttl: ctx.ttl } : {}),
+    ...(ctx.sessionStartedAt !== undefined ? { session_age: Math.max(0, ctx.now - ctx.sessionStartedAt) } : {}),
+    ...(ctx.callerAddress !== undefined ? { caller_address: { __extn: { fn: 'ip', arg: normalizeAddress(ctx.callerAddress) } } } : {}),
+    ...(ctx.tool !== undefined ? { tool: ctx.tool } : {}),
+  }
+  return { principal: workloadUid, action: uid('Action', ACTIONS[action]), resource: toolUid ?? uid('Resource', resourceUri), context, entities }
+}
+
 /**
- * The broker's {@link Policy}: Cedar over the loaded set. A disabled workload is refused before
- * any policy runs. A deny names its reason: the deciding `forbid` policies (their `@error`, or
+ * A {@link Policy} that asks Cedar over a prepared set. A disabled workload is refused before any
+ * policy runs. A deny names its reason: the deciding `forbid` policies (their `@error`, or
  * `invalid_target`); with no forbid, `invalid_scope` when the same request without scopes would be
  * permitted (the scopes are beyond what policy grants), else `invalid_target`. A permit's
  * constraints come from the annotations of every permit that matched, the strictest winning.
+ * `kindOf` names the attestation kind of a workload issuer, for requests that carry no attestation.
  */
-export function createCedarPolicy(set: PolicySet): Policy {
+export function createCedarPolicy(prepared: PreparedSet, kindOf: (issuer: string) => AttestationKind): Policy {
+  const { set, buckets } = prepared
+  const { version } = set
+  const deny = (code: DenyCode, reason: string, policies: string[] = []): Decision => ({ allow: false, code, reason, version, policies })
   return {
+    version,
     decide(principal, action, resource, context) {
       const { workload } = context
-      if (!workload.enabled) return { allow: false, code: 'unauthorized_client', reason: `workload ${workload.id} is disabled` }
-      const bucket = set.buckets.get(resource.uri)
-      if (bucket === undefined) return { allow: false, code: 'invalid_target', reason: `workload ${workload.id} has no grant for ${resource.uri}` }
-      const user = uid('User', JSON.stringify([principal.issuer, principal.user]))
-      const entities: EntityJson[] = [
-        {
-          uid: uid('Workload', workload.id),
-          attrs: { id: workload.id, attestation_issuer: context.attestation?.issuer ?? workload.attestation.issuer, ...(context.attestation ? { attestation_subject: context.attestation.subject } : {}) },
-          parents: [],
-        },
-        { uid: uid('Resource', resource.uri), attrs: { uri: resource.uri, scopes: resource.scopes }, parents: [] },
-        { uid: user, attrs: { issuer: principal.issuer, subject: principal.user, ...(principal.sid !== undefined ? { session: principal.sid } : {}) }, parents: [] },
-      ]
-      const ask = (scopes: string[]) =>
-        statefulIsAuthorized({
-          principal: uid('Workload', workload.id),
-          action: uid('Action', ACTIONS[action]),
-          resource: uid('Resource', resource.uri),
-          context: { user: { __entity: user }, scopes, dpop_bound: context.dpopBound, now: context.now, time: utcDatetime(context.now), ...(context.ttl !== undefined ? { requested_ttl: context.ttl } : {}) },
-          entities,
-          preparsedPolicySetId: bucket,
-          preparsedSchemaName: SCHEMA_NAME,
-          validateRequest: true,
-        })
+      if (!workload.enabled) return deny('unauthorized_client', `workload ${workload.id} is disabled`)
+      const bucket = buckets.get(resource.uri)
+      if (bucket === undefined) return deny('invalid_target', `workload ${workload.id} has no grant for ${resource.uri}`)
+      const ask = (scopes: string[]) => {
+        const request = cedarRequest(principal, action, resource.uri, resource.scopes, { ...context, scopes }, kindOf)
+        return statefulIsAuthorized({ ...request, preparsedPolicySetId: bucket, preparsedSchemaName: SCHEMA_NAME, validateRequest: true })
+      }
 
       const answer = ask(context.scopes)
       // Fail closed: a request Cedar cannot evaluate is a deny.
-      if (answer.type !== 'success') return { allow: false, code: 'invalid_target', reason: `policy evaluation failed: ${answer.errors.map(describe).join('; ')}` }
+      if (answer.type !== 'success') return deny('invalid_target', `policy evaluation failed: ${answer.errors.map(describe).join('; ')}`)
       const { decision, diagnostics } = answer.response
       // A forbid that errored is counted as a forbid (Cedar itself would skip it).
       const failedForbid = diagnostics.errors.find((e) => set.policies.get(e.policyId)?.effect === 'forbid')
-      if (failedForbid) return { allow: false, code: denyCode([failedForbid.policyId], set), reason: `policy ${failedForbid.policyId} failed to evaluate (counted as a forbid): ${failedForbid.error.message}` }
+      if (failedForbid) return deny(denyCode([failedForbid.policyId], set), `policy ${failedForbid.policyId} failed to evaluate (counted as a forbid): ${failedForbid.error.message}`, [failedForbid.policyId])
       const ids = [...diagnostics.reason].sort()
-      if (decision === 'allow') return { allow: true, reason: `permitted by policy ${ids.join(', ')}`, constraints: constraintsOf(ids, set, action) }
-      if (ids.length > 0) return { allow: false, code: denyCode(ids, set), reason: `forbidden by policy ${ids.join(', ')}` }
-      if (context.scopes.length > 0) {
+      if (decision === 'allow') return { allow: true, reason: `permitted by policy ${ids.join(', ')}`, constraints: constraintsOf(ids, set, action), version, policies: ids }
+      if (ids.length > 0) return deny(denyCode(ids, set), `forbidden by policy ${ids.join(', ')}`, ids)
+      if (context.scopes.length > 0 && action !== 'tool.call') {
         const unscoped = ask([])
         if (unscoped.type === 'success' && unscoped.response.decision === 'allow') {
           const grant = allowedScopes(workload, resource)
           const beyond = context.scopes.filter((s) => !grant.includes(s))
-          return { allow: false, code: 'invalid_scope', reason: beyond.length > 0 ? `scope beyond the workload's grant: ${beyond.join(' ')}` : `scope not permitted by policy: ${context.scopes.join(' ')}` }
+          return deny('invalid_scope', beyond.length > 0 ? `scope beyond the workload's grant: ${beyond.join(' ')}` : `scope not permitted by policy: ${context.scopes.join(' ')}`)
         }
       }
-      return { allow: false, code: 'invalid_target', reason: `workload ${workload.id} has no grant for ${resource.uri}` }
+      if (action === 'tool.call') return deny('invalid_target', `no policy permits ${workload.id} to call ${context.tool} on ${resource.uri}`)
+      return deny('invalid_target', `workload ${workload.id} has no grant for ${resource.uri}`)
     },
   }
 }
 
-/** A Cedar `datetime` literal (UTC, whole seconds) for epoch seconds; the schema types the plain string. */
+/** A Cedar `datetime` literal (UTC, whole seconds) for epoch seconds. */
 function utcDatetime(epochSeconds: number): string {
   return new Date(epochSeconds * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z')
 }
@@ -276,15 +385,4 @@ function constraintsOf(ids: string[], set: PolicySet, action: PolicyAction): Con
     dpopRequired: annotations.some((a) => a.dpop_required === 'true'),
     approvalRequired: action === 'task.open' && annotations.some((a) => a.approval_required === 'true'),
   }
-}
-
-/**
- * Loads (generates, validates, preparses) the set for a configuration and returns the policy over
- * it: what the broker does at start. With no deployment policies the set is only the generated
- * grants, decided natively by {@link createGrantPolicy} (the same decisions, proven by test);
- * with a policy file every decision is Cedar's.
- */
-export function createBrokerPolicy(config: Pick<Config, 'workloads' | 'resources' | 'policies'>): Policy {
-  const set = loadPolicySet(config)
-  return config.policies.file === undefined ? createGrantPolicy() : createCedarPolicy(set)
 }

@@ -1,4 +1,5 @@
 import type { ResourceConfig, WorkloadConfig } from '../config.js'
+import type { Attestation } from '../exchange/attestation/kinds.js'
 
 /**
  * The one place access decisions are made: `decide(principal, action, resource, context)`.
@@ -6,23 +7,52 @@ import type { ResourceConfig, WorkloadConfig } from '../config.js'
  * the configuration's grants are a generated default policy set, a deployment may add its own.
  * Pure: no I/O, no clock reads (time is in `context`).
  */
-export type PolicyAction = 'task.open' | 'token.exchange'
+export type PolicyAction = 'task.open' | 'token.exchange' | 'tool.call'
 
+/** The user a workload acts for. */
 export interface Principal {
   user: string
   issuer: string
   sid: string | undefined
 }
 
+/** One resource of a task's declared intent. `tools`: the MCP tools it will call there (absent: any the policy allows). */
+export interface TaskResource {
+  resource: string
+  scopes: string[]
+  tools?: string[]
+}
+
+/** A task as policy sees it: its declared intent and its state at the moment of the decision. */
+export interface TaskFacts {
+  id: string
+  purpose: string
+  resources: TaskResource[]
+  createdAt: number
+  expiresAt: number
+  tokensMinted: number
+  /** Whether the task went through (and passed) a human approval. */
+  approved: boolean
+}
+
 export interface PolicyContext {
   workload: WorkloadConfig
+  /** At `task.open`/`token.exchange`: the scopes asked for; at `tool.call`: the token's scopes. */
   scopes: string[]
   dpopBound: boolean
   now: number
   /** The lifetime the caller asked for, seconds; absent when it asked none. */
   ttl?: number | undefined
   /** The attestation the workload proved itself with, when known. */
-  attestation?: { issuer: string; subject: string } | undefined
+  attestation?: Attestation | undefined
+  /** The task: at `task.open`, the one being opened (age 0, nothing minted). */
+  task: TaskFacts
+  /** When the user's session started (`auth_time`, else the session token's `iat`), when a session token is part of the request. */
+  sessionStartedAt?: number | undefined
+  /** The network address of the caller (the TCP peer), when the request came over the network. */
+  callerAddress?: string | undefined
+  /** At `tool.call`: the tool's name. */
+  tool?: string | undefined
 }
 
 export interface Constraints {
@@ -33,11 +63,20 @@ export interface Constraints {
   approvalRequired: boolean
 }
 
-export type Decision =
-  | { allow: true; reason: string; constraints: Constraints }
-  | { allow: false; reason: string; code: 'invalid_target' | 'invalid_scope' | 'unauthorized_client' }
+export type DenyCode = 'invalid_target' | 'invalid_scope' | 'unauthorized_client'
+
+/** Every decision names the policy set version that made it and the policies that determined it (empty for a default deny). */
+interface Decided {
+  reason: string
+  version: string
+  policies: string[]
+}
+
+export type Decision = (Decided & { allow: true; constraints: Constraints }) | (Decided & { allow: false; code: DenyCode })
 
 export interface Policy {
+  /** The version id of the policy set in force (what audit rows record). */
+  readonly version: string
   decide(principal: Principal, action: PolicyAction, resource: ResourceConfig, context: PolicyContext): Decision
 }
 
@@ -45,4 +84,9 @@ export interface Policy {
 export function allowedScopes(workload: WorkloadConfig, resource: ResourceConfig): string[] {
   const grant = workload.grants.find((g) => g.resource === resource.uri)
   return grant ? grant.scopes.filter((s) => resource.scopes.includes(s)) : []
+}
+
+/** The audit fields of a decision: the set version and the deciding policies. */
+export function auditedDecision(d: Pick<Decided, 'version' | 'policies'>): { policyVersion: string; policies: string | null } {
+  return { policyVersion: d.version, policies: d.policies.length > 0 ? d.policies.join(' ') : null }
 }

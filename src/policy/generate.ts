@@ -27,8 +27,8 @@ export function grantPolicyId(workloadId: string, resourceUri: string): string {
 }
 
 /**
- * The policy for one grant: the workload may open tasks for and exchange tokens to the resource
- * with any subset of the grant's scopes the resource knows. Its annotations carry the
+ * The policy for one grant: the workload may open tasks for, exchange tokens to and call the tools
+ * of the resource with any subset of the grant's scopes the resource knows. Its annotations carry the
  * configuration's constraints: the shorter of the resource's and the workload's `maxTtl`, DPoP
  * when either requires it, approval when the resource requires it.
  */
@@ -43,8 +43,8 @@ export function grantPolicy(workload: WorkloadConfig, resource: ResourceConfig, 
     ...Object.entries(annotations).map(([k, v]) => `@${k}(${cedarString(v)})`),
     `permit (`,
     `  principal == Taskpass::Workload::${cedarString(workload.id)},`,
-    `  action in [Taskpass::Action::"open_task", Taskpass::Action::"exchange"],`,
-    `  resource == Taskpass::Resource::${cedarString(resource.uri)}`,
+    `  action in [Taskpass::Action::"open_task", Taskpass::Action::"exchange", Taskpass::Action::"call_tool"],`,
+    `  resource in Taskpass::Resource::${cedarString(resource.uri)}`,
     `) when { [${allowed.map(cedarString).join(', ')}].containsAll(context.scopes) };`,
   ].join('\n')
   return { id: grantPolicyId(workload.id, resource.uri), text, effect: 'permit', resource: resource.uri, annotations }

@@ -9,20 +9,27 @@ import { grantPolicyId } from './generate.js'
  * against Cedar on the generated set — without a Cedar call per decision, which costs a few
  * hundred microseconds (entity marshalling) on the exchange's hot path. The generated set is still
  * built, validated against the schema and preparsed at start, so what is evaluated is checked.
+ * `version` is the generated set's version id.
  */
-export function createGrantPolicy(): Policy {
+export function createGrantPolicy(version: string): Policy {
   return {
-    decide(_principal, action, resource: ResourceConfig, { workload, scopes }): Decision {
-      if (!workload.enabled) return { allow: false, code: 'unauthorized_client', reason: `workload ${workload.id} is disabled` }
+    version,
+    decide(_principal, action, resource: ResourceConfig, { workload, scopes, tool }): Decision {
+      const deny = (code: 'invalid_target' | 'invalid_scope' | 'unauthorized_client', reason: string): Decision => ({ allow: false, code, reason, version, policies: [] })
+      if (!workload.enabled) return deny('unauthorized_client', `workload ${workload.id} is disabled`)
       const grant = workload.grants.find((g) => g.resource === resource.uri)
-      if (!grant) return { allow: false, code: 'invalid_target', reason: `workload ${workload.id} has no grant for ${resource.uri}` }
-      const granted = allowedScopes(workload, resource)
+      const granted = grant ? allowedScopes(workload, resource) : []
       const beyond = scopes.filter((s) => !granted.includes(s))
-      if (beyond.length > 0) return { allow: false, code: 'invalid_scope', reason: `scope beyond the workload's grant: ${beyond.join(' ')}` }
+      if (action === 'tool.call' && (!grant || beyond.length > 0)) return deny('invalid_target', `no policy permits ${workload.id} to call ${tool} on ${resource.uri}`)
+      if (!grant) return deny('invalid_target', `workload ${workload.id} has no grant for ${resource.uri}`)
+      if (beyond.length > 0) return deny('invalid_scope', `scope beyond the workload's grant: ${beyond.join(' ')}`)
       const ttls = [resource.maxTtl, workload.maxTtl].filter((t): t is number => t !== undefined)
+      const id = grantPolicyId(workload.id, resource.uri)
       return {
         allow: true,
-        reason: `permitted by policy ${grantPolicyId(workload.id, resource.uri)}`,
+        reason: `permitted by policy ${id}`,
+        version,
+        policies: [id],
         constraints: {
           maxTtl: ttls.length ? Math.min(...ttls) : undefined,
           dpopRequired: resource.requireDpop || workload.requireDpop,

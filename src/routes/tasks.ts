@@ -6,11 +6,25 @@ import { invalidRequest, invalidToken } from '../errors.js'
 import { userCaller, workloadCaller } from '../http/callers.js'
 import { parseJson } from '../http/form.js'
 import { noStore } from '../http/middleware.js'
+import { remoteAddress } from '../http/rate-limit.js'
 import { auditTaskOpenDenied, endTask, getTaskFor, openTask, viewTask, type Caller } from '../tasks/lifecycle.js'
+
+/** An MCP tool name (MCP spec: 1–128 characters, ASCII letters, digits, `_`, `-`, `.`). */
+export const TOOL_NAME = /^[A-Za-z0-9_.-]{1,128}$/
 
 const openTaskBody = z.strictObject({
   purpose: z.string().min(1).max(500),
-  resources: z.array(z.strictObject({ resource: z.string().min(1).max(2048), scopes: z.array(z.string().min(1).max(128)).max(64).default([]) })).min(1).max(16),
+  resources: z
+    .array(
+      z.strictObject({
+        resource: z.string().min(1).max(2048),
+        scopes: z.array(z.string().min(1).max(128)).max(64).default([]),
+        // MCP tool names: 1–128 of A–Z a–z 0–9 _ - . (exact names; the task may call only these there).
+        tools: z.array(z.string().regex(TOOL_NAME, 'must be an MCP tool name (1–128 of A–Z a–z 0–9 _ - .)')).max(64).optional(),
+      }),
+    )
+    .min(1)
+    .max(16),
   ttl: z.number().int().positive().optional(),
 })
 
@@ -57,7 +71,7 @@ export function taskRoutes(deps: Deps) {
         auditTaskOpenDenied(deps, e, user.subject, workload.actor)
         throw e
       }
-      const task = openTask(deps, user.subject, workload.actor, parsed.data, proof?.jkt)
+      const task = openTask(deps, user.subject, workload.actor, parsed.data, proof?.jkt, { callerAddress: remoteAddress(c) })
       return c.json(task, 201, { Location: `/tasks/${task.task_id}`, ...(proof ? deps.dpop.successHeaders() : {}) })
     })
     .get('/tasks', async (c) => {

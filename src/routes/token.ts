@@ -4,6 +4,7 @@ import { invalidRequest, OAuthError } from '../errors.js'
 import { exchangeToken, MULTI_VALUED, TOKEN_EXCHANGE_GRANT, type ExchangeResponse, type GrantRequest } from '../exchange/token-exchange.js'
 import { parseForm, type FormParams } from '../http/form.js'
 import { noStore } from '../http/middleware.js'
+import { remoteAddress } from '../http/rate-limit.js'
 
 /** One handler per grant type, registered by its URN. */
 const grants: Record<string, (deps: Deps, form: FormParams, request: GrantRequest) => Promise<ExchangeResponse>> = {
@@ -18,7 +19,7 @@ export function tokenRoutes(deps: Deps) {
     if (!grantType) throw invalidRequest('"grant_type" is required')
     const grant = grants[grantType]
     if (!grant) throw new OAuthError('unsupported_grant_type', 400, 'grant_type is not supported')
-    const response = await grant(deps, form, { dpop: c.req.header('dpop') })
+    const response = await grant(deps, form, { dpop: c.req.header('dpop'), callerAddress: remoteAddress(c) })
     // RFC 9449 §8: with nonces on, a DPoP response carries the next nonce to use.
     return c.json(response, 200, response.token_type === 'DPoP' ? deps.dpop.successHeaders() : {})
   })

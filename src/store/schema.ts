@@ -20,6 +20,10 @@ export const tasks = sqliteTable(
     expiresAt: integer('expires_at').notNull(),
     endedAt: integer('ended_at'),
     endReason: text('end_reason'),
+    /** Tokens minted for the task so far (policies read it as `context.task.tokens_minted`). */
+    tokensMinted: integer('tokens_minted').notNull().default(0),
+    /** While `pending_approval`: when the approval request lapses (the task then ends as expired). */
+    approvalExpiresAt: integer('approval_expires_at'),
   },
   (t) => [index('tasks_user_idx').on(t.userSub, t.createdAt), index('tasks_workload_idx').on(t.workloadId), index('tasks_expires_idx').on(t.expiresAt)],
 )
@@ -41,6 +45,8 @@ export const tokens = sqliteTable(
     cnfJkt: text('cnf_jkt'),
     /** The signing key's `kid`: revoking a compromised key revokes every token it signed. */
     kid: text('kid'),
+    /** JSON: the attestation the workload proved itself with for this token (policy reads it at `call_tool`). */
+    attestation: text('attestation'),
   },
   (t) => [index('tokens_task_idx').on(t.taskId), index('tokens_exp_idx').on(t.exp)],
 )
@@ -78,6 +84,9 @@ export const auditEvents = sqliteTable(
     taskId: text('task_id'),
     jti: text('jti'),
     resource: text('resource'),
+    /** For a policy decision: the version of the policy set that decided it, and the deciding policy ids (space-separated). */
+    policyVersion: text('policy_version'),
+    policies: text('policies'),
   },
   (t) => [index('audit_at_idx').on(t.at), index('audit_task_idx').on(t.taskId)],
 )
@@ -122,4 +131,15 @@ export const revokedSessions = sqliteTable(
 export const brokerMeta = sqliteTable('broker_meta', {
   name: text('name').primaryKey(),
   value: text('value').notNull(),
+})
+
+/** Policy sets loaded through the admin API, newest last: the newest is in force (with the file's and the generated ones). */
+export const policySets = sqliteTable('policy_sets', {
+  id: integer('id').primaryKey({ autoIncrement: true }),
+  /** The version id of the whole set in force once this was loaded (what audit rows name). */
+  version: text('version').notNull(),
+  /** The Cedar text loaded (may be empty: the admin policies were cleared). */
+  text: text('text').notNull(),
+  loadedAt: integer('loaded_at').notNull(),
+  loadedBy: text('loaded_by').notNull(),
 })

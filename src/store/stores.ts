@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { and, asc, desc, eq, gt, inArray, isNull, lt, lte, sql } from 'drizzle-orm'
 import type { Database_ } from './db.js'
-import { auditEvents, brokerMeta, revocationEvents, revokedSessions, tasks, tokens } from './schema.js'
+import { auditEvents, brokerMeta, policySets, revocationEvents, revokedSessions, tasks, tokens } from './schema.js'
 
 export type TaskRow = typeof tasks.$inferSelect
 export type TokenRow = typeof tokens.$inferSelect
@@ -12,6 +12,7 @@ export type NewRevocationEvent = Pick<RevocationEventRow, 'at' | 'kind' | 'relev
   audiences: readonly string[]
 }
 export type TaskStatus = TaskRow['status']
+export type PolicySetRow = typeof policySets.$inferSelect
 
 /** `broker_meta` name of the revocation feed's epoch. */
 const FEED_EPOCH = 'revocation_feed_epoch'
@@ -60,6 +61,7 @@ export interface Stores {
   }
   tokens: {
     get(jti: string): TokenRow | undefined
+    /** Records an issued token and counts it on its task (`tokens_minted`). */
     insert(row: TokenRow): void
     revoke(jti: string, at: number): boolean
     revokeByTask(taskId: string, at: number): number
@@ -81,6 +83,11 @@ export interface Stores {
     /** Deletes rows recorded before `before` (strictly older): the audit retention. */
     pruneBefore(before: number): number
     list(opts: { afterId?: number; limit: number }): (typeof auditEvents.$inferSelect)[]
+  }
+  policySets: {
+    /** The admin policies in force: the newest row. */
+    latest(): PolicySetRow | undefined
+    insert(row: Omit<PolicySetRow, 'id'>): void
   }
   revocations: {
     /** Appends an event; subscribers are told once the surrounding transaction has committed. */
@@ -120,7 +127,7 @@ export interface Stores {
  * (a resource URI, an untrusted `iss`): cut, they still say what happened, and no request can
  * make a row cost more than a few kilobytes.
  */
-export const AUDIT_FIELD_LIMITS = { action: 64, reason: 1024, error: 64, userSub: 512, workloadId: 2048, taskId: 64, jti: 64, resource: 2048 } as const
+export const AUDIT_FIELD_LIMITS = { action: 64, reason: 1024, error: 64, userSub: 512, workloadId: 2048, taskId: 64, jti: 64, resource: 2048, policyVersion: 64, policies: 2048 } as const
 
 function bound(value: string | null | undefined, max: number): string | null | undefined {
   return typeof value === 'string' && value.length > max ? `${value.slice(0, max - 1)}…` : value
@@ -143,7 +150,9 @@ export function createStores(database: Database_): Stores {
   const insertTask = db.insert(tasks).values({
     id: p('id'), userSub: p('userSub'), subjectIssuer: p('subjectIssuer'), sid: p('sid'), workloadId: p('workloadId'), purpose: p('purpose'),
     resources: p('resources'), status: p('status'), dpopJkt: p('dpopJkt'), createdAt: p('createdAt'), expiresAt: p('expiresAt'), endedAt: p('endedAt'), endReason: p('endReason'),
+    tokensMinted: p('tokensMinted'), approvalExpiresAt: p('approvalExpiresAt'),
   }).prepare()
+  const countMinted = db.update(tasks).set({ tokensMinted: sql`${tasks.tokensMinted} + 1` }).where(eq(tasks.id, p('id'))).prepare()
   const openBySession = db
     .select()
     .from(tasks)
@@ -172,7 +181,7 @@ export function createStores(database: Database_): Stores {
   const getToken = db.select().from(tokens).where(eq(tokens.jti, p('jti'))).prepare()
   const insertToken = db.insert(tokens).values({
     jti: p('jti'), taskId: p('taskId'), sub: p('sub'), workloadId: p('workloadId'), aud: p('aud'), scope: p('scope'),
-    iat: p('iat'), exp: p('exp'), status: p('status'), revokedAt: p('revokedAt'), cnfJkt: p('cnfJkt'), kid: p('kid'),
+    iat: p('iat'), exp: p('exp'), status: p('status'), revokedAt: p('revokedAt'), cnfJkt: p('cnfJkt'), kid: p('kid'), attestation: p('attestation'),
   }).prepare()
   const revokeToken = db.update(tokens).set({ status: 'revoked', revokedAt: sql`${p('at')}` }).where(and(eq(tokens.jti, p('jti')), eq(tokens.status, 'active'))).prepare()
   const revokeTaskTokens = db.update(tokens).set({ status: 'revoked', revokedAt: sql`${p('at')}` }).where(and(eq(tokens.taskId, p('taskId')), eq(tokens.status, 'active'))).prepare()
@@ -196,7 +205,10 @@ export function createStores(database: Database_): Stores {
   const insertAudit = db.insert(auditEvents).values({
     at: p('at'), action: p('action'), decision: p('decision'), reason: p('reason'), error: p('error'), userSub: p('userSub'),
     workloadId: p('workloadId'), taskId: p('taskId'), jti: p('jti'), resource: p('resource'),
+    policyVersion: p('policyVersion'), policies: p('policies'),
   }).prepare()
+  const latestPolicySet = db.select().from(policySets).orderBy(desc(policySets.id)).limit(1).prepare()
+  const insertPolicySet = db.insert(policySets).values({ version: p('version'), text: p('text'), loadedAt: p('loadedAt'), loadedBy: p('loadedBy') }).prepare()
   const pruneAudit = db.delete(auditEvents).where(lt(auditEvents.at, p('before'))).prepare()
   const listAudit = db.select().from(auditEvents).where(gt(auditEvents.id, p('afterId'))).orderBy(asc(auditEvents.id)).limit(p('limit')).prepare()
 
@@ -326,7 +338,10 @@ export function createStores(database: Database_): Stores {
     },
     tokens: {
       get: (jti) => getToken.get({ jti }),
-      insert: (row) => void insertToken.run(row),
+      insert: (row) => {
+        insertToken.run(row)
+        countMinted.run({ id: row.taskId })
+      },
       revoke: (jti, at) => revokeToken.run({ jti, at }).changes === 1,
       revokeByTask: (taskId, at) => revokeTaskTokens.run({ taskId, at }).changes,
       maxExpOfTask: (taskId) => maxExp.get({ taskId })?.exp ?? undefined,
@@ -339,10 +354,14 @@ export function createStores(database: Database_): Stores {
       revokeWithoutKid: (at) => revokeNoKidTokens.all({ at }),
       pruneExpired: (before) => pruneTokens.run({ before }).changes,
     },
+    policySets: {
+      latest: () => latestPolicySet.get(),
+      insert: (row) => void insertPolicySet.run(row),
+    },
     audit: {
       insert: (row) =>
         void insertAudit.run({
-          error: null, userSub: null, workloadId: null, taskId: null, jti: null, resource: null, ...boundAuditFields(row),
+          error: null, userSub: null, workloadId: null, taskId: null, jti: null, resource: null, policyVersion: null, policies: null, ...boundAuditFields(row),
         }),
       pruneBefore: (before) => pruneAudit.run({ before }).changes,
       list: ({ afterId = 0, limit }) => listAudit.all({ afterId, limit }),

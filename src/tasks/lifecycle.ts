@@ -6,13 +6,10 @@ import { checkMayAct } from '../exchange/may-act.js'
 import { brokerSubject, type Subject } from '../exchange/subject-token.js'
 import type { SubjectId } from '../revocations/feed.js'
 import { uuidv7 } from '../ids.js'
-import { allowedScopes, type Policy } from '../policy/decide.js'
+import { allowedScopes, auditedDecision, type Decision, type Policy, type TaskFacts, type TaskResource } from '../policy/decide.js'
 import type { Stores, TaskRow } from '../store/stores.js'
 
-export interface TaskResource {
-  resource: string
-  scopes: string[]
-}
+export type { TaskResource }
 
 /** What the tasks module needs: a narrow slice of the broker's dependencies. */
 export interface TaskDeps {
@@ -84,57 +81,99 @@ export interface TaskRequest {
   ttl?: number | undefined
 }
 
+/** The task as policy sees it (`context.task`), at `now`. */
+export function taskFacts(row: TaskRow): TaskFacts {
+  return {
+    id: row.id,
+    purpose: row.purpose,
+    resources: taskResources(row),
+    createdAt: row.createdAt,
+    expiresAt: row.expiresAt,
+    tokensMinted: row.tokensMinted,
+    approved: row.approvalExpiresAt !== null && row.status === 'active',
+  }
+}
+
+/** Where a request came from, for policy: the TCP peer's address, when known. */
+export interface RequestFacts {
+  callerAddress?: string | undefined
+}
+
 /**
  * Decides whether a task may be opened and builds its row, without writing anything:
  * the policy runs for every resource, and the outcome is `active` or `pending_approval`.
  * `dpopJkt` is the thumbprint of the verified DPoP proof that came with the request: the task is
  * bound to that key, and every token of it must be too.
  */
-export function planTask(deps: TaskDeps, subject: Subject, actor: Actor, req: TaskRequest, dpopJkt?: string): { row: TaskRow; reason: string } {
+export function planTask(deps: TaskDeps, subject: Subject, actor: Actor, req: TaskRequest, dpopJkt?: string, request: RequestFacts = {}): { row: TaskRow; reason: string; decidedBy: ReturnType<typeof auditedDecision> } {
   const now = deps.clock.now()
   if (req.resources.length === 0) throw invalidTarget('a task needs at least one resource')
   const seen = new Set<string>()
-  let approvalRequired = false
-  const reasons: string[] = []
-  const resources = req.resources.map(({ resource: uri, scopes }) => {
+  const declared = req.resources.map(({ resource: uri, scopes, tools }) => {
     if (seen.has(uri)) throw invalidRequest(`resource ${uri} is listed twice`)
     seen.add(uri)
     const resource = findResource(deps.config, uri)
     if (!resource) throw invalidTarget('resource is not registered', `unknown resource ${uri}`)
     const wanted = scopes.length > 0 ? [...new Set(scopes)] : allowedScopes(actor.workload, resource)
+    return { resource, declared: { resource: uri, scopes: wanted, ...(tools !== undefined ? { tools: [...new Set(tools)] } : {}) } as TaskResource }
+  })
+  const ttl = Math.min(req.ttl ?? deps.config.tasks.defaultTtl, deps.config.tasks.maxTtl)
+  const id = uuidv7(deps.clock)
+  // The policy sees the task being opened: its purpose and its whole declared intent.
+  const task: TaskFacts = { id, purpose: req.purpose, resources: declared.map((d) => d.declared), createdAt: now, expiresAt: now + ttl, tokensMinted: 0, approved: false }
+  let approvalRequired = false
+  const reasons: string[] = []
+  const policies = new Set<string>()
+  for (const { resource, declared: d } of declared) {
     const decision = deps.policy.decide({ user: subject.user, issuer: subject.issuer, sid: subject.sid }, 'task.open', resource, {
       workload: actor.workload,
-      scopes: wanted,
+      scopes: d.scopes,
       dpopBound: dpopJkt !== undefined,
       now,
       ttl: req.ttl,
-      attestation: { issuer: actor.attestationIssuer, subject: actor.attestationSubject },
+      attestation: actor.attestation,
+      task,
+      sessionStartedAt: subject.startedAt,
+      callerAddress: request.callerAddress,
     })
-    if (!decision.allow) throw new OAuthError(decision.code, 400, decisionDescription(decision.code), decision.reason)
-    if (wanted.length === 0) throw invalidScope('no scope would be granted', `no allowed scopes for ${uri}`)
+    if (!decision.allow) throw policyRefusal(decision)
+    for (const p of decision.policies) policies.add(p)
+    if (d.scopes.length === 0) throw decided(invalidScope('no scope would be granted', `no allowed scopes for ${d.resource}`), decision)
     // A task for a resource or workload that requires DPoP is opened bound to a key, or not at all.
-    if (decision.constraints.dpopRequired && dpopJkt === undefined) throw invalidDpopProof('a DPoP proof is required', `DPoP is required for ${actor.workload.id} on ${uri}`)
+    if (decision.constraints.dpopRequired && dpopJkt === undefined) throw decided(invalidDpopProof('a DPoP proof is required', `DPoP is required for ${actor.workload.id} on ${d.resource}`), decision)
     approvalRequired ||= decision.constraints.approvalRequired
     reasons.push(decision.reason)
-    return { resource: uri, scopes: wanted }
-  })
-  const ttl = Math.min(req.ttl ?? deps.config.tasks.defaultTtl, deps.config.tasks.maxTtl)
+  }
   const row: TaskRow = {
-    id: uuidv7(deps.clock),
+    id,
     userSub: subject.user,
     subjectIssuer: subject.issuer,
     sid: subject.sid ?? null,
     workloadId: actor.workload.id,
     purpose: req.purpose,
-    resources: JSON.stringify(resources),
+    resources: JSON.stringify(task.resources),
     status: approvalRequired ? 'pending_approval' : 'active',
     dpopJkt: dpopJkt ?? null,
     createdAt: now,
     expiresAt: now + ttl,
     endedAt: null,
     endReason: null,
+    tokensMinted: 0,
+    approvalExpiresAt: null,
   }
-  return { row, reason: reasons.join('; ') + (approvalRequired ? '; approval required' : '') }
+  const decidedBy = { policyVersion: deps.policy.version, policies: policies.size > 0 ? [...policies].sort().join(' ') : null }
+  return { row, reason: reasons.join('; ') + (approvalRequired ? '; approval required' : ''), decidedBy }
+}
+
+/** Marks an error as following from a policy decision: its audit row names the set version and policies. */
+export function decided<E extends OAuthError>(e: E, decision: Decision): E {
+  e.decidedBy = auditedDecision(decision)
+  return e
+}
+
+/** The client's error for a policy deny, carrying the decision for the audit row. */
+export function policyRefusal(decision: Extract<Decision, { allow: false }>): OAuthError {
+  return decided(new OAuthError(decision.code, 400, decisionDescription(decision.code), decision.reason), decision)
 }
 
 export function decisionDescription(code: 'invalid_target' | 'invalid_scope' | 'unauthorized_client'): string {
@@ -152,22 +191,22 @@ export function decisionDescription(code: 'invalid_target' | 'invalid_scope' | '
  * Opens a task (POST /tasks): plan, then one durable write of the task and its audit row.
  * A refusal is audited too (every decision, allow or deny), and writes nothing else.
  */
-export function openTask(deps: TaskDeps, subject: Subject, actor: Actor, req: TaskRequest, dpopJkt?: string): TaskView {
+export function openTask(deps: TaskDeps, subject: Subject, actor: Actor, req: TaskRequest, dpopJkt?: string, request: RequestFacts = {}): TaskView {
   let planned: ReturnType<typeof planTask>
   try {
     // Within the clock skew a just-expired session still verifies; it cannot open anything.
     if (subject.exp <= deps.clock.now()) throw invalidRequest('subject_token is expired', 'subject_token expired (within clock skew)')
     checkMayAct(subject, actor)
-    planned = planTask(deps, subject, actor, req, dpopJkt)
+    planned = planTask(deps, subject, actor, req, dpopJkt, request)
   } catch (e) {
     auditTaskOpenDenied(deps, e, subject, actor)
     throw e
   }
-  const { row, reason } = planned
+  const { row, reason, decidedBy } = planned
   const binding = row.dpopJkt ? `; DPoP-bound to ${row.dpopJkt}` : ''
   deps.stores.durably(() => {
     deps.stores.tasks.insert(row)
-    deps.stores.audit.insert({ at: row.createdAt, action: 'task.open', decision: 'allow', reason: `${row.status}: ${reason}${binding}`, userSub: subject.sub, workloadId: row.workloadId, taskId: row.id })
+    deps.stores.audit.insert({ at: row.createdAt, action: 'task.open', decision: 'allow', reason: `${row.status}: ${reason}${binding}`, userSub: subject.sub, workloadId: row.workloadId, taskId: row.id, ...decidedBy })
   })
   return viewTask(row, deps.clock.now())
 }
@@ -175,7 +214,7 @@ export function openTask(deps: TaskDeps, subject: Subject, actor: Actor, req: Ta
 /** Writes the audit row of a refused task opening by an authenticated workload (an {@link OAuthError}; anything else is not a decision); `subject` when the session verified. */
 export function auditTaskOpenDenied(deps: Pick<TaskDeps, 'stores' | 'clock'>, e: unknown, subject: Subject | undefined, actor: Actor): void {
   if (!(e instanceof OAuthError)) return
-  deps.stores.audit.insert({ at: deps.clock.now(), action: 'task.open', decision: 'deny', reason: e.detail, error: e.code, userSub: subject?.sub ?? null, workloadId: actor.workload.id })
+  deps.stores.audit.insert({ at: deps.clock.now(), action: 'task.open', decision: 'deny', reason: e.detail, error: e.code, userSub: subject?.sub ?? null, workloadId: actor.workload.id, ...e.decidedBy })
 }
 
 /** Whether the caller owns (user), runs (workload) or administers the task. */

@@ -102,3 +102,36 @@ export function hasSoleAudience(payload: JWTPayload, audience: string): boolean 
   const aud = payload.aud
   return aud === audience || (Array.isArray(aud) && aud.length === 1 && aud[0] === audience)
 }
+
+/**
+ * What an attestation proved, as policy sees it (the Cedar `Workload` entity, docs/policy.md):
+ * the issuer and subject every kind has, and the platform facts of the kinds that carry them.
+ * Only claims the kind's checks above have validated are read.
+ */
+export interface Attestation {
+  kind: AttestationKind
+  /** `spiffe://<trust domain>` or the token's `iss`. */
+  issuer: string
+  /** The attested subject: the SPIFFE ID, `system:serviceaccount:<ns>:<name>`, the OIDC `sub`. */
+  subject: string
+  kubernetes?: { namespace: string; serviceAccount: string; pod?: string }
+  github?: { repository: string; repositoryOwner: string; ref?: string; environment?: string; workflowRef?: string; event?: string }
+}
+
+/** The {@link Attestation} of a verified token of `kind` from the trust anchor `issuer`. */
+export function attestationOf(kind: AttestationKind, issuer: string, payload: JWTPayload): Attestation {
+  const out: Attestation = { kind, issuer, subject: payload.sub! }
+  const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined)
+  if (kind === 'kubernetes') {
+    const k8s = objectAt(payload['kubernetes.io'])!
+    const pod = str(objectAt(k8s.pod)?.name)
+    out.kubernetes = { namespace: k8s.namespace as string, serviceAccount: objectAt(k8s.serviceaccount)!.name as string, ...(pod ? { pod } : {}) }
+  } else if (kind === 'github') {
+    const [repository, repositoryOwner] = [str(payload.repository), str(payload.repository_owner)]
+    if (repository && repositoryOwner) {
+      const optional = { ref: str(payload.ref), environment: str(payload.environment), workflowRef: str(payload.job_workflow_ref), event: str(payload.event_name) }
+      out.github = { repository, repositoryOwner, ...Object.fromEntries(Object.entries(optional).filter(([, v]) => v !== undefined)) }
+    }
+  }
+  return out
+}
