@@ -19,7 +19,9 @@ export function createApp(deps: Deps) {
   const app = new Hono()
   app.use(metrics.middleware())
   if (deps.config.rateLimits.perIp) app.use(rateLimitByIp(createLimiter(deps.config.rateLimits.perIp, deps.clock)))
-  app.use(bodyLimit(deps.config.bodyLimit))
+  // Policy sets are larger than any other request: their admin routes get the policy limit.
+  const policyLimit = deps.config.policies.maxBodyBytes
+  app.use(bodyLimit(deps.config.bodyLimit, { '/admin/policies': policyLimit, '/admin/policy/evaluate': policyLimit }))
   app.route('/', tokenRoutes(deps))
   app.route('/', introspectionRoutes(deps))
   app.route('/', taskRoutes(deps))

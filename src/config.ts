@@ -310,14 +310,18 @@ export const configSchema = z
     /**
      * Cedar policies (docs/policy.md). The grants of `workloads` become a generated default policy
      * set; `file` adds a deployment's own policies to it, or replaces it with `replaceDefaults`.
-     * Parsed and validated against the schema once, at start: a bad policy stops the broker.
+     * Admin policies come from the admin API (stored in the database). A set is validated whole
+     * against the schema when it is loaded: a bad policy stops the broker at start, and is refused
+     * (the running set kept) at run time.
      */
     policies: z
       .object({
         /** A Cedar policy file (`.cedar`), read at start. */
         file: z.string().min(1).optional(),
-        /** Leave out the policies generated from the grants: only the file's policies decide. */
+        /** Leave out the policies generated from the grants: only the file's (and the admin) policies decide. */
         replaceDefaults: z.boolean().default(false),
+        /** Largest request body of `PUT /admin/policies` and `POST /admin/policy/evaluate`, bytes. */
+        maxBodyBytes: z.number().int().positive().max(64 * 1024 * 1024).default(1024 * 1024),
       })
       .prefault({})
       .refine((p) => !p.replaceDefaults || p.file !== undefined, { message: 'replaceDefaults needs a policy file', path: ['replaceDefaults'] }),

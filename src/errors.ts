@@ -19,6 +19,7 @@ export type OAuthErrorCode =
   | 'task_not_active'
   | 'rotation_too_early'
   | 'key_already_revoked'
+  | 'invalid_policy'
   | 'rate_limited'
   | 'temporarily_unavailable'
   | 'server_error'
@@ -44,6 +45,22 @@ export class OAuthError extends Error {
 
   toJSON(): { error: OAuthErrorCode; error_description: string } {
     return { error: this.code, error_description: this.description }
+  }
+}
+
+/**
+ * A policy set refused at load (admin API, dry run): 400 `invalid_policy` with every problem,
+ * each naming the policy, its line and column and Cedar's message, in `problems`.
+ */
+export class InvalidPolicy extends OAuthError {
+  readonly problems: string[]
+  constructor(problems: string[]) {
+    super('invalid_policy', 400, `the policy set is invalid: ${problems.slice(0, 3).join('; ')}${problems.length > 3 ? `; and ${problems.length - 3} more` : ''}`)
+    this.problems = problems
+  }
+
+  override toJSON(): { error: OAuthErrorCode; error_description: string; problems: string[] } {
+    return { ...super.toJSON(), problems: this.problems }
   }
 }
 

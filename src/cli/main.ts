@@ -8,6 +8,7 @@ import { createJsonLogger, silentLogger } from '../logger.js'
 import { loadRuntime } from '../runtime.js'
 import { approveTask, endTask, viewTask } from '../tasks/lifecycle.js'
 import { revokeSession } from '../tasks/sessions.js'
+import { clearAdminPoliciesOffline, POLICY_USAGE, policyCommand } from './policy.js'
 
 const USAGE = `taskpass CLI — the admin API, from the shell (same config as the broker: --config or TASKPASS_CONFIG; dev mode otherwise)
 
@@ -26,7 +27,7 @@ const USAGE = `taskpass CLI — the admin API, from the shell (same config as th
   sessions revoke <issuer> <sid>
                              revoke a user session: its subject tokens are refused, its tasks revoked
   audit [after] [limit]      print audit events as JSON lines
-`
+${POLICY_USAGE}`
 
 async function main(argv: string[]): Promise<number> {
   const force = argv.includes('--force')
@@ -67,7 +68,26 @@ async function main(argv: string[]): Promise<number> {
     return 0
   }
 
+  if (cmd === 'policy' && sub === 'clear') {
+    // The stored admin policies may be what keeps the broker (and so this CLI) from starting.
+    try {
+      const deps = await createBroker({ config: runtime.config, clock: systemClock, logger: silentLogger, kek: runtime.kek })
+      deps.database.close()
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e
+      clearAdminPoliciesOffline(runtime.config, systemClock.now())
+      return 0
+    }
+  }
   const deps = await createBroker({ config: runtime.config, clock: systemClock, logger: silentLogger, kek: runtime.kek })
+  if (cmd === 'policy') {
+    try {
+      const code = policyCommand(deps, sub, arg)
+      return code === 64 ? usage() : code
+    } finally {
+      deps.database.close()
+    }
+  }
   const print = (v: unknown) => process.stdout.write(JSON.stringify(v, null, 2) + '\n')
   try {
     switch (`${cmd} ${sub ?? ''}`.trim()) {

@@ -1,5 +1,5 @@
 import type { Clock } from '../clock.js'
-import type { Config } from '../config.js'
+import type { Config, ResourceConfig } from '../config.js'
 import type { DpopChecker } from '../dpop/checker.js'
 import { invalidClient, invalidDpopProof, invalidGrant, invalidRequest, invalidScope, invalidTarget, OAuthError, temporarilyUnavailable } from '../errors.js'
 import type { FormParams } from '../http/form.js'
@@ -8,7 +8,7 @@ import type { Logger } from '../logger.js'
 import { rateLimited, type Limiter } from '../http/rate-limit.js'
 import { uuidv7 } from '../ids.js'
 import type { KeySet } from '../keys/keyset.js'
-import { allowedScopes, auditedDecision, type Policy } from '../policy/decide.js'
+import { allowedScopes, auditedDecision, type Decision, type Policy } from '../policy/decide.js'
 import type { Stores, TaskRow } from '../store/stores.js'
 import { decided, findResource, planTask, policyRefusal, taskFacts, taskResources, taskState } from '../tasks/lifecycle.js'
 import { signTaskToken, type TaskTokenClaims } from '../tokens/issue.js'
@@ -204,42 +204,7 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
     audit.taskId = task.id
   }
 
-  const taskResource = taskResources(task).find((r) => r.resource === req.resource)
-  if (!taskResource) throw invalidTarget('resource is outside the task', `task ${task.id} does not cover ${req.resource}`)
-
-  // Scope (DESIGN): requested ⊆ task scopes ∩ workload's allowed ∩ resource's known. None requested → the task's.
-  const ceiling = taskResource.scopes.filter((s) => allowedScopes(actor.workload, resource).includes(s))
-  const scopes = req.scopes ?? ceiling
-  const beyondTask = scopes.filter((s) => !taskResource.scopes.includes(s))
-  if (beyondTask.length > 0) throw invalidScope('requested scope exceeds the task', `beyond task: ${beyondTask.join(' ')}`)
-  if (scopes.length === 0) throw invalidScope('no scope would be granted', 'empty scope')
-
-  // Policy runs on every exchange, not only when the task was opened.
-  const decision = deps.policy.decide({ user: subject.user, issuer: subject.issuer, sid: subject.sid }, 'token.exchange', resource, {
-    workload: actor.workload,
-    scopes,
-    dpopBound: proof !== undefined,
-    now,
-    ttl: req.ttl,
-    attestation: actor.attestation,
-    task: taskFacts(task),
-    sessionStartedAt: subject.startedAt,
-    callerAddress: request.callerAddress,
-  })
-  if (!decision.allow) throw policyRefusal(decision)
-  // RFC 9449 §5.2 (dpop_bound_access_tokens): such a client's token requests without a DPoP header are rejected.
-  if (decision.constraints.dpopRequired && !proof) throw decided(invalidDpopProof('a DPoP proof is required', `DPoP is required for ${actor.workload.id} on ${resource.uri}`), decision)
-
-  const ttl = Math.min(
-    req.ttl ?? deps.config.tokens.defaultTtl,
-    deps.config.tokens.maxTtl,
-    decision.constraints.maxTtl ?? Infinity,
-    task.expiresAt - now,
-    subject.exp - now,
-    // Never outlive the attestation the token was minted from.
-    actor.exp - now,
-  )
-  if (ttl <= 0) throw decided(invalidGrant('task, session or attestation has no time left'), decision)
+  const { decision, scopes, ttl } = decideExchange(deps, { subject, actor, task, resource, scopes: req.scopes, ttl: req.ttl, dpopJkt: proof?.jkt, callerAddress: request.callerAddress, now })
 
   const jti = uuidv7(deps.clock)
   const claims: TaskTokenClaims = {
@@ -283,6 +248,67 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
     deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${decision.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}`, userSub: subject.sub, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri, ...auditedDecision(decision) })
   })
   return { access_token: accessToken, issued_token_type: ACCESS_TOKEN_TYPE, token_type: proof ? 'DPoP' : 'Bearer', expires_in: ttl, scope: claims.scope, task_id: task.id }
+}
+
+/** What an exchange asks of a task: everything the decision depends on, and nothing that writes. */
+export interface ExchangeQuestion {
+  subject: Subject
+  actor: Actor
+  task: TaskRow
+  resource: ResourceConfig
+  /** The scopes asked for; undefined: the task's, within the workload's grant. */
+  scopes: string[] | undefined
+  ttl: number | undefined
+  dpopJkt: string | undefined
+  callerAddress: string | undefined
+  now: number
+}
+
+/**
+ * Decides one exchange against a usable task, without writing: the resource and scopes must be
+ * inside the task's declared intent, the policy must permit it (on every exchange, not only when
+ * the task opened), its constraints are applied, and the lifetime is the shortest of what was
+ * asked, the broker's limit, the policy's, the task's, the session's and the attestation's.
+ * The dry run (`POST /admin/policy/evaluate`) asks the same function.
+ */
+export function decideExchange(deps: Pick<ExchangeDeps, 'config' | 'policy'>, q: ExchangeQuestion): { decision: Extract<Decision, { allow: true }>; scopes: string[]; ttl: number } {
+  const { subject, actor, task, resource, now } = q
+  const taskResource = taskResources(task).find((r) => r.resource === resource.uri)
+  if (!taskResource) throw invalidTarget('resource is outside the task', `task ${task.id} does not cover ${resource.uri}`)
+
+  // Scope (DESIGN): requested ⊆ task scopes ∩ workload's allowed ∩ resource's known. None requested → the task's.
+  const ceiling = taskResource.scopes.filter((s) => allowedScopes(actor.workload, resource).includes(s))
+  const scopes = q.scopes ?? ceiling
+  const beyondTask = scopes.filter((s) => !taskResource.scopes.includes(s))
+  if (beyondTask.length > 0) throw invalidScope('requested scope exceeds the task', `beyond task: ${beyondTask.join(' ')}`)
+  if (scopes.length === 0) throw invalidScope('no scope would be granted', 'empty scope')
+
+  const decision = deps.policy.decide({ user: subject.user, issuer: subject.issuer, sid: subject.sid }, 'token.exchange', resource, {
+    workload: actor.workload,
+    scopes,
+    dpopBound: q.dpopJkt !== undefined,
+    now,
+    ttl: q.ttl,
+    attestation: actor.attestation,
+    task: taskFacts(task),
+    sessionStartedAt: subject.startedAt,
+    callerAddress: q.callerAddress,
+  })
+  if (!decision.allow) throw policyRefusal(decision)
+  // RFC 9449 §5.2 (dpop_bound_access_tokens): such a client's token requests without a DPoP header are rejected.
+  if (decision.constraints.dpopRequired && q.dpopJkt === undefined) throw decided(invalidDpopProof('a DPoP proof is required', `DPoP is required for ${actor.workload.id} on ${resource.uri}`), decision)
+
+  const ttl = Math.min(
+    q.ttl ?? deps.config.tokens.defaultTtl,
+    deps.config.tokens.maxTtl,
+    decision.constraints.maxTtl ?? Infinity,
+    task.expiresAt - now,
+    subject.exp - now,
+    // Never outlive the attestation the token was minted from.
+    actor.exp - now,
+  )
+  if (ttl <= 0) throw decided(invalidGrant('task, session or attestation has no time left'), decision)
+  return { decision, scopes, ttl }
 }
 
 /**

@@ -139,6 +139,8 @@ export interface PolicySet {
   policies: ReadonlyMap<string, LoadedPolicy>
   /** Per registered resource URI, the policies evaluated for it (its own, plus those naming no resource). */
   byResource: ReadonlyMap<string, LoadedPolicy[]>
+  /** Where each policy came from: `(generated)`, the file's path, `admin`. */
+  sourceOf: ReadonlyMap<string, string>
   /** Whether the set is only the generated grant policies (then decided natively, see `grants.ts`). */
   generatedOnly: boolean
 }
@@ -193,7 +195,8 @@ export function compilePolicySet(generated: LoadedPolicy[], sources: PolicySourc
   const byResource = new Map([...resources].map((uri) => [uri, (named.get(uri) ?? []).concat(unscoped)]))
   const hash = createHash('sha256')
   for (const id of [...policies.keys()].sort()) hash.update(JSON.stringify([id, policies.get(id)!.text]))
-  return { version: `ps_${hash.digest('base64url').slice(0, 22)}`, policies, byResource, generatedOnly: sources.length === 0 }
+  const sourceOf = new Map([...byId].map(([id, l]) => [id, l.source]))
+  return { version: `ps_${hash.digest('base64url').slice(0, 22)}`, policies, byResource, sourceOf, generatedOnly: sources.length === 0 }
 }
 
 /**

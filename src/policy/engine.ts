@@ -22,8 +22,8 @@ export interface PolicyEngine extends Policy {
   compileWith(parts: { adminText?: string; fileText?: string }): PolicySet
   /** Puts a set built by {@link compileWith} in force. */
   install(set: PolicySet, parts: { adminText?: string; fileText?: string }): void
-  /** Re-reads the policy file and puts the resulting set in force; throws ConfigError (nothing changes). */
-  reloadFile(): PolicySet
+  /** Re-reads the policy file, takes `adminText` as the admin policies, and puts the resulting set in force; throws ConfigError (nothing changes). */
+  reload(parts: { adminText: string }): PolicySet
   /** A policy over a candidate set, for a dry run: prepared aside, never in force. */
   candidate(set: PolicySet): Policy
 }
@@ -104,10 +104,10 @@ export function createPolicyEngine(config: Inputs, opts: { adminText?: string; r
     decide: (principal, action, resource, context) => current.decide(principal, action, resource, context),
     compileWith: (parts) => compile(parts.fileText ?? fileText, parts.adminText ?? adminText),
     install,
-    reloadFile() {
+    reload(parts) {
       const text = readFileOrConfigError()
-      const s = compile(text, adminText)
-      install(s, text !== undefined ? { fileText: text } : {})
+      const s = compile(text, parts.adminText)
+      install(s, { adminText: parts.adminText, ...(text !== undefined ? { fileText: text } : {}) })
       return s
     },
     candidate: (s) => policyFor(s, `${serial}:candidate`),

@@ -7,6 +7,7 @@ import { noStore } from '../http/middleware.js'
 import { RotationTooEarly, rotateKeys } from '../keys/keyset.js'
 import { revokeKey } from '../keys/revoke.js'
 import { approveTask, endTask, viewTask } from '../tasks/lifecycle.js'
+import { policyRoutes } from './policies.js'
 import { revokeSession } from '../tasks/sessions.js'
 import { parseJson } from '../http/form.js'
 import { z } from 'zod'
@@ -77,7 +78,9 @@ export function adminRoutes(deps: Deps) {
       const events = deps.stores.audit.list({ afterId: after, limit }).map((e) => ({
         id: e.id, at: e.at, action: e.action, decision: e.decision, reason: e.reason, error: e.error,
         user_sub: e.userSub, workload_id: e.workloadId, task_id: e.taskId, jti: e.jti, resource: e.resource,
+        policy_version: e.policyVersion, policies: e.policies,
       }))
       return c.json({ events })
     })
+    .route('/', policyRoutes(deps))
 }

@@ -1,0 +1,79 @@
+import { readFileSync } from 'node:fs'
+import type { Deps } from '../broker.js'
+import type { Config } from '../config.js'
+import { InvalidPolicy, OAuthError } from '../errors.js'
+import { asInvalidPolicy, loadAdminPolicies, viewPolicySet } from '../policy/manage.js'
+import { openDatabase } from '../store/db.js'
+import { createStores } from '../store/stores.js'
+import { dryRun, type DryRunRequest } from '../tasks/dry-run.js'
+
+export const POLICY_USAGE = `  policy show                print the policy set in force (version, every policy with its source)
+  policy validate <file>     check a Cedar file as the admin policies, with the file's and the generated ones
+  policy load <file>         replace the admin policies with a Cedar file (a running broker takes it at
+                             POST /admin/policies/reload or its next start)
+  policy clear               remove the admin policies (works even when they no longer validate)
+  policy evaluate <json|->   dry run: what would happen to an open_task, exchange or call_tool
+                             (the body of POST /admin/policy/evaluate; "-" reads stdin); writes nothing
+`
+
+const print = (v: unknown) => process.stdout.write(JSON.stringify(v, null, 2) + '\n')
+const read = (path: string) => readFileSync(path === '-' ? 0 : path, 'utf8')
+
+/** `policy clear` without a broker: the stored admin policies may be what keeps it from starting. */
+export function clearAdminPoliciesOffline(config: Pick<Config, 'database'>, now: number): void {
+  const database = openDatabase(config.database)
+  try {
+    const stores = createStores(database)
+    stores.durably(() => {
+      stores.policySets.insert({ version: '(cleared)', text: '', loadedAt: now, loadedBy: 'admin:cli' })
+      stores.audit.insert({ at: now, action: 'policy.load', decision: 'allow', reason: 'admin policies cleared by admin:cli (offline)' })
+    })
+  } finally {
+    database.close()
+  }
+  process.stdout.write('admin policies cleared\n')
+}
+
+/** `policy …` commands; returns the exit status (2: the policy set was refused). */
+export function policyCommand(deps: Deps, sub: string | undefined, arg: string | undefined): number {
+  try {
+    switch (sub) {
+      case 'show':
+        print(viewPolicySet(deps))
+        return 0
+      case 'validate': {
+        if (!arg) return 64
+        const set = asInvalidPolicy(() => deps.policy.compileWith({ adminText: read(arg) }))
+        print({ valid: true, version: set.version, policies: set.policies.size })
+        return 0
+      }
+      case 'load':
+        if (!arg) return 64
+        print(loadAdminPolicies(deps, read(arg), 'admin:cli'))
+        return 0
+      case 'clear':
+        print(loadAdminPolicies(deps, '', 'admin:cli'))
+        return 0
+      case 'evaluate': {
+        if (!arg) return 64
+        const body = JSON.parse(read(arg)) as DryRunRequest & { policies?: string }
+        const { policies, ...request } = body
+        const policy = policies === undefined ? deps.policy : deps.policy.candidate(asInvalidPolicy(() => deps.policy.compileWith({ adminText: policies })))
+        print({ ...dryRun(deps, policy, { ...request, dpop_bound: request.dpop_bound ?? false }), candidate: policies !== undefined })
+        return 0
+      }
+      default:
+        return 64
+    }
+  } catch (e) {
+    if (e instanceof InvalidPolicy) {
+      process.stderr.write(`policy set refused; nothing changed:\n${e.problems.map((p) => `  - ${p}`).join('\n')}\n`)
+      return 2
+    }
+    if (e instanceof OAuthError) {
+      process.stderr.write(`${e.code}: ${e.description}\n`)
+      return 1
+    }
+    throw e
+  }
+}

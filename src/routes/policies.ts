@@ -1,0 +1,82 @@
+import { Hono } from 'hono'
+import { z } from 'zod'
+import type { Deps } from '../broker.js'
+import { invalidRequest } from '../errors.js'
+import type { AdminEnv } from '../http/admin-auth.js'
+import { parseJson } from '../http/form.js'
+import { asInvalidPolicy, loadAdminPolicies, reloadPolicies, viewPolicySet } from '../policy/manage.js'
+import { dryRun } from '../tasks/dry-run.js'
+import { TOOL_NAME } from './tasks.js'
+
+const scope = z.string().min(1).max(128)
+const declared = z.strictObject({ resource: z.string().min(1).max(2048), scopes: z.array(scope).max(64).default([]), tools: z.array(z.string().regex(TOOL_NAME)).max(64).optional() })
+const seconds = z.number().int().min(0).max(10 * 365 * 86_400)
+
+/** The dry run's body (docs/policy.md "Dry run"). */
+const evaluateBody = z
+  .strictObject({
+    action: z.enum(['open_task', 'exchange', 'call_tool']),
+    user: z.strictObject({ issuer: z.string().min(1).max(2048), subject: z.string().min(1).max(255), session: z.string().min(1).max(1024).optional() }),
+    workload: z.string().min(1).max(2048),
+    attestation: z
+      .strictObject({
+        kind: z.enum(['spiffe', 'oidc', 'kubernetes', 'github']).optional(),
+        issuer: z.string().min(1).max(2048).optional(),
+        subject: z.string().min(1).max(2048),
+        kubernetes: z.strictObject({ namespace: z.string().min(1).max(253), serviceAccount: z.string().min(1).max(253), pod: z.string().min(1).max(253).optional() }).optional(),
+        github: z
+          .strictObject({
+            repository: z.string().min(1).max(512),
+            repositoryOwner: z.string().min(1).max(256),
+            ref: z.string().min(1).max(1024).optional(),
+            environment: z.string().min(1).max(256).optional(),
+            workflowRef: z.string().min(1).max(2048).optional(),
+            event: z.string().min(1).max(128).optional(),
+          })
+          .optional(),
+      })
+      .optional(),
+    resource: z.string().min(1).max(2048).optional(),
+    scopes: z.array(scope).max(64).optional(),
+    tool: z.string().regex(TOOL_NAME).optional(),
+    ttl: z.number().int().positive().max(10 * 365 * 86_400).optional(),
+    dpop_bound: z.boolean().default(false),
+    task: z.strictObject({ purpose: z.string().min(1).max(500), resources: z.array(declared).min(1).max(16), ttl: z.number().int().positive().optional(), age: seconds.optional(), tokens_minted: z.number().int().min(0).max(1e9).optional(), approved: z.boolean().optional() }).optional(),
+    task_id: z.string().min(1).max(64).optional(),
+    session_age: seconds.optional(),
+    session_exp: z.number().int().min(0).max(32_503_680_000).optional(),
+    attestation_exp: z.number().int().min(0).max(32_503_680_000).optional(),
+    caller_address: z.union([z.ipv4(), z.ipv6()]).optional(),
+    at: z.number().int().min(0).max(32_503_680_000).optional(),
+    /** A candidate set of admin policies (Cedar) to decide with instead of those in force. */
+    policies: z.string().optional(),
+  })
+  .refine((b) => b.task === undefined || b.task_id === undefined, { message: 'give "task" or "task_id", not both', path: ['task'] })
+
+function describe(error: z.ZodError): string {
+  const issue = error.issues[0]!
+  return `"${issue.path.join('.') || 'body'}": ${issue.message}`
+}
+
+/**
+ * /admin/policies — the policy set in force, replacing the admin policies, re-reading the policy
+ * file; /admin/policy/evaluate — the dry run. Mounted inside the admin routes (admin key required).
+ */
+export function policyRoutes(deps: Deps) {
+  const by = (id: string) => `admin:${id}`
+  return new Hono<AdminEnv>()
+    .get('/admin/policies', (c) => c.json(viewPolicySet(deps)))
+    .put('/admin/policies', async (c) => {
+      const parsed = z.strictObject({ policies: z.string() }).safeParse(await parseJson(c))
+      if (!parsed.success) throw invalidRequest('body must be {"policies": <Cedar policy text; "" clears the admin policies>}')
+      return c.json(loadAdminPolicies(deps, parsed.data.policies, by(c.get('adminId'))))
+    })
+    .post('/admin/policies/reload', (c) => c.json(reloadPolicies(deps, by(c.get('adminId')))))
+    .post('/admin/policy/evaluate', async (c) => {
+      const parsed = evaluateBody.safeParse(await parseJson(c))
+      if (!parsed.success) throw invalidRequest(describe(parsed.error))
+      const { policies, ...request } = parsed.data
+      const policy = policies === undefined ? deps.policy : deps.policy.candidate(asInvalidPolicy(() => deps.policy.compileWith({ adminText: policies })))
+      return c.json({ ...dryRun(deps, policy, request), candidate: policies !== undefined })
+    })
+}
