@@ -79,6 +79,11 @@ const subjectIssuer = z
     allowMissingTyp: z.boolean().default(true),
     /** Longest accepted session-token lifetime, `exp − iat` (or `exp − now` without `iat`), seconds. */
     maxTokenLifetime: seconds.max(SESSION_REVOCATION_RETENTION, 'at most 30 days: a revoked session is remembered that long').default(86_400),
+    /**
+     * Session-token claims policy may read, as tags of the Cedar `User` (`context.user.getTag("department")`):
+     * string, number and boolean values, as strings (at most 1,024 characters); other values are left out.
+     */
+    policyClaims: z.array(z.string().min(1).max(128)).max(32).default([]),
     ...keySource,
   })
   .refine(...oneKeySource)

@@ -248,6 +248,32 @@ when { ["notes:read"].containsAll(context.scopes) };`,
     ))
 })
 
+describe('session claims as User tags (subjectIssuers[].policyClaims)', () => {
+  const financeOnly = `@id("finance-only") forbid (principal, action == Taskpass::Action::"exchange", resource)
+unless { context.user.hasTag("department") && context.user.getTag("department") == "finance" };`
+  it('a mapped claim decides; an unmapped claim is invisible to policy; a non-scalar claim is left out', () =>
+    withBroker(
+      (c) => ({ ...withPolicies(financeOnly)(c), subjectIssuers: c.subjectIssuers!.map((i) => ({ ...i, policyClaims: ['department', 'groups'] })) }),
+      async (b) => {
+        assert.equal((await b.exchange({ subject_token: await b.session({ department: 'finance' }) })).status, 200)
+        let before = counts(b)
+        const other = await b.exchange({ subject_token: await b.session({ department: 'sales' }) })
+        assert.equal(other.status, 400)
+        assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /^forbidden by policy finance-only$/ })
+        before = counts(b)
+        const none = await b.exchange({ subject_token: await b.session({ team: 'finance', groups: ['finance'] }) })
+        assert.equal(none.status, 400)
+        assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /finance-only/ })
+      },
+    ))
+
+  it('without policyClaims no claim reaches policy', () =>
+    withBroker(withPolicies(financeOnly), async (b) => {
+      const res = await b.exchange({ subject_token: await b.session({ department: 'finance' }) })
+      assert.equal(res.status, 400)
+    }))
+})
+
 describe('docs/policy.md', () => {
   it('shows the example policy file as it is', () => {
     const page = readFileSync(new URL('../docs/policy.md', import.meta.url), 'utf8')

@@ -25,6 +25,8 @@ export interface Subject {
   sub: string
   sid: string | undefined
   exp: number
+  /** The claims the issuer's `policyClaims` name, as strings (policy reads them as the User's tags). */
+  claims: Record<string, string>
   /** When the user signed in: the token's `auth_time` (OIDC) when it has a sane one, else its `iat`. Policy's `session_age` counts from it. */
   startedAt: number
   /**
@@ -45,6 +47,19 @@ export interface SubjectTokenVerifier {
  * the broker, which trusts several IdPs, so the prefix (required, distinct and ending in the only
  * `:` when there are several) keeps "alice" of one IdP apart from "alice" of another.
  */
+/** The named claims of a verified session token that policy may read: scalars as strings, bounded; anything else left out. */
+function policyClaims(payload: Record<string, unknown>, names: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const name of names) {
+    const v = payload[name]
+    if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') {
+      const text = String(v)
+      if (text.length <= 1024) out[name] = text
+    }
+  }
+  return out
+}
+
 export function brokerSubject(issuers: readonly Pick<SubjectIssuerConfig, 'issuer' | 'subjectPrefix'>[], issuer: string, user: string): string {
   const prefix = issuers.find((i) => i.issuer === issuer)?.subjectPrefix ?? ''
   return prefix + user
@@ -151,6 +166,7 @@ export function createSubjectTokenVerifier(opts: {
         sub: brokerSubject(opts.issuers, issuer.config.issuer, user),
         sid,
         exp,
+        claims: policyClaims(payload, issuer.config.policyClaims),
         startedAt: typeof payload.auth_time === 'number' && Number.isSafeInteger(payload.auth_time) && payload.auth_time <= start ? payload.auth_time : start,
         mayAct: Object.hasOwn(payload, 'may_act') ? payload.may_act : undefined,
       }

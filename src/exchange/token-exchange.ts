@@ -283,7 +283,7 @@ export function decideExchange(deps: Pick<ExchangeDeps, 'config' | 'policy'>, q:
   if (beyondTask.length > 0) throw invalidScope('requested scope exceeds the task', `beyond task: ${beyondTask.join(' ')}`)
   if (scopes.length === 0) throw invalidScope('no scope would be granted', 'empty scope')
 
-  const decision = deps.policy.decide({ user: subject.user, issuer: subject.issuer, sid: subject.sid }, 'token.exchange', resource, {
+  const decision = deps.policy.decide({ user: subject.user, issuer: subject.issuer, sid: subject.sid, claims: subject.claims }, 'token.exchange', resource, {
     workload: actor.workload,
     scopes,
     dpopBound: q.dpopJkt !== undefined,

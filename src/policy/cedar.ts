@@ -278,7 +278,7 @@ function cedarRequest(principal: Principal, action: PolicyAction, resourceUri: s
   const entities: EntityJson[] = [
     { uid: workloadUid, attrs, parents: [] },
     { uid: uid('Resource', resourceUri), attrs: { uri: resourceUri, scopes: resourceScopes }, parents: [] },
-    { uid: user, attrs: { issuer: principal.issuer, subject: principal.user, ...(principal.sid !== undefined ? { session: principal.sid } : {}) }, parents: [] },
+    { uid: user, attrs: { issuer: principal.issuer, subject: principal.user, ...(principal.sid !== undefined ? { session: principal.sid } : {}) }, parents: [], ...(principal.claims ? { tags: principal.claims } : {}) },
     {
       uid: taskUid,
       attrs: {

@@ -14,6 +14,8 @@ export interface Principal {
   user: string
   issuer: string
   sid: string | undefined
+  /** Session claims the subject issuer maps into policy (`policyClaims`): the User entity's tags. */
+  claims?: Record<string, string> | undefined
 }
 
 /** One resource of a task's declared intent. `tools`: the MCP tools it will call there (absent: any the policy allows). */

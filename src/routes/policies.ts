@@ -16,7 +16,12 @@ const seconds = z.number().int().min(0).max(10 * 365 * 86_400)
 const evaluateBody = z
   .strictObject({
     action: z.enum(['open_task', 'exchange', 'call_tool']),
-    user: z.strictObject({ issuer: z.string().min(1).max(2048), subject: z.string().min(1).max(255), session: z.string().min(1).max(1024).optional() }),
+    user: z.strictObject({
+      issuer: z.string().min(1).max(2048),
+      subject: z.string().min(1).max(255),
+      session: z.string().min(1).max(1024).optional(),
+      claims: z.record(z.string().min(1).max(128), z.string().max(1024)).optional(),
+    }),
     workload: z.string().min(1).max(2048),
     attestation: z
       .strictObject({

@@ -22,6 +22,8 @@ export const tasks = sqliteTable(
     endReason: text('end_reason'),
     /** Tokens minted for the task so far (policies read it as `context.task.tokens_minted`). */
     tokensMinted: integer('tokens_minted').notNull().default(0),
+    /** JSON: the claims of the opening session its subject issuer maps into policy (`policyClaims`), or null. */
+    userClaims: text('user_claims'),
     /** While `pending_approval`: when the approval request lapses (the task then ends as expired). */
     approvalExpiresAt: integer('approval_expires_at'),
   },

@@ -20,7 +20,7 @@ import { decideToolCall } from './tool-call.js'
  */
 export interface DryRunRequest {
   action: 'open_task' | 'exchange' | 'call_tool'
-  user: { issuer: string; subject: string; session?: string | undefined }
+  user: { issuer: string; subject: string; session?: string | undefined; claims?: Record<string, string> | undefined }
   workload: string
   attestation?: Partial<Omit<Attestation, 'subject'>> & { subject: string }
   resource?: string | undefined
@@ -89,6 +89,7 @@ export function dryRun(deps: DryRunDeps, policy: Policy, req: DryRunRequest): Dr
     user: req.user.subject,
     sub: brokerSubject(deps.config.subjectIssuers, issuer.issuer, req.user.subject),
     sid: req.user.session,
+    claims: req.user.claims ?? {},
     exp: req.session_exp ?? now + FAR,
     startedAt: now - (req.session_age ?? 0),
     mayAct: undefined,
@@ -130,7 +131,7 @@ export function dryRun(deps: DryRunDeps, policy: Policy, req: DryRunRequest): Dr
     if (req.tool === undefined) throw badRequest('a call_tool dry run needs "tool"')
     const declared = JSON.parse(task.resources) as TaskResource[]
     const scopes = req.scopes ?? declared.find((r) => r.resource === resource.uri)?.scopes ?? []
-    return answerOf(decideToolCall(policy, { principal: { user: subject.user, issuer: subject.issuer, sid: subject.sid }, workload, attestation: actor.attestation, task, resource, tool: req.tool, scopes, dpopBound: req.dpop_bound, now }))
+    return answerOf(decideToolCall(policy, { principal: { user: subject.user, issuer: subject.issuer, sid: subject.sid, claims: subject.claims }, workload, attestation: actor.attestation, task, resource, tool: req.tool, scopes, dpopBound: req.dpop_bound, now }))
   } catch (e) {
     // A bad dry-run request is the admin's 400; any other refusal is the answer.
     if (e instanceof OAuthError && !requestProblems.has(e)) return refusalOf(e, policy.version)

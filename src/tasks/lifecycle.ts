@@ -6,7 +6,7 @@ import { checkMayAct } from '../exchange/may-act.js'
 import { brokerSubject, type Subject } from '../exchange/subject-token.js'
 import type { SubjectId } from '../revocations/feed.js'
 import { uuidv7 } from '../ids.js'
-import { allowedScopes, auditedDecision, type Decision, type Policy, type TaskFacts, type TaskResource } from '../policy/decide.js'
+import { allowedScopes, auditedDecision, type Decision, type Policy, type Principal, type TaskFacts, type TaskResource } from '../policy/decide.js'
 import type { Stores, TaskRow } from '../store/stores.js'
 
 export type { TaskResource }
@@ -94,6 +94,11 @@ export function taskFacts(row: TaskRow): TaskFacts {
   }
 }
 
+/** The task owner as policy sees them at a tool call (no session token there): the claims kept from the opening session. */
+export function taskPrincipal(row: TaskRow): Principal {
+  return { user: row.userSub, issuer: row.subjectIssuer, sid: row.sid ?? undefined, ...(row.userClaims ? { claims: JSON.parse(row.userClaims) as Record<string, string> } : {}) }
+}
+
 /** Where a request came from, for policy: the TCP peer's address, when known. */
 export interface RequestFacts {
   callerAddress?: string | undefined
@@ -125,7 +130,7 @@ export function planTask(deps: TaskDeps, subject: Subject, actor: Actor, req: Ta
   const reasons: string[] = []
   const policies = new Set<string>()
   for (const { resource, declared: d } of declared) {
-    const decision = deps.policy.decide({ user: subject.user, issuer: subject.issuer, sid: subject.sid }, 'task.open', resource, {
+    const decision = deps.policy.decide({ user: subject.user, issuer: subject.issuer, sid: subject.sid, claims: subject.claims }, 'task.open', resource, {
       workload: actor.workload,
       scopes: d.scopes,
       dpopBound: dpopJkt !== undefined,
@@ -160,6 +165,7 @@ export function planTask(deps: TaskDeps, subject: Subject, actor: Actor, req: Ta
     endReason: null,
     tokensMinted: 0,
     approvalExpiresAt: null,
+    userClaims: Object.keys(subject.claims).length > 0 ? JSON.stringify(subject.claims) : null,
   }
   const decidedBy = { policyVersion: deps.policy.version, policies: policies.size > 0 ? [...policies].sort().join(' ') : null }
   return { row, reason: reasons.join('; ') + (approvalRequired ? '; approval required' : ''), decidedBy }
