@@ -7,11 +7,12 @@
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { decodeJwt } from 'jose'
+import type { ConfigInput } from '../src/config.js'
 import { ADMIN_KEY, CALENDAR, counts, createTestBroker, NOTES, openTask, T0, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'taskpass-policy-admin-'))
@@ -322,5 +323,22 @@ describe('CLI: policy show / validate / load / evaluate / clear', () => {
     const cleared = cli('policy', 'clear')
     assert.equal(cleared.status, 0, cleared.stderr)
     assert.equal(JSON.parse(cleared.stdout).version, version)
+  })
+})
+
+describe('docs/policy.md: the dry-run example', () => {
+  it('is docs/examples/dry-run.json verbatim, and the broker answers it as the page says', async () => {
+    const page = readFileSync(new URL('../docs/policy.md', import.meta.url), 'utf8')
+    const question = readFileSync(new URL('../docs/examples/dry-run.json', import.meta.url), 'utf8')
+    assert.ok(page.includes('```json\n' + question + '```'), 'the page shows the file verbatim')
+    // The example's names: the test broker's issuer and resource renamed to the page's.
+    const rename = (c: ConfigInput): ConfigInput => JSON.parse(JSON.stringify(c).replaceAll(USER_ISSUER, 'https://idp.example.com').replaceAll(NOTES, 'https://notes.example.com/mcp')) as ConfigInput
+    await withBroker((c) => ({ ...rename(c), policies: { file: new URL('../docs/examples/policies.cedar', import.meta.url).pathname } }), async (b) => {
+      const res = await b.app.request('/admin/policy/evaluate', { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }, body: question })
+      const answer = (await res.json()) as Record<string, unknown>
+      const shown = /it answers \(`policy_version` shortened\):\n\n```json\n([\s\S]*?)```/.exec(page)![1]!
+      const expected = JSON.parse(shown.replace('"ps_…"', JSON.stringify(answer.policy_version))) as Record<string, unknown>
+      assert.deepEqual(answer, expected)
+    })
   })
 })
