@@ -463,6 +463,18 @@ for (const rule of rules) {
 }
 
 describe('cookbook: the limits the page names', () => {
+  it('a task waiting for approval of delete_note mints nothing: 400 invalid_grant', () =>
+    withBroker(cookbookConfig(platform, 'approval-for-destructive-tools.cedar'), async (b) => {
+      const { res } = await send(b, { action: 'task.open', resource: NOTES, scopes: ['notes:read', 'notes:delete'], tools: ['delete_note'] })
+      const task = (await res.json()) as { task_id: string; status: string }
+      assert.equal(task.status, 'pending_approval')
+      const before = counts(b)
+      const token = await b.exchange({ resource: NOTES, scope: 'notes:read', task_id: task.task_id })
+      assert.equal(token.status, 400)
+      assert.equal(((await token.json()) as { error: string }).error, 'invalid_grant')
+      assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /^task \S+ is pending_approval$/ })
+    }))
+
   it('the approval permit opens a task beyond a grant, never a token: approved, agent-b still gets no notes:delete', () =>
     withBroker(cookbookConfig(platform, 'approval-for-destructive-tools.cedar'), async (b) => {
       const res = await b.app.request('/tasks', {
