@@ -9,7 +9,9 @@
  */
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
-import { readdirSync, readFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { before, describe, it } from 'node:test'
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose'
 import type { ConfigInput } from '../src/config.js'
@@ -30,6 +32,7 @@ import {
   platformIssuers,
   platformKeys,
   spiffeId,
+  startTestServer,
   TRUST_DOMAIN,
   USER_ISSUER,
   withBroker,
@@ -50,7 +53,7 @@ export const PAYROLL = 'https://payroll.example.com/mcp'
 const DEPLOYER_REPO_ID = '111111111'
 const OTHER_REPO_ID = '222222222'
 
-/** The test configuration with the cookbook's resources and workloads, and `rule` as the policy file. */
+/** The test configuration with the cookbook's resources and workloads, and `rule` (a cookbook file name, or an absolute path) as the policy file. */
 function cookbookConfig(platform: PlatformKeys, rule: string): (c: ConfigInput) => ConfigInput {
   const spiffe = (name: string) => ({ issuer: `spiffe://${TRUST_DOMAIN}`, subject: spiffeId(name) })
   const payroll = [{ resource: PAYROLL, scopes: ['payroll:read'] }]
@@ -72,7 +75,7 @@ function cookbookConfig(platform: PlatformKeys, rule: string): (c: ConfigInput) 
       { uri: DEPLOY, scopes: ['deploy:read', 'deploy:write'] },
       { uri: PAYROLL, scopes: ['payroll:read'] },
     ],
-    policies: { file: new URL(rule, COOKBOOK).pathname },
+    policies: { file: rule.startsWith('/') ? rule : new URL(rule, COOKBOOK).pathname },
   })
 }
 
@@ -141,7 +144,7 @@ const stagingPayroll: Actor = { kubernetes: { namespace: 'staging', serviceAccou
 
 export const cookbookCases: CookbookCase[] = [
   // 1. business hours
-  ...(() => {
+  ...((): CookbookCase[] => {
     const rule = 'business-hours.cedar'
     return [
       { name: 'exchange at 08:00 UTC', rule, request: exchange(NOTES, ['notes:read']), expect: allowed([grant('agent-a', NOTES)]) },
@@ -153,7 +156,7 @@ export const cookbookCases: CookbookCase[] = [
     ]
   })(),
   // 2. DPoP for write scopes
-  ...(() => {
+  ...((): CookbookCase[] => {
     const rule = 'dpop-for-writes.cedar'
     return [
       { name: 'notes:write with a DPoP proof', rule, request: exchange(NOTES, ['notes:write'], { dpop: true }), expect: allowed([grant('agent-a', NOTES)]) },
@@ -163,7 +166,7 @@ export const cookbookCases: CookbookCase[] = [
     ]
   })(),
   // 3. approval for destructive tools (the task half; the tool-call half is `toolCallCases`)
-  ...(() => {
+  ...((): CookbookCase[] => {
     const rule = 'approval-for-destructive-tools.cedar'
     return [
       {
@@ -176,7 +179,7 @@ export const cookbookCases: CookbookCase[] = [
     ]
   })(),
   // 4. per-repository GitHub workloads
-  ...(() => {
+  ...((): CookbookCase[] => {
     const rule = 'github-deploy-writes.cedar'
     return [
       { name: 'acme/deployer on main in prod: deploy:write', rule, request: exchange(DEPLOY, ['deploy:write'], { actor: DEPLOYER_MAIN_PROD }), expect: allowed([grant('deployer', DEPLOY)]) },
@@ -191,7 +194,7 @@ export const cookbookCases: CookbookCase[] = [
     ]
   })(),
   // 5. per-namespace Kubernetes workloads
-  ...(() => {
+  ...((): CookbookCase[] => {
     const rule = 'kubernetes-namespace.cedar'
     return [
       { name: 'a workload of namespace prod: exchange', rule, request: exchange(PAYROLL, ['payroll:read'], { actor: prodPayroll }), expect: allowed([grant('payroll-prod', PAYROLL)]) },
@@ -203,7 +206,7 @@ export const cookbookCases: CookbookCase[] = [
     ]
   })(),
   // caller network range
-  ...(() => {
+  ...((): CookbookCase[] => {
     const rule = 'caller-network.cedar'
     return [
       { name: 'from 10.20.30.40', rule, request: exchange(NOTES, ['notes:read'], { callerAddress: '10.20.30.40' }), expect: allowed([grant('agent-a', NOTES)]) },
@@ -214,7 +217,7 @@ export const cookbookCases: CookbookCase[] = [
     ]
   })(),
   // session age
-  ...(() => {
+  ...((): CookbookCase[] => {
     const rule = 'session-age.cedar'
     return [
       { name: 'signed in 7 h ago', rule, request: exchange(NOTES, ['notes:read'], { signedInAgo: 7 * HOUR }), expect: allowed([grant('agent-a', NOTES)]) },
@@ -224,7 +227,7 @@ export const cookbookCases: CookbookCase[] = [
     ]
   })(),
   // tokens per task
-  ...(() => {
+  ...((): CookbookCase[] => {
     const rule = 'tokens-per-task.cedar'
     const task = (minted: number) => ({ purpose: 'tidy the notes', minted })
     return [
@@ -233,7 +236,7 @@ export const cookbookCases: CookbookCase[] = [
     ]
   })(),
   // purpose requirement
-  ...(() => {
+  ...((): CookbookCase[] => {
     const rule = 'purpose-ticket.cedar'
     return [
       { name: 'a task for a ticket', rule, request: open(NOTES, ['notes:read'], { purpose: 'ticket OPS-1234: tidy the notes' }), expect: opened([grant('agent-a', NOTES)]) },
@@ -243,7 +246,7 @@ export const cookbookCases: CookbookCase[] = [
     ]
   })(),
   // max ttl for one workload
-  ...(() => {
+  ...((): CookbookCase[] => {
     const rule = 'max-ttl-workload.cedar'
     const agentB: Actor = { spiffe: 'b' }
     return [
@@ -253,7 +256,7 @@ export const cookbookCases: CookbookCase[] = [
         name: 'the permit adds no access: agent-b still cannot write',
         rule,
         request: exchange(NOTES, ['notes:write'], { actor: agentB }),
-        expect: { status: 400, error: 'invalid_scope', policies: [], reason: "scope beyond the workload's grant: notes:write" },
+        expect: { ...forbidden('invalid_scope'), reason: "scope beyond the workload's grant: notes:write" },
       },
     ]
   })(),
@@ -282,7 +285,7 @@ export interface ToolCallCase {
   expect: ToolCallExpect
 }
 
-export const toolCallCases: ToolCallCase[] = (() => {
+export const toolCallCases: ToolCallCase[] = ((): ToolCallCase[] => {
   const rule = 'approval-for-destructive-tools.cedar'
   const call = (tool: string, task: ToolCallRequest['task']): ToolCallRequest => ({ workload: 'agent-a', resource: NOTES, tool, scopes: task.scopes, task })
   const destructive = { scopes: ['notes:read', 'notes:delete'], tools: ['read_note', 'delete_note'] }
@@ -493,6 +496,30 @@ describe('cookbook: the limits the page names', () => {
       assert.equal(((await token.json()) as { error: string }).error, 'invalid_scope')
       assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /^scope beyond the workload's grant: notes:delete$/ })
     }))
+  it('caller_address is the real TCP peer: over a 127.0.0.1 socket the rule refuses; the same rule for 127.0.0.0/8 allows', async () => {
+    const loopback = join(mkdtempSync(join(tmpdir(), 'taskpass-cookbook-')), 'loopback.cedar')
+    writeFileSync(loopback, readFileSync(new URL('caller-network.cedar', COOKBOOK), 'utf8').replace('ip("10.0.0.0/8")', 'ip("127.0.0.0/8")'))
+    for (const [rule, allow] of [['caller-network.cedar', false], [loopback, true]] as const) {
+      const s = await startTestServer({ config: cookbookConfig(platform, rule) })
+      try {
+        const before = counts(s)
+        const res = await fetch(`${s.url}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form(await exchangeParams(s, { resource: NOTES, scope: 'notes:read' })) })
+        const body = (await res.json()) as { error?: string }
+        if (allow) {
+          assert.equal(res.status, 200, JSON.stringify(body))
+          assert.equal(counts(s).tokens, before.tokens + 1)
+          assertDecidedBy(s, s.lastAudit()!, [grant('agent-a', NOTES)])
+        } else {
+          assert.equal(res.status, 400)
+          assert.equal(body.error, 'invalid_target')
+          const audit = assertRefusedAndAudited(s, before, { error: 'invalid_target', reason: /^forbidden by policy private-network-only$/ })
+          assertDecidedBy(s, audit, ['private-network-only'])
+        }
+      } finally {
+        await s.stop()
+      }
+    }
+  })
 })
 
 describe('docs/policy-cookbook.md', () => {
