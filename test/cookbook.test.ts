@@ -52,6 +52,9 @@ export const PAYROLL = 'https://payroll.example.com/mcp'
 
 const DEPLOYER_REPO_ID = '111111111'
 const OTHER_REPO_ID = '222222222'
+/** A GitHub Enterprise Server and a second cluster: issuers whose names (repositories, namespaces) may collide with ours. */
+const GHES_ISSUER = 'https://ghes.example.com/_services/token'
+const OTHER_CLUSTER = 'https://container.googleapis.com/v1/projects/sandbox/locations/europe-west1/clusters/sandbox'
 
 /** The test configuration with the cookbook's resources and workloads, and `rule` (a cookbook file name, or an absolute path) as the policy file. */
 function cookbookConfig(platform: PlatformKeys, rule: string): (c: ConfigInput) => ConfigInput {
@@ -60,15 +63,23 @@ function cookbookConfig(platform: PlatformKeys, rule: string): (c: ConfigInput) 
   const deploy = [{ resource: DEPLOY, scopes: ['deploy:read', 'deploy:write'] }]
   return (c) => ({
     ...c,
-    workloadIssuers: [...c.workloadIssuers!, ...platformIssuers(platform)],
+    workloadIssuers: [
+      ...c.workloadIssuers!,
+      ...platformIssuers(platform),
+      { kind: 'github', issuer: GHES_ISSUER, jwks: { keys: [platform.github.publicJwk as Record<string, unknown>] } },
+      { kind: 'kubernetes', issuer: OTHER_CLUSTER, jwks: { keys: [platform.k8s.publicJwk as Record<string, unknown>] } },
+    ],
     workloads: [
       { id: 'agent-a', attestation: spiffe('a'), grants: [{ resource: NOTES, scopes: ['notes:read', 'notes:write', 'notes:delete'] }, ...deploy, ...payroll] },
       { id: 'agent-b', attestation: spiffe('b'), grants: [{ resource: NOTES, scopes: ['notes:read'] }] },
-      // GitHub workloads are pinned by repository_id (a name can be re-created by someone else).
+      // GitHub workloads are pinned by repository_id (a name can be re-created by someone else);
+      // the GHES one has the same id and name as ours, on another server.
       { id: 'deployer', attestation: { issuer: GH_ISSUER, claims: { repository_id: DEPLOYER_REPO_ID } }, grants: deploy },
       { id: 'other-repo', attestation: { issuer: GH_ISSUER, claims: { repository_id: OTHER_REPO_ID } }, grants: deploy },
+      { id: 'ghes-deployer', attestation: { issuer: GHES_ISSUER, claims: { repository_id: DEPLOYER_REPO_ID } }, grants: deploy },
       { id: 'payroll-prod', attestation: { issuer: K8S_ISSUER, subject: 'system:serviceaccount:prod:payroll-agent' }, grants: payroll },
       { id: 'payroll-staging', attestation: { issuer: K8S_ISSUER, subject: 'system:serviceaccount:staging:payroll-agent' }, grants: payroll },
+      { id: 'sandbox-payroll', attestation: { issuer: OTHER_CLUSTER, subject: 'system:serviceaccount:prod:payroll-agent' }, grants: payroll },
     ],
     resources: [
       { uri: NOTES, scopes: ['notes:read', 'notes:write', 'notes:delete'] },
@@ -84,7 +95,7 @@ const grant = (workload: string, resource: string) => grantPolicyId(workload, re
 // ── the tables ──
 
 /** Who asks: a SPIFFE agent (`a` → agent-a), a GitHub Actions job, a Kubernetes service account. */
-export type Actor = { spiffe: string } | { github: GithubJob } | { kubernetes: { namespace: string; serviceAccount: string } }
+export type Actor = { spiffe: string } | { github: GithubJob } | { kubernetes: { namespace: string; serviceAccount: string; issuer?: string } }
 
 export interface CookbookRequest {
   action: Extract<PolicyAction, 'task.open' | 'token.exchange'>
@@ -190,6 +201,12 @@ export const cookbookCases: CookbookCase[] = [
       { name: 'acme/deployer on main in staging: deploy:write', rule, request: exchange(DEPLOY, ['deploy:write'], { actor: job('acme/deployer', DEPLOYER_REPO_ID, 'refs/heads/main', 'staging') }), expect: forbidden('invalid_scope', 'deploy-writes-from-main') },
       { name: 'acme/deployer on main without an environment: deploy:write', rule, request: exchange(DEPLOY, ['deploy:write'], { actor: job('acme/deployer', DEPLOYER_REPO_ID, 'refs/heads/main') }), expect: forbidden('invalid_scope', 'deploy-writes-from-main') },
       { name: 'acme/other on main in prod: deploy:write', rule, request: exchange(DEPLOY, ['deploy:write'], { actor: job('acme/other', OTHER_REPO_ID, 'refs/heads/main', 'prod') }), expect: forbidden('invalid_scope', 'deploy-writes-from-main') },
+      {
+        name: 'acme/deployer of a GitHub Enterprise Server, on main in prod: deploy:write',
+        rule,
+        request: exchange(DEPLOY, ['deploy:write'], { actor: { github: { repository: 'acme/deployer', repositoryId: DEPLOYER_REPO_ID, ref: 'refs/heads/main', environment: 'prod', issuer: GHES_ISSUER } } }),
+        expect: forbidden('invalid_scope', 'deploy-writes-from-main'),
+      },
       { name: 'a SPIFFE workload with the grant: deploy:write', rule, request: exchange(DEPLOY, ['deploy:write']), expect: forbidden('invalid_scope', 'deploy-writes-from-main') },
     ]
   })(),
@@ -201,6 +218,7 @@ export const cookbookCases: CookbookCase[] = [
       { name: 'a workload of namespace prod: task', rule, request: open(PAYROLL, ['payroll:read'], { actor: prodPayroll }), expect: opened([grant('payroll-prod', PAYROLL)]) },
       { name: 'a workload of namespace staging: exchange', rule, request: exchange(PAYROLL, ['payroll:read'], { actor: stagingPayroll }), expect: forbidden('invalid_target', 'payroll-from-prod-namespace') },
       { name: 'a workload of namespace staging: task', rule, request: open(PAYROLL, ['payroll:read'], { actor: stagingPayroll }), expect: forbidden('invalid_target', 'payroll-from-prod-namespace') },
+      { name: 'a workload of namespace prod of another cluster', rule, request: exchange(PAYROLL, ['payroll:read'], { actor: { kubernetes: { namespace: 'prod', serviceAccount: 'payroll-agent', issuer: OTHER_CLUSTER } } }), expect: forbidden('invalid_target', 'payroll-from-prod-namespace') },
       { name: 'a SPIFFE workload with the grant', rule, request: exchange(PAYROLL, ['payroll:read']), expect: forbidden('invalid_target', 'payroll-from-prod-namespace') },
       { name: 'other resources are not concerned', rule, request: exchange(NOTES, ['notes:read']), expect: allowed([grant('agent-a', NOTES)]) },
     ]

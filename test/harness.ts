@@ -341,8 +341,8 @@ export function platformIssuers(keys: PlatformKeys): NonNullable<ConfigInput['wo
   ]
 }
 
-/** A projected service-account token as kubelet mounts it, audience the broker, bound to a pod of `serviceAccount`. */
-export function k8sToken(b: TestBroker, keys: PlatformKeys, who: { namespace: string; serviceAccount: string }): Promise<string> {
+/** A projected service-account token as kubelet mounts it, audience the broker, bound to a pod of `serviceAccount`; issued by the cluster at {@link K8S_ISSUER} unless `issuer` names another. */
+export function k8sToken(b: TestBroker, keys: PlatformKeys, who: { namespace: string; serviceAccount: string; issuer?: string | undefined }): Promise<string> {
   const now = b.clock.now()
   return mint(
     keys.k8s,
@@ -351,7 +351,7 @@ export function k8sToken(b: TestBroker, keys: PlatformKeys, who: { namespace: st
       exp: now + 3600,
       iat: now,
       nbf: now,
-      iss: K8S_ISSUER,
+      iss: who.issuer ?? K8S_ISSUER,
       jti: randomBytes(16).toString('hex'),
       'kubernetes.io': {
         namespace: who.namespace,
@@ -371,6 +371,8 @@ export interface GithubJob {
   repositoryId: string
   ref: string
   environment?: string | undefined
+  /** The token's issuer: default GitHub.com's ({@link GH_ISSUER}); a GitHub Enterprise Server's is `https://HOST/_services/token`. */
+  issuer?: string | undefined
 }
 
 /** A GitHub Actions OIDC token (docs.github.com claim shape) for `job`, audience the broker. */
@@ -403,7 +405,7 @@ export function githubToken(b: TestBroker, keys: PlatformKeys, job: GithubJob): 
       ref_type: 'branch',
       workflow_ref: workflow,
       job_workflow_ref: workflow,
-      iss: GH_ISSUER,
+      iss: job.issuer ?? GH_ISSUER,
       nbf: now - 600,
       exp: now + 300,
       iat: now,
