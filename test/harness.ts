@@ -315,3 +315,109 @@ function systemClockForTests(): FixedClock {
     advance() { throw new Error('system clock cannot be advanced') },
   }
 }
+
+// ── Kubernetes and GitHub Actions attestations (token shapes as in test/attestation.test.ts) ──
+
+export const K8S_ISSUER = 'https://oidc.eks.eu-west-1.amazonaws.com/id/6A1F0C3E9B2D4E5F8A7B6C5D4E3F2A1B'
+export const GH_ISSUER = 'https://token.actions.githubusercontent.com'
+
+/** The signing keys of a Kubernetes cluster's service-account issuer and of GitHub Actions (both RS256, as deployed). */
+export interface PlatformKeys {
+  k8s: SigningKey
+  github: SigningKey
+}
+
+let platformKeysPromise: Promise<PlatformKeys> | undefined
+export function platformKeys(): Promise<PlatformKeys> {
+  platformKeysPromise ??= (async () => ({ k8s: await signingKey('k8s-sa-key-1', 'RS256'), github: await signingKey('cc413527-173f-5a05-976e-9c52b1d7b431', 'RS256') }))()
+  return platformKeysPromise
+}
+
+/** The workload issuers that trust {@link platformKeys}: the cluster at {@link K8S_ISSUER} and GitHub Actions. */
+export function platformIssuers(keys: PlatformKeys): NonNullable<ConfigInput['workloadIssuers']> {
+  return [
+    { kind: 'kubernetes', issuer: K8S_ISSUER, jwks: { keys: [keys.k8s.publicJwk as Record<string, unknown>] } },
+    { kind: 'github', jwks: { keys: [keys.github.publicJwk as Record<string, unknown>] } },
+  ]
+}
+
+/** A projected service-account token as kubelet mounts it, audience the broker, bound to a pod of `serviceAccount`; issued by the cluster at {@link K8S_ISSUER} unless `issuer` names another. */
+export function k8sToken(b: TestBroker, keys: PlatformKeys, who: { namespace: string; serviceAccount: string; issuer?: string | undefined }): Promise<string> {
+  const now = b.clock.now()
+  return mint(
+    keys.k8s,
+    {
+      aud: [b.deps.config.issuer],
+      exp: now + 3600,
+      iat: now,
+      nbf: now,
+      iss: who.issuer ?? K8S_ISSUER,
+      jti: randomBytes(16).toString('hex'),
+      'kubernetes.io': {
+        namespace: who.namespace,
+        node: { name: 'ip-10-0-12-34.eu-west-1.compute.internal', uid: '5e0e4ab2-8d3e-4d6b-a3c6-1d2c3b4a5f60' },
+        pod: { name: `${who.serviceAccount}-7c9f8d6b5-x2x9q`, uid: 'd1a6e3f0-2b4c-4e8a-9f7d-6c5b4a3e2d10' },
+        serviceaccount: { name: who.serviceAccount, uid: '0f9e8d7c-6b5a-4f3e-8d2c-1b0a9f8e7d6c' },
+      },
+      sub: `system:serviceaccount:${who.namespace}:${who.serviceAccount}`,
+    },
+    { alg: 'RS256' },
+  )
+}
+
+/** What a GitHub Actions job is: its repository (name and immutable id), the ref it runs on, its environment (none: a job without one). */
+export interface GithubJob {
+  repository: string
+  repositoryId: string
+  ref: string
+  environment?: string | undefined
+  /** The token's issuer: default GitHub.com's ({@link GH_ISSUER}); a GitHub Enterprise Server's is `https://HOST/_services/token`. */
+  issuer?: string | undefined
+}
+
+/** A GitHub Actions OIDC token (docs.github.com claim shape) for `job`, audience the broker. */
+export function githubToken(b: TestBroker, keys: PlatformKeys, job: GithubJob): Promise<string> {
+  const now = b.clock.now()
+  const owner = job.repository.split('/')[0]!
+  const workflow = `${job.repository}/.github/workflows/deploy.yml@${job.ref}`
+  return mint(
+    keys.github,
+    {
+      jti: randomBytes(16).toString('hex'),
+      sub: job.environment ? `repo:${job.repository}:environment:${job.environment}` : `repo:${job.repository}:ref:${job.ref}`,
+      environment: job.environment,
+      aud: b.deps.config.issuer,
+      ref: job.ref,
+      sha: 'd2c1f0e9b8a7d6c5b4a3f2e1d0c9b8a7f6e5d4c3',
+      repository: job.repository,
+      repository_owner: owner,
+      repository_owner_id: '65432109',
+      repository_id: job.repositoryId,
+      repository_visibility: 'private',
+      actor: 'octocat',
+      actor_id: '583231',
+      run_id: '9876543210',
+      run_number: '42',
+      run_attempt: '1',
+      runner_environment: 'github-hosted',
+      workflow: 'deploy',
+      event_name: 'push',
+      ref_type: 'branch',
+      workflow_ref: workflow,
+      job_workflow_ref: workflow,
+      iss: job.issuer ?? GH_ISSUER,
+      nbf: now - 600,
+      exp: now + 300,
+      iat: now,
+    },
+    { alg: 'RS256' },
+  )
+}
+
+/**
+ * The `env` argument of `app.request` that makes a request come from `address`, as the
+ * node-server adapter passes the socket: what the broker reads as the caller's address.
+ */
+export function fromAddress(address: string): { incoming: { socket: { remoteAddress: string } } } {
+  return { incoming: { socket: { remoteAddress: address } } }
+}
