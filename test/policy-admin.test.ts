@@ -327,9 +327,9 @@ describe('CLI: policy show / validate / load / evaluate / clear', () => {
 })
 
 describe('docs/policy.md: the dry-run example', () => {
-  it('is docs/examples/dry-run.json verbatim, and the broker answers it as the page says', async () => {
+  it('is docs/examples/questions/dry-run.json verbatim, and the broker answers it as the page says', async () => {
     const page = readFileSync(new URL('../docs/policy.md', import.meta.url), 'utf8')
-    const question = readFileSync(new URL('../docs/examples/dry-run.json', import.meta.url), 'utf8')
+    const question = readFileSync(new URL('../docs/examples/questions/dry-run.json', import.meta.url), 'utf8')
     assert.ok(page.includes('```json\n' + question + '```'), 'the page shows the file verbatim')
     // The example's names: the test broker's issuer and resource renamed to the page's.
     const rename = (c: ConfigInput): ConfigInput => JSON.parse(JSON.stringify(c).replaceAll(USER_ISSUER, 'https://idp.example.com').replaceAll(NOTES, 'https://notes.example.com/mcp')) as ConfigInput
