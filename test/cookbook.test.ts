@@ -496,23 +496,17 @@ describe('cookbook: the limits the page names', () => {
       assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /^task \S+ is pending_approval$/ })
     }))
 
-  it('the approval permit opens a task beyond a grant, never a token: approved, agent-b still gets no notes:delete', () =>
+  it('the approval permit is @constraint_only: it opens nothing beyond a grant (agent-b, no notes:delete grant → 400 invalid_scope, nothing written)', () =>
     withBroker(cookbookConfig(platform, 'approval-for-destructive-tools.cedar'), async (b) => {
+      const before = counts(b)
       const res = await b.app.request('/tasks', {
         method: 'POST',
         headers: { 'content-type': 'application/json', authorization: `Bearer ${await b.session()}`, 'actor-token': await b.svid('b') },
         body: JSON.stringify({ purpose: 'clean up', resources: [{ resource: NOTES, scopes: ['notes:delete'], tools: ['delete_note'] }] }),
       })
-      assert.equal(res.status, 201)
-      const task = (await res.json()) as { task_id: string; status: string }
-      assert.equal(task.status, 'pending_approval')
-      assert.equal(b.lastAudit()!.policies, 'destructive-tools-need-approval', 'only the approval permit allowed it')
-      assert.equal((await b.app.request(`/admin/tasks/${task.task_id}/approve`, { method: 'POST', headers: admin })).status, 200)
-      const before = counts(b)
-      const token = await b.post('/token', (await exchangeParams(b, { actor_token: await b.svid('b'), resource: NOTES, scope: 'notes:delete', task_id: task.task_id })) as Record<string, string>)
-      assert.equal(token.status, 400)
-      assert.equal(((await token.json()) as { error: string }).error, 'invalid_scope')
-      assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /^scope beyond the workload's grant: notes:delete$/ })
+      assert.equal(res.status, 400)
+      assert.equal(((await res.json()) as { error: string }).error, 'invalid_scope')
+      assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /^scope beyond the workload's grant: notes:delete$/, action: 'task.open' })
     }))
   it('caller_address is the real TCP peer: over a 127.0.0.1 socket the rule refuses; the same rule for 127.0.0.0/8 allows', async () => {
     const loopback = join(mkdtempSync(join(tmpdir(), 'taskpass-cookbook-')), 'loopback.cedar')

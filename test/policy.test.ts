@@ -314,3 +314,26 @@ describe('a bad policy is a start-up ConfigError', () => {
     assert.throws(() => parseConfig({ ...testConfig(keys), policies: { replaceDefaults: true } }), (e: unknown) => e instanceof ConfigError && /policies\.replaceDefaults: replaceDefaults needs a policy file/.test(e.message))
   })
 })
+
+describe('@constraint_only permits', () => {
+  const constraintOnly = (extra = '') => `@id("short") @max_ttl("30") ${extra}
+permit (principal, action in [Taskpass::Action::"open_task", Taskpass::Action::"exchange"], resource);`
+  it('add their constraints to what the grants permit, and permit nothing by themselves', () =>
+    withBroker(withPolicies(constraintOnly('@constraint_only("true")')), async (b) => {
+      const res = await b.exchange({ scope: 'notes:read', ttl: '300' } as Record<string, string>)
+      assert.equal(res.status, 200)
+      assert.equal(((await res.json()) as { expires_in: number }).expires_in, 30, 'the constraint applies')
+      let before = counts(b)
+      const ungranted = await b.exchange({ resource: UNGRANTED, scope: 'x:read' })
+      assert.equal(((await ungranted.json()) as { error: string }).error, 'invalid_target')
+      assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /has no grant for/ })
+      before = counts(b)
+      const beyond = await b.exchange({ scope: 'notes:delete' })
+      assert.equal(((await beyond.json()) as { error: string }).error, 'invalid_scope')
+      assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /beyond the workload's grant: notes:delete/ })
+    }))
+  it('control: the same permit without @constraint_only permits the ungranted resource', () =>
+    withBroker(withPolicies(constraintOnly()), async (b) => {
+      assert.equal((await b.exchange({ resource: UNGRANTED, scope: 'x:read' })).status, 200)
+    }))
+})

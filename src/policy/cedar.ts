@@ -36,6 +36,7 @@ const ANNOTATION_RULES: Record<string, { test: (v: string) => boolean; expected:
   max_ttl: { test: (v) => /^[1-9][0-9]{0,8}$/.test(v), expected: 'a positive whole number of seconds' },
   dpop_required: { test: (v) => v === 'true' || v === 'false', expected: '"true" or "false"' },
   approval_required: { test: (v) => v === 'true' || v === 'false', expected: '"true" or "false"' },
+  constraint_only: { test: (v) => v === 'true' || v === 'false', expected: '"true" or "false"' },
   error: { test: (v) => (DENY_CODES as readonly string[]).includes(v), expected: DENY_CODES.join(', ') },
   id: { test: (v) => /^[\x21-\x7e]{1,200}$/.test(v), expected: '1–200 printable characters, no spaces' },
 }
@@ -340,6 +341,8 @@ export function createCedarPolicy(prepared: PreparedSet, kindOf: (issuer: string
         const request = cedarRequest(principal, action, resource.uri, resource.scopes, { ...context, scopes }, kindOf)
         return statefulIsAuthorized({ ...request, preparsedPolicySetId: bucket, preparsedSchemaName: SCHEMA_NAME, validateRequest: true })
       }
+      // A `@constraint_only` permit adds its constraints to a request something else permits; alone it permits nothing.
+      const granting = (ids: readonly string[]) => ids.some((id) => set.policies.get(id)?.annotations.constraint_only !== 'true')
 
       const answer = ask(context.scopes)
       // Fail closed: a request Cedar cannot evaluate is a deny.
@@ -349,11 +352,11 @@ export function createCedarPolicy(prepared: PreparedSet, kindOf: (issuer: string
       const failedForbid = diagnostics.errors.find((e) => set.policies.get(e.policyId)?.effect === 'forbid')
       if (failedForbid) return deny(denyCode([failedForbid.policyId], set), `policy ${failedForbid.policyId} failed to evaluate (counted as a forbid): ${failedForbid.error.message}`, [failedForbid.policyId])
       const ids = [...diagnostics.reason].sort()
-      if (decision === 'allow') return { allow: true, reason: `permitted by policy ${ids.join(', ')}`, constraints: constraintsOf(ids, set, action), version, policies: ids }
-      if (ids.length > 0) return deny(denyCode(ids, set), `forbidden by policy ${ids.join(', ')}`, ids)
+      if (decision === 'allow' && granting(ids)) return { allow: true, reason: `permitted by policy ${ids.join(', ')}`, constraints: constraintsOf(ids, set, action), version, policies: ids }
+      if (decision === 'deny' && ids.length > 0) return deny(denyCode(ids, set), `forbidden by policy ${ids.join(', ')}`, ids)
       if (context.scopes.length > 0 && action !== 'tool.call') {
         const unscoped = ask([])
-        if (unscoped.type === 'success' && unscoped.response.decision === 'allow') {
+        if (unscoped.type === 'success' && unscoped.response.decision === 'allow' && granting(unscoped.response.diagnostics.reason)) {
           const grant = allowedScopes(workload, resource)
           const beyond = context.scopes.filter((s) => !grant.includes(s))
           return deny('invalid_scope', beyond.length > 0 ? `scope beyond the workload's grant: ${beyond.join(' ')}` : `scope not permitted by policy: ${context.scopes.join(' ')}`)
