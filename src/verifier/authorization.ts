@@ -89,7 +89,7 @@ export function createDecisionCache(opts: DecisionCacheOptions): DecisionCache {
       const k = key(token.extra.jti, tool)
       entries.delete(k)
       const { sid, sub_id: subId } = token.extra
-      entries.set(k, { decision, expiresAtMs: opts.clock.nowMs() + opts.ttlMs, taskId: token.extra.task_id, session: sid !== undefined ? sessionKey(subId.iss, sid) : undefined })
+      entries.set(k, { decision, expiresAtMs: opts.clock.nowMs() + opts.ttlMs, taskId: token.extra.task_id, session: sid !== undefined && subId !== undefined ? sessionKey(subId.iss, sid) : undefined })
       while (entries.size > opts.maxEntries) entries.delete(entries.keys().next().value!)
     },
     forget(event) {

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { VerifierError } from './errors.js'
-import { checkToolCalls, parseJsonOrUndefined, readBounded } from './tool-calls.js'
+import { checkToolCalls, parseJsonOrUndefined, readBounded, type VerifiedAuth } from './tool-calls.js'
 import type { TaskAuthInfo, TaskTokenVerifier } from './verifier.js'
 
 /** Options of the gates. */
@@ -51,7 +51,7 @@ export function createFetchGate(verifier: TaskTokenVerifier, options: GateOption
  * MCP handler). A `Response` when a call is refused (a JSON-RPC error, HTTP 200) or the body is
  * over the size limit (413); `undefined` to go on.
  */
-export async function fetchToolCallRefusal(verifier: Pick<TaskTokenVerifier, 'authorize'>, auth: TaskAuthInfo, request: Request): Promise<Response | undefined> {
+export async function fetchToolCallRefusal(verifier: Pick<TaskTokenVerifier, 'authorize'>, auth: VerifiedAuth, request: Request): Promise<Response | undefined> {
   const text = await readBounded(request.clone().body as AsyncIterable<Uint8Array> | null)
   if (text === undefined) return Response.json({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'request body too large' } }, { status: 413, headers: JSON_RPC_HEADERS })
   const parsed = parseJsonOrUndefined(text)
@@ -110,7 +110,7 @@ export function createNodeMiddleware(verifier: TaskTokenVerifier, options: GateO
  * with a JSON-RPC error naming the tool; nothing reaches the server.
  */
 export function nodeToolCallCheck(verifier: Pick<TaskTokenVerifier, 'authorize'>) {
-  return function authorizeToolCalls(req: IncomingMessage & { auth?: Pick<TaskAuthInfo, 'token' | 'extra'>; body?: unknown }, res: ServerResponse, next: (error?: unknown) => void): void {
+  return function authorizeToolCalls(req: IncomingMessage & { auth?: VerifiedAuth; body?: unknown }, res: ServerResponse, next: (error?: unknown) => void): void {
     if (req.method !== 'POST') return next()
     void (async () => {
       if (req.body === undefined) {

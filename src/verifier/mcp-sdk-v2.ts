@@ -31,6 +31,6 @@ export function toMcpSdkV2Verifier(verifier: TaskTokenVerifier): OAuthTokenVerif
  */
 export function authorizeToolCalls(verifier: TaskTokenVerifier) {
   return function checkToolCalls(request: Request, authInfo: AuthInfo): Promise<Response | undefined> {
-    return fetchToolCallRefusal(verifier, authInfo as Parameters<typeof fetchToolCallRefusal>[1], request)
+    return fetchToolCallRefusal(verifier, authInfo, request)
   }
 }

@@ -44,6 +44,15 @@ export interface ToolCallRefusal {
   body: JsonRpcError | JsonRpcError[]
 }
 
+/**
+ * The identity a gate verified, as any gate hands it on (`req.auth` of the MCP SDK v1 gate is the
+ * SDK's `AuthInfo`, which is what this kit's verifier returned).
+ */
+export interface VerifiedAuth {
+  token: string
+  extra?: Record<string, unknown> | undefined
+}
+
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
@@ -79,7 +88,7 @@ function rpcError(id: JsonRpcId | null, tool: string | undefined, decision: Tool
  * permitted (or there are none), else to the first refusal and the body answering the request.
  * Fails closed: a PDP that cannot be asked, or a misconfigured verifier, refuses the call.
  */
-export async function checkToolCalls(verifier: Pick<TaskTokenVerifier, 'authorize'>, auth: Pick<TaskAuthInfo, 'token' | 'extra'> | undefined, message: unknown): Promise<ToolCallRefusal | undefined> {
+export async function checkToolCalls(verifier: Pick<TaskTokenVerifier, 'authorize'>, auth: VerifiedAuth | undefined, message: unknown): Promise<ToolCallRefusal | undefined> {
   const calls = toolCallsIn(message)
   if (calls.length === 0) return undefined
   const refusals = new Map<JsonRpcId, { tool: string | undefined; decision: ToolDecision }>()
@@ -89,7 +98,8 @@ export async function checkToolCalls(verifier: Pick<TaskTokenVerifier, 'authoriz
     else if (!auth) decision = { allowed: false, reason: 'no_token' }
     else {
       try {
-        decision = await verifier.authorize(auth, { tool: call.tool, arguments: call.arguments })
+        // The identity a gate verified; `authorize` checks its shape again and denies a stranger one.
+        decision = await verifier.authorize(auth as Pick<TaskAuthInfo, 'token' | 'extra'>, { tool: call.tool, arguments: call.arguments })
       } catch {
         decision = { allowed: false, reason: 'pdp_unavailable' }
       }
