@@ -20,7 +20,7 @@ import { createFixedClock, type Clock, type FixedClock } from '../src/clock.js'
 import { Hono } from 'hono'
 import { InsufficientScopeError, InvalidTokenError } from '@modelcontextprotocol/sdk/server/auth/errors.js'
 import { OAuthError, OAuthErrorCode } from '@modelcontextprotocol/server'
-import { createTaskTokenVerifier, createFetchGate, createNodeMiddleware, VerifierError, type TaskAuthInfo, type TaskTokenVerifier, type TaskTokenVerifierOptions } from 'taskpass/verifier'
+import { createDecisionCache, createTaskTokenVerifier, createFetchGate, createNodeMiddleware, VerifierError, type TaskAuthInfo, type TaskTokenVerifier, type TaskTokenVerifierOptions } from 'taskpass/verifier'
 import { protectedResourceMetadata, taskTokenAuth } from 'taskpass/verifier/hono'
 import { toMcpSdkV1Verifier } from 'taskpass/verifier/mcp-sdk-v1'
 import { toMcpSdkV2Verifier } from 'taskpass/verifier/mcp-sdk-v2'
@@ -1016,5 +1016,184 @@ describe('verifier: JWKS fetching while the broker fails', () => {
     failing = false
     await assert.rejects(set.getKey({ alg: 'ES256', kid: 'forged-x' }, { payload: '', signature: '' }))
     assert.equal(fetches, 3, 'after the cooldown it tries again')
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+// Tool-call authorization through the broker's AuthZEN PDP (docs/authzen.md).
+
+describe('verifier: authorize (the PDP client and its decision cache)', () => {
+  const PDP = 'https://broker.test.example/access/v1/evaluation'
+  const CREDENTIALS = { clientId: 'notes-mcp', clientSecret: 'pdp secret' }
+  const auth = (jti: string, extra: Record<string, unknown> = {}) =>
+    ({ token: `token-of-${jti}`, extra: { jti, task_id: `task-of-${jti}`, sid: 'sess-1', sub_id: { format: 'iss_sub' as const, iss: USER_ISSUER, sub: 'alice' }, sub: 'alice', act: { sub: 'agent-a' }, ...extra } }) as unknown as TaskAuthInfo
+
+  /** A verifier whose PDP is a function: every request it was sent, and what it answers. */
+  function withPdp(answer: (body: Record<string, unknown>) => Response | Promise<Response>, opts: { cacheMs?: number; cacheMaxEntries?: number } = {}) {
+    const clock = createFixedClock(1_800_000_000)
+    const requests: { url: string; headers: Headers; body: Record<string, unknown> }[] = []
+    const errors: Error[] = []
+    const fetchPdp = (async (url: string | URL | Request, init?: RequestInit) => {
+      const body = JSON.parse(String(init?.body)) as Record<string, unknown>
+      requests.push({ url: String(url), headers: new Headers(init?.headers), body })
+      return answer(body)
+    }) as typeof fetch
+    const verifier = createTaskTokenVerifier({
+      issuer: 'https://broker.test.example',
+      resource: RESOURCE,
+      dpop: 'off',
+      clock,
+      revocation: { mode: 'none' },
+      authorization: { credentials: CREDENTIALS, ...opts },
+      fetch: fetchPdp,
+      onError: (e) => errors.push(e),
+    })
+    return { verifier, clock, requests, errors }
+  }
+  const permit = () => Response.json({ decision: true, context: { reason: 'permitted' } })
+
+  it('asks POST <issuer>/access/v1/evaluation with the resource credential, subject task_token, action tools/call, resource tool', async () => {
+    const { verifier, requests } = withPdp(permit)
+    assert.deepEqual(await verifier.authorize(auth('j1'), { tool: 'read_note', arguments: { name: 'todo' } }), { allowed: true, reason: 'permitted' })
+    assert.equal(requests.length, 1)
+    const [req] = requests
+    assert.equal(req!.url, PDP)
+    assert.equal(req!.headers.get('authorization'), `Basic ${Buffer.from('notes-mcp:pdp+secret').toString('base64')}`)
+    assert.equal(req!.headers.get('content-type'), 'application/json')
+    assert.match(String(req!.headers.get('x-request-id')), /^[0-9a-f-]{36}$/)
+    assert.deepEqual(req!.body, { subject: { type: 'task_token', id: 'token-of-j1' }, action: { name: 'tools/call' }, resource: { type: 'tool', id: 'read_note' }, context: { arguments: { name: 'todo' } } })
+  })
+
+  it('a deny is {allowed: false} with the PDP reason', async () => {
+    const { verifier } = withPdp(() => Response.json({ decision: false, context: { reason: 'tool_not_in_task' } }))
+    assert.deepEqual(await verifier.authorize(auth('j1'), { tool: 'delete_note' }), { allowed: false, reason: 'tool_not_in_task' })
+  })
+
+  it('caches per (jti, tool) and the answer expires with the injected clock', async () => {
+    const { verifier, clock, requests } = withPdp(permit, { cacheMs: 2000 })
+    await verifier.authorize(auth('j1'), { tool: 'read_note' })
+    await verifier.authorize(auth('j1'), { tool: 'read_note', arguments: { other: 'args' } })
+    assert.equal(requests.length, 1, 'same token and tool: from the cache (arguments are not evaluated)')
+    await verifier.authorize(auth('j1'), { tool: 'write_note' })
+    await verifier.authorize(auth('j2'), { tool: 'read_note' })
+    assert.equal(requests.length, 3, 'another tool or another token: asked')
+    clock.advance(1.999)
+    await verifier.authorize(auth('j1'), { tool: 'read_note' })
+    assert.equal(requests.length, 3, 'still fresh just before cacheMs')
+    clock.advance(0.001)
+    await verifier.authorize(auth('j1'), { tool: 'read_note' })
+    assert.equal(requests.length, 4, 'asked again once cacheMs has passed')
+  })
+
+  it('cacheMs 0 asks every time; concurrent questions about one (jti, tool) share one request', async () => {
+    const { verifier, requests } = withPdp(permit, { cacheMs: 0 })
+    await verifier.authorize(auth('j1'), { tool: 'read_note' })
+    await verifier.authorize(auth('j1'), { tool: 'read_note' })
+    assert.equal(requests.length, 2)
+    await Promise.all([verifier.authorize(auth('j1'), { tool: 'read_note' }), verifier.authorize(auth('j1'), { tool: 'read_note' })])
+    assert.equal(requests.length, 3)
+  })
+
+  it('is bounded: beyond cacheMaxEntries the least recently used answer goes first', async () => {
+    const { verifier, requests } = withPdp(permit, { cacheMaxEntries: 2 })
+    await verifier.authorize(auth('j1'), { tool: 'a' })
+    await verifier.authorize(auth('j1'), { tool: 'b' })
+    await verifier.authorize(auth('j1'), { tool: 'a' }) // a is now the most recent
+    await verifier.authorize(auth('j1'), { tool: 'c' }) // evicts b
+    assert.equal(requests.length, 3)
+    await verifier.authorize(auth('j1'), { tool: 'a' })
+    assert.equal(requests.length, 3, 'a kept')
+    await verifier.authorize(auth('j1'), { tool: 'b' })
+    assert.equal(requests.length, 4, 'b was evicted')
+  })
+
+  it('fails closed: an unreachable, failing or confused PDP is a deny, reported and never cached', async () => {
+    const answers: (() => Response)[] = [
+      () => { throw new TypeError('fetch failed') },
+      () => new Response('oops', { status: 500 }),
+      () => Response.json({ error: 'invalid_client' }, { status: 401 }),
+      () => new Response('not json', { status: 200 }),
+      () => Response.json({ decision: 'yes' }),
+      () => Response.json(null),
+      () => new Response(null, { status: 302, headers: { location: 'https://elsewhere.example/' } }),
+    ]
+    for (const [i, answer] of answers.entries()) {
+      const { verifier, requests, errors } = withPdp(answer)
+      assert.deepEqual(await verifier.authorize(auth('j1'), { tool: 'read_note' }), { allowed: false, reason: 'pdp_unavailable' }, `answer ${i}`)
+      assert.equal(errors.length, 1, `answer ${i} is reported`)
+      await verifier.authorize(auth('j1'), { tool: 'read_note' })
+      assert.equal(requests.length, 2, `answer ${i} is not cached`)
+    }
+  })
+
+  it('refuses without asking: a tool name MCP does not allow, an identity without jti', async () => {
+    const { verifier, requests } = withPdp(permit)
+    assert.deepEqual(await verifier.authorize(auth('j1'), { tool: 'bad name' }), { allowed: false, reason: 'invalid_tool_name' })
+    assert.deepEqual(await verifier.authorize({ token: 't' } as unknown as TaskAuthInfo, { tool: 'read_note' }), { allowed: false, reason: 'no_token' })
+    assert.equal(requests.length, 0)
+  })
+
+  it('without any credential for the PDP, authorize is a misuse (TypeError); the options are checked', async () => {
+    const v = createTaskTokenVerifier({ issuer: 'https://as.example', resource: RESOURCE, dpop: 'off', revocation: { mode: 'none' } })
+    await assert.rejects(v.authorize(auth('j1'), { tool: 'read_note' }), TypeError)
+    const base: TaskTokenVerifierOptions = { issuer: 'https://as.example', resource: RESOURCE, dpop: 'off', revocation: { mode: 'none' } }
+    for (const [authorization, message] of [
+      [{ cacheMs: 5001 }, /"authorization\.cacheMs"/],
+      [{ cacheMaxEntries: 0 }, /"authorization\.cacheMaxEntries"/],
+      [{ evaluationUrl: 'nope' }, /"authorization\.evaluationUrl"/],
+      [{ credentials: { clientId: 'x' } }, /"authorization\.credentials"/],
+      [{ timeoutMs: 1 }, /"authorization\.timeoutMs"/],
+    ] as const) {
+      assert.throws(() => createTaskTokenVerifier({ ...base, authorization: authorization as never }), message)
+    }
+  })
+
+  it('a revocation event drops the cached answers of its token, task or session; a key revocation drops all', () => {
+    const clock = createFixedClock(1_800_000_000)
+    const cache = createDecisionCache({ ttlMs: 5000, maxEntries: 100, clock })
+    const yes = { allowed: true }
+    const fill = () => {
+      for (const jti of ['j1', 'j2', 'j3']) cache.set(auth(jti), 'read_note', yes)
+      cache.set(auth('j4', { sid: 'sess-2' }), 'read_note', yes)
+    }
+    fill()
+    cache.forget({ type: 'token_revoked', jti: 'j1' })
+    assert.equal(cache.get('j1', 'read_note'), undefined)
+    assert.deepEqual(cache.get('j2', 'read_note'), yes)
+    cache.forget({ type: 'task_completed', task_id: 'task-of-j2' })
+    assert.equal(cache.get('j2', 'read_note'), undefined)
+    assert.deepEqual(cache.get('j3', 'read_note'), yes)
+    cache.forget({ type: 'session_revoked', sid: 'sess-1', sub_id: { format: 'iss_sub', iss: 'https://other-idp.example', sub: 'alice' } })
+    assert.deepEqual(cache.get('j3', 'read_note'), yes, "another issuer's session of the same id is not this one")
+    cache.forget({ type: 'session_revoked', sid: 'sess-1', sub_id: { format: 'iss_sub', iss: USER_ISSUER, sub: 'alice' } })
+    assert.equal(cache.get('j3', 'read_note'), undefined)
+    assert.deepEqual(cache.get('j4', 'read_note'), yes)
+    cache.forget({ type: 'key_revoked' })
+    assert.equal(cache.size, 0)
+  })
+
+  it('against a real broker (feed mode, its credential reused): permitted, then denied once the token is revoked, before the cache would expire', async () => {
+    const broker = await startBroker()
+    const events: string[] = []
+    const v = createTaskTokenVerifier({
+      issuer: broker.url,
+      resource: NOTES,
+      dpop: 'allowed',
+      revocation: { mode: 'feed', feedUrl: `${broker.url}/revocations`, credentials: { clientId: 'notes-mcp', clientSecret: NOTES_SECRET }, pollIntervalMs: 100, onEvent: (e) => events.push(e.type) },
+      authorization: { cacheMs: 5000 },
+    })
+    try {
+      await v.ready()
+      const { access_token: token } = await exchangeIn(broker.b, await newTask(broker.b))
+      const info = await v.verifyAccessToken(token)
+      assert.deepEqual(await v.authorize(info, { tool: 'read_note' }), { allowed: true, reason: 'permitted' })
+      const res = await broker.b.post('/revoke', { token }, { authorization: `Basic ${Buffer.from(`notes-mcp:${NOTES_SECRET}`).toString('base64')}` })
+      assert.equal(res.status, 200)
+      await eventually(async () => assert.ok(events.includes("token_revoked"), JSON.stringify(events)), 5000)
+      assert.deepEqual(await v.authorize(info, { tool: 'read_note' }), { allowed: false, reason: 'token_revoked' })
+    } finally {
+      await v.close()
+      await broker.close()
+    }
   })
 })
