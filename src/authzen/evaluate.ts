@@ -16,7 +16,7 @@ import type { EvaluationRequest, EvaluationsRequest } from './request.js'
  * (`deps.policy.decide(owner, 'tool.call', …)`); every answer is audited.
  *
  * Owns: the mapping from AuthZEN to the policy (subject `task_token`, action `tools/call`,
- * resource `tool`), the batch semantics (§7.1.2) and the audit rows. Imports the policy, the
+ * resource `tool`), the batch semantics ("Evaluations semantics") and the audit rows. Imports the policy, the
  * task lifecycle's read helpers, the token verifier and the stores; never hono.
  */
 
@@ -56,7 +56,7 @@ export type DecisionReason =
   | 'tool_not_in_task'
   | 'policy_denied'
 
-/** §6.2 Decision, with our reason in `context`; a per-item error (§7.2) also carries `context.error`. */
+/** The Access Evaluation response (a Decision), with our reason in `context`; a per-item error of a batch also carries `context.error`. */
 export interface AuthzenDecision {
   decision: boolean
   context: { reason: DecisionReason; error?: { status: number; message: string } }
@@ -137,7 +137,7 @@ async function decide(deps: AuthzenDeps, caller: ResourceConfig, req: Evaluation
 }
 
 /**
- * §6 Access Evaluation for one tool call, audited. A question about a token issued for another
+ * AuthZEN "Access Evaluation API" for one tool call, audited. A question about a token issued for another
  * resource is refused with 403 (and audited as such), not answered.
  * @throws OAuthError `unauthorized_client` (403)
  */
@@ -149,10 +149,10 @@ export async function evaluateToolCall(deps: AuthzenDeps, caller: ResourceConfig
 }
 
 /**
- * §7 Access Evaluations: the items in order, one at a time (the policy is synchronous, so
+ * AuthZEN "Access Evaluations API": the items in order, one at a time (the policy is synchronous, so
  * running them "in parallel" would gain nothing). `deny_on_first_deny` stops after the first
  * `false` (a per-item error counts as one), `permit_on_first_permit` after the first `true`; the
- * response is then truncated after that item (§7.1.2). Every item evaluated is audited, in one
+ * response is then truncated after that item ("Evaluations semantics"). Every item evaluated is audited, in one
  * transaction. Without items the request is one Access Evaluation and gets that response shape.
  */
 export async function evaluateToolCalls(deps: AuthzenDeps, caller: ResourceConfig, req: EvaluationsRequest): Promise<AuthzenDecision | { evaluations: AuthzenDecision[] }> {
@@ -173,7 +173,7 @@ export async function evaluateToolCalls(deps: AuthzenDeps, caller: ResourceConfi
 }
 
 /**
- * §9 PDP metadata. `policy_decision_point` is the broker's issuer exactly (a PEP discards a
+ * AuthZEN "Policy Decision Point Metadata". `policy_decision_point` is the broker's issuer exactly (a PEP discards a
  * document whose identifier differs from the one it asked for, the mix-up defence); no search
  * endpoints, no capabilities.
  */
@@ -186,7 +186,7 @@ export function authzenConfiguration(issuer: string) {
 }
 
 /**
- * §9.2: the metadata lives at the identifier with `/.well-known/authzen-configuration`
+ * AuthZEN metadata discovery: the metadata lives at the identifier with `/.well-known/authzen-configuration`
  * inserted between the host and the path (`https://h/t` → `https://h/.well-known/authzen-configuration/t`).
  */
 export function authzenConfigurationPath(issuer: string): string {

@@ -2,10 +2,10 @@ import { z } from 'zod'
 import { invalidRequest } from '../errors.js'
 
 /**
- * The OpenID AuthZEN Authorization API 1.0 request model (§5–§7), parsed once at the edge:
+ * The OpenID AuthZEN Authorization API 1.0 request model ("Information Model", "Access Evaluation API", "Access Evaluations API"), parsed once at the edge:
  * Subject and Resource are `{type, id, properties?}`, Action is `{name, properties?}`, Context is
- * any object. Unknown members are ignored (§10.1 "ignore unknown fields"); a missing required
- * member is a 400 (§11.2.2). Every string and the tool arguments are bounded, so a request costs
+ * any object. Unknown members are ignored (the HTTPS binding: "ignore unknown fields"); a missing required
+ * member is a 400 (the HTTPS binding's errors). Every string and the tool arguments are bounded, so a request costs
  * the PDP no more than its (already size-limited) body.
  *
  * This module owns the wire shapes only; what the members mean is in `evaluate.ts`.
@@ -30,7 +30,7 @@ export type Subject = z.infer<typeof subject>
 export type Resource = z.infer<typeof resource>
 export type Action = z.infer<typeof action>
 
-/** One complete Access Evaluation request (§6.1): every required member present. */
+/** One complete Access Evaluation request: every required member present. */
 export interface EvaluationRequest {
   subject: Subject
   action: Action
@@ -40,9 +40,9 @@ export interface EvaluationRequest {
 
 export type EvaluationsSemantic = 'execute_all' | 'deny_on_first_deny' | 'permit_on_first_permit'
 
-/** An Access Evaluations request (§7.1) with the defaults merged into each item. */
+/** An Access Evaluations request with the defaults merged into each item. */
 export interface EvaluationsRequest {
-  /** Undefined when `evaluations` was missing or empty: then the request is one Access Evaluation (§7.1.1). */
+  /** Undefined when `evaluations` was missing or empty: then the request is one Access Evaluation (backwards compatible). */
   items: EvaluationRequest[] | undefined
   single: EvaluationRequest | undefined
   semantic: EvaluationsSemantic
@@ -92,7 +92,7 @@ function checkContext(ctx: Record<string, unknown> | null | undefined, where: st
   return value
 }
 
-/** §6.1: an Access Evaluation request. Throws `invalid_request` (400) naming the first bad member. */
+/** An Access Evaluation request. Throws `invalid_request` (400) naming the first bad member. */
 export function parseEvaluation(body: unknown): EvaluationRequest {
   const parsed = single.safeParse(body)
   if (!parsed.success) throw invalidRequest(describe(parsed.error))
@@ -101,7 +101,7 @@ export function parseEvaluation(body: unknown): EvaluationRequest {
 }
 
 /**
- * §7.1: an Access Evaluations request. The top-level `subject`, `action`, `resource` and
+ * An Access Evaluations request. The top-level `subject`, `action`, `resource` and
  * `context` are defaults each item may override; every item must end up with all three
  * required members (else 400, naming the item). At most {@link MAX_EVALUATIONS} items.
  */
@@ -121,7 +121,7 @@ export function parseEvaluations(body: unknown): EvaluationsRequest {
     const r = item.resource ?? top.resource
     const missing = [s ? undefined : 'subject', a ? undefined : 'action', r ? undefined : 'resource'].filter(Boolean)
     if (missing.length > 0 || !s || !a || !r) throw invalidRequest(`"evaluations.${i}": ${missing.join(', ')} missing (neither in the item nor at the top level)`)
-    // A context given in the item replaces the default one (§7.1: item members override).
+    // A context given in the item replaces the default one (item members override the defaults).
     return { subject: s, action: a, resource: r, context: checkContext(item.context ?? top.context, `evaluations.${i}.`) }
   })
   return { items, single: undefined, semantic }

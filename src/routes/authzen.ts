@@ -7,12 +7,12 @@ import { noStore } from '../http/middleware.js'
 import { remoteAddress } from '../http/rate-limit.js'
 
 /**
- * OpenID AuthZEN Authorization API 1.0 (docs/authzen.md): `POST /access/v1/evaluation` (§6),
- * `POST /access/v1/evaluations` (§7) and the PDP metadata (§9). The PEP is a registered resource
+ * OpenID AuthZEN Authorization API 1.0 (docs/authzen.md): `POST /access/v1/evaluation`,
+ * `POST /access/v1/evaluations` and the PDP metadata. The PEP is a registered resource
  * authenticated with its credential by HTTP Basic — the authenticator and throttle of /introspect.
  */
 export function authzenRoutes(deps: Deps) {
-  // §10.1.3: a PEP's X-Request-ID comes back on the response, errors included.
+  // The HTTPS binding: a PEP's X-Request-ID comes back on the response, errors included.
   const echoRequestId: MiddlewareHandler = async function echoRequestId(c, next) {
     const id = c.req.header('x-request-id')
     await next()

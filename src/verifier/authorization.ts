@@ -138,7 +138,7 @@ const TOOL_CALL_ACTION = 'tools/call'
 const MCP_TOOL_NAME = /^[A-Za-z0-9_.-]{1,128}$/
 
 /**
- * Asks the PDP (AuthZEN 1.0 §6) with the subject `{type: "task_token", id: <token>}`, the action
+ * Asks the PDP (AuthZEN 1.0 Access Evaluation API) with the subject `{type: "task_token", id: <token>}`, the action
  * `tools/call` and the resource `{type: "tool", id: <tool>}`. Concurrent questions about the same
  * (jti, tool) share one request.
  */
@@ -173,7 +173,7 @@ export function createPdpClient(opts: PdpClientOptions): PdpClient {
     } catch (e) {
       return fail(e)
     }
-    // §6.2: `decision` is a required boolean; anything else is not an answer.
+    // The response's `decision` is a required boolean; anything else is not an answer.
     const answer = body as { decision?: unknown; context?: { reason?: unknown } } | null
     if (typeof answer !== 'object' || answer === null || typeof answer.decision !== 'boolean') return fail(new Error('the PDP answer has no boolean "decision"'))
     const reason = typeof answer.context?.reason === 'string' ? answer.context.reason : undefined

@@ -13,7 +13,7 @@ import type { TaskAuthInfo, TaskTokenVerifier } from './verifier.js'
  * `McpError` whose message names the tool.
  */
 
-/** JSON-RPC error codes of the COAZ-MCP binding (§ "Errors"). */
+/** JSON-RPC error codes of the COAZ-MCP binding (its error mapping). */
 export const TOOL_DENIED = -32001
 export const TOOL_AUTHORIZATION_FAILED = -32603
 export const INVALID_PARAMS = -32602
