@@ -30,9 +30,10 @@ import { createTaskTokenVerifier, type TaskAuthInfo, type TaskTokenVerifier } fr
 import { taskTokenAuth, type TaskTokenVariables } from 'taskpass/verifier/hono'
 import { authorizeToolCalls as authorizeToolCallsV1, toMcpSdkV1Verifier } from 'taskpass/verifier/mcp-sdk-v1'
 import { authorizeToolCalls as authorizeToolCallsV2, toMcpSdkV2Verifier } from 'taskpass/verifier/mcp-sdk-v2'
+import { notesApp, notesVerifier } from '../docs/examples/authzen-mcp-server.js'
 import { NOTES_SECRET, openTask, startTestServer, testKeys, type TestBroker } from './harness.js'
 
-type Kind = 'v1' | 'v2' | 'hono'
+type Kind = 'v1' | 'v2' | 'hono' | 'docs'
 type Broker = TestBroker & { url: string; stop(): Promise<void> }
 
 const SCOPES = ['notes:read', 'notes:write']
@@ -105,6 +106,7 @@ interface Stack {
   broker: Broker
   mcpUrl: string
   runs: Runs
+  notes: Map<string, string>
   stop(): Promise<void>
 }
 
@@ -126,21 +128,30 @@ async function startStack(kind: Kind): Promise<Stack> {
     }),
   })
   // The PDP is asked with the credential the verifier already has for the feed.
-  const verifier = createTaskTokenVerifier({
-    issuer: broker.url,
-    resource: mcpUrl,
-    requiredScopes: ['notes:read'],
-    dpop: 'allowed',
-    revocation: { mode: 'feed', feedUrl: `${broker.url}/revocations`, credentials: RESOURCE_CLIENT, pollIntervalMs: 250 },
-  })
+  const verifier =
+    kind === 'docs'
+      ? notesVerifier(broker.url, mcpUrl, RESOURCE_CLIENT)
+      : createTaskTokenVerifier({
+          issuer: broker.url,
+          resource: mcpUrl,
+          requiredScopes: ['notes:read'],
+          dpop: 'allowed',
+          revocation: { mode: 'feed', feedUrl: `${broker.url}/revocations`, credentials: RESOURCE_CLIENT, pollIntervalMs: 250 },
+        })
   await verifier.ready()
   const runs: Runs = new Map()
-  listener = kind === 'v1' ? listenerV1(verifier, mcpUrl, runs) : kind === 'v2' ? listenerV2(verifier, mcpUrl, runs) : listenerHono(verifier, runs)
+  const notes = new Map([['todo', 'buy milk']])
+  listener =
+    kind === 'v1' ? listenerV1(verifier, mcpUrl, runs)
+    : kind === 'v2' ? listenerV2(verifier, mcpUrl, runs)
+    : kind === 'hono' ? listenerHono(verifier, runs)
+    : notesApp(verifier, mcpUrl, notes)
   return {
     kind,
     broker,
     mcpUrl,
     runs,
+    notes,
     async stop() {
       await verifier.close()
       http.closeAllConnections()
@@ -246,5 +257,18 @@ describe('hono adapter with tool checks on (SDK v1 web-standard transport behind
     })
     assert.equal(raw.status, 403)
     assert.match(String(raw.headers.get('www-authenticate')), /^Bearer error="insufficient_scope", error_description="tool 'delete_note' is not permitted for this task \(policy_denied\)"/)
+  })
+})
+
+describe('the docs/authzen.md sample server', () => {
+  let s: Stack
+  before(async () => { s = await startStack('docs') })
+  after(() => s.stop())
+
+  it('reads a note; the forbidden delete_note is refused with an error naming the tool, and the note survives', async () => {
+    const token = await taskToken(s)
+    assert.equal(await callTool(s, token, 'read_note'), 'buy milk')
+    await assert.rejects(callTool(s, token, 'delete_note'), /MCP error -32001: tool "delete_note" is not permitted for this task \(policy_denied\)/)
+    assert.equal(s.notes.get('todo'), 'buy milk')
   })
 })
