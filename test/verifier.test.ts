@@ -20,7 +20,7 @@ import { createFixedClock, type Clock, type FixedClock } from '../src/clock.js'
 import { Hono } from 'hono'
 import { InsufficientScopeError, InvalidTokenError } from '@modelcontextprotocol/sdk/server/auth/errors.js'
 import { OAuthError, OAuthErrorCode } from '@modelcontextprotocol/server'
-import { createDecisionCache, createTaskTokenVerifier, createFetchGate, createNodeMiddleware, VerifierError, type TaskAuthInfo, type TaskTokenVerifier, type TaskTokenVerifierOptions } from 'taskpass/verifier'
+import { checkToolCalls, createDecisionCache, createTaskTokenVerifier, createFetchGate, TOOL_AUTHORIZATION_FAILED, TOOL_DENIED, createNodeMiddleware, VerifierError, type TaskAuthInfo, type TaskTokenVerifier, type TaskTokenVerifierOptions } from 'taskpass/verifier'
 import { protectedResourceMetadata, taskTokenAuth } from 'taskpass/verifier/hono'
 import { toMcpSdkV1Verifier } from 'taskpass/verifier/mcp-sdk-v1'
 import { toMcpSdkV2Verifier } from 'taskpass/verifier/mcp-sdk-v2'
@@ -1195,5 +1195,107 @@ describe('verifier: authorize (the PDP client and its decision cache)', () => {
       await v.close()
       await broker.close()
     }
+  })
+})
+
+describe('verifier: tool-call checks (the adapters\' option)', () => {
+  const call = (id: number | string, name?: string, args: Record<string, unknown> = {}) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { ...(name !== undefined ? { name } : {}), arguments: args } })
+  const authInfo = { token: 't', extra: { jti: 'j1', task_id: 'task-1', sub_id: { format: 'iss_sub', iss: USER_ISSUER, sub: 'alice' } } }
+  const pdp = { authorize: async (_a: unknown, { tool }: { tool: string }) => (tool.startsWith('ok') ? { allowed: true } : tool === 'down' ? { allowed: false, reason: 'pdp_unavailable' } : { allowed: false, reason: 'policy_denied' }) }
+
+  it('lets through messages without tool calls, and permitted calls', async () => {
+    assert.equal(await checkToolCalls(pdp, authInfo, { jsonrpc: '2.0', id: 1, method: 'initialize', params: {} }), undefined)
+    assert.equal(await checkToolCalls(pdp, authInfo, { jsonrpc: '2.0', method: 'tools/call', params: { name: 'bad' } }), undefined, 'a notification runs nothing')
+    assert.equal(await checkToolCalls(pdp, authInfo, call(1, 'ok_tool')), undefined)
+    assert.equal(await checkToolCalls(pdp, authInfo, 'not an object'), undefined)
+  })
+
+  it('a refused call is a JSON-RPC error naming the tool: -32001 deny, -32603 PDP failure, -32602 no tool name', async () => {
+    assert.deepEqual((await checkToolCalls(pdp, authInfo, call(7, 'delete_note')))?.body, {
+      jsonrpc: '2.0',
+      id: 7,
+      error: { code: TOOL_DENIED, message: 'tool "delete_note" is not permitted for this task (policy_denied)', data: { tool: 'delete_note', reason: 'policy_denied' } },
+    })
+    assert.deepEqual((await checkToolCalls(pdp, authInfo, call('a', 'down')))?.body, {
+      jsonrpc: '2.0',
+      id: 'a',
+      error: { code: TOOL_AUTHORIZATION_FAILED, message: 'tool "down" was not run: its authorization could not be checked', data: { tool: 'down', reason: 'pdp_unavailable' } },
+    })
+    const throwing = { authorize: () => Promise.reject(new TypeError('no credentials')) }
+    assert.equal(((await checkToolCalls(throwing, authInfo, call(1, 'ok_tool')))?.body as { error: { code: number } }).error.code, TOOL_AUTHORIZATION_FAILED, 'fails closed')
+    assert.equal(((await checkToolCalls(pdp, authInfo, call(1)))?.body as { error: { code: number } }).error.code, -32602)
+    assert.equal((await checkToolCalls(pdp, undefined, call(1, 'ok_tool')))?.decision.reason, 'no_token')
+  })
+
+  it('a batch with a refused call runs none of it: every request gets an error', async () => {
+    const refusal = await checkToolCalls(pdp, authInfo, [call(1, 'ok_a'), call(2, 'delete_note'), { jsonrpc: '2.0', id: 3, method: 'ping' }, { jsonrpc: '2.0', method: 'notifications/initialized' }])
+    const body = refusal?.body as { id: number; error: { code: number; message: string } }[]
+    assert.deepEqual(body.map((e) => [e.id, e.error.code]), [[1, TOOL_DENIED], [2, TOOL_DENIED], [3, TOOL_DENIED]])
+    assert.match(body[0]!.error.message, /^not run: tool "delete_note" is not permitted/)
+    assert.equal(await checkToolCalls(pdp, authInfo, [call(1, 'ok_a'), call(2, 'ok_b')]), undefined)
+  })
+
+  describe('createFetchGate / createNodeMiddleware with authorizeToolCalls', () => {
+    const clock = createFixedClock(1_800_000_000)
+    let issuer: LocalIssuer
+    let v: TaskTokenVerifier
+    const asked: string[] = []
+    before(async () => {
+      issuer = await startIssuer(clock)
+      const PDP = `${issuer.url}/access/v1/evaluation`
+      v = createTaskTokenVerifier({
+        issuer: issuer.url,
+        resource: RESOURCE,
+        dpop: 'off',
+        clock,
+        revocation: { mode: 'none' },
+        authorization: { credentials: { clientId: 'mcp', clientSecret: 's' }, cacheMs: 0 },
+        // The PDP is answered here; the JWKS comes from the local issuer.
+        fetch: (async (url: string | URL | Request, init?: RequestInit) => {
+          if (String(url) !== PDP) return fetch(url, init)
+          const tool = (JSON.parse(String(init?.body)) as { resource: { id: string } }).resource.id
+          asked.push(tool)
+          return Response.json({ decision: tool === 'read_note', context: { reason: tool === 'read_note' ? 'permitted' : 'tool_not_in_task' } })
+        }) as typeof fetch,
+      })
+    })
+    after(() => issuer.close())
+
+    it('fetch gate: a permitted call yields the auth info, a refused one a JSON-RPC error response; GETs are not read', async () => {
+      const gate = createFetchGate(v, { authorizeToolCalls: true })
+      const token = await issuer.mint()
+      const post = (body: unknown) => new Request(MCP_URL, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })
+      const ok = await gate(post(call(1, 'read_note')))
+      assert.ok(!(ok instanceof Response))
+      const refused = await gate(post(call(2, 'delete_note')))
+      assert.ok(refused instanceof Response)
+      assert.equal(refused.status, 200)
+      assert.deepEqual(await refused.json(), { jsonrpc: '2.0', id: 2, error: { code: -32001, message: 'tool "delete_note" is not permitted for this task (tool_not_in_task)', data: { tool: 'delete_note', reason: 'tool_not_in_task' } } })
+      assert.ok(!((await createFetchGate(v)(post(call(3, 'delete_note')))) instanceof Response), 'without the option nothing is asked')
+      assert.deepEqual(asked.splice(0), ['read_note', 'delete_note'])
+    })
+
+    it('node middleware without a body parser: reads the body, leaves it parsed in req.body, refuses before next()', async () => {
+      const mw = createNodeMiddleware(v, { authorizeToolCalls: true })
+      const server = createServer((req, res) => mw(req, res, () => {
+        res.writeHead(200, { 'content-type': 'application/json' })
+        res.end(JSON.stringify({ handled: (req as { body?: unknown }).body }))
+      }))
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`
+      try {
+        const token = await issuer.mint()
+        const send = (body: unknown) => fetch(url, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })
+        const ok = await send(call(1, 'read_note'))
+        assert.deepEqual(await ok.json(), { handled: call(1, 'read_note') })
+        const refused = await send(call(2, 'delete_note'))
+        assert.equal(refused.status, 200)
+        assert.equal(((await refused.json()) as { error: { code: number } }).error.code, -32001)
+        assert.equal((await send({ pad: 'x'.repeat(4 * 1024 * 1024) })).status, 413)
+      } finally {
+        server.closeAllConnections()
+        await new Promise<void>((r) => server.close(() => r()))
+      }
+    })
   })
 })
