@@ -111,7 +111,7 @@ describe('POST /access/v1/evaluation', () => {
       assert.equal((await decision(await ask(b, toolCall(token, 'READ_NOTE')))).decision, false)
     }))
 
-  it("a completed task's token is denied (task_not_active), though the token itself has not expired", () =>
+  it("a completed task's token is denied (token_revoked: ending the task revoked its tokens), though it has not expired", () =>
     withBroker(undefined, async (b) => {
       const { token, taskId } = await notesToken(b)
       const done = await b.app.request(`/tasks/${taskId}/complete`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })
@@ -130,6 +130,16 @@ describe('POST /access/v1/evaluation', () => {
       b.deps.database.sqlite.prepare('update tasks set expires_at = ? where id = ?').run(b.clock.now() - 1, taskId)
       assert.deepEqual(await decision(await ask(b, toolCall(token, 'read_note'))), { decision: false, context: { reason: 'task_not_active' } })
       assert.equal(b.lastAudit()!.reason, 'task is expired')
+    }))
+
+  it('a completed or revoked task is a deny even if a token row of it were still active (task_not_active)', () =>
+    withBroker(undefined, async (b) => {
+      for (const status of ['completed', 'revoked', 'pending_approval']) {
+        const { token, taskId } = await notesToken(b)
+        b.deps.database.sqlite.prepare('update tasks set status = ? where id = ?').run(status, taskId)
+        assert.deepEqual(await decision(await ask(b, toolCall(token, 'read_note'))), { decision: false, context: { reason: 'task_not_active' } }, status)
+        assert.equal(b.lastAudit()!.reason, `task is ${status}`)
+      }
     }))
 
   it('a revoked token is denied (token_revoked)', () =>
