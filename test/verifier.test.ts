@@ -1116,6 +1116,9 @@ describe('verifier: authorize (the PDP client and its decision cache)', () => {
       () => Response.json({ decision: 'yes' }),
       () => Response.json(null),
       () => new Response(null, { status: 302, headers: { location: 'https://elsewhere.example/' } }),
+      // Only a 200 is an answer, whatever the body says.
+      () => Response.json({ decision: true }, { status: 201 }),
+      () => Response.json({ decision: true }, { status: 403 }),
     ]
     for (const [i, answer] of answers.entries()) {
       const { verifier, requests, errors } = withPdp(answer)
