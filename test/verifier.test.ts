@@ -1064,6 +1064,17 @@ describe('verifier: authorize (the PDP client and its decision cache)', () => {
     assert.deepEqual(req!.body, { subject: { type: 'task_token', id: 'token-of-j1' }, action: { name: 'tools/call' }, resource: { type: 'tool', id: 'read_note' }, context: { arguments: { name: 'todo' } } })
   })
 
+  it('arguments beyond the PDP bounds are left out of the question (they are never evaluated), not refused for their size', async () => {
+    const { verifier, requests } = withPdp(permit, { cacheMs: 0 })
+    const deep = JSON.parse('{"a":'.repeat(20) + '1' + '}'.repeat(20)) as Record<string, unknown>
+    for (const args of [{ text: 'x'.repeat(5000) }, deep]) {
+      assert.deepEqual(await verifier.authorize(auth('j1'), { tool: 'write_note', arguments: args }), { allowed: true, reason: 'permitted' })
+      assert.deepEqual(requests.at(-1)!.body.context, {})
+    }
+    await verifier.authorize(auth('j1'), { tool: 'write_note', arguments: { text: 'short' } })
+    assert.deepEqual(requests.at(-1)!.body.context, { arguments: { text: 'short' } })
+  })
+
   it('a deny is {allowed: false} with the PDP reason', async () => {
     const { verifier } = withPdp(() => Response.json({ decision: false, context: { reason: 'tool_not_in_task' } }))
     assert.deepEqual(await verifier.authorize(auth('j1'), { tool: 'delete_note' }), { allowed: false, reason: 'tool_not_in_task' })
