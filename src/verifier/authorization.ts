@@ -133,6 +133,34 @@ export interface PdpClient {
   authorize(token: AuthorizedToken, call: ToolCall): Promise<ToolDecision>
 }
 
+/**
+ * Arguments are sent only within the PDP's bounds (8192 characters, 32 levels; the kit keeps a
+ * margin): the PDP never evaluates them, so a large call is asked about without them rather than
+ * refused for its size.
+ */
+const MAX_SENT_ARGUMENTS = 4096
+const MAX_SENT_DEPTH = 16
+
+function sendable(args: Record<string, unknown> | undefined): Record<string, unknown> | undefined {
+  if (args === undefined || typeof args !== 'object' || args === null || Array.isArray(args)) return undefined
+  let text: string
+  try {
+    text = JSON.stringify(args)
+  } catch {
+    return undefined
+  }
+  if (text.length > MAX_SENT_ARGUMENTS) return undefined
+  // Depth without recursion.
+  const stack: [unknown, number][] = [[args, 1]]
+  while (stack.length > 0) {
+    const [v, d] = stack.pop()!
+    if (typeof v !== 'object' || v === null) continue
+    if (d > MAX_SENT_DEPTH) return undefined
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, d + 1])
+  }
+  return args
+}
+
 /** The COAZ-MCP binding's action name for `tools/call`. */
 const TOOL_CALL_ACTION = 'tools/call'
 const MCP_TOOL_NAME = /^[A-Za-z0-9_.-]{1,128}$/
@@ -151,6 +179,7 @@ export function createPdpClient(opts: PdpClientOptions): PdpClient {
   }
 
   async function ask(token: AuthorizedToken, call: ToolCall): Promise<ToolDecision> {
+    const args = sendable(call.arguments)
     let body: unknown
     try {
       const res = await opts.fetch(opts.evaluationUrl, {
@@ -160,7 +189,7 @@ export function createPdpClient(opts: PdpClientOptions): PdpClient {
           subject: { type: 'task_token', id: token.token },
           action: { name: TOOL_CALL_ACTION },
           resource: { type: 'tool', id: call.tool },
-          context: call.arguments !== undefined ? { arguments: call.arguments } : {},
+          context: args !== undefined ? { arguments: args } : {},
         }),
         redirect: 'manual',
         signal: AbortSignal.timeout(opts.timeoutMs),
