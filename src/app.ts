@@ -6,6 +6,7 @@ import { isAbortedRequest } from './http/aborted.js'
 import { bodyLimit } from './http/middleware.js'
 import { createLimiter, rateLimitByIp } from './http/rate-limit.js'
 import { adminRoutes } from './routes/admin.js'
+import { authzenRoutes } from './routes/authzen.js'
 import { healthRoutes, metricsRoutes } from './routes/health.js'
 import { introspectionRoutes } from './routes/introspect.js'
 import { revocationRoutes } from './routes/revocations.js'
@@ -24,6 +25,7 @@ export function createApp(deps: Deps) {
   app.use(bodyLimit(deps.config.bodyLimit, { '/admin/policies': policyLimit, '/admin/policy/evaluate': policyLimit }))
   app.route('/', tokenRoutes(deps))
   app.route('/', introspectionRoutes(deps))
+  app.route('/', authzenRoutes(deps))
   app.route('/', taskRoutes(deps))
   app.route('/', revocationRoutes(deps))
   app.route('/', adminRoutes(deps))

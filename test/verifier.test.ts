@@ -20,7 +20,7 @@ import { createFixedClock, type Clock, type FixedClock } from '../src/clock.js'
 import { Hono } from 'hono'
 import { InsufficientScopeError, InvalidTokenError } from '@modelcontextprotocol/sdk/server/auth/errors.js'
 import { OAuthError, OAuthErrorCode } from '@modelcontextprotocol/server'
-import { createTaskTokenVerifier, createFetchGate, createNodeMiddleware, VerifierError, type TaskAuthInfo, type TaskTokenVerifier, type TaskTokenVerifierOptions } from 'taskpass/verifier'
+import { checkToolCalls, createDecisionCache, createTaskTokenVerifier, createFetchGate, TOOL_AUTHORIZATION_FAILED, TOOL_DENIED, createNodeMiddleware, VerifierError, type TaskAuthInfo, type TaskTokenVerifier, type TaskTokenVerifierOptions } from 'taskpass/verifier'
 import { protectedResourceMetadata, taskTokenAuth } from 'taskpass/verifier/hono'
 import { toMcpSdkV1Verifier } from 'taskpass/verifier/mcp-sdk-v1'
 import { toMcpSdkV2Verifier } from 'taskpass/verifier/mcp-sdk-v2'
@@ -1016,5 +1016,300 @@ describe('verifier: JWKS fetching while the broker fails', () => {
     failing = false
     await assert.rejects(set.getKey({ alg: 'ES256', kid: 'forged-x' }, { payload: '', signature: '' }))
     assert.equal(fetches, 3, 'after the cooldown it tries again')
+  })
+})
+
+// ---------------------------------------------------------------------------------------------
+// Tool-call authorization through the broker's AuthZEN PDP (docs/authzen.md).
+
+describe('verifier: authorize (the PDP client and its decision cache)', () => {
+  const PDP = 'https://broker.test.example/access/v1/evaluation'
+  const CREDENTIALS = { clientId: 'notes-mcp', clientSecret: 'pdp secret' }
+  const auth = (jti: string, extra: Record<string, unknown> = {}) =>
+    ({ token: `token-of-${jti}`, extra: { jti, task_id: `task-of-${jti}`, sid: 'sess-1', sub_id: { format: 'iss_sub' as const, iss: USER_ISSUER, sub: 'alice' }, sub: 'alice', act: { sub: 'agent-a' }, ...extra } }) as unknown as TaskAuthInfo
+
+  /** A verifier whose PDP is a function: every request it was sent, and what it answers. */
+  function withPdp(answer: (body: Record<string, unknown>) => Response | Promise<Response>, opts: { cacheMs?: number; cacheMaxEntries?: number } = {}) {
+    const clock = createFixedClock(1_800_000_000)
+    const requests: { url: string; headers: Headers; body: Record<string, unknown> }[] = []
+    const errors: Error[] = []
+    const fetchPdp = (async (url: string | URL | Request, init?: RequestInit) => {
+      const body = JSON.parse(String(init?.body)) as Record<string, unknown>
+      requests.push({ url: String(url), headers: new Headers(init?.headers), body })
+      return answer(body)
+    }) as typeof fetch
+    const verifier = createTaskTokenVerifier({
+      issuer: 'https://broker.test.example',
+      resource: RESOURCE,
+      dpop: 'off',
+      clock,
+      revocation: { mode: 'none' },
+      authorization: { credentials: CREDENTIALS, ...opts },
+      fetch: fetchPdp,
+      onError: (e) => errors.push(e),
+    })
+    return { verifier, clock, requests, errors }
+  }
+  const permit = () => Response.json({ decision: true, context: { reason: 'permitted' } })
+
+  it('asks POST <issuer>/access/v1/evaluation with the resource credential, subject task_token, action tools/call, resource tool', async () => {
+    const { verifier, requests } = withPdp(permit)
+    assert.deepEqual(await verifier.authorize(auth('j1'), { tool: 'read_note', arguments: { name: 'todo' } }), { allowed: true, reason: 'permitted' })
+    assert.equal(requests.length, 1)
+    const [req] = requests
+    assert.equal(req!.url, PDP)
+    assert.equal(req!.headers.get('authorization'), `Basic ${Buffer.from('notes-mcp:pdp+secret').toString('base64')}`)
+    assert.equal(req!.headers.get('content-type'), 'application/json')
+    assert.match(String(req!.headers.get('x-request-id')), /^[0-9a-f-]{36}$/)
+    assert.deepEqual(req!.body, { subject: { type: 'task_token', id: 'token-of-j1' }, action: { name: 'tools/call' }, resource: { type: 'tool', id: 'read_note' }, context: { arguments: { name: 'todo' } } })
+  })
+
+  it('arguments beyond the PDP bounds are left out of the question (they are never evaluated), not refused for their size', async () => {
+    const { verifier, requests } = withPdp(permit, { cacheMs: 0 })
+    const deep = JSON.parse('{"a":'.repeat(20) + '1' + '}'.repeat(20)) as Record<string, unknown>
+    for (const args of [{ text: 'x'.repeat(5000) }, deep]) {
+      assert.deepEqual(await verifier.authorize(auth('j1'), { tool: 'write_note', arguments: args }), { allowed: true, reason: 'permitted' })
+      assert.deepEqual(requests.at(-1)!.body.context, {})
+    }
+    await verifier.authorize(auth('j1'), { tool: 'write_note', arguments: { text: 'short' } })
+    assert.deepEqual(requests.at(-1)!.body.context, { arguments: { text: 'short' } })
+  })
+
+  it('a deny is {allowed: false} with the PDP reason', async () => {
+    const { verifier } = withPdp(() => Response.json({ decision: false, context: { reason: 'tool_not_in_task' } }))
+    assert.deepEqual(await verifier.authorize(auth('j1'), { tool: 'delete_note' }), { allowed: false, reason: 'tool_not_in_task' })
+  })
+
+  it('caches per (jti, tool) and the answer expires with the injected clock', async () => {
+    const { verifier, clock, requests } = withPdp(permit, { cacheMs: 2000 })
+    await verifier.authorize(auth('j1'), { tool: 'read_note' })
+    await verifier.authorize(auth('j1'), { tool: 'read_note', arguments: { other: 'args' } })
+    assert.equal(requests.length, 1, 'same token and tool: from the cache (arguments are not evaluated)')
+    await verifier.authorize(auth('j1'), { tool: 'write_note' })
+    await verifier.authorize(auth('j2'), { tool: 'read_note' })
+    assert.equal(requests.length, 3, 'another tool or another token: asked')
+    clock.advance(1.999)
+    await verifier.authorize(auth('j1'), { tool: 'read_note' })
+    assert.equal(requests.length, 3, 'still fresh just before cacheMs')
+    clock.advance(0.001)
+    await verifier.authorize(auth('j1'), { tool: 'read_note' })
+    assert.equal(requests.length, 4, 'asked again once cacheMs has passed')
+  })
+
+  it('cacheMs 0 asks every time; concurrent questions about one (jti, tool) share one request', async () => {
+    const { verifier, requests } = withPdp(permit, { cacheMs: 0 })
+    await verifier.authorize(auth('j1'), { tool: 'read_note' })
+    await verifier.authorize(auth('j1'), { tool: 'read_note' })
+    assert.equal(requests.length, 2)
+    await Promise.all([verifier.authorize(auth('j1'), { tool: 'read_note' }), verifier.authorize(auth('j1'), { tool: 'read_note' })])
+    assert.equal(requests.length, 3)
+  })
+
+  it('is bounded: beyond cacheMaxEntries the least recently used answer goes first', async () => {
+    const { verifier, requests } = withPdp(permit, { cacheMaxEntries: 2 })
+    await verifier.authorize(auth('j1'), { tool: 'a' })
+    await verifier.authorize(auth('j1'), { tool: 'b' })
+    await verifier.authorize(auth('j1'), { tool: 'a' }) // a is now the most recent
+    await verifier.authorize(auth('j1'), { tool: 'c' }) // evicts b
+    assert.equal(requests.length, 3)
+    await verifier.authorize(auth('j1'), { tool: 'a' })
+    assert.equal(requests.length, 3, 'a kept')
+    await verifier.authorize(auth('j1'), { tool: 'b' })
+    assert.equal(requests.length, 4, 'b was evicted')
+  })
+
+  it('fails closed: an unreachable, failing or confused PDP is a deny, reported and never cached', async () => {
+    const answers: (() => Response)[] = [
+      () => { throw new TypeError('fetch failed') },
+      () => new Response('oops', { status: 500 }),
+      () => Response.json({ error: 'invalid_client' }, { status: 401 }),
+      () => new Response('not json', { status: 200 }),
+      () => Response.json({ decision: 'yes' }),
+      () => Response.json(null),
+      () => new Response(null, { status: 302, headers: { location: 'https://elsewhere.example/' } }),
+      // Only a 200 is an answer, whatever the body says.
+      () => Response.json({ decision: true }, { status: 201 }),
+      () => Response.json({ decision: true }, { status: 403 }),
+    ]
+    for (const [i, answer] of answers.entries()) {
+      const { verifier, requests, errors } = withPdp(answer)
+      assert.deepEqual(await verifier.authorize(auth('j1'), { tool: 'read_note' }), { allowed: false, reason: 'pdp_unavailable' }, `answer ${i}`)
+      assert.equal(errors.length, 1, `answer ${i} is reported`)
+      await verifier.authorize(auth('j1'), { tool: 'read_note' })
+      assert.equal(requests.length, 2, `answer ${i} is not cached`)
+    }
+  })
+
+  it('refuses without asking: a tool name MCP does not allow, an identity without jti', async () => {
+    const { verifier, requests } = withPdp(permit)
+    assert.deepEqual(await verifier.authorize(auth('j1'), { tool: 'bad name' }), { allowed: false, reason: 'invalid_tool_name' })
+    assert.deepEqual(await verifier.authorize({ token: 't' } as unknown as TaskAuthInfo, { tool: 'read_note' }), { allowed: false, reason: 'no_token' })
+    assert.equal(requests.length, 0)
+  })
+
+  it('without any credential for the PDP, authorize is a misuse (TypeError); the options are checked', async () => {
+    const v = createTaskTokenVerifier({ issuer: 'https://as.example', resource: RESOURCE, dpop: 'off', revocation: { mode: 'none' } })
+    await assert.rejects(v.authorize(auth('j1'), { tool: 'read_note' }), TypeError)
+    const base: TaskTokenVerifierOptions = { issuer: 'https://as.example', resource: RESOURCE, dpop: 'off', revocation: { mode: 'none' } }
+    for (const [authorization, message] of [
+      [{ cacheMs: 5001 }, /"authorization\.cacheMs"/],
+      [{ cacheMaxEntries: 0 }, /"authorization\.cacheMaxEntries"/],
+      [{ evaluationUrl: 'nope' }, /"authorization\.evaluationUrl"/],
+      [{ credentials: { clientId: 'x' } }, /"authorization\.credentials"/],
+      [{ timeoutMs: 1 }, /"authorization\.timeoutMs"/],
+    ] as const) {
+      assert.throws(() => createTaskTokenVerifier({ ...base, authorization: authorization as never }), message)
+    }
+  })
+
+  it('a revocation event drops the cached answers of its token, task or session; a key revocation drops all', () => {
+    const clock = createFixedClock(1_800_000_000)
+    const cache = createDecisionCache({ ttlMs: 5000, maxEntries: 100, clock })
+    const yes = { allowed: true }
+    const fill = () => {
+      for (const jti of ['j1', 'j2', 'j3']) cache.set(auth(jti), 'read_note', yes)
+      cache.set(auth('j4', { sid: 'sess-2' }), 'read_note', yes)
+    }
+    fill()
+    cache.forget({ type: 'token_revoked', jti: 'j1' })
+    assert.equal(cache.get('j1', 'read_note'), undefined)
+    assert.deepEqual(cache.get('j2', 'read_note'), yes)
+    cache.forget({ type: 'task_completed', task_id: 'task-of-j2' })
+    assert.equal(cache.get('j2', 'read_note'), undefined)
+    assert.deepEqual(cache.get('j3', 'read_note'), yes)
+    cache.forget({ type: 'session_revoked', sid: 'sess-1', sub_id: { format: 'iss_sub', iss: 'https://other-idp.example', sub: 'alice' } })
+    assert.deepEqual(cache.get('j3', 'read_note'), yes, "another issuer's session of the same id is not this one")
+    cache.forget({ type: 'session_revoked', sid: 'sess-1', sub_id: { format: 'iss_sub', iss: USER_ISSUER, sub: 'alice' } })
+    assert.equal(cache.get('j3', 'read_note'), undefined)
+    assert.deepEqual(cache.get('j4', 'read_note'), yes)
+    cache.forget({ type: 'key_revoked' })
+    assert.equal(cache.size, 0)
+  })
+
+  it('against a real broker (feed mode, its credential reused): permitted, then denied once the token is revoked, before the cache would expire', async () => {
+    const broker = await startBroker()
+    const events: string[] = []
+    const v = createTaskTokenVerifier({
+      issuer: broker.url,
+      resource: NOTES,
+      dpop: 'allowed',
+      revocation: { mode: 'feed', feedUrl: `${broker.url}/revocations`, credentials: { clientId: 'notes-mcp', clientSecret: NOTES_SECRET }, pollIntervalMs: 100, onEvent: (e) => events.push(e.type) },
+      authorization: { cacheMs: 5000 },
+    })
+    try {
+      await v.ready()
+      const { access_token: token } = await exchangeIn(broker.b, await newTask(broker.b))
+      const info = await v.verifyAccessToken(token)
+      assert.deepEqual(await v.authorize(info, { tool: 'read_note' }), { allowed: true, reason: 'permitted' })
+      const res = await broker.b.post('/revoke', { token }, { authorization: `Basic ${Buffer.from(`notes-mcp:${NOTES_SECRET}`).toString('base64')}` })
+      assert.equal(res.status, 200)
+      await eventually(async () => assert.ok(events.includes("token_revoked"), JSON.stringify(events)), 5000)
+      assert.deepEqual(await v.authorize(info, { tool: 'read_note' }), { allowed: false, reason: 'token_revoked' })
+    } finally {
+      await v.close()
+      await broker.close()
+    }
+  })
+})
+
+describe('verifier: tool-call checks (the adapters\' option)', () => {
+  const call = (id: number | string, name?: string, args: Record<string, unknown> = {}) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { ...(name !== undefined ? { name } : {}), arguments: args } })
+  const authInfo = { token: 't', extra: { jti: 'j1', task_id: 'task-1', sub_id: { format: 'iss_sub', iss: USER_ISSUER, sub: 'alice' } } }
+  const pdp = { authorize: async (_a: unknown, { tool }: { tool: string }) => (tool.startsWith('ok') ? { allowed: true } : tool === 'down' ? { allowed: false, reason: 'pdp_unavailable' } : { allowed: false, reason: 'policy_denied' }) }
+
+  it('lets through messages without tool calls, and permitted calls', async () => {
+    assert.equal(await checkToolCalls(pdp, authInfo, { jsonrpc: '2.0', id: 1, method: 'initialize', params: {} }), undefined)
+    assert.equal(await checkToolCalls(pdp, authInfo, { jsonrpc: '2.0', method: 'tools/call', params: { name: 'bad' } }), undefined, 'a notification runs nothing')
+    assert.equal(await checkToolCalls(pdp, authInfo, call(1, 'ok_tool')), undefined)
+    assert.equal(await checkToolCalls(pdp, authInfo, 'not an object'), undefined)
+  })
+
+  it('a refused call is a JSON-RPC error naming the tool: -32001 deny, -32603 PDP failure, -32602 no tool name', async () => {
+    assert.deepEqual((await checkToolCalls(pdp, authInfo, call(7, 'delete_note')))?.body, {
+      jsonrpc: '2.0',
+      id: 7,
+      error: { code: TOOL_DENIED, message: 'tool "delete_note" is not permitted for this task (policy_denied)', data: { tool: 'delete_note', reason: 'policy_denied' } },
+    })
+    assert.deepEqual((await checkToolCalls(pdp, authInfo, call('a', 'down')))?.body, {
+      jsonrpc: '2.0',
+      id: 'a',
+      error: { code: TOOL_AUTHORIZATION_FAILED, message: 'tool "down" was not run: its authorization could not be checked', data: { tool: 'down', reason: 'pdp_unavailable' } },
+    })
+    const throwing = { authorize: () => Promise.reject(new TypeError('no credentials')) }
+    assert.equal(((await checkToolCalls(throwing, authInfo, call(1, 'ok_tool')))?.body as { error: { code: number } }).error.code, TOOL_AUTHORIZATION_FAILED, 'fails closed')
+    assert.equal(((await checkToolCalls(pdp, authInfo, call(1)))?.body as { error: { code: number } }).error.code, -32602)
+    assert.equal((await checkToolCalls(pdp, undefined, call(1, 'ok_tool')))?.decision.reason, 'no_token')
+  })
+
+  it('a batch with a refused call runs none of it: every request gets an error', async () => {
+    const refusal = await checkToolCalls(pdp, authInfo, [call(1, 'ok_a'), call(2, 'delete_note'), { jsonrpc: '2.0', id: 3, method: 'ping' }, { jsonrpc: '2.0', method: 'notifications/initialized' }])
+    const body = refusal?.body as { id: number; error: { code: number; message: string } }[]
+    assert.deepEqual(body.map((e) => [e.id, e.error.code]), [[1, TOOL_DENIED], [2, TOOL_DENIED], [3, TOOL_DENIED]])
+    assert.match(body[0]!.error.message, /^not run: tool "delete_note" is not permitted/)
+    assert.equal(await checkToolCalls(pdp, authInfo, [call(1, 'ok_a'), call(2, 'ok_b')]), undefined)
+  })
+
+  describe('createFetchGate / createNodeMiddleware with authorizeToolCalls', () => {
+    const clock = createFixedClock(1_800_000_000)
+    let issuer: LocalIssuer
+    let v: TaskTokenVerifier
+    const asked: string[] = []
+    before(async () => {
+      issuer = await startIssuer(clock)
+      const PDP = `${issuer.url}/access/v1/evaluation`
+      v = createTaskTokenVerifier({
+        issuer: issuer.url,
+        resource: RESOURCE,
+        dpop: 'off',
+        clock,
+        revocation: { mode: 'none' },
+        authorization: { credentials: { clientId: 'mcp', clientSecret: 's' }, cacheMs: 0 },
+        // The PDP is answered here; the JWKS comes from the local issuer.
+        fetch: (async (url: string | URL | Request, init?: RequestInit) => {
+          if (String(url) !== PDP) return fetch(url, init)
+          const tool = (JSON.parse(String(init?.body)) as { resource: { id: string } }).resource.id
+          asked.push(tool)
+          return Response.json({ decision: tool === 'read_note', context: { reason: tool === 'read_note' ? 'permitted' : 'tool_not_in_task' } })
+        }) as typeof fetch,
+      })
+    })
+    after(() => issuer.close())
+
+    it('fetch gate: a permitted call yields the auth info, a refused one a JSON-RPC error response; GETs are not read', async () => {
+      const gate = createFetchGate(v, { authorizeToolCalls: true })
+      const token = await issuer.mint()
+      const post = (body: unknown) => new Request(MCP_URL, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })
+      const ok = await gate(post(call(1, 'read_note')))
+      assert.ok(!(ok instanceof Response))
+      const refused = await gate(post(call(2, 'delete_note')))
+      assert.ok(refused instanceof Response)
+      assert.equal(refused.status, 200)
+      assert.deepEqual(await refused.json(), { jsonrpc: '2.0', id: 2, error: { code: -32001, message: 'tool "delete_note" is not permitted for this task (tool_not_in_task)', data: { tool: 'delete_note', reason: 'tool_not_in_task' } } })
+      assert.ok(!((await createFetchGate(v)(post(call(3, 'delete_note')))) instanceof Response), 'without the option nothing is asked')
+      assert.deepEqual(asked.splice(0), ['read_note', 'delete_note'])
+    })
+
+    it('node middleware without a body parser: reads the body, leaves it parsed in req.body, refuses before next()', async () => {
+      const mw = createNodeMiddleware(v, { authorizeToolCalls: true })
+      const server = createServer((req, res) => mw(req, res, () => {
+        res.writeHead(200, { 'content-type': 'application/json' })
+        res.end(JSON.stringify({ handled: (req as { body?: unknown }).body }))
+      }))
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`
+      try {
+        const token = await issuer.mint()
+        const send = (body: unknown) => fetch(url, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })
+        const ok = await send(call(1, 'read_note'))
+        assert.deepEqual(await ok.json(), { handled: call(1, 'read_note') })
+        const refused = await send(call(2, 'delete_note'))
+        assert.equal(refused.status, 200)
+        assert.equal(((await refused.json()) as { error: { code: number } }).error.code, -32001)
+        assert.equal((await send({ pad: 'x'.repeat(4 * 1024 * 1024) })).status, 413)
+      } finally {
+        server.closeAllConnections()
+        await new Promise<void>((r) => server.close(() => r()))
+      }
+    })
   })
 })

@@ -1,5 +1,7 @@
 import type { MiddlewareHandler } from 'hono'
+import { VerifierError } from './errors.js'
 import { protectedResourceMetadataResponse, type ProtectedResourceMetadata } from './metadata.js'
+import { checkToolCalls, parseJsonOrUndefined, readBounded, refusalMessage } from './tool-calls.js'
 import type { TaskAuthInfo, TaskTokenVerifier } from './verifier.js'
 
 /** The context variable the middleware sets. */
@@ -7,12 +9,22 @@ export interface TaskTokenVariables {
   taskAuth: TaskAuthInfo
 }
 
+export interface TaskTokenAuthOptions {
+  /**
+   * Check every MCP `tools/call` in the request body through the broker's PDP before the
+   * handler runs. A refused call is answered at the HTTP level: 403 `insufficient_scope` with a
+   * challenge whose description names the tool (what a per-tool scope step-up looks like to an
+   * MCP client); the handler never runs.
+   */
+  authorizeToolCalls?: boolean
+}
+
 /**
  * Hono middleware: verifies the request's task token (Bearer or DPoP, per the verifier's `dpop`
  * mode), sets `c.get('taskAuth')`, or answers 400/401/403 with the challenge. Hono is only a
  * type here: the verifier core has no hono dependency.
  */
-export function taskTokenAuth(verifier: TaskTokenVerifier): MiddlewareHandler<{ Variables: TaskTokenVariables }> {
+export function taskTokenAuth(verifier: TaskTokenVerifier, options: TaskTokenAuthOptions = {}): MiddlewareHandler<{ Variables: TaskTokenVariables }> {
   return async function taskTokenAuthMiddleware(c, next) {
     let auth: TaskAuthInfo
     try {
@@ -24,6 +36,14 @@ export function taskTokenAuth(verifier: TaskTokenVerifier): MiddlewareHandler<{ 
       })
     } catch (e) {
       return verifier.errorResponse(e)
+    }
+    if (options.authorizeToolCalls && c.req.method === 'POST') {
+      // Read from a clone: the handler reads the body again.
+      const text = await readBounded(c.req.raw.clone().body as AsyncIterable<Uint8Array> | null)
+      if (text === undefined) return Response.json({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'request body too large' } }, { status: 413 })
+      const parsed = parseJsonOrUndefined(text)
+      const refusal = parsed ? await checkToolCalls(verifier, auth, parsed.value) : undefined
+      if (refusal) return verifier.errorResponse(new VerifierError('insufficient_scope', refusalMessage(refusal.tool, refusal.decision), { scheme: auth.extra.cnf ? 'DPoP' : 'Bearer', requiredScopes: [] }))
     }
     c.set('taskAuth', auth)
     await next()

@@ -6,7 +6,8 @@
  * `taskpass/verifier/mcp-sdk-v1`, `taskpass/verifier/mcp-sdk-v2`, `taskpass/verifier/hono`.
  */
 export { createTaskTokenVerifier, hasScopes, type TaskAuthInfo, type TaskTokenRequest, type TaskTokenVerifier, type RevocationStatus } from './verifier.js'
-export type { TaskTokenVerifierOptions, RevocationOptions } from './options.js'
+export type { TaskTokenVerifierOptions, RevocationOptions, ToolAuthorizationOptions } from './options.js'
+export { createDecisionCache, type DecisionCache, type ToolCall, type ToolDecision } from './authorization.js'
 export { VerifierError, buildWwwAuthenticate, type VerifierErrorCode, type AuthScheme, type ChallengeOptions } from './errors.js'
 export {
   buildProtectedResourceMetadata,
@@ -17,6 +18,7 @@ export {
   type ProtectedResourceMetadata,
   type ProtectedResourceMetadataOptions,
 } from './metadata.js'
-export { createFetchGate, createNodeMiddleware } from './gates.js'
+export { createFetchGate, createNodeMiddleware, fetchToolCallRefusal, nodeToolCallCheck, type GateOptions } from './gates.js'
+export { checkToolCalls, toolCallsIn, TOOL_DENIED, TOOL_AUTHORIZATION_FAILED, type ToolCallRefusal } from './tool-calls.js'
 export type { FeedEvent, FeedStatus } from './revocation-feed.js'
 export type { Clock } from '../clock.js'

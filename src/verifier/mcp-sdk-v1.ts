@@ -1,6 +1,7 @@
 import { InsufficientScopeError, InvalidRequestError, InvalidTokenError } from '@modelcontextprotocol/sdk/server/auth/errors.js'
 import type { OAuthTokenVerifier } from '@modelcontextprotocol/sdk/server/auth/provider.js'
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js'
+import { nodeToolCallCheck } from './gates.js'
 import { bearerOnlyVerify } from './sdk-adapter.js'
 import type { TaskTokenVerifier } from './verifier.js'
 
@@ -21,4 +22,17 @@ export function toMcpSdkV1Verifier(verifier: TaskTokenVerifier): OAuthTokenVerif
       invalidRequest: (d) => new InvalidRequestError(d),
     }),
   }
+}
+
+/**
+ * The tool-call check for an SDK v1 server: Express middleware mounted after the SDK's
+ * `requireBearerAuth` (which puts the verified token in `req.auth`), before the MCP handler:
+ * `app.all('/mcp', requireBearerAuth({verifier: toMcpSdkV1Verifier(v)}), authorizeToolCalls(v), handler)`.
+ * Every `tools/call` is asked of the broker's PDP before the tool runs; a refused one is answered
+ * with a JSON-RPC error (`-32001`, its message naming the tool), which the SDK client raises as
+ * an `McpError`. (The SDK gate hands a verifier only the token, never the request, so this check
+ * cannot live inside {@link toMcpSdkV1Verifier}.)
+ */
+export function authorizeToolCalls(verifier: TaskTokenVerifier) {
+  return nodeToolCallCheck(verifier)
 }

@@ -28,6 +28,23 @@ export type RevocationOptions =
       mode: 'none'
     }
 
+/**
+ * Tool-call authorization through the broker's AuthZEN PDP (docs/authzen.md): what
+ * `verifier.authorize` and the adapters' `authorizeToolCalls` option use.
+ */
+export interface ToolAuthorizationOptions {
+  /** The PDP's Access Evaluation endpoint. Default: `<issuer>/access/v1/evaluation`. */
+  evaluationUrl?: string
+  /** The resource's credential at the broker. Default: the revocation option's `credentials`. */
+  credentials?: { clientId: string; clientSecret: string }
+  /** How long a decision is reused for the same token and tool, ms. Default 2000, at most 5000; 0: ask every time. */
+  cacheMs?: number
+  /** Decisions kept (least recently used dropped first). Default 10000. */
+  cacheMaxEntries?: number
+  /** How long to wait for the PDP before denying, ms. Default 3000. */
+  timeoutMs?: number
+}
+
 export interface TaskTokenVerifierOptions {
   /** The broker's issuer identifier, exactly as in its metadata and the tokens' `iss`. */
   issuer: string
@@ -43,6 +60,8 @@ export interface TaskTokenVerifierOptions {
    */
   dpop: 'required' | 'allowed' | 'off'
   revocation: RevocationOptions
+  /** Tool-call authorization through the broker's PDP; defaults apply when absent (see {@link ToolAuthorizationOptions}). */
+  authorization?: ToolAuthorizationOptions
   /** Defaults to the system clock. Tests pass a fixed one. */
   clock?: Clock
   /** Tolerance for `exp`, `nbf`, `iat`. Default 30, at most {@link MAX_LEEWAY_SECONDS} (standards.md Appendix C). */
@@ -139,6 +158,15 @@ export function checkOptions(o: TaskTokenVerifierOptions): void {
       break
     default:
       throw bad('revocation.mode', "must be 'feed', 'introspection' or 'none'")
+  }
+  const a = o.authorization as ToolAuthorizationOptions | undefined
+  if (a !== undefined) {
+    if (typeof a !== 'object' || a === null) throw bad('authorization', 'must be an object')
+    if (a.evaluationUrl !== undefined) checkUrl('authorization.evaluationUrl', a.evaluationUrl)
+    if (a.credentials !== undefined) checkCredentials('authorization.credentials', a.credentials)
+    if (a.cacheMs !== undefined) checkInt('authorization.cacheMs', a.cacheMs, 0, 5000)
+    if (a.cacheMaxEntries !== undefined) checkInt('authorization.cacheMaxEntries', a.cacheMaxEntries, 1, 1_000_000)
+    if (a.timeoutMs !== undefined) checkInt('authorization.timeoutMs', a.timeoutMs, 100, 30_000)
   }
   if (o.clock !== undefined && (typeof o.clock.now !== 'function' || typeof o.clock.nowMs !== 'function')) throw bad('clock', 'must have now() (epoch s) and nowMs() (epoch ms)')
   if (o.leewaySeconds !== undefined) checkInt('leewaySeconds', o.leewaySeconds, 0, MAX_LEEWAY_SECONDS)

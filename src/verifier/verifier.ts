@@ -3,6 +3,7 @@ import { systemClock, type Clock } from '../clock.js'
 import { createProofKeyCache, createReplayCache, DPOP_ALGORITHMS, DpopError, verifyDpopProof } from '../dpop/proof.js'
 import { TtlCache } from '../lib/ttl-cache.js'
 import type { SubjectId } from '../revocations/feed.js'
+import { createDecisionCache, createPdpClient, type AuthorizedToken, type PdpClient, type ToolCall, type ToolDecision } from './authorization.js'
 import { buildWwwAuthenticate, VerifierError, type AuthScheme } from './errors.js'
 import { createIntrospectionClient, type IntrospectionClient } from './introspection.js'
 import { createVerifierKeySet } from './jwks.js'
@@ -71,6 +72,14 @@ export interface TaskTokenVerifier {
   errorResponse(error: unknown): Response
   /** This resource's RFC 9728 protected-resource metadata document. */
   metadata(extra?: { resourceName?: string; resourceDocumentation?: string; scopesSupported?: readonly string[] }): ProtectedResourceMetadata
+  /**
+   * Asks the broker's AuthZEN PDP whether this verified token may call `call.tool` now
+   * (docs/authzen.md): the task's state and declared tools, then the `call_tool` policy.
+   * Answers are cached briefly per (jti, tool); a revocation event drops them. Fails closed:
+   * an unreachable or confused PDP is `{allowed: false, reason: 'pdp_unavailable'}`.
+   * @throws TypeError when no credential for the PDP is configured
+   */
+  authorize(auth: Pick<TaskAuthInfo, 'token' | 'extra'>, call: ToolCall): Promise<ToolDecision>
   /** Resolves once revocation status is known (feed caught up); at once for other modes. */
   ready(timeoutMs?: number): Promise<void>
   revocationStatus(): RevocationStatus
@@ -179,6 +188,8 @@ export function createTaskTokenVerifier(options: TaskTokenVerifierOptions): Task
   }
 
   const revocation = options.revocation
+  const authz = options.authorization ?? {}
+  const decisions = createDecisionCache({ ttlMs: authz.cacheMs ?? 2000, maxEntries: authz.cacheMaxEntries ?? 10_000, clock })
   let feed: RevocationFeedClient | undefined
   let introspection: IntrospectionClient | undefined
   if (revocation.mode === 'feed') {
@@ -190,7 +201,11 @@ export function createTaskTokenVerifier(options: TaskTokenVerifierOptions): Task
       leewaySeconds: leeway,
       clock,
       fetch: fetchImpl,
-      onEvent: revocation.onEvent,
+      onEvent: (event, receivedAtMs) => {
+        // A revoked token, task or session loses its cached tool decisions at once.
+        decisions.forget(event)
+        revocation.onEvent?.(event, receivedAtMs)
+      },
       onError: reportError,
       onKeyRevoked: revokeKey,
     })
@@ -204,6 +219,19 @@ export function createTaskTokenVerifier(options: TaskTokenVerifierOptions): Task
       onError: reportError,
     })
   }
+
+  const pdpCredentials = authz.credentials ?? (revocation.mode === 'none' ? undefined : revocation.credentials)
+  const pdp: PdpClient | undefined = pdpCredentials
+    ? createPdpClient({
+        evaluationUrl: authz.evaluationUrl ?? `${issuer}/access/v1/evaluation`,
+        credentials: pdpCredentials,
+        timeoutMs: authz.timeoutMs ?? 3000,
+        cache: decisions,
+        fetch: fetchImpl,
+        onError: reportError,
+        ...(feed ? { isRevoked: (t: AuthorizedToken) => feed!.isRevoked(t.extra) } : {}),
+      })
+    : undefined
 
   /** Steps 2–3: syntax, header, issuer, signature. The result is cached per token string. */
   async function verifySignature(token: string, scheme: AuthScheme): Promise<Claims> {
@@ -420,6 +448,12 @@ export function createTaskTokenVerifier(options: TaskTokenVerifierOptions): Task
         ...(extra.resourceName ? { resourceName: extra.resourceName } : {}),
         ...(extra.resourceDocumentation ? { resourceDocumentation: extra.resourceDocumentation } : {}),
       })
+    },
+
+    authorize(auth, call) {
+      if (!pdp) return Promise.reject(new TypeError('"authorization.credentials" is required (or revocation credentials to reuse) to ask the PDP'))
+      if (typeof auth?.token !== 'string' || typeof auth.extra?.jti !== 'string') return Promise.resolve({ allowed: false, reason: 'no_token' })
+      return pdp.authorize(auth, call)
     },
 
     ready(timeoutMs) {
