@@ -104,7 +104,7 @@ describe('POST /access/v1/evaluation', () => {
       const row = b.lastAudit()!
       assert.equal(row.decision, 'deny')
       assert.equal(row.error, 'tool_not_in_task')
-      assert.match(String(row.reason), /write_note is not among the task's declared tools \(read_note\)/)
+      assert.match(String(row.reason), /^tool write_note is not among the tools task \S+ declared for https:\/\/notes\.test\.example\/mcp$/)
       assert.equal((await decision(await ask(b, toolCall(token, 'read_note')))).decision, true)
       // Exact names: no prefix or case games.
       assert.equal((await decision(await ask(b, toolCall(token, 'read_note2')))).decision, false)

@@ -4,7 +4,8 @@ import { OAuthError } from '../errors.js'
 import type { Attestation } from '../exchange/attestation/kinds.js'
 import { auditedDecision, type Policy } from '../policy/decide.js'
 import type { AuditRow, Stores, TaskRow, TokenRow } from '../store/stores.js'
-import { taskFacts, taskResources, taskState } from '../tasks/lifecycle.js'
+import { taskPrincipal, taskState } from '../tasks/lifecycle.js'
+import { decideToolCall, TOOL_NAME } from '../tasks/tool-call.js'
 import type { OwnTokenVerifier } from '../tokens/own-token.js'
 import type { EvaluationRequest, EvaluationsRequest } from './request.js'
 
@@ -35,8 +36,6 @@ export const TASK_TOKEN_SUBJECT = 'task_token'
 export const TOOL_RESOURCE = 'tool'
 /** `tools/call` is the COAZ-MCP binding's action name; `call_tool` is the Cedar action's. */
 export const TOOL_CALL_ACTIONS: ReadonlySet<string> = new Set(['tools/call', 'call_tool'])
-/** An MCP tool name (MCP spec: 1–128 characters, ASCII letters, digits, `_`, `-`, `.`). */
-export const MCP_TOOL_NAME = /^[A-Za-z0-9_.-]{1,128}$/
 
 /**
  * Why a decision came out as it did: the PEP's `context.reason`. Policy ids are not sent
@@ -107,12 +106,7 @@ async function decide(deps: AuthzenDeps, caller: ResourceConfig, req: Evaluation
   if (!TOOL_CALL_ACTIONS.has(req.action.name)) return refuse('unsupported_action', `action ${req.action.name} is not tools/call`, who)
   if (req.resource.type !== TOOL_RESOURCE) return refuse('unsupported_resource_type', `resource type ${req.resource.type} is not ${TOOL_RESOURCE}`, who)
   const tool = req.resource.id
-  if (!MCP_TOOL_NAME.test(tool)) return refuse('invalid_tool_name', 'resource id is not an MCP tool name', who)
-  // The task's declared intent: when it named its tools here, only those (exact names).
-  const declared = taskResources(task).find((r) => r.resource === caller.uri)
-  if (!declared) return refuse('tool_not_in_task', `task declares no intent for ${caller.uri}`, who)
-  if (declared.tools !== undefined && !declared.tools.includes(tool)) return refuse('tool_not_in_task', `tool ${tool} is not among the task's declared tools (${declared.tools.join(', ') || 'none'})`, who)
-
+  if (!TOOL_NAME.test(tool)) return refuse('invalid_tool_name', 'resource id is not an MCP tool name', who)
   const workload = deps.config.workloads.find((w) => w.id === row.workloadId)
   if (!workload) return refuse('policy_denied', `workload ${row.workloadId} is not configured`, who)
   let attestation: Attestation | undefined
@@ -122,15 +116,19 @@ async function decide(deps: AuthzenDeps, caller: ResourceConfig, req: Evaluation
     // Fail closed: a token whose recorded attestation cannot be read is decided on nothing less.
     return refuse('policy_denied', 'the token\'s recorded attestation is unreadable', who)
   }
-  const decision = deps.policy.decide({ user: task.userSub, issuer: task.subjectIssuer, sid: task.sid ?? undefined }, 'tool.call', caller, {
+  // The task's declared intent first (when it named its tools here, only those), then the policy.
+  const decision = decideToolCall(deps.policy, {
+    principal: taskPrincipal(task),
     workload,
+    attestation,
+    task,
+    resource: caller,
+    tool,
     scopes: row.scope.split(' ').filter(Boolean),
     dpopBound: row.cnfJkt !== null,
     now,
-    attestation,
-    task: taskFacts(task),
-    tool,
   })
+  if (!decision.allow && decision.outsideIntent) return refuse('tool_not_in_task', decision.reason, who)
   const audited = { ...base, ...who, ...auditedDecision(decision) }
   if (!decision.allow) return { answer: deny('policy_denied'), audit: { ...audited, reason: `${tool}: ${decision.reason}`, error: decision.code }, foreign: false }
   return { answer: { decision: true, context: { reason: 'permitted' } }, audit: { ...audited, decision: 'allow', reason: `${tool}: ${decision.reason}` }, foreign: false }

@@ -6,7 +6,7 @@ import type { AdminEnv } from '../http/admin-auth.js'
 import { parseJson } from '../http/form.js'
 import { asInvalidPolicy, loadAdminPolicies, reloadPolicies, viewPolicySet } from '../policy/manage.js'
 import { dryRun } from '../tasks/dry-run.js'
-import { TOOL_NAME } from './tasks.js'
+import { TOOL_NAME } from '../tasks/tool-call.js'
 
 const scope = z.string().min(1).max(128)
 const declared = z.strictObject({ resource: z.string().min(1).max(2048), scopes: z.array(scope).max(64).default([]), tools: z.array(z.string().regex(TOOL_NAME)).max(64).optional() })

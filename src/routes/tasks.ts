@@ -7,10 +7,8 @@ import { userCaller, workloadCaller } from '../http/callers.js'
 import { parseJson } from '../http/form.js'
 import { noStore } from '../http/middleware.js'
 import { remoteAddress } from '../http/rate-limit.js'
+import { TOOL_NAME } from '../tasks/tool-call.js'
 import { auditTaskOpenDenied, endTask, getTaskFor, openTask, viewTask, type Caller } from '../tasks/lifecycle.js'
-
-/** An MCP tool name (MCP spec: 1–128 characters, ASCII letters, digits, `_`, `-`, `.`). */
-export const TOOL_NAME = /^[A-Za-z0-9_.-]{1,128}$/
 
 const openTaskBody = z.strictObject({
   purpose: z.string().min(1).max(500),

@@ -4,6 +4,9 @@ import type { Decision, Policy, Principal } from '../policy/decide.js'
 import type { TaskRow } from '../store/stores.js'
 import { taskFacts, taskResources } from './lifecycle.js'
 
+/** An MCP tool name (MCP spec: 1–128 characters, ASCII letters, digits, `_`, `-`, `.`); tasks declare tools by exact name. */
+export const TOOL_NAME = /^[A-Za-z0-9_.-]{1,128}$/
+
 /** A tool call to decide: who calls which tool of which resource, under which task, with which token's scopes. */
 export interface ToolCallQuestion {
   principal: Principal
@@ -24,8 +27,8 @@ export interface ToolCallQuestion {
  * it, the tool is one of them (exact names) — whatever a policy would allow; then the policy
  * decides. A call outside the intent is a deny with no deciding policy.
  */
-export function decideToolCall(policy: Policy, q: ToolCallQuestion): Decision {
-  const outside = (reason: string): Decision => ({ allow: false, code: 'invalid_target', reason, version: policy.version, policies: [] })
+export function decideToolCall(policy: Policy, q: ToolCallQuestion): Decision & { outsideIntent?: true } {
+  const outside = (reason: string) => ({ allow: false as const, code: 'invalid_target' as const, reason, version: policy.version, policies: [], outsideIntent: true as const })
   const declared = taskResources(q.task).find((r) => r.resource === q.resource.uri)
   if (!declared) return outside(`task ${q.task.id} does not cover ${q.resource.uri}`)
   if (declared.tools !== undefined && !declared.tools.includes(q.tool)) return outside(`tool ${q.tool} is not among the tools task ${q.task.id} declared for ${q.resource.uri}`)
