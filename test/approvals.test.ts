@@ -7,7 +7,8 @@ import assert from 'node:assert/strict'
 import { setImmediate as tick } from 'node:timers/promises'
 import { afterEach, beforeEach, describe, it } from 'node:test'
 import { createApprovalWaiters } from '../src/tasks/approvals.js'
-import { ADMIN_KEY, assertRefusedAndAudited, CALENDAR, counts, createTestBroker, NOTES, openTask, T0, type TestBroker } from './harness.js'
+import { ConfigError, parseConfig } from '../src/config.js'
+import { ADMIN_KEY, assertRefusedAndAudited, CALENDAR, counts, createTestBroker, NOTES, openTask, T0, testConfig, testKeys, withBroker, type TestBroker } from './harness.js'
 
 const admin = { authorization: `Bearer ${ADMIN_KEY}` }
 
@@ -80,6 +81,20 @@ describe('approvals', () => {
     const plain = await json(await openTask(b, { purpose: 'notes', resources: [{ resource: NOTES, scopes: ['notes:read'] }] }))
     assert.equal(plain.status, 'active')
     assert.equal(plain.approval_expires_at, undefined)
+  })
+
+  it('tasks.approvalTtl: at most tasks.maxTtl (named when not), default 900 or maxTtl when shorter', async () => {
+    const keys = await testKeys()
+    const base = testConfig(keys)
+    assert.equal(parseConfig(base).tasks.approvalTtl, 900)
+    assert.equal(parseConfig({ ...base, tasks: { maxTtl: 600, defaultTtl: 300 } }).tasks.approvalTtl, 600)
+    assert.equal(parseConfig({ ...base, tasks: { approvalTtl: 120 } }).tasks.approvalTtl, 120)
+    assert.throws(() => parseConfig({ ...base, tasks: { maxTtl: 600, defaultTtl: 300, approvalTtl: 601 } }), (e: unknown) => e instanceof ConfigError && e.issues.some((i) => /^tasks\.approvalTtl: .*maxTtl/.test(i)))
+    for (const bad of [0, -1, 1.5, '900']) assert.throws(() => parseConfig({ ...base, tasks: { approvalTtl: bad as number } }), ConfigError, String(bad))
+    await withBroker((c) => ({ ...c, tasks: { approvalTtl: 60 }, resources: c.resources!.map((r) => (r.uri === CALENDAR ? { ...r, requireApproval: true } : r)) }), async (short) => {
+      const res = await openTask(short, { purpose: 'cal', resources: [{ resource: CALENDAR, scopes: ['cal:read'] }] })
+      assert.equal((await json(res)).approval_expires_at, T0 + 60)
+    })
   })
 
   it('the user approves from another session: exchange is invalid_grant before, works after; audited with who and why', async () => {
@@ -289,13 +304,20 @@ describe('approvals', () => {
       return { done, settled: () => isSettled }
     }
 
+    /** The held request has been answered — within a bounded number of turns of the event loop, not after its timer. */
+    async function answeredSoon(w: { done: Promise<Response>; settled: () => boolean }): Promise<Response> {
+      for (let i = 0; i < 10_000 && !w.settled(); i++) await tick()
+      assert.equal(w.settled(), true, 'answered at once, not at the end of the wait')
+      return w.done
+    }
+
     it('returns when the user approves', async () => {
       const task = await pending()
       const w = await startWait(task.task_id)
       await tick()
       assert.equal(w.settled(), false, 'held while pending')
       assert.equal((await decide(task.task_id, 'approve')).status, 200)
-      const res = await w.done
+      const res = await answeredSoon(w)
       assert.equal(res.status, 200)
       assert.equal((await json(res)).status, 'active')
       assert.equal(b.deps.approvals.size(), 0)
@@ -305,11 +327,11 @@ describe('approvals', () => {
       const task = await pending()
       const w = await startWait(task.task_id)
       assert.equal((await decide(task.task_id, 'deny', { body: { reason: 'no' } })).status, 200)
-      assert.equal((await json(await w.done)).status, 'denied')
+      assert.equal((await json(await answeredSoon(w))).status, 'denied')
       const other = await pending()
       const w2 = await startWait(other.task_id)
       assert.equal((await adminDecide(other.task_id, 'approve')).status, 200)
-      assert.equal((await json(await w2.done)).status, 'active')
+      assert.equal((await json(await answeredSoon(w2))).status, 'active')
     })
 
     it('answers at once when the task is not pending, or its request has expired', async () => {
@@ -332,7 +354,7 @@ describe('approvals', () => {
       assert.equal((await json(ninth)).status, 'pending_approval')
       assert.equal(b.deps.approvals.size(), 8)
       assert.equal((await decide(task.task_id, 'approve')).status, 200)
-      for (const w of waits) assert.equal((await json(await w.done)).status, 'active')
+      for (const w of waits) assert.equal((await json(await answeredSoon(w))).status, 'active')
       assert.equal(b.deps.approvals.size(), 0)
     })
 
@@ -341,11 +363,12 @@ describe('approvals', () => {
       const abort = new AbortController()
       const w = await startWait(task.task_id, 30, { signal: abort.signal })
       abort.abort()
-      await w.done
       assert.equal(b.deps.approvals.size(), 0, 'released on abort')
+      await answeredSoon(w)
       const w2 = await startWait(task.task_id)
       b.close()
-      const res = await w2.done
+      assert.equal(b.deps.approvals.size(), 0, 'released on close')
+      const res = await answeredSoon(w2)
       assert.equal(res.status, 200)
       assert.equal((await json(res)).status, 'pending_approval', 'answered as read: the database is closed')
       assert.equal(b.deps.approvals.size(), 0)
@@ -362,7 +385,7 @@ describe('approvals', () => {
       const held = [await startWait(task.task_id, 1), await startWait(task.task_id, 60)]
       assert.equal(b.deps.approvals.size(), 2)
       assert.equal((await decide(task.task_id, 'approve')).status, 200)
-      for (const w of held) assert.equal((await json(await w.done)).status, 'active')
+      for (const w of held) assert.equal((await json(await answeredSoon(w))).status, 'active')
       assert.equal(b.deps.approvals.size(), 0)
     })
 
