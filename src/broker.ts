@@ -13,7 +13,7 @@ import { createReplayCache } from './lib/replay-cache.js'
 import { createMetrics, type Metrics } from './http/metrics.js'
 import { createLimiter, type Limiter } from './http/rate-limit.js'
 import type { Logger } from './logger.js'
-import { createApprovalWaiters, type ApprovalWaiters } from './tasks/approvals.js'
+import { createApprovalWaiters, sqliteDecisionWatch, WAITER_LIMITS, type ApprovalWaiters } from './tasks/approvals.js'
 import { revokeTasksOfRetiredWorkloads } from './tasks/lifecycle.js'
 import { createPolicyEngine, type PolicyEngine } from './policy/engine.js'
 import { openDatabase, type Database_ } from './store/db.js'
@@ -107,7 +107,7 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
   const authThrottle = createAuthThrottle(config.authThrottle, clock)
   // Closing the database is how the broker closes (server stop, tests, the CLI): held waits are
   // answered first, so none outlives the store it would read.
-  const approvals = createApprovalWaiters()
+  const approvals = createApprovalWaiters(WAITER_LIMITS, sqliteDecisionWatch({ database, stores, clock }))
   const closeDatabase = database.close
   database.close = () => {
     approvals.close()

@@ -4,8 +4,13 @@
  * decision. Every refusal asserts its status, `error`, its audit row and that nothing else changed.
  */
 import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { setImmediate as tick } from 'node:timers/promises'
 import { afterEach, beforeEach, describe, it } from 'node:test'
+import { openDatabase } from '../src/store/db.js'
+import { createStores } from '../src/store/stores.js'
 import { createApprovalWaiters } from '../src/tasks/approvals.js'
 import { ConfigError, parseConfig } from '../src/config.js'
 import { ADMIN_KEY, assertRefusedAndAudited, CALENDAR, counts, createTestBroker, NOTES, openTask, T0, testConfig, testKeys, withBroker, type TestBroker } from './harness.js'
@@ -403,6 +408,31 @@ describe('approvals', () => {
       assert.equal((await decide(task.task_id, 'approve')).status, 200)
       for (const w of held) assert.equal((await json(await answeredSoon(w))).status, 'active')
       assert.equal(b.deps.approvals.size(), 0)
+    })
+
+    it('a decision committed by another process (the CLI, another instance) ends the wait too', async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'taskpass-approvals-'))
+      const path = join(dir, 'taskpass.db')
+      const onFile = await createTestBroker({ config: (c) => ({ ...c, database: path, resources: c.resources!.map((r) => (r.uri === CALENDAR ? { ...r, requireApproval: true } : r)) }) })
+      const other = openDatabase(path)
+      try {
+        const task = await json(await openTask(onFile, { purpose: 'cal', resources: [{ resource: CALENDAR, scopes: ['cal:read'] }] }))
+        const done = Promise.resolve(onFile.app.request(`/tasks/${task.task_id}?wait=60`, { headers: { 'actor-token': await onFile.svid('a') } }))
+        for (let i = 0; i < 10_000 && onFile.deps.approvals.size() === 0; i++) await tick()
+        assert.equal(onFile.deps.approvals.size(), 1)
+        // Another connection: this process's notifier never hears of it.
+        assert.equal(createStores(other).tasks.approve(task.task_id, T0), true)
+        // A cross-process wake-up is real time: wait for it, bounded (the watch looks every 250 ms).
+        let timer: NodeJS.Timeout | undefined
+        const res = await Promise.race([done, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('the wait was not woken')), 5_000)))])
+        clearTimeout(timer)
+        assert.equal((await json(res)).status, 'active')
+        assert.equal(onFile.deps.approvals.size(), 0)
+      } finally {
+        other.close()
+        onFile.close()
+        rmSync(dir, { recursive: true, force: true })
+      }
     })
 
     it('the waiters are bounded broker-wide too', async () => {

@@ -9,6 +9,7 @@
  */
 import { OAuthError, invalidRequest, taskNotActive } from '../errors.js'
 import { callerName, getTaskFor, ownerSub, taskState, viewTask, type Caller, type TaskDeps, type TaskView } from './lifecycle.js'
+import type { Database_ } from '../store/db.js'
 import type { TaskRow } from '../store/stores.js'
 
 export type ApprovalDecision = 'approve' | 'deny'
@@ -134,11 +135,74 @@ export interface ApprovalWaiters {
 
 export const WAITER_LIMITS = { total: 1000, perTask: 8 } as const
 
-/** The in-process waiters; bounded by `limits` (default {@link WAITER_LIMITS}). */
-export function createApprovalWaiters(limits: { total: number; perTask: number } = WAITER_LIMITS): ApprovalWaiters {
+/**
+ * How waiters notice decisions committed by another process sharing the database (the CLI,
+ * another broker instance): while any wait is held, every `intervalMs` one cheap `changed()`
+ * check; only when it says so, each waited task is read again.
+ */
+export interface DecisionWatch {
+  intervalMs: number
+  /** Whether another connection has committed since the last call. */
+  changed(): boolean
+  /** Whether the task still awaits a decision. */
+  isPending(taskId: string): boolean
+}
+
+/** How often a held wait looks for another process's decisions (as the revocation feed's head poll). */
+export const WATCH_INTERVAL_MS = 250
+
+/**
+ * A {@link DecisionWatch} over SQLite: `PRAGMA data_version` counts commits by *other*
+ * connections and is read without touching a table (this process's own decisions notify directly).
+ */
+export function sqliteDecisionWatch(deps: Pick<TaskDeps, 'stores' | 'clock'> & { database: Database_ }): DecisionWatch {
+  const dataVersion = deps.database.sqlite.prepare('PRAGMA data_version').pluck()
+  let seen = dataVersion.get()
+  return {
+    intervalMs: WATCH_INTERVAL_MS,
+    changed() {
+      const now = dataVersion.get()
+      if (now === seen) return false
+      seen = now
+      return true
+    },
+    isPending(taskId) {
+      const row = deps.stores.tasks.get(taskId)
+      return row !== undefined && taskState(row, deps.clock.now()) === 'pending_approval'
+    },
+  }
+}
+
+/** The in-process waiters; bounded by `limits` (default {@link WAITER_LIMITS}); `watch` adds other processes' decisions. */
+export function createApprovalWaiters(limits: { total: number; perTask: number } = WAITER_LIMITS, watch?: DecisionWatch): ApprovalWaiters {
   const byTask = new Map<string, Set<(outcome: WaitOutcome) => void>>()
   let held = 0
   let closed = false
+  let poll: NodeJS.Timeout | undefined
+
+  function look() {
+    try {
+      if (!watch!.changed()) return
+      for (const taskId of [...byTask.keys()]) if (!watch!.isPending(taskId)) wake(taskId)
+    } catch {
+      // The database is closed (shutdown) or momentarily busy: the next tick, or the wait's end, answers.
+    }
+  }
+  function wake(taskId: string) {
+    for (const finish of [...(byTask.get(taskId) ?? [])]) finish('decided')
+  }
+  // The poll runs only while a wait is held: an idle broker does nothing.
+  function startWatching() {
+    if (!watch || poll) return
+    poll = setInterval(look, watch.intervalMs)
+    poll.unref()
+  }
+  function stopWatchingWhenIdle() {
+    if (held === 0 && poll) {
+      clearInterval(poll)
+      poll = undefined
+    }
+  }
 
   return {
     wait(taskId, ms, signal) {
@@ -150,6 +214,7 @@ export function createApprovalWaiters(limits: { total: number; perTask: number }
         const set = waiting ?? new Set()
         byTask.set(taskId, set)
         held++
+        startWatching()
         // A real timer: the wait is in wall-clock time, whatever the broker's clock says.
         const timer = setTimeout(() => finish('timeout'), Math.max(0, ms))
         const onAbort = () => finish('aborted')
@@ -160,14 +225,13 @@ export function createApprovalWaiters(limits: { total: number; perTask: number }
           if (set.size === 0 && byTask.get(taskId) === set) byTask.delete(taskId)
           clearTimeout(timer)
           signal?.removeEventListener('abort', onAbort)
+          stopWatchingWhenIdle()
           resolve(outcome)
         }
         set.add(finish)
       })
     },
-    notify(taskId) {
-      for (const finish of [...(byTask.get(taskId) ?? [])]) finish('decided')
-    },
+    notify: wake,
     close() {
       closed = true
       for (const set of [...byTask.values()]) for (const finish of [...set]) finish('closed')
