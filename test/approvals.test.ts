@@ -13,7 +13,7 @@ import { openDatabase } from '../src/store/db.js'
 import { createStores } from '../src/store/stores.js'
 import { createApprovalWaiters } from '../src/tasks/approvals.js'
 import { ConfigError, parseConfig } from '../src/config.js'
-import { ADMIN_KEY, assertRefusedAndAudited, CALENDAR, counts, createTestBroker, NOTES, openTask, T0, testConfig, testKeys, withBroker, type TestBroker } from './harness.js'
+import { ADMIN_KEY, assertRefusedAndAudited, CALENDAR, counts, createTestBroker, NOTES, openTask, startTestServer, T0, testConfig, testKeys, withBroker, type TestBroker } from './harness.js'
 
 const admin = { authorization: `Bearer ${ADMIN_KEY}` }
 
@@ -408,6 +408,30 @@ describe('approvals', () => {
       assert.equal((await decide(task.task_id, 'approve')).status, 200)
       for (const w of held) assert.equal((await json(await answeredSoon(w))).status, 'active')
       assert.equal(b.deps.approvals.size(), 0)
+    })
+
+    it('over a real socket, a client that hangs up releases its wait at once', async () => {
+      const s = await startTestServer({ config: (c) => ({ ...c, resources: c.resources!.map((r) => (r.uri === CALENDAR ? { ...r, requireApproval: true } : r)) }) })
+      // Real time here (the socket's events): wait for each event, bounded.
+      const until = async (what: string, ok: () => boolean) => {
+        const deadline = Date.now() + 5_000
+        while (!ok()) {
+          assert.ok(Date.now() < deadline, what)
+          await new Promise((r) => setTimeout(r, 5))
+        }
+      }
+      try {
+        const task = await json(await fetch(`${s.url}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${await s.session()}`, 'actor-token': await s.svid('a') }, body: JSON.stringify({ purpose: 'cal', resources: [{ resource: CALENDAR, scopes: ['cal:read'] }] }) }))
+        assert.equal(task.status, 'pending_approval')
+        const abort = new AbortController()
+        const held = fetch(`${s.url}/tasks/${task.task_id}?wait=60`, { headers: { 'actor-token': await s.svid('a') }, signal: abort.signal }).catch((e: unknown) => e)
+        await until('the wait is held', () => s.deps.approvals.size() === 1)
+        abort.abort()
+        assert.ok((await held) instanceof Error, 'the client gave up')
+        await until('the wait is released when the client hangs up', () => s.deps.approvals.size() === 0)
+      } finally {
+        await s.stop()
+      }
     })
 
     it('a decision committed by another process (the CLI, another instance) ends the wait too', async () => {
