@@ -13,6 +13,7 @@ import { createReplayCache } from './lib/replay-cache.js'
 import { createMetrics, type Metrics } from './http/metrics.js'
 import { createLimiter, type Limiter } from './http/rate-limit.js'
 import type { Logger } from './logger.js'
+import { createApprovalWaiters, sqliteDecisionWatch, WAITER_LIMITS, type ApprovalWaiters } from './tasks/approvals.js'
 import { revokeTasksOfRetiredWorkloads } from './tasks/lifecycle.js'
 import { createPolicyEngine, type PolicyEngine } from './policy/engine.js'
 import { openDatabase, type Database_ } from './store/db.js'
@@ -43,6 +44,8 @@ export interface Deps {
   authThrottle: AuthThrottle
   /** Prometheus metrics (prom-client), one registry per broker. */
   metrics: Metrics
+  /** Requests held until a task's approval is decided (GET /tasks/{id}?wait=); released when the database closes. */
+  approvals: ApprovalWaiters
 }
 
 /** argon2id (the library default algorithm; left unset on purpose, see README). */
@@ -102,7 +105,16 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     remoteJwks: config.remoteJwks,
   })
   const authThrottle = createAuthThrottle(config.authThrottle, clock)
+  // Closing the database is how the broker closes (server stop, tests, the CLI): held waits are
+  // answered first, so none outlives the store it would read.
+  const approvals = createApprovalWaiters(WAITER_LIMITS, sqliteDecisionWatch({ database, stores, clock }))
+  const closeDatabase = database.close
+  database.close = () => {
+    approvals.close()
+    closeDatabase()
+  }
   return {
+    approvals,
     config,
     clock,
     logger,

@@ -237,7 +237,16 @@ export const configSchema = z
       .object({ defaultTtl: seconds.default(300), maxTtl: seconds.default(900) })
       .prefault({})
       .refine((t) => t.defaultTtl <= t.maxTtl, 'defaultTtl must not exceed maxTtl'),
-    tasks: z.object({ defaultTtl: seconds.default(3600), maxTtl: seconds.default(86400) }).prefault({}),
+    tasks: z
+      .object({
+        defaultTtl: seconds.default(3600),
+        maxTtl: seconds.default(86400),
+        /** How long an approval request stays open, seconds (never beyond the task's own expiry); default 900, or `maxTtl` when that is shorter. */
+        approvalTtl: seconds.optional(),
+      })
+      .prefault({})
+      .refine((t) => t.approvalTtl === undefined || t.approvalTtl <= t.maxTtl, { path: ['approvalTtl'], message: 'approvalTtl must not exceed maxTtl' })
+      .transform((t) => ({ ...t, approvalTtl: t.approvalTtl ?? Math.min(900, t.maxTtl) })),
     /** Tolerated clock skew for incoming tokens, seconds. */
     clockSkew: z.number().int().min(0).max(300).default(60),
     /** Longest lifetime accepted for an actor (workload) token, seconds: attestations must be short-lived. */

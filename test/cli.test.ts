@@ -4,6 +4,7 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
+import Database from 'better-sqlite3'
 import { decodeJwt } from 'jose'
 
 /** Runs the admin CLI in dev mode against its own data directory. */
@@ -81,5 +82,51 @@ describe('admin CLI (dev mode)', () => {
     const out = cli(dir, 'frobnicate')
     assert.equal(out.status, 64)
     assert.match(out.stderr, /taskpass CLI/)
+  })
+})
+
+describe('admin CLI: approvals', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'taskpass-cli-approvals-'))
+
+  /** Stores a pending_approval task straight into the dev database (as the broker would on POST /tasks). */
+  function pendingTask(id: string) {
+    const db = new Database(join(dir, 'taskpass.db'))
+    const now = Math.floor(Date.now() / 1000)
+    db.prepare(
+      `insert into tasks (id, user_sub, subject_issuer, sid, workload_id, purpose, resources, status, created_at, expires_at, tokens_minted, approval_expires_at)
+       values (?, 'alice', 'dev', 'sess-1', 'demo', 'cal', '[]', 'pending_approval', ?, ?, 0, ?)`,
+    ).run(id, now, now + 3600, now + 900)
+    db.close()
+  }
+  const show = (id: string) => JSON.parse(cli(dir, 'tasks', 'show', id).stdout) as { status: string; end_reason?: string }
+
+  it('tasks approve <id> [reason…] and tasks deny <id> <reason…>: decided once, audited; refusals change nothing', () => {
+    assert.equal(cli(dir, 'keys', 'list').status, 0, 'creates the dev database')
+    pendingTask('task-approve')
+    pendingTask('task-deny')
+
+    const approved = cli(dir, 'tasks', 'approve', 'task-approve', 'looks', 'right')
+    assert.equal(approved.status, 0, approved.stderr)
+    assert.equal((JSON.parse(approved.stdout) as { status: string }).status, 'active')
+
+    assert.equal(cli(dir, 'tasks', 'deny', 'task-deny').status, 64, 'a reason is required')
+    assert.equal(show('task-deny').status, 'pending_approval')
+    const denied = cli(dir, 'tasks', 'deny', 'task-deny', 'not', 'this', 'week')
+    assert.equal(denied.status, 0, denied.stderr)
+    const view = JSON.parse(denied.stdout) as { status: string; end_reason: string }
+    assert.deepEqual([view.status, view.end_reason], ['denied', 'denied by admin:cli: not this week'])
+
+    for (const [how, id] of [['approve', 'task-deny'], ['deny', 'task-approve'], ['approve', 'task-approve']] as const) {
+      const again = cli(dir, 'tasks', how, id, 'again')
+      assert.equal(again.status, 1, `${how} ${id}`)
+      assert.match(again.stderr, /task_not_active/)
+    }
+    assert.deepEqual([show('task-approve').status, show('task-deny').status], ['active', 'denied'])
+    const listed = JSON.parse(cli(dir, 'tasks', 'list', 'denied').stdout) as { task_id: string }[]
+    assert.deepEqual(listed.map((t) => t.task_id), ['task-deny'])
+
+    const audit = cli(dir, 'audit').stdout.trim().split('\n').map((l) => JSON.parse(l) as { action: string; decision: string; reason: string; error: string | null })
+    assert.deepEqual(audit.map((e) => `${e.action}:${e.decision}:${e.error ?? ''}`), ['task.approve:allow:', 'task.deny:allow:', 'task.approve:deny:task_not_active', 'task.deny:deny:task_not_active', 'task.approve:deny:task_not_active'])
+    assert.equal(audit[0]!.reason, 'approved by admin:cli: looks right')
   })
 })

@@ -6,7 +6,8 @@ import { rotateKeys } from '../keys/keyset.js'
 import { revokeKey } from '../keys/revoke.js'
 import { createJsonLogger, silentLogger } from '../logger.js'
 import { loadRuntime } from '../runtime.js'
-import { approveTask, endTask, viewTask } from '../tasks/lifecycle.js'
+import { approveTask, denyTask } from '../tasks/approvals.js'
+import { endTask, viewTask } from '../tasks/lifecycle.js'
 import { revokeSession } from '../tasks/sessions.js'
 import { clearAdminPoliciesOffline, POLICY_USAGE, policyCommand } from './policy.js'
 
@@ -20,9 +21,11 @@ const USAGE = `taskpass CLI — the admin API, from the shell (same config as th
   keys revoke <kid>          a compromised key: unpublish it now, revoke every token it signed, tell the feed
                              (revoking the current key promotes the next one)
   keys list                  print the published JWKS
-  tasks list [status]        list tasks, newest first (active, pending_approval, completed, revoked)
+  tasks list [status]        list tasks, newest first (active, pending_approval, completed, revoked, denied)
   tasks show <id>            print a task
-  tasks approve <id>         approve a pending_approval task
+  tasks approve <id> [reason…]
+                             approve a pending_approval task
+  tasks deny <id> <reason…>  deny a pending_approval task (final: it ends denied)
   tasks revoke <id>          revoke a task and every token of it
   sessions revoke <issuer> <sid>
                              revoke a user session: its subject tokens are refused, its tasks revoked
@@ -31,7 +34,10 @@ ${POLICY_USAGE}`
 
 async function main(argv: string[]): Promise<number> {
   const force = argv.includes('--force')
-  const [cmd, sub, arg, arg2] = argv.filter((a, i) => a !== '--config' && argv[i - 1] !== '--config' && a !== '--force')
+  const positional = argv.filter((a, i) => a !== '--config' && argv[i - 1] !== '--config' && a !== '--force')
+  const [cmd, sub, arg, arg2] = positional
+  // The words after `tasks approve|deny <id>`, as one reason (so it needs no quoting).
+  const reason = positional.length > 3 ? positional.slice(3).join(' ') : undefined
   if (cmd === 'hash-secret') {
     if (!sub) return usage()
     process.stdout.write((await argon2Hasher.hash(sub)) + '\n')
@@ -110,7 +116,7 @@ async function main(argv: string[]): Promise<number> {
         print(deps.keys.jwks())
         return 0
       case 'tasks list': {
-        const known = ['active', 'pending_approval', 'completed', 'revoked'] as const
+        const known = ['active', 'pending_approval', 'completed', 'revoked', 'denied'] as const
         const status = known.find((s) => s === arg)
         if (arg !== undefined && !status) return usage()
         const statuses = status ? [status] : undefined
@@ -124,7 +130,11 @@ async function main(argv: string[]): Promise<number> {
         return 0
       case 'tasks approve':
         if (!arg) return usage()
-        print(approveTask(deps, arg, 'cli'))
+        print(approveTask(deps, arg, { kind: 'admin', id: 'cli' }, reason))
+        return 0
+      case 'tasks deny':
+        if (!arg || reason === undefined) return usage()
+        print(denyTask(deps, arg, { kind: 'admin', id: 'cli' }, reason))
         return 0
       case 'tasks revoke':
         if (!arg) return usage()

@@ -1,4 +1,4 @@
-import { Hono } from 'hono'
+import { Hono, type Context } from 'hono'
 import type { Deps } from '../broker.js'
 import { invalidRequest, OAuthError } from '../errors.js'
 import { parseBrokerSubject } from '../exchange/subject-token.js'
@@ -6,20 +6,22 @@ import { adminAuth, type AdminEnv } from '../http/admin-auth.js'
 import { noStore } from '../http/middleware.js'
 import { RotationTooEarly, rotateKeys } from '../keys/keyset.js'
 import { revokeKey } from '../keys/revoke.js'
-import { approveTask, endTask, viewTask } from '../tasks/lifecycle.js'
+import { approveTask, auditDecisionRefused, denyTask, type ApprovalDecision } from '../tasks/approvals.js'
+import { endTask, viewTask } from '../tasks/lifecycle.js'
+import { parseDecisionBody } from './tasks.js'
 import { policyRoutes } from './policies.js'
 import { revokeSession } from '../tasks/sessions.js'
 import { parseJson } from '../http/form.js'
 import { z } from 'zod'
 
 const adminTaskQuery = z.strictObject({
-  status: z.enum(['active', 'pending_approval', 'completed', 'revoked', 'expired']).optional(),
+  status: z.enum(['active', 'pending_approval', 'completed', 'revoked', 'denied', 'expired']).optional(),
   workload: z.string().min(1).max(2048).optional(),
   user: z.string().min(1).max(1024).optional(),
   limit: z.string().regex(/^[0-9]{1,3}$/).transform(Number).pipe(z.number().int().min(1).max(500)).default(100),
 })
 
-/** /admin — approve and revoke tasks, rotate and revoke keys, read the audit log. */
+/** /admin — approve, deny and revoke tasks, rotate and revoke keys, read the audit log. */
 export function adminRoutes(deps: Deps) {
   return new Hono<AdminEnv>()
     .use('/admin/*', noStore(), adminAuth(deps))
@@ -41,7 +43,8 @@ export function adminRoutes(deps: Deps) {
       const rows = deps.stores.tasks.list({ ...filter, workloadId: workload, user: owner && { issuer: owner.issuer, sub: owner.user }, limit })
       return c.json({ tasks: rows.map((r) => viewTask(r, now)) })
     })
-    .post('/admin/tasks/:id/approve', (c) => c.json(approveTask(deps, c.req.param('id'), c.get('adminId'))))
+    .post('/admin/tasks/:id/approve', (c) => adminDecide(deps, c, 'approve'))
+    .post('/admin/tasks/:id/deny', (c) => adminDecide(deps, c, 'deny'))
     .post('/admin/tasks/:id/revoke', (c) => c.json(endTask(deps, c.req.param('id'), 'revoked', { kind: 'admin', id: c.get('adminId') })))
     .post('/admin/sessions/revoke', async (c) => {
       const parsed = z.strictObject({ issuer: z.string().min(1).max(2048), sid: z.string().min(1).max(1024) }).safeParse(await parseJson(c))
@@ -83,4 +86,18 @@ export function adminRoutes(deps: Deps) {
       return c.json({ events })
     })
     .route('/', policyRoutes(deps))
+}
+
+/** An admin approves or denies a task; the optional JSON body `{"reason": "..."}` (required to deny). */
+async function adminDecide(deps: Deps, c: Context<AdminEnv>, how: ApprovalDecision) {
+  const id = c.req.param('id')!
+  const caller = { kind: 'admin', id: c.get('adminId') } as const
+  let body: { reason?: string | undefined }
+  try {
+    body = await parseDecisionBody(c)
+  } catch (e) {
+    auditDecisionRefused(deps, how, id, caller, e)
+    throw e
+  }
+  return c.json(how === 'approve' ? approveTask(deps, id, caller, body.reason) : denyTask(deps, id, caller, body.reason))
 }

@@ -1,4 +1,4 @@
-import { Hono } from 'hono'
+import { Hono, type Context } from 'hono'
 import { z } from 'zod'
 import type { Deps } from '../broker.js'
 import type { DpopProof } from '../dpop/proof.js'
@@ -8,7 +8,8 @@ import { parseJson } from '../http/form.js'
 import { noStore } from '../http/middleware.js'
 import { remoteAddress } from '../http/rate-limit.js'
 import { TOOL_NAME } from '../tasks/tool-call.js'
-import { auditTaskOpenDenied, endTask, getTaskFor, openTask, viewTask, type Caller } from '../tasks/lifecycle.js'
+import { approveTask, auditDecisionRefused, denyTask, type ApprovalDecision } from '../tasks/approvals.js'
+import { auditTaskOpenDenied, endTask, getTaskFor, openTask, taskState, viewTask, type Caller } from '../tasks/lifecycle.js'
 
 const openTaskBody = z.strictObject({
   purpose: z.string().min(1).max(500),
@@ -32,13 +33,38 @@ function describe(error: z.ZodError): string {
   return `"${issue.path.join('.') || 'body'}": ${issue.message}`
 }
 
-async function eitherCaller(deps: Deps, c: Parameters<typeof userCaller>[1]): Promise<Caller> {
+/** Longest `GET /tasks/{id}?wait=`, seconds: long enough to spare polling, short enough for proxies' idle timeouts. */
+export const MAX_WAIT = 60
+
+/** `?wait=<1..60>`: absent → undefined; anything else (not an integer, out of range, repeated) is refused. */
+function parseWait(c: Context): number | undefined {
+  const values = c.req.queries('wait')
+  if (values === undefined) return undefined
+  const text = values[0]!
+  if (values.length !== 1 || !/^[0-9]{1,2}$/.test(text) || Number(text) < 1 || Number(text) > MAX_WAIT) throw invalidRequest(`"wait" must be an integer from 1 to ${MAX_WAIT} (seconds)`)
+  return Number(text)
+}
+
+const decisionBody = z.strictObject({ reason: z.string().optional() })
+
+/**
+ * The optional JSON body of a decision, `{"reason": "..."}`; no body at all is `{}`. The reason's
+ * length and characters are checked by the decision itself.
+ */
+export async function parseDecisionBody(c: Context): Promise<{ reason?: string | undefined }> {
+  if (c.req.header('content-type') === undefined && (await c.req.text()) === '') return {}
+  const parsed = decisionBody.safeParse(await parseJson(c))
+  if (!parsed.success) throw invalidRequest(`body must be {"reason": <text>}: ${describe(parsed.error)}`)
+  return parsed.data
+}
+
+async function eitherCaller(deps: Deps, c: Context): Promise<Caller> {
   const caller = (await workloadCaller(deps, c)) ?? (await userCaller(deps, c))
   if (!caller) throw invalidToken('a user session (Authorization: Bearer) or a workload attestation (Actor-Token) is required')
   return caller
 }
 
-/** /tasks — open, read, list, complete, revoke. */
+/** /tasks — open, read (and wait for a decision), list, complete, revoke, approve, deny. */
 export function taskRoutes(deps: Deps) {
   return new Hono()
     .use('/tasks', noStore())
@@ -79,7 +105,18 @@ export function taskRoutes(deps: Deps) {
       return c.json({ tasks: deps.stores.tasks.listByUser(user.subject.issuer, user.subject.user, 100).map((t) => viewTask(t, now)) })
     })
     .get('/tasks/:id', async (c) => {
-      const row = getTaskFor(deps, c.req.param('id'), await eitherCaller(deps, c))
+      const wait = parseWait(c)
+      const id = c.req.param('id')
+      let row = getTaskFor(deps, id, await eitherCaller(deps, c))
+      const now = deps.clock.now()
+      if (wait !== undefined && taskState(row, now) === 'pending_approval') {
+        // Nothing is awaited between the read above and the wait's registration, and decisions are
+        // synchronous: a decision lands either before the read or after the waiter is registered.
+        const until = Math.min(now + wait, row.approvalExpiresAt ?? row.expiresAt, row.expiresAt)
+        const outcome = await deps.approvals.wait(id, (until - now) * 1000, c.req.raw.signal)
+        // Closed: the database is gone; the task is answered as it was read (still pending).
+        if (outcome !== 'closed') row = deps.stores.tasks.get(id) ?? row
+      }
       return c.json(viewTask(row, deps.clock.now()))
     })
     .post('/tasks/:id/complete', async (c) => {
@@ -90,4 +127,23 @@ export function taskRoutes(deps: Deps) {
     .post('/tasks/:id/revoke', async (c) => {
       return c.json(endTask(deps, c.req.param('id'), 'revoked', await eitherCaller(deps, c)))
     })
+    .post('/tasks/:id/approve', (c) => decide(deps, c, 'approve'))
+    .post('/tasks/:id/deny', (c) => decide(deps, c, 'deny'))
+}
+
+/**
+ * `POST /tasks/{id}/approve|deny`: the task's user decides, with a session token. A workload
+ * (`Actor-Token`) is identified as such, to be refused: it never decides its own task.
+ */
+async function decide(deps: Deps, c: Context, how: ApprovalDecision) {
+  const caller = await eitherCaller(deps, c)
+  const id = c.req.param('id')!
+  let body: { reason?: string | undefined }
+  try {
+    body = await parseDecisionBody(c)
+  } catch (e) {
+    auditDecisionRefused(deps, how, id, caller, e)
+    throw e
+  }
+  return c.json(how === 'approve' ? approveTask(deps, id, caller, body.reason) : denyTask(deps, id, caller, body.reason))
 }

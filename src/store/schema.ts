@@ -13,7 +13,8 @@ export const tasks = sqliteTable(
     purpose: text('purpose').notNull(),
     /** JSON: `[{resource, scopes[]}]`. */
     resources: text('resources').notNull(),
-    status: text('status', { enum: ['active', 'pending_approval', 'completed', 'revoked'] }).notNull(),
+    /** `denied` (a human refused the approval) is final, like `completed` and `revoked`. TypeScript-only: no CHECK in the database. */
+    status: text('status', { enum: ['active', 'pending_approval', 'completed', 'revoked', 'denied'] }).notNull(),
     /** RFC 7638 thumbprint of the DPoP key the task is bound to: every token of it must carry this `cnf.jkt`. */
     dpopJkt: text('dpop_jkt'),
     createdAt: integer('created_at').notNull(),
@@ -24,7 +25,10 @@ export const tasks = sqliteTable(
     tokensMinted: integer('tokens_minted').notNull().default(0),
     /** JSON: the claims of the opening session its subject issuer maps into policy (`policyClaims`), or null. */
     userClaims: text('user_claims'),
-    /** While `pending_approval`: when the approval request lapses (the task then ends as expired). */
+    /**
+     * Set when the task opened `pending_approval`: when the approval request lapses (the task is then
+     * derived `expired`). Kept after the approval, so `approved` can be read from it.
+     */
     approvalExpiresAt: integer('approval_expires_at'),
   },
   (t) => [index('tasks_user_idx').on(t.userSub, t.createdAt), index('tasks_workload_idx').on(t.workloadId), index('tasks_expires_idx').on(t.expiresAt)],

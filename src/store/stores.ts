@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { and, asc, desc, eq, gt, inArray, isNull, lt, lte, sql } from 'drizzle-orm'
+import { and, asc, desc, eq, gt, inArray, isNull, lt, lte, not, or, sql } from 'drizzle-orm'
 import type { Database_ } from './db.js'
 import { auditEvents, brokerMeta, policySets, revocationEvents, revokedSessions, tasks, tokens } from './schema.js'
 
@@ -42,7 +42,13 @@ export interface Stores {
     insert(row: TaskRow): void
     /** Ends a task that is still open; returns false when it was already ended. */
     end(id: string, status: 'completed' | 'revoked', at: number, reason: string): boolean
-    approve(id: string): boolean
+    /**
+     * Approves a task still awaiting approval at `at` (pending, neither it nor its approval request
+     * expired): one conditional update, so of two racing decisions only one wins. False otherwise.
+     */
+    approve(id: string, at: number): boolean
+    /** Denies a task still awaiting approval at `at` (same condition as `approve`): it ends `denied`. */
+    deny(id: string, at: number, reason: string): boolean
     listByUser(issuer: string, userSub: string, limit: number): TaskRow[]
     /** Tasks still open (active or pending) that are bound to a session. */
     listOpenBySession(issuer: string, sid: string): TaskRow[]
@@ -146,6 +152,11 @@ export function createStores(database: Database_): Stores {
   const { db } = database
   const p = sql.placeholder
 
+  // Derived expiry (see taskState): the task's time has passed, or — still pending — its approval request's has.
+  const expiredAt = (now: number) =>
+    // coalesce: a NULL must not make the negation NULL (and drop open tasks from both lists).
+    or(lte(tasks.expiresAt, now), and(eq(tasks.status, 'pending_approval'), sql`coalesce(${tasks.approvalExpiresAt}, ${tasks.expiresAt}) <= ${now}`))!
+
   const getTask = db.select().from(tasks).where(eq(tasks.id, p('id'))).prepare()
   const insertTask = db.insert(tasks).values({
     id: p('id'), userSub: p('userSub'), subjectIssuer: p('subjectIssuer'), sid: p('sid'), workloadId: p('workloadId'), purpose: p('purpose'),
@@ -163,7 +174,18 @@ export function createStores(database: Database_): Stores {
     .set({ status: sql`${p('status')}`, endedAt: sql`${p('at')}`, endReason: sql`${p('reason')}` })
     .where(and(eq(tasks.id, p('id')), sql`${tasks.status} in ('active', 'pending_approval')`))
     .prepare()
-  const approveTask = db.update(tasks).set({ status: 'active' }).where(and(eq(tasks.id, p('id')), eq(tasks.status, 'pending_approval'))).prepare()
+  // The decision's whole precondition is in the WHERE clause: read-then-write would let two
+  // concurrent decisions (or a decision and the request's expiry) both pass the check.
+  const stillAwaiting = and(
+    eq(tasks.id, p('id')),
+    eq(tasks.status, 'pending_approval'),
+    gt(tasks.expiresAt, p('at')),
+    or(isNull(tasks.approvalExpiresAt), gt(tasks.approvalExpiresAt, p('at'))),
+  )
+  // approval_expires_at stays set (a task opened before it existed gets the approval time): it is
+  // how `context.task.approved` knows the task went through an approval.
+  const approveTask = db.update(tasks).set({ status: 'active', approvalExpiresAt: sql`coalesce(${tasks.approvalExpiresAt}, ${p('at')})` }).where(stillAwaiting).prepare()
+  const denyTask = db.update(tasks).set({ status: 'denied', endedAt: sql`${p('at')}`, endReason: sql`${p('reason')}` }).where(stillAwaiting).prepare()
   const openWorkloads = db
     .selectDistinct({ workloadId: tasks.workloadId })
     .from(tasks)
@@ -315,7 +337,8 @@ export function createStores(database: Database_): Stores {
       get: (id) => getTask.get({ id }),
       insert: (row) => void insertTask.run(row),
       end: (id, status, at, reason) => endTask.run({ id, status, at, reason }).changes === 1,
-      approve: (id) => approveTask.run({ id }).changes === 1,
+      approve: (id, at) => approveTask.run({ id, at }).changes === 1,
+      deny: (id, at, reason) => denyTask.run({ id, at, reason }).changes === 1,
       listByUser: (issuer, userSub, limit) => listTasks.all({ issuer, userSub, limit }),
       listOpenBySession: (issuer, sid) => openBySession.all({ issuer, sid }),
       openWorkloadIds: () => openWorkloads.all().map((r) => r.workloadId),
@@ -327,7 +350,7 @@ export function createStores(database: Database_): Stores {
           .where(
             and(
               statuses ? inArray(tasks.status, statuses) : undefined,
-              expiry ? (expiry.expired ? lte(tasks.expiresAt, expiry.now) : gt(tasks.expiresAt, expiry.now)) : undefined,
+              expiry ? (expiry.expired ? expiredAt(expiry.now) : not(expiredAt(expiry.now))) : undefined,
               workloadId ? eq(tasks.workloadId, workloadId) : undefined,
               user ? and(eq(tasks.subjectIssuer, user.issuer), eq(tasks.userSub, user.sub)) : undefined,
             ),

@@ -41,12 +41,21 @@ export interface TaskView {
   dpop_jkt?: string
   created_at: number
   expires_at: number
+  /** When the task opened `pending_approval`: until when a decision is accepted. */
+  approval_expires_at?: number
   ended_at?: number
   end_reason?: string
 }
 
+/**
+ * The task's state at `now`. `expired` is derived, never stored: an open task past `expiresAt`,
+ * or a pending one whose approval request lapsed (`approvalExpiresAt`) — that one can never be
+ * approved, so it is as over as an expired task.
+ */
 export function taskState(row: TaskRow, now: number): TaskState {
-  return (row.status === 'active' || row.status === 'pending_approval') && row.expiresAt <= now ? 'expired' : row.status
+  if ((row.status === 'active' || row.status === 'pending_approval') && row.expiresAt <= now) return 'expired'
+  if (row.status === 'pending_approval' && row.approvalExpiresAt !== null && row.approvalExpiresAt <= now) return 'expired'
+  return row.status
 }
 
 export function taskResources(row: TaskRow): TaskResource[] {
@@ -66,6 +75,7 @@ export function viewTask(row: TaskRow, now: number): TaskView {
     ...(row.dpopJkt ? { dpop_jkt: row.dpopJkt } : {}),
     created_at: row.createdAt,
     expires_at: row.expiresAt,
+    ...(row.approvalExpiresAt !== null ? { approval_expires_at: row.approvalExpiresAt } : {}),
     ...(row.endedAt ? { ended_at: row.endedAt } : {}),
     ...(row.endReason ? { end_reason: row.endReason } : {}),
   }
@@ -164,7 +174,8 @@ export function planTask(deps: TaskDeps, subject: Subject, actor: Actor, req: Ta
     endedAt: null,
     endReason: null,
     tokensMinted: 0,
-    approvalExpiresAt: null,
+    // A human has approvalTtl to decide, never beyond the task's own life.
+    approvalExpiresAt: approvalRequired ? Math.min(now + deps.config.tasks.approvalTtl, now + ttl) : null,
     userClaims: Object.keys(subject.claims).length > 0 ? JSON.stringify(subject.claims) : null,
   }
   const decidedBy = { policyVersion: deps.policy.version, policies: policies.size > 0 ? [...policies].sort().join(' ') : null }
@@ -242,7 +253,8 @@ export function getTaskFor(deps: Pick<TaskDeps, 'stores'>, id: string, caller: C
   return row
 }
 
-function callerName(caller: Caller): string {
+/** How audit rows and end reasons name a caller: `user:<sub>`, `workload:<id>`, `admin:<id>`. */
+export function callerName(caller: Caller): string {
   switch (caller.kind) {
     case 'admin':
       return `admin:${caller.id}`
@@ -279,18 +291,6 @@ export function endTask(deps: TaskDeps, id: string, how: 'completed' | 'revoked'
   })
   if (revoked === undefined) throw taskNotActive(`task is already ${row.status}`)
   return { task: viewTask(deps.stores.tasks.get(id)!, now), tokens_revoked: revoked }
-}
-
-/** An admin approves a `pending_approval` task. */
-export function approveTask(deps: TaskDeps, id: string, adminId: string): TaskView {
-  const row = getTaskFor(deps, id, { kind: 'admin', id: adminId })
-  const now = deps.clock.now()
-  if (taskState(row, now) !== 'pending_approval') throw taskNotActive(`task is ${taskState(row, now)}`)
-  deps.stores.durably(() => {
-    deps.stores.tasks.approve(id)
-    deps.stores.audit.insert({ at: now, action: 'task.approve', decision: 'allow', reason: `approved by admin:${adminId}`, userSub: ownerSub(deps, row), workloadId: row.workloadId, taskId: id })
-  })
-  return viewTask(deps.stores.tasks.get(id)!, now)
 }
 
 /**
