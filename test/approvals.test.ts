@@ -334,6 +334,14 @@ describe('approvals', () => {
       assert.equal(b.deps.approvals.size(), 0)
     })
 
+    it('returns when the task ends instead (revoked by an admin while it waited)', async () => {
+      const task = await pending()
+      const w = await startWait(task.task_id)
+      const revoked = await b.app.request(`/admin/tasks/${task.task_id}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}` } })
+      assert.equal(revoked.status, 200)
+      assert.equal((await json(await answeredSoon(w))).status, 'revoked')
+    })
+
     it('returns when the user denies (and when an admin approves)', async () => {
       const task = await pending()
       const w = await startWait(task.task_id)

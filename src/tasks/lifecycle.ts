@@ -17,6 +17,8 @@ export interface TaskDeps {
   stores: Stores
   clock: Clock
   policy: Policy
+  /** Requests waiting on a task's approval (`GET /tasks/{id}?wait=`): woken when the task ends too. */
+  approvals?: { notify(taskId: string): void }
 }
 
 export type Caller =
@@ -290,6 +292,8 @@ export function endTask(deps: TaskDeps, id: string, how: 'completed' | 'revoked'
     return n
   })
   if (revoked === undefined) throw taskNotActive(`task is already ${row.status}`)
+  // After the commit: a request waiting for the approval of this task learns it ended.
+  deps.approvals?.notify(id)
   return { task: viewTask(deps.stores.tasks.get(id)!, now), tokens_revoked: revoked }
 }
 
