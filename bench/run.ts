@@ -20,6 +20,15 @@
  *                             any unpaced flood costs here) and the same /introspect without a
  *                             credential (refused before hashing). Reported as latency ratios.
  *
+ * Then the policy part: the warm exchange against the number of Cedar policies in force — a
+ * policy file of 1, 100 and 10,000 policies, and for contrast no file at all (the generated grant
+ * permits, decided by the native evaluator) — on a broker with 100 more registered resources that
+ * the policies are written for (bench/lib/policies.ts: per-resource permits and forbids, and a few
+ * policies naming no resource, which land in every resource's bucket). Each size runs on a broker
+ * process of its own (never one process loading the sizes in turn); the table shows each broker's
+ * start-up (policy load included), the bench resource's bucket, req/s and latency, and the
+ * verdicts compare 100 and 10,000 with 1.
+ *
  * Then bench/verifier.ts, in its own process: revocation-to-refusal latency through the
  * revocation feed and the verifier kit's throughput against plain jose (see that file).
  *
@@ -27,18 +36,21 @@
  * (seconds measured per scenario, default 10), BENCH_CONNECTIONS (default 50), BENCH_WARMUP
  * (seconds of load before each measurement on the same connections; default 2, 1 for runs under
  * 8 s), BENCH_FLOOD_RATE (the legitimate exchange rate of the auth-flood scenario, req/s,
- * default 200); bench/verifier.ts reads its own (BENCH_VERIFIER_*). `npm run bench -- --only http` runs
+ * default 200); bench/verifier.ts reads its own (BENCH_VERIFIER_*). The policy part measures
+ * BENCH_DURATION seconds per size when it is set, else 5. `npm run bench -- --only http` runs
  * the HTTP scenarios alone, `--only verifier` the verifier benchmark alone, `--only flood` the
- * auth-flood scenario alone. Results also go to
- * bench/results/latest.json (each part replaces its own section and keeps the other's).
+ * auth-flood scenario alone, `--only policy` the policy part alone. Results also go to
+ * bench/results/latest.json (each part replaces its own section and keeps the others').
  */
 import { spawn } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { freePort, installWatchdog, killAllServers, REPO_ROOT, startServer, type ServerProcess } from './lib/child.js'
 import { exchangeForm, form, generateBenchKeys, generateDpopKey, mintActorToken, mintDpopProof, mintDpopProofs, mintSubjectToken, publicKeys, RESOURCE, RESOURCE_CLIENT_ID, SCOPE, TokenPool, USER_ISSUER, type BenchKeys } from './lib/fixtures.js'
 import { runLoad, type LoadResult } from './lib/load.js'
+import { benchPolicyText, otherResources, unscopedCount } from './lib/policies.js'
+import { formatPolicyTable, POLICY_SIZES, policyScenarioId, policyTargets, type PolicyRun } from './lib/policy-report.js'
 import { mergeResults } from './lib/results.js'
 import { checkTargets, formatTable, formatTargets, type Results, type ScenarioId, type ScenarioResult, type TargetCheck } from './lib/report.js'
 import type { FloorServerConfig } from './servers/floor.js'
@@ -53,18 +65,21 @@ function positiveInt(name: string, fallback: number): number {
   return n
 }
 
-/** `--only http` / `--only verifier` / `--only flood` (also `--only=…`): one part of the run. */
-function onlyPart(argv: readonly string[]): 'http' | 'verifier' | 'flood' | undefined {
+const PARTS = ['http', 'verifier', 'flood', 'policy'] as const
+
+/** `--only http` / `--only verifier` / `--only flood` / `--only policy` (also `--only=…`): one part of the run. */
+function onlyPart(argv: readonly string[]): (typeof PARTS)[number] | undefined {
   let value: string | undefined
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
-    if (arg === '--only') value = argv[++i]
+    if (arg === '--only') value = argv[++i] ?? ''
     else if (arg.startsWith('--only=')) value = arg.slice('--only='.length)
-    else throw new Error(`unknown argument "${arg}" (usage: npm run bench [-- --only http|verifier|flood])`)
+    else throw new Error(`unknown argument "${arg}" (usage: npm run bench [-- --only ${PARTS.join('|')}])`)
   }
   if (value === undefined) return undefined
-  if (value !== 'http' && value !== 'verifier' && value !== 'flood') throw new Error(`--only takes "http", "verifier" or "flood", got "${value}"`)
-  return value
+  const part = PARTS.find((p) => p === value)
+  if (part === undefined) throw new Error(`--only takes ${PARTS.map((p) => `"${p}"`).join(', ')}, got "${value}"`)
+  return part
 }
 
 let only: ReturnType<typeof onlyPart>
@@ -74,7 +89,8 @@ try {
   process.stderr.write(`bench: ${(e as Error).message}\n`)
   process.exit(2)
 }
-const runHttp = only !== 'verifier'
+const runHttp = only === undefined || only === 'http' || only === 'flood'
+const runPolicy = only === undefined || only === 'policy'
 const runVerifier = only === undefined || only === 'verifier'
 /** `--only flood`: the auth-flood scenario alone (its section of latest.json only). */
 const floodOnly = only === 'flood'
@@ -82,6 +98,9 @@ const duration = positiveInt('BENCH_DURATION', 10)
 const connections = positiveInt('BENCH_CONNECTIONS', 50)
 const warmup = positiveInt('BENCH_WARMUP', Math.min(2, Math.max(1, Math.round(duration / 5))))
 const floodRate = positiveInt('BENCH_FLOOD_RATE', 200)
+/** The policy part: a few seconds per size unless BENCH_DURATION says otherwise. */
+const policyDuration = positiveInt('BENCH_DURATION', 5)
+const policyWarmup = positiveInt('BENCH_WARMUP', Math.min(2, Math.max(1, Math.round(policyDuration / 5))))
 /** Connections carrying the legitimate, paced exchanges of the auth-flood scenario. */
 const FLOOD_LEGIT_CONNECTIONS = 10
 const FORM_TYPE = 'application/x-www-form-urlencoded'
@@ -98,13 +117,19 @@ const MAX_PROOFS = 250_000
 /** bench/verifier.ts is stopped if it runs longer than this. */
 const VERIFIER_TIMEOUT_SECONDS = 240
 
+/** A broker loading 10,000 policies validates and prepares them all before it listens: give it time. */
+const POLICY_START_TIMEOUT_MS = 240_000
+
 /** Safety net: the run stops by itself (and kills its servers) whatever happens. */
-const watchdogSeconds = (runHttp ? 11 * (duration + warmup + 45) + 90 : 0) + (runVerifier ? VERIFIER_TIMEOUT_SECONDS + 30 : 0)
+const watchdogSeconds =
+  (runHttp ? 11 * (duration + warmup + 45) + 90 : 0) +
+  (runPolicy ? (POLICY_SIZES.length + 1) * (policyDuration + policyWarmup + 30) + POLICY_START_TIMEOUT_MS / 1000 + 60 : 0) +
+  (runVerifier ? VERIFIER_TIMEOUT_SECONDS + 30 : 0)
 const watchdog = installWatchdog('bench', watchdogSeconds)
 
 const log = (msg: string) => process.stdout.write(`${msg}\n`)
 
-function note(scenario: ScenarioResult, text: string): void {
+function note(scenario: ScenarioResult<string>, text: string): void {
   scenario.notes.push(text)
   log(`  note: ${text}`)
 }
@@ -132,8 +157,14 @@ async function smoke(server: ServerProcess, w: Workload): Promise<void> {
   if (w.tokenType !== undefined && parsed.token_type !== w.tokenType) throw new Error(`smoke request got token_type ${JSON.stringify(parsed.token_type)}, expected ${w.tokenType}`)
 }
 
-async function measure(id: ScenarioId, description: string, start: () => Promise<ServerProcess>, prepare: (server: ServerProcess) => Promise<Workload>): Promise<ScenarioResult> {
-  const scenario: ScenarioResult = { id, description, notes: [] }
+async function measure<Id extends string = ScenarioId>(
+  id: Id,
+  description: string,
+  start: () => Promise<ServerProcess>,
+  prepare: (server: ServerProcess) => Promise<Workload>,
+  load: { duration: number; warmup: number } = { duration, warmup },
+): Promise<ScenarioResult<Id>> {
+  const scenario: ScenarioResult<Id> = { id, description, notes: [] }
   log(`\n▶ ${id} — ${description}`)
   let server: ServerProcess | undefined
   try {
@@ -141,10 +172,12 @@ async function measure(id: ScenarioId, description: string, start: () => Promise
     if (scenario.idleCpuBusy > 25) log(`  warning: ${scenario.idleCpuBusy}% of the CPUs busy with other work before the start — figures will be noisy`)
     const t0 = performance.now()
     server = await start()
+    scenario.startupMs = server.startupMs
+    if (server.info) scenario.serverInfo = server.info
     const w = await prepare(server)
     await smoke(server, w)
-    log(`  server up on ${server.url} in ${Math.round(performance.now() - t0)} ms; ${warmup} s warm-up then ${duration} s measured, ${connections} connections`)
-    const result = await runLoad({ url: server.url, path: '/token', connections, warmup, duration, headers: w.headers, nextBody: w.nextBody, nextHeaders: w.nextHeaders })
+    log(`  server up on ${server.url} in ${Math.round(performance.now() - t0)} ms; ${load.warmup} s warm-up then ${load.duration} s measured, ${connections} connections`)
+    const result = await runLoad({ url: server.url, path: '/token', connections, warmup: load.warmup, duration: load.duration, headers: w.headers, nextBody: w.nextBody, nextHeaders: w.nextHeaders })
     if (result.warmup.ok < result.warmup.responses) note(scenario, `warm-up: ${result.warmup.responses - result.warmup.ok} non-2xx ${JSON.stringify(result.warmup.statusCodes)}`)
     scenario.result = result
     log(`  ${summary(result)}`)
@@ -483,6 +516,71 @@ function authFloodTargets(r: AuthFloodResult): TargetCheck[] {
 }
 
 /**
+ * The warm exchange against the size of the policy file: no file (native grants), then 1, 100 and
+ * 10,000 policies, each on a fresh broker process with the same 101 registered resources.
+ */
+async function policyScenarios(): Promise<void> {
+  const startedAt = new Date()
+  log(`taskpass bench, policy part — ${policyDuration} s per size (+${policyWarmup} s warm-up), ${connections} connections, node ${process.version}, ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown cpu'})`)
+  const keys = await generateBenchKeys()
+  const port = await freePort()
+  const issuer = `http://127.0.0.1:${port}`
+  const dataDir = mkdtempSync(join(tmpdir(), 'taskpass-bench-policy-'))
+  process.on('exit', () => rmSync(dataDir, { recursive: true, force: true }))
+  const extraResources = otherResources()
+  const files = new Map<number, string>()
+  for (const size of POLICY_SIZES) {
+    const file = join(dataDir, `policies-${size}.cedar`)
+    const text = benchPolicyText(size, extraResources)
+    writeFileSync(file, text)
+    files.set(size, file)
+    log(`wrote ${file}: ${size.toLocaleString('en-US')} policies (${unscopedCount(size)} naming no resource), ${Math.round(Buffer.byteLength(text) / 1024).toLocaleString('en-US')} KiB`)
+  }
+  const warmBody = exchangeForm(await mintSubjectToken(keys, issuer), await mintActorToken(keys, issuer))
+  const subject = new URLSearchParams(warmBody).get('subject_token')!
+  const actor = new URLSearchParams(warmBody).get('actor_token')!
+
+  const runs: PolicyRun[] = []
+  try {
+    for (const size of [undefined, ...POLICY_SIZES]) {
+      const id = policyScenarioId(size)
+      const file = size === undefined ? undefined : files.get(size)
+      const config: TaskpassServerConfig = { port, issuer, database: join(dataDir, `policy-${size ?? 'none'}.db`), keys: publicKeys(keys), extraResources, ...(file ? { policyFile: file } : {}) }
+      const description = file ? `the warm exchange, Cedar over ${file.slice(dataDir.length + 1)} + the generated grant permit` : 'the warm exchange, no policy file: the generated grant permit, decided natively'
+      const run = await measure(id, description, () => startServer(`policy ${id}`, 'taskpass', config, POLICY_START_TIMEOUT_MS), async (server) => {
+        const body = `${warmBody}&task_id=${encodeURIComponent(await openTask(server, subject, actor))}`
+        return { headers: { 'content-type': FORM_TYPE }, nextBody: () => body }
+      }, { duration: policyDuration, warmup: policyWarmup })
+      const info = run.serverInfo
+      if (info) log(`  start-up ${run.startupMs} ms (createBroker ${String(info.createBrokerMs)} ms); ${String(info.policies)} policies in force, ${String(info.evaluator)}; bench resource's bucket ${String(info.benchBucket)}, largest ${String(info.largestBucket)}`)
+      runs.push({ ...run, size })
+    }
+  } finally {
+    killAllServers()
+  }
+
+  const targets = policyTargets(runs)
+  log('\n=== policy: warm exchange vs. the number of Cedar policies (each size on its own broker process) ===')
+  log(formatPolicyTable(runs))
+  log(formatTargets(targets))
+  const busiest = Math.max(0, ...runs.map((r) => r.idleCpuBusy ?? 0))
+  if (busiest > 25) log(`  caution: other processes kept up to ${busiest}% of the CPUs busy between sizes — these ratios are unreliable; rerun on a quiet machine.`)
+  log('  start-up ms: spawn to listening (tsx, config, argon2 hashes, database, policy load); createBroker ms: the broker alone, policy load included.')
+  log(`  bench bucket: the policies Cedar evaluates for the benchmark's resource (its generated grant permit + those naming no resource).`)
+  log(
+    `\nwrote ${mergeResults({
+      policy: {
+        startedAt: startedAt.toISOString(),
+        finishedAt: new Date().toISOString(),
+        settings: { duration: policyDuration, warmup: policyWarmup, connections, otherResources: extraResources.length },
+        runs,
+        targets,
+      },
+    })}`,
+  )
+}
+
+/**
  * bench/verifier.ts in its own process (a fresh heap and event loop, nothing left over from
  * autocannon), its output passed through; stopped after VERIFIER_TIMEOUT_SECONDS.
  */
@@ -516,6 +614,16 @@ async function main(): Promise<void> {
       // Reported here, and the verifier part still runs.
       failure = true
       process.stderr.write(`bench (HTTP scenarios) failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
+    } finally {
+      killAllServers()
+    }
+  }
+  if (runPolicy) {
+    try {
+      await policyScenarios()
+    } catch (e) {
+      failure = true
+      process.stderr.write(`bench (policy part) failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
     } finally {
       killAllServers()
     }

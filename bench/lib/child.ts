@@ -22,6 +22,10 @@ export interface ServerProcess {
   port: number
   url: string
   log: ServerLog
+  /** Milliseconds from spawning the process to its READY line. */
+  startupMs: number
+  /** The `info` of its READY line, if any. */
+  info: Record<string, unknown> | undefined
   /** Whether the process died on its own (a crash under load). */
   exited(): { code: number | null; signal: NodeJS.Signals | null } | undefined
   stop(): Promise<void>
@@ -58,6 +62,7 @@ export function freePort(): Promise<number> {
 /** Starts `bench/servers/<script>.ts` with `config`, resolving once it listens. */
 export function startServer(name: string, script: string, config: unknown, timeoutMs = 60_000): Promise<ServerProcess> {
   const path = fileURLToPath(new URL(`../servers/${script}.ts`, import.meta.url))
+  const spawnedAt = performance.now()
   const child = spawn(process.execPath, ['--import', 'tsx', path], {
     cwd: REPO_ROOT,
     env: { ...process.env, [CONFIG_ENV]: JSON.stringify(config) },
@@ -105,8 +110,8 @@ export function startServer(name: string, script: string, config: unknown, timeo
       }
       ready = true
       clearTimeout(timer)
-      const { port } = JSON.parse(line.slice(READY_PREFIX.length)) as ReadyMessage
-      resolve({ name, port, url: `http://${HOST}:${port}`, log, exited: () => exit, stop })
+      const { port, info } = JSON.parse(line.slice(READY_PREFIX.length)) as ReadyMessage
+      resolve({ name, port, url: `http://${HOST}:${port}`, log, startupMs: Math.round(performance.now() - spawnedAt), info, exited: () => exit, stop })
     })
   })
 }

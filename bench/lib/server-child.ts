@@ -13,6 +13,8 @@ export const HOST = '127.0.0.1'
 
 export interface ReadyMessage {
   port: number
+  /** What the server wants the run to report about itself (start-up figures, …). */
+  info?: Record<string, unknown>
 }
 
 export function readServerConfig<T>(): T {
@@ -29,8 +31,8 @@ export function listenOn(server: Server, port: number): Promise<number> {
   })
 }
 
-export function announceReady(port: number): void {
-  const msg: ReadyMessage = { port }
+export function announceReady(port: number, info?: object): void {
+  const msg: ReadyMessage = { port, ...(info ? { info: { ...info } } : {}) }
   process.stdout.write(`${READY_PREFIX}${JSON.stringify(msg)}\n`)
 }
 

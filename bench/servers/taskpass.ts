@@ -26,6 +26,23 @@ export interface TaskpassServerConfig {
   dpopReplayCacheSize?: number
   /** Broker `authThrottle` (the guard in front of argon2 verifications); the broker's defaults when absent. */
   authThrottle?: ConfigInput['authThrottle']
+  /** More registered resources (no grant, no credential), e.g. the ones a policy file names. */
+  extraResources?: Array<{ uri: string; scopes: string[] }>
+  /** Broker `policies.file`: a Cedar policy file added to the generated grant permits. */
+  policyFile?: string
+}
+
+/** What the child tells the parent with its READY line (bench/lib/server-child.ts). */
+export interface TaskpassServerInfo {
+  /** Milliseconds createBroker took: database, migrations, the policy set (read, validated, prepared), keys. */
+  createBrokerMs: number
+  /** Policies in force, generated grant permits included. */
+  policies: number
+  /** Policies Cedar evaluates for the bench resource (its bucket), and for the largest bucket. */
+  benchBucket: number
+  largestBucket: number
+  /** Whether decisions are Cedar's (a policy file) or the native grant evaluator's (none). */
+  evaluator: 'cedar' | 'native'
 }
 
 const UNLIMITED = { ratePerSecond: 1e9, burst: 1e9 }
@@ -51,7 +68,8 @@ async function brokerConfig(c: TaskpassServerConfig): Promise<ConfigInput> {
         grants: [{ resource: RESOURCE, scopes: RESOURCE_SCOPES }],
       },
     ],
-    resources: [{ uri: RESOURCE, scopes: RESOURCE_SCOPES, credential: { clientId: RESOURCE_CLIENT_ID, secretHash: await argon2Hasher.hash(RESOURCE_SECRET) } }],
+    resources: [{ uri: RESOURCE, scopes: RESOURCE_SCOPES, credential: { clientId: RESOURCE_CLIENT_ID, secretHash: await argon2Hasher.hash(RESOURCE_SECRET) } }, ...(c.extraResources ?? [])],
+    ...(c.policyFile !== undefined ? { policies: { file: c.policyFile } } : {}),
     admin: { apiKeyHashes: [await argon2Hasher.hash(`tpa_${randomBytes(16).toString('hex')}`)] },
   }
 }
@@ -60,7 +78,17 @@ const c = readServerConfig<TaskpassServerConfig>()
 mkdirSync(dirname(c.database), { recursive: true })
 const config = parseConfig(await brokerConfig(c))
 const logger = createJsonLogger()
+const t0 = performance.now()
 const deps = await createBroker({ config, clock: systemClock, logger, kek: Buffer.from(config.keys.kek!, 'base64url') })
+const createBrokerMs = Math.round(performance.now() - t0)
+const buckets = [...deps.policy.set.byResource.values()].map((b) => b.length)
+const info: TaskpassServerInfo = {
+  createBrokerMs,
+  policies: deps.policy.set.policies.size,
+  benchBucket: deps.policy.set.byResource.get(RESOURCE)?.length ?? 0,
+  largestBucket: Math.max(0, ...buckets),
+  evaluator: deps.policy.set.generatedOnly ? 'native' : 'cedar',
+}
 const app = createApp(deps)
 
 // As src/main.ts: pick up key rotations and prune expired token rows every 10 s.
@@ -76,4 +104,4 @@ exitWithParent(() => {
   void server.close()
   deps.database.close()
 })
-announceReady(server.address.port)
+announceReady(server.address.port, info)
