@@ -37,7 +37,7 @@
  * (seconds of load before each measurement on the same connections; default 2, 1 for runs under
  * 8 s), BENCH_FLOOD_RATE (the legitimate exchange rate of the auth-flood scenario, req/s,
  * default 200); bench/verifier.ts reads its own (BENCH_VERIFIER_*). The policy part measures
- * BENCH_DURATION seconds per size when it is set, else 5. `npm run bench -- --only http` runs
+ * BENCH_DURATION seconds per size when it is set, else 6, in three rounds. `npm run bench -- --only http` runs
  * the HTTP scenarios alone, `--only verifier` the verifier benchmark alone, `--only flood` the
  * auth-flood scenario alone, `--only policy` the policy part alone. Results also go to
  * bench/results/latest.json (each part replaces its own section and keeps the others').
@@ -48,7 +48,7 @@ import { availableParallelism, cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { freePort, installWatchdog, killAllServers, REPO_ROOT, startServer, type ServerProcess } from './lib/child.js'
 import { exchangeForm, form, generateBenchKeys, generateDpopKey, mintActorToken, mintDpopProof, mintDpopProofs, mintSubjectToken, publicKeys, RESOURCE, RESOURCE_CLIENT_ID, SCOPE, TokenPool, USER_ISSUER, type BenchKeys } from './lib/fixtures.js'
-import { runLoad, type LoadResult } from './lib/load.js'
+import { combineLoads, runLoad, type LoadResult } from './lib/load.js'
 import { benchPolicyText, otherResources, unscopedCount } from './lib/policies.js'
 import { formatPolicyTable, POLICY_SIZES, policyScenarioId, policyTargets, type PolicyRun } from './lib/policy-report.js'
 import { mergeResults } from './lib/results.js'
@@ -99,7 +99,7 @@ const connections = positiveInt('BENCH_CONNECTIONS', 50)
 const warmup = positiveInt('BENCH_WARMUP', Math.min(2, Math.max(1, Math.round(duration / 5))))
 const floodRate = positiveInt('BENCH_FLOOD_RATE', 200)
 /** The policy part: a few seconds per size unless BENCH_DURATION says otherwise. */
-const policyDuration = positiveInt('BENCH_DURATION', 5)
+const policyDuration = positiveInt('BENCH_DURATION', 6)
 const policyWarmup = positiveInt('BENCH_WARMUP', Math.min(2, Math.max(1, Math.round(policyDuration / 5))))
 /** Connections carrying the legitimate, paced exchanges of the auth-flood scenario. */
 const FLOOD_LEGIT_CONNECTIONS = 10
@@ -117,13 +117,17 @@ const MAX_PROOFS = 250_000
 /** bench/verifier.ts is stopped if it runs longer than this. */
 const VERIFIER_TIMEOUT_SECONDS = 240
 
+/** Decisions each policy-part broker times in its process after each load run (bench/servers/taskpass.ts). */
+const POLICY_DECISIONS = 300
+/** The policy part's measured seconds are split into this many rounds over all sizes. */
+const POLICY_ROUNDS = 3
 /** A broker loading 10,000 policies validates and prepares them all before it listens: give it time. */
 const POLICY_START_TIMEOUT_MS = 240_000
 
 /** Safety net: the run stops by itself (and kills its servers) whatever happens. */
 const watchdogSeconds =
   (runHttp ? 11 * (duration + warmup + 45) + 90 : 0) +
-  (runPolicy ? (POLICY_SIZES.length + 1) * (policyDuration + policyWarmup + 30) + POLICY_START_TIMEOUT_MS / 1000 + 60 : 0) +
+  (runPolicy ? (POLICY_SIZES.length + 1) * (policyDuration + policyWarmup + 60) + POLICY_START_TIMEOUT_MS / 1000 + 60 : 0) +
   (runVerifier ? VERIFIER_TIMEOUT_SECONDS + 30 : 0)
 const watchdog = installWatchdog('bench', watchdogSeconds)
 
@@ -157,14 +161,8 @@ async function smoke(server: ServerProcess, w: Workload): Promise<void> {
   if (w.tokenType !== undefined && parsed.token_type !== w.tokenType) throw new Error(`smoke request got token_type ${JSON.stringify(parsed.token_type)}, expected ${w.tokenType}`)
 }
 
-async function measure<Id extends string = ScenarioId>(
-  id: Id,
-  description: string,
-  start: () => Promise<ServerProcess>,
-  prepare: (server: ServerProcess) => Promise<Workload>,
-  load: { duration: number; warmup: number } = { duration, warmup },
-): Promise<ScenarioResult<Id>> {
-  const scenario: ScenarioResult<Id> = { id, description, notes: [] }
+async function measure(id: ScenarioId, description: string, start: () => Promise<ServerProcess>, prepare: (server: ServerProcess) => Promise<Workload>): Promise<ScenarioResult> {
+  const scenario: ScenarioResult = { id, description, notes: [] }
   log(`\n▶ ${id} — ${description}`)
   let server: ServerProcess | undefined
   try {
@@ -176,8 +174,8 @@ async function measure<Id extends string = ScenarioId>(
     if (server.info) scenario.serverInfo = server.info
     const w = await prepare(server)
     await smoke(server, w)
-    log(`  server up on ${server.url} in ${Math.round(performance.now() - t0)} ms; ${load.warmup} s warm-up then ${load.duration} s measured, ${connections} connections`)
-    const result = await runLoad({ url: server.url, path: '/token', connections, warmup: load.warmup, duration: load.duration, headers: w.headers, nextBody: w.nextBody, nextHeaders: w.nextHeaders })
+    log(`  server up on ${server.url} in ${Math.round(performance.now() - t0)} ms; ${warmup} s warm-up then ${duration} s measured, ${connections} connections`)
+    const result = await runLoad({ url: server.url, path: '/token', connections, warmup, duration, headers: w.headers, nextBody: w.nextBody, nextHeaders: w.nextHeaders })
     if (result.warmup.ok < result.warmup.responses) note(scenario, `warm-up: ${result.warmup.responses - result.warmup.ok} non-2xx ${JSON.stringify(result.warmup.statusCodes)}`)
     scenario.result = result
     log(`  ${summary(result)}`)
@@ -515,16 +513,27 @@ function authFloodTargets(r: AuthFloodResult): TargetCheck[] {
   })
 }
 
+/** One broker of the policy part, up and with its task open. */
+interface PolicyBroker {
+  run: PolicyRun
+  server: ServerProcess
+  body: string
+  loads: LoadResult[]
+}
+
 /**
  * The warm exchange against the size of the policy file: no file (native grants), then 1, 100 and
- * 10,000 policies, each on a fresh broker process with the same 101 registered resources.
+ * 10,000 policies, each loaded once by a broker process of its own, all with the same 101
+ * registered resources. All brokers are started first; then BENCH_DURATION is measured in
+ * POLICY_ROUNDS rounds, each round loading every broker in turn (in a rotated order) and timing
+ * one decision inside it, so other work on this shared machine falls on every size alike.
  */
 async function policyScenarios(): Promise<void> {
   const startedAt = new Date()
-  log(`taskpass bench, policy part — ${policyDuration} s per size (+${policyWarmup} s warm-up), ${connections} connections, node ${process.version}, ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown cpu'})`)
+  const rounds = Math.max(1, Math.min(POLICY_ROUNDS, Math.floor(policyDuration)))
+  const perRound = policyDuration / rounds
+  log(`taskpass bench, policy part — ${policyDuration} s measured per size in ${rounds} round(s) (+${policyWarmup} s warm-up in the first), ${connections} connections, node ${process.version}, ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown cpu'})`)
   const keys = await generateBenchKeys()
-  const port = await freePort()
-  const issuer = `http://127.0.0.1:${port}`
   const dataDir = mkdtempSync(join(tmpdir(), 'taskpass-bench-policy-'))
   process.on('exit', () => rmSync(dataDir, { recursive: true, force: true }))
   const extraResources = otherResources()
@@ -536,43 +545,98 @@ async function policyScenarios(): Promise<void> {
     files.set(size, file)
     log(`wrote ${file}: ${size.toLocaleString('en-US')} policies (${unscopedCount(size)} naming no resource), ${Math.round(Buffer.byteLength(text) / 1024).toLocaleString('en-US')} KiB`)
   }
-  const warmBody = exchangeForm(await mintSubjectToken(keys, issuer), await mintActorToken(keys, issuer))
-  const subject = new URLSearchParams(warmBody).get('subject_token')!
-  const actor = new URLSearchParams(warmBody).get('actor_token')!
+  const headers = { 'content-type': FORM_TYPE }
 
   const runs: PolicyRun[] = []
+  const brokers: PolicyBroker[] = []
   try {
     for (const size of [undefined, ...POLICY_SIZES]) {
-      const id = policyScenarioId(size)
       const file = size === undefined ? undefined : files.get(size)
-      const config: TaskpassServerConfig = { port, issuer, database: join(dataDir, `policy-${size ?? 'none'}.db`), keys: publicKeys(keys), extraResources, ...(file ? { policyFile: file } : {}) }
-      const description = file ? `the warm exchange, Cedar over ${file.slice(dataDir.length + 1)} + the generated grant permit` : 'the warm exchange, no policy file: the generated grant permit, decided natively'
-      const run = await measure(id, description, () => startServer(`policy ${id}`, 'taskpass', config, POLICY_START_TIMEOUT_MS), async (server) => {
-        const body = `${warmBody}&task_id=${encodeURIComponent(await openTask(server, subject, actor))}`
-        return { headers: { 'content-type': FORM_TYPE }, nextBody: () => body }
-      }, { duration: policyDuration, warmup: policyWarmup })
-      const info = run.serverInfo
-      if (info) log(`  start-up ${run.startupMs} ms (createBroker ${String(info.createBrokerMs)} ms); ${String(info.policies)} policies in force, ${String(info.evaluator)}; bench resource's bucket ${String(info.benchBucket)}, largest ${String(info.largestBucket)}`)
-      runs.push({ ...run, size })
+      const run: PolicyRun = {
+        id: policyScenarioId(size),
+        size,
+        description: file ? `the warm exchange, Cedar over ${file.slice(dataDir.length + 1)} + the generated grant permit` : 'the warm exchange, no policy file: the generated grant permit, decided natively',
+        notes: [],
+        rounds: [],
+      }
+      runs.push(run)
+      log(`\n▶ ${run.id} — ${run.description}`)
+      // Every broker its own process and port: a process never loads more than one set.
+      const port = await freePort()
+      const config: TaskpassServerConfig = { port, issuer: `http://127.0.0.1:${port}`, database: join(dataDir, `policy-${size ?? 'none'}.db`), keys: publicKeys(keys), extraResources, ...(file ? { policyFile: file } : {}) }
+      try {
+        run.idleCpuBusy = await otherCpuLoad()
+        const server = await startServer(`policy ${run.id}`, 'taskpass', config, POLICY_START_TIMEOUT_MS)
+        run.startupMs = server.startupMs
+        if (server.info) run.serverInfo = server.info
+        const subject = await mintSubjectToken(keys, config.issuer)
+        const actor = await mintActorToken(keys, config.issuer)
+        const body = `${exchangeForm(subject, actor)}&task_id=${encodeURIComponent(await openTask(server, subject, actor))}`
+        await smoke(server, { headers, nextBody: () => body })
+        brokers.push({ run, server, body, loads: [] })
+        const info = server.info ?? {}
+        log(`  up in ${server.startupMs} ms (createBroker ${String(info.createBrokerMs)} ms); ${String(info.policies)} policies in force, ${String(info.evaluator)}; the bench resource's bucket ${String(info.benchBucket)}, the largest ${String(info.largestBucket)}`)
+      } catch (e) {
+        run.error = e instanceof Error ? e.message : String(e)
+        log(`  FAILED: ${run.error}`)
+      }
+    }
+
+    for (let round = 0; round < rounds; round++) {
+      const busy = await otherCpuLoad()
+      log(`\n▶ round ${round + 1}/${rounds}: ${perRound.toFixed(1)} s per size${round === 0 ? ` after ${policyWarmup} s warm-up` : ''}${busy > 25 ? ` — warning: ${busy}% of the CPUs busy with other work` : ''}`)
+      const order = brokers.map((_, i) => brokers[(i + round) % brokers.length]!)
+      for (const b of order) {
+        const { run, server } = b
+        if (run.error) continue
+        try {
+          const load = await runLoad({ url: server.url, path: '/token', connections, warmup: round === 0 ? policyWarmup : 0, duration: perRound, headers, nextBody: () => b.body, keepLatencies: true })
+          b.loads.push(load)
+          const micros = Number(await server.ask(`time-decisions ${POLICY_DECISIONS}`))
+          run.rounds.push({ rps: Math.round(load.rps), p50: load.p50, p99: load.p99, ok: load.ok, non2xx: load.non2xx, decisionMicros: micros, cpuBusyBefore: busy })
+          log(`  ${run.id.padEnd(16)} ${summary(load)}; one decision ${micros} µs`)
+          const exit = server.exited()
+          if (exit) throw new Error(`server exited during the run (code ${exit.code}, signal ${exit.signal})`)
+        } catch (e) {
+          run.error = e instanceof Error ? e.message : String(e)
+          log(`  ${run.id}: FAILED: ${run.error}`)
+        }
+      }
+    }
+    for (const b of brokers) {
+      if (b.loads.length > 0) b.run.result = combineLoads(b.loads)
+      const micros = b.run.rounds.map((r) => r.decisionMicros).sort((x, y) => x - y)
+      if (micros.length > 0) b.run.decisionMicros = micros[Math.floor(micros.length / 2)]!
+      const warm = b.loads[0]?.warmup
+      if (warm && warm.ok < warm.responses) note(b.run, `warm-up: ${warm.responses - warm.ok} non-2xx ${JSON.stringify(warm.statusCodes)}`)
     }
   } finally {
+    await Promise.all(brokers.map((b) => b.server.stop()))
     killAllServers()
+  }
+  for (const b of brokers) {
+    if (b.server.log.lines > 0) {
+      b.run.serverLog = b.server.log
+      log(`  ${b.run.id}: the server wrote ${b.server.log.lines} log line(s); first: ${b.server.log.first.slice(0, 3).join(' ⏎ ')}`)
+    }
   }
 
   const targets = policyTargets(runs)
   log('\n=== policy: warm exchange vs. the number of Cedar policies (each size on its own broker process) ===')
   log(formatPolicyTable(runs))
   log(formatTargets(targets))
-  const busiest = Math.max(0, ...runs.map((r) => r.idleCpuBusy ?? 0))
-  if (busiest > 25) log(`  caution: other processes kept up to ${busiest}% of the CPUs busy between sizes — these ratios are unreliable; rerun on a quiet machine.`)
+  const busiest = Math.max(0, ...runs.map((r) => r.idleCpuBusy ?? 0), ...runs.flatMap((r) => r.rounds.map((x) => x.cpuBusyBefore)))
+  if (busiest > 25) log(`  caution: other processes kept up to ${busiest}% of the CPUs busy before a start or a round — absolute figures are unreliable; the rounds spread that noise over every size, so the ratios are the figures to read.`)
+  log(`  decide µs: one warm-exchange decision (deps.policy.decide) timed inside the broker's process after each of its load runs, median of ${POLICY_DECISIONS}-call batch means, median over rounds.`)
   log('  start-up ms: spawn to listening (tsx, config, argon2 hashes, database, policy load); createBroker ms: the broker alone, policy load included.')
-  log(`  bench bucket: the policies Cedar evaluates for the benchmark's resource (its generated grant permit + those naming no resource).`)
+  log("  bench bucket: the policies Cedar evaluates for the benchmark's resource (its generated grant permit + the policies naming no resource); largest: the biggest bucket of any resource.")
+  log('  req/s per round: ' + runs.map((r) => `${r.id} ${r.rounds.map((x) => x.rps).join('/')}`).join('; '))
   log(
     `\nwrote ${mergeResults({
       policy: {
         startedAt: startedAt.toISOString(),
         finishedAt: new Date().toISOString(),
-        settings: { duration: policyDuration, warmup: policyWarmup, connections, otherResources: extraResources.length },
+        settings: { duration: policyDuration, warmup: policyWarmup, rounds, connections, decisions: POLICY_DECISIONS, otherResources: extraResources.length },
         runs,
         targets,
       },

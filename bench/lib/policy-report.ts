@@ -21,6 +21,10 @@ export function policyScenarioId(size: number | undefined): PolicyScenarioId {
 export interface PolicyRun extends ScenarioResult<PolicyScenarioId> {
   /** Policies in the file; undefined: no file. */
   size: number | undefined
+  /** Each round's load run, and one decision timed inside the broker right after it. */
+  rounds: Array<{ rps: number; p50: number; p99: number; ok: number; non2xx: number; decisionMicros: number; cpuBusyBefore: number }>
+  /** The median over rounds of one decision's microseconds. */
+  decisionMicros?: number
 }
 
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined)
@@ -37,7 +41,7 @@ function baseline(runs: readonly PolicyRun[]): PolicyRun | undefined {
 export function formatPolicyTable(runs: readonly PolicyRun[]): string {
   const base = baseline(runs)?.result
   const native = runs.find((r) => r.size === undefined)?.result
-  const header = ['run', 'evaluator', 'policies in force', 'bench bucket', 'largest bucket', 'start-up ms', 'createBroker ms', 'req/s', 'p50 ms', 'p99 ms', `vs ${policyScenarioId(POLICY_SIZES[0])}`, 'vs no file', 'non-2xx/err']
+  const header = ['run', 'evaluator', 'policies in force', 'bench bucket', 'largest bucket', 'start-up ms', 'createBroker ms', 'decide µs', 'req/s', 'p50 ms', 'p99 ms', `vs ${policyScenarioId(POLICY_SIZES[0])}`, 'vs no file', 'non-2xx/err']
   const rows = runs.map((run) => {
     const r = run.result
     const info = run.serverInfo ?? {}
@@ -50,6 +54,7 @@ export function formatPolicyTable(runs: readonly PolicyRun[]): string {
       fmtInt(num(info.largestBucket)),
       fmtInt(run.startupMs),
       fmtInt(num(info.createBrokerMs)),
+      run.decisionMicros?.toFixed(1) ?? '—',
       fmtInt(r.rps),
       fmtMs(r.p50),
       fmtMs(r.p99),
@@ -81,10 +86,16 @@ export function policyTargets(runs: readonly PolicyRun[]): TargetCheck[] {
     const value = `${r.toFixed(2)}× req/s; p50 ${fmtRatio(ratio(run.result!.p50, base!.result!.p50))}, p99 ${fmtRatio(ratio(run.result!.p99, base!.result!.p99))} of ${base!.id}'s`
     checks.push({ target, value, verdict: r >= POLICY_TARGET_RATIO ? 'PASS' : 'FAIL' })
   }
+  const micros = (run: PolicyRun | undefined) => run?.decisionMicros
+  for (const run of runs) {
+    if (run.size === undefined || run === base) continue
+    const r = ratio(micros(run), micros(base))
+    checks.push({ target: `${run.id}: one decision in process vs ${base?.id ?? policyScenarioId(POLICY_SIZES[0])} (informational)`, value: r === undefined ? 'missing figures' : `${r.toFixed(2)}× the time (${micros(run)} vs ${micros(base)} µs)`, verdict: r === undefined ? 'n/a' : 'info' })
+  }
   const native = runs.find((r) => r.size === undefined)
   if (native && base) {
     const r = ratio(base.result?.rps, native.result?.rps)
-    checks.push({ target: `${base.id} (Cedar) vs no policy file (native grant evaluator) (informational)`, value: r === undefined ? 'missing figures' : `${r.toFixed(2)}× req/s`, verdict: r === undefined ? 'n/a' : 'info' })
+    checks.push({ target: `${base.id} (Cedar) vs no policy file (native grant evaluator) (informational)`, value: r === undefined ? 'missing figures' : `${r.toFixed(2)}× req/s; one decision ${micros(base)} vs ${micros(native)} µs`, verdict: r === undefined ? 'n/a' : 'info' })
   }
   for (const run of runs) {
     const r = run.result

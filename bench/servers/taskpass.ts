@@ -7,13 +7,14 @@ import { randomBytes } from 'node:crypto'
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { createApp } from '../../src/app.js'
-import { argon2Hasher, createBroker } from '../../src/broker.js'
+import { argon2Hasher, createBroker, type Deps } from '../../src/broker.js'
 import { systemClock } from '../../src/clock.js'
 import { parseConfig, type ConfigInput } from '../../src/config.js'
 import { listen } from '../../src/http/server.js'
 import { createJsonLogger } from '../../src/logger.js'
-import { AGENT_SPIFFE_ID, MAX_ACTOR_TOKEN_LIFETIME, RESOURCE, RESOURCE_CLIENT_ID, RESOURCE_SCOPES, RESOURCE_SECRET, TRUST_DOMAIN, USER_ISSUER, WORKLOAD_ID, type PublicKeys } from '../lib/fixtures.js'
-import { announceReady, exitWithParent, HOST, readServerConfig } from '../lib/server-child.js'
+import type { PolicyContext } from '../../src/policy/decide.js'
+import { AGENT_SPIFFE_ID, MAX_ACTOR_TOKEN_LIFETIME, RESOURCE, RESOURCE_CLIENT_ID, RESOURCE_SCOPES, RESOURCE_SECRET, SCOPE, SESSION_ID, TRUST_DOMAIN, USER, USER_ISSUER, WORKLOAD_ID, type PublicKeys } from '../lib/fixtures.js'
+import { announceReady, answerCommands, exitWithParent, HOST, readServerConfig } from '../lib/server-child.js'
 
 export interface TaskpassServerConfig {
   port: number
@@ -43,6 +44,42 @@ export interface TaskpassServerInfo {
   largestBucket: number
   /** Whether decisions are Cedar's (a policy file) or the native grant evaluator's (none). */
   evaluator: 'cedar' | 'native'
+}
+
+/**
+ * The decision a warm exchange of the bench asks for (agent-a, `notes:read` on the bench resource,
+ * a task opened a minute ago, a SPIFFE attestation), `count` times after as many warm-up calls;
+ * the median of per-batch means, in microseconds (what one decision costs, without the HTTP
+ * load's noise). Throws if the decision is not an allow. The parent asks for it between load runs
+ * (`time-decisions <count>` on stdin).
+ */
+function timeDecisions(deps: Deps, count: number): number {
+  const resource = deps.config.resources.find((r) => r.uri === RESOURCE)!
+  const workload = deps.config.workloads.find((w) => w.id === WORKLOAD_ID)!
+  const now = Math.floor(Date.now() / 1000)
+  const context: PolicyContext = {
+    workload,
+    scopes: [SCOPE],
+    dpopBound: false,
+    now,
+    attestation: { kind: 'spiffe', issuer: `spiffe://${TRUST_DOMAIN}`, subject: AGENT_SPIFFE_ID },
+    task: { id: 'bench-task', purpose: 'benchmark', resources: [{ resource: RESOURCE, scopes: [SCOPE] }], createdAt: now - 60, expiresAt: now + 3540, tokensMinted: 10, approved: false },
+    sessionStartedAt: now - 120,
+    callerAddress: HOST,
+  }
+  const principal = { user: USER, issuer: USER_ISSUER, sid: SESSION_ID }
+  const first = deps.policy.decide(principal, 'token.exchange', resource, context)
+  if (!first.allow) throw new Error(`the bench exchange's decision is a deny: ${first.reason}`)
+  for (let i = 0; i < count; i++) deps.policy.decide(principal, 'token.exchange', resource, context)
+  const batch = Math.max(1, Math.floor(count / 20))
+  const means: number[] = []
+  for (let done = 0; done < count; done += batch) {
+    const t = performance.now()
+    for (let i = 0; i < batch; i++) deps.policy.decide(principal, 'token.exchange', resource, context)
+    means.push(((performance.now() - t) * 1000) / batch)
+  }
+  means.sort((a, b) => a - b)
+  return Number(means[Math.floor(means.length / 2)]!.toFixed(1))
 }
 
 const UNLIMITED = { ratePerSecond: 1e9, burst: 1e9 }
@@ -103,5 +140,10 @@ const server = await listen(app, { host: HOST, port: c.port })
 exitWithParent(() => {
   void server.close()
   deps.database.close()
+})
+answerCommands((command) => {
+  const m = /^time-decisions ([1-9][0-9]{0,6})$/.exec(command)
+  if (!m) throw new Error(`unknown command "${command}" (expected: time-decisions <count>)`)
+  return timeDecisions(deps, Number(m[1]))
 })
 announceReady(server.address.port, info)
