@@ -3,35 +3,19 @@
  * argon2id hasher, a SQLite file), with a configuration built the way test/harness.ts builds
  * one: inline JWKS for the user issuer and the SPIFFE trust domain, one workload, one resource.
  */
-import { randomBytes } from 'node:crypto'
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { createApp } from '../../src/app.js'
-import { argon2Hasher, createBroker, type Deps } from '../../src/broker.js'
+import { createBroker, type Deps } from '../../src/broker.js'
 import { systemClock } from '../../src/clock.js'
-import { parseConfig, type ConfigInput } from '../../src/config.js'
+import { parseConfig } from '../../src/config.js'
 import { listen } from '../../src/http/server.js'
 import { createJsonLogger } from '../../src/logger.js'
-import type { PolicyContext } from '../../src/policy/decide.js'
-import { AGENT_SPIFFE_ID, MAX_ACTOR_TOKEN_LIFETIME, RESOURCE, RESOURCE_CLIENT_ID, RESOURCE_SCOPES, RESOURCE_SECRET, SCOPE, SESSION_ID, TRUST_DOMAIN, USER, USER_ISSUER, WORKLOAD_ID, type PublicKeys } from '../lib/fixtures.js'
+import { RESOURCE } from '../lib/fixtures.js'
 import { announceReady, answerCommands, exitWithParent, HOST, readServerConfig } from '../lib/server-child.js'
+import { benchExchangeDecision, brokerConfig, type TaskpassServerConfig } from '../lib/taskpass-config.js'
 
-export interface TaskpassServerConfig {
-  port: number
-  issuer: string
-  database: string
-  keys: PublicKeys
-  /** Broker `clockSkew` (also the DPoP proof `iat` window); the broker's default when absent. */
-  clockSkew?: number
-  /** Broker `dpop.replayCacheSize`: room for every proof a DPoP run sends; the default when absent. */
-  dpopReplayCacheSize?: number
-  /** Broker `authThrottle` (the guard in front of argon2 verifications); the broker's defaults when absent. */
-  authThrottle?: ConfigInput['authThrottle']
-  /** More registered resources (no grant, no credential), e.g. the ones a policy file names. */
-  extraResources?: Array<{ uri: string; scopes: string[] }>
-  /** Broker `policies.file`: a Cedar policy file added to the generated grant permits. */
-  policyFile?: string
-}
+export type { TaskpassServerConfig } from '../lib/taskpass-config.js'
 
 /** What the child tells the parent with its READY line (bench/lib/server-child.ts). */
 export interface TaskpassServerInfo {
@@ -47,27 +31,13 @@ export interface TaskpassServerInfo {
 }
 
 /**
- * The decision a warm exchange of the bench asks for (agent-a, `notes:read` on the bench resource,
- * a task opened a minute ago, a SPIFFE attestation), `count` times after as many warm-up calls;
- * the median of per-batch means, in microseconds (what one decision costs, without the HTTP
- * load's noise). Throws if the decision is not an allow. The parent asks for it between load runs
- * (`time-decisions <count>` on stdin).
+ * The decision a warm exchange of the bench asks for ({@link benchExchangeDecision}), `count`
+ * times after as many warm-up calls; the median of per-batch means, in microseconds (what one
+ * decision costs, without the HTTP load's noise). Throws if the decision is not an allow. The
+ * parent asks for it between load runs (`time-decisions <count>` on stdin).
  */
 function timeDecisions(deps: Deps, count: number): number {
-  const resource = deps.config.resources.find((r) => r.uri === RESOURCE)!
-  const workload = deps.config.workloads.find((w) => w.id === WORKLOAD_ID)!
-  const now = Math.floor(Date.now() / 1000)
-  const context: PolicyContext = {
-    workload,
-    scopes: [SCOPE],
-    dpopBound: false,
-    now,
-    attestation: { kind: 'spiffe', issuer: `spiffe://${TRUST_DOMAIN}`, subject: AGENT_SPIFFE_ID },
-    task: { id: 'bench-task', purpose: 'benchmark', resources: [{ resource: RESOURCE, scopes: [SCOPE] }], createdAt: now - 60, expiresAt: now + 3540, tokensMinted: 10, approved: false },
-    sessionStartedAt: now - 120,
-    callerAddress: HOST,
-  }
-  const principal = { user: USER, issuer: USER_ISSUER, sid: SESSION_ID }
+  const { principal, resource, context } = benchExchangeDecision(deps.config)
   const first = deps.policy.decide(principal, 'token.exchange', resource, context)
   if (!first.allow) throw new Error(`the bench exchange's decision is a deny: ${first.reason}`)
   for (let i = 0; i < count; i++) deps.policy.decide(principal, 'token.exchange', resource, context)
@@ -80,35 +50,6 @@ function timeDecisions(deps: Deps, count: number): number {
   }
   means.sort((a, b) => a - b)
   return Number(means[Math.floor(means.length / 2)]!.toFixed(1))
-}
-
-const UNLIMITED = { ratePerSecond: 1e9, burst: 1e9 }
-
-async function brokerConfig(c: TaskpassServerConfig): Promise<ConfigInput> {
-  return {
-    issuer: c.issuer,
-    database: c.database,
-    keys: { kek: randomBytes(32).toString('base64url') },
-    maxActorTokenLifetime: MAX_ACTOR_TOKEN_LIFETIME,
-    ...(c.clockSkew !== undefined ? { clockSkew: c.clockSkew } : {}),
-    ...(c.dpopReplayCacheSize !== undefined ? { dpop: { replayCacheSize: c.dpopReplayCacheSize } } : {}),
-    ...(c.authThrottle !== undefined ? { authThrottle: c.authThrottle } : {}),
-    // One loopback client and one workload drive all the load: keep the limiters in the request
-    // path (their cost is part of an exchange) but with buckets no benchmark can empty.
-    rateLimits: { perIp: UNLIMITED, perWorkload: UNLIMITED },
-    subjectIssuers: [{ issuer: USER_ISSUER, jwks: { keys: [c.keys.user as Record<string, unknown>] }, algorithms: ['ES256'] }],
-    workloadIssuers: [{ kind: 'spiffe', trustDomain: TRUST_DOMAIN, jwks: { keys: [{ ...c.keys.spiffe, use: 'jwt-svid' }] } }],
-    workloads: [
-      {
-        id: WORKLOAD_ID,
-        attestation: { issuer: `spiffe://${TRUST_DOMAIN}`, subject: AGENT_SPIFFE_ID },
-        grants: [{ resource: RESOURCE, scopes: RESOURCE_SCOPES }],
-      },
-    ],
-    resources: [{ uri: RESOURCE, scopes: RESOURCE_SCOPES, credential: { clientId: RESOURCE_CLIENT_ID, secretHash: await argon2Hasher.hash(RESOURCE_SECRET) } }, ...(c.extraResources ?? [])],
-    ...(c.policyFile !== undefined ? { policies: { file: c.policyFile } } : {}),
-    admin: { apiKeyHashes: [await argon2Hasher.hash(`tpa_${randomBytes(16).toString('hex')}`)] },
-  }
 }
 
 const c = readServerConfig<TaskpassServerConfig>()
