@@ -24,10 +24,12 @@
  * policy file of 1, 100 and 10,000 policies, and for contrast no file at all (the generated grant
  * permits, decided by the native evaluator) — on a broker with 100 more registered resources that
  * the policies are written for (bench/lib/policies.ts: per-resource permits and forbids, and a few
- * policies naming no resource, which land in every resource's bucket). Each size runs on a broker
- * process of its own (never one process loading the sizes in turn); the table shows each broker's
- * start-up (policy load included), the bench resource's bucket, req/s and latency, and the
- * verdicts compare 100 and 10,000 with 1.
+ * policies naming no resource, which land in every resource's bucket). Each size is loaded once by
+ * a broker process of its own (never one process loading the sizes in turn). All brokers start
+ * first; the measured time is then split into three rounds, each loading every broker in turn (in
+ * a rotated order) and timing one decision inside it, so the shared machine's noise falls on every
+ * size alike. The table shows each broker's start-up (policy load included), the bench resource's
+ * bucket, one decision's cost, req/s and latency; the verdicts compare 100 and 10,000 with 1.
  *
  * Then bench/verifier.ts, in its own process: revocation-to-refusal latency through the
  * revocation feed and the verifier kit's throughput against plain jose (see that file).
