@@ -545,7 +545,7 @@ async function policyScenarios(): Promise<void> {
     const text = benchPolicyText(size, extraResources)
     writeFileSync(file, text)
     files.set(size, file)
-    log(`wrote ${file}: ${size.toLocaleString('en-US')} policies (${unscopedCount(size)} naming no resource), ${Math.round(Buffer.byteLength(text) / 1024).toLocaleString('en-US')} KiB`)
+    log(`wrote ${file}: ${policyScenarioId(size)} (${unscopedCount(size)} naming no resource), ${(Buffer.byteLength(text) / 1024).toLocaleString('en-US', { maximumFractionDigits: 1 })} KiB`)
   }
   const headers = { 'content-type': FORM_TYPE }
 
@@ -577,7 +577,7 @@ async function policyScenarios(): Promise<void> {
         await smoke(server, { headers, nextBody: () => body })
         brokers.push({ run, server, body, loads: [] })
         const info = server.info ?? {}
-        log(`  up in ${server.startupMs} ms (createBroker ${String(info.createBrokerMs)} ms); ${String(info.policies)} policies in force, ${String(info.evaluator)}; the bench resource's bucket ${String(info.benchBucket)}, the largest ${String(info.largestBucket)}`)
+        log(`  up in ${server.startupMs} ms (createBroker ${String(info.createBrokerMs)} ms); ${String(info.policies)} in force (generated grant permit included), ${String(info.evaluator)}; the bench resource's bucket ${String(info.benchBucket)}, the largest ${String(info.largestBucket)}`)
       } catch (e) {
         run.error = e instanceof Error ? e.message : String(e)
         log(`  FAILED: ${run.error}`)
