@@ -20,6 +20,17 @@
  *                             any unpaced flood costs here) and the same /introspect without a
  *                             credential (refused before hashing). Reported as latency ratios.
  *
+ * Then the policy part: the warm exchange against the number of Cedar policies in force — a
+ * policy file of 1, 100 and 10,000 policies, and for contrast no file at all (the generated grant
+ * permits, decided by the native evaluator) — on a broker with 100 more registered resources that
+ * the policies are written for (bench/lib/policies.ts: per-resource permits and forbids, and a few
+ * policies naming no resource, which land in every resource's bucket). Each size is loaded once by
+ * a broker process of its own (never one process loading the sizes in turn). All brokers start
+ * first; the measured time is then split into three rounds, each loading every broker in turn (in
+ * a rotated order) and timing one decision inside it, so the shared machine's noise falls on every
+ * size alike. The table shows each broker's start-up (policy load included), the bench resource's
+ * bucket, one decision's cost, req/s and latency; the verdicts compare 100 and 10,000 with 1.
+ *
  * Then bench/verifier.ts, in its own process: revocation-to-refusal latency through the
  * revocation feed and the verifier kit's throughput against plain jose (see that file).
  *
@@ -27,18 +38,21 @@
  * (seconds measured per scenario, default 10), BENCH_CONNECTIONS (default 50), BENCH_WARMUP
  * (seconds of load before each measurement on the same connections; default 2, 1 for runs under
  * 8 s), BENCH_FLOOD_RATE (the legitimate exchange rate of the auth-flood scenario, req/s,
- * default 200); bench/verifier.ts reads its own (BENCH_VERIFIER_*). `npm run bench -- --only http` runs
+ * default 200); bench/verifier.ts reads its own (BENCH_VERIFIER_*). The policy part measures
+ * BENCH_DURATION seconds per size when it is set, else 6, in three rounds. `npm run bench -- --only http` runs
  * the HTTP scenarios alone, `--only verifier` the verifier benchmark alone, `--only flood` the
- * auth-flood scenario alone. Results also go to
- * bench/results/latest.json (each part replaces its own section and keeps the other's).
+ * auth-flood scenario alone, `--only policy` the policy part alone. Results also go to
+ * bench/results/latest.json (each part replaces its own section and keeps the others').
  */
 import { spawn } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { freePort, installWatchdog, killAllServers, REPO_ROOT, startServer, type ServerProcess } from './lib/child.js'
 import { exchangeForm, form, generateBenchKeys, generateDpopKey, mintActorToken, mintDpopProof, mintDpopProofs, mintSubjectToken, publicKeys, RESOURCE, RESOURCE_CLIENT_ID, SCOPE, TokenPool, USER_ISSUER, type BenchKeys } from './lib/fixtures.js'
-import { runLoad, type LoadResult } from './lib/load.js'
+import { combineLoads, runLoad, type LoadResult } from './lib/load.js'
+import { benchPolicyText, otherResources, unscopedCount } from './lib/policies.js'
+import { formatPolicyTable, POLICY_SIZES, policyScenarioId, policyTargets, type PolicyRun } from './lib/policy-report.js'
 import { mergeResults } from './lib/results.js'
 import { checkTargets, formatTable, formatTargets, type Results, type ScenarioId, type ScenarioResult, type TargetCheck } from './lib/report.js'
 import type { FloorServerConfig } from './servers/floor.js'
@@ -53,18 +67,21 @@ function positiveInt(name: string, fallback: number): number {
   return n
 }
 
-/** `--only http` / `--only verifier` / `--only flood` (also `--only=…`): one part of the run. */
-function onlyPart(argv: readonly string[]): 'http' | 'verifier' | 'flood' | undefined {
+const PARTS = ['http', 'verifier', 'flood', 'policy'] as const
+
+/** `--only http` / `--only verifier` / `--only flood` / `--only policy` (also `--only=…`): one part of the run. */
+function onlyPart(argv: readonly string[]): (typeof PARTS)[number] | undefined {
   let value: string | undefined
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
-    if (arg === '--only') value = argv[++i]
+    if (arg === '--only') value = argv[++i] ?? ''
     else if (arg.startsWith('--only=')) value = arg.slice('--only='.length)
-    else throw new Error(`unknown argument "${arg}" (usage: npm run bench [-- --only http|verifier|flood])`)
+    else throw new Error(`unknown argument "${arg}" (usage: npm run bench [-- --only ${PARTS.join('|')}])`)
   }
   if (value === undefined) return undefined
-  if (value !== 'http' && value !== 'verifier' && value !== 'flood') throw new Error(`--only takes "http", "verifier" or "flood", got "${value}"`)
-  return value
+  const part = PARTS.find((p) => p === value)
+  if (part === undefined) throw new Error(`--only takes ${PARTS.map((p) => `"${p}"`).join(', ')}, got "${value}"`)
+  return part
 }
 
 let only: ReturnType<typeof onlyPart>
@@ -74,7 +91,8 @@ try {
   process.stderr.write(`bench: ${(e as Error).message}\n`)
   process.exit(2)
 }
-const runHttp = only !== 'verifier'
+const runHttp = only === undefined || only === 'http' || only === 'flood'
+const runPolicy = only === undefined || only === 'policy'
 const runVerifier = only === undefined || only === 'verifier'
 /** `--only flood`: the auth-flood scenario alone (its section of latest.json only). */
 const floodOnly = only === 'flood'
@@ -82,6 +100,9 @@ const duration = positiveInt('BENCH_DURATION', 10)
 const connections = positiveInt('BENCH_CONNECTIONS', 50)
 const warmup = positiveInt('BENCH_WARMUP', Math.min(2, Math.max(1, Math.round(duration / 5))))
 const floodRate = positiveInt('BENCH_FLOOD_RATE', 200)
+/** The policy part: a few seconds per size unless BENCH_DURATION says otherwise. */
+const policyDuration = positiveInt('BENCH_DURATION', 6)
+const policyWarmup = positiveInt('BENCH_WARMUP', Math.min(2, Math.max(1, Math.round(policyDuration / 5))))
 /** Connections carrying the legitimate, paced exchanges of the auth-flood scenario. */
 const FLOOD_LEGIT_CONNECTIONS = 10
 const FORM_TYPE = 'application/x-www-form-urlencoded'
@@ -98,13 +119,23 @@ const MAX_PROOFS = 250_000
 /** bench/verifier.ts is stopped if it runs longer than this. */
 const VERIFIER_TIMEOUT_SECONDS = 240
 
+/** Decisions each policy-part broker times in its process after each load run (bench/servers/taskpass.ts). */
+const POLICY_DECISIONS = 300
+/** The policy part's measured seconds are split into this many rounds over all sizes. */
+const POLICY_ROUNDS = 3
+/** A broker loading 10,000 policies validates and prepares them all before it listens: give it time. */
+const POLICY_START_TIMEOUT_MS = 240_000
+
 /** Safety net: the run stops by itself (and kills its servers) whatever happens. */
-const watchdogSeconds = (runHttp ? 11 * (duration + warmup + 45) + 90 : 0) + (runVerifier ? VERIFIER_TIMEOUT_SECONDS + 30 : 0)
+const watchdogSeconds =
+  (runHttp ? 11 * (duration + warmup + 45) + 90 : 0) +
+  (runPolicy ? (POLICY_SIZES.length + 1) * (policyDuration + policyWarmup + 60) + POLICY_START_TIMEOUT_MS / 1000 + 60 : 0) +
+  (runVerifier ? VERIFIER_TIMEOUT_SECONDS + 30 : 0)
 const watchdog = installWatchdog('bench', watchdogSeconds)
 
 const log = (msg: string) => process.stdout.write(`${msg}\n`)
 
-function note(scenario: ScenarioResult, text: string): void {
+function note(scenario: ScenarioResult<string>, text: string): void {
   scenario.notes.push(text)
   log(`  note: ${text}`)
 }
@@ -141,6 +172,8 @@ async function measure(id: ScenarioId, description: string, start: () => Promise
     if (scenario.idleCpuBusy > 25) log(`  warning: ${scenario.idleCpuBusy}% of the CPUs busy with other work before the start — figures will be noisy`)
     const t0 = performance.now()
     server = await start()
+    scenario.startupMs = server.startupMs
+    if (server.info) scenario.serverInfo = server.info
     const w = await prepare(server)
     await smoke(server, w)
     log(`  server up on ${server.url} in ${Math.round(performance.now() - t0)} ms; ${warmup} s warm-up then ${duration} s measured, ${connections} connections`)
@@ -482,6 +515,137 @@ function authFloodTargets(r: AuthFloodResult): TargetCheck[] {
   })
 }
 
+/** One broker of the policy part, up and with its task open. */
+interface PolicyBroker {
+  run: PolicyRun
+  server: ServerProcess
+  body: string
+  loads: LoadResult[]
+}
+
+/**
+ * The warm exchange against the size of the policy file: no file (native grants), then 1, 100 and
+ * 10,000 policies, each loaded once by a broker process of its own, all with the same 101
+ * registered resources. All brokers are started first; then BENCH_DURATION is measured in
+ * POLICY_ROUNDS rounds, each round loading every broker in turn (in a rotated order) and timing
+ * one decision inside it, so other work on this shared machine falls on every size alike.
+ */
+async function policyScenarios(): Promise<void> {
+  const startedAt = new Date()
+  const rounds = Math.max(1, Math.min(POLICY_ROUNDS, Math.floor(policyDuration)))
+  const perRound = policyDuration / rounds
+  log(`taskpass bench, policy part — ${policyDuration} s measured per size in ${rounds} round(s) (+${policyWarmup} s warm-up in the first), ${connections} connections, node ${process.version}, ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown cpu'})`)
+  const keys = await generateBenchKeys()
+  const dataDir = mkdtempSync(join(tmpdir(), 'taskpass-bench-policy-'))
+  process.on('exit', () => rmSync(dataDir, { recursive: true, force: true }))
+  const extraResources = otherResources()
+  const files = new Map<number, string>()
+  for (const size of POLICY_SIZES) {
+    const file = join(dataDir, `policies-${size}.cedar`)
+    const text = benchPolicyText(size, extraResources)
+    writeFileSync(file, text)
+    files.set(size, file)
+    log(`wrote ${file}: ${policyScenarioId(size)} (${unscopedCount(size)} naming no resource), ${(Buffer.byteLength(text) / 1024).toLocaleString('en-US', { maximumFractionDigits: 1 })} KiB`)
+  }
+  const headers = { 'content-type': FORM_TYPE }
+
+  const runs: PolicyRun[] = []
+  const brokers: PolicyBroker[] = []
+  try {
+    for (const size of [undefined, ...POLICY_SIZES]) {
+      const file = size === undefined ? undefined : files.get(size)
+      const run: PolicyRun = {
+        id: policyScenarioId(size),
+        size,
+        description: file ? `the warm exchange, Cedar over ${file.slice(dataDir.length + 1)} + the generated grant permit` : 'the warm exchange, no policy file: the generated grant permit, decided natively',
+        notes: [],
+        rounds: [],
+      }
+      runs.push(run)
+      log(`\n▶ ${run.id} — ${run.description}`)
+      // Every broker its own process and port: a process never loads more than one set.
+      const port = await freePort()
+      const config: TaskpassServerConfig = { port, issuer: `http://127.0.0.1:${port}`, database: join(dataDir, `policy-${size ?? 'none'}.db`), keys: publicKeys(keys), extraResources, ...(file ? { policyFile: file } : {}) }
+      try {
+        run.idleCpuBusy = await otherCpuLoad()
+        const server = await startServer(`policy ${run.id}`, 'taskpass', config, POLICY_START_TIMEOUT_MS)
+        run.startupMs = server.startupMs
+        if (server.info) run.serverInfo = server.info
+        const subject = await mintSubjectToken(keys, config.issuer)
+        const actor = await mintActorToken(keys, config.issuer)
+        const body = `${exchangeForm(subject, actor)}&task_id=${encodeURIComponent(await openTask(server, subject, actor))}`
+        await smoke(server, { headers, nextBody: () => body })
+        brokers.push({ run, server, body, loads: [] })
+        const info = server.info ?? {}
+        log(`  up in ${server.startupMs} ms (createBroker ${String(info.createBrokerMs)} ms); ${String(info.policies)} in force (generated grant permit included), ${String(info.evaluator)}; the bench resource's bucket ${String(info.benchBucket)}, the largest ${String(info.largestBucket)}`)
+      } catch (e) {
+        run.error = e instanceof Error ? e.message : String(e)
+        log(`  FAILED: ${run.error}`)
+      }
+    }
+
+    for (let round = 0; round < rounds; round++) {
+      const busy = await otherCpuLoad()
+      log(`\n▶ round ${round + 1}/${rounds}: ${perRound.toFixed(1)} s per size${round === 0 ? ` after ${policyWarmup} s warm-up` : ''}${busy > 25 ? ` — warning: ${busy}% of the CPUs busy with other work` : ''}`)
+      const order = brokers.map((_, i) => brokers[(i + round) % brokers.length]!)
+      for (const b of order) {
+        const { run, server } = b
+        if (run.error) continue
+        try {
+          const load = await runLoad({ url: server.url, path: '/token', connections, warmup: round === 0 ? policyWarmup : 0, duration: perRound, headers, nextBody: () => b.body, keepLatencies: true })
+          b.loads.push(load)
+          const micros = Number(await server.ask(`time-decisions ${POLICY_DECISIONS}`))
+          run.rounds.push({ rps: Math.round(load.rps), p50: load.p50, p99: load.p99, ok: load.ok, non2xx: load.non2xx, decisionMicros: micros, cpuBusyBefore: busy })
+          log(`  ${run.id.padEnd(16)} ${summary(load)}; one decision ${micros} µs`)
+          const exit = server.exited()
+          if (exit) throw new Error(`server exited during the run (code ${exit.code}, signal ${exit.signal})`)
+        } catch (e) {
+          run.error = e instanceof Error ? e.message : String(e)
+          log(`  ${run.id}: FAILED: ${run.error}`)
+        }
+      }
+    }
+    for (const b of brokers) {
+      if (b.loads.length > 0) b.run.result = combineLoads(b.loads)
+      const micros = b.run.rounds.map((r) => r.decisionMicros).sort((x, y) => x - y)
+      if (micros.length > 0) b.run.decisionMicros = micros[Math.floor(micros.length / 2)]!
+      const warm = b.loads[0]?.warmup
+      if (warm && warm.ok < warm.responses) note(b.run, `warm-up: ${warm.responses - warm.ok} non-2xx ${JSON.stringify(warm.statusCodes)}`)
+    }
+  } finally {
+    await Promise.all(brokers.map((b) => b.server.stop()))
+    killAllServers()
+  }
+  for (const b of brokers) {
+    if (b.server.log.lines > 0) {
+      b.run.serverLog = b.server.log
+      log(`  ${b.run.id}: the server wrote ${b.server.log.lines} log line(s); first: ${b.server.log.first.slice(0, 3).join(' ⏎ ')}`)
+    }
+  }
+
+  const targets = policyTargets(runs)
+  log('\n=== policy: warm exchange vs. the number of Cedar policies (each size on its own broker process) ===')
+  log(formatPolicyTable(runs))
+  log(formatTargets(targets))
+  const busiest = Math.max(0, ...runs.map((r) => r.idleCpuBusy ?? 0), ...runs.flatMap((r) => r.rounds.map((x) => x.cpuBusyBefore)))
+  if (busiest > 25) log(`  caution: other processes kept up to ${busiest}% of the CPUs busy before a start or a round — absolute figures are unreliable; the rounds spread that noise over every size, so the ratios are the figures to read.`)
+  log(`  decide µs: one warm-exchange decision (deps.policy.decide) timed inside the broker's process after each of its load runs, median of ${POLICY_DECISIONS}-call batch means, median over rounds.`)
+  log('  start-up ms: spawn to listening (tsx, config, argon2 hashes, database, policy load); createBroker ms: the broker alone, policy load included.')
+  log("  bench bucket: the policies Cedar evaluates for the benchmark's resource (its generated grant permit + the policies naming no resource); largest: the biggest bucket of any resource.")
+  log('  req/s per round: ' + runs.map((r) => `${r.id} ${r.rounds.map((x) => x.rps).join('/')}`).join('; '))
+  log(
+    `\nwrote ${mergeResults({
+      policy: {
+        startedAt: startedAt.toISOString(),
+        finishedAt: new Date().toISOString(),
+        settings: { duration: policyDuration, warmup: policyWarmup, rounds, connections, decisions: POLICY_DECISIONS, otherResources: extraResources.length },
+        runs,
+        targets,
+      },
+    })}`,
+  )
+}
+
 /**
  * bench/verifier.ts in its own process (a fresh heap and event loop, nothing left over from
  * autocannon), its output passed through; stopped after VERIFIER_TIMEOUT_SECONDS.
@@ -516,6 +680,16 @@ async function main(): Promise<void> {
       // Reported here, and the verifier part still runs.
       failure = true
       process.stderr.write(`bench (HTTP scenarios) failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
+    } finally {
+      killAllServers()
+    }
+  }
+  if (runPolicy) {
+    try {
+      await policyScenarios()
+    } catch (e) {
+      failure = true
+      process.stderr.write(`bench (policy part) failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
     } finally {
       killAllServers()
     }

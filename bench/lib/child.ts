@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { createServer } from 'node:net'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { CONFIG_ENV, HOST, READY_PREFIX, type ReadyMessage } from './server-child.js'
+import { CONFIG_ENV, HOST, READY_PREFIX, REPLY_PREFIX, type ReadyMessage, type Reply } from './server-child.js'
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url))
 
@@ -22,8 +22,14 @@ export interface ServerProcess {
   port: number
   url: string
   log: ServerLog
+  /** Milliseconds from spawning the process to its READY line. */
+  startupMs: number
+  /** The `info` of its READY line, if any. */
+  info: Record<string, unknown> | undefined
   /** Whether the process died on its own (a crash under load). */
   exited(): { code: number | null; signal: NodeJS.Signals | null } | undefined
+  /** Sends one command line to a server that answers commands (`answerCommands`); resolves with its value. */
+  ask(command: string, timeoutMs?: number): Promise<unknown>
   stop(): Promise<void>
 }
 
@@ -58,6 +64,7 @@ export function freePort(): Promise<number> {
 /** Starts `bench/servers/<script>.ts` with `config`, resolving once it listens. */
 export function startServer(name: string, script: string, config: unknown, timeoutMs = 60_000): Promise<ServerProcess> {
   const path = fileURLToPath(new URL(`../servers/${script}.ts`, import.meta.url))
+  const spawnedAt = performance.now()
   const child = spawn(process.execPath, ['--import', 'tsx', path], {
     cwd: REPO_ROOT,
     env: { ...process.env, [CONFIG_ENV]: JSON.stringify(config) },
@@ -74,10 +81,39 @@ export function startServer(name: string, script: string, config: unknown, timeo
     child.once('exit', (code, signal) => {
       exit = { code, signal }
       live.delete(child)
+      for (const waiting of pending.splice(0)) waiting.reject(new Error(`${name} server exited (code ${code}, signal ${signal})`))
       resolve()
     })
   })
   createInterface({ input: child.stderr! }).on('line', record)
+  // Commands are answered in order: one pending entry per command sent.
+  const pending: Array<{ resolve: (v: unknown) => void; reject: (e: Error) => void }> = []
+  const ask = (command: string, timeoutMs = 120_000) =>
+    new Promise<unknown>((resolve, reject) => {
+      if (exit || !child.stdin?.writable) {
+        reject(new Error(`${name} server is not running`))
+        return
+      }
+      const timer = setTimeout(() => reject(new Error(`${name} server did not answer "${command}" within ${timeoutMs} ms`)), timeoutMs)
+      pending.push({
+        resolve: (v) => {
+          clearTimeout(timer)
+          resolve(v)
+        },
+        reject: (e) => {
+          clearTimeout(timer)
+          reject(e)
+        },
+      })
+      child.stdin.write(`${command}\n`)
+    })
+  const answer = (line: string) => {
+    const reply = JSON.parse(line.slice(REPLY_PREFIX.length)) as Reply
+    const waiting = pending.shift()
+    if (!waiting) return
+    if (reply.ok) waiting.resolve(reply.value)
+    else waiting.reject(new Error(`${name} server: ${reply.error}`))
+  }
 
   const stop = async () => {
     if (exit) return
@@ -99,14 +135,18 @@ export function startServer(name: string, script: string, config: unknown, timeo
     const timer = setTimeout(() => fail(`did not start within ${timeoutMs} ms`), timeoutMs)
     void exited.then(() => fail(`exited before it was ready (code ${exit?.code}, signal ${exit?.signal})`))
     createInterface({ input: child.stdout! }).on('line', (line) => {
+      if (ready && line.startsWith(REPLY_PREFIX)) {
+        answer(line)
+        return
+      }
       if (ready || !line.startsWith(READY_PREFIX)) {
         record(line)
         return
       }
       ready = true
       clearTimeout(timer)
-      const { port } = JSON.parse(line.slice(READY_PREFIX.length)) as ReadyMessage
-      resolve({ name, port, url: `http://${HOST}:${port}`, log, exited: () => exit, stop })
+      const { port, info } = JSON.parse(line.slice(READY_PREFIX.length)) as ReadyMessage
+      resolve({ name, port, url: `http://${HOST}:${port}`, log, startupMs: Math.round(performance.now() - spawnedAt), info, exited: () => exit, ask, stop })
     })
   })
 }

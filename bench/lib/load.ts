@@ -29,6 +29,8 @@ export interface LoadOptions {
    * load rather than throughput; unpaced (as fast as the server answers) when absent.
    */
   overallRate?: number | undefined
+  /** Keep every measured latency (`LoadResult.latencies`), so runs can be combined ({@link combineLoads}). */
+  keepLatencies?: boolean | undefined
 }
 
 interface Counts {
@@ -49,6 +51,8 @@ export interface LoadResult extends Counts {
   p99: number
   max: number
   warmup: Counts
+  /** The measured successful responses' latencies, ms (with `keepLatencies` only). */
+  latencies?: Float64Array
 }
 
 function percentile(sorted: Float64Array, p: number): number {
@@ -104,6 +108,7 @@ export function runLoad(opts: LoadOptions): Promise<LoadResult> {
           p99: percentile(sorted, 99),
           max: percentile(sorted, 100),
           warmup: warm,
+          ...(opts.keepLatencies ? { latencies: sorted } : {}),
         })
       },
     )
@@ -128,4 +133,44 @@ export function runLoad(opts: LoadOptions): Promise<LoadResult> {
       latencies[measured.ok - 1] = responseTime
     })
   })
+}
+
+/**
+ * Several runs against the same server as one: counts and seconds summed, req/s over the total,
+ * percentiles over every run's latencies (each run needs `keepLatencies`). The result keeps no
+ * latencies.
+ */
+export function combineLoads(runs: readonly LoadResult[]): LoadResult {
+  if (runs.length === 0) throw new Error('combineLoads needs at least one run')
+  const total = runs.reduce((n, r) => n + (r.latencies?.length ?? Number.NaN), 0)
+  if (Number.isNaN(total)) throw new Error('combineLoads needs runs made with keepLatencies')
+  const all = new Float64Array(total)
+  let at = 0
+  for (const r of runs) {
+    all.set(r.latencies!, at)
+    at += r.latencies!.length
+  }
+  all.sort()
+  const sum = (pick: (r: LoadResult) => number) => runs.reduce((n, r) => n + pick(r), 0)
+  const mergeCodes = (codes: Array<Record<string, number>>) => {
+    const out: Record<string, number> = {}
+    for (const c of codes) for (const [k, v] of Object.entries(c)) out[k] = (out[k] ?? 0) + v
+    return out
+  }
+  const seconds = sum((r) => r.seconds)
+  const ok = sum((r) => r.ok)
+  return {
+    responses: sum((r) => r.responses),
+    ok,
+    statusCodes: mergeCodes(runs.map((r) => r.statusCodes)),
+    non2xx: sum((r) => r.non2xx),
+    errors: sum((r) => r.errors),
+    timeouts: sum((r) => r.timeouts),
+    seconds: Number(seconds.toFixed(2)),
+    rps: seconds > 0 ? ok / seconds : 0,
+    p50: percentile(all, 50),
+    p99: percentile(all, 99),
+    max: percentile(all, 100),
+    warmup: { responses: sum((r) => r.warmup.responses), ok: sum((r) => r.warmup.ok), statusCodes: mergeCodes(runs.map((r) => r.warmup.statusCodes)) },
+  }
 }

@@ -7,8 +7,8 @@ import type { LoadResult } from './load.js'
 export const SCENARIO_IDS = ['floor', 'floor+2verify', 'peer', 'taskpass warm', 'taskpass dpop', 'taskpass cold', 'peer token-exchange'] as const
 export type ScenarioId = (typeof SCENARIO_IDS)[number]
 
-export interface ScenarioResult {
-  id: ScenarioId
+export interface ScenarioResult<Id extends string = ScenarioId> {
+  id: Id
   description: string
   result?: LoadResult
   /** Why the scenario has no figures (the server failed to start, the smoke request failed, …). */
@@ -18,6 +18,10 @@ export interface ScenarioResult {
   serverLog?: ServerLog
   /** % of all CPUs busy with other work just before the scenario started (the machine is shared). */
   idleCpuBusy?: number
+  /** Milliseconds from spawning the server to its READY line. */
+  startupMs?: number
+  /** What the server reported about itself when ready (bench/servers/taskpass.ts `TaskpassServerInfo`). */
+  serverInfo?: Record<string, unknown>
 }
 
 export interface TargetCheck {

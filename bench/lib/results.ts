@@ -1,8 +1,9 @@
 /**
- * bench/results/latest.json: one file, two writers. bench/run.ts owns the HTTP scenarios' keys
- * (startedAt, finishedAt, settings, machine, tokenPool, scenarios, targets) and bench/verifier.ts
- * the `verifier` section; each replaces only its own keys, so `--only http` / `--only verifier`
- * keep the other part's last figures (every part carries its own timestamps).
+ * bench/results/latest.json: one file, several writers. bench/run.ts owns the HTTP scenarios' keys
+ * (startedAt, finishedAt, settings, machine, tokenPool, scenarios, authFlood, targets) and the
+ * policy part's `policy` section, bench/verifier.ts the `verifier` section; each replaces only its
+ * own keys, so `--only http` / `--only policy` / `--only verifier` keep the other parts' last
+ * figures (every part carries its own timestamps).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'

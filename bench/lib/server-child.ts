@@ -4,15 +4,23 @@
  */
 import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { createInterface } from 'node:readline'
 
 export const CONFIG_ENV = 'BENCH_SERVER_CONFIG'
 export const READY_PREFIX = 'READY '
+/** The prefix of a child's answer to a command line from the parent (see {@link answerCommands}). */
+export const REPLY_PREFIX = 'REPLY '
+
+/** One command's answer: its value, or why it failed. */
+export type Reply = { ok: true; value: unknown } | { ok: false; error: string }
 
 /** Loopback only: no benchmark server ever listens on another address. */
 export const HOST = '127.0.0.1'
 
 export interface ReadyMessage {
   port: number
+  /** What the server wants the run to report about itself (start-up figures, …). */
+  info?: Record<string, unknown>
 }
 
 export function readServerConfig<T>(): T {
@@ -29,8 +37,8 @@ export function listenOn(server: Server, port: number): Promise<number> {
   })
 }
 
-export function announceReady(port: number): void {
-  const msg: ReadyMessage = { port }
+export function announceReady(port: number, info?: object): void {
+  const msg: ReadyMessage = { port, ...(info ? { info: { ...info } } : {}) }
   process.stdout.write(`${READY_PREFIX}${JSON.stringify(msg)}\n`)
 }
 
@@ -51,4 +59,20 @@ export function exitWithParent(cleanup: () => void = () => {}): void {
   process.stdin.on('end', stop)
   process.stdin.on('error', stop)
   process.stdin.resume()
+}
+
+/**
+ * Answers each line the parent writes to our stdin with one REPLY line on stdout, in order: a
+ * measurement taken inside the server's process, between load runs (no network in the way).
+ */
+export function answerCommands(handler: (command: string) => unknown): void {
+  createInterface({ input: process.stdin }).on('line', (line) => {
+    let reply: Reply
+    try {
+      reply = { ok: true, value: handler(line.trim()) }
+    } catch (e) {
+      reply = { ok: false, error: e instanceof Error ? e.message : String(e) }
+    }
+    process.stdout.write(`${REPLY_PREFIX}${JSON.stringify(reply)}\n`)
+  })
 }
