@@ -17,3 +17,28 @@ describe('docs/examples', () => {
     })
   }
 })
+
+describe('docs/security-teams.md', () => {
+  it('every test it cites exists: each quoted name is a test or suite name in the file the bullet names', () => {
+    const page = readFileSync(new URL('../docs/security-teams.md', import.meta.url), 'utf8')
+    // Bullets of the form: - `test/<file>` — "name", "name", suite "name".
+    const bullets = page.split(/\n\s*- /).filter((b) => /^`test\/[\w.-]+\.test\.ts`/.test(b))
+    assert.ok(bullets.length >= 10, 'the page cites tests')
+    let checked = 0
+    for (const bullet of bullets) {
+      const file = /^`(test\/[\w.-]+\.test\.ts)`/.exec(bullet)![1]!
+      const source = readFileSync(new URL(`../${file}`, import.meta.url), 'utf8')
+      for (const [, quoted] of bullet.replace(/\s+/g, ' ').matchAll(/"([^"]+)"/g)) {
+        const name = quoted!
+        if (name === '…') continue
+        // The cookbook's suites are named after their rule files.
+        const rule = /^cookbook: ([\w-]+\.cedar)$/.exec(name)?.[1]
+        if (rule) assert.ok(readdirSync(new URL('../docs/examples/cookbook/', import.meta.url)).includes(rule), `${file}: ${name}`)
+        // Table-driven tests are named `<case name> → <status> <error>`: the case name is in the file.
+        else assert.ok(source.includes(name) || source.includes(name.split(' → ')[0]!), `${file} has a test named "${name}"`)
+        checked++
+      }
+    }
+    assert.ok(checked >= 20, `checked ${checked} names`)
+  })
+})
