@@ -12,6 +12,7 @@ import type { ConfigInput } from '../src/config.js'
 import type { PolicyAction } from '../src/policy/decide.js'
 import { grantPolicyId } from '../src/policy/generate.js'
 import {
+  ADMIN_KEY,
   counts,
   exchangeParams,
   form,
@@ -381,4 +382,22 @@ export async function sendCase(b: TestBroker, keys: CookbookKeys, r: CookbookReq
   }
   const before = counts(b)
   return { res: await postToken(taskId), before }
+}
+
+/** Opens the tool-call row's task over HTTP as its workload, approving it when the row says so; returns its id. */
+export async function openToolCallTask(b: TestBroker, r: ToolCallRequest): Promise<string> {
+  const opened = await b.app.request('/tasks', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${await b.session()}`, 'actor-token': await b.svid(r.workload.replace(/^agent-/, '')) },
+    body: JSON.stringify({ purpose: DEFAULT_PURPOSE, resources: [{ resource: r.resource, scopes: r.task.scopes, ...(r.task.tools ? { tools: r.task.tools } : {}) }] }),
+  })
+  assert.equal(opened.status, 201, await opened.clone().text())
+  const id = ((await opened.json()) as { task_id: string }).task_id
+  if (r.task.approved) {
+    assert.equal((await b.app.request(`/admin/tasks/${id}/approve`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}` } })).status, 200)
+    // `context.task.approved` reads the approval record (`approval_expires_at`), which the approval
+    // flow sets when a task opens pending; where it is not set yet, set it as that flow does.
+    b.deps.database.sqlite.prepare('update tasks set approval_expires_at = expires_at where id = ? and approval_expires_at is null').run(id)
+  }
+  return id
 }

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { before, describe, it } from 'node:test'
 import { taskFacts } from '../src/tasks/lifecycle.js'
-import { ADMIN_KEY, assertRefusedAndAudited, counts, exchangeParams, form, startTestServer, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
+import { assertRefusedAndAudited, counts, exchangeParams, form, startTestServer, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
 import {
   COOKBOOK,
   cookbookCases,
@@ -21,6 +21,7 @@ import {
   cookbookKeys,
   grant,
   NOTES,
+  openToolCallTask,
   sendCase,
   toolCallCases,
   type CookbookCase,
@@ -75,23 +76,9 @@ async function runCase(b: TestBroker, c: CookbookCase): Promise<void> {
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')
 
-const admin = { authorization: `Bearer ${ADMIN_KEY}` }
-
 /** Opens the row's task over HTTP as its workload (approving it when the row says so) and asks the broker's policy about the call. */
 async function decideToolCall(b: TestBroker, r: ToolCallRequest) {
-  const opened = await b.app.request('/tasks', {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${await b.session()}`, 'actor-token': await b.svid(r.workload.replace(/^agent-/, '')) },
-    body: JSON.stringify({ purpose: 'tidy the notes', resources: [{ resource: r.resource, scopes: r.task.scopes, ...(r.task.tools ? { tools: r.task.tools } : {}) }] }),
-  })
-  assert.equal(opened.status, 201, await opened.clone().text())
-  const id = ((await opened.json()) as { task_id: string }).task_id
-  if (r.task.approved) {
-    assert.equal((await b.app.request(`/admin/tasks/${id}/approve`, { method: 'POST', headers: admin })).status, 200)
-    // `context.task.approved` reads the approval record (`approval_expires_at`), which the approval
-    // flow sets when a task opens pending; where it is not set yet, set it as that flow does.
-    b.deps.database.sqlite.prepare('update tasks set approval_expires_at = expires_at where id = ? and approval_expires_at is null').run(id)
-  }
+  const id = await openToolCallTask(b, r)
   const row = b.deps.stores.tasks.get(id)!
   const workload = b.deps.config.workloads.find((w) => w.id === r.workload)!
   const resource = b.deps.config.resources.find((x) => x.uri === r.resource)!
