@@ -232,3 +232,38 @@ for (const rule of [...new Set([...cookbookCases, ...toolCallCases].map((c) => c
     }
   })
 }
+
+describe('dry run of the cookbook rows with an expired session', () => {
+  // The real request verifies a session token expired by less than the clock skew, then refuses
+  // it: it has no lifetime left to lend a task or a token (400 invalid_request, audited).
+  const rows = [
+    cookbookCases.find((c) => c.rule === 'business-hours.cedar' && c.name === 'exchange at 08:00 UTC')!,
+    cookbookCases.find((c) => c.rule === 'purpose-ticket.cedar' && c.name === 'a task for a ticket')!,
+  ]
+  for (const c of rows) {
+    it(`${c.rule}: ${c.name}, the session expired 1 s ago → forbid invalid_request, as the real request`, () =>
+      withBroker(cookbookConfig(keys.platform, c.rule), async (b) => {
+        const now = b.clock.now()
+        const q = { ...question(b, c), session_exp: now - 1 }
+        const a = await dryRun(b, q)
+        const session = await b.session({ iat: now - SESSION_LIFETIME, exp: now - 1 })
+        const r = c.request
+        assert.equal(r.after ?? r.actor ?? r.tools ?? r.task, undefined, 'a row asked at the broker\'s clock, by agent-a, without tools or task')
+        const real =
+          r.action === 'task.open'
+            ? await b.app.request('/tasks', {
+                method: 'POST',
+                headers: { 'content-type': 'application/json', authorization: `Bearer ${session}`, 'actor-token': await b.svid('a') },
+                body: JSON.stringify({ purpose: r.purpose ?? DEFAULT_PURPOSE, resources: [{ resource: r.resource, scopes: r.scopes }] }),
+              })
+            : await b.exchange({ subject_token: session, resource: r.resource, scope: r.scopes.join(' ') })
+        const body = (await real.json()) as Record<string, unknown>
+        const audit = b.lastAudit()!
+        const why = `real ${real.status} ${JSON.stringify(body)}\n${show(q, a)}`
+        assert.deepEqual([real.status, body.error], [400, 'invalid_request'], why)
+        assert.deepEqual([a.decision, a.error, a.policies], ['forbid', 'invalid_request', []], why)
+        assert.equal(audit.error, 'invalid_request', why)
+        assert.match(a.reason, /^subject_token expired 1s /, why)
+      }))
+  }
+})

@@ -106,6 +106,9 @@ export function dryRun(deps: DryRunDeps, policy: Policy, req: DryRunRequest): Dr
   const intent = (resource: string): TaskResource[] => [{ resource, scopes: req.scopes ?? [], ...(req.tool !== undefined ? { tools: [req.tool] } : {}) }]
 
   try {
+    // As the real open_task and exchange do: a session with no lifetime left opens and mints
+    // nothing (RFC 8693 §2.2.2 invalid_request). A tool call presents no session token.
+    if (req.action !== 'call_tool' && subject.exp <= now) throw invalidRequest('subject_token is expired', `subject_token expired ${now - subject.exp}s before the moment asked`)
     if (req.action === 'open_task') {
       const resources = req.task?.resources ?? (req.resource !== undefined ? intent(req.resource) : undefined)
       if (!resources) throw badRequest('an open_task dry run needs "task" or "resource"')
