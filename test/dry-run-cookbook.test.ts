@@ -8,14 +8,21 @@
  * written. Then the real request is sent to the same broker, and the two answers must agree.
  */
 import assert from 'node:assert/strict'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { before, describe, it } from 'node:test'
 import type { DryRunAnswer, DryRunRequest } from '../src/tasks/dry-run.js'
 import {
   actorToken,
+  COOKBOOK,
   cookbookCases,
   cookbookConfig,
   cookbookKeys,
   DEFAULT_PURPOSE,
+  grant,
+  HOUR,
+  NOTES,
   openToolCallTask,
   sendCase,
   toolCallCases,
@@ -24,7 +31,7 @@ import {
   type CookbookKeys,
   type ToolCallCase,
 } from './cookbook-cases.js'
-import { ADMIN_KEY, counts, GH_ISSUER, K8S_ISSUER, spiffeId, TRUST_DOMAIN, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
+import { ADMIN_KEY, counts, GH_ISSUER, K8S_ISSUER, openTask, spiffeId, T0, TRUST_DOMAIN, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
 
 let keys: CookbookKeys
 before(async () => {
@@ -266,4 +273,36 @@ describe('dry run of the cookbook rows with an expired session', () => {
         assert.match(a.reason, /^subject_token expired 1s /, why)
       }))
   }
+})
+
+describe('dry run of a task opened earlier, given by its intent and age', () => {
+  it('the opening is decided at the moment it opened: business hours for opening tasks only, a task opened at 18:50, a token at 19:10 → permit, as the real request', () => {
+    // The cookbook's business-hours rule, narrowed to opening tasks: a task opened in hours mints after them.
+    const openOnly = join(mkdtempSync(join(tmpdir(), 'taskpass-dry-run-')), 'open-hours.cedar')
+    const text = readFileSync(new URL('business-hours.cedar', COOKBOOK), 'utf8')
+    assert.ok(text.includes('action in [Taskpass::Action::"open_task", Taskpass::Action::"exchange"]'))
+    writeFileSync(openOnly, text.replace('action in [Taskpass::Action::"open_task", Taskpass::Action::"exchange"]', 'action == Taskpass::Action::"open_task"'))
+    return withBroker(cookbookConfig(keys.platform, openOnly), async (b) => {
+      const declared = [{ resource: NOTES, scopes: ['notes:read'] }]
+      b.clock.advance(10 * HOUR + 50 * 60)
+      const opened = await openTask(b, { purpose: DEFAULT_PURPOSE, resources: declared })
+      assert.equal(opened.status, 201)
+      const { task_id: taskId } = (await opened.json()) as { task_id: string }
+      b.clock.advance(20 * 60)
+      const now = b.clock.now()
+      const base: DryRunRequest = { action: 'exchange', user: USER, workload: 'agent-a', resource: NOTES, scopes: ['notes:read'], dpop_bound: false, at: now, session_exp: now + SESSION_LIFETIME, attestation_exp: now + 300 }
+      const byIntent = await dryRun(b, { ...base, task: { purpose: DEFAULT_PURPOSE, resources: declared, age: 20 * 60 } })
+      const byId = await dryRun(b, { ...base, task_id: taskId })
+      const real = await b.exchange({ resource: NOTES, scope: 'notes:read', task_id: taskId })
+      const body = (await real.json()) as Record<string, unknown>
+      assert.equal(real.status, 200, JSON.stringify(body))
+      for (const a of [byId, byIntent]) {
+        assert.deepEqual([a.decision, a.error, a.policies, a.ttl], ['permit', undefined, [grant('agent-a', NOTES)], body.expires_in], JSON.stringify(a))
+      }
+      // A task said to have opened at 06:50 (a token asked at 07:10) could not have opened: the dry run says so.
+      const at = T0 + 23 * HOUR + 10 * 60
+      const early = await dryRun(b, { ...base, at, session_exp: at + SESSION_LIFETIME, attestation_exp: at + 300, task: { purpose: DEFAULT_PURPOSE, resources: declared, age: 20 * 60 } })
+      assert.deepEqual([early.decision, early.error, early.policies], ['forbid', 'invalid_target', ['business-hours']], JSON.stringify(early))
+    })
+  })
 })
