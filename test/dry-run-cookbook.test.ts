@@ -6,6 +6,9 @@
  * session and attestation), and the answer must be the row's expectation — permit ⇔ 2xx, the same
  * error, the same deciding policies, the same task status and token lifetime — with nothing
  * written. Then the real request is sent to the same broker, and the two answers must agree.
+ * Tool-call rows are asked by the task's intent and by the `task_id` of a task opened over HTTP.
+ * Last, two variations of rows the real request answers otherwise than a naive dry run would: a
+ * session with no lifetime left, and a task opened earlier, given by its intent and age.
  */
 import assert from 'node:assert/strict'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
