@@ -106,6 +106,9 @@ export function dryRun(deps: DryRunDeps, policy: Policy, req: DryRunRequest): Dr
   const intent = (resource: string): TaskResource[] => [{ resource, scopes: req.scopes ?? [], ...(req.tool !== undefined ? { tools: [req.tool] } : {}) }]
 
   try {
+    // As the real open_task and exchange do: a session with no lifetime left opens and mints
+    // nothing (RFC 8693 §2.2.2 invalid_request). A tool call presents no session token.
+    if (req.action !== 'call_tool' && subject.exp <= now) throw invalidRequest('subject_token is expired', `subject_token expired ${now - subject.exp}s before the moment asked`)
     if (req.action === 'open_task') {
       const resources = req.task?.resources ?? (req.resource !== undefined ? intent(req.resource) : undefined)
       if (!resources) throw badRequest('an open_task dry run needs "task" or "resource"')
@@ -157,10 +160,14 @@ function taskFor(deps: DryRunDeps, planDeps: Parameters<typeof planTask>[0], req
     return row
   }
   const intent = req.task ?? { purpose: req.action === 'exchange' ? 'implicit (token exchange)' : 'dry run', resources: [{ resource: req.resource!, scopes: req.scopes ?? [] }] }
-  const { row } = planTask(planDeps, subject, actor, { purpose: intent.purpose, resources: intent.resources, ttl: req.task?.ttl }, dpopJkt, { callerAddress: req.caller_address })
-  // A given task's state: its age, what it has minted, whether it was approved.
+  // A given task's state: its age, what it has minted, whether it was approved. It opened `age`
+  // seconds ago: its opening is decided at that moment (a rule on opening hours judges when it
+  // opened, not when it mints), and its lifetime counts from then.
   const age = req.task?.age ?? 0
+  const opened = now - age
+  const openDeps = { ...planDeps, clock: { now: () => opened, nowMs: () => opened * 1000 } }
+  const { row } = planTask(openDeps, subject, actor, { purpose: intent.purpose, resources: intent.resources, ttl: req.task?.ttl }, dpopJkt, { callerAddress: req.caller_address })
   const approved = req.task?.approved ?? false
   if (row.status === 'pending_approval' && !approved) throw new OAuthError('invalid_grant', 400, 'task awaits approval', `task would be pending_approval`)
-  return { ...row, createdAt: now - age, expiresAt: row.expiresAt - age, tokensMinted: req.task?.tokens_minted ?? 0, status: 'active', approvalExpiresAt: approved ? now : null }
+  return { ...row, tokensMinted: req.task?.tokens_minted ?? 0, status: 'active', approvalExpiresAt: approved ? now : null }
 }
