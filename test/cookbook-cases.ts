@@ -395,9 +395,6 @@ export async function openToolCallTask(b: TestBroker, r: ToolCallRequest): Promi
   const id = ((await opened.json()) as { task_id: string }).task_id
   if (r.task.approved) {
     assert.equal((await b.app.request(`/admin/tasks/${id}/approve`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}` } })).status, 200)
-    // `context.task.approved` reads the approval record (`approval_expires_at`), which the approval
-    // flow sets when a task opens pending; where it is not set yet, set it as that flow does.
-    b.deps.database.sqlite.prepare('update tasks set approval_expires_at = expires_at where id = ? and approval_expires_at is null').run(id)
   }
   return id
 }

@@ -139,10 +139,12 @@ function toolQuestion(b: TestBroker, c: ToolCallCase, taskId?: string): DryRunRe
  * (no token could exist) where the row, asking the policy about the pending task directly,
  * expects the policy's own forbid.
  */
-const DISAGREES: Record<string, string> = {
-  'approval-for-destructive-tools.cedar: delete_note for a task awaiting approval':
-    'the dry run answers invalid_grant "task would be pending_approval" (by task_id: "task <id> is pending_approval"), no deciding policy; the row expects invalid_target by delete-note-only-when-approved',
-}
+/**
+ * Rows the dry run answers earlier than the policy the row asks directly: a tool call under a task
+ * still awaiting approval never reaches policy (no token of such a task exists; the dry run, like
+ * the exchange, refuses the task itself with `invalid_grant`).
+ */
+const PENDING_TASK_ROWS = new Set(['approval-for-destructive-tools.cedar: delete_note for a task awaiting approval'])
 
 async function evaluate(b: TestBroker, q: DryRunRequest): Promise<DryRunAnswer> {
   const res = await b.app.request('/admin/policy/evaluate', { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }, body: JSON.stringify(q) })
@@ -221,20 +223,26 @@ for (const rule of [...new Set([...cookbookCases, ...toolCallCases].map((c) => c
         }))
     }
     for (const c of toolCallCases.filter((x) => x.rule === rule)) {
-      const todo = DISAGREES[`${rule}: ${c.name}`]
+      const pending = PENDING_TASK_ROWS.has(`${rule}: ${c.name}`)
       const assertToolCall = (q: DryRunRequest, a: DryRunAnswer) => {
         const why = show(q, a)
+        if (pending) {
+          assert.deepEqual([a.decision, a.error, a.policies], ['forbid', 'invalid_grant', []], why)
+          assert.match(a.reason, /pending_approval$/, why)
+          return
+        }
         assert.equal(a.decision, c.expect.allow ? 'permit' : 'forbid', why)
         assert.equal(a.error, c.expect.code, why)
         assert.deepEqual(a.policies, c.expect.policies, why)
         assert.equal(a.reason, `${c.expect.allow ? 'permitted' : 'forbidden'} by policy ${c.expect.policies.join(', ')}`, why)
       }
-      it(`call_tool: ${c.name} → ${c.expect.allow ? 'permit' : `forbid ${c.expect.code}`}`, { todo }, () =>
+      const outcome = pending ? 'forbid invalid_grant (the task awaits approval)' : c.expect.allow ? 'permit' : `forbid ${c.expect.code}`
+      it(`call_tool: ${c.name} → ${outcome}`, () =>
         withBroker(cookbookConfig(keys.platform, rule), async (b) => {
           const q = toolQuestion(b, c)
           assertToolCall(q, await dryRun(b, q))
         }))
-      it(`call_tool: ${c.name}, its task opened over HTTP and named by task_id → ${c.expect.allow ? 'permit' : `forbid ${c.expect.code}`}`, { todo }, () =>
+      it(`call_tool: ${c.name}, its task opened over HTTP and named by task_id → ${outcome}`, () =>
         withBroker(cookbookConfig(keys.platform, rule), async (b) => {
           const q = toolQuestion(b, c, await openToolCallTask(b, c.request))
           assertToolCall(q, await dryRun(b, q))
