@@ -9,12 +9,13 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { ConfigError, parseConfig, type Config, type ConfigInput, type ResourceConfig, type WorkloadConfig } from '../src/config.js'
-import { compilePolicySet, createCedarPolicy, prepare } from '../src/policy/cedar.js'
+import { statefulIsAuthorized } from '@cedar-policy/cedar-wasm/nodejs'
+import { cedarRequest, compilePolicySet, createCedarPolicy, prepare } from '../src/policy/cedar.js'
 import { createPolicyEngine } from '../src/policy/engine.js'
 import { generateGrantPolicies } from '../src/policy/generate.js'
 import { createGrantPolicy } from '../src/policy/grants.js'
 import type { Decision, PolicyAction, PolicyContext, TaskFacts } from '../src/policy/decide.js'
-import { CALENDAR, counts, createTestBroker, NOTES, openTask, testConfig, testKeys, UNGRANTED, withBroker, assertRefusedAndAudited, type TestBroker } from './harness.js'
+import { USER_ISSUER, CALENDAR, counts, createTestBroker, NOTES, openTask, testConfig, testKeys, UNGRANTED, withBroker, assertRefusedAndAudited, type TestBroker } from './harness.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'taskpass-policy-'))
 let n = 0
@@ -336,4 +337,45 @@ permit (principal, action in [Taskpass::Action::"open_task", Taskpass::Action::"
     withBroker(withPolicies(constraintOnly()), async (b) => {
       assert.equal((await b.exchange({ resource: UNGRANTED, scope: 'x:read' })).status, 200)
     }))
+})
+
+describe('the requests the broker asks Cedar are shaped by the schema', () => {
+  it('every action, with and without each optional part, validates against the shipped schema (decisions skip that check)', async () => {
+    const keys = await testKeys()
+    const config = parseConfig(testConfig(keys))
+    const set = generatedSet(config)
+    const prepared = prepare(set, `policy-test:${++slots}`)
+    const resource = config.resources.find((r) => r.uri === NOTES)!
+    const attestations: (PolicyContext['attestation'])[] = [
+      undefined,
+      { kind: 'spiffe', issuer: 'spiffe://test.example', subject: 'spiffe://test.example/agent/a' },
+      { kind: 'kubernetes', issuer: 'https://k8s.example', subject: 'system:serviceaccount:prod:agent', kubernetes: { namespace: 'prod', serviceAccount: 'agent', pod: 'agent-1' } },
+      { kind: 'github', issuer: 'https://token.actions.githubusercontent.com', subject: 'repo:acme/x:ref:refs/heads/main', github: { repository: 'acme/x', repositoryOwner: 'acme', ref: 'refs/heads/main', environment: 'prod', workflowRef: 'acme/x/.github/workflows/d.yml@refs/heads/main', event: 'push' } },
+      { kind: 'github', issuer: 'https://token.actions.githubusercontent.com', subject: 'repo:acme/x', github: { repository: 'acme/x', repositoryOwner: 'acme' } },
+    ]
+    let asked = 0
+    for (const action of ['task.open', 'token.exchange', 'tool.call'] as const) {
+      for (const attestation of attestations) {
+        for (const optional of [false, true]) {
+          const context: PolicyContext = {
+            workload: config.workloads[0]!,
+            scopes: ['notes:read'],
+            dpopBound: optional,
+            now: 1_800_000_000,
+            attestation,
+            task: aTask([{ resource: NOTES, scopes: ['notes:read'], ...(optional ? { tools: ['read_note'] } : {}) }]),
+            ...(optional ? { ttl: 60, sessionStartedAt: 1_799_990_000, callerAddress: '::ffff:10.1.2.3' } : {}),
+            ...(action === 'tool.call' ? { tool: 'read_note' } : {}),
+          }
+          const principal = { user: 'alice', issuer: USER_ISSUER, sid: optional ? 'sess-1' : undefined, ...(optional ? { claims: { department: 'finance' } } : {}) }
+          const request = cedarRequest(principal, action, NOTES, resource.scopes, context, () => 'spiffe')
+          const answer = statefulIsAuthorized({ ...request, preparsedPolicySetId: prepared.buckets.get(NOTES)!, preparsedSchemaName: 'taskpass', validateRequest: true })
+          assert.equal(answer.type, 'success', `${action} ${attestation?.kind ?? 'no attestation'} optional=${optional}: ${JSON.stringify(answer.type === 'failure' ? answer.errors : '')}`)
+          if (answer.type === 'success') assert.equal(answer.response.decision, 'allow', 'and the grant permits it')
+          asked++
+        }
+      }
+    }
+    assert.equal(asked, 3 * 5 * 2)
+  })
 })
