@@ -6,6 +6,12 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { fetchToolCallRefusal } from '../src/verifier/gates.js'
+import { ADMIN_KEY, counts, NOTES, openTask, withBroker, type TestBroker } from './harness.js'
+
+async function putPolicies(b: TestBroker, policies: string): Promise<void> {
+  const res = await b.app.request('/admin/policies', { method: 'PUT', headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }, body: JSON.stringify({ policies }) })
+  assert.equal(res.status, 200, await res.clone().text())
+}
 
 describe('attack: the verifier kit\'s tool-call check', () => {
   const auth = { token: 't', extra: { jti: 'j1', task_id: 'task-1', sub_id: { format: 'iss_sub', iss: 'https://idp.example', sub: 'alice' } } }
@@ -30,4 +36,26 @@ describe('attack: the verifier kit\'s tool-call check', () => {
     assert.equal(((await refused.json()) as { error: { code: number } }).error.code, -32001)
     assert.deepEqual(asked, ['delete_note'])
   })
+})
+
+describe('attack: policies that fail to evaluate', () => {
+  it('a @constraint_only permit requiring approval that fails to evaluate does not silently drop the approval: the request is refused', () =>
+    withBroker(undefined, async (b) => {
+      // Overflows for every request (Cedar: an evaluation error, which Cedar skips).
+      await putPolicies(
+        b,
+        `@id("approve-notes") @constraint_only("true") @approval_required("true")
+permit (principal, action == Taskpass::Action::"open_task", resource == Taskpass::Resource::"${NOTES}")
+when { context.now * 9223372036854775807 > 0 };`,
+      )
+      const before = counts(b)
+      const res = await openTask(b, { purpose: 'notes', resources: [{ resource: NOTES, scopes: ['notes:read'] }] })
+      const body = (await res.json()) as { error?: string; status?: string }
+      assert.equal(res.status, 400, `opened ${body.status ?? ''} without the approval its policy requires`)
+      assert.equal(body.error, 'invalid_target')
+      assert.deepEqual(counts(b), { ...before, audit_events: before.audit_events + 1 })
+      const audit = b.lastAudit()!
+      assert.deepEqual([audit.action, audit.decision, audit.error, audit.policy_version, audit.policies], ['task.open', 'deny', 'invalid_target', b.deps.policy.version, 'approve-notes'])
+      assert.match(String(audit.reason), /approve-notes failed to evaluate/)
+    }))
 })

@@ -351,6 +351,10 @@ export function createCedarPolicy(prepared: PreparedSet, kindOf: (issuer: string
       // A forbid that errored is counted as a forbid (Cedar itself would skip it).
       const failedForbid = diagnostics.errors.find((e) => set.policies.get(e.policyId)?.effect === 'forbid')
       if (failedForbid) return deny(denyCode([failedForbid.policyId], set), `policy ${failedForbid.policyId} failed to evaluate (counted as a forbid): ${failedForbid.error.message}`, [failedForbid.policyId])
+      // So is a permit that constrains what it permits: skipped, its constraints (an approval, a
+      // shorter lifetime, DPoP) would silently not apply to what another permit allows.
+      const failedConstraint = diagnostics.errors.find((e) => constrains(set.policies.get(e.policyId)))
+      if (failedConstraint) return deny('invalid_target', `policy ${failedConstraint.policyId} failed to evaluate (it constrains what it permits: counted as a forbid): ${failedConstraint.error.message}`, [failedConstraint.policyId])
       const ids = [...diagnostics.reason].sort()
       if (decision === 'allow' && granting(ids)) return { allow: true, reason: `permitted by policy ${ids.join(', ')}`, constraints: constraintsOf(ids, set, action), version, policies: ids }
       if (decision === 'deny' && ids.length > 0) return deny(denyCode(ids, set), `forbidden by policy ${ids.join(', ')}`, ids)
@@ -366,6 +370,13 @@ export function createCedarPolicy(prepared: PreparedSet, kindOf: (issuer: string
       return deny('invalid_target', `workload ${workload.id} has no grant for ${resource.uri}`)
     },
   }
+}
+
+/** Whether a policy is a permit whose annotations constrain what it allows (or that only constrains). */
+function constrains(p: LoadedPolicy | undefined): boolean {
+  if (p?.effect !== 'permit') return false
+  const a = p.annotations
+  return a.constraint_only === 'true' || a.max_ttl !== undefined || a.dpop_required === 'true' || a.approval_required === 'true'
 }
 
 /** A Cedar `datetime` literal (UTC, whole seconds) for epoch seconds. */
