@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { fetchToolCallRefusal } from '../src/verifier/gates.js'
-import { ADMIN_KEY, counts, NOTES, openTask, withBroker, type TestBroker } from './harness.js'
+import { ADMIN_KEY, CALENDAR, counts, NOTES, openTask, withBroker, type TestBroker } from './harness.js'
 
 async function putPolicies(b: TestBroker, policies: string): Promise<void> {
   const res = await b.app.request('/admin/policies', { method: 'PUT', headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }, body: JSON.stringify({ policies }) })
@@ -57,5 +57,23 @@ when { context.now * 9223372036854775807 > 0 };`,
       const audit = b.lastAudit()!
       assert.deepEqual([audit.action, audit.decision, audit.error, audit.policy_version, audit.policies], ['task.open', 'deny', 'invalid_target', b.deps.policy.version, 'approve-notes'])
       assert.match(String(audit.reason), /approve-notes failed to evaluate/)
+    }))
+})
+
+describe('attack: audit rows of decisions', () => {
+  it('an implicit task that needs approval: the pending task has its task.open row, the refused exchange names the policy version', () =>
+    withBroker((c) => ({ ...c, resources: c.resources!.map((r) => (r.uri === CALENDAR ? { ...r, requireApproval: true } : r)) }), async (b) => {
+      const before = counts(b)
+      const res = await b.exchange({ resource: CALENDAR, scope: 'cal:read' })
+      assert.equal(res.status, 400)
+      assert.equal(((await res.json()) as { error: string }).error, 'invalid_grant')
+      const task = b.deps.stores.tasks.list({ statuses: ['pending_approval'], limit: 10 })[0]!
+      assert.deepEqual(counts(b), { ...before, tasks: before.tasks + 1, audit_events: before.audit_events + 2 }, 'the task and two audit rows: its opening and the refused exchange')
+      const rows = b.deps.database.sqlite.prepare('select * from audit_events order by id').all() as Record<string, unknown>[]
+      const open = rows.find((r) => r.action === 'task.open' && r.task_id === task.id)
+      assert.ok(open, 'the pending task\'s opening is audited')
+      assert.deepEqual([open.decision, open.policy_version, open.policies], ['allow', b.deps.policy.version, `grant/agent-a/${CALENDAR}`])
+      const refused = rows.at(-1)!
+      assert.deepEqual([refused.action, refused.decision, refused.error, refused.task_id, refused.policy_version, refused.policies], ['token.exchange', 'deny', 'invalid_grant', task.id, b.deps.policy.version, `grant/agent-a/${CALENDAR}`])
     }))
 })

@@ -196,9 +196,16 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
     const planned = planTask(deps, subject, actor, { purpose: 'implicit (token exchange)', resources: [{ resource: req.resource, scopes: req.scopes ?? [] }], ttl: undefined }, proof?.jkt, request)
     task = planned.row
     if (task.status !== 'active') {
-      deps.stores.durably(() => deps.stores.tasks.insert(task))
+      // The task is opened (pending), as at POST /tasks: its opening is a decision, audited with it.
+      const binding = task.dpopJkt ? `; DPoP-bound to ${task.dpopJkt}` : ''
+      deps.stores.durably(() => {
+        deps.stores.tasks.insert(task)
+        deps.stores.audit.insert({ at: task.createdAt, action: 'task.open', decision: 'allow', reason: `${task.status}: ${planned.reason}${binding}; implicit task`, userSub: subject.sub, workloadId: task.workloadId, taskId: task.id, ...planned.decidedBy })
+      })
       audit.taskId = task.id
-      throw invalidGrant(`task ${task.id} awaits approval`, 'implicit task requires approval')
+      const e = invalidGrant(`task ${task.id} awaits approval`, 'implicit task requires approval')
+      e.decidedBy = planned.decidedBy
+      throw e
     }
     implicit = true
     audit.taskId = task.id
