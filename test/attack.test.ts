@@ -5,8 +5,10 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import { ConfigError, parseConfig } from '../src/config.js'
+import { createPolicyEngine } from '../src/policy/engine.js'
 import { fetchToolCallRefusal } from '../src/verifier/gates.js'
-import { ADMIN_KEY, CALENDAR, counts, NOTES, openTask, withBroker, type TestBroker } from './harness.js'
+import { ADMIN_KEY, CALENDAR, counts, NOTES, openTask, testConfig, testKeys, withBroker, type TestBroker } from './harness.js'
 
 async function putPolicies(b: TestBroker, policies: string): Promise<void> {
   const res = await b.app.request('/admin/policies', { method: 'PUT', headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }, body: JSON.stringify({ policies }) })
@@ -75,5 +77,29 @@ describe('attack: audit rows of decisions', () => {
       assert.deepEqual([open.decision, open.policy_version, open.policies], ['allow', b.deps.policy.version, `grant/agent-a/${CALENDAR}`])
       const refused = rows.at(-1)!
       assert.deepEqual([refused.action, refused.decision, refused.error, refused.task_id, refused.policy_version, refused.policies], ['token.exchange', 'deny', 'invalid_grant', task.id, b.deps.policy.version, `grant/agent-a/${CALENDAR}`])
+    }))
+})
+
+describe('attack: admin policies and start-up', () => {
+  it('an admin policy cannot take a generated grant\'s id: it would pass for a grant in audit rows, and brick start-up once that grant is configured', () =>
+    withBroker(undefined, async (b) => {
+      // agent-b has no calendar grant today, so the id is free.
+      const text = `@id("grant/agent-b/${CALENDAR}") permit (principal == Taskpass::Workload::"agent-b", action, resource in Taskpass::Resource::"${CALENDAR}");`
+      const version = b.deps.policy.version
+      const rows = () => (b.deps.database.sqlite.prepare('select count(*) as n from policy_sets').get() as { n: number }).n
+      const stored = rows()
+      const before = counts(b)
+      const res = await b.app.request('/admin/policies', { method: 'PUT', headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }, body: JSON.stringify({ policies: text }) })
+      const body = (await res.json()) as { error: string; problems?: string[] }
+      assert.equal(res.status, 400, 'refused')
+      assert.equal(body.error, 'invalid_policy')
+      assert.ok(body.problems?.some((p) => /reserved for the generated grant policies/.test(p)), JSON.stringify(body))
+      assert.equal(b.deps.policy.version, version, 'the running set is unchanged')
+      assert.equal(rows(), stored, 'nothing stored')
+      assert.deepEqual(counts(b), before)
+      // What accepting it leads to: the next start with that grant configured refuses the stored text.
+      const config = parseConfig(testConfig(await testKeys()))
+      const granted = { ...config, workloads: config.workloads.map((w) => (w.id === 'agent-b' ? { ...w, grants: [...w.grants, { resource: CALENDAR, scopes: ['cal:read'] }] } : w)) }
+      assert.throws(() => createPolicyEngine(granted, { adminText: text }), ConfigError)
     }))
 })

@@ -15,7 +15,7 @@ import {
 import { ConfigError } from '../config.js'
 import type { Attestation, AttestationKind } from '../exchange/attestation/kinds.js'
 import { allowedScopes, type Constraints, type Decision, type DenyCode, type Policy, type PolicyAction, type PolicyContext, type Principal } from './decide.js'
-import type { LoadedPolicy } from './generate.js'
+import { GRANT_ID_PREFIX, type LoadedPolicy } from './generate.js'
 
 /**
  * taskpass as a Cedar policy decision point (docs/policy.md): a policy set is parsed, validated
@@ -159,7 +159,10 @@ export function compilePolicySet(generated: LoadedPolicy[], sources: PolicySourc
   const issues: string[] = []
   const byId = new Map<string, Located>()
   for (const l of located) {
+    // The generated ids are the configuration's: a policy of a file or of the admin's taking one
+    // would pass for a grant in audit rows, and stop the broker from starting once that grant is configured.
     if (byId.has(l.policy.id)) issues.push(`policy ${l.policy.id} (${l.source}): duplicate policy id`)
+    else if (l.source !== '(generated)' && l.policy.id.startsWith(GRANT_ID_PREFIX)) issues.push(`policy ${l.policy.id} (${l.source}): ids starting with "${GRANT_ID_PREFIX}" are reserved for the generated grant policies`)
     else byId.set(l.policy.id, l)
     issues.push(...annotationProblems(l.policy))
   }
