@@ -4,6 +4,7 @@
  * policy version and the deciding policies) and that nothing else changed.
  */
 import assert from 'node:assert/strict'
+import { setImmediate as tick } from 'node:timers/promises'
 import { describe, it } from 'node:test'
 import { ConfigError, parseConfig } from '../src/config.js'
 import { createPolicyEngine } from '../src/policy/engine.js'
@@ -101,5 +102,30 @@ describe('attack: admin policies and start-up', () => {
       const config = parseConfig(testConfig(await testKeys()))
       const granted = { ...config, workloads: config.workloads.map((w) => (w.id === 'agent-b' ? { ...w, grants: [...w.grants, { resource: CALENDAR, scopes: ['cal:read'] }] } : w)) }
       assert.throws(() => createPolicyEngine(granted, { adminText: text }), ConfigError)
+    }))
+})
+
+describe('attack: approval waits', () => {
+  it('a wait on a pending task is answered when the task ends with its session (admin session revoke), not held to its timeout', () =>
+    withBroker((c) => ({ ...c, resources: c.resources!.map((r) => (r.uri === CALENDAR ? { ...r, requireApproval: true } : r)) }), async (b) => {
+      const opened = await openTask(b, { purpose: 'cal', resources: [{ resource: CALENDAR, scopes: ['cal:read'] }] })
+      const id = ((await opened.json()) as { task_id: string; status: string }).task_id
+      let settled = false
+      const done = Promise.resolve(b.app.request(`/tasks/${id}?wait=60`, { headers: { 'actor-token': await b.svid('a') } })).finally(() => {
+        settled = true
+      })
+      for (let i = 0; i < 10_000 && b.deps.approvals.size() === 0 && !settled; i++) await tick()
+      assert.equal(b.deps.approvals.size(), 1, 'the request is held')
+      const res = await b.app.request('/admin/sessions/revoke', { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }, body: JSON.stringify({ issuer: 'https://idp.test.example', sid: 'sess-1' }) })
+      assert.equal(res.status, 200)
+      assert.deepEqual(((await res.json()) as { tasks_revoked: string[] }).tasks_revoked, [id])
+      for (let i = 0; i < 10_000 && !settled; i++) await tick()
+      try {
+        assert.equal(settled, true, 'answered at once, not after 60 s')
+        assert.equal(((await (await done).json()) as { status: string }).status, 'revoked')
+      } finally {
+        b.deps.approvals.close()
+        await done
+      }
     }))
 })
