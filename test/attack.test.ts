@@ -81,6 +81,26 @@ describe('attack: audit rows of decisions', () => {
     }))
 })
 
+describe('attack: annotation mistakes', () => {
+  it('a misspelt @constraint_only is refused, not ignored: ignored, it turns "calendar tasks need approval" into a calendar grant for every workload', () =>
+    withBroker(undefined, async (b) => {
+      const version = b.deps.policy.version
+      const before = counts(b)
+      const text = `@id("calendar-needs-approval") @constraintOnly("true") @approval_required("true")
+permit (principal, action in [Taskpass::Action::"open_task", Taskpass::Action::"exchange"], resource == Taskpass::Resource::"${CALENDAR}");`
+      const res = await b.app.request('/admin/policies', { method: 'PUT', headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }, body: JSON.stringify({ policies: text }) })
+      const body = (await res.json()) as { error: string; problems?: string[] }
+      // Loaded, agent-b (no calendar grant) could open calendar tasks.
+      assert.equal(res.status, 400, `loaded: ${JSON.stringify(body).slice(0, 200)}`)
+      assert.equal(body.error, 'invalid_policy')
+      assert.ok(body.problems?.some((p) => /@constraintOnly .*did you mean @constraint_only/.test(p)), JSON.stringify(body))
+      assert.equal(b.deps.policy.version, version)
+      assert.deepEqual(counts(b), before)
+      const refused = await openTask(b, { purpose: 'cal', resources: [{ resource: CALENDAR, scopes: ['cal:read'] }] }, { svid: await b.svid('b') })
+      assert.equal(refused.status, 400, 'agent-b still has no calendar access')
+    }))
+})
+
 describe('attack: admin policies and start-up', () => {
   it('an admin policy cannot take a generated grant\'s id: it would pass for a grant in audit rows, and brick start-up once that grant is configured', () =>
     withBroker(undefined, async (b) => {

@@ -268,8 +268,12 @@ function workloadAttrs(id: string, attestation: Attestation): Record<string, Ced
   }
 }
 
-/** The request Cedar is asked: principal, action, resource, context and the entities they name. */
-function cedarRequest(principal: Principal, action: PolicyAction, resourceUri: string, resourceScopes: string[], ctx: PolicyContext, kindOf: (issuer: string) => AttestationKind) {
+/**
+ * The request Cedar is asked: principal, action, resource, context and the entities they name.
+ * Always shaped by the schema: test/policy.test.ts validates it against the schema for every
+ * action and every optional part, so decisions need not pay for validating it (see {@link createCedarPolicy}).
+ */
+export function cedarRequest(principal: Principal, action: PolicyAction, resourceUri: string, resourceScopes: string[], ctx: PolicyContext, kindOf: (issuer: string) => AttestationKind) {
   const { workload, task } = ctx
   const user = uid('User', JSON.stringify([principal.issuer, principal.user]))
   const workloadUid = uid('Workload', workload.id)
@@ -342,7 +346,10 @@ export function createCedarPolicy(prepared: PreparedSet, kindOf: (issuer: string
       if (bucket === undefined) return deny('invalid_target', `workload ${workload.id} has no grant for ${resource.uri}`)
       const ask = (scopes: string[]) => {
         const request = cedarRequest(principal, action, resource.uri, resource.scopes, { ...context, scopes }, kindOf)
-        return statefulIsAuthorized({ ...request, preparsedPolicySetId: bucket, preparsedSchemaName: SCHEMA_NAME, validateRequest: true })
+        // Not validated against the schema per request (that costs about a third of a decision): the
+        // policies were validated at load, the request's shape is proven by test, and Cedar still
+        // type-checks as it evaluates — a mismatch is an error, and an erroring forbid denies.
+        return statefulIsAuthorized({ ...request, preparsedPolicySetId: bucket })
       }
       // A `@constraint_only` permit adds its constraints to a request something else permits; alone it permits nothing.
       const granting = (ids: readonly string[]) => ids.some((id) => set.policies.get(id)?.annotations.constraint_only !== 'true')
