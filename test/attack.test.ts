@@ -8,6 +8,7 @@ import { setImmediate as tick } from 'node:timers/promises'
 import { describe, it } from 'node:test'
 import { ConfigError, parseConfig } from '../src/config.js'
 import { createPolicyEngine } from '../src/policy/engine.js'
+import { loadAdminPolicies } from '../src/policy/manage.js'
 import { fetchToolCallRefusal } from '../src/verifier/gates.js'
 import { ADMIN_KEY, CALENDAR, counts, NOTES, openTask, testConfig, testKeys, withBroker, type TestBroker } from './harness.js'
 
@@ -147,5 +148,65 @@ describe('attack: approval waits', () => {
         b.deps.approvals.close()
         await done
       }
+    }))
+})
+
+describe('attack: races at the exchange', () => {
+  it('concurrent exchanges of one task cannot all pass a tokens-per-task rule: each is decided on the task as its write finds it', () =>
+    withBroker(undefined, async (b) => {
+      await putPolicies(b, `@id("five-tokens-per-task") forbid (principal, action == Taskpass::Action::"exchange", resource) when { context.task.tokens_minted >= 5 };`)
+      const opened = await openTask(b, { purpose: 'notes', resources: [{ resource: NOTES, scopes: ['notes:read'] }] })
+      const id = ((await opened.json()) as { task_id: string }).task_id
+      for (let i = 0; i < 4; i++) assert.equal((await b.exchange({ task_id: id })).status, 200)
+      const before = counts(b)
+      const answers = await Promise.all([0, 1, 2, 3].map(() => b.exchange({ task_id: id })))
+      const statuses = answers.map((r) => r.status).sort()
+      assert.deepEqual(statuses, [200, 400, 400, 400], 'one more token, the fifth')
+      for (const r of answers) if (r.status === 400) assert.equal(((await r.json()) as { error: string }).error, 'invalid_target')
+      assert.equal(b.deps.stores.tasks.get(id)!.tokensMinted, 5)
+      assert.deepEqual(counts(b), { ...before, tokens: before.tokens + 1, audit_events: before.audit_events + 4 })
+      const rows = b.deps.database.sqlite.prepare("select * from audit_events where action = 'token.exchange' and decision = 'deny'").all() as Record<string, unknown>[]
+      assert.equal(rows.length, 3)
+      for (const row of rows) assert.deepEqual([row.error, row.policies, row.policy_version], ['invalid_target', 'five-tokens-per-task', b.deps.policy.version])
+    }))
+
+  it('a forbid loaded while an exchange is signing applies to it: no token is committed under the set it replaced', () =>
+    withBroker(undefined, async (b) => {
+      const opened = await openTask(b, { purpose: 'notes', resources: [{ resource: NOTES, scopes: ['notes:read'] }] })
+      const id = ((await opened.json()) as { task_id: string }).task_id
+      const keys = b.deps.keys
+      const current = keys.current.bind(keys)
+      let load = 0
+      // The admin's load lands after the exchange was decided, while its token is being signed.
+      keys.current = () => {
+        keys.current = current
+        loadAdminPolicies(b.deps, `@id("stop-notes-${++load}") forbid (principal, action == Taskpass::Action::"exchange", resource == Taskpass::Resource::"${NOTES}") when { context.task.purpose == "notes" };`, 'admin:test')
+        return current()
+      }
+      let before = counts(b)
+      const res = await b.exchange({ task_id: id, resource: NOTES, scope: 'notes:read' })
+      assert.equal(keys.current, current, 'the load happened mid-exchange')
+      assert.equal(res.status, 400, 'minted under the replaced set')
+      assert.equal(((await res.json()) as { error: string }).error, 'invalid_target')
+      // The policy load and the deny: no token.
+      assert.deepEqual(counts(b), { ...before, audit_events: before.audit_events + 2 })
+      const audit = b.lastAudit()!
+      assert.deepEqual([audit.action, audit.decision, audit.policies, audit.policy_version], ['token.exchange', 'deny', 'stop-notes-1', b.deps.policy.version])
+
+      // The implicit task of /token: decided by the replaced set, neither it nor a token is kept; asked again, the new set decides.
+      keys.current = () => {
+        keys.current = current
+        loadAdminPolicies(b.deps, `@id("stop-notes-${++load}") forbid (principal, action == Taskpass::Action::"exchange", resource == Taskpass::Resource::"${NOTES}");`, 'admin:test')
+        return current()
+      }
+      before = counts(b)
+      const implicit = await b.exchange({ resource: NOTES, scope: 'notes:read' })
+      assert.equal(keys.current, current)
+      assert.equal(implicit.status, 503)
+      assert.equal(((await implicit.json()) as { error: string }).error, 'temporarily_unavailable')
+      assert.deepEqual(counts(b), { ...before, audit_events: before.audit_events + 2 })
+      const again = await b.exchange({ resource: NOTES, scope: 'notes:read' })
+      assert.equal(again.status, 400)
+      assert.equal(b.lastAudit()!.policies, 'stop-notes-2')
     }))
 })
