@@ -102,6 +102,27 @@ permit (principal, action in [Taskpass::Action::"open_task", Taskpass::Action::"
     }))
 })
 
+describe('attack: policies that name nothing', () => {
+  it('a forbid on Taskpass::Tool::"delete_note" (no resource) is refused: it matches no request, so delete_note stayed permitted', () =>
+    withBroker(undefined, async (b) => {
+      const version = b.deps.policy.version
+      const before = counts(b)
+      const res = await b.app.request('/admin/policies', {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ policies: `@id("no-delete") forbid (principal, action == Taskpass::Action::"call_tool", resource == Taskpass::Tool::"delete_note");` }),
+      })
+      const body = (await res.json()) as { error: string; problems?: string[] }
+      assert.equal(res.status, 400, `loaded: ${JSON.stringify(body).slice(0, 120)}`)
+      assert.equal(body.error, 'invalid_policy')
+      assert.ok(body.problems?.some((p) => /admin:1:1: policy no-delete: Taskpass::Tool::"delete_note" names no tool/.test(p)), JSON.stringify(body))
+      assert.equal(b.deps.policy.version, version)
+      assert.deepEqual(counts(b), before)
+      // Named properly, it is loaded.
+      await putPolicies(b, `@id("no-delete") forbid (principal, action == Taskpass::Action::"call_tool", resource == Taskpass::Tool::"${NOTES}#delete_note");`)
+    }))
+})
+
 describe('attack: admin policies and start-up', () => {
   it('an admin policy cannot take a generated grant\'s id: it would pass for a grant in audit rows, and brick start-up once that grant is configured', () =>
     withBroker(undefined, async (b) => {

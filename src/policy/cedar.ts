@@ -30,6 +30,8 @@ export const CEDAR_SCHEMA = readFileSync(new URL('./taskpass.cedarschema', impor
 const SCHEMA_NAME = 'taskpass'
 const ACTIONS: Record<PolicyAction, string> = { 'task.open': 'open_task', 'token.exchange': 'exchange', 'tool.call': 'call_tool' }
 const DENY_CODES: readonly DenyCode[] = ['invalid_target', 'invalid_scope', 'unauthorized_client']
+/** An MCP tool name, as tasks declare them (src/tasks/tool-call.ts). */
+const TOOL_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,128}$/
 
 /** Annotations the broker reads (docs/policy.md "Constraints"); any other annotation is left alone. */
 const ANNOTATION_RULES: Record<string, { test: (v: string) => boolean; expected: string }> = {
@@ -93,6 +95,18 @@ function scopedResource(scope: ScopeJson): string | undefined {
 }
 
 /**
+ * A Tool the resource scope names must be `<resource URI>#<tool name>`: no request is ever about
+ * a Tool named otherwise (`Taskpass::Tool::"delete_note"`), so a forbid naming one would forbid nothing.
+ */
+function badToolScope(scope: ScopeJson): string | undefined {
+  const entity = scope.op === '==' || scope.op === 'in' ? scope.entity : scope.op === 'is' ? scope.in?.entity : undefined
+  if (entity?.type !== 'Taskpass::Tool' || typeof entity.id !== 'string') return undefined
+  const hash = entity.id.lastIndexOf('#')
+  if (hash > 0 && TOOL_NAME_PATTERN.test(entity.id.slice(hash + 1))) return undefined
+  return `Taskpass::Tool::${JSON.stringify(entity.id)} names no tool: a Tool's id is "<resource URI>#<tool name>"`
+}
+
+/**
  * Parses Cedar policy text into policies with ids: a policy's `@id("…")` annotation, else
  * `<source name>#<n>` (its position in the text, from 1). Throws {@link ConfigError} with the line
  * and column of a syntax error, a bad annotation or a duplicate id. `label` prefixes messages
@@ -119,6 +133,8 @@ export function parsePolicyText(text: string, source: string, label = 'policies.
       return
     }
     const annotations = (json.json.annotations ?? {}) as Record<string, string>
+    const badTool = badToolScope(json.json.resource as ScopeJson)
+    if (badTool !== undefined) issues.push(`${label}: ${source}:${position(text, Buffer.byteLength(text.slice(0, start)))}: policy ${annotations.id ?? `${name}#${i + 1}`}: ${badTool}`)
     const policy: LoadedPolicy = { id: annotations.id ?? `${name}#${i + 1}`, text: policyText, effect: json.json.effect, resource: scopedResource(json.json.resource as ScopeJson), annotations }
     out.push({ policy, source, text, start })
   })
