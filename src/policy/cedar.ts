@@ -63,10 +63,18 @@ function describe(e: DetailedError): string {
   return e.help ? `${e.message} (${e.help})` : e.message
 }
 
+/** An annotation name as a typo of one of ours would spell it: `constraintOnly`, `Max_TTL` → `constraintonly`, `maxttl`. */
+const loosely = (name: string) => name.toLowerCase().replace(/_/g, '')
+const LOOSE_NAMES = new Map(Object.keys(ANNOTATION_RULES).map((k) => [loosely(k), k]))
+
 /** Checks the annotations the broker reads; returns the problems, each naming the policy. */
 function annotationProblems(p: LoadedPolicy): string[] {
   return Object.entries(p.annotations).flatMap(([k, v]) => {
     const rule = ANNOTATION_RULES[k]
+    // Other annotations are ignored — so a misspelt one of ours would silently drop its constraint
+    // (a misspelt @constraint_only turns the permit into a grant): refused instead.
+    const meant = rule ? undefined : LOOSE_NAMES.get(loosely(k))
+    if (meant !== undefined) return [`policy ${p.id}: @${k} is not an annotation taskpass reads; did you mean @${meant}?`]
     if (!rule || rule.test(v)) return []
     return [`policy ${p.id}: @${k}(${JSON.stringify(v)}) must be ${rule.expected}`]
   })
@@ -284,12 +292,8 @@ function workloadAttrs(id: string, attestation: Attestation): Record<string, Ced
   }
 }
 
-/**
- * The request Cedar is asked: principal, action, resource, context and the entities they name.
- * Always shaped by the schema: test/policy.test.ts validates it against the schema for every
- * action and every optional part, so decisions need not pay for validating it (see {@link createCedarPolicy}).
- */
-export function cedarRequest(principal: Principal, action: PolicyAction, resourceUri: string, resourceScopes: string[], ctx: PolicyContext, kindOf: (issuer: string) => AttestationKind) {
+/** The request Cedar is asked: principal, action, resource, context and the entities they name. */
+function cedarRequest(principal: Principal, action: PolicyAction, resourceUri: string, resourceScopes: string[], ctx: PolicyContext, kindOf: (issuer: string) => AttestationKind) {
   const { workload, task } = ctx
   const user = uid('User', JSON.stringify([principal.issuer, principal.user]))
   const workloadUid = uid('Workload', workload.id)
@@ -362,10 +366,7 @@ export function createCedarPolicy(prepared: PreparedSet, kindOf: (issuer: string
       if (bucket === undefined) return deny('invalid_target', `workload ${workload.id} has no grant for ${resource.uri}`)
       const ask = (scopes: string[]) => {
         const request = cedarRequest(principal, action, resource.uri, resource.scopes, { ...context, scopes }, kindOf)
-        // Not validated against the schema per request (that costs about a third of a decision): the
-        // policies were validated at load, the request's shape is proven by test, and Cedar still
-        // type-checks as it evaluates — a mismatch is an error, and an erroring forbid denies.
-        return statefulIsAuthorized({ ...request, preparsedPolicySetId: bucket })
+        return statefulIsAuthorized({ ...request, preparsedPolicySetId: bucket, preparsedSchemaName: SCHEMA_NAME, validateRequest: true })
       }
       // A `@constraint_only` permit adds its constraints to a request something else permits; alone it permits nothing.
       const granting = (ids: readonly string[]) => ids.some((id) => set.policies.get(id)?.annotations.constraint_only !== 'true')
