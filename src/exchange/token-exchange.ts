@@ -196,15 +196,25 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
     const planned = planTask(deps, subject, actor, { purpose: 'implicit (token exchange)', resources: [{ resource: req.resource, scopes: req.scopes ?? [] }], ttl: undefined }, proof?.jkt, request)
     task = planned.row
     if (task.status !== 'active') {
-      deps.stores.durably(() => deps.stores.tasks.insert(task))
+      // The task is opened (pending), as at POST /tasks: its opening is a decision, audited with it.
+      const binding = task.dpopJkt ? `; DPoP-bound to ${task.dpopJkt}` : ''
+      deps.stores.durably(() => {
+        deps.stores.tasks.insert(task)
+        deps.stores.audit.insert({ at: task.createdAt, action: 'task.open', decision: 'allow', reason: `${task.status}: ${planned.reason}${binding}; implicit task`, userSub: subject.sub, workloadId: task.workloadId, taskId: task.id, ...planned.decidedBy })
+      })
       audit.taskId = task.id
-      throw invalidGrant(`task ${task.id} awaits approval`, 'implicit task requires approval')
+      const e = invalidGrant(`task ${task.id} awaits approval`, 'implicit task requires approval')
+      e.decidedBy = planned.decidedBy
+      throw e
     }
     implicit = true
     audit.taskId = task.id
   }
 
-  const { decision, scopes, ttl } = decideExchange(deps, { subject, actor, task, resource, scopes: req.scopes, ttl: req.ttl, dpopJkt: proof?.jkt, callerAddress: request.callerAddress, now })
+  const question: ExchangeQuestion = { subject, actor, task, resource, scopes: req.scopes, ttl: req.ttl, dpopJkt: proof?.jkt, callerAddress: request.callerAddress, now }
+  const { decision, scopes, ttl } = decideExchange(deps, question)
+  // What the audit row names: this decision, or the one taken again at the write (below).
+  let deciding = decision
 
   const jti = uuidv7(deps.clock)
   const claims: TaskTokenClaims = {
@@ -235,17 +245,29 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
     // token is ever committed active for an ended task.
     if (implicit) {
       if (task.sid !== null && deps.stores.sessions.isRevoked(task.subjectIssuer, task.sid)) throw invalidRequest('subject_token session has been revoked', `session ${task.sid} revoked during the exchange`)
+      // Another policy set came into force while we signed: the task's opening was decided by the
+      // one it replaced, so nothing of it is kept; the client asks again and the new set decides.
+      if (deps.policy.version !== deciding.version) throw temporarilyUnavailable(1, `the policy set changed during the exchange (${deciding.version} → ${deps.policy.version})`)
       deps.stores.tasks.insert(task)
     } else {
       const current = deps.stores.tasks.get(task.id)
       const state = current ? taskState(current, now) : 'revoked'
       if (state !== 'active') throw invalidGrant(`task is ${state}`, `task ${task.id} became ${state} during the exchange`)
+      // The decision read the task before we signed: if another exchange of it committed since
+      // (policy may count its tokens) or another policy set came into force, it is decided again
+      // on what is true now — else concurrent exchanges would all pass a "5 tokens per task" rule.
+      if (current!.tokensMinted !== task.tokensMinted || deps.policy.version !== deciding.version) {
+        const again = decideExchange(deps, { ...question, task: current! })
+        // Permitted still, but the token as signed outlives what is allowed now: the client asks again.
+        if (again.ttl < ttl) throw decided(temporarilyUnavailable(1, `the policy changed during the exchange: ${again.ttl}s allowed now, ${ttl}s signed`), again.decision)
+        deciding = again.decision
+      }
     }
     // Likewise the signing key may have been revoked (a compromise) while we signed: such a token
     // is refused everywhere already, and must not be recorded as a live one.
     if (!deps.keys.publicKey(kid)) throw temporarilyUnavailable(1, `signing key ${kid} was revoked during the exchange`)
     deps.stores.tokens.insert({ jti, taskId: task.id, sub: claims.sub, workloadId: claims.client_id, aud: claims.aud, scope: claims.scope, iat: now, exp: claims.exp, status: 'active', revokedAt: null, cnfJkt: proof?.jkt ?? null, kid, attestation: JSON.stringify(actor.attestation) })
-    deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${decision.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}`, userSub: subject.sub, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri, ...auditedDecision(decision) })
+    deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${deciding.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}`, userSub: subject.sub, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri, ...auditedDecision(deciding) })
   })
   return { access_token: accessToken, issued_token_type: ACCESS_TOKEN_TYPE, token_type: proof ? 'DPoP' : 'Bearer', expires_in: ttl, scope: claims.scope, task_id: task.id }
 }

@@ -15,7 +15,7 @@ import {
 import { ConfigError } from '../config.js'
 import type { Attestation, AttestationKind } from '../exchange/attestation/kinds.js'
 import { allowedScopes, type Constraints, type Decision, type DenyCode, type Policy, type PolicyAction, type PolicyContext, type Principal } from './decide.js'
-import type { LoadedPolicy } from './generate.js'
+import { GRANT_ID_PREFIX, type LoadedPolicy } from './generate.js'
 
 /**
  * taskpass as a Cedar policy decision point (docs/policy.md): a policy set is parsed, validated
@@ -30,6 +30,8 @@ export const CEDAR_SCHEMA = readFileSync(new URL('./taskpass.cedarschema', impor
 const SCHEMA_NAME = 'taskpass'
 const ACTIONS: Record<PolicyAction, string> = { 'task.open': 'open_task', 'token.exchange': 'exchange', 'tool.call': 'call_tool' }
 const DENY_CODES: readonly DenyCode[] = ['invalid_target', 'invalid_scope', 'unauthorized_client']
+/** An MCP tool name, as tasks declare them (src/tasks/tool-call.ts). */
+const TOOL_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,128}$/
 
 /** Annotations the broker reads (docs/policy.md "Constraints"); any other annotation is left alone. */
 const ANNOTATION_RULES: Record<string, { test: (v: string) => boolean; expected: string }> = {
@@ -61,10 +63,18 @@ function describe(e: DetailedError): string {
   return e.help ? `${e.message} (${e.help})` : e.message
 }
 
+/** An annotation name as a typo of one of ours would spell it: `constraintOnly`, `Max_TTL` → `constraintonly`, `maxttl`. */
+const loosely = (name: string) => name.toLowerCase().replace(/_/g, '')
+const LOOSE_NAMES = new Map(Object.keys(ANNOTATION_RULES).map((k) => [loosely(k), k]))
+
 /** Checks the annotations the broker reads; returns the problems, each naming the policy. */
 function annotationProblems(p: LoadedPolicy): string[] {
   return Object.entries(p.annotations).flatMap(([k, v]) => {
     const rule = ANNOTATION_RULES[k]
+    // Other annotations are ignored — so a misspelt one of ours would silently drop its constraint
+    // (a misspelt @constraint_only turns the permit into a grant): refused instead.
+    const meant = rule ? undefined : LOOSE_NAMES.get(loosely(k))
+    if (meant !== undefined) return [`policy ${p.id}: @${k} is not an annotation taskpass reads; did you mean @${meant}?`]
     if (!rule || rule.test(v)) return []
     return [`policy ${p.id}: @${k}(${JSON.stringify(v)}) must be ${rule.expected}`]
   })
@@ -90,6 +100,18 @@ function scopedResource(scope: ScopeJson): string | undefined {
     return hash > 0 ? entity.id.slice(0, hash) : undefined
   }
   return undefined
+}
+
+/**
+ * A Tool the resource scope names must be `<resource URI>#<tool name>`: no request is ever about
+ * a Tool named otherwise (`Taskpass::Tool::"delete_note"`), so a forbid naming one would forbid nothing.
+ */
+function badToolScope(scope: ScopeJson): string | undefined {
+  const entity = scope.op === '==' || scope.op === 'in' ? scope.entity : scope.op === 'is' ? scope.in?.entity : undefined
+  if (entity?.type !== 'Taskpass::Tool' || typeof entity.id !== 'string') return undefined
+  const hash = entity.id.lastIndexOf('#')
+  if (hash > 0 && TOOL_NAME_PATTERN.test(entity.id.slice(hash + 1))) return undefined
+  return `Taskpass::Tool::${JSON.stringify(entity.id)} names no tool: a Tool's id is "<resource URI>#<tool name>"`
 }
 
 /**
@@ -119,6 +141,8 @@ export function parsePolicyText(text: string, source: string, label = 'policies.
       return
     }
     const annotations = (json.json.annotations ?? {}) as Record<string, string>
+    const badTool = badToolScope(json.json.resource as ScopeJson)
+    if (badTool !== undefined) issues.push(`${label}: ${source}:${position(text, Buffer.byteLength(text.slice(0, start)))}: policy ${annotations.id ?? `${name}#${i + 1}`}: ${badTool}`)
     const policy: LoadedPolicy = { id: annotations.id ?? `${name}#${i + 1}`, text: policyText, effect: json.json.effect, resource: scopedResource(json.json.resource as ScopeJson), annotations }
     out.push({ policy, source, text, start })
   })
@@ -159,7 +183,10 @@ export function compilePolicySet(generated: LoadedPolicy[], sources: PolicySourc
   const issues: string[] = []
   const byId = new Map<string, Located>()
   for (const l of located) {
+    // The generated ids are the configuration's: a policy of a file or of the admin's taking one
+    // would pass for a grant in audit rows, and stop the broker from starting once that grant is configured.
     if (byId.has(l.policy.id)) issues.push(`policy ${l.policy.id} (${l.source}): duplicate policy id`)
+    else if (l.source !== '(generated)' && l.policy.id.startsWith(GRANT_ID_PREFIX)) issues.push(`policy ${l.policy.id} (${l.source}): ids starting with "${GRANT_ID_PREFIX}" are reserved for the generated grant policies`)
     else byId.set(l.policy.id, l)
     issues.push(...annotationProblems(l.policy))
   }
@@ -358,6 +385,10 @@ export function createCedarPolicy(prepared: PreparedSet, kindOf: (issuer: string
       // A forbid that errored is counted as a forbid (Cedar itself would skip it).
       const failedForbid = diagnostics.errors.find((e) => set.policies.get(e.policyId)?.effect === 'forbid')
       if (failedForbid) return deny(denyCode([failedForbid.policyId], set), `policy ${failedForbid.policyId} failed to evaluate (counted as a forbid): ${failedForbid.error.message}`, [failedForbid.policyId])
+      // So is a permit that constrains what it permits: skipped, its constraints (an approval, a
+      // shorter lifetime, DPoP) would silently not apply to what another permit allows.
+      const failedConstraint = diagnostics.errors.find((e) => constrains(set.policies.get(e.policyId)))
+      if (failedConstraint) return deny('invalid_target', `policy ${failedConstraint.policyId} failed to evaluate (it constrains what it permits: counted as a forbid): ${failedConstraint.error.message}`, [failedConstraint.policyId])
       const ids = [...diagnostics.reason].sort()
       if (decision === 'allow' && granting(ids)) return { allow: true, reason: `permitted by policy ${ids.join(', ')}`, constraints: constraintsOf(ids, set, action), version, policies: ids }
       if (decision === 'deny' && ids.length > 0) return deny(denyCode(ids, set), `forbidden by policy ${ids.join(', ')}`, ids)
@@ -373,6 +404,13 @@ export function createCedarPolicy(prepared: PreparedSet, kindOf: (issuer: string
       return deny('invalid_target', `workload ${workload.id} has no grant for ${resource.uri}`)
     },
   }
+}
+
+/** Whether a policy is a permit whose annotations constrain what it allows (or that only constrains). */
+function constrains(p: LoadedPolicy | undefined): boolean {
+  if (p?.effect !== 'permit') return false
+  const a = p.annotations
+  return a.constraint_only === 'true' || a.max_ttl !== undefined || a.dpop_required === 'true' || a.approval_required === 'true'
 }
 
 /** A Cedar `datetime` literal (UTC, whole seconds) for epoch seconds. */

@@ -21,9 +21,12 @@ export function cedarString(s: string): string {
   return `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/[\u0000-\u001f\u007f]/g, (c) => `\\u{${c.charCodeAt(0).toString(16)}}`)}"`
 }
 
+/** The prefix of every generated policy's id; no other policy may use it. */
+export const GRANT_ID_PREFIX = 'grant/'
+
 /** The id of the generated policy for one grant. */
 export function grantPolicyId(workloadId: string, resourceUri: string): string {
-  return `grant/${workloadId}/${resourceUri}`
+  return `${GRANT_ID_PREFIX}${workloadId}/${resourceUri}`
 }
 
 /**

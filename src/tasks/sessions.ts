@@ -8,7 +8,7 @@ import { ownerSub, type TaskDeps } from './lifecycle.js'
  */
 export function revokeSession(deps: TaskDeps, subjectIssuer: string, sid: string, by: string): { tasks_revoked: string[]; tokens_revoked: number } {
   const now = deps.clock.now()
-  return deps.stores.durably(() => {
+  const result = deps.stores.durably(() => {
     deps.stores.sessions.revoke(subjectIssuer, sid, now, now + SESSION_REVOCATION_RETENTION)
     const tasks = deps.stores.tasks.listOpenBySession(subjectIssuer, sid)
     let tokens = 0
@@ -28,4 +28,7 @@ export function revokeSession(deps: TaskDeps, subjectIssuer: string, sid: string
     deps.stores.audit.insert({ at: now, action: 'session.revoke', decision: 'allow', reason: `session ${sid} of ${subjectIssuer} revoked by ${by}; ${tasks.length} task(s), ${tokens} token(s)`, userSub: tasks[0] ? ownerSub(deps, tasks[0]) : null })
     return { tasks_revoked: tasks.map((t) => t.id), tokens_revoked: tokens }
   })
+  // After the commit: requests waiting for the approval of one of these tasks learn it ended.
+  for (const id of result.tasks_revoked) deps.approvals?.notify(id)
+  return result
 }

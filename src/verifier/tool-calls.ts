@@ -120,6 +120,9 @@ export async function checkToolCalls(verifier: Pick<TaskTokenVerifier, 'authoriz
 
 /**
  * Reads a request body stream, at most {@link MAX_MCP_BODY_BYTES}; `undefined` when it is longer.
+ * Decoded as the MCP transports decode it (`new TextDecoder()`, which drops a leading byte order
+ * mark): text the check cannot parse must be text the transport cannot parse either, or a
+ * tool call would slip past as "not JSON".
  */
 export async function readBounded(stream: AsyncIterable<Uint8Array> | null | undefined): Promise<string | undefined> {
   if (!stream) return ''
@@ -130,7 +133,7 @@ export async function readBounded(stream: AsyncIterable<Uint8Array> | null | und
     if (size > MAX_MCP_BODY_BYTES) return undefined
     chunks.push(chunk)
   }
-  return Buffer.concat(chunks).toString('utf8')
+  return new TextDecoder().decode(Buffer.concat(chunks))
 }
 
 /** JSON.parse that answers `undefined` for text that is not JSON (the transport then answers its own parse error). */
