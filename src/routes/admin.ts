@@ -6,9 +6,9 @@ import { adminAuth, type AdminEnv } from '../http/admin-auth.js'
 import { noStore } from '../http/middleware.js'
 import { RotationTooEarly, rotateKeys } from '../keys/keyset.js'
 import { revokeKey } from '../keys/revoke.js'
-import { approveTask, auditDecisionRefused, denyTask, type ApprovalDecision } from '../tasks/approvals.js'
+import type { ApprovalDecision } from '../tasks/approvals.js'
 import { endTask, viewTask } from '../tasks/lifecycle.js'
-import { parseDecisionBody } from './tasks.js'
+import { decideAs } from './tasks.js'
 import { policyRoutes } from './policies.js'
 import { revokeSession } from '../tasks/sessions.js'
 import { parseJson } from '../http/form.js'
@@ -88,16 +88,7 @@ export function adminRoutes(deps: Deps) {
     .route('/', policyRoutes(deps))
 }
 
-/** An admin approves or denies a task; the optional JSON body `{"reason": "..."}` (required to deny). */
-async function adminDecide(deps: Deps, c: Context<AdminEnv>, how: ApprovalDecision) {
-  const id = c.req.param('id')!
-  const caller = { kind: 'admin', id: c.get('adminId') } as const
-  let body: { reason?: string | undefined }
-  try {
-    body = await parseDecisionBody(c)
-  } catch (e) {
-    auditDecisionRefused(deps, how, id, caller, e)
-    throw e
-  }
-  return c.json(how === 'approve' ? approveTask(deps, id, caller, body.reason) : denyTask(deps, id, caller, body.reason))
+/** An admin approves or denies a task. */
+function adminDecide(deps: Deps, c: Context<AdminEnv>, how: ApprovalDecision) {
+  return decideAs(deps, c, how, { kind: 'admin', id: c.get('adminId') })
 }

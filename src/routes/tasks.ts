@@ -136,7 +136,11 @@ export function taskRoutes(deps: Deps) {
  * (`Actor-Token`) is identified as such, to be refused: it never decides its own task.
  */
 async function decide(deps: Deps, c: Context, how: ApprovalDecision) {
-  const caller = await eitherCaller(deps, c)
+  return decideAs(deps, c, how, await eitherCaller(deps, c))
+}
+
+/** A decision on task `:id` by `caller` (the user, a workload to be refused, or an admin): the optional JSON body `{"reason": "..."}` (required to deny); a bad body is audited as a refusal. */
+export async function decideAs(deps: Deps, c: Context, how: ApprovalDecision, caller: Caller) {
   const id = c.req.param('id')!
   let body: { reason?: string | undefined }
   try {
