@@ -25,6 +25,7 @@ import { protectedResourceMetadata, taskTokenAuth } from 'taskpass/verifier/hono
 import { toMcpSdkV1Verifier } from 'taskpass/verifier/mcp-sdk-v1'
 import { toMcpSdkV2Verifier } from 'taskpass/verifier/mcp-sdk-v2'
 import type { ConfigInput } from '../src/config.js'
+import { createPdpClient } from '../src/verifier/authorization.js'
 import { createVerifierKeySet, jwksMaxAgeSeconds } from '../src/verifier/jwks.js'
 import { ADMIN_KEY, CALENDAR, createTestBroker, exchangeParams, NOTES, NOTES_SECRET, openTask, testKeys, UNGRANTED, USER_ISSUER, type TestBroker } from './harness.js'
 
@@ -1184,6 +1185,34 @@ describe('verifier: authorize (the PDP client and its decision cache)', () => {
     assert.deepEqual(cache.get('j4', 'read_note'), yes)
     cache.forget({ type: 'key_revoked' })
     assert.equal(cache.size, 0)
+  })
+
+  it('an answer that was in flight when a revocation event arrived is not cached (it may predate the revocation)', async () => {
+    const clock = createFixedClock(1_800_000_000)
+    const cache = createDecisionCache({ ttlMs: 5000, maxEntries: 100, clock })
+    let release!: () => void
+    const answered = new Promise<void>((r) => (release = r))
+    let asked = 0
+    const pdp = createPdpClient({
+      evaluationUrl: 'http://127.0.0.1:9/access/v1/evaluation',
+      credentials: { clientId: 'notes-mcp', clientSecret: 's' },
+      timeoutMs: 1000,
+      cache,
+      fetch: (async () => {
+        asked++
+        await answered
+        return new Response(JSON.stringify({ decision: true }), { status: 200, headers: { 'content-type': 'application/json' } })
+      }) as typeof fetch,
+    })
+    const inFlight = pdp.authorize(auth('j1'), { tool: 'read_note' })
+    cache.forget({ type: 'task_revoked', task_id: 'task-of-j1' })
+    release()
+    assert.deepEqual(await inFlight, { allowed: true }, 'the answer is returned to the call that asked')
+    assert.equal(cache.get('j1', 'read_note'), undefined, 'but not kept')
+    // control: with no event in between, the answer is kept
+    await pdp.authorize(auth('j2'), { tool: 'read_note' })
+    assert.deepEqual(cache.get('j2', 'read_note'), { allowed: true })
+    assert.equal(asked, 2)
   })
 
   it('against a real broker (feed mode, its credential reused): permitted, then denied once the token is revoked, before the cache would expire', async () => {

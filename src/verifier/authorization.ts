@@ -58,7 +58,13 @@ const sessionKey = (iss: string, sid: string) => `${iss}\0${sid}`
  */
 export interface DecisionCache {
   get(jti: string, tool: string): ToolDecision | undefined
-  set(token: AuthorizedToken, tool: string, decision: ToolDecision): void
+  /**
+   * Keeps an answer. `since`: the {@link generation} when the question was asked — an answer asked
+   * before a revocation event arrived is not kept (it may predate the revocation).
+   */
+  set(token: AuthorizedToken, tool: string, decision: ToolDecision, since?: number): void
+  /** Counts the revocation events seen ({@link forget}). */
+  readonly generation: number
   /** Drops every entry the event ends: its token, its task, its session; a key revocation drops all. */
   forget(event: Pick<FeedEvent, 'type' | 'jti' | 'task_id' | 'sid' | 'sub_id'>): void
   readonly size: number
@@ -66,6 +72,7 @@ export interface DecisionCache {
 
 export function createDecisionCache(opts: DecisionCacheOptions): DecisionCache {
   const entries = new Map<string, Entry>()
+  let generation = 0
   const key = (jti: string, tool: string) => `${jti}\0${tool}`
   const dropWhere = (test: (k: string, e: Entry) => boolean) => {
     for (const [k, e] of entries) if (test(k, e)) entries.delete(k)
@@ -84,8 +91,8 @@ export function createDecisionCache(opts: DecisionCacheOptions): DecisionCache {
       entries.set(k, e)
       return e.decision
     },
-    set(token, tool, decision) {
-      if (opts.ttlMs <= 0) return
+    set(token, tool, decision, since) {
+      if (opts.ttlMs <= 0 || (since !== undefined && since !== generation)) return
       const k = key(token.extra.jti, tool)
       entries.delete(k)
       const { sid, sub_id: subId } = token.extra
@@ -93,6 +100,7 @@ export function createDecisionCache(opts: DecisionCacheOptions): DecisionCache {
       while (entries.size > opts.maxEntries) entries.delete(entries.keys().next().value!)
     },
     forget(event) {
+      generation++
       switch (event.type) {
         case 'token_revoked':
           if (event.jti !== undefined) dropWhere((k) => k.startsWith(`${event.jti}\0`))
@@ -114,6 +122,9 @@ export function createDecisionCache(opts: DecisionCacheOptions): DecisionCache {
     },
     get size() {
       return entries.size
+    },
+    get generation() {
+      return generation
     },
   }
 }
@@ -180,6 +191,7 @@ export function createPdpClient(opts: PdpClientOptions): PdpClient {
 
   async function ask(token: AuthorizedToken, call: ToolCall): Promise<ToolDecision> {
     const args = sendable(call.arguments)
+    const since = opts.cache.generation
     let body: unknown
     try {
       const res = await opts.fetch(opts.evaluationUrl, {
@@ -207,7 +219,7 @@ export function createPdpClient(opts: PdpClientOptions): PdpClient {
     if (typeof answer !== 'object' || answer === null || typeof answer.decision !== 'boolean') return fail(new Error('the PDP answer has no boolean "decision"'))
     const reason = typeof answer.context?.reason === 'string' ? answer.context.reason : undefined
     const decision: ToolDecision = { allowed: answer.decision, ...(reason !== undefined ? { reason } : {}) }
-    opts.cache.set(token, call.tool, decision)
+    opts.cache.set(token, call.tool, decision, since)
     return decision
   }
 
