@@ -14,6 +14,7 @@ export type OAuthErrorCode =
   | 'invalid_target'
   | 'invalid_token'
   | 'invalid_dpop_proof'
+  | 'invalid_authorization_details'
   | 'use_dpop_nonce'
   | 'not_found'
   | 'task_not_active'

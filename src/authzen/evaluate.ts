@@ -6,6 +6,7 @@ import { auditedDecision, type Policy } from '../policy/decide.js'
 import type { AuditRow, Stores, TaskRow, TokenRow } from '../store/stores.js'
 import { taskPrincipal, taskState } from '../tasks/lifecycle.js'
 import { decideToolCall, TOOL_NAME } from '../tasks/tool-call.js'
+import { toolsOf } from '../tokens/authorization-details.js'
 import type { OwnTokenVerifier } from '../tokens/own-token.js'
 import type { EvaluationRequest, EvaluationsRequest } from './request.js'
 
@@ -127,6 +128,7 @@ async function decide(deps: AuthzenDeps, caller: ResourceConfig, req: Evaluation
     scopes: row.scope.split(' ').filter(Boolean),
     dpopBound: row.cnfJkt !== null,
     now,
+    tokenTools: toolsOf(claims.authorization_details),
   })
   if (!decision.allow && decision.outsideIntent) return refuse('tool_not_in_task', decision.reason, who)
   const audited = { ...base, ...who, ...auditedDecision(decision) }

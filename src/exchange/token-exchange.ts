@@ -11,6 +11,7 @@ import type { KeySet } from '../keys/keyset.js'
 import { allowedScopes, auditedDecision, type Decision, type Policy } from '../policy/decide.js'
 import type { Stores, TaskRow } from '../store/stores.js'
 import { decided, findResource, planTask, policyRefusal, taskFacts, taskResources, taskState } from '../tasks/lifecycle.js'
+import { invalidAuthorizationDetails, mcpToolsDetail, parseAuthorizationDetails, type McpToolsDetail } from '../tokens/authorization-details.js'
 import { signTaskToken, type TaskTokenClaims } from '../tokens/issue.js'
 import { ACTOR_TOKEN_TYPE, attestedSpiffeId, type Actor, type ActorTokenVerifier } from './actor-token.js'
 import { checkMayAct } from './may-act.js'
@@ -54,6 +55,8 @@ export interface ExchangeResponse {
   expires_in: number
   scope: string
   task_id: string
+  /** RFC 9396 §7.1: the authorization details granted, when the token names its tools. */
+  authorization_details?: McpToolsDetail[]
 }
 
 interface ExchangeRequest {
@@ -64,6 +67,8 @@ interface ExchangeRequest {
   taskId: string | undefined
   clientId: string | undefined
   ttl: number | undefined
+  /** RFC 9396: the `authorization_details` parameter as sent (parsed once the resource is known). */
+  authorizationDetails: string | undefined
 }
 
 /** Parameters that may legitimately repeat on the wire (RFC 8693 §2.1); we still accept only one target. */
@@ -111,6 +116,7 @@ export function parseExchangeRequest(form: FormParams): ExchangeRequest {
     taskId: one('task_id') || undefined,
     clientId: one('client_id') || undefined,
     ttl,
+    authorizationDetails: one('authorization_details'),
   }
 }
 
@@ -186,6 +192,7 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
 
   const resource = findResource(deps.config, req.resource)
   if (!resource) throw invalidTarget('resource is not registered', `unknown resource ${req.resource}`)
+  const tools = req.authorizationDetails === undefined ? undefined : parseAuthorizationDetails(req.authorizationDetails, resource.uri)
 
   let task: TaskRow
   let implicit = false
@@ -193,7 +200,7 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
     task = loadUsableTask(deps, req.taskId, subject, actor, now, proof?.jkt)
   } else {
     // An implicit task opened with a proof is bound to its key, like one opened at POST /tasks.
-    const planned = planTask(deps, subject, actor, { purpose: 'implicit (token exchange)', resources: [{ resource: req.resource, scopes: req.scopes ?? [] }], ttl: undefined }, proof?.jkt, request)
+    const planned = planTask(deps, subject, actor, { purpose: 'implicit (token exchange)', resources: [{ resource: req.resource, scopes: req.scopes ?? [], ...(tools ? { tools } : {}) }], ttl: undefined }, proof?.jkt, request)
     task = planned.row
     if (task.status !== 'active') {
       // The task is opened (pending), as at POST /tasks: its opening is a decision, audited with it.
@@ -211,8 +218,9 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
     audit.taskId = task.id
   }
 
-  const question: ExchangeQuestion = { subject, actor, task, resource, scopes: req.scopes, ttl: req.ttl, dpopJkt: proof?.jkt, callerAddress: request.callerAddress, now }
-  const { decision, scopes, ttl } = decideExchange(deps, question)
+  const question: ExchangeQuestion = { subject, actor, task, resource, scopes: req.scopes, ttl: req.ttl, dpopJkt: proof?.jkt, callerAddress: request.callerAddress, now, tools }
+  const { decision, scopes, ttl, tools: granted } = decideExchange(deps, question)
+  const authorizationDetails = granted !== undefined ? [mcpToolsDetail(resource.uri, granted)] : undefined
   // What the audit row names: this decision, or the one taken again at the write (below).
   let deciding = decision
 
@@ -235,6 +243,7 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
     ...(task.sid ? { sid: task.sid } : {}),
     // RFC 9449 §6.1: the token is bound to the proof's key.
     ...(proof ? { cnf: { jkt: proof.jkt } } : {}),
+    ...(authorizationDetails ? { authorization_details: authorizationDetails } : {}),
   }
   // Sign outside the (synchronous) transaction; then one write of task (if implicit), token and audit
   // row, group-committed with the other exchanges of this event-loop turn before we answer.
@@ -269,7 +278,7 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
     deps.stores.tokens.insert({ jti, taskId: task.id, sub: claims.sub, workloadId: claims.client_id, aud: claims.aud, scope: claims.scope, iat: now, exp: claims.exp, status: 'active', revokedAt: null, cnfJkt: proof?.jkt ?? null, kid, attestation: JSON.stringify(actor.attestation) })
     deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${deciding.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}`, userSub: subject.sub, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri, ...auditedDecision(deciding) })
   })
-  return { access_token: accessToken, issued_token_type: ACCESS_TOKEN_TYPE, token_type: proof ? 'DPoP' : 'Bearer', expires_in: ttl, scope: claims.scope, task_id: task.id }
+  return { access_token: accessToken, issued_token_type: ACCESS_TOKEN_TYPE, token_type: proof ? 'DPoP' : 'Bearer', expires_in: ttl, scope: claims.scope, task_id: task.id, ...(authorizationDetails ? { authorization_details: authorizationDetails } : {}) }
 }
 
 /** What an exchange asks of a task: everything the decision depends on, and nothing that writes. */
@@ -284,6 +293,8 @@ export interface ExchangeQuestion {
   dpopJkt: string | undefined
   callerAddress: string | undefined
   now: number
+  /** The tools asked for (RFC 9396 `authorization_details`); undefined: the task's declared tools. */
+  tools?: string[] | undefined
 }
 
 /**
@@ -293,7 +304,7 @@ export interface ExchangeQuestion {
  * asked, the broker's limit, the policy's, the task's, the session's and the attestation's.
  * The dry run (`POST /admin/policy/evaluate`) asks the same function.
  */
-export function decideExchange(deps: Pick<ExchangeDeps, 'config' | 'policy'>, q: ExchangeQuestion): { decision: Extract<Decision, { allow: true }>; scopes: string[]; ttl: number } {
+export function decideExchange(deps: Pick<ExchangeDeps, 'config' | 'policy'>, q: ExchangeQuestion): { decision: Extract<Decision, { allow: true }>; scopes: string[]; ttl: number; tools: string[] | undefined } {
   const { subject, actor, task, resource, now } = q
   const taskResource = taskResources(task).find((r) => r.resource === resource.uri)
   if (!taskResource) throw invalidTarget('resource is outside the task', `task ${task.id} does not cover ${resource.uri}`)
@@ -304,6 +315,13 @@ export function decideExchange(deps: Pick<ExchangeDeps, 'config' | 'policy'>, q:
   const beyondTask = scopes.filter((s) => !taskResource.scopes.includes(s))
   if (beyondTask.length > 0) throw invalidScope('requested scope exceeds the task', `beyond task: ${beyondTask.join(' ')}`)
   if (scopes.length === 0) throw invalidScope('no scope would be granted', 'empty scope')
+
+  // Tools (RFC 9396 §7: a token request may only narrow): requested ⊆ the task's declared tools,
+  // when it declared any. None requested → the task's; a task that declared none → any the policy allows.
+  const declared = taskResource.tools
+  const beyondTools = q.tools?.filter((t) => declared !== undefined && !declared.includes(t)) ?? []
+  if (beyondTools.length > 0) throw invalidAuthorizationDetails('requested tools exceed the task', `beyond task: ${beyondTools.join(' ')}`)
+  const tools = q.tools ?? declared
 
   const decision = deps.policy.decide({ user: subject.user, issuer: subject.issuer, sid: subject.sid, claims: subject.claims }, 'token.exchange', resource, {
     workload: actor.workload,
@@ -330,7 +348,7 @@ export function decideExchange(deps: Pick<ExchangeDeps, 'config' | 'policy'>, q:
     actor.exp - now,
   )
   if (ttl <= 0) throw decided(invalidGrant('task, session or attestation has no time left'), decision)
-  return { decision, scopes, ttl }
+  return { decision, scopes, ttl, tools }
 }
 
 /**

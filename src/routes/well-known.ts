@@ -2,6 +2,7 @@ import { Hono } from 'hono'
 import type { Deps } from '../broker.js'
 import { OAuthError } from '../errors.js'
 import { JWKS_MAX_AGE } from '../keys/keyset.js'
+import { MCP_TOOLS_TYPE } from '../tokens/authorization-details.js'
 import { TOKEN_EXCHANGE_GRANT } from '../exchange/token-exchange.js'
 
 /** RFC 8414 authorization server metadata. `issuer` is the configured base URL, byte for byte. */
@@ -31,6 +32,8 @@ export function authorizationServerMetadata(deps: Pick<Deps, 'config' | 'keys'>)
     // RFC 9449 §5.1: DPoP proofs are accepted at the token endpoint (and POST /tasks) with these algs.
     dpop_signing_alg_values_supported: deps.config.dpop.algorithms,
     ...(scopes.length ? { scopes_supported: scopes } : {}),
+    // RFC 9396 §10: task tokens name their MCP tools as `mcp_tools` authorization details.
+    authorization_details_types_supported: [MCP_TOOLS_TYPE],
     protected_resources: resources.map((r) => r.uri),
     service_documentation: 'https://github.com/taskpass/taskpass#readme',
   }

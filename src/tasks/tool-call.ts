@@ -1,11 +1,11 @@
+import { TOOL_NAME } from '../tokens/authorization-details.js'
 import type { ResourceConfig, WorkloadConfig } from '../config.js'
 import type { Attestation } from '../exchange/attestation/kinds.js'
 import type { Decision, Policy, Principal } from '../policy/decide.js'
 import type { TaskRow } from '../store/stores.js'
 import { taskFacts, taskResources } from './lifecycle.js'
 
-/** An MCP tool name (MCP spec: 1–128 characters, ASCII letters, digits, `_`, `-`, `.`); tasks declare tools by exact name. */
-export const TOOL_NAME = /^[A-Za-z0-9_.-]{1,128}$/
+export { TOOL_NAME }
 
 /** A tool call to decide: who calls which tool of which resource, under which task, with which token's scopes. */
 export interface ToolCallQuestion {
@@ -19,6 +19,8 @@ export interface ToolCallQuestion {
   scopes: string[]
   dpopBound: boolean
   now: number
+  /** The tools the token names (RFC 9396 `mcp_tools`), when it names any: a call outside them is outside the intent too. */
+  tokenTools?: string[] | undefined
 }
 
 /**
@@ -32,6 +34,7 @@ export function decideToolCall(policy: Policy, q: ToolCallQuestion): Decision & 
   const declared = taskResources(q.task).find((r) => r.resource === q.resource.uri)
   if (!declared) return outside(`task ${q.task.id} does not cover ${q.resource.uri}`)
   if (declared.tools !== undefined && !declared.tools.includes(q.tool)) return outside(`tool ${q.tool} is not among the tools task ${q.task.id} declared for ${q.resource.uri}`)
+  if (q.tokenTools !== undefined && !q.tokenTools.includes(q.tool)) return outside(`tool ${q.tool} is not among the tools the token names (authorization_details)`)
   return policy.decide(q.principal, 'tool.call', q.resource, {
     workload: q.workload,
     scopes: q.scopes,

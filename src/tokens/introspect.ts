@@ -39,5 +39,7 @@ export async function introspectToken(
     task_id: claims.task_id,
     ...(claims.sid ? { sid: claims.sid } : {}),
     ...(claims.cnf ? { cnf: claims.cnf } : {}),
+    // RFC 9396 §9.1: introspection returns the token's authorization details.
+    ...(claims.authorization_details !== undefined ? { authorization_details: claims.authorization_details } : {}),
   }
 }

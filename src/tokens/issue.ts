@@ -1,3 +1,4 @@
+import type { McpToolsDetail } from './authorization-details.js'
 import { SignJWT } from 'jose'
 import type { KeySet } from '../keys/keyset.js'
 import type { SubjectId } from '../revocations/feed.js'
@@ -23,6 +24,8 @@ export interface TaskTokenClaims {
   exp: number
   sid?: string
   cnf?: { jkt: string }
+  /** RFC 9396: the MCP tools the token may call (`mcp_tools`); absent: scope-only. */
+  authorization_details?: McpToolsDetail[]
 }
 
 /**
