@@ -9,6 +9,7 @@ CREATE TABLE `policy_sets` (
 ALTER TABLE `audit_events` ADD `policy_version` text;--> statement-breakpoint
 ALTER TABLE `audit_events` ADD `policies` text;--> statement-breakpoint
 ALTER TABLE `tasks` ADD `tokens_minted` integer DEFAULT 0 NOT NULL;--> statement-breakpoint
+ALTER TABLE `tasks` ADD `max_tokens` integer;--> statement-breakpoint
 ALTER TABLE `tasks` ADD `user_claims` text;--> statement-breakpoint
 ALTER TABLE `tasks` ADD `approval_expires_at` integer;--> statement-breakpoint
 ALTER TABLE `tokens` ADD `attestation` text;--> statement-breakpoint

@@ -210,8 +210,10 @@ const resource = z.object({
   uri: absoluteUri,
   scopes: z.array(scopeToken).min(1),
   maxTtl: seconds.optional(),
-  /** Tasks asking for this resource wait for an admin's approval. */
+  /** Tasks asking for this resource wait for a human's approval (docs/approvals.md). */
   requireApproval: z.boolean().default(false),
+  /** At most this many tokens per task that includes this resource (all its resources' tokens count). */
+  maxTokensPerTask: z.number().int().positive().max(1_000_000).optional(),
   /** Tokens for this resource (and tasks that include it) must be DPoP-bound (RFC 9449). */
   requireDpop: z.boolean().default(false),
   /** Credential the resource uses at /introspect and /revoke (HTTP Basic); the secret argon2id-hashed. */

@@ -308,6 +308,9 @@ export function decideExchange(deps: Pick<ExchangeDeps, 'config' | 'policy'>, q:
   const { subject, actor, task, resource, now } = q
   const taskResource = taskResources(task).find((r) => r.resource === resource.uri)
   if (!taskResource) throw invalidTarget('resource is outside the task', `task ${task.id} does not cover ${resource.uri}`)
+  // Usage bound: decided on the task's count as it is in the write transaction too (the exchange
+  // is decided again there when the count moved), so concurrent exchanges never over-issue.
+  if (task.maxTokens !== null && task.tokensMinted >= task.maxTokens) throw invalidGrant('the task has minted all the tokens it may', `task ${task.id} has minted ${task.tokensMinted} of ${task.maxTokens} tokens`)
 
   // Scope (DESIGN): requested ⊆ task scopes ∩ workload's allowed ∩ resource's known. None requested → the task's.
   const ceiling = taskResource.scopes.filter((s) => allowedScopes(actor.workload, resource).includes(s))

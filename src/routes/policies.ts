@@ -46,7 +46,7 @@ const evaluateBody = z
     tool: z.string().regex(TOOL_NAME).optional(),
     ttl: z.number().int().positive().max(10 * 365 * 86_400).optional(),
     dpop_bound: z.boolean().default(false),
-    task: z.strictObject({ purpose: z.string().min(1).max(500), resources: z.array(declared).min(1).max(16), ttl: z.number().int().positive().optional(), age: seconds.optional(), tokens_minted: z.number().int().min(0).max(1e9).optional(), approved: z.boolean().optional() }).optional(),
+    task: z.strictObject({ purpose: z.string().min(1).max(500), resources: z.array(declared).min(1).max(16), ttl: z.number().int().positive().optional(), age: seconds.optional(), tokens_minted: z.number().int().min(0).max(1e9).optional(), max_tokens: z.number().int().positive().max(1_000_000).optional(), approved: z.boolean().optional() }).optional(),
     task_id: z.string().min(1).max(64).optional(),
     session_age: seconds.optional(),
     session_exp: z.number().int().min(0).max(32_503_680_000).optional(),

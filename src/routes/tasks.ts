@@ -25,6 +25,8 @@ const openTaskBody = z.strictObject({
     .min(1)
     .max(16),
   ttl: z.number().int().positive().optional(),
+  /** At most this many tokens (exchanges) for the task. */
+  max_tokens: z.number().int().positive().max(1_000_000).optional(),
 })
 
 /** The first problem in a zod error, naming the field. */

@@ -23,6 +23,8 @@ export const tasks = sqliteTable(
     endReason: text('end_reason'),
     /** Tokens minted for the task so far (policies read it as `context.task.tokens_minted`). */
     tokensMinted: integer('tokens_minted').notNull().default(0),
+    /** At most this many tokens for the task (its own `max_tokens`, or its resources' `maxTokensPerTask`, the least); null: no bound. */
+    maxTokens: integer('max_tokens'),
     /** JSON: the claims of the opening session its subject issuer maps into policy (`policyClaims`), or null. */
     userClaims: text('user_claims'),
     /**

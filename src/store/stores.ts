@@ -161,7 +161,7 @@ export function createStores(database: Database_): Stores {
   const insertTask = db.insert(tasks).values({
     id: p('id'), userSub: p('userSub'), subjectIssuer: p('subjectIssuer'), sid: p('sid'), workloadId: p('workloadId'), purpose: p('purpose'),
     resources: p('resources'), status: p('status'), dpopJkt: p('dpopJkt'), createdAt: p('createdAt'), expiresAt: p('expiresAt'), endedAt: p('endedAt'), endReason: p('endReason'),
-    tokensMinted: p('tokensMinted'), approvalExpiresAt: p('approvalExpiresAt'), userClaims: p('userClaims'),
+    tokensMinted: p('tokensMinted'), approvalExpiresAt: p('approvalExpiresAt'), userClaims: p('userClaims'), maxTokens: p('maxTokens'),
   }).prepare()
   const countMinted = db.update(tasks).set({ tokensMinted: sql`${tasks.tokensMinted} + 1` }).where(eq(tasks.id, p('id'))).prepare()
   const openBySession = db

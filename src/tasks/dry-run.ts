@@ -29,7 +29,7 @@ export interface DryRunRequest {
   ttl?: number | undefined
   dpop_bound: boolean
   /** A task's intent (as `POST /tasks` takes it) and its state; or `task_id`, an existing task. */
-  task?: { purpose: string; resources: TaskResource[]; ttl?: number | undefined; age?: number | undefined; tokens_minted?: number | undefined; approved?: boolean | undefined } | undefined
+  task?: { purpose: string; resources: TaskResource[]; ttl?: number | undefined; age?: number | undefined; tokens_minted?: number | undefined; max_tokens?: number | undefined; approved?: boolean | undefined } | undefined
   task_id?: string | undefined
   session_age?: number | undefined
   /** When the session token and the attestation expire, epoch seconds (default: far away; a token never outlives either). */
@@ -112,7 +112,7 @@ export function dryRun(deps: DryRunDeps, policy: Policy, req: DryRunRequest): Dr
     if (req.action === 'open_task') {
       const resources = req.task?.resources ?? (req.resource !== undefined ? intent(req.resource) : undefined)
       if (!resources) throw badRequest('an open_task dry run needs "task" or "resource"')
-      const { row, decidedBy, reason } = planTask(planDeps, subject, actor, { purpose: req.task?.purpose ?? 'dry run', resources, ttl: req.task?.ttl ?? req.ttl }, dpopJkt, { callerAddress: req.caller_address })
+      const { row, decidedBy, reason } = planTask(planDeps, subject, actor, { purpose: req.task?.purpose ?? 'dry run', resources, ttl: req.task?.ttl ?? req.ttl, max_tokens: req.task?.max_tokens }, dpopJkt, { callerAddress: req.caller_address })
       return {
         decision: 'permit',
         reason,
@@ -166,7 +166,7 @@ function taskFor(deps: DryRunDeps, planDeps: Parameters<typeof planTask>[0], req
   const age = req.task?.age ?? 0
   const opened = now - age
   const openDeps = { ...planDeps, clock: { now: () => opened, nowMs: () => opened * 1000 } }
-  const { row } = planTask(openDeps, subject, actor, { purpose: intent.purpose, resources: intent.resources, ttl: req.task?.ttl }, dpopJkt, { callerAddress: req.caller_address })
+  const { row } = planTask(openDeps, subject, actor, { purpose: intent.purpose, resources: intent.resources, ttl: req.task?.ttl, max_tokens: req.task?.max_tokens }, dpopJkt, { callerAddress: req.caller_address })
   const approved = req.task?.approved ?? false
   if (row.status === 'pending_approval' && !approved) throw new OAuthError('invalid_grant', 400, 'task awaits approval', `task would be pending_approval`)
   return { ...row, tokensMinted: req.task?.tokens_minted ?? 0, status: 'active', approvalExpiresAt: approved ? now : null }

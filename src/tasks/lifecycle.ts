@@ -45,6 +45,9 @@ export interface TaskView {
   expires_at: number
   /** When the task opened `pending_approval`: until when a decision is accepted. */
   approval_expires_at?: number
+  /** The task's bound on tokens, and how many it has minted. */
+  max_tokens?: number
+  tokens_minted: number
   ended_at?: number
   end_reason?: string
 }
@@ -78,6 +81,8 @@ export function viewTask(row: TaskRow, now: number): TaskView {
     created_at: row.createdAt,
     expires_at: row.expiresAt,
     ...(row.approvalExpiresAt !== null ? { approval_expires_at: row.approvalExpiresAt } : {}),
+    ...(row.maxTokens !== null ? { max_tokens: row.maxTokens } : {}),
+    tokens_minted: row.tokensMinted,
     ...(row.endedAt ? { ended_at: row.endedAt } : {}),
     ...(row.endReason ? { end_reason: row.endReason } : {}),
   }
@@ -91,6 +96,14 @@ export interface TaskRequest {
   purpose: string
   resources: TaskResource[]
   ttl?: number | undefined
+  /** At most this many tokens for the task (`max_tokens`). */
+  max_tokens?: number | undefined
+}
+
+/** The least of the task's own `max_tokens` and its resources' `maxTokensPerTask`; null when none is set. */
+function tokenBound(own: number | undefined, perResource: (number | undefined)[]): number | null {
+  const bounds = [own, ...perResource].filter((n): n is number => n !== undefined)
+  return bounds.length > 0 ? Math.min(...bounds) : null
 }
 
 /** The task as policy sees it (`context.task`), at `now`. */
@@ -179,6 +192,7 @@ export function planTask(deps: TaskDeps, subject: Subject, actor: Actor, req: Ta
     // A human has approvalTtl to decide, never beyond the task's own life.
     approvalExpiresAt: approvalRequired ? Math.min(now + deps.config.tasks.approvalTtl, now + ttl) : null,
     userClaims: Object.keys(subject.claims).length > 0 ? JSON.stringify(subject.claims) : null,
+    maxTokens: tokenBound(req.max_tokens, declared.map((d) => d.resource.maxTokensPerTask)),
   }
   const decidedBy = { policyVersion: deps.policy.version, policies: policies.size > 0 ? [...policies].sort().join(' ') : null }
   return { row, reason: reasons.join('; ') + (approvalRequired ? '; approval required' : ''), decidedBy }
