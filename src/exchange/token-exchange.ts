@@ -306,7 +306,8 @@ export interface ExchangeQuestion {
  */
 export function decideExchange(deps: Pick<ExchangeDeps, 'config' | 'policy'>, q: ExchangeQuestion): { decision: Extract<Decision, { allow: true }>; scopes: string[]; ttl: number; tools: string[] | undefined } {
   const { subject, actor, task, resource, now } = q
-  const taskResource = taskResources(task).find((r) => r.resource === resource.uri)
+  const declaredResources = taskResources(task)
+  const taskResource = declaredResources.find((r) => r.resource === resource.uri)
   if (!taskResource) throw invalidTarget('resource is outside the task', `task ${task.id} does not cover ${resource.uri}`)
   // Usage bound: decided on the task's count as it is in the write transaction too (the exchange
   // is decided again there when the count moved), so concurrent exchanges never over-issue.
@@ -333,7 +334,7 @@ export function decideExchange(deps: Pick<ExchangeDeps, 'config' | 'policy'>, q:
     now,
     ttl: q.ttl,
     attestation: actor.attestation,
-    task: taskFacts(task),
+    task: taskFacts(task, declaredResources),
     sessionStartedAt: subject.startedAt,
     callerAddress: q.callerAddress,
   })

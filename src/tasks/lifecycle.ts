@@ -106,12 +106,12 @@ function tokenBound(own: number | undefined, perResource: (number | undefined)[]
   return bounds.length > 0 ? Math.min(...bounds) : null
 }
 
-/** The task as policy sees it (`context.task`), at `now`. */
-export function taskFacts(row: TaskRow): TaskFacts {
+/** The task as policy sees it (`context.task`). `resources`: its declared resources when the caller has parsed them already. */
+export function taskFacts(row: TaskRow, resources: TaskResource[] = taskResources(row)): TaskFacts {
   return {
     id: row.id,
     purpose: row.purpose,
-    resources: taskResources(row),
+    resources,
     createdAt: row.createdAt,
     expiresAt: row.expiresAt,
     tokensMinted: row.tokensMinted,

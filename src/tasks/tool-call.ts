@@ -31,7 +31,8 @@ export interface ToolCallQuestion {
  */
 export function decideToolCall(policy: Policy, q: ToolCallQuestion): Decision & { outsideIntent?: true } {
   const outside = (reason: string) => ({ allow: false as const, code: 'invalid_target' as const, reason, version: policy.version, policies: [], outsideIntent: true as const })
-  const declared = taskResources(q.task).find((r) => r.resource === q.resource.uri)
+  const resources = taskResources(q.task)
+  const declared = resources.find((r) => r.resource === q.resource.uri)
   if (!declared) return outside(`task ${q.task.id} does not cover ${q.resource.uri}`)
   if (declared.tools !== undefined && !declared.tools.includes(q.tool)) return outside(`tool ${q.tool} is not among the tools task ${q.task.id} declared for ${q.resource.uri}`)
   if (q.tokenTools !== undefined && !q.tokenTools.includes(q.tool)) return outside(`tool ${q.tool} is not among the tools the token names (authorization_details)`)
@@ -41,7 +42,7 @@ export function decideToolCall(policy: Policy, q: ToolCallQuestion): Decision & 
     dpopBound: q.dpopBound,
     now: q.now,
     attestation: q.attestation,
-    task: taskFacts(q.task),
+    task: taskFacts(q.task, resources),
     tool: q.tool,
   })
 }
