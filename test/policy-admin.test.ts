@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
+import Database from 'better-sqlite3'
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -104,6 +105,22 @@ describe('admin API: the policy set in force', () => {
         assert.equal(r.status, 400)
         assert.equal(r.body.error, 'invalid_request')
       }
+    }))
+
+  it('policy sets get their own body limit (policies.maxBodyBytes): above the broker-wide one is accepted, above it → 413, nothing stored', () =>
+    withBroker((c) => ({ ...c, bodyLimit: 4096, policies: { maxBodyBytes: 32_768 } }), async (b) => {
+      // Valid Cedar of about 10 KB: a comment pads one forbid.
+      const padded = `// ${'x'.repeat(10_000)}\n${NO_BEARER_WRITES}`
+      const ok = await admin(b, 'PUT', '/admin/policies', { policies: padded })
+      assert.equal(ok.status, 200, 'above the broker-wide 4 KiB, within the policy limit')
+      const rows = policySetRows(b)
+      const big = await admin(b, 'PUT', '/admin/policies', { policies: `// ${'x'.repeat(40_000)}\n${NO_BEARER_WRITES}` })
+      assert.equal(big.status, 413)
+      assert.equal(big.body.error, 'invalid_request')
+      assert.equal(policySetRows(b), rows, 'nothing stored')
+      // Other routes keep the broker-wide limit.
+      const other = await b.app.request('/admin/sessions/revoke', { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }, body: JSON.stringify({ issuer: 'x', sid: 'y'.repeat(5000) }) })
+      assert.equal(other.status, 413)
     }))
 
   it('admin policies survive a restart (stored in the database)', async () => {
@@ -304,6 +321,25 @@ describe('CLI: policy show / validate / load / evaluate / clear', () => {
   const writes = `@id("no-writes") forbid (principal, action == Taskpass::Action::"exchange", resource) when { context.scopes.contains("notes:write") };`
   const question = (scopes: string[]) =>
     file(`q-${scopes.join('-')}.json`, JSON.stringify({ action: 'exchange', user: { issuer: 'https://users.dev.taskpass.local', subject: 'alice' }, workload: 'demo-agent', resource: 'http://127.0.0.1:8788/mcp', scopes }))
+
+  it('stored admin policies that no longer validate stop the broker (and the CLI); `policy clear` recovers without starting it', () => {
+    const broken = mkdtempSync(join(tmpdir(), 'taskpass-policy-cli-broken-'))
+    const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, TASKPASS_DATA_DIR: broken, TASKPASS_CONFIG: '' } })
+    assert.equal(run('policy', 'show').status, 0, 'creates the dev database')
+    // As if the configuration changed under a stored set: it names a resource no longer registered.
+    const db = new Database(join(broken, 'taskpass.db'))
+    db.prepare('insert into policy_sets (version, text, loaded_at, loaded_by) values (?, ?, ?, ?)').run('ps_old', 'forbid (principal, action, resource == Taskpass::Resource::"https://gone.example/mcp");', 1, 'admin:test')
+    db.close()
+    const refused = run('policy', 'show')
+    assert.equal(refused.status, 1)
+    assert.match(refused.stderr, /unknown resource https:\/\/gone\.example\/mcp/)
+    const cleared = run('policy', 'clear')
+    assert.equal(cleared.status, 0, cleared.stderr)
+    assert.match(cleared.stdout, /admin policies cleared/)
+    const shown = run('policy', 'show')
+    assert.equal(shown.status, 0, shown.stderr)
+    assert.equal(JSON.parse(shown.stdout).admin_policies, '')
+  })
 
   it('an invalid file is refused with its position (exit 2) and nothing is loaded; a valid one loads, decides the dry run, and clears', () => {
     const shown = cli('policy', 'show')
