@@ -59,7 +59,7 @@ function errorHandler(deps: Deps): ErrorHandler {
     if (isAbortedRequest(c)) return c.json(invalidRequest('incomplete request').toJSON(), 400, { 'Cache-Control': 'no-store' })
     if (err instanceof OAuthError) {
       // A refusal at a capacity limit is counted in /metrics, not logged: a flood must not become a log flood.
-      if ((err.status >= 500 && err.code !== 'temporarily_unavailable') || err.code === 'invalid_client') deps.logger.warn('request refused', { code: err.code, detail: err.detail, path: c.req.path })
+      if ((err.status >= 500 && err.code !== 'temporarily_unavailable') || err.code === 'invalid_client') deps.logger.warn('request refused', { code: err.code, detail: err.detail.slice(0, 512), path: c.req.path.slice(0, 256) })
       return c.json(err.toJSON(), err.status as 400, { 'Cache-Control': 'no-store', ...err.headers })
     }
     if (err instanceof HTTPException && err.status < 500) {

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { describeZodError } from '../http/form.js'
 import { invalidRequest } from '../errors.js'
 
 /**
@@ -55,11 +56,6 @@ const batch = partial.extend({
   options: z.object({ evaluations_semantic: z.enum(['execute_all', 'deny_on_first_deny', 'permit_on_first_permit']).optional() }).nullish(),
 })
 
-/** The first problem in a zod error, naming the member (oauth4webapi style). */
-function describe(error: z.ZodError): string {
-  const issue = error.issues[0]!
-  return `"${issue.path.join('.') || 'body'}": ${issue.message}`
-}
 
 /**
  * Depth of a JSON value, without recursion (a hostile nesting cannot exhaust the stack);
@@ -95,7 +91,7 @@ function checkContext(ctx: Record<string, unknown> | null | undefined, where: st
 /** An Access Evaluation request. Throws `invalid_request` (400) naming the first bad member. */
 export function parseEvaluation(body: unknown): EvaluationRequest {
   const parsed = single.safeParse(body)
-  if (!parsed.success) throw invalidRequest(describe(parsed.error))
+  if (!parsed.success) throw invalidRequest(describeZodError(parsed.error))
   const { subject: s, action: a, resource: r, context: c } = parsed.data
   return { subject: s, action: a, resource: r, context: checkContext(c, '') }
 }
@@ -110,7 +106,7 @@ export function parseEvaluations(body: unknown): EvaluationsRequest {
     throw invalidRequest(`"evaluations": at most ${MAX_EVALUATIONS} items`)
   }
   const parsed = batch.safeParse(body)
-  if (!parsed.success) throw invalidRequest(describe(parsed.error))
+  if (!parsed.success) throw invalidRequest(describeZodError(parsed.error))
   const top = parsed.data
   const semantic = top.options?.evaluations_semantic ?? 'execute_all'
   const list = top.evaluations ?? []

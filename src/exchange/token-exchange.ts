@@ -10,7 +10,7 @@ import { uuidv7 } from '../ids.js'
 import type { KeySet } from '../keys/keyset.js'
 import { allowedScopes, auditedDecision, type Decision, type Policy } from '../policy/decide.js'
 import type { Stores, TaskRow } from '../store/stores.js'
-import { decided, findResource, planTask, policyRefusal, taskFacts, taskResources, taskState } from '../tasks/lifecycle.js'
+import { decided, findResource, planTask, policyRefusal, recordOpenedTask, taskFacts, taskResources, taskState } from '../tasks/lifecycle.js'
 import { invalidAuthorizationDetails, mcpToolsDetail, parseAuthorizationDetails, type McpToolsDetail } from '../tokens/authorization-details.js'
 import { signTaskToken, type TaskTokenClaims } from '../tokens/issue.js'
 import { ACTOR_TOKEN_TYPE, attestedSpiffeId, type Actor, type ActorTokenVerifier } from './actor-token.js'
@@ -204,11 +204,7 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
     task = planned.row
     if (task.status !== 'active') {
       // The task is opened (pending), as at POST /tasks: its opening is a decision, audited with it.
-      const binding = task.dpopJkt ? `; DPoP-bound to ${task.dpopJkt}` : ''
-      deps.stores.durably(() => {
-        deps.stores.tasks.insert(task)
-        deps.stores.audit.insert({ at: task.createdAt, action: 'task.open', decision: 'allow', reason: `${task.status}: ${planned.reason}${binding}; implicit task`, userSub: subject.sub, workloadId: task.workloadId, taskId: task.id, ...planned.decidedBy })
-      })
+      recordOpenedTask(deps, planned, subject, '; implicit task')
       audit.taskId = task.id
       const e = invalidGrant(`task ${task.id} awaits approval`, 'implicit task requires approval')
       e.decidedBy = planned.decidedBy
@@ -262,10 +258,13 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
       const current = deps.stores.tasks.get(task.id)
       const state = current ? taskState(current, now) : 'revoked'
       if (state !== 'active') throw invalidGrant(`task is ${state}`, `task ${task.id} became ${state} during the exchange`)
-      // The decision read the task before we signed: if another exchange of it committed since
-      // (policy may count its tokens) or another policy set came into force, it is decided again
-      // on what is true now — else concurrent exchanges would all pass a "5 tokens per task" rule.
-      if (current!.tokensMinted !== task.tokensMinted || deps.policy.version !== deciding.version) {
+      // The decision read the task before we signed: if another policy set came into force, or
+      // another exchange of it committed since and the set counts tokens, it is decided again on
+      // what is true now — else concurrent exchanges would all pass a "5 tokens per task" rule.
+      // When only the count moved and no policy reads it, the task's own bound is all that can change.
+      const counted = current!.tokensMinted !== task.tokensMinted
+      if (counted && deps.policy.version === deciding.version && !deps.policy.readsTaskCount) checkTokenBound(current!)
+      else if (counted || deps.policy.version !== deciding.version) {
         const again = decideExchange(deps, { ...question, task: current! })
         // Permitted still, but the token as signed outlives what is allowed now: the client asks again.
         if (again.ttl < ttl) throw decided(temporarilyUnavailable(1, `the policy changed during the exchange: ${again.ttl}s allowed now, ${ttl}s signed`), again.decision)
@@ -279,6 +278,11 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
     deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${deciding.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}`, userSub: subject.sub, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri, ...auditedDecision(deciding) })
   })
   return { access_token: accessToken, issued_token_type: ACCESS_TOKEN_TYPE, token_type: proof ? 'DPoP' : 'Bearer', expires_in: ttl, scope: claims.scope, task_id: task.id, ...(authorizationDetails ? { authorization_details: authorizationDetails } : {}) }
+}
+
+/** The task's bound on tokens (`max_tokens`, `maxTokensPerTask`): one more would pass it → `invalid_grant`. */
+function checkTokenBound(task: TaskRow): void {
+  if (task.maxTokens !== null && task.tokensMinted >= task.maxTokens) throw invalidGrant('the task has minted all the tokens it may', `task ${task.id} has minted ${task.tokensMinted} of ${task.maxTokens} tokens`)
 }
 
 /** What an exchange asks of a task: everything the decision depends on, and nothing that writes. */
@@ -309,9 +313,9 @@ export function decideExchange(deps: Pick<ExchangeDeps, 'config' | 'policy'>, q:
   const declaredResources = taskResources(task)
   const taskResource = declaredResources.find((r) => r.resource === resource.uri)
   if (!taskResource) throw invalidTarget('resource is outside the task', `task ${task.id} does not cover ${resource.uri}`)
-  // Usage bound: decided on the task's count as it is in the write transaction too (the exchange
-  // is decided again there when the count moved), so concurrent exchanges never over-issue.
-  if (task.maxTokens !== null && task.tokensMinted >= task.maxTokens) throw invalidGrant('the task has minted all the tokens it may', `task ${task.id} has minted ${task.tokensMinted} of ${task.maxTokens} tokens`)
+  // Usage bound: checked again on the task's count inside the write transaction, so concurrent
+  // exchanges never over-issue.
+  checkTokenBound(task)
 
   // Scope (DESIGN): requested ⊆ task scopes ∩ workload's allowed ∩ resource's known. None requested → the task's.
   const ceiling = taskResource.scopes.filter((s) => allowedScopes(actor.workload, resource).includes(s))

@@ -1,4 +1,5 @@
 import type { Context } from 'hono'
+import type { z } from 'zod'
 import { invalidRequest, OAuthError } from '../errors.js'
 
 /** Form parameters by name; a name maps to all its values in order. */
@@ -47,3 +48,9 @@ export async function parseJson(c: Context): Promise<unknown> {
 }
 
 export const payloadTooLarge = () => new OAuthError('invalid_request', 413, 'request body too large')
+
+/** The first problem in a zod error, naming the field (`"resources.0.scopes": …`): the description of a 400 for a bad body. */
+export function describeZodError(error: z.ZodError): string {
+  const issue = error.issues[0]!
+  return `"${issue.path.join('.') || 'body'}": ${issue.message}`
+}

@@ -16,6 +16,7 @@ import { ConfigError } from '../config.js'
 import type { Attestation, AttestationKind } from '../exchange/attestation/kinds.js'
 import { allowedScopes, type Constraints, type Decision, type DenyCode, type Policy, type PolicyAction, type PolicyContext, type Principal } from './decide.js'
 import { GRANT_ID_PREFIX, type LoadedPolicy } from './generate.js'
+import { TOOL_NAME } from '../tokens/authorization-details.js'
 
 /**
  * taskpass as a Cedar policy decision point (docs/policy.md): a policy set is parsed, validated
@@ -30,8 +31,6 @@ export const CEDAR_SCHEMA = readFileSync(new URL('./taskpass.cedarschema', impor
 const SCHEMA_NAME = 'taskpass'
 const ACTIONS: Record<PolicyAction, string> = { 'task.open': 'open_task', 'token.exchange': 'exchange', 'tool.call': 'call_tool' }
 const DENY_CODES: readonly DenyCode[] = ['invalid_target', 'invalid_scope', 'unauthorized_client']
-/** An MCP tool name, as tasks declare them (src/tasks/tool-call.ts). */
-const TOOL_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,128}$/
 
 /** Annotations the broker reads (docs/policy.md "Constraints"); any other annotation is left alone. */
 const ANNOTATION_RULES: Record<string, { test: (v: string) => boolean; expected: string }> = {
@@ -110,7 +109,7 @@ function badToolScope(scope: ScopeJson): string | undefined {
   const entity = scope.op === '==' || scope.op === 'in' ? scope.entity : scope.op === 'is' ? scope.in?.entity : undefined
   if (entity?.type !== 'Taskpass::Tool' || typeof entity.id !== 'string') return undefined
   const hash = entity.id.lastIndexOf('#')
-  if (hash > 0 && TOOL_NAME_PATTERN.test(entity.id.slice(hash + 1))) return undefined
+  if (hash > 0 && TOOL_NAME.test(entity.id.slice(hash + 1))) return undefined
   return `Taskpass::Tool::${JSON.stringify(entity.id)} names no tool: a Tool's id is "<resource URI>#<tool name>"`
 }
 
@@ -361,8 +360,11 @@ export function createCedarPolicy(prepared: PreparedSet, kindOf: (issuer: string
   const { set, buckets } = prepared
   const { version } = set
   const deny = (code: DenyCode, reason: string, policies: string[] = []): Decision => ({ allow: false, code, reason, version, policies })
+  // Over-matching (a comment naming it) is safe: such a set is only decided again when it need not be.
+  const readsTaskCount = [...set.policies.values()].some((p) => p.text.includes('tokens_minted'))
   return {
     version,
+    readsTaskCount,
     decide(principal, action, resource, context) {
       const { workload } = context
       if (!workload.enabled) return deny('unauthorized_client', `workload ${workload.id} is disabled`)

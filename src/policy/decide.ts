@@ -79,6 +79,8 @@ export type Decision = (Decided & { allow: true; constraints: Constraints }) | (
 export interface Policy {
   /** The version id of the policy set in force (what audit rows record). */
   readonly version: string
+  /** Whether a decision may depend on how many tokens the task has minted (`context.task.tokens_minted`). */
+  readonly readsTaskCount?: boolean
   decide(principal: Principal, action: PolicyAction, resource: ResourceConfig, context: PolicyContext): Decision
 }
 

@@ -33,7 +33,7 @@ let engines = 0
 type Inputs = Pick<Config, 'workloads' | 'resources' | 'policies' | 'workloadIssuers'>
 
 /** What `kindOf(issuer)` answers: the kind of the workload issuer a workload's `attestation.issuer` names. */
-function attestationKinds(config: Pick<Config, 'workloadIssuers'>): (issuer: string) => AttestationKind {
+export function attestationKinds(config: Pick<Config, 'workloadIssuers'>): (issuer: string) => AttestationKind {
   const kinds = new Map<string, AttestationKind>(config.workloadIssuers.map((wi) => [wi.kind === 'spiffe' ? `spiffe://${wi.trustDomain}` : wi.issuer, wi.kind]))
   return (issuer) => kinds.get(issuer) ?? (issuer.startsWith('spiffe://') ? 'spiffe' : 'oidc')
 }
@@ -94,6 +94,9 @@ export function createPolicyEngine(config: Inputs, opts: { adminText?: string; r
   return {
     get version() {
       return current.version
+    },
+    get readsTaskCount() {
+      return current.readsTaskCount === true
     },
     get set() {
       return set

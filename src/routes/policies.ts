@@ -3,10 +3,10 @@ import { z } from 'zod'
 import type { Deps } from '../broker.js'
 import { invalidRequest } from '../errors.js'
 import type { AdminEnv } from '../http/admin-auth.js'
-import { parseJson } from '../http/form.js'
+import { parseJson, describeZodError } from '../http/form.js'
 import { asInvalidPolicy, loadAdminPolicies, reloadPolicies, viewPolicySet } from '../policy/manage.js'
 import { dryRun } from '../tasks/dry-run.js'
-import { TOOL_NAME } from '../tasks/tool-call.js'
+import { TOOL_NAME } from '../tokens/authorization-details.js'
 
 const scope = z.string().min(1).max(128)
 const declared = z.strictObject({ resource: z.string().min(1).max(2048), scopes: z.array(scope).max(64).default([]), tools: z.array(z.string().regex(TOOL_NAME)).max(64).optional() })
@@ -58,10 +58,6 @@ const evaluateBody = z
   })
   .refine((b) => b.task === undefined || b.task_id === undefined, { message: 'give "task" or "task_id", not both', path: ['task'] })
 
-function describe(error: z.ZodError): string {
-  const issue = error.issues[0]!
-  return `"${issue.path.join('.') || 'body'}": ${issue.message}`
-}
 
 /**
  * /admin/policies — the policy set in force, replacing the admin policies, re-reading the policy
@@ -79,7 +75,7 @@ export function policyRoutes(deps: Deps) {
     .post('/admin/policies/reload', (c) => c.json(reloadPolicies(deps, by(c.get('adminId')))))
     .post('/admin/policy/evaluate', async (c) => {
       const parsed = evaluateBody.safeParse(await parseJson(c))
-      if (!parsed.success) throw invalidRequest(describe(parsed.error))
+      if (!parsed.success) throw invalidRequest(describeZodError(parsed.error))
       const { policies, ...request } = parsed.data
       const policy = policies === undefined ? deps.policy : deps.policy.candidate(asInvalidPolicy(() => deps.policy.compileWith({ adminText: policies })))
       return c.json({ ...dryRun(deps, policy, request), candidate: policies !== undefined })

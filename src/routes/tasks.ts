@@ -4,10 +4,10 @@ import type { Deps } from '../broker.js'
 import type { DpopProof } from '../dpop/proof.js'
 import { invalidRequest, invalidToken } from '../errors.js'
 import { userCaller, workloadCaller } from '../http/callers.js'
-import { parseJson } from '../http/form.js'
+import { parseJson, describeZodError } from '../http/form.js'
 import { noStore } from '../http/middleware.js'
 import { remoteAddress } from '../http/rate-limit.js'
-import { TOOL_NAME } from '../tasks/tool-call.js'
+import { TOOL_NAME } from '../tokens/authorization-details.js'
 import { approveTask, auditDecisionRefused, denyTask, type ApprovalDecision } from '../tasks/approvals.js'
 import { auditTaskOpenDenied, endTask, getTaskFor, openTask, taskState, viewTask, type Caller } from '../tasks/lifecycle.js'
 
@@ -29,11 +29,6 @@ const openTaskBody = z.strictObject({
   max_tokens: z.number().int().positive().max(1_000_000).optional(),
 })
 
-/** The first problem in a zod error, naming the field. */
-function describe(error: z.ZodError): string {
-  const issue = error.issues[0]!
-  return `"${issue.path.join('.') || 'body'}": ${issue.message}`
-}
 
 /** Longest `GET /tasks/{id}?wait=`, seconds: long enough to spare polling, short enough for proxies' idle timeouts. */
 export const MAX_WAIT = 60
@@ -56,7 +51,7 @@ const decisionBody = z.strictObject({ reason: z.string().optional() })
 export async function parseDecisionBody(c: Context): Promise<{ reason?: string | undefined }> {
   if (c.req.header('content-type') === undefined && (await c.req.text()) === '') return {}
   const parsed = decisionBody.safeParse(await parseJson(c))
-  if (!parsed.success) throw invalidRequest(`body must be {"reason": <text>}: ${describe(parsed.error)}`)
+  if (!parsed.success) throw invalidRequest(`body must be {"reason": <text>}: ${describeZodError(parsed.error)}`)
   return parsed.data
 }
 
@@ -87,7 +82,7 @@ export function taskRoutes(deps: Deps) {
         throw e
       }
       const parsed = openTaskBody.safeParse(await parseJson(c))
-      if (!parsed.success) throw invalidRequest(describe(parsed.error))
+      if (!parsed.success) throw invalidRequest(describeZodError(parsed.error))
       // RFC 9449: a proof here binds the task to its key (checked after both callers are
       // authenticated, so only they can spend room in the replay cache). A refusal is audited.
       let proof: DpopProof | undefined

@@ -6,8 +6,9 @@ import type { Actor } from '../exchange/actor-token.js'
 import { brokerSubject, type Subject } from '../exchange/subject-token.js'
 import { decideExchange } from '../exchange/token-exchange.js'
 import type { Constraints, Decision, Policy, TaskResource } from '../policy/decide.js'
+import { attestationKinds } from '../policy/engine.js'
 import type { Stores, TaskRow } from '../store/stores.js'
-import { findResource, planTask, taskState } from './lifecycle.js'
+import { findResource, planTask, taskResources, taskState } from './lifecycle.js'
 import { decideToolCall } from './tool-call.js'
 
 /**
@@ -94,7 +95,7 @@ export function dryRun(deps: DryRunDeps, policy: Policy, req: DryRunRequest): Dr
     startedAt: now - (req.session_age ?? 0),
     mayAct: undefined,
   }
-  const kind: AttestationKind = req.attestation?.kind ?? deps.config.workloadIssuers.find((wi) => (wi.kind === 'spiffe' ? `spiffe://${wi.trustDomain}` : wi.issuer) === workload.attestation.issuer)?.kind ?? 'oidc'
+  const kind: AttestationKind = req.attestation?.kind ?? attestationKinds(deps.config)(workload.attestation.issuer)
   const actor: Actor = {
     workload,
     attestation: { kind, issuer: req.attestation?.issuer ?? workload.attestation.issuer, ...req.attestation, subject: req.attestation?.subject ?? workload.attestation.subject ?? '' } as Attestation,
@@ -132,7 +133,7 @@ export function dryRun(deps: DryRunDeps, policy: Policy, req: DryRunRequest): Dr
       return answerOf(decision, { ttl, scope: scopes.join(' ') })
     }
     if (req.tool === undefined) throw badRequest('a call_tool dry run needs "tool"')
-    const declared = JSON.parse(task.resources) as TaskResource[]
+    const declared = taskResources(task)
     const scopes = req.scopes ?? declared.find((r) => r.resource === resource.uri)?.scopes ?? []
     return answerOf(decideToolCall(policy, { principal: { user: subject.user, issuer: subject.issuer, sid: subject.sid, claims: subject.claims }, workload, attestation: actor.attestation, task, resource, tool: req.tool, scopes, dpopBound: req.dpop_bound, now }))
   } catch (e) {

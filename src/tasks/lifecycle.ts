@@ -235,13 +235,19 @@ export function openTask(deps: TaskDeps, subject: Subject, actor: Actor, req: Ta
     auditTaskOpenDenied(deps, e, subject, actor)
     throw e
   }
+  const { row } = planned
+  recordOpenedTask(deps, planned, subject)
+  return viewTask(row, deps.clock.now())
+}
+
+/** One durable write of a planned task and the audit row of its opening (`note`: e.g. `; implicit task`). */
+export function recordOpenedTask(deps: Pick<TaskDeps, 'stores'>, planned: ReturnType<typeof planTask>, subject: Subject, note = ''): void {
   const { row, reason, decidedBy } = planned
   const binding = row.dpopJkt ? `; DPoP-bound to ${row.dpopJkt}` : ''
   deps.stores.durably(() => {
     deps.stores.tasks.insert(row)
-    deps.stores.audit.insert({ at: row.createdAt, action: 'task.open', decision: 'allow', reason: `${row.status}: ${reason}${binding}`, userSub: subject.sub, workloadId: row.workloadId, taskId: row.id, ...decidedBy })
+    deps.stores.audit.insert({ at: row.createdAt, action: 'task.open', decision: 'allow', reason: `${row.status}: ${reason}${binding}${note}`, userSub: subject.sub, workloadId: row.workloadId, taskId: row.id, ...decidedBy })
   })
-  return viewTask(row, deps.clock.now())
 }
 
 /** Writes the audit row of a refused task opening by an authenticated workload (an {@link OAuthError}; anything else is not a decision); `subject` when the session verified. */

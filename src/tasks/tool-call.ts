@@ -1,11 +1,9 @@
-import { TOOL_NAME } from '../tokens/authorization-details.js'
 import type { ResourceConfig, WorkloadConfig } from '../config.js'
 import type { Attestation } from '../exchange/attestation/kinds.js'
 import type { Decision, Policy, Principal } from '../policy/decide.js'
 import type { TaskRow } from '../store/stores.js'
 import { taskFacts, taskResources } from './lifecycle.js'
 
-export { TOOL_NAME }
 
 /** A tool call to decide: who calls which tool of which resource, under which task, with which token's scopes. */
 export interface ToolCallQuestion {
