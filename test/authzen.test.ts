@@ -4,7 +4,7 @@
  * answer is audited; refusals of the request itself are OAuth errors with exact statuses.
  */
 import assert from 'node:assert/strict'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
@@ -380,4 +380,30 @@ describe('GET /.well-known/authzen-configuration', () => {
       assert.equal(doc.access_evaluation_endpoint, 'https://broker.test.example/tenant-1/access/v1/evaluation')
       assert.equal((await b.app.request('/.well-known/authzen-configuration')).status, 404)
     }))
+})
+
+describe('docs/authzen.md: its samples', () => {
+  const page = readFileSync(new URL('../docs/authzen.md', import.meta.url), 'utf8')
+  const blocks = (lang: string) => [...page.matchAll(new RegExp('```' + lang + '\\n([\\s\\S]*?)```', 'g'))].map((m) => m[1]!)
+
+  it('the request and its answer: the broker answers the page’s request (with a real token) with the page’s answer', () =>
+    withBroker(undefined, async (b) => {
+      const [request, answer] = blocks('json')
+      const { token } = await notesToken(b)
+      const body = JSON.parse(request!.replace('<the access token the MCP server received>', token)) as Json
+      assert.deepEqual(await decision(await ask(b, body)), JSON.parse(answer!))
+    }))
+
+  it('the discovery document is what a broker at https://broker.example.com serves', () =>
+    withBroker({ issuer: 'https://broker.example.com' }, async (b) => {
+      const shown = JSON.parse(blocks('json')[2]!) as Json
+      const res = await b.app.request('/.well-known/authzen-configuration')
+      assert.deepEqual(await res.json(), shown)
+    }))
+
+  it('the server sample is docs/examples/authzen-mcp-server.ts verbatim (the file the end-to-end test runs)', () => {
+    const file = readFileSync(new URL('../docs/examples/authzen-mcp-server.ts', import.meta.url), 'utf8')
+    const sample = blocks('ts').find((b) => b.includes('export function notesApp'))!
+    assert.ok(file.includes(sample), 'the page shows the file’s code as it is')
+  })
 })
