@@ -193,6 +193,11 @@ const workload = z.object({
   enabled: z.boolean().default(true),
   /** RFC 9449 §5.2 `dpop_bound_access_tokens`: this workload's tasks and tokens must be DPoP-bound. */
   requireDpop: z.boolean().default(false),
+  /**
+   * The workloads this one may open sub-tasks for (`POST /tasks/{id}/subtasks`): the generated
+   * default policy permits `delegate` to exactly these; none by default.
+   */
+  delegateTo: z.array(workloadId).max(64).default([]),
 })
   .refine(...atMostOneKeySource)
   .superRefine((w, ctx) => {
@@ -245,6 +250,8 @@ export const configSchema = z
         maxTtl: seconds.default(86400),
         /** How long an approval request stays open, seconds (never beyond the task's own expiry); default 900, or `maxTtl` when that is shorter. */
         approvalTtl: seconds.optional(),
+        /** How many delegations deep sub-tasks may go: 1 lets a task a user opened have sub-tasks, and those none. */
+        maxDepth: z.number().int().min(0).max(10).default(3),
       })
       .prefault({})
       .refine((t) => t.approvalTtl === undefined || t.approvalTtl <= t.maxTtl, { path: ['approvalTtl'], message: 'approvalTtl must not exceed maxTtl' })
@@ -388,6 +395,12 @@ export const configSchema = z
     c.workloads.forEach((w, i) => {
       if (ids.has(w.id)) ctx.addIssue({ code: 'custom', path: ['workloads', i, 'id'], message: `duplicate workload id ${w.id}` })
       ids.add(w.id)
+    })
+    c.workloads.forEach((w, i) => {
+      w.delegateTo.forEach((d, j) => {
+        if (!ids.has(d)) ctx.addIssue({ code: 'custom', path: ['workloads', i, 'delegateTo', j], message: `unknown workload ${d}` })
+        else if (d === w.id) ctx.addIssue({ code: 'custom', path: ['workloads', i, 'delegateTo', j], message: 'a workload does not delegate to itself' })
+      })
     })
     // GitHub names can be renamed and re-registered by someone else: a workload mapped from a
     // GitHub token must pin an immutable id exactly (standards.md §7).

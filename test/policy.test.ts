@@ -40,9 +40,11 @@ const cedarOverGrants = (config: Config) => createCedarPolicy(prepare(generatedS
 const aTask = (resources: TaskFacts['resources']): TaskFacts => ({ id: 'task-1', purpose: 'p', resources, createdAt: 1_799_999_000, expiresAt: 1_800_002_600, tokensMinted: 0, approved: false })
 
 /** The decision logic the configuration's grants had before Cedar: the oracle the generated policies must agree with. */
-function grantOracle(action: PolicyAction, resource: ResourceConfig, { workload, scopes }: PolicyContext): Decision {
+function grantOracle(action: PolicyAction, resource: ResourceConfig, { workload, scopes, delegate }: PolicyContext): Decision {
   const d = { reason: '', version: '', policies: [] }
   if (!workload.enabled) return { ...d, allow: false, code: 'unauthorized_client' }
+  // A delegation: exactly the workloads of `delegateTo`, on any resource, without constraints.
+  if (action === 'task.delegate') return delegate && workload.delegateTo.includes(delegate.id) ? { ...d, allow: true, constraints: { maxTtl: undefined, dpopRequired: false, approvalRequired: false } } : { ...d, allow: false, code: 'unauthorized_client' }
   const grant = workload.grants.find((g) => g.resource === resource.uri)
   if (!grant) return { ...d, allow: false, code: 'invalid_target' }
   if (scopes.some((s) => !grant.scopes.includes(s) || !resource.scopes.includes(s))) return { ...d, allow: false, code: action === 'tool.call' ? 'invalid_target' : 'invalid_scope' }
@@ -63,7 +65,7 @@ describe('generated default policies', () => {
     const config: Config = parseConfig({
       ...base,
       workloads: [
-        ...base.workloads!.map((w) => (w.id === 'agent-b' ? { ...w, maxTtl: 200, requireDpop: true } : w)),
+        ...base.workloads!.map((w) => (w.id === 'agent-b' ? { ...w, maxTtl: 200, requireDpop: true, delegateTo: ['agent-a', 'agent-c'] } : w.id === 'agent-a' ? { ...w, delegateTo: ['agent-b'] } : w)),
         // A second grant for the same resource: the first one is the workload's grant (as before).
         { id: 'agent-c', attestation: { issuer: 'spiffe://test.example', subject: 'spiffe://test.example/agent/c' }, grants: [{ resource: NOTES, scopes: ['notes:read', 'notes:unknown'] }, { resource: NOTES, scopes: ['notes:write'] }] },
       ],
@@ -78,10 +80,12 @@ describe('generated default policies', () => {
     for (const workload of config.workloads as WorkloadConfig[]) {
       for (const resource of config.resources) {
         for (const scopes of scopeSets) {
-          for (const action of ['task.open', 'token.exchange', 'tool.call'] as const) {
+          for (const action of ['task.open', 'token.exchange', 'tool.call', 'task.delegate'] as const) {
             for (const dpopBound of [false, true]) {
               const tool = action === 'tool.call' ? { tool: 'read_note' } : {}
-              const context: PolicyContext = { workload, scopes, dpopBound, now: 1_800_000_000, task: aTask([{ resource: resource.uri, scopes }]), sessionStartedAt: 1_799_990_000, callerAddress: '::ffff:127.0.0.1', ...tool }
+              // A delegation to each workload in turn (dpopBound picks one of two per case).
+              const delegate = action === 'task.delegate' ? { delegate: (config.workloads as WorkloadConfig[]).find((w) => w.id === (dpopBound ? 'agent-b' : 'agent-c'))! } : {}
+              const context: PolicyContext = { workload, scopes, dpopBound, now: 1_800_000_000, task: aTask([{ resource: resource.uri, scopes }]), sessionStartedAt: 1_799_990_000, callerAddress: '::ffff:127.0.0.1', ...tool, ...delegate }
               const got = policy.decide({ user: 'alice', issuer: 'https://idp.test.example', sid: 'sess-1' }, action, resource, context)
               assert.deepEqual(strip(got), strip(grantOracle(action, resource, context)), `${workload.id} ${action} ${resource.uri} [${scopes.join(' ')}]`)
               const fast = native.decide({ user: 'alice', issuer: 'https://idp.test.example', sid: 'sess-1' }, action, resource, context)
@@ -95,7 +99,7 @@ describe('generated default policies', () => {
         }
       }
     }
-    assert.equal(cases, 4 * 3 * 8 * 3 * 2)
+    assert.equal(cases, 4 * 3 * 8 * 4 * 2)
   })
 
   it('over HTTP: a grant is permitted and the audit row names the generated policy', () =>
@@ -342,7 +346,8 @@ permit (principal, action in [Taskpass::Action::"open_task", Taskpass::Action::"
 describe('the requests the broker asks Cedar are shaped by the schema', () => {
   it('every action, with and without each optional part, validates against the shipped schema (decisions skip that check)', async () => {
     const keys = await testKeys()
-    const config = parseConfig(testConfig(keys))
+    const base = testConfig(keys)
+    const config = parseConfig({ ...base, workloads: base.workloads!.map((w) => (w.id === 'agent-a' ? { ...w, delegateTo: ['agent-b'] } : w)) })
     const set = generatedSet(config)
     const prepared = prepare(set, `policy-test:${++slots}`)
     const resource = config.resources.find((r) => r.uri === NOTES)!
@@ -354,7 +359,7 @@ describe('the requests the broker asks Cedar are shaped by the schema', () => {
       { kind: 'github', issuer: 'https://token.actions.githubusercontent.com', subject: 'repo:acme/x', github: { repository: 'acme/x', repositoryOwner: 'acme' } },
     ]
     let asked = 0
-    for (const action of ['task.open', 'token.exchange', 'tool.call'] as const) {
+    for (const action of ['task.open', 'token.exchange', 'tool.call', 'task.delegate'] as const) {
       for (const attestation of attestations) {
         for (const optional of [false, true]) {
           const context: PolicyContext = {
@@ -363,9 +368,10 @@ describe('the requests the broker asks Cedar are shaped by the schema', () => {
             dpopBound: optional,
             now: 1_800_000_000,
             attestation,
-            task: aTask([{ resource: NOTES, scopes: ['notes:read'], ...(optional ? { tools: ['read_note'] } : {}) }]),
+            task: { ...aTask([{ resource: NOTES, scopes: ['notes:read'], ...(optional ? { tools: ['read_note'] } : {}) }]), ...(optional ? { depth: 1, parentId: 'task-0' } : {}) },
             ...(optional ? { ttl: 60, sessionStartedAt: 1_799_990_000, callerAddress: '::ffff:10.1.2.3' } : {}),
             ...(action === 'tool.call' ? { tool: 'read_note' } : {}),
+            ...(action === 'task.delegate' ? { delegate: config.workloads[1]! } : {}),
           }
           const principal = { user: 'alice', issuer: USER_ISSUER, sid: optional ? 'sess-1' : undefined, ...(optional ? { claims: { department: 'finance' } } : {}) }
           const request = cedarRequest(principal, action, NOTES, resource.scopes, context, () => 'spiffe')
@@ -376,6 +382,6 @@ describe('the requests the broker asks Cedar are shaped by the schema', () => {
         }
       }
     }
-    assert.equal(asked, 3 * 5 * 2)
+    assert.equal(asked, 4 * 5 * 2)
   })
 })

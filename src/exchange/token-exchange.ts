@@ -11,6 +11,7 @@ import type { KeySet } from '../keys/keyset.js'
 import { allowedScopes, auditedDecision, type Decision, type Policy } from '../policy/decide.js'
 import type { Stores, TaskRow } from '../store/stores.js'
 import { decided, findResource, planTask, policyRefusal, recordOpenedTask, taskFacts, taskResources, taskState } from '../tasks/lifecycle.js'
+import { checkDelegationChain, delegationAct, TASK_SUBJECT_TYPE, taskSubject } from '../tasks/subtasks.js'
 import { invalidAuthorizationDetails, mcpToolsDetail, parseAuthorizationDetails, type McpToolsDetail } from '../tokens/authorization-details.js'
 import { signTaskToken, type TaskTokenClaims } from '../tokens/issue.js'
 import { ACTOR_TOKEN_TYPE, attestedSpiffeId, type Actor, type ActorTokenVerifier } from './actor-token.js'
@@ -21,7 +22,7 @@ export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exch
 export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token'
 
 export interface ExchangeDeps {
-  config: Pick<Config, 'issuer' | 'tokens' | 'tasks' | 'resources' | 'subjectIssuers'>
+  config: Pick<Config, 'issuer' | 'tokens' | 'tasks' | 'resources' | 'subjectIssuers' | 'workloads'>
   clock: Clock
   keys: KeySet
   stores: Stores
@@ -61,6 +62,8 @@ export interface ExchangeResponse {
 
 interface ExchangeRequest {
   subjectToken: string
+  /** The subject is a sub-task (`urn:taskpass:params:oauth:token-type:task`): `subjectToken` is its id. */
+  subjectIsTask: boolean
   actorToken: string
   resource: string
   scopes: string[] | undefined
@@ -84,7 +87,7 @@ export function parseExchangeRequest(form: FormParams): ExchangeRequest {
   }
   const subjectToken = required('subject_token')
   const subjectTokenType = required('subject_token_type')
-  if (!SUBJECT_TOKEN_TYPES.has(subjectTokenType)) throw invalidRequest('"subject_token_type" is not supported')
+  if (!SUBJECT_TOKEN_TYPES.has(subjectTokenType) && subjectTokenType !== TASK_SUBJECT_TYPE) throw invalidRequest('"subject_token_type" is not supported')
   // taskpass has no impersonation path: the acting workload must always prove itself.
   const actorToken = required('actor_token')
   const actorTokenType = required('actor_token_type')
@@ -110,6 +113,7 @@ export function parseExchangeRequest(form: FormParams): ExchangeRequest {
   }
   return {
     subjectToken,
+    subjectIsTask: subjectTokenType === TASK_SUBJECT_TYPE,
     actorToken,
     resource,
     scopes: scope === undefined || scope.trim() === '' ? undefined : [...new Set(scope.split(' ').filter(Boolean))],
@@ -177,12 +181,13 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
   audit.resource = req.resource
   audit.taskId = req.taskId
 
-  const subject = await deps.subjectTokens.verify(req.subjectToken)
+  const subject = req.subjectIsTask ? subtaskSubject(deps, req, actor) : await deps.subjectTokens.verify(req.subjectToken)
   audit.userSub = subject.sub
   const now = deps.clock.now()
   // The clock skew lets a just-expired session verify, but it has no lifetime left to lend a token:
   // that is an invalid subject token (RFC 8693 §2.2.2 invalid_request), not an unusable task.
-  if (subject.exp <= now) throw invalidRequest('subject_token is expired', `subject_token expired ${now - subject.exp}s ago (within clock skew)`)
+  // (A sub-task's lifetime is its own: its expiry is the task's state, decided below.)
+  if (!req.subjectIsTask && subject.exp <= now) throw invalidRequest('subject_token is expired', `subject_token expired ${now - subject.exp}s ago (within clock skew)`)
   checkMayAct(subject, actor)
 
   // RFC 9449 §5: a DPoP header on a token request is verified (htm POST, htu the token endpoint)
@@ -196,8 +201,9 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
 
   let task: TaskRow
   let implicit = false
-  if (req.taskId !== undefined) {
-    task = loadUsableTask(deps, req.taskId, subject, actor, now, proof?.jkt)
+  const taskId = req.subjectIsTask ? req.subjectToken : req.taskId
+  if (taskId !== undefined) {
+    task = loadUsableTask(deps, taskId, subject, actor, now, proof?.jkt)
   } else {
     // An implicit task opened with a proof is bound to its key, like one opened at POST /tasks.
     const planned = planTask(deps, subject, actor, { purpose: 'implicit (token exchange)', resources: [{ resource: req.resource, scopes: req.scopes ?? [], ...(tools ? { tools } : {}) }], ttl: undefined }, proof?.jkt, request)
@@ -217,6 +223,9 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
   const question: ExchangeQuestion = { subject, actor, task, resource, scopes: req.scopes, ttl: req.ttl, dpopJkt: proof?.jkt, callerAddress: request.callerAddress, now, tools }
   const { decision, scopes, ttl, tools: granted } = decideExchange(deps, question)
   const authorizationDetails = granted !== undefined ? [mcpToolsDetail(resource.uri, granted)] : undefined
+  // A sub-task: every task above it must still hold what this token would carry, and the policy
+  // must still permit each delegation; its tokens name the whole chain (RFC 8693 §4.1).
+  const chain = task.parentTaskId !== null ? checkDelegationChain(deps, task, resource.uri, scopes, granted, request) : undefined
   // What the audit row names: this decision, or the one taken again at the write (below).
   let deciding = decision
 
@@ -227,9 +236,10 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
     sub_id: { format: 'iss_sub', iss: subject.issuer, sub: subject.user },
     aud: resource.uri,
     client_id: actor.workload.id,
-    act: actor.act ? { sub: actor.workload.id, act: actor.act } : { sub: actor.workload.id },
+    act: chain ? delegationAct(actor.workload.id, chain) : actor.act ? { sub: actor.workload.id, act: actor.act } : { sub: actor.workload.id },
     scope: scopes.join(' '),
     task_id: task.id,
+    ...(task.parentTaskId !== null ? { parent_task_id: task.parentTaskId } : {}),
     jti,
     iat: now,
     nbf: now,
@@ -278,6 +288,21 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
     deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${deciding.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}`, userSub: subject.sub, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri, ...auditedDecision(deciding) })
   })
   return { access_token: accessToken, issued_token_type: ACCESS_TOKEN_TYPE, token_type: proof ? 'DPoP' : 'Bearer', expires_in: ttl, scope: claims.scope, task_id: task.id, ...(authorizationDetails ? { authorization_details: authorizationDetails } : {}) }
+}
+
+/**
+ * The subject of a sub-task's exchange: the sub-task itself (its id as `subject_token`), which
+ * only its own workload may name, with `task_id` absent or the same. Its user is the task's owner;
+ * a revoked session of theirs ends it as it ends the task the user opened.
+ */
+function subtaskSubject(deps: ExchangeDeps, req: ExchangeRequest, actor: Actor): Subject {
+  const row = deps.stores.tasks.get(req.subjectToken)
+  const refuse = (detail: string) => invalidRequest('subject_token is not a sub-task of this workload', detail)
+  if (!row || row.parentTaskId === null) throw refuse(`${req.subjectToken.slice(0, 128)} is not a sub-task`)
+  if (row.workloadId !== actor.workload.id) throw refuse(`sub-task ${row.id} belongs to workload ${row.workloadId}`)
+  if (req.taskId !== undefined && req.taskId !== row.id) throw refuse(`task_id ${req.taskId.slice(0, 128)} is not the sub-task ${row.id}`)
+  if (row.sid !== null && deps.stores.sessions.isRevoked(row.subjectIssuer, row.sid)) throw invalidRequest('subject_token session has been revoked', `session ${row.sid} of sub-task ${row.id} is revoked`)
+  return taskSubject(deps, row)
 }
 
 /** The task's bound on tokens (`max_tokens`, `maxTokensPerTask`): one more would pass it → `invalid_grant`. */

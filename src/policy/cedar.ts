@@ -14,7 +14,7 @@ import {
 } from '@cedar-policy/cedar-wasm/nodejs'
 import { ConfigError } from '../config.js'
 import type { Attestation, AttestationKind } from '../exchange/attestation/kinds.js'
-import { allowedScopes, type Constraints, type Decision, type DenyCode, type Policy, type PolicyAction, type PolicyContext, type Principal } from './decide.js'
+import { allowedScopes, delegationRefused, type Constraints, type Decision, type DenyCode, type Policy, type PolicyAction, type PolicyContext, type Principal } from './decide.js'
 import { GRANT_ID_PREFIX, type LoadedPolicy } from './generate.js'
 import { TOOL_NAME } from '../tokens/authorization-details.js'
 
@@ -29,7 +29,7 @@ import { TOOL_NAME } from '../tokens/authorization-details.js'
 export const CEDAR_SCHEMA = readFileSync(new URL('./taskpass.cedarschema', import.meta.url), 'utf8')
 
 const SCHEMA_NAME = 'taskpass'
-const ACTIONS: Record<PolicyAction, string> = { 'task.open': 'open_task', 'token.exchange': 'exchange', 'tool.call': 'call_tool' }
+const ACTIONS: Record<PolicyAction, string> = { 'task.open': 'open_task', 'token.exchange': 'exchange', 'tool.call': 'call_tool', 'task.delegate': 'delegate' }
 const DENY_CODES: readonly DenyCode[] = ['invalid_target', 'invalid_scope', 'unauthorized_client']
 
 /** Annotations the broker reads (docs/policy.md "Constraints"); any other annotation is left alone. */
@@ -306,8 +306,14 @@ export function cedarRequest(principal: Principal, action: PolicyAction, resourc
   const here = task.resources.find((r) => r.resource === resourceUri)
   const taskUid = uid('Task', task.id)
   const toolUid = ctx.tool !== undefined ? uid('Tool', `${resourceUri}#${ctx.tool}`) : undefined
+  // The delegate proves itself only when it exchanges: here it is its registration.
+  const delegate = ctx.delegate
+  const delegateUid = delegate !== undefined && delegate.id !== workload.id ? uid('Workload', delegate.id) : undefined
+  const delegateAttrs = delegate !== undefined ? workloadAttrs(delegate.id, { kind: kindOf(delegate.attestation.issuer), issuer: delegate.attestation.issuer, subject: '' }) : undefined
+  if (delegateAttrs) delete delegateAttrs.attestation_subject
   const entities: EntityJson[] = [
     { uid: workloadUid, attrs, parents: [] },
+    ...(delegateUid ? [{ uid: delegateUid, attrs: delegateAttrs!, parents: [] }] : []),
     { uid: uid('Resource', resourceUri), attrs: { uri: resourceUri, scopes: resourceScopes }, parents: [] },
     { uid: user, attrs: { issuer: principal.issuer, subject: principal.user, ...(principal.sid !== undefined ? { session: principal.sid } : {}) }, parents: [], ...(principal.claims ? { tags: principal.claims } : {}) },
     {
@@ -328,6 +334,8 @@ export function cedarRequest(principal: Principal, action: PolicyAction, resourc
         remaining: Math.max(0, task.expiresAt - ctx.now),
         tokens_minted: task.tokensMinted,
         approved: task.approved,
+        depth: task.depth ?? 0,
+        ...(task.parentId !== undefined ? { parent_id: task.parentId } : {}),
       },
       parents: [],
     },
@@ -344,6 +352,7 @@ export function cedarRequest(principal: Principal, action: PolicyAction, resourc
     ...(ctx.sessionStartedAt !== undefined ? { session_age: Math.max(0, ctx.now - ctx.sessionStartedAt) } : {}),
     ...(ctx.callerAddress !== undefined ? { caller_address: { __extn: { fn: 'ip', arg: normalizeAddress(ctx.callerAddress) } } } : {}),
     ...(ctx.tool !== undefined ? { tool: ctx.tool } : {}),
+    ...(delegate !== undefined ? { delegate: { __entity: uid('Workload', delegate.id) } } : {}),
   }
   return { principal: workloadUid, action: uid('Action', ACTIONS[action]), resource: toolUid ?? uid('Resource', resourceUri), context, entities }
 }
@@ -394,6 +403,7 @@ export function createCedarPolicy(prepared: PreparedSet, kindOf: (issuer: string
       const ids = [...diagnostics.reason].sort()
       if (decision === 'allow' && granting(ids)) return { allow: true, reason: `permitted by policy ${ids.join(', ')}`, constraints: constraintsOf(ids, set, action), version, policies: ids }
       if (decision === 'deny' && ids.length > 0) return deny(denyCode(ids, set), `forbidden by policy ${ids.join(', ')}`, ids)
+      if (action === 'task.delegate') return deny('unauthorized_client', delegationRefused(workload.id, context.delegate?.id, resource.uri))
       if (context.scopes.length > 0 && action !== 'tool.call') {
         const unscoped = ask([])
         if (unscoped.type === 'success' && unscoped.response.decision === 'allow' && granting(unscoped.response.diagnostics.reason)) {

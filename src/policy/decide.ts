@@ -7,7 +7,7 @@ import type { Attestation } from '../exchange/attestation/kinds.js'
  * the configuration's grants are a generated default policy set, a deployment may add its own.
  * Pure: no I/O, no clock reads (time is in `context`).
  */
-export type PolicyAction = 'task.open' | 'token.exchange' | 'tool.call'
+export type PolicyAction = 'task.open' | 'token.exchange' | 'tool.call' | 'task.delegate'
 
 /** The user a workload acts for. */
 export interface Principal {
@@ -35,6 +35,10 @@ export interface TaskFacts {
   tokensMinted: number
   /** Whether the task went through (and passed) a human approval. */
   approved: boolean
+  /** Delegations from the task the user opened: 0 for it, 1 for a sub-task of it, … */
+  depth?: number | undefined
+  /** A sub-task's parent task. */
+  parentId?: string | undefined
 }
 
 export interface PolicyContext {
@@ -55,6 +59,8 @@ export interface PolicyContext {
   callerAddress?: string | undefined
   /** At `tool.call`: the tool's name. */
   tool?: string | undefined
+  /** At `task.delegate`: the workload the sub-task is for (`workload` is the delegating one, `task` the parent). */
+  delegate?: WorkloadConfig | undefined
 }
 
 export interface Constraints {
@@ -88,6 +94,11 @@ export interface Policy {
 export function allowedScopes(workload: WorkloadConfig, resource: ResourceConfig): string[] {
   const grant = workload.grants.find((g) => g.resource === resource.uri)
   return grant ? grant.scopes.filter((s) => resource.scopes.includes(s)) : []
+}
+
+/** Why a delegation was refused when no policy permits it (the same words from either evaluator). */
+export function delegationRefused(workload: string, delegate: string | undefined, resource: string): string {
+  return `no policy permits ${workload} to delegate ${resource} to ${delegate ?? '(no workload)'}`
 }
 
 /** The audit fields of a decision: the set version and the deciding policies. */

@@ -53,6 +53,27 @@ export function grantPolicy(workload: WorkloadConfig, resource: ResourceConfig, 
   return { id: grantPolicyId(workload.id, resource.uri), text, effect: 'permit', resource: resource.uri, annotations }
 }
 
+/** The id of the generated policy for a workload's `delegateTo` (no resource URI ends in `/delegation` after a workload id: URIs are absolute). */
+export function delegationPolicyId(workloadId: string): string {
+  return `${GRANT_ID_PREFIX}${workloadId}/delegation`
+}
+
+/**
+ * The policy for a workload's `delegateTo`: it may open sub-tasks for exactly those workloads, on
+ * any resource of its task (a sub-task never reaches beyond its parent; what the delegate itself
+ * may hold is decided by its own `open_task`).
+ */
+export function delegationPolicy(workload: WorkloadConfig): LoadedPolicy {
+  const text = [
+    `permit (`,
+    `  principal == Taskpass::Workload::${cedarString(workload.id)},`,
+    `  action == Taskpass::Action::"delegate",`,
+    `  resource`,
+    `) when { context has delegate && [${workload.delegateTo.map((d) => `Taskpass::Workload::${cedarString(d)}`).join(', ')}].contains(context.delegate) };`,
+  ].join('\n')
+  return { id: delegationPolicyId(workload.id), text, effect: 'permit', resource: undefined, annotations: {} }
+}
+
 /** Every grant of every enabled workload as a policy (a disabled workload is refused before policy runs). */
 export function generateGrantPolicies(config: Pick<Config, 'workloads' | 'resources'>): LoadedPolicy[] {
   const resources = new Map(config.resources.map((r) => [r.uri, r]))
@@ -63,7 +84,7 @@ export function generateGrantPolicies(config: Pick<Config, 'workloads' | 'resour
           const resource = resources.get(g.resource)
           const first = w.grants.findIndex((o) => o.resource === g.resource) === i
           return resource && first ? [grantPolicy(w, resource, g.scopes)] : []
-        })
+        }).concat(w.delegateTo.length > 0 ? [delegationPolicy(w)] : [])
       : [],
   )
 }

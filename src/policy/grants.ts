@@ -1,6 +1,6 @@
 import type { ResourceConfig } from '../config.js'
-import { allowedScopes, type Decision, type Policy } from './decide.js'
-import { grantPolicyId } from './generate.js'
+import { allowedScopes, delegationRefused, type Decision, type Policy } from './decide.js'
+import { delegationPolicyId, grantPolicyId } from './generate.js'
 
 /**
  * The generated default policy set, decided natively. When a deployment adds no policies of its
@@ -14,9 +14,14 @@ import { grantPolicyId } from './generate.js'
 export function createGrantPolicy(version: string): Policy {
   return {
     version,
-    decide(_principal, action, resource: ResourceConfig, { workload, scopes, tool }): Decision {
+    decide(_principal, action, resource: ResourceConfig, { workload, scopes, tool, delegate }): Decision {
       const deny = (code: 'invalid_target' | 'invalid_scope' | 'unauthorized_client', reason: string): Decision => ({ allow: false, code, reason, version, policies: [] })
       if (!workload.enabled) return deny('unauthorized_client', `workload ${workload.id} is disabled`)
+      if (action === 'task.delegate') {
+        if (delegate === undefined || !workload.delegateTo.includes(delegate.id)) return deny('unauthorized_client', delegationRefused(workload.id, delegate?.id, resource.uri))
+        const id = delegationPolicyId(workload.id)
+        return { allow: true, reason: `permitted by policy ${id}`, version, policies: [id], constraints: { maxTtl: undefined, dpopRequired: false, approvalRequired: false } }
+      }
       const grant = workload.grants.find((g) => g.resource === resource.uri)
       const granted = grant ? allowedScopes(workload, resource) : []
       const beyond = scopes.filter((s) => !granted.includes(s))

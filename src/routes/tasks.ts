@@ -9,6 +9,7 @@ import { noStore } from '../http/middleware.js'
 import { remoteAddress } from '../http/rate-limit.js'
 import { TOOL_NAME } from '../tokens/authorization-details.js'
 import { approveTask, auditDecisionRefused, denyTask, type ApprovalDecision } from '../tasks/approvals.js'
+import { openSubtask } from '../tasks/subtasks.js'
 import { auditTaskOpenDenied, endTask, getTaskFor, openTask, taskState, viewTask, type Caller } from '../tasks/lifecycle.js'
 
 const openTaskBody = z.strictObject({
@@ -29,6 +30,8 @@ const openTaskBody = z.strictObject({
   max_tokens: z.number().int().positive().max(1_000_000).optional(),
 })
 
+/** A sub-task: the workload it is for, and a task body within the parent's. */
+const subtaskBody = openTaskBody.extend({ workload: z.string().min(1).max(256) })
 
 /** Longest `GET /tasks/{id}?wait=`, seconds: long enough to spare polling, short enough for proxies' idle timeouts. */
 export const MAX_WAIT = 60
@@ -123,6 +126,18 @@ export function taskRoutes(deps: Deps) {
     })
     .post('/tasks/:id/revoke', async (c) => {
       return c.json(endTask(deps, c.req.param('id'), 'revoked', await eitherCaller(deps, c)))
+    })
+    .post('/tasks/:id/subtasks', async (c) => {
+      // The parent's workload delegates: its attestation is the only credential in the request.
+      const workload = await workloadCaller(deps, c)
+      if (workload?.kind !== 'workload') throw invalidToken('opening a sub-task needs the workload attestation of the task (Actor-Token)')
+      const id = c.req.param('id')
+      const parsed = subtaskBody.safeParse(await parseJson(c))
+      if (!parsed.success) throw invalidRequest(describeZodError(parsed.error))
+      // A proof (when sent) is checked once the caller is known; a DPoP-bound task needs one by its key.
+      const proof = await deps.dpop.verify(c.req.header('dpop'), 'POST', `${deps.config.issuer}/tasks/${id}/subtasks`)
+      const task = openSubtask(deps, id, workload.actor, parsed.data, proof?.jkt, { callerAddress: remoteAddress(c) })
+      return c.json(task, 201, { Location: `/tasks/${task.task_id}`, ...(proof ? deps.dpop.successHeaders() : {}) })
     })
     .post('/tasks/:id/approve', (c) => decide(deps, c, 'approve'))
     .post('/tasks/:id/deny', (c) => decide(deps, c, 'deny'))

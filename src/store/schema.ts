@@ -32,8 +32,17 @@ export const tasks = sqliteTable(
      * derived `expired`). Kept after the approval, so `approved` can be read from it.
      */
     approvalExpiresAt: integer('approval_expires_at'),
+    /** A sub-task's parent: the task whose workload delegated this one (null for a task a user opened). */
+    parentTaskId: text('parent_task_id'),
+    /** How many delegations from the task the user opened: 0 for it, 1 for its sub-tasks, and so on. */
+    depth: integer('depth').notNull().default(0),
   },
-  (t) => [index('tasks_user_idx').on(t.userSub, t.createdAt), index('tasks_workload_idx').on(t.workloadId), index('tasks_expires_idx').on(t.expiresAt)],
+  (t) => [
+    index('tasks_user_idx').on(t.userSub, t.createdAt),
+    index('tasks_workload_idx').on(t.workloadId),
+    index('tasks_expires_idx').on(t.expiresAt),
+    index('tasks_parent_idx').on(t.parentTaskId),
+  ],
 )
 
 /** Every token issued: the record that makes revocation and introspection possible. */

@@ -50,6 +50,8 @@ export interface Stores {
     /** Denies a task still awaiting approval at `at` (same condition as `approve`): it ends `denied`. */
     deny(id: string, at: number, reason: string): boolean
     listByUser(issuer: string, userSub: string, limit: number): TaskRow[]
+    /** The sub-tasks of a task that are still open (active or pending). */
+    listOpenChildren(id: string): TaskRow[]
     /** Tasks still open (active or pending) that are bound to a session. */
     listOpenBySession(issuer: string, sid: string): TaskRow[]
     /** The distinct workload ids of tasks still open (active or pending), expired or not. */
@@ -162,7 +164,13 @@ export function createStores(database: Database_): Stores {
     id: p('id'), userSub: p('userSub'), subjectIssuer: p('subjectIssuer'), sid: p('sid'), workloadId: p('workloadId'), purpose: p('purpose'),
     resources: p('resources'), status: p('status'), dpopJkt: p('dpopJkt'), createdAt: p('createdAt'), expiresAt: p('expiresAt'), endedAt: p('endedAt'), endReason: p('endReason'),
     tokensMinted: p('tokensMinted'), approvalExpiresAt: p('approvalExpiresAt'), userClaims: p('userClaims'), maxTokens: p('maxTokens'),
+    parentTaskId: p('parentTaskId'), depth: p('depth'),
   }).prepare()
+  const openChildren = db
+    .select()
+    .from(tasks)
+    .where(and(eq(tasks.parentTaskId, p('id')), sql`${tasks.status} in ('active', 'pending_approval')`))
+    .prepare()
   const countMinted = db.update(tasks).set({ tokensMinted: sql`${tasks.tokensMinted} + 1` }).where(eq(tasks.id, p('id'))).prepare()
   const openBySession = db
     .select()
@@ -341,6 +349,7 @@ export function createStores(database: Database_): Stores {
       deny: (id, at, reason) => denyTask.run({ id, at, reason }).changes === 1,
       listByUser: (issuer, userSub, limit) => listTasks.all({ issuer, userSub, limit }),
       listOpenBySession: (issuer, sid) => openBySession.all({ issuer, sid }),
+      listOpenChildren: (id) => openChildren.all({ id }),
       openWorkloadIds: () => openWorkloads.all().map((r) => r.workloadId),
       pruneExpiredBefore: (before) => pruneTasks.run({ before }).changes,
       list: ({ statuses, expiry, workloadId, user, limit }) =>

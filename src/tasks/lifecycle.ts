@@ -48,6 +48,9 @@ export interface TaskView {
   /** The task's bound on tokens, and how many it has minted. */
   max_tokens?: number
   tokens_minted: number
+  /** A sub-task's parent, and how many delegations it is from the task the user opened (0: that task). */
+  parent_task_id?: string
+  depth: number
   ended_at?: number
   end_reason?: string
 }
@@ -83,6 +86,8 @@ export function viewTask(row: TaskRow, now: number): TaskView {
     ...(row.approvalExpiresAt !== null ? { approval_expires_at: row.approvalExpiresAt } : {}),
     ...(row.maxTokens !== null ? { max_tokens: row.maxTokens } : {}),
     tokens_minted: row.tokensMinted,
+    ...(row.parentTaskId !== null ? { parent_task_id: row.parentTaskId } : {}),
+    depth: row.depth,
     ...(row.endedAt ? { ended_at: row.endedAt } : {}),
     ...(row.endReason ? { end_reason: row.endReason } : {}),
   }
@@ -116,6 +121,8 @@ export function taskFacts(row: TaskRow, resources: TaskResource[] = taskResource
     expiresAt: row.expiresAt,
     tokensMinted: row.tokensMinted,
     approved: row.approvalExpiresAt !== null && row.status === 'active',
+    depth: row.depth,
+    ...(row.parentTaskId !== null ? { parentId: row.parentTaskId } : {}),
   }
 }
 
@@ -135,7 +142,7 @@ export interface RequestFacts {
  * `dpopJkt` is the thumbprint of the verified DPoP proof that came with the request: the task is
  * bound to that key, and every token of it must be too.
  */
-export function planTask(deps: TaskDeps, subject: Subject, actor: Actor, req: TaskRequest, dpopJkt?: string, request: RequestFacts = {}): { row: TaskRow; reason: string; decidedBy: ReturnType<typeof auditedDecision> } {
+export function planTask(deps: TaskDeps, subject: Subject, actor: Pick<Actor, 'workload'> & Partial<Pick<Actor, 'attestation'>>, req: TaskRequest, dpopJkt?: string, request: RequestFacts = {}, parent?: TaskRow): { row: TaskRow; reason: string; decidedBy: ReturnType<typeof auditedDecision> } {
   const now = deps.clock.now()
   if (req.resources.length === 0) throw invalidTarget('a task needs at least one resource')
   const seen = new Set<string>()
@@ -150,7 +157,7 @@ export function planTask(deps: TaskDeps, subject: Subject, actor: Actor, req: Ta
   const ttl = Math.min(req.ttl ?? deps.config.tasks.defaultTtl, deps.config.tasks.maxTtl)
   const id = uuidv7(deps.clock)
   // The policy sees the task being opened: its purpose and its whole declared intent.
-  const task: TaskFacts = { id, purpose: req.purpose, resources: declared.map((d) => d.declared), createdAt: now, expiresAt: now + ttl, tokensMinted: 0, approved: false }
+  const task: TaskFacts = { id, purpose: req.purpose, resources: declared.map((d) => d.declared), createdAt: now, expiresAt: now + ttl, tokensMinted: 0, approved: false, depth: parent ? parent.depth + 1 : 0, parentId: parent?.id }
   let approvalRequired = false
   const reasons: string[] = []
   const policies = new Set<string>()
@@ -163,14 +170,17 @@ export function planTask(deps: TaskDeps, subject: Subject, actor: Actor, req: Ta
       ttl: req.ttl,
       attestation: actor.attestation,
       task,
-      sessionStartedAt: subject.startedAt,
+      // A sub-task is opened by its parent's workload: no session token is part of the request.
+      sessionStartedAt: parent ? undefined : subject.startedAt,
       callerAddress: request.callerAddress,
     })
     if (!decision.allow) throw policyRefusal(decision)
     for (const p of decision.policies) policies.add(p)
     if (d.scopes.length === 0) throw decided(invalidScope('no scope would be granted', `no allowed scopes for ${d.resource}`), decision)
     // A task for a resource or workload that requires DPoP is opened bound to a key, or not at all.
-    if (decision.constraints.dpopRequired && dpopJkt === undefined) throw decided(invalidDpopProof('a DPoP proof is required', `DPoP is required for ${actor.workload.id} on ${d.resource}`), decision)
+    // A sub-task is opened by another workload than its own, which has no key to show yet: its
+    // exchanges are refused without a proof all the same (the exchange decides DPoP again).
+    if (decision.constraints.dpopRequired && dpopJkt === undefined && !parent) throw decided(invalidDpopProof('a DPoP proof is required', `DPoP is required for ${actor.workload.id} on ${d.resource}`), decision)
     approvalRequired ||= decision.constraints.approvalRequired
     reasons.push(decision.reason)
   }
@@ -193,6 +203,8 @@ export function planTask(deps: TaskDeps, subject: Subject, actor: Actor, req: Ta
     approvalExpiresAt: approvalRequired ? Math.min(now + deps.config.tasks.approvalTtl, now + ttl) : null,
     userClaims: Object.keys(subject.claims).length > 0 ? JSON.stringify(subject.claims) : null,
     maxTokens: tokenBound(req.max_tokens, declared.map((d) => d.resource.maxTokensPerTask)),
+    parentTaskId: parent?.id ?? null,
+    depth: parent ? parent.depth + 1 : 0,
   }
   const decidedBy = { policyVersion: deps.policy.version, policies: policies.size > 0 ? [...policies].sort().join(' ') : null }
   return { row, reason: reasons.join('; ') + (approvalRequired ? '; approval required' : ''), decidedBy }
@@ -295,26 +307,57 @@ export function ownerSub(deps: Pick<TaskDeps, 'config'>, row: TaskRow): string {
 /**
  * Ends a task — completed by its workload, revoked by its user, its workload or an admin — and
  * revokes every token of it in the same transaction, committed with synchronous=FULL before
- * the call returns. A revocation event is appended for the feed.
+ * the call returns. Every sub-task below it ends in that transaction too (revoked, naming this
+ * task), with its tokens. A revocation event is appended for the feed per task ended.
  */
-export function endTask(deps: TaskDeps, id: string, how: 'completed' | 'revoked', caller: Caller): { task: TaskView; tokens_revoked: number } {
+export function endTask(deps: TaskDeps, id: string, how: 'completed' | 'revoked', caller: Caller): { task: TaskView; tokens_revoked: number; subtasks_revoked?: string[] } {
   const row = getTaskFor(deps, id, caller)
   if (how === 'completed' && caller.kind !== 'workload') throw unauthorizedClient('only the task\'s workload can complete it')
   const now = deps.clock.now()
   const reason = `${how} by ${callerName(caller)}`
-  const revoked = deps.stores.durably(() => {
-    if (!deps.stores.tasks.end(id, how, now, reason)) return undefined
-    const n = deps.stores.tokens.revokeByTask(id, now)
-    const relevantUntil = Math.max(now, deps.stores.tokens.maxExpOfTask(id) ?? now)
-    // Only the resources that hold a token of this task hear of it (and so learn its user and session).
-    deps.stores.revocations.insert({ at: now, kind: how === 'completed' ? 'task_completed' : 'task_revoked', taskId: id, sid: row.sid, sub: row.userSub, subjectIssuer: row.subjectIssuer, relevantUntil, audiences: deps.stores.tokens.audiencesOfTask(id) })
-    deps.stores.audit.insert({ at: now, action: `task.${how === 'completed' ? 'complete' : 'revoke'}`, decision: 'allow', reason: `${reason}; ${n} token(s) revoked`, userSub: ownerSub(deps, row), workloadId: row.workloadId, taskId: id })
-    return n
+  const ended = deps.stores.durably(() => {
+    const n = endOne(deps, row, how, now, reason)
+    if (n === undefined) return undefined
+    return { tokens: n, subtasks: endDescendants(deps, row.id, now, `parent task ${row.id} ${how}`) }
   })
-  if (revoked === undefined) throw taskNotActive(`task is already ${row.status}`)
-  // After the commit: a request waiting for the approval of this task learns it ended.
-  deps.approvals?.notify(id)
-  return { task: viewTask(deps.stores.tasks.get(id)!, now), tokens_revoked: revoked }
+  if (ended === undefined) throw taskNotActive(`task is already ${row.status}`)
+  // After the commit: a request waiting for the approval of one of these tasks learns it ended.
+  for (const t of [id, ...ended.subtasks]) deps.approvals?.notify(t)
+  return { task: viewTask(deps.stores.tasks.get(id)!, now), tokens_revoked: ended.tokens, ...(ended.subtasks.length > 0 ? { subtasks_revoked: ended.subtasks } : {}) }
+}
+
+/**
+ * Inside a transaction: ends one open task, revokes its tokens, appends its feed event and audit
+ * row. Undefined when the task was no longer open; else how many tokens it revoked.
+ */
+function endOne(deps: TaskDeps, row: TaskRow, how: 'completed' | 'revoked', now: number, reason: string): number | undefined {
+  if (!deps.stores.tasks.end(row.id, how, now, reason)) return undefined
+  const n = deps.stores.tokens.revokeByTask(row.id, now)
+  const relevantUntil = Math.max(now, deps.stores.tokens.maxExpOfTask(row.id) ?? now)
+  // Only the resources that hold a token of this task hear of it (and so learn its user and session).
+  deps.stores.revocations.insert({ at: now, kind: how === 'completed' ? 'task_completed' : 'task_revoked', taskId: row.id, sid: row.sid, sub: row.userSub, subjectIssuer: row.subjectIssuer, relevantUntil, audiences: deps.stores.tokens.audiencesOfTask(row.id) })
+  deps.stores.audit.insert({ at: now, action: `task.${how === 'completed' ? 'complete' : 'revoke'}`, decision: 'allow', reason: `${reason}; ${n} token(s) revoked`, userSub: ownerSub(deps, row), workloadId: row.workloadId, taskId: row.id })
+  return n
+}
+
+/**
+ * Inside a transaction: revokes every open task below `id` (its sub-tasks, theirs, …), breadth
+ * first; returns their ids. Depth is bounded by `tasks.maxDepth`, so is the walk.
+ */
+export function endDescendants(deps: TaskDeps, id: string, now: number, reason: string): string[] {
+  const ended: string[] = []
+  let level = [id]
+  while (level.length > 0) {
+    const next: string[] = []
+    for (const parent of level) {
+      for (const child of deps.stores.tasks.listOpenChildren(parent)) {
+        if (endOne(deps, child, 'revoked', now, reason) !== undefined) ended.push(child.id)
+        next.push(child.id)
+      }
+    }
+    level = next
+  }
+  return ended
 }
 
 /**

@@ -18,6 +18,8 @@ export interface TaskTokenClaims {
   act: Record<string, unknown>
   scope: string
   task_id: string
+  /** A sub-task's parent task. */
+  parent_task_id?: string
   jti: string
   iat: number
   nbf: number

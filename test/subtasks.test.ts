@@ -1,0 +1,312 @@
+/**
+ * Sub-tasks: the workload of an active task opens a strictly smaller task for another registered
+ * workload (POST /tasks/{id}/subtasks); the child proves itself with its own attestation and names
+ * the sub-task as its subject; its tokens carry the delegation chain in nested `act`; ending a
+ * parent ends every descendant in the same transaction.
+ */
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose'
+import * as oauth from 'oauth4webapi'
+import { createTaskTokenVerifier, VerifierError } from 'taskpass/verifier'
+import type { ConfigInput } from '../src/config.js'
+import { assertRefusedAndAudited, counts, JWT_TYPE, NOTES, NOTES_SECRET, CALENDAR, openTask, startTestServer, TOKEN_EXCHANGE, withBroker, spiffeId, TRUST_DOMAIN, type TestBroker } from './harness.js'
+
+const TASK_TYPE = 'urn:taskpass:params:oauth:token-type:task'
+
+/** agent-a may delegate to agent-b, agent-b to agent-c; agent-off is disabled. */
+function delegating(c: ConfigInput): ConfigInput {
+  const workloads = c.workloads!.map((w) => (w.id === 'agent-a' ? { ...w, delegateTo: ['agent-b', 'agent-off'] } : w.id === 'agent-b' ? { ...w, delegateTo: ['agent-c'] } : w))
+  workloads.push({ id: 'agent-c', attestation: { issuer: `spiffe://${TRUST_DOMAIN}`, subject: spiffeId('c') }, grants: [{ resource: NOTES, scopes: ['notes:read'] }] })
+  return { ...c, workloads }
+}
+
+interface TaskView {
+  task_id: string
+  status: string
+  expires_at: number
+  parent_task_id?: string
+  depth: number
+  workload: string
+  resources: { resource: string; scopes: string[]; tools?: string[] }[]
+  max_tokens?: number
+}
+
+async function parentTask(b: TestBroker, body: Record<string, unknown> = {}): Promise<TaskView> {
+  const res = await openTask(b, { purpose: 'triage notes', resources: [{ resource: NOTES, scopes: ['notes:read', 'notes:write'], tools: ['read_note', 'search_notes', 'write_note'] }], ttl: 1800, ...body })
+  assert.equal(res.status, 201, await res.clone().text())
+  return (await res.json()) as TaskView
+}
+
+function subtask(b: TestBroker, parent: string, body: Record<string, unknown>, svid?: string): Promise<Response> {
+  return (async () =>
+    b.app.request(`/tasks/${parent}/subtasks`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'actor-token': svid ?? (await b.svid('a')) },
+      body: JSON.stringify({ workload: 'agent-b', purpose: 'read the inbox note', resources: [{ resource: NOTES, scopes: ['notes:read'], tools: ['read_note'] }], ...body }),
+    }))()
+}
+
+async function openedSubtask(b: TestBroker, parent: string, body: Record<string, unknown> = {}, svid?: string): Promise<TaskView> {
+  const res = await subtask(b, parent, body, svid)
+  assert.equal(res.status, 201, await res.clone().text())
+  return (await res.json()) as TaskView
+}
+
+/** The child's exchange: its own attestation, the sub-task as the subject. */
+async function childExchange(b: TestBroker, child: string, params: Record<string, string> = {}, who = 'b'): Promise<Response> {
+  return b.post('/token', { grant_type: TOKEN_EXCHANGE, subject_token: child, subject_token_type: TASK_TYPE, actor_token: await b.svid(who), actor_token_type: JWT_TYPE, resource: NOTES, ...params })
+}
+
+async function errorOf(res: Response): Promise<string> {
+  return ((await res.json()) as { error: string }).error
+}
+
+async function introspect(b: TestBroker, token: string): Promise<Record<string, unknown>> {
+  const res = await b.post('/introspect', { token }, { authorization: `Basic ${Buffer.from(`notes-mcp:${NOTES_SECRET}`).toString('base64')}` })
+  return (await res.json()) as Record<string, unknown>
+}
+
+describe('sub-tasks', () => {
+  it('a child is opened within its parent, for another workload; its tokens carry the chain, the parent id and only its tools', () =>
+    withBroker(delegating, async (b) => {
+      const parent = await parentTask(b)
+      const child = await openedSubtask(b, parent.task_id)
+      assert.equal(child.status, 'active')
+      assert.equal(child.workload, 'agent-b')
+      assert.equal(child.parent_task_id, parent.task_id)
+      assert.equal(child.depth, 1)
+      assert.ok(child.expires_at <= parent.expires_at)
+      assert.deepEqual(child.resources, [{ resource: NOTES, scopes: ['notes:read'], tools: ['read_note'] }])
+      const audit = b.lastAudit()!
+      assert.equal(audit.action, 'task.open')
+      assert.match(String(audit.reason), new RegExp(`sub-task of ${parent.task_id}, delegated by agent-a to agent-b`))
+      assert.match(String(audit.policies), /grant\/agent-a\/delegation/)
+
+      const res = await childExchange(b, child.task_id)
+      assert.equal(res.status, 200, await res.clone().text())
+      const body = (await res.json()) as { access_token: string; task_id: string; scope: string }
+      assert.equal(body.task_id, child.task_id)
+      assert.equal(body.scope, 'notes:read')
+      const claims = decodeJwt(body.access_token)
+      assert.deepEqual(claims.act, { sub: 'agent-b', act: { sub: 'agent-a' } })
+      assert.equal(claims.client_id, 'agent-b')
+      assert.equal(claims.parent_task_id, parent.task_id)
+      assert.equal(claims.sub, 'alice')
+      assert.equal(claims.sid, 'sess-1')
+      assert.deepEqual(claims.authorization_details, [{ type: 'mcp_tools', locations: [NOTES], actions: ['read_note'] }])
+      // The child cannot ask for a tool its sub-task does not name.
+      const wider = await childExchange(b, child.task_id, { authorization_details: JSON.stringify([{ type: 'mcp_tools', locations: [NOTES], actions: ['write_note'] }]) })
+      assert.equal(wider.status, 400)
+      assert.equal(await errorOf(wider), 'invalid_authorization_details')
+    }))
+
+  it('a sub-task that names no scopes or tools gets the parent’s (within its own grant), never “any tool”', () =>
+    withBroker(delegating, async (b) => {
+      const parent = await parentTask(b)
+      const child = await openedSubtask(b, parent.task_id, { resources: [{ resource: NOTES }] })
+      // agent-b's grant is notes:read only.
+      assert.deepEqual(child.resources, [{ resource: NOTES, scopes: ['notes:read'], tools: ['read_note', 'search_notes', 'write_note'] }])
+    }))
+
+  it('every widening is refused with its error, writes no task, and is audited: resource, scope, tool, lifetime, depth, token bound', () =>
+    withBroker(
+      (c) => ({ ...delegating(c), tasks: { maxDepth: 2 } }),
+      async (b) => {
+        const parent = await parentTask(b, { max_tokens: 4 })
+        const cases: [string, Record<string, unknown>, number, string, RegExp][] = [
+          ['resource outside the parent', { resources: [{ resource: CALENDAR, scopes: ['cal:read'] }] }, 400, 'invalid_target', /does not cover https:\/\/calendar/],
+          ['scope beyond the parent', { resources: [{ resource: NOTES, scopes: ['notes:delete'] }] }, 400, 'invalid_scope', /beyond task .*: notes:delete/],
+          ['tool beyond the parent', { resources: [{ resource: NOTES, scopes: ['notes:read'], tools: ['delete_note'] }] }, 400, 'invalid_authorization_details', /beyond task .*: delete_note/],
+          ['lifetime beyond the parent', { ttl: 1801 }, 400, 'invalid_request', /ttl 1801s, task .* has 1800s/],
+          ['token bound beyond the parent', { max_tokens: 5 }, 400, 'invalid_request', /max_tokens 5, task .* has 4 left/],
+          ['unregistered workload', { workload: 'agent-nobody' }, 400, 'invalid_request', /unknown workload agent-nobody/],
+          ['disabled workload', { workload: 'agent-off' }, 400, 'unauthorized_client', /workload agent-off is disabled/],
+          ['the parent’s own workload', { workload: 'agent-a' }, 400, 'invalid_request', /./],
+          ['a workload the policy does not let it delegate to', { workload: 'agent-c' }, 400, 'unauthorized_client', /no policy permits agent-a to delegate .* to agent-c/],
+        ]
+        for (const [name, body, status, error, reason] of cases) {
+          const before = counts(b)
+          const res = await subtask(b, parent.task_id, body)
+          assert.equal(res.status, status, name)
+          assert.equal(await errorOf(res), error, name)
+          assertRefusedAndAudited(b, before, { error, reason, action: 'task.delegate' })
+        }
+        // Depth: maxDepth 2 allows a child and a grandchild, no deeper.
+        const child = await openedSubtask(b, parent.task_id)
+        const grandchild = await openedSubtask(b, child.task_id, { workload: 'agent-c' }, await b.svid('b'))
+        assert.equal(grandchild.depth, 2)
+        const before = counts(b)
+        const res = await subtask(b, grandchild.task_id, { workload: 'agent-a' }, await b.svid('c'))
+        assert.equal(res.status, 400)
+        assert.equal(await errorOf(res), 'invalid_request')
+        assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /is at depth 2/, action: 'task.delegate' })
+      },
+    ))
+
+  it('only the parent’s workload may delegate it (others: 404), only while it is active (409), and not without an attestation (401)', () =>
+    withBroker(delegating, async (b) => {
+      const parent = await parentTask(b)
+      const before = counts(b)
+      const stranger = await subtask(b, parent.task_id, {}, await b.svid('b'))
+      assert.equal(stranger.status, 404)
+      assert.equal(await errorOf(stranger), 'not_found')
+      const anonymous = await b.app.request(`/tasks/${parent.task_id}/subtasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })
+      assert.equal(anonymous.status, 401)
+      assert.equal(await errorOf(anonymous), 'invalid_token')
+      assert.deepEqual(counts(b), before)
+      const bad = await subtask(b, parent.task_id, { resources: 'all' })
+      assert.equal(bad.status, 400)
+      assert.equal(await errorOf(bad), 'invalid_request')
+      assert.deepEqual(counts(b), before)
+
+      b.clock.advance(1801)
+      const expired = await subtask(b, parent.task_id, {})
+      assert.equal(expired.status, 409)
+      assert.equal(await errorOf(expired), 'task_not_active')
+    }))
+
+  it('a sub-task’s exchange: only its own workload may name it, only a sub-task can be a subject, task_id must agree', () =>
+    withBroker(delegating, async (b) => {
+      const parent = await parentTask(b)
+      const child = await openedSubtask(b, parent.task_id)
+      const cases: [string, () => Promise<Response>][] = [
+        ['another workload names the sub-task', () => childExchange(b, child.task_id, {}, 'a')],
+        ['a task the user opened named as a sub-task', () => childExchange(b, parent.task_id, {}, 'a')],
+        ['an unknown task', () => childExchange(b, 'no-such-task')],
+        ['task_id disagrees', () => childExchange(b, child.task_id, { task_id: parent.task_id })],
+      ]
+      for (const [name, request] of cases) {
+        const before = counts(b)
+        const res = await request()
+        assert.equal(res.status, 400, name)
+        assert.equal(await errorOf(res), 'invalid_request', name)
+        assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /sub-task|not a sub-task/ })
+      }
+    }))
+
+  it('cascade: completing the parent ends every descendant and revokes their tokens in one transaction, with a feed event each', () =>
+    withBroker(delegating, async (b) => {
+      const parent = await parentTask(b)
+      const child = await openedSubtask(b, parent.task_id)
+      const grandchild = await openedSubtask(b, child.task_id, { workload: 'agent-c' }, await b.svid('b'))
+      const childToken = ((await (await childExchange(b, child.task_id)).json()) as { access_token: string }).access_token
+      const gcRes = await childExchange(b, grandchild.task_id, {}, 'c')
+      assert.equal(gcRes.status, 200, await gcRes.clone().text())
+      const gcToken = ((await gcRes.json()) as { access_token: string }).access_token
+      assert.deepEqual(decodeJwt(gcToken).act, { sub: 'agent-c', act: { sub: 'agent-b', act: { sub: 'agent-a' } } })
+      assert.equal((await introspect(b, gcToken)).active, true)
+
+      const events = b.count('revocation_events')
+      const done = await b.app.request(`/tasks/${parent.task_id}/complete`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })
+      assert.equal(done.status, 200)
+      const ended = (await done.json()) as { subtasks_revoked: string[] }
+      assert.deepEqual(ended.subtasks_revoked, [child.task_id, grandchild.task_id])
+      assert.equal(b.count('revocation_events'), events + 3)
+      for (const id of [child.task_id, grandchild.task_id]) {
+        const row = b.deps.stores.tasks.get(id)!
+        assert.equal(row.status, 'revoked')
+        assert.equal(row.endReason, `parent task ${parent.task_id} completed`)
+      }
+      assert.equal((await introspect(b, childToken)).active, false)
+      assert.equal((await introspect(b, gcToken)).active, false)
+      const again = await childExchange(b, child.task_id)
+      assert.equal(again.status, 400)
+      assert.equal(await errorOf(again), 'invalid_grant')
+    }))
+
+  it('a child never outlives its parent, and cannot use what its parent lost: a narrowed grant above narrows every exchange below', () =>
+    withBroker(delegating, async (b) => {
+      const parent = await parentTask(b, { ttl: 200 })
+      const child = await openedSubtask(b, parent.task_id)
+      assert.equal(child.expires_at, parent.expires_at)
+      const first = (await (await childExchange(b, child.task_id, { ttl: '900' })).json()) as { expires_in: number }
+      assert.equal(first.expires_in, 200)
+
+      // agent-a loses notes:read: the parent's own exchanges of it fail, so do the child's.
+      const a = b.deps.config.workloads.find((w) => w.id === 'agent-a')!
+      a.grants = a.grants.map((g) => (g.resource === NOTES ? { ...g, scopes: ['notes:write'] } : g))
+      const before = counts(b)
+      const narrowed = await childExchange(b, child.task_id)
+      assert.equal(narrowed.status, 400)
+      assert.equal(await errorOf(narrowed), 'invalid_scope')
+      assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /beyond parent task .* now: notes:read/ })
+
+      // And a delegation the policy no longer permits stops the child's exchanges too.
+      a.grants = a.grants.map((g) => (g.resource === NOTES ? { ...g, scopes: ['notes:read', 'notes:write'] } : g))
+      assert.equal((await childExchange(b, child.task_id)).status, 200)
+      a.delegateTo = []
+      const undelegated = await childExchange(b, child.task_id)
+      assert.equal(undelegated.status, 400)
+      assert.equal(await errorOf(undelegated), 'unauthorized_client')
+
+      b.clock.advance(200)
+      const expired = await childExchange(b, child.task_id)
+      assert.equal(expired.status, 400)
+      assert.equal(await errorOf(expired), 'invalid_grant')
+    }))
+
+  it('revoking the user’s session ends the sub-tasks with the task it opened', () =>
+    withBroker(delegating, async (b) => {
+      const parent = await parentTask(b)
+      const child = await openedSubtask(b, parent.task_id)
+      const res = await b.app.request('/admin/sessions/revoke', {
+        method: 'POST',
+        headers: { authorization: 'Bearer tpa_test-admin-key', 'content-type': 'application/json' },
+        body: JSON.stringify({ issuer: 'https://idp.test.example', sid: 'sess-1' }),
+      })
+      assert.equal(res.status, 200, await res.clone().text())
+      assert.equal(b.deps.stores.tasks.get(child.task_id)!.status, 'revoked')
+      const after = await childExchange(b, child.task_id)
+      assert.equal(after.status, 400)
+      assert.equal(await errorOf(after), 'invalid_request')
+    }))
+})
+
+describe('sub-task tokens judged by third parties', () => {
+  it('nested act verifies with jose and oauth4webapi; a verifier on the feed refuses the child’s token within 1 s of the parent’s completion', async () => {
+    const s = await startTestServer({ config: delegating })
+    const verifier = createTaskTokenVerifier({
+      issuer: s.url,
+      resource: NOTES,
+      requiredScopes: ['notes:read'],
+      dpop: 'allowed',
+      revocation: { mode: 'feed', feedUrl: `${s.url}/revocations`, credentials: { clientId: 'notes-mcp', clientSecret: NOTES_SECRET }, staleAfterSeconds: 30, pollIntervalMs: 250 },
+    })
+    try {
+      await verifier.ready()
+      const parent = await parentTask(s)
+      const child = await openedSubtask(s, parent.task_id)
+      const res = await childExchange(s, child.task_id)
+      assert.equal(res.status, 200)
+      const token = ((await res.json()) as { access_token: string }).access_token
+
+      const { payload } = await jwtVerify(token, createRemoteJWKSet(new URL(`${s.url}/.well-known/jwks.json`)), { issuer: s.url, audience: NOTES, typ: 'at+jwt' })
+      assert.deepEqual(payload.act, { sub: 'agent-b', act: { sub: 'agent-a' } })
+      const insecure = { [oauth.allowInsecureRequests]: true } as const
+      const as = await oauth.processDiscoveryResponse(new URL(s.url), await oauth.discoveryRequest(new URL(s.url), { algorithm: 'oauth2', ...insecure }))
+      const claims = await oauth.validateJwtAccessToken(as, new Request(NOTES, { headers: { authorization: `Bearer ${token}` } }), NOTES, insecure)
+      assert.deepEqual(claims.act, { sub: 'agent-b', act: { sub: 'agent-a' } })
+      assert.equal(claims.parent_task_id, parent.task_id)
+      assert.equal((await verifier.verifyAccessToken(token)).extra.act.sub, 'agent-b')
+
+      const done = await s.app.request(`/tasks/${parent.task_id}/complete`, { method: 'POST', headers: { 'actor-token': await s.svid('a') } })
+      assert.equal(done.status, 200)
+      const deadline = Date.now() + 1000
+      let refused: unknown
+      while (Date.now() < deadline && refused === undefined) {
+        try {
+          await verifier.verifyAccessToken(token)
+          await new Promise((r) => setTimeout(r, 20))
+        } catch (e) {
+          refused = e
+        }
+      }
+      assert.ok(refused instanceof VerifierError, 'refused within 1 s')
+      assert.equal(refused.code, 'invalid_token')
+    } finally {
+      await verifier.close()
+      await s.stop()
+    }
+  })
+})
