@@ -12,7 +12,7 @@ import { ConfigError, parseConfig, type Config, type ConfigInput, type ResourceC
 import { statefulIsAuthorized } from '@cedar-policy/cedar-wasm/nodejs'
 import { cedarRequest, compilePolicySet, createCedarPolicy, prepare } from '../src/policy/cedar.js'
 import { createPolicyEngine } from '../src/policy/engine.js'
-import { generateGrantPolicies } from '../src/policy/generate.js'
+import { delegationPolicy, generateGrantPolicies } from '../src/policy/generate.js'
 import { createGrantPolicy } from '../src/policy/grants.js'
 import type { Decision, PolicyAction, PolicyContext, TaskFacts } from '../src/policy/decide.js'
 import { USER_ISSUER, CALENDAR, counts, createTestBroker, NOTES, openTask, testConfig, testKeys, UNGRANTED, withBroker, assertRefusedAndAudited, type TestBroker } from './harness.js'
@@ -285,6 +285,15 @@ describe('docs/policy.md', () => {
     const shown = /is a working example[\s\S]*?```cedar\n([\s\S]*?)```/.exec(page)?.[1]
     assert.ok(shown, 'the example block is on the page')
     assert.ok(readFileSync(examplePolicies, 'utf8').includes(shown), 'the page shows the file verbatim')
+  })
+
+  it('shows the generated delegation policy as the broker generates it', async () => {
+    const page = readFileSync(new URL('../docs/policy.md', import.meta.url), 'utf8')
+    const shown = /`grant\/<workload id>\/delegation`:\n\n```cedar\n([\s\S]*?)\n```/.exec(page)?.[1]
+    assert.ok(shown, 'the block is on the page')
+    const base = testConfig(await testKeys())
+    const config = parseConfig({ ...base, workloads: base.workloads!.map((w) => (w.id === 'agent-a' ? { ...w, delegateTo: ['agent-b'] } : w)) })
+    assert.equal(shown, delegationPolicy(config.workloads[0]!).text)
   })
 })
 

@@ -9,7 +9,8 @@ import { randomSecret, uuidv7 } from '../ids.js'
 /**
  * Dev mode: a configuration that works out of the box. A built-in dev subject issuer (users)
  * and a dev SPIFFE trust domain (workloads) whose private keys live in the data directory,
- * one demo workload and one demo resource. Never use it in production.
+ * a demo workload that may delegate to a second one (a helper agent, read-only), and one demo
+ * resource. Never use it in production.
  */
 export const DEV = {
   issuer: 'http://127.0.0.1:8787',
@@ -17,6 +18,9 @@ export const DEV = {
   trustDomain: 'dev.taskpass.local',
   workloadId: 'demo-agent',
   spiffeId: 'spiffe://dev.taskpass.local/agent/demo',
+  /** The second dev workload: the demo agent may open sub-tasks for it; it may only read. */
+  helperWorkloadId: 'demo-helper',
+  helperSpiffeId: 'spiffe://dev.taskpass.local/agent/demo-helper',
   resource: 'http://127.0.0.1:8788/mcp',
   resourceClientId: 'demo-mcp',
   scopes: ['notes:read', 'notes:write'],
@@ -73,6 +77,12 @@ export async function devConfig(m: DevMaterial, hasher: Hasher): Promise<ConfigI
         id: DEV.workloadId,
         attestation: { issuer: `spiffe://${DEV.trustDomain}`, subject: DEV.spiffeId },
         grants: [{ resource: DEV.resource, scopes: [...DEV.scopes] }],
+        delegateTo: [DEV.helperWorkloadId],
+      },
+      {
+        id: DEV.helperWorkloadId,
+        attestation: { issuer: `spiffe://${DEV.trustDomain}`, subject: DEV.helperSpiffeId },
+        grants: [{ resource: DEV.resource, scopes: ['notes:read'] }],
       },
     ],
     resources: [{ uri: DEV.resource, scopes: [...DEV.scopes], credential: { clientId: DEV.resourceClientId, secretHash: await hasher.hash(m.resourceSecret) } }],
@@ -93,12 +103,12 @@ export async function mintDevSessionToken(m: DevMaterial, clock: Clock, opts: { 
     .sign(await importJWK(m.userKey, 'ES256'))
 }
 
-/** A JWT-SVID for the demo workload, as a SPIFFE agent in the dev trust domain would issue it. */
-export async function mintDevSvid(m: DevMaterial, clock: Clock, opts: { audience?: string; ttl?: number } = {}): Promise<string> {
+/** A JWT-SVID for a dev workload (the demo agent unless `spiffeId` says otherwise), as a SPIFFE agent in the dev trust domain would issue it. */
+export async function mintDevSvid(m: DevMaterial, clock: Clock, opts: { audience?: string; ttl?: number; spiffeId?: string } = {}): Promise<string> {
   const now = clock.now()
   return new SignJWT({})
     .setProtectedHeader({ alg: 'ES256', kid: m.spiffeKey.kid!, typ: 'JWT' })
-    .setSubject(DEV.spiffeId)
+    .setSubject(opts.spiffeId ?? DEV.spiffeId)
     .setAudience(opts.audience ?? DEV.issuer)
     .setIssuedAt(now)
     .setExpirationTime(now + (opts.ttl ?? 300))
