@@ -246,6 +246,48 @@ describe('sub-tasks', () => {
       assert.equal(await errorOf(expired), 'invalid_grant')
     }))
 
+  it('the delegating workload may read and revoke its sub-task, not complete it; the delegate cannot see the task above', () =>
+    withBroker(delegating, async (b) => {
+      const parent = await parentTask(b)
+      const child = await openedSubtask(b, parent.task_id)
+      const as = async (who: string) => ({ 'actor-token': await b.svid(who) })
+      assert.equal((await b.app.request(`/tasks/${child.task_id}`, { headers: await as('a') })).status, 200)
+      const notUp = await b.app.request(`/tasks/${parent.task_id}`, { headers: await as('b') })
+      assert.equal(notUp.status, 404)
+      const before = counts(b)
+      const complete = await b.app.request(`/tasks/${child.task_id}/complete`, { method: 'POST', headers: await as('a') })
+      assert.equal(complete.status, 404)
+      assert.equal(await errorOf(complete), 'not_found')
+      assert.deepEqual(counts(b), before)
+      const revoke = await b.app.request(`/tasks/${child.task_id}/revoke`, { method: 'POST', headers: await as('a') })
+      assert.equal(revoke.status, 200)
+      assert.equal(b.deps.stores.tasks.get(child.task_id)!.status, 'revoked')
+      assert.equal(b.deps.stores.tasks.get(parent.task_id)!.status, 'active', 'the task above is untouched')
+    }))
+
+  it('the decision API checks a sub-task token’s chain too: a narrowed grant above denies the tool call', () =>
+    withBroker(delegating, async (b) => {
+      const parent = await parentTask(b)
+      const child = await openedSubtask(b, parent.task_id)
+      const token = ((await (await childExchange(b, child.task_id)).json()) as { access_token: string }).access_token
+      const ask = async () => {
+        const res = await b.app.request('/access/v1/evaluation', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Basic ${Buffer.from(`notes-mcp:${NOTES_SECRET}`).toString('base64')}` },
+          body: JSON.stringify({ subject: { type: 'task_token', id: token }, action: { name: 'tools/call' }, resource: { type: 'tool', id: 'read_note' } }),
+        })
+        assert.equal(res.status, 200)
+        return (await res.json()) as { decision: boolean; context?: { reason?: string } }
+      }
+      assert.equal((await ask()).decision, true)
+      const a = b.deps.config.workloads.find((w) => w.id === 'agent-a')!
+      a.grants = a.grants.map((g) => (g.resource === NOTES ? { ...g, scopes: ['notes:write'] } : g))
+      const denied = await ask()
+      assert.equal(denied.decision, false)
+      assert.equal(denied.context?.reason, 'policy_denied')
+      assert.match(String(b.lastAudit()!.reason), /beyond parent task .* now: notes:read/)
+    }))
+
   it('revoking the user’s session ends the sub-tasks with the task it opened', () =>
     withBroker(delegating, async (b) => {
       const parent = await parentTask(b)

@@ -5,6 +5,7 @@ import type { Attestation } from '../exchange/attestation/kinds.js'
 import { auditedDecision, type Policy } from '../policy/decide.js'
 import type { AuditRow, Stores, TaskRow, TokenRow } from '../store/stores.js'
 import { taskPrincipal, taskState } from '../tasks/lifecycle.js'
+import { checkDelegationChain } from '../tasks/subtasks.js'
 import { decideToolCall } from '../tasks/tool-call.js'
 import { TOOL_NAME, toolsOf } from '../tokens/authorization-details.js'
 import type { OwnTokenVerifier } from '../tokens/own-token.js'
@@ -24,7 +25,7 @@ import type { EvaluationRequest, EvaluationsRequest } from './request.js'
 
 /** What the PDP needs: a narrow slice of the broker's dependencies. */
 export interface AuthzenDeps {
-  config: Pick<Config, 'workloads'>
+  config: Pick<Config, 'workloads' | 'tasks' | 'resources'>
   clock: Clock
   stores: Stores
   ownTokens: OwnTokenVerifier
@@ -117,6 +118,17 @@ async function decide(deps: AuthzenDeps, caller: ResourceConfig, req: Evaluation
     // Fail closed: a token whose recorded attestation cannot be read is decided on nothing less.
     return refuse('policy_denied', 'the token\'s recorded attestation is unreadable', who)
   }
+  // A sub-task's token is only as good as the chain above it, now: every task above active, every
+  // delegating workload still holding the scopes and tools and still permitted the delegation.
+  const scopes = row.scope.split(' ').filter(Boolean)
+  if (task.parentTaskId !== null) {
+    try {
+      checkDelegationChain(deps, task, caller.uri, scopes, [tool], {})
+    } catch (e) {
+      if (!(e instanceof OAuthError)) throw e
+      return refuse(e.code === 'invalid_grant' ? 'task_not_active' : 'policy_denied', e.detail, { ...who, ...e.decidedBy })
+    }
+  }
   // The task's declared intent first (when it named its tools here, only those), then the policy.
   const decision = decideToolCall(deps.policy, {
     principal: taskPrincipal(task),
@@ -125,7 +137,7 @@ async function decide(deps: AuthzenDeps, caller: ResourceConfig, req: Evaluation
     task,
     resource: caller,
     tool,
-    scopes: row.scope.split(' ').filter(Boolean),
+    scopes,
     dpopBound: row.cnfJkt !== null,
     now,
     tokenTools: toolsOf(claims.authorization_details),

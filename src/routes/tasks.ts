@@ -107,7 +107,7 @@ export function taskRoutes(deps: Deps) {
     .get('/tasks/:id', async (c) => {
       const wait = parseWait(c)
       const id = c.req.param('id')
-      let row = getTaskFor(deps, id, await eitherCaller(deps, c))
+      let row = getTaskFor(deps, id, await eitherCaller(deps, c), true)
       const now = deps.clock.now()
       if (wait !== undefined && taskState(row, now) === 'pending_approval') {
         // Nothing is awaited between the read above and the wait's registration, and decisions are

@@ -280,11 +280,28 @@ export function canSee(row: TaskRow, caller: Caller): boolean {
   }
 }
 
-/** Loads a task the caller may see; anything else is indistinguishable from a missing task. */
-export function getTaskFor(deps: Pick<TaskDeps, 'stores'>, id: string, caller: Caller): TaskRow {
+/**
+ * Loads a task the caller may see; anything else is indistinguishable from a missing task.
+ * `delegators`: the workload of any task above a sub-task may see it too (to read or revoke what
+ * it delegated; never to complete it or delegate from it).
+ */
+export function getTaskFor(deps: Pick<TaskDeps, 'stores'>, id: string, caller: Caller, delegators = false): TaskRow {
   const row = deps.stores.tasks.get(id)
-  if (!row || !canSee(row, caller)) throw notFound('task not found')
+  if (!row || !(canSee(row, caller) || (delegators && delegatedBy(deps, row, caller)))) throw notFound('task not found')
   return row
+}
+
+/** Whether the caller is the workload of a task above this one (the chain is at most `tasks.maxDepth` ≤ 10 long). */
+function delegatedBy(deps: Pick<TaskDeps, 'stores'>, row: TaskRow, caller: Caller): boolean {
+  if (caller.kind !== 'workload') return false
+  let above = row.parentTaskId
+  for (let hops = 0; above !== null && hops < 10; hops++) {
+    const parent = deps.stores.tasks.get(above)
+    if (!parent) return false
+    if (parent.workloadId === caller.actor.workload.id) return true
+    above = parent.parentTaskId
+  }
+  return false
 }
 
 /** How audit rows and end reasons name a caller: `user:<sub>`, `workload:<id>`, `admin:<id>`. */
@@ -311,7 +328,8 @@ export function ownerSub(deps: Pick<TaskDeps, 'config'>, row: TaskRow): string {
  * task), with its tokens. A revocation event is appended for the feed per task ended.
  */
 export function endTask(deps: TaskDeps, id: string, how: 'completed' | 'revoked', caller: Caller): { task: TaskView; tokens_revoked: number; subtasks_revoked?: string[] } {
-  const row = getTaskFor(deps, id, caller)
+  // A delegating workload may revoke a sub-task below its task; only the task's own workload completes it.
+  const row = getTaskFor(deps, id, caller, how === 'revoked')
   if (how === 'completed' && caller.kind !== 'workload') throw unauthorizedClient('only the task\'s workload can complete it')
   const now = deps.clock.now()
   const reason = `${how} by ${callerName(caller)}`

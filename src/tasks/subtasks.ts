@@ -39,6 +39,8 @@ export const TASK_SUBJECT_TYPE = 'urn:taskpass:params:oauth:token-type:task'
 export const MAX_OPEN_SUBTASKS = 100
 
 export type SubtaskDeps = TaskDeps & { config: TaskDeps['config'] & Pick<Config, 'workloads'> }
+/** What checking a sub-task's chain reads: no writes. */
+export type ChainDeps = Pick<TaskDeps, 'stores' | 'clock' | 'policy'> & { config: Pick<Config, 'tasks' | 'resources' | 'workloads'> }
 
 export interface SubtaskRequest {
   /** The workload the sub-task is for. */
@@ -68,7 +70,7 @@ export function taskSubject(deps: Pick<TaskDeps, 'config'>, row: TaskRow): Subje
  * What a sub-task may declare on one resource: the parent's declared scopes there that its
  * workload still holds (a narrowed grant narrows every sub-task from then on), and its tools.
  */
-function parentCeiling(deps: SubtaskDeps, parent: TaskRow, uri: string): { scopes: string[]; tools: string[] | undefined } | undefined {
+function parentCeiling(deps: Pick<ChainDeps, 'config'>, parent: TaskRow, uri: string): { scopes: string[]; tools: string[] | undefined } | undefined {
   const declared = taskResources(parent).find((r) => r.resource === uri)
   const resource = findResource(deps.config, uri)
   const workload = deps.config.workloads.find((w) => w.id === parent.workloadId)
@@ -78,7 +80,7 @@ function parentCeiling(deps: SubtaskDeps, parent: TaskRow, uri: string): { scope
 }
 
 /** The delegation decision for one resource of a sub-task: may `from` (acting on `parent`) hand it to `to`? */
-function decideDelegation(deps: SubtaskDeps, parent: TaskRow, from: Pick<Actor, 'workload'> & Partial<Pick<Actor, 'attestation'>>, to: WorkloadConfig, uri: string, scopes: string[], request: RequestFacts): Extract<Decision, { allow: true }> {
+function decideDelegation(deps: Pick<ChainDeps, 'config' | 'policy' | 'clock'>, parent: TaskRow, from: Pick<Actor, 'workload'> & Partial<Pick<Actor, 'attestation'>>, to: WorkloadConfig, uri: string, scopes: string[], request: RequestFacts): Extract<Decision, { allow: true }> {
   const resource = findResource(deps.config, uri)!
   const decision = deps.policy.decide(taskPrincipal(parent), 'task.delegate', resource, {
     workload: from.workload,
@@ -175,7 +177,7 @@ export interface ChainLink {
  * (an ancestor ended or expired), `invalid_scope` / `invalid_authorization_details` (an ancestor
  * was narrowed), or the policy's refusal.
  */
-export function checkDelegationChain(deps: SubtaskDeps, task: TaskRow, uri: string, scopes: string[], tools: string[] | undefined, request: RequestFacts): TaskRow[] {
+export function checkDelegationChain(deps: ChainDeps, task: TaskRow, uri: string, scopes: string[], tools: string[] | undefined, request: RequestFacts): TaskRow[] {
   const chain: TaskRow[] = []
   let below = task
   const now = deps.clock.now()
