@@ -111,41 +111,46 @@ export function createSseRewriter(filter: ToolListFilter): SseRewriter {
     return new TextEncoder().encode(`${kept.join('\n')}\n\n`)
   }
 
-  return {
-    push(chunk) {
-      const buf = new Uint8Array(pending.length + chunk.length)
-      buf.set(pending)
-      buf.set(chunk, pending.length)
-      const out: Uint8Array[] = []
-      let eventStart = 0
-      let i = scanFrom
-      while (i < buf.length) {
-        const b = buf[i]!
-        if (b !== LF && b !== CR) {
-          i++
-          continue
-        }
-        // A CR at the end of what we have may be the first half of a CRLF: wait for the next byte.
-        if (b === CR && i + 1 === buf.length) break
-        const next = b === CR && buf[i + 1] === LF ? i + 2 : i + 1
-        if (i === lineStart) {
-          // An empty line ends the event.
-          out.push(rewrite(buf.subarray(eventStart, next)))
-          eventStart = next
-        }
-        lineStart = next
-        i = next
+  /** Scans what is held plus `chunk`; `final`: no byte follows (a last CR is a line end, not half a CRLF). */
+  function scan(chunk: Uint8Array, final: boolean): Uint8Array {
+    const buf = new Uint8Array(pending.length + chunk.length)
+    buf.set(pending)
+    buf.set(chunk, pending.length)
+    const out: Uint8Array[] = []
+    let eventStart = 0
+    let i = scanFrom
+    while (i < buf.length) {
+      const b = buf[i]!
+      if (b !== LF && b !== CR) {
+        i++
+        continue
       }
-      pending = buf.slice(eventStart)
-      scanFrom = i - eventStart
-      lineStart -= eventStart
-      return concat(out)
-    },
+      // A CR at the end of what we have may be the first half of a CRLF: wait for the next byte.
+      if (b === CR && i + 1 === buf.length && !final) break
+      const next = b === CR && buf[i + 1] === LF ? i + 2 : i + 1
+      if (i === lineStart) {
+        // An empty line ends the event.
+        out.push(rewrite(buf.subarray(eventStart, next)))
+        eventStart = next
+      }
+      lineStart = next
+      i = next
+    }
+    pending = buf.slice(eventStart)
+    scanFrom = i - eventStart
+    lineStart -= eventStart
+    return concat(out)
+  }
+
+  return {
+    push: (chunk) => scan(chunk, false),
     end() {
+      const out = scan(new Uint8Array(0), true)
+      // An unterminated last event is passed on as it is (a client drops it anyway).
       const rest = pending
       pending = new Uint8Array(0)
       scanFrom = lineStart = 0
-      return rest
+      return concat([out, rest])
     },
   }
 }
