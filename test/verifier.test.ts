@@ -1534,6 +1534,22 @@ describe('verifier: tools/list answers narrowed to the token’s tools', () => {
     assert.deepEqual(await step.respond(scopeOnly, answer()).json(), list(1, ['read_note', 'write_note']))
   })
 
+  it('hono: the handler’s JSON answer is filtered and not sent with its unfiltered content-length', async () => {
+    const clock = createFixedClock(1_800_000_000)
+    const issuer = await startIssuer(clock)
+    try {
+      const v = createTaskTokenVerifier({ issuer: issuer.url, resource: RESOURCE, dpop: 'off', clock, revocation: { mode: 'none' } })
+      const token = await issuer.mint({ authorization_details: [{ type: 'mcp_tools', locations: [RESOURCE], actions: ['read_note'] }] })
+      const body = JSON.stringify(list(1, ['read_note', 'write_note']))
+      const app = new Hono().all('/mcp', taskTokenAuth(v, { authorizeToolCalls: true }), () => new Response(body, { headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) } }))
+      const res = await app.request(MCP_URL, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }) })
+      assert.equal(res.headers.get('content-length'), null)
+      assert.deepEqual(await res.json(), list(1, ['read_note']))
+    } finally {
+      await issuer.close()
+    }
+  })
+
   it('node: writeHead with a content-length, implicit headers, and streamed SSE writes are all filtered; content-length is the new length', async () => {
     const body = JSON.stringify(list(1, ['read_note', 'write_note']))
     const server = createServer((req, res) => {

@@ -53,7 +53,13 @@ export function taskTokenAuth(verifier: TaskTokenVerifier, options: TaskTokenAut
     }
     c.set('taskAuth', auth)
     await next()
-    if (filter) c.res = filterToolListResponse(c.res, filter)
+    if (filter) {
+      const filtered = filterToolListResponse(c.res, filter)
+      // Assigning over a response copies its headers onto the new one, `content-length` included:
+      // clear it first, so the filtered body is not sent with the unfiltered length.
+      c.res = undefined
+      c.res = filtered
+    }
   }
 }
 
