@@ -156,10 +156,11 @@ export function createNodeMiddleware(verifier: TaskTokenVerifier, options: GateO
  * Node `http` / Express middleware, the tool step for the identity a preceding gate put in
  * `req.auth` (this kit's, or the MCP SDK v1 `requireBearerAuth`): every `tools/call` of the
  * request is checked against the token's tools, then (PDP configured) the PDP; the response's
- * answers to `tools/list` are narrowed to the token's tools (`res` is wrapped). It reads `req.body` when a body parser ran (`createMcpExpressApp` has
- * one); otherwise it reads the body itself and leaves it parsed in `req.body`, which the handler
- * must then pass on (`transport.handleRequest(req, res, req.body)`). A refused call is answered
- * with a JSON-RPC error naming the tool; nothing reaches the server.
+ * answers to `tools/list` are narrowed to the token's tools (`res` is wrapped). It reads
+ * `req.body` when a body parser ran (`createMcpExpressApp` has one); otherwise it reads the body
+ * itself and leaves it parsed in `req.body`, which the handler must then pass on
+ * (`transport.handleRequest(req, res, req.body)`). A refused call is answered with a JSON-RPC
+ * error naming the tool; nothing reaches the server.
  */
 export function nodeToolCallCheck(verifier: ToolCallAuthorizer) {
   return function authorizeToolCalls(req: IncomingMessage & { auth?: VerifiedAuth; body?: unknown }, res: ServerResponse, next: (error?: unknown) => void): void {
