@@ -315,6 +315,18 @@ describe('docs/mcp-integration.md: its samples', () => {
   const page = readFileSync(new URL('../docs/mcp-integration.md', import.meta.url), 'utf8')
   const blocks = [...page.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]!)
 
+  it('the claim shown is what the broker mints for a task that declared read_note (its resource in the example’s place)', async () => {
+    const s = await startStack('v1-sse')
+    try {
+      const token = await taskToken(s, ['read_note'])
+      const claims = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>
+      const [shown] = [...page.matchAll(/```json\n([\s\S]*?)```/g)].map((m) => JSON.parse(m[1]!.replaceAll('https://notes.example.com/mcp', s.mcpUrl)) as Record<string, unknown>)
+      assert.deepEqual(shown, { authorization_details: claims.authorization_details })
+    } finally {
+      await s.stop()
+    }
+  })
+
   it('has samples, and every one is a file under docs/examples that this test runs, shown as it is', () => {
     assert.ok(blocks.length >= 4)
     const files = ['mcp-tools-verifier.ts', 'mcp-tools-sdk-v1.ts', 'mcp-tools-sdk-v2.ts', 'mcp-tools-hono.ts'].map((f) => readFileSync(new URL(`../docs/examples/${f}`, import.meta.url), 'utf8'))
