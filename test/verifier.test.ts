@@ -1373,24 +1373,24 @@ describe('verifier: the tools a token names (RFC 9396 mcp_tools authorization de
     assert.deepEqual(toolsInToken([tools(['read_note'], { locations: ['https://other.example/mcp'] })], RESOURCE), { ok: true, tools: [] }, 'tools for another resource only: none here')
   })
 
+  const MALFORMED = [
+    ['an object', { type: 'mcp_tools', actions: ['read_note'] }],
+    ['a string', 'mcp_tools'],
+    ['null', null],
+    ['a detail that is not an object', ['mcp_tools']],
+    ['a null detail', [null]],
+    ['a detail without type', [{ actions: ['read_note'] }]],
+    ['a numeric type', [{ type: 7, actions: ['read_note'] }]],
+    ['actions missing', [{ type: 'mcp_tools' }]],
+    ['actions a string', [tools('read_note')]],
+    ['actions with a number', [tools(['read_note', 3])]],
+    ['an action that is no MCP tool name', [tools(['read note'])]],
+    ['locations a string', [tools(['read_note'], { locations: RESOURCE })]],
+    ['locations with a number', [tools(['read_note'], { locations: [RESOURCE, 1] })]],
+  ] as const
+
   it('a malformed claim is not ok: not an array, a detail without a string type, mcp_tools with actions or locations that are not string arrays', () => {
-    for (const [name, claim] of [
-      ['an object', { type: 'mcp_tools', actions: ['read_note'] }],
-      ['a string', 'mcp_tools'],
-      ['null', null],
-      ['a detail that is not an object', ['mcp_tools']],
-      ['a null detail', [null]],
-      ['a detail without type', [{ actions: ['read_note'] }]],
-      ['a numeric type', [{ type: 7, actions: ['read_note'] }]],
-      ['actions missing', [{ type: 'mcp_tools' }]],
-      ['actions a string', [tools('read_note')]],
-      ['actions with a number', [tools(['read_note', 3])]],
-      ['an action that is no MCP tool name', [tools(['read note'])]],
-      ['locations a string', [tools(['read_note'], { locations: RESOURCE })]],
-      ['locations with a number', [tools(['read_note'], { locations: [RESOURCE, 1] })]],
-    ] as const) {
-      assert.equal(toolsInToken(claim, RESOURCE).ok, false, name)
-    }
+    for (const [name, claim] of MALFORMED) assert.equal(toolsInToken(claim, RESOURCE).ok, false, name)
   })
 
   describe('through the verifier', () => {
@@ -1410,9 +1410,10 @@ describe('verifier: the tools a token names (RFC 9396 mcp_tools authorization de
     })
 
     it('a malformed authorization_details claim → invalid_token (fail closed)', async () => {
-      for (const claim of [{ type: 'mcp_tools' }, [{ actions: ['read_note'] }], [tools('read_note')], [tools(['read_note'], { locations: RESOURCE })], [tools([1])]]) {
+      // (`mint` drops null claims: a null one is covered by the parser's own test.)
+      for (const [name, claim] of MALFORMED.filter(([, c]) => c !== null)) {
         const e = await rejected(v.verifyRequest(bearer(await issuer.mint({ authorization_details: claim }))), 'invalid_token', 401)
-        assert.equal(e.description, 'token authorization_details claim is malformed')
+        assert.equal(e.description, 'token authorization_details claim is malformed', name)
       }
     })
 
@@ -1470,6 +1471,11 @@ describe('verifier: the tool step checks the token’s tools, then the PDP when 
       const refused = await local(post(call(2, 'write_note')))
       assert.ok(refused instanceof Response)
       assert.equal(((await refused.json()) as { error: { data: { reason: string } } }).error.data.reason, 'tool_not_in_token')
+      // The gate noted the request's tools/list: its respond step narrows the handler's answer.
+      const listing = post({ jsonrpc: '2.0', id: 4, method: 'tools/list' })
+      assert.ok(!((await local(listing)) instanceof Response))
+      const answer = Response.json({ jsonrpc: '2.0', id: 4, result: { tools: [{ name: 'read_note' }, { name: 'write_note' }] } })
+      assert.deepEqual(await local.respond(listing, answer).json(), { jsonrpc: '2.0', id: 4, result: { tools: [{ name: 'read_note' }] } })
       const down = createFetchGate(
         createTaskTokenVerifier({ ...base, authorization: { credentials: { clientId: 'mcp', clientSecret: 's' }, evaluationUrl: `${issuer.url}/access/v1/evaluation` } }),
         { authorizeToolCalls: true },
