@@ -13,6 +13,9 @@ import type { TaskTokenVerifier } from './verifier.js'
  * (`insufficient_scope` as `InsufficientScopeError`, a malformed request as
  * `InvalidRequestError`), never as a plain `Error`. The SDK gate is Bearer-only: a DPoP-bound
  * token is refused (RFC 9449 §7.2); for DPoP use `createNodeMiddleware` instead.
+ *
+ * The gate checks who may call, not which tools: mount {@link authorizeToolCalls} after it, or
+ * the token's tools (`extra.tools`) are not enforced (docs/mcp-integration.md).
  */
 export function toMcpSdkV1Verifier(verifier: TaskTokenVerifier): OAuthTokenVerifier {
   return {

@@ -9,6 +9,9 @@ import type { TaskTokenVerifier } from './verifier.js'
  * `OAuthErrorCode.InvalidToken` (401) or `InsufficientScope` (403), which the gate answers with a
  * `WWW-Authenticate` challenge. The gate is Bearer-only: a DPoP-bound token is refused
  * (RFC 9449 §7.2); for DPoP use `createFetchGate` instead.
+ *
+ * The gate checks who may call, not which tools: put {@link authorizeToolCalls} after it, or the
+ * token's tools (`extra.tools`) are not enforced (docs/mcp-integration.md).
  */
 export function toMcpSdkV2Verifier(verifier: TaskTokenVerifier): OAuthTokenVerifier {
   return {
