@@ -227,9 +227,13 @@ for (const kind of ['v1', 'v2'] as const) {
       assert.match(await callTool(s, token, 'read_note'), /^read_note ran/)
     })
 
-    it("a tool outside the task's declared tools is refused the same way", async () => {
+    it("a tool outside the task's declared tools is refused the same way, by the kit from the token, without asking the PDP", async () => {
       const token = await taskToken(s, ['delete_note'])
-      await assert.rejects(callTool(s, token, 'read_note'), /tool "read_note" is not permitted for this task \(tool_not_in_task\)/)
+      const decided = s.broker.count('audit_events')
+      const ran = s.runs.get('read_note')
+      await assert.rejects(callTool(s, token, 'read_note'), /tool "read_note" is not permitted for this task \(tool_not_in_token\)/)
+      assert.equal(s.runs.get('read_note'), ran, 'the tool body never ran')
+      assert.equal(s.broker.count('audit_events'), decided, 'the PDP was not asked (no tool.call decision audited)')
     })
   })
 }

@@ -20,7 +20,24 @@ import { createFixedClock, type Clock, type FixedClock } from '../src/clock.js'
 import { Hono } from 'hono'
 import { InsufficientScopeError, InvalidTokenError } from '@modelcontextprotocol/sdk/server/auth/errors.js'
 import { OAuthError, OAuthErrorCode } from '@modelcontextprotocol/server'
-import { checkToolCalls, createDecisionCache, createTaskTokenVerifier, createFetchGate, TOOL_AUTHORIZATION_FAILED, TOOL_DENIED, createNodeMiddleware, VerifierError, type TaskAuthInfo, type TaskTokenVerifier, type TaskTokenVerifierOptions } from 'taskpass/verifier'
+import {
+  checkToolCalls,
+  createDecisionCache,
+  createFetchGate,
+  createFetchToolStep,
+  createNodeMiddleware,
+  createSseRewriter,
+  createTaskTokenVerifier,
+  filterNodeToolList,
+  filterToolListResponse,
+  TOOL_AUTHORIZATION_FAILED,
+  TOOL_DENIED,
+  toolsInToken,
+  VerifierError,
+  type TaskAuthInfo,
+  type TaskTokenVerifier,
+  type TaskTokenVerifierOptions,
+} from 'taskpass/verifier'
 import { protectedResourceMetadata, taskTokenAuth } from 'taskpass/verifier/hono'
 import { toMcpSdkV1Verifier } from 'taskpass/verifier/mcp-sdk-v1'
 import { toMcpSdkV2Verifier } from 'taskpass/verifier/mcp-sdk-v2'
@@ -1340,5 +1357,240 @@ describe('verifier: tool-call checks (the adapters\' option)', () => {
         await new Promise<void>((r) => server.close(() => r()))
       }
     })
+  })
+})
+
+describe('verifier: the tools a token names (RFC 9396 mcp_tools authorization details)', () => {
+  const tools = (actions: unknown, extra: Record<string, unknown> = {}) => ({ type: 'mcp_tools', actions, ...extra })
+
+  it('reads the actions of the mcp_tools details for this resource; no claim or no mcp_tools detail is scope-only', () => {
+    assert.deepEqual(toolsInToken(undefined, RESOURCE), { ok: true, tools: undefined })
+    assert.deepEqual(toolsInToken([], RESOURCE), { ok: true, tools: undefined })
+    assert.deepEqual(toolsInToken([{ type: 'payment_initiation', actions: [1] }], RESOURCE), { ok: true, tools: undefined }, 'another type is not ours to judge')
+    assert.deepEqual(toolsInToken([tools(['read_note', 'search_notes'], { locations: [RESOURCE] })], RESOURCE), { ok: true, tools: ['read_note', 'search_notes'] })
+    assert.deepEqual(toolsInToken([tools(['read_note'])], RESOURCE), { ok: true, tools: ['read_note'] }, 'no locations: this resource')
+    assert.deepEqual(toolsInToken([tools(['read_note'], { locations: [RESOURCE] }), tools(['read_note', 'x.y-z'])], RESOURCE), { ok: true, tools: ['read_note', 'x.y-z'] })
+    assert.deepEqual(toolsInToken([tools(['read_note'], { locations: ['https://other.example/mcp'] })], RESOURCE), { ok: true, tools: [] }, 'tools for another resource only: none here')
+  })
+
+  const MALFORMED = [
+    ['an object', { type: 'mcp_tools', actions: ['read_note'] }],
+    ['a string', 'mcp_tools'],
+    ['null', null],
+    ['a detail that is not an object', ['mcp_tools']],
+    ['a null detail', [null]],
+    ['a detail without type', [{ actions: ['read_note'] }]],
+    ['a numeric type', [{ type: 7, actions: ['read_note'] }]],
+    ['actions missing', [{ type: 'mcp_tools' }]],
+    ['actions a string', [tools('read_note')]],
+    ['actions with a number', [tools(['read_note', 3])]],
+    ['an action that is no MCP tool name', [tools(['read note'])]],
+    ['locations a string', [tools(['read_note'], { locations: RESOURCE })]],
+    ['locations with a number', [tools(['read_note'], { locations: [RESOURCE, 1] })]],
+  ] as const
+
+  it('a malformed claim is not ok: not an array, a detail without a string type, mcp_tools with actions or locations that are not string arrays', () => {
+    for (const [name, claim] of MALFORMED) assert.equal(toolsInToken(claim, RESOURCE).ok, false, name)
+  })
+
+  describe('through the verifier', () => {
+    const clock = createFixedClock(1_800_000_000)
+    let issuer: LocalIssuer
+    let v: TaskTokenVerifier
+    before(async () => {
+      issuer = await startIssuer(clock)
+      v = createTaskTokenVerifier({ issuer: issuer.url, resource: RESOURCE, dpop: 'off', clock, revocation: { mode: 'none' } })
+    })
+    after(() => issuer.close())
+
+    it('extra.tools: the token’s tools; absent for a scope-only token', async () => {
+      assert.deepEqual((await v.verifyAccessToken(await issuer.mint({ authorization_details: [tools(['read_note'], { locations: [RESOURCE] })] }))).extra.tools, ['read_note'])
+      assert.ok(!('tools' in (await v.verifyAccessToken(await issuer.mint())).extra))
+      assert.ok(!('tools' in (await v.verifyAccessToken(await issuer.mint({ authorization_details: [] }))).extra))
+    })
+
+    it('a malformed authorization_details claim → invalid_token (fail closed)', async () => {
+      // (`mint` drops null claims: a null one is covered by the parser's own test.)
+      for (const [name, claim] of MALFORMED.filter(([, c]) => c !== null)) {
+        const e = await rejected(v.verifyRequest(bearer(await issuer.mint({ authorization_details: claim }))), 'invalid_token', 401)
+        assert.equal(e.description, 'token authorization_details claim is malformed', name)
+      }
+    })
+
+    it('pdpConfigured: false with no credential to use, true with authorization.credentials or revocation credentials to reuse', () => {
+      assert.equal(v.pdpConfigured, false)
+      const base = { issuer: issuer.url, resource: RESOURCE, dpop: 'off' as const, clock }
+      assert.equal(createTaskTokenVerifier({ ...base, revocation: { mode: 'none' }, authorization: { credentials: { clientId: 'mcp', clientSecret: 's' } } }).pdpConfigured, true)
+      assert.equal(createTaskTokenVerifier({ ...base, revocation: { mode: 'introspection', introspectionUrl: `${issuer.url}/introspect`, credentials: { clientId: 'mcp', clientSecret: 's' } } }).pdpConfigured, true)
+    })
+  })
+})
+
+describe('verifier: the tool step checks the token’s tools, then the PDP when one is configured', () => {
+  const call = (id: number, name: string) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name, arguments: {} } })
+  const auth = (tools?: unknown) => ({ token: 't', extra: { jti: 'j1', task_id: 'task-1', sub_id: { format: 'iss_sub', iss: USER_ISSUER, sub: 'alice' }, ...(tools !== undefined ? { tools } : {}) } })
+  const pdp = (pdpConfigured?: boolean) => {
+    const asked: string[] = []
+    return { asked, pdpConfigured, authorize: async (_a: unknown, { tool }: { tool: string }) => (asked.push(tool), { allowed: true, reason: 'permitted' }) }
+  }
+
+  it('a tool the token does not name is refused (tool_not_in_token, -32001 naming it) without asking the PDP; one it names is asked', async () => {
+    const p = pdp(true)
+    const refused = await checkToolCalls(p, auth(['read_note']), call(1, 'write_note'))
+    assert.deepEqual(refused?.body, { jsonrpc: '2.0', id: 1, error: { code: TOOL_DENIED, message: 'tool "write_note" is not permitted for this task (tool_not_in_token)', data: { tool: 'write_note', reason: 'tool_not_in_token' } } })
+    assert.deepEqual(p.asked, [])
+    assert.equal(await checkToolCalls(p, auth(['read_note']), call(2, 'read_note')), undefined)
+    assert.deepEqual(p.asked, ['read_note'])
+    // An object without pdpConfigured (the kit's older shape) is asked, as before.
+    const legacy = pdp(undefined)
+    assert.equal(await checkToolCalls(legacy, auth(), call(3, 'anything')), undefined)
+    assert.deepEqual(legacy.asked, ['anything'])
+  })
+
+  it('no PDP configured: the token’s tools alone decide; a scope-only token may call any tool', async () => {
+    const p = pdp(false)
+    assert.equal(await checkToolCalls(p, auth(['read_note']), call(1, 'read_note')), undefined)
+    assert.equal((await checkToolCalls(p, auth(['read_note']), call(2, 'write_note')))?.decision.reason, 'tool_not_in_token')
+    assert.equal(await checkToolCalls(p, auth(), call(3, 'write_note')), undefined)
+    assert.deepEqual(p.asked, [])
+  })
+
+  it('an extra.tools that is not a list of names refuses every call (it did not come from this kit)', async () => {
+    for (const bad of ['read_note', [1], { read_note: true }, null]) assert.equal((await checkToolCalls(pdp(false), auth(bad), call(1, 'read_note')))?.decision.reason, 'tool_not_in_token', JSON.stringify(bad))
+  })
+
+  it('a real verifier: no credential → local check only; a configured PDP that cannot be reached → pdp_unavailable (-32603), fail closed', async () => {
+    const clock = createFixedClock(1_800_000_000)
+    const issuer = await startIssuer(clock)
+    try {
+      const base = { issuer: issuer.url, resource: RESOURCE, dpop: 'off' as const, clock, revocation: { mode: 'none' as const } }
+      const token = await issuer.mint({ authorization_details: [{ type: 'mcp_tools', locations: [RESOURCE], actions: ['read_note'] }] })
+      const post = (body: unknown) => new Request(MCP_URL, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })
+      const local = createFetchGate(createTaskTokenVerifier(base), { authorizeToolCalls: true })
+      assert.ok(!((await local(post(call(1, 'read_note')))) instanceof Response), 'no PDP: the token allows it')
+      const refused = await local(post(call(2, 'write_note')))
+      assert.ok(refused instanceof Response)
+      assert.equal(((await refused.json()) as { error: { data: { reason: string } } }).error.data.reason, 'tool_not_in_token')
+      // The gate noted the request's tools/list: its respond step narrows the handler's answer.
+      const listing = post({ jsonrpc: '2.0', id: 4, method: 'tools/list' })
+      assert.ok(!((await local(listing)) instanceof Response))
+      const answer = Response.json({ jsonrpc: '2.0', id: 4, result: { tools: [{ name: 'read_note' }, { name: 'write_note' }] } })
+      assert.deepEqual(await local.respond(listing, answer).json(), { jsonrpc: '2.0', id: 4, result: { tools: [{ name: 'read_note' }] } })
+      const down = createFetchGate(
+        createTaskTokenVerifier({ ...base, authorization: { credentials: { clientId: 'mcp', clientSecret: 's' }, evaluationUrl: `${issuer.url}/access/v1/evaluation` } }),
+        { authorizeToolCalls: true },
+      )
+      const unavailable = await down(post(call(3, 'read_note')))
+      assert.ok(unavailable instanceof Response)
+      assert.equal(((await unavailable.json()) as { error: { code: number } }).error.code, TOOL_AUTHORIZATION_FAILED)
+    } finally {
+      await issuer.close()
+    }
+  })
+})
+
+describe('verifier: tools/list answers narrowed to the token’s tools', () => {
+  const filter = { tools: ['read_note'], ids: [1, 'b'] }
+  const list = (id: number | string, names: string[], extra: Record<string, unknown> = {}) => ({ jsonrpc: '2.0', id, result: { tools: names.map((name) => ({ name, inputSchema: { type: 'object' } })), ...extra } })
+  const enc = (s: string) => new TextEncoder().encode(s)
+  const dec = (b: Uint8Array) => new TextDecoder().decode(b)
+  /** Feeds `text` to a fresh rewriter cut at `cut` bytes (and the rest), returns everything it gave back. */
+  const rewriteCut = (text: string, cut: number) => {
+    const r = createSseRewriter(filter)
+    const bytes = enc(text)
+    return dec(r.push(bytes.subarray(0, cut))) + dec(r.push(bytes.subarray(cut))) + dec(r.end())
+  }
+
+  it('SSE: the data of a response to a tools/list id is rewritten, other fields kept; every other byte passes unchanged, however the stream is cut', () => {
+    const other = `: keepalive\r\n\r\nevent: message\r\nid: 7\r\ndata: ${JSON.stringify(list(2, ['write_note']))}\r\n\r\nevent: message\ndata: {"jsonrpc":"2.0","method":"notifications/progress","params":{}}\n\n`
+    const ours = `event: message\nid: 8\ndata: ${JSON.stringify(list(1, ['read_note', 'write_note'], { nextCursor: 'c2' }))}\n\n`
+    const expected = `${other}event: message\nid: 8\ndata: ${JSON.stringify(list(1, ['read_note'], { nextCursor: 'c2' }))}\n\n`
+    for (let cut = 0; cut <= other.length + ours.length; cut++) assert.equal(rewriteCut(other + ours, cut), expected, `cut at ${cut}`)
+    // Multi-line data and CR line ends are read as SSE defines them.
+    const json = JSON.stringify(list('b', ['write_note', 'read_note']), null, 1)
+    const multi = `data: ${json.split('\n').join('\rdata: ')}\r\r`
+    assert.equal(rewriteCut(multi, 5), `data: ${JSON.stringify(list('b', ['read_note']))}\n\n`)
+    // An unterminated last event is passed on as it is.
+    assert.equal(rewriteCut(`data: ${JSON.stringify(list(1, ['write_note']))}`, 3), `data: ${JSON.stringify(list(1, ['write_note']))}`)
+  })
+
+  it('fetch: a JSON body (one answer or a batch) and an SSE body are filtered, content-length dropped; anything else is the same Response', async () => {
+    const json = new Response(JSON.stringify([list(1, ['read_note', 'write_note']), list(3, ['write_note'])]), { headers: { 'content-type': 'application/json', 'content-length': '999' } })
+    const filtered = filterToolListResponse(json, filter)
+    assert.equal(filtered.headers.get('content-length'), null)
+    assert.deepEqual(await filtered.json(), [list(1, ['read_note']), list(3, ['write_note'])])
+    const sse = new Response(new ReadableStream({ start(c) { const b = enc(`event: message\ndata: ${JSON.stringify(list(1, ['write_note', 'read_note']))}\n\n`); c.enqueue(b.subarray(0, 10)); c.enqueue(b.subarray(10)); c.close() } }), { headers: { 'content-type': 'text/event-stream' } })
+    assert.equal(await filterToolListResponse(sse, filter).text(), `event: message\ndata: ${JSON.stringify(list(1, ['read_note']))}\n\n`)
+    const html = new Response('<p>', { headers: { 'content-type': 'text/html' } })
+    assert.equal(filterToolListResponse(html, filter), html)
+    assert.equal(filterToolListResponse(json, undefined), json)
+  })
+
+  it('fetch tool step: respond filters only the requests whose tools/list the step saw, for a token that names tools', async () => {
+    const step = createFetchToolStep({ pdpConfigured: false, authorize: async () => ({ allowed: true }) })
+    const auth = { token: 't', extra: { tools: ['read_note'] } }
+    const request = new Request(MCP_URL, { method: 'POST', body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }) })
+    const answer = () => Response.json(list(1, ['read_note', 'write_note']))
+    assert.equal(await step(request, auth), undefined)
+    assert.deepEqual(await step.respond(request, answer()).json(), list(1, ['read_note']))
+    const unseen = new Request(MCP_URL, { method: 'POST', body: '{}' })
+    assert.deepEqual(await step.respond(unseen, answer()).json(), list(1, ['read_note', 'write_note']))
+    const scopeOnly = new Request(MCP_URL, { method: 'POST', body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }) })
+    assert.equal(await step(scopeOnly, { token: 't', extra: {} }), undefined)
+    assert.deepEqual(await step.respond(scopeOnly, answer()).json(), list(1, ['read_note', 'write_note']))
+  })
+
+  it('hono: the handler’s JSON answer is filtered and not sent with its unfiltered content-length', async () => {
+    const clock = createFixedClock(1_800_000_000)
+    const issuer = await startIssuer(clock)
+    try {
+      const v = createTaskTokenVerifier({ issuer: issuer.url, resource: RESOURCE, dpop: 'off', clock, revocation: { mode: 'none' } })
+      const token = await issuer.mint({ authorization_details: [{ type: 'mcp_tools', locations: [RESOURCE], actions: ['read_note'] }] })
+      const body = JSON.stringify(list(1, ['read_note', 'write_note']))
+      const app = new Hono().all('/mcp', taskTokenAuth(v, { authorizeToolCalls: true }), () => new Response(body, { headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) } }))
+      const res = await app.request(MCP_URL, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }) })
+      assert.equal(res.headers.get('content-length'), null)
+      assert.deepEqual(await res.json(), list(1, ['read_note']))
+    } finally {
+      await issuer.close()
+    }
+  })
+
+  it('node: writeHead with a content-length, implicit headers, and streamed SSE writes are all filtered; content-length is the new length', async () => {
+    const body = JSON.stringify(list(1, ['read_note', 'write_note']))
+    const server = createServer((req, res) => {
+      filterNodeToolList(res, filter)
+      if (req.url === '/explicit') res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) }).end(body)
+      else if (req.url === '/implicit') {
+        res.setHeader('content-type', 'application/json; charset=utf-8')
+        res.setHeader('content-length', Buffer.byteLength(body))
+        res.write(body.slice(0, 10))
+        res.end(body.slice(10))
+      } else if (req.url === '/sse') {
+        res.writeHead(200, ['Content-Type', 'text/event-stream', 'Cache-Control', 'no-cache'])
+        res.flushHeaders()
+        const event = `event: message\ndata: ${body}\n\n`
+        res.write(event.slice(0, 20))
+        setImmediate(() => res.end(event.slice(20)))
+      } else res.writeHead(404, { 'content-type': 'application/json' }).end(body)
+    })
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+    try {
+      const expected = JSON.stringify(list(1, ['read_note']))
+      for (const path of ['/explicit', '/implicit']) {
+        const res = await fetch(base + path)
+        assert.equal(res.headers.get('content-length'), String(Buffer.byteLength(expected)), path)
+        assert.equal(await res.text(), expected, path)
+      }
+      const sse = await fetch(`${base}/sse`)
+      assert.equal(sse.headers.get('content-length'), null)
+      assert.equal(sse.headers.get('cache-control'), 'no-cache')
+      assert.equal(await sse.text(), `event: message\ndata: ${expected}\n\n`)
+      assert.equal(await (await fetch(`${base}/other`)).text(), body, 'a non-200 answer passes unchanged')
+    } finally {
+      server.closeAllConnections()
+      await new Promise<void>((r) => server.close(() => r()))
+    }
   })
 })

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { TaskTokenVerifierOptions } from './options.js'
 import { basicCredentials, type FeedEvent } from './revocation-feed.js'
+import { MCP_TOOL_NAME } from './token-tools.js'
 
 /**
  * The verifier kit's client of the broker's AuthZEN PDP (docs/authzen.md): before a tool runs,
@@ -174,7 +175,6 @@ function sendable(args: Record<string, unknown> | undefined): Record<string, unk
 
 /** The COAZ-MCP binding's action name for `tools/call`. */
 const TOOL_CALL_ACTION = 'tools/call'
-const MCP_TOOL_NAME = /^[A-Za-z0-9_.-]{1,128}$/
 
 /**
  * Asks the PDP (AuthZEN 1.0 Access Evaluation API) with the subject `{type: "task_token", id: <token>}`, the action

@@ -1,7 +1,9 @@
 import type { MiddlewareHandler } from 'hono'
 import { VerifierError } from './errors.js'
 import { protectedResourceMetadataResponse, type ProtectedResourceMetadata } from './metadata.js'
+import { toolListFilter } from './gates.js'
 import { checkToolCalls, parseJsonOrUndefined, readBounded, refusalMessage } from './tool-calls.js'
+import { filterToolListResponse, type ToolListFilter } from './tool-list.js'
 import type { TaskAuthInfo, TaskTokenVerifier } from './verifier.js'
 
 /** The context variable the middleware sets. */
@@ -11,10 +13,12 @@ export interface TaskTokenVariables {
 
 export interface TaskTokenAuthOptions {
   /**
-   * Check every MCP `tools/call` in the request body through the broker's PDP before the
-   * handler runs. A refused call is answered at the HTTP level: 403 `insufficient_scope` with a
+   * The tool step: check every MCP `tools/call` in the request body before the handler runs —
+   * against the token's own tools, then, when the verifier has a PDP configured, through the
+   * broker's PDP. A refused call is answered at the HTTP level: 403 `insufficient_scope` with a
    * challenge whose description names the tool (what a per-tool scope step-up looks like to an
-   * MCP client); the handler never runs.
+   * MCP client); the handler never runs. The handler's answers to `tools/list` are narrowed to
+   * the token's tools.
    */
   authorizeToolCalls?: boolean
 }
@@ -37,6 +41,7 @@ export function taskTokenAuth(verifier: TaskTokenVerifier, options: TaskTokenAut
     } catch (e) {
       return verifier.errorResponse(e)
     }
+    let filter: ToolListFilter | undefined
     if (options.authorizeToolCalls && c.req.method === 'POST') {
       // Read from a clone: the handler reads the body again.
       const text = await readBounded(c.req.raw.clone().body as AsyncIterable<Uint8Array> | null)
@@ -44,9 +49,17 @@ export function taskTokenAuth(verifier: TaskTokenVerifier, options: TaskTokenAut
       const parsed = parseJsonOrUndefined(text)
       const refusal = parsed ? await checkToolCalls(verifier, auth, parsed.value) : undefined
       if (refusal) return verifier.errorResponse(new VerifierError('insufficient_scope', refusalMessage(refusal.tool, refusal.decision), { scheme: auth.extra.cnf ? 'DPoP' : 'Bearer', requiredScopes: [] }))
+      if (parsed) filter = toolListFilter(auth, parsed.value)
     }
     c.set('taskAuth', auth)
     await next()
+    if (filter) {
+      const filtered = filterToolListResponse(c.res, filter)
+      // Assigning over a response copies its headers onto the new one, `content-length` included:
+      // clear it first, so the filtered body is not sent with the unfiltered length.
+      c.res = undefined
+      c.res = filtered
+    }
   }
 }
 

@@ -18,7 +18,9 @@ export {
   type ProtectedResourceMetadata,
   type ProtectedResourceMetadataOptions,
 } from './metadata.js'
-export { createFetchGate, createNodeMiddleware, fetchToolCallRefusal, nodeToolCallCheck, type GateOptions } from './gates.js'
-export { checkToolCalls, toolCallsIn, TOOL_DENIED, TOOL_AUTHORIZATION_FAILED, type ToolCallRefusal } from './tool-calls.js'
+export { createFetchGate, createFetchToolStep, createNodeMiddleware, fetchToolCallRefusal, nodeToolCallCheck, respondToolList, toolListFilter, type FetchToolStep, type GateOptions } from './gates.js'
+export { allowedTools, checkToolCalls, toolCallsIn, TOOL_DENIED, TOOL_AUTHORIZATION_FAILED, type ToolCallAuthorizer, type ToolCallRefusal } from './tool-calls.js'
+export { createSseRewriter, filterJsonBody, filterNodeToolList, filterToolListMessage, filterToolListResponse, toolListIdsIn, type SseRewriter, type ToolListFilter } from './tool-list.js'
+export { MCP_TOOL_NAME, MCP_TOOLS_TYPE, toolsInToken, type TokenTools } from './token-tools.js'
 export type { FeedEvent, FeedStatus } from './revocation-feed.js'
 export type { Clock } from '../clock.js'

@@ -2,10 +2,12 @@ import type { ToolDecision } from './authorization.js'
 import type { TaskAuthInfo, TaskTokenVerifier } from './verifier.js'
 
 /**
- * Checking every MCP `tools/call` through the broker's PDP before the tool runs
- * (docs/authzen.md, "The adapters' option"). The check reads the JSON-RPC message(s) of the HTTP
- * request — the same parsed body the MCP transport is then given — so it works in front of any
- * MCP server, stateless or with sessions, without reaching into the SDK's request dispatch.
+ * Checking every MCP `tools/call` before the tool runs (docs/mcp-integration.md, "Tools and the
+ * verifier kit"): first against the tools the token names (its RFC 9396 `mcp_tools`
+ * authorization details, `auth.extra.tools`), then — when the verifier has a PDP credential —
+ * through the broker's AuthZEN PDP (docs/authzen.md). The check reads the JSON-RPC message(s) of
+ * the HTTP request — the same parsed body the MCP transport is then given — so it works in front
+ * of any MCP server, stateless or with sessions, without reaching into the SDK's request dispatch.
  *
  * A refused call never reaches the server: the request is answered with a JSON-RPC error for it
  * (the COAZ-MCP binding's codes: `-32001` for a deny, `-32603` when the PDP could not be asked,
@@ -84,18 +86,43 @@ function rpcError(id: JsonRpcId | null, tool: string | undefined, decision: Tool
 }
 
 /**
- * Authorizes every `tools/call` in `message` for `auth`. Resolves to `undefined` when all are
- * permitted (or there are none), else to the first refusal and the body answering the request.
- * Fails closed: a PDP that cannot be asked, or a misconfigured verifier, refuses the call.
+ * What the tool step needs of a verifier: `authorize` (the PDP) and whether a PDP is configured.
+ * An object without `pdpConfigured` is taken to have one: its `authorize` is always asked.
  */
-export async function checkToolCalls(verifier: Pick<TaskTokenVerifier, 'authorize'>, auth: VerifiedAuth | undefined, message: unknown): Promise<ToolCallRefusal | undefined> {
+export type ToolCallAuthorizer = Pick<TaskTokenVerifier, 'authorize'> & { readonly pdpConfigured?: boolean }
+
+/**
+ * The tools a verified identity may call, from `auth.extra.tools` (set by this kit's verifier from
+ * the token's `mcp_tools` authorization details): `undefined` for a scope-only token, `null` when
+ * the field is there but is not a list of names (refuse every call: it did not come from this kit).
+ */
+export function allowedTools(auth: VerifiedAuth | undefined): readonly string[] | undefined | null {
+  const tools = auth?.extra?.tools
+  if (tools === undefined) return undefined
+  return Array.isArray(tools) && tools.every((t) => typeof t === 'string') ? (tools as string[]) : null
+}
+
+/**
+ * Authorizes every `tools/call` in `message` for `auth`, in this order: a tool name at all; a
+ * verified identity; the tool among the token's own tools (when it names any: RFC 9396
+ * `mcp_tools`, reason `tool_not_in_token`); then, when the verifier has a PDP configured, the
+ * broker's PDP (`verifier.authorize`). Resolves to `undefined` when all are permitted (or there
+ * are none), else to the first refusal and the body answering the request. Fails closed: a
+ * configured PDP that cannot be asked refuses the call (`pdp_unavailable`).
+ */
+export async function checkToolCalls(verifier: ToolCallAuthorizer, auth: VerifiedAuth | undefined, message: unknown): Promise<ToolCallRefusal | undefined> {
   const calls = toolCallsIn(message)
   if (calls.length === 0) return undefined
+  const tools = allowedTools(auth)
+  const askPdp = verifier.pdpConfigured !== false
   const refusals = new Map<JsonRpcId, { tool: string | undefined; decision: ToolDecision }>()
   for (const call of calls) {
     let decision: ToolDecision
     if (call.tool === undefined) decision = { allowed: false, reason: 'invalid_params' }
     else if (!auth) decision = { allowed: false, reason: 'no_token' }
+    // Local and free: a tool the token does not name is refused without asking anyone.
+    else if (tools !== undefined && (tools === null || !tools.includes(call.tool))) decision = { allowed: false, reason: 'tool_not_in_token' }
+    else if (!askPdp) decision = { allowed: true }
     else {
       try {
         // The identity a gate verified; `authorize` checks its shape again and denies a stranger one.

@@ -10,6 +10,7 @@ import { createVerifierKeySet } from './jwks.js'
 import { buildProtectedResourceMetadata, protectedResourceMetadataUrl, type ProtectedResourceMetadata } from './metadata.js'
 import { checkOptions, type TaskTokenVerifierOptions } from './options.js'
 import { createRevocationFeedClient, type FeedStatus, type RevocationFeedClient } from './revocation-feed.js'
+import { toolsInToken } from './token-tools.js'
 
 /**
  * What a verified task token says, shaped as the MCP SDK's `AuthInfo` (v1 and v2): `expiresAt`
@@ -33,6 +34,12 @@ export interface TaskAuthInfo {
     jti: string
     sid?: string
     cnf?: { jkt: string }
+    /**
+     * The MCP tools this token may call on this resource: the `actions` of its RFC 9396
+     * `mcp_tools` authorization details for this resource. Absent for a scope-only token (its
+     * task declared no tools); the adapters' tool step refuses any other tool.
+     */
+    tools?: string[]
   }
 }
 
@@ -59,6 +66,12 @@ export interface TaskTokenVerifier {
   readonly requiredScopes: readonly string[]
   /** RFC 9728 metadata URL for challenges (`resource_metadata`). */
   readonly resourceMetadataUrl: string
+  /**
+   * Whether a PDP credential is configured (`authorization.credentials`, or the revocation
+   * credentials to reuse): the adapters' tool step then asks the PDP after the token's own tools;
+   * without one it checks the token's tools alone.
+   */
+  readonly pdpConfigured: boolean
   /** Standards.md Appendix C, steps 1–8, for one request. Throws {@link VerifierError}. */
   verifyRequest(request: TaskTokenRequest): Promise<TaskAuthInfo>
   /**
@@ -102,6 +115,7 @@ interface Claims {
   nbf?: number
   sid?: string
   cnf?: { jkt: string }
+  authorization_details?: unknown
 }
 
 /** RFC 7515 §7.1 compact serialization: three base64url segments and nothing else (RFC 8725bis §3.4). */
@@ -310,6 +324,9 @@ export function createTaskTokenVerifier(options: TaskTokenVerifierOptions): Task
     }
     if (subjectIssuers && !subjectIssuers.has(claims.sub_id.iss)) throw invalidToken('token user is from a subject issuer not accepted here', scheme, `sub_id.iss ${JSON.stringify(claims.sub_id.iss)}`)
     if (claims.sid !== undefined && typeof claims.sid !== 'string') throw invalidToken('token sid is malformed', scheme)
+    // RFC 9396: the tools the task declared. The broker never mints a malformed claim: refuse one.
+    const tokenTools = toolsInToken(claims.authorization_details, resource)
+    if (!tokenTools.ok) throw invalidToken('token authorization_details claim is malformed', scheme, tokenTools.why)
 
     // Step 6 — sender constraint (RFC 9449 §7).
     if (claims.cnf !== undefined) {
@@ -370,6 +387,7 @@ export function createTaskTokenVerifier(options: TaskTokenVerifierOptions): Task
         jti: claims.jti,
         ...(claims.sid !== undefined ? { sid: claims.sid } : {}),
         ...(claims.cnf !== undefined ? { cnf: { jkt: claims.cnf.jkt } } : {}),
+        ...(tokenTools.tools !== undefined ? { tools: tokenTools.tools } : {}),
       },
     }
   }
@@ -397,6 +415,7 @@ export function createTaskTokenVerifier(options: TaskTokenVerifierOptions): Task
     dpop,
     requiredScopes,
     resourceMetadataUrl,
+    pdpConfigured: pdp !== undefined,
 
     async verifyRequest(request) {
       // Step 1 — exactly one credential (RFC 6750 §2, RFC 9449 §7.2).
