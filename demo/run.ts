@@ -5,9 +5,13 @@
  *   MCP server  the official MCP SDK (v1: Express + requireBearerAuth) with two tools, guarded by
  *               taskpass/verifier (JWKS, exact audience, revocation feed over SSE)
  *   agent       the official MCP SDK client (StreamableHTTPClientTransport) acting for user alice
+ *   helper      a second agent (another workload) the first one delegates a narrower sub-task to
  *
- * The agent opens a task, exchanges its credentials for a task token, calls the tools, completes
- * the task — and the very next call is refused, with the time the server took to learn of it.
+ * The agent opens a task for two tools, exchanges its credentials for a task token and calls
+ * them; it hands the helper a read-only sub-task for one tool; the helper, with its own
+ * attestation, gets its own token, reads, and is refused the tool outside its sub-task; the agent
+ * completes the task — and the helper's very next call is refused, with the time the server took
+ * to learn of it.
  */
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -18,13 +22,14 @@ import { join } from 'node:path'
 import { getRequestListener } from '@hono/node-server'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
+import { McpError } from '@modelcontextprotocol/sdk/types.js'
 import { requireBearerAuth } from '@modelcontextprotocol/sdk/server/auth/middleware/bearerAuth.js'
 import { createMcpExpressApp } from '@modelcontextprotocol/sdk/server/express.js'
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
 import { z } from 'zod'
 import { createTaskTokenVerifier, hasScopes, protectedResourceMetadataMiddleware, type TaskAuthInfo, type TaskTokenVerifier } from 'taskpass/verifier'
-import { toMcpSdkV1Verifier } from 'taskpass/verifier/mcp-sdk-v1'
+import { authorizeToolCalls, toMcpSdkV1Verifier } from 'taskpass/verifier/mcp-sdk-v1'
 import { createApp } from '../src/app.js'
 import { argon2Hasher, createBroker } from '../src/broker.js'
 import { systemClock } from '../src/clock.js'
@@ -36,7 +41,7 @@ const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange'
 const JWT_TYPE = 'urn:ietf:params:oauth:token-type:jwt'
 const started = Date.now()
 
-function say(who: 'broker' | 'server' | 'agent' | 'demo', text: string): void {
+function say(who: 'broker' | 'server' | 'agent' | 'helper' | 'demo', text: string): void {
   process.stdout.write(`${`[${who}]`.padEnd(9)} ${text}\n`)
 }
 
@@ -77,6 +82,8 @@ function notesApp(verifier: TaskTokenVerifier, mcpUrl: string) {
   app.all(
     '/mcp',
     requireBearerAuth({ verifier: toMcpSdkV1Verifier(verifier), requiredScopes: ['notes:read'], resourceMetadataUrl: verifier.resourceMetadataUrl, expectedResource: new URL(mcpUrl) }),
+    // A tools/call for a tool the token does not carry is refused before it runs; tools/list is filtered.
+    authorizeToolCalls(verifier),
     async (req, res) => {
       const server = build()
       const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined })
@@ -109,13 +116,13 @@ async function main(): Promise<void> {
     database: join(dir, 'taskpass.db'),
     keys: { kek: randomBytes(32).toString('base64url') },
     resources: (base.resources ?? []).map((r) => ({ ...r, uri: mcpUrl })),
-    workloads: (base.workloads ?? []).map((w) => ({ ...w, grants: [{ resource: mcpUrl, scopes: [...DEV.scopes] }] })),
+    workloads: (base.workloads ?? []).map((w) => ({ ...w, grants: (w.grants ?? []).map((g) => ({ ...g, resource: mcpUrl })) })),
   })
   const deps = await createBroker({ config, clock: systemClock, logger: silentLogger, kek: Buffer.from(config.keys.kek!, 'base64url') })
   const app = createApp(deps)
   broker.setHandler(getRequestListener((r) => app.fetch(r)))
   say('broker', `taskpass listening at ${issuer} (issuer); signs ${deps.keys.current().alg} with kid ${deps.keys.current().kid.slice(0, 12)}…`)
-  say('broker', `registered: workload "${DEV.workloadId}" (${DEV.spiffeId}), resource ${mcpUrl}`)
+  say('broker', `registered: workload "${DEV.workloadId}" (${DEV.spiffeId}) which may delegate to "${DEV.helperWorkloadId}" (${DEV.helperSpiffeId}, read-only), resource ${mcpUrl}`)
 
   // --- the MCP server --------------------------------------------------------------------------
   let learnedAt: number | undefined
@@ -147,11 +154,11 @@ async function main(): Promise<void> {
   const opened = await fetch(`${issuer}/tasks`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${session}`, 'actor-token': svid },
-    body: JSON.stringify({ purpose: 'tidy up my notes', resources: [{ resource: mcpUrl, scopes: ['notes:read', 'notes:write'] }], ttl: 600 }),
+    body: JSON.stringify({ purpose: 'tidy up my notes', resources: [{ resource: mcpUrl, scopes: ['notes:read', 'notes:write'], tools: ['read_note', 'write_note'] }], ttl: 600 }),
   })
   const task = (await opened.json()) as { task_id: string; status: string; expires_at: number }
   if (opened.status !== 201) throw new Error(`POST /tasks answered ${opened.status}: ${JSON.stringify(task)}`)
-  say('agent', `POST /tasks → ${opened.status}: task ${task.task_id} is ${task.status}, notes:read notes:write for 600 s`)
+  say('agent', `POST /tasks → ${opened.status}: task ${task.task_id} is ${task.status}, notes:read notes:write, tools read_note write_note, for 600 s`)
 
   const exchangeBody = new URLSearchParams({
     grant_type: TOKEN_EXCHANGE,
@@ -178,18 +185,49 @@ async function main(): Promise<void> {
   say('agent', `tools/call write_note {name: "groceries", text: "milk, eggs"} → ${text(await client.callTool({ name: 'write_note', arguments: { name: 'groceries', text: 'milk, eggs' } }))}`)
   say('agent', `tools/call read_note {name: "groceries"} → ${text(await client.callTool({ name: 'read_note', arguments: { name: 'groceries' } }))}`)
 
+  // --- the agent delegates a narrower sub-task to the helper -----------------------------------
+  const delegated = await fetch(`${issuer}/tasks/${task.task_id}/subtasks`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'actor-token': svid },
+    body: JSON.stringify({ workload: DEV.helperWorkloadId, purpose: 'summarise the groceries note', resources: [{ resource: mcpUrl, scopes: ['notes:read'], tools: ['read_note'] }], ttl: 300 }),
+  })
+  const sub = (await delegated.json()) as { task_id: string; status: string; depth: number }
+  if (delegated.status !== 201) throw new Error(`POST /tasks/{id}/subtasks answered ${delegated.status}: ${JSON.stringify(sub)}`)
+  say('agent', `POST /tasks/${task.task_id.slice(0, 13)}…/subtasks → ${delegated.status}: sub-task ${sub.task_id} for "${DEV.helperWorkloadId}" is ${sub.status} (depth ${sub.depth}): notes:read, tool read_note only; no credential handed over`)
+
+  // The helper proves itself with its own attestation and names the sub-task as its subject.
+  const helperSvid = await mintDevSvid(material, systemClock, { audience: issuer, spiffeId: DEV.helperSpiffeId })
+  const helperExchange = new URLSearchParams({ grant_type: TOKEN_EXCHANGE, subject_token: sub.task_id, subject_token_type: 'urn:taskpass:params:oauth:token-type:task', actor_token: helperSvid, actor_token_type: JWT_TYPE, resource: mcpUrl })
+  const helperRes = await fetch(`${issuer}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: helperExchange })
+  const helperToken = (await helperRes.json()) as { access_token: string; scope: string }
+  if (helperRes.status !== 200) throw new Error(`the helper's POST /token answered ${helperRes.status}: ${JSON.stringify(helperToken)}`)
+  const helperClaims = JSON.parse(Buffer.from(helperToken.access_token.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>
+  say('helper', `POST /token (its own JWT-SVID, subject = the sub-task) → ${helperRes.status}: scope "${helperToken.scope}"`)
+  say('helper', `  token claims: act=${JSON.stringify(helperClaims.act)} parent_task_id=${String(helperClaims.parent_task_id).slice(0, 13)}… authorization_details=${JSON.stringify(helperClaims.authorization_details)}`)
+  const helper = new Client({ name: 'demo-helper', version: '1.0.0' })
+  await helper.connect(new StreamableHTTPClientTransport(new URL(mcpUrl), { requestInit: { headers: { Authorization: `Bearer ${helperToken.access_token}` } } }))
+  say('helper', `tools/list → ${(await helper.listTools()).tools.map((t) => t.name).join(', ')} (filtered to the token's tools)`)
+  say('helper', `tools/call read_note {name: "groceries"} → ${text(await helper.callTool({ name: 'read_note', arguments: { name: 'groceries' } }))}`)
+  try {
+    await helper.callTool({ name: 'write_note', arguments: { name: 'groceries', text: 'nothing' } })
+    throw new Error('write_note was not refused')
+  } catch (e) {
+    if (!(e instanceof McpError)) throw e
+    say('helper', `tools/call write_note → refused before it ran: McpError ${e.code}: ${e.message}`)
+  }
+
   // --- the task ends ---------------------------------------------------------------------------
   const t0 = Date.now()
   const completed = await fetch(`${issuer}/tasks/${task.task_id}/complete`, { method: 'POST', headers: { 'actor-token': svid } })
-  const ended = (await completed.json()) as { task: { status: string }; tokens_revoked: number }
-  say('agent', `POST /tasks/${task.task_id.slice(0, 13)}…/complete → ${completed.status}: task ${ended.task.status}, ${ended.tokens_revoked} token(s) revoked (${Date.now() - t0} ms, durable before the answer)`)
+  const ended = (await completed.json()) as { task: { status: string }; tokens_revoked: number; subtasks_revoked?: string[] }
+  say('agent', `POST /tasks/${task.task_id.slice(0, 13)}…/complete → ${completed.status}: task ${ended.task.status}, ${ended.tokens_revoked} token(s) revoked, sub-task(s) ended with it: ${ended.subtasks_revoked?.length ?? 0} (${Date.now() - t0} ms, durable before the answer)`)
 
-  // The next call, as soon as the agent makes it.
+  // The helper's next call, as soon as it makes it.
   let refusedAfter: number | undefined
   let refusal = ''
   for (let attempt = 0; attempt < 200 && refusedAfter === undefined; attempt++) {
     try {
-      await client.callTool({ name: 'read_note', arguments: { name: 'groceries' } })
+      await helper.callTool({ name: 'read_note', arguments: { name: 'groceries' } })
       await new Promise((r) => setTimeout(r, 5))
     } catch (e) {
       refusedAfter = Date.now() - t0
@@ -198,14 +236,17 @@ async function main(): Promise<void> {
   }
   if (refusedAfter === undefined || learnedAt === undefined) throw new Error('the call was not refused within a second')
   say('server', `learned of the completion ${learnedAt - t0} ms after the agent asked for it`)
-  say('agent', `tools/call read_note → refused, ${refusedAfter} ms after completion: ${refusal}`)
-  const challenge = await fetch(mcpUrl, { method: 'POST', headers: { authorization: `Bearer ${tokenResponse.access_token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: '{}' })
+  say('helper', `tools/call read_note → refused, ${refusedAfter} ms after the parent task's completion: ${refusal}`)
+  const challenge = await fetch(mcpUrl, { method: 'POST', headers: { authorization: `Bearer ${helperToken.access_token}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: '{}' })
   say('server', `  WWW-Authenticate: ${challenge.headers.get('www-authenticate')}`)
   await challenge.body?.cancel()
 
   const again = await fetch(`${issuer}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: exchangeBody })
   say('agent', `POST /token again for the same task → ${again.status}: ${JSON.stringify(await again.json())} — no new token for an ended task`)
+  const helperAgain = await fetch(`${issuer}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: helperExchange })
+  say('helper', `POST /token again for the sub-task → ${helperAgain.status}: ${JSON.stringify(await helperAgain.json())}`)
 
+  await helper.close()
   await client.close()
   await verifier.close()
   await mcp.close()
