@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
@@ -78,10 +78,35 @@ describe('admin CLI (dev mode)', () => {
     assert.deepEqual(actions, ['keys.rotate', 'keys.revoke'])
   })
 
-  it('unknown commands print the usage and exit 64', () => {
+  it('unknown commands say so, print the usage and exit 64; -h/--help print it on stdout (exit 0); --version prints the version', () => {
     const out = cli(dir, 'frobnicate')
     assert.equal(out.status, 64)
+    assert.match(out.stderr, /^taskpass: unknown command "frobnicate"\n/)
     assert.match(out.stderr, /taskpass CLI/)
+    for (const flag of ['-h', '--help', 'help']) {
+      const help = cli(dir, flag)
+      assert.equal(help.status, 0, flag)
+      assert.match(help.stdout, /taskpass CLI/)
+      assert.equal(help.stderr, '')
+    }
+    const version = cli(dir, '--version')
+    assert.equal(version.status, 0)
+    assert.equal(version.stdout.trim(), (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version)
+  })
+
+  it('every failure is one JSON line on stderr in the HTTP API\'s shape; output uses its field names', () => {
+    const missing = cli(dir, 'tasks', 'show', 'no-such-task')
+    assert.equal(missing.status, 1)
+    assert.deepEqual(JSON.parse(missing.stderr), { error: 'not_found', error_description: 'task not found' })
+    const revoked = cli(dir, 'tasks', 'revoke', 'no-such-task')
+    assert.equal(revoked.status, 1)
+    assert.equal(JSON.parse(revoked.stderr).error, 'not_found')
+    const bad = cli(dir, 'audit', 'x')
+    assert.equal(bad.status, 64)
+    const listed = JSON.parse(cli(dir, 'tasks', 'list').stdout) as { tasks: unknown[] }
+    assert.ok(Array.isArray(listed.tasks))
+    const events = cli(dir, 'audit').stdout.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>)
+    for (const e of events) for (const k of Object.keys(e)) assert.match(k, /^[a-z_]+$/, `snake_case audit field ${k}`)
   })
 })
 
@@ -122,7 +147,7 @@ describe('admin CLI: approvals', () => {
       assert.match(again.stderr, /task_not_active/)
     }
     assert.deepEqual([show('task-approve').status, show('task-deny').status], ['active', 'denied'])
-    const listed = JSON.parse(cli(dir, 'tasks', 'list', 'denied').stdout) as { task_id: string }[]
+    const listed = (JSON.parse(cli(dir, 'tasks', 'list', 'denied').stdout) as { tasks: { task_id: string }[] }).tasks
     assert.deepEqual(listed.map((t) => t.task_id), ['task-deny'])
 
     const audit = cli(dir, 'audit').stdout.trim().split('\n').map((l) => JSON.parse(l) as { action: string; decision: string; reason: string; error: string | null })

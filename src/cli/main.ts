@@ -1,17 +1,25 @@
+import { readFileSync } from 'node:fs'
 import { argon2Hasher, createBroker } from '../broker.js'
 import { systemClock } from '../clock.js'
 import { ConfigError } from '../config.js'
 import { DEV, mintDevSessionToken, mintDevSvid } from '../dev/dev-setup.js'
-import { rotateKeys } from '../keys/keyset.js'
+import { OAuthError } from '../errors.js'
+import { rotateKeys, RotationTooEarly } from '../keys/keyset.js'
 import { revokeKey } from '../keys/revoke.js'
-import { createJsonLogger, silentLogger } from '../logger.js'
+import { silentLogger } from '../logger.js'
 import { loadRuntime } from '../runtime.js'
+import { viewAuditEvent } from '../store/audit-view.js'
 import { approveTask, denyTask } from '../tasks/approvals.js'
 import { endTask, viewTask } from '../tasks/lifecycle.js'
 import { revokeSession } from '../tasks/sessions.js'
 import { clearAdminPoliciesOffline, POLICY_USAGE, policyCommand } from './policy.js'
 
 const USAGE = `taskpass CLI — the admin API, from the shell (same config as the broker: --config or TASKPASS_CONFIG; dev mode otherwise)
+Output is JSON with the HTTP API's field names; a failure is one JSON line on stderr,
+{"error": <code>, "error_description": <text>}, with exit status 1 (2: bad configuration; 64: bad usage).
+
+  -h, --help, help           print this text
+  --version                  print the version
 
   dev-tokens                 print a dev user session token and a dev workload JWT-SVID, with a curl exchange
   hash-secret <secret>       print the argon2id hash of a secret (for resources[].credential / admin.apiKeyHashes)
@@ -43,7 +51,16 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write((await argon2Hasher.hash(sub)) + '\n')
     return 0
   }
-  if (!cmd || cmd === 'help' || cmd === '--help') return usage(0)
+  if (cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    process.stdout.write(USAGE)
+    return 0
+  }
+  if (cmd === '--version') {
+    process.stdout.write(`${(JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version}\n`)
+    return 0
+  }
+  if (!cmd) return usage()
+  if (!COMMANDS.has(cmd)) return usage(64, `unknown command "${cmd.slice(0, 64)}"`)
 
   const runtime = await loadRuntime(argv, process.env, silentLogger)
   if (cmd === 'dev-tokens') {
@@ -121,12 +138,12 @@ async function main(argv: string[]): Promise<number> {
         if (arg !== undefined && !status) return usage()
         const statuses = status ? [status] : undefined
         const now = systemClock.now()
-        print(deps.stores.tasks.list({ statuses, limit: 100 }).map((t) => viewTask(t, now)))
+        print({ tasks: deps.stores.tasks.list({ statuses, limit: 100 }).map((t) => viewTask(t, now)) })
         return 0
       }
       case 'tasks show':
         if (!arg) return usage()
-        print(viewTask(deps.stores.tasks.get(arg) ?? fail(`no task ${arg}`), systemClock.now()))
+        print(viewTask(deps.stores.tasks.get(arg) ?? fail(new OAuthError('not_found', 404, 'task not found')), systemClock.now()))
         return 0
       case 'tasks approve':
         if (!arg) return usage()
@@ -146,7 +163,11 @@ async function main(argv: string[]): Promise<number> {
         return 0
       default:
         if (cmd === 'audit') {
-          for (const e of deps.stores.audit.list({ afterId: Number(sub ?? 0), limit: Number(arg ?? 100) })) process.stdout.write(JSON.stringify(e) + '\n')
+          // The admin API's bounds: after ≥ 0, 1 ≤ limit ≤ 1000.
+          const after = sub ?? '0'
+          const limit = arg ?? '100'
+          if (!/^[0-9]{1,15}$/.test(after) || !/^[0-9]{1,4}$/.test(limit) || Number(limit) < 1 || Number(limit) > 1000) return usage(64, '"after" ≥ 0 and 1 ≤ "limit" ≤ 1000 must be integers')
+          for (const e of deps.stores.audit.list({ afterId: Number(after), limit: Number(limit) })) process.stdout.write(JSON.stringify(viewAuditEvent(e)) + '\n')
           return 0
         }
         return usage()
@@ -156,20 +177,31 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-function fail(msg: string): never {
-  throw new Error(msg)
+function fail(e: Error): never {
+  throw e
 }
 
-function usage(code = 64): number {
+/** The top-level commands (anything else is "unknown command", exit 64). */
+const COMMANDS = new Set(['dev-tokens', 'hash-secret', 'keys', 'tasks', 'sessions', 'audit', 'policy'])
+
+function usage(code = 64, problem?: string): number {
+  if (problem !== undefined) process.stderr.write(`taskpass: ${problem}\n\n`)
   process.stderr.write(USAGE)
   return code
+}
+
+/** A failure as the HTTP API would answer it: `{error, error_description}`. */
+function errorLine(e: unknown): { line: { error: string; error_description: string }; status: number } {
+  if (e instanceof ConfigError) return { line: { error: 'invalid_config', error_description: e.message }, status: 2 }
+  if (e instanceof OAuthError) return { line: { error: e.code, error_description: e.description }, status: 1 }
+  if (e instanceof RotationTooEarly) return { line: { error: 'rotation_too_early', error_description: e.message }, status: 1 }
+  return { line: { error: 'server_error', error_description: e instanceof Error ? e.message : String(e) }, status: 1 }
 }
 
 try {
   process.exitCode = await main(process.argv.slice(2))
 } catch (e) {
-  const logger = createJsonLogger()
-  if (e instanceof ConfigError) process.stderr.write(`taskpass: ${e.message}\n`)
-  else logger.error((e as Error).message)
-  process.exitCode = 1
+  const { line, status } = errorLine(e)
+  process.stderr.write(JSON.stringify(line) + '\n')
+  process.exitCode = status
 }

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import type { Deps } from '../broker.js'
 import type { Config } from '../config.js'
-import { InvalidPolicy, OAuthError } from '../errors.js'
+import { InvalidPolicy } from '../errors.js'
 import { asInvalidPolicy, loadAdminPolicies, viewPolicySet } from '../policy/manage.js'
 import { openDatabase } from '../store/db.js'
 import { createStores } from '../store/stores.js'
@@ -31,7 +31,7 @@ export function clearAdminPoliciesOffline(config: Pick<Config, 'database'>, now:
   } finally {
     database.close()
   }
-  process.stdout.write('admin policies cleared\n')
+  print({ admin_policies: '', cleared: 'offline' })
 }
 
 /** `policy …` commands; returns the exit status (2: the policy set was refused). */
@@ -66,13 +66,10 @@ export function policyCommand(deps: Deps, sub: string | undefined, arg: string |
         return 64
     }
   } catch (e) {
+    // The HTTP API's error body (PUT /admin/policies answers 400 invalid_policy with problems).
     if (e instanceof InvalidPolicy) {
-      process.stderr.write(`policy set refused; nothing changed:\n${e.problems.map((p) => `  - ${p}`).join('\n')}\n`)
+      process.stderr.write(JSON.stringify({ error: 'invalid_policy', error_description: 'policy set refused; nothing changed', problems: e.problems }) + '\n')
       return 2
-    }
-    if (e instanceof OAuthError) {
-      process.stderr.write(`${e.code}: ${e.description}\n`)
-      return 1
     }
     throw e
   }

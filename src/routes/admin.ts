@@ -7,6 +7,7 @@ import { noStore } from '../http/middleware.js'
 import { RotationTooEarly, rotateKeys } from '../keys/keyset.js'
 import { revokeKey } from '../keys/revoke.js'
 import type { ApprovalDecision } from '../tasks/approvals.js'
+import { viewAuditEvent } from '../store/audit-view.js'
 import { endTask, viewTask } from '../tasks/lifecycle.js'
 import { decideAs } from './tasks.js'
 import { policyRoutes } from './policies.js'
@@ -78,12 +79,7 @@ export function adminRoutes(deps: Deps) {
       const after = Number(afterText)
       const limit = Number(limitText)
       if (!/^[0-9]{1,15}$/.test(afterText) || !/^[0-9]{1,4}$/.test(limitText) || limit < 1 || limit > 1000) throw invalidRequest('"after" ≥ 0 and 1 ≤ "limit" ≤ 1000 must be integers')
-      const events = deps.stores.audit.list({ afterId: after, limit }).map((e) => ({
-        id: e.id, at: e.at, action: e.action, decision: e.decision, reason: e.reason, error: e.error,
-        user_sub: e.userSub, workload_id: e.workloadId, task_id: e.taskId, jti: e.jti, resource: e.resource,
-        policy_version: e.policyVersion, policies: e.policies,
-      }))
-      return c.json({ events })
+      return c.json({ events: deps.stores.audit.list({ afterId: after, limit }).map(viewAuditEvent) })
     })
     .route('/', policyRoutes(deps))
 }

@@ -6,6 +6,7 @@ import { auditEvents, brokerMeta, policySets, revocationEvents, revokedSessions,
 export type TaskRow = typeof tasks.$inferSelect
 export type TokenRow = typeof tokens.$inferSelect
 export type AuditRow = typeof auditEvents.$inferInsert
+export type AuditEventRow = typeof auditEvents.$inferSelect
 export type RevocationEventRow = typeof revocationEvents.$inferSelect
 export type NewRevocationEvent = Pick<RevocationEventRow, 'at' | 'kind' | 'relevantUntil'> & Partial<Pick<RevocationEventRow, 'taskId' | 'jti' | 'sid' | 'sub' | 'subjectIssuer' | 'kid'>> & {
   /** The resource URIs of the affected tokens (the task's resources, or the token's `aud`). */
