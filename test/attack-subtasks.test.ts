@@ -297,7 +297,7 @@ describe('attack: sub-tasks never wider than the parent (refused correctly)', ()
         body: JSON.stringify({ purpose: 'bound', resources: PARENT_RESOURCES, ttl: 1800 }),
       })
       const parent = (await opened.json()) as TaskView
-      for (const headers of [{}, { dpop: await other.proof(b, `/tasks/${parent.task_id}/subtasks`) }]) {
+      for (const headers of [{}, { dpop: await other.proof(b, `/tasks/${parent.task_id}/subtasks`) }] as Record<string, string>[]) {
         const before = counts(b)
         const res = await subtask(b, parent.task_id, {}, { headers })
         assert.equal(res.status, 400)
