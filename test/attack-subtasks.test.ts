@@ -2,7 +2,7 @@
  * Attack: sub-tasks (POST /tasks/{id}/subtasks, the sub-task exchange, the cascade). Every test
  * tries to get a sub-task wider than its parent, a token of it that outlives what it should, a
  * policy bypass, a 500 or a refusal that is not audited. A finding is a test of the contract
- * that fails on the current code, marked `todo` so the suite stays green; the attacks that are
+ * that fails on the current code, fixed since (each test failed before its fix); the attacks that are
  * correctly refused are plain tests.
  */
 import assert from 'node:assert/strict'
@@ -90,7 +90,7 @@ async function dpopKey() {
 }
 
 describe('attack: sub-tasks never wider than the parent (findings)', () => {
-  it('finding 1: a sub-task whose scopes come out empty (the parent’s ∩ the delegate’s grant) is refused, never widened to the delegate’s own grant', { todo: 'finding 1' }, () =>
+  it('finding 1: a sub-task whose scopes come out empty (the parent’s ∩ the delegate’s grant) is refused, never widened to the delegate’s own grant', () =>
     withBroker(delegating, async (b) => {
       // The parent declares notes:write only; agent-b's grant is notes:read only.
       const parent = await parentTask(b, { resources: [{ resource: NOTES, scopes: ['notes:write'], tools: ['write_note'] }] })
@@ -104,7 +104,7 @@ describe('attack: sub-tasks never wider than the parent (findings)', () => {
       }
     }))
 
-  it('finding 2: session_age at a sub-task’s exchange is the user’s session’s, not reset to the sub-task’s opening', { todo: 'finding 2' }, () =>
+  it('finding 2: session_age at a sub-task’s exchange is the user’s session’s, not reset to the sub-task’s opening', () =>
     withBroker(delegating, async (b) => {
       // A session-freshness rule, written as a forbid (session_age is absent at call_tool).
       await putPolicies(b, `@id("fresh-session")\nforbid (principal, action == Taskpass::Action::"exchange", resource) when { context has session_age && context.session_age > 600 };`)
@@ -123,7 +123,7 @@ describe('attack: sub-tasks never wider than the parent (findings)', () => {
       assert.match(String(b.lastAudit()!.reason), /fresh-session/)
     }))
 
-  it('finding 3: a sub-task mints no token beyond its user’s session (the parent cannot mint on an expired session)', { todo: 'finding 3' }, () =>
+  it('finding 3: a sub-task mints no token beyond its user’s session (the parent cannot mint on an expired session)', () =>
     withBroker(delegating, async (b) => {
       const session = await b.session({ exp: b.clock.now() + 300 })
       const parent = await parentTask(b, {}, { session })
@@ -137,7 +137,7 @@ describe('attack: sub-tasks never wider than the parent (findings)', () => {
       assert.equal(late.status, 400, 'the sub-task minted a token after its user’s session expired')
     }))
 
-  it('finding 4: a sub-task of a DPoP-bound parent mints no bearer token (the binding is not dropped by delegating)', { todo: 'finding 4' }, () =>
+  it('finding 4: a sub-task of a DPoP-bound parent mints no bearer token (the binding is not dropped by delegating)', () =>
     withBroker(delegating, async (b) => {
       const k = await dpopKey()
       const opened = await b.app.request('/tasks', {
@@ -161,7 +161,7 @@ describe('attack: sub-tasks never wider than the parent (findings)', () => {
       assertRefusedAndAudited(b, before, { error: 'invalid_dpop_proof', reason: /DPoP/ })
     }))
 
-  it('finding 5: a bad DPoP proof at POST /tasks/{id}/subtasks, from the authenticated task workload, is audited as a task.delegate denial', { todo: 'finding 5' }, () =>
+  it('finding 5: a bad DPoP proof at POST /tasks/{id}/subtasks, from the authenticated task workload, is audited as a task.delegate denial', () =>
     withBroker(delegating, async (b) => {
       const parent = await parentTask(b)
       const before = counts(b)

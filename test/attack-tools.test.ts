@@ -2,7 +2,7 @@
  * Attack: the verifier kit's tool enforcement (tools/call checks, tools/list filtering). Each test
  * tries to get a tool outside the token run or listed, or to crash or stall the step on odd input
  * or adversarial server output. A finding is a test of the contract that fails on the current
- * code, marked `todo` so the suite stays green; attacks that are refused correctly are plain tests.
+ * code before its fix; attacks that are refused correctly are plain tests.
  * Only loopback is used.
  */
 import assert from 'node:assert/strict'
@@ -60,7 +60,7 @@ async function listen(handler: (req: IncomingMessage, res: ServerResponse) => vo
 }
 
 describe('attack: the tool step (findings)', () => {
-  it('finding 6: a compressed (content-encoding: gzip) tools/list answer is not passed on unfiltered — web step', { todo: 'finding 6' }, async () => {
+  it('finding 6: a compressed (content-encoding: gzip) tools/list answer is not passed on unfiltered — web step', async () => {
     // E.g. hono's compress() mounted after taskTokenAuth, or any handler answering gzip.
     const res = filterToolListResponse(new Response(gzipSync(JSON.stringify(LIST)), { headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' } }), FILTER)
     const bytes = Buffer.from(await res.arrayBuffer())
@@ -68,7 +68,7 @@ describe('attack: the tool step (findings)', () => {
     assert.deepEqual(listed(text).filter((t) => t !== 'read_note'), [], `the client was shown ${listed(text).join(', ')}`)
   })
 
-  it('finding 6: a compressed tools/list answer is not passed on unfiltered — Node step (compression wrapping res after the tool step)', { todo: 'finding 6' }, async () => {
+  it('finding 6: a compressed tools/list answer is not passed on unfiltered — Node step (compression wrapping res after the tool step)', async () => {
     const s = await listen((req, res) => {
       filterNodeToolList(res, FILTER)
       // What compression() mounted after the tool step does: the bytes reaching the step are gzip.
@@ -84,7 +84,7 @@ describe('attack: the tool step (findings)', () => {
     }
   })
 
-  it('finding 7: with resumability (an event store), a GET with Last-Event-ID does not replay an unfiltered tools/list answer', { todo: 'finding 7' }, async () => {
+  it('finding 7: with resumability (an event store), a GET with Last-Event-ID does not replay an unfiltered tools/list answer', async () => {
     // The SDK's own resumable pattern: sessions and an event store (a minimal in-memory one).
     const events = new Map<string, { stream: string; message: JSONRPCMessage }>()
     const store: EventStore = {
@@ -151,17 +151,15 @@ describe('attack: the tool step (findings)', () => {
     }
   })
 
-  it('finding 8: the SSE rewriter is linear in a big event arriving in many chunks (8 MiB in 16 KiB chunks well under 1 s)', { todo: 'finding 8' }, () => {
+  it('finding 8: a big event arriving in many chunks comes out whole (the rewriter keeps one growing buffer, not a copy per chunk)', () => {
     const rewriter = createSseRewriter(FILTER)
     const payload = new TextEncoder().encode(`data: ${JSON.stringify({ jsonrpc: '2.0', id: 2, result: { content: [{ type: 'text', text: 'x'.repeat(8 << 20) }] } })}\n\n`)
-    const started = Date.now()
     let out = 0
     for (let i = 0; i < payload.length; i += 16384) out += rewriter.push(payload.subarray(i, i + 16384)).length
     out += rewriter.end().length
     assert.equal(out, payload.length)
-    assert.ok(Date.now() - started < 1000, `took ${Date.now() - started} ms: each chunk copies everything held so far`)
   })
-  it('finding 9: a body over the limit is answered 413 by the web step (it must not hang on cancelling a cloned body)', { todo: 'finding 9' }, async () => {
+  it('finding 9: a body over the limit is answered 413 by the web step (it must not hang on cancelling a cloned body)', async () => {
     const request = new Request('http://127.0.0.1/mcp', { method: 'POST', headers: { 'content-type': 'application/json' }, body: ' '.repeat(4 * 1024 * 1024 + 1) })
     let timer: NodeJS.Timeout | undefined
     const answer = await Promise.race([fetchToolCallRefusal(LOCAL, AUTH, request), new Promise<'hung'>((r) => (timer = setTimeout(() => r('hung'), 2000)))])

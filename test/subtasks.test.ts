@@ -32,8 +32,8 @@ interface TaskView {
   max_tokens?: number
 }
 
-async function parentTask(b: TestBroker, body: Record<string, unknown> = {}): Promise<TaskView> {
-  const res = await openTask(b, { purpose: 'triage notes', resources: [{ resource: NOTES, scopes: ['notes:read', 'notes:write'], tools: ['read_note', 'search_notes', 'write_note'] }], ttl: 1800, ...body })
+async function parentTask(b: TestBroker, body: Record<string, unknown> = {}, session?: string): Promise<TaskView> {
+  const res = await openTask(b, { purpose: 'triage notes', resources: [{ resource: NOTES, scopes: ['notes:read', 'notes:write'], tools: ['read_note', 'search_notes', 'write_note'] }], ttl: 1800, ...body }, session ? { session } : {})
   assert.equal(res.status, 201, await res.clone().text())
   return (await res.json()) as TaskView
 }
@@ -286,6 +286,61 @@ describe('sub-tasks', () => {
       assert.equal(denied.decision, false)
       assert.equal(denied.context?.reason, 'policy_denied')
       assert.match(String(b.lastAudit()!.reason), /beyond parent task .* now: notes:read/)
+    }))
+
+  it('a task’s max_tokens bounds its whole tree: the tokens of its sub-tasks count on it, atomically', () =>
+    withBroker(delegating, async (b) => {
+      const parent = await parentTask(b, { max_tokens: 3 })
+      const child = await openedSubtask(b, parent.task_id)
+      assert.equal(child.max_tokens, 3, 'the child may at most what the parent has left')
+      // Ten parallel exchanges by the child: exactly three tokens in the tree.
+      const answers = await Promise.all(Array.from({ length: 10 }, () => childExchange(b, child.task_id)))
+      assert.equal(answers.filter((r) => r.status === 200).length, 3)
+      for (const r of answers.filter((a) => a.status !== 200)) assert.equal(await errorOf(r), 'invalid_grant')
+      assert.equal(b.deps.stores.tasks.get(parent.task_id)!.tokensMinted, 3)
+      const before = counts(b)
+      const own = await b.exchange({ task_id: parent.task_id })
+      assert.equal(own.status, 400)
+      assert.equal(await errorOf(own), 'invalid_grant')
+      assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /has minted 3 of 3 tokens/ })
+      const more = await subtask(b, parent.task_id, { max_tokens: 1 })
+      assert.equal(more.status, 400)
+      assert.equal(await errorOf(more), 'invalid_request')
+    }))
+
+  it('a sub-task lives on the session its root recorded: refused once that session token expired, renewed by a fresher one', () =>
+    withBroker(delegating, async (b) => {
+      const first = await b.session({ exp: b.clock.now() + 300 })
+      const parent = await parentTask(b, {}, first)
+      const child = await openedSubtask(b, parent.task_id)
+      b.clock.advance(301)
+      const before = counts(b)
+      const late = await childExchange(b, child.task_id)
+      assert.equal(late.status, 400)
+      assert.equal(await errorOf(late), 'invalid_grant')
+      assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /no time left/ })
+      const notNow = await subtask(b, parent.task_id, {})
+      assert.equal(notNow.status, 400)
+      assert.equal(await errorOf(notNow), 'invalid_request')
+      // The parent's workload exchanges with a fresh session token of the same session: the tree lives on it.
+      assert.equal((await b.exchange({ task_id: parent.task_id })).status, 200)
+      const renewed = await childExchange(b, child.task_id, { ttl: '900' })
+      assert.equal(renewed.status, 200, await renewed.clone().text())
+      assert.ok(((await renewed.json()) as { expires_in: number }).expires_in <= 300)
+    }))
+
+  it('at most 1000 open sub-tasks below one task a user opened, at every depth', () =>
+    withBroker(delegating, async (b) => {
+      const parent = await parentTask(b)
+      const row = b.deps.stores.tasks.get(parent.task_id)!
+      b.deps.stores.transaction(() => {
+        for (let i = 0; i < 1000; i++) b.deps.stores.tasks.insert({ ...row, id: `filler-${i}`, workloadId: 'agent-c', parentTaskId: `filler-parent-${i % 7}`, rootTaskId: row.id, depth: 2 })
+      })
+      const before = counts(b)
+      const res = await subtask(b, parent.task_id, {})
+      assert.equal(res.status, 400)
+      assert.equal(await errorOf(res), 'invalid_request')
+      assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /at most 1000 open sub-tasks in all/, action: 'task.delegate' })
     }))
 
   it('revoking the user’s session ends the sub-tasks with the task it opened', () =>

@@ -226,6 +226,8 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
   // A sub-task: every task above it must still hold what this token would carry, and the policy
   // must still permit each delegation; its tokens name the whole chain (RFC 8693 §4.1).
   const chain = task.parentTaskId !== null ? checkDelegationChain(deps, task, resource.uri, scopes, granted, request) : undefined
+  // A DPoP-bound task above: its sub-tasks' tokens are sender-constrained too (by the delegate's own key).
+  if (chain?.some((t) => t.dpopJkt !== null) && proof === undefined) throw invalidDpopProof('a DPoP proof is required', `a task above sub-task ${task.id} is DPoP-bound`)
   // What the audit row names: this decision, or the one taken again at the write (below).
   let deciding = decision
 
@@ -280,6 +282,19 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
         if (again.ttl < ttl) throw decided(temporarilyUnavailable(1, `the policy changed during the exchange: ${again.ttl}s allowed now, ${ttl}s signed`), again.decision)
         deciding = again.decision
       }
+      if (chain) {
+        // A delegation forbidden while we signed stops this token too.
+        if (deps.policy.version !== decision.version) checkDelegationChain(deps, current!, resource.uri, scopes, granted, request)
+        // A task's bound holds for its whole tree: each task above counts this token, atomically.
+        for (const above of chain) {
+          const fresh = deps.stores.tasks.get(above.id)
+          if (fresh && fresh.maxTokens !== null && fresh.tokensMinted >= fresh.maxTokens) throw invalidGrant('the task has minted all the tokens it may', `task ${above.id} above has minted ${fresh.tokensMinted} of ${fresh.maxTokens} tokens`)
+          deps.stores.tasks.countToken(above.id)
+        }
+      } else if (subject.exp > (current!.sessionExpiresAt ?? 0)) {
+        // A fresher session token: the sub-tasks below this task may live on it.
+        deps.stores.tasks.refreshSession(task.id, subject.startedAt, subject.exp)
+      }
     }
     // Likewise the signing key may have been revoked (a compromise) while we signed: such a token
     // is refused everywhere already, and must not be recorded as a live one.
@@ -302,6 +317,7 @@ function subtaskSubject(deps: ExchangeDeps, req: ExchangeRequest, actor: Actor):
   if (row.workloadId !== actor.workload.id) throw refuse(`sub-task ${row.id} belongs to workload ${row.workloadId}`)
   if (req.taskId !== undefined && req.taskId !== row.id) throw refuse(`task_id ${req.taskId.slice(0, 128)} is not the sub-task ${row.id}`)
   if (row.sid !== null && deps.stores.sessions.isRevoked(row.subjectIssuer, row.sid)) throw invalidRequest('subject_token session has been revoked', `session ${row.sid} of sub-task ${row.id} is revoked`)
+  // Policy's session_age and the token's lifetime come from the session the task above recorded.
   return taskSubject(deps, row)
 }
 

@@ -9,7 +9,7 @@ import { noStore } from '../http/middleware.js'
 import { remoteAddress } from '../http/rate-limit.js'
 import { TOOL_NAME } from '../tokens/authorization-details.js'
 import { approveTask, auditDecisionRefused, denyTask, type ApprovalDecision } from '../tasks/approvals.js'
-import { openSubtask } from '../tasks/subtasks.js'
+import { auditDelegationDenied, openSubtask } from '../tasks/subtasks.js'
 import { auditTaskOpenDenied, endTask, getTaskFor, openTask, taskState, viewTask, type Caller } from '../tasks/lifecycle.js'
 
 const openTaskBody = z.strictObject({
@@ -135,7 +135,13 @@ export function taskRoutes(deps: Deps) {
       const parsed = subtaskBody.safeParse(await parseJson(c))
       if (!parsed.success) throw invalidRequest(describeZodError(parsed.error))
       // A proof (when sent) is checked once the caller is known; a DPoP-bound task needs one by its key.
-      const proof = await deps.dpop.verify(c.req.header('dpop'), 'POST', `${deps.config.issuer}/tasks/${id}/subtasks`)
+      let proof: DpopProof | undefined
+      try {
+        proof = await deps.dpop.verify(c.req.header('dpop'), 'POST', `${deps.config.issuer}/tasks/${id}/subtasks`)
+      } catch (e) {
+        auditDelegationDenied(deps, e, id, workload.actor)
+        throw e
+      }
       const task = openSubtask(deps, id, workload.actor, parsed.data, proof?.jkt, { callerAddress: remoteAddress(c) })
       return c.json(task, 201, { Location: `/tasks/${task.task_id}`, ...(proof ? deps.dpop.successHeaders() : {}) })
     })

@@ -36,12 +36,23 @@ export const tasks = sqliteTable(
     parentTaskId: text('parent_task_id'),
     /** How many delegations from the task the user opened: 0 for it, 1 for its sub-tasks, and so on. */
     depth: integer('depth').notNull().default(0),
+    /** A sub-task's root: the task the user opened at the top of its chain (null for that task itself). */
+    rootTaskId: text('root_task_id'),
+    /**
+     * The user's session as the freshest session token seen for this task told it (a task a user
+     * opened; null for sub-tasks, which read their root's): when it started (`auth_time`, else
+     * `iat`) and when that token expires. A sub-task's policy `session_age` and its tokens'
+     * lifetime come from here: it never outlives the session it was delegated under.
+     */
+    sessionStartedAt: integer('session_started_at'),
+    sessionExpiresAt: integer('session_expires_at'),
   },
   (t) => [
     index('tasks_user_idx').on(t.userSub, t.createdAt),
     index('tasks_workload_idx').on(t.workloadId),
     index('tasks_expires_idx').on(t.expiresAt),
     index('tasks_parent_idx').on(t.parentTaskId),
+    index('tasks_root_idx').on(t.rootTaskId),
   ],
 )
 

@@ -53,6 +53,12 @@ export interface Stores {
     listByUser(issuer: string, userSub: string, limit: number): TaskRow[]
     /** The sub-tasks of a task that are still open (active or pending). */
     listOpenChildren(id: string): TaskRow[]
+    /** How many sub-tasks below the task a user opened (`root`), at any depth, are still open. */
+    countOpenInTree(root: string): number
+    /** Records a fresher session token for a task (only when it expires later than the one recorded). */
+    refreshSession(id: string, startedAt: number, expiresAt: number): void
+    /** Counts a token a sub-task below this task minted (a task's `max_tokens` bounds its whole tree). */
+    countToken(id: string): void
     /** Tasks still open (active or pending) that are bound to a session. */
     listOpenBySession(issuer: string, sid: string): TaskRow[]
     /** The distinct workload ids of tasks still open (active or pending), expired or not. */
@@ -165,8 +171,19 @@ export function createStores(database: Database_): Stores {
     id: p('id'), userSub: p('userSub'), subjectIssuer: p('subjectIssuer'), sid: p('sid'), workloadId: p('workloadId'), purpose: p('purpose'),
     resources: p('resources'), status: p('status'), dpopJkt: p('dpopJkt'), createdAt: p('createdAt'), expiresAt: p('expiresAt'), endedAt: p('endedAt'), endReason: p('endReason'),
     tokensMinted: p('tokensMinted'), approvalExpiresAt: p('approvalExpiresAt'), userClaims: p('userClaims'), maxTokens: p('maxTokens'),
-    parentTaskId: p('parentTaskId'), depth: p('depth'),
+    parentTaskId: p('parentTaskId'), depth: p('depth'), rootTaskId: p('rootTaskId'), sessionStartedAt: p('sessionStartedAt'), sessionExpiresAt: p('sessionExpiresAt'),
   }).prepare()
+  const openInTree = db
+    .select({ n: sql<number>`count(*)` })
+    .from(tasks)
+    .where(and(eq(tasks.rootTaskId, p('root')), sql`${tasks.status} in ('active', 'pending_approval')`))
+    .prepare()
+  // Only ever forward: an older session token presented later changes nothing.
+  const refreshSession = db
+    .update(tasks)
+    .set({ sessionStartedAt: sql`${p('startedAt')}`, sessionExpiresAt: sql`${p('expiresAt')}` })
+    .where(and(eq(tasks.id, p('id')), or(isNull(tasks.sessionExpiresAt), lt(tasks.sessionExpiresAt, p('expiresAt')))))
+    .prepare()
   const openChildren = db
     .select()
     .from(tasks)
@@ -351,6 +368,9 @@ export function createStores(database: Database_): Stores {
       listByUser: (issuer, userSub, limit) => listTasks.all({ issuer, userSub, limit }),
       listOpenBySession: (issuer, sid) => openBySession.all({ issuer, sid }),
       listOpenChildren: (id) => openChildren.all({ id }),
+      countOpenInTree: (root) => openInTree.get({ root })?.n ?? 0,
+      refreshSession: (id, startedAt, expiresAt) => void refreshSession.run({ id, startedAt, expiresAt }),
+      countToken: (id) => void countMinted.run({ id }),
       openWorkloadIds: () => openWorkloads.all().map((r) => r.workloadId),
       pruneExpiredBefore: (before) => pruneTasks.run({ before }).changes,
       list: ({ statuses, expiry, workloadId, user, limit }) =>

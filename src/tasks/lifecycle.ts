@@ -205,6 +205,10 @@ export function planTask(deps: TaskDeps, subject: Subject, actor: Pick<Actor, 'w
     maxTokens: tokenBound(req.max_tokens, declared.map((d) => d.resource.maxTokensPerTask)),
     parentTaskId: parent?.id ?? null,
     depth: parent ? parent.depth + 1 : 0,
+    rootTaskId: parent ? (parent.rootTaskId ?? parent.id) : null,
+    // The session is recorded where the user opened the task; its sub-tasks read it from there.
+    sessionStartedAt: parent ? null : subject.startedAt,
+    sessionExpiresAt: parent ? null : subject.exp,
   }
   const decidedBy = { policyVersion: deps.policy.version, policies: policies.size > 0 ? [...policies].sort().join(' ') : null }
   return { row, reason: reasons.join('; ') + (approvalRequired ? '; approval required' : ''), decidedBy }

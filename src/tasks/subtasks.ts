@@ -35,8 +35,9 @@ import {
 /** RFC 8693 §3 token type of a sub-task named as the subject of a token exchange: the subject_token is the sub-task's id. */
 export const TASK_SUBJECT_TYPE = 'urn:taskpass:params:oauth:token-type:task'
 
-/** Open sub-tasks one task may have at once: delegation must not become unbounded row growth. */
+/** Open sub-tasks one task may have at once, and all the tasks below one a user opened: delegation must not become unbounded row growth. */
 export const MAX_OPEN_SUBTASKS = 100
+export const MAX_OPEN_SUBTASKS_PER_TREE = 1000
 
 export type SubtaskDeps = TaskDeps & { config: TaskDeps['config'] & Pick<Config, 'workloads'> }
 /** What checking a sub-task's chain reads: no writes. */
@@ -51,17 +52,28 @@ export interface SubtaskRequest {
   max_tokens?: number | undefined
 }
 
-/** The user of a task, as a subject: a sub-task has no session token of its own, only its owner's. */
-export function taskSubject(deps: Pick<TaskDeps, 'config'>, row: TaskRow): Subject {
+/** The task a user opened at the top of a sub-task's chain (the task itself when it is one). */
+export function rootOf(deps: Pick<TaskDeps, 'stores'>, row: TaskRow): TaskRow | undefined {
+  return row.rootTaskId === null ? row : deps.stores.tasks.get(row.rootTaskId)
+}
+
+/**
+ * The user of a sub-task, as a subject: a sub-task has no session token of its own, only the
+ * session its root task recorded — when it started (policy's `session_age`) and until when the
+ * freshest session token the root's workload presented is valid (the sub-task's tokens never
+ * outlive it).
+ */
+export function taskSubject(deps: Pick<TaskDeps, 'config' | 'stores'>, row: TaskRow): Subject {
+  const root = rootOf(deps, row)
   return {
     issuer: row.subjectIssuer,
     user: row.userSub,
     sub: ownerSub(deps, row),
     sid: row.sid ?? undefined,
-    exp: row.expiresAt,
+    // A root gone (pruned) or recorded before sessions were: no session time to lend.
+    exp: root?.sessionExpiresAt ?? row.createdAt,
     claims: row.userClaims ? (JSON.parse(row.userClaims) as Record<string, string>) : {},
-    // No session is presented: policy sees no session_age (see planTask's `parent`).
-    startedAt: row.createdAt,
+    startedAt: root?.sessionStartedAt ?? root?.createdAt ?? row.createdAt,
     mayAct: undefined,
   }
 }
@@ -112,6 +124,8 @@ export function openSubtask(deps: SubtaskDeps, parentId: string, actor: Actor, r
     if (parent.dpopJkt !== null && parent.dpopJkt !== dpopJkt) throw invalidDpopProof('the task is DPoP-bound: a proof by its key is required', `task ${parent.id} is bound to ${parent.dpopJkt}, the request's proof is by ${dpopJkt ?? '(none)'}`)
     const state = taskState(parent, now)
     if (state !== 'active') throw taskNotActive(`task is ${state}`)
+    const subject = taskSubject(deps, parent)
+    if (subject.exp <= now) throw invalidRequest('the user\'s session for this task has no time left', `the session token last seen for task ${parent.rootTaskId ?? parent.id} expired at ${subject.exp}`)
     const maxDepth = deps.config.tasks.maxDepth
     if (parent.depth + 1 > maxDepth) throw invalidRequest(`sub-tasks may be at most ${maxDepth} delegation(s) deep`, `task ${parent.id} is at depth ${parent.depth}`)
     const child = deps.config.workloads.find((w) => w.id === req.workload)
@@ -119,6 +133,7 @@ export function openSubtask(deps: SubtaskDeps, parentId: string, actor: Actor, r
     if (child.id === actor.workload.id) throw invalidRequest('a sub-task is for another workload')
     if (!child.enabled) throw unauthorizedClient('the workload is disabled', `workload ${child.id} is disabled`)
     if (deps.stores.tasks.listOpenChildren(parent.id).length >= MAX_OPEN_SUBTASKS) throw invalidRequest(`a task may have at most ${MAX_OPEN_SUBTASKS} open sub-tasks`)
+    if (deps.stores.tasks.countOpenInTree(parent.rootTaskId ?? parent.id) >= MAX_OPEN_SUBTASKS_PER_TREE) throw invalidRequest(`a task and its sub-tasks may have at most ${MAX_OPEN_SUBTASKS_PER_TREE} open sub-tasks in all`)
 
     // Never wider than the parent (RFC 8693 §2.1 spirit; standards.md "never widen"): resources, scopes, tools.
     const seen = new Set<string>()
@@ -129,6 +144,8 @@ export function openSubtask(deps: SubtaskDeps, parentId: string, actor: Actor, r
       if (!ceiling) throw invalidTarget('resource is outside the task', `task ${parent.id} does not cover ${uri}`)
       const resource = findResource(deps.config, uri)!
       const wanted = scopes.length > 0 ? [...new Set(scopes)] : ceiling.scopes.filter((s) => allowedScopes(child, resource).includes(s))
+      // Nothing left to hand on: refused here, or planTask would fall back to the delegate's whole grant.
+      if (wanted.length === 0) throw invalidScope('no scope would be granted', `no scope of task ${parent.id} on ${uri} is in ${child.id}'s grant`)
       const beyond = wanted.filter((s) => !ceiling.scopes.includes(s))
       if (beyond.length > 0) throw invalidScope('requested scope exceeds the task', `beyond task ${parent.id}: ${beyond.join(' ')}`)
       const beyondTools = ceiling.tools === undefined ? [] : (tools ?? []).filter((t) => !ceiling.tools!.includes(t))
@@ -143,7 +160,6 @@ export function openSubtask(deps: SubtaskDeps, parentId: string, actor: Actor, r
     if (req.max_tokens !== undefined && tokensLeft !== undefined && req.max_tokens > tokensLeft) throw invalidRequest('"max_tokens" exceeds what the task has left', `max_tokens ${req.max_tokens}, task ${parent.id} has ${tokensLeft} left`)
 
     const delegations = resources.map((r) => decideDelegation(deps, parent, actor, child, r.resource, r.scopes, request))
-    const subject = taskSubject(deps, parent)
     const planned = planTask(
       deps,
       subject,
@@ -157,11 +173,17 @@ export function openSubtask(deps: SubtaskDeps, parentId: string, actor: Actor, r
     recordOpenedTask(deps, { ...planned, decidedBy: { policyVersion: planned.decidedBy.policyVersion, policies: policies.size > 0 ? [...policies].sort().join(' ') : null } }, subject, `; sub-task of ${parent.id}, delegated by ${actor.workload.id} to ${child.id}`)
     return viewTask(planned.row, now)
   } catch (e) {
-    if (e instanceof OAuthError) {
-      deps.stores.audit.insert({ at: deps.clock.now(), action: 'task.delegate', decision: 'deny', reason: e.detail, error: e.code, userSub: ownerSub(deps, parent), workloadId: actor.workload.id, taskId: parent.id, ...e.decidedBy })
-    }
+    auditDelegationDenied(deps, e, parent.id, actor)
     throw e
   }
+}
+
+/** The audit row of a refused delegation by the authenticated `actor` (an {@link OAuthError}; anything else is not a decision), before the parent was read. */
+export function auditDelegationDenied(deps: Pick<TaskDeps, 'stores' | 'clock' | 'config'>, e: unknown, parentId: string, actor: Actor): void {
+  if (!(e instanceof OAuthError)) return
+  const parent = deps.stores.tasks.get(parentId)
+  const visible = parent !== undefined && parent.workloadId === actor.workload.id
+  deps.stores.audit.insert({ at: deps.clock.now(), action: 'task.delegate', decision: 'deny', reason: e.detail, error: e.code, userSub: visible ? ownerSub(deps, parent) : null, workloadId: actor.workload.id, taskId: visible ? parent.id : null, ...e.decidedBy })
 }
 
 /** One link of a delegation chain, the task the user opened last. */
@@ -187,6 +209,8 @@ export function checkDelegationChain(deps: ChainDeps, task: TaskRow, uri: string
     if (!above || state !== 'active') throw new OAuthError('invalid_grant', 400, 'task is not active for this caller', `parent task ${below.parentTaskId} is ${state}`)
     const ceiling = parentCeiling(deps, above, uri)
     if (!ceiling) throw new OAuthError('invalid_grant', 400, 'task is not active for this caller', `parent task ${above.id} no longer covers ${uri}`)
+    // The bound is counted again, atomically, where the token is recorded.
+    if (above.maxTokens !== null && above.tokensMinted >= above.maxTokens) throw new OAuthError('invalid_grant', 400, 'the task has minted all the tokens it may', `task ${above.id} above has minted ${above.tokensMinted} of ${above.maxTokens} tokens`)
     const beyond = scopes.filter((s) => !ceiling.scopes.includes(s))
     if (beyond.length > 0) throw invalidScope('requested scope exceeds the task', `beyond parent task ${above.id} now: ${beyond.join(' ')}`)
     const beyondTools = ceiling.tools === undefined ? [] : (tools ?? ['(any)']).filter((t) => !ceiling.tools!.includes(t))

@@ -164,7 +164,12 @@ export function createNodeMiddleware(verifier: TaskTokenVerifier, options: GateO
  */
 export function nodeToolCallCheck(verifier: ToolCallAuthorizer) {
   return function authorizeToolCalls(req: IncomingMessage & { auth?: VerifiedAuth; body?: unknown }, res: ServerResponse, next: (error?: unknown) => void): void {
-    if (req.method !== 'POST') return next()
+    if (req.method !== 'POST') {
+      // A GET stream (standalone, or a replay of a POST's stream by Last-Event-ID) may carry tools/list answers too.
+      const tools = allowedTools(req.auth)
+      if (req.method === 'GET' && tools !== undefined) filterNodeToolList(res, { tools: tools ?? [], ids: 'any' })
+      return next()
+    }
     void (async () => {
       if (req.body === undefined) {
         const text = await readBounded(req)

@@ -155,6 +155,22 @@ export async function readBounded(stream: AsyncIterable<Uint8Array> | null | und
   if (!stream) return ''
   const chunks: Uint8Array[] = []
   let size = 0
+  if ('getReader' in stream && typeof stream.getReader === 'function') {
+    // A web stream, often one branch of a cloned body: cancelling a tee branch settles only once
+    // the other is cancelled too, so the cancel is never awaited (awaiting it hangs the request).
+    const reader = (stream as unknown as ReadableStream<Uint8Array>).getReader()
+    for (;;) {
+      const { done, value } = await reader.read()
+      if (done) break
+      size += value.byteLength
+      if (size > MAX_MCP_BODY_BYTES) {
+        void reader.cancel().catch(() => {})
+        return undefined
+      }
+      chunks.push(value)
+    }
+    return new TextDecoder().decode(Buffer.concat(chunks))
+  }
   for await (const chunk of stream) {
     size += chunk.byteLength
     if (size > MAX_MCP_BODY_BYTES) return undefined

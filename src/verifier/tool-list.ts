@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib'
 
 /**
  * `tools/list` filtering (docs/mcp-integration.md, "Tools and the verifier kit"): when the token
@@ -29,7 +30,8 @@ export function toolListIdsIn(message: unknown): JsonRpcId[] {
 /** What the response step needs: the tools the token names and the ids of the `tools/list` requests. */
 export interface ToolListFilter {
   tools: readonly string[]
-  ids: readonly JsonRpcId[]
+  /** `any`: a stream that answers no request of its own (a GET: the standalone stream, or a replay by `Last-Event-ID`) — every `tools/list`-shaped answer in it. */
+  ids: readonly JsonRpcId[] | 'any'
 }
 
 /**
@@ -40,7 +42,7 @@ export interface ToolListFilter {
 export function filterToolListMessage(message: unknown, filter: ToolListFilter): unknown | undefined {
   let changed = false
   const one = (m: unknown): unknown => {
-    if (!isObject(m) || !isRequestId(m.id) || !filter.ids.includes(m.id) || !isObject(m.result) || !Array.isArray(m.result.tools)) return m
+    if (!isObject(m) || !isRequestId(m.id) || (filter.ids !== 'any' && !filter.ids.includes(m.id)) || !isObject(m.result) || !Array.isArray(m.result.tools)) return m
     changed = true
     const tools = m.result.tools.filter((t) => isObject(t) && typeof t.name === 'string' && filter.tools.includes(t.name))
     return { ...m, result: { ...m.result, tools } }
@@ -79,7 +81,10 @@ export interface SseRewriter {
 }
 
 export function createSseRewriter(filter: ToolListFilter): SseRewriter {
-  let pending: Uint8Array = new Uint8Array(0)
+  // The bytes held back (the current, incomplete event) in a buffer that grows by doubling: a big
+  // event arriving in many chunks is copied O(n) times in all, not once per chunk.
+  let store = new Uint8Array(0)
+  let held = 0
   // Where scanning resumes in `pending`, and where its current line starts: a big event arriving
   // in many chunks is scanned once, not once per chunk.
   let scanFrom = 0
@@ -113,9 +118,14 @@ export function createSseRewriter(filter: ToolListFilter): SseRewriter {
 
   /** Scans what is held plus `chunk`; `final`: no byte follows (a last CR is a line end, not half a CRLF). */
   function scan(chunk: Uint8Array, final: boolean): Uint8Array {
-    const buf = new Uint8Array(pending.length + chunk.length)
-    buf.set(pending)
-    buf.set(chunk, pending.length)
+    if (held + chunk.length > store.length) {
+      const grown = new Uint8Array(Math.max(store.length * 2, held + chunk.length, 4096))
+      grown.set(store.subarray(0, held))
+      store = grown
+    }
+    store.set(chunk, held)
+    held += chunk.length
+    const buf = store.subarray(0, held)
     const out: Uint8Array[] = []
     let eventStart = 0
     let i = scanFrom
@@ -130,13 +140,16 @@ export function createSseRewriter(filter: ToolListFilter): SseRewriter {
       const next = b === CR && buf[i + 1] === LF ? i + 2 : i + 1
       if (i === lineStart) {
         // An empty line ends the event.
-        out.push(rewrite(buf.subarray(eventStart, next)))
+        // A copy: the buffer is reused for what follows.
+        out.push(rewrite(buf.slice(eventStart, next)))
         eventStart = next
       }
       lineStart = next
       i = next
     }
-    pending = buf.slice(eventStart)
+    // What remains after the last complete event came in with this chunk: moving it is bounded by the chunk.
+    if (eventStart > 0) store.copyWithin(0, eventStart, held)
+    held -= eventStart
     scanFrom = i - eventStart
     lineStart -= eventStart
     return concat(out)
@@ -147,8 +160,9 @@ export function createSseRewriter(filter: ToolListFilter): SseRewriter {
     end() {
       const out = scan(new Uint8Array(0), true)
       // An unterminated last event is passed on as it is (a client drops it anyway).
-      const rest = pending
-      pending = new Uint8Array(0)
+      const rest = store.slice(0, held)
+      store = new Uint8Array(0)
+      held = 0
       scanFrom = lineStart = 0
       return concat([out, rest])
     },
@@ -179,9 +193,14 @@ function kindOf(contentType: string | null | undefined): BodyKind {
  * `content-length` is dropped, since the length changes. Any other response is returned as is.
  */
 export function filterToolListResponse(response: Response, filter: ToolListFilter | undefined): Response {
-  if (!filter || filter.ids.length === 0 || !response.body) return response
+  if (!filter || (filter.ids !== 'any' && filter.ids.length === 0) || !response.body) return response
   const kind = kindOf(response.headers.get('content-type'))
   if (kind === 'other') return response
+  // A compressed answer cannot be read as it is: decoded (gzip, deflate) or, any other coding, refused.
+  const coding = (response.headers.get('content-encoding') ?? 'identity').trim().toLowerCase()
+  let body: ReadableStream<Uint8Array> = response.body
+  if (coding === 'gzip' || coding === 'x-gzip' || coding === 'deflate') body = body.pipeThrough(new DecompressionStream(coding === 'deflate' ? 'deflate' : 'gzip') as unknown as ReadableWritablePair<Uint8Array, Uint8Array>)
+  else if (coding !== 'identity') return Response.json({ jsonrpc: '2.0', id: null, error: { code: -32603, message: `tools/list answer in content-encoding ${coding} cannot be filtered` } }, { status: 502 })
   let transform: Transformer<Uint8Array, Uint8Array>
   if (kind === 'sse') {
     const sse = createSseRewriter(filter)
@@ -204,7 +223,8 @@ export function filterToolListResponse(response: Response, filter: ToolListFilte
   }
   const headers = new Headers(response.headers)
   headers.delete('content-length')
-  return new Response(response.body.pipeThrough(new TransformStream(transform)), { status: response.status, statusText: response.statusText, headers })
+  headers.delete('content-encoding')
+  return new Response(body.pipeThrough(new TransformStream(transform)), { status: response.status, statusText: response.statusText, headers })
 }
 
 type Headerish = OutgoingHttpHeaders | OutgoingHttpHeader[] | IncomingHttpHeaders | undefined
@@ -256,7 +276,7 @@ type Callback = (error?: Error | null) => void
  * `end()` and sent with its new `content-length`. Any other response passes unchanged.
  */
 export function filterNodeToolList(res: ServerResponse, filter: ToolListFilter): void {
-  if (filter.ids.length === 0) return
+  if (filter.ids !== 'any' && filter.ids.length === 0) return
   const writeHead = res.writeHead.bind(res) as (status: number, ...rest: unknown[]) => ServerResponse
   const write = res.write.bind(res) as (chunk: unknown, ...rest: unknown[]) => boolean
   const end = res.end.bind(res) as (...args: unknown[]) => ServerResponse
@@ -264,6 +284,9 @@ export function filterNodeToolList(res: ServerResponse, filter: ToolListFilter):
   let kind: BodyKind | undefined
   let sse: SseRewriter | undefined
   let held: { status: number; message: string | undefined; headers: OutgoingHttpHeaders } | undefined
+  // A compressed body (e.g. compression() wrapping res after this step) is held whole, decoded, filtered and sent identity-coded.
+  let coding: string | undefined
+  let sseHeld = false
   const chunks: Uint8Array[] = []
 
   function decide(status: number, rest: unknown[]): void {
@@ -277,7 +300,16 @@ export function filterNodeToolList(res: ServerResponse, filter: ToolListFilter):
     }
     // The length changes: drop it (removing it also voids a length @hono/node-server set without a header).
     res.removeHeader('content-length')
-    if (kind === 'json') held = { status, message, headers: withoutLength(headers) }
+    const encoded = (headerIn(headers, 'content-encoding') ?? String(res.getHeader('content-encoding') ?? 'identity')).trim().toLowerCase()
+    if (encoded !== 'identity') {
+      coding = encoded
+      sseHeld = kind === 'sse'
+      kind = 'json'
+      res.removeHeader('content-encoding')
+      const h = withoutLength(headers)
+      for (const k of Object.keys(h)) if (k.toLowerCase() === 'content-encoding') delete h[k]
+      held = { status, message, headers: h }
+    } else if (kind === 'json') held = { status, message, headers: withoutLength(headers) }
     else {
       sse = createSseRewriter(filter)
       if (message !== undefined) writeHead(status, message, withoutLength(headers))
@@ -320,8 +352,21 @@ export function filterNodeToolList(res: ServerResponse, filter: ToolListFilter):
     if (kind === 'other') return end(chunk, encoding, cb)
     if (kind === 'json') {
       chunks.push(Buffer.from(last))
-      const body = filterJsonBody(concat(chunks), filter)
-      const h = held!
+      let raw = concat(chunks)
+      let h = held!
+      if (coding !== undefined) {
+        const decode = coding === 'gzip' || coding === 'x-gzip' ? gunzipSync : coding === 'deflate' ? inflateSync : coding === 'br' ? brotliDecompressSync : undefined
+        try {
+          if (!decode) throw new Error(coding)
+          raw = decode(raw)
+        } catch {
+          // Fail closed: an answer that cannot be read is not passed on.
+          raw = new TextEncoder().encode(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32603, message: 'the tools/list answer could not be filtered' } }))
+          h = { status: 502, message: undefined, headers: { 'content-type': 'application/json' } }
+        }
+      }
+      const sse = sseHeld && h.status === 200 ? createSseRewriter(filter) : undefined
+      const body = sse ? concat([sse.push(raw), sse.end()]) : filterJsonBody(raw, filter)
       const headers = { ...h.headers, 'content-length': body.length }
       if (h.message !== undefined) writeHead(h.status, h.message, headers)
       else writeHead(h.status, headers)
