@@ -16,7 +16,7 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
 import { StreamableHTTPServerTransport, type EventStore } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
 import { isInitializeRequest, isJSONRPCRequest, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js'
 import { z } from 'zod'
-import { checkToolCalls, createSseRewriter, fetchToolCallRefusal, filterNodeToolList, filterToolListResponse, nodeToolCallCheck, TOOL_DENIED, toolCallsIn, toolsInToken, type ToolCallAuthorizer } from 'taskpass/verifier'
+import { checkToolCalls, createFetchToolStep, createSseRewriter, fetchToolCallRefusal, filterNodeToolList, filterToolListResponse, nodeToolCallCheck, TOOL_DENIED, toolCallsIn, toolsInToken, type ToolCallAuthorizer } from 'taskpass/verifier'
 
 /** A verifier without a PDP: only the token's own tools decide. */
 const LOCAL: ToolCallAuthorizer = { pdpConfigured: false, authorize: async () => ({ allowed: true }) }
@@ -60,6 +60,17 @@ async function listen(handler: (req: IncomingMessage, res: ServerResponse) => vo
 }
 
 describe('attack: the tool step (findings)', () => {
+  it('finding 7 (web): on a GET stream every tools/list answer is narrowed, whatever its id; a scope-only token’s is untouched', async () => {
+    const step = createFetchToolStep(LOCAL)
+    const sse = () => new Response(`event: message\nid: 9\ndata: ${JSON.stringify({ ...LIST, id: 'replayed-7' })}\n\n`, { headers: { 'content-type': 'text/event-stream' } })
+    const get = new Request('http://127.0.0.1/mcp', { method: 'GET', headers: { 'last-event-id': '8' } })
+    assert.equal(await step(get, AUTH), undefined)
+    assert.deepEqual(listed(await step.respond(get, sse()).text()), ['read_note'])
+    const scopeOnly = new Request('http://127.0.0.1/mcp', { method: 'GET' })
+    assert.equal(await step(scopeOnly, { token: 't', extra: {} }), undefined)
+    assert.deepEqual(listed(await step.respond(scopeOnly, sse()).text()), ['read_note', 'write_note'])
+  })
+
   it('finding 6: a compressed (content-encoding: gzip) tools/list answer is not passed on unfiltered — web step', async () => {
     // E.g. hono's compress() mounted after taskTokenAuth, or any handler answering gzip.
     const res = filterToolListResponse(new Response(gzipSync(JSON.stringify(LIST)), { headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' } }), FILTER)

@@ -17,6 +17,16 @@ export interface GateOptions {
 }
 
 /** The `tools/list` filter of a request, for its response step; `undefined` when there is nothing to filter. */
+/**
+ * The filter of a GET stream's answers (the standalone stream, or a POST's stream replayed by
+ * `Last-Event-ID`): every `tools/list` answer on it, whatever its id — the request that asked is
+ * not in this HTTP request. `undefined` for a scope-only token.
+ */
+export function streamToolListFilter(auth: VerifiedAuth | undefined): ToolListFilter | undefined {
+  const tools = allowedTools(auth)
+  return tools === undefined ? undefined : { tools: tools ?? [], ids: 'any' }
+}
+
 export function toolListFilter(auth: VerifiedAuth | undefined, message: unknown): ToolListFilter | undefined {
   const tools = allowedTools(auth)
   // A scope-only token lists everything; a confused `extra.tools` lists nothing (its calls are refused too).
@@ -84,7 +94,7 @@ export function createFetchGate(verifier: TaskTokenVerifier, options: GateOption
     } catch (e) {
       return verifier.errorResponse(e)
     }
-    if (options.authorizeToolCalls && request.method === 'POST') {
+    if (options.authorizeToolCalls && (request.method === 'POST' || request.method === 'GET')) {
       const refused = await fetchToolCallRefusal(verifier, auth, request)
       if (refused) return refused
     }
@@ -99,6 +109,11 @@ export function createFetchGate(verifier: TaskTokenVerifier, options: GateOption
  * for {@link respondToolList}.
  */
 export async function fetchToolCallRefusal(verifier: ToolCallAuthorizer, auth: VerifiedAuth, request: Request): Promise<Response | undefined> {
+  if (request.method === 'GET') {
+    const stream = streamToolListFilter(auth)
+    if (stream) notedFilters.set(request, stream)
+    return undefined
+  }
   if (request.method !== 'POST') return undefined
   const text = await readBounded(request.clone().body as AsyncIterable<Uint8Array> | null)
   if (text === undefined) return Response.json({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'request body too large' } }, { status: 413, headers: JSON_RPC_HEADERS })
@@ -166,8 +181,8 @@ export function nodeToolCallCheck(verifier: ToolCallAuthorizer) {
   return function authorizeToolCalls(req: IncomingMessage & { auth?: VerifiedAuth; body?: unknown }, res: ServerResponse, next: (error?: unknown) => void): void {
     if (req.method !== 'POST') {
       // A GET stream (standalone, or a replay of a POST's stream by Last-Event-ID) may carry tools/list answers too.
-      const tools = allowedTools(req.auth)
-      if (req.method === 'GET' && tools !== undefined) filterNodeToolList(res, { tools: tools ?? [], ids: 'any' })
+      const filter = req.method === 'GET' ? streamToolListFilter(req.auth) : undefined
+      if (filter) filterNodeToolList(res, filter)
       return next()
     }
     void (async () => {

@@ -1,7 +1,7 @@
 import type { MiddlewareHandler } from 'hono'
 import { VerifierError } from './errors.js'
 import { protectedResourceMetadataResponse, type ProtectedResourceMetadata } from './metadata.js'
-import { toolListFilter } from './gates.js'
+import { streamToolListFilter, toolListFilter } from './gates.js'
 import { checkToolCalls, parseJsonOrUndefined, readBounded, refusalMessage } from './tool-calls.js'
 import { filterToolListResponse, type ToolListFilter } from './tool-list.js'
 import type { TaskAuthInfo, TaskTokenVerifier } from './verifier.js'
@@ -41,7 +41,7 @@ export function taskTokenAuth(verifier: TaskTokenVerifier, options: TaskTokenAut
     } catch (e) {
       return verifier.errorResponse(e)
     }
-    let filter: ToolListFilter | undefined
+    let filter: ToolListFilter | undefined = options.authorizeToolCalls && c.req.method === 'GET' ? streamToolListFilter(auth) : undefined
     if (options.authorizeToolCalls && c.req.method === 'POST') {
       // Read from a clone: the handler reads the body again.
       const text = await readBounded(c.req.raw.clone().body as AsyncIterable<Uint8Array> | null)
