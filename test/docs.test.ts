@@ -1,10 +1,12 @@
 /**
- * The configuration examples in docs/ are real configurations: each one parses.
+ * The configuration examples in docs/ are real configurations: each one parses; so does each
+ * configuration fragment the README shows, merged into a working configuration.
  */
 import assert from 'node:assert/strict'
 import { readdirSync, readFileSync } from 'node:fs'
 import { describe, it } from 'node:test'
-import { parseConfig } from '../src/config.js'
+import { parseConfig, type ConfigInput } from '../src/config.js'
+import { testConfig, testKeys } from './harness.js'
 
 const examples = new URL('../docs/examples/', import.meta.url)
 
@@ -40,5 +42,36 @@ describe('docs/security-teams.md', () => {
       }
     }
     assert.ok(checked >= 20, `checked ${checked} names`)
+  })
+})
+
+/** A fragment merged into a base: objects member by member; lists by entry, an entry of the fragment replacing the base's entry of the same id. */
+function merge(base: Record<string, unknown>, fragment: Record<string, unknown>): Record<string, unknown> {
+  const idOf = (x: unknown) => {
+    const o = x as Record<string, unknown>
+    return o.uri ?? o.id ?? o.trustDomain ?? o.issuer ?? o.kind
+  }
+  const out: Record<string, unknown> = { ...base }
+  for (const [k, v] of Object.entries(fragment)) {
+    const was = base[k]
+    if (Array.isArray(v) && Array.isArray(was)) out[k] = [...was.filter((x) => !v.some((y) => idOf(y) === idOf(x))), ...v]
+    else if (typeof v === 'object' && v !== null && !Array.isArray(v) && typeof was === 'object' && was !== null) out[k] = { ...was, ...v }
+    else out[k] = v
+  }
+  return out
+}
+
+describe('README configuration fragments', () => {
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+  const fragments = [...readme.matchAll(/```json\n([\s\S]*?)```/g)].map((m) => m[1]!)
+  it('every JSON block is a fragment of a valid configuration', async () => {
+    assert.ok(fragments.length >= 4)
+    const base = testConfig(await testKeys()) as Record<string, unknown>
+    // The resource the fragments grant.
+    base.resources = [...(base.resources as unknown[]), { uri: 'https://notes.example.com/mcp', scopes: ['notes:read'] }]
+    for (const text of fragments) {
+      const fragment = JSON.parse(text) as Record<string, unknown>
+      assert.doesNotThrow(() => parseConfig(merge(base, fragment) as ConfigInput), text.slice(0, 80))
+    }
   })
 })
