@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { applyEnv, ConfigError, parseConfig } from '../src/config.js'
+import { silentLogger } from '../src/logger.js'
+import { loadRuntime } from '../src/runtime.js'
 
 describe('configuration', () => {
   it('applies defaults: 5-minute tokens, 15-minute ceiling', () => {
@@ -54,5 +56,20 @@ describe('configuration', () => {
     assert.equal(run.status, 2)
     assert.match(run.stderr, /issuer:/)
     assert.match(run.stderr, /tokens\.maxTtl:/)
+  })
+})
+
+describe('dev mode follows where it listens', () => {
+  it('TASKPASS_PORT / TASKPASS_HOST set the advertised issuer too; TASKPASS_ISSUER still wins', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'taskpass-devport-'))
+    const quiet = silentLogger
+    const at = async (env: Record<string, string>) => (await loadRuntime([], { TASKPASS_DATA_DIR: dir, ...env }, quiet)).config
+    const plain = await at({})
+    assert.deepEqual([plain.issuer, plain.listen.port], ['http://127.0.0.1:8787', 8787])
+    const moved = await at({ TASKPASS_PORT: '8798' })
+    assert.deepEqual([moved.issuer, moved.listen.port], ['http://127.0.0.1:8798', 8798])
+    const wildcard = await at({ TASKPASS_HOST: '0.0.0.0', TASKPASS_PORT: '9001' })
+    assert.deepEqual([wildcard.issuer, wildcard.listen.host], ['http://127.0.0.1:9001', '0.0.0.0'])
+    assert.equal((await at({ TASKPASS_PORT: '8798', TASKPASS_ISSUER: 'http://localhost:8798' })).issuer, 'http://localhost:8798')
   })
 })

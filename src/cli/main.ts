@@ -68,9 +68,9 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write('dev-tokens works only in dev mode (no --config / TASKPASS_CONFIG)\n')
       return 1
     }
-    const session = await mintDevSessionToken(runtime.dev, systemClock)
-    const svid = await mintDevSvid(runtime.dev, systemClock)
     const issuer = runtime.config.issuer
+    const session = await mintDevSessionToken(runtime.dev, systemClock, { audience: issuer })
+    const svid = await mintDevSvid(runtime.dev, systemClock, { audience: issuer })
     process.stdout.write(
       [
         `# dev user "alice" session token (1 h) and the demo workload's JWT-SVID (5 min)`,
