@@ -9,7 +9,7 @@ import { createSubjectTokenVerifier, type SubjectTokenVerifier } from './exchang
 import { createAuthThrottle, type AuthThrottle } from './http/auth-throttle.js'
 import { createClientAuthenticator, type ClientAuthenticator, type Hasher } from './http/client-auth.js'
 import { openKeySet, type KeySet, type KeyStoreOptions } from './keys/keyset.js'
-import { createReplayCache } from './lib/replay-cache.js'
+import { createReplayCache } from '@taskpass/verifier/cache'
 import { createMetrics, type Metrics } from './http/metrics.js'
 import { createLimiter, type Limiter } from './http/rate-limit.js'
 import type { Logger } from './logger.js'

@@ -4,7 +4,7 @@ import { invalidDpopProof, invalidRequest, invalidScope, invalidTarget, notFound
 import type { Actor } from '../exchange/actor-token.js'
 import { checkMayAct } from '../exchange/may-act.js'
 import { brokerSubject, type Subject } from '../exchange/subject-token.js'
-import type { SubjectId } from '../revocations/feed.js'
+import type { SubjectId } from '@taskpass/verifier'
 import { uuidv7 } from '../ids.js'
 import { allowedScopes, auditedDecision, type Decision, type Policy, type Principal, type TaskFacts, type TaskResource } from '../policy/decide.js'
 import type { Stores, TaskRow } from '../store/stores.js'

@@ -2,7 +2,7 @@ import { jwtVerify, type JWTPayload } from 'jose'
 import type { Clock } from '../clock.js'
 import type { KeySet } from '../keys/keyset.js'
 import { peekJwt } from '../lib/jwt.js'
-import { TtlCache } from '../lib/ttl-cache.js'
+import { TtlCache } from '@taskpass/verifier/cache'
 import { ACCESS_TOKEN_TYP } from './issue.js'
 
 /**

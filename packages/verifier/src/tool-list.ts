@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import type { Transformer } from 'node:stream/web'
 
 /**
  * `tools/list` filtering (docs/mcp-integration.md, "Tools and the verifier kit"): when the token

@@ -1,4 +1,4 @@
-import type { Clock } from '../clock.js'
+import type { Clock } from './clock.js'
 import type { FeedEvent } from './revocation-feed.js'
 
 /** How revoked tokens and ended tasks are learned of. */
