@@ -226,6 +226,21 @@ describe('the verifier kit, packed and installed into a fresh project', { timeou
     console.log(`packed tarball: ${packed.size} bytes (${packed.unpackedSize} unpacked, ${paths.length} files)`)
   })
 
+  it('is resolved in this repository through exactly its entry points: each tsconfig path is one export, on its source', async () => {
+    const ts = (await import(requireFromRoot.resolve('typescript'))) as { default: typeof import('typescript') }
+    const config = ts.default.parseConfigFileTextToJson('tsconfig.json', readFileSync(join(ROOT, 'tsconfig.json'), 'utf8')).config as { compilerOptions: { paths: Record<string, string[]> } }
+    const manifest = JSON.parse(readFileSync(join(KIT, 'package.json'), 'utf8')) as { exports: Record<string, string | { types: string; import: string }> }
+    const fromExports = Object.entries(manifest.exports)
+      .filter(([key]) => key !== './package.json')
+      .map(([key, target]) => {
+        assert.ok(typeof target === 'object', key)
+        const name = target.import.replace(/^\.\/dist\//, '').replace(/\.js$/, '')
+        assert.equal(target.types, `./dist/${name}.d.ts`, key)
+        return [`@taskpass/verifier${key.slice(1)}`, [`./packages/verifier/src/${name}.ts`]] as const
+      })
+    assert.deepEqual(Object.fromEntries(fromExports), config.compilerOptions.paths)
+  })
+
   it('reaches nothing outside itself: the build imports only its own files, node:, jose and its optional peers', () => {
     const allowed = /^(\.\/[\w.-]+\.js|node:[\w/]+|jose|@modelcontextprotocol\/sdk\/[\w/.-]+\.js|@modelcontextprotocol\/server|hono)$/
     for (const file of readdirSync(join(KIT, 'dist')).filter((f) => f.endsWith('.js') || f.endsWith('.d.ts'))) {
