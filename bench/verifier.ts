@@ -1,5 +1,5 @@
 /**
- * The verifier kit (`taskpass/verifier`) as an MCP server runs it, against the real broker
+ * The verifier kit (`@taskpass/verifier`) as an MCP server runs it, against the real broker
  * (bench/servers/taskpass.ts, in a child process on 127.0.0.1). Run by `npm run bench` after the
  * HTTP scenarios, or alone: `npm run bench -- --only verifier` (or `tsx bench/verifier.ts`).
  *
@@ -27,7 +27,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { availableParallelism, cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { decodeProtectedHeader, importJWK, jwtVerify, type JWK } from 'jose'
-import { createTaskTokenVerifier, VerifierError, type TaskTokenVerifier, type TaskTokenVerifierOptions } from 'taskpass/verifier'
+import { createTaskTokenVerifier, VerifierError, type TaskTokenVerifier, type TaskTokenVerifierOptions } from '@taskpass/verifier'
 import { freePort, installWatchdog, killAllServers, startServer, type ServerProcess } from './lib/child.js'
 import { exchangeForm, generateBenchKeys, mintActorToken, mintSubjectToken, publicKeys, RESOURCE, RESOURCE_CLIENT_ID, RESOURCE_SECRET, SCOPE } from './lib/fixtures.js'
 import { mergeResults } from './lib/results.js'

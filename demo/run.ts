@@ -3,7 +3,7 @@
  *
  *   broker      taskpass, in-process, dev-like config with keys generated into a temp directory
  *   MCP server  the official MCP SDK (v1: Express + requireBearerAuth) with two tools, guarded by
- *               taskpass/verifier (JWKS, exact audience, revocation feed over SSE)
+ *               @taskpass/verifier (JWKS, exact audience, revocation feed over SSE)
  *   agent       the official MCP SDK client (StreamableHTTPClientTransport) acting for user alice
  *   helper      a second agent (another workload) the first one delegates a narrower sub-task to
  *
@@ -28,8 +28,8 @@ import { createMcpExpressApp } from '@modelcontextprotocol/sdk/server/express.js
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
 import { z } from 'zod'
-import { createTaskTokenVerifier, hasScopes, protectedResourceMetadataMiddleware, type TaskAuthInfo, type TaskTokenVerifier } from 'taskpass/verifier'
-import { authorizeToolCalls, toMcpSdkV1Verifier } from 'taskpass/verifier/mcp-sdk-v1'
+import { createTaskTokenVerifier, hasScopes, protectedResourceMetadataMiddleware, type TaskAuthInfo, type TaskTokenVerifier } from '@taskpass/verifier'
+import { authorizeToolCalls, toMcpSdkV1Verifier } from '@taskpass/verifier/mcp-sdk-v1'
 import { createApp } from '../src/app.js'
 import { argon2Hasher, createBroker } from '../src/broker.js'
 import { systemClock } from '../src/clock.js'
@@ -60,7 +60,7 @@ async function listen(): Promise<{ url: string; setHandler(h: (req: IncomingMess
   }
 }
 
-/** The MCP server: SDK v1 on Express, the SDK's own bearer gate fed by taskpass/verifier. */
+/** The MCP server: SDK v1 on Express, the SDK's own bearer gate fed by @taskpass/verifier. */
 function notesApp(verifier: TaskTokenVerifier, mcpUrl: string) {
   const notes = new Map<string, string>()
   const caller = (auth: TaskAuthInfo | undefined) => (auth ? `user=${auth.extra.sub} agent=${auth.extra.act.sub} task=${auth.extra.task_id.slice(0, 13)}…` : 'anonymous')
@@ -143,7 +143,7 @@ async function main(): Promise<void> {
   })
   await verifier.ready()
   mcp.setHandler(notesApp(verifier, mcpUrl))
-  say('server', `MCP server (official SDK v1: Express + requireBearerAuth + taskpass/verifier) at ${mcpUrl}`)
+  say('server', `MCP server (official SDK v1: Express + requireBearerAuth + @taskpass/verifier) at ${mcpUrl}`)
   say('server', `tools read_note, write_note; requires notes:read; subscribed to ${issuer}/revocations`)
 
   // --- the agent -------------------------------------------------------------------------------

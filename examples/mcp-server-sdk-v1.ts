@@ -3,8 +3,8 @@ import { createMcpExpressApp } from '@modelcontextprotocol/sdk/server/express.js
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
 import { z } from 'zod'
-import { createTaskTokenVerifier, protectedResourceMetadataMiddleware, type TaskAuthInfo } from 'taskpass/verifier'
-import { authorizeToolCalls, toMcpSdkV1Verifier } from 'taskpass/verifier/mcp-sdk-v1'
+import { createTaskTokenVerifier, protectedResourceMetadataMiddleware, type TaskAuthInfo } from '@taskpass/verifier'
+import { authorizeToolCalls, toMcpSdkV1Verifier } from '@taskpass/verifier/mcp-sdk-v1'
 
 const issuer = process.env.TASKPASS_ISSUER ?? 'https://taskpass.example.com'
 const resource = process.env.NOTES_MCP_URL ?? 'https://notes.example.com/mcp' // exactly as registered at the broker

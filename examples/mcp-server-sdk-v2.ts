@@ -2,8 +2,8 @@ import { createServer } from 'node:http'
 import { getRequestListener } from '@hono/node-server'
 import { createMcpHandler, McpServer, requireBearerAuth } from '@modelcontextprotocol/server'
 import { z } from 'zod'
-import { createTaskTokenVerifier, protectedResourceMetadataResponse, type TaskAuthInfo } from 'taskpass/verifier'
-import { authorizeToolCalls, toMcpSdkV2Verifier } from 'taskpass/verifier/mcp-sdk-v2'
+import { createTaskTokenVerifier, protectedResourceMetadataResponse, type TaskAuthInfo } from '@taskpass/verifier'
+import { authorizeToolCalls, toMcpSdkV2Verifier } from '@taskpass/verifier/mcp-sdk-v2'
 
 const issuer = process.env.TASKPASS_ISSUER ?? 'https://taskpass.example.com'
 const verifier = createTaskTokenVerifier({

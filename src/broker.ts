@@ -1,4 +1,5 @@
 import { hash as argon2Hash, verify as argon2Verify } from '@node-rs/argon2'
+import { createReplayCache } from '@taskpass/verifier/cache'
 import type { Clock } from './clock.js'
 import type { Config } from './config.js'
 import { createDpopChecker, type DpopChecker } from './dpop/checker.js'
@@ -9,7 +10,6 @@ import { createSubjectTokenVerifier, type SubjectTokenVerifier } from './exchang
 import { createAuthThrottle, type AuthThrottle } from './http/auth-throttle.js'
 import { createClientAuthenticator, type ClientAuthenticator, type Hasher } from './http/client-auth.js'
 import { openKeySet, type KeySet, type KeyStoreOptions } from './keys/keyset.js'
-import { createReplayCache } from './lib/replay-cache.js'
 import { createMetrics, type Metrics } from './http/metrics.js'
 import { createLimiter, type Limiter } from './http/rate-limit.js'
 import type { Logger } from './logger.js'

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { z } from 'zod'
-import { DPOP_ALGORITHMS } from './dpop/proof.js'
+import { DPOP_ALGORITHMS } from '@taskpass/verifier/dpop'
 import { MAX_GLOB_LENGTH } from './exchange/attestation/claim-rules.js'
 import { parseSpiffeId } from './exchange/attestation/spiffe-id.js'
 import { normalizeTyp } from './lib/jwt.js'

@@ -1,6 +1,6 @@
 /**
  * taskpass as a library: build the broker in-process (tests, embedding, benchmarks).
- * MCP servers import the verifier kit from `taskpass/verifier` instead.
+ * MCP servers import the verifier kit from `@taskpass/verifier` instead.
  */
 export { createApp, type App } from './app.js'
 export { argon2Hasher, createBroker, type Deps } from './broker.js'

@@ -16,7 +16,7 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
 import { StreamableHTTPServerTransport, type EventStore } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
 import { isInitializeRequest, isJSONRPCRequest, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js'
 import { z } from 'zod'
-import { checkToolCalls, createFetchToolStep, createSseRewriter, fetchToolCallRefusal, filterNodeToolList, filterToolListResponse, nodeToolCallCheck, TOOL_DENIED, toolCallsIn, toolsInToken, type ToolCallAuthorizer } from 'taskpass/verifier'
+import { checkToolCalls, createFetchToolStep, createSseRewriter, fetchToolCallRefusal, filterNodeToolList, filterToolListResponse, nodeToolCallCheck, TOOL_DENIED, toolCallsIn, toolsInToken, type ToolCallAuthorizer } from '@taskpass/verifier'
 
 /** A verifier without a PDP: only the token's own tools decide. */
 const LOCAL: ToolCallAuthorizer = { pdpConfigured: false, authorize: async () => ({ allowed: true }) }

@@ -9,7 +9,7 @@ import { describe, it } from 'node:test'
 import { ConfigError, parseConfig } from '../src/config.js'
 import { createPolicyEngine } from '../src/policy/engine.js'
 import { loadAdminPolicies } from '../src/policy/manage.js'
-import { fetchToolCallRefusal } from '../src/verifier/gates.js'
+import { fetchToolCallRefusal } from '../packages/verifier/src/gates.js'
 import { ADMIN_KEY, CALENDAR, counts, NOTES, openTask, testConfig, testKeys, withBroker, type TestBroker } from './harness.js'
 
 async function putPolicies(b: TestBroker, policies: string): Promise<void> {

@@ -13,8 +13,8 @@ import { afterEach, beforeEach, describe, it } from 'node:test'
 import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose'
 import * as oauth from 'oauth4webapi'
 import * as client from 'openid-client'
+import { accessTokenHash } from '@taskpass/verifier/dpop'
 import { parseConfig, type ConfigInput } from '../src/config.js'
-import { accessTokenHash } from '../src/dpop/proof.js'
 import { assertRefusedAndAudited, counts, createTestBroker, exchangeParams, form, JWT_TYPE, NOTES, NOTES_SECRET, startTestServer, T0, testConfig, testKeys, TOKEN_EXCHANGE, withBroker, type TestBroker } from './harness.js'
 
 type Params = Record<string, string | string[] | undefined>

@@ -2,7 +2,7 @@
  * End to end, tool calls checked through the broker's AuthZEN PDP (docs/authzen.md): the broker
  * on a real 127.0.0.1 port with a Cedar policy forbidding one tool; an MCP server built with the
  * official SDK (v1 on Express, v2 web-standard, and v1's web-standard transport behind the hono
- * adapter) protected by taskpass/verifier with tool checks on; official SDK clients calling an
+ * adapter) protected by @taskpass/verifier with tool checks on; official SDK clients calling an
  * allowed tool (it runs) and the forbidden one (it never runs; the client shows an error naming
  * the tool). Only loopback is used; nothing of ours is mocked.
  */
@@ -26,10 +26,10 @@ import { McpError } from '@modelcontextprotocol/sdk/types.js'
 import { createMcpHandler, McpServer as McpServerV2, requireBearerAuth as requireBearerAuthV2 } from '@modelcontextprotocol/server'
 import { Hono } from 'hono'
 import { z } from 'zod'
-import { createTaskTokenVerifier, type TaskAuthInfo, type TaskTokenVerifier } from 'taskpass/verifier'
-import { taskTokenAuth, type TaskTokenVariables } from 'taskpass/verifier/hono'
-import { authorizeToolCalls as authorizeToolCallsV1, toMcpSdkV1Verifier } from 'taskpass/verifier/mcp-sdk-v1'
-import { authorizeToolCalls as authorizeToolCallsV2, toMcpSdkV2Verifier } from 'taskpass/verifier/mcp-sdk-v2'
+import { createTaskTokenVerifier, type TaskAuthInfo, type TaskTokenVerifier } from '@taskpass/verifier'
+import { taskTokenAuth, type TaskTokenVariables } from '@taskpass/verifier/hono'
+import { authorizeToolCalls as authorizeToolCallsV1, toMcpSdkV1Verifier } from '@taskpass/verifier/mcp-sdk-v1'
+import { authorizeToolCalls as authorizeToolCallsV2, toMcpSdkV2Verifier } from '@taskpass/verifier/mcp-sdk-v2'
 import { notesApp, notesVerifier } from '../docs/examples/authzen-mcp-server.js'
 import { NOTES_SECRET, openTask, startTestServer, testKeys, type TestBroker } from './harness.js'
 

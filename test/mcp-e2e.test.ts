@@ -1,7 +1,7 @@
 /**
  * End to end with the official MCP SDK: the broker on a real 127.0.0.1 port, an MCP server built
  * with SDK v1 (`requireBearerAuth` on Express) or v2 (the web-standard `requireBearerAuth` gate in
- * front of `createMcpHandler`) behind `taskpass/verifier`, and SDK clients calling its tools with
+ * front of `createMcpHandler`) behind `@taskpass/verifier`, and SDK clients calling its tools with
  * task tokens. Nothing of ours is mocked; only loopback is used.
  */
 import assert from 'node:assert/strict'
@@ -21,9 +21,9 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import { OAuthMetadataSchema, type OAuthClientInformationMixed, type OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js'
 import { createMcpHandler, McpServer as McpServerV2, requireBearerAuth as requireBearerAuthV2 } from '@modelcontextprotocol/server'
 import { z } from 'zod'
-import { createTaskTokenVerifier, hasScopes, protectedResourceMetadataMiddleware, protectedResourceMetadataResponse, type TaskAuthInfo, type TaskTokenVerifier } from 'taskpass/verifier'
-import { toMcpSdkV1Verifier } from 'taskpass/verifier/mcp-sdk-v1'
-import { toMcpSdkV2Verifier } from 'taskpass/verifier/mcp-sdk-v2'
+import { createTaskTokenVerifier, hasScopes, protectedResourceMetadataMiddleware, protectedResourceMetadataResponse, type TaskAuthInfo, type TaskTokenVerifier } from '@taskpass/verifier'
+import { toMcpSdkV1Verifier } from '@taskpass/verifier/mcp-sdk-v1'
+import { toMcpSdkV2Verifier } from '@taskpass/verifier/mcp-sdk-v2'
 import { CALENDAR, JWT_TYPE, NOTES_SECRET, openTask, startTestServer, testKeys, TOKEN_EXCHANGE, type TestBroker } from './harness.js'
 
 type Sdk = 'v1' | 'v2'
@@ -275,7 +275,7 @@ describe('the broker\'s RFC 8414 metadata and the MCP SDK clients', () => {
 })
 
 for (const sdk of ['v1', 'v2'] as const) {
-  describe(`MCP SDK ${sdk} server behind taskpass/verifier`, () => {
+  describe(`MCP SDK ${sdk} server behind @taskpass/verifier`, () => {
     let s: Stack
     before(async () => { s = await startStack(sdk, 'feed') })
     after(() => s.stop())

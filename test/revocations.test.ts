@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, it } from 'node:test'
 import { serve } from '@hono/node-server'
+import { MAX_LEEWAY_SECONDS } from '@taskpass/verifier'
 import type { ConfigInput } from '../src/config.js'
 import { revocationPruneHorizon, revocationRetentionSeconds } from '../src/store/retention.js'
-import { MAX_LEEWAY_SECONDS } from '../src/verifier/options.js'
 import { ADMIN_KEY, createTestBroker, NOTES, NOTES_SECRET, T0, USER_ISSUER, type TestBroker } from './harness.js'
 
 const notesAuth = `Basic ${Buffer.from(`notes-mcp:${NOTES_SECRET}`).toString('base64')}`

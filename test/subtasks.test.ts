@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose'
 import * as oauth from 'oauth4webapi'
-import { createTaskTokenVerifier, VerifierError } from 'taskpass/verifier'
+import { createTaskTokenVerifier, VerifierError } from '@taskpass/verifier'
 import type { ConfigInput } from '../src/config.js'
 import { assertRefusedAndAudited, counts, JWT_TYPE, NOTES, NOTES_SECRET, CALENDAR, openTask, startTestServer, TOKEN_EXCHANGE, withBroker, spiffeId, TRUST_DOMAIN, type TestBroker } from './harness.js'
 

@@ -1,5 +1,5 @@
 /**
- * The verifier kit (`taskpass/verifier`) on its own: every rejection of standards.md Appendix C
+ * The verifier kit (`@taskpass/verifier`) on its own: every rejection of standards.md Appendix C
  * with its error code, DPoP binding, challenges, option checks, and the revocation feed against
  * a real broker on 127.0.0.1 (SSE, polling fallback, resumption across a restart, fail-closed
  * staleness with an injected clock). Tokens that the broker cannot mint yet (DPoP-bound ones,
@@ -15,7 +15,7 @@ import { join } from 'node:path'
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test'
 import { serve } from '@hono/node-server'
 import { calculateJwkThumbprint, decodeProtectedHeader, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK, type JWTPayload } from 'jose'
-import { accessTokenHash } from '../src/dpop/proof.js'
+import { accessTokenHash } from '@taskpass/verifier/dpop'
 import { createFixedClock, type Clock, type FixedClock } from '../src/clock.js'
 import { Hono } from 'hono'
 import { InsufficientScopeError, InvalidTokenError } from '@modelcontextprotocol/sdk/server/auth/errors.js'
@@ -37,13 +37,13 @@ import {
   type TaskAuthInfo,
   type TaskTokenVerifier,
   type TaskTokenVerifierOptions,
-} from 'taskpass/verifier'
-import { protectedResourceMetadata, taskTokenAuth } from 'taskpass/verifier/hono'
-import { toMcpSdkV1Verifier } from 'taskpass/verifier/mcp-sdk-v1'
-import { toMcpSdkV2Verifier } from 'taskpass/verifier/mcp-sdk-v2'
+} from '@taskpass/verifier'
+import { protectedResourceMetadata, taskTokenAuth } from '@taskpass/verifier/hono'
+import { toMcpSdkV1Verifier } from '@taskpass/verifier/mcp-sdk-v1'
+import { toMcpSdkV2Verifier } from '@taskpass/verifier/mcp-sdk-v2'
 import type { ConfigInput } from '../src/config.js'
-import { createPdpClient } from '../src/verifier/authorization.js'
-import { createVerifierKeySet, jwksMaxAgeSeconds } from '../src/verifier/jwks.js'
+import { createPdpClient } from '../packages/verifier/src/authorization.js'
+import { createVerifierKeySet, jwksMaxAgeSeconds } from '../packages/verifier/src/jwks.js'
 import { ADMIN_KEY, CALENDAR, createTestBroker, exchangeParams, NOTES, NOTES_SECRET, openTask, testKeys, UNGRANTED, USER_ISSUER, type TestBroker } from './harness.js'
 
 const RESOURCE = 'https://mcp.test.example/mcp'

@@ -8,8 +8,8 @@ import { createMcpExpressApp } from '@modelcontextprotocol/sdk/server/express.js
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
 import { z } from 'zod'
-import { createTaskTokenVerifier, protectedResourceMetadataMiddleware, type TaskTokenVerifier } from 'taskpass/verifier'
-import { authorizeToolCalls, toMcpSdkV1Verifier } from 'taskpass/verifier/mcp-sdk-v1'
+import { createTaskTokenVerifier, protectedResourceMetadataMiddleware, type TaskTokenVerifier } from '@taskpass/verifier'
+import { authorizeToolCalls, toMcpSdkV1Verifier } from '@taskpass/verifier/mcp-sdk-v1'
 
 /** The verifier: tokens for `mcpUrl` from `broker`; the one resource credential serves the feed and the PDP. */
 export function notesVerifier(broker: string, mcpUrl: string, credentials: { clientId: string; clientSecret: string }): TaskTokenVerifier {

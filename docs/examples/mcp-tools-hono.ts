@@ -5,8 +5,8 @@
  */
 import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js'
 import { Hono } from 'hono'
-import type { TaskTokenVerifier } from 'taskpass/verifier'
-import { taskTokenAuth, type TaskTokenVariables } from 'taskpass/verifier/hono'
+import type { TaskTokenVerifier } from '@taskpass/verifier'
+import { taskTokenAuth, type TaskTokenVariables } from '@taskpass/verifier/hono'
 import { notesServer } from './mcp-tools-sdk-v1.js'
 
 export function notesHonoApp(verifier: TaskTokenVerifier, notes: Map<string, string>) {

@@ -8,8 +8,8 @@ import { createMcpExpressApp } from '@modelcontextprotocol/sdk/server/express.js
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js'
 import { z } from 'zod'
-import type { TaskTokenVerifier } from 'taskpass/verifier'
-import { authorizeToolCalls, toMcpSdkV1Verifier } from 'taskpass/verifier/mcp-sdk-v1'
+import type { TaskTokenVerifier } from '@taskpass/verifier'
+import { authorizeToolCalls, toMcpSdkV1Verifier } from '@taskpass/verifier/mcp-sdk-v1'
 
 export function notesServer(notes: Map<string, string>): McpServer {
   const server = new McpServer({ name: 'notes', version: '1.0.0' })

@@ -6,8 +6,8 @@
  */
 import { createMcpHandler, McpServer, requireBearerAuth } from '@modelcontextprotocol/server'
 import { z } from 'zod'
-import type { TaskTokenVerifier } from 'taskpass/verifier'
-import { authorizeToolCalls, toMcpSdkV2Verifier } from 'taskpass/verifier/mcp-sdk-v2'
+import type { TaskTokenVerifier } from '@taskpass/verifier'
+import { authorizeToolCalls, toMcpSdkV2Verifier } from '@taskpass/verifier/mcp-sdk-v2'
 
 function notesServer(notes: Map<string, string>): McpServer {
   const server = new McpServer({ name: 'notes', version: '2.0.0' })

@@ -2,7 +2,7 @@
  * The verifiers of docs/mcp-integration.md ("Tools and the verifier kit"). test/mcp-tools.test.ts
  * runs the sample servers with each against a real broker.
  */
-import { createTaskTokenVerifier, type TaskTokenVerifier } from 'taskpass/verifier'
+import { createTaskTokenVerifier, type TaskTokenVerifier } from '@taskpass/verifier'
 
 /**
  * Tools checked from the token alone: no PDP credential is configured (revocation `none` here,

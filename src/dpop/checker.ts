@@ -1,8 +1,8 @@
+import type { ReplayCache } from '@taskpass/verifier/cache'
+import { createProofKeyCache, DpopError, verifyDpopProof, type DpopProof } from '@taskpass/verifier/dpop'
 import type { Clock } from '../clock.js'
 import { invalidDpopProof, useDpopNonce } from '../errors.js'
-import type { ReplayCache } from '../lib/replay-cache.js'
 import type { NonceSource } from './nonce.js'
-import { createProofKeyCache, DpopError, verifyDpopProof, type DpopProof } from './proof.js'
 
 /**
  * DPoP (RFC 9449) as the broker — an authorization server — applies it at POST /token and

@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto'
 import { jwtVerify, type JWK, type JWTPayload, type JWTVerifyGetKey } from 'jose'
+import type { ReplayCache } from '@taskpass/verifier/cache'
 import type { Clock } from '../clock.js'
 import type { WorkloadConfig } from '../config.js'
 import { invalidClient, type OAuthError } from '../errors.js'
 import { keyResolver, peekJwt } from '../lib/jwt.js'
 import type { RemoteJwksOptions } from '../lib/remote-jwks.js'
-import type { ReplayCache } from '../lib/replay-cache.js'
 
 /** RFC 7523 §2.2 (OIDC Core §9 `private_key_jwt`). */
 export const JWT_BEARER_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'

@@ -1,10 +1,10 @@
 import { jwtVerify, type CompactJWSHeaderParameters, type JWTPayload, type JWTVerifyGetKey } from 'jose'
+import { TtlCache } from '@taskpass/verifier/cache'
 import type { Clock } from '../clock.js'
 import type { SubjectIssuerConfig } from '../config.js'
 import { invalidRequest } from '../errors.js'
 import { describeJoseError, keyResolver, normalizeTyp, peekJwt } from '../lib/jwt.js'
 import type { RemoteJwksOptions } from '../lib/remote-jwks.js'
-import { TtlCache } from '../lib/ttl-cache.js'
 
 /** RFC 8693 §3 token types we accept for a user's session token. */
 export const SUBJECT_TOKEN_TYPES = new Set([

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto'
 import type { MiddlewareHandler } from 'hono'
+import { TtlCache } from '@taskpass/verifier/cache'
 import type { Deps } from '../broker.js'
 import { invalidToken } from '../errors.js'
-import { TtlCache } from '../lib/ttl-cache.js'
 import { remoteAddress } from './rate-limit.js'
 
 /** What an admin-authenticated route finds in its context: which configured key was used. */

@@ -1,7 +1,7 @@
 import { Hono, type Context } from 'hono'
 import { z } from 'zod'
+import type { DpopProof } from '@taskpass/verifier/dpop'
 import type { Deps } from '../broker.js'
-import type { DpopProof } from '../dpop/proof.js'
 import { invalidRequest, invalidToken } from '../errors.js'
 import { userCaller, workloadCaller } from '../http/callers.js'
 import { parseJson, describeZodError } from '../http/form.js'

@@ -1,5 +1,5 @@
+import { MAX_LEEWAY_SECONDS } from '@taskpass/verifier'
 import type { Config } from '../config.js'
-import { MAX_LEEWAY_SECONDS } from '../verifier/options.js'
 import type { Stores } from './stores.js'
 
 /**

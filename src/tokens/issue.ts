@@ -1,7 +1,7 @@
-import type { McpToolsDetail } from './authorization-details.js'
 import { SignJWT } from 'jose'
+import type { SubjectId } from '@taskpass/verifier'
 import type { KeySet } from '../keys/keyset.js'
-import type { SubjectId } from '../revocations/feed.js'
+import type { McpToolsDetail } from './authorization-details.js'
 
 /** RFC 9068 §2.1 media type of a JWT access token, as the `typ` header. */
 export const ACCESS_TOKEN_TYP = 'at+jwt'

@@ -1,8 +1,8 @@
 import { jwtVerify, type JWTPayload } from 'jose'
+import { TtlCache } from '@taskpass/verifier/cache'
 import type { Clock } from '../clock.js'
 import type { KeySet } from '../keys/keyset.js'
 import { peekJwt } from '../lib/jwt.js'
-import { TtlCache } from '../lib/ttl-cache.js'
 import { ACCESS_TOKEN_TYP } from './issue.js'
 
 /**

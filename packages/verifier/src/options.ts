@@ -1,4 +1,4 @@
-import type { Clock } from '../clock.js'
+import type { Clock } from './clock.js'
 import type { FeedEvent } from './revocation-feed.js'
 
 /** How revoked tokens and ended tasks are learned of. */
@@ -73,7 +73,7 @@ export interface TaskTokenVerifierOptions {
   subjectIssuers?: readonly string[]
   /** Access-token signature algorithms accepted. Default ES256 and EdDSA (what the broker signs with). */
   algorithms?: readonly string[]
-  /** DPoP proof algorithms accepted. Default: the asymmetric set of src/dpop/proof.ts. */
+  /** DPoP proof algorithms accepted. Default: the asymmetric set of `DPOP_ALGORITHMS` (`@taskpass/verifier/dpop`). */
   dpopAlgorithms?: readonly string[]
   /** Accepted age (and future skew) of a DPoP proof's `iat`, seconds. Default 60. */
   dpopProofWindowSeconds?: number

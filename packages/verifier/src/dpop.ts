@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto'
-import { calculateJwkThumbprint, decodeProtectedHeader, EmbeddedJWK, jwtVerify, type JWK, type ProtectedHeaderParameters } from 'jose'
-import { TtlCache } from '../lib/ttl-cache.js'
-import type { ReplayCache } from '../lib/replay-cache.js'
+import { calculateJwkThumbprint, decodeProtectedHeader, EmbeddedJWK, jwtVerify, type CryptoKey, type JWK, type ProtectedHeaderParameters } from 'jose'
+import { TtlCache } from './ttl-cache.js'
+import type { ReplayCache } from './replay-cache.js'
 
 /**
- * RFC 9449 (DPoP) proof verification, shared by the broker (token endpoint, /tasks) and the
- * verifier kit (resource servers). Pure apart from the replay cache it is handed; time is a
+ * `@taskpass/verifier/dpop` — RFC 9449 (DPoP) proof verification, shared by the verifier kit
+ * (resource servers) and the broker (token endpoint, /tasks), which imports it from here. Pure apart from the replay cache it is handed; time is a
  * parameter. Callers map {@link DpopError} to their own wire form (400 at the AS, a 401
  * `WWW-Authenticate: DPoP` challenge at an RS).
  */
@@ -37,7 +37,7 @@ export interface DpopProof {
  * the same bounded cache as client-assertion `jti`s, which refuses ('full') rather than forget a
  * live entry. Re-exported so verifiers need only this module.
  */
-export { createReplayCache, type ReplayCache } from '../lib/replay-cache.js'
+export { createReplayCache, type ReplayCache } from './replay-cache.js'
 
 export interface DpopCheck {
   /** The request's method and URL (query and fragment are ignored, §4.3 step 9). */

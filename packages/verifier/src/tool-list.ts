@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeader, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib'
+import type { Transformer } from 'node:stream/web'
 
 /**
  * `tools/list` filtering (docs/mcp-integration.md, "Tools and the verifier kit"): when the token
@@ -199,7 +200,7 @@ export function filterToolListResponse(response: Response, filter: ToolListFilte
   // A compressed answer cannot be read as it is: decoded (gzip, deflate) or, any other coding, refused.
   const coding = (response.headers.get('content-encoding') ?? 'identity').trim().toLowerCase()
   let body: ReadableStream<Uint8Array> = response.body
-  if (coding === 'gzip' || coding === 'x-gzip' || coding === 'deflate') body = body.pipeThrough(new DecompressionStream(coding === 'deflate' ? 'deflate' : 'gzip') as unknown as ReadableWritablePair<Uint8Array, Uint8Array>)
+  if (coding === 'gzip' || coding === 'x-gzip' || coding === 'deflate') body = body.pipeThrough(new DecompressionStream(coding === 'deflate' ? 'deflate' : 'gzip') as never) as ReadableStream<Uint8Array>
   else if (coding !== 'identity') return Response.json({ jsonrpc: '2.0', id: null, error: { code: -32603, message: `tools/list answer in content-encoding ${coding} cannot be filtered` } }, { status: 502 })
   let transform: Transformer<Uint8Array, Uint8Array>
   if (kind === 'sse') {

@@ -11,7 +11,7 @@ import { MCP_TOOL_NAME } from './token-tools.js'
  * the token, its task or its session drops its entries at once. Anything but a well-formed
  * answer from the PDP is a deny (fail closed), never cached.
  *
- * Imports nothing of the broker outside src/verifier: the wire shapes are restated here.
+ * Imports nothing of the broker (the kit is its own package): the wire shapes are restated here.
  */
 
 type Clock = NonNullable<TaskTokenVerifierOptions['clock']>

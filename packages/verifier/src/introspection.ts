@@ -1,5 +1,5 @@
-import type { Clock } from '../clock.js'
-import { TtlCache } from '../lib/ttl-cache.js'
+import type { Clock } from './clock.js'
+import { TtlCache } from './ttl-cache.js'
 import { basicCredentials } from './revocation-feed.js'
 
 /**

@@ -1,5 +1,5 @@
-import type { Clock } from '../clock.js'
-import type { RevocationEvent, SubjectId } from '../revocations/feed.js'
+import type { Clock } from './clock.js'
+import type { RevocationEvent, SubjectId } from './feed-events.js'
 
 /**
  * The verifier side of the broker's revocation feed (`GET /revocations`): a deny-set of revoked

@@ -1,5 +1,5 @@
-import { createLocalJWKSet, errors, type FlattenedJWSInput, type JWK, type JWSHeaderParameters } from 'jose'
-import type { Clock } from '../clock.js'
+import { createLocalJWKSet, errors, type CryptoKey, type FlattenedJWSInput, type JWK, type JWSHeaderParameters } from 'jose'
+import type { Clock } from './clock.js'
 
 /**
  * The broker's signing keys as a resource server sees them: its JWK Set (RFC 7517 §5), fetched
