@@ -48,7 +48,7 @@ export interface SubjectTokenVerifier {
  * `:` when there are several) keeps "alice" of one IdP apart from "alice" of another.
  */
 /** The named claims of a verified session token that policy may read: scalars as strings, bounded; anything else left out. */
-function policyClaims(payload: Record<string, unknown>, names: readonly string[]): Record<string, string> {
+export function policyClaims(payload: Record<string, unknown>, names: readonly string[]): Record<string, string> {
   const out: Record<string, string> = {}
   for (const name of names) {
     const v = payload[name]
@@ -92,6 +92,14 @@ interface CachedSubject {
   header: CompactJWSHeaderParameters
 }
 
+/**
+ * The key resolver of every subject issuer, by its `iss`: built once and shared by the session-token
+ * verifier and the ID-JAG verifier, so an IdP's remote key set is fetched and cached once.
+ */
+export function subjectIssuerKeys(issuers: readonly SubjectIssuerConfig[], opts: { clock: Clock; remoteJwks: RemoteJwksOptions }): Map<string, JWTVerifyGetKey> {
+  return new Map(issuers.map((c) => [c.issuer, keyResolver(c, { clock: opts.clock, remote: opts.remoteJwks })]))
+}
+
 export function createSubjectTokenVerifier(opts: {
   issuers: SubjectIssuerConfig[]
   brokerIssuer: string
@@ -102,12 +110,12 @@ export function createSubjectTokenVerifier(opts: {
   /** Whether a session was revoked at the broker; asked on every call, cached or not. */
   isSessionRevoked: (issuer: string, sid: string) => boolean
   cacheSize?: number
+  /** The issuers' key resolvers ({@link subjectIssuerKeys}), when shared; built here otherwise. */
+  keys?: Map<string, JWTVerifyGetKey>
 }): SubjectTokenVerifier {
+  const keys = opts.keys ?? subjectIssuerKeys(opts.issuers, opts)
   const trusted = new Map<string, TrustedSubjectIssuer>(
-    opts.issuers.map((c) => [
-      c.issuer,
-      { config: c, getKey: keyResolver(c, { clock: opts.clock, remote: opts.remoteJwks }), audience: c.audience ?? opts.brokerIssuer, typ: new Set(c.typ.map(normalizeTyp)) },
-    ]),
+    opts.issuers.map((c) => [c.issuer, { config: c, getKey: keys.get(c.issuer)!, audience: c.audience ?? opts.brokerIssuer, typ: new Set(c.typ.map(normalizeTyp)) }]),
   )
   const cache = new TtlCache<CachedSubject>(opts.cacheSize ?? 50_000)
 
