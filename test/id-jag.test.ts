@@ -180,6 +180,23 @@ describe('jwt-bearer grant with an ID-JAG: success', () => {
       assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /task .* is revoked/ })
     }))
 
+  it('two concurrent first redemptions of one ID-JAG open one task: the other is told to retry (503), never a 500', () =>
+    withBroker(enterprise, async (b) => {
+      const jag = await idJag(b)
+      const answers = await Promise.all([redeem(b, { assertion: jag }), redeem(b, { assertion: jag })])
+      const bodies = await Promise.all(answers.map((r) => r.text()))
+      const statuses = answers.map((r) => r.status).sort()
+      assert.ok(statuses[0] === 200 && (statuses[1] === 200 || statuses[1] === 503), `statuses ${statuses.join(', ')}: ${bodies.join(' ')}`)
+      const busy = answers.findIndex((r) => r.status === 503)
+      if (busy >= 0) {
+        assert.equal(answers[busy]!.headers.get('retry-after'), '1')
+        assert.equal((JSON.parse(bodies[busy]!) as { error: string }).error, 'temporarily_unavailable')
+      }
+      assert.equal(b.count('tasks'), 1)
+      const again = await ok(await redeem(b, { assertion: jag }))
+      assert.equal(again.task_id, idJagTaskId(USER_ISSUER, JSON.parse(Buffer.from(jag.split('.')[1]!, 'base64url').toString()).jti))
+    }))
+
   it('the workload may authenticate with its attestation as the client assertion (jwt-spiffe)', () =>
     withBroker(enterprise, async (b) => {
       const body = await ok(await redeem(b, { client_assertion_type: CLIENT_SPIFFE, client_assertion: await b.svid('a') }))

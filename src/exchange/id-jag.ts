@@ -98,7 +98,6 @@ export function createIdJagVerifier(opts: {
         ;({ payload } = await jwtVerify(assertion, opts.keys.get(issuer.issuer)!, {
           issuer: issuer.issuer,
           algorithms: issuer.algorithms,
-          typ: ID_JAG_TYP,
           currentDate: new Date(now * 1000),
           clockTolerance: opts.clockSkew,
           // ID-JAG §3.1: iss, sub, aud, client_id, jti, exp and iat are REQUIRED.
