@@ -41,12 +41,6 @@ export interface SubjectTokenVerifier {
   verify(token: string): Promise<Subject>
 }
 
-/**
- * The user's `sub` in tokens the broker issues: `<subjectPrefix><subject>`. RFC 7519 §4.1.2: a
- * `sub` "MUST either be scoped to be locally unique in the context of the issuer" — the issuer is
- * the broker, which trusts several IdPs, so the prefix (required, distinct and ending in the only
- * `:` when there are several) keeps "alice" of one IdP apart from "alice" of another.
- */
 /** The named claims of a verified session token that policy may read: scalars as strings, bounded; anything else left out. */
 export function policyClaims(payload: Record<string, unknown>, names: readonly string[]): Record<string, string> {
   const out: Record<string, string> = {}
@@ -60,6 +54,12 @@ export function policyClaims(payload: Record<string, unknown>, names: readonly s
   return out
 }
 
+/**
+ * The user's `sub` in tokens the broker issues: `<subjectPrefix><subject>`. RFC 7519 §4.1.2: a
+ * `sub` "MUST either be scoped to be locally unique in the context of the issuer" — the issuer is
+ * the broker, which trusts several IdPs, so the prefix (required, distinct and ending in the only
+ * `:` when there are several) keeps "alice" of one IdP apart from "alice" of another.
+ */
 export function brokerSubject(issuers: readonly Pick<SubjectIssuerConfig, 'issuer' | 'subjectPrefix'>[], issuer: string, user: string): string {
   const prefix = issuers.find((i) => i.issuer === issuer)?.subjectPrefix ?? ''
   return prefix + user
