@@ -64,6 +64,6 @@ export function wellKnownRoutes(deps: Deps) {
       return c.json(deps.keys.jwks(), 200, { 'Content-Type': 'application/jwk-set+json' })
     })
     .get('/authorize', () => {
-      throw new OAuthError('unsupported_response_type', 400, 'taskpass issues tokens only through token exchange at the token endpoint')
+      throw new OAuthError('unsupported_response_type', 400, 'taskpass issues tokens only at the token endpoint (token exchange, or an enterprise IdP\'s ID-JAG)')
     })
 }
