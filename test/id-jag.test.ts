@@ -20,7 +20,7 @@ import { toMcpSdkV2Verifier } from 'taskpass/verifier/mcp-sdk-v2'
 import type { ConfigInput } from '../src/config.js'
 import { ConfigError, parseConfig } from '../src/config.js'
 import { idJagTaskId } from '../src/exchange/jwt-bearer.js'
-import { assertRefusedAndAudited, assertRefusedUnauthenticated, counts, form, ISSUER, JWT_TYPE, mint, NOTES, NOTES_SECRET, startTestServer, testConfig, testKeys, TOKEN_EXCHANGE, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
+import { ADMIN_KEY, assertRefusedAndAudited, assertRefusedUnauthenticated, counts, form, ISSUER, JWT_TYPE, mint, NOTES, NOTES_SECRET, startTestServer, testConfig, testKeys, TOKEN_EXCHANGE, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
 
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer'
 const CLIENT_JWT = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'
@@ -196,6 +196,27 @@ describe('jwt-bearer grant with an ID-JAG: success', () => {
       const again = await ok(await redeem(b, { assertion: jag }))
       assert.equal(again.task_id, idJagTaskId(USER_ISSUER, JSON.parse(Buffer.from(jag.split('.')[1]!, 'base64url').toString()).jti))
     }))
+
+  it('a resource that requires approval: the ID-JAG’s task waits (stored, audited), and the same ID-JAG mints once it is approved', () =>
+    withBroker(
+      (c) => {
+        const e = enterprise(c)
+        return { ...e, resources: e.resources!.map((r) => (r.uri === NOTES ? { ...r, requireApproval: true } : r)) }
+      },
+      async (b) => {
+        const jag = await idJag(b)
+        const before = counts(b)
+        await expectError(await redeem(b, { assertion: jag }), 400, 'invalid_grant')
+        const taskId = idJagTaskId(USER_ISSUER, JSON.parse(Buffer.from(jag.split('.')[1]!, 'base64url').toString()).jti)
+        assert.equal(b.deps.stores.tasks.get(taskId)!.status, 'pending_approval')
+        assert.equal(b.count('tasks'), before.tasks + 1)
+        assert.equal(b.count('tokens'), before.tokens)
+        await expectError(await redeem(b, { assertion: jag }), 400, 'invalid_grant')
+        const approved = await b.app.request(`/admin/tasks/${taskId}/approve`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}` } })
+        assert.equal(approved.status, 200, await approved.clone().text())
+        assert.equal((await ok(await redeem(b, { assertion: jag }))).task_id, taskId)
+      },
+    ))
 
   it('the workload may authenticate with its attestation as the client assertion (jwt-spiffe)', () =>
     withBroker(enterprise, async (b) => {
