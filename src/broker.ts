@@ -6,7 +6,8 @@ import { createDpopChecker, type DpopChecker } from './dpop/checker.js'
 import { createNonceSource, deriveNonceKey } from './dpop/nonce.js'
 import { createActorTokenVerifier, type ActorTokenVerifier } from './exchange/actor-token.js'
 import { createClientAssertionVerifier, type ClientAssertionVerifier } from './exchange/client-assertion.js'
-import { createSubjectTokenVerifier, type SubjectTokenVerifier } from './exchange/subject-token.js'
+import { createIdJagVerifier, type IdJagVerifier } from './exchange/id-jag.js'
+import { createSubjectTokenVerifier, subjectIssuerKeys, type SubjectTokenVerifier } from './exchange/subject-token.js'
 import { createAuthThrottle, type AuthThrottle } from './http/auth-throttle.js'
 import { createClientAuthenticator, type ClientAuthenticator, type Hasher } from './http/client-auth.js'
 import { openKeySet, type KeySet, type KeyStoreOptions } from './keys/keyset.js'
@@ -32,6 +33,8 @@ export interface Deps {
   policy: PolicyEngine
   hasher: Hasher
   subjectTokens: SubjectTokenVerifier
+  /** Enterprise IdPs' ID-JAGs (the `jwt-bearer` grant), verified with the subject issuers' keys. */
+  idJags: IdJagVerifier
   actorTokens: ActorTokenVerifier
   ownTokens: OwnTokenVerifier
   clients: ClientAuthenticator
@@ -77,7 +80,10 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
   const keyStore: KeyStoreOptions = { database, clock, kek: opts.kek, alg: config.keys.alg, retiredPublishSeconds: config.tokens.maxTtl + config.clockSkew }
   const keys = await openKeySet(keyStore)
   const hasher = opts.hasher ?? argon2Hasher
+  // One key resolver per subject issuer, shared by its session tokens and its ID-JAGs.
+  const issuerKeys = subjectIssuerKeys(config.subjectIssuers, { clock, remoteJwks: config.remoteJwks })
   const subjectTokens = createSubjectTokenVerifier({
+    keys: issuerKeys,
     issuers: config.subjectIssuers,
     brokerIssuer: config.issuer,
     clock,
@@ -85,6 +91,7 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     remoteJwks: config.remoteJwks,
     isSessionRevoked: stores.sessions.isRevoked,
   })
+  const idJags = createIdJagVerifier({ issuers: config.subjectIssuers, keys: issuerKeys, brokerIssuer: config.issuer, clock, clockSkew: config.clockSkew, isSessionRevoked: stores.sessions.isRevoked })
   const actorTokens = createActorTokenVerifier({
     issuers: config.workloadIssuers,
     workloads: config.workloads,
@@ -125,6 +132,7 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     policy,
     hasher,
     subjectTokens,
+    idJags,
     actorTokens,
     ownTokens: createOwnTokenVerifier({ keys, issuer: config.issuer, clock }),
     clients: createClientAuthenticator({ resources: config.resources, hasher, actorTokens, clientAssertions, clock, throttle: authThrottle }),

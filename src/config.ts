@@ -84,9 +84,27 @@ const subjectIssuer = z
      * string, number and boolean values, as strings (at most 1,024 characters); other values are left out.
      */
     policyClaims: z.array(z.string().min(1).max(128)).max(32).default([]),
+    /**
+     * This issuer is also an enterprise IdP whose Identity Assertion JWT Authorization Grants
+     * (ID-JAG, draft-ietf-oauth-identity-assertion-authz-grant) the token endpoint redeems with the
+     * `jwt-bearer` grant (RFC 7523 §2.1), verified with the same keys and algorithms. docs/enterprise-idp.md.
+     */
+    idJag: z
+      .object({
+        /** Longest accepted ID-JAG lifetime, `exp − iat`, seconds (RFC 7523 §3: the AS may cap `exp`). */
+        maxLifetime: seconds.max(3600).default(300),
+        /**
+         * The IdP tenant trusted (the ID-JAG's `tenant` claim must equal it). Unset: an ID-JAG carrying a
+         * `tenant` is refused, since its `sub` may be unique only within that tenant.
+         */
+        tenant: z.string().min(1).max(255).optional(),
+      })
+      .optional(),
     ...keySource,
   })
   .refine(...oneKeySource)
+  // An ID-JAG must never pass as a session token at the token-exchange grant (RFC 8725 §3.11).
+  .refine((si) => !si.typ.some((t) => normalizeTyp(t) === 'oauth-id-jag+jwt'), { path: ['typ'], message: 'oauth-id-jag+jwt is the ID-JAG type, never a session token type', when: () => true })
 
 /** JWT-SVID §3: validators MUST reject any other `alg`. */
 const jwtSvidAlg = z.enum(['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512'])
@@ -375,6 +393,10 @@ export const configSchema = z
         else prefixes.add(si.subjectPrefix)
       })
     }
+    // ID-JAG draft: an authorization server never accepts an ID-JAG it issued itself.
+    c.subjectIssuers.forEach((si, i) => {
+      if (si.idJag && si.issuer === c.issuer) ctx.addIssue({ code: 'custom', path: ['subjectIssuers', i, 'idJag'], message: 'the broker never redeems an ID-JAG it issued itself' })
+    })
     // RFC 8725 §3.12: one issuer as both subject and workload issuer is safe only if explicit
     // types keep a session token from passing as an attestation and the other way round.
     c.subjectIssuers.forEach((si, i) => {

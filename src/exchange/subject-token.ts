@@ -41,14 +41,8 @@ export interface SubjectTokenVerifier {
   verify(token: string): Promise<Subject>
 }
 
-/**
- * The user's `sub` in tokens the broker issues: `<subjectPrefix><subject>`. RFC 7519 §4.1.2: a
- * `sub` "MUST either be scoped to be locally unique in the context of the issuer" — the issuer is
- * the broker, which trusts several IdPs, so the prefix (required, distinct and ending in the only
- * `:` when there are several) keeps "alice" of one IdP apart from "alice" of another.
- */
 /** The named claims of a verified session token that policy may read: scalars as strings, bounded; anything else left out. */
-function policyClaims(payload: Record<string, unknown>, names: readonly string[]): Record<string, string> {
+export function policyClaims(payload: Record<string, unknown>, names: readonly string[]): Record<string, string> {
   const out: Record<string, string> = {}
   for (const name of names) {
     const v = payload[name]
@@ -60,6 +54,12 @@ function policyClaims(payload: Record<string, unknown>, names: readonly string[]
   return out
 }
 
+/**
+ * The user's `sub` in tokens the broker issues: `<subjectPrefix><subject>`. RFC 7519 §4.1.2: a
+ * `sub` "MUST either be scoped to be locally unique in the context of the issuer" — the issuer is
+ * the broker, which trusts several IdPs, so the prefix (required, distinct and ending in the only
+ * `:` when there are several) keeps "alice" of one IdP apart from "alice" of another.
+ */
 export function brokerSubject(issuers: readonly Pick<SubjectIssuerConfig, 'issuer' | 'subjectPrefix'>[], issuer: string, user: string): string {
   const prefix = issuers.find((i) => i.issuer === issuer)?.subjectPrefix ?? ''
   return prefix + user
@@ -92,6 +92,14 @@ interface CachedSubject {
   header: CompactJWSHeaderParameters
 }
 
+/**
+ * The key resolver of every subject issuer, by its `iss`: built once and shared by the session-token
+ * verifier and the ID-JAG verifier, so an IdP's remote key set is fetched and cached once.
+ */
+export function subjectIssuerKeys(issuers: readonly SubjectIssuerConfig[], opts: { clock: Clock; remoteJwks: RemoteJwksOptions }): Map<string, JWTVerifyGetKey> {
+  return new Map(issuers.map((c) => [c.issuer, keyResolver(c, { clock: opts.clock, remote: opts.remoteJwks })]))
+}
+
 export function createSubjectTokenVerifier(opts: {
   issuers: SubjectIssuerConfig[]
   brokerIssuer: string
@@ -102,12 +110,12 @@ export function createSubjectTokenVerifier(opts: {
   /** Whether a session was revoked at the broker; asked on every call, cached or not. */
   isSessionRevoked: (issuer: string, sid: string) => boolean
   cacheSize?: number
+  /** The issuers' key resolvers ({@link subjectIssuerKeys}), when shared; built here otherwise. */
+  keys?: Map<string, JWTVerifyGetKey>
 }): SubjectTokenVerifier {
+  const keys = opts.keys ?? subjectIssuerKeys(opts.issuers, opts)
   const trusted = new Map<string, TrustedSubjectIssuer>(
-    opts.issuers.map((c) => [
-      c.issuer,
-      { config: c, getKey: keyResolver(c, { clock: opts.clock, remote: opts.remoteJwks }), audience: c.audience ?? opts.brokerIssuer, typ: new Set(c.typ.map(normalizeTyp)) },
-    ]),
+    opts.issuers.map((c) => [c.issuer, { config: c, getKey: keys.get(c.issuer)!, audience: c.audience ?? opts.brokerIssuer, typ: new Set(c.typ.map(normalizeTyp)) }]),
   )
   const cache = new TtlCache<CachedSubject>(opts.cacheSize ?? 50_000)
 

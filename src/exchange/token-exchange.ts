@@ -14,6 +14,7 @@ import { decided, findResource, planTask, policyRefusal, recordOpenedTask, taskF
 import { checkDelegationChain, delegationAct, TASK_SUBJECT_TYPE, taskSubject } from '../tasks/subtasks.js'
 import { invalidAuthorizationDetails, mcpToolsDetail, parseAuthorizationDetails, type McpToolsDetail } from '../tokens/authorization-details.js'
 import { signTaskToken, type TaskTokenClaims } from '../tokens/issue.js'
+import type { Attestation } from './attestation/kinds.js'
 import { ACTOR_TOKEN_TYPE, attestedSpiffeId, type Actor, type ActorTokenVerifier } from './actor-token.js'
 import { checkMayAct } from './may-act.js'
 import { SUBJECT_TOKEN_TYPES, type Subject, type SubjectTokenVerifier } from './subject-token.js'
@@ -45,6 +46,8 @@ export interface GrantRequest {
   dpop?: string | undefined
   /** The caller's network address (the TCP peer), for policy. */
   callerAddress?: string | undefined
+  /** The `Authorization` header, if any (workloads never use HTTP authentication: refused where it matters). */
+  authorization?: string | undefined
 }
 
 /** RFC 8693 §2.2.1 success response, plus the task it belongs to. */
@@ -124,8 +127,14 @@ export function parseExchangeRequest(form: FormParams): ExchangeRequest {
   }
 }
 
+/**
+ * The workload a grant authenticated: an attested {@link Actor}, or a workload authenticated by
+ * its registered key (`private_key_jwt`), which has no attestation and no expiry of its own.
+ */
+export type ActingWorkload = Pick<Actor, 'workload' | 'act'> & { attestation: Attestation | undefined; exp: number | undefined }
+
 /** What the audit row knows about a request so far, filled in as checks pass. */
-interface AuditContext {
+export interface AuditContext {
   /** Set once the caller (the workload) is authenticated: only then is a refusal audited. */
   authenticated?: boolean
   userSub?: string
@@ -142,9 +151,18 @@ interface AuditContext {
  * grows the database.
  */
 export async function exchangeToken(deps: ExchangeDeps, form: FormParams, request: GrantRequest = {}): Promise<ExchangeResponse> {
+  return auditedGrant(deps, (audit) => exchange(deps, form, request, audit))
+}
+
+/**
+ * Runs a grant at the token endpoint: a refusal of an authenticated caller (once the grant has set
+ * `audit.authenticated`) is written to the audit log with its reason; one refused before is only
+ * counted and logged, so unauthenticated traffic never grows the database.
+ */
+export async function auditedGrant<T>(deps: Pick<ExchangeDeps, 'stores' | 'clock' | 'metrics' | 'logger'>, grant: (audit: AuditContext) => Promise<T>): Promise<T> {
   const audit: AuditContext = {}
   try {
-    return await exchange(deps, form, request, audit)
+    return await grant(audit)
   } catch (e) {
     const error = e instanceof OAuthError ? e.code : 'server_error'
     const { authenticated, ...known } = audit
@@ -199,28 +217,63 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
   if (!resource) throw invalidTarget('resource is not registered', `unknown resource ${req.resource}`)
   const tools = req.authorizationDetails === undefined ? undefined : parseAuthorizationDetails(req.authorizationDetails, resource.uri)
 
-  let task: TaskRow
-  let implicit = false
+  const asked: TaskTokenRequest = { subject, actor, resource, scopes: req.scopes, ttl: req.ttl, tools, dpopJkt: proof?.jkt, request, now }
   const taskId = req.subjectIsTask ? req.subjectToken : req.taskId
-  if (taskId !== undefined) {
-    task = loadUsableTask(deps, taskId, subject, actor, now, proof?.jkt)
-  } else {
-    // An implicit task opened with a proof is bound to its key, like one opened at POST /tasks.
-    const planned = planTask(deps, subject, actor, { purpose: 'implicit (token exchange)', resources: [{ resource: req.resource, scopes: req.scopes ?? [], ...(tools ? { tools } : {}) }], ttl: undefined }, proof?.jkt, request)
-    task = planned.row
-    if (task.status !== 'active') {
-      // The task is opened (pending), as at POST /tasks: its opening is a decision, audited with it.
-      recordOpenedTask(deps, planned, subject, '; implicit task')
-      audit.taskId = task.id
-      const e = invalidGrant(`task ${task.id} awaits approval`, 'implicit task requires approval')
-      e.decidedBy = planned.decidedBy
-      throw e
-    }
-    implicit = true
-    audit.taskId = task.id
-  }
+  if (taskId !== undefined) return mintTaskToken(deps, asked, loadUsableTask(deps, taskId, subject, actor, now, proof?.jkt), false)
+  return mintTaskToken(deps, asked, openImplicitTask(deps, asked, audit, { purpose: 'implicit (token exchange)' }), true)
+}
 
-  const question: ExchangeQuestion = { subject, actor, task, resource, scopes: req.scopes, ttl: req.ttl, dpopJkt: proof?.jkt, callerAddress: request.callerAddress, now, tools }
+/** What minting a task token needs: the slice of {@link ExchangeDeps} every grant shares. */
+export type MintDeps = Pick<ExchangeDeps, 'config' | 'clock' | 'keys' | 'stores' | 'policy'>
+
+/** What a grant has established about a token request once its caller and user are known. */
+export interface TaskTokenRequest {
+  subject: Subject
+  actor: ActingWorkload
+  resource: ResourceConfig
+  /** The scopes asked for; undefined: the task's, within the workload's grant. */
+  scopes: string[] | undefined
+  ttl: number | undefined
+  /** The tools asked for (RFC 9396 `authorization_details`); undefined: the task's declared tools. */
+  tools: string[] | undefined
+  /** The verified DPoP proof's key thumbprint (RFC 9449 §6.1), when the request carried one. */
+  dpopJkt: string | undefined
+  request: GrantRequest
+  now: number
+  /** Appended to the allow row's reason (e.g. which ID-JAG the token came from). */
+  auditNote?: string | undefined
+}
+
+/**
+ * Plans the task a token request opens implicitly (the requested resource, scopes and tools; the
+ * same policy as `POST /tasks`), without writing it: the write comes with the token's. A task that
+ * needs approval is recorded pending (its opening is a decision, audited) and the request refused
+ * `invalid_grant`. `id`/`ttl`: a grant that derives the task's id or bounds its life (ID-JAG).
+ */
+export function openImplicitTask(deps: MintDeps, q: TaskTokenRequest, audit: AuditContext, opts: { purpose: string; id?: string; ttl?: number }): TaskRow {
+  // An implicit task opened with a proof is bound to its key, like one opened at POST /tasks.
+  const planned = planTask(deps, q.subject, q.actor, { purpose: opts.purpose, resources: [{ resource: q.resource.uri, scopes: q.scopes ?? [], ...(q.tools ? { tools: q.tools } : {}) }], ttl: opts.ttl, id: opts.id }, q.dpopJkt, q.request)
+  const task = planned.row
+  audit.taskId = task.id
+  if (task.status !== 'active') {
+    // The task is opened (pending), as at POST /tasks: its opening is a decision, audited with it.
+    recordOpenedTask(deps, planned, q.subject, '; implicit task')
+    const e = invalidGrant(`task ${task.id} awaits approval`, 'implicit task requires approval')
+    e.decidedBy = planned.decidedBy
+    throw e
+  }
+  return task
+}
+
+/**
+ * Decides and mints one task token (RFC 9068) for a usable task — or for the implicit task just
+ * planned (`implicit`: written with the token) — and writes token, task and audit row in one
+ * group-committed transaction that re-checks the task and the policy set. Every grant ends here.
+ */
+export async function mintTaskToken(deps: MintDeps, q: TaskTokenRequest, task: TaskRow, implicit: boolean): Promise<ExchangeResponse> {
+  const { subject, actor, resource, request, now } = q
+  const proof = q.dpopJkt !== undefined ? { jkt: q.dpopJkt } : undefined
+  const question: ExchangeQuestion = { subject, actor, task, resource, scopes: q.scopes, ttl: q.ttl, dpopJkt: q.dpopJkt, callerAddress: request.callerAddress, now, tools: q.tools }
   const { decision, scopes, ttl, tools: granted } = decideExchange(deps, question)
   const authorizationDetails = granted !== undefined ? [mcpToolsDetail(resource.uri, granted)] : undefined
   // A sub-task: every task above it must still hold what this token would carry, and the policy
@@ -265,6 +318,9 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
       // Another policy set came into force while we signed: the task's opening was decided by the
       // one it replaced, so nothing of it is kept; the client asks again and the new set decides.
       if (deps.policy.version !== deciding.version) throw temporarilyUnavailable(1, `the policy set changed during the exchange (${deciding.version} → ${deps.policy.version})`)
+      // A task whose id the grant derives (an ID-JAG's) may have been opened by a concurrent
+      // redemption meanwhile: the client asks again, and its request then continues that task.
+      if (deps.stores.tasks.get(task.id)) throw temporarilyUnavailable(1, `task ${task.id} was opened by a concurrent request`)
       deps.stores.tasks.insert(task)
     } else {
       const current = deps.stores.tasks.get(task.id)
@@ -299,8 +355,8 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
     // Likewise the signing key may have been revoked (a compromise) while we signed: such a token
     // is refused everywhere already, and must not be recorded as a live one.
     if (!deps.keys.publicKey(kid)) throw temporarilyUnavailable(1, `signing key ${kid} was revoked during the exchange`)
-    deps.stores.tokens.insert({ jti, taskId: task.id, sub: claims.sub, workloadId: claims.client_id, aud: claims.aud, scope: claims.scope, iat: now, exp: claims.exp, status: 'active', revokedAt: null, cnfJkt: proof?.jkt ?? null, kid, attestation: JSON.stringify(actor.attestation) })
-    deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${deciding.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}`, userSub: subject.sub, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri, ...auditedDecision(deciding) })
+    deps.stores.tokens.insert({ jti, taskId: task.id, sub: claims.sub, workloadId: claims.client_id, aud: claims.aud, scope: claims.scope, iat: now, exp: claims.exp, status: 'active', revokedAt: null, cnfJkt: proof?.jkt ?? null, kid, attestation: actor.attestation ? JSON.stringify(actor.attestation) : null })
+    deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${deciding.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}${q.auditNote ?? ''}`, userSub: subject.sub, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri, ...auditedDecision(deciding) })
   })
   return { access_token: accessToken, issued_token_type: ACCESS_TOKEN_TYPE, token_type: proof ? 'DPoP' : 'Bearer', expires_in: ttl, scope: claims.scope, task_id: task.id, ...(authorizationDetails ? { authorization_details: authorizationDetails } : {}) }
 }
@@ -329,7 +385,7 @@ function checkTokenBound(task: TaskRow): void {
 /** What an exchange asks of a task: everything the decision depends on, and nothing that writes. */
 export interface ExchangeQuestion {
   subject: Subject
-  actor: Actor
+  actor: ActingWorkload
   task: TaskRow
   resource: ResourceConfig
   /** The scopes asked for; undefined: the task's, within the workload's grant. */
@@ -393,8 +449,8 @@ export function decideExchange(deps: Pick<ExchangeDeps, 'config' | 'policy'>, q:
     decision.constraints.maxTtl ?? Infinity,
     task.expiresAt - now,
     subject.exp - now,
-    // Never outlive the attestation the token was minted from.
-    actor.exp - now,
+    // Never outlive the attestation the token was minted from (a registered key has no expiry).
+    (actor.exp ?? Infinity) - now,
   )
   if (ttl <= 0) throw decided(invalidGrant('task, session or attestation has no time left'), decision)
   return { decision, scopes, ttl, tools }
@@ -405,7 +461,7 @@ export function decideExchange(deps: Pick<ExchangeDeps, 'config' | 'policy'>, q:
  * bound — this session and this DPoP key. Anything else is `invalid_grant`, with one description
  * so that a caller cannot probe other people's tasks.
  */
-function loadUsableTask(deps: ExchangeDeps, id: string, subject: Subject, actor: Actor, now: number, dpopJkt: string | undefined): TaskRow {
+export function loadUsableTask(deps: Pick<ExchangeDeps, 'stores'>, id: string, subject: Subject, actor: Pick<ActingWorkload, 'workload'>, now: number, dpopJkt: string | undefined): TaskRow {
   const task = deps.stores.tasks.get(id)
   const notUsable = (detail: string) => invalidGrant('task is not active for this caller', detail)
   if (!task) throw notUsable(`task ${id} not found`)

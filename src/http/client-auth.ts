@@ -6,6 +6,7 @@ import type { ResourceConfig, WorkloadConfig } from '../config.js'
 import { invalidClient, invalidRequest, OAuthError } from '../errors.js'
 import { attestedSpiffeId, type Actor, type ActorTokenVerifier } from '../exchange/actor-token.js'
 import { JWT_BEARER_ASSERTION_TYPE, type ClientAssertionVerifier } from '../exchange/client-assertion.js'
+import type { ActingWorkload } from '../exchange/token-exchange.js'
 import type { AuthThrottle } from './auth-throttle.js'
 import type { FormParams } from './form.js'
 import { remoteAddress } from './rate-limit.js'
@@ -42,6 +43,15 @@ export interface ClientAuthenticator {
    * configured with `tokenEndpointAuth: 'private_key_jwt'` must send one. `invalid_client` (400) otherwise.
    */
   authenticateExchange(form: FormParams, workload: WorkloadConfig): Promise<'none' | 'private_key_jwt'>
+  /**
+   * Client authentication of a workload at the token endpoint for a grant without an actor token
+   * (the `jwt-bearer` grant: RFC 7521 §4.2, the ID-JAG draft requires it): `private_key_jwt`
+   * (RFC 7523 §2.2) with a key registered for the workload, or its attestation as the client
+   * assertion (`…:client-assertion-type:jwt-spiffe`), unless the workload requires `private_key_jwt`.
+   * A `client_id`, when sent, names that workload. `invalid_client` (400, no challenge) otherwise;
+   * a disabled workload's attestation is `unauthorized_client`, as at the token-exchange grant.
+   */
+  authenticateWorkload(form: FormParams, authorization: string | undefined): Promise<{ method: 'private_key_jwt' | 'attestation'; actor: ActingWorkload }>
   /**
    * Resource-only authentication from the Authorization header (GET endpoints such as the
    * revocation feed). `ip`, the TCP peer (`remoteAddress(c)`), feeds the per-IP failure budget;
@@ -130,6 +140,32 @@ export function createClientAuthenticator(opts: {
       if (!assertion) throw invalidClient('client_assertion missing', null)
       await opts.clientAssertions.verify(assertion, workload.id)
       return 'private_key_jwt'
+    },
+    async authenticateWorkload(form, authorization) {
+      const one = (name: string) => form.get(name)?.[0]
+      // Workloads have no shared secrets (DESIGN, roles): a key or an attestation, nothing else.
+      if (authorization !== undefined) throw invalidClient('HTTP authentication is not a workload authentication method', null)
+      if (form.has('client_secret')) throw invalidClient('client_secret is not a workload authentication method', null)
+      const type = one('client_assertion_type')
+      const assertion = one('client_assertion')
+      const clientId = one('client_id')
+      if (type === undefined) throw invalidClient('no client authentication (private_key_jwt or an attestation is required)', null)
+      if (!assertion) throw invalidClient('client_assertion missing', null)
+      if (type === JWT_BEARER_ASSERTION_TYPE) {
+        const workload = await opts.clientAssertions.verify(assertion, clientId)
+        return { method: 'private_key_jwt', actor: { workload, attestation: undefined, exp: undefined, act: undefined } }
+      }
+      if (type !== SPIFFE_ASSERTION_TYPE) throw invalidClient(`unsupported client_assertion_type ${type.slice(0, 128)}`, null)
+      let actor: Actor
+      try {
+        actor = await opts.actorTokens.verify(assertion)
+      } catch (e) {
+        if (e instanceof OAuthError && e.code === 'invalid_request') throw invalidClient(`client assertion rejected: ${e.detail}`, null)
+        throw e
+      }
+      if (clientId !== undefined && clientId !== actor.workload.id && clientId !== attestedSpiffeId(actor)) throw invalidClient(`client_id ${clientId.slice(0, 256)} does not match workload ${actor.workload.id}`, null)
+      if (actor.workload.tokenEndpointAuth === 'private_key_jwt') throw invalidClient(`workload ${actor.workload.id} requires private_key_jwt`, null)
+      return { method: 'attestation', actor }
     },
     async authenticate(c, form, allow) {
       const header = c.req.header('authorization')

@@ -1,25 +1,32 @@
 import { Hono } from 'hono'
 import type { Deps } from '../broker.js'
 import { invalidRequest, OAuthError } from '../errors.js'
+import { JWT_BEARER_GRANT, redeemJwtBearer } from '../exchange/jwt-bearer.js'
 import { exchangeToken, MULTI_VALUED, TOKEN_EXCHANGE_GRANT, type ExchangeResponse, type GrantRequest } from '../exchange/token-exchange.js'
 import { parseForm, type FormParams } from '../http/form.js'
 import { noStore } from '../http/middleware.js'
 import { remoteAddress } from '../http/rate-limit.js'
 
-/** One handler per grant type, registered by its URN. */
-const grants: Record<string, (deps: Deps, form: FormParams, request: GrantRequest) => Promise<ExchangeResponse>> = {
-  [TOKEN_EXCHANGE_GRANT]: exchangeToken,
+type Grant = (deps: Deps, form: FormParams, request: GrantRequest) => Promise<ExchangeResponse>
+
+/** One handler per grant type, registered by its URN; the jwt-bearer grant only when an enterprise IdP is configured. */
+export function grantHandlers(deps: Pick<Deps, 'idJags'>): Record<string, Grant> {
+  return {
+    [TOKEN_EXCHANGE_GRANT]: exchangeToken,
+    ...(deps.idJags.enabled ? { [JWT_BEARER_GRANT]: redeemJwtBearer } : {}),
+  }
 }
 
 /** POST /token — the token endpoint (RFC 6749 §3.2). */
 export function tokenRoutes(deps: Deps) {
+  const grants = grantHandlers(deps)
   return new Hono().post('/token', noStore(), async (c) => {
     const form = await parseForm(c, MULTI_VALUED)
     const grantType = form.get('grant_type')?.[0]
     if (!grantType) throw invalidRequest('"grant_type" is required')
     const grant = grants[grantType]
     if (!grant) throw new OAuthError('unsupported_grant_type', 400, 'grant_type is not supported')
-    const response = await grant(deps, form, { dpop: c.req.header('dpop'), callerAddress: remoteAddress(c) })
+    const response = await grant(deps, form, { dpop: c.req.header('dpop'), callerAddress: remoteAddress(c), authorization: c.req.header('authorization') })
     // RFC 9449 §8: with nonces on, a DPoP response carries the next nonce to use.
     return c.json(response, 200, response.token_type === 'DPoP' ? deps.dpop.successHeaders() : {})
   })

@@ -3,10 +3,11 @@ import type { Deps } from '../broker.js'
 import { OAuthError } from '../errors.js'
 import { JWKS_MAX_AGE } from '../keys/keyset.js'
 import { MCP_TOOLS_TYPE } from '../tokens/authorization-details.js'
-import { TOKEN_EXCHANGE_GRANT } from '../exchange/token-exchange.js'
+import { ID_JAG_GRANT_PROFILE } from '../exchange/jwt-bearer.js'
+import { grantHandlers } from './token.js'
 
 /** RFC 8414 authorization server metadata. `issuer` is the configured base URL, byte for byte. */
-export function authorizationServerMetadata(deps: Pick<Deps, 'config' | 'keys'>) {
+export function authorizationServerMetadata(deps: Pick<Deps, 'config' | 'keys' | 'idJags'>) {
   const { issuer, resources } = deps.config
   const scopes = [...new Set(resources.flatMap((r) => r.scopes))]
   return {
@@ -17,7 +18,10 @@ export function authorizationServerMetadata(deps: Pick<Deps, 'config' | 'keys'>)
     response_types_supported: ['code'],
     token_endpoint: `${issuer}/token`,
     jwks_uri: `${issuer}/.well-known/jwks.json`,
-    grant_types_supported: [TOKEN_EXCHANGE_GRANT],
+    // The grants /token serves: token exchange, and the jwt-bearer grant once an enterprise IdP is configured.
+    grant_types_supported: Object.keys(grantHandlers(deps)),
+    // ID-JAG draft §7: ID-JAGs are redeemed here (which IdPs are trusted is not said).
+    ...(deps.idJags.enabled ? { authorization_grant_profiles_supported: [ID_JAG_GRANT_PROFILE] } : {}),
     // The workload authenticates through its actor_token (the attestation); it may add — or be
     // configured to require — private_key_jwt (RFC 7523, aud = this issuer). Never a shared secret.
     token_endpoint_auth_methods_supported: ['none', 'private_key_jwt'],
@@ -60,6 +64,6 @@ export function wellKnownRoutes(deps: Deps) {
       return c.json(deps.keys.jwks(), 200, { 'Content-Type': 'application/jwk-set+json' })
     })
     .get('/authorize', () => {
-      throw new OAuthError('unsupported_response_type', 400, 'taskpass issues tokens only through token exchange at the token endpoint')
+      throw new OAuthError('unsupported_response_type', 400, 'taskpass issues tokens only at the token endpoint (token exchange, or an enterprise IdP\'s ID-JAG)')
     })
 }

@@ -103,6 +103,11 @@ export interface TaskRequest {
   ttl?: number | undefined
   /** At most this many tokens for the task (`max_tokens`). */
   max_tokens?: number | undefined
+  /**
+   * The task's id when the grant derives it (an ID-JAG's task: `idJagTaskId`); otherwise a new
+   * UUIDv7. Never taken from a request body (the body schemas are strict).
+   */
+  id?: string | undefined
 }
 
 /** The least of the task's own `max_tokens` and its resources' `maxTokensPerTask`; null when none is set. */
@@ -155,7 +160,7 @@ export function planTask(deps: TaskDeps, subject: Subject, actor: Pick<Actor, 'w
     return { resource, declared: { resource: uri, scopes: wanted, ...(tools !== undefined ? { tools: [...new Set(tools)] } : {}) } as TaskResource }
   })
   const ttl = Math.min(req.ttl ?? deps.config.tasks.defaultTtl, deps.config.tasks.maxTtl)
-  const id = uuidv7(deps.clock)
+  const id = req.id ?? uuidv7(deps.clock)
   // The policy sees the task being opened: its purpose and its whole declared intent.
   const task: TaskFacts = { id, purpose: req.purpose, resources: declared.map((d) => d.declared), createdAt: now, expiresAt: now + ttl, tokensMinted: 0, approved: false, depth: parent ? parent.depth + 1 : 0, parentId: parent?.id }
   let approvalRequired = false
