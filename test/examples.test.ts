@@ -64,6 +64,11 @@ describe('README samples are the example files', () => {
     assert.ok(ts.length >= 3)
     for (const block of ts) assert.ok(files.includes(block), `a README block that is no example file:\n${block.slice(0, 200)}`)
   })
+
+  it('docs/enterprise-idp.md shows examples/id-jag-client.ts verbatim (test/id-jag.test.ts runs it with the SDK v2 client)', () => {
+    const page = readFileSync(new URL('docs/enterprise-idp.md', root), 'utf8')
+    assert.ok(page.includes('```ts\n' + file('id-jag-client.ts') + '```'))
+  })
 })
 
 describe('the examples run against a broker', () => {

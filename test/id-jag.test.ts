@@ -11,12 +11,12 @@ import type { AddressInfo } from 'node:net'
 import { randomUUID } from 'node:crypto'
 import { before, describe, it } from 'node:test'
 import { getRequestListener } from '@hono/node-server'
-import { Client as ClientV2, createPrivateKeyJwtAuth, CrossAppAccessProvider, StreamableHTTPClientTransport as TransportV2 } from '@modelcontextprotocol/client'
 import { createMcpHandler, McpServer as McpServerV2, requireBearerAuth as requireBearerAuthV2 } from '@modelcontextprotocol/server'
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose'
 import { z } from 'zod'
 import { createTaskTokenVerifier, protectedResourceMetadataResponse, type TaskAuthInfo } from '@taskpass/verifier'
 import { toMcpSdkV2Verifier } from '@taskpass/verifier/mcp-sdk-v2'
+import { connectWithIdJag } from '../examples/id-jag-client.js'
 import type { ConfigInput } from '../src/config.js'
 import { ConfigError, parseConfig } from '../src/config.js'
 import { idJagTaskId } from '../src/exchange/jwt-bearer.js'
@@ -534,23 +534,18 @@ describe('the official MCP SDK v2 client: CrossAppAccessProvider', () => {
 
       // The IdP side of the flow (its RFC 8693 exchange) is simulated: the callback returns the ID-JAG it would issue.
       const seen: { authorizationServerUrl: string; resourceUrl: string }[] = []
-      const provider = new CrossAppAccessProvider({
+      // examples/id-jag-client.ts, as the docs show it; only the IdP's answer is the test's.
+      const client = await connectWithIdJag({
+        mcpUrl,
+        broker: s.url,
+        workload: 'agent-a',
+        privateJwk: agentA.privateJwk as Record<string, unknown>,
         assertion: async (ctx) => {
           seen.push({ authorizationServerUrl: String(ctx.authorizationServerUrl), resourceUrl: String(ctx.resourceUrl) })
           const now = Math.floor(Date.now() / 1000)
           return mint(s.keys.user, { iss: USER_ISSUER, sub: 'alice', aud: String(ctx.authorizationServerUrl), client_id: 'agent-a', jti: randomUUID(), iat: now, exp: now + 300, resource: String(ctx.resourceUrl), scope: ctx.scope }, { typ: ID_JAG_TYP })
         },
-        clientId: 'agent-a',
-        // Required by the type, never sent: addClientAuthentication (below) replaces client_secret_basic.
-        clientSecret: '',
-        expectedIssuer: s.url,
       })
-      // The SDK's provider declares client_secret_basic; taskpass workloads have no secrets, so the
-      // SDK's own private_key_jwt helper authenticates the client instead.
-      Object.assign(provider, { addClientAuthentication: createPrivateKeyJwtAuth({ issuer: 'agent-a', subject: 'agent-a', privateKey: agentA.privateJwk as Record<string, unknown>, alg: 'ES256' }) })
-
-      const client = new ClientV2({ name: 'xaa-agent', version: '1.0.0' })
-      await client.connect(new TransportV2(new URL(mcpUrl), { authProvider: provider }))
       try {
         const result = (await client.callTool({ name: 'whoami', arguments: {} })) as { content: { text: string }[] }
         assert.match(result.content[0]!.text, /^user=alice agent=agent-a task=[0-9a-f-]{36}$/)
