@@ -11,7 +11,7 @@ import { normalizeTyp } from './lib/jwt.js'
  * Every field is documented in README.md ("Configuration").
  */
 
-const jwkSet = z.object({ keys: z.array(z.record(z.string(), z.unknown())) })
+const jwkSet = z.looseObject({ keys: z.array(z.record(z.string(), z.unknown())) })
 const asymmetricAlg = z.enum(['ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'EdDSA'])
 const scopeToken = z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]+$/, 'a scope token (RFC 6749 §3.3)')
 const absoluteUri = z.string().refine((s) => {
@@ -59,7 +59,7 @@ const typValue = z.string().regex(/^[A-Za-z0-9!#$&^_.+-]{1,64}(\/[A-Za-z0-9!#$&^
 const subjectPrefix = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}:$/, 'letters, digits, . _ - ending in one ":" (e.g. "partner:")')
 
 const subjectIssuer = z
-  .object({
+  .strictObject({
     issuer: z.string().min(1),
     /** Audience the subject token must carry; defaults to the broker's issuer URL. */
     audience: z.string().optional(),
@@ -90,7 +90,7 @@ const subjectIssuer = z
      * `jwt-bearer` grant (RFC 7523 §2.1), verified with the same keys and algorithms. docs/enterprise-idp.md.
      */
     idJag: z
-      .object({
+      .strictObject({
         /** Longest accepted ID-JAG lifetime, `exp − iat`, seconds (RFC 7523 §3: the AS may cap `exp`). */
         maxLifetime: seconds.max(3600).default(300),
         /**
@@ -125,7 +125,7 @@ const workloadIssuerCommon = {
 
 const workloadIssuer = z.discriminatedUnion('kind', [
   z
-    .object({
+    .strictObject({
       kind: z.literal('spiffe'),
       /** SPIFFE trust domain, e.g. `prod.example.com`. */
       trustDomain: z.string().max(255).regex(/^[a-z0-9._-]+$/, 'a lowercase SPIFFE trust domain'),
@@ -136,7 +136,7 @@ const workloadIssuer = z.discriminatedUnion('kind', [
     })
     .refine(...oneKeySource),
   z
-    .object({
+    .strictObject({
       kind: z.literal('oidc'),
       /** The token's `iss`, e.g. a Kubernetes cluster issuer or `https://token.actions.githubusercontent.com`. */
       issuer: z.string().min(1),
@@ -146,7 +146,7 @@ const workloadIssuer = z.discriminatedUnion('kind', [
     })
     .refine(...oneKeySource),
   z
-    .object({
+    .strictObject({
       /** Kubernetes projected service-account tokens: `iss` is the cluster's service-account issuer. */
       kind: z.literal('kubernetes'),
       issuer: z.string().min(1),
@@ -158,7 +158,7 @@ const workloadIssuer = z.discriminatedUnion('kind', [
     })
     .refine(...oneKeySource),
   z
-    .object({
+    .strictObject({
       /** GitHub Actions OIDC tokens (`core.getIDToken(<broker issuer>)`); GHES: `https://HOST/_services/token`. */
       kind: z.literal('github'),
       issuer: z.string().min(1).default('https://token.actions.githubusercontent.com'),
@@ -182,12 +182,12 @@ const claimRule = z.union([claimPattern, z.array(claimPattern).min(1)])
 /** Client authentication at /token: `none` (the actor token alone) or `private_key_jwt` required. */
 const tokenEndpointAuth = z.enum(['none', 'private_key_jwt'])
 
-const grant = z.object({ resource: absoluteUri, scopes: z.array(scopeToken) })
+const grant = z.strictObject({ resource: absoluteUri, scopes: z.array(scopeToken) })
 
 /** A workload id: a plain name, or a SPIFFE ID (then it appears verbatim as `client_id` and `act.sub`). */
 const workloadId = z.string().refine((s) => /^[A-Za-z0-9._:-]{1,128}$/.test(s) || (s.startsWith('spiffe://') && parseSpiffeId(s).ok), 'letters, digits, . _ : - (1–128), or a SPIFFE ID (spiffe://trust-domain/path)')
 
-const workload = z.object({
+const workload = z.strictObject({
   id: workloadId,
   /**
    * How an attestation maps to this workload: the token's issuer (a SPIFFE trust domain
@@ -195,7 +195,7 @@ const workload = z.object({
    * and rules on its claims (per kind, README "Workload attestation"). Every rule must match.
    */
   attestation: z
-    .object({
+    .strictObject({
       issuer: z.string().min(1),
       subject: claimRule.optional(),
       /** Keys: a top-level claim name, or an RFC 6901 JSON Pointer (`/kubernetes.io/pod/name`). */
@@ -229,7 +229,7 @@ const workload = z.object({
     })
   })
 
-const resource = z.object({
+const resource = z.strictObject({
   uri: absoluteUri,
   scopes: z.array(scopeToken).min(1),
   maxTtl: seconds.optional(),
@@ -240,18 +240,18 @@ const resource = z.object({
   /** Tokens for this resource (and tasks that include it) must be DPoP-bound (RFC 9449). */
   requireDpop: z.boolean().default(false),
   /** Credential the resource uses at /introspect and /revoke (HTTP Basic); the secret argon2id-hashed. */
-  credential: z.object({ clientId: z.string().min(1), secretHash: z.string().startsWith('$argon2') }).optional(),
+  credential: z.strictObject({ clientId: z.string().min(1), secretHash: z.string().startsWith('$argon2') }).optional(),
 })
 
 export const configSchema = z
-  .object({
+  .strictObject({
     /** The broker's issuer identifier: the exact base URL, no trailing slash. */
     issuer: z.url().refine((s) => !s.endsWith('/') && !s.includes('?') && !s.includes('#'), 'no trailing slash, query or fragment'),
-    listen: z.object({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).default(8787) }).prefault({}),
+    listen: z.strictObject({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).default(8787) }).prefault({}),
     /** SQLite database file (`:memory:` for throwaway). */
     database: z.string().default('.taskpass/taskpass.db'),
     keys: z
-      .object({
+      .strictObject({
         alg: z.enum(['ES256', 'EdDSA']).default('ES256'),
         /** Key-encryption key: base64url of 32 random bytes. Or `kekFile`. Env: TASKPASS_KEK. */
         kek: z.string().optional(),
@@ -259,11 +259,11 @@ export const configSchema = z
       })
       .prefault({}),
     tokens: z
-      .object({ defaultTtl: seconds.default(300), maxTtl: seconds.default(900) })
+      .strictObject({ defaultTtl: seconds.default(300), maxTtl: seconds.default(900) })
       .prefault({})
       .refine((t) => t.defaultTtl <= t.maxTtl, 'defaultTtl must not exceed maxTtl'),
     tasks: z
-      .object({
+      .strictObject({
         defaultTtl: seconds.default(3600),
         maxTtl: seconds.default(86400),
         /** How long an approval request stays open, seconds (never beyond the task's own expiry); default 900, or `maxTtl` when that is shorter. */
@@ -280,7 +280,7 @@ export const configSchema = z
     maxActorTokenLifetime: seconds.default(3600),
     /** private_key_jwt client assertions (RFC 7523, 7523bis). */
     clientAuth: z
-      .object({
+      .strictObject({
         /** `exp` may be at most this far ahead (plus clockSkew), seconds. */
         maxAssertionLifetime: seconds.max(3600).default(300),
         algorithms: z.array(asymmetricAlg).min(1).default(['ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'RS256', 'RS384', 'RS512', 'EdDSA']),
@@ -290,7 +290,7 @@ export const configSchema = z
       .prefault({}),
     /** DPoP proofs (RFC 9449) at POST /token and POST /tasks; their `iat` window is `clockSkew`. */
     dpop: z
-      .object({
+      .strictObject({
         /** Require a broker-issued nonce in every proof (§8): proofs without one get `use_dpop_nonce` + `DPoP-Nonce`. */
         nonce: z.boolean().default(false),
         /** Nonce window, seconds: a nonce is accepted in the window it was issued in and the next one. */
@@ -303,7 +303,7 @@ export const configSchema = z
       .prefault({}),
     /** Fetching remote key sets (`jwksUri` of any issuer or workload, SPIFFE bundle endpoints). */
     remoteJwks: z
-      .object({
+      .strictObject({
         /** Milliseconds for the whole request, body included. */
         timeout: z.number().int().positive().max(60_000).default(3000),
         maxBytes: z.number().int().positive().default(128 * 1024),
@@ -314,9 +314,9 @@ export const configSchema = z
     bodyLimit: z.number().int().positive().default(16 * 1024),
     /** Token-bucket rate limits; `false` turns one off. Per IP is the TCP peer (put the limit at the proxy when behind one). */
     rateLimits: z
-      .object({
-        perIp: z.union([z.literal(false), z.object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 1000, burst: 2000 }),
-        perWorkload: z.union([z.literal(false), z.object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 500, burst: 1000 }),
+      .strictObject({
+        perIp: z.union([z.literal(false), z.strictObject({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 1000, burst: 2000 }),
+        perWorkload: z.union([z.literal(false), z.strictObject({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 500, burst: 1000 }),
       })
       .prefault({}),
     /**
@@ -325,11 +325,11 @@ export const configSchema = z
      * on concurrent verifications. README "Rate limits".
      */
     authThrottle: z
-      .object({
-        perIp: z.union([z.literal(false), z.object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 1, burst: 20 }),
-        perClient: z.union([z.literal(false), z.object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 1, burst: 10 }),
+      .strictObject({
+        perIp: z.union([z.literal(false), z.strictObject({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 1, burst: 20 }),
+        perClient: z.union([z.literal(false), z.strictObject({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 1, burst: 10 }),
         /** All failures together, whoever sends them: bounds argon2's share of the CPU under a distributed flood. */
-        perBroker: z.union([z.literal(false), z.object({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 20, burst: 40 }),
+        perBroker: z.union([z.literal(false), z.strictObject({ ratePerSecond: z.number().positive(), burst: z.number().int().positive() })]).default({ ratePerSecond: 20, burst: 40 }),
         /** Keep below the libuv threadpool size (UV_THREADPOOL_SIZE, default 4): signing needs threads too. */
         maxConcurrent: z.number().int().min(1).max(64).default(1),
         /** IPs and client ids remembered by each budget (the least recently seen are dropped first). */
@@ -343,9 +343,9 @@ export const configSchema = z
      * (default host 127.0.0.1) for a local Prometheus. README "Metrics".
      */
     metrics: z
-      .object({
+      .strictObject({
         access: z.enum(['admin', 'public', 'none']).default('admin'),
-        listen: z.object({ host: z.string().min(1).default('127.0.0.1'), port: z.number().int().min(0).max(65535) }).optional(),
+        listen: z.strictObject({ host: z.string().min(1).default('127.0.0.1'), port: z.number().int().min(0).max(65535) }).optional(),
       })
       .prefault({}),
     /**
@@ -356,7 +356,7 @@ export const configSchema = z
      * (the running set kept) at run time.
      */
     policies: z
-      .object({
+      .strictObject({
         /** A Cedar policy file (`.cedar`), read at start. */
         file: z.string().min(1).optional(),
         /** Leave out the policies generated from the grants: only the file's (and the admin) policies decide. */
@@ -370,14 +370,14 @@ export const configSchema = z
     workloadIssuers: z.array(workloadIssuer).default([]),
     workloads: z.array(workload).default([]),
     resources: z.array(resource).default([]),
-    admin: z.object({ apiKeyHashes: z.array(z.string().startsWith('$argon2')).default([]) }).prefault({}),
+    admin: z.strictObject({ apiKeyHashes: z.array(z.string().startsWith('$argon2')).default([]) }).prefault({}),
     /**
      * How long evidence is kept. Audit rows are pruned once older than `audit`; tasks once `tasks`
      * has passed since they expired (a task ended early is kept at least as long as one that ran out).
      * Nothing younger than its retention is ever pruned.
      */
     retention: z
-      .object({
+      .strictObject({
         audit: seconds.min(86_400).default(365 * 86_400),
         tasks: seconds.min(3600).default(30 * 86_400),
       })

@@ -73,3 +73,13 @@ describe('dev mode follows where it listens', () => {
     assert.equal((await at({ TASKPASS_PORT: '8798', TASKPASS_ISSUER: 'http://localhost:8798' })).issuer, 'http://localhost:8798')
   })
 })
+
+describe('unknown configuration keys', () => {
+  it('are refused, at the top and nested, each named with its path (a typo never silently falls back to a default)', () => {
+    const refused = (input: Record<string, unknown>, path: RegExp) =>
+      assert.throws(() => parseConfig({ issuer: 'https://broker.example', ...input }), (e: unknown) => e instanceof ConfigError && path.test(e.message))
+    refused({ tokenz: { maxTtl: 60 } }, /tokenz/)
+    refused({ tokens: { maxTTL: 60 } }, /tokens.*maxTTL/)
+    refused({ resources: [{ uri: 'https://r.example/mcp', scopes: [], requireDPoP: true }] }, /resources\.0.*requireDPoP/)
+  })
+})
