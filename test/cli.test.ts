@@ -94,6 +94,24 @@ describe('admin CLI (dev mode)', () => {
     assert.equal(version.stdout.trim(), (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version)
   })
 
+  it('audit verify checks the chain (exit 0), names the first bad row after a raw edit (exit 1); tasks evidence prints a signed story', () => {
+    cli(dir, 'keys', 'list')
+    const intact = cli(dir, 'audit', 'verify')
+    assert.equal(intact.status, 0, intact.stderr)
+    assert.equal((JSON.parse(intact.stdout) as { ok: boolean }).ok, true)
+    const db = new Database(join(dir, 'taskpass.db'))
+    const first = (db.prepare('select id from audit_events where hash is not null order by id limit 1').get() as { id: number } | undefined)?.id
+    assert.ok(first !== undefined, 'the earlier commands left audit rows')
+    db.prepare("update audit_events set reason = 'edited' where id = ?").run(first)
+    db.close()
+    const broken = cli(dir, 'audit', 'verify')
+    assert.equal(broken.status, 1)
+    assert.deepEqual((JSON.parse(broken.stdout) as { first_bad: { id: number; problem: string } }).first_bad, { id: first, problem: 'edited', detail: 'its content does not match its hash' })
+    const missing = cli(dir, 'tasks', 'evidence', 'no-such-task')
+    assert.equal(missing.status, 1)
+    assert.equal(JSON.parse(missing.stderr).error, 'not_found')
+  })
+
   it('every failure is one JSON line on stderr in the HTTP API\'s shape; output uses its field names', () => {
     const missing = cli(dir, 'tasks', 'show', 'no-such-task')
     assert.equal(missing.status, 1)

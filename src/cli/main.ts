@@ -10,6 +10,7 @@ import { silentLogger } from '../logger.js'
 import { loadRuntime } from '../runtime.js'
 import { viewAuditEvent } from '../store/audit-view.js'
 import { approveTask, denyTask } from '../tasks/approvals.js'
+import { taskEvidence } from '../tasks/evidence.js'
 import { endTask, viewTask } from '../tasks/lifecycle.js'
 import { revokeSession } from '../tasks/sessions.js'
 import { clearAdminPoliciesOffline, POLICY_USAGE, policyCommand } from './policy.js'
@@ -38,6 +39,8 @@ Output is JSON with the HTTP API's field names; a failure is one JSON line on st
   sessions revoke <issuer> <sid>
                              revoke a user session: its subject tokens are refused, its tasks revoked
   audit [after] [limit]      print audit events as JSON lines
+  audit verify               check the audit hash chain; names the first bad row (exit 1), prints the head hash
+  tasks evidence <id>        a task's whole story as JSON Lines, signed by the broker's key (last line)
 ${POLICY_USAGE}`
 
 async function main(argv: string[]): Promise<number> {
@@ -157,11 +160,20 @@ async function main(argv: string[]): Promise<number> {
         if (!arg) return usage()
         print(endTask(deps, arg, 'revoked', { kind: 'admin', id: 'cli' }))
         return 0
+      case 'tasks evidence':
+        if (!arg) return usage()
+        process.stdout.write(await taskEvidence(deps, arg))
+        return 0
       case 'sessions revoke':
         if (!arg || !arg2) return usage()
         print(revokeSession(deps, arg, arg2, 'admin:cli'))
         return 0
       default:
+        if (cmd === 'audit' && sub === 'verify') {
+          const report = deps.stores.audit.verify()
+          print(report)
+          return report.ok ? 0 : 1
+        }
         if (cmd === 'audit') {
           // The admin API's bounds: after ≥ 0, 1 ≤ limit ≤ 1000.
           const after = sub ?? '0'

@@ -8,6 +8,7 @@ import { RotationTooEarly, rotateKeys } from '../keys/keyset.js'
 import { revokeKey } from '../keys/revoke.js'
 import type { ApprovalDecision } from '../tasks/approvals.js'
 import { viewAuditEvent } from '../store/audit-view.js'
+import { taskEvidence } from '../tasks/evidence.js'
 import { endTask, viewTask } from '../tasks/lifecycle.js'
 import { decideAs } from './tasks.js'
 import { policyRoutes } from './policies.js'
@@ -73,6 +74,10 @@ export function adminRoutes(deps: Deps) {
       await deps.keys.reload()
       return c.json(result)
     })
+    .get('/admin/audit/verify', (c) => c.json(deps.stores.audit.verify()))
+    .get('/admin/tasks/:id/evidence', async (c) =>
+      c.body(await taskEvidence(deps, c.req.param('id')), 200, { 'Content-Type': 'application/x-ndjson; charset=utf-8' }),
+    )
     .get('/admin/audit', (c) => {
       const afterText = c.req.query('after') ?? '0'
       const limitText = c.req.query('limit') ?? '100'

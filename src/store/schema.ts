@@ -115,6 +115,12 @@ export const auditEvents = sqliteTable(
     /** For a policy decision: the version of the policy set that decided it, and the deciding policy ids (space-separated). */
     policyVersion: text('policy_version'),
     policies: text('policies'),
+    /**
+     * The hash chain (docs/audit-evidence.md): `hash` = SHA-256 of this row's content and
+     * `prev_hash`, the previous row's `hash`. Null on rows written before the chain existed.
+     */
+    prevHash: text('prev_hash'),
+    hash: text('hash'),
   },
   (t) => [index('audit_at_idx').on(t.at), index('audit_task_idx').on(t.taskId)],
 )
@@ -139,7 +145,7 @@ export const revocationEvents = sqliteTable(
     /** Until when the event matters: after the last affected token expires it can be pruned. */
     relevantUntil: integer('relevant_until').notNull(),
   },
-  (t) => [index('revocation_at_idx').on(t.at)],
+  (t) => [index('revocation_at_idx').on(t.at), index('revocation_task_idx').on(t.taskId)],
 )
 
 /** Sessions ended at the broker (by an admin or the user's IdP): their subject tokens are refused. */

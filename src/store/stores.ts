@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
-import { and, asc, desc, eq, gt, inArray, isNull, lt, lte, not, or, sql } from 'drizzle-orm'
+import { and, asc, desc, eq, gt, gte, inArray, isNull, lt, lte, not, or, sql } from 'drizzle-orm'
 import type { Database_ } from './db.js'
+import { auditHash, verifyChain, type ChainReport } from './audit-chain.js'
 import { auditEvents, brokerMeta, policySets, revocationEvents, revokedSessions, tasks, tokens } from './schema.js'
 
 export type TaskRow = typeof tasks.$inferSelect
@@ -15,6 +16,8 @@ export type NewRevocationEvent = Pick<RevocationEventRow, 'at' | 'kind' | 'relev
 export type TaskStatus = TaskRow['status']
 export type PolicySetRow = typeof policySets.$inferSelect
 
+/** `broker_meta` name of the audit chain's anchor: the hash of the last row retention removed. */
+const AUDIT_ANCHOR = 'audit_chain_anchor'
 /** `broker_meta` name of the revocation feed's epoch. */
 const FEED_EPOCH = 'revocation_feed_epoch'
 /**
@@ -91,6 +94,8 @@ export interface Stores {
      */
     revokeWithoutKid(at: number): TokenRow[]
     pruneExpired(before: number): number
+    /** Every token of a task still on record, oldest first (its evidence). */
+    ofTask(taskId: string): TokenRow[]
   }
   audit: {
     /** Appends a row; every text field is cut to a bounded length first (see {@link AUDIT_FIELD_LIMITS}). */
@@ -98,6 +103,10 @@ export interface Stores {
     /** Deletes rows recorded before `before` (strictly older): the audit retention. */
     pruneBefore(before: number): number
     list(opts: { afterId?: number; limit: number }): (typeof auditEvents.$inferSelect)[]
+    /** A task's rows, oldest first (its evidence). */
+    ofTask(taskId: string): AuditEventRow[]
+    /** Checks the hash chain from its anchor to its head (src/store/audit-chain.ts). */
+    verify(): ChainReport
   }
   policySets: {
     /** The admin policies in force: the newest row. */
@@ -107,6 +116,8 @@ export interface Stores {
   revocations: {
     /** Appends an event; subscribers are told once the surrounding transaction has committed. */
     insert(row: NewRevocationEvent): void
+    /** A task's events still on record, in order (its evidence). */
+    ofTask(taskId: string): RevocationEventRow[]
     /** Events after the cursor that concern `audience` (a resource URI), in order. */
     list(afterId: number, limit: number, audience: string): RevocationEventRow[]
     /**
@@ -253,11 +264,35 @@ export function createStores(database: Database_): Stores {
   const insertAudit = db.insert(auditEvents).values({
     at: p('at'), action: p('action'), decision: p('decision'), reason: p('reason'), error: p('error'), userSub: p('userSub'),
     workloadId: p('workloadId'), taskId: p('taskId'), jti: p('jti'), resource: p('resource'),
-    policyVersion: p('policyVersion'), policies: p('policies'),
+    policyVersion: p('policyVersion'), policies: p('policies'), prevHash: p('prevHash'), hash: p('hash'),
   }).prepare()
+  const auditOfTask = db.select().from(auditEvents).where(eq(auditEvents.taskId, p('taskId'))).orderBy(asc(auditEvents.id)).prepare()
+  const tokensOfTask = db.select().from(tokens).where(eq(tokens.taskId, p('taskId'))).orderBy(asc(tokens.iat), asc(tokens.jti)).prepare()
+  const revocationsOfTask = db.select().from(revocationEvents).where(eq(revocationEvents.taskId, p('taskId'))).orderBy(asc(revocationEvents.id)).prepare()
+  const lastAuditHash = db.select({ hash: auditEvents.hash }).from(auditEvents).orderBy(desc(auditEvents.id)).limit(1).prepare()
+  const firstKeptAudit = db.select({ id: sql<number | null>`min(${auditEvents.id})` }).from(auditEvents).where(gte(auditEvents.at, p('before'))).prepare()
+  const lastAuditId = db.select({ id: sql<number | null>`max(${auditEvents.id})` }).from(auditEvents).prepare()
+  const auditById = db.select({ hash: auditEvents.hash }).from(auditEvents).where(eq(auditEvents.id, p('id'))).prepare()
+  const pruneAuditThrough = db.delete(auditEvents).where(lte(auditEvents.id, p('id'))).prepare()
+  const setMeta = db.insert(brokerMeta).values({ name: p('name'), value: p('value') }).onConflictDoUpdate({ target: brokerMeta.name, set: { value: sql`excluded.value` } }).prepare()
+  const getMeta = db.select({ value: brokerMeta.value }).from(brokerMeta).where(eq(brokerMeta.name, p('name'))).prepare()
+  // Read the head and append in one transaction: another process's append in between fails ours
+  // (SQLite refuses to write on a stale snapshot) rather than forking the chain.
+  const appendAudit = database.sqlite.transaction((row: Required<Omit<AuditRow, 'id' | 'prevHash' | 'hash'>>) => {
+    const prevHash = lastAuditHash.get()?.hash ?? null
+    insertAudit.run({ ...row, prevHash, hash: auditHash(prevHash, row) })
+  })
+  // Retention removes a prefix of the chain (by id, so a row written with an older clock in the
+  // middle never leaves a hole) and keeps the hash of its last row as the chain's anchor.
+  const pruneAuditPrefix = database.sqlite.transaction((before: number) => {
+    const through = (firstKeptAudit.get({ before })?.id ?? (lastAuditId.get()?.id ?? 0) + 1) - 1
+    if (through < 1) return 0
+    const last = auditById.get({ id: through })
+    if (last?.hash) setMeta.run({ name: AUDIT_ANCHOR, value: last.hash })
+    return pruneAuditThrough.run({ id: through }).changes
+  })
   const latestPolicySet = db.select().from(policySets).orderBy(desc(policySets.id)).limit(1).prepare()
   const insertPolicySet = db.insert(policySets).values({ version: p('version'), text: p('text'), loadedAt: p('loadedAt'), loadedBy: p('loadedBy') }).prepare()
-  const pruneAudit = db.delete(auditEvents).where(lt(auditEvents.at, p('before'))).prepare()
   const listAudit = db.select().from(auditEvents).where(gt(auditEvents.id, p('afterId'))).orderBy(asc(auditEvents.id)).limit(p('limit')).prepare()
 
   const insertRevocation = db
@@ -406,24 +441,28 @@ export function createStores(database: Database_): Stores {
       },
       revokeWithoutKid: (at) => revokeNoKidTokens.all({ at }),
       pruneExpired: (before) => pruneTokens.run({ before }).changes,
+      ofTask: (taskId) => tokensOfTask.all({ taskId }),
     },
     policySets: {
       latest: () => latestPolicySet.get(),
       insert: (row) => void insertPolicySet.run(row),
     },
     audit: {
-      insert: (row) =>
-        void insertAudit.run({
-          error: null, userSub: null, workloadId: null, taskId: null, jti: null, resource: null, policyVersion: null, policies: null, ...boundAuditFields(row),
-        }),
-      pruneBefore: (before) => pruneAudit.run({ before }).changes,
+      insert: (row) => {
+        const { prevHash: _p, hash: _h, id: _id, ...content } = boundAuditFields(row)
+        appendAudit({ error: null, userSub: null, workloadId: null, taskId: null, jti: null, resource: null, policyVersion: null, policies: null, ...content })
+      },
+      pruneBefore: (before) => pruneAuditPrefix(before),
       list: ({ afterId = 0, limit }) => listAudit.all({ afterId, limit }),
+      ofTask: (taskId) => auditOfTask.all({ taskId }),
+      verify: () => verifyChain(getMeta.get({ name: AUDIT_ANCHOR })?.value ?? null, (afterId, limit) => listAudit.all({ afterId, limit })),
     },
     revocations: {
       insert: (row) => {
         insertRevocation.run({ taskId: null, jti: null, sid: null, sub: null, subjectIssuer: null, kid: null, ...row, audiences: row.audiences.join(' ') })
         scheduleNotify()
       },
+      ofTask: (taskId) => revocationsOfTask.all({ taskId }),
       list: (afterId, limit, audience) => listRevocations.all({ afterId, limit, audience }),
       subscribe: (listener) => {
         listeners.add(listener)
