@@ -90,14 +90,17 @@ describe('attack: editing the chain', () => {
       assert.ok(report.ok === false || report.unchained === 1, `verify did not see row 0: ${JSON.stringify(report)}`)
     }))
 
-  it('the evidence never vouches, under the broker’s signature, for a row the chain does not cover', { todo: 'finding 2' }, () =>
+  it('a chained-looking row slipped in at id -1 (hash computed, signed into the task’s evidence) is found by verify', { todo: 'finding 2' }, () =>
     withBroker(undefined, async (b) => {
       const task = await story(b)
-      sql(b, "insert into audit_events (id, at, action, decision, reason, task_id) values (-1, ?, 'task.approve', 'allow', 'forged approval', ?)", b.clock.now(), task)
-      assert.equal((await verify(b)).ok, true)
+      const at = b.clock.now()
+      const content = { at, action: 'task.approve', decision: 'allow', reason: 'forged approval', error: null, userSub: null, workloadId: null, taskId: task, jti: null, resource: null, policyVersion: null, policies: null } as Required<Omit<AuditEventRow, 'id' | 'prevHash' | 'hash'>>
+      sql(b, "insert into audit_events (id, at, action, decision, reason, task_id, prev_hash, hash) values (-1, ?, 'task.approve', 'allow', 'forged approval', ?, null, ?)", at, task, auditHash(null, content))
       const { text, jwks } = await evidence(b, task)
-      const records = await verifyEvidence(text, jwks)
-      assert.equal(records.some((r) => r.reason === 'forged approval'), false, 'a forged, unchained row is in the signed evidence')
+      const forged = (await verifyEvidence(text, jwks)).find((r) => r.reason === 'forged approval')
+      assert.ok(forged && typeof forged.hash === 'string', 'the broker signs the forged row into the evidence, with a hash like any other')
+      const report = await verify(b)
+      assert.equal(report.ok, false, `verify never read row -1: ${JSON.stringify(report)}`)
     }))
 
   it('after retention, a row without a hash slipped in before the first kept row is found', { todo: 'finding 3' }, () =>
