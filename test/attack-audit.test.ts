@@ -144,6 +144,18 @@ describe('attack: retention', () => {
 })
 
 describe('attack: the evidence signature', () => {
+  it('refusals about a task (another workload, a completed task, an ID-JAG-less replay) are lines of its evidence', () =>
+    withBroker(undefined, async (b) => {
+      const task = await story(b)
+      const before = b.deps.stores.audit.ofTask(task).length
+      assert.equal((await b.exchange({ task_id: task, actor_token: await b.svid('b') })).status, 400)
+      assert.equal((await b.exchange({ task_id: task })).status, 400)
+      const { text, jwks } = await evidence(b, task)
+      const audit = (await verifyEvidence(text, jwks)).filter((r) => r.type === 'audit')
+      assert.equal(audit.length, before + 2, JSON.stringify(audit.slice(-2)))
+      assert.ok(audit.slice(-2).every((r) => r.decision === 'deny'))
+    }))
+
   it('a dropped line, a line from another task, CRLF line ends and a task token reframed as evidence are all refused', () =>
     withBroker(undefined, async (b) => {
       const one = await story(b)
