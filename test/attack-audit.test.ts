@@ -82,7 +82,7 @@ describe('attack: editing the chain', () => {
       assert.notEqual(report.head, recorded)
     }))
 
-  it('a row slipped in at id 0 (below where verify starts reading) is seen by verify', { todo: 'finding 2' }, () =>
+  it('a row slipped in at id 0 (below where verify starts reading) is seen by verify', () =>
     withBroker(undefined, async (b) => {
       const task = await story(b)
       sql(b, "insert into audit_events (id, at, action, decision, reason, task_id) values (0, ?, 'task.approve', 'allow', 'forged approval', ?)", b.clock.now(), task)
@@ -90,7 +90,7 @@ describe('attack: editing the chain', () => {
       assert.ok(report.ok === false || report.unchained === 1, `verify did not see row 0: ${JSON.stringify(report)}`)
     }))
 
-  it('a chained-looking row slipped in at id -1 (hash computed, signed into the task’s evidence) is found by verify', { todo: 'finding 2' }, () =>
+  it('a chained-looking row slipped in at id -1 (hash computed, signed into the task’s evidence) is found by verify', () =>
     withBroker(undefined, async (b) => {
       const task = await story(b)
       const at = b.clock.now()
@@ -103,7 +103,7 @@ describe('attack: editing the chain', () => {
       assert.equal(report.ok, false, `verify never read row -1: ${JSON.stringify(report)}`)
     }))
 
-  it('after retention, a row without a hash slipped in before the first kept row is found', { todo: 'finding 3' }, () =>
+  it('after retention, a row without a hash slipped in before the first kept row is found', () =>
     withBroker(undefined, async (b) => {
       await story(b)
       b.clock.advance(400 * 86_400)
@@ -116,7 +116,7 @@ describe('attack: editing the chain', () => {
 })
 
 describe('attack: retention', () => {
-  it('pruning every row, then writing one: the chain still verifies', { todo: 'finding 4' }, () =>
+  it('pruning every row, then writing one: the chain still verifies', () =>
     withBroker(undefined, async (b) => {
       await story(b)
       b.clock.advance(400 * 86_400)
@@ -128,7 +128,7 @@ describe('attack: retention', () => {
       assert.equal(report.ok, true, JSON.stringify(report))
     }))
 
-  it('an old task’s evidence after its audit rows were pruned says they were pruned, not that there were none', { todo: 'finding 5' }, () =>
+  it('an old task’s evidence after its audit rows were pruned says they were pruned, not that there were none', () =>
     withBroker(undefined, async (b) => {
       const old = await story(b)
       b.clock.advance(400 * 86_400)

@@ -112,6 +112,7 @@ export function createIdJagVerifier(opts: {
       if (!soleAudience(payload, opts.brokerIssuer)) throw refuse('assertion is not for this authorization server', `aud ${JSON.stringify(payload.aud).slice(0, 256)} is not ${opts.brokerIssuer} as the sole value`)
       const exp = payload.exp!
       const iat = payload.iat!
+      if (!Number.isSafeInteger(exp) || !Number.isSafeInteger(iat)) throw refuse('assertion "exp" and "iat" must be integers', 'non-integer NumericDate')
       // RFC 7523 §3: within the clock skew a just-expired assertion still verifies; it has no life left to lend.
       if (exp <= now) throw refuse('assertion is expired', `expired ${now - exp}s ago (within clock skew)`)
       if (iat > now + opts.clockSkew) throw refuse('assertion is not yet valid', 'iat in the future')

@@ -39,7 +39,7 @@ export function verifyChain(anchor: string | null, page: (afterId: number, limit
   let rows = 0
   let unchained = 0
   let chained = false
-  let after = 0
+  let after = Number.MIN_SAFE_INTEGER
   for (;;) {
     const batch = page(after, 1000)
     if (batch.length === 0) break
@@ -47,7 +47,7 @@ export function verifyChain(anchor: string | null, page: (afterId: number, limit
       after = row.id
       if (row.hash === null) {
         // Rows from before the chain may only lead it; one inside it is a row inserted behind its back.
-        if (chained) return { ok: false, rows, unchained, head: prev, first_bad: { id: row.id, problem: 'unchained', detail: 'a row without a hash inside the chain' } }
+        if (chained || anchor !== null) return { ok: false, rows, unchained, head: prev, first_bad: { id: row.id, problem: 'unchained', detail: 'a row without a hash inside the chain' } }
         unchained++
         continue
       }

@@ -105,6 +105,8 @@ export interface Stores {
     list(opts: { afterId?: number; limit: number }): (typeof auditEvents.$inferSelect)[]
     /** A task's rows, oldest first (its evidence). */
     ofTask(taskId: string): AuditEventRow[]
+    /** When retention has pruned the log: the chain's anchor and the time of the oldest row kept (none kept: undefined). */
+    retained(): { anchor: string; since: number | undefined } | undefined
     /** Checks the hash chain from its anchor to its head (src/store/audit-chain.ts). */
     verify(): ChainReport
   }
@@ -269,6 +271,7 @@ export function createStores(database: Database_): Stores {
   const auditOfTask = db.select().from(auditEvents).where(eq(auditEvents.taskId, p('taskId'))).orderBy(asc(auditEvents.id)).prepare()
   const tokensOfTask = db.select().from(tokens).where(eq(tokens.taskId, p('taskId'))).orderBy(asc(tokens.iat), asc(tokens.jti)).prepare()
   const revocationsOfTask = db.select().from(revocationEvents).where(eq(revocationEvents.taskId, p('taskId'))).orderBy(asc(revocationEvents.id)).prepare()
+  const oldestAudit = db.select({ at: auditEvents.at }).from(auditEvents).orderBy(asc(auditEvents.id)).limit(1).prepare()
   const lastAuditHash = db.select({ hash: auditEvents.hash }).from(auditEvents).orderBy(desc(auditEvents.id)).limit(1).prepare()
   const firstKeptAudit = db.select({ id: sql<number | null>`min(${auditEvents.id})` }).from(auditEvents).where(gte(auditEvents.at, p('before'))).prepare()
   const lastAuditId = db.select({ id: sql<number | null>`max(${auditEvents.id})` }).from(auditEvents).prepare()
@@ -279,7 +282,7 @@ export function createStores(database: Database_): Stores {
   // Read the head and append in one transaction: another process's append in between fails ours
   // (SQLite refuses to write on a stale snapshot) rather than forking the chain.
   const appendAudit = database.sqlite.transaction((row: Required<Omit<AuditRow, 'id' | 'prevHash' | 'hash'>>) => {
-    const prevHash = lastAuditHash.get()?.hash ?? null
+    const prevHash = lastAuditHash.get()?.hash ?? getMeta.get({ name: AUDIT_ANCHOR })?.value ?? null
     insertAudit.run({ ...row, prevHash, hash: auditHash(prevHash, row) })
   })
   // Retention removes a prefix of the chain (by id, so a row written with an older clock in the
@@ -455,6 +458,10 @@ export function createStores(database: Database_): Stores {
       pruneBefore: (before) => pruneAuditPrefix(before),
       list: ({ afterId = 0, limit }) => listAudit.all({ afterId, limit }),
       ofTask: (taskId) => auditOfTask.all({ taskId }),
+      retained: () => {
+        const anchor = getMeta.get({ name: AUDIT_ANCHOR })?.value ?? null
+        return anchor === null ? undefined : { anchor, since: oldestAudit.get()?.at ?? undefined }
+      },
       verify: () => verifyChain(getMeta.get({ name: AUDIT_ANCHOR })?.value ?? null, (afterId, limit) => listAudit.all({ afterId, limit })),
     },
     revocations: {
