@@ -146,13 +146,13 @@ export function recordingLogger(into: LogEntry[]): Logger {
   return { info: log('info'), warn: log('warn'), error: log('error') }
 }
 
-export async function createTestBroker(opts: { clock?: Clock & Partial<FixedClock>; issuer?: string; config?: (c: ConfigInput) => ConfigInput } = {}): Promise<TestBroker> {
+export async function createTestBroker(opts: { clock?: Clock & Partial<FixedClock>; issuer?: string; config?: (c: ConfigInput) => ConfigInput; logger?: Logger } = {}): Promise<TestBroker> {
   const keys = await testKeys()
   const clock = (opts.clock ?? createFixedClock(T0)) as FixedClock
   const input = (opts.config ?? ((c) => c))(testConfig(keys, opts.issuer))
   const config = parseConfig(input)
   const logs: LogEntry[] = []
-  const deps = await createBroker({ config, clock, logger: recordingLogger(logs), kek: Buffer.from(config.keys.kek!, 'base64url') })
+  const deps = await createBroker({ config, clock, logger: opts.logger ?? recordingLogger(logs), kek: Buffer.from(config.keys.kek!, 'base64url') })
   // As the server does at start (src/main.ts).
   onServerStart(deps)
   const app = createApp(deps)
