@@ -137,9 +137,18 @@ export interface LogEntry {
   fields: Record<string, unknown>
 }
 
-/** A logger that keeps what it is told, so tests can read the private reasons of unaudited refusals. */
-export function recordingLogger(into: LogEntry[]): Logger {
+/**
+ * A logger that keeps what it is told, so tests can read the private reasons of unaudited refusals.
+ * Access lines (`request`, one per request) go to `access` when given, else nowhere: `into` holds
+ * what the broker chose to say, so its last entry is the last thing said about a request.
+ */
+export function recordingLogger(into: LogEntry[], access?: LogEntry[]): Logger {
   const log = (level: LogEntry['level']) => (msg: string, fields: Record<string, unknown> = {}) => {
+    if (msg === 'request') {
+      access?.push({ level, msg, fields })
+      if (access && access.length > 200) access.shift()
+      return
+    }
     into.push({ level, msg, fields })
     if (into.length > 200) into.shift()
   }
