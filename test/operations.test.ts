@@ -186,6 +186,40 @@ describe('metrics', () => {
     }))
 })
 
+describe('metrics: the revocation feed', () => {
+  it('counts open streams and the events they deliver; a closed stream is no longer counted', () =>
+    withBroker(undefined, async (b) => {
+      const gauge = async () => Number(/^taskpass_revocation_feed_subscribers (\d+)$/m.exec(await b.deps.metrics.render())?.[1])
+      const res = await b.app.request('/revocations?after=0', { headers: { authorization: basic, accept: 'text/event-stream' } })
+      assert.equal(res.status, 200)
+      const reader = res.body!.getReader()
+      const decoder = new TextDecoder()
+      let text = ''
+      const until = async (what: string) => {
+        while (!text.includes(what)) {
+          const { value, done } = await reader.read()
+          if (done) throw new Error(`stream ended before ${what}`)
+          text += decoder.decode(value, { stream: true })
+        }
+      }
+      await until('event: ready')
+      assert.equal(await gauge(), 1)
+      const { task_id: taskId } = (await (await b.exchange()).json()) as { task_id: string }
+      assert.equal((await b.app.request(`/tasks/${taskId}/revoke`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })).status, 200)
+      await until('event: revocation')
+      // An event is counted once its write completed, and a stream once its loop saw the cancel:
+      // both a turn after the reader has its bytes. Waited for, bounded.
+      const eventually = async (ok: () => Promise<boolean>) => {
+        for (let i = 0; i < 200 && !(await ok()); i++) await new Promise((r) => setTimeout(r, 10))
+        assert.ok(await ok())
+      }
+      const streamed = /^taskpass_revocation_feed_events_total\{mode="stream"\} 1$/m
+      await eventually(async () => streamed.test(await b.deps.metrics.render()))
+      await reader.cancel()
+      await eventually(async () => (await gauge()) === 0)
+    }))
+})
+
 function writePolicyFile(): string {
   const file = join(mkdtempSync(join(tmpdir(), 'taskpass-ops-')), 'extra.cedar')
   writeFileSync(file, '@id("ops-old-sessions")\nforbid (principal == Taskpass::Workload::"agent-b", action == Taskpass::Action::"exchange", resource) when { context has session_age && context.session_age > 86400 };\n')
