@@ -3,6 +3,7 @@ import { HTTPException } from 'hono/http-exception'
 import type { Deps } from './broker.js'
 import { invalidRequest, notFound, OAuthError } from './errors.js'
 import { isAbortedRequest } from './http/aborted.js'
+import { accessLog, requestIdOf } from './http/access-log.js'
 import { bodyLimit } from './http/middleware.js'
 import { createLimiter, rateLimitByIp } from './http/rate-limit.js'
 import { adminRoutes } from './routes/admin.js'
@@ -18,7 +19,7 @@ import { wellKnownRoutes } from './routes/well-known.js'
 export function createApp(deps: Deps) {
   const { metrics } = deps
   const app = new Hono()
-  app.use(metrics.middleware())
+  app.use(accessLog(deps))
   if (deps.config.rateLimits.perIp) app.use(rateLimitByIp(createLimiter(deps.config.rateLimits.perIp, deps.clock)))
   // Policy sets are larger than any other request: their admin routes get the policy limit.
   const policyLimit = deps.config.policies.maxBodyBytes
@@ -59,13 +60,13 @@ function errorHandler(deps: Deps): ErrorHandler {
     if (isAbortedRequest(c)) return c.json(invalidRequest('incomplete request').toJSON(), 400, { 'Cache-Control': 'no-store' })
     if (err instanceof OAuthError) {
       // A refusal at a capacity limit is counted in /metrics, not logged: a flood must not become a log flood.
-      if ((err.status >= 500 && err.code !== 'temporarily_unavailable') || err.code === 'invalid_client') deps.logger.warn('request refused', { code: err.code, detail: err.detail.slice(0, 512), path: c.req.path.slice(0, 256) })
+      if ((err.status >= 500 && err.code !== 'temporarily_unavailable') || err.code === 'invalid_client') deps.logger.warn('request refused', { requestId: requestIdOf(c), code: err.code, detail: err.detail.slice(0, 512), path: c.req.path.slice(0, 256) })
       return c.json(err.toJSON(), err.status as 400, { 'Cache-Control': 'no-store', ...err.headers })
     }
     if (err instanceof HTTPException && err.status < 500) {
       return c.json({ error: 'invalid_request', error_description: err.message || 'bad request' }, err.status, { 'Cache-Control': 'no-store' })
     }
-    deps.logger.error('unhandled error', { path: c.req.path, error: err instanceof Error ? err.message : String(err) })
+    deps.logger.error('unhandled error', { requestId: requestIdOf(c), path: c.req.path, error: err instanceof Error ? err.message : String(err) })
     return c.json({ error: 'server_error', error_description: 'internal error' }, 500, { 'Cache-Control': 'no-store' })
   }
 }

@@ -68,11 +68,13 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
   const { config, clock, logger } = opts
   const database = openDatabase(config.database)
   const stores = createStores(database)
+  const metrics = createMetrics()
+  metrics.watchTasks(database.sqlite)
   // Cedar: the set (generated, the file's, the stored admin policies) is validated and prepared
   // before anything is served; a bad policy is a ConfigError.
   let policy: PolicyEngine
   try {
-    policy = createPolicyEngine(config, { adminText: stores.policySets.latest()?.text })
+    policy = createPolicyEngine(config, { adminText: stores.policySets.latest()?.text, observe: (evaluator, action, seconds) => metrics.policyEvaluation.observe({ evaluator, action }, seconds) })
   } catch (e) {
     database.close()
     throw e
@@ -138,7 +140,7 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     clients: createClientAuthenticator({ resources: config.resources, hasher, actorTokens, clientAssertions, clock, throttle: authThrottle }),
     authThrottle,
     clientAssertions,
-    metrics: createMetrics(),
+    metrics,
     workloadLimiter: config.rateLimits.perWorkload ? createLimiter(config.rateLimits.perWorkload, clock) : undefined,
     dpop: createDpopChecker({
       clock,

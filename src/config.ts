@@ -5,6 +5,10 @@ import { MAX_GLOB_LENGTH } from './exchange/attestation/claim-rules.js'
 import { parseSpiffeId } from './exchange/attestation/spiffe-id.js'
 import { normalizeTyp } from './lib/jwt.js'
 
+/** Levels `logging.level` accepts (pino's, lowest first); `silent` writes nothing. */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const
+export type LogLevel = (typeof LOG_LEVELS)[number]
+
 /**
  * The broker's configuration: one JSON file plus `TASKPASS_*` environment overrides,
  * validated once. A bad config names every bad field and the broker refuses to start.
@@ -337,6 +341,11 @@ export const configSchema = z
       })
       .prefault({}),
     /**
+     * Logs (docs/operations.md "Logs"): pino JSON lines on stderr at `level` and above; the access
+     * log is at `info`. Env: TASKPASS_LOG_LEVEL.
+     */
+    logging: z.strictObject({ level: z.enum(LOG_LEVELS).default('info') }).prefault({}),
+    /**
      * GET /metrics (Prometheus). `access` on the main listener: `admin` (an admin API key as
      * Bearer), `public` (no credential: only where the network already restricts who connects),
      * `none` (not served there). `listen`: also serve it, unauthenticated, on its own listener
@@ -464,14 +473,17 @@ export function applyEnv(input: Record<string, unknown>, env: NodeJS.ProcessEnv)
   const out: Record<string, unknown> = { ...input }
   const listen = { ...(out.listen as object | undefined) } as Record<string, unknown>
   const keys = { ...(out.keys as object | undefined) } as Record<string, unknown>
+  const logging = { ...(out.logging as object | undefined) } as Record<string, unknown>
   if (env.TASKPASS_ISSUER) out.issuer = env.TASKPASS_ISSUER
   if (env.TASKPASS_DATABASE) out.database = env.TASKPASS_DATABASE
   if (env.TASKPASS_HOST) listen.host = env.TASKPASS_HOST
   if (env.TASKPASS_PORT) listen.port = Number(env.TASKPASS_PORT)
   if (env.TASKPASS_KEK) keys.kek = env.TASKPASS_KEK
   if (env.TASKPASS_KEK_FILE) keys.kekFile = env.TASKPASS_KEK_FILE
+  if (env.TASKPASS_LOG_LEVEL) logging.level = env.TASKPASS_LOG_LEVEL
   out.listen = listen
   out.keys = keys
+  out.logging = logging
   return out
 }
 

@@ -1,18 +1,42 @@
 import { createApp, createMetricsApp } from './app.js'
 import { createBroker, onServerStart } from './broker.js'
 import { systemClock } from './clock.js'
-import { ConfigError } from './config.js'
+import { ConfigError, LOG_LEVELS } from './config.js'
 import { listen } from './http/server.js'
-import { createJsonLogger } from './logger.js'
+import { createPinoLogger } from './logger.js'
+import { createPolicyEngine } from './policy/engine.js'
 import { loadRuntime } from './runtime.js'
 import { pruneStore } from './store/retention.js'
 
+/**
+ * `--check-config`: the configuration (file, env overrides, key-encryption key, Cedar policy
+ * file) validated as at start, without opening the database or listening. Prints the problems
+ * or "configuration ok"; exit status 0 or 2.
+ */
+async function checkConfig(argv: string[]): Promise<number> {
+  try {
+    const { config } = await loadRuntime(argv, process.env, createPinoLogger({ level: 'warn' }))
+    createPolicyEngine(config)
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`taskpass: ${e.message}\n`)
+      return 2
+    }
+    throw e
+  }
+  process.stdout.write('configuration ok\n')
+  return 0
+}
+
 /** The one impure entry: config → db → migrate → keys → createApp(deps) → serve. */
 async function main() {
-  const logger = createJsonLogger()
+  const argv = process.argv.slice(2)
+  if (argv.includes('--check-config')) process.exit(await checkConfig(argv))
+  // Until the configuration is read, the level comes from the environment alone.
+  const logger = createPinoLogger({ level: LOG_LEVELS.find((l) => l === process.env.TASKPASS_LOG_LEVEL) ?? 'info' })
   let runtime
   try {
-    runtime = await loadRuntime(process.argv.slice(2), process.env, logger)
+    runtime = await loadRuntime(argv, process.env, logger)
   } catch (e) {
     if (e instanceof ConfigError) {
       process.stderr.write(`taskpass: ${e.message}\n`)
@@ -21,6 +45,7 @@ async function main() {
     throw e
   }
   const { config, kek, dev } = runtime
+  logger.setLevel(config.logging.level)
   const deps = await createBroker({ config, clock: systemClock, logger, kek })
   onServerStart(deps)
   const app = createApp(deps)
@@ -41,6 +66,7 @@ async function main() {
     void server.close()
     void metricsServer?.close()
     deps.database.close()
+    logger.flush()
     process.exit(0)
   }
   process.on('SIGINT', stop)

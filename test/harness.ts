@@ -137,22 +137,31 @@ export interface LogEntry {
   fields: Record<string, unknown>
 }
 
-/** A logger that keeps what it is told, so tests can read the private reasons of unaudited refusals. */
-export function recordingLogger(into: LogEntry[]): Logger {
+/**
+ * A logger that keeps what it is told, so tests can read the private reasons of unaudited refusals.
+ * Access lines (`request`, one per request) go to `access` when given, else nowhere: `into` holds
+ * what the broker chose to say, so its last entry is the last thing said about a request.
+ */
+export function recordingLogger(into: LogEntry[], access?: LogEntry[]): Logger {
   const log = (level: LogEntry['level']) => (msg: string, fields: Record<string, unknown> = {}) => {
+    if (msg === 'request') {
+      access?.push({ level, msg, fields })
+      if (access && access.length > 200) access.shift()
+      return
+    }
     into.push({ level, msg, fields })
     if (into.length > 200) into.shift()
   }
   return { info: log('info'), warn: log('warn'), error: log('error') }
 }
 
-export async function createTestBroker(opts: { clock?: Clock & Partial<FixedClock>; issuer?: string; config?: (c: ConfigInput) => ConfigInput } = {}): Promise<TestBroker> {
+export async function createTestBroker(opts: { clock?: Clock & Partial<FixedClock>; issuer?: string; config?: (c: ConfigInput) => ConfigInput; logger?: Logger } = {}): Promise<TestBroker> {
   const keys = await testKeys()
   const clock = (opts.clock ?? createFixedClock(T0)) as FixedClock
   const input = (opts.config ?? ((c) => c))(testConfig(keys, opts.issuer))
   const config = parseConfig(input)
   const logs: LogEntry[] = []
-  const deps = await createBroker({ config, clock, logger: recordingLogger(logs), kek: Buffer.from(config.keys.kek!, 'base64url') })
+  const deps = await createBroker({ config, clock, logger: opts.logger ?? recordingLogger(logs), kek: Buffer.from(config.keys.kek!, 'base64url') })
   // As the server does at start (src/main.ts).
   onServerStart(deps)
   const app = createApp(deps)

@@ -91,6 +91,7 @@ async function redeem(deps: JwtBearerDeps, form: FormParams, request: GrantReque
   if (wait > 0) throw rateLimited(wait)
   audit.authenticated = true
   audit.workloadId = actor.workload.id
+  request.identified?.(actor.workload.id)
   audit.resource = req.resource
 
   const jag = await deps.idJags.verify(req.assertion)

@@ -36,7 +36,7 @@ export interface ExchangeDeps {
   dpop: Pick<DpopChecker, 'verify'>
   /** Per-workload token bucket (DESIGN "Bad input": rate limits per workload), when configured. */
   workloadLimiter: Limiter | undefined
-  metrics: Pick<Metrics, 'unauthenticatedRefusals'>
+  metrics: Pick<Metrics, 'unauthenticatedRefusals' | 'exchangeDecisions'>
   logger: Logger
 }
 
@@ -48,6 +48,8 @@ export interface GrantRequest {
   callerAddress?: string | undefined
   /** The `Authorization` header, if any (workloads never use HTTP authentication: refused where it matters). */
   authorization?: string | undefined
+  /** Told the workload's id once it is authenticated (the access log's caller id). */
+  identified?: ((workloadId: string) => void) | undefined
 }
 
 /** RFC 8693 §2.2.1 success response, plus the task it belongs to. */
@@ -162,10 +164,13 @@ export async function exchangeToken(deps: ExchangeDeps, form: FormParams, reques
 export async function auditedGrant<T>(deps: Pick<ExchangeDeps, 'stores' | 'clock' | 'metrics' | 'logger'>, grant: (audit: AuditContext) => Promise<T>): Promise<T> {
   const audit: AuditContext = {}
   try {
-    return await grant(audit)
+    const granted = await grant(audit)
+    deps.metrics.exchangeDecisions.inc({ outcome: 'allow', error: '' })
+    return granted
   } catch (e) {
     const error = e instanceof OAuthError ? e.code : 'server_error'
     const { authenticated, ...known } = audit
+    deps.metrics.exchangeDecisions.inc({ outcome: authenticated ? 'deny' : 'unauthenticated', error })
     if (authenticated) {
       const reason = e instanceof OAuthError ? e.detail : 'internal error'
       deps.stores.audit.insert({ at: deps.clock.now(), action: 'token.exchange', decision: 'deny', reason, error, ...known, ...(e instanceof OAuthError ? e.decidedBy : undefined) })
@@ -196,6 +201,7 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
   await deps.clients.authenticateExchange(form, actor.workload)
   audit.authenticated = true
   audit.workloadId = actor.workload.id
+  request.identified?.(actor.workload.id)
   audit.resource = req.resource
   audit.taskId = req.taskId
 

@@ -2,6 +2,7 @@ import type { Context } from 'hono'
 import type { Deps } from '../broker.js'
 import { invalidToken, OAuthError } from '../errors.js'
 import type { Caller } from '../tasks/lifecycle.js'
+import { identify } from './access-log.js'
 
 /** Header carrying the workload's attestation on the /tasks endpoints (the RFC 8693 "actor token"). */
 export const ACTOR_TOKEN_HEADER = 'Actor-Token'
@@ -34,5 +35,7 @@ export async function userCaller(deps: Pick<Deps, 'subjectTokens'>, c: Context):
 export async function workloadCaller(deps: Pick<Deps, 'actorTokens'>, c: Context): Promise<Caller | undefined> {
   const token = c.req.header(ACTOR_TOKEN_HEADER)
   if (token === undefined) return undefined
-  return { kind: 'workload', actor: await asInvalidToken('actor', () => deps.actorTokens.verify(token.trim())) }
+  const actor = await asInvalidToken('actor', () => deps.actorTokens.verify(token.trim()))
+  identify(c, `workload:${actor.workload.id}`)
+  return { kind: 'workload', actor }
 }

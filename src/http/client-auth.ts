@@ -7,6 +7,7 @@ import { invalidClient, invalidRequest, OAuthError } from '../errors.js'
 import { attestedSpiffeId, type Actor, type ActorTokenVerifier } from '../exchange/actor-token.js'
 import { JWT_BEARER_ASSERTION_TYPE, type ClientAssertionVerifier } from '../exchange/client-assertion.js'
 import type { ActingWorkload } from '../exchange/token-exchange.js'
+import { identify, resourceCallerId } from './access-log.js'
 import type { AuthThrottle } from './auth-throttle.js'
 import type { FormParams } from './form.js'
 import { remoteAddress } from './rate-limit.js'
@@ -211,6 +212,7 @@ export function createClientAuthenticator(opts: {
       } else {
         throw invalidClient('no client authentication')
       }
+      identify(c, client.kind === 'resource' ? resourceCallerId(client.resource) : `workload:${client.workload.id}`)
       if (!allow.includes(client.kind)) throw invalidClient(`${client.kind} may not use this endpoint`)
       return client
     },

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs'
+import { performance } from 'node:perf_hooks'
 import { ConfigError, type Config } from '../config.js'
 import type { AttestationKind } from '../exchange/attestation/kinds.js'
 import { compilePolicySet, createCedarPolicy, prepare, type PolicySet, type PolicySource } from './cedar.js'
@@ -45,7 +46,10 @@ export function attestationKinds(config: Pick<Config, 'workloadIssuers'>): (issu
  * decided natively by {@link createGrantPolicy} (the same decisions, proven by test); otherwise
  * every decision is Cedar's.
  */
-export function createPolicyEngine(config: Inputs, opts: { adminText?: string; readFile?: (path: string) => string } = {}): PolicyEngine {
+export function createPolicyEngine(
+  config: Inputs,
+  opts: { adminText?: string; readFile?: (path: string) => string; observe?: (evaluator: 'native' | 'cedar', action: string, seconds: number) => void } = {},
+): PolicyEngine {
   const readFile = opts.readFile ?? ((p: string) => readFileSync(p, 'utf8'))
   const serial = ++engines
   const kindOf = attestationKinds(config)
@@ -65,6 +69,7 @@ export function createPolicyEngine(config: Inputs, opts: { adminText?: string; r
   let slot = 0
   let set = compile(fileText, adminText)
   let current = policyFor(set, `${serial}:${slot}`)
+  let evaluator: 'native' | 'cedar' = set.generatedOnly ? 'native' : 'cedar'
 
   function readFileOrConfigError(): string | undefined {
     if (filePath === undefined) return undefined
@@ -87,6 +92,7 @@ export function createPolicyEngine(config: Inputs, opts: { adminText?: string; r
     slot = next
     set = s
     current = policy
+    evaluator = s.generatedOnly ? 'native' : 'cedar'
     if (parts.adminText !== undefined) adminText = parts.adminText
     if (parts.fileText !== undefined) fileText = parts.fileText
   }
@@ -104,7 +110,16 @@ export function createPolicyEngine(config: Inputs, opts: { adminText?: string; r
     get adminText() {
       return adminText
     },
-    decide: (principal, action, resource, context) => current.decide(principal, action, resource, context),
+    decide(principal, action, resource, context) {
+      const observe = opts.observe
+      if (observe === undefined) return current.decide(principal, action, resource, context)
+      const start = performance.now()
+      try {
+        return current.decide(principal, action, resource, context)
+      } finally {
+        observe(evaluator, action, (performance.now() - start) / 1000)
+      }
+    },
     compileWith: (parts) => compile(parts.fileText ?? fileText, parts.adminText ?? adminText),
     install,
     reload(parts) {

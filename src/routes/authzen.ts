@@ -4,6 +4,7 @@ import { authzenConfiguration, authzenConfigurationPath, evaluateToolCall, evalu
 import { parseEvaluation, parseEvaluations } from '../authzen/request.js'
 import { parseJson } from '../http/form.js'
 import { noStore } from '../http/middleware.js'
+import { identify, resourceCallerId } from '../http/access-log.js'
 import { remoteAddress } from '../http/rate-limit.js'
 
 /**
@@ -18,7 +19,11 @@ export function authzenRoutes(deps: Deps) {
     await next()
     if (id !== undefined) c.res.headers.set('X-Request-ID', id)
   }
-  const authenticate = (c: Parameters<typeof remoteAddress>[0]) => deps.clients.authenticateResource(c.req.header('authorization'), remoteAddress(c))
+  const authenticate = async (c: Parameters<typeof remoteAddress>[0]) => {
+    const resource = await deps.clients.authenticateResource(c.req.header('authorization'), remoteAddress(c))
+    identify(c, resourceCallerId(resource))
+    return resource
+  }
   return new Hono()
     .use('/access/v1/*', echoRequestId, noStore())
     .post('/access/v1/evaluation', async (c) => {

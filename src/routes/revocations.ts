@@ -2,6 +2,7 @@ import { Hono } from 'hono'
 import { streamSSE } from 'hono/streaming'
 import type { Deps } from '../broker.js'
 import { invalidRequest } from '../errors.js'
+import { identify, resourceCallerId } from '../http/access-log.js'
 import { remoteAddress } from '../http/rate-limit.js'
 import { noStore } from '../http/middleware.js'
 import { feedPosition, parseCursor, readEvents } from '../revocations/feed.js'
@@ -19,6 +20,7 @@ const HEARTBEAT_MS = 15_000
 export function revocationRoutes(deps: Deps) {
   return new Hono().get('/revocations', noStore(), async (c) => {
     const resource = await deps.clients.authenticateResource(c.req.header('authorization'), remoteAddress(c))
+    identify(c, resourceCallerId(resource))
     const wantsStream = (c.req.header('accept') ?? '').includes('text/event-stream')
     const after = parseCursor(wantsStream ? (c.req.header('last-event-id') ?? c.req.query('after')) : c.req.query('after'))
     if (after === undefined) throw invalidRequest('the cursor must be a non-negative integer')
@@ -27,6 +29,7 @@ export function revocationRoutes(deps: Deps) {
       const limitText = c.req.query('limit') ?? String(PAGE)
       if (!/^[0-9]{1,4}$/.test(limitText) || Number(limitText) < 1 || Number(limitText) > 1000) throw invalidRequest('"limit" must be an integer from 1 to 1000')
       const events = readEvents(deps.stores, after, Number(limitText), resource.uri)
+      deps.metrics.feedEvents.inc({ mode: 'poll' }, events.length)
       return c.json({ events, cursor: events.at(-1)?.id ?? String(after), ...feedPosition(deps.stores) })
     }
 
@@ -41,6 +44,7 @@ export function revocationRoutes(deps: Deps) {
         dirty = true
         wake?.()
       })
+      deps.metrics.feedSubscribers.inc()
       stream.onAbort(() => wake?.())
       try {
         await stream.writeSSE({ event: 'ready', data: JSON.stringify({ cursor: String(cursor), ...feedPosition(deps.stores) }), retry: 1000 })
@@ -49,7 +53,10 @@ export function revocationRoutes(deps: Deps) {
             dirty = false
             for (;;) {
               const events = readEvents(deps.stores, cursor, PAGE, resource.uri)
-              for (const e of events) await stream.writeSSE({ id: e.id, event: 'revocation', data: JSON.stringify(e) })
+              for (const e of events) {
+                await stream.writeSSE({ id: e.id, event: 'revocation', data: JSON.stringify(e) })
+                deps.metrics.feedEvents.inc({ mode: 'stream' })
+              }
               if (events.length > 0) cursor = Number(events.at(-1)!.id)
               if (events.length < PAGE) break
             }
@@ -67,6 +74,7 @@ export function revocationRoutes(deps: Deps) {
         }
       } finally {
         unsubscribe()
+        deps.metrics.feedSubscribers.dec()
       }
     })
   })

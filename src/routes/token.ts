@@ -5,6 +5,7 @@ import { JWT_BEARER_GRANT, redeemJwtBearer } from '../exchange/jwt-bearer.js'
 import { exchangeToken, MULTI_VALUED, TOKEN_EXCHANGE_GRANT, type ExchangeResponse, type GrantRequest } from '../exchange/token-exchange.js'
 import { parseForm, type FormParams } from '../http/form.js'
 import { noStore } from '../http/middleware.js'
+import { identify } from '../http/access-log.js'
 import { remoteAddress } from '../http/rate-limit.js'
 
 type Grant = (deps: Deps, form: FormParams, request: GrantRequest) => Promise<ExchangeResponse>
@@ -26,7 +27,13 @@ export function tokenRoutes(deps: Deps) {
     if (!grantType) throw invalidRequest('"grant_type" is required')
     const grant = grants[grantType]
     if (!grant) throw new OAuthError('unsupported_grant_type', 400, 'grant_type is not supported')
-    const response = await grant(deps, form, { dpop: c.req.header('dpop'), callerAddress: remoteAddress(c), authorization: c.req.header('authorization') })
+    const response = await grant(deps, form, {
+      dpop: c.req.header('dpop'),
+      callerAddress: remoteAddress(c),
+      authorization: c.req.header('authorization'),
+      identified: (workloadId) => identify(c, `workload:${workloadId}`),
+    })
+    deps.metrics.tokensIssued.inc({ token_type: response.token_type })
     // RFC 9449 §8: with nonces on, a DPoP response carries the next nonce to use.
     return c.json(response, 200, response.token_type === 'DPoP' ? deps.dpop.successHeaders() : {})
   })
