@@ -1,5 +1,8 @@
 import { createHash } from 'node:crypto'
-import type { AuditEventRow, AuditRow } from './stores.js'
+import type { auditEvents } from './schema.js'
+
+type AuditEventRow = typeof auditEvents.$inferSelect
+type AuditRow = typeof auditEvents.$inferInsert
 
 /**
  * The audit log as evidence: every row carries the hash of the one before it (`prev_hash`) and its
