@@ -10,63 +10,13 @@ import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT, type JWK }
 import type { ConfigInput } from '../src/config.js'
 import { idJagTaskId } from '../src/exchange/jwt-bearer.js'
 import { assertRefusedAndAudited, assertRefusedUnauthenticated, CALENDAR, counts, form, ISSUER, mint, NOTES, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
-
-const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer'
-const CLIENT_JWT = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'
-const CLIENT_SPIFFE = 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe'
-const ID_JAG_TYP = 'oauth-id-jag+jwt'
-
-type Params = Record<string, string | string[] | undefined>
-interface ClientKey { kid: string; privateKey: CryptoKey; publicJwk: JWK }
-let agentA: ClientKey
-let agentB: ClientKey
-
-async function clientKey(kid: string): Promise<ClientKey> {
-  const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true })
-  return { kid, privateKey, publicJwk: { ...(await exportJWK(publicKey)), kid, alg: 'ES256', use: 'sig' } }
-}
-
-function enterprise(c: ConfigInput): ConfigInput {
-  return {
-    ...c,
-    subjectIssuers: c.subjectIssuers!.map((si) => ({ ...si, idJag: {} })),
-    workloads: c.workloads!.map((w) => (w.id === 'agent-a' ? { ...w, jwks: { keys: [agentA.publicJwk as Record<string, unknown>] } } : w.id === 'agent-b' ? { ...w, jwks: { keys: [agentB.publicJwk as Record<string, unknown>] } } : w)),
-  }
-}
-
-function idJag(b: TestBroker, claims: Record<string, unknown> = {}, header: Record<string, unknown> = {}, key = b.keys.user): Promise<string> {
-  const now = b.clock.now()
-  return mint(key, { iss: USER_ISSUER, sub: 'alice', aud: b.deps.config.issuer, client_id: 'agent-a', jti: randomUUID(), iat: now, exp: now + 300, resource: NOTES, scope: 'notes:read notes:write', ...claims }, { typ: ID_JAG_TYP, ...header })
-}
-
-function clientAssertion(b: TestBroker, client = 'agent-a', key = agentA): Promise<string> {
-  const now = b.clock.now()
-  return new SignJWT({ iss: client, sub: client, aud: b.deps.config.issuer, iat: now, exp: now + 60, jti: randomUUID() }).setProtectedHeader({ alg: 'ES256', kid: key.kid, typ: 'client-authentication+jwt' }).sign(key.privateKey)
-}
-
-async function redeem(b: TestBroker, params: Params = {}, headers: Record<string, string> = {}): Promise<Response> {
-  const body: Params = { grant_type: JWT_BEARER, assertion: await idJag(b), client_assertion_type: CLIENT_JWT, client_assertion: await clientAssertion(b), ...params }
-  return b.post('/token', form(body), headers)
-}
-
-async function ok(res: Response): Promise<{ access_token: string; task_id: string; scope: string; token_type: string; expires_in: number }> {
-  const text = await res.text()
-  assert.equal(res.status, 200, text)
-  return JSON.parse(text)
-}
-
-async function expectError(res: Response, status: number, error: string): Promise<void> {
-  const text = await res.text()
-  assert.equal(res.status, status, text)
-  assert.equal((JSON.parse(text) as { error: string }).error, error)
-}
+import { agentA, agentB, CLIENT_JWT, CLIENT_SPIFFE, clientAssertion, clientKey, createClientKeys, enterprise, expectError, ID_JAG_TYP, idJag, JWT_BEARER, ok, redeem, type Params } from './id-jag-fixtures.js'
 
 const b64 = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url')
 const jtiOf = (jwt: string) => (JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString()) as { jti: string }).jti
 
 before(async () => {
-  agentA = await clientKey('agent-a-key-1')
-  agentB = await clientKey('agent-b-key-1')
+  await createClientKeys()
 })
 
 describe('attack: ID-JAG algorithm and header confusion (refused)', () => {
