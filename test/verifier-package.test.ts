@@ -156,7 +156,9 @@ export const tools = toolsInToken(undefined, 'https://notes.example.com/mcp')
 `
 
 const compilerOptions = { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, skipLibCheck: false, types: ['node'], outDir: 'out' }
-const TSCONFIG_CORE = { compilerOptions: { ...compilerOptions, lib: ['ES2022'], noEmit: true }, files: ['core.ts'] }
+const TSCONFIG_CORE = { compilerOptions: { ...compilerOptions, lib: ['ES2022'], noEmit: true }, files: ['core.ts', 'readme.ts'] }
+/** The package README's sample, type-checked as a consumer would write it. */
+const README_TS = /```ts\n([\s\S]*?)```/.exec(readFileSync(new URL('../packages/verifier/README.md', import.meta.url), 'utf8'))![1]!
 const TSCONFIG = { compilerOptions: { ...compilerOptions, lib: ['ES2022', 'DOM'] }, files: ['server.ts'] }
 
 /** Reads the child's stdout line by line until `want` matches one, with a bounded wait. */
@@ -271,6 +273,7 @@ describe('the verifier kit, packed and installed into a fresh project', { timeou
     console.log(`consumer node_modules with the SDK, Express and their types: ${sizeOf(join(consumer, 'node_modules'))} bytes`)
     writeFileSync(join(consumer, 'server.ts'), SERVER_TS)
     writeFileSync(join(consumer, 'core.ts'), CORE_TS)
+    writeFileSync(join(consumer, 'readme.ts'), README_TS)
     writeFileSync(join(consumer, 'tsconfig.json'), JSON.stringify(TSCONFIG, null, 2))
     writeFileSync(join(consumer, 'tsconfig.core.json'), JSON.stringify(TSCONFIG_CORE, null, 2))
     for (const project of ['tsconfig.core.json', 'tsconfig.json']) {
