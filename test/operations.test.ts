@@ -61,6 +61,10 @@ describe('logs', () => {
         assert.equal(typeof entry.msg, 'string')
       }
 
+      // docs/operations.md shows an access line: the same fields, in the same order, as the broker writes.
+      const shown = JSON.parse(/```json\n(.*)\n```/.exec(readFileSync(new URL('../docs/operations.md', import.meta.url), 'utf8'))![1]!) as Record<string, unknown>
+      assert.deepEqual(Object.keys(shown), Object.keys(accessLines(lines, '/token')[0]!))
+
       const expect = (route: string, status: number, callerId: string | undefined) => {
         const found = accessLines(lines, route).filter((l) => l.status === status)
         assert.equal(found.length, 1, `${route} ${status}: ${JSON.stringify(parsed(lines))}`)
