@@ -281,10 +281,13 @@ export function createStores(database: Database_): Stores {
   const getMeta = db.select({ value: brokerMeta.value }).from(brokerMeta).where(eq(brokerMeta.name, p('name'))).prepare()
   // Read the head and append in one transaction: another process's append in between fails ours
   // (SQLite refuses to write on a stale snapshot) rather than forking the chain.
-  const appendAudit = database.sqlite.transaction((row: Required<Omit<AuditRow, 'id' | 'prevHash' | 'hash'>>) => {
+  const appendToChain = (row: Required<Omit<AuditRow, 'id' | 'prevHash' | 'hash'>>) => {
     const prevHash = lastAuditHash.get()?.hash ?? getMeta.get({ name: AUDIT_ANCHOR })?.value ?? null
     insertAudit.run({ ...row, prevHash, hash: auditHash(prevHash, row) })
-  })
+  }
+  const appendAlone = database.sqlite.transaction(appendToChain)
+  // Inside a caller's transaction (the exchange's batch) no savepoint of its own is needed: that one already holds both.
+  const appendAudit = (row: Required<Omit<AuditRow, 'id' | 'prevHash' | 'hash'>>) => (database.sqlite.inTransaction ? appendToChain(row) : appendAlone(row))
   // Retention removes a prefix of the chain (by id, so a row written with an older clock in the
   // middle never leaves a hole) and keeps the hash of its last row as the chain's anchor.
   const pruneAuditPrefix = database.sqlite.transaction((before: number) => {
