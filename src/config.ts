@@ -28,10 +28,15 @@ const absoluteUri = z.string().refine((s) => {
 }, 'an absolute URI without fragment')
 const seconds = z.number().int().positive()
 
+/** Whether a URL's host is a loopback name or address. */
+export function isLoopbackUrl(url: string): boolean {
+  return ['127.0.0.1', 'localhost', '[::1]'].includes(new URL(url).hostname)
+}
+
 /** Remote key sets are fetched over https; plain http only on a loopback host (local agents, tests). */
 const keysUrl = z.url().refine((s) => {
   const u = new URL(s)
-  return u.protocol === 'https:' || (u.protocol === 'http:' && ['127.0.0.1', 'localhost', '[::1]'].includes(u.hostname))
+  return u.protocol === 'https:' || (u.protocol === 'http:' && isLoopbackUrl(s))
 }, 'an https URL (http only on a loopback host)')
 
 /** Where an issuer's verification keys come from: exactly one of the three. */
@@ -103,6 +108,36 @@ const subjectIssuer = z
          */
         tenant: z.string().min(1).max(255).optional(),
       })
+      .optional(),
+    /**
+     * Browser sign-in for the authorization-code flow (docs/any-mcp-client.md): `oidc` sends the user
+     * to this issuer as an OpenID Connect relying party (authorization code, PKCE, nonce); `dev` is the
+     * built-in page for dev mode's users, allowed only when the broker itself is on a loopback address.
+     */
+    login: z
+      .discriminatedUnion('kind', [
+        z.strictObject({
+          kind: z.literal('oidc'),
+          /** The broker's client id at the IdP. */
+          clientId: z.string().min(1).max(255),
+          /** Its client secret (`client_secret_basic`), or `clientSecretFile`; neither: a public client (PKCE only). Env: TASKPASS_OIDC_CLIENT_SECRET for the first issuer. */
+          clientSecret: z.string().min(1).optional(),
+          clientSecretFile: z.string().min(1).optional(),
+          /** Where the IdP's OpenID Provider metadata is; default `<issuer>/.well-known/openid-configuration`. */
+          discoveryUrl: z.url().optional(),
+          /** Scopes asked of the IdP; `openid` is always included. */
+          scopes: z.array(scopeToken).max(16).default(['openid']),
+          /** Shown on the sign-in button. */
+          name: z.string().min(1).max(64).optional(),
+        }).refine((l) => l.clientSecret === undefined || l.clientSecretFile === undefined, { message: 'at most one of clientSecret, clientSecretFile', when: () => true }),
+        z.strictObject({
+          kind: z.literal('dev'),
+          /** The dev users who may sign in (their `sub` at this issuer). */
+          users: z.array(z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'a lowercase name')).min(1).max(16),
+          /** base64url SHA-256 of the one dev password (random, 128 bits or more: a fast hash is enough). */
+          passwordSha256: z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'base64url of a SHA-256 digest'),
+        }),
+      ])
       .optional(),
     ...keySource,
   })
@@ -205,7 +240,21 @@ const workload = z.strictObject({
       /** Keys: a top-level claim name, or an RFC 6901 JSON Pointer (`/kubernetes.io/pod/name`). */
       claims: z.record(z.string().refine((k) => k !== '' && (!k.startsWith('/') || /^(\/([^~/]|~[01])*)+$/.test(k)), 'a claim name or an RFC 6901 JSON Pointer'), claimRule).default({}),
     })
-    .refine((a) => a.subject !== undefined || Object.keys(a.claims).length > 0, { message: 'a subject or at least one claim rule', when: () => true }),
+    .refine((a) => a.subject !== undefined || Object.keys(a.claims).length > 0, { message: 'a subject or at least one claim rule', when: () => true })
+    .optional(),
+  /**
+   * Instead of `attestation`: this workload is the public OAuth clients (MCP clients) whose
+   * Client ID Metadata Document URL matches `clientId` (exact, a glob, or a list). They get task
+   * tokens through the authorization-code flow, the user's consent opening the task
+   * (docs/any-mcp-client.md). Their tokens name the client's URL as `client_id` and `act.sub`.
+   */
+  oauthClient: z
+    .strictObject({
+      clientId: claimRule,
+      /** Issue task-bound refresh tokens to clients whose metadata asks for the `refresh_token` grant. */
+      refreshTokens: z.boolean().default(true),
+    })
+    .optional(),
   /** The workload's public keys for `private_key_jwt` (RFC 7523): each with its one `alg`. */
   ...keySource,
   /** `private_key_jwt`: /token refuses this workload's requests without a client assertion. */
@@ -222,7 +271,11 @@ const workload = z.strictObject({
   delegateTo: z.array(workloadId).max(64).default([]),
 })
   .refine(...atMostOneKeySource)
+  .refine((w) => (w.attestation === undefined) !== (w.oauthClient === undefined), { message: 'exactly one of attestation, oauthClient', when: () => true })
   .superRefine((w, ctx) => {
+    if (w.oauthClient && (w.delegateTo.length > 0 || w.tokenEndpointAuth !== 'none' || w.jwks || w.jwksFile || w.jwksUri)) {
+      ctx.addIssue({ code: 'custom', path: ['oauthClient'], message: 'an OAuth client workload is a public client: no keys, tokenEndpointAuth or delegateTo' })
+    }
     if (w.tokenEndpointAuth === 'private_key_jwt' && !w.jwks && !w.jwksFile && !w.jwksUri) {
       ctx.addIssue({ code: 'custom', path: ['tokenEndpointAuth'], message: 'private_key_jwt needs the workload keys (jwks, jwksFile or jwksUri)' })
     }
@@ -375,6 +428,38 @@ export const configSchema = z
       })
       .prefault({})
       .refine((p) => !p.replaceDefaults || p.file !== undefined, { message: 'replaceDefaults needs a policy file', path: ['replaceDefaults'] }),
+    /**
+     * The authorization-code flow for stock MCP clients (docs/any-mcp-client.md): `/authorize`, the
+     * sign-in and consent pages, `authorization_code` and `refresh_token` at /token, the user's page.
+     * On when some workload is an `oauthClient` and some subject issuer has a `login`.
+     */
+    authorization: z
+      .strictObject({
+        /** Authorization codes live this long, seconds (RFC 6749 §4.1.2: at most 10 minutes). */
+        codeTtl: seconds.max(600).default(60),
+        /** The user has this long from /authorize to their answer on the consent page, seconds. */
+        requestTtl: seconds.max(3600).default(600),
+        /** A browser sign-in lasts this long, seconds (never beyond the IdP's ID token's own session). */
+        loginTtl: seconds.max(86_400).default(3600),
+        /** Fetching Client ID Metadata Documents. */
+        clientMetadata: z
+          .strictObject({
+            /** Milliseconds for the whole request, body included. */
+            timeout: z.number().int().positive().max(30_000).default(3000),
+            /** Largest document accepted, bytes. */
+            maxBytes: z.number().int().positive().max(64 * 1024).default(5120),
+            /** A document is used at most this long without fetching it again, seconds (less when its Cache-Control says so). */
+            maxCacheAge: seconds.max(86_400).default(3600),
+            /** Documents held in the cache at once. */
+            cacheSize: z.number().int().positive().max(100_000).default(1000),
+            /** Fetch documents from loopback addresses too (dev mode and tests only; never private or other special-use ones). */
+            allowLoopback: z.boolean().default(false),
+            /** Extra CA certificates (PEM file) trusted for documents, besides the system's. */
+            caFile: z.string().min(1).optional(),
+          })
+          .prefault({}),
+      })
+      .prefault({}),
     subjectIssuers: z.array(subjectIssuer).default([]),
     workloadIssuers: z.array(workloadIssuer).default([]),
     workloads: z.array(workload).default([]),
@@ -433,12 +518,17 @@ export const configSchema = z
         else if (d === w.id) ctx.addIssue({ code: 'custom', path: ['workloads', i, 'delegateTo', j], message: 'a workload does not delegate to itself' })
       })
     })
+    // The built-in dev sign-in has a shared password: never on a broker reachable from elsewhere.
+    c.subjectIssuers.forEach((si, i) => {
+      if (si.login?.kind === 'dev' && !isLoopbackUrl(c.issuer)) ctx.addIssue({ code: 'custom', path: ['subjectIssuers', i, 'login'], message: 'the dev sign-in is only for a broker whose issuer is on a loopback address' })
+    })
     // GitHub names can be renamed and re-registered by someone else: a workload mapped from a
     // GitHub token must pin an immutable id exactly (standards.md §7).
     const githubIssuers = new Set(c.workloadIssuers.flatMap((wi) => (wi.kind === 'github' ? [wi.issuer] : [])))
     c.workloads.forEach((w, i) => {
-      if (!githubIssuers.has(w.attestation.issuer)) return
-      const pinned = ['repository_id', 'repository_owner_id'].some((k) => typeof w.attestation.claims[k] === 'string')
+      const attestation = w.attestation
+      if (!attestation || !githubIssuers.has(attestation.issuer)) return
+      const pinned = ['repository_id', 'repository_owner_id'].some((k) => typeof attestation.claims[k] === 'string')
       if (!pinned) ctx.addIssue({ code: 'custom', path: ['workloads', i, 'attestation', 'claims'], message: 'a GitHub workload needs an exact repository_id or repository_owner_id rule' })
     })
   })

@@ -424,7 +424,7 @@ describe('Kubernetes projected service-account token', () => {
         return {
           ...full,
           workloadIssuers: full.workloadIssuers!.map((wi) => (wi.kind === 'kubernetes' ? { ...wi, requireBoundPod: false } : wi)),
-          workloads: full.workloads!.map((w) => (w.id === 'k8s-notes-agent' ? { ...w, attestation: { ...w.attestation, claims: { '/kubernetes.io/namespace': 'agents' } } } : w)),
+          workloads: full.workloads!.map((w) => (w.id === 'k8s-notes-agent' ? { ...w, attestation: { ...w.attestation!, claims: { '/kubernetes.io/namespace': 'agents' } } } : w)),
         }
       },
       async (b) => {

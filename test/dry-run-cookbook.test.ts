@@ -51,21 +51,21 @@ const SESSION_LIFETIME = 3600
  */
 function actorFacts(b: TestBroker, actor: Actor = { spiffe: 'a' }): { workload: string; attestation: NonNullable<DryRunRequest['attestation']>; lifetime: number } {
   const workloadOf = (issuer: string, match: (w: (typeof b.deps.config.workloads)[number]) => boolean) => {
-    const found = b.deps.config.workloads.filter((w) => w.attestation.issuer === issuer && match(w))
+    const found = b.deps.config.workloads.filter((w) => w.attestation?.issuer === issuer && match(w))
     assert.equal(found.length, 1, `one workload for ${JSON.stringify(actor)}`)
     return found[0]!.id
   }
   if ('spiffe' in actor) {
     const issuer = `spiffe://${TRUST_DOMAIN}`
     const subject = spiffeId(actor.spiffe)
-    return { workload: workloadOf(issuer, (w) => w.attestation.subject === subject), attestation: { kind: 'spiffe', issuer, subject }, lifetime: 300 }
+    return { workload: workloadOf(issuer, (w) => w.attestation?.subject === subject), attestation: { kind: 'spiffe', issuer, subject }, lifetime: 300 }
   }
   if ('github' in actor) {
     const job = actor.github
     const issuer = job.issuer ?? GH_ISSUER
     const workflowRef = `${job.repository}/.github/workflows/deploy.yml@${job.ref}`
     return {
-      workload: workloadOf(issuer, (w) => w.attestation.claims.repository_id === job.repositoryId),
+      workload: workloadOf(issuer, (w) => w.attestation?.claims.repository_id === job.repositoryId),
       attestation: {
         kind: 'github',
         issuer,
@@ -79,7 +79,7 @@ function actorFacts(b: TestBroker, actor: Actor = { spiffe: 'a' }): { workload: 
   const issuer = actor.kubernetes.issuer ?? K8S_ISSUER
   const subject = `system:serviceaccount:${namespace}:${serviceAccount}`
   return {
-    workload: workloadOf(issuer, (w) => w.attestation.subject === subject),
+    workload: workloadOf(issuer, (w) => w.attestation?.subject === subject),
     attestation: { kind: 'kubernetes', issuer, subject, kubernetes: { namespace, serviceAccount, pod: `${serviceAccount}-7c9f8d6b5-x2x9q` } },
     lifetime: 3600,
   }

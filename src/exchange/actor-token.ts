@@ -65,7 +65,8 @@ export function createActorTokenVerifier(opts: {
   remoteJwks: RemoteJwksOptions
   cacheSize?: number
 }): ActorTokenVerifier {
-  const compiled = opts.workloads.map((w) => ({ workload: w, matches: compileAttestationRules(w.attestation) }))
+  // OAuth client workloads have no attestation: they are never an actor token's workload.
+  const compiled = opts.workloads.flatMap((w) => (w.attestation ? [{ workload: w, issuer: w.attestation.issuer, matches: compileAttestationRules(w.attestation) }] : []))
   const spiffeAnchors = new Map<string, TrustAnchor>()
   const issuerAnchors = new Map<string, TrustAnchor>()
   for (const c of opts.issuers) {
@@ -89,7 +90,7 @@ export function createActorTokenVerifier(opts: {
           : c.kind === 'github'
             ? checkGithubClaims
             : () => {},
-      workloads: compiled.filter((w) => w.workload.attestation.issuer === key),
+      workloads: compiled.filter((w) => w.issuer === key),
     }
     ;(c.kind === 'spiffe' ? spiffeAnchors : issuerAnchors).set(key, anchor)
   }

@@ -13,7 +13,7 @@ import {
   type EntityJson,
 } from '@cedar-policy/cedar-wasm/nodejs'
 import { ConfigError } from '../config.js'
-import type { Attestation, AttestationKind } from '../exchange/attestation/kinds.js'
+import { registeredIssuer, type Attestation, type AttestationKind } from '../exchange/attestation/kinds.js'
 import { allowedScopes, delegationRefused, type Constraints, type Decision, type DenyCode, type Policy, type PolicyAction, type PolicyContext, type Principal } from './decide.js'
 import { GRANT_ID_PREFIX, type LoadedPolicy } from './generate.js'
 import { TOOL_NAME } from '../tokens/authorization-details.js'
@@ -300,7 +300,7 @@ export function cedarRequest(principal: Principal, action: PolicyAction, resourc
   const { workload, task } = ctx
   const user = uid('User', JSON.stringify([principal.issuer, principal.user]))
   const workloadUid = uid('Workload', workload.id)
-  const attestation: Attestation = ctx.attestation ?? { kind: kindOf(workload.attestation.issuer), issuer: workload.attestation.issuer, subject: '' }
+  const attestation: Attestation = ctx.attestation ?? { kind: kindOf(registeredIssuer(workload)), issuer: registeredIssuer(workload), subject: '' }
   const attrs = workloadAttrs(workload.id, attestation)
   if (ctx.attestation === undefined) delete attrs.attestation_subject
   const here = task.resources.find((r) => r.resource === resourceUri)
@@ -309,7 +309,7 @@ export function cedarRequest(principal: Principal, action: PolicyAction, resourc
   // The delegate proves itself only when it exchanges: here it is its registration.
   const delegate = ctx.delegate
   const delegateUid = delegate !== undefined && delegate.id !== workload.id ? uid('Workload', delegate.id) : undefined
-  const delegateAttrs = delegate !== undefined ? workloadAttrs(delegate.id, { kind: kindOf(delegate.attestation.issuer), issuer: delegate.attestation.issuer, subject: '' }) : undefined
+  const delegateAttrs = delegate !== undefined ? workloadAttrs(delegate.id, { kind: kindOf(registeredIssuer(delegate)), issuer: registeredIssuer(delegate), subject: '' }) : undefined
   if (delegateAttrs) delete delegateAttrs.attestation_subject
   const entities: EntityJson[] = [
     { uid: workloadUid, attrs, parents: [] },

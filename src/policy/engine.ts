@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { performance } from 'node:perf_hooks'
 import { ConfigError, type Config } from '../config.js'
-import type { AttestationKind } from '../exchange/attestation/kinds.js'
+import { OAUTH_CLIENT_ISSUER, type AttestationKind } from '../exchange/attestation/kinds.js'
 import { compilePolicySet, createCedarPolicy, prepare, type PolicySet, type PolicySource } from './cedar.js'
 import type { Policy } from './decide.js'
 import { generateGrantPolicies } from './generate.js'
@@ -36,7 +36,7 @@ type Inputs = Pick<Config, 'workloads' | 'resources' | 'policies' | 'workloadIss
 /** What `kindOf(issuer)` answers: the kind of the workload issuer a workload's `attestation.issuer` names. */
 export function attestationKinds(config: Pick<Config, 'workloadIssuers'>): (issuer: string) => AttestationKind {
   const kinds = new Map<string, AttestationKind>(config.workloadIssuers.map((wi) => [wi.kind === 'spiffe' ? `spiffe://${wi.trustDomain}` : wi.issuer, wi.kind]))
-  return (issuer) => kinds.get(issuer) ?? (issuer.startsWith('spiffe://') ? 'spiffe' : 'oidc')
+  return (issuer) => kinds.get(issuer) ?? (issuer === OAUTH_CLIENT_ISSUER ? 'oauth_client' : issuer.startsWith('spiffe://') ? 'spiffe' : 'oidc')
 }
 
 /**

@@ -46,6 +46,11 @@ export const tasks = sqliteTable(
      */
     sessionStartedAt: integer('session_started_at'),
     sessionExpiresAt: integer('session_expires_at'),
+    /**
+     * The OAuth client (its Client ID Metadata Document URL) a task opened by the user's consent
+     * is for (docs/any-mcp-client.md); null for tasks agents opened with an attestation.
+     */
+    clientId: text('client_id'),
   },
   (t) => [
     index('tasks_user_idx').on(t.userSub, t.createdAt),
@@ -177,3 +182,54 @@ export const policySets = sqliteTable('policy_sets', {
   loadedAt: integer('loaded_at').notNull(),
   loadedBy: text('loaded_by').notNull(),
 })
+
+/**
+ * Authorization codes (RFC 6749 §4.1.2): one per consent, redeemed once, minutes long. Only the
+ * SHA-256 of the code is stored. A code presented again revokes the task it opened (§4.1.2).
+ */
+export const authorizationCodes = sqliteTable(
+  'authorization_codes',
+  {
+    codeHash: text('code_hash').primaryKey(),
+    /** The task the user's consent opened; the code's token is that task's. */
+    taskId: text('task_id').notNull(),
+    clientId: text('client_id').notNull(),
+    redirectUri: text('redirect_uri').notNull(),
+    /** RFC 7636 §4.2 S256 challenge. */
+    codeChallenge: text('code_challenge').notNull(),
+    resource: text('resource').notNull(),
+    scope: text('scope').notNull(),
+    /** JSON array of the tools consented to, or null (any tool the task allows). */
+    tools: text('tools'),
+    /** RFC 9449 §10: the code is redeemed only with a DPoP proof by this key. */
+    dpopJkt: text('dpop_jkt'),
+    createdAt: integer('created_at').notNull(),
+    expiresAt: integer('expires_at').notNull(),
+    usedAt: integer('used_at'),
+  },
+  (t) => [index('authorization_codes_expires_idx').on(t.expiresAt)],
+)
+
+/**
+ * Task-bound refresh tokens (docs/any-mcp-client.md): rotated at every use, never beyond their
+ * task. Only the SHA-256 is stored. A used one presented again revokes the task.
+ */
+export const refreshTokens = sqliteTable(
+  'refresh_tokens',
+  {
+    tokenHash: text('token_hash').primaryKey(),
+    taskId: text('task_id').notNull(),
+    clientId: text('client_id').notNull(),
+    resource: text('resource').notNull(),
+    scope: text('scope').notNull(),
+    tools: text('tools'),
+    /** RFC 9449 §5: a public client's refresh token is bound to the DPoP key it first used. */
+    dpopJkt: text('dpop_jkt'),
+    createdAt: integer('created_at').notNull(),
+    /** The task's expiry: a refresh token never outlives its task. */
+    expiresAt: integer('expires_at').notNull(),
+    /** Set when it was exchanged for its successor (rotation). */
+    usedAt: integer('used_at'),
+  },
+  (t) => [index('refresh_tokens_task_idx').on(t.taskId), index('refresh_tokens_expires_idx').on(t.expiresAt)],
+)

@@ -1,7 +1,7 @@
 import type { Clock } from '../clock.js'
 import type { Config } from '../config.js'
 import { invalidRequest, OAuthError } from '../errors.js'
-import type { Attestation, AttestationKind } from '../exchange/attestation/kinds.js'
+import { registeredIssuer, type Attestation, type AttestationKind } from '../exchange/attestation/kinds.js'
 import type { Actor } from '../exchange/actor-token.js'
 import { brokerSubject, type Subject } from '../exchange/subject-token.js'
 import { decideExchange } from '../exchange/token-exchange.js'
@@ -95,10 +95,10 @@ export function dryRun(deps: DryRunDeps, policy: Policy, req: DryRunRequest): Dr
     startedAt: now - (req.session_age ?? 0),
     mayAct: undefined,
   }
-  const kind: AttestationKind = req.attestation?.kind ?? attestationKinds(deps.config)(workload.attestation.issuer)
+  const kind: AttestationKind = req.attestation?.kind ?? attestationKinds(deps.config)(registeredIssuer(workload))
   const actor: Actor = {
     workload,
-    attestation: { kind, issuer: req.attestation?.issuer ?? workload.attestation.issuer, ...req.attestation, subject: req.attestation?.subject ?? workload.attestation.subject ?? '' } as Attestation,
+    attestation: { kind, issuer: req.attestation?.issuer ?? registeredIssuer(workload), ...req.attestation, subject: req.attestation?.subject ?? workload.attestation?.subject ?? '' } as Attestation,
     exp: req.attestation_exp ?? now + FAR,
     act: undefined,
   }

@@ -38,6 +38,8 @@ export interface TaskView {
   user: string
   sub_id: SubjectId
   workload: string
+  /** The OAuth client the user consented to, for a task opened in the browser. */
+  client_id?: string
   sid?: string
   /** RFC 7638 thumbprint of the DPoP key the task is bound to, when it was opened with a proof. */
   dpop_jkt?: string
@@ -79,6 +81,7 @@ export function viewTask(row: TaskRow, now: number): TaskView {
     user: row.userSub,
     sub_id: { format: 'iss_sub', iss: row.subjectIssuer, sub: row.userSub },
     workload: row.workloadId,
+    ...(row.clientId !== null ? { client_id: row.clientId } : {}),
     ...(row.sid ? { sid: row.sid } : {}),
     ...(row.dpopJkt ? { dpop_jkt: row.dpopJkt } : {}),
     created_at: row.createdAt,
@@ -108,6 +111,8 @@ export interface TaskRequest {
    * UUIDv7. Never taken from a request body (the body schemas are strict).
    */
   id?: string | undefined
+  /** The OAuth client a consent opens the task for (its metadata document URL); never from a request body. */
+  clientId?: string | undefined
 }
 
 /** The least of the task's own `max_tokens` and its resources' `maxTokensPerTask`; null when none is set. */
@@ -214,6 +219,7 @@ export function planTask(deps: TaskDeps, subject: Subject, actor: Pick<Actor, 'w
     // The session is recorded where the user opened the task; its sub-tasks read it from there.
     sessionStartedAt: parent ? null : subject.startedAt,
     sessionExpiresAt: parent ? null : subject.exp,
+    clientId: req.clientId ?? null,
   }
   const decidedBy = { policyVersion: deps.policy.version, policies: policies.size > 0 ? [...policies].sort().join(' ') : null }
   return { row, reason: reasons.join('; ') + (approvalRequired ? '; approval required' : ''), decidedBy }

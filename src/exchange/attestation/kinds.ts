@@ -12,7 +12,19 @@ export class AttestationError extends Error {
   }
 }
 
-export type AttestationKind = 'spiffe' | 'oidc' | 'kubernetes' | 'github'
+/**
+ * How a workload proved itself. `oauth_client`: a public OAuth client (an MCP client) known by its
+ * Client ID Metadata Document, whose user consented in the browser (docs/any-mcp-client.md).
+ */
+export type AttestationKind = 'spiffe' | 'oidc' | 'kubernetes' | 'github' | 'oauth_client'
+
+/** The issuer an OAuth client workload is registered under (it has no attestation issuer). */
+export const OAUTH_CLIENT_ISSUER = 'urn:taskpass:oauth-client'
+
+/** The issuer a workload is registered under: its attestation's, or {@link OAUTH_CLIENT_ISSUER}. */
+export function registeredIssuer(workload: { attestation?: { issuer: string } | undefined }): string {
+  return workload.attestation?.issuer ?? OAUTH_CLIENT_ISSUER
+}
 
 /** JWT-SVID §3: the only algorithms; validators "MUST reject" any other. */
 export const JWT_SVID_ALGS: readonly string[] = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512']
@@ -29,6 +41,7 @@ export const KIND_NAMES: Record<AttestationKind, string> = {
   oidc: 'workload token',
   kubernetes: 'Kubernetes service-account token',
   github: 'GitHub Actions token',
+  oauth_client: 'OAuth client',
 }
 
 /**
