@@ -8,11 +8,13 @@ CREATE TABLE `authorization_codes` (
 	`scope` text NOT NULL,
 	`tools` text,
 	`dpop_jkt` text,
+	`refresh` integer NOT NULL,
 	`created_at` integer NOT NULL,
 	`expires_at` integer NOT NULL,
 	`used_at` integer
 );
 --> statement-breakpoint
+CREATE INDEX `authorization_codes_task_idx` ON `authorization_codes` (`task_id`);--> statement-breakpoint
 CREATE INDEX `authorization_codes_expires_idx` ON `authorization_codes` (`expires_at`);--> statement-breakpoint
 CREATE TABLE `refresh_tokens` (
 	`token_hash` text PRIMARY KEY NOT NULL,

@@ -8,6 +8,8 @@ import { bodyLimit } from './http/middleware.js'
 import { createLimiter, rateLimitByIp } from './http/rate-limit.js'
 import { adminRoutes } from './routes/admin.js'
 import { authzenRoutes } from './routes/authzen.js'
+import { authorizeRoutes } from './routes/authorize.js'
+import { authorizationCodeFlowEnabled } from './authorize/request.js'
 import { healthRoutes, metricsRoutes } from './routes/health.js'
 import { introspectionRoutes } from './routes/introspect.js'
 import { revocationRoutes } from './routes/revocations.js'
@@ -30,6 +32,8 @@ export function createApp(deps: Deps) {
   app.route('/', taskRoutes(deps))
   app.route('/', revocationRoutes(deps))
   app.route('/', adminRoutes(deps))
+  // The browser flow first: its /authorize replaces the well-known routes' placeholder.
+  if (authorizationCodeFlowEnabled(deps.config)) app.route('/', authorizeRoutes(deps))
   app.route('/', wellKnownRoutes(deps))
   app.route('/', healthRoutes(deps, metrics))
 

@@ -20,6 +20,9 @@ import { createPolicyEngine, type PolicyEngine } from './policy/engine.js'
 import { openDatabase, type Database_ } from './store/db.js'
 import { createStores, type Stores } from './store/stores.js'
 import { createOwnTokenVerifier, type OwnTokenVerifier } from './tokens/own-token.js'
+import { createSealer, type Sealer } from './authorize/seal.js'
+import { createClientMetadataResolver, type ClientMetadataResolver } from './clients/metadata-document.js'
+import { createOidcLogin, type OidcLogin } from './login/oidc.js'
 
 /** Everything the app needs, built once in {@link createBroker}; each test builds its own. */
 export interface Deps {
@@ -49,6 +52,12 @@ export interface Deps {
   metrics: Metrics
   /** Requests held until a task's approval is decided (GET /tasks/{id}?wait=); released when the database closes. */
   approvals: ApprovalWaiters
+  /** State the browser carries through the authorization-code flow, sealed under keys derived from the KEK. */
+  sealer: Sealer
+  /** Client ID Metadata Documents of OAuth clients (fetched, validated, cached). */
+  clientMetadata: ClientMetadataResolver
+  /** Sign-in at upstream OIDC IdPs (the broker as relying party). */
+  oidcLogin: OidcLogin
 }
 
 /** argon2id (the library default algorithm; left unset on purpose, see README). */
@@ -64,7 +73,7 @@ export const argon2Hasher: Hasher = {
 }
 
 /** The one wiring point: config → database (migrated) → keys → verifiers → deps. */
-export async function createBroker(opts: { config: Config; clock: Clock; logger: Logger; kek: Uint8Array; hasher?: Hasher }): Promise<Deps> {
+export async function createBroker(opts: { config: Config; clock: Clock; logger: Logger; kek: Uint8Array; hasher?: Hasher; clientMetadata?: ClientMetadataResolver }): Promise<Deps> {
   const { config, clock, logger } = opts
   const database = openDatabase(config.database)
   const stores = createStores(database)
@@ -124,6 +133,9 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
   }
   return {
     approvals,
+    sealer: createSealer(opts.kek, clock),
+    clientMetadata: opts.clientMetadata ?? createClientMetadataResolver({ options: config.authorization.clientMetadata, clock }),
+    oidcLogin: createOidcLogin({ clock, timeout: config.remoteJwks.timeout }),
     config,
     clock,
     logger,

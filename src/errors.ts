@@ -10,6 +10,9 @@ export type OAuthErrorCode =
   | 'unauthorized_client'
   | 'unsupported_grant_type'
   | 'unsupported_response_type'
+  | 'access_denied'
+  | 'request_not_supported'
+  | 'request_uri_not_supported'
   | 'invalid_scope'
   | 'invalid_target'
   | 'invalid_token'
@@ -79,6 +82,8 @@ export const invalidClient = (detail: string, challenge: string | null = 'Basic 
     : new OAuthError('invalid_client', 401, 'client authentication failed', detail, { 'WWW-Authenticate': challenge })
 
 export const invalidGrant = (description: string, detail?: string) => new OAuthError('invalid_grant', 400, description, detail)
+/** RFC 6749 §4.1.2.1: the user (or the upstream IdP, or the policy) said no. */
+export const accessDenied = (description: string, detail?: string) => new OAuthError('access_denied', 400, description, detail)
 export const unauthorizedClient = (description: string, detail?: string) => new OAuthError('unauthorized_client', 400, description, detail)
 export const invalidScope = (description: string, detail?: string) => new OAuthError('invalid_scope', 400, description, detail)
 export const invalidTarget = (description: string, detail?: string) => new OAuthError('invalid_target', 400, description, detail)

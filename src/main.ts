@@ -59,7 +59,7 @@ async function main() {
   timer.unref()
   const server = await listen(app, config.listen)
   logger.info('taskpass listening', { issuer: config.issuer, address: `${server.address.address}:${server.address.port}`, kid: deps.keys.current().kid })
-  if (dev) logger.info('dev mode: mint a user session and a workload SVID with `npm run cli -- dev-tokens`')
+  if (dev) logger.info('dev mode: mint a user session and a workload SVID with `npm run cli -- dev-tokens`; sign in to the dev pages with the password it prints', { account: `${config.issuer}/account` })
   const metricsServer = config.metrics.listen ? await listen(createMetricsApp(deps), config.metrics.listen) : undefined
   if (metricsServer) logger.info('metrics listening (no credential)', { address: `${metricsServer.address.address}:${metricsServer.address.port}` })
   const stop = () => {

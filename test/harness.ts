@@ -13,6 +13,7 @@ import { argon2Hasher, createBroker, onServerStart, type Deps } from '../src/bro
 import { createFixedClock, type Clock, type FixedClock } from '../src/clock.js'
 import { parseConfig, type ConfigInput } from '../src/config.js'
 import type { Logger } from '../src/logger.js'
+import type { ClientMetadataResolver } from '../src/clients/metadata-document.js'
 
 export const T0 = 1_800_000_000
 export const ISSUER = 'http://127.0.0.1:8787'
@@ -155,13 +156,13 @@ export function recordingLogger(into: LogEntry[], access?: LogEntry[]): Logger {
   return { info: log('info'), warn: log('warn'), error: log('error') }
 }
 
-export async function createTestBroker(opts: { clock?: Clock & Partial<FixedClock>; issuer?: string; config?: (c: ConfigInput) => ConfigInput; logger?: Logger } = {}): Promise<TestBroker> {
+export async function createTestBroker(opts: { clock?: Clock & Partial<FixedClock>; issuer?: string; config?: (c: ConfigInput) => ConfigInput; logger?: Logger; clientMetadata?: ClientMetadataResolver } = {}): Promise<TestBroker> {
   const keys = await testKeys()
   const clock = (opts.clock ?? createFixedClock(T0)) as FixedClock
   const input = (opts.config ?? ((c) => c))(testConfig(keys, opts.issuer))
   const config = parseConfig(input)
   const logs: LogEntry[] = []
-  const deps = await createBroker({ config, clock, logger: opts.logger ?? recordingLogger(logs), kek: Buffer.from(config.keys.kek!, 'base64url') })
+  const deps = await createBroker({ config, clock, logger: opts.logger ?? recordingLogger(logs), kek: Buffer.from(config.keys.kek!, 'base64url'), ...(opts.clientMetadata ? { clientMetadata: opts.clientMetadata } : {}) })
   // As the server does at start (src/main.ts).
   onServerStart(deps)
   const app = createApp(deps)
@@ -295,14 +296,14 @@ export async function openTask(b: TestBroker, body: unknown, opts: { session?: s
  * A broker on a real 127.0.0.1 port, with `issuer` equal to its URL (RFC 8414 discovery
  * requires it). Uses the system clock unless given one: third-party verifiers read real time.
  */
-export async function startTestServer(opts: { clock?: Clock; config?: (c: ConfigInput) => ConfigInput } = {}): Promise<TestBroker & { url: string; stop(): Promise<void> }> {
+export async function startTestServer(opts: { clock?: Clock; config?: (c: ConfigInput) => ConfigInput; clientMetadata?: ClientMetadataResolver } = {}): Promise<TestBroker & { url: string; stop(): Promise<void> }> {
   let handler: ((r: Request, env: unknown) => Response | Promise<Response>) | undefined
   // The node-server env (the socket) is passed on: the app reads the peer address from it.
   const server = serve({ fetch: (r: Request, env: unknown) => handler!(r, env), hostname: '127.0.0.1', port: 0 })
   await new Promise<void>((resolve) => server.once('listening', () => resolve()))
   const { port } = server.address() as AddressInfo
   const url = `http://127.0.0.1:${port}`
-  const broker = await createTestBroker({ clock: opts.clock ?? systemClockForTests(), issuer: url, ...(opts.config ? { config: opts.config } : {}) })
+  const broker = await createTestBroker({ clock: opts.clock ?? systemClockForTests(), issuer: url, ...(opts.config ? { config: opts.config } : {}), ...(opts.clientMetadata ? { clientMetadata: opts.clientMetadata } : {}) })
   handler = (r, env) => broker.app.fetch(r, env)
   return {
     ...broker,

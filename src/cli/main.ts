@@ -81,6 +81,7 @@ async function main(argv: string[]): Promise<number> {
         `export ACTOR_TOKEN='${svid}'`,
         `# demo resource credential (for /introspect): ${DEV.resourceClientId}:${runtime.dev.resourceSecret}`,
         `# admin API key: ${runtime.dev.adminKey}`,
+        `# dev sign-in page (${issuer}/account, and any MCP client's browser flow): ${DEV.users.join(' or ')}, password ${runtime.dev.userPassword}`,
         `#`,
         `# exchange (sourcing this file only sets the variables; copy the lines below to run it):`,
         `# curl -s ${issuer}/token \\`,

@@ -39,5 +39,5 @@ export function isMetadataDocumentUrl(clientId: string): boolean {
 
 export function createClientMetadataResolver(opts: { options: Config['authorization']['clientMetadata']; clock: Clock }): ClientMetadataResolver {
   void opts
-  throw new Error('not implemented')
+  return { resolve: () => Promise.reject(new Error('not implemented')) }
 }

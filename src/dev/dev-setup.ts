@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from 'jose'
@@ -22,6 +23,10 @@ export const DEV = {
   helperWorkloadId: 'demo-helper',
   helperSpiffeId: 'spiffe://dev.taskpass.local/agent/demo-helper',
   resource: 'http://127.0.0.1:8788/mcp',
+  /** The dev users who may sign in on the dev sign-in page (the authorization-code flow). */
+  users: ['alice', 'bob'],
+  /** The workload every MCP client with an https metadata document is, in dev mode. */
+  clientsWorkloadId: 'mcp-clients',
   resourceClientId: 'demo-mcp',
   scopes: ['notes:read', 'notes:write'],
 } as const
@@ -32,6 +37,8 @@ export interface DevMaterial {
   spiffeKey: JWK
   resourceSecret: string
   adminKey: string
+  /** The dev users' one password on the dev sign-in page. */
+  userPassword: string
 }
 
 async function privateJwk(path: string): Promise<JWK> {
@@ -57,6 +64,7 @@ export async function ensureDevMaterial(dir: string): Promise<DevMaterial> {
     spiffeKey: await privateJwk(join(dir, 'dev-spiffe-bundle.jwk.json')),
     resourceSecret: secretFile(join(dir, 'dev-resource-secret'), 'tps_'),
     adminKey: secretFile(join(dir, 'dev-admin-key'), 'tpa_'),
+    userPassword: secretFile(join(dir, 'dev-user-password'), ''),
   }
 }
 
@@ -70,7 +78,14 @@ export async function devConfig(m: DevMaterial, hasher: Hasher): Promise<ConfigI
   return {
     issuer: DEV.issuer,
     database: join(m.dir, 'taskpass.db'),
-    subjectIssuers: [{ issuer: DEV.userIssuer, jwks: { keys: [publicOf(m.userKey) as Record<string, unknown>] } }],
+    subjectIssuers: [
+      {
+        issuer: DEV.userIssuer,
+        jwks: { keys: [publicOf(m.userKey) as Record<string, unknown>] },
+        // The dev sign-in page (the authorization-code flow): the dev users, one random password.
+        login: { kind: 'dev', users: [...DEV.users], passwordSha256: createHash('sha256').update(m.userPassword).digest('base64url') },
+      },
+    ],
     workloadIssuers: [{ kind: 'spiffe', trustDomain: DEV.trustDomain, jwks: { keys: [{ ...publicOf(m.spiffeKey), use: 'jwt-svid' }] } }],
     workloads: [
       {
@@ -84,7 +99,15 @@ export async function devConfig(m: DevMaterial, hasher: Hasher): Promise<ConfigI
         attestation: { issuer: `spiffe://${DEV.trustDomain}`, subject: DEV.helperSpiffeId },
         grants: [{ resource: DEV.resource, scopes: ['notes:read'] }],
       },
+      {
+        // Any MCP client known by an https Client ID Metadata Document, after a dev user's consent.
+        id: DEV.clientsWorkloadId,
+        oauthClient: { clientId: { glob: 'https://**' } },
+        grants: [{ resource: DEV.resource, scopes: [...DEV.scopes] }],
+      },
     ],
+    // Dev mode runs everything on this machine: metadata documents may be served from loopback.
+    authorization: { clientMetadata: { allowLoopback: true } },
     resources: [{ uri: DEV.resource, scopes: [...DEV.scopes], credential: { clientId: DEV.resourceClientId, secretHash: await hasher.hash(m.resourceSecret) } }],
     admin: { apiKeyHashes: [await hasher.hash(m.adminKey)] },
   }

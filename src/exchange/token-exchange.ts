@@ -248,6 +248,11 @@ export interface TaskTokenRequest {
   now: number
   /** Appended to the allow row's reason (e.g. which ID-JAG the token came from). */
   auditNote?: string | undefined
+  /**
+   * The OAuth client, when the grant is a public client's (authorization code, refresh token): its
+   * metadata document URL is the token's `client_id` and `act.sub` (the workload is the policy's class of it).
+   */
+  clientId?: string | undefined
 }
 
 /**
@@ -296,8 +301,8 @@ export async function mintTaskToken(deps: MintDeps, q: TaskTokenRequest, task: T
     sub: subject.sub,
     sub_id: { format: 'iss_sub', iss: subject.issuer, sub: subject.user },
     aud: resource.uri,
-    client_id: actor.workload.id,
-    act: chain ? delegationAct(actor.workload.id, chain) : actor.act ? { sub: actor.workload.id, act: actor.act } : { sub: actor.workload.id },
+    client_id: q.clientId ?? actor.workload.id,
+    act: q.clientId !== undefined ? { sub: q.clientId } : chain ? delegationAct(actor.workload.id, chain) : actor.act ? { sub: actor.workload.id, act: actor.act } : { sub: actor.workload.id },
     scope: scopes.join(' '),
     task_id: task.id,
     ...(task.parentTaskId !== null ? { parent_task_id: task.parentTaskId } : {}),
@@ -361,7 +366,7 @@ export async function mintTaskToken(deps: MintDeps, q: TaskTokenRequest, task: T
     // Likewise the signing key may have been revoked (a compromise) while we signed: such a token
     // is refused everywhere already, and must not be recorded as a live one.
     if (!deps.keys.publicKey(kid)) throw temporarilyUnavailable(1, `signing key ${kid} was revoked during the exchange`)
-    deps.stores.tokens.insert({ jti, taskId: task.id, sub: claims.sub, workloadId: claims.client_id, aud: claims.aud, scope: claims.scope, iat: now, exp: claims.exp, status: 'active', revokedAt: null, cnfJkt: proof?.jkt ?? null, kid, attestation: actor.attestation ? JSON.stringify(actor.attestation) : null })
+    deps.stores.tokens.insert({ jti, taskId: task.id, sub: claims.sub, workloadId: actor.workload.id, aud: claims.aud, scope: claims.scope, iat: now, exp: claims.exp, status: 'active', revokedAt: null, cnfJkt: proof?.jkt ?? null, kid, attestation: actor.attestation ? JSON.stringify(actor.attestation) : null })
     deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${deciding.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}${q.auditNote ?? ''}`, userSub: subject.sub, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri, ...auditedDecision(deciding) })
   })
   return { access_token: accessToken, issued_token_type: ACCESS_TOKEN_TYPE, token_type: proof ? 'DPoP' : 'Bearer', expires_in: ttl, scope: claims.scope, task_id: task.id, ...(authorizationDetails ? { authorization_details: authorizationDetails } : {}) }

@@ -5,16 +5,23 @@ import { JWT_BEARER_GRANT, redeemJwtBearer } from '../exchange/jwt-bearer.js'
 import { exchangeToken, MULTI_VALUED, TOKEN_EXCHANGE_GRANT, type ExchangeResponse, type GrantRequest } from '../exchange/token-exchange.js'
 import { parseForm, type FormParams } from '../http/form.js'
 import { noStore } from '../http/middleware.js'
+import { authorizationCodeFlowEnabled } from '../authorize/request.js'
+import { AUTHORIZATION_CODE_GRANT, redeemAuthorizationCode, redeemRefreshToken, REFRESH_TOKEN_GRANT, type ClientTokenResponse } from '../authorize/token-grants.js'
 import { identify } from '../http/access-log.js'
 import { remoteAddress } from '../http/rate-limit.js'
 
-type Grant = (deps: Deps, form: FormParams, request: GrantRequest) => Promise<ExchangeResponse>
+type Grant = (deps: Deps, form: FormParams, request: GrantRequest) => Promise<ExchangeResponse | ClientTokenResponse>
 
-/** One handler per grant type, registered by its URN; the jwt-bearer grant only when an enterprise IdP is configured. */
-export function grantHandlers(deps: Pick<Deps, 'idJags'>): Record<string, Grant> {
+/**
+ * One handler per grant type, registered by its name or URN: the jwt-bearer grant only when an
+ * enterprise IdP is configured; authorization_code and refresh_token only when the
+ * authorization-code flow is served (an OAuth client workload and a sign-in are configured).
+ */
+export function grantHandlers(deps: Pick<Deps, 'idJags' | 'config'>): Record<string, Grant> {
   return {
     [TOKEN_EXCHANGE_GRANT]: exchangeToken,
     ...(deps.idJags.enabled ? { [JWT_BEARER_GRANT]: redeemJwtBearer } : {}),
+    ...(authorizationCodeFlowEnabled(deps.config) ? { [AUTHORIZATION_CODE_GRANT]: redeemAuthorizationCode, [REFRESH_TOKEN_GRANT]: redeemRefreshToken } : {}),
   }
 }
 

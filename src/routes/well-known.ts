@@ -5,17 +5,29 @@ import { JWKS_MAX_AGE } from '../keys/keyset.js'
 import { MCP_TOOLS_TYPE } from '../tokens/authorization-details.js'
 import { ID_JAG_GRANT_PROFILE } from '../exchange/jwt-bearer.js'
 import { grantHandlers } from './token.js'
+import { authorizationCodeFlowEnabled } from '../authorize/request.js'
 
 /** RFC 8414 authorization server metadata. `issuer` is the configured base URL, byte for byte. */
 export function authorizationServerMetadata(deps: Pick<Deps, 'config' | 'keys' | 'idJags'>) {
   const { issuer, resources } = deps.config
   const scopes = [...new Set(resources.flatMap((r) => r.scopes))]
+  const browserFlow = authorizationCodeFlowEnabled(deps.config)
   return {
     issuer,
-    // The MCP SDK's metadata schema requires these two; taskpass has no browser flow, so the
-    // endpoint exists only to answer `unsupported_response_type` (README, design notes).
+    // The MCP SDK's metadata schema requires these two. Without an OAuth client workload and a
+    // sign-in configured, /authorize only answers `unsupported_response_type` (README, design notes).
     authorization_endpoint: `${issuer}/authorize`,
     response_types_supported: ['code'],
+    ...(browserFlow
+      ? {
+          // OAuth 2.1 §4.1.1 / MCP: PKCE with S256 only; RFC 9207 `iss` on every authorization response;
+          // clients are known by their Client ID Metadata Documents (no registration endpoint).
+          code_challenge_methods_supported: ['S256'],
+          response_modes_supported: ['query'],
+          authorization_response_iss_parameter_supported: true,
+          client_id_metadata_document_supported: true,
+        }
+      : {}),
     token_endpoint: `${issuer}/token`,
     jwks_uri: `${issuer}/.well-known/jwks.json`,
     // The grants /token serves: token exchange, and the jwt-bearer grant once an enterprise IdP is configured.
@@ -64,6 +76,6 @@ export function wellKnownRoutes(deps: Deps) {
       return c.json(deps.keys.jwks(), 200, { 'Content-Type': 'application/jwk-set+json' })
     })
     .get('/authorize', () => {
-      throw new OAuthError('unsupported_response_type', 400, 'taskpass issues tokens only at the token endpoint (token exchange, or an enterprise IdP\'s ID-JAG)')
+      throw new OAuthError('unsupported_response_type', 400, 'this broker has no OAuth client workload and sign-in configured: it issues tokens only at the token endpoint (token exchange, or an enterprise IdP\'s ID-JAG)')
     })
 }

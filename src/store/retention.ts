@@ -3,15 +3,18 @@ import type { Config } from '../config.js'
 import type { Stores } from './stores.js'
 
 /**
- * What the broker forgets, and when (README "Retention"): expired token rows and feed events once
+ * What the broker forgets, and when (README "Retention"): expired token rows, authorization codes and refresh tokens and feed events once
  * no verifier can still accept what they are about, revoked sessions once their subject tokens
  * have expired, and the evidence — audit rows and tasks — only after its configured retention.
  * Nothing younger than its retention is ever deleted.
  */
-export function pruneStore(stores: Stores, config: Pick<Config, 'clockSkew' | 'retention'>, now: number): { tokens: number; revocations: number; sessions: number; audit: number; tasks: number } {
+export function pruneStore(stores: Stores, config: Pick<Config, 'clockSkew' | 'retention'>, now: number): { tokens: number; codes: number; refreshTokens: number; revocations: number; sessions: number; audit: number; tasks: number } {
   const horizon = now - config.clockSkew
   return {
     tokens: stores.tokens.pruneExpired(horizon),
+    // A used code is kept until it expires: presented again before then, it revokes its task.
+    codes: stores.authorizationCodes.pruneExpired(horizon),
+    refreshTokens: stores.refreshTokens.pruneExpired(horizon),
     // Kept past `until` for the longest leeway a verifier may use, not only our clock skew.
     revocations: stores.revocations.pruneBefore(revocationPruneHorizon(now, config.clockSkew)),
     sessions: stores.sessions.pruneBefore(horizon),

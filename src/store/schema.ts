@@ -203,11 +203,13 @@ export const authorizationCodes = sqliteTable(
     tools: text('tools'),
     /** RFC 9449 §10: the code is redeemed only with a DPoP proof by this key. */
     dpopJkt: text('dpop_jkt'),
+    /** Whether the code's client gets a refresh token with it (its workload allows, its metadata asks). */
+    refresh: integer('refresh', { mode: 'boolean' }).notNull(),
     createdAt: integer('created_at').notNull(),
     expiresAt: integer('expires_at').notNull(),
     usedAt: integer('used_at'),
   },
-  (t) => [index('authorization_codes_expires_idx').on(t.expiresAt)],
+  (t) => [index('authorization_codes_task_idx').on(t.taskId), index('authorization_codes_expires_idx').on(t.expiresAt)],
 )
 
 /**

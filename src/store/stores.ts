@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { and, asc, desc, eq, gt, gte, inArray, isNull, lt, lte, not, or, sql } from 'drizzle-orm'
 import type { Database_ } from './db.js'
 import { auditHash, verifyChain, type ChainReport } from './audit-chain.js'
-import { auditEvents, brokerMeta, policySets, revocationEvents, revokedSessions, tasks, tokens } from './schema.js'
+import { auditEvents, authorizationCodes, brokerMeta, policySets, refreshTokens, revocationEvents, revokedSessions, tasks, tokens } from './schema.js'
 
 export type TaskRow = typeof tasks.$inferSelect
 export type TokenRow = typeof tokens.$inferSelect
@@ -15,6 +15,8 @@ export type NewRevocationEvent = Pick<RevocationEventRow, 'at' | 'kind' | 'relev
 }
 export type TaskStatus = TaskRow['status']
 export type PolicySetRow = typeof policySets.$inferSelect
+export type AuthorizationCodeRow = typeof authorizationCodes.$inferSelect
+export type RefreshTokenRow = typeof refreshTokens.$inferSelect
 
 /** `broker_meta` name of the audit chain's anchor: the hash of the last row retention removed. */
 const AUDIT_ANCHOR = 'audit_chain_anchor'
@@ -76,6 +78,24 @@ export interface Stores {
       user?: { issuer: string; sub: string } | undefined
       limit: number
     }): TaskRow[]
+  }
+  /** Authorization codes (RFC 6749 §4.1.2), by the SHA-256 of the code. */
+  authorizationCodes: {
+    insert(row: AuthorizationCodeRow): void
+    get(codeHash: string): AuthorizationCodeRow | undefined
+    /** Marks the code used at `at`, if it was not: false when it had been (a replay). */
+    use(codeHash: string, at: number): boolean
+    /** How many codes of the task are on record (one consent issues one). */
+    countOfTask(taskId: string): number
+    pruneExpired(before: number): number
+  }
+  /** Task-bound refresh tokens, by the SHA-256 of the token. */
+  refreshTokens: {
+    insert(row: RefreshTokenRow): void
+    get(tokenHash: string): RefreshTokenRow | undefined
+    /** Marks the token used (rotated) at `at`, if it was not: false when it had been (a reuse). */
+    use(tokenHash: string, at: number): boolean
+    pruneExpired(before: number): number
   }
   tokens: {
     get(jti: string): TokenRow | undefined
@@ -184,7 +204,7 @@ export function createStores(database: Database_): Stores {
     id: p('id'), userSub: p('userSub'), subjectIssuer: p('subjectIssuer'), sid: p('sid'), workloadId: p('workloadId'), purpose: p('purpose'),
     resources: p('resources'), status: p('status'), dpopJkt: p('dpopJkt'), createdAt: p('createdAt'), expiresAt: p('expiresAt'), endedAt: p('endedAt'), endReason: p('endReason'),
     tokensMinted: p('tokensMinted'), approvalExpiresAt: p('approvalExpiresAt'), userClaims: p('userClaims'), maxTokens: p('maxTokens'),
-    parentTaskId: p('parentTaskId'), depth: p('depth'), rootTaskId: p('rootTaskId'), sessionStartedAt: p('sessionStartedAt'), sessionExpiresAt: p('sessionExpiresAt'),
+    parentTaskId: p('parentTaskId'), depth: p('depth'), rootTaskId: p('rootTaskId'), sessionStartedAt: p('sessionStartedAt'), sessionExpiresAt: p('sessionExpiresAt'), clientId: p('clientId'),
   }).prepare()
   const openInTree = db
     .select({ n: sql<number>`count(*)` })
@@ -238,6 +258,23 @@ export function createStores(database: Database_): Stores {
     .orderBy(desc(tasks.createdAt))
     .limit(p('limit'))
     .prepare()
+
+  const insertCode = db.insert(authorizationCodes).values({
+    codeHash: p('codeHash'), taskId: p('taskId'), clientId: p('clientId'), redirectUri: p('redirectUri'), codeChallenge: p('codeChallenge'), resource: p('resource'),
+    scope: p('scope'), tools: p('tools'), dpopJkt: p('dpopJkt'), refresh: p('refresh'), createdAt: p('createdAt'), expiresAt: p('expiresAt'), usedAt: p('usedAt'),
+  }).prepare()
+  const getCode = db.select().from(authorizationCodes).where(eq(authorizationCodes.codeHash, p('hash'))).prepare()
+  // One conditional update: of two concurrent redemptions only one finds the code unused.
+  const useCode = db.update(authorizationCodes).set({ usedAt: sql`${p('at')}` }).where(and(eq(authorizationCodes.codeHash, p('hash')), isNull(authorizationCodes.usedAt))).prepare()
+  const codesOfTask = db.select({ n: sql<number>`count(*)` }).from(authorizationCodes).where(eq(authorizationCodes.taskId, p('taskId'))).prepare()
+  const pruneCodes = db.delete(authorizationCodes).where(lt(authorizationCodes.expiresAt, p('before'))).prepare()
+  const insertRefresh = db.insert(refreshTokens).values({
+    tokenHash: p('tokenHash'), taskId: p('taskId'), clientId: p('clientId'), resource: p('resource'), scope: p('scope'), tools: p('tools'), dpopJkt: p('dpopJkt'),
+    createdAt: p('createdAt'), expiresAt: p('expiresAt'), usedAt: p('usedAt'),
+  }).prepare()
+  const getRefresh = db.select().from(refreshTokens).where(eq(refreshTokens.tokenHash, p('hash'))).prepare()
+  const useRefresh = db.update(refreshTokens).set({ usedAt: sql`${p('at')}` }).where(and(eq(refreshTokens.tokenHash, p('hash')), isNull(refreshTokens.usedAt))).prepare()
+  const pruneRefresh = db.delete(refreshTokens).where(lt(refreshTokens.expiresAt, p('before'))).prepare()
 
   const getToken = db.select().from(tokens).where(eq(tokens.jti, p('jti'))).prepare()
   const insertToken = db.insert(tokens).values({
@@ -429,6 +466,19 @@ export function createStores(database: Database_): Stores {
           .orderBy(desc(tasks.createdAt), desc(tasks.id))
           .limit(limit)
           .all(),
+    },
+    authorizationCodes: {
+      insert: (row) => void insertCode.run(row),
+      get: (hash) => getCode.get({ hash }),
+      use: (hash, at) => useCode.run({ hash, at }).changes === 1,
+      countOfTask: (taskId) => codesOfTask.get({ taskId })?.n ?? 0,
+      pruneExpired: (before) => pruneCodes.run({ before }).changes,
+    },
+    refreshTokens: {
+      insert: (row) => void insertRefresh.run(row),
+      get: (hash) => getRefresh.get({ hash }),
+      use: (hash, at) => useRefresh.run({ hash, at }).changes === 1,
+      pruneExpired: (before) => pruneRefresh.run({ before }).changes,
     },
     tokens: {
       get: (jti) => getToken.get({ jti }),

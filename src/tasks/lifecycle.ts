@@ -25,6 +25,8 @@ export type Caller =
   | { kind: 'user'; subject: Subject }
   | { kind: 'workload'; actor: Actor }
   | { kind: 'admin'; id: string }
+  /** The broker itself, ending a task on evidence of an attack (e.g. an authorization code presented twice). */
+  | { kind: 'broker'; why: string }
 
 export type TaskState = TaskRow['status'] | 'expired'
 
@@ -287,6 +289,7 @@ export function auditTaskOpenDenied(deps: Pick<TaskDeps, 'stores' | 'clock'>, e:
 export function canSee(row: TaskRow, caller: Caller): boolean {
   switch (caller.kind) {
     case 'admin':
+    case 'broker':
       return true
     case 'workload':
       return row.workloadId === caller.actor.workload.id
@@ -319,11 +322,13 @@ function delegatedBy(deps: Pick<TaskDeps, 'stores'>, row: TaskRow, caller: Calle
   return false
 }
 
-/** How audit rows and end reasons name a caller: `user:<sub>`, `workload:<id>`, `admin:<id>`. */
+/** How audit rows and end reasons name a caller: `user:<sub>`, `workload:<id>`, `admin:<id>`, `broker (<why>)`. */
 export function callerName(caller: Caller): string {
   switch (caller.kind) {
     case 'admin':
       return `admin:${caller.id}`
+    case 'broker':
+      return `broker (${caller.why})`
     case 'workload':
       return `workload:${caller.actor.workload.id}`
     case 'user':

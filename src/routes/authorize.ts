@@ -1,0 +1,312 @@
+import { timingSafeEqual } from 'node:crypto'
+import { Hono, type Context } from 'hono'
+import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
+import type { Deps } from '../broker.js'
+import type { SubjectIssuerConfig } from '../config.js'
+import { accessDenied, OAuthError } from '../errors.js'
+import { checkAnswer, consentTtls, issueCode, openConsentedTask, secretHash, type BrowserUser } from '../authorize/consent.js'
+import { errorRedirect, identifyClient, parseAuthorizationRequest, RedirectableError, type AuthorizationRequest } from '../authorize/request.js'
+import { brokerSubject } from '../exchange/subject-token.js'
+import type { OidcLoginState } from '../login/oidc.js'
+import { checkCsrf, csrfToken, pageResponse } from '../http/pages.js'
+import { remoteAddress } from '../http/rate-limit.js'
+import { randomSecret, uuidv7 } from '../ids.js'
+import { ConsentPage } from '../pages/consent.js'
+import { ErrorPage } from '../pages/error.js'
+import { LoginPage } from '../pages/login.js'
+import { MyTasksPage } from '../pages/my-tasks.js'
+import { PendingPage } from '../pages/pending.js'
+import type { TaskRowProps } from '../pages/props.js'
+import { endTask, taskResources, taskState } from '../tasks/lifecycle.js'
+
+/**
+ * The browser side of the authorization-code flow (docs/any-mcp-client.md): /authorize, sign-in
+ * (the dev page or an upstream OIDC IdP), the consent page that opens a task, the wait for an
+ * approval, and the user's own page. Pages are server-rendered, CSRF-protected and served with a
+ * strict CSP; no code or token is ever logged (the access log records route patterns only).
+ */
+
+/** Cookie names: `__Host-` (Secure, Path=/, no Domain) whenever the broker is served over https. */
+function cookieNames(issuer: string) {
+  const secure = issuer.startsWith('https:')
+  const name = (n: string) => (secure ? `__Host-taskpass-${n}` : `taskpass-${n}`)
+  return { secure, browser: name('browser'), login: name('login'), oidc: name('oidc') }
+}
+
+interface LoginPayload {
+  iss: string
+  sub: string
+  sid: string
+  claims: Record<string, string>
+  auth_time: number
+}
+
+interface WaitPayload {
+  request: string
+  task: string
+}
+
+/** A page-level refusal: rendered for the user (never redirected to a client). */
+function refusal(status: number, message: string): OAuthError {
+  return new OAuthError('invalid_request', status, message)
+}
+
+export function authorizeRoutes(deps: Deps) {
+  const { config, sealer } = deps
+  const names = cookieNames(config.issuer)
+  const csrfKey = sealer.key('csrf')
+  const cookieOptions = { path: '/', httpOnly: true, sameSite: 'Lax' as const, secure: names.secure }
+  const loginIssuers = config.subjectIssuers.filter((si) => si.login !== undefined)
+
+  /** The browser's id (a random cookie), set when missing: every CSRF token is bound to it. */
+  function browserId(c: Context): string {
+    const existing = getCookie(c, names.browser)
+    if (existing && /^[A-Za-z0-9_-]{22,64}$/.test(existing)) return existing
+    const id = randomSecret(16)
+    setCookie(c, names.browser, id, cookieOptions)
+    return id
+  }
+  const csrfFor = (c: Context) => csrfToken(csrfKey, browserId(c))
+  function requireCsrf(c: Context, sent: string | undefined): void {
+    const bid = getCookie(c, names.browser)
+    if (!bid || !checkCsrf(csrfKey, bid, sent)) throw refusal(403, 'the form has expired or did not come from this site: go back and try again')
+  }
+
+  async function signedIn(c: Context): Promise<BrowserUser | undefined> {
+    const p = await sealer.open<LoginPayload & { exp: number }>('login', getCookie(c, names.login))
+    if (!p) return undefined
+    // A sign-in whose session an admin revoked counts no more.
+    if (deps.stores.sessions.isRevoked(p.iss, p.sid)) return undefined
+    if (!loginIssuers.some((si) => si.issuer === p.iss)) return undefined
+    return { issuer: p.iss, user: p.sub, sid: p.sid, claims: p.claims, authTime: p.auth_time }
+  }
+
+  async function signIn(c: Context, user: BrowserUser): Promise<void> {
+    const sealed = await sealer.seal('login', { iss: user.issuer, sub: user.user, sid: user.sid, claims: user.claims, auth_time: user.authTime }, config.authorization.loginTtl)
+    setCookie(c, names.login, sealed, { ...cookieOptions, maxAge: config.authorization.loginTtl })
+  }
+
+  const openRequest = async (sealed: string | undefined) => {
+    const req = await sealer.open<{ req: AuthorizationRequest }>('authorize-request', sealed)
+    if (!req) throw refusal(400, 'this sign-in request has expired: start again from your application')
+    return req.req
+  }
+
+  function loginPage(c: Context, request: string | undefined, clientName: string | undefined, error?: string, status = 200) {
+    const dev = loginIssuers.find((si) => si.login?.kind === 'dev')
+    const idps = loginIssuers.filter((si) => si.login?.kind === 'oidc').map((si) => ({ name: (si.login as { name?: string }).name ?? new URL(si.issuer).host, href: `/authorize/idp?${new URLSearchParams({ issuer: si.issuer, ...(request ? { request } : {}) })}` }))
+    return pageResponse(c, LoginPage({ action: '/authorize/login', hidden: request ? [{ name: 'request', value: request }] : [], csrf: csrfFor(c), dev: dev ? { issuerName: new URL(dev.issuer).host } : undefined, idps, error, clientName }), { status })
+  }
+
+  async function consentPage(c: Context, sealed: string, req: AuthorizationRequest, user: BrowserUser) {
+    const redirect = new URL(req.redirectUri)
+    const ttls = consentTtls(config)
+    return pageResponse(
+      c,
+      ConsentPage({
+        action: '/authorize/consent',
+        hidden: [{ name: 'request', value: sealed }],
+        csrf: csrfFor(c),
+        user: user.user,
+        client: { name: req.clientName, id: req.clientId, idHost: new URL(req.clientId).host, redirectUri: req.redirectUri, redirectHost: redirect.host, localhostOnly: ['127.0.0.1', 'localhost', '[::1]'].includes(redirect.hostname) },
+        resource: req.resource,
+        scopes: req.scopes,
+        tools: req.tools ?? [],
+        ttls,
+        purpose: `Use ${req.resource} with ${req.clientName}`.slice(0, 200),
+      }),
+      // Chrome applies form-action to the redirect that answers the form: the client's origin.
+      { formActions: [redirect.origin] },
+    )
+  }
+
+  /** Renders a refusal for the user, or sends it back to the client when its redirect URI is known good. */
+  function answerError(c: Context, e: unknown) {
+    if (e instanceof RedirectableError) return c.redirect(errorRedirect(e, config.issuer), 303)
+    if (e instanceof OAuthError) {
+      if (e.status >= 500 || e.code === 'invalid_client') deps.logger.info('authorization request refused', { code: e.code, detail: e.detail.slice(0, 512) })
+      return pageResponse(c, ErrorPage({ status: e.status, title: e.code === 'invalid_client' || e.code === 'unauthorized_client' ? 'This application cannot sign in here' : 'This request cannot go on', message: e.description }), { status: e.status })
+    }
+    throw e
+  }
+
+  async function form(c: Context): Promise<URLSearchParams> {
+    if (c.req.header('content-type')?.split(';')[0]?.trim().toLowerCase() !== 'application/x-www-form-urlencoded') throw refusal(400, 'unexpected form encoding')
+    return new URLSearchParams(await c.req.text())
+  }
+
+  /** After sign-in: where the browser goes next (back to the consent, or the user's page). */
+  const afterSignIn = (request: string | undefined) => (request ? `/authorize/consent?${new URLSearchParams({ request })}` : '/account')
+
+  /** Issues the code of an active task, or answers how the wait for its approval stands. */
+  async function answerTask(c: Context, req: AuthorizationRequest, sealedRequest: string, taskId: string) {
+    const task = deps.stores.tasks.get(taskId)
+    const state = task ? taskState(task, deps.clock.now()) : 'revoked'
+    if (task && state === 'active') {
+      // One code per consent: a wait page reloaded after the approval does not mint a second.
+      if (deps.stores.authorizationCodes.countOfTask(taskId) > 0) throw refusal(409, 'this consent has already been answered: go back to your application')
+      return c.redirect(issueCode(deps, req, task), 303)
+    }
+    if (task && state === 'pending_approval') {
+      const wait = await sealer.seal('approval-wait', { request: sealedRequest, task: taskId }, config.authorization.requestTtl)
+      return pageResponse(c, PendingPage({ clientName: req.clientName, purpose: task.purpose, refreshUrl: `/authorize/pending?${new URLSearchParams({ wait })}`, expiresAt: task.approvalExpiresAt ?? task.expiresAt, now: deps.clock.now() }))
+    }
+    throw new RedirectableError(accessDenied(state === 'denied' ? 'the request was not approved' : 'the request was not approved in time', `task ${taskId} is ${state}`), req.redirectUri, req.state)
+  }
+
+  return new Hono()
+    .get('/authorize', async (c) => {
+      try {
+        const params = new URL(c.req.url).searchParams
+        const identified = await identifyClient(deps, params)
+        const req = parseAuthorizationRequest(config, identified, params)
+        const sealed = await sealer.seal('authorize-request', { req }, config.authorization.requestTtl)
+        const user = await signedIn(c)
+        return user ? await consentPage(c, sealed, req, user) : loginPage(c, sealed, req.clientName)
+      } catch (e) {
+        return answerError(c, e)
+      }
+    })
+    .get('/authorize/consent', async (c) => {
+      try {
+        const sealed = c.req.query('request')
+        const req = await openRequest(sealed)
+        const user = await signedIn(c)
+        return user ? await consentPage(c, sealed!, req, user) : loginPage(c, sealed, req.clientName)
+      } catch (e) {
+        return answerError(c, e)
+      }
+    })
+    .post('/authorize/login', async (c) => {
+      try {
+        const f = await form(c)
+        requireCsrf(c, f.get('csrf') ?? undefined)
+        const request = f.get('request') || undefined
+        const clientName = request ? (await openRequest(request)).clientName : undefined
+        const dev = loginIssuers.find((si) => si.login?.kind === 'dev')
+        if (!dev || dev.login?.kind !== 'dev') throw refusal(404, 'there is no password sign-in here')
+        const user = f.get('user') ?? ''
+        const password = f.get('password') ?? ''
+        const good = dev.login.users.includes(user) && password.length <= 256 && timingSafeEqual(Buffer.from(secretHash(password)), Buffer.from(dev.login.passwordSha256))
+        if (!good) return loginPage(c, request, clientName, 'Wrong user or password.', 401)
+        await signIn(c, { issuer: dev.issuer, user, sid: uuidv7(deps.clock), claims: {}, authTime: deps.clock.now() })
+        return c.redirect(afterSignIn(request), 303)
+      } catch (e) {
+        return answerError(c, e)
+      }
+    })
+    .get('/authorize/idp', async (c) => {
+      try {
+        const issuer = loginIssuers.find((si) => si.issuer === c.req.query('issuer') && si.login?.kind === 'oidc')
+        if (!issuer) throw refusal(404, 'unknown sign-in provider')
+        const request = c.req.query('request') || undefined
+        if (request) await openRequest(request)
+        const { url, state } = await deps.oidcLogin.begin(issuer, `${config.issuer}/authorize/callback`)
+        const sealed = await sealer.seal('oidc-state', { state, request }, config.authorization.requestTtl)
+        setCookie(c, names.oidc, sealed, { ...cookieOptions, maxAge: config.authorization.requestTtl })
+        return c.redirect(url, 302)
+      } catch (e) {
+        return answerError(c, e)
+      }
+    })
+    .get('/authorize/callback', async (c) => {
+      try {
+        const kept = await sealer.open<{ state: OidcLoginState; request?: string }>('oidc-state', getCookie(c, names.oidc))
+        if (!kept) throw refusal(400, 'this sign-in has expired: start again from your application')
+        deleteCookie(c, names.oidc, cookieOptions)
+        const issuer = loginIssuers.find((si) => si.issuer === kept.state.issuer && si.login?.kind === 'oidc') as SubjectIssuerConfig | undefined
+        if (!issuer) throw refusal(400, 'unknown sign-in provider')
+        const identity = await deps.oidcLogin.complete(issuer, `${config.issuer}/authorize/callback`, kept.state, new URL(c.req.url))
+        await signIn(c, { issuer: identity.issuer, user: identity.user, sid: identity.sid ?? uuidv7(deps.clock), claims: identity.claims, authTime: identity.authTime })
+        return c.redirect(afterSignIn(kept.request), 303)
+      } catch (e) {
+        return answerError(c, e)
+      }
+    })
+    .post('/authorize/consent', async (c) => {
+      try {
+        const f = await form(c)
+        requireCsrf(c, f.get('csrf') ?? undefined)
+        const sealed = f.get('request') ?? undefined
+        const req = await openRequest(sealed)
+        const user = await signedIn(c)
+        if (!user) return loginPage(c, sealed, req.clientName, 'Your sign-in has expired: sign in again.', 401)
+        if (f.get('decision') !== 'allow') throw new RedirectableError(accessDenied('the user declined'), req.redirectUri, req.state)
+        const ttl = Number(f.get('ttl'))
+        let answer
+        try {
+          answer = checkAnswer(config, req, { scopes: f.getAll('scope'), tools: req.tools === undefined ? undefined : f.getAll('tool'), ttl, purpose: f.get('purpose') ?? '' })
+        } catch (e) {
+          if (e instanceof OAuthError && e.code === 'access_denied') throw new RedirectableError(e, req.redirectUri, req.state)
+          throw e
+        }
+        const task = openConsentedTask(deps, req, user, answer, { callerAddress: remoteAddress(c) })
+        return await answerTask(c, req, sealed!, task.id)
+      } catch (e) {
+        return answerError(c, e)
+      }
+    })
+    .get('/authorize/pending', async (c) => {
+      try {
+        const wait = await sealer.open<WaitPayload & { exp: number }>('approval-wait', c.req.query('wait'))
+        if (!wait) throw refusal(400, 'this wait has expired: start again from your application')
+        const req = await openRequest(wait.request)
+        const user = await signedIn(c)
+        const task = deps.stores.tasks.get(wait.task)
+        // Only the user who consented follows their task's approval.
+        if (!user || !task || task.subjectIssuer !== user.issuer || task.userSub !== user.user) throw refusal(403, 'sign in as the user who asked')
+        return await answerTask(c, req, wait.request, wait.task)
+      } catch (e) {
+        return answerError(c, e)
+      }
+    })
+    .get('/account', async (c) => {
+      try {
+        const user = await signedIn(c)
+        if (!user) return loginPage(c, undefined, undefined)
+        const now = deps.clock.now()
+        const tasks: TaskRowProps[] = deps.stores.tasks.listByUser(user.issuer, user.user, 100).map((t) => {
+          const state = taskState(t, now)
+          return {
+            taskId: t.id,
+            who: t.clientId !== null ? new URL(t.clientId).host : t.workloadId,
+            purpose: t.purpose,
+            resources: taskResources(t),
+            status: state,
+            expiresAt: t.expiresAt,
+            tokensMinted: t.tokensMinted,
+            maxTokens: t.maxTokens ?? undefined,
+            endable: state === 'active' || state === 'pending_approval',
+          }
+        })
+        const notice = c.req.query('ended') ? 'The task has ended: its tokens no longer work.' : undefined
+        return pageResponse(c, MyTasksPage({ user: user.user, csrf: csrfFor(c), endAction: '/account/tasks', signOutAction: '/account/sign-out', tasks, now, notice }))
+      } catch (e) {
+        return answerError(c, e)
+      }
+    })
+    .post('/account/tasks/:id/end', async (c) => {
+      try {
+        const f = await form(c)
+        requireCsrf(c, f.get('csrf') ?? undefined)
+        const user = await signedIn(c)
+        if (!user) return loginPage(c, undefined, undefined, 'Your sign-in has expired: sign in again.', 401)
+        const subject = { issuer: user.issuer, user: user.user, sub: brokerSubject(config.subjectIssuers, user.issuer, user.user), sid: user.sid, exp: 0, claims: {}, startedAt: user.authTime, mayAct: undefined }
+        endTask(deps, c.req.param('id'), 'revoked', { kind: 'user', subject })
+        return c.redirect('/account?ended=1', 303)
+      } catch (e) {
+        return answerError(c, e)
+      }
+    })
+    .post('/account/sign-out', async (c) => {
+      try {
+        const f = await form(c)
+        requireCsrf(c, f.get('csrf') ?? undefined)
+        deleteCookie(c, names.login, cookieOptions)
+        return c.redirect('/account', 303)
+      } catch (e) {
+        return answerError(c, e)
+      }
+    })
+}
+
