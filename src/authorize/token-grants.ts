@@ -15,7 +15,7 @@ import { invalidClient, invalidGrant, invalidRequest, invalidScope, invalidTarge
 import type { FormParams } from '../http/form.js'
 import { randomSecret } from '../ids.js'
 import type { TaskRow } from '../store/stores.js'
-import { endTask, type TaskDeps } from '../tasks/lifecycle.js'
+import { endTask, taskState, type TaskDeps } from '../tasks/lifecycle.js'
 import { taskSubject } from '../tasks/subtasks.js'
 import { auditedGrant, loadUsableTask, mintTaskToken, type AuditContext, type ExchangeDeps, type ExchangeResponse, type GrantRequest, type TaskTokenRequest } from '../exchange/token-exchange.js'
 import { clientActor, secretHash } from './consent.js'
@@ -70,7 +70,18 @@ function revokeOnReplay(deps: ClientGrantDeps, task: TaskRow | undefined, why: s
 }
 
 /** Mints the task token for a public client's grant, and — when it may have one — the next refresh token. */
-async function mintForClient(deps: ClientGrantDeps, grant: { taskId: string; clientId: string; resource: string; scope: string; tools: string | null; refresh: boolean; dpopJkt: string | null; note: string }, request: GrantRequest, audit: AuditContext, accessScope = grant.scope): Promise<ClientTokenResponse> {
+/**
+ * RFC 9449 §5 / §10: a DPoP header is verified when present; a grant bound to a key (`dpop_jkt` at
+ * /authorize, or a refresh token first used with DPoP) needs a proof by that key. Checked before
+ * the grant is spent, so a request without the key burns nothing.
+ */
+async function grantProof(deps: ClientGrantDeps, grant: { dpopJkt: string | null }, request: GrantRequest): Promise<{ jkt: string } | undefined> {
+  const proof = await deps.dpop.verify(request.dpop, 'POST', `${deps.config.issuer}/token`)
+  if (grant.dpopJkt !== null && proof?.jkt !== grant.dpopJkt) throw invalidGrant('grant is bound to another key', proof ? `grant bound to ${grant.dpopJkt}, proof by ${proof.jkt}` : `grant bound to ${grant.dpopJkt} and no DPoP proof`)
+  return proof
+}
+
+async function mintForClient(deps: ClientGrantDeps, grant: { taskId: string; clientId: string; resource: string; scope: string; tools: string | null; refresh: boolean; dpopJkt: string | null; note: string }, proof: { jkt: string } | undefined, request: GrantRequest, audit: AuditContext, accessScope = grant.scope): Promise<ClientTokenResponse> {
   const now = deps.clock.now()
   const stored = deps.stores.tasks.get(grant.taskId)
   if (!stored) throw invalidGrant('grant is not valid', `task ${grant.taskId} is gone`)
@@ -78,9 +89,6 @@ async function mintForClient(deps: ClientGrantDeps, grant: { taskId: string; cli
   if (!workload) throw invalidGrant('grant is not valid', `workload ${stored.workloadId} is no longer registered`)
   const resource = deps.config.resources.find((r) => r.uri === grant.resource)
   if (!resource) throw invalidTarget('resource is not registered', `unknown resource ${grant.resource}`)
-  // RFC 9449 §5: verified when present; whose key it must be is the task's and the grant's rule.
-  const proof = await deps.dpop.verify(request.dpop, 'POST', `${deps.config.issuer}/token`)
-  if (grant.dpopJkt !== null && proof?.jkt !== grant.dpopJkt) throw invalidGrant('grant is bound to another key', proof ? `grant bound to ${grant.dpopJkt}, proof by ${proof.jkt}` : `grant bound to ${grant.dpopJkt} and no DPoP proof`)
   const subject = taskSubject(deps, stored)
   const actor = { ...clientActor(workload, grant.clientId), act: undefined, exp: undefined }
   audit.userSub = subject.sub
@@ -138,11 +146,12 @@ export async function redeemAuthorizationCode(deps: ClientGrantDeps, form: FormP
     audit.resource = row.resource
     audit.workloadId = deps.stores.tasks.get(row.taskId)?.workloadId
     checkResource(form, row.resource)
+    const proof = await grantProof(deps, row, request)
     if (!deps.stores.authorizationCodes.use(row.codeHash, now)) {
       revokeOnReplay(deps, deps.stores.tasks.get(row.taskId), 'authorization code presented twice')
       throw refuse(`code of task ${row.taskId} was redeemed concurrently: the task is revoked`)
     }
-    return mintForClient(deps, { ...row, note: '; authorization code' }, request, audit)
+    return mintForClient(deps, { ...row, note: '; authorization code' }, proof, request, audit)
   })
 }
 
@@ -183,11 +192,14 @@ export async function redeemRefreshToken(deps: ClientGrantDeps, form: FormParams
     }
     // A task that ended kills its refresh tokens: refused before the rotation spends anything.
     if (!task) throw refuse(`task ${row.taskId} is gone`)
+    const state = taskState(task, now)
+    if (state !== 'active') throw refuse(`task ${row.taskId} is ${state}`)
+    const proof = await grantProof(deps, row, request)
     if (!deps.stores.refreshTokens.use(row.tokenHash, now)) {
       revokeOnReplay(deps, task, 'refresh token presented twice')
       throw refuse(`refresh token of task ${row.taskId} was rotated concurrently: the task is revoked`)
     }
     // The successor keeps the grant's scope: narrowing applies to this access token only (RFC 6749 §6).
-    return mintForClient(deps, { ...row, refresh: true, note: '; refresh token' }, request, audit, scope)
+    return mintForClient(deps, { ...row, refresh: true, note: '; refresh token' }, proof, request, audit, scope)
   })
 }
