@@ -9,9 +9,10 @@ function Access({ resources }: { resources: TaskRowProps['resources'] }) {
       {resources.map((r) => (
         <li>
           <span class="resource">{r.resource}</span>
-          <span class="muted"> scopes: </span>
+          <span class="muted">scopes: </span>
           {r.scopes.length ? r.scopes.join(' ') : 'none'}
-          <span class="muted"> tools: </span>
+          <br />
+          <span class="muted">tools: </span>
           {r.tools === undefined ? 'any the policy allows' : r.tools.length ? r.tools.join(' ') : 'none'}
         </li>
       ))}
@@ -67,11 +68,11 @@ export function MyTasksPage(props: MyTasksPageProps) {
                   <td>
                     <Access resources={task.resources} />
                   </td>
-                  <td>
+                  <td class="nowrap">
                     <span class={`status status-${task.status.replace(/[^a-z_-]/gi, '')}`}>{task.status}</span>
                   </td>
                   <td>{untilText(task.expiresAt, now)}</td>
-                  <td>{`${task.tokensMinted} / ${task.maxTokens ?? 'no limit'}`}</td>
+                  <td class="nowrap">{`${task.tokensMinted} / ${task.maxTokens ?? 'no limit'}`}</td>
                   <td>
                     {task.endable && (
                       <form method="post" action={safeUrl(`${endAction}/${encodeURIComponent(task.taskId)}/end`, 'end action')}>

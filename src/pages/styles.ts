@@ -54,7 +54,7 @@ input[type=text], input[type=password], select { font: inherit; color: inherit; 
 input[type=checkbox] { width: 1.1rem; height: 1.1rem; margin: 0; flex: none; }
 input:focus-visible, select:focus-visible, button:focus-visible, a:focus-visible { outline: 3px solid var(--primary); outline-offset: 2px; }
 .actions { display: flex; gap: .75rem; margin-top: .75rem; flex-wrap: wrap; }
-button, a.button { font: inherit; font-weight: 600; display: inline-block; text-align: center; text-decoration: none; cursor: pointer; padding: .55rem 1.2rem; border-radius: 6px; border: 1px solid var(--primary); }
+button, a.button { font: inherit; font-weight: 600; display: inline-block; white-space: nowrap; text-align: center; text-decoration: none; cursor: pointer; padding: .55rem 1.2rem; border-radius: 6px; border: 1px solid var(--primary); }
 .primary { background: var(--primary); color: var(--primary-text); }
 .secondary { background: transparent; color: var(--primary); }
 .danger { background: transparent; color: var(--danger); border-color: var(--danger); padding: .3rem .8rem; }
@@ -65,9 +65,12 @@ button, a.button { font: inherit; font-weight: 600; display: inline-block; text-
 .header { display: flex; justify-content: space-between; align-items: baseline; gap: 1rem; flex-wrap: wrap; }
 .table { overflow-x: auto; margin-top: 1rem; }
 table { border-collapse: collapse; width: 100%; font-size: .925rem; }
-th, td { text-align: left; vertical-align: top; padding: .5rem .6rem; border-bottom: 1px solid var(--border); overflow-wrap: anywhere; }
+th, td { text-align: left; vertical-align: top; padding: .5rem .6rem; border-bottom: 1px solid var(--border); overflow-wrap: break-word; }
+td.nowrap, th { white-space: nowrap; }
 th { color: var(--muted); font-weight: 600; }
-ul.access { list-style: none; margin: 0; padding: 0; }
+ul.access { list-style: none; margin: 0; padding: 0; min-width: 14rem; }
+ul.access li + li { margin-top: .4rem; }
+ul.access .resource { display: block; }
 .status { font-weight: 600; }
 .status-active { color: #1a7f37; }
 .status-pending_approval { color: var(--warn-border); }
