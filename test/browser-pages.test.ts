@@ -15,10 +15,13 @@ import { Hono } from 'hono'
 import type { Page } from 'playwright-core'
 import { pageResponse } from '../src/http/pages.js'
 import { ConsentPage } from '../src/pages/consent.js'
+import { ErrorPage } from '../src/pages/error.js'
+import { LoginPage } from '../src/pages/login.js'
 import { MyTasksPage } from '../src/pages/my-tasks.js'
+import { PendingPage } from '../src/pages/pending.js'
 import { pageAssets } from '../src/routes/assets.js'
 import { launchBrowser, watchProblems, type LaunchedBrowser } from './browser.js'
-import { consentProps, myTasksProps } from './page-fixtures.js'
+import { consentProps, myTasksProps, NOW } from './page-fixtures.js'
 
 interface Posted {
   path: string
@@ -79,6 +82,35 @@ describe('pages in Chromium', () => {
           formActions: c.req.query('allow_redirect') === '1' ? [`${client.url}/callback`] : [],
         }),
       )
+      .get('/consent-localhost', (c) => {
+        const props = consentProps({ tools: [] })
+        const redirectUri = 'http://127.0.0.1:43210/callback'
+        return pageResponse(c, ConsentPage({ ...props, client: { ...props.client, redirectUri, redirectHost: '127.0.0.1:43210', localhostOnly: true } }))
+      })
+      .get('/login', (c) =>
+        pageResponse(
+          c,
+          LoginPage({
+            action: '/login',
+            hidden: [{ name: 'request', value: 'sealed' }],
+            csrf: 'csrf-login',
+            dev: { issuerName: 'taskpass dev' },
+            idps: [{ name: 'Acme SSO', href: '/login/idp?issuer=acme' }],
+            error: 'Wrong user or password.',
+            clientName: 'Notes Assistant',
+          }),
+          { status: 401 },
+        ),
+      )
+      .post('/login', async (c) => {
+        await record(c)
+        return c.text('signed in')
+      })
+      .get('/pending', (c) =>
+        pageResponse(c, PendingPage({ clientName: 'Notes Assistant', purpose: 'Export the calendar', refreshUrl: '/pending/next', expiresAt: NOW + 600, now: NOW })),
+      )
+      .get('/pending/next', (c) => c.text('decided'))
+      .get('/error', (c) => pageResponse(c, ErrorPage({ status: 400, title: 'Invalid request', message: 'The redirect URI is not registered for this client.' }), { status: 400 }))
       .get('/my/tasks', (c) => pageResponse(c, MyTasksPage(myTasksProps({ notice: 'Task ended.' }))))
       .post('/my/tasks/:id/end', async (c) => {
         await record(c)
@@ -95,12 +127,12 @@ describe('pages in Chromium', () => {
     if (client) await close(client.server)
   })
 
-  async function open(path: string): Promise<{ page: Page; problems: string[] }> {
+  async function open(path: string, status = 200): Promise<{ page: Page; problems: string[] }> {
     const context = await chromium.browser.newContext({ viewport: { width: 1000, height: 900 } })
     const page = await context.newPage()
     const problems = watchProblems(page)
     const res = await page.goto(`${broker.url}${path}`)
-    assert.equal(res?.status(), 200)
+    assert.equal(res?.status(), status)
     // The stylesheet applied: CSP's style-src 'self' let it load (the card is centered and bounded).
     assert.equal(await page.locator('main.card').evaluate((el) => getComputedStyle(el).borderRadius), '12px')
     return { page, problems }
@@ -171,7 +203,47 @@ describe('pages in Chromium', () => {
     await page.context().close()
   })
 
+  it('login: no CSP violation; the dev form posts user, password, csrf and the hidden fields', async () => {
+    posted.length = 0
+    const { page, problems } = await open('/login', 401)
+    await page.screenshot({ path: join(shots, 'login.png'), fullPage: true })
+    await page.getByLabel('User').fill('alice')
+    await page.getByLabel('Password').fill('correct horse')
+    await Promise.all([page.waitForURL(`${broker.url}/login`, { waitUntil: 'load' }), page.getByRole('button', { name: 'Sign in', exact: true }).click()])
+    assert.deepEqual(problems, [])
+    assert.deepEqual(posted, [{ path: '/login', fields: [['csrf', 'csrf-login'], ['request', 'sealed'], ['username', 'alice'], ['password', 'correct horse']] }])
+    await page.context().close()
+  })
+
+  it('consent for a localhost client: the warning, "any tool the policy allows", no CSP violation', async () => {
+    const { page, problems } = await open('/consent-localhost')
+    await page.screenshot({ path: join(shots, 'consent-localhost.png'), fullPage: true })
+    assert.match((await page.getByRole('alert').textContent()) ?? '', /only returns to localhost/)
+    assert.equal(await page.locator('input[name=tool]').count(), 0)
+    assert.ok(await page.getByText('any tool the policy allows').isVisible())
+    assert.deepEqual(problems, [])
+    await page.context().close()
+  })
+
+  it('pending: the meta refresh goes to the refresh URL by itself, CSP notwithstanding', async () => {
+    const { page, problems } = await open('/pending')
+    await page.screenshot({ path: join(shots, 'pending.png'), fullPage: true })
+    // The page says 3 s; a bounded wait for the navigation, not a sleep.
+    await page.waitForURL(`${broker.url}/pending/next`, { timeout: 10_000 })
+    assert.equal(await page.textContent('body'), 'decided')
+    assert.deepEqual(problems, [])
+    await page.context().close()
+  })
+
+  it('error: no CSP violation', async () => {
+    const { page, problems } = await open('/error', 400)
+    await page.screenshot({ path: join(shots, 'error.png'), fullPage: true })
+    assert.equal(await page.locator('h1').textContent(), 'Invalid request')
+    assert.deepEqual(problems, [])
+    await page.context().close()
+  })
+
   it('the screenshots were written', async () => {
-    for (const name of ['consent.png', 'my-tasks.png']) assert.ok((await stat(join(shots, name))).size > 1000, name)
+    for (const name of ['consent.png', 'consent-localhost.png', 'my-tasks.png', 'login.png', 'pending.png', 'error.png']) assert.ok((await stat(join(shots, name))).size > 1000, name)
   })
 })

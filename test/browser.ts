@@ -44,15 +44,16 @@ export async function launchBrowser(): Promise<LaunchedBrowser> {
 
 /**
  * Everything a page reported as broken: console errors and warnings (CSP violations are console
- * errors), uncaught page errors. The browser's own request for `/favicon.ico`, which the broker
- * does not serve, is not the page's doing and is left out.
+ * errors), uncaught page errors. Left out: the "failed to load" of the document itself (an
+ * error page's 4xx is deliberate) and of the browser's own request for `/favicon.ico`, which the
+ * broker does not serve and the page never asked for.
  */
 export function watchProblems(page: Page): string[] {
   const problems: string[] = []
   page.on('console', (msg: ConsoleMessage) => {
     if (msg.type() !== 'error' && msg.type() !== 'warning') return
     const at = msg.location().url
-    if (msg.text().startsWith('Failed to load resource') && URL.canParse(at) && new URL(at).pathname === '/favicon.ico') return
+    if (msg.text().startsWith('Failed to load resource') && URL.canParse(at) && (at === page.url() || new URL(at).pathname === '/favicon.ico')) return
     problems.push(`console.${msg.type()}: ${msg.text()}${at ? ` (${at})` : ''}`)
   })
   page.on('pageerror', (error) => problems.push(`pageerror: ${error.message}`))

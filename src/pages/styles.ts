@@ -32,6 +32,7 @@ body { margin: 0; min-height: 100vh; background: var(--bg); color: var(--text); 
 .brand { margin: 0 0 1rem; font-weight: 700; letter-spacing: .02em; color: var(--muted); font-size: .875rem; text-transform: uppercase; }
 h1 { font-size: 1.5rem; line-height: 1.25; margin: 0 0 .5rem; overflow-wrap: anywhere; }
 p { margin: .5rem 0; }
+a { color: var(--primary); }
 .lead { font-size: 1.05rem; }
 .muted { color: var(--muted); }
 .hosts { display: grid; grid-template-columns: max-content 1fr; gap: .35rem 1rem; margin: 1rem 0; padding: .85rem 1rem; border: 1px solid var(--border); border-radius: 8px; }
