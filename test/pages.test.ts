@@ -7,6 +7,7 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { describe, it } from 'node:test'
 import { Hono } from 'hono'
+import { setCookie } from 'hono/cookie'
 import type { JSX } from 'hono/jsx/jsx-runtime'
 import { checkCsrf, csrfToken, pageCsp, pageResponse, type PageResponseOptions } from '../src/http/pages.js'
 import { pageAssets } from '../src/routes/assets.js'
@@ -86,6 +87,20 @@ describe('page responses', () => {
       assert.ok(!/<script|\son[a-z]+=|style=/i.test(html), 'no script, no event handler, no inline style')
     })
   }
+
+  it('cookies the route set are kept; its security headers win over earlier ones', async () => {
+    const app = new Hono().get('/', (c) => {
+      setCookie(c, 'a', '1')
+      setCookie(c, 'b', '2')
+      c.header('Cache-Control', 'public, max-age=60')
+      c.header('X-Frame-Options', 'SAMEORIGIN')
+      return pageResponse(c, ErrorPage({ status: 400, title: 't', message: 'm' }))
+    })
+    const res = await app.request('/')
+    assert.deepEqual(res.headers.getSetCookie(), ['a=1; Path=/', 'b=2; Path=/'])
+    assert.equal(res.headers.get('cache-control'), 'no-store')
+    assert.equal(res.headers.get('x-frame-options'), 'DENY')
+  })
 
   it('the status is the one asked for', async () => {
     const res = await serve(() => ErrorPage({ status: 404, title: 'Not found', message: 'No such request.' }), { status: 404 })
