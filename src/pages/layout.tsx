@@ -1,0 +1,56 @@
+/**
+ * The frame of every server-rendered page (the browser part of the authorization-code flow):
+ * a centered card, the one stylesheet, no script. Pages are functions of their props
+ * (src/pages/props.ts) and never read a request; `pageResponse` (src/http/pages.ts) serves them
+ * with their security headers.
+ */
+import type { Child } from 'hono/jsx'
+import type { Hidden } from './props.js'
+import { safeUrl } from './format.js'
+import { PAGES_CSS_PATH, PAGES_CSS_VERSION } from './styles.js'
+
+export interface LayoutProps {
+  title: string
+  /** A meta refresh (seconds, then this URL): how a page without script polls. */
+  refresh?: { seconds: number; url: string } | undefined
+  /** A wider card (the task table). */
+  wide?: boolean | undefined
+  children?: Child
+}
+
+/** The page frame: head, stylesheet, and the card the page's content sits in. */
+export function Layout({ title, refresh, wide, children }: LayoutProps) {
+  return (
+    <html lang="en">
+      <head>
+        <meta charset="utf-8" />
+        <meta name="viewport" content="width=device-width, initial-scale=1" />
+        <meta name="color-scheme" content="light dark" />
+        {refresh && <meta http-equiv="refresh" content={`${refresh.seconds};url=${safeUrl(refresh.url, 'refresh URL')}`} />}
+        <title>{`${title} · taskpass`}</title>
+        <link rel="stylesheet" href={`${PAGES_CSS_PATH}?v=${PAGES_CSS_VERSION}`} />
+      </head>
+      <body>
+        <main class={wide ? 'card wide' : 'card'}>
+          <p class="brand">taskpass</p>
+          {children}
+        </main>
+      </body>
+    </html>
+  )
+}
+
+/**
+ * The fields every form carries back: the CSRF token first, then the route's own hidden fields
+ * (e.g. the sealed authorization request), values escaped by hono/jsx like any attribute.
+ */
+export function HiddenFields({ csrf, hidden = [] }: { csrf: string; hidden?: Hidden[] }) {
+  return (
+    <>
+      <input type="hidden" name="csrf" value={csrf} />
+      {hidden.map((h) => (
+        <input type="hidden" name={h.name} value={h.value} />
+      ))}
+    </>
+  )
+}

@@ -1,0 +1,94 @@
+/** "My tasks": the signed-in user's tasks, each open one with an "End task" button. */
+import { Layout } from './layout.js'
+import { safeUrl, untilText } from './format.js'
+import type { MyTasksPageProps, TaskRowProps } from './props.js'
+
+function Access({ resources }: { resources: TaskRowProps['resources'] }) {
+  return (
+    <ul class="access">
+      {resources.map((r) => (
+        <li>
+          <span class="resource">{r.resource}</span>
+          <span class="muted">scopes: </span>
+          {r.scopes.length ? r.scopes.join(' ') : 'none'}
+          <br />
+          <span class="muted">tools: </span>
+          {r.tools === undefined ? 'any the policy allows' : r.tools.length ? r.tools.join(' ') : 'none'}
+        </li>
+      ))}
+    </ul>
+  )
+}
+
+/** The task table, one "End task" form per endable task (`${endAction}/${taskId}/end`), and sign-out. */
+export function MyTasksPage(props: MyTasksPageProps) {
+  const { user, csrf, endAction, signOutAction, tasks, now, notice } = props
+  return (
+    <Layout title="My tasks" wide>
+      <div class="header">
+        <h1>My tasks</h1>
+        <form method="post" action={safeUrl(signOutAction, 'sign-out action')} class="inline">
+          <input type="hidden" name="csrf" value={csrf} />
+          <span class="muted">
+            Signed in as <strong>{user}</strong>
+          </span>{' '}
+          <button type="submit" class="secondary">
+            Sign out
+          </button>
+        </form>
+      </div>
+      {notice && (
+        <p class="notice" role="status">
+          {notice}
+        </p>
+      )}
+      {tasks.length === 0 ? (
+        <p>You have no tasks.</p>
+      ) : (
+        <div class="table">
+          <table>
+            <thead>
+              <tr>
+                <th scope="col">Who</th>
+                <th scope="col">Purpose</th>
+                <th scope="col">Access</th>
+                <th scope="col">Status</th>
+                <th scope="col">Ends</th>
+                <th scope="col">Tokens</th>
+                <th scope="col">
+                  <span class="visually-hidden">Actions</span>
+                </th>
+              </tr>
+            </thead>
+            <tbody>
+              {tasks.map((task) => (
+                <tr>
+                  <td>{task.who}</td>
+                  <td>{task.purpose}</td>
+                  <td>
+                    <Access resources={task.resources} />
+                  </td>
+                  <td class="nowrap">
+                    <span class={`status status-${task.status.replace(/[^a-z_-]/gi, '')}`}>{task.status}</span>
+                  </td>
+                  <td>{untilText(task.expiresAt, now)}</td>
+                  <td class="nowrap">{`${task.tokensMinted} / ${task.maxTokens ?? 'no limit'}`}</td>
+                  <td>
+                    {task.endable && (
+                      <form method="post" action={safeUrl(`${endAction}/${encodeURIComponent(task.taskId)}/end`, 'end action')}>
+                        <input type="hidden" name="csrf" value={csrf} />
+                        <button type="submit" class="danger">
+                          End task
+                        </button>
+                      </form>
+                    )}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </Layout>
+  )
+}
