@@ -9,6 +9,7 @@ import { createLimiter, rateLimitByIp } from './http/rate-limit.js'
 import { adminRoutes } from './routes/admin.js'
 import { authzenRoutes } from './routes/authzen.js'
 import { authorizeRoutes } from './routes/authorize.js'
+import { pageAssets } from './routes/assets.js'
 import { authorizationCodeFlowEnabled } from './authorize/request.js'
 import { healthRoutes, metricsRoutes } from './routes/health.js'
 import { introspectionRoutes } from './routes/introspect.js'
@@ -33,7 +34,10 @@ export function createApp(deps: Deps) {
   app.route('/', revocationRoutes(deps))
   app.route('/', adminRoutes(deps))
   // The browser flow first: its /authorize replaces the well-known routes' placeholder.
-  if (authorizationCodeFlowEnabled(deps.config)) app.route('/', authorizeRoutes(deps))
+  if (authorizationCodeFlowEnabled(deps.config)) {
+    app.route('/', authorizeRoutes(deps))
+    app.route('/', pageAssets())
+  }
   app.route('/', wellKnownRoutes(deps))
   app.route('/', healthRoutes(deps, metrics))
 

@@ -120,3 +120,6 @@ export class TestBrowser {
 
 /** Sets a field (replacing every value of it). */
 export const setField = (name: string, ...values: string[]) => (fields: [string, string][]) => [...fields.filter(([k]) => k !== name), ...values.map((v) => [name, v] as [string, string])]
+
+/** The dev sign-in form's answer: alice (or `user`) with the dev password. */
+export const devSignIn = (user = 'alice') => (fields: [string, string][]) => setField('password', DEV_PASSWORD)(setField('username', user)(fields))

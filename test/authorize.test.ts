@@ -3,7 +3,7 @@ import { describe, it } from 'node:test'
 import { randomUUID } from 'node:crypto'
 import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT } from 'jose'
 import { counts, NOTES, withBroker, type TestBroker } from './harness.js'
-import { authorizeQuery, browserFlowConfig, CLIENT_ID, DEV_PASSWORD, fixedClients, pkce, REDIRECT_URI, setField, TestBrowser } from './authorize-fixtures.js'
+import { authorizeQuery, browserFlowConfig, CLIENT_ID, devSignIn, fixedClients, pkce, REDIRECT_URI, setField, TestBrowser } from './authorize-fixtures.js'
 
 const opts = () => ({ config: browserFlowConfig, clientMetadata: fixedClients() })
 
@@ -11,7 +11,7 @@ const opts = () => ({ config: browserFlowConfig, clientMetadata: fixedClients() 
 async function consent(b: TestBroker, browser: TestBrowser, query: string, answer: [string, string][] = [['scope', 'notes:read'], ['ttl', '3600'], ['purpose', 'Summarise my notes']]): Promise<URL> {
   const login = await browser.get(`/authorize?${query}`)
   assert.equal(login.status, 200)
-  const signedIn = await browser.submit(await login.text(), '/authorize/login', (f) => [...f, ['user', 'alice'], ['password', DEV_PASSWORD]])
+  const signedIn = await browser.submit(await login.text(), '/authorize/login', devSignIn())
   assert.equal(signedIn.status, 303, await signedIn.clone().text())
   const page = await browser.get(signedIn.headers.get('location')!)
   assert.equal(page.status, 200)
@@ -160,7 +160,7 @@ describe('consent refusals', () => {
   async function toConsent(b: TestBroker, query: string) {
     const browser = new TestBrowser((p, i) => b.app.request(p, i))
     const login = await browser.get(`/authorize?${query}`)
-    const signedIn = await browser.submit(await login.text(), '/authorize/login', (f) => [...f, ['user', 'alice'], ['password', DEV_PASSWORD]])
+    const signedIn = await browser.submit(await login.text(), '/authorize/login', devSignIn())
     const page = await (await browser.get(signedIn.headers.get('location')!)).text()
     return { browser, page }
   }
@@ -212,7 +212,7 @@ describe('consent refusals', () => {
     withBroker(opts(), async (b) => {
       const browser = new TestBrowser((p, i) => b.app.request(p, i))
       const login = await browser.get(`/authorize?${authorizeQuery(pkce().challenge)}`)
-      const res = await browser.submit(await login.text(), '/authorize/login', (f) => [...f, ['user', 'alice'], ['password', 'wrong']])
+      const res = await browser.submit(await login.text(), '/authorize/login', (f) => setField('password', 'wrong')(devSignIn()(f)))
       assert.equal(res.status, 401)
       assert.equal([...browser.cookies.keys()].some((k) => k.includes('login')), false)
     }))
@@ -346,7 +346,7 @@ describe('consent that needs an approval, and DPoP', () => {
       const browser = new TestBrowser((p, i) => b.app.request(p, i))
       const { verifier, challenge } = pkce()
       const login = await browser.get(`/authorize?${authorizeQuery(challenge)}`)
-      const signedIn = await browser.submit(await login.text(), '/authorize/login', (f) => [...f, ['user', 'alice'], ['password', DEV_PASSWORD]])
+      const signedIn = await browser.submit(await login.text(), '/authorize/login', devSignIn())
       const page = await (await browser.get(signedIn.headers.get('location')!)).text()
       const waiting = await browser.submit(page, '/authorize/consent', (f) => [...setField('ttl', '3600')(setField('purpose', 'p')(setField('scope', 'notes:read')(f))), ['decision', 'allow']])
       assert.equal(waiting.status, 200)
@@ -370,7 +370,7 @@ describe('consent that needs an approval, and DPoP', () => {
     withBroker({ config: (c) => ({ ...browserFlowConfig(c), resources: c.resources!.map((r) => (r.uri === NOTES ? { ...r, requireApproval: true } : r)) }), clientMetadata: fixedClients() }, async (b) => {
       const browser = new TestBrowser((p, i) => b.app.request(p, i))
       const login = await browser.get(`/authorize?${authorizeQuery(pkce().challenge)}`)
-      const signedIn = await browser.submit(await login.text(), '/authorize/login', (f) => [...f, ['user', 'alice'], ['password', DEV_PASSWORD]])
+      const signedIn = await browser.submit(await login.text(), '/authorize/login', devSignIn())
       const page = await (await browser.get(signedIn.headers.get('location')!)).text()
       const url = refreshUrl(await (await browser.submit(page, '/authorize/consent', (f) => [...setField('ttl', '3600')(setField('purpose', 'p')(setField('scope', 'notes:read')(f))), ['decision', 'allow']])).text())
       const task = b.deps.stores.tasks.list({ limit: 1 })[0]!

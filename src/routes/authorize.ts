@@ -185,7 +185,7 @@ export function authorizeRoutes(deps: Deps) {
         const clientName = request ? (await openRequest(request)).clientName : undefined
         const dev = loginIssuers.find((si) => si.login?.kind === 'dev')
         if (!dev || dev.login?.kind !== 'dev') throw refusal(404, 'there is no password sign-in here')
-        const user = f.get('user') ?? ''
+        const user = f.get('username') ?? ''
         const password = f.get('password') ?? ''
         const good = dev.login.users.includes(user) && password.length <= 256 && timingSafeEqual(Buffer.from(secretHash(password)), Buffer.from(dev.login.passwordSha256))
         if (!good) return loginPage(c, request, clientName, 'Wrong user or password.', 401)
