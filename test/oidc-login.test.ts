@@ -188,6 +188,11 @@ function basicCredentials(header: string | null): [string, string] | undefined {
   return [decode(id), decode(secret)]
 }
 
+/** `s` with its sixth character changed (never the same string, whatever it was). */
+function alter(s: string): string {
+  return `${s.slice(0, 5)}${s[5] === 'A' ? 'B' : 'A'}${s.slice(6)}`
+}
+
 function unescapeHtml(s: string): string {
   return s.replaceAll('&amp;', '&').replaceAll('&quot;', '"').replaceAll('&#39;', "'").replaceAll('&lt;', '<').replaceAll('&gt;', '>')
 }
@@ -343,6 +348,26 @@ describe('OIDC sign-in at an upstream IdP (oidc-provider on 127.0.0.1)', () => {
       assert.equal(discoveries(), 2)
     })
 
+    it('concurrent sign-ins share one discovery; the IdP\'s key set is fetched once for several sign-ins', async () => {
+      const t = tap()
+      const rp = login(freshClock(), { fetch: t.fetch })
+      const issuer = subjectIssuer(idp.issuer)
+      const [a, b] = await Promise.all([rp.begin(issuer, CALLBACK), rp.begin(issuer, CALLBACK)])
+      assert.equal(t.seen.filter((s) => s.url.endsWith('/.well-known/openid-configuration')).length, 1)
+      await rp.complete(issuer, CALLBACK, a.state, await signIn(a.url))
+      await rp.complete(issuer, CALLBACK, b.state, await signIn(b.url, { login: 'bob' }))
+      assert.equal(t.tokenRequests().length, 2)
+      assert.equal(t.seen.filter((s) => new URL(s.url).pathname === '/jwks').length, 1)
+    })
+
+    it('scope: openid always, once, first; the default is openid alone', async () => {
+      const rp = login(freshClock())
+      const scopeOf = async (scopes?: string[]) => new URL((await rp.begin(subjectIssuer(idp.issuer, {}, { scopes }), CALLBACK)).url).searchParams.get('scope')
+      assert.equal(await scopeOf(undefined), 'openid')
+      assert.equal(await scopeOf(['profile', 'openid', 'email']), 'openid profile email')
+      assert.equal(await scopeOf(['profile']), 'openid profile')
+    })
+
     it('a configured discoveryUrl is fetched instead of <issuer>/.well-known/openid-configuration', async () => {
       const t = tap()
       const rp = login(freshClock(), { fetch: t.fetch })
@@ -424,7 +449,7 @@ describe('OIDC sign-in at an upstream IdP (oidc-provider on 127.0.0.1)', () => {
       const issuer = subjectIssuer(idp.issuer)
       const { state, callback, code } = await signedIn(rp, issuer)
       const forged = new URL(callback)
-      forged.searchParams.set('code', `${code.slice(0, -4)}AAAA`)
+      forged.searchParams.set('code', alter(code))
       await assertRefused(rp.complete(issuer, CALLBACK, state, forged), 'invalid_request', /answered 400 invalid_grant/, [code, forged.searchParams.get('code')!])
     })
 
@@ -432,7 +457,7 @@ describe('OIDC sign-in at an upstream IdP (oidc-provider on 127.0.0.1)', () => {
       const rp = login(freshClock())
       const issuer = subjectIssuer(idp.issuer)
       const { state, callback, code } = await signedIn(rp, issuer)
-      await assertRefused(rp.complete(issuer, CALLBACK, { ...state, codeVerifier: `${state.codeVerifier.slice(0, -1)}A` }, callback), 'invalid_request', /invalid_grant/, [code])
+      await assertRefused(rp.complete(issuer, CALLBACK, { ...state, codeVerifier: alter(state.codeVerifier) }, callback), 'invalid_request', /invalid_grant/, [code])
     })
 
     it('a redirect URI other than the authorization request\'s: invalid_request', async () => {
@@ -472,8 +497,7 @@ describe('OIDC sign-in at an upstream IdP (oidc-provider on 127.0.0.1)', () => {
     it('an ID token with a forged signature: invalid_request', async () => {
       const t = tap((jwt) => {
         const [h, p, s] = jwt.split('.') as [string, string, string]
-        const flipped = s[5] === 'A' ? 'B' : 'A'
-        return `${h}.${p}.${s.slice(0, 5)}${flipped}${s.slice(6)}`
+        return `${h}.${p}.${alter(s)}`
       })
       const rp = login(freshClock(), { fetch: t.fetch })
       const issuer = subjectIssuer(idp.issuer)
@@ -608,6 +632,21 @@ describe('OIDC sign-in at an upstream IdP (oidc-provider on 127.0.0.1)', () => {
         assert.ok(performance.now() - started < 5000, 'bounded by the timeout')
       } finally {
         await silent.close()
+      }
+    })
+
+    it('an IdP that sends its headers and then stalls the body: invalid_request once the timeout has passed', async () => {
+      const stalling = await startServer((_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' })
+        res.write('{"issuer":')
+      })
+      try {
+        const rp = login(freshClock(), { timeout: 200 })
+        const started = performance.now()
+        await assertRefused(rp.begin(subjectIssuer(stalling.url), CALLBACK), 'invalid_request', /timed out/)
+        assert.ok(performance.now() - started < 5000, 'bounded by the timeout')
+      } finally {
+        await stalling.close()
       }
     })
 
