@@ -486,6 +486,15 @@ describe('OIDC sign-in at an upstream IdP (oidc-provider on 127.0.0.1)', () => {
       assert.equal(t.seen.length, before)
     })
 
+    it('malformed sign-in state (not strings, empty): invalid_request, never a crash', async () => {
+      const rp = login(freshClock())
+      const issuer = subjectIssuer(idp.issuer)
+      const { state, callback } = await signedIn(rp, issuer)
+      for (const bad of [{ issuer: 42 }, { issuer: null }, { state: '' }, { nonce: {} }, { codeVerifier: undefined }]) {
+        await assertRefused(rp.complete(issuer, CALLBACK, { ...state, ...bad } as unknown as OidcLoginState, callback), 'invalid_request', /sign-in state is malformed/)
+      }
+    })
+
     it('an ID token whose alg the issuer does not allow (RS256 where only ES256 is): invalid_request', async () => {
       const t = tap()
       const rp = login(freshClock(), { fetch: t.fetch })

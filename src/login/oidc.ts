@@ -115,8 +115,9 @@ export function createOidcLogin(opts: OidcLoginOptions): OidcLogin {
     },
 
     async complete(issuer, redirectUri, kept, callbackUrl) {
+      // The caller seals the state, but a malformed one must still be a refusal, never a crash.
+      if (![kept.issuer, kept.codeVerifier, kept.state, kept.nonce].every((v: unknown) => typeof v === 'string' && v !== '')) throw invalidRequest(NOT_COMPLETED, 'sign-in state is malformed')
       if (kept.issuer !== issuer.issuer) throw invalidRequest(NOT_COMPLETED, `sign-in state is for ${kept.issuer.slice(0, 256)}, not ${issuer.issuer}`)
-      if (![kept.codeVerifier, kept.state, kept.nonce].every((v) => typeof v === 'string' && v !== '')) throw invalidRequest(NOT_COMPLETED, 'sign-in state is malformed')
       const config = await configure(issuer)
       // The token request's redirect_uri is the callback URL without its query (openid-client):
       // it must be the redirect URI of the authorization request, whatever host the request
@@ -249,7 +250,9 @@ export function createOidcLogin(opts: OidcLoginOptions): OidcLogin {
     const login = loginOf(issuer)
     if (login.clientSecret !== undefined) return login.clientSecret
     if (login.clientSecretFile === undefined) return undefined
-    const key = cacheKey(issuer)
+    // Read once, at the first sign-in (begin refuses before the user leaves for the IdP); a new
+    // secret in the file takes a restart.
+    const key = login.clientSecretFile
     if (!secrets.has(key)) {
       let secret: string
       try {
@@ -313,8 +316,9 @@ function scopesOf(login: OidcLoginConfig): string[] {
   return [...new Set(['openid', ...login.scopes])]
 }
 
+/** Discovery depends on the issuer and where its document is, not on the client. */
 function cacheKey(issuer: SubjectIssuerConfig): string {
-  return JSON.stringify([issuer.issuer, issuer.login?.kind === 'oidc' ? issuer.login.discoveryUrl ?? null : null, issuer.login?.kind === 'oidc' ? issuer.login.clientSecretFile ?? null : null])
+  return JSON.stringify([issuer.issuer, issuer.login?.kind === 'oidc' ? (issuer.login.discoveryUrl ?? null) : null])
 }
 
 /**
