@@ -95,7 +95,7 @@ export function createOidcLogin(opts: OidcLoginOptions): OidcLogin {
   const fetchImpl = opts.fetch ?? fetch
   const discovered = new Map<string, Discovered>()
   const inFlight = new Map<string, Promise<Discovered>>()
-  const secrets = new Map<string, string | undefined>()
+  const secrets = new Map<string, string>()
 
   return {
     async begin(issuer, redirectUri) {
