@@ -8,6 +8,7 @@ export type OAuthErrorCode =
   | 'invalid_client'
   | 'invalid_grant'
   | 'unauthorized_client'
+  | 'access_denied'
   | 'unsupported_grant_type'
   | 'unsupported_response_type'
   | 'access_denied'
@@ -85,6 +86,11 @@ export const invalidGrant = (description: string, detail?: string) => new OAuthE
 /** RFC 6749 §4.1.2.1: the user (or the upstream IdP, or the policy) said no. */
 export const accessDenied = (description: string, detail?: string) => new OAuthError('access_denied', 400, description, detail)
 export const unauthorizedClient = (description: string, detail?: string) => new OAuthError('unauthorized_client', 400, description, detail)
+/**
+ * RFC 6749 §4.1.2.1 `access_denied`: the resource owner (or the IdP they signed in at) refused
+ * the request. `detail` carries what the IdP said, privately.
+ */
+export const accessDenied = (description: string, detail?: string) => new OAuthError('access_denied', 400, description, detail)
 export const invalidScope = (description: string, detail?: string) => new OAuthError('invalid_scope', 400, description, detail)
 export const invalidTarget = (description: string, detail?: string) => new OAuthError('invalid_target', 400, description, detail)
 export const notFound = (description = 'not found') => new OAuthError('not_found', 404, description)
