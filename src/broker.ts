@@ -135,7 +135,7 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     approvals,
     sealer: createSealer(opts.kek, clock),
     clientMetadata: opts.clientMetadata ?? createClientMetadataResolver({ options: config.authorization.clientMetadata, clock }),
-    oidcLogin: createOidcLogin({ clock, timeout: config.remoteJwks.timeout }),
+    oidcLogin: createOidcLogin({ clock, timeout: config.remoteJwks.timeout, clockSkew: config.clockSkew }),
     config,
     clock,
     logger,

@@ -8,7 +8,6 @@ export type OAuthErrorCode =
   | 'invalid_client'
   | 'invalid_grant'
   | 'unauthorized_client'
-  | 'access_denied'
   | 'unsupported_grant_type'
   | 'unsupported_response_type'
   | 'access_denied'
@@ -83,12 +82,10 @@ export const invalidClient = (detail: string, challenge: string | null = 'Basic 
     : new OAuthError('invalid_client', 401, 'client authentication failed', detail, { 'WWW-Authenticate': challenge })
 
 export const invalidGrant = (description: string, detail?: string) => new OAuthError('invalid_grant', 400, description, detail)
-/** RFC 6749 §4.1.2.1: the user (or the upstream IdP, or the policy) said no. */
-export const accessDenied = (description: string, detail?: string) => new OAuthError('access_denied', 400, description, detail)
 export const unauthorizedClient = (description: string, detail?: string) => new OAuthError('unauthorized_client', 400, description, detail)
 /**
- * RFC 6749 §4.1.2.1 `access_denied`: the resource owner (or the IdP they signed in at) refused
- * the request. `detail` carries what the IdP said, privately.
+ * RFC 6749 §4.1.2.1 `access_denied`: the resource owner (or the IdP they signed in at, or the
+ * approver) refused the request. `detail` carries what was said, privately.
  */
 export const accessDenied = (description: string, detail?: string) => new OAuthError('access_denied', 400, description, detail)
 export const invalidScope = (description: string, detail?: string) => new OAuthError('invalid_scope', 400, description, detail)
