@@ -123,3 +123,29 @@ export const setField = (name: string, ...values: string[]) => (fields: [string,
 
 /** The dev sign-in form's answer: alice (or `user`) with the dev password. */
 export const devSignIn = (user = 'alice') => (fields: [string, string][]) => setField('password', DEV_PASSWORD)(setField('username', user)(fields))
+
+/**
+ * An https server on 127.0.0.1 (a self-signed certificate for that address, written to a temp
+ * file for the broker's `clientMetadata.caFile`) that serves `routes` by path as JSON.
+ */
+export async function httpsJsonServer(routes: Record<string, (origin: string) => unknown>): Promise<{ origin: string; caFile: string; requests: string[]; close(): Promise<void> }> {
+  const { generate } = await import('selfsigned')
+  const { createServer } = await import('node:https')
+  const { mkdtempSync, writeFileSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const pems = await generate([{ name: 'commonName', value: '127.0.0.1' }], { keyType: 'ec', algorithm: 'sha256', extensions: [{ name: 'subjectAltName', altNames: [{ type: 7, ip: '127.0.0.1' }] }] })
+  const caFile = join(mkdtempSync(join(tmpdir(), 'taskpass-ca-')), 'ca.pem')
+  writeFileSync(caFile, pems.cert)
+  const requests: string[] = []
+  let origin = ''
+  const server = createServer({ key: pems.private, cert: pems.cert }, (req, res) => {
+    requests.push(req.url ?? '')
+    const route = routes[req.url ?? '']
+    if (!route) return void res.writeHead(404).end()
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(route(origin)))
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  origin = `https://127.0.0.1:${(server.address() as { port: number }).port}`
+  return { origin, caFile, requests, close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()) }) }
+}
