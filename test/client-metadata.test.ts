@@ -62,11 +62,12 @@ function serve(path: string, doc: (clientId: string) => unknown, headers: Record
   return clientId
 }
 
-function resolver(options: Partial<ClientMetadataOptions> = {}, resolveHost: ResolveHost | undefined = toLoopback): ClientMetadataResolver {
+/** A resolver with the defaults, loopback allowed (the test server), `cimd.test` resolving to 127.0.0.1 unless told otherwise. */
+function resolver(options: Partial<ClientMetadataOptions> = {}, resolveHost: ResolveHost = toLoopback): ClientMetadataResolver {
   return createClientMetadataResolver({
     options: { timeout: 2000, maxBytes: 5120, maxCacheAge: 3600, cacheSize: 1000, allowLoopback: true, caFile, ...options },
     clock,
-    ...(resolveHost ? { resolveHost } : {}),
+    resolveHost,
   })
 }
 
@@ -431,9 +432,14 @@ describe('document refusals', () => {
     await refused(resolver().resolve(`${base()}/client.json`), 'the client metadata document is not JSON')
   })
 
-  it('a body that is not UTF-8', async () => {
-    routes.set('/client.json', (_req, res) => { res.writeHead(200).end(Buffer.from([0x7b, 0xff, 0x7d])) })
-    await refused(resolver().resolve(`${base()}/client.json`), 'the client metadata document is not JSON')
+  it('a body that is not UTF-8 (a JSON document but for one byte in client_name)', async () => {
+    const clientId = `${base()}/client.json`
+    const [before, after] = JSON.stringify(goodDoc(clientId, { client_name: 'Bad|Byte' })).split('|') as [string, string]
+    routes.set('/client.json', (_req, res) => { res.writeHead(200).end(Buffer.concat([Buffer.from(before), Buffer.from([0xff]), Buffer.from(after)])) })
+    await refused(resolver().resolve(clientId), 'the client metadata document is not JSON', /not UTF-8 JSON/)
+    // Control: the same document with the byte as valid UTF-8 resolves.
+    routes.set('/client.json', json(goodDoc(clientId, { client_name: 'Bad\u00ffByte' })))
+    assert.equal((await resolver().resolve(clientId)).clientName, 'Bad\u00ffByte')
   })
 
   const cases: Array<[string, (doc: Record<string, unknown>) => unknown, string]> = [
@@ -493,6 +499,16 @@ describe('addresses (SSRF)', () => {
     await resolver({ allowLoopback: true }, answering('127.0.0.1')).resolve(`${base()}/client.json`)
     assert.deepEqual(hits, ['/client.json'])
     assert.equal(requestsStarted, 1)
+  })
+
+  it('rebinding: the host is resolved once, and the connection goes to the address that was checked', async () => {
+    const answers = ['127.0.0.1', '10.0.0.1']
+    let calls = 0
+    const rebinding: ResolveHost = async () => [{ address: answers[Math.min(calls++, 1)]!, family: 4 }]
+    const m = await resolver({ allowLoopback: true }, rebinding).resolve(`${base()}/client.json`)
+    assert.equal(m.clientName, 'Example MCP Client')
+    assert.equal(calls, 1)
+    assert.deepEqual(hits, ['/client.json'])
   })
 
   it('loopback is refused without allowLoopback, resolved or literal', async () => {
