@@ -24,7 +24,7 @@ import {
 import { createFixedClock, type FixedClock } from '../src/clock.js'
 import { OAuthError } from '../src/errors.js'
 import { classifyAddress } from '../src/lib/special-use-addresses.js'
-import type { ResolveHost } from '../src/lib/safe-fetch.js'
+import { safeFetch, SafeFetchError, type ResolveHost } from '../src/lib/safe-fetch.js'
 
 const HOST = 'cimd.test'
 const T0 = 1_800_000_000
@@ -415,6 +415,13 @@ describe('fetch refusals', () => {
     assert.deepEqual(hits, [])
   })
 
+  it('safeFetch itself refuses a URL that is not https, before resolving it', async () => {
+    const e = await safeFetch(new URL(`http://${HOST}:${port}/client.json`), { timeout: 300, maxBytes: 5120, allowLoopback: true, accept: 'application/json', resolve: async () => assert.fail('not resolved') }).catch((err: unknown) => err)
+    assert.ok(e instanceof SafeFetchError)
+    assert.equal(e.reason, 'url')
+    assert.deepEqual(hits, [])
+  })
+
   it('a resolver that throws is an invalid_client, never a 500', async () => {
     const r = resolver({}, async () => { throw new Error('SERVFAIL') })
     await refused(r.resolve(`${base()}/client.json`), NOT_FETCHED, /dns: resolving cimd\.test failed: SERVFAIL/)
@@ -562,6 +569,8 @@ describe('addresses (SSRF)', () => {
       ['fc00::1', 'special'], ['fe80::1%eth0', 'special'], ['ff02::1', 'special'], ['2001:db8::1', 'special'],
       ['64:ff9b::7f00:1', 'special'], ['64:ff9b:1::1', 'special'], ['2002:a00:1::1', 'special'], ['100::1', 'special'],
       ['::ffff:192.168.1.1', 'special'], ['not-an-ip', 'special'],
+      // Outside 2000::/3 and in no named range: refused as not global unicast.
+      ['4000::1', 'special'], ['::ffff:0:a00:1', 'special'], ['1::', 'special'],
     ]
     for (const [address, kind] of table) assert.equal(classifyAddress(address).kind, kind, address)
   })
