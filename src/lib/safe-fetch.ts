@@ -104,12 +104,14 @@ function pinnedLookup(addresses: LookupAddress[]): LookupFunction {
 export async function safeFetch(url: URL, opts: SafeFetchOptions): Promise<SafeResponse> {
   if (url.protocol !== 'https:') throw new SafeFetchError('url', `${url.protocol} is not https`)
   // One deadline for everything, resolution included: a slow resolver or a slow-drip body must not hold us longer.
+  // A duration on the real timer, not the injected clock: it bounds a real network wait.
   const controller = new AbortController()
   const timer = setTimeout(() => controller.abort(), opts.timeout)
   const timedOut = () => new SafeFetchError('timeout', `no complete response within ${opts.timeout} ms`)
   try {
     const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname
     const aborted = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(timedOut()), { once: true }))
+    // Raced below; this only keeps an abort that lands between two awaits from counting as unhandled.
     aborted.catch(() => {})
     const addresses = await Promise.race([checkedAddresses(host, opts), aborted])
     return await Promise.race([get(url, host, addresses, opts, controller.signal, timedOut), aborted])
