@@ -81,6 +81,14 @@ export const invalidClient = (detail: string, challenge: string | null = 'Basic 
     ? new OAuthError('invalid_client', 400, 'client authentication failed', detail)
     : new OAuthError('invalid_client', 401, 'client authentication failed', detail, { 'WWW-Authenticate': challenge })
 
+/**
+ * A `client_id` that is a Client ID Metadata Document URL whose document cannot be used
+ * (draft-ietf-oauth-client-id-metadata-document "Metadata Discovery Errors": `invalid_client`).
+ * 400 with no challenge: the client did not authenticate, it named a document. The description
+ * says what is wrong with the client's own document; how a fetch failed stays in `detail`.
+ */
+export const invalidClientMetadata = (description: string, detail?: string) => new OAuthError('invalid_client', 400, description, detail)
+
 export const invalidGrant = (description: string, detail?: string) => new OAuthError('invalid_grant', 400, description, detail)
 export const unauthorizedClient = (description: string, detail?: string) => new OAuthError('unauthorized_client', 400, description, detail)
 /**
