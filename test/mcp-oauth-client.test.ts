@@ -13,7 +13,7 @@ import { getRequestListener } from '@hono/node-server'
 import type { OAuthClientProvider } from '@modelcontextprotocol/sdk/client/auth.js'
 import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
-import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import type { OAuthClientInformationMixed, OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js'
 import { createMcpHandler, McpServer, requireBearerAuth } from '@modelcontextprotocol/server'
 import { decodeJwt } from 'jose'
@@ -45,6 +45,10 @@ class MemoryProvider implements OAuthClientProvider {
   redirectToAuthorization(url: URL) { this.authorizationUrl = url }
   saveCodeVerifier(v: string) { this.#verifier = v }
   codeVerifier() { return this.#verifier }
+  /** The SDK drops what the server refused (`invalid_grant` → tokens) and starts over. */
+  invalidateCredentials(scope: 'all' | 'client' | 'tokens' | 'verifier' | 'discovery') {
+    if (scope === 'tokens' || scope === 'all') this.#tokens = undefined
+  }
 }
 
 interface Stack {
@@ -179,7 +183,8 @@ describe('a stock MCP client (SDK OAuthClientProvider) gets a task token through
 
     // The next call is refused (the SDK then tries its refresh token, which died with the task, and asks for a new authorization).
     provider.authorizationUrl = undefined
-    await assert.rejects(readNote(s, provider), (e: unknown) => e instanceof UnauthorizedError || (e instanceof StreamableHTTPError && e.code === 401))
+    await assert.rejects(readNote(s, provider), UnauthorizedError)
+    assert.ok(provider.authorizationUrl, 'the refresh token died with the task: the SDK asks the user again')
     const refresh = await fetch(`${s.broker.url}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: tokens.refresh_token!, client_id: s.clientId }) })
     assert.equal(refresh.status, 400)
     assert.equal(((await refresh.json()) as { error: string }).error, 'invalid_grant')
