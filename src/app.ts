@@ -10,6 +10,7 @@ import { adminRoutes } from './routes/admin.js'
 import { authzenRoutes } from './routes/authzen.js'
 import { authorizeRoutes } from './routes/authorize.js'
 import { pageAssets } from './routes/assets.js'
+import { registrationRoutes } from './routes/register.js'
 import { authorizationCodeFlowEnabled } from './authorize/request.js'
 import { healthRoutes, metricsRoutes } from './routes/health.js'
 import { introspectionRoutes } from './routes/introspect.js'
@@ -37,6 +38,7 @@ export function createApp(deps: Deps) {
   if (authorizationCodeFlowEnabled(deps.config)) {
     app.route('/', authorizeRoutes(deps))
     app.route('/', pageAssets())
+    if (deps.registrations.enabled) app.route('/', registrationRoutes(deps))
   }
   app.route('/', wellKnownRoutes(deps))
   app.route('/', healthRoutes(deps, metrics))

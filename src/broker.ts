@@ -23,6 +23,7 @@ import { createOwnTokenVerifier, type OwnTokenVerifier } from './tokens/own-toke
 import { createSealer, type Sealer } from './authorize/seal.js'
 import { createClientMetadataResolver, type ClientMetadataResolver } from './clients/metadata-document.js'
 import { createOidcLogin, type OidcLogin } from './login/oidc.js'
+import { createClientRegistrations, type ClientRegistrations } from './clients/registration.js'
 
 /** Everything the app needs, built once in {@link createBroker}; each test builds its own. */
 export interface Deps {
@@ -58,6 +59,8 @@ export interface Deps {
   clientMetadata: ClientMetadataResolver
   /** Sign-in at upstream OIDC IdPs (the broker as relying party). */
   oidcLogin: OidcLogin
+  /** RFC 7591 dynamic registration (stateless: the client id is the sealed registration), when configured. */
+  registrations: ClientRegistrations
 }
 
 /** argon2id (the library default algorithm; left unset on purpose, see README). */
@@ -131,9 +134,11 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     approvals.close()
     closeDatabase()
   }
+  const sealer = createSealer(opts.kek, clock)
   return {
     approvals,
-    sealer: createSealer(opts.kek, clock),
+    sealer,
+    registrations: createClientRegistrations(config, sealer),
     clientMetadata: opts.clientMetadata ?? createClientMetadataResolver({ options: config.authorization.clientMetadata, clock }),
     oidcLogin: createOidcLogin({ clock, timeout: config.remoteJwks.timeout, clockSkew: config.clockSkew }),
     config,

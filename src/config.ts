@@ -458,6 +458,12 @@ export const configSchema = z
             caFile: z.string().min(1).optional(),
           })
           .prefault({}),
+        /**
+         * RFC 7591 dynamic registration (`POST /register`) for clients without a metadata document,
+         * off unless set: the OAuth client workload registered clients belong to. Registrations are
+         * stateless (the client id is the sealed registration) and last 30 days.
+         */
+        dynamicRegistration: z.strictObject({ workload: z.string().min(1) }).optional(),
       })
       .prefault({}),
     subjectIssuers: z.array(subjectIssuer).default([]),
@@ -518,6 +524,10 @@ export const configSchema = z
         else if (d === w.id) ctx.addIssue({ code: 'custom', path: ['workloads', i, 'delegateTo', j], message: 'a workload does not delegate to itself' })
       })
     })
+    const registered = c.authorization.dynamicRegistration
+    if (registered && !c.workloads.some((w) => w.id === registered.workload && w.oauthClient !== undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['authorization', 'dynamicRegistration', 'workload'], message: `${registered.workload} is not an OAuth client workload (one with oauthClient)` })
+    }
     // The built-in dev sign-in has a shared password: never on a broker reachable from elsewhere.
     c.subjectIssuers.forEach((si, i) => {
       if (si.login?.kind === 'dev' && !isLoopbackUrl(c.issuer)) ctx.addIssue({ code: 'custom', path: ['subjectIssuers', i, 'login'], message: 'the dev sign-in is only for a broker whose issuer is on a loopback address' })

@@ -13,6 +13,8 @@ export type OAuthErrorCode =
   | 'access_denied'
   | 'request_not_supported'
   | 'request_uri_not_supported'
+  | 'invalid_client_metadata'
+  | 'invalid_redirect_uri'
   | 'invalid_scope'
   | 'invalid_target'
   | 'invalid_token'

@@ -10,6 +10,7 @@ import { accessDenied, invalidRequest, invalidScope, OAuthError } from '../error
 import type { Actor } from '../exchange/actor-token.js'
 import type { Attestation } from '../exchange/attestation/kinds.js'
 import { brokerSubject, type Subject } from '../exchange/subject-token.js'
+import { isRegisteredClientId } from '../clients/registration.js'
 import { randomSecret } from '../ids.js'
 import type { TaskRow } from '../store/stores.js'
 import { planTask, recordOpenedTask, type RequestFacts, type TaskDeps } from '../tasks/lifecycle.js'
@@ -45,7 +46,16 @@ export function consentTtls(config: Pick<Config, 'tasks'>): number[] {
 
 /** The attestation of an OAuth client: what policy sees as `context.task.workload` (`attestation_kind` "oauth_client"). */
 export function clientAttestation(clientId: string): Attestation {
-  return { kind: 'oauth_client', issuer: new URL(clientId).origin, subject: clientId }
+  // A metadata document vouches for its origin; a dynamically registered client only for itself.
+  return { kind: 'oauth_client', issuer: isRegisteredClientId(clientId) ? REGISTERED_CLIENT_ISSUER : new URL(clientId).origin, subject: clientId }
+}
+
+/** The attestation issuer of dynamically registered clients (they have no origin of their own). */
+export const REGISTERED_CLIENT_ISSUER = 'urn:taskpass:registered-client'
+
+/** How pages name a client: its document's host, or that it registered itself. */
+export function clientHost(clientId: string): string {
+  return isRegisteredClientId(clientId) ? 'registered itself here (name not verified)' : new URL(clientId).host
 }
 
 /** The client acting, as tasks and tokens see it: its workload, proven by the user's consent. */

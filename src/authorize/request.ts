@@ -12,6 +12,7 @@ import { invalidRequest, invalidScope, invalidTarget, OAuthError } from '../erro
 import { allowedScopes } from '../policy/decide.js'
 import { parseAuthorizationDetails } from '../tokens/authorization-details.js'
 import type { ClientMetadata, ClientMetadataResolver } from '../clients/metadata-document.js'
+import { isRegisteredClientId, type ClientRegistrations } from '../clients/registration.js'
 
 /** A request whose client and redirect URI are known good: anything wrong from here on is redirected. */
 export interface AuthorizationRequest {
@@ -47,7 +48,7 @@ export class RedirectableError extends Error {
   }
 }
 
-/** Longest `client_id` considered (globs match values up to 1,024 characters). */
+/** Longest `client_id` considered (globs match values up to 1,024 characters; a sealed registration fits). */
 const MAX_CLIENT_ID = 1024
 const MAX_STATE = 1024
 const B64URL_43 = /^[A-Za-z0-9_-]{43}$/
@@ -59,8 +60,13 @@ export function authorizationCodeFlowEnabled(config: Pick<Config, 'workloads' | 
 }
 
 /** The OAuth client workload a client id belongs to: the first whose `oauthClient.clientId` rule matches. */
-export function oauthClientWorkload(config: Pick<Config, 'workloads'>, clientId: string): WorkloadConfig | undefined {
+export function oauthClientWorkload(config: Pick<Config, 'workloads' | 'authorization'>, clientId: string): WorkloadConfig | undefined {
   if (clientId.length > MAX_CLIENT_ID) return undefined
+  // A dynamically registered client belongs to the workload registration is configured for.
+  if (isRegisteredClientId(clientId)) {
+    const registered = config.authorization.dynamicRegistration
+    return registered ? config.workloads.find((w) => w.id === registered.workload) : undefined
+  }
   return config.workloads.find((w) => w.oauthClient !== undefined && compileRule(w.oauthClient.clientId)(clientId))
 }
 
@@ -96,14 +102,14 @@ function usableRedirect(uri: string): boolean {
  * stranger's URL is never fetched — and its metadata document resolves) and the exact redirect URI.
  * Throws `OAuthError` (shown to the user, never redirected).
  */
-export async function identifyClient(deps: { config: Pick<Config, 'workloads'>; clientMetadata: ClientMetadataResolver }, params: URLSearchParams): Promise<{ client: ClientMetadata; workload: WorkloadConfig; redirectUri: string }> {
+export async function identifyClient(deps: { config: Pick<Config, 'workloads' | 'authorization'>; clientMetadata: ClientMetadataResolver; registrations: Pick<ClientRegistrations, 'resolve'> }, params: URLSearchParams): Promise<{ client: ClientMetadata; workload: WorkloadConfig; redirectUri: string }> {
   for (const name of ['client_id', 'redirect_uri']) if (params.getAll(name).length > 1) throw invalidRequest(`"${name}" must not be repeated`)
   const clientId = params.get('client_id')
   if (!clientId) throw invalidRequest('"client_id" is required')
   const workload = oauthClientWorkload(deps.config, clientId)
   if (!workload) throw new OAuthError('unauthorized_client', 400, 'this client may not ask for access here', `no OAuth client workload matches ${clientId.slice(0, 256)}`)
   if (!workload.enabled) throw new OAuthError('unauthorized_client', 400, 'this client may not ask for access here', `workload ${workload.id} is disabled`)
-  const client = await deps.clientMetadata.resolve(clientId)
+  const client = isRegisteredClientId(clientId) ? await deps.registrations.resolve(clientId) : await deps.clientMetadata.resolve(clientId)
   const redirectUri = params.get('redirect_uri')
   // OAuth 2.1 §4.1.1: required here (clients may register several); compared as strings (§2.3.1).
   if (!redirectUri) throw invalidRequest('"redirect_uri" is required')

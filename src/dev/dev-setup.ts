@@ -107,7 +107,8 @@ export async function devConfig(m: DevMaterial, hasher: Hasher): Promise<ConfigI
       },
     ],
     // Dev mode runs everything on this machine: metadata documents may be served from loopback.
-    authorization: { clientMetadata: { allowLoopback: true } },
+    // and clients without a metadata document (most desktop MCP clients) may register (RFC 7591).
+    authorization: { clientMetadata: { allowLoopback: true }, dynamicRegistration: { workload: DEV.clientsWorkloadId } },
     resources: [{ uri: DEV.resource, scopes: [...DEV.scopes], credential: { clientId: DEV.resourceClientId, secretHash: await hasher.hash(m.resourceSecret) } }],
     admin: { apiKeyHashes: [await hasher.hash(m.adminKey)] },
   }

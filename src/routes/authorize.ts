@@ -4,10 +4,11 @@ import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
 import type { Deps } from '../broker.js'
 import type { SubjectIssuerConfig } from '../config.js'
 import { accessDenied, OAuthError } from '../errors.js'
-import { checkAnswer, consentTtls, issueCode, openConsentedTask, secretHash, type BrowserUser } from '../authorize/consent.js'
+import { checkAnswer, clientHost, consentTtls, issueCode, openConsentedTask, secretHash, type BrowserUser } from '../authorize/consent.js'
 import { errorRedirect, identifyClient, parseAuthorizationRequest, RedirectableError, type AuthorizationRequest } from '../authorize/request.js'
 import { brokerSubject } from '../exchange/subject-token.js'
 import type { OidcLoginState } from '../login/oidc.js'
+import { isRegisteredClientId } from '../clients/registration.js'
 import { checkCsrf, csrfToken, pageResponse } from '../http/pages.js'
 import { remoteAddress } from '../http/rate-limit.js'
 import { randomSecret, uuidv7 } from '../ids.js'
@@ -108,7 +109,7 @@ export function authorizeRoutes(deps: Deps) {
         hidden: [{ name: 'request', value: sealed }],
         csrf: csrfFor(c),
         user: user.user,
-        client: { name: req.clientName, id: req.clientId, idHost: new URL(req.clientId).host, redirectUri: req.redirectUri, redirectHost: redirect.host, localhostOnly: ['127.0.0.1', 'localhost', '[::1]'].includes(redirect.hostname) },
+        client: { name: req.clientName, id: req.clientId, idHost: clientHost(req.clientId), redirectUri: req.redirectUri, redirectHost: redirect.host, localhostOnly: ['127.0.0.1', 'localhost', '[::1]'].includes(redirect.hostname) },
         resource: req.resource,
         scopes: req.scopes,
         tools: req.tools ?? [],
@@ -265,11 +266,13 @@ export function authorizeRoutes(deps: Deps) {
         const user = await signedIn(c)
         if (!user) return loginPage(c, undefined, undefined)
         const now = deps.clock.now()
-        const tasks: TaskRowProps[] = deps.stores.tasks.listByUser(user.issuer, user.user, 100).map((t) => {
+        const rows = deps.stores.tasks.listByUser(user.issuer, user.user, 100)
+        const names = await Promise.all(rows.map((t) => (t.clientId !== null && isRegisteredClientId(t.clientId) ? deps.registrations.resolve(t.clientId).then((m) => `${m.clientName} (self-registered)`, () => 'a self-registered client') : undefined)))
+        const tasks: TaskRowProps[] = rows.map((t, i) => {
           const state = taskState(t, now)
           return {
             taskId: t.id,
-            who: t.clientId !== null ? new URL(t.clientId).host : t.workloadId,
+            who: names[i] ?? (t.clientId !== null ? clientHost(t.clientId) : t.workloadId),
             purpose: t.purpose,
             resources: taskResources(t),
             status: state,

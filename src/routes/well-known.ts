@@ -8,7 +8,7 @@ import { grantHandlers } from './token.js'
 import { authorizationCodeFlowEnabled } from '../authorize/request.js'
 
 /** RFC 8414 authorization server metadata. `issuer` is the configured base URL, byte for byte. */
-export function authorizationServerMetadata(deps: Pick<Deps, 'config' | 'keys' | 'idJags'>) {
+export function authorizationServerMetadata(deps: Pick<Deps, 'config' | 'keys' | 'idJags' | 'registrations'>) {
   const { issuer, resources } = deps.config
   const scopes = [...new Set(resources.flatMap((r) => r.scopes))]
   const browserFlow = authorizationCodeFlowEnabled(deps.config)
@@ -26,6 +26,8 @@ export function authorizationServerMetadata(deps: Pick<Deps, 'config' | 'keys' |
           response_modes_supported: ['query'],
           authorization_response_iss_parameter_supported: true,
           client_id_metadata_document_supported: true,
+          // RFC 7591, the MCP spec's fallback for clients without a metadata document, when configured.
+          ...(deps.registrations.enabled ? { registration_endpoint: `${issuer}/register` } : {}),
         }
       : {}),
     token_endpoint: `${issuer}/token`,
