@@ -7,6 +7,7 @@ import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { describe, it } from 'node:test'
 import { parse } from 'yaml'
+import { browserFlowConfig, fixedClients } from './authorize-fixtures.js'
 import { createTestBroker } from './harness.js'
 
 const root = new URL('../', import.meta.url)
@@ -23,6 +24,15 @@ const isObject = (v: unknown): v is JsonObject => typeof v === 'object' && v !==
  * with the reason as its value, instead of a 4xx response.
  */
 const NO_CLIENT_ERROR = 'x-taskpass-no-client-error'
+
+/**
+ * A page for a person (tag `browser`: the authorization-code flow's sign-in, consent, wait and
+ * account pages) refuses with an HTML page, not JSON. Such a 4xx response has `text/html` content
+ * carrying this extension: the `OAuthErrorCode`s the page stands for (checked against src/errors.ts
+ * like every other code), `[]` for a page that is no error (the sign-in form answered 401).
+ */
+const PAGE_ERROR_CODES = 'x-taskpass-error-codes'
+const PAGE_TAG = 'browser'
 
 function loadSpec(): JsonObject {
   const doc: unknown = parse(readFileSync(new URL('openapi.yaml', root), 'utf8'))
@@ -41,10 +51,12 @@ function toOpenApiPath(path: string): string {
  * The (METHOD path) pairs the app serves. hono lists middleware registered with `.use` as method
  * `ALL`; those are skipped. An `ALL` entry that is not middleware-shaped (no wildcard and no
  * concrete route on the same path) would be an `app.all()` handler, which has no single OpenAPI
- * operation: it is reported rather than silently skipped.
+ * operation: it is reported rather than silently skipped. The broker is built with the
+ * authorization-code flow on (an OAuth client workload and a sign-in configured), the
+ * configuration that mounts the most routes: its pages and the /token grants exist only then.
  */
-async function appOperations(): Promise<Set<string>> {
-  const b = await createTestBroker()
+async function appOperations(opts: Parameters<typeof createTestBroker>[0] = { config: browserFlowConfig, clientMetadata: fixedClients() }): Promise<Set<string>> {
+  const b = await createTestBroker(opts)
   try {
     const routes = b.app.routes.map((r) => ({ method: r.method.toUpperCase(), path: r.path }))
     const concretePaths = new Set(routes.filter((r) => r.method !== 'ALL').map((r) => r.path))
@@ -108,7 +120,7 @@ function usesOAuthError(spec: JsonObject, schema: Json | undefined, seen = new S
 
 /**
  * Every `error` code the document names: `enum`/`const` of any schema property called `error`,
- * and `error` members of examples. Returned with where each was found, for the failure message.
+ * `error` members of examples, and the codes HTML error pages stand for (`x-taskpass-error-codes`). Returned with where each was found, for the failure message.
  */
 function documentedErrorCodes(spec: JsonObject): Map<string, string> {
   const found = new Map<string, string>()
@@ -127,6 +139,7 @@ function documentedErrorCodes(spec: JsonObject): Map<string, string> {
       add(err.const, `${where}/properties/error`)
     }
     if (inExample) add(node.error, `${where}/error`)
+    if (Array.isArray(node[PAGE_ERROR_CODES])) for (const c of node[PAGE_ERROR_CODES] as Json[]) add(c, `${where}/${PAGE_ERROR_CODES}`)
     for (const [k, v] of Object.entries(node)) {
       walk(v, `${where}/${k}`, inExample || k === 'example' || k === 'examples')
     }
@@ -157,6 +170,44 @@ function diffOperations(app: ReadonlySet<string>, spec: ReadonlySet<string>): st
   return lines
 }
 
+/**
+ * How each operation refuses a request: at least one 4xx response (or the no-input exemption),
+ * each an application/json OAuthError — or, on a page for a person, a text/html page naming its
+ * error codes. Returns the problems found.
+ */
+function clientErrorProblems(spec: JsonObject, operations: Operation[]): string[] {
+  const problems: string[] = []
+  for (const { key, op } of operations) {
+    const responses = op.responses
+    if (!isObject(responses) || Object.keys(responses).length === 0) {
+      problems.push(`${key}: no responses`)
+      continue
+    }
+    const clientErrors = Object.keys(responses).filter((s) => /^4(\d\d|XX)$/.test(s))
+    if (clientErrors.length === 0) {
+      // The exemption is only for operations that take no input at all.
+      const reason = op[NO_CLIENT_ERROR]
+      const inputs = ((op.parameters as Json[] | undefined) ?? []).map((p) => deref(spec, p)).filter((p) => !(isObject(p) && p.in === 'header' && /^If-/i.test(String(p.name))))
+      const open = Array.isArray(op.security) && op.security.every((s) => isObject(s) && Object.keys(s).length === 0)
+      if (typeof reason !== 'string' || reason.trim() === '') problems.push(`${key}: no 4xx response (add one, or ${NO_CLIENT_ERROR}: <reason> if it cannot refuse a request)`)
+      else if (inputs.length > 0 || op.requestBody !== undefined || !open) problems.push(`${key}: ${NO_CLIENT_ERROR} is only for operations without parameters, body or authentication`)
+      continue
+    }
+    if (op[NO_CLIENT_ERROR] !== undefined) problems.push(`${key}: has 4xx responses and ${NO_CLIENT_ERROR}`)
+    for (const status of clientErrors) {
+      const response = deref(spec, responses[status])
+      const content = isObject(response) && isObject(response.content) ? response.content : {}
+      const json = content['application/json']
+      if (usesOAuthError(spec, isObject(json) ? json.schema : undefined)) continue
+      const html = content['text/html']
+      const page = Array.isArray(op.tags) && op.tags.includes(PAGE_TAG)
+      if (page && isObject(html) && Array.isArray(html[PAGE_ERROR_CODES])) continue
+      problems.push(page ? `${key} ${status}: neither an application/json OAuthError nor a text/html page with ${PAGE_ERROR_CODES}` : `${key} ${status}: not an application/json OAuthError`)
+    }
+  }
+  return problems
+}
+
 describe('openapi.yaml contract', () => {
   const spec = loadSpec()
   const operations = specOperations(spec)
@@ -167,6 +218,12 @@ describe('openapi.yaml contract', () => {
     assert.ok(app.size > 0, 'the app lists no routes')
     const diff = diffOperations(app, documented)
     assert.equal(diff.length, 0, `openapi.yaml and the app disagree:\n${diff.join('\n')}`)
+  })
+
+  it('documents every route of the default configuration (no authorization-code flow) too', async () => {
+    const app = await appOperations({})
+    const documented = new Set(operations.map((o) => o.key))
+    assert.deepEqual([...app].filter((k) => !documented.has(k)).sort(), [], 'served without the browser flow but not in openapi.yaml')
   })
 
   it('the route comparison fails when either side has an extra operation', () => {
@@ -193,32 +250,17 @@ describe('openapi.yaml contract', () => {
     assert.deepEqual(problems, [])
   })
 
-  it('every operation documents at least one 4xx response, as OAuthError JSON', () => {
-    const problems: string[] = []
-    for (const { key, op } of operations) {
-      const responses = op.responses
-      if (!isObject(responses) || Object.keys(responses).length === 0) {
-        problems.push(`${key}: no responses`)
-        continue
-      }
-      const clientErrors = Object.keys(responses).filter((s) => /^4(\d\d|XX)$/.test(s))
-      if (clientErrors.length === 0) {
-        // The exemption is only for operations that take no input at all.
-        const reason = op[NO_CLIENT_ERROR]
-        const inputs = ((op.parameters as Json[] | undefined) ?? []).map((p) => deref(spec, p)).filter((p) => !(isObject(p) && p.in === 'header' && /^If-/i.test(String(p.name))))
-        const open = Array.isArray(op.security) && op.security.every((s) => isObject(s) && Object.keys(s).length === 0)
-        if (typeof reason !== 'string' || reason.trim() === '') problems.push(`${key}: no 4xx response (add one, or ${NO_CLIENT_ERROR}: <reason> if it cannot refuse a request)`)
-        else if (inputs.length > 0 || op.requestBody !== undefined || !open) problems.push(`${key}: ${NO_CLIENT_ERROR} is only for operations without parameters, body or authentication`)
-        continue
-      }
-      if (op[NO_CLIENT_ERROR] !== undefined) problems.push(`${key}: has 4xx responses and ${NO_CLIENT_ERROR}`)
-      for (const status of clientErrors) {
-        const response = deref(spec, responses[status])
-        const schema = isObject(response) && isObject(response.content) && isObject(response.content['application/json']) ? response.content['application/json'].schema : undefined
-        if (!usesOAuthError(spec, schema)) problems.push(`${key} ${status}: not an application/json OAuthError`)
-      }
-    }
-    assert.deepEqual(problems, [])
+  it('every operation documents at least one 4xx response, as OAuthError JSON (or, on a page, an HTML error page)', () => {
+    assert.deepEqual(clientErrorProblems(spec, operations), [])
+  })
+
+  it('the 4xx check refuses an HTML error on an API route and one naming no error codes', () => {
+    const op = (tags: string[], html: JsonObject): Operation => ({ key: 'GET /x', path: '/x', pathItem: {}, op: { tags, responses: { '400': { description: 'd', content: { 'text/html': { schema: { type: 'string' }, ...html } } } } } })
+    const empty: JsonObject = { paths: {} }
+    assert.deepEqual(clientErrorProblems(empty, [op([PAGE_TAG], { [PAGE_ERROR_CODES]: ['invalid_request'] })]), [])
+    assert.deepEqual(clientErrorProblems(empty, [op([PAGE_TAG], {})]), [`GET /x 400: neither an application/json OAuthError nor a text/html page with ${PAGE_ERROR_CODES}`])
+    assert.deepEqual(clientErrorProblems(empty, [op(['oauth'], { [PAGE_ERROR_CODES]: ['invalid_request'] })]), ['GET /x 400: not an application/json OAuthError'])
+    assert.deepEqual([...documentedErrorCodes({ paths: { '/x': { get: op([PAGE_TAG], { [PAGE_ERROR_CODES]: ['no_such_code'] }).op } }, components: { schemas: { OAuthErrorCode: { enum: [] } } } }).keys()], ['no_such_code'])
   })
 
   it('every `error` code in openapi.yaml exists in src/errors.ts OAuthErrorCode', () => {
