@@ -55,7 +55,7 @@ function toOpenApiPath(path: string): string {
  * authorization-code flow on (an OAuth client workload and a sign-in configured), the
  * configuration that mounts the most routes: its pages and the /token grants exist only then.
  */
-async function appOperations(opts: Parameters<typeof createTestBroker>[0] = { config: browserFlowConfig, clientMetadata: fixedClients() }): Promise<Set<string>> {
+async function appOperations(opts: Parameters<typeof createTestBroker>[0] = { config: (c) => ({ ...browserFlowConfig(c), authorization: { dynamicRegistration: { workload: 'mcp-clients' } } }), clientMetadata: fixedClients() }): Promise<Set<string>> {
   const b = await createTestBroker(opts)
   try {
     const routes = b.app.routes.map((r) => ({ method: r.method.toUpperCase(), path: r.path }))

@@ -69,11 +69,10 @@ function revokeOnReplay(deps: ClientGrantDeps, task: TaskRow | undefined, why: s
   }
 }
 
-/** Mints the task token for a public client's grant, and — when it may have one — the next refresh token. */
 /**
  * RFC 9449 §5 / §10: a DPoP header is verified when present; a grant bound to a key (`dpop_jkt` at
  * /authorize, or a refresh token first used with DPoP) needs a proof by that key. Checked before
- * the grant is spent, so a request without the key burns nothing.
+ * anything is spent, so a request without the key burns nothing.
  */
 async function grantProof(deps: ClientGrantDeps, grant: { dpopJkt: string | null }, request: GrantRequest): Promise<{ jkt: string } | undefined> {
   const proof = await deps.dpop.verify(request.dpop, 'POST', `${deps.config.issuer}/token`)
@@ -81,7 +80,16 @@ async function grantProof(deps: ClientGrantDeps, grant: { dpopJkt: string | null
   return proof
 }
 
-async function mintForClient(deps: ClientGrantDeps, grant: { taskId: string; clientId: string; resource: string; scope: string; tools: string | null; refresh: boolean; dpopJkt: string | null; note: string }, proof: { jkt: string } | undefined, request: GrantRequest, audit: AuditContext, accessScope = grant.scope): Promise<ClientTokenResponse> {
+/** A one-use credential found spent inside the token's write: a concurrent presentation of it. */
+class SpentConcurrently extends Error {}
+
+/**
+ * Mints the task token for a public client's grant and spends the grant in the same write
+ * (`spend`: the code or the refresh token marked used, and the next refresh token recorded), so a
+ * refusal or a retryable failure leaves the grant as it was, and two presentations racing each
+ * other cannot both succeed: the loser is a replay, and the task is revoked.
+ */
+async function mintForClient(deps: ClientGrantDeps, grant: { taskId: string; clientId: string; resource: string; scope: string; tools: string | null; refresh: boolean; dpopJkt: string | null; note: string }, spend: () => boolean, proof: { jkt: string } | undefined, request: GrantRequest, audit: AuditContext, why: string, accessScope = grant.scope): Promise<ClientTokenResponse> {
   const now = deps.clock.now()
   const stored = deps.stores.tasks.get(grant.taskId)
   if (!stored) throw invalidGrant('grant is not valid', `task ${grant.taskId} is gone`)
@@ -92,14 +100,33 @@ async function mintForClient(deps: ClientGrantDeps, grant: { taskId: string; cli
   const subject = taskSubject(deps, stored)
   const actor = { ...clientActor(workload, grant.clientId), act: undefined, exp: undefined }
   audit.userSub = subject.sub
-  const asked: TaskTokenRequest = { subject, actor, resource, scopes: accessScope.split(' '), ttl: undefined, tools: grant.tools !== null ? (JSON.parse(grant.tools) as string[]) : undefined, dpopJkt: proof?.jkt, request, now, auditNote: grant.note, clientId: grant.clientId }
   const task = loadUsableTask(deps, stored.id, subject, actor, now, proof?.jkt)
-  const minted = await mintTaskToken(deps, asked, task, false)
-  let refreshToken: string | undefined
-  if (grant.refresh) {
-    refreshToken = `${REFRESH_PREFIX}${randomSecret(32)}`
-    // DPoP-bound from the first proof on (RFC 9449 §5): a public client's refresh token is the holder's.
-    deps.stores.refreshTokens.insert({ tokenHash: secretHash(refreshToken), taskId: task.id, clientId: grant.clientId, resource: resource.uri, scope: grant.scope, tools: grant.tools, dpopJkt: grant.dpopJkt ?? proof?.jkt ?? null, createdAt: now, expiresAt: task.expiresAt, usedAt: null })
+  const refreshToken = grant.refresh ? `${REFRESH_PREFIX}${randomSecret(32)}` : undefined
+  const asked: TaskTokenRequest = {
+    subject,
+    actor,
+    resource,
+    scopes: accessScope.split(' '),
+    ttl: undefined,
+    tools: grant.tools !== null ? (JSON.parse(grant.tools) as string[]) : undefined,
+    dpopJkt: proof?.jkt,
+    request,
+    now,
+    auditNote: grant.note,
+    clientId: grant.clientId,
+    spend: () => {
+      if (!spend()) throw new SpentConcurrently()
+      // DPoP-bound from the first proof on (RFC 9449 §5): a public client's refresh token is the holder's.
+      if (refreshToken !== undefined) deps.stores.refreshTokens.insert({ tokenHash: secretHash(refreshToken), taskId: task.id, clientId: grant.clientId, resource: resource.uri, scope: grant.scope, tools: grant.tools, dpopJkt: grant.dpopJkt ?? proof?.jkt ?? null, createdAt: now, expiresAt: task.expiresAt, usedAt: null })
+    },
+  }
+  let minted: ExchangeResponse
+  try {
+    minted = await mintTaskToken(deps, asked, task, false)
+  } catch (e) {
+    if (!(e instanceof SpentConcurrently)) throw e
+    revokeOnReplay(deps, deps.stores.tasks.get(task.id), why)
+    throw invalidGrant('grant is not valid', `presented twice at once (${why}): task ${task.id} is revoked`)
   }
   const { issued_token_type: _t, ...response } = minted
   return { ...response, ...(refreshToken !== undefined ? { refresh_token: refreshToken } : {}) }
@@ -147,11 +174,7 @@ export async function redeemAuthorizationCode(deps: ClientGrantDeps, form: FormP
     audit.workloadId = deps.stores.tasks.get(row.taskId)?.workloadId
     checkResource(form, row.resource)
     const proof = await grantProof(deps, row, request)
-    if (!deps.stores.authorizationCodes.use(row.codeHash, now)) {
-      revokeOnReplay(deps, deps.stores.tasks.get(row.taskId), 'authorization code presented twice')
-      throw refuse(`code of task ${row.taskId} was redeemed concurrently: the task is revoked`)
-    }
-    return mintForClient(deps, { ...row, note: '; authorization code' }, proof, request, audit)
+    return mintForClient(deps, { ...row, note: '; authorization code' }, () => deps.stores.authorizationCodes.use(row.codeHash, now), proof, request, audit, 'authorization code presented twice')
   })
 }
 
@@ -195,11 +218,7 @@ export async function redeemRefreshToken(deps: ClientGrantDeps, form: FormParams
     const state = taskState(task, now)
     if (state !== 'active') throw refuse(`task ${row.taskId} is ${state}`)
     const proof = await grantProof(deps, row, request)
-    if (!deps.stores.refreshTokens.use(row.tokenHash, now)) {
-      revokeOnReplay(deps, task, 'refresh token presented twice')
-      throw refuse(`refresh token of task ${row.taskId} was rotated concurrently: the task is revoked`)
-    }
     // The successor keeps the grant's scope: narrowing applies to this access token only (RFC 6749 §6).
-    return mintForClient(deps, { ...row, refresh: true, note: '; refresh token' }, proof, request, audit, scope)
+    return mintForClient(deps, { ...row, refresh: true, note: '; refresh token' }, () => deps.stores.refreshTokens.use(row.tokenHash, now), proof, request, audit, 'refresh token presented twice', scope)
   })
 }

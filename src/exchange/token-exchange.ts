@@ -253,6 +253,12 @@ export interface TaskTokenRequest {
    * metadata document URL is the token's `client_id` and `act.sub` (the workload is the policy's class of it).
    */
   clientId?: string | undefined
+  /**
+   * Runs inside the token's write transaction, before the token row: a grant spends its one-use
+   * credential there (an authorization code, a refresh token, with its successor), so the spend
+   * and the token commit together or not at all. Throwing refuses the token and writes nothing.
+   */
+  spend?: (() => void) | undefined
 }
 
 /**
@@ -366,6 +372,7 @@ export async function mintTaskToken(deps: MintDeps, q: TaskTokenRequest, task: T
     // Likewise the signing key may have been revoked (a compromise) while we signed: such a token
     // is refused everywhere already, and must not be recorded as a live one.
     if (!deps.keys.publicKey(kid)) throw temporarilyUnavailable(1, `signing key ${kid} was revoked during the exchange`)
+    q.spend?.()
     deps.stores.tokens.insert({ jti, taskId: task.id, sub: claims.sub, workloadId: actor.workload.id, aud: claims.aud, scope: claims.scope, iat: now, exp: claims.exp, status: 'active', revokedAt: null, cnfJkt: proof?.jkt ?? null, kid, attestation: actor.attestation ? JSON.stringify(actor.attestation) : null })
     deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${deciding.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}${q.auditNote ?? ''}`, userSub: subject.sub, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri, ...auditedDecision(deciding) })
   })
