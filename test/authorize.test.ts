@@ -306,6 +306,31 @@ describe('authorization_code grant refusals', () => {
       assert.equal(await error(res), 'invalid_client')
     }))
 
+  it('two presentations of one code at once: one token, the other refused, and the task revoked', () =>
+    withBroker(opts(), async (b) => {
+      const { verifier, challenge } = pkce()
+      const code = await issued(b, authorizeQuery(challenge))
+      const [one, two] = await Promise.all([redeem(b, code, verifier), redeem(b, code, verifier)])
+      assert.deepEqual([one.status, two.status].sort(), [200, 400])
+      const loser = one.status === 400 ? one : two
+      assert.equal(await error(loser), 'invalid_grant')
+      const winner = (await (one.status === 200 ? one : two).json()) as Record<string, string>
+      assert.equal(b.deps.stores.tasks.get(winner.task_id!)!.status, 'revoked')
+      assert.equal(b.deps.stores.tokens.get(String(decodeJwt(winner.access_token!).jti))!.status, 'revoked')
+    }))
+
+  it('a mint refused after the code checked out leaves the code unspent', () =>
+    withBroker(opts(), async (b) => {
+      const { verifier, challenge } = pkce()
+      const code = await issued(b, authorizeQuery(challenge))
+      const w = b.deps.config.workloads.find((x) => x.id === 'mcp-clients')! as { enabled: boolean }
+      w.enabled = false
+      const refused = await redeem(b, code, verifier)
+      assert.equal(await error(refused), 'unauthorized_client')
+      w.enabled = true
+      assert.equal((await redeem(b, code, verifier)).status, 200, 'the code was not spent by the refusal')
+    }))
+
   it('a refresh token presented twice revokes the task', () =>
     withBroker(opts(), async (b) => {
       const { verifier, challenge } = pkce()
