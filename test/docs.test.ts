@@ -75,3 +75,11 @@ describe('README configuration fragments', () => {
     }
   })
 })
+
+describe('docs/any-mcp-client.md', () => {
+  it('shows docs/examples/any-mcp-client.json verbatim (a valid configuration, checked above)', () => {
+    const page = readFileSync(new URL('../docs/any-mcp-client.md', import.meta.url), 'utf8')
+    const file = readFileSync(new URL('any-mcp-client.json', examples), 'utf8')
+    assert.ok(page.includes('```json\n' + file + '```'), 'the page\'s configuration block is the example file')
+  })
+})

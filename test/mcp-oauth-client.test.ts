@@ -32,8 +32,8 @@ class MemoryProvider implements OAuthClientProvider {
   #tokens: OAuthTokens | undefined
   #verifier = ''
   #info: OAuthClientInformationMixed | undefined
-  readonly clientMetadataUrl: string
-  constructor(clientMetadataUrl: string) {
+  readonly clientMetadataUrl: string | undefined
+  constructor(clientMetadataUrl: string | undefined) {
     this.clientMetadataUrl = clientMetadataUrl
   }
   get redirectUrl() { return REDIRECT }
@@ -75,7 +75,7 @@ async function startStack(): Promise<Stack> {
         ...x,
         resources: [...x.resources!, { uri: mcpUrl, scopes: SCOPES, credential: { clientId: 'oauth-e2e-mcp', secretHash: keys.hashes.notes } }],
         workloads: x.workloads!.map((w) => (w.id === 'mcp-clients' ? { ...w, oauthClient: { clientId: { glob: 'https://127.0.0.1:*/oauth/**' } }, grants: [{ resource: mcpUrl, scopes: SCOPES }] } : w)),
-        authorization: { clientMetadata: { allowLoopback: true, caFile: docs.caFile } },
+        authorization: { clientMetadata: { allowLoopback: true, caFile: docs.caFile }, dynamicRegistration: { workload: 'mcp-clients' } },
       }
     },
   })
@@ -188,5 +188,21 @@ describe('a stock MCP client (SDK OAuthClientProvider) gets a task token through
     const refresh = await fetch(`${s.broker.url}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: tokens.refresh_token!, client_id: s.clientId }) })
     assert.equal(refresh.status, 400)
     assert.equal(((await refresh.json()) as { error: string }).error, 'invalid_grant')
+  })
+
+  it('a client without a metadata document registers (RFC 7591) and goes through the same flow', async () => {
+    const provider = new MemoryProvider(undefined)
+    const transport = new StreamableHTTPClientTransport(new URL(s.mcpUrl), { authProvider: provider })
+    await assert.rejects(new Client({ name: 'stock-client', version: '1.0.0' }).connect(transport), UnauthorizedError)
+    const url = provider.authorizationUrl!
+    const clientId = url.searchParams.get('client_id')!
+    assert.match(clientId, /^tpdc_/, 'the SDK registered dynamically')
+    const browser = new TestBrowser((p, init) => fetch(new URL(p, s.broker.url), init))
+    const signedIn = await browser.submit(await (await browser.get(url.pathname + url.search)).text(), '/authorize/login', devSignIn('bob'))
+    const page = await (await browser.get(signedIn.headers.get('location')!)).text()
+    assert.match(page, /name not verified/)
+    const back = new URL((await browser.submit(page, '/authorize/consent', (f) => [...f, ['decision', 'allow']])).headers.get('location')!)
+    await transport.finishAuth(back.searchParams.get('code')!)
+    assert.match(await readNote(s, provider), /note todo for bob via tpdc_/)
   })
 })
