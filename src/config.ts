@@ -120,7 +120,7 @@ const subjectIssuer = z
           kind: z.literal('oidc'),
           /** The broker's client id at the IdP. */
           clientId: z.string().min(1).max(255),
-          /** Its client secret (`client_secret_basic`), or `clientSecretFile`; neither: a public client (PKCE only). Env: TASKPASS_OIDC_CLIENT_SECRET for the first issuer. */
+          /** Its client secret (`client_secret_basic`), or `clientSecretFile`; neither: a public client (PKCE only). */
           clientSecret: z.string().min(1).optional(),
           clientSecretFile: z.string().min(1).optional(),
           /** Where the IdP's OpenID Provider metadata is; default `<issuer>/.well-known/openid-configuration`. */

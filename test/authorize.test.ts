@@ -428,3 +428,55 @@ describe('consent that needs an approval, and DPoP', () => {
       assert.equal(refreshed.status, 200)
     }))
 })
+
+describe('metadata, logs and the real metadata-document fetch', () => {
+  it('the metadata says what the flow needs (the MCP conformance check, the SDK schema); without the flow it says none of it', async () => {
+    await withBroker(opts(), async (b) => {
+      const meta = (await (await b.app.request('/.well-known/oauth-authorization-server')).json()) as Record<string, unknown>
+      assert.equal(meta.authorization_endpoint, `${b.deps.config.issuer}/authorize`)
+      assert.deepEqual(meta.response_types_supported, ['code'])
+      assert.deepEqual(meta.code_challenge_methods_supported, ['S256'])
+      assert.equal(meta.client_id_metadata_document_supported, true)
+      assert.equal(meta.authorization_response_iss_parameter_supported, true)
+      assert.ok((meta.grant_types_supported as string[]).includes('authorization_code'))
+      assert.ok((meta.grant_types_supported as string[]).includes('refresh_token'))
+      assert.ok((meta.token_endpoint_auth_methods_supported as string[]).includes('none'))
+    })
+    await withBroker(undefined, async (b) => {
+      const meta = (await (await b.app.request('/.well-known/oauth-authorization-server')).json()) as Record<string, unknown>
+      assert.equal('code_challenge_methods_supported' in meta, false)
+      assert.equal((meta.grant_types_supported as string[]).includes('authorization_code'), false)
+      const res = await b.app.request(`/authorize?${authorizeQuery(pkce().challenge)}`)
+      assert.equal(res.status, 400)
+      assert.equal(((await res.json()) as { error: string }).error, 'unsupported_response_type')
+    })
+  })
+
+  it('no code, state, token or refresh token reaches a log line', () => {
+    const lines: string[] = []
+    const logger = { info: (m: string, f?: unknown) => void lines.push(`${m} ${JSON.stringify(f)}`), warn: (m: string, f?: unknown) => void lines.push(`${m} ${JSON.stringify(f)}`), error: (m: string, f?: unknown) => void lines.push(`${m} ${JSON.stringify(f)}`) }
+    return withBroker({ ...opts(), logger }, async (b) => {
+      const browser = new TestBrowser((p, i) => b.app.request(p, i))
+      const { verifier, challenge } = pkce()
+      const back = await consent(b, browser, authorizeQuery(challenge, { state: 'secret-state-value-123' }))
+      const code = back.searchParams.get('code')!
+      const body = (await (await redeem(b, code, verifier)).json()) as Record<string, string>
+      await redeem(b, code, verifier) // a replay: logged as a refusal
+      await b.post('/token', { grant_type: 'refresh_token', refresh_token: body.refresh_token!, client_id: CLIENT_ID })
+      assert.ok(lines.length > 0, 'the access log recorded the requests')
+      for (const secret of [code, verifier, 'secret-state-value-123', body.access_token!, body.refresh_token!]) {
+        assert.equal(lines.some((l) => l.includes(secret)), false, `a log line holds ${secret.slice(0, 12)}…`)
+      }
+    })
+  })
+
+  it('a metadata document on a private address is never fetched: invalid_client on the page', () =>
+    withBroker({ config: (c) => { const x = browserFlowConfig(c); return { ...x, workloads: x.workloads!.map((w) => (w.id === 'mcp-clients' ? { ...w, oauthClient: { clientId: { glob: 'https://**' } } } : w)) } } }, async (b) => {
+      for (const host of ['10.0.0.1', '169.254.169.254', '192.168.1.1', '[fd00::1]']) {
+        const res = await new TestBrowser((p, i) => b.app.request(p, i)).get(`/authorize?${authorizeQuery(pkce().challenge, { client_id: `https://${host}/client.json` })}`)
+        assert.equal(res.status, 400, host)
+        assert.equal(res.headers.get('location'), null)
+        assert.match(await res.text(), /could not be fetched/)
+      }
+    }))
+})
