@@ -1,90 +1,21 @@
 /**
  * Signing in at an upstream OpenID Connect IdP (src/login/oidc.ts) against a real IdP:
- * oidc-provider on 127.0.0.1, port 0, with PKCE required and its development sign-in and consent
- * pages. The browser is played over HTTP with fetch (forms parsed from the HTML, cookies kept by
- * hand) up to the IdP's redirect to the callback, whose URL goes to `complete()`.
+ * oidc-provider on 127.0.0.1 (test/oidc-fixtures.ts). The browser is played over HTTP up to the
+ * IdP's redirect to the callback, whose URL goes to `complete()`.
  * Nothing is sent anywhere but 127.0.0.1: the callback URL is only read, never fetched.
  */
 import assert from 'node:assert/strict'
 import { mkdtempSync, writeFileSync } from 'node:fs'
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { decodeJwt, decodeProtectedHeader, exportJWK, generateKeyPair } from 'jose'
-import Provider from 'oidc-provider'
+import { decodeJwt, decodeProtectedHeader } from 'jose'
 import { calculatePKCECodeChallenge } from 'openid-client'
 import { createFixedClock, systemClock, type FixedClock } from '../src/clock.js'
 import { parseConfig, type SubjectIssuerConfig } from '../src/config.js'
 import { OAuthError, type OAuthErrorCode } from '../src/errors.js'
 import { createOidcLogin, type OidcLogin, type OidcLoginOptions, type OidcLoginState } from '../src/login/oidc.js'
-
-const BROKER = 'https://broker.test.example'
-const CALLBACK = `${BROKER}/authorize/callback`
-const CONFIDENTIAL_SECRET = 'confidential-rp-secret-0123456789'
-/** oidc-provider's ID token lifetime here, seconds. */
-const ID_TOKEN_TTL = 3600
-
-interface Idp {
-  issuer: string
-  close(): Promise<void>
-}
-
-/** Starts oidc-provider on 127.0.0.1 port 0 with the relying parties the tests use. */
-async function startIdp(): Promise<Idp> {
-  const server = createServer()
-  await listen(server)
-  const issuer = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-  const rsa = await generateKeyPair('RS256', { extractable: true })
-  const ec = await generateKeyPair('ES256', { extractable: true })
-  // The ID token carries `sid` for a client that asks for sessions at back-channel logout.
-  const withSid = { backchannel_logout_uri: `${BROKER}/backchannel-logout`, backchannel_logout_session_required: true }
-  const rp = { redirect_uris: [CALLBACK], grant_types: ['authorization_code'], response_types: ['code'], require_auth_time: true, ...withSid }
-  const provider = new Provider(issuer, {
-    clients: [
-      { ...rp, client_id: 'public-rp', token_endpoint_auth_method: 'none' },
-      { ...rp, client_id: 'confidential-rp', client_secret: CONFIDENTIAL_SECRET, token_endpoint_auth_method: 'client_secret_basic' },
-      // Without require_auth_time: its ID tokens carry no auth_time.
-      { ...rp, client_id: 'es256-rp', token_endpoint_auth_method: 'none', id_token_signed_response_alg: 'ES256', require_auth_time: false },
-    ],
-    pkce: { required: () => true },
-    features: { devInteractions: { enabled: true }, backchannelLogout: { enabled: true } },
-    jwks: {
-      keys: [
-        { ...(await exportJWK(rsa.privateKey)), kid: 'rsa-1', alg: 'RS256', use: 'sig' },
-        { ...(await exportJWK(ec.privateKey)), kid: 'ec-1', alg: 'ES256', use: 'sig' },
-      ],
-    },
-    cookies: { keys: ['oidc-login-test-cookie-key'] },
-    // The scope's claims in the ID token itself (not only at userinfo): the broker reads the ID token.
-    conformIdTokenClaims: false,
-    claims: { openid: ['sub'], profile: ['email', 'department', 'level', 'groups'] },
-    ttl: { Interaction: 600, Session: 3600, Grant: 3600, AccessToken: 600, AuthorizationCode: 60, IdToken: ID_TOKEN_TTL },
-    findAccount: (_ctx: unknown, id: string) => ({
-      accountId: id,
-      claims: () => ({ sub: id, email: `${id}@example.com`, department: 'eng', level: 3, groups: ['a', 'b'] }),
-    }),
-  })
-  server.on('request', provider.callback())
-  return { issuer, close: () => close(server) }
-}
-
-function listen(server: Server): Promise<void> {
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-}
-
-function close(server: Server): Promise<void> {
-  server.closeAllConnections()
-  return new Promise((resolve) => server.close(() => resolve()))
-}
-
-/** A plain server on 127.0.0.1 port 0 (an impostor IdP, a silent one). */
-async function startServer(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ url: string; close(): Promise<void> }> {
-  const server = createServer(handler)
-  await listen(server)
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => close(server) }
-}
+import { BROKER, CALLBACK, CONFIDENTIAL_SECRET, ID_TOKEN_TTL, signIn, startIdp, startServer, type Idp } from './oidc-fixtures.js'
 
 /** The subject issuer block as the broker's config parses it (defaults applied). */
 function subjectIssuer(issuer: string, over: Record<string, unknown> = {}, login: Record<string, unknown> = {}): SubjectIssuerConfig {
@@ -126,59 +57,6 @@ function tap(rewriteIdToken?: (jwt: string) => string): { fetch: typeof fetch; s
   return { fetch: tapped, seen, idTokens, tokenRequests: () => seen.filter((s) => new URL(s.url).pathname.endsWith('/token')) }
 }
 
-/**
- * The user's browser at the IdP: follows redirects, signs in as `login` on the sign-in form and
- * confirms the consent form (or presses Cancel when `cancel`), until the IdP redirects to the
- * callback. Returns that URL.
- */
-async function signIn(authorizationUrl: string, opts: { login?: string; cancel?: boolean } = {}): Promise<URL> {
-  const cookies = new Map<string, string>()
-  let url = authorizationUrl
-  let method = 'GET'
-  let body: string | undefined
-  for (let step = 0; step < 12; step++) {
-    const res = await fetch(url, {
-      method,
-      body,
-      redirect: 'manual',
-      headers: { cookie: [...cookies].map(([k, v]) => `${k}=${v}`).join('; '), ...(body !== undefined && { 'content-type': 'application/x-www-form-urlencoded' }) },
-    })
-    for (const line of res.headers.getSetCookie()) {
-      const pair = line.split(';')[0]!
-      const eq = pair.indexOf('=')
-      const [name, value] = [pair.slice(0, eq), pair.slice(eq + 1)]
-      if (value === '' || /expires=Thu, 01 Jan 1970/i.test(line)) cookies.delete(name)
-      else cookies.set(name, value)
-    }
-    method = 'GET'
-    body = undefined
-    const location = res.headers.get('location')
-    if (res.status >= 300 && res.status < 400 && location) {
-      await res.body?.cancel()
-      url = new URL(location, url).href
-      if (url.startsWith(`${CALLBACK}?`)) return new URL(url)
-      continue
-    }
-    const html = await res.text()
-    assert.equal(res.status, 200, `IdP page ${url}: ${html.slice(0, 300)}`)
-    if (opts.cancel) {
-      url = new URL(unescapeHtml(/<a href="([^"]+)">\[ Cancel \]<\/a>/.exec(html)![1]!), url).href
-      continue
-    }
-    const action = /<form[^>]* action="([^"]+)"/.exec(html)?.[1]
-    assert.ok(action, `no form on the IdP page: ${html.slice(0, 300)}`)
-    const form = new URLSearchParams([...html.matchAll(/<input type="hidden" name="([^"]+)" value="([^"]*)"\/?>/g)].map((m) => [m[1]!, unescapeHtml(m[2]!)] as [string, string]))
-    if (form.get('prompt') === 'login') {
-      form.set('login', opts.login ?? 'alice')
-      form.set('password', 'any password')
-    }
-    url = new URL(unescapeHtml(action), url).href
-    method = 'POST'
-    body = form.toString()
-  }
-  throw new Error('the IdP never redirected to the callback')
-}
-
 /** RFC 6749 §2.3.1: HTTP Basic of the form-urlencoded client id and secret. */
 function basicCredentials(header: string | null): [string, string] | undefined {
   const m = /^Basic ([A-Za-z0-9+/=]+)$/.exec(header ?? '')
@@ -191,10 +69,6 @@ function basicCredentials(header: string | null): [string, string] | undefined {
 /** `s` with its sixth character changed (never the same string, whatever it was). */
 function alter(s: string): string {
   return `${s.slice(0, 5)}${s[5] === 'A' ? 'B' : 'A'}${s.slice(6)}`
-}
-
-function unescapeHtml(s: string): string {
-  return s.replaceAll('&amp;', '&').replaceAll('&quot;', '"').replaceAll('&#39;', "'").replaceAll('&lt;', '<').replaceAll('&gt;', '>')
 }
 
 /**

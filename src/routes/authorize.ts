@@ -217,7 +217,19 @@ export function authorizeRoutes(deps: Deps) {
         deleteCookie(c, names.oidc, cookieOptions)
         const issuer = loginIssuers.find((si) => si.issuer === kept.state.issuer && si.login?.kind === 'oidc') as SubjectIssuerConfig | undefined
         if (!issuer) throw refusal(400, 'unknown sign-in provider')
-        const identity = await deps.oidcLogin.complete(issuer, `${config.issuer}/authorize/callback`, kept.state, new URL(c.req.url))
+        let identity
+        try {
+          identity = await deps.oidcLogin.complete(issuer, `${config.issuer}/authorize/callback`, kept.state, new URL(c.req.url))
+        } catch (e) {
+          // RFC 6749 §4.1.2.1: the user said no at the IdP (its answer matched our state), so the
+          // client waiting on this request learns access_denied; its redirect URI was checked at
+          // /authorize. Any other failure may not be the user's doing and stays a page.
+          if (e instanceof OAuthError && e.code === 'access_denied' && kept.request) {
+            const req = await openRequest(kept.request)
+            throw new RedirectableError(e, req.redirectUri, req.state)
+          }
+          throw e
+        }
         await signIn(c, { issuer: identity.issuer, user: identity.user, sid: identity.sid ?? uuidv7(deps.clock), claims: identity.claims, authTime: identity.authTime })
         return c.redirect(afterSignIn(kept.request), 303)
       } catch (e) {
