@@ -65,7 +65,7 @@ function serve(path: string, doc: (clientId: string) => unknown, headers: Record
 /** A resolver with the defaults, loopback allowed (the test server), `cimd.test` resolving to 127.0.0.1 unless told otherwise. */
 function resolver(options: Partial<ClientMetadataOptions> = {}, resolveHost: ResolveHost = toLoopback): ClientMetadataResolver {
   return createClientMetadataResolver({
-    options: { timeout: 2000, maxBytes: 5120, maxCacheAge: 3600, cacheSize: 1000, allowLoopback: true, caFile, ...options },
+    options: { timeout: 15_000, maxBytes: 5120, maxCacheAge: 3600, cacheSize: 1000, allowLoopback: true, caFile, ...options },
     clock,
     resolveHost,
   })
