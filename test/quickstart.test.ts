@@ -56,7 +56,7 @@ describe('README quick start', () => {
       const script = `set -eu\ncd ${JSON.stringify(root.pathname)}\n` + block.replaceAll('127.0.0.1:8787', `127.0.0.1:${port}`).replaceAll('/tmp/dev.sh', join(dir, 'dev.sh'))
       const { stdout } = await promisify(execFile)('bash', ['-c', script], { env, timeout: 60_000 })
       assert.match(stdout, /"task_id":"[0-9a-f-]{36}","status":"active"/)
-      // expires_in: 300, or a second less when the clock ticked between `dev-tokens` minting the
+      // expires_in: 300, or seconds less when the clock ticked between `dev-tokens` minting the
       // 5-minute SVID and this exchange (a token never outlives the attestation it came from).
       assert.match(stdout, /"access_token":"eyJ[^"]+","issued_token_type":"urn:ietf:params:oauth:token-type:access_token","token_type":"Bearer","expires_in":(?:300|2[0-9]{2}),"scope":"notes:read"/)
       assert.match(stdout, /"status":"completed".*"tokens_revoked":1/)
