@@ -1,5 +1,6 @@
 import { createLocalJWKSet, errors, type JWK, type JWTVerifyGetKey } from 'jose'
 import type { Clock } from '../clock.js'
+import { readCappedBody } from './read-capped.js'
 
 /** How remote key sets (an issuer's `jwks_uri`, a SPIFFE bundle endpoint) are fetched. */
 export interface RemoteJwksOptions {
@@ -72,26 +73,12 @@ export async function fetchJwkSet(url: URL, opts: Pick<RemoteJwksOptions, 'timeo
 }
 
 async function readCapped(res: Response, maxBytes: number, url: URL): Promise<string> {
-  if (!res.body) return ''
-  const reader = res.body.getReader()
-  const chunks: Uint8Array[] = []
-  let total = 0
   try {
-    for (;;) {
-      const { done, value } = await reader.read()
-      if (done) break
-      total += value.byteLength
-      if (total > maxBytes) {
-        await reader.cancel().catch(() => {})
-        throw new KeysUnavailableError(`${url.href}: response exceeds ${maxBytes} bytes`)
-      }
-      chunks.push(value)
-    }
+    return Buffer.from(await readCappedBody(res, maxBytes, () => new KeysUnavailableError(`${url.href}: response exceeds ${maxBytes} bytes`))).toString('utf8')
   } catch (e) {
     if (e instanceof KeysUnavailableError) throw e
     throw new KeysUnavailableError(`reading ${url.href} failed: ${describeFetchError(e)}`)
   }
-  return Buffer.concat(chunks).toString('utf8')
 }
 
 function describeFetchError(e: unknown): string {

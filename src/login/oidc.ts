@@ -15,6 +15,7 @@ import { isLoopbackUrl, type SubjectIssuerConfig } from '../config.js'
 import { accessDenied, invalidRequest, OAuthError } from '../errors.js'
 import { MAX_SUBJECT_LENGTH, policyClaims } from '../exchange/subject-token.js'
 import { normalizeTyp } from '../lib/jwt.js'
+import { readCappedBody } from '../lib/read-capped.js'
 
 /** Who signed in, and for how long their sign-in counts. */
 export interface LoginIdentity {
@@ -348,28 +349,8 @@ function isAllowedUrl(url: string, insecure: boolean): boolean {
   return u.protocol === 'https:' || (insecure && u.protocol === 'http:' && isLoopbackUrl(u.href))
 }
 
-async function readCapped(res: Response, maxBytes: number, url: string): Promise<Uint8Array<ArrayBuffer>> {
-  if (!res.body) return new Uint8Array(0)
-  const reader = res.body.getReader()
-  const chunks: Uint8Array[] = []
-  let total = 0
-  for (;;) {
-    const { done, value } = await reader.read()
-    if (done) break
-    total += value.byteLength
-    if (total > maxBytes) {
-      await reader.cancel().catch(() => {})
-      throw new TypeError(`${url.slice(0, 256)}: response exceeds ${maxBytes} bytes`)
-    }
-    chunks.push(value)
-  }
-  const body = new Uint8Array(total)
-  let at = 0
-  for (const chunk of chunks) {
-    body.set(chunk, at)
-    at += chunk.byteLength
-  }
-  return body
+function readCapped(res: Response, maxBytes: number, url: string): Promise<Uint8Array<ArrayBuffer>> {
+  return readCappedBody(res, maxBytes, () => new TypeError(`${url.slice(0, 256)}: response exceeds ${maxBytes} bytes`))
 }
 
 /**
