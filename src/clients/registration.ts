@@ -12,7 +12,7 @@
 import type { Config } from '../config.js'
 import { isLoopbackUrl } from '../config.js'
 import { OAuthError } from '../errors.js'
-import type { Sealer } from '../authorize/seal.js'
+import type { Sealer } from '../lib/seal.js'
 import { validateMetadataDocument, type ClientMetadata } from './metadata-document.js'
 
 /** The prefix of a dynamically registered client's id (never `https://`: those are metadata documents). */
