@@ -29,6 +29,8 @@ html { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neu
 body { margin: 0; min-height: 100vh; background: var(--bg); color: var(--text); display: flex; align-items: flex-start; justify-content: center; padding: 2rem 1rem; }
 .card { width: 100%; max-width: 34rem; background: var(--card); border: 1px solid var(--border); border-radius: 12px; padding: 1.75rem 2rem; box-shadow: 0 1px 3px rgba(0,0,0,.08); }
 .card.wide { max-width: 68rem; }
+/* Below 60rem the wide card gives up some padding so the seven columns of the task table fit a 900px window. */
+@media (max-width: 60rem) { .card.wide { padding: 1.5rem 1.25rem; } }
 .brand { margin: 0 0 1rem; font-weight: 700; letter-spacing: .02em; color: var(--muted); font-size: .875rem; text-transform: uppercase; }
 h1 { font-size: 1.5rem; line-height: 1.25; margin: 0 0 .5rem; overflow-wrap: anywhere; }
 p { margin: .5rem 0; }
@@ -69,7 +71,7 @@ table { border-collapse: collapse; width: 100%; font-size: .925rem; }
 th, td { text-align: left; vertical-align: top; padding: .5rem .6rem; border-bottom: 1px solid var(--border); overflow-wrap: break-word; }
 td.nowrap, th { white-space: nowrap; }
 th { color: var(--muted); font-weight: 600; }
-ul.access { list-style: none; margin: 0; padding: 0; min-width: 14rem; }
+ul.access { list-style: none; margin: 0; padding: 0; min-width: 11rem; }
 ul.access li + li { margin-top: .4rem; }
 ul.access .resource { display: block; }
 .status { font-weight: 600; }
