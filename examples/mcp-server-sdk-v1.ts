@@ -16,7 +16,7 @@ const verifier = createTaskTokenVerifier({
   revocation: {
     mode: 'feed',
     feedUrl: `${issuer}/revocations`,
-    credentials: { clientId: 'notes-mcp', clientSecret: process.env.NOTES_MCP_SECRET! },
+    credentials: { clientId: process.env.NOTES_MCP_CLIENT_ID ?? 'notes-mcp', clientSecret: process.env.NOTES_MCP_SECRET! },
   },
 })
 await verifier.ready()
