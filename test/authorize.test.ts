@@ -199,12 +199,22 @@ describe('consent refusals', () => {
       assert.deepEqual(counts(b), before)
     }))
 
-  it('an expired authorization request: refused, no task', () =>
+  it('an answer after the request lapsed: access_denied back to the client, no task', () =>
     withBroker(opts(), async (b) => {
       const { browser, page } = await toConsent(b, authorizeQuery(pkce().challenge))
       b.clock.advance(b.deps.config.authorization.requestTtl + 1)
       const before = counts(b)
-      assert.match(await assertErrorPage(await browser.submit(page, '/authorize/consent', answer([['decision', 'allow']])), 400), /expired/)
+      assertErrorRedirect(b, await browser.submit(page, '/authorize/consent', answer([['decision', 'allow']])), 'access_denied')
+      assert.deepEqual(counts(b), before)
+    }))
+
+  it('a forged or tampered request: a page, never a redirect, no task', () =>
+    withBroker(opts(), async (b) => {
+      const { browser, page } = await toConsent(b, authorizeQuery(pkce().challenge))
+      const before = counts(b)
+      for (const forged of ['not-a-seal', 'eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0..AAAA.BBBB.CCCC']) {
+        assert.match(await assertErrorPage(await browser.submit(page, '/authorize/consent', (f) => answer([['decision', 'allow']])(setField('request', forged)(f))), 400), /expired/)
+      }
       assert.deepEqual(counts(b), before)
     }))
 

@@ -14,8 +14,12 @@ export type SealPurpose = 'authorize-request' | 'login' | 'oidc-state' | 'approv
 export interface Sealer {
   /** Seals `payload`, valid for `ttl` seconds from now (or until `exp`, when the payload has one). */
   seal(purpose: SealPurpose, payload: JWTPayload, ttl: number): Promise<string>
-  /** The payload of a sealed value of this purpose that has not expired; `undefined` for anything else. */
-  open<T>(purpose: SealPurpose, sealed: string | undefined): Promise<T | undefined>
+  /**
+   * The payload of a sealed value of this purpose that has not expired; `undefined` for anything
+   * else. `expired: true` opens one whose time has passed too (still only ours, untampered): what a
+   * lapsed request was, so its client can be told (RFC 6749 §4.1.2.1).
+   */
+  open<T>(purpose: SealPurpose, sealed: string | undefined, opts?: { expired?: boolean }): Promise<T | undefined>
   /** A key derived for `purpose` (e.g. the CSRF key), 32 bytes. */
   key(purpose: string): Uint8Array
 }
@@ -44,10 +48,12 @@ export function createSealer(kek: Uint8Array, clock: Clock): Sealer {
         .setExpirationTime(payload.exp ?? now + ttl)
         .encrypt(key(purpose))
     },
-    async open<T>(purpose: SealPurpose, sealed: string | undefined) {
+    async open<T>(purpose: SealPurpose, sealed: string | undefined, opts: { expired?: boolean } = {}) {
       if (sealed === undefined || sealed === '' || sealed.length > MAX_SEALED_LENGTH) return undefined
       try {
-        const { payload } = await jwtDecrypt(sealed, key(purpose), { audience: purpose, currentDate: new Date(clock.nowMs()), keyManagementAlgorithms: ['dir'], contentEncryptionAlgorithms: ['A256GCM'] })
+        // An expired one is read as of the epoch: every time claim then passes, the seal still must.
+        const at = opts.expired ? new Date(0) : new Date(clock.nowMs())
+        const { payload } = await jwtDecrypt(sealed, key(purpose), { audience: purpose, currentDate: at, keyManagementAlgorithms: ['dir'], contentEncryptionAlgorithms: ['A256GCM'] })
         return payload as T
       } catch {
         return undefined

@@ -87,10 +87,13 @@ export function authorizeRoutes(deps: Deps) {
     setCookie(c, names.login, sealed, { ...cookieOptions, maxAge: config.authorization.loginTtl })
   }
 
+  /** The pending request; one that lapsed before the user answered goes back to its client as `access_denied`. */
   const openRequest = async (sealed: string | undefined) => {
     const req = await sealer.open<{ req: AuthorizationRequest }>('authorize-request', sealed)
-    if (!req) throw refusal(400, 'this sign-in request has expired: start again from your application')
-    return req.req
+    if (req) return req.req
+    const lapsed = await sealer.open<{ req: AuthorizationRequest }>('authorize-request', sealed, { expired: true })
+    if (lapsed) throw new RedirectableError(accessDenied('the user did not answer in time'), lapsed.req.redirectUri, lapsed.req.state)
+    throw refusal(400, 'this sign-in request has expired: start again from your application')
   }
 
   function loginPage(c: Context, request: string | undefined, clientName: string | undefined, error?: string, status = 200) {
