@@ -140,6 +140,56 @@ describe('attack: codes and consents', () => {
     }))
 })
 
+describe('attack: a client the configuration no longer lists', () => {
+  /** As after a restart with the client taken off its workload's allowlist (the workload itself still enabled). */
+  const delist = (b: TestBroker) => {
+    const w = b.deps.config.workloads.find((x) => x.id === 'mcp-clients')!
+    w.oauthClient = { ...w.oauthClient!, clientId: { glob: 'https://other.test.example/**' } }
+  }
+
+  it('its refresh token mints nothing more: invalid_grant', () =>
+    withBroker(opts(), async (b) => {
+      const browser = browserOf(b)
+      const { verifier, challenge } = pkce()
+      const back = new URL((await browser.submit(await consentPage(browser, authorizeQuery(challenge)), '/authorize/consent', allow)).headers.get('location')!)
+      const body = (await (await redeem(b, back.searchParams.get('code')!, verifier)).json()) as { refresh_token: string }
+      delist(b)
+      const before = counts(b)
+      const res = await b.post('/token', { grant_type: 'refresh_token', refresh_token: body.refresh_token, client_id: CLIENT_ID })
+      assert.equal(res.status, 400)
+      assert.equal(((await res.json()) as { error: string }).error, 'invalid_grant')
+      assert.equal(counts(b).tokens, before.tokens)
+    }))
+
+  it('its unredeemed code buys nothing: invalid_grant', () =>
+    withBroker(opts(), async (b) => {
+      const browser = browserOf(b)
+      const { verifier, challenge } = pkce()
+      const back = new URL((await browser.submit(await consentPage(browser, authorizeQuery(challenge)), '/authorize/consent', allow)).headers.get('location')!)
+      delist(b)
+      const before = counts(b)
+      const res = await redeem(b, back.searchParams.get('code')!, verifier)
+      assert.equal(res.status, 400)
+      assert.equal(((await res.json()) as { error: string }).error, 'invalid_grant')
+      assert.equal(counts(b).tokens, before.tokens)
+    }))
+
+  it('a registered client once dynamic registration is turned off: its refresh token mints nothing more', () =>
+    withBroker(withRegistration, async (b) => {
+      const redirect = 'http://127.0.0.1:45123/callback'
+      const { client_id } = (await (await register(b, { client_name: 'Desktop', redirect_uris: [redirect], grant_types: ['authorization_code', 'refresh_token'], token_endpoint_auth_method: 'none' })).json()) as { client_id: string }
+      const browser = browserOf(b)
+      const { verifier, challenge } = pkce()
+      const back = new URL((await browser.submit(await consentPage(browser, authorizeQuery(challenge, { client_id, redirect_uri: redirect })), '/authorize/consent', allow)).headers.get('location')!)
+      const token = await b.post('/token', { grant_type: 'authorization_code', code: back.searchParams.get('code')!, code_verifier: verifier, client_id, redirect_uri: redirect, resource: NOTES })
+      const body = (await token.json()) as { refresh_token: string }
+      delete (b.deps.config.authorization as { dynamicRegistration?: unknown }).dynamicRegistration
+      const res = await b.post('/token', { grant_type: 'refresh_token', refresh_token: body.refresh_token, client_id })
+      assert.equal(res.status, 400)
+      assert.equal(((await res.json()) as { error: string }).error, 'invalid_grant')
+    }))
+})
+
 describe('attack: request size', () => {
   it('an authorization request too large to carry through the sign-in is refused at /authorize, back to the client', () =>
     withBroker(opts(), async (b) => {

@@ -19,6 +19,7 @@ import { endTask, taskState, type TaskDeps } from '../tasks/lifecycle.js'
 import { taskSubject } from '../tasks/subtasks.js'
 import { auditedGrant, loadUsableTask, mintTaskToken, type AuditContext, type ExchangeDeps, type ExchangeResponse, type GrantRequest, type TaskTokenRequest } from '../exchange/token-exchange.js'
 import { clientActor, secretHash } from './consent.js'
+import { oauthClientWorkload } from './request.js'
 
 export const AUTHORIZATION_CODE_GRANT = 'authorization_code'
 export const REFRESH_TOKEN_GRANT = 'refresh_token'
@@ -95,6 +96,9 @@ async function mintForClient(deps: ClientGrantDeps, grant: { taskId: string; cli
   if (!stored) throw invalidGrant('grant is not valid', `task ${grant.taskId} is gone`)
   const workload = deps.config.workloads.find((w) => w.id === stored.workloadId)
   if (!workload) throw invalidGrant('grant is not valid', `workload ${stored.workloadId} is no longer registered`)
+  // The client must still be one of its workload's: taken off the allowlist (or dynamic
+  // registration turned off), its codes and refresh tokens die with it, whatever tasks remain.
+  if (oauthClientWorkload(deps.config, grant.clientId)?.id !== workload.id) throw invalidGrant('grant is not valid', `client ${grant.clientId.slice(0, 256)} is no longer an OAuth client of workload ${workload.id}`)
   const resource = deps.config.resources.find((r) => r.uri === grant.resource)
   if (!resource) throw invalidTarget('resource is not registered', `unknown resource ${grant.resource}`)
   const subject = taskSubject(deps, stored)
