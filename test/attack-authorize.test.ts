@@ -7,7 +7,9 @@ import { describe, it } from 'node:test'
 import { pruneStore } from '../src/store/retention.js'
 import { revokeSession } from '../src/tasks/sessions.js'
 import type { ConfigInput } from '../src/config.js'
-import { counts, NOTES, recordingLogger, withBroker, type LogEntry, type TestBroker } from './harness.js'
+import { invalidRequest } from '../src/errors.js'
+import type { OidcLogin } from '../src/login/oidc.js'
+import { counts, NOTES, recordingLogger, USER_ISSUER, withBroker, type LogEntry, type TestBroker } from './harness.js'
 import { authorizeQuery, browserFlowConfig, CLIENT_ID, devSignIn, fixedClients, formsOf, pkce, REDIRECT_URI, setField, TestBrowser } from './authorize-fixtures.js'
 
 const opts = () => ({ config: browserFlowConfig, clientMetadata: fixedClients() })
@@ -228,6 +230,88 @@ describe('attack: request size', () => {
     }))
 })
 
+/** The broker with alice's issuer signing in at an upstream IdP, played by a fake that checks `state` as openid-client does. */
+const withOidc = () => ({
+  config: (c: ConfigInput): ConfigInput => {
+    const x = browserFlowConfig(c)
+    return { ...x, subjectIssuers: x.subjectIssuers!.map((si) => (si.issuer === USER_ISSUER ? { ...si, login: { kind: 'oidc' as const, clientId: 'taskpass', name: 'SSO' } } : si)) }
+  },
+  clientMetadata: fixedClients(),
+})
+function fakeIdp(b: TestBroker): void {
+  let n = 0
+  const fake: OidcLogin = {
+    begin: (issuer) => {
+      const state = `state-${++n}-${'s'.repeat(43)}`
+      return Promise.resolve({ url: `${issuer.issuer}/authorize?state=${state}`, state: { issuer: issuer.issuer, codeVerifier: 'v'.repeat(43), state, nonce: 'n'.repeat(43) } })
+    },
+    complete: (issuer, _redirect, kept, url) => {
+      if (url.searchParams.get('state') !== kept.state) return Promise.reject(invalidRequest('the sign-in did not complete', 'state mismatch'))
+      return Promise.resolve({ issuer: issuer.issuer, user: url.searchParams.get('user') ?? 'alice', sid: 'idp-sid', claims: {}, authTime: b.clock.now(), exp: b.clock.now() + 600 })
+    },
+  }
+  b.deps.oidcLogin = fake
+}
+
+describe('attack: signing in at an upstream IdP', () => {
+  it('the largest request /authorize accepts still fits, inside the IdP login state, in a cookie a browser keeps (4,096 bytes)', () =>
+    withBroker(withOidc(), async (b) => {
+      fakeIdp(b)
+      let largest: string | undefined
+      for (let tools = 1; tools <= 64; tools++) {
+        const query = authorizeQuery(pkce().challenge, { state: 's'.repeat(1024), authorization_details: JSON.stringify([{ type: 'mcp_tools', actions: Array.from({ length: tools }, (_, i) => `tool_${i}_${'x'.repeat(20)}`) }]) })
+        const res = await b.app.request(`/authorize?${query}`)
+        if (res.status !== 200) break
+        largest = query
+      }
+      assert.ok(largest, 'some request with a long state was accepted')
+      const browser = browserOf(b)
+      const html = await (await browser.get(`/authorize?${largest}`)).text()
+      const href = /href="(\/authorize\/idp\?[^"]+)"/.exec(html)![1]!.replace(/&amp;/g, '&')
+      const res = await browser.get(href)
+      assert.equal(res.status, 302)
+      const cookie = res.headers.getSetCookie().find((c) => c.startsWith('taskpass-oidc='))!
+      assert.ok(cookie.split(';')[0]!.length <= 4096, `the IdP login state cookie is ${cookie.split(';')[0]!.length} bytes`)
+      assert.match(cookie, /HttpOnly/i)
+      assert.match(cookie, /SameSite=Lax/i)
+      // …and the sign-in completes onto the consent page.
+      const state = new URL(res.headers.get('location')!).searchParams.get('state')!
+      const back = await browser.get(`/authorize/callback?${new URLSearchParams({ code: 'c', state })}`)
+      assert.equal(back.status, 303)
+      assert.match(await (await browser.get(back.headers.get('location')!)).text(), /Open a task/)
+    }))
+
+  it('login CSRF: the attacker\'s callback URL in a victim\'s browser signs nobody in', () =>
+    withBroker(withOidc(), async (b) => {
+      fakeIdp(b)
+      const attacker = browserOf(b)
+      const started = await attacker.get(`/authorize/idp?${new URLSearchParams({ issuer: USER_ISSUER })}`)
+      const state = new URL(started.headers.get('location')!).searchParams.get('state')!
+      const callback = `/authorize/callback?${new URLSearchParams({ code: 'c', state, user: 'mallory' })}`
+      // The victim has no IdP login state of their own…
+      const victim = browserOf(b)
+      const res = await victim.get(callback)
+      assert.equal(res.status, 400)
+      assert.equal([...victim.cookies.keys()].some((k) => k.includes('login')), false)
+      // …or one of their own, for another state.
+      await victim.get(`/authorize/idp?${new URLSearchParams({ issuer: USER_ISSUER })}`)
+      assert.equal((await victim.get(callback)).status, 400)
+      assert.equal([...victim.cookies.keys()].some((k) => k.includes('login')), false)
+    }))
+
+  it('the callback clears the IdP login state cookie', () =>
+    withBroker(withOidc(), async (b) => {
+      fakeIdp(b)
+      const browser = browserOf(b)
+      const started = await browser.get(`/authorize/idp?${new URLSearchParams({ issuer: USER_ISSUER })}`)
+      assert.ok(browser.cookies.has('taskpass-oidc'))
+      const callback = `/authorize/callback?${new URLSearchParams({ code: 'c', state: new URL(started.headers.get('location')!).searchParams.get('state')! })}`
+      assert.equal((await browser.get(callback)).status, 303)
+      assert.equal(browser.cookies.has('taskpass-oidc'), false)
+      assert.equal((await browser.get(callback)).status, 400)
+    }))
+})
+
 describe('attack: what held', () => {
   it('alice cannot end bob\'s task from her /account page: 404, nothing changed', () =>
     withBroker(opts(), async (b) => {
@@ -327,6 +411,41 @@ describe('attack: what held', () => {
       assert.equal(res.status, 400)
       assert.equal(((await res.json()) as { error: string }).error, 'invalid_grant')
       assert.equal(counts(b).tokens, before.tokens)
+    }))
+
+  it('HTML in a client_name or a purpose is text on every page, never markup', () =>
+    withBroker({ config: browserFlowConfig, clientMetadata: fixedClients([{ clientId: CLIENT_ID, clientName: '<script>alert(1)</script>"><img src=x>', redirectUris: [REDIRECT_URI], grantTypes: ['authorization_code'] }]) }, async (b) => {
+      const browser = browserOf(b)
+      const page = await consentPage(browser, authorizeQuery(pkce().challenge))
+      assert.doesNotMatch(page, /<script>|<img src=x>/)
+      assert.match(page, /&lt;script&gt;/)
+      await browser.submit(page, '/authorize/consent', (f) => allow(f).map(([k, v]) => (k === 'purpose' ? [k, '</p><script>x()</script>'] : [k, v])) as [string, string][])
+      const account = await (await browser.get('/account')).text()
+      assert.doesNotMatch(account, /<script>/)
+      assert.match(account, /&lt;\/p&gt;&lt;script&gt;/)
+    }))
+
+  it('a sealed value of another purpose, or a tampered registration, is no client id', () =>
+    withBroker(withRegistration, async (b) => {
+      const { client_id } = (await (await register(b, { client_name: 'Desktop', redirect_uris: ['http://127.0.0.1:45123/callback'], grant_types: ['authorization_code'], token_endpoint_auth_method: 'none' })).json()) as { client_id: string }
+      const request = await b.deps.sealer.seal('authorize-request', { n: 'Evil', r: ['https://evil.example/cb'], g: ['authorization_code'] }, 600)
+      const tampered = client_id.slice(0, -3) + (client_id.endsWith('AAA') ? 'BBB' : 'AAA')
+      for (const id of [`tpdc_${request}`, tampered]) {
+        const res = await b.app.request(`/authorize?${authorizeQuery(pkce().challenge, { client_id: id, redirect_uri: 'https://evil.example/cb' })}`)
+        assert.equal(res.status, 400)
+        assert.equal(res.headers.get('location'), null)
+      }
+    }))
+
+  it('a refresh token presented by another client: invalid_grant, and the task lives on', () =>
+    withBroker({ config: browserFlowConfig, clientMetadata: fixedClients() }, async (b) => {
+      const browser = browserOf(b)
+      const { verifier, challenge } = pkce()
+      const back = new URL((await browser.submit(await consentPage(browser, authorizeQuery(challenge)), '/authorize/consent', allow)).headers.get('location')!)
+      const body = (await (await redeem(b, back.searchParams.get('code')!, verifier)).json()) as { refresh_token: string; task_id: string }
+      const res = await b.post('/token', { grant_type: 'refresh_token', refresh_token: body.refresh_token, client_id: 'https://client.test.example/other.json' })
+      assert.equal(((await res.json()) as { error: string }).error, 'invalid_grant')
+      assert.equal(b.deps.stores.tasks.get(body.task_id)!.status, 'active')
     }))
 
   it('an unknown code or refresh token writes no row (unauthenticated traffic never grows the database)', () =>
