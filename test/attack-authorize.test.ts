@@ -192,6 +192,32 @@ describe('attack: a client the configuration no longer lists', () => {
     }))
 })
 
+describe('attack: the resource as the client spells it', () => {
+  const SPELLED = 'HTTPS://Notes.Test.Example/mcp'
+  it('a resource /authorize accepted in another case of scheme and host is the same resource at /token, for the code and the refresh', () =>
+    withBroker(opts(), async (b) => {
+      const browser = browserOf(b)
+      const { verifier, challenge } = pkce()
+      const back = new URL((await browser.submit(await consentPage(browser, authorizeQuery(challenge, { resource: SPELLED })), '/authorize/consent', allow)).headers.get('location')!)
+      const res = await b.post('/token', { grant_type: 'authorization_code', code: back.searchParams.get('code')!, code_verifier: verifier, client_id: CLIENT_ID, redirect_uri: REDIRECT_URI, resource: SPELLED })
+      assert.equal(res.status, 200, await res.clone().text())
+      const body = (await res.json()) as { refresh_token: string }
+      const refreshed = await b.post('/token', { grant_type: 'refresh_token', refresh_token: body.refresh_token, client_id: CLIENT_ID, resource: SPELLED })
+      assert.equal(refreshed.status, 200, await refreshed.clone().text())
+    }))
+
+  it('another resource than the code\'s, however spelled, is still invalid_target', () =>
+    withBroker(opts(), async (b) => {
+      const browser = browserOf(b)
+      const { verifier, challenge } = pkce()
+      const back = new URL((await browser.submit(await consentPage(browser, authorizeQuery(challenge)), '/authorize/consent', allow)).headers.get('location')!)
+      for (const resource of ['https://notes.test.example/MCP', 'https://notes.test.example/mcp/', 'HTTPS://Calendar.Test.Example/mcp']) {
+        const res = await b.post('/token', { grant_type: 'authorization_code', code: back.searchParams.get('code')!, code_verifier: verifier, client_id: CLIENT_ID, redirect_uri: REDIRECT_URI, resource })
+        assert.equal(((await res.json()) as { error: string }).error, 'invalid_target', resource)
+      }
+    }))
+})
+
 describe('attack: request size', () => {
   it('an authorization request too large to carry through the sign-in is refused at /authorize, back to the client', () =>
     withBroker(opts(), async (b) => {

@@ -75,7 +75,7 @@ export function oauthClientWorkload(config: Pick<Config, 'workloads' | 'authoriz
  * RFC 3986 §6.2.2.1 / the MCP spec: scheme and host compare case-insensitively, so a resource
  * sent as `HTTPS://Notes.Example/mcp` is the registered `https://notes.example/mcp`.
  */
-function canonicalResource(uri: string): string | undefined {
+export function canonicalResource(uri: string): string | undefined {
   try {
     const u = new URL(uri)
     if (u.hash !== '' || uri.includes('#')) return undefined
