@@ -96,6 +96,22 @@ describe('attack: codes and consents', () => {
       assert.deepEqual(counts(b), before)
     }))
 
+  it('two processes answering the same consent at once: the loser finds the winner\'s task, no 500, no second task', () =>
+    withBroker(opts(), async (b) => {
+      const browser = browserOf(b)
+      const page = await consentPage(browser, authorizeQuery(pkce().challenge))
+      assert.equal((await browser.submit(page, '/authorize/consent', allow)).status, 303)
+      // The other process read "no task yet" just before this one's write committed.
+      const tasks = b.deps.stores.tasks
+      const get = tasks.get.bind(tasks)
+      let first = true
+      tasks.get = (id: string) => (first ? ((first = false), undefined) : get(id))
+      const before = counts(b)
+      const again = await browser.submit(page, '/authorize/consent', allow)
+      assert.equal(again.status, 409, `got ${again.status}`)
+      assert.deepEqual(counts(b), before)
+    }))
+
   it('another user cannot consent with a request alice started: their consent is their own task', () =>
     withBroker(opts(), async (b) => {
       const alice = browserOf(b)
@@ -339,6 +355,20 @@ describe('attack: signing in at an upstream IdP', () => {
 })
 
 describe('attack: what held', () => {
+  it('on https, every cookie is __Host- prefixed, Secure, HttpOnly, SameSite=Lax, Path=/', () =>
+    withBroker({ ...opts(), issuer: 'https://127.0.0.1:8787' }, async (b) => {
+      const browser = browserOf(b)
+      const login = await browser.get(`/authorize?${authorizeQuery(pkce().challenge)}`)
+      const signedIn = await browser.submit(await login.text(), '/authorize/login', devSignIn())
+      const set = [...login.headers.getSetCookie(), ...signedIn.headers.getSetCookie()]
+      assert.equal(set.length, 2)
+      for (const cookie of set) {
+        assert.match(cookie, /^__Host-taskpass-(browser|login)=/)
+        for (const flag of [/; Secure/i, /; HttpOnly/i, /; SameSite=Lax/i, /; Path=\/(;|$)/]) assert.match(cookie, flag)
+        assert.doesNotMatch(cookie, /Domain=/i)
+      }
+    }))
+
   it('alice cannot end bob\'s task from her /account page: 404, nothing changed', () =>
     withBroker(opts(), async (b) => {
       const bob = browserOf(b)

@@ -122,7 +122,14 @@ export function openConsentedTask(deps: ConsentDeps, req: AuthorizationRequest, 
     deps.stores.audit.insert({ at: now, action: 'task.open', decision: 'deny', reason: `${e.detail}; consented in the browser for ${req.clientId.slice(0, 256)}`, error: e.code, userSub: subject.sub, workloadId: workload.id, ...e.decidedBy })
     throw new RedirectableError(e, req.redirectUri, req.state)
   }
-  recordOpenedTask(deps, planned, subject, `; consented in the browser for ${req.clientId.slice(0, 256)}`)
+  try {
+    recordOpenedTask(deps, planned, subject, `; consented in the browser for ${req.clientId.slice(0, 256)}`)
+  } catch (e) {
+    // Another process recorded this consent's task since we looked (the id is the consent's): it answered first.
+    const raced = deps.stores.tasks.get(id)
+    if (raced) return raced
+    throw e
+  }
   return planned.row
 }
 
