@@ -112,6 +112,22 @@ describe('attack: codes and consents', () => {
       assert.deepEqual(counts(b), before)
     }))
 
+  it('a request or wait sealed in the shape of an earlier version (no request id) is expired, never a 500 nor a shared task', () =>
+    withBroker(withApproval(), async (b) => {
+      const browser = browserOf(b)
+      const page = await consentPage(browser, authorizeQuery(pkce().challenge))
+      const sealed = formsOf(page).find((f) => f.action === '/authorize/consent')!.fields.find(([k]) => k === 'request')![1]
+      const { req } = (await b.deps.sealer.open<{ req: Record<string, unknown> }>('authorize-request', sealed))!
+      const { requestId: _id, ...old } = req
+      const oldRequest = await b.deps.sealer.seal('authorize-request', { req: old }, 600)
+      const before = counts(b)
+      const res = await browser.submit(page, '/authorize/consent', (f) => allow(setField('request', oldRequest)(f)))
+      assert.equal(res.status, 400)
+      const oldWait = await b.deps.sealer.seal('approval-wait', { request: sealed, task: 'x' }, 600)
+      assert.equal((await browser.get(`/authorize/pending?${new URLSearchParams({ wait: oldWait })}`)).status, 400)
+      assert.deepEqual(counts(b), before)
+    }))
+
   it('another user cannot consent with a request alice started: their consent is their own task', () =>
     withBroker(opts(), async (b) => {
       const alice = browserOf(b)

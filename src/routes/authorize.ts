@@ -98,7 +98,8 @@ export function authorizeRoutes(deps: Deps) {
 
   const openRequest = async (sealed: string | undefined) => {
     const req = await sealer.open<{ req: AuthorizationRequest }>('authorize-request', sealed)
-    if (!req) throw refusal(400, 'this sign-in request has expired: start again from your application')
+    // One sealed before requests had an id (a broker upgraded meanwhile) is as good as expired.
+    if (!req || typeof req.req?.requestId !== 'string') throw refusal(400, 'this sign-in request has expired: start again from your application')
     return req.req
   }
 
@@ -265,7 +266,7 @@ export function authorizeRoutes(deps: Deps) {
     .get('/authorize/pending', noStore(), async (c) => {
       try {
         const wait = await sealer.open<WaitPayload & { exp: number }>('approval-wait', c.req.query('wait'))
-        if (!wait) throw refusal(400, 'this wait has expired: start again from your application')
+        if (!wait || typeof wait.req?.requestId !== 'string') throw refusal(400, 'this wait has expired: start again from your application')
         const req = wait.req
         const user = await signedIn(c)
         const task = deps.stores.tasks.get(wait.task)
