@@ -87,10 +87,27 @@ function consentSubject(config: Pick<Config, 'subjectIssuers'>, user: BrowserUse
 }
 
 /**
- * Opens the task the user consented to. A policy refusal is audited and sent back to the client
+ * The id of the one task a user's consent to a request may open: a UUIDv8 (RFC 9562 §5.8) derived
+ * from the request's random id and the user, so answering the same request twice finds the task
+ * the first answer opened instead of opening another (and another user's answer is their own).
+ */
+export function consentTaskId(req: Pick<AuthorizationRequest, 'requestId'>, user: Pick<BrowserUser, 'issuer' | 'user'>): string {
+  const b = createHash('sha256').update(`consent\0${req.requestId}\0${user.issuer}\0${user.user}`).digest().subarray(0, 16)
+  b[6] = 0x80 | (b[6]! & 0x0f)
+  b[8] = 0x80 | (b[8]! & 0x3f)
+  const h = b.toString('hex')
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`
+}
+
+/**
+ * Opens the task the user consented to (or finds the one an earlier answer to the same request opened). A policy refusal is audited and sent back to the client
  * as its error (RFC 6749 §4.1.2.1); a task that needs approval is recorded pending. Returns the task.
  */
 export function openConsentedTask(deps: ConsentDeps, req: AuthorizationRequest, user: BrowserUser, answer: ConsentAnswer, request: RequestFacts = {}): TaskRow {
+  // A form answered twice (a resubmit, a replayed POST) is the same consent: it opened its task already.
+  const id = consentTaskId(req, user)
+  const opened = deps.stores.tasks.get(id)
+  if (opened) return opened
   const workload = deps.config.workloads.find((w) => w.id === req.workloadId)
   if (!workload || !workload.enabled) throw new RedirectableError(new OAuthError('unauthorized_client', 400, 'this client may not ask for access here'), req.redirectUri, req.state)
   const now = deps.clock.now()
@@ -99,13 +116,20 @@ export function openConsentedTask(deps: ConsentDeps, req: AuthorizationRequest, 
   let planned: ReturnType<typeof planTask>
   try {
     const resources = [{ resource: req.resource, scopes: answer.scopes, ...(answer.tools !== undefined ? { tools: answer.tools } : {}) }]
-    planned = planTask(deps, subject, actor, { purpose: answer.purpose, resources, ttl: answer.ttl, clientId: req.clientId }, req.dpopJkt, request)
+    planned = planTask(deps, subject, actor, { id, purpose: answer.purpose, resources, ttl: answer.ttl, clientId: req.clientId }, req.dpopJkt, request)
   } catch (e) {
     if (!(e instanceof OAuthError)) throw e
     deps.stores.audit.insert({ at: now, action: 'task.open', decision: 'deny', reason: `${e.detail}; consented in the browser for ${req.clientId.slice(0, 256)}`, error: e.code, userSub: subject.sub, workloadId: workload.id, ...e.decidedBy })
     throw new RedirectableError(e, req.redirectUri, req.state)
   }
-  recordOpenedTask(deps, planned, subject, `; consented in the browser for ${req.clientId.slice(0, 256)}`)
+  try {
+    recordOpenedTask(deps, planned, subject, `; consented in the browser for ${req.clientId.slice(0, 256)}`)
+  } catch (e) {
+    // Another process recorded this consent's task since we looked (the id is the consent's): it answered first.
+    const raced = deps.stores.tasks.get(id)
+    if (raced) return raced
+    throw e
+  }
   return planned.row
 }
 

@@ -9,13 +9,16 @@ import type { Config, WorkloadConfig } from '../config.js'
 import { isLoopbackUrl } from '../config.js'
 import { compileRule } from '../exchange/attestation/claim-rules.js'
 import { invalidRequest, invalidScope, invalidTarget, OAuthError } from '../errors.js'
+import { randomSecret } from '../ids.js'
 import { allowedScopes } from '../policy/decide.js'
 import { parseAuthorizationDetails } from '../tokens/authorization-details.js'
-import type { ClientMetadata, ClientMetadataResolver } from '../clients/metadata-document.js'
+import { MAX_CLIENT_ID, type ClientMetadata, type ClientMetadataResolver } from '../clients/metadata-document.js'
 import { isRegisteredClientId, type ClientRegistrations } from '../clients/registration.js'
 
 /** A request whose client and redirect URI are known good: anything wrong from here on is redirected. */
 export interface AuthorizationRequest {
+  /** Random, per request: the one task a consent to it may open is derived from it (one consent, one task). */
+  requestId: string
   clientId: string
   /** The OAuth client workload the client id maps to. */
   workloadId: string
@@ -48,8 +51,6 @@ export class RedirectableError extends Error {
   }
 }
 
-/** Longest `client_id` considered (globs match values up to 1,024 characters; a sealed registration fits). */
-const MAX_CLIENT_ID = 1024
 const MAX_STATE = 1024
 const B64URL_43 = /^[A-Za-z0-9_-]{43}$/
 const SINGLE = ['client_id', 'redirect_uri', 'response_type', 'state', 'code_challenge', 'code_challenge_method', 'scope', 'resource', 'authorization_details', 'dpop_jkt'] as const
@@ -74,7 +75,7 @@ export function oauthClientWorkload(config: Pick<Config, 'workloads' | 'authoriz
  * RFC 3986 §6.2.2.1 / the MCP spec: scheme and host compare case-insensitively, so a resource
  * sent as `HTTPS://Notes.Example/mcp` is the registered `https://notes.example/mcp`.
  */
-function canonicalResource(uri: string): string | undefined {
+export function canonicalResource(uri: string): string | undefined {
   try {
     const u = new URL(uri)
     if (u.hash !== '' || uri.includes('#')) return undefined
@@ -174,6 +175,7 @@ export function parseAuthorizationRequest(config: Pick<Config, 'resources'>, ide
     }
   }
   return {
+    requestId: randomSecret(16),
     clientId: client.clientId,
     workloadId: workload.id,
     redirectUri,

@@ -19,6 +19,7 @@ import { endTask, taskState, type TaskDeps } from '../tasks/lifecycle.js'
 import { taskSubject } from '../tasks/subtasks.js'
 import { auditedGrant, loadUsableTask, mintTaskToken, type AuditContext, type ExchangeDeps, type ExchangeResponse, type GrantRequest, type TaskTokenRequest } from '../exchange/token-exchange.js'
 import { clientActor, secretHash } from './consent.js'
+import { canonicalResource, oauthClientWorkload } from './request.js'
 
 export const AUTHORIZATION_CODE_GRANT = 'authorization_code'
 export const REFRESH_TOKEN_GRANT = 'refresh_token'
@@ -52,11 +53,15 @@ function publicClientId(form: FormParams, authorization: string | undefined): st
   return clientId
 }
 
-/** RFC 8707 §2.2: a `resource` at the token request must be the one the grant is for. */
+/**
+ * RFC 8707 §2.2: a `resource` at the token request must be the one the grant is for — compared as
+ * /authorize compares it (scheme and host case-insensitively), so the spelling the client used
+ * there is good here too.
+ */
 function checkResource(form: FormParams, granted: string): void {
   const resources = form.get('resource') ?? []
   if (resources.length > 1) throw invalidTarget('exactly one resource may be requested')
-  if (resources.length === 1 && resources[0] !== granted) throw invalidTarget('resource is not the one the grant is for', `requested ${resources[0]!.slice(0, 256)}, granted ${granted}`)
+  if (resources.length === 1 && canonicalResource(resources[0]!) !== canonicalResource(granted)) throw invalidTarget('resource is not the one the grant is for', `requested ${resources[0]!.slice(0, 256)}, granted ${granted}`)
 }
 
 /** Ends a task on evidence that one of its grants leaked (a code or refresh token presented twice). */
@@ -95,6 +100,9 @@ async function mintForClient(deps: ClientGrantDeps, grant: { taskId: string; cli
   if (!stored) throw invalidGrant('grant is not valid', `task ${grant.taskId} is gone`)
   const workload = deps.config.workloads.find((w) => w.id === stored.workloadId)
   if (!workload) throw invalidGrant('grant is not valid', `workload ${stored.workloadId} is no longer registered`)
+  // The client must still be one of its workload's: taken off the allowlist (or dynamic
+  // registration turned off), its codes and refresh tokens die with it, whatever tasks remain.
+  if (oauthClientWorkload(deps.config, grant.clientId)?.id !== workload.id) throw invalidGrant('grant is not valid', `client ${grant.clientId.slice(0, 256)} is no longer an OAuth client of workload ${workload.id}`)
   const resource = deps.config.resources.find((r) => r.uri === grant.resource)
   if (!resource) throw invalidTarget('resource is not registered', `unknown resource ${grant.resource}`)
   const subject = taskSubject(deps, stored)

@@ -41,7 +41,13 @@ export interface ClientMetadataResolver {
 
 export type ClientMetadataOptions = Config['authorization']['clientMetadata']
 
-/** Longest client id, and longest redirect URI, accepted (characters). */
+/**
+ * Longest client id an authorization request may name (characters): client id rules (globs) match
+ * values up to this length, and a dynamic registration's sealed id must fit in it.
+ */
+export const MAX_CLIENT_ID = 1024
+
+/** Longest client id URL, and longest redirect URI, in a document (characters). */
 const MAX_URL_LENGTH = 2048
 const MAX_CLIENT_NAME = 200
 const MAX_REDIRECT_URIS = 20

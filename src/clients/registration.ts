@@ -13,7 +13,7 @@ import type { Config } from '../config.js'
 import { isLoopbackUrl } from '../config.js'
 import { OAuthError } from '../errors.js'
 import type { Sealer } from '../lib/seal.js'
-import { validateMetadataDocument, type ClientMetadata } from './metadata-document.js'
+import { MAX_CLIENT_ID, validateMetadataDocument, type ClientMetadata } from './metadata-document.js'
 
 /** The prefix of a dynamically registered client's id (never `https://`: those are metadata documents). */
 export const REGISTERED_CLIENT_PREFIX = 'tpdc_'
@@ -81,6 +81,8 @@ export function createClientRegistrations(config: Pick<Config, 'authorization'>,
       const grantTypes = metadata.grantTypes.filter((g) => g === 'authorization_code' || g === 'refresh_token')
       const sealed: Sealed = { n: metadata.clientName, r: [...metadata.redirectUris], g: grantTypes, ...(metadata.clientUri ? { cu: metadata.clientUri } : {}), ...(metadata.logoUri ? { lu: metadata.logoUri } : {}) }
       const clientId = REGISTERED_CLIENT_PREFIX + (await sealer.seal('client-registration', { ...sealed }, REGISTRATION_TTL))
+      // The id is the registration: one too long for /authorize to consider would be a dead registration.
+      if (clientId.length > MAX_CLIENT_ID) throw invalidMetadata(`the registration is too large for its client id (at most ${MAX_CLIENT_ID} characters): fewer or shorter redirect URIs, a shorter name or URIs`)
       return {
         client_id: clientId,
         client_id_issued_at: now,

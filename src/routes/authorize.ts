@@ -3,12 +3,13 @@ import { Hono, type Context } from 'hono'
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
 import type { Deps } from '../broker.js'
 import type { SubjectIssuerConfig } from '../config.js'
-import { accessDenied, OAuthError } from '../errors.js'
+import { accessDenied, invalidRequest, OAuthError } from '../errors.js'
 import { checkAnswer, clientHost, consentTtls, issueCode, openConsentedTask, secretHash, type BrowserUser } from '../authorize/consent.js'
 import { errorRedirect, identifyClient, parseAuthorizationRequest, RedirectableError, type AuthorizationRequest } from '../authorize/request.js'
 import { brokerSubject } from '../exchange/subject-token.js'
 import type { OidcLoginState } from '../login/oidc.js'
 import { isRegisteredClientId } from '../clients/registration.js'
+import { noStore } from '../http/middleware.js'
 import { checkCsrf, csrfToken, pageResponse } from '../http/pages.js'
 import { remoteAddress } from '../http/rate-limit.js'
 import { randomSecret, uuidv7 } from '../ids.js'
@@ -42,10 +43,18 @@ interface LoginPayload {
   auth_time: number
 }
 
+/** The wait for an approval: the request itself (not its sealed form, which lapses after requestTtl) and its task. */
 interface WaitPayload {
-  request: string
+  req: AuthorizationRequest
   task: string
 }
+
+/**
+ * Longest sealed authorization request: it rides inside the sealed IdP login state, in a cookie
+ * browsers keep only up to 4,096 bytes (RFC 6265 §6.1). A larger one would be refused after the
+ * user signed in, as expired: better to tell the client at once.
+ */
+const MAX_SEALED_REQUEST = 2600
 
 /** A page-level refusal: rendered for the user (never redirected to a client). */
 function refusal(status: number, message: string): OAuthError {
@@ -90,9 +99,10 @@ export function authorizeRoutes(deps: Deps) {
   /** The pending request; one that lapsed before the user answered goes back to its client as `access_denied`. */
   const openRequest = async (sealed: string | undefined) => {
     const req = await sealer.open<{ req: AuthorizationRequest }>('authorize-request', sealed)
-    if (req) return req.req
+    // One sealed before requests had an id (a broker upgraded meanwhile) is as good as expired.
+    if (req && typeof req.req?.requestId === 'string') return req.req
     const lapsed = await sealer.open<{ req: AuthorizationRequest }>('authorize-request', sealed, { expired: true })
-    if (lapsed) throw new RedirectableError(accessDenied('the user did not answer in time'), lapsed.req.redirectUri, lapsed.req.state)
+    if (lapsed && typeof lapsed.req?.redirectUri === 'string') throw new RedirectableError(accessDenied('the user did not answer in time'), lapsed.req.redirectUri, lapsed.req.state)
     throw refusal(400, 'this sign-in request has expired: start again from your application')
   }
 
@@ -143,35 +153,41 @@ export function authorizeRoutes(deps: Deps) {
   const afterSignIn = (request: string | undefined) => (request ? `/authorize/consent?${new URLSearchParams({ request })}` : '/account')
 
   /** Issues the code of an active task, or answers how the wait for its approval stands. */
-  async function answerTask(c: Context, req: AuthorizationRequest, sealedRequest: string, taskId: string) {
+  async function answerTask(c: Context, req: AuthorizationRequest, taskId: string) {
     const task = deps.stores.tasks.get(taskId)
     const state = task ? taskState(task, deps.clock.now()) : 'revoked'
     if (task && state === 'active') {
-      // One code per consent: a wait page reloaded after the approval does not mint a second.
-      if (deps.stores.authorizationCodes.countOfTask(taskId) > 0) throw refusal(409, 'this consent has already been answered: go back to your application')
+      // One code per consent: a wait page reloaded after the approval does not mint a second, nor
+      // does it once the first code, spent, has expired and been pruned (its task then minted).
+      if (deps.stores.authorizationCodes.countOfTask(taskId) > 0 || task.tokensMinted > 0) throw refusal(409, 'this consent has already been answered: go back to your application')
       return c.redirect(issueCode(deps, req, task), 303)
     }
     if (task && state === 'pending_approval') {
-      const wait = await sealer.seal('approval-wait', { request: sealedRequest, task: taskId }, config.authorization.requestTtl)
+      // The wait lasts as long as the approval may take, and a while after: long enough to collect the code.
+      const exp = Math.min(task.expiresAt, (task.approvalExpiresAt ?? task.expiresAt) + config.authorization.requestTtl)
+      const wait = await sealer.seal('approval-wait', { req, task: taskId, exp }, config.authorization.requestTtl)
       return pageResponse(c, PendingPage({ clientName: req.clientName, purpose: task.purpose, refreshUrl: `/authorize/pending?${new URLSearchParams({ wait })}`, expiresAt: task.approvalExpiresAt ?? task.expiresAt, now: deps.clock.now() }))
     }
     throw new RedirectableError(accessDenied(state === 'denied' ? 'the request was not approved' : 'the request was not approved in time', `task ${taskId} is ${state}`), req.redirectUri, req.state)
   }
 
+  // Every answer here may carry a code, a CSRF token or who is signed in: none is stored by a
+  // cache (RFC 6749 §5.1's rule for credentials; pages set it too, redirects need it as well).
   return new Hono()
-    .get('/authorize', async (c) => {
+    .get('/authorize', noStore(), async (c) => {
       try {
         const params = new URL(c.req.url).searchParams
         const identified = await identifyClient(deps, params)
         const req = parseAuthorizationRequest(config, identified, params)
         const sealed = await sealer.seal('authorize-request', { req }, config.authorization.requestTtl)
+        if (sealed.length > MAX_SEALED_REQUEST) throw new RedirectableError(invalidRequest('the authorization request is too large (a long state, many tools or a long client id)', `sealed request of ${sealed.length} characters`), req.redirectUri, req.state)
         const user = await signedIn(c)
         return user ? await consentPage(c, sealed, req, user) : loginPage(c, sealed, req.clientName)
       } catch (e) {
         return answerError(c, e)
       }
     })
-    .get('/authorize/consent', async (c) => {
+    .get('/authorize/consent', noStore(), async (c) => {
       try {
         const sealed = c.req.query('request')
         const req = await openRequest(sealed)
@@ -181,7 +197,7 @@ export function authorizeRoutes(deps: Deps) {
         return answerError(c, e)
       }
     })
-    .post('/authorize/login', async (c) => {
+    .post('/authorize/login', noStore(), async (c) => {
       try {
         const f = await form(c)
         requireCsrf(c, f.get('csrf') ?? undefined)
@@ -199,7 +215,7 @@ export function authorizeRoutes(deps: Deps) {
         return answerError(c, e)
       }
     })
-    .get('/authorize/idp', async (c) => {
+    .get('/authorize/idp', noStore(), async (c) => {
       try {
         const issuer = loginIssuers.find((si) => si.issuer === c.req.query('issuer') && si.login?.kind === 'oidc')
         if (!issuer) throw refusal(404, 'unknown sign-in provider')
@@ -213,7 +229,7 @@ export function authorizeRoutes(deps: Deps) {
         return answerError(c, e)
       }
     })
-    .get('/authorize/callback', async (c) => {
+    .get('/authorize/callback', noStore(), async (c) => {
       try {
         const kept = await sealer.open<{ state: OidcLoginState; request?: string }>('oidc-state', getCookie(c, names.oidc))
         if (!kept) throw refusal(400, 'this sign-in has expired: start again from your application')
@@ -239,7 +255,7 @@ export function authorizeRoutes(deps: Deps) {
         return answerError(c, e)
       }
     })
-    .post('/authorize/consent', async (c) => {
+    .post('/authorize/consent', noStore(), async (c) => {
       try {
         const f = await form(c)
         requireCsrf(c, f.get('csrf') ?? undefined)
@@ -257,26 +273,26 @@ export function authorizeRoutes(deps: Deps) {
           throw e
         }
         const task = openConsentedTask(deps, req, user, answer, { callerAddress: remoteAddress(c) })
-        return await answerTask(c, req, sealed!, task.id)
+        return await answerTask(c, req, task.id)
       } catch (e) {
         return answerError(c, e)
       }
     })
-    .get('/authorize/pending', async (c) => {
+    .get('/authorize/pending', noStore(), async (c) => {
       try {
         const wait = await sealer.open<WaitPayload & { exp: number }>('approval-wait', c.req.query('wait'))
-        if (!wait) throw refusal(400, 'this wait has expired: start again from your application')
-        const req = await openRequest(wait.request)
+        if (!wait || typeof wait.req?.requestId !== 'string') throw refusal(400, 'this wait has expired: start again from your application')
+        const req = wait.req
         const user = await signedIn(c)
         const task = deps.stores.tasks.get(wait.task)
         // Only the user who consented follows their task's approval.
         if (!user || !task || task.subjectIssuer !== user.issuer || task.userSub !== user.user) throw refusal(403, 'sign in as the user who asked')
-        return await answerTask(c, req, wait.request, wait.task)
+        return await answerTask(c, req, wait.task)
       } catch (e) {
         return answerError(c, e)
       }
     })
-    .get('/account', async (c) => {
+    .get('/account', noStore(), async (c) => {
       try {
         const user = await signedIn(c)
         if (!user) return loginPage(c, undefined, undefined)
@@ -303,7 +319,7 @@ export function authorizeRoutes(deps: Deps) {
         return answerError(c, e)
       }
     })
-    .post('/account/tasks/:id/end', async (c) => {
+    .post('/account/tasks/:id/end', noStore(), async (c) => {
       try {
         const f = await form(c)
         requireCsrf(c, f.get('csrf') ?? undefined)
@@ -316,7 +332,7 @@ export function authorizeRoutes(deps: Deps) {
         return answerError(c, e)
       }
     })
-    .post('/account/sign-out', async (c) => {
+    .post('/account/sign-out', noStore(), async (c) => {
       try {
         const f = await form(c)
         requireCsrf(c, f.get('csrf') ?? undefined)
