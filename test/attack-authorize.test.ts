@@ -122,7 +122,9 @@ describe('attack: codes and consents', () => {
       const oldRequest = await b.deps.sealer.seal('authorize-request', { req: old }, 600)
       const before = counts(b)
       const res = await browser.submit(page, '/authorize/consent', (f) => allow(setField('request', oldRequest)(f)))
-      assert.equal(res.status, 400)
+      // As good as lapsed: its client is told, access_denied (the request still names its checked redirect URI).
+      assert.equal(res.status, 303)
+      assert.equal(new URL(res.headers.get('location')!).searchParams.get('error'), 'access_denied')
       const oldWait = await b.deps.sealer.seal('approval-wait', { request: sealed, task: 'x' }, 600)
       assert.equal((await browser.get(`/authorize/pending?${new URLSearchParams({ wait: oldWait })}`)).status, 400)
       assert.deepEqual(counts(b), before)
