@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import type { Clock } from './clock.js'
 
 /**
@@ -24,4 +24,16 @@ export function uuidv7(clock: Clock): string {
 /** A random url-safe secret with `bytes` of entropy. */
 export function randomSecret(bytes = 32): string {
   return randomBytes(bytes).toString('base64url')
+}
+
+/**
+ * A UUIDv8 (RFC 9562 §5.8) from SHA-256 of `parts` (joined by NUL): the same parts always give the
+ * same id — durably, on every instance — and it can never collide with a UUIDv7.
+ */
+export function derivedUuid(...parts: string[]): string {
+  const b = createHash('sha256').update(parts.join('\0')).digest().subarray(0, 16)
+  b[6] = 0x80 | (b[6]! & 0x0f)
+  b[8] = 0x80 | (b[8]! & 0x3f)
+  const h = b.toString('hex')
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`
 }

@@ -11,7 +11,7 @@ import type { Actor } from '../exchange/actor-token.js'
 import type { Attestation } from '../exchange/attestation/kinds.js'
 import { brokerSubject, type Subject } from '../exchange/subject-token.js'
 import { isRegisteredClientId } from '../clients/registration.js'
-import { randomSecret } from '../ids.js'
+import { derivedUuid, randomSecret } from '../ids.js'
 import type { TaskRow } from '../store/stores.js'
 import { planTask, recordOpenedTask, type RequestFacts, type TaskDeps } from '../tasks/lifecycle.js'
 import { RedirectableError, clientRedirect, type AuthorizationRequest } from './request.js'
@@ -92,11 +92,7 @@ function consentSubject(config: Pick<Config, 'subjectIssuers'>, user: BrowserUse
  * the first answer opened instead of opening another (and another user's answer is their own).
  */
 export function consentTaskId(req: Pick<AuthorizationRequest, 'requestId'>, user: Pick<BrowserUser, 'issuer' | 'user'>): string {
-  const b = createHash('sha256').update(`consent\0${req.requestId}\0${user.issuer}\0${user.user}`).digest().subarray(0, 16)
-  b[6] = 0x80 | (b[6]! & 0x0f)
-  b[8] = 0x80 | (b[8]! & 0x3f)
-  const h = b.toString('hex')
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`
+  return derivedUuid('consent', req.requestId, user.issuer, user.user)
 }
 
 /**

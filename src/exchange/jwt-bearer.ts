@@ -5,10 +5,10 @@
  * ordinary task token, through the same implicit-task path, policy, audit, DPoP and revocation as
  * the token-exchange grant (`mintTaskToken`). Owns nothing else: verification is `id-jag.ts`.
  */
-import { createHash } from 'node:crypto'
 import { invalidGrant, invalidRequest, invalidScope, invalidTarget } from '../errors.js'
 import type { FormParams } from '../http/form.js'
 import { rateLimited } from '../http/rate-limit.js'
+import { derivedUuid } from '../ids.js'
 import { allowedScopes } from '../policy/decide.js'
 import type { TaskRow } from '../store/stores.js'
 import { findResource } from '../tasks/lifecycle.js'
@@ -65,11 +65,7 @@ function parseJwtBearerRequest(form: FormParams): JwtBearerRequest {
  * collide with a UUIDv7 task id.
  */
 export function idJagTaskId(issuer: string, jti: string): string {
-  const b = createHash('sha256').update(`id-jag\0${issuer}\0${jti}`).digest().subarray(0, 16)
-  b[6] = 0x80 | (b[6]! & 0x0f)
-  b[8] = 0x80 | (b[8]! & 0x3f)
-  const h = b.toString('hex')
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`
+  return derivedUuid('id-jag', issuer, jti)
 }
 
 /**
