@@ -5,6 +5,10 @@ import { MAX_GLOB_LENGTH } from './exchange/attestation/claim-rules.js'
 import { parseSpiffeId } from './exchange/attestation/spiffe-id.js'
 import { normalizeTyp } from './lib/jwt.js'
 
+/** Admin roles, least first: each may do everything the ones before it may. */
+export const ADMIN_ROLES = ['auditor', 'operator', 'admin'] as const
+export type AdminRole = (typeof ADMIN_ROLES)[number]
+
 /** Levels `logging.level` accepts (pino's, lowest first); `silent` writes nothing. */
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const
 export type LogLevel = (typeof LOG_LEVELS)[number]
@@ -470,7 +474,19 @@ export const configSchema = z
     workloadIssuers: z.array(workloadIssuer).default([]),
     workloads: z.array(workload).default([]),
     resources: z.array(resource).default([]),
-    admin: z.strictObject({ apiKeyHashes: z.array(z.string().startsWith('$argon2')).default([]) }).prefault({}),
+    /**
+     * Admin API keys (argon2id hashes). `apiKeyHashes` are full admins (named `key<n>`); `keys` name
+     * each key and give it a role (docs/operations.md "Admin roles"): `auditor` reads (tasks, audit,
+     * evidence, policies, the dry run, metrics), `operator` also acts on tasks, approvals and
+     * sessions, `admin` also rotates and revokes keys and loads policies.
+     */
+    admin: z
+      .strictObject({
+        apiKeyHashes: z.array(z.string().startsWith('$argon2')).default([]),
+        keys: z.array(z.strictObject({ name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'a lowercase name (letters, digits, -)'), role: z.enum(ADMIN_ROLES), hash: z.string().startsWith('$argon2') })).default([]),
+      })
+      .prefault({})
+      .refine((a) => new Set(a.keys.map((k) => k.name)).size === a.keys.length, { message: 'admin key names must be distinct', path: ['keys'] }),
     /**
      * How long evidence is kept. Audit rows are pruned once older than `audit`; tasks once `tasks`
      * has passed since they expired (a task ended early is kept at least as long as one that ran out).

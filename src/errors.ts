@@ -18,6 +18,7 @@ export type OAuthErrorCode =
   | 'invalid_scope'
   | 'invalid_target'
   | 'invalid_token'
+  | 'insufficient_scope'
   | 'invalid_dpop_proof'
   | 'invalid_authorization_details'
   | 'use_dpop_nonce'

@@ -2,7 +2,7 @@ import { Hono, type Context } from 'hono'
 import type { Deps } from '../broker.js'
 import { invalidRequest, OAuthError } from '../errors.js'
 import { parseBrokerSubject } from '../exchange/subject-token.js'
-import { adminAuth, type AdminEnv } from '../http/admin-auth.js'
+import { adminAuth, requireRole, type AdminEnv } from '../http/admin-auth.js'
 import { noStore } from '../http/middleware.js'
 import { RotationTooEarly, rotateKeys } from '../keys/keyset.js'
 import { revokeKey } from '../keys/revoke.js'
@@ -23,8 +23,13 @@ const adminTaskQuery = z.strictObject({
   limit: z.string().regex(/^[0-9]{1,3}$/).transform(Number).pipe(z.number().int().min(1).max(500)).default(100),
 })
 
-/** /admin — approve, deny and revoke tasks, rotate and revoke keys, read the audit log. */
+/**
+ * /admin — approve, deny and revoke tasks, rotate and revoke keys, read the audit log. Reading
+ * needs any admin key (an auditor's), acting on tasks and sessions an operator's, keys an admin's.
+ */
 export function adminRoutes(deps: Deps) {
+  const operator = requireRole(deps, 'operator')
+  const admin = requireRole(deps, 'admin')
   return new Hono<AdminEnv>()
     .use('/admin/*', noStore(), adminAuth(deps))
     .get('/admin/tasks', (c) => {
@@ -45,15 +50,15 @@ export function adminRoutes(deps: Deps) {
       const rows = deps.stores.tasks.list({ ...filter, workloadId: workload, user: owner && { issuer: owner.issuer, sub: owner.user }, limit })
       return c.json({ tasks: rows.map((r) => viewTask(r, now)) })
     })
-    .post('/admin/tasks/:id/approve', (c) => adminDecide(deps, c, 'approve'))
-    .post('/admin/tasks/:id/deny', (c) => adminDecide(deps, c, 'deny'))
-    .post('/admin/tasks/:id/revoke', (c) => c.json(endTask(deps, c.req.param('id'), 'revoked', { kind: 'admin', id: c.get('adminId') })))
-    .post('/admin/sessions/revoke', async (c) => {
+    .post('/admin/tasks/:id/approve', operator, (c) => adminDecide(deps, c, 'approve'))
+    .post('/admin/tasks/:id/deny', operator, (c) => adminDecide(deps, c, 'deny'))
+    .post('/admin/tasks/:id/revoke', operator, (c) => c.json(endTask(deps, c.req.param('id'), 'revoked', { kind: 'admin', id: c.get('adminId') })))
+    .post('/admin/sessions/revoke', operator, async (c) => {
       const parsed = z.strictObject({ issuer: z.string().min(1).max(2048), sid: z.string().min(1).max(1024) }).safeParse(await parseJson(c))
       if (!parsed.success) throw invalidRequest('body must be {"issuer": <subject issuer>, "sid": <session id>}')
       return c.json(revokeSession(deps, parsed.data.issuer, parsed.data.sid, `admin:${c.get('adminId')}`))
     })
-    .post('/admin/keys/rotate', async (c) => {
+    .post('/admin/keys/rotate', admin, async (c) => {
       const force = c.req.query('force')
       if (force !== undefined && force !== 'true' && force !== 'false') throw invalidRequest('"force" must be true or false')
       let result
@@ -69,7 +74,7 @@ export function adminRoutes(deps: Deps) {
       deps.stores.audit.insert({ at: deps.clock.now(), action: 'keys.rotate', decision: 'allow', reason: `rotated by admin:${c.get('adminId')}${forced}: ${result.retired} → ${result.current}${warned}` })
       return c.json(result)
     })
-    .post('/admin/keys/:kid/revoke', async (c) => {
+    .post('/admin/keys/:kid/revoke', admin, async (c) => {
       const result = await revokeKey({ keyStore: deps.keyStore, stores: deps.stores, audiences: deps.config.resources.map((r) => r.uri) }, c.req.param('kid'), `admin:${c.get('adminId')}`)
       await deps.keys.reload()
       return c.json(result)

@@ -2,7 +2,7 @@ import { Hono } from 'hono'
 import { z } from 'zod'
 import type { Deps } from '../broker.js'
 import { invalidRequest } from '../errors.js'
-import type { AdminEnv } from '../http/admin-auth.js'
+import { requireRole, type AdminEnv } from '../http/admin-auth.js'
 import { parseJson, describeZodError } from '../http/form.js'
 import { asInvalidPolicy, loadAdminPolicies, reloadPolicies, viewPolicySet } from '../policy/manage.js'
 import { dryRun } from '../tasks/dry-run.js'
@@ -65,14 +65,16 @@ const evaluateBody = z
  */
 export function policyRoutes(deps: Deps) {
   const by = (id: string) => `admin:${id}`
+  // Reading the set and the dry run are an auditor's; loading policies is an admin's.
+  const admin = requireRole(deps, 'admin')
   return new Hono<AdminEnv>()
     .get('/admin/policies', (c) => c.json(viewPolicySet(deps)))
-    .put('/admin/policies', async (c) => {
+    .put('/admin/policies', admin, async (c) => {
       const parsed = z.strictObject({ policies: z.string() }).safeParse(await parseJson(c))
       if (!parsed.success) throw invalidRequest('body must be {"policies": <Cedar policy text; "" clears the admin policies>}')
       return c.json(loadAdminPolicies(deps, parsed.data.policies, by(c.get('adminId'))))
     })
-    .post('/admin/policies/reload', (c) => c.json(reloadPolicies(deps, by(c.get('adminId')))))
+    .post('/admin/policies/reload', admin, (c) => c.json(reloadPolicies(deps, by(c.get('adminId')))))
     .post('/admin/policy/evaluate', async (c) => {
       const parsed = evaluateBody.safeParse(await parseJson(c))
       if (!parsed.success) throw invalidRequest(describeZodError(parsed.error))
