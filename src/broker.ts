@@ -104,6 +104,7 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     clockSkew: config.clockSkew,
     remoteJwks: config.remoteJwks,
     isSessionRevoked: stores.sessions.isRevoked,
+    observeCache: metrics.cacheObserver('subject_tokens'),
   })
   const idJags = createIdJagVerifier({ issuers: config.subjectIssuers, keys: issuerKeys, brokerIssuer: config.issuer, clock, clockSkew: config.clockSkew, isSessionRevoked: stores.sessions.isRevoked })
   const actorTokens = createActorTokenVerifier({
@@ -114,6 +115,7 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     clockSkew: config.clockSkew,
     maxLifetime: config.maxActorTokenLifetime,
     remoteJwks: config.remoteJwks,
+    observeCache: metrics.cacheObserver('actor_tokens'),
   })
   const clientAssertions = createClientAssertionVerifier({
     workloads: config.workloads,
@@ -139,7 +141,7 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     approvals,
     sealer,
     registrations: createClientRegistrations(config, sealer),
-    clientMetadata: opts.clientMetadata ?? createClientMetadataResolver({ options: config.authorization.clientMetadata, clock }),
+    clientMetadata: opts.clientMetadata ?? createClientMetadataResolver({ options: config.authorization.clientMetadata, clock, observeCache: metrics.cacheObserver('client_metadata') }),
     oidcLogin: createOidcLogin({ clock, timeout: config.remoteJwks.timeout, clockSkew: config.clockSkew }),
     config,
     clock,

@@ -180,6 +180,19 @@ describe('metrics', () => {
       assert.match(text, /^taskpass_policy_evaluation_seconds_count\{evaluator="native",action="token.exchange"\} [1-9]/m)
     }))
 
+  it('cache lookups are counted by cache and result: the same attestation and session twice is one miss, one hit', () =>
+    withBroker(undefined, async (b) => {
+      const params = { subject_token: await b.session(), actor_token: await b.svid('a') }
+      assert.equal((await b.exchange(params)).status, 200)
+      assert.equal((await b.exchange(params)).status, 200)
+      for (let i = 0; i < 2; i++) assert.equal((await b.app.request('/admin/audit', { headers: { authorization: `Bearer ${ADMIN_KEY}` } })).status, 200)
+      const text = await b.deps.metrics.render()
+      for (const cache of ['actor_tokens', 'subject_tokens', 'admin_keys']) {
+        assert.match(text, new RegExp(`^taskpass_cache_lookups_total\\{cache="${cache}",result="miss"\\} 1$`, 'm'), cache)
+        assert.match(text, new RegExp(`^taskpass_cache_lookups_total\\{cache="${cache}",result="hit"\\} 1$`, 'm'), cache)
+      }
+    }))
+
   it('429s are counted by route; Cedar evaluations are labelled cedar', () =>
     withBroker((c) => ({ ...c, rateLimits: { perIp: false, perWorkload: { ratePerSecond: 1, burst: 1 } }, policies: { file: writePolicyFile() } }), async (b) => {
       assert.equal((await b.exchange()).status, 200)

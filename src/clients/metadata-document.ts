@@ -180,7 +180,7 @@ interface CacheEntry {
  * within our own bounds (at most `maxCacheAge`, at most `cacheSize` documents, least recently used
  * evicted); errors and invalid documents are never cached, so a fixed document works at once.
  */
-export function createClientMetadataResolver(opts: { options: ClientMetadataOptions; clock: Clock; resolveHost?: ResolveHost }): ClientMetadataResolver {
+export function createClientMetadataResolver(opts: { options: ClientMetadataOptions; clock: Clock; resolveHost?: ResolveHost; observeCache?: (hit: boolean) => void }): ClientMetadataResolver {
   const { options, clock } = opts
   // Passing `ca` replaces the default store: keep the system's roots and add the file's.
   const ca = options.caFile === undefined ? undefined : [...rootCertificates, readFileSync(options.caFile, 'utf8')]
@@ -235,6 +235,7 @@ export function createClientMetadataResolver(opts: { options: ClientMetadataOpti
       const problem = metadataDocumentUrlProblem(clientId)
       if (problem !== undefined) throw invalidClientMetadata(`client_id is not a client metadata document URL: it ${problem}`, `client_id ${JSON.stringify(clientId.slice(0, 200))}: ${problem}`)
       const hit = cached(clientId)
+      opts.observeCache?.(hit !== undefined)
       if (hit !== undefined) return hit
       // Concurrent requests for one client share a single fetch; its outcome, good or bad, is theirs alike.
       let pending = inFlight.get(clientId)

@@ -64,6 +64,8 @@ export function createActorTokenVerifier(opts: {
   maxLifetime: number
   remoteJwks: RemoteJwksOptions
   cacheSize?: number
+  /** Told whether each lookup of the verified-attestation cache hit (metrics). */
+  observeCache?: (hit: boolean) => void
 }): ActorTokenVerifier {
   // OAuth client workloads have no attestation: they are never an actor token's workload.
   const compiled = opts.workloads.flatMap((w) => (w.attestation ? [{ workload: w, issuer: w.attestation.issuer, matches: compileAttestationRules(w.attestation) }] : []))
@@ -152,6 +154,7 @@ export function createActorTokenVerifier(opts: {
     const now = opts.clock.now()
     // An expired attestation authenticates nothing: cached entries end at `exp`, not `exp + skew`.
     const hit = cache.get(token, now)
+    opts.observeCache?.(hit !== undefined)
     if (hit) return ensureEnabled(hit)
 
     const peeked = peekJwt(token)

@@ -110,6 +110,8 @@ export function createSubjectTokenVerifier(opts: {
   /** Whether a session was revoked at the broker; asked on every call, cached or not. */
   isSessionRevoked: (issuer: string, sid: string) => boolean
   cacheSize?: number
+  /** Told whether each lookup of the verified-session cache hit (metrics). */
+  observeCache?: (hit: boolean) => void
   /** The issuers' key resolvers ({@link subjectIssuerKeys}), when shared; built here otherwise. */
   keys?: Map<string, JWTVerifyGetKey>
 }): SubjectTokenVerifier {
@@ -123,6 +125,7 @@ export function createSubjectTokenVerifier(opts: {
     async verify(token) {
       const now = opts.clock.now()
       const hit = cache.get(token, now - opts.clockSkew)
+      opts.observeCache?.(hit !== undefined)
       if (hit) {
         await ensureKeyStillPublished(token, hit)
         return ensureSessionLive(hit.subject)

@@ -16,7 +16,8 @@ export type AdminEnv = { Variables: { adminId: string; adminRole: AdminRole } }
  * (failure budget per client IP, cap on concurrent verifications). There is no client id to
  * budget: a shared budget for all admin keys would let anyone lock the admins out.
  */
-export function adminAuth(deps: Pick<Deps, 'config' | 'hasher' | 'authThrottle'>): MiddlewareHandler<AdminEnv> {
+export function adminAuth(deps: Pick<Deps, 'config' | 'hasher' | 'authThrottle' | 'metrics'>): MiddlewareHandler<AdminEnv> {
+  const observe = deps.metrics.cacheObserver('admin_keys')
   const known = new TtlCache<{ id: string; role: AdminRole }>(64)
   // Full admins first (`key<n>`, as before roles), then the named keys with their roles.
   const configured = [
@@ -29,6 +30,7 @@ export function adminAuth(deps: Pick<Deps, 'config' | 'hasher' | 'authThrottle'>
     const key = m[1]!
     const digest = createHash('sha256').update(key).digest('base64url')
     let who = known.get(digest, 0)
+    observe(who !== undefined)
     if (who === undefined) {
       // One throttled verification per configured hash: every argon2 run spends budget, so a wrong
       // key costs the broker no more runs than the budget allows, however many admin keys exist.

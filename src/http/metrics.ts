@@ -36,6 +36,13 @@ export interface Metrics {
   readonly feedEvents: Counter<'mode'>
   /** Policy decision time by evaluator and action. */
   readonly policyEvaluation: Histogram<'evaluator' | 'action'>
+  /**
+   * Lookups of the broker's caches by `cache` (`actor_tokens`, `subject_tokens`, `client_metadata`,
+   * `admin_keys`) and `result` (`hit`, `miss`): the hit ratio is hit / (hit + miss).
+   */
+  readonly cacheLookups: Counter<'cache' | 'result'>
+  /** A callback counting one cache's lookups, for modules that do not know the registry. */
+  cacheObserver(cache: string): (hit: boolean) => void
   /** Counts one finished request (the access-log middleware calls it). */
   observeRequest(method: string, route: string, status: number | 'aborted', seconds: number): void
   /** Gauge `taskpass_tasks{status}` reads this database when scraped. */
@@ -69,6 +76,7 @@ export function createMetrics(): Metrics {
   const tokensIssued = new Counter({ name: 'taskpass_tokens_issued_total', help: 'Access tokens issued by the token endpoint.', labelNames: ['token_type'] as const, registers })
   const rateLimited = new Counter({ name: 'taskpass_rate_limited_requests_total', help: 'Requests refused with 429 by a rate limit or budget.', labelNames: ['route'] as const, registers })
   const feedSubscribers = new Gauge({ name: 'taskpass_revocation_feed_subscribers', help: 'Open revocation feed event streams.', registers })
+  const cacheLookups = new Counter({ name: 'taskpass_cache_lookups_total', help: 'Cache lookups by cache and result (hit or miss).', labelNames: ['cache', 'result'] as const, registers })
   const feedEvents = new Counter({ name: 'taskpass_revocation_feed_events_total', help: 'Revocation events delivered by the feed.', labelNames: ['mode'] as const, registers })
   const policyEvaluation = new Histogram({
     name: 'taskpass_policy_evaluation_seconds',
@@ -103,6 +111,8 @@ export function createMetrics(): Metrics {
     feedSubscribers,
     feedEvents,
     policyEvaluation,
+    cacheLookups,
+    cacheObserver: (cache) => (hit) => cacheLookups.inc({ cache, result: hit ? 'hit' : 'miss' }),
     observeRequest(method, route, status, seconds) {
       httpRequests.inc({ method, route, status: String(status) })
       httpDuration.observe({ method, route, status_class: statusClass(status) }, seconds)
