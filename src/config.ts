@@ -585,21 +585,68 @@ export function parseConfig(input: unknown): Config {
 }
 
 /** Environment overrides, applied on top of the file. */
+/** A configuration scalar settable from the environment (docs/configuration.md). */
+export interface EnvVariable {
+  name: string
+  /** Where it goes in the configuration, e.g. `["tokens", "defaultTtl"]`. */
+  path: string[]
+  kind: 'string' | 'number' | 'boolean'
+}
+
+/** Shorter names kept for the most used settings (they were the first). */
+const ENV_ALIASES: Record<string, string> = {
+  'listen.host': 'TASKPASS_HOST',
+  'listen.port': 'TASKPASS_PORT',
+  'keys.kek': 'TASKPASS_KEK',
+  'keys.kekFile': 'TASKPASS_KEK_FILE',
+  'logging.level': 'TASKPASS_LOG_LEVEL',
+}
+
+/** `defaultTtl` → `DEFAULT_TTL`. */
+const envSegment = (key: string) => key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()
+
+type ZodDef = { type: string; innerType?: { _zod: { def: ZodDef } }; in?: { _zod: { def: ZodDef } }; shape?: Record<string, { _zod: { def: ZodDef } }> }
+
+/**
+ * Every scalar of the configuration outside lists — strings, numbers, booleans, enums — as a
+ * `TASKPASS_<PATH>` variable (`tokens.defaultTtl` → `TASKPASS_TOKENS_DEFAULT_TTL`), read from the
+ * schema itself so no setting is left out. Lists (issuers, workloads, resources…) and settings
+ * that are one of several shapes (`rateLimits.perIp`) are the file's only.
+ */
+export function envVariables(): EnvVariable[] {
+  const out: EnvVariable[] = []
+  const walk = (def: ZodDef, path: string[]) => {
+    while (def.innerType || (def.type === 'pipe' && def.in)) def = (def.innerType ?? def.in)!._zod.def
+    if (def.type === 'object' && def.shape) {
+      for (const [key, child] of Object.entries(def.shape)) walk(child._zod.def, [...path, key])
+      return
+    }
+    const kind = def.type === 'number' ? 'number' : def.type === 'boolean' ? 'boolean' : def.type === 'string' || def.type === 'enum' ? 'string' : undefined
+    if (kind === undefined) return
+    out.push({ name: ENV_ALIASES[path.join('.')] ?? `TASKPASS_${path.map(envSegment).join('_')}`, path, kind })
+  }
+  walk(configSchema._zod.def as unknown as ZodDef, [])
+  return out
+}
+
+/**
+ * The configuration with the environment's `TASKPASS_*` variables applied over the file's values
+ * ({@link envVariables}). A number or boolean that does not parse is passed on as it was written,
+ * so validation names the setting it was for.
+ */
 export function applyEnv(input: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...input }
-  const listen = { ...(out.listen as object | undefined) } as Record<string, unknown>
-  const keys = { ...(out.keys as object | undefined) } as Record<string, unknown>
-  const logging = { ...(out.logging as object | undefined) } as Record<string, unknown>
-  if (env.TASKPASS_ISSUER) out.issuer = env.TASKPASS_ISSUER
-  if (env.TASKPASS_DATABASE) out.database = env.TASKPASS_DATABASE
-  if (env.TASKPASS_HOST) listen.host = env.TASKPASS_HOST
-  if (env.TASKPASS_PORT) listen.port = Number(env.TASKPASS_PORT)
-  if (env.TASKPASS_KEK) keys.kek = env.TASKPASS_KEK
-  if (env.TASKPASS_KEK_FILE) keys.kekFile = env.TASKPASS_KEK_FILE
-  if (env.TASKPASS_LOG_LEVEL) logging.level = env.TASKPASS_LOG_LEVEL
-  out.listen = listen
-  out.keys = keys
-  out.logging = logging
+  const out: Record<string, unknown> = structuredClone(input)
+  for (const v of envVariables()) {
+    const raw = env[v.name]
+    if (raw === undefined || raw === '') continue
+    const value = v.kind === 'number' && /^-?[0-9]+(\.[0-9]+)?$/.test(raw) ? Number(raw) : v.kind === 'boolean' && (raw === 'true' || raw === 'false') ? raw === 'true' : raw
+    let at = out
+    for (const key of v.path.slice(0, -1)) {
+      const next = at[key]
+      at = at[key] = typeof next === 'object' && next !== null && !Array.isArray(next) ? { ...(next as Record<string, unknown>) } : {}
+    }
+    at[v.path.at(-1)!] = value
+  }
   return out
 }
 

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { applyEnv, ConfigError, parseConfig } from '../src/config.js'
+import { applyEnv, ConfigError, envVariables, parseConfig } from '../src/config.js'
 import { silentLogger } from '../src/logger.js'
 import { loadRuntime } from '../src/runtime.js'
 
@@ -46,6 +46,28 @@ describe('configuration', () => {
     const c = parseConfig(applyEnv({ issuer: 'https://a.example', listen: { port: 1 } }, { TASKPASS_ISSUER: 'https://b.example', TASKPASS_PORT: '9000' }))
     assert.equal(c.issuer, 'https://b.example')
     assert.equal(c.listen.port, 9000)
+  })
+
+  it('every variable of docs/configuration.md sets its setting, and the table is exactly the schema\'s scalars', () => {
+    const page = readFileSync('docs/configuration.md', 'utf8')
+    const rows = [...page.matchAll(/^\| `(TASKPASS_[A-Z_]+)` \| `([A-Za-z.]+)` \| (string|number|boolean) \|$/gm)].map((m) => [m[1], m[2], m[3]])
+    assert.deepEqual(rows, envVariables().map((v) => [v.name, v.path.join('.'), v.kind]))
+    for (const v of envVariables()) {
+      const raw = v.kind === 'number' ? '42' : v.kind === 'boolean' ? 'true' : 'x-value'
+      let at: unknown = applyEnv({ issuer: 'https://a.example' }, { [v.name]: raw })
+      for (const key of v.path) at = (at as Record<string, unknown>)[key]
+      assert.equal(at, v.kind === 'number' ? 42 : v.kind === 'boolean' ? true : 'x-value', v.name)
+    }
+  })
+
+  it('environment values are typed by the setting; one that does not parse is named by validation; an empty one is unset', () => {
+    const c = parseConfig(applyEnv({ issuer: 'https://a.example', tokens: { defaultTtl: 60 } }, { TASKPASS_TOKENS_DEFAULT_TTL: '120', TASKPASS_DPOP_NONCE: 'true', TASKPASS_KEYS_ALG: 'EdDSA', TASKPASS_TASKS_MAX_DEPTH: '' }))
+    assert.equal(c.tokens.defaultTtl, 120)
+    assert.equal(c.dpop.nonce, true)
+    assert.equal(c.keys.alg, 'EdDSA')
+    assert.equal(c.tasks.maxDepth, 3)
+    assert.throws(() => parseConfig(applyEnv({ issuer: 'https://a.example' }, { TASKPASS_DPOP_NONCE: 'yes' })), (e: unknown) => e instanceof ConfigError && e.issues.some((i) => i.startsWith('dpop.nonce:')))
+    assert.throws(() => parseConfig(applyEnv({ issuer: 'https://a.example' }, { TASKPASS_PORT: 'eighty' })), (e: unknown) => e instanceof ConfigError && e.issues.some((i) => i.startsWith('listen.port:')))
   })
 
   it('the broker refuses to start on a bad config file, naming the fields', () => {
