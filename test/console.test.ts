@@ -195,6 +195,37 @@ describe('admin console', () => {
     })
   })
 
+  it('the Bearer check skips only the console: an unknown console path is 404, the admin API still 401', async () => {
+    await withBroker(config, async (b) => {
+      const res = await b.app.request('/admin/console/nope')
+      assert.equal(res.status, 404)
+      assert.equal(((await res.json()) as { error: string }).error, 'not_found')
+      const api = await b.app.request('/admin/consoles')
+      assert.equal(api.status, 401)
+      assert.equal(((await api.json()) as { error: string }).error, 'invalid_token')
+    })
+  })
+
+  it('a sign-in whose key is no longer configured, or has another role now, counts no more', async () => {
+    await withBroker(config, async (b) => {
+      for (const payload of [{ admin: 'gone-1', role: 'admin', sid: 's1' }, { admin: 'audit-1', role: 'operator', sid: 's2' }]) {
+        const sealed = await b.deps.sealer.seal('console', payload, 3600)
+        const html = await (await b.app.request('/admin/console', { headers: { cookie: `taskpass-console=${sealed}` } })).text()
+        assert.match(html, /name="key"/)
+        assert.doesNotMatch(html, /Signed in as/)
+      }
+    })
+  })
+
+  it('over https the cookie is __Host-taskpass-console, Secure', async () => {
+    await withBroker({ issuer: 'https://broker.test.example', config }, async (b) => {
+      const res = await b.app.request('https://broker.test.example/admin/console/login', { method: 'POST', headers: FORM, body: new URLSearchParams({ key: ADMIN_KEY }).toString() })
+      assert.equal(res.status, 303)
+      const set = res.headers.get('set-cookie') ?? ''
+      assert.match(set, /^__Host-taskpass-console=[^;]+; Max-Age=3600; Path=\/; HttpOnly; Secure; SameSite=Strict$/)
+    })
+  })
+
   it('a bad status filter: 400 page', async () => {
     await withBroker(config, async (b) => {
       const cookie = await signIn(b, ADMIN_KEY)
