@@ -7,6 +7,7 @@ import { accessLog, requestIdOf } from './http/access-log.js'
 import { bodyLimit } from './http/middleware.js'
 import { createLimiter, rateLimitByIp } from './http/rate-limit.js'
 import { adminRoutes } from './routes/admin.js'
+import { consoleRoutes } from './routes/console.js'
 import { authzenRoutes } from './routes/authzen.js'
 import { authorizeRoutes } from './routes/authorize.js'
 import { pageAssets } from './routes/assets.js'
@@ -33,13 +34,16 @@ export function createApp(deps: Deps) {
   app.route('/', authzenRoutes(deps))
   app.route('/', taskRoutes(deps))
   app.route('/', revocationRoutes(deps))
+  // The console before the admin API: its pages sign in with a cookie, not the Bearer key.
+  app.route('/', consoleRoutes(deps))
   app.route('/', adminRoutes(deps))
   // The browser flow first: its /authorize replaces the well-known routes' placeholder.
   if (authorizationCodeFlowEnabled(deps.config)) {
     app.route('/', authorizeRoutes(deps))
-    app.route('/', pageAssets())
     if (deps.registrations.enabled) app.route('/', registrationRoutes(deps))
   }
+  // The pages' stylesheet: the browser flow's pages and the admin console's.
+  app.route('/', pageAssets())
   app.route('/', wellKnownRoutes(deps))
   app.route('/', healthRoutes(deps, metrics))
 

@@ -9,39 +9,77 @@ import { remoteAddress } from './rate-limit.js'
 /** What an admin-authenticated route finds in its context: which configured key was used, and its role. */
 export type AdminEnv = { Variables: { adminId: string; adminRole: AdminRole } }
 
+/** Who an admin key belongs to: the configured key's id (`key<n>` or its name) and its role. */
+export interface AdminIdentity {
+  id: string
+  role: AdminRole
+}
+
+type IdentifyDeps = Pick<Deps, 'config' | 'hasher' | 'authThrottle' | 'metrics'>
+
+interface KeyCheck {
+  configured: { id: string; role: AdminRole; hash: string }[]
+  known: TtlCache<AdminIdentity>
+  observe: (hit: boolean) => void
+}
+
+// One cache per configuration: the admin API and the console share what verified once.
+const checks = new WeakMap<Deps['config'], KeyCheck>()
+
+function keyCheck(deps: IdentifyDeps): KeyCheck {
+  let check = checks.get(deps.config)
+  if (!check) {
+    // Full admins first (`key<n>`, as before roles), then the named keys with their roles.
+    const configured = [
+      ...deps.config.admin.apiKeyHashes.map((hash, i) => ({ id: `key${i}`, role: 'admin' as AdminRole, hash })),
+      ...deps.config.admin.keys.map((k) => ({ id: k.name, role: k.role, hash: k.hash })),
+    ]
+    check = { configured, known: new TtlCache<AdminIdentity>(64), observe: deps.metrics.cacheObserver('admin_keys') }
+    checks.set(deps.config, check)
+  }
+  return check
+}
+
 /**
- * Admin API key check: `Authorization: Bearer <key>` (RFC 6750 §2.1) against the argon2id hashes
- * of the config. A key that verified once is remembered by its SHA-256, so argon2 does not run
- * per request; any other key costs argon2 runs, so it goes through the {@link AuthThrottle}
- * (failure budget per client IP, cap on concurrent verifications). There is no client id to
- * budget: a shared budget for all admin keys would let anyone lock the admins out.
+ * Which configured admin key `key` is, or `undefined`: checked against the argon2id hashes of the
+ * config. A key that verified once is remembered by its SHA-256, so argon2 does not run per
+ * request; any other key costs argon2 runs, so it goes through the {@link AuthThrottle} (failure
+ * budget per client IP `ip`, cap on concurrent verifications). There is no client id to budget:
+ * a shared budget for all admin keys would let anyone lock the admins out.
  */
-export function adminAuth(deps: Pick<Deps, 'config' | 'hasher' | 'authThrottle' | 'metrics'>): MiddlewareHandler<AdminEnv> {
-  const observe = deps.metrics.cacheObserver('admin_keys')
-  const known = new TtlCache<{ id: string; role: AdminRole }>(64)
-  // Full admins first (`key<n>`, as before roles), then the named keys with their roles.
-  const configured = [
-    ...deps.config.admin.apiKeyHashes.map((hash, i) => ({ id: `key${i}`, role: 'admin' as AdminRole, hash })),
-    ...deps.config.admin.keys.map((k) => ({ id: k.name, role: k.role, hash: k.hash })),
-  ]
+export async function identifyAdminKey(deps: IdentifyDeps, key: string, ip: string | undefined): Promise<AdminIdentity | undefined> {
+  const { configured, known, observe } = keyCheck(deps)
+  const digest = createHash('sha256').update(key).digest('base64url')
+  let who = known.get(digest, 0)
+  observe(who !== undefined)
+  if (who === undefined) {
+    // One throttled verification per configured hash: every argon2 run spends budget, so a wrong
+    // key costs the broker no more runs than the budget allows, however many admin keys exist.
+    for (const k of configured) {
+      if (await deps.authThrottle.verify({ ip }, () => deps.hasher.verify(k.hash, key))) {
+        who = { id: k.id, role: k.role }
+        known.set(digest, who, Number.MAX_SAFE_INTEGER)
+        break
+      }
+    }
+  }
+  return who
+}
+
+/** The role the configured admin key `id` has now, or `undefined` when no such key is configured. */
+export function configuredAdminRole(deps: Pick<Deps, 'config' | 'hasher' | 'authThrottle' | 'metrics'>, id: string): AdminRole | undefined {
+  return keyCheck(deps).configured.find((k) => k.id === id)?.role
+}
+
+/**
+ * Admin API key check: `Authorization: Bearer <key>` (RFC 6750 §2.1), identified by
+ * {@link identifyAdminKey}.
+ */
+export function adminAuth(deps: IdentifyDeps): MiddlewareHandler<AdminEnv> {
   return async function adminAuth(c, next) {
     const m = /^Bearer (\S+)$/i.exec(c.req.header('authorization') ?? '')
     if (!m) throw invalidToken('admin API key required')
-    const key = m[1]!
-    const digest = createHash('sha256').update(key).digest('base64url')
-    let who = known.get(digest, 0)
-    observe(who !== undefined)
-    if (who === undefined) {
-      // One throttled verification per configured hash: every argon2 run spends budget, so a wrong
-      // key costs the broker no more runs than the budget allows, however many admin keys exist.
-      for (const k of configured) {
-        if (await deps.authThrottle.verify({ ip: remoteAddress(c) }, () => deps.hasher.verify(k.hash, key))) {
-          who = { id: k.id, role: k.role }
-          known.set(digest, who, Number.MAX_SAFE_INTEGER)
-          break
-        }
-      }
-    }
+    const who = await identifyAdminKey(deps, m[1]!, remoteAddress(c))
     if (who === undefined) throw invalidToken('admin API key not recognised')
     c.set('adminId', who.id)
     c.set('adminRole', who.role)
@@ -55,12 +93,17 @@ export function adminAuth(deps: Pick<Deps, 'config' | 'hasher' | 'authThrottle' 
  */
 export function requireRole(deps: Pick<Deps, 'stores' | 'clock'>, least: AdminRole): MiddlewareHandler<AdminEnv> {
   return async function requireRole(c, next) {
-    const role = c.get('adminRole')
-    if (ADMIN_ROLES.indexOf(role) < ADMIN_ROLES.indexOf(least)) {
-      const what = `${c.req.method} ${c.req.routePath}`
-      deps.stores.audit.insert({ at: deps.clock.now(), action: 'admin.refuse', decision: 'deny', reason: `admin:${c.get('adminId')} (${role}) may not ${what}: it needs ${least}`, error: 'insufficient_scope' })
-      throw new OAuthError('insufficient_scope', 403, `this admin key's role (${role}) may not do this: it needs ${least}`, undefined, { 'WWW-Authenticate': `Bearer error="insufficient_scope", error_description="needs the ${least} role"` })
-    }
+    checkRole(deps, { id: c.get('adminId'), role: c.get('adminRole') }, least, `${c.req.method} ${c.req.routePath}`)
     await next()
   }
+}
+
+/**
+ * Refuses `who` when its role is below `least` — 403 `insufficient_scope` (RFC 6750 §3.1), audited
+ * as `admin.refuse` naming `what` was tried. {@link requireRole} and the console both use it.
+ */
+export function checkRole(deps: Pick<Deps, 'stores' | 'clock'>, who: AdminIdentity, least: AdminRole, what: string): void {
+  if (ADMIN_ROLES.indexOf(who.role) >= ADMIN_ROLES.indexOf(least)) return
+  deps.stores.audit.insert({ at: deps.clock.now(), action: 'admin.refuse', decision: 'deny', reason: `admin:${who.id} (${who.role}) may not ${what}: it needs ${least}`, error: 'insufficient_scope' })
+  throw new OAuthError('insufficient_scope', 403, `this admin key's role (${who.role}) may not do this: it needs ${least}`, undefined, { 'WWW-Authenticate': `Bearer error="insufficient_scope", error_description="needs the ${least} role"` })
 }

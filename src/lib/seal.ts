@@ -9,7 +9,7 @@ import { EncryptJWT, jwtDecrypt, type JWTPayload } from 'jose'
 import type { Clock } from '../clock.js'
 
 /** What a sealed value is for: each has its own key, and one never opens as another. */
-export type SealPurpose = 'authorize-request' | 'login' | 'oidc-state' | 'approval-wait' | 'client-registration'
+export type SealPurpose = 'authorize-request' | 'login' | 'oidc-state' | 'approval-wait' | 'client-registration' | 'console'
 
 export interface Sealer {
   /** Seals `payload`, valid for `ttl` seconds from now (or until `exp`, when the payload has one). */

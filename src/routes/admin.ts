@@ -23,6 +23,23 @@ const adminTaskQuery = z.strictObject({
   limit: z.string().regex(/^[0-9]{1,3}$/).transform(Number).pipe(z.number().int().min(1).max(500)).default(100),
 })
 
+/** A task status the admin listings filter by (`expired` included, though it is derived). */
+export type TaskStatusFilter = NonNullable<z.infer<typeof adminTaskQuery>['status']>
+
+/** The store filter of a listing by `status` at `now`. */
+export function taskStatusFilter(status: TaskStatusFilter | undefined, now: number) {
+  // `expired` is derived from time, not stored: an open task whose time has passed.
+  const open = ['active', 'pending_approval'] as const
+  return status === undefined ? {}
+    : status === 'expired' ? { statuses: [...open], expiry: { now, expired: true } }
+    : status === 'active' || status === 'pending_approval' ? { statuses: [status], expiry: { now, expired: false } }
+    : { statuses: [status] }
+}
+
+/** The console's paths (src/routes/console.ts): it signs in with a cookie, not the Bearer key. */
+export const CONSOLE_PATH = '/admin/console'
+const isConsolePath = (path: string) => path === CONSOLE_PATH || path.startsWith(`${CONSOLE_PATH}/`)
+
 /**
  * /admin — approve, deny and revoke tasks, rotate and revoke keys, read the audit log. Reading
  * needs any admin key (an auditor's), acting on tasks and sessions an operator's, keys an admin's.
@@ -30,20 +47,16 @@ const adminTaskQuery = z.strictObject({
 export function adminRoutes(deps: Deps) {
   const operator = requireRole(deps, 'operator')
   const admin = requireRole(deps, 'admin')
+  const auth = adminAuth(deps)
   return new Hono<AdminEnv>()
-    .use('/admin/*', noStore(), adminAuth(deps))
+    // The console authenticates its own way (a sealed cookie); every other /admin path needs the key.
+    .use('/admin/*', noStore(), (c, next) => (isConsolePath(c.req.path) ? next() : auth(c, next)))
     .get('/admin/tasks', (c) => {
       const parsed = adminTaskQuery.safeParse(c.req.query())
       if (!parsed.success) throw invalidRequest('"status" must be a task status; "limit" an integer from 1 to 500')
       const { status, workload, user, limit } = parsed.data
       const now = deps.clock.now()
-      // `expired` is derived from time, not stored: an open task whose time has passed.
-      const open = ['active', 'pending_approval'] as const
-      const filter =
-        status === undefined ? {}
-        : status === 'expired' ? { statuses: [...open], expiry: { now, expired: true } }
-        : status === 'active' || status === 'pending_approval' ? { statuses: [status], expiry: { now, expired: false } }
-        : { statuses: [status] }
+      const filter = taskStatusFilter(status, now)
       // `user` is the user as tokens name it (`sub`, with its issuer's prefix when there are several IdPs).
       const owner = user === undefined ? undefined : parseBrokerSubject(deps.config.subjectIssuers, user)
       if (user !== undefined && !owner) return c.json({ tasks: [] })

@@ -1,0 +1,134 @@
+/**
+ * The admin console in a real browser (headless Chromium, test/browser.ts), against the broker on
+ * a real 127.0.0.1 port: sign in with the admin key, approve a task awaiting approval, revoke
+ * another, then sign out; the effects are checked in the store and through the admin API. No page
+ * raises a console error or a CSP violation.
+ *
+ * Screenshots go to a temp directory (printed) and, when `TASKPASS_SCREENSHOTS` names a
+ * directory, there too — how the docs image is made:
+ * `TASKPASS_SCREENSHOTS=docs/images node --import tsx --test test/browser-console.test.ts`.
+ */
+import assert from 'node:assert/strict'
+import { copyFile, mkdir, mkdtemp, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import type { Page } from 'playwright-core'
+import { createFixedClock } from '../src/clock.js'
+import { launchBrowser, watchProblems, type LaunchedBrowser } from './browser.js'
+import { ADMIN_KEY, CALENDAR, NOTES, openTask, startTestServer, T0 } from './harness.js'
+
+/** Every wait for the browser is bounded by this (a navigation, an element). */
+const WAIT = 15_000
+
+type Broker = Awaited<ReturnType<typeof startTestServer>>
+
+describe('the admin console in Chromium', () => {
+  let chromium: LaunchedBrowser
+  let broker: Broker
+  let shots: string
+  const extra = process.env.TASKPASS_SCREENSHOTS
+
+  before(async () => {
+    // A fixed clock: the screenshots show the same times on every run.
+    broker = await startTestServer({ clock: createFixedClock(T0), config: (c) => ({ ...c, resources: c.resources!.map((r) => (r.uri === CALENDAR ? { ...r, requireApproval: true } : r)) }) })
+    chromium = await launchBrowser()
+    shots = await mkdtemp(join(tmpdir(), 'taskpass-console-'))
+    if (extra) await mkdir(extra, { recursive: true })
+    console.log(`screenshots in ${shots}${extra ? ` and ${extra}` : ''}`)
+  })
+
+  after(async () => {
+    await chromium?.close()
+    await broker?.stop()
+  })
+
+  async function screenshot(page: Page, name: string): Promise<void> {
+    const path = join(shots, name)
+    await page.screenshot({ path, fullPage: true })
+    if (extra) await copyFile(path, join(extra, name))
+  }
+
+  async function open(purpose: string, resource: string, scopes: string[]): Promise<string> {
+    const res = await openTask(broker, { purpose, resources: [{ resource, scopes }] })
+    assert.equal(res.status, 201)
+    return ((await res.json()) as { task_id: string }).task_id
+  }
+
+  async function adminView(id: string): Promise<{ status: string }> {
+    const res = await fetch(`${broker.url}/admin/tasks?limit=500`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })
+    assert.equal(res.status, 200)
+    const { tasks } = (await res.json()) as { tasks: { task_id: string; status: string }[] }
+    return tasks.find((t) => t.task_id === id)!
+  }
+
+  it('sign in with the admin key, approve a pending task, revoke another, sign out', async () => {
+    const pending = await open('Read my calendar for the planning meeting', CALENDAR, ['cal:read'])
+    const active = await open('Summarise this week’s meeting notes', NOTES, ['notes:read'])
+    const context = await chromium.browser.newContext({ viewport: { width: 1200, height: 1000 }, colorScheme: 'light', locale: 'en-US' })
+    const page = await context.newPage()
+    page.setDefaultTimeout(WAIT)
+    page.setDefaultNavigationTimeout(WAIT)
+    const problems = watchProblems(page)
+
+    const res = await page.goto(`${broker.url}/admin/console`)
+    assert.equal(res?.status(), 200)
+    await page.getByRole('heading', { name: 'Admin console' }).waitFor()
+    assert.deepEqual(problems, [], 'sign-in page')
+
+    // A wrong key first: the form again, with the error, and no cookie.
+    await page.getByLabel('Admin API key').fill('tpa_not-a-key')
+    await Promise.all([page.waitForURL((u) => u.pathname === '/admin/console/login', { waitUntil: 'load' }), page.getByRole('button', { name: 'Sign in' }).click()])
+    assert.match((await page.getByRole('alert').textContent()) ?? '', /not an admin key/)
+    assert.deepEqual(await context.cookies(), [])
+    problems.length = 0
+
+    await page.getByLabel('Admin API key').fill(ADMIN_KEY)
+    await Promise.all([page.waitForURL((u) => u.pathname === '/admin/console' && u.searchParams.get('notice') === 'signed-in', { waitUntil: 'load' }), page.getByRole('button', { name: 'Sign in' }).click()])
+    const [cookie] = await context.cookies()
+    assert.equal(cookie?.name, 'taskpass-console')
+    assert.equal(cookie?.httpOnly, true)
+    assert.equal(cookie?.sameSite, 'Strict')
+    await page.getByRole('heading', { name: 'Tasks' }).waitFor()
+    assert.match((await page.locator('#audit-status').textContent()) ?? '', /^Intact/)
+    assert.match((await page.locator('body').textContent()) ?? '', new RegExp(broker.deps.keys.current().kid))
+    await screenshot(page, 'console.png')
+    assert.deepEqual(problems, [], 'console page')
+
+    const pendingRow = page.locator(`#task-${pending}`)
+    await Promise.all([page.waitForURL((u) => u.searchParams.get('notice') === 'approved', { waitUntil: 'load' }), pendingRow.getByRole('button', { name: 'Approve' }).click()])
+    assert.equal(await page.getByRole('status').textContent(), 'The task was approved.')
+    assert.equal(broker.deps.stores.tasks.get(pending)!.status, 'active')
+    assert.equal((await adminView(pending)).status, 'active')
+    assert.equal(await page.locator(`#task-${pending}`).getByRole('button', { name: 'Approve' }).count(), 0)
+
+    await Promise.all([page.waitForURL((u) => u.searchParams.get('notice') === 'revoked', { waitUntil: 'load' }), page.locator(`#task-${active}`).getByRole('button', { name: 'Revoke' }).click()])
+    assert.equal(await page.getByRole('status').textContent(), 'The task was revoked: its tokens no longer work.')
+    assert.equal((await adminView(active)).status, 'revoked')
+    assert.equal(await page.locator(`#task-${active}`).getByRole('button', { name: 'Revoke' }).count(), 0)
+
+    // The audit log names the admin for both.
+    const rows = broker.deps.stores.audit.list({ afterId: 0, limit: 1000 })
+    assert.equal(rows.find((r) => r.taskId === pending && r.action === 'task.approve')?.reason, 'approved by admin:key0')
+    assert.match(String(rows.find((r) => r.taskId === active && r.action === 'task.revoke')?.reason), /admin:key0/)
+
+    // Filtered by status: only the revoked one.
+    await Promise.all([page.waitForURL((u) => u.searchParams.get('status') === 'revoked', { waitUntil: 'load' }), (async () => {
+      await page.getByLabel('Status').selectOption('revoked')
+      await page.getByRole('button', { name: 'Filter' }).click()
+    })()])
+    assert.equal(await page.locator('tbody tr').count(), 1)
+    assert.equal(await page.locator(`#task-${active}`).count(), 1)
+
+    await Promise.all([page.waitForURL((u) => u.pathname === '/admin/console' && u.search === '', { waitUntil: 'load' }), page.getByRole('button', { name: 'Sign out' }).click()])
+    await page.getByLabel('Admin API key').waitFor()
+    assert.deepEqual(await context.cookies(), [])
+    assert.deepEqual(problems, [], 'console after the actions')
+    await context.close()
+  })
+
+  it('the screenshot was written', async () => {
+    assert.ok((await stat(join(shots, 'console.png'))).size > 1000)
+    if (extra) assert.ok((await stat(join(extra, 'console.png'))).size > 1000, `${extra}/console.png`)
+  })
+})
