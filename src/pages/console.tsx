@@ -2,7 +2,7 @@
  * The admin console: sign-in with an admin API key, then the tasks (approve, deny, revoke), the
  * signing keys and the audit chain. Like every page, a function of its props, with no script.
  */
-import { Layout } from './layout.js'
+import { Layout, SignedInHeader } from './layout.js'
 import { safeUrl, untilText } from './format.js'
 import type { TaskResource } from '../tasks/lifecycle.js'
 
@@ -118,23 +118,7 @@ export function ConsolePage(props: ConsolePageProps) {
   const { admin, csrf, mayAct, taskAction, signOutAction, status, statuses, tasks, keys, audit, now, notice } = props
   return (
     <Layout title="Admin console" wide>
-      <div class="header">
-        <h1>Admin console</h1>
-        <form method="post" action={safeUrl(signOutAction, 'sign-out action')} class="inline">
-          <input type="hidden" name="csrf" value={csrf} />
-          <span class="muted">
-            Signed in as <strong>{`admin:${admin.id}`}</strong> ({admin.role})
-          </span>{' '}
-          <button type="submit" class="secondary">
-            Sign out
-          </button>
-        </form>
-      </div>
-      {notice && (
-        <p class="notice" role="status">
-          {notice}
-        </p>
-      )}
+      <SignedInHeader title="Admin console" who={`admin:${admin.id}`} detail={admin.role} csrf={csrf} signOutAction={signOutAction} notice={notice} />
       <h2>Tasks</h2>
       <form method="get" action={safeUrl('/admin/console', 'filter action')} class="inline">
         <label for="status">Status</label>{' '}

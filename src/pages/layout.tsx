@@ -54,3 +54,29 @@ export function HiddenFields({ csrf, hidden = [] }: { csrf: string; hidden?: Hid
     </>
   )
 }
+
+/** A signed-in page's heading: the title, who is signed in (`who`, `detail` after it), the sign-out form, and a notice. */
+export function SignedInHeader({ title, who, detail, csrf, signOutAction, notice }: { title: string; who: string; detail?: string | undefined; csrf: string; signOutAction: string; notice?: string | undefined }) {
+  return (
+    <>
+      <div class="header">
+        <h1>{title}</h1>
+        <form method="post" action={safeUrl(signOutAction, 'sign-out action')} class="inline">
+          <input type="hidden" name="csrf" value={csrf} />
+          <span class="muted">
+            Signed in as <strong>{who}</strong>
+            {detail !== undefined ? ` (${detail})` : ''}
+          </span>{' '}
+          <button type="submit" class="secondary">
+            Sign out
+          </button>
+        </form>
+      </div>
+      {notice && (
+        <p class="notice" role="status">
+          {notice}
+        </p>
+      )}
+    </>
+  )
+}

@@ -1,5 +1,5 @@
 /** "My tasks": the signed-in user's tasks, each open one with an "End task" button. */
-import { Layout } from './layout.js'
+import { Layout, SignedInHeader } from './layout.js'
 import { safeUrl, untilText } from './format.js'
 import type { MyTasksPageProps, TaskRowProps } from './props.js'
 
@@ -25,23 +25,7 @@ export function MyTasksPage(props: MyTasksPageProps) {
   const { user, csrf, endAction, signOutAction, tasks, now, notice } = props
   return (
     <Layout title="My tasks" wide>
-      <div class="header">
-        <h1>My tasks</h1>
-        <form method="post" action={safeUrl(signOutAction, 'sign-out action')} class="inline">
-          <input type="hidden" name="csrf" value={csrf} />
-          <span class="muted">
-            Signed in as <strong>{user}</strong>
-          </span>{' '}
-          <button type="submit" class="secondary">
-            Sign out
-          </button>
-        </form>
-      </div>
-      {notice && (
-        <p class="notice" role="status">
-          {notice}
-        </p>
-      )}
+      <SignedInHeader title="My tasks" who={user} csrf={csrf} signOutAction={signOutAction} notice={notice} />
       {tasks.length === 0 ? (
         <p>You have no tasks.</p>
       ) : (
