@@ -8,7 +8,7 @@ import type { JSONWebKeySet } from 'jose'
 import { verifyEvidence } from '../examples/verify-evidence.js'
 import { auditHash } from '../src/store/audit-chain.js'
 import type { AuditEventRow } from '../src/store/stores.js'
-import { ADMIN_KEY, NOTES, openTask, withBroker, type TestBroker } from './harness.js'
+import { ADMIN_KEY, NOTES, openTask, withBroker, type TestBroker, auditStory as story } from './harness.js'
 
 const admin = { authorization: `Bearer ${ADMIN_KEY}` }
 type Report = { ok: boolean; rows: number; unchained: number; head: string | null; first_bad?: { id: number; problem: string } }
@@ -19,13 +19,6 @@ async function verify(b: TestBroker): Promise<Report> {
   return (await res.json()) as Report
 }
 
-async function story(b: TestBroker): Promise<string> {
-  const opened = (await (await openTask(b, { purpose: 'read notes', resources: [{ resource: NOTES, scopes: ['notes:read'] }] })).json()) as { task_id: string }
-  for (let i = 0; i < 2; i++) assert.equal((await b.exchange({ task_id: opened.task_id })).status, 200)
-  assert.equal((await b.exchange({ task_id: opened.task_id, scope: 'notes:delete' })).status, 400)
-  assert.equal((await b.app.request(`/tasks/${opened.task_id}/complete`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })).status, 200)
-  return opened.task_id
-}
 
 async function evidence(b: TestBroker, id: string): Promise<{ text: string; jwks: JSONWebKeySet }> {
   const res = await b.app.request(`/admin/tasks/${id}/evidence`, { headers: admin })

@@ -8,7 +8,7 @@ import { describe, it } from 'node:test'
 import { readFileSync } from 'node:fs'
 import { compactVerify, createLocalJWKSet, type JSONWebKeySet } from 'jose'
 import { verifyEvidence } from '../examples/verify-evidence.js'
-import { ADMIN_KEY, NOTES, openTask, withBroker, type TestBroker } from './harness.js'
+import { ADMIN_KEY, NOTES, openTask, withBroker, type TestBroker, auditStory as story } from './harness.js'
 
 const admin = { authorization: `Bearer ${ADMIN_KEY}` }
 
@@ -18,14 +18,6 @@ async function verify(b: TestBroker): Promise<{ ok: boolean; rows: number; head:
   return (await res.json()) as { ok: boolean; rows: number; head: string | null; first_bad?: { id: number; problem: string } }
 }
 
-/** A task with a story: opened, two tokens, one refusal, completed. */
-async function story(b: TestBroker): Promise<string> {
-  const opened = (await (await openTask(b, { purpose: 'read notes', resources: [{ resource: NOTES, scopes: ['notes:read'] }] })).json()) as { task_id: string }
-  for (let i = 0; i < 2; i++) assert.equal((await b.exchange({ task_id: opened.task_id })).status, 200)
-  assert.equal((await b.exchange({ task_id: opened.task_id, scope: 'notes:delete' })).status, 400)
-  assert.equal((await b.app.request(`/tasks/${opened.task_id}/complete`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })).status, 200)
-  return opened.task_id
-}
 
 const sql = (b: TestBroker, text: string, ...args: unknown[]) => b.deps.database.sqlite.prepare(text).run(...args)
 const ids = (b: TestBroker) => (b.deps.database.sqlite.prepare('select id from audit_events order by id').all() as { id: number }[]).map((r) => r.id)

@@ -7,28 +7,16 @@
 import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { after, describe, it } from 'node:test'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import type { ConfigInput } from '../src/config.js'
-import { exchangeParams, NOTES, NOTES_SECRET, startTestServer } from './harness.js'
+import { exchangeParams, NOTES, NOTES_SECRET, startTestServer, freePort } from './harness.js'
 
 const root = new URL('..', import.meta.url)
 const readme = readFileSync(new URL('README.md', root), 'utf8')
 const file = (name: string) => readFileSync(new URL(`examples/${name}`, root), 'utf8')
 
-/** A free loopback port for a server that must know its URL before it starts (the resource URI is registered at the broker). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number }
-      s.close(() => resolve(port))
-    })
-  })
-}
 
 /** Runs an example with tsx; resolves with its process once a stdout line matches `ready` (bounded). */
 function run(name: string, env: Record<string, string>, ready: RegExp): Promise<{ child: ChildProcess; out: () => string }> {

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import type { AddressInfo } from 'node:net'
+import { createServer, type AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
 import { exportJWK, generateKeyPair, SignJWT, type JWK, type JWTPayload } from 'jose'
 import { createApp, type App } from '../src/app.js'
@@ -430,4 +430,25 @@ export function githubToken(b: TestBroker, keys: PlatformKeys, job: GithubJob): 
  */
 export function fromAddress(address: string): { incoming: { socket: { remoteAddress: string } } } {
   return { incoming: { socket: { remoteAddress: address } } }
+}
+
+/** A free loopback port for a server that must know its URL before it starts (the resource URI is registered at the broker). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number }
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+/** A task with a story for the audit log: opened, two tokens, one refusal, completed. Returns its id. */
+export async function auditStory(b: TestBroker): Promise<string> {
+  const opened = (await (await openTask(b, { purpose: 'read notes', resources: [{ resource: NOTES, scopes: ['notes:read'] }] })).json()) as { task_id: string }
+  for (let i = 0; i < 2; i++) assert.equal((await b.exchange({ task_id: opened.task_id })).status, 200)
+  assert.equal((await b.exchange({ task_id: opened.task_id, scope: 'notes:delete' })).status, 400)
+  assert.equal((await b.app.request(`/tasks/${opened.task_id}/complete`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })).status, 200)
+  return opened.task_id
 }

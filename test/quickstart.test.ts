@@ -6,24 +6,15 @@
 import assert from 'node:assert/strict'
 import { execFile, spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { promisify } from 'node:util'
 
+import { freePort } from './harness.js'
+
 const root = new URL('..', import.meta.url)
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number }
-      s.close(() => resolve(port))
-    })
-  })
-}
 
 async function hasCurl(): Promise<boolean> {
   try {
@@ -64,4 +55,45 @@ describe('README quick start', () => {
       broker.kill()
     }
   })
+
+  it('docs/any-mcp-client.md: its dev-mode command starts the example MCP server against npm start, pointing clients at the broker', async () => {
+    const page = readFileSync(new URL('docs/any-mcp-client.md', root), 'utf8')
+    const block = /## Try it in dev mode[\s\S]*?```sh\n([\s\S]*?)```/.exec(page)?.[1]
+    assert.ok(block, 'the block is on the page')
+    const [port, mcpPort] = [await freePort(), await freePort()]
+    const dir = mkdtempSync(join(tmpdir(), 'taskpass-anyclient-'))
+    const env = { ...process.env, TASKPASS_DATA_DIR: join(dir, '.taskpass'), TASKPASS_PORT: String(port), TASKPASS_CONFIG: '' }
+    const broker = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    let server: ReturnType<typeof spawn> | undefined
+    try {
+      await ready(`http://127.0.0.1:${port}/healthz`)
+      // As written, with this run's ports and data directory (the page's `.taskpass/` is the default one).
+      const script = block.replaceAll('127.0.0.1:8787', `127.0.0.1:${port}`).replaceAll('127.0.0.1:8788', `127.0.0.1:${mcpPort}`).replaceAll('.taskpass/', `${join(dir, '.taskpass')}/`)
+      // Its own process group: the script's npx and tsx children end with it.
+      server = spawn('bash', ['-c', script], { cwd: root, env: process.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+      const mcp = `http://127.0.0.1:${mcpPort}`
+      await ready(`${mcp}/.well-known/oauth-protected-resource/mcp`)
+      const prm = (await (await fetch(`${mcp}/.well-known/oauth-protected-resource/mcp`)).json()) as { resource: string; authorization_servers: string[] }
+      assert.equal(prm.resource, `${mcp}/mcp`)
+      assert.deepEqual(prm.authorization_servers, [`http://127.0.0.1:${port}`])
+      // A client without a token is sent to the broker.
+      const refused = await fetch(`${mcp}/mcp`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' })
+      assert.equal(refused.status, 401)
+      assert.match(refused.headers.get('www-authenticate') ?? '', /resource_metadata=/)
+    } finally {
+      broker.kill()
+      // The group may be gone already (a server that failed to start).
+      if (server?.pid !== undefined) try { process.kill(-server.pid, 'SIGTERM') } catch {}
+    }
+  })
 })
+
+/** Waits (bounded) until `url` answers 2xx. */
+async function ready(url: string): Promise<void> {
+  const deadline = Date.now() + 30_000
+  for (;;) {
+    if (await fetch(url).then((r) => r.ok, () => false)) return
+    if (Date.now() > deadline) throw new Error(`${url} did not come up`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
