@@ -2,8 +2,9 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { randomUUID } from 'node:crypto'
 import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT } from 'jose'
+import { csrfToken } from '../src/http/pages.js'
 import { counts, NOTES, withBroker, type TestBroker } from './harness.js'
-import { authorizeQuery, browserFlowConfig, CLIENT_ID, devSignIn, fixedClients, pkce, REDIRECT_URI, setField, TestBrowser } from './authorize-fixtures.js'
+import { authorizeQuery, browserFlowConfig, CLIENT_ID, devSignIn, fixedClients, formsOf, pkce, REDIRECT_URI, setField, TestBrowser } from './authorize-fixtures.js'
 
 const opts = () => ({ config: browserFlowConfig, clientMetadata: fixedClients() })
 
@@ -488,5 +489,39 @@ describe('metadata, logs and the real metadata-document fetch', () => {
         assert.equal(res.headers.get('location'), null)
         assert.match(await res.text(), /could not be fetched/)
       }
+    }))
+})
+
+describe('page refusals', () => {
+  it('an unknown IdP, a password sign-in where there is none, an end without a sign-in, and ending an ended task: each its page, nothing written', () =>
+    withBroker(opts(), async (b) => {
+      const browser = new TestBrowser((p, i) => b.app.request(p, i))
+      const before = counts(b)
+      assert.equal((await browser.get(`/authorize/idp?${new URLSearchParams({ issuer: 'https://unknown.example' })}`)).status, 404)
+      // No sign-in: the user's page answers with the sign-in page, and an end is refused (401) with it.
+      const account = await (await browser.get('/account')).text()
+      const csrf = formsOf(account).find((f) => f.action === '/authorize/login')!.fields.filter(([k]) => k === 'csrf')
+      const end = await browser.post('/account/tasks/01a31850-0000-7000-8000-000000000000/end', csrf)
+      assert.equal(end.status, 401)
+      assert.deepEqual(counts(b), before)
+      // Signed in, a task ended twice: the second is 409 on a page.
+      const back = await consent(b, browser, authorizeQuery(pkce().challenge))
+      assert.ok(back.searchParams.get('code'))
+      const task = b.deps.stores.tasks.list({ limit: 1 })[0]!
+      const page = await (await browser.get('/account')).text()
+      assert.equal((await browser.submit(page, `/account/tasks/${task.id}/end`)).status, 303)
+      const again = await browser.submit(page, `/account/tasks/${task.id}/end`)
+      assert.equal(again.status, 409)
+      assert.match(again.headers.get('content-type') ?? '', /text\/html/)
+    }))
+
+  it('a password sign-in on a broker whose sign-in is an IdP: 404, no sign-in', () =>
+    withBroker({ config: (c) => { const x = browserFlowConfig(c); return { ...x, subjectIssuers: x.subjectIssuers!.map((si) => ({ ...si, login: { kind: 'oidc' as const, clientId: 'taskpass' } })) } }, clientMetadata: fixedClients() }, async (b) => {
+      const browser = new TestBrowser((p, i) => b.app.request(p, i))
+      await browser.get('/account') // the sign-in page (IdP links only) sets the browser cookie
+      const bid = [...browser.cookies].find(([k]) => k.endsWith('browser'))![1]
+      const res = await browser.post('/authorize/login', [['csrf', csrfToken(b.deps.sealer.key('csrf'), bid)], ['username', 'alice'], ['password', 'x']])
+      assert.equal(res.status, 404)
+      assert.equal([...browser.cookies.keys()].some((k) => k.includes('login')), false)
     }))
 })
