@@ -304,6 +304,9 @@ const resource = z.strictObject({
   credential: z.strictObject({ clientId: z.string().min(1), secretHash: z.string().startsWith('$argon2') }).optional(),
 })
 
+/** A named admin key with its role; `hash` is the argon2id hash of the key. */
+const adminKey = z.strictObject({ name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'a lowercase name (letters, digits, -)'), role: z.enum(ADMIN_ROLES), hash: z.string().startsWith('$argon2') })
+
 export const configSchema = z
   .strictObject({
     /** The broker's issuer identifier: the exact base URL, no trailing slash. */
@@ -483,7 +486,7 @@ export const configSchema = z
     admin: z
       .strictObject({
         apiKeyHashes: z.array(z.string().startsWith('$argon2')).default([]),
-        keys: z.array(z.strictObject({ name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'a lowercase name (letters, digits, -)'), role: z.enum(ADMIN_ROLES), hash: z.string().startsWith('$argon2') })).default([]),
+        keys: z.array(adminKey).default([]),
       })
       .prefault({})
       .refine((a) => new Set(a.keys.map((k) => k.name)).size === a.keys.length, { message: 'admin key names must be distinct', path: ['keys'] }),
@@ -558,6 +561,9 @@ export const configSchema = z
       if (!pinned) ctx.addIssue({ code: 'custom', path: ['workloads', i, 'attestation', 'claims'], message: 'a GitHub workload needs an exact repository_id or repository_owner_id rule' })
     })
   })
+
+/** The schemas of one catalog object each (the admin API validates a single object with these first). */
+export const objectSchemas = { subjectIssuer, workloadIssuer, workload, resource, adminKey } as const
 
 export type Config = z.infer<typeof configSchema>
 export type ConfigInput = z.input<typeof configSchema>

@@ -27,6 +27,7 @@ export type OAuthErrorCode =
   | 'rotation_too_early'
   | 'key_already_revoked'
   | 'invalid_policy'
+  | 'conflict'
   | 'rate_limited'
   | 'temporarily_unavailable'
   | 'server_error'
@@ -70,6 +71,25 @@ export class InvalidPolicy extends OAuthError {
     return { ...super.toJSON(), problems: this.problems }
   }
 }
+
+/**
+ * A catalog object refused (admin API, CLI): 400 `invalid_request` with every problem, each
+ * naming the field (`grants.0.resource: unknown resource …`), in `problems`.
+ */
+export class InvalidObject extends OAuthError {
+  readonly problems: string[]
+  constructor(problems: string[]) {
+    super('invalid_request', 400, `invalid: ${problems.slice(0, 3).join('; ')}${problems.length > 3 ? `; and ${problems.length - 3} more` : ''}`)
+    this.problems = problems
+  }
+
+  override toJSON(): { error: OAuthErrorCode; error_description: string; problems: string[] } {
+    return { ...super.toJSON(), problems: this.problems }
+  }
+}
+
+/** 409: the request is well-formed but the state forbids it (an object the file defines, one that exists). */
+export const conflict = (description: string) => new OAuthError('conflict', 409, description)
 
 export const invalidRequest = (description: string, detail?: string, status = 400) =>
   new OAuthError('invalid_request', status, description, detail)

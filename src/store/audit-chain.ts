@@ -14,8 +14,10 @@ type AuditRow = typeof auditEvents.$inferInsert
  */
 
 /** The content a row's hash covers, in a fixed order (the id is the order of the chain, not part of it). */
-export function auditHash(prevHash: string | null, row: Required<Omit<AuditRow, 'id' | 'prevHash' | 'hash'>>): string {
-  const content = [prevHash, row.at, row.action, row.decision, row.reason, row.error, row.userSub, row.workloadId, row.taskId, row.jti, row.resource, row.policyVersion, row.policies]
+export function auditHash(prevHash: string | null, row: Required<Omit<AuditRow, 'id' | 'prevHash' | 'hash' | 'detail'>> & Pick<AuditRow, 'detail'>): string {
+  const content: unknown[] = [prevHash, row.at, row.action, row.decision, row.reason, row.error, row.userSub, row.workloadId, row.taskId, row.jti, row.resource, row.policyVersion, row.policies]
+  // Appended only when present: the rows written before the column existed keep their hashes.
+  if (row.detail !== null && row.detail !== undefined) content.push(row.detail)
   return createHash('sha256').update(JSON.stringify(content)).digest('hex')
 }
 

@@ -15,6 +15,8 @@ export interface AuditEventView {
   resource: string | null
   policy_version: string | null
   policies: string | null
+  /** JSON details (a catalog change's `{before, after}`), when the row has them. */
+  detail?: unknown
 }
 
 export function viewAuditEvent(e: AuditEventRow): AuditEventView {
@@ -22,5 +24,6 @@ export function viewAuditEvent(e: AuditEventRow): AuditEventView {
     id: e.id, at: e.at, action: e.action, decision: e.decision, reason: e.reason, error: e.error ?? null,
     user_sub: e.userSub ?? null, workload_id: e.workloadId ?? null, task_id: e.taskId ?? null, jti: e.jti ?? null, resource: e.resource ?? null,
     policy_version: e.policyVersion ?? null, policies: e.policies ?? null,
+    ...(e.detail ? { detail: JSON.parse(e.detail) as unknown } : {}),
   }
 }

@@ -1,4 +1,4 @@
-import { index, integer, primaryKey, sqliteTable, text } from 'drizzle-orm/sqlite-core'
+import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core'
 
 /** A task: what one agent may do for one user, on which resources, until when. */
 export const tasks = sqliteTable(
@@ -121,6 +121,11 @@ export const auditEvents = sqliteTable(
     policyVersion: text('policy_version'),
     policies: text('policies'),
     /**
+     * JSON details a reason cannot hold, e.g. a catalog change's `{before, after}`. Covered by the
+     * row's hash when present (rows without one hash exactly as before it existed).
+     */
+    detail: text('detail'),
+    /**
      * The hash chain (docs/audit-evidence.md): `hash` = SHA-256 of this row's content and
      * `prev_hash`, the previous row's `hash`. Null on rows written before the chain existed.
      */
@@ -234,4 +239,28 @@ export const refreshTokens = sqliteTable(
     usedAt: integer('used_at'),
   },
   (t) => [index('refresh_tokens_task_idx').on(t.taskId), index('refresh_tokens_expires_idx').on(t.expiresAt)],
+)
+
+/**
+ * The catalog objects managed through the admin API (docs/admin-api.md): subject issuers, workload
+ * issuers, workloads, resources and admin keys, in the configuration file's shape. An object the
+ * file defines is the file's; a row for it only switches it off (`body` null, `enabled` false).
+ */
+export const catalogObjects = sqliteTable(
+  'catalog_objects',
+  {
+    id: integer('id').primaryKey({ autoIncrement: true }),
+    /** `subject-issuers`, `workload-issuers`, `workloads`, `resources` or `admin-keys`. */
+    kind: text('kind').notNull(),
+    /** The object's key within its kind: an issuer, a workload id, a resource URI, a key name. */
+    key: text('key').notNull(),
+    /** JSON: the object as the admin gave it; null for an object of the file switched off here. */
+    body: text('body'),
+    enabled: integer('enabled', { mode: 'boolean' }).notNull(),
+    createdAt: integer('created_at').notNull(),
+    updatedAt: integer('updated_at').notNull(),
+    /** Who made the last change (`admin:<key>`). */
+    updatedBy: text('updated_by').notNull(),
+  },
+  (t) => [uniqueIndex('catalog_objects_kind_key').on(t.kind, t.key)],
 )

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { and, asc, desc, eq, gt, gte, inArray, isNull, lt, lte, not, or, sql } from 'drizzle-orm'
 import type { Database_ } from './db.js'
 import { auditHash, verifyChain, type ChainReport } from './audit-chain.js'
-import { auditEvents, authorizationCodes, brokerMeta, policySets, refreshTokens, revocationEvents, revokedSessions, tasks, tokens } from './schema.js'
+import { auditEvents, authorizationCodes, brokerMeta, catalogObjects, policySets, refreshTokens, revocationEvents, revokedSessions, tasks, tokens } from './schema.js'
 
 export type TaskRow = typeof tasks.$inferSelect
 export type TokenRow = typeof tokens.$inferSelect
@@ -17,9 +17,14 @@ export type TaskStatus = TaskRow['status']
 export type PolicySetRow = typeof policySets.$inferSelect
 export type AuthorizationCodeRow = typeof authorizationCodes.$inferSelect
 export type RefreshTokenRow = typeof refreshTokens.$inferSelect
+export type CatalogRow = typeof catalogObjects.$inferSelect
+/** What a catalog change checks its open tasks against: each open task's workload, user's issuer and resources. */
+export type OpenTaskRef = Pick<TaskRow, 'id' | 'workloadId' | 'subjectIssuer' | 'resources'>
 
 /** `broker_meta` name of the audit chain's anchor: the hash of the last row retention removed. */
 const AUDIT_ANCHOR = 'audit_chain_anchor'
+/** `broker_meta` name of the catalog's revision: bumped by every change, so other processes notice it. */
+const CATALOG_REVISION = 'catalog_revision'
 /** `broker_meta` name of the revocation feed's epoch. */
 const FEED_EPOCH = 'revocation_feed_epoch'
 /**
@@ -68,6 +73,8 @@ export interface Stores {
     listOpenBySession(issuer: string, sid: string): TaskRow[]
     /** The distinct workload ids of tasks still open (active or pending), expired or not. */
     openWorkloadIds(): string[]
+    /** Every open task (active or pending approval), with what a catalog change checks it against. */
+    openRefs(): OpenTaskRef[]
     /** Deletes tasks that expired before `before` (so ended ones too: a task ends no later than it expires). */
     pruneExpiredBefore(before: number): number
     /** Admin listing, newest first: by stored status, expiry relative to `now`, workload and user. */
@@ -162,6 +169,18 @@ export interface Stores {
      */
     epoch(): string
   }
+  catalog: {
+    /** Every stored catalog object, oldest first. */
+    all(): CatalogRow[]
+    get(kind: string, key: string): CatalogRow | undefined
+    /** Inserts or replaces the row of (kind, key). */
+    put(row: Omit<CatalogRow, 'id'>): void
+    delete(kind: string, key: string): boolean
+    /** The revision, bumped by every change ({@link bump}); 0 before the first. */
+    revision(): number
+    /** Bumps the revision (inside the change's transaction) and returns the new one. */
+    bump(): number
+  }
   sessions: {
     /** Records a revoked session; false when it already was. */
     revoke(subjectIssuer: string, sid: string, at: number, relevantUntil: number): boolean
@@ -175,7 +194,7 @@ export interface Stores {
  * (a resource URI, an untrusted `iss`): cut, they still say what happened, and no request can
  * make a row cost more than a few kilobytes.
  */
-export const AUDIT_FIELD_LIMITS = { action: 64, reason: 1024, error: 64, userSub: 512, workloadId: 2048, taskId: 64, jti: 64, resource: 2048, policyVersion: 64, policies: 2048 } as const
+export const AUDIT_FIELD_LIMITS = { action: 64, reason: 1024, error: 64, userSub: 512, workloadId: 2048, taskId: 64, jti: 64, resource: 2048, policyVersion: 64, policies: 2048, detail: 256 * 1024 } as const
 
 function bound(value: string | null | undefined, max: number): string | null | undefined {
   return typeof value === 'string' && value.length > max ? `${value.slice(0, max - 1)}…` : value
@@ -250,6 +269,11 @@ export function createStores(database: Database_): Stores {
     .from(tasks)
     .where(sql`${tasks.status} in ('active', 'pending_approval')`)
     .prepare()
+  const openRefs = db
+    .select({ id: tasks.id, workloadId: tasks.workloadId, subjectIssuer: tasks.subjectIssuer, resources: tasks.resources })
+    .from(tasks)
+    .where(sql`${tasks.status} in ('active', 'pending_approval')`)
+    .prepare()
   const pruneTasks = db.delete(tasks).where(lt(tasks.expiresAt, p('before'))).prepare()
   const listTasks = db
     .select()
@@ -303,7 +327,7 @@ export function createStores(database: Database_): Stores {
   const insertAudit = db.insert(auditEvents).values({
     at: p('at'), action: p('action'), decision: p('decision'), reason: p('reason'), error: p('error'), userSub: p('userSub'),
     workloadId: p('workloadId'), taskId: p('taskId'), jti: p('jti'), resource: p('resource'),
-    policyVersion: p('policyVersion'), policies: p('policies'), prevHash: p('prevHash'), hash: p('hash'),
+    policyVersion: p('policyVersion'), policies: p('policies'), detail: p('detail'), prevHash: p('prevHash'), hash: p('hash'),
   }).prepare()
   const auditOfTask = db.select().from(auditEvents).where(eq(auditEvents.taskId, p('taskId'))).orderBy(asc(auditEvents.id)).prepare()
   const tokensOfTask = db.select().from(tokens).where(eq(tokens.taskId, p('taskId'))).orderBy(asc(tokens.iat), asc(tokens.jti)).prepare()
@@ -367,6 +391,15 @@ export function createStores(database: Database_): Stores {
     .from(revokedSessions)
     .where(and(eq(revokedSessions.subjectIssuer, p('issuer')), eq(revokedSessions.sid, p('sid'))))
     .prepare()
+  const allCatalog = db.select().from(catalogObjects).orderBy(asc(catalogObjects.id)).prepare()
+  const getCatalog = db.select().from(catalogObjects).where(and(eq(catalogObjects.kind, p('kind')), eq(catalogObjects.key, p('key')))).prepare()
+  // Replacing keeps the row's id (its place in the order) and creation time.
+  const putCatalog = db
+    .insert(catalogObjects)
+    .values({ kind: p('kind'), key: p('key'), body: p('body'), enabled: p('enabled'), createdAt: p('createdAt'), updatedAt: p('updatedAt'), updatedBy: p('updatedBy') })
+    .onConflictDoUpdate({ target: [catalogObjects.kind, catalogObjects.key], set: { body: sql`excluded.body`, enabled: sql`excluded.enabled`, updatedAt: sql`excluded.updated_at`, updatedBy: sql`excluded.updated_by` } })
+    .prepare()
+  const deleteCatalog = db.delete(catalogObjects).where(and(eq(catalogObjects.kind, p('kind')), eq(catalogObjects.key, p('key')))).prepare()
   const pruneSessions = db.delete(revokedSessions).where(lt(revokedSessions.relevantUntil, p('before'))).prepare()
 
   const readHead = () => (revocationHead.get() as number | undefined) ?? 0
@@ -450,6 +483,7 @@ export function createStores(database: Database_): Stores {
       refreshSession: (id, startedAt, expiresAt) => void refreshSession.run({ id, startedAt, expiresAt }),
       countToken: (id) => void countMinted.run({ id }),
       openWorkloadIds: () => openWorkloads.all().map((r) => r.workloadId),
+      openRefs: () => openRefs.all(),
       pruneExpiredBefore: (before) => pruneTasks.run({ before }).changes,
       list: ({ statuses, expiry, workloadId, user, limit }) =>
         db
@@ -506,7 +540,7 @@ export function createStores(database: Database_): Stores {
     audit: {
       insert: (row) => {
         const { prevHash: _p, hash: _h, id: _id, ...content } = boundAuditFields(row)
-        appendAudit({ error: null, userSub: null, workloadId: null, taskId: null, jti: null, resource: null, policyVersion: null, policies: null, ...content })
+        appendAudit({ error: null, userSub: null, workloadId: null, taskId: null, jti: null, resource: null, policyVersion: null, policies: null, detail: null, ...content })
       },
       pruneBefore: (before) => pruneAuditPrefix(before),
       list: ({ afterId = 0, limit }) => listAudit.all({ afterId, limit }),
@@ -548,6 +582,18 @@ export function createStores(database: Database_): Stores {
           epoch = getEpoch.get()!.value
         }
         return epoch
+      },
+    },
+    catalog: {
+      all: () => allCatalog.all(),
+      get: (kind, key) => getCatalog.get({ kind, key }),
+      put: (row) => void putCatalog.run(row),
+      delete: (kind, key) => deleteCatalog.run({ kind, key }).changes === 1,
+      revision: () => Number(getMeta.get({ name: CATALOG_REVISION })?.value ?? 0),
+      bump: () => {
+        const next = Number(getMeta.get({ name: CATALOG_REVISION })?.value ?? 0) + 1
+        setMeta.run({ name: CATALOG_REVISION, value: String(next) })
+        return next
       },
     },
     sessions: {
