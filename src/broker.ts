@@ -1,7 +1,8 @@
 import { hash as argon2Hash, verify as argon2Verify } from '@node-rs/argon2'
-import { createReplayCache } from '@taskpass/verifier/cache'
+import { createReplayCache, type ReplayCache } from '@taskpass/verifier/cache'
 import type { Clock } from './clock.js'
 import type { Config } from './config.js'
+import { effectiveConfig } from './catalog/effective.js'
 import { createDpopChecker, type DpopChecker } from './dpop/checker.js'
 import { createNonceSource, deriveNonceKey } from './dpop/nonce.js'
 import { createActorTokenVerifier, type ActorTokenVerifier } from './exchange/actor-token.js'
@@ -15,7 +16,7 @@ import { createMetrics, type Metrics } from './http/metrics.js'
 import { createLimiter, type Limiter } from './http/rate-limit.js'
 import type { Logger } from './logger.js'
 import { createApprovalWaiters, sqliteDecisionWatch, WAITER_LIMITS, type ApprovalWaiters } from './tasks/approvals.js'
-import { revokeTasksOfRetiredWorkloads } from './tasks/lifecycle.js'
+import { revokeTasksOutsideCatalog } from './tasks/retirement.js'
 import { createPolicyEngine, type PolicyEngine } from './policy/engine.js'
 import { openDatabase, type Database_ } from './store/db.js'
 import { createStores, type Stores } from './store/stores.js'
@@ -61,6 +62,18 @@ export interface Deps {
   oidcLogin: OidcLogin
   /** RFC 7591 dynamic registration (stateless: the client id is the sealed registration), when configured. */
   registrations: ClientRegistrations
+  /**
+   * The catalog in force (src/catalog/): `config` is `base` (the file's) with the objects stored
+   * through the admin API. A change is prepared (validated, verifiers built) before it is stored,
+   * then installed: every request after it sees the new catalog whole.
+   */
+  catalog: {
+    readonly base: Config
+    /** The stored catalog revision `config` reflects. */
+    revision: number
+    prepare(config: Config): CatalogBuilt
+    install(config: Config, built: CatalogBuilt, revision: number): void
+  }
 }
 
 /** argon2id (the library default algorithm; left unset on purpose, see README). */
@@ -77,23 +90,96 @@ export const argon2Hasher: Hasher = {
 
 /** The one wiring point: config → database (migrated) → keys → verifiers → deps. */
 export async function createBroker(opts: { config: Config; clock: Clock; logger: Logger; kek: Uint8Array; hasher?: Hasher; clientMetadata?: ClientMetadataResolver }): Promise<Deps> {
-  const { config, clock, logger } = opts
-  const database = openDatabase(config.database)
+  const { clock, logger } = opts
+  const base = opts.config
+  const database = openDatabase(base.database)
   const stores = createStores(database)
   const metrics = createMetrics()
   metrics.watchTasks(database.sqlite)
-  // Cedar: the set (generated, the file's, the stored admin policies) is validated and prepared
-  // before anything is served; a bad policy is a ConfigError.
-  let policy: PolicyEngine
+  // The file's configuration with the objects stored through the admin API (src/catalog/), and
+  // Cedar's set (generated, the file's, the stored admin policies): validated and prepared before
+  // anything is served; a bad catalog or policy is a ConfigError.
+  let config: Config
+  let built: CatalogBuilt
+  const revision = stores.catalog.revision()
+  const hasher = opts.hasher ?? argon2Hasher
+  const authThrottle = createAuthThrottle(base.authThrottle, clock)
+  // The replay cache outlives every rebuild of the catalog: a used assertion stays used.
+  const assertionReplay = createReplayCache(base.clientAuth.replayCacheSize)
+  const build = (c: Config, adminText: string | undefined): CatalogBuilt => buildCatalogDeps(c, { clock, stores, metrics, hasher, authThrottle, assertionReplay, adminText })
   try {
-    policy = createPolicyEngine(config, { adminText: stores.policySets.latest()?.text, observe: (evaluator, action, seconds) => metrics.policyEvaluation.observe({ evaluator, action }, seconds) })
+    config = effectiveConfig(base, stores.catalog.all())
+    built = build(config, stores.policySets.latest()?.text)
   } catch (e) {
     database.close()
     throw e
   }
   const keyStore: KeyStoreOptions = { database, clock, kek: opts.kek, alg: config.keys.alg, retiredPublishSeconds: config.tokens.maxTtl + config.clockSkew }
   const keys = await openKeySet(keyStore)
-  const hasher = opts.hasher ?? argon2Hasher
+  // Closing the database is how the broker closes (server stop, tests, the CLI): held waits are
+  // answered first, so none outlives the store it would read.
+  const approvals = createApprovalWaiters(WAITER_LIMITS, sqliteDecisionWatch({ database, stores, clock }))
+  const closeDatabase = database.close
+  database.close = () => {
+    approvals.close()
+    closeDatabase()
+  }
+  const sealer = createSealer(opts.kek, clock)
+  const deps: Deps = {
+    ...built,
+    approvals,
+    sealer,
+    clientMetadata: opts.clientMetadata ?? createClientMetadataResolver({ options: config.authorization.clientMetadata, clock, observeCache: metrics.cacheObserver('client_metadata') }),
+    oidcLogin: createOidcLogin({ clock, timeout: config.remoteJwks.timeout, clockSkew: config.clockSkew }),
+    config,
+    clock,
+    logger,
+    database,
+    stores,
+    keys,
+    keyStore,
+    hasher,
+    ownTokens: createOwnTokenVerifier({ keys, issuer: config.issuer, clock }),
+    authThrottle,
+    metrics,
+    workloadLimiter: config.rateLimits.perWorkload ? createLimiter(config.rateLimits.perWorkload, clock) : undefined,
+    dpop: createDpopChecker({
+      clock,
+      iatWindow: config.clockSkew,
+      algorithms: config.dpop.algorithms,
+      replay: createReplayCache(config.dpop.replayCacheSize),
+      // Stateless nonces keyed from the KEK: the same on every instance and across restarts (README, DPoP).
+      nonces: config.dpop.nonce ? createNonceSource({ key: deriveNonceKey(opts.kek), clock, window: config.dpop.nonceWindow }) : undefined,
+    }),
+    catalog: {
+      base,
+      revision,
+      prepare: (c) => build(c, deps.policy.adminText),
+      install(c, next, at) {
+        Object.assign(deps, next, { config: c, registrations: createClientRegistrations(c, sealer) })
+        deps.catalog.revision = at
+      },
+    },
+    registrations: createClientRegistrations(config, sealer),
+  }
+  return deps
+}
+
+/** What depends on the catalog (issuers, workloads, resources, admin keys): rebuilt whole when it changes. */
+export type CatalogBuilt = Pick<Deps, 'policy' | 'subjectTokens' | 'idJags' | 'actorTokens' | 'clientAssertions' | 'clients'>
+
+/**
+ * Builds the verifiers and the policy engine of one catalog. Caches of verified tokens and fetched
+ * keys start empty, so nothing verified under the previous catalog (an issuer since switched
+ * off) passes; replay caches are passed in, kept across rebuilds. Throws {@link ConfigError} when
+ * the policy set does not validate with it.
+ */
+function buildCatalogDeps(
+  config: Config,
+  shared: { clock: Clock; stores: Stores; metrics: Metrics; hasher: Hasher; authThrottle: AuthThrottle; assertionReplay: ReplayCache; adminText: string | undefined },
+): CatalogBuilt {
+  const { clock, stores, metrics } = shared
+  const policy = createPolicyEngine(config, { adminText: shared.adminText, observe: (evaluator, action, seconds) => metrics.policyEvaluation.observe({ evaluator, action }, seconds) })
   // One key resolver per subject issuer, shared by its session tokens and its ID-JAGs.
   const issuerKeys = subjectIssuerKeys(config.subjectIssuers, { clock, remoteJwks: config.remoteJwks })
   const subjectTokens = createSubjectTokenVerifier({
@@ -124,60 +210,20 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     clockSkew: config.clockSkew,
     maxLifetime: config.clientAuth.maxAssertionLifetime,
     algorithms: config.clientAuth.algorithms,
-    replay: createReplayCache(config.clientAuth.replayCacheSize),
+    replay: shared.assertionReplay,
     remoteJwks: config.remoteJwks,
   })
-  const authThrottle = createAuthThrottle(config.authThrottle, clock)
-  // Closing the database is how the broker closes (server stop, tests, the CLI): held waits are
-  // answered first, so none outlives the store it would read.
-  const approvals = createApprovalWaiters(WAITER_LIMITS, sqliteDecisionWatch({ database, stores, clock }))
-  const closeDatabase = database.close
-  database.close = () => {
-    approvals.close()
-    closeDatabase()
-  }
-  const sealer = createSealer(opts.kek, clock)
-  return {
-    approvals,
-    sealer,
-    registrations: createClientRegistrations(config, sealer),
-    clientMetadata: opts.clientMetadata ?? createClientMetadataResolver({ options: config.authorization.clientMetadata, clock, observeCache: metrics.cacheObserver('client_metadata') }),
-    oidcLogin: createOidcLogin({ clock, timeout: config.remoteJwks.timeout, clockSkew: config.clockSkew }),
-    config,
-    clock,
-    logger,
-    database,
-    stores,
-    keys,
-    keyStore,
-    policy,
-    hasher,
-    subjectTokens,
-    idJags,
-    actorTokens,
-    ownTokens: createOwnTokenVerifier({ keys, issuer: config.issuer, clock }),
-    clients: createClientAuthenticator({ resources: config.resources, hasher, actorTokens, clientAssertions, clock, throttle: authThrottle }),
-    authThrottle,
-    clientAssertions,
-    metrics,
-    workloadLimiter: config.rateLimits.perWorkload ? createLimiter(config.rateLimits.perWorkload, clock) : undefined,
-    dpop: createDpopChecker({
-      clock,
-      iatWindow: config.clockSkew,
-      algorithms: config.dpop.algorithms,
-      replay: createReplayCache(config.dpop.replayCacheSize),
-      // Stateless nonces keyed from the KEK: the same on every instance and across restarts (README, DPoP).
-      nonces: config.dpop.nonce ? createNonceSource({ key: deriveNonceKey(opts.kek), clock, window: config.dpop.nonceWindow }) : undefined,
-    }),
-  }
+  const clients = createClientAuthenticator({ resources: config.resources, hasher: shared.hasher, actorTokens, clientAssertions, clock, throttle: shared.authThrottle })
+  return { policy, subjectTokens, idJags, actorTokens, clientAssertions, clients }
 }
 
 /**
- * What the server does once at start, before it listens: end the tasks of workloads the
- * configuration disables or no longer lists. Only the server runs it — never the CLI, whose
- * `--config` may be another file (a read-only command must not revoke anything).
+ * What the server does once at start, before it listens: end the tasks the catalog no longer
+ * admits (their workload, resource or issuer removed or disabled while it was down). Only the
+ * server runs it — never the CLI, whose `--config` may be another file (a read-only command must
+ * not revoke anything).
  */
 export function onServerStart(deps: Deps): void {
-  const revoked = revokeTasksOfRetiredWorkloads(deps, deps.config.workloads)
-  if (revoked.length > 0) deps.logger.warn('revoked the open tasks of disabled or removed workloads', { tasks: revoked.length })
+  const revoked = revokeTasksOutsideCatalog(deps, 'config')
+  if (revoked.length > 0) deps.logger.warn('revoked the open tasks of disabled or removed workloads, resources or issuers', { tasks: revoked.length })
 }

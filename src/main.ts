@@ -7,6 +7,7 @@ import { createPinoLogger } from './logger.js'
 import { createPolicyEngine } from './policy/engine.js'
 import { loadRuntime } from './runtime.js'
 import { pruneStore } from './store/retention.js'
+import { refreshCatalog } from './catalog/catalog.js'
 
 /**
  * `--check-config`: the configuration (file, env overrides, key-encryption key, Cedar policy
@@ -57,6 +58,15 @@ async function main() {
     pruneStore(deps.stores, config, systemClock.now())
   }, 10_000)
   timer.unref()
+  // A catalog change made by the CLI (another process) is taken up within a second.
+  const catalogTimer = setInterval(() => {
+    try {
+      refreshCatalog(deps)
+    } catch (e) {
+      logger.error('catalog refresh failed', { error: String(e) })
+    }
+  }, 1000)
+  catalogTimer.unref()
   const server = await listen(app, config.listen)
   logger.info('taskpass listening', { issuer: config.issuer, address: `${server.address.address}:${server.address.port}`, kid: deps.keys.current().kid })
   if (dev) logger.info('dev mode: mint a user session and a workload SVID with `npm run cli -- dev-tokens`; sign in to the dev pages with the password it prints', { account: `${config.issuer}/account` })

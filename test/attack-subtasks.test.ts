@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto'
 import { describe, it } from 'node:test'
 import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT } from 'jose'
 import { toolsInToken } from '@taskpass/verifier'
-import { revokeTasksOfRetiredWorkloads } from '../src/tasks/lifecycle.js'
+import { revokeTasksOutsideCatalog } from '../src/tasks/retirement.js'
 import { ADMIN_KEY, assertRefusedAndAudited, counts, JWT_TYPE, NOTES, openTask, TOKEN_EXCHANGE, withBroker, type TestBroker } from './harness.js'
 import { childExchange, delegating, errorOf, introspect, openedSubtask, PARENT_RESOURCES, parentTask, subtask, TASK_TYPE, tokenOf, type TaskView } from './subtask-fixtures.js'
 
@@ -300,8 +300,8 @@ describe('attack: sub-tasks never wider than the parent (refused correctly)', ()
       await ended(byAdmin, 'admin revoke')
 
       const disabled = await setup()
-      const workloads = b.deps.config.workloads.map((w) => ({ id: w.id, enabled: w.id === 'agent-a' ? false : w.enabled }))
-      assert.ok(revokeTasksOfRetiredWorkloads(b.deps, workloads).includes(disabled.parent.task_id))
+      const workloads = b.deps.config.workloads.map((w) => ({ ...w, enabled: w.id === 'agent-a' ? false : w.enabled }))
+      assert.ok(revokeTasksOutsideCatalog({ ...b.deps, config: { ...b.deps.config, workloads } }, 'config').includes(disabled.parent.task_id))
       await ended(disabled, 'workload disabled at start')
     }))
 

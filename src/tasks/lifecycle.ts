@@ -398,25 +398,3 @@ export function endDescendants(deps: TaskDeps, id: string, now: number, reason: 
   return ended
 }
 
-/**
- * A workload that may no longer act ends its tasks (DESIGN "The flow", step 4): at start, every
- * open task of a workload the configuration marks disabled — or no longer lists at all — is
- * revoked with all its tokens, each through {@link endTask} (durable, with its feed event and
- * audit row). Returns the tasks revoked.
- */
-export function revokeTasksOfRetiredWorkloads(deps: TaskDeps, workloads: readonly { id: string; enabled: boolean }[]): string[] {
-  const enabled = new Set(workloads.filter((w) => w.enabled).map((w) => w.id))
-  const revoked: string[] = []
-  for (const id of deps.stores.tasks.openWorkloadIds().filter((w) => !enabled.has(w))) {
-    const why = workloads.some((w) => w.id === id) ? 'disabled' : 'removed from the configuration'
-    for (;;) {
-      const open = deps.stores.tasks.list({ statuses: ['active', 'pending_approval'], workloadId: id, limit: 500 })
-      if (open.length === 0) break
-      for (const t of open) {
-        endTask(deps, t.id, 'revoked', { kind: 'admin', id: `config (workload ${id} ${why})` })
-        revoked.push(t.id)
-      }
-    }
-  }
-  return revoked
-}

@@ -1,0 +1,256 @@
+import { randomBytes } from 'node:crypto'
+import { z } from 'zod'
+import type { Deps } from '../broker.js'
+import { ADMIN_ROLES, ConfigError, objectSchemas, type Config } from '../config.js'
+import { conflict, InvalidObject, notFound } from '../errors.js'
+import type { CatalogRow } from '../store/stores.js'
+import { revokeTasksOutsideCatalog } from '../tasks/retirement.js'
+import { effectiveConfig } from './effective.js'
+import { KINDS, redact, type CatalogKind } from './kinds.js'
+
+type AnyObject = Record<string, unknown>
+type CatalogDeps = Pick<Deps, 'catalog' | 'stores' | 'clock' | 'config' | 'policy' | 'approvals' | 'hasher' | 'logger'>
+
+/** A catalog object as the admin API and the CLI show it (the same snake_case fields). */
+export interface CatalogEntryView {
+  kind: CatalogKind
+  key: string
+  /** `file`: the configuration file defines it (the API may only switch it off and on); `api`: stored through the admin API. */
+  managed_by: 'file' | 'api'
+  enabled: boolean
+  /** The object in the configuration file's shape, defaults filled in, secrets and hashes redacted. */
+  object: AnyObject
+  created_at?: number
+  updated_at?: number
+  updated_by?: string
+}
+
+/** What a change answers: the object after it (absent once deleted) and the tasks it ended. */
+export interface CatalogChangeView {
+  kind: CatalogKind
+  key: string
+  action: CatalogAction
+  entry?: CatalogEntryView
+  tasks_revoked: number
+  /** An admin key created: the key itself, shown this once (only its argon2id hash is kept). */
+  admin_key?: string
+}
+
+export type CatalogAction = 'create' | 'replace' | 'disable' | 'enable' | 'delete'
+
+const SCHEMAS: Record<CatalogKind, z.ZodType> = {
+  'subject-issuers': objectSchemas.subjectIssuer,
+  'workload-issuers': objectSchemas.workloadIssuer,
+  workloads: objectSchemas.workload,
+  resources: objectSchemas.resource,
+  'admin-keys': objectSchemas.adminKey,
+}
+
+/** An admin key is created from a name and a role; the broker makes the key. Changing it changes the role only. */
+const newAdminKey = z.strictObject({ name: z.string(), role: z.enum(ADMIN_ROLES) })
+const adminKeyChange = z.strictObject({ role: z.enum(ADMIN_ROLES) })
+
+/** Every object of a kind: the file's first, in its order, then the stored ones, oldest first. */
+export function listEntries(deps: CatalogDeps, kind: CatalogKind): CatalogEntryView[] {
+  return entriesOf(deps.catalog.base, kind, deps.stores.catalog.all())
+}
+
+/** One object; 404 `not_found` when its kind has none by that key. */
+export function getEntry(deps: CatalogDeps, kind: CatalogKind, key: string): CatalogEntryView {
+  return listEntries(deps, kind).find((e) => e.key === key) ?? fail(notFound(`no ${KINDS[kind].noun} ${key}`))
+}
+
+function entriesOf(base: Config, kind: CatalogKind, rows: readonly CatalogRow[]): CatalogEntryView[] {
+  const spec = KINDS[kind]
+  const mine = rows.filter((r) => r.kind === kind)
+  const rowOf = new Map(mine.map((r) => [r.key, r]))
+  const file = spec.list(base as unknown as AnyObject).map((o): CatalogEntryView => {
+    const key = spec.keyOf(o)!
+    const row = rowOf.get(key)
+    return { kind, key, managed_by: 'file', enabled: o.enabled !== false && (row?.enabled ?? true), object: redact(kind, o), ...(row ? { updated_at: row.updatedAt, updated_by: row.updatedBy } : {}) }
+  })
+  const stored = mine.flatMap((r): CatalogEntryView[] => {
+    if (r.body === null) return []
+    const given = JSON.parse(r.body) as AnyObject
+    const parsed = SCHEMAS[kind].safeParse(given)
+    const object = parsed.success ? (parsed.data as AnyObject) : given
+    return [{ kind, key: r.key, managed_by: 'api', enabled: r.enabled && object.enabled !== false, object: redact(kind, object), created_at: r.createdAt, updated_at: r.updatedAt, updated_by: r.updatedBy }]
+  })
+  return [...file, ...stored]
+}
+
+function definedByFile(deps: CatalogDeps, kind: CatalogKind, key: string): boolean {
+  const spec = KINDS[kind]
+  return spec.list(deps.catalog.base as unknown as AnyObject).some((o) => spec.keyOf(o) === key)
+}
+
+function asObject(body: unknown): AnyObject {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InvalidObject(['(body): a JSON object'])
+  return body as AnyObject
+}
+
+/** Zod's issues for one object, each naming its field. */
+function problemsOf(error: z.ZodError): string[] {
+  return error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`)
+}
+
+/**
+ * Creates an object through the admin API (201 with the object). Validated alone, then with the
+ * whole catalog exactly as the file is at start. 409 `conflict` when its key is taken (by the
+ * file or the API). An admin key is made by the broker from `{name, role}` and returned this once.
+ */
+export async function createObject(deps: CatalogDeps, kind: CatalogKind, body: unknown, by: string): Promise<CatalogChangeView> {
+  let object = asObject(body)
+  let adminKey: string | undefined
+  if (kind === 'admin-keys') {
+    const given = newAdminKey.safeParse(object)
+    if (!given.success) throw new InvalidObject(problemsOf(given.error))
+    adminKey = `tpak_${randomBytes(32).toString('base64url')}`
+    // Hashed before the write, never inside it (argon2 is slow, the transaction synchronous).
+    object = { name: given.data.name, role: given.data.role, hash: await deps.hasher.hash(adminKey) }
+  }
+  const parsed = SCHEMAS[kind].safeParse(object)
+  if (!parsed.success) throw new InvalidObject(problemsOf(parsed.error))
+  const key = KINDS[kind].keyOf(parsed.data as AnyObject)!
+  if (definedByFile(deps, kind, key)) throw conflict(`${KINDS[kind].noun} ${key} is defined by the configuration file`)
+  if (deps.stores.catalog.get(kind, key)?.body) throw conflict(`${KINDS[kind].noun} ${key} exists`)
+  const result = change(deps, kind, key, 'create', by, (rows, now) => [...rows.filter((r) => !(r.kind === kind && r.key === key)), row(kind, key, JSON.stringify(object), true, now, now, by)])
+  return { ...result, ...(adminKey ? { admin_key: adminKey } : {}) }
+}
+
+/** Replaces an object stored through the API (its key may not change); 409 for the file's. */
+export function replaceObject(deps: CatalogDeps, kind: CatalogKind, key: string, body: unknown, by: string): CatalogChangeView {
+  const existing = storedOrFail(deps, kind, key)
+  let object = asObject(body)
+  if (kind === 'admin-keys') {
+    const given = adminKeyChange.safeParse(object)
+    if (!given.success) throw new InvalidObject(problemsOf(given.error))
+    object = { ...(JSON.parse(existing.body!) as AnyObject), role: given.data.role }
+  }
+  const parsed = SCHEMAS[kind].safeParse(object)
+  if (!parsed.success) throw new InvalidObject(problemsOf(parsed.error))
+  const spec = KINDS[kind]
+  if (spec.keyOf(parsed.data as AnyObject) !== key) throw new InvalidObject([`${spec.keyField}: must stay ${key} (the path's); create another ${spec.noun} instead`])
+  return change(deps, kind, key, 'replace', by, (rows, now) => rows.map((r) => (r.kind === kind && r.key === key ? row(kind, key, JSON.stringify(object), r.enabled, r.createdAt, now, by) : r)))
+}
+
+/**
+ * Switches an object off or on. Off: the broker acts as if it were not there (a workload stays
+ * listed, disabled), its open tasks end, its tokens are revoked. Works for the file's objects
+ * too: the switch is stored, and holds across restarts until switched on again.
+ */
+export function setEnabled(deps: CatalogDeps, kind: CatalogKind, key: string, enabled: boolean, by: string): CatalogChangeView {
+  const entry = getEntry(deps, kind, key)
+  const action: CatalogAction = enabled ? 'enable' : 'disable'
+  const stored = deps.stores.catalog.get(kind, key)
+  if (entry.managed_by === 'file' && enabled && stored === undefined && entry.enabled) return { kind, key, action, entry, tasks_revoked: 0 }
+  if (entry.managed_by === 'api' && stored!.enabled === enabled) return { kind, key, action, entry, tasks_revoked: 0 }
+  return change(deps, kind, key, action, by, (rows, now) => {
+    const others = rows.filter((r) => !(r.kind === kind && r.key === key))
+    if (entry.managed_by === 'file') return enabled ? others : [...others, row(kind, key, null, false, stored?.createdAt ?? now, now, by)]
+    return rows.map((r) => (r.kind === kind && r.key === key ? { ...r, enabled, updatedAt: now, updatedBy: by } : r))
+  })
+}
+
+/** Deletes an object stored through the API (its tasks end as when disabled); 409 for the file's. */
+export function deleteObject(deps: CatalogDeps, kind: CatalogKind, key: string, by: string): CatalogChangeView {
+  storedOrFail(deps, kind, key)
+  return change(deps, kind, key, 'delete', by, (rows) => rows.filter((r) => !(r.kind === kind && r.key === key)))
+}
+
+function storedOrFail(deps: CatalogDeps, kind: CatalogKind, key: string): CatalogRow {
+  if (definedByFile(deps, kind, key)) throw conflict(`${KINDS[kind].noun} ${key} is defined by the configuration file: change it there (the API may only disable and enable it)`)
+  const stored = deps.stores.catalog.get(kind, key)
+  if (!stored?.body) throw notFound(`no ${KINDS[kind].noun} ${key}`)
+  return stored
+}
+
+function row(kind: CatalogKind, key: string, body: string | null, enabled: boolean, createdAt: number, updatedAt: number, updatedBy: string): CatalogRow {
+  return { id: 0, kind, key, body, enabled, createdAt, updatedAt, updatedBy }
+}
+
+const PAST: Record<CatalogAction, string> = { create: 'created', replace: 'replaced', disable: 'disabled', enable: 'enabled', delete: 'deleted' }
+
+/**
+ * One change, all or nothing: inside one durable transaction the stored rows are read, the change
+ * applied to them (`next`), the whole catalog validated and its verifiers and policy set built,
+ * then the row written, the revision bumped and the audit row (with `{before, after}`) appended.
+ * Only after the commit is the new catalog put in force, and the tasks it no longer admits ended.
+ */
+function change(deps: CatalogDeps, kind: CatalogKind, key: string, action: CatalogAction, by: string, next: (rows: CatalogRow[], now: number) => CatalogRow[]): CatalogChangeView {
+  const now = deps.clock.now()
+  const find = (entries: CatalogEntryView[]) => entries.find((e) => e.key === key)
+  const done = deps.stores.durably(() => {
+    const rows = deps.stores.catalog.all()
+    const after = next(rows, now)
+    const config = validated(deps, after)
+    const built = prepared(deps, config)
+    const mine = after.find((r) => r.kind === kind && r.key === key)
+    if (mine) deps.stores.catalog.put(mine)
+    else deps.stores.catalog.delete(kind, key)
+    const revision = deps.stores.catalog.bump()
+    const before = find(entriesOf(deps.catalog.base, kind, rows))
+    const entry = find(entriesOf(deps.catalog.base, kind, after))
+    deps.stores.audit.insert({
+      at: now,
+      action: `catalog.${action}`,
+      decision: 'allow',
+      reason: `${KINDS[kind].noun} ${key} ${PAST[action]} by ${by}`,
+      ...(kind === 'workloads' ? { workloadId: key } : kind === 'resources' ? { resource: key } : {}),
+      detail: JSON.stringify({ kind, key, before: before ?? null, after: entry ?? null }),
+    })
+    return { config, built, revision, entry }
+  })
+  deps.catalog.install(done.config, done.built, done.revision)
+  const revoked = revokeTasksOutsideCatalog(deps, by)
+  return { kind, key, action, ...(done.entry ? { entry: done.entry } : {}), tasks_revoked: revoked.length }
+}
+
+function validated(deps: CatalogDeps, rows: readonly CatalogRow[]): Config {
+  let config: Config
+  try {
+    config = effectiveConfig(deps.catalog.base, rows)
+  } catch (e) {
+    if (e instanceof ConfigError) throw new InvalidObject(e.issues)
+    throw e
+  }
+  // Nobody may take the last way in: some admin key with the admin role stays.
+  if (config.admin.apiKeyHashes.length === 0 && !config.admin.keys.some((k) => k.role === 'admin')) throw conflict('this would leave no admin key with the admin role')
+  return config
+}
+
+function prepared(deps: CatalogDeps, config: Config) {
+  try {
+    return deps.catalog.prepare(config)
+  } catch (e) {
+    if (e instanceof ConfigError) throw new InvalidObject(e.issues)
+    throw e
+  }
+}
+
+/**
+ * Takes up what another process (the CLI, another instance) changed: when the stored revision
+ * moved, the catalog is rebuilt from the stored rows and put in force, and the tasks it no longer
+ * admits are ended here too (ending is idempotent). A stored catalog that no longer validates
+ * (the file changed under it) leaves the running one in force, logged. Returns whether it changed.
+ */
+export function refreshCatalog(deps: CatalogDeps): boolean {
+  const revision = deps.stores.catalog.revision()
+  if (revision === deps.catalog.revision) return false
+  let config: Config
+  try {
+    config = effectiveConfig(deps.catalog.base, deps.stores.catalog.all())
+    deps.catalog.install(config, deps.catalog.prepare(config), revision)
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e
+    deps.logger.error('the stored catalog does not validate: the running one stays in force', { revision, issues: e.issues.slice(0, 10) })
+    deps.catalog.revision = revision
+    return false
+  }
+  revokeTasksOutsideCatalog(deps, 'catalog')
+  return true
+}
+
+function fail(e: Error): never {
+  throw e
+}
