@@ -1,4 +1,4 @@
-import { Hono, type ErrorHandler } from 'hono'
+import { Hono, type Context, type ErrorHandler, type Next } from 'hono'
 import { HTTPException } from 'hono/http-exception'
 import type { Deps } from './broker.js'
 import { invalidRequest, notFound, OAuthError } from './errors.js'
@@ -12,7 +12,7 @@ import { authzenRoutes } from './routes/authzen.js'
 import { authorizeRoutes } from './routes/authorize.js'
 import { pageAssets } from './routes/assets.js'
 import { registrationRoutes } from './routes/register.js'
-import { authorizationCodeFlowEnabled } from './authorize/request.js'
+import { authorizationCodeFlowEnabled, browserFlowOff } from './authorize/request.js'
 import { healthRoutes, metricsRoutes } from './routes/health.js'
 import { introspectionRoutes } from './routes/introspect.js'
 import { revocationRoutes } from './routes/revocations.js'
@@ -37,11 +37,16 @@ export function createApp(deps: Deps) {
   // The console before the admin API: its pages sign in with a cookie, not the Bearer key.
   app.route('/', consoleRoutes(deps))
   app.route('/', adminRoutes(deps))
-  // The browser flow first: its /authorize replaces the well-known routes' placeholder.
-  if (authorizationCodeFlowEnabled(deps.config)) {
-    app.route('/', authorizeRoutes(deps))
-    if (deps.registrations.enabled) app.route('/', registrationRoutes(deps))
+  // The browser flow is on while some OAuth client workload and some sign-in exist, which the
+  // catalog may change at run time: it is mounted always and answers only while on.
+  const flowOff = (c: Context, next: Next) => {
+    if (!authorizationCodeFlowEnabled(deps.config)) throw c.req.path === '/authorize' ? browserFlowOff() : notFound()
+    return next()
   }
+  for (const path of ['/authorize', '/authorize/*', '/account', '/account/*']) app.use(path, flowOff)
+  app.use('/register', (c, next) => (deps.registrations.enabled ? flowOff(c, next) : Promise.reject(notFound())))
+  app.route('/', authorizeRoutes(deps))
+  app.route('/', registrationRoutes(deps))
   // The pages' stylesheet: the browser flow's pages and the admin console's.
   app.route('/', pageAssets())
   app.route('/', wellKnownRoutes(deps))

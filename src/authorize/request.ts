@@ -55,6 +55,10 @@ const MAX_STATE = 1024
 const B64URL_43 = /^[A-Za-z0-9_-]{43}$/
 const SINGLE = ['client_id', 'redirect_uri', 'response_type', 'state', 'code_challenge', 'code_challenge_method', 'scope', 'resource', 'authorization_details', 'dpop_jkt'] as const
 
+/** `/authorize` while the browser flow is off: the broker issues tokens only at the token endpoint. */
+export const browserFlowOff = () =>
+  new OAuthError('unsupported_response_type', 400, 'this broker has no OAuth client workload and sign-in configured: it issues tokens only at the token endpoint (token exchange, or an enterprise IdP\'s ID-JAG)')
+
 /** Whether the authorization-code flow is served: some workload is an OAuth client and some subject issuer signs users in. */
 export function authorizationCodeFlowEnabled(config: Pick<Config, 'workloads' | 'subjectIssuers'>): boolean {
   return config.workloads.some((w) => w.oauthClient !== undefined) && config.subjectIssuers.some((si) => si.login !== undefined)

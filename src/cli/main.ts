@@ -14,10 +14,13 @@ import { taskEvidence } from '../tasks/evidence.js'
 import { endTask, viewTask } from '../tasks/lifecycle.js'
 import { revokeSession } from '../tasks/sessions.js'
 import { clearAdminPoliciesOffline, POLICY_USAGE, policyCommand } from './policy.js'
+import { CATALOG_USAGE, catalogCommand, isCatalogKind } from './catalog.js'
+import { CATALOG_KINDS } from '../catalog/kinds.js'
 
 const USAGE = `taskpass CLI — the admin API, from the shell (same config as the broker: --config or TASKPASS_CONFIG; dev mode otherwise)
-Output is JSON with the HTTP API's field names; a failure is one JSON line on stderr,
-{"error": <code>, "error_description": <text>}, with exit status 1 (2: bad configuration; 64: bad usage).
+Output is JSON with the HTTP API's field names (--json is accepted: it is always JSON); a failure is
+one JSON line on stderr, {"error": <code>, "error_description": <text>}, with exit status 1
+(2: bad configuration; 64: bad usage).
 
   -h, --help, help           print this text
   --version                  print the version
@@ -41,11 +44,11 @@ Output is JSON with the HTTP API's field names; a failure is one JSON line on st
   audit [after] [limit]      print audit events as JSON lines
   audit verify               check the audit hash chain; names the first bad row (exit 1), prints the head hash
   tasks evidence <id>        a task's whole story as JSON Lines, signed by the broker's key (last line)
-${POLICY_USAGE}`
+${POLICY_USAGE}${CATALOG_USAGE}`
 
 async function main(argv: string[]): Promise<number> {
   const force = argv.includes('--force')
-  const positional = argv.filter((a, i) => a !== '--config' && argv[i - 1] !== '--config' && a !== '--force')
+  const positional = argv.filter((a, i) => a !== '--config' && argv[i - 1] !== '--config' && a !== '--force' && a !== '--json')
   const [cmd, sub, arg, arg2] = positional
   // The words after `tasks approve|deny <id>`, as one reason (so it needs no quoting).
   const reason = positional.length > 3 ? positional.slice(3).join(' ') : undefined
@@ -110,6 +113,14 @@ async function main(argv: string[]): Promise<number> {
   if (cmd === 'policy') {
     try {
       const code = policyCommand(deps, sub, arg)
+      return code === 64 ? usage() : code
+    } finally {
+      deps.database.close()
+    }
+  }
+  if (isCatalogKind(cmd)) {
+    try {
+      const code = await catalogCommand(deps, cmd, positional.slice(1))
       return code === 64 ? usage() : code
     } finally {
       deps.database.close()
@@ -195,7 +206,7 @@ function fail(e: Error): never {
 }
 
 /** The top-level commands (anything else is "unknown command", exit 64). */
-const COMMANDS = new Set(['dev-tokens', 'hash-secret', 'keys', 'tasks', 'sessions', 'audit', 'policy'])
+const COMMANDS = new Set(['dev-tokens', 'hash-secret', 'keys', 'tasks', 'sessions', 'audit', 'policy', ...CATALOG_KINDS])
 
 function usage(code = 64, problem?: string): number {
   if (problem !== undefined) process.stderr.write(`taskpass: ${problem}\n\n`)
@@ -206,7 +217,7 @@ function usage(code = 64, problem?: string): number {
 /** A failure as the HTTP API would answer it: `{error, error_description}`. */
 function errorLine(e: unknown): { line: { error: string; error_description: string }; status: number } {
   if (e instanceof ConfigError) return { line: { error: 'invalid_config', error_description: e.message }, status: 2 }
-  if (e instanceof OAuthError) return { line: { error: e.code, error_description: e.description }, status: 1 }
+  if (e instanceof OAuthError) return { line: { ...e.toJSON() }, status: 1 }
   if (e instanceof RotationTooEarly) return { line: { error: 'rotation_too_early', error_description: e.message }, status: 1 }
   return { line: { error: 'server_error', error_description: e instanceof Error ? e.message : String(e) }, status: 1 }
 }

@@ -12,6 +12,7 @@ import { taskEvidence } from '../tasks/evidence.js'
 import { endTask, viewTask } from '../tasks/lifecycle.js'
 import { decideAs } from './tasks.js'
 import { policyRoutes } from './policies.js'
+import { catalogRoutes } from './catalog.js'
 import { revokeSession } from '../tasks/sessions.js'
 import { parseJson } from '../http/form.js'
 import { z } from 'zod'
@@ -105,6 +106,7 @@ export function adminRoutes(deps: Deps) {
       return c.json({ events: deps.stores.audit.list({ afterId: after, limit }).map(viewAuditEvent) })
     })
     .route('/', policyRoutes(deps))
+    .route('/', catalogRoutes(deps))
 }
 
 /** An admin approves or denies a task. */

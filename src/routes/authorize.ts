@@ -62,11 +62,12 @@ function refusal(status: number, message: string): OAuthError {
 }
 
 export function authorizeRoutes(deps: Deps) {
-  const { config, sealer } = deps
-  const names = cookieNames(config.issuer)
+  // The catalog (issuers, workloads, resources) may change at run time: read deps.config per request.
+  const { sealer } = deps
+  const names = cookieNames(deps.config.issuer)
   const csrfKey = sealer.key('csrf')
   const cookieOptions = { path: '/', httpOnly: true, sameSite: 'Lax' as const, secure: names.secure }
-  const loginIssuers = config.subjectIssuers.filter((si) => si.login !== undefined)
+  const loginIssuers = () => deps.config.subjectIssuers.filter((si) => si.login !== undefined)
 
   /** The browser's id (a random cookie), set when missing: every CSRF token is bound to it. */
   function browserId(c: Context): string {
@@ -87,13 +88,13 @@ export function authorizeRoutes(deps: Deps) {
     if (!p) return undefined
     // A sign-in whose session an admin revoked counts no more.
     if (deps.stores.sessions.isRevoked(p.iss, p.sid)) return undefined
-    if (!loginIssuers.some((si) => si.issuer === p.iss)) return undefined
+    if (!loginIssuers().some((si) => si.issuer === p.iss)) return undefined
     return { issuer: p.iss, user: p.sub, sid: p.sid, claims: p.claims, authTime: p.auth_time }
   }
 
   async function signIn(c: Context, user: BrowserUser): Promise<void> {
-    const sealed = await sealer.seal('login', { iss: user.issuer, sub: user.user, sid: user.sid, claims: user.claims, auth_time: user.authTime }, config.authorization.loginTtl)
-    setCookie(c, names.login, sealed, { ...cookieOptions, maxAge: config.authorization.loginTtl })
+    const sealed = await sealer.seal('login', { iss: user.issuer, sub: user.user, sid: user.sid, claims: user.claims, auth_time: user.authTime }, deps.config.authorization.loginTtl)
+    setCookie(c, names.login, sealed, { ...cookieOptions, maxAge: deps.config.authorization.loginTtl })
   }
 
   /** The pending request; one that lapsed before the user answered goes back to its client as `access_denied`. */
@@ -107,14 +108,14 @@ export function authorizeRoutes(deps: Deps) {
   }
 
   function loginPage(c: Context, request: string | undefined, clientName: string | undefined, error?: string, status = 200) {
-    const dev = loginIssuers.find((si) => si.login?.kind === 'dev')
-    const idps = loginIssuers.filter((si) => si.login?.kind === 'oidc').map((si) => ({ name: (si.login as { name?: string }).name ?? new URL(si.issuer).host, href: `/authorize/idp?${new URLSearchParams({ issuer: si.issuer, ...(request ? { request } : {}) })}` }))
+    const dev = loginIssuers().find((si) => si.login?.kind === 'dev')
+    const idps = loginIssuers().filter((si) => si.login?.kind === 'oidc').map((si) => ({ name: (si.login as { name?: string }).name ?? new URL(si.issuer).host, href: `/authorize/idp?${new URLSearchParams({ issuer: si.issuer, ...(request ? { request } : {}) })}` }))
     return pageResponse(c, LoginPage({ action: '/authorize/login', hidden: request ? [{ name: 'request', value: request }] : [], csrf: csrfFor(c), dev: dev ? { issuerName: new URL(dev.issuer).host } : undefined, idps, error, clientName }), { status })
   }
 
   async function consentPage(c: Context, sealed: string, req: AuthorizationRequest, user: BrowserUser) {
     const redirect = new URL(req.redirectUri)
-    const ttls = consentTtls(config)
+    const ttls = consentTtls(deps.config)
     return pageResponse(
       c,
       ConsentPage({
@@ -136,7 +137,7 @@ export function authorizeRoutes(deps: Deps) {
 
   /** Renders a refusal for the user, or sends it back to the client when its redirect URI is known good. */
   function answerError(c: Context, e: unknown) {
-    if (e instanceof RedirectableError) return c.redirect(errorRedirect(e, config.issuer), 303)
+    if (e instanceof RedirectableError) return c.redirect(errorRedirect(e, deps.config.issuer), 303)
     if (e instanceof OAuthError) {
       if (e.status >= 500 || e.code === 'invalid_client') deps.logger.info('authorization request refused', { code: e.code, detail: e.detail.slice(0, 512) })
       return pageResponse(c, ErrorPage({ status: e.status, title: e.code === 'invalid_client' || e.code === 'unauthorized_client' ? 'This application cannot sign in here' : 'This request cannot go on', message: e.description }), { status: e.status })
@@ -164,8 +165,8 @@ export function authorizeRoutes(deps: Deps) {
     }
     if (task && state === 'pending_approval') {
       // The wait lasts as long as the approval may take, and a while after: long enough to collect the code.
-      const exp = Math.min(task.expiresAt, (task.approvalExpiresAt ?? task.expiresAt) + config.authorization.requestTtl)
-      const wait = await sealer.seal('approval-wait', { req, task: taskId, exp }, config.authorization.requestTtl)
+      const exp = Math.min(task.expiresAt, (task.approvalExpiresAt ?? task.expiresAt) + deps.config.authorization.requestTtl)
+      const wait = await sealer.seal('approval-wait', { req, task: taskId, exp }, deps.config.authorization.requestTtl)
       return pageResponse(c, PendingPage({ clientName: req.clientName, purpose: task.purpose, refreshUrl: `/authorize/pending?${new URLSearchParams({ wait })}`, expiresAt: task.approvalExpiresAt ?? task.expiresAt, now: deps.clock.now() }))
     }
     throw new RedirectableError(accessDenied(state === 'denied' ? 'the request was not approved' : 'the request was not approved in time', `task ${taskId} is ${state}`), req.redirectUri, req.state)
@@ -178,8 +179,8 @@ export function authorizeRoutes(deps: Deps) {
       try {
         const params = new URL(c.req.url).searchParams
         const identified = await identifyClient(deps, params)
-        const req = parseAuthorizationRequest(config, identified, params)
-        const sealed = await sealer.seal('authorize-request', { req }, config.authorization.requestTtl)
+        const req = parseAuthorizationRequest(deps.config, identified, params)
+        const sealed = await sealer.seal('authorize-request', { req }, deps.config.authorization.requestTtl)
         if (sealed.length > MAX_SEALED_REQUEST) throw new RedirectableError(invalidRequest('the authorization request is too large (a long state, many tools or a long client id)', `sealed request of ${sealed.length} characters`), req.redirectUri, req.state)
         const user = await signedIn(c)
         return user ? await consentPage(c, sealed, req, user) : loginPage(c, sealed, req.clientName)
@@ -203,7 +204,7 @@ export function authorizeRoutes(deps: Deps) {
         requireCsrf(c, f.get('csrf') ?? undefined)
         const request = f.get('request') || undefined
         const clientName = request ? (await openRequest(request)).clientName : undefined
-        const dev = loginIssuers.find((si) => si.login?.kind === 'dev')
+        const dev = loginIssuers().find((si) => si.login?.kind === 'dev')
         if (!dev || dev.login?.kind !== 'dev') throw refusal(404, 'there is no password sign-in here')
         const user = f.get('username') ?? ''
         const password = f.get('password') ?? ''
@@ -217,13 +218,13 @@ export function authorizeRoutes(deps: Deps) {
     })
     .get('/authorize/idp', noStore(), async (c) => {
       try {
-        const issuer = loginIssuers.find((si) => si.issuer === c.req.query('issuer') && si.login?.kind === 'oidc')
+        const issuer = loginIssuers().find((si) => si.issuer === c.req.query('issuer') && si.login?.kind === 'oidc')
         if (!issuer) throw refusal(404, 'unknown sign-in provider')
         const request = c.req.query('request') || undefined
         if (request) await openRequest(request)
-        const { url, state } = await deps.oidcLogin.begin(issuer, `${config.issuer}/authorize/callback`)
-        const sealed = await sealer.seal('oidc-state', { state, request }, config.authorization.requestTtl)
-        setCookie(c, names.oidc, sealed, { ...cookieOptions, maxAge: config.authorization.requestTtl })
+        const { url, state } = await deps.oidcLogin.begin(issuer, `${deps.config.issuer}/authorize/callback`)
+        const sealed = await sealer.seal('oidc-state', { state, request }, deps.config.authorization.requestTtl)
+        setCookie(c, names.oidc, sealed, { ...cookieOptions, maxAge: deps.config.authorization.requestTtl })
         return c.redirect(url, 302)
       } catch (e) {
         return answerError(c, e)
@@ -234,11 +235,11 @@ export function authorizeRoutes(deps: Deps) {
         const kept = await sealer.open<{ state: OidcLoginState; request?: string }>('oidc-state', getCookie(c, names.oidc))
         if (!kept) throw refusal(400, 'this sign-in has expired: start again from your application')
         deleteCookie(c, names.oidc, cookieOptions)
-        const issuer = loginIssuers.find((si) => si.issuer === kept.state.issuer && si.login?.kind === 'oidc') as SubjectIssuerConfig | undefined
+        const issuer = loginIssuers().find((si) => si.issuer === kept.state.issuer && si.login?.kind === 'oidc') as SubjectIssuerConfig | undefined
         if (!issuer) throw refusal(400, 'unknown sign-in provider')
         let identity
         try {
-          identity = await deps.oidcLogin.complete(issuer, `${config.issuer}/authorize/callback`, kept.state, new URL(c.req.url))
+          identity = await deps.oidcLogin.complete(issuer, `${deps.config.issuer}/authorize/callback`, kept.state, new URL(c.req.url))
         } catch (e) {
           // RFC 6749 §4.1.2.1: the user said no at the IdP (its answer matched our state), so the
           // client waiting on this request learns access_denied; its redirect URI was checked at
@@ -267,7 +268,7 @@ export function authorizeRoutes(deps: Deps) {
         const ttl = Number(f.get('ttl'))
         let answer
         try {
-          answer = checkAnswer(config, req, { scopes: f.getAll('scope'), tools: req.tools === undefined ? undefined : f.getAll('tool'), ttl, purpose: f.get('purpose') ?? '' })
+          answer = checkAnswer(deps.config, req, { scopes: f.getAll('scope'), tools: req.tools === undefined ? undefined : f.getAll('tool'), ttl, purpose: f.get('purpose') ?? '' })
         } catch (e) {
           if (e instanceof OAuthError && e.code === 'access_denied') throw new RedirectableError(e, req.redirectUri, req.state)
           throw e
@@ -325,7 +326,7 @@ export function authorizeRoutes(deps: Deps) {
         requireCsrf(c, f.get('csrf') ?? undefined)
         const user = await signedIn(c)
         if (!user) return loginPage(c, undefined, undefined, 'Your sign-in has expired: sign in again.', 401)
-        const subject = { issuer: user.issuer, user: user.user, sub: brokerSubject(config.subjectIssuers, user.issuer, user.user), sid: user.sid, exp: 0, claims: {}, startedAt: user.authTime, mayAct: undefined }
+        const subject = { issuer: user.issuer, user: user.user, sub: brokerSubject(deps.config.subjectIssuers, user.issuer, user.user), sid: user.sid, exp: 0, claims: {}, startedAt: user.authTime, mayAct: undefined }
         endTask(deps, c.req.param('id'), 'revoked', { kind: 'user', subject })
         return c.redirect('/account?ended=1', 303)
       } catch (e) {

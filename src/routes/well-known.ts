@@ -1,6 +1,5 @@
 import { Hono } from 'hono'
 import type { Deps } from '../broker.js'
-import { OAuthError } from '../errors.js'
 import { JWKS_MAX_AGE } from '../keys/keyset.js'
 import { MCP_TOOLS_TYPE } from '../tokens/authorization-details.js'
 import { ID_JAG_GRANT_PROFILE } from '../exchange/jwt-bearer.js'
@@ -76,8 +75,5 @@ export function wellKnownRoutes(deps: Deps) {
       c.header('ETag', etag)
       if (etagMatches(c.req.header('if-none-match'), etag)) return c.body(null, 304)
       return c.json(deps.keys.jwks(), 200, { 'Content-Type': 'application/jwk-set+json' })
-    })
-    .get('/authorize', () => {
-      throw new OAuthError('unsupported_response_type', 400, 'this broker has no OAuth client workload and sign-in configured: it issues tokens only at the token endpoint (token exchange, or an enterprise IdP\'s ID-JAG)')
     })
 }
