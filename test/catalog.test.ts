@@ -82,7 +82,7 @@ describe('catalog: workloads', () => {
       assert.equal((disabled.json.entry as Json).enabled, false)
       for (const t of open) assert.equal(b.deps.stores.tasks.get(t.id)!.status, 'revoked')
       assert.equal(b.count('revocation_events'), events + 2)
-      assert.equal(b.deps.database.sqlite.prepare("select count(*) as n from tokens where revoked_at is null and task_id in (select id from tasks where workload_id = 'agent-new')").get()!.n as number, 0)
+      assert.equal((b.deps.database.sqlite.prepare("select count(*) as n from tokens where revoked_at is null and task_id in (select id from tasks where workload_id = 'agent-new')").get() as { n: number }).n, 0)
       const refused = await exchange(b, 'new')
       assert.equal(refused.status, 400)
       assert.equal(refused.json.error, 'unauthorized_client')
@@ -169,7 +169,7 @@ describe('catalog: workloads', () => {
       assert.equal((await exchange(second, 'b')).json.error, 'unauthorized_client')
       assert.equal((await api(second, 'POST', '/admin/workloads/agent-b/enable')).status, 200)
       assert.equal((await exchange(second, 'b')).status, 200)
-      assert.equal(second.deps.database.sqlite.prepare('select count(*) as n from catalog_objects').get()!.n as number, 0, 'on again: nothing of the file is stored')
+      assert.equal((second.deps.database.sqlite.prepare('select count(*) as n from catalog_objects').get() as { n: number }).n, 0, 'on again: nothing of the file is stored')
     } finally {
       second.close()
     }

@@ -11,7 +11,9 @@ import { describe, it } from 'node:test'
 import Database from 'better-sqlite3'
 import { drizzle } from 'drizzle-orm/better-sqlite3'
 import { migrate } from 'drizzle-orm/better-sqlite3/migrator'
+import { createHash } from 'node:crypto'
 import { openDatabase } from '../src/store/db.js'
+import { createStores } from '../src/store/stores.js'
 
 describe('migration 0003', () => {
   it('fills in the subject issuer of earlier task and session events', () => {
@@ -40,6 +42,48 @@ describe('migration 0003', () => {
         { kind: 'task_revoked', subject_issuer: 'https://idp.example' },
         { kind: 'session_revoked', subject_issuer: 'https://idp.example' },
       ])
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('migration 0008', () => {
+  it('keeps the audit chain of an earlier database verifiable, and chains rows with a detail onto it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'taskpass-migrate-'))
+    try {
+      // A database as the broker left it before 0008, with chained audit rows written then.
+      const old = join(dir, 'migrations')
+      cpSync(new URL('../migrations/', import.meta.url), old, { recursive: true })
+      const journalFile = join(old, 'meta', '_journal.json')
+      const journal = JSON.parse(readFileSync(journalFile, 'utf8')) as { entries: { tag: string }[] }
+      journal.entries = journal.entries.filter((e) => /^000[0-7]_/.test(e.tag))
+      writeFileSync(journalFile, JSON.stringify(journal))
+      const file = join(dir, 'broker.db')
+      const sqlite = new Database(file)
+      migrate(drizzle(sqlite), { migrationsFolder: old })
+      let prev: string | null = null
+      for (const [at, action] of [[1, 'task.open'], [2, 'task.complete']] as const) {
+        // The hash as the broker computed it before 0008 (no detail), written out here on purpose.
+        const hash: string = createHash('sha256').update(JSON.stringify([prev, at, action, 'allow', 'r', null, 'alice', 'w', 't1', null, null, null, null])).digest('hex')
+        sqlite.prepare('insert into audit_events (at, action, decision, reason, user_sub, workload_id, task_id, prev_hash, hash) values (?, ?, ?, ?, ?, ?, ?, ?, ?)').run(at, action, 'allow', 'r', 'alice', 'w', 't1', prev, hash)
+        prev = hash
+      }
+      sqlite.close()
+
+      const upgraded = openDatabase(file)
+      try {
+        const stores = createStores(upgraded)
+        assert.deepEqual({ ok: stores.audit.verify().ok, rows: stores.audit.verify().rows }, { ok: true, rows: 2 })
+        stores.audit.insert({ at: 3, action: 'catalog.create', decision: 'allow', reason: 'workload w2 created', detail: JSON.stringify({ before: null, after: { key: 'w2' } }) })
+        assert.equal(stores.audit.verify().ok, true)
+        // The detail is covered by the hash: changing it is found.
+        upgraded.sqlite.prepare("update audit_events set detail = '{\"before\":null,\"after\":{\"key\":\"w3\"}}' where action = 'catalog.create'").run()
+        assert.deepEqual(stores.audit.verify().first_bad?.problem, 'edited')
+        assert.deepEqual(upgraded.sqlite.prepare('select count(*) as n from catalog_objects').get(), { n: 0 })
+      } finally {
+        upgraded.close()
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }
