@@ -1,7 +1,8 @@
 import { Hono, type Context, type ErrorHandler, type Next } from 'hono'
 import { HTTPException } from 'hono/http-exception'
 import type { Deps } from './broker.js'
-import { invalidRequest, notFound, OAuthError } from './errors.js'
+import { invalidRequest, notFound, OAuthError, temporarilyUnavailable } from './errors.js'
+import { isDatabaseBusy } from './store/db.js'
 import { isAbortedRequest } from './http/aborted.js'
 import { accessLog, requestIdOf } from './http/access-log.js'
 import { bodyLimit } from './http/middleware.js'
@@ -81,6 +82,11 @@ function errorHandler(deps: Deps): ErrorHandler {
       // A refusal at a capacity limit is counted in /metrics, not logged: a flood must not become a log flood.
       if ((err.status >= 500 && err.code !== 'temporarily_unavailable') || err.code === 'invalid_client') deps.logger.warn('request refused', { requestId: requestIdOf(c), code: err.code, detail: err.detail.slice(0, 512), path: c.req.path.slice(0, 256) })
       return c.json(err.toJSON(), err.status as 400, { 'Cache-Control': 'no-store', ...err.headers })
+    }
+    // Another process held the database's write lock too long: retry, never a 500.
+    if (isDatabaseBusy(err)) {
+      deps.metrics.databaseBusy.inc()
+      return c.json(temporarilyUnavailable(1).toJSON(), 503, { 'Cache-Control': 'no-store', 'Retry-After': '1' })
     }
     if (err instanceof HTTPException && err.status < 500) {
       return c.json({ error: 'invalid_request', error_description: err.message || 'bad request' }, err.status, { 'Cache-Control': 'no-store' })

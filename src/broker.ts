@@ -22,6 +22,7 @@ import { openDatabase, type Database_ } from './store/db.js'
 import { createStores, type Stores } from './store/stores.js'
 import { createOwnTokenVerifier, type OwnTokenVerifier } from './tokens/own-token.js'
 import { createSealer, type Sealer } from './lib/seal.js'
+import { sharedReplayCache } from './lib/shared-replay.js'
 import { createClientMetadataResolver, type ClientMetadataResolver } from './clients/metadata-document.js'
 import { createOidcLogin, type OidcLogin } from './login/oidc.js'
 import { createClientRegistrations, type ClientRegistrations } from './clients/registration.js'
@@ -105,7 +106,8 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
   const hasher = opts.hasher ?? argon2Hasher
   const authThrottle = createAuthThrottle(base.authThrottle, clock)
   // The replay cache outlives every rebuild of the catalog: a used assertion stays used.
-  const assertionReplay = createReplayCache(base.clientAuth.replayCacheSize)
+  const shareReplay = (local: ReplayCache, scope: string) => (base.replay.shared ? sharedReplayCache(local, stores.replay, scope) : local)
+  const assertionReplay = shareReplay(createReplayCache(base.clientAuth.replayCacheSize), 'client-assertion')
   const build = (c: Config, adminText: string | undefined): CatalogBuilt => buildCatalogDeps(c, { clock, stores, metrics, hasher, authThrottle, assertionReplay, adminText })
   try {
     config = effectiveConfig(base, stores.catalog.all())
@@ -147,7 +149,7 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
       clock,
       iatWindow: config.clockSkew,
       algorithms: config.dpop.algorithms,
-      replay: createReplayCache(config.dpop.replayCacheSize),
+      replay: shareReplay(createReplayCache(config.dpop.replayCacheSize), 'dpop'),
       // Stateless nonces keyed from the KEK: the same on every instance and across restarts (README, DPoP).
       nonces: config.dpop.nonce ? createNonceSource({ key: deriveNonceKey(opts.kek), clock, window: config.dpop.nonceWindow }) : undefined,
     }),

@@ -365,6 +365,12 @@ export const configSchema = z
         replayCacheSize: z.number().int().positive().default(100_000),
       })
       .prefault({}),
+    /**
+     * Single-use `jti`s (DPoP proofs, client assertions). `shared`: also recorded in the database,
+     * so a proof or assertion used at one broker process is refused at every other on the same
+     * database (README "Running several processes"); one write per proof or assertion.
+     */
+    replay: z.strictObject({ shared: z.boolean().default(false) }).prefault({}),
     /** Fetching remote key sets (`jwksUri` of any issuer or workload, SPIFFE bundle endpoints). */
     remoteJwks: z
       .strictObject({

@@ -34,6 +34,8 @@ export interface Metrics {
   readonly feedSubscribers: Gauge
   /** Revocation events delivered by the feed, by `mode` (`stream`, `poll`). */
   readonly feedEvents: Counter<'mode'>
+  /** Requests answered 503 because another process held the database's write lock too long. */
+  readonly databaseBusy: Counter
   /** Policy decision time by evaluator and action. */
   readonly policyEvaluation: Histogram<'evaluator' | 'action'>
   /**
@@ -77,6 +79,7 @@ export function createMetrics(): Metrics {
   const rateLimited = new Counter({ name: 'taskpass_rate_limited_requests_total', help: 'Requests refused with 429 by a rate limit or budget.', labelNames: ['route'] as const, registers })
   const feedSubscribers = new Gauge({ name: 'taskpass_revocation_feed_subscribers', help: 'Open revocation feed event streams.', registers })
   const cacheLookups = new Counter({ name: 'taskpass_cache_lookups_total', help: 'Cache lookups by cache and result (hit or miss).', labelNames: ['cache', 'result'] as const, registers })
+  const databaseBusy = new Counter({ name: 'taskpass_database_busy_total', help: 'Requests answered 503: another process held the database write lock too long.', registers })
   const feedEvents = new Counter({ name: 'taskpass_revocation_feed_events_total', help: 'Revocation events delivered by the feed.', labelNames: ['mode'] as const, registers })
   const policyEvaluation = new Histogram({
     name: 'taskpass_policy_evaluation_seconds',
@@ -110,6 +113,7 @@ export function createMetrics(): Metrics {
     rateLimited,
     feedSubscribers,
     feedEvents,
+    databaseBusy,
     policyEvaluation,
     cacheLookups,
     cacheObserver: (cache) => (hit) => cacheLookups.inc({ cache, result: hit ? 'hit' : 'miss' }),

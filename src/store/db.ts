@@ -24,6 +24,19 @@ export interface Database_ {
 
 const migrationsFolder = resolve(dirname(fileURLToPath(import.meta.url)), '../../migrations')
 
+/**
+ * How long a write waits for another process's write lock, milliseconds. Every write transaction
+ * takes the lock up front (`BEGIN IMMEDIATE`), so waiting is all a writer ever does: no deferred
+ * transaction can find its snapshot stale and fail at its first write.
+ */
+export const BUSY_TIMEOUT_MS = 1000
+
+/** Whether `e` is SQLite's "database is locked": another process held the write lock past {@link BUSY_TIMEOUT_MS}. */
+export function isDatabaseBusy(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code
+  return typeof code === 'string' && code.startsWith('SQLITE_BUSY')
+}
+
 /** Opens the SQLite database (WAL, NORMAL, foreign keys, busy timeout) and applies the committed migrations. */
 export function openDatabase(path: string): Database_ {
   if (path !== ':memory:') mkdirSync(dirname(resolve(path)), { recursive: true })
@@ -31,7 +44,9 @@ export function openDatabase(path: string): Database_ {
   sqlite.pragma('journal_mode = WAL')
   sqlite.pragma('synchronous = NORMAL')
   sqlite.pragma('foreign_keys = ON')
-  sqlite.pragma('busy_timeout = 5000')
+  // Waits are synchronous (the whole process waits): bounded well below a request's patience,
+  // and answered 503 + Retry-After when exceeded (isDatabaseBusy).
+  sqlite.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`)
   const db = drizzle(sqlite, { schema })
   migrate(db, { migrationsFolder })
   return {
@@ -40,13 +55,13 @@ export function openDatabase(path: string): Database_ {
     durably(fn) {
       sqlite.pragma('synchronous = FULL')
       try {
-        return sqlite.transaction(fn)()
+        return sqlite.transaction(fn).immediate()
       } finally {
         sqlite.pragma('synchronous = NORMAL')
       }
     },
     transaction(fn) {
-      return sqlite.transaction(fn)()
+      return sqlite.transaction(fn).immediate()
     },
     close: () => sqlite.close(),
   }

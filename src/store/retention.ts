@@ -8,7 +8,7 @@ import type { Stores } from './stores.js'
  * have expired, and the evidence — audit rows and tasks — only after its configured retention.
  * Nothing younger than its retention is ever deleted.
  */
-export function pruneStore(stores: Stores, config: Pick<Config, 'clockSkew' | 'retention'>, now: number): { tokens: number; codes: number; refreshTokens: number; revocations: number; sessions: number; audit: number; tasks: number } {
+export function pruneStore(stores: Stores, config: Pick<Config, 'clockSkew' | 'retention'>, now: number): { tokens: number; codes: number; refreshTokens: number; revocations: number; sessions: number; audit: number; tasks: number; replay: number } {
   const horizon = now - config.clockSkew
   return {
     tokens: stores.tokens.pruneExpired(horizon),
@@ -20,6 +20,8 @@ export function pruneStore(stores: Stores, config: Pick<Config, 'clockSkew' | 'r
     sessions: stores.sessions.pruneBefore(horizon),
     audit: stores.audit.pruneBefore(now - config.retention.audit),
     tasks: stores.tasks.pruneExpiredBefore(now - config.retention.tasks),
+    // Bounded per run: a backlog is worked off over several runs, never in one long write.
+    replay: stores.replay.pruneExpired(now, 10_000),
   }
 }
 

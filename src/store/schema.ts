@@ -264,3 +264,17 @@ export const catalogObjects = sqliteTable(
   },
   (t) => [uniqueIndex('catalog_objects_kind_key').on(t.kind, t.key)],
 )
+
+/**
+ * Single-use identifiers shared by every process on the database (`replay.shared`): DPoP proof
+ * and client-assertion `jti`s (hashed with what scopes them), each kept until its token can no
+ * longer be accepted, so a proof used at one broker process is refused at every other.
+ */
+export const replayEntries = sqliteTable(
+  'replay_entries',
+  {
+    key: text('key').primaryKey(),
+    until: integer('until').notNull(),
+  },
+  (t) => [index('replay_entries_until_idx').on(t.until)],
+)

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { and, asc, desc, eq, gt, gte, inArray, isNull, lt, lte, not, or, sql } from 'drizzle-orm'
 import type { Database_ } from './db.js'
 import { auditHash, verifyChain, type ChainReport } from './audit-chain.js'
-import { auditEvents, authorizationCodes, brokerMeta, catalogObjects, policySets, refreshTokens, revocationEvents, revokedSessions, tasks, tokens } from './schema.js'
+import { auditEvents, authorizationCodes, brokerMeta, catalogObjects, policySets, replayEntries, refreshTokens, revocationEvents, revokedSessions, tasks, tokens } from './schema.js'
 
 export type TaskRow = typeof tasks.$inferSelect
 export type TokenRow = typeof tokens.$inferSelect
@@ -168,6 +168,16 @@ export interface Stores {
      * has been reading.
      */
     epoch(): string
+  }
+  replay: {
+    /**
+     * Records the single-use `key` until `until` (epoch seconds) for every process on the
+     * database: `fresh` the first time, `replayed` while a live entry exists (one statement, so
+     * two processes racing for one key cannot both see it fresh).
+     */
+    use(key: string, until: number, now: number): 'fresh' | 'replayed'
+    /** Deletes up to `limit` entries expired at `now`; returns how many. */
+    pruneExpired(now: number, limit: number): number
   }
   catalog: {
     /** Every stored catalog object, oldest first. */
@@ -348,7 +358,7 @@ export function createStores(database: Database_): Stores {
   }
   const appendAlone = database.sqlite.transaction(appendToChain)
   // Inside a caller's transaction (the exchange's batch) no savepoint of its own is needed: that one already holds both.
-  const appendAudit = (row: Required<Omit<AuditRow, 'id' | 'prevHash' | 'hash'>>) => (database.sqlite.inTransaction ? appendToChain(row) : appendAlone(row))
+  const appendAudit = (row: Required<Omit<AuditRow, 'id' | 'prevHash' | 'hash'>>) => (database.sqlite.inTransaction ? appendToChain(row) : appendAlone.immediate(row))
   // Retention removes a prefix of the chain (by id, so a row written with an older clock in the
   // middle never leaves a hole) and keeps the hash of its last row as the chain's anchor.
   const pruneAuditPrefix = database.sqlite.transaction((before: number) => {
@@ -391,6 +401,13 @@ export function createStores(database: Database_): Stores {
     .from(revokedSessions)
     .where(and(eq(revokedSessions.subjectIssuer, p('issuer')), eq(revokedSessions.sid, p('sid'))))
     .prepare()
+  // An expired entry is taken over in place: the upsert only writes when the old one is dead.
+  const useReplay = db
+    .insert(replayEntries)
+    .values({ key: p('key'), until: p('until') })
+    .onConflictDoUpdate({ target: replayEntries.key, set: { until: sql`excluded.until` }, setWhere: lte(replayEntries.until, p('now')) })
+    .prepare()
+  const pruneReplay = database.sqlite.prepare('delete from replay_entries where rowid in (select rowid from replay_entries where until <= ? limit ?)')
   const allCatalog = db.select().from(catalogObjects).orderBy(asc(catalogObjects.id)).prepare()
   const getCatalog = db.select().from(catalogObjects).where(and(eq(catalogObjects.kind, p('kind')), eq(catalogObjects.key, p('key')))).prepare()
   // Replacing keeps the row's id (its place in the order) and creation time.
@@ -453,7 +470,7 @@ export function createStores(database: Database_): Stores {
     queue = []
     let settled: (() => void)[]
     try {
-      settled = flush(jobs)
+      settled = flush.immediate(jobs)
     } catch (e) {
       for (const job of jobs) job.reject(e)
       return
@@ -542,7 +559,7 @@ export function createStores(database: Database_): Stores {
         const { prevHash: _p, hash: _h, id: _id, ...content } = boundAuditFields(row)
         appendAudit({ error: null, userSub: null, workloadId: null, taskId: null, jti: null, resource: null, policyVersion: null, policies: null, detail: null, ...content })
       },
-      pruneBefore: (before) => pruneAuditPrefix(before),
+      pruneBefore: (before) => pruneAuditPrefix.immediate(before),
       list: ({ afterId = 0, limit }) => listAudit.all({ afterId, limit }),
       ofTask: (taskId) => auditOfTask.all({ taskId }),
       retained: () => {
@@ -583,6 +600,10 @@ export function createStores(database: Database_): Stores {
         }
         return epoch
       },
+    },
+    replay: {
+      use: (key, until, now) => (useReplay.run({ key, until, now }).changes === 1 ? 'fresh' : 'replayed'),
+      pruneExpired: (now, limit) => pruneReplay.run(now, limit).changes,
     },
     catalog: {
       all: () => allCatalog.all(),
