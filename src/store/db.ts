@@ -3,7 +3,7 @@ import { dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import Database from 'better-sqlite3'
 import { drizzle, type BetterSQLite3Database } from 'drizzle-orm/better-sqlite3'
-import { migrate } from 'drizzle-orm/better-sqlite3/migrator'
+import { readMigrationFiles } from 'drizzle-orm/migrator'
 import * as schema from './schema.js'
 
 export type Db = BetterSQLite3Database<typeof schema>
@@ -37,6 +37,25 @@ export function isDatabaseBusy(e: unknown): boolean {
   return typeof code === 'string' && code.startsWith('SQLITE_BUSY')
 }
 
+/**
+ * Applies the committed drizzle-kit migrations not yet applied, in drizzle's own bookkeeping
+ * (`__drizzle_migrations`, by each migration's timestamp) — but under the write lock, taken
+ * before the applied ones are read: two processes starting together on a new file cannot both
+ * decide to apply the same migration. The second waits, then finds nothing left to do.
+ */
+function applyMigrations(sqlite: Database.Database): void {
+  const migrations = readMigrationFiles({ migrationsFolder })
+  sqlite.transaction(() => {
+    sqlite.exec('CREATE TABLE IF NOT EXISTS "__drizzle_migrations" (id SERIAL PRIMARY KEY, hash text NOT NULL, created_at numeric)')
+    const last = sqlite.prepare('SELECT created_at FROM "__drizzle_migrations" ORDER BY created_at DESC LIMIT 1').get() as { created_at: number } | undefined
+    for (const migration of migrations) {
+      if (last !== undefined && Number(last.created_at) >= migration.folderMillis) continue
+      for (const statement of migration.sql) if (statement.trim() !== '') sqlite.exec(statement)
+      sqlite.prepare('INSERT INTO "__drizzle_migrations" ("hash", "created_at") VALUES (?, ?)').run(migration.hash, migration.folderMillis)
+    }
+  }).immediate()
+}
+
 /** Opens the SQLite database (WAL, NORMAL, foreign keys, busy timeout) and applies the committed migrations. */
 export function openDatabase(path: string): Database_ {
   if (path !== ':memory:') mkdirSync(dirname(resolve(path)), { recursive: true })
@@ -48,7 +67,7 @@ export function openDatabase(path: string): Database_ {
   // and answered 503 + Retry-After when exceeded (isDatabaseBusy).
   sqlite.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`)
   const db = drizzle(sqlite, { schema })
-  migrate(db, { migrationsFolder })
+  applyMigrations(sqlite)
   return {
     sqlite,
     db,
