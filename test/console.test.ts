@@ -47,8 +47,10 @@ function act(b: TestBroker, cookie: string, id: string, what: string, fields: Re
   return b.app.request(`/admin/console/tasks/${id}/${what}`, { method: 'POST', headers: { ...FORM, cookie }, body: new URLSearchParams(fields).toString() })
 }
 
-async function opened(b: TestBroker, resource: string, scopes: string[]): Promise<string> {
-  const res = await openTask(b, { purpose: `console ${resource}`, resources: [{ resource, scopes }] })
+async function opened(b: TestBroker, resource: string, scopes: string[], as: { user?: string; agent?: string } = {}): Promise<string> {
+  const session = as.user ? await b.session({ sub: as.user }) : undefined
+  const svid = as.agent ? await b.svid(as.agent) : undefined
+  const res = await openTask(b, { purpose: `console ${resource}`, resources: [{ resource, scopes }] }, { ...(session ? { session } : {}), ...(svid ? { svid } : {}) })
   assert.equal(res.status, 201)
   return ((await res.json()) as { task_id: string }).task_id
 }
@@ -243,6 +245,68 @@ describe('admin console', () => {
       const res = await b.app.request('/admin/console/logout', { method: 'POST', headers: { ...FORM, cookie }, body: `csrf=${csrf}` })
       assert.equal(res.status, 303)
       assert.match(res.headers.get('set-cookie') ?? '', /^taskpass-console=;.*Max-Age=0/)
+    })
+  })
+
+  it('filters tasks by user, workload and resource (as GET /admin/tasks, which takes `resource` too)', async () => {
+    await withBroker(config, async (b) => {
+      const aliceNotes = await opened(b, NOTES, ['notes:read'])
+      const bobNotes = await opened(b, NOTES, ['notes:read'], { user: 'bob' })
+      const bNotes = await opened(b, NOTES, ['notes:read'], { agent: 'b' })
+      const aliceCalendar = await opened(b, CALENDAR, ['cal:read'])
+      const all = [aliceNotes, bobNotes, bNotes, aliceCalendar]
+      const cookie = await signIn(b, AUDITOR)
+      const shown = async (query: string) => {
+        const { html } = await consolePage(b, cookie, query)
+        return all.filter((id) => html.includes(`id="task-${id}"`))
+      }
+      const listed = async (query: string) => {
+        const res = await b.app.request(`/admin/tasks${query}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })
+        assert.equal(res.status, 200)
+        const ids = ((await res.json()) as { tasks: { task_id: string }[] }).tasks.map((t) => t.task_id)
+        return all.filter((id) => ids.includes(id))
+      }
+      const cases: [string, string[]][] = [
+        ['', all],
+        ['?status=&user=&workload=&resource=', all],
+        ['?user=bob', [bobNotes]],
+        ['?workload=agent-b', [bNotes]],
+        [`?resource=${encodeURIComponent(CALENDAR)}`, [aliceCalendar]],
+        [`?resource=${encodeURIComponent(NOTES)}&workload=agent-a&user=alice`, [aliceNotes]],
+        [`?resource=${encodeURIComponent(NOTES)}&status=pending_approval`, []],
+        [`?status=pending_approval&resource=${encodeURIComponent(CALENDAR)}`, [aliceCalendar]],
+        // Compared as a whole value, never as a pattern.
+        ['?resource=%25', []],
+        [`?resource=${encodeURIComponent(NOTES.slice(0, -1))}`, []],
+        ['?workload=agent-%25', []],
+        ['?user=nobody-here', []],
+      ]
+      for (const [query, expected] of cases) {
+        assert.deepEqual(await shown(query), expected, `console ${query}`)
+        // The API refuses an empty value (the console's form sends them).
+        if (!/=(&|$)/.test(query)) assert.deepEqual(await listed(query), expected, `api ${query}`)
+      }
+      // The page keeps the filter in its form.
+      const { html } = await consolePage(b, cookie, '?workload=agent-b&user=bob')
+      assert.match(html, /<option value="agent-b" selected="">agent-b<\/option>/)
+      assert.match(html, /<input id="user" name="user" type="text" maxlength="1024" value="bob"/)
+    })
+  })
+
+  it('a bad filter value is a 400 page (never a 500), nothing written', async () => {
+    await withBroker(config, async (b) => {
+      const cookie = await signIn(b, ADMIN_KEY)
+      const before = counts(b)
+      for (const query of [`?workload=${'w'.repeat(2049)}`, `?user=${'u'.repeat(1025)}`, `?resource=${'r'.repeat(2049)}`, '?status=nope', '?status=active%00']) {
+        const res = await b.app.request(`/admin/console${query}`, { headers: { cookie } })
+        assert.equal(res.status, 400, query.slice(0, 20))
+        assert.match(res.headers.get('content-type') ?? '', /text\/html/)
+        assert.match(await res.text(), /&quot;workload&quot; and &quot;resource&quot; 1 to 2048 characters/)
+      }
+      const api = await b.app.request(`/admin/tasks?resource=${'r'.repeat(2049)}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })
+      assert.equal(api.status, 400)
+      assert.equal(((await api.json()) as { error: string }).error, 'invalid_request')
+      assert.deepEqual(counts(b), before)
     })
   })
 })

@@ -32,9 +32,11 @@ export interface ConsolePageProps {
   /** The action forms post to `${taskAction}/${id}/{approve|deny|revoke}`. */
   taskAction: string
   signOutAction: string
-  /** The status the list is filtered by (`''`: all), and the choices. */
-  status: string
+  /** What the list is filtered by (`''`: any), and the choices: statuses, configured workloads and resources. */
+  filter: { status: string; user: string; workload: string; resource: string }
   statuses: readonly string[]
+  workloads: readonly string[]
+  resources: readonly string[]
   tasks: ConsoleTaskRow[]
   keys: { kid: string; state: string }[]
   audit: { ok: boolean; rows: number; head: string | null; firstBad?: { id: number; problem: string; detail: string } | undefined }
@@ -113,25 +115,38 @@ function Actions({ task, csrf, taskAction }: { task: ConsoleTaskRow; csrf: strin
   )
 }
 
+/** A filter's select: "all", the choices, and the current value even when it is not among them (a removed workload). */
+function Choice({ id, label, value, choices }: { id: string; label: string; value: string; choices: readonly string[] }) {
+  const all = value === '' || choices.includes(value) ? choices : [...choices, value]
+  return (
+    <>
+      <label for={id}>{label}</label>{' '}
+      <select id={id} name={id}>
+        <option value="" selected={value === ''}>
+          all
+        </option>
+        {all.map((v) => (
+          <option value={v} selected={value === v}>
+            {v}
+          </option>
+        ))}
+      </select>
+    </>
+  )
+}
+
 /** The console: tasks newest first (filtered by status), signing keys, audit chain. */
 export function ConsolePage(props: ConsolePageProps) {
-  const { admin, csrf, mayAct, taskAction, signOutAction, status, statuses, tasks, keys, audit, now, notice } = props
+  const { admin, csrf, mayAct, taskAction, signOutAction, filter, statuses, workloads, resources, tasks, keys, audit, now, notice } = props
   return (
     <Layout title="Admin console" wide>
       <SignedInHeader title="Admin console" who={`admin:${admin.id}`} detail={admin.role} csrf={csrf} signOutAction={signOutAction} notice={notice} />
       <h2>Tasks</h2>
       <form method="get" action={safeUrl('/admin/console', 'filter action')} class="inline">
-        <label for="status">Status</label>{' '}
-        <select id="status" name="status">
-          <option value="" selected={status === ''}>
-            all
-          </option>
-          {statuses.map((s) => (
-            <option value={s} selected={status === s}>
-              {s}
-            </option>
-          ))}
-        </select>{' '}
+        <Choice id="status" label="Status" value={filter.status} choices={statuses} />{' '}
+        <label for="user">User</label> <input id="user" name="user" type="text" maxlength={1024} value={filter.user} />{' '}
+        <Choice id="workload" label="Workload" value={filter.workload} choices={workloads} />{' '}
+        <Choice id="resource" label="Resource" value={filter.resource} choices={resources} />{' '}
         <button type="submit" class="secondary">
           Filter
         </button>

@@ -9,6 +9,7 @@ import { revokeKey } from '../keys/revoke.js'
 import type { ApprovalDecision } from '../tasks/approvals.js'
 import { viewAuditEvent } from '../store/audit-view.js'
 import { taskEvidence } from '../tasks/evidence.js'
+import type { TaskRow } from '../store/stores.js'
 import { endTask, viewTask } from '../tasks/lifecycle.js'
 import { decideAs } from './tasks.js'
 import { policyRoutes } from './policies.js'
@@ -20,8 +21,32 @@ const adminTaskQuery = z.strictObject({
   status: z.enum(['active', 'pending_approval', 'completed', 'revoked', 'denied', 'expired']).optional(),
   workload: z.string().min(1).max(2048).optional(),
   user: z.string().min(1).max(1024).optional(),
+  resource: z.string().min(1).max(2048).optional(),
   limit: z.string().regex(/^[0-9]{1,3}$/).transform(Number).pipe(z.number().int().min(1).max(500)).default(100),
 })
+
+/** What a task listing's query says, checked: the admin API's and the console's filters. */
+export type TaskListQuery = z.infer<typeof adminTaskQuery>
+
+/** The filters of a task listing, and how a bad one is explained (both listings say the same). */
+export const TASK_QUERY_RULES = '"status" must be a task status; "workload" and "resource" 1 to 2048 characters, "user" 1 to 1024; "limit" an integer from 1 to 500'
+
+/** Checks a listing's query parameters (only those named by the schema); undefined when one is bad. */
+export function parseTaskListQuery(query: Record<string, string>): TaskListQuery | undefined {
+  const parsed = adminTaskQuery.safeParse(query)
+  return parsed.success ? parsed.data : undefined
+}
+
+/**
+ * The tasks a listing shows, newest first: by status, workload, user (as tokens name it: `sub`,
+ * with its issuer's prefix when there are several IdPs) and declared resource.
+ */
+export function listTasks(deps: Pick<Deps, 'stores' | 'config'>, q: TaskListQuery, now: number): TaskRow[] {
+  const owner = q.user === undefined ? undefined : parseBrokerSubject(deps.config.subjectIssuers, q.user)
+  // A user no subject issuer could have named has no tasks.
+  if (q.user !== undefined && !owner) return []
+  return deps.stores.tasks.list({ ...taskStatusFilter(q.status, now), workloadId: q.workload, user: owner && { issuer: owner.issuer, sub: owner.user }, resource: q.resource, limit: q.limit })
+}
 
 /** A task status the admin listings filter by (`expired` included, though it is derived). */
 export type TaskStatusFilter = NonNullable<z.infer<typeof adminTaskQuery>['status']>
@@ -52,16 +77,10 @@ export function adminRoutes(deps: Deps) {
     // The console authenticates its own way (a sealed cookie); every other /admin path needs the key.
     .use('/admin/*', noStore(), (c, next) => (isConsolePath(c.req.path) ? next() : auth(c, next)))
     .get('/admin/tasks', (c) => {
-      const parsed = adminTaskQuery.safeParse(c.req.query())
-      if (!parsed.success) throw invalidRequest('"status" must be a task status; "limit" an integer from 1 to 500')
-      const { status, workload, user, limit } = parsed.data
+      const q = parseTaskListQuery(c.req.query())
+      if (!q) throw invalidRequest(TASK_QUERY_RULES)
       const now = deps.clock.now()
-      const filter = taskStatusFilter(status, now)
-      // `user` is the user as tokens name it (`sub`, with its issuer's prefix when there are several IdPs).
-      const owner = user === undefined ? undefined : parseBrokerSubject(deps.config.subjectIssuers, user)
-      if (user !== undefined && !owner) return c.json({ tasks: [] })
-      const rows = deps.stores.tasks.list({ ...filter, workloadId: workload, user: owner && { issuer: owner.issuer, sub: owner.user }, limit })
-      return c.json({ tasks: rows.map((r) => viewTask(r, now)) })
+      return c.json({ tasks: listTasks(deps, q, now).map((r) => viewTask(r, now)) })
     })
     .post('/admin/tasks/:id/approve', operator, (c) => adminDecide(deps, c, 'approve'))
     .post('/admin/tasks/:id/deny', operator, (c) => adminDecide(deps, c, 'deny'))

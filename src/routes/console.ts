@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { Hono, type Context } from 'hono'
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
-import { z } from 'zod'
 import type { Deps } from '../broker.js'
 import type { AdminRole } from '../config.js'
 import { OAuthError } from '../errors.js'
@@ -14,7 +13,7 @@ import { ConsolePage, ConsoleSignInPage } from '../pages/console.js'
 import { ErrorPage } from '../pages/error.js'
 import { approveTask, denyTask } from '../tasks/approvals.js'
 import { endTask, viewTask } from '../tasks/lifecycle.js'
-import { CONSOLE_PATH, taskStatusFilter, type TaskStatusFilter } from './admin.js'
+import { CONSOLE_PATH, listTasks, parseTaskListQuery, TASK_QUERY_RULES, type TaskStatusFilter } from './admin.js'
 
 /**
  * /admin/console — the admin API as pages, for a person with an admin key: sign in with the key
@@ -27,7 +26,8 @@ import { CONSOLE_PATH, taskStatusFilter, type TaskStatusFilter } from './admin.j
 export const CONSOLE_TTL = 3600
 
 const STATUSES = ['active', 'pending_approval', 'completed', 'revoked', 'denied', 'expired'] as const satisfies readonly TaskStatusFilter[]
-const statusQuery = z.enum(STATUSES).optional()
+/** The task page's filters: query parameters as the admin API's `GET /admin/tasks` takes them. */
+const FILTERS = ['status', 'user', 'workload', 'resource'] as const
 
 /** Longest admin key accepted at the sign-in (the API's Bearer header is bounded by the header limit). */
 const MAX_KEY_LENGTH = 512
@@ -130,10 +130,12 @@ export function consoleRoutes(deps: Deps) {
       try {
         const s = await session(c)
         if (!s) return signInPage(c)
-        const parsed = statusQuery.safeParse(c.req.query('status') || undefined)
-        if (!parsed.success) throw refusal(400, `"status" must be one of ${STATUSES.join(', ')}`)
+        // The filter form sends every field, empty ones too: empty means "any".
+        const fields = Object.fromEntries(FILTERS.map((k) => [k, c.req.query(k) ?? '']).filter(([, v]) => v !== ''))
+        const q = parseTaskListQuery(fields)
+        if (!q) throw refusal(400, TASK_QUERY_RULES)
         const now = deps.clock.now()
-        const tasks = deps.stores.tasks.list({ ...taskStatusFilter(parsed.data, now), limit: 100 }).map((row) => {
+        const tasks = listTasks(deps, q, now).map((row) => {
           const v = viewTask(row, now)
           return { taskId: v.task_id, user: v.user, workload: v.workload, client: v.client_id, purpose: v.purpose, resources: v.resources, status: v.status, expiresAt: v.expires_at }
         })
@@ -145,8 +147,11 @@ export function consoleRoutes(deps: Deps) {
           mayAct: s.role !== 'auditor',
           taskAction: `${CONSOLE_PATH}/tasks`,
           signOutAction: `${CONSOLE_PATH}/logout`,
-          status: parsed.data ?? '',
+          filter: { status: q.status ?? '', user: q.user ?? '', workload: q.workload ?? '', resource: q.resource ?? '' },
           statuses: STATUSES,
+          // Read now, not when the routes were made: the configuration may change while the broker runs.
+          workloads: deps.config.workloads.map((w) => w.id),
+          resources: deps.config.resources.map((r) => r.uri),
           tasks,
           keys: keyStates(),
           audit: { ok: chain.ok, rows: chain.rows, head: chain.head, firstBad: chain.first_bad },
