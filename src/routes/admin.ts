@@ -1,10 +1,10 @@
 import { Hono, type Context } from 'hono'
 import type { Deps } from '../broker.js'
-import { invalidRequest, OAuthError } from '../errors.js'
+import { invalidRequest } from '../errors.js'
 import { parseBrokerSubject } from '../exchange/subject-token.js'
 import { adminAuth, requireRole, type AdminEnv } from '../http/admin-auth.js'
 import { noStore } from '../http/middleware.js'
-import { RotationTooEarly, rotateKeys } from '../keys/keyset.js'
+import { rotateSigningKeys } from '../keys/rotate.js'
 import { revokeKey } from '../keys/revoke.js'
 import type { ApprovalDecision } from '../tasks/approvals.js'
 import { viewAuditEvent } from '../store/audit-view.js'
@@ -93,17 +93,7 @@ export function adminRoutes(deps: Deps) {
     .post('/admin/keys/rotate', admin, async (c) => {
       const force = c.req.query('force')
       if (force !== undefined && force !== 'true' && force !== 'false') throw invalidRequest('"force" must be true or false')
-      let result
-      try {
-        result = await rotateKeys(deps.keyStore, { force: force === 'true' })
-      } catch (e) {
-        if (e instanceof RotationTooEarly) throw new OAuthError('rotation_too_early', 409, e.message, e.message, { 'Retry-After': String(e.waitSeconds) })
-        throw e
-      }
-      await deps.keys.reload()
-      const forced = force === 'true' ? ' (forced)' : ''
-      const warned = result.warning ? `; ${result.warning}` : ''
-      deps.stores.audit.insert({ at: deps.clock.now(), action: 'keys.rotate', decision: 'allow', reason: `rotated by admin:${c.get('adminId')}${forced}: ${result.retired} → ${result.current}${warned}` })
+      const result = await rotateSigningKeys(deps, { force: force === 'true' }, `admin:${c.get('adminId')}`)
       return c.json(result)
     })
     .post('/admin/keys/:kid/revoke', admin, async (c) => {

@@ -409,12 +409,28 @@ export function revokeTasksOfRetiredWorkloads(deps: TaskDeps, workloads: readonl
   const revoked: string[] = []
   for (const id of deps.stores.tasks.openWorkloadIds().filter((w) => !enabled.has(w))) {
     const why = workloads.some((w) => w.id === id) ? 'disabled' : 'removed from the configuration'
-    for (;;) {
-      const open = deps.stores.tasks.list({ statuses: ['active', 'pending_approval'], workloadId: id, limit: 500 })
-      if (open.length === 0) break
-      for (const t of open) {
-        endTask(deps, t.id, 'revoked', { kind: 'admin', id: `config (workload ${id} ${why})` })
+    revoked.push(...revokeTasksOfWorkload(deps, id, { kind: 'admin', id: `config (workload ${id} ${why})` }))
+  }
+  return revoked
+}
+
+/**
+ * Revokes every open task (active or pending, expired or not) of the workload `workloadId`, each
+ * through {@link endTask} by `caller` — durable, with its sub-tasks, tokens, feed event and audit
+ * row — in batches of 500 until none is left. Returns the workload's tasks revoked, newest first.
+ */
+export function revokeTasksOfWorkload(deps: TaskDeps, workloadId: string, caller: Caller): string[] {
+  const revoked: string[] = []
+  for (;;) {
+    const open = deps.stores.tasks.list({ statuses: ['active', 'pending_approval'], workloadId, limit: 500 })
+    if (open.length === 0) break
+    for (const t of open) {
+      try {
+        endTask(deps, t.id, 'revoked', caller)
         revoked.push(t.id)
+      } catch (e) {
+        // Ended since the listing (by another process): what was wanted, and it is no longer listed.
+        if (!(e instanceof OAuthError && e.code === 'task_not_active')) throw e
       }
     }
   }
