@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict'
 import { before, describe, it } from 'node:test'
 import { argon2Hasher } from '../src/broker.js'
-import { ADMIN_KEY, CALENDAR, counts, NOTES, openTask, withBroker, type TestBroker } from './harness.js'
+import { ADMIN_KEY, assertRefusedAndAudited, CALENDAR, counts, NOTES, openTask, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
 
 const AUDITOR = 'tpa_console-auditor-0123456789'
 const OPERATOR = 'tpa_console-operator-0123456789'
@@ -307,6 +307,233 @@ describe('admin console', () => {
       assert.equal(api.status, 400)
       assert.equal(((await api.json()) as { error: string }).error, 'invalid_request')
       assert.deepEqual(counts(b), before)
+    })
+  })
+
+  it('a task\'s page: its facts and its timeline from its evidence, newest last; the buttons its role allows; unknown: 404', async () => {
+    await withBroker(config, async (b) => {
+      const id = await opened(b, CALENDAR, ['cal:read'])
+      const operator = await signIn(b, OPERATOR)
+      const page = async (cookie: string, query = '') => {
+        const res = await b.app.request(`/admin/console/tasks/${id}${query}`, { headers: { cookie } })
+        assert.equal(res.status, 200)
+        assert.match(res.headers.get('content-security-policy') ?? '', /default-src 'none'/)
+        assert.doesNotMatch(res.headers.get('content-security-policy') ?? '', /script-src/)
+        return res.text()
+      }
+      /** The timeline's rows as `what outcome`, in page order. */
+      const timeline = (html: string) => [...html.slice(html.indexOf('id="timeline"')).matchAll(/<tr><td class="nowrap">[^<]*<\/td><td class="nowrap">([^<]*)<\/td><td>([^<]*)<\/td>/g)].map((m) => `${m[1]} ${m[2]}`.trim())
+      let html = await page(operator)
+      assert.match(html, /<dt>Status<\/dt><dd>pending_approval<\/dd>/)
+      assert.match(html, /<dt>User<\/dt><dd>alice \(at https:\/\/idp.test.example\)<\/dd>/)
+      assert.match(html, /<dt>Workload<\/dt><dd>agent-a<\/dd>/)
+      assert.match(html, /<dt>Session<\/dt><dd>sess-1<\/dd>/)
+      assert.deepEqual(timeline(html), ['task.open allow'])
+      const csrf = /name="csrf" value="([^"]+)"/.exec(html)![1]!
+      assert.match(html, new RegExp(`action="/admin/console/tasks/${id}/approve"`))
+
+      // Approved from its page: back to its page.
+      const approved = await act(b, operator, id, 'approve', { csrf, from: 'task' })
+      assert.equal(approved.status, 303)
+      assert.equal(approved.headers.get('location'), `/admin/console/tasks/${id}?notice=approved`)
+      // A token, then a refused exchange (a scope the task did not declare), then the revocation.
+      b.clock.advance(10)
+      assert.equal((await b.exchange({ task_id: id, resource: CALENDAR, scope: 'cal:read' })).status, 200)
+      b.clock.advance(10)
+      assert.equal((await b.exchange({ task_id: id, resource: NOTES, scope: 'notes:read' })).status, 400)
+      b.clock.advance(10)
+      assert.equal((await act(b, operator, id, 'revoke', { csrf, from: 'task' })).headers.get('location'), `/admin/console/tasks/${id}?notice=revoked`)
+      html = await page(operator, '?notice=revoked')
+      assert.match(html, /The task was revoked/)
+      assert.match(html, /<dt>Status<\/dt><dd>revoked<\/dd>/)
+      assert.match(html, /<dt>Tokens minted<\/dt><dd>1<\/dd>/)
+      assert.deepEqual(timeline(html), ['task.open allow', 'task.approve allow', 'token.exchange allow', 'token minted', 'token.exchange deny', 'task.revoke allow', 'feed: task_revoked'])
+      assert.match(html, /approved by admin:ops-1/)
+      assert.doesNotMatch(html, /\/approve"|\/revoke"/, 'nothing left to do on an ended task')
+
+      // An auditor sees the story, no buttons.
+      const auditor = await page(await signIn(b, AUDITOR))
+      assert.equal(timeline(auditor).length, 7)
+      assert.doesNotMatch(auditor, /method="post" action="\/admin\/console\/(tasks|sessions)/)
+
+      // Unknown: a 404 page, nothing written.
+      const before = counts(b)
+      for (const unknown of ['01900000-0000-7000-8000-000000000000', 'x'.repeat(300), 'nope%20nope']) {
+        const res = await b.app.request(`/admin/console/tasks/${unknown}`, { headers: { cookie: operator } })
+        assert.equal(res.status, 404)
+        assert.match(res.headers.get('content-type') ?? '', /text\/html/)
+        assert.match(await res.text(), /task not found/)
+      }
+      assert.deepEqual(counts(b), before)
+      // Nobody signed in: the sign-in form, not the task.
+      const anon = await (await b.app.request(`/admin/console/tasks/${id}`)).text()
+      assert.match(anon, /name="key"/)
+      assert.doesNotMatch(anon, new RegExp(id))
+    })
+  })
+
+  it('revoke a session from a task\'s page (operator): its open tasks end, audited as admin:<key>; refusals change nothing', async () => {
+    await withBroker(config, async (b) => {
+      const first = await opened(b, NOTES, ['notes:read'])
+      const second = await opened(b, CALENDAR, ['cal:read'])
+      const other = await openTask(b, { purpose: 'other session', resources: [{ resource: NOTES, scopes: ['notes:read'] }] }, { session: await b.session({ sid: 'sess-2' }) })
+      const otherId = ((await other.json()) as { task_id: string }).task_id
+      const revoke = (cookie: string, fields: Record<string, string>) => b.app.request('/admin/console/sessions/revoke', { method: 'POST', headers: { ...FORM, cookie }, body: new URLSearchParams(fields).toString() })
+      const session = { issuer: USER_ISSUER, sid: 'sess-1' }
+
+      const auditor = await signIn(b, AUDITOR)
+      let before = counts(b)
+      const refused = await revoke(auditor, { csrf: (await consolePage(b, auditor)).csrf, ...session })
+      assert.equal(refused.status, 403)
+      assert.match(await refused.text(), /needs operator/)
+      const row = assertRefusedAndAudited(b, before, { action: 'admin.refuse', error: 'insufficient_scope', reason: /^admin:audit-1 \(auditor\) may not POST \/admin\/sessions\/revoke \(console\): it needs operator$/ })
+      assert.equal(row.decision, 'deny')
+      assert.equal(b.deps.stores.sessions.isRevoked(USER_ISSUER, 'sess-1'), false)
+
+      const operator = await signIn(b, OPERATOR)
+      const { csrf } = await consolePage(b, operator)
+      before = counts(b)
+      for (const [fields, status] of [[{ ...session }, 403], [{ csrf: 'forged', ...session }, 403], [{ csrf, issuer: USER_ISSUER }, 400], [{ csrf, issuer: '', sid: 'sess-1' }, 400], [{ csrf, issuer: USER_ISSUER, sid: 's'.repeat(1025) }, 400]] as const) {
+        const res = await revoke(operator, fields)
+        assert.equal(res.status, status, JSON.stringify(fields).slice(0, 80))
+        assert.match(await res.text(), status === 400 ? /&quot;issuer&quot; \(1 to 2048 characters\) and &quot;sid&quot; \(1 to 1024\) are required/ : /did not come from this console/)
+      }
+      assert.deepEqual(counts(b), before)
+      assert.equal(b.deps.stores.sessions.isRevoked(USER_ISSUER, 'sess-1'), false)
+
+      // The task page offers it; posted, back to the task.
+      const html = await (await b.app.request(`/admin/console/tasks/${first}`, { headers: { cookie: operator } })).text()
+      assert.match(html, /action="\/admin\/console\/sessions\/revoke"/)
+      const done = await revoke(operator, { csrf, ...session, task: first })
+      assert.equal(done.status, 303)
+      assert.equal(done.headers.get('location'), `/admin/console/tasks/${first}?notice=session-revoked`)
+      assert.equal(b.deps.stores.sessions.isRevoked(USER_ISSUER, 'sess-1'), true)
+      assert.equal(status(b, first), 'revoked')
+      assert.equal(status(b, second), 'revoked')
+      assert.equal(status(b, otherId), 'active', 'another session of the same user is not touched')
+      const audit = b.deps.stores.audit.list({ afterId: 0, limit: 1000 }).filter((r) => r.action === 'session.revoke')
+      assert.equal(audit.length, 1)
+      assert.match(audit[0]!.reason, /^session sess-1 of https:\/\/idp.test.example revoked by admin:ops-1; 2 task\(s\), 0 token\(s\)$/)
+      // No task named (or an unknown one): back to the list.
+      assert.equal((await revoke(operator, { csrf, issuer: USER_ISSUER, sid: 'sess-9', task: 'nope' })).headers.get('location'), '/admin/console?notice=session-revoked')
+    })
+  })
+
+  it('revoke every open task of a workload (operator), audited as admin:<key>; an auditor is refused, audited; nothing else changed', async () => {
+    await withBroker(config, async (b) => {
+      const a1 = await opened(b, NOTES, ['notes:read'])
+      const a2 = await opened(b, CALENDAR, ['cal:read'])
+      const other = await opened(b, NOTES, ['notes:read'], { agent: 'b' })
+      const revoke = (cookie: string, fields: Record<string, string>) => b.app.request('/admin/console/workloads/revoke', { method: 'POST', headers: { ...FORM, cookie }, body: new URLSearchParams(fields).toString() })
+
+      const auditor = await signIn(b, AUDITOR)
+      const auditorPage = await (await b.app.request('/admin/console/workloads', { headers: { cookie: auditor } })).text()
+      assert.doesNotMatch(auditorPage, /workloads\/revoke/, 'an auditor gets no button')
+      let before = counts(b)
+      const refused = await revoke(auditor, { csrf: (await consolePage(b, auditor)).csrf, workload: 'agent-a' })
+      assert.equal(refused.status, 403)
+      assertRefusedAndAudited(b, before, { action: 'admin.refuse', error: 'insufficient_scope', reason: /^admin:audit-1 \(auditor\) may not revoke the open tasks of a workload \(console\): it needs operator$/ })
+      assert.equal(status(b, a1), 'active')
+
+      const operator = await signIn(b, OPERATOR)
+      const { csrf } = await consolePage(b, operator)
+      before = counts(b)
+      for (const [fields, code] of [[{ workload: 'agent-a' }, 403], [{ csrf }, 400], [{ csrf, workload: 'w'.repeat(2049) }, 400]] as const) {
+        const res = await revoke(operator, fields)
+        assert.equal(res.status, code)
+      }
+      const bad = await b.app.request('/admin/console/workloads/revoke', { method: 'POST', headers: { 'content-type': 'application/json', cookie: operator }, body: '{}' })
+      assert.equal(bad.status, 400)
+      assert.deepEqual(counts(b), before)
+
+      const done = await revoke(operator, { csrf, workload: 'agent-a' })
+      assert.equal(done.status, 303)
+      assert.equal(done.headers.get('location'), '/admin/console/workloads?notice=workload-revoked')
+      assert.equal(status(b, a1), 'revoked')
+      assert.equal(status(b, a2), 'revoked')
+      assert.equal(status(b, other), 'active')
+      const rows = b.deps.stores.audit.list({ afterId: 0, limit: 1000 }).filter((r) => r.action === 'task.revoke')
+      assert.deepEqual(rows.map((r) => [r.taskId, r.reason]).sort(), [[a1, 'revoked by admin:ops-1; 0 token(s) revoked'], [a2, 'revoked by admin:ops-1; 0 token(s) revoked']].sort())
+      assert.equal(b.count('revocation_events'), before.revocation_events + 2)
+      // Nothing left open: again is a no-op.
+      before = counts(b)
+      assert.equal((await revoke(operator, { csrf, workload: 'agent-a' })).status, 303)
+      assert.deepEqual(counts(b), before)
+    })
+  })
+
+  it('key rotation from the key panel (admin only): too early shows its message (409), force rotates, audited as admin:<key>', async () => {
+    await withBroker(config, async (b) => {
+      const rotate = (cookie: string, fields: Record<string, string>) => b.app.request('/admin/console/keys/rotate', { method: 'POST', headers: { ...FORM, cookie }, body: new URLSearchParams(fields).toString() })
+      const keyRows = () => b.deps.database.sqlite.prepare('select kid, state from signing_keys order by kid').all()
+      const kid = b.deps.keys.current().kid
+      const rowsBefore = keyRows()
+
+      const operator = await signIn(b, OPERATOR)
+      const opPage = await consolePage(b, operator)
+      assert.doesNotMatch(opPage.html, /keys\/rotate/, 'no rotate form below the admin role')
+      let before = counts(b)
+      const refused = await rotate(operator, { csrf: opPage.csrf })
+      assert.equal(refused.status, 403)
+      assert.match(await refused.text(), /needs admin/)
+      assertRefusedAndAudited(b, before, { action: 'admin.refuse', error: 'insufficient_scope', reason: /^admin:ops-1 \(operator\) may not POST \/admin\/keys\/rotate \(console\): it needs admin$/ })
+      assert.deepEqual(keyRows(), rowsBefore)
+
+      const admin = await signIn(b, ADMIN_KEY)
+      const { html, csrf } = await consolePage(b, admin)
+      assert.match(html, /action="\/admin\/console\/keys\/rotate"/)
+      assert.match(html, /<input id="force" name="force" type="checkbox" value="true"\/>/)
+      before = counts(b)
+      const early = await rotate(admin, { csrf })
+      assert.equal(early.status, 409)
+      assert.equal(early.headers.get('retry-after'), '300')
+      assert.match(await early.text(), /the next key has been published for less than 300 s; retry in 300 s or force it/)
+      for (const fields of [{ csrf, force: 'yes' }, { csrf, force: '' }]) assert.equal((await rotate(admin, fields)).status, 400)
+      assert.equal((await rotate(admin, { force: 'true' })).status, 403)
+      assert.deepEqual(counts(b), before)
+      assert.deepEqual(keyRows(), rowsBefore)
+
+      const forced = await rotate(admin, { csrf, force: 'true' })
+      assert.equal(forced.status, 303)
+      assert.equal(forced.headers.get('location'), '/admin/console?notice=keys-rotated')
+      assert.notEqual(b.deps.keys.current().kid, kid, 'the key set was reloaded: the next key signs')
+      assert.equal(b.lastAudit()!.action, 'keys.rotate')
+      assert.match(String(b.lastAudit()!.reason), new RegExp(`^rotated by admin:key0 \\(forced\\): ${kid} → ${b.deps.keys.current().kid}; `))
+      const after = await consolePage(b, admin, '?notice=keys-rotated')
+      assert.match(after.html, /The signing keys were rotated/)
+      assert.match(after.html, new RegExp(`${kid}</span> <span class="muted">retired \\(still published\\)`))
+      // Once the next key has been published for the JWKS max-age, no force is needed.
+      b.clock.advance(300)
+      assert.equal((await rotate(admin, { csrf })).status, 303)
+      assert.match(String(b.lastAudit()!.reason), /^rotated by admin:key0: /)
+    })
+  })
+
+  it('the workloads and resources pages show the configuration as it is at the request', async () => {
+    await withBroker(config, async (b) => {
+      const cookie = await signIn(b, AUDITOR)
+      const get = async (path: string) => {
+        const res = await b.app.request(path, { headers: { cookie } })
+        assert.equal(res.status, 200)
+        return res.text()
+      }
+      let html = await get('/admin/console/workloads')
+      assert.match(html, /<tr id="workload-agent-a"><td class="url">agent-a<\/td><td>yes<\/td><td class="url">attestation by spiffe:\/\/test.example<\/td>/)
+      assert.match(html, /<tr id="workload-agent-off"><td class="url">agent-off<\/td><td>no<\/td>/)
+      assert.match(html, /notes:read notes:write/)
+      html = await get('/admin/console/resources')
+      assert.match(html, new RegExp(`<td class="url">${CALENDAR}</td><td>cal:read</td><td>yes</td><td>no</td>`))
+      assert.match(html, new RegExp(`<td class="url">${NOTES}</td><td>notes:read notes:write notes:delete</td><td>no</td><td>no</td>`))
+
+      // The configuration changes while the broker runs (a new configuration object): the next request shows it.
+      const workload = { id: 'mcp-clients', enabled: true, oauthClient: { clientId: { glob: 'https://*.example/**' }, refreshTokens: true }, grants: [], requireDpop: true, delegateTo: [], tokenEndpointAuth: 'none' as const, maxTtl: undefined }
+      const resource = { uri: 'https://new.test.example/mcp', scopes: ['new:read'], requireApproval: false, requireDpop: true, maxTokensPerTask: 5 }
+      b.deps.config = { ...b.deps.config, workloads: [...b.deps.config.workloads, workload], resources: [...b.deps.config.resources, resource] }
+      assert.match(await get('/admin/console/workloads'), /<td class="url">mcp-clients<\/td><td>yes<\/td><td class="url">OAuth client glob https:\/\/\*.example\/\*\*<\/td><td><ul class="access"><\/ul><\/td><td>yes<\/td>/)
+      assert.match(await get('/admin/console/resources'), /<td class="url">https:\/\/new.test.example\/mcp<\/td><td>new:read<\/td><td>no<\/td><td>yes<\/td><td>5<\/td>/)
+      assert.match(await get('/admin/console'), /<option value="https:\/\/new.test.example\/mcp">/, 'the filter offers it too')
+      // Not signed in: the sign-in form.
+      assert.match(await (await b.app.request('/admin/console/resources')).text(), /name="key"/)
     })
   })
 })

@@ -25,6 +25,9 @@ const adminTaskQuery = z.strictObject({
   limit: z.string().regex(/^[0-9]{1,3}$/).transform(Number).pipe(z.number().int().min(1).max(500)).default(100),
 })
 
+/** What revoking a session names: the subject issuer and the session id (`POST /admin/sessions/revoke`, the console's form). */
+export const SESSION_REVOCATION = z.strictObject({ issuer: z.string().min(1).max(2048), sid: z.string().min(1).max(1024) })
+
 /** What a task listing's query says, checked: the admin API's and the console's filters. */
 export type TaskListQuery = z.infer<typeof adminTaskQuery>
 
@@ -86,7 +89,7 @@ export function adminRoutes(deps: Deps) {
     .post('/admin/tasks/:id/deny', operator, (c) => adminDecide(deps, c, 'deny'))
     .post('/admin/tasks/:id/revoke', operator, (c) => c.json(endTask(deps, c.req.param('id'), 'revoked', { kind: 'admin', id: c.get('adminId') })))
     .post('/admin/sessions/revoke', operator, async (c) => {
-      const parsed = z.strictObject({ issuer: z.string().min(1).max(2048), sid: z.string().min(1).max(1024) }).safeParse(await parseJson(c))
+      const parsed = SESSION_REVOCATION.safeParse(await parseJson(c))
       if (!parsed.success) throw invalidRequest('body must be {"issuer": <subject issuer>, "sid": <session id>}')
       return c.json(revokeSession(deps, parsed.data.issuer, parsed.data.sid, `admin:${c.get('adminId')}`))
     })

@@ -270,13 +270,15 @@ export function openTask(deps: TaskDeps, subject: Subject, actor: Actor, req: Ta
 }
 
 /** One durable write of a planned task and the audit row of its opening (`note`: e.g. `; implicit task`). */
-export function recordOpenedTask(deps: Pick<TaskDeps, 'stores'>, planned: ReturnType<typeof planTask>, subject: Subject, note = ''): void {
+export function recordOpenedTask(deps: Pick<TaskDeps, 'stores' | 'approvals'>, planned: ReturnType<typeof planTask>, subject: Subject, note = ''): void {
   const { row, reason, decidedBy } = planned
   const binding = row.dpopJkt ? `; DPoP-bound to ${row.dpopJkt}` : ''
   deps.stores.durably(() => {
     deps.stores.tasks.insert(row)
     deps.stores.audit.insert({ at: row.createdAt, action: 'task.open', decision: 'allow', reason: `${row.status}: ${reason}${binding}${note}`, userSub: subject.sub, workloadId: row.workloadId, taskId: row.id, ...decidedBy })
   })
+  // After the commit: whoever follows task changes (the console's live list) hears of it.
+  deps.approvals?.notify(row.id)
 }
 
 /** Writes the audit row of a refused task opening by an authenticated workload (an {@link OAuthError}; anything else is not a decision); `subject` when the session verified. */
