@@ -5,9 +5,12 @@
  * revoke landing as the API's would, audited as `admin:<id>`.
  */
 import assert from 'node:assert/strict'
+import type { AddressInfo } from 'node:net'
 import { before, describe, it } from 'node:test'
+import { serve } from '@hono/node-server'
 import { argon2Hasher } from '../src/broker.js'
-import { ADMIN_KEY, assertRefusedAndAudited, CALENDAR, counts, NOTES, openTask, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
+import { consoleRoutes } from '../src/routes/console.js'
+import { ADMIN_KEY, assertRefusedAndAudited, CALENDAR, counts, NOTES, openTask, startTestServer, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
 
 const AUDITOR = 'tpa_console-auditor-0123456789'
 const OPERATOR = 'tpa_console-operator-0123456789'
@@ -56,6 +59,58 @@ async function opened(b: TestBroker, resource: string, scopes: string[], as: { u
 }
 
 const status = (b: TestBroker, id: string) => b.deps.stores.tasks.get(id)!.status
+
+/** Every wait on a live stream is bounded by this; no fixed sleep anywhere. */
+const STREAM_WAIT = 10_000
+
+interface StreamMessage {
+  event?: string
+  data?: string
+  comments: string[]
+}
+
+/** Reads a text/event-stream body message by message (HTML Living Standard §9.2.6, the parts the console sends). */
+function eventStream(body: ReadableStream<Uint8Array>) {
+  const reader = body.getReader()
+  const decoder = new TextDecoder()
+  let buffer = ''
+  async function next(): Promise<StreamMessage | undefined> {
+    for (;;) {
+      const at = buffer.indexOf('\n\n')
+      if (at >= 0) {
+        const block = buffer.slice(0, at)
+        buffer = buffer.slice(at + 2)
+        const message: StreamMessage = { comments: [] }
+        for (const line of block.split('\n')) {
+          if (line.startsWith(':')) message.comments.push(line.slice(1).trim())
+          else if (line.startsWith('event: ')) message.event = line.slice(7)
+          else if (line.startsWith('data: ')) message.data = (message.data === undefined ? '' : `${message.data}\n`) + line.slice(6)
+        }
+        return message
+      }
+      const { value, done } = await reader.read()
+      if (done) return undefined
+      buffer += decoder.decode(value, { stream: true })
+    }
+  }
+  return {
+    /** The first message `matches`; the stream ending first is a failure. */
+    async until(matches: (m: StreamMessage) => boolean, what: string): Promise<StreamMessage> {
+      for (;;) {
+        const m = await next()
+        if (!m) throw new Error(`the stream ended before ${what}`)
+        if (matches(m)) return m
+      }
+    },
+    /** Resolves when the server ends the stream. */
+    async ended(): Promise<void> {
+      while ((await next()) !== undefined);
+    },
+    cancel: () => reader.cancel().catch(() => {}),
+  }
+}
+
+const taskEvent = (id: string, state: string) => (m: StreamMessage) => m.event === 'task' && m.data !== undefined && (JSON.parse(m.data) as { task_id: string; status: string }).task_id === id && (JSON.parse(m.data) as { status: string }).status === state
 
 describe('admin console', () => {
   before(async () => {
@@ -534,6 +589,109 @@ describe('admin console', () => {
       assert.match(await get('/admin/console'), /<option value="https:\/\/new.test.example\/mcp">/, 'the filter offers it too')
       // Not signed in: the sign-in form.
       assert.match(await (await b.app.request('/admin/console/resources')).text(), /name="key"/)
+    })
+  })
+
+  it('live tasks over Server-Sent Events, read by a real HTTP client: a task opened, approved and revoked arrives as it happens', async () => {
+    const server = await startTestServer({ config })
+    try {
+      const anon = await fetch(`${server.url}/admin/console/events`, { signal: AbortSignal.timeout(STREAM_WAIT) })
+      assert.equal(anon.status, 401)
+      assert.match(anon.headers.get('content-type') ?? '', /text\/html/)
+      assert.match(await anon.text(), /Your sign-in has expired/)
+
+      const cookie = await signIn(server, AUDITOR)
+      const res = await fetch(`${server.url}/admin/console/events`, { headers: { cookie, accept: 'text/event-stream' }, signal: AbortSignal.timeout(STREAM_WAIT) })
+      assert.equal(res.status, 200)
+      assert.equal(res.headers.get('content-type'), 'text/event-stream; charset=utf-8')
+      assert.equal(res.headers.get('cache-control'), 'no-store')
+      const stream = eventStream(res.body!)
+      await stream.until((m) => m.comments.includes('connected'), 'the opening comment')
+
+      const id = await opened(server, CALENDAR, ['cal:read'])
+      const first = await stream.until(taskEvent(id, 'pending_approval'), 'the opened task')
+      const view = JSON.parse(first.data!) as Record<string, string>
+      assert.deepEqual({ ...view, ends: undefined }, { task_id: id, href: `/admin/console/tasks/${id}`, user: 'alice', workload: 'agent-a', purpose: `console ${CALENDAR}`, status: 'pending_approval', ends: undefined })
+      assert.match(view.ends!, /^until \d\d:\d\d UTC \(in 60 min\)$/)
+
+      const admin = { authorization: `Bearer ${ADMIN_KEY}` }
+      assert.equal((await fetch(`${server.url}/admin/tasks/${id}/approve`, { method: 'POST', headers: admin })).status, 200)
+      await stream.until(taskEvent(id, 'active'), 'the approval')
+      assert.equal((await fetch(`${server.url}/admin/tasks/${id}/revoke`, { method: 'POST', headers: admin })).status, 200)
+      await stream.until(taskEvent(id, 'revoked'), 'the revocation')
+      await stream.cancel()
+    } finally {
+      await server.stop()
+    }
+  })
+
+  it('live streams are bounded (then 503), send heartbeats, end with their sign-in and when the database closes', async () => {
+    await withBroker(config, async (b) => {
+      // The console's routes alone, with one stream at most and a fast heartbeat.
+      const server = serve({ fetch: consoleRoutes(b.deps, { liveStreams: 1, heartbeatMs: 20 }).fetch, hostname: '127.0.0.1', port: 0 })
+      await new Promise<void>((resolve) => server.once('listening', () => resolve()))
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/admin/console/events`
+      const follow = async (cookie: string) => {
+        const res = await fetch(url, { headers: { cookie }, signal: AbortSignal.timeout(STREAM_WAIT) })
+        return { res, stream: res.status === 200 ? eventStream(res.body!) : undefined }
+      }
+      try {
+        const cookie = await signIn(b, OPERATOR)
+        const one = await follow(cookie)
+        assert.equal(one.res.status, 200)
+        await one.stream!.until((m) => m.comments.includes('heartbeat'), 'a heartbeat')
+
+        const before = counts(b)
+        const full = await follow(cookie)
+        assert.equal(full.res.status, 503)
+        assert.equal(full.res.headers.get('retry-after'), '5')
+        assert.match(full.res.headers.get('content-type') ?? '', /text\/html/)
+        assert.match(await full.res.text(), /the server is busy; retry later/)
+        assert.deepEqual(counts(b), before)
+
+        // The sign-in lapses: the next heartbeat ends the stream, and its place is free again.
+        b.clock.advance(3601)
+        await one.stream!.ended()
+        assert.equal((await follow(cookie)).res.status, 401)
+        const two = await follow(await signIn(b, OPERATOR))
+        assert.equal(two.res.status, 200)
+        await two.stream!.until((m) => m.comments.includes('connected'), 'the opening comment')
+
+        // The database closes (the broker stops): the stream ends.
+        b.close()
+        await two.stream!.ended()
+      } finally {
+        await new Promise<void>((resolve) => server.close(() => resolve()))
+      }
+    })
+  })
+
+  it('the live page: the newest tasks without script; its one script, same-origin, allowed by its CSP alone', async () => {
+    await withBroker(config, async (b) => {
+      const id = await opened(b, NOTES, ['notes:read'])
+      const cookie = await signIn(b, AUDITOR)
+      const res = await b.app.request('/admin/console/live', { headers: { cookie } })
+      assert.equal(res.status, 200)
+      assert.equal(res.headers.get('content-security-policy'), "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+      const html = await res.text()
+      const src = /<script src="(\/assets\/console-live\.js\?v=[A-Za-z0-9_-]+)" defer=""><\/script>/.exec(html)?.[1]
+      assert.ok(src, 'the page loads its script')
+      assert.match(html, new RegExp(`<tr id="task-${id}"><td class="url"><a href="/admin/console/tasks/${id}">`))
+      assert.match(html, /data-events="\/admin\/console\/events"/)
+      const js = await b.app.request(src)
+      assert.equal(js.status, 200)
+      assert.equal(js.headers.get('content-type'), 'text/javascript; charset=utf-8')
+      assert.equal(js.headers.get('cache-control'), 'public, max-age=31536000, immutable')
+      assert.equal((await b.app.request(src, { headers: { 'if-none-match': js.headers.get('etag')! } })).status, 304)
+      const script = await js.text()
+      assert.match(script, /new EventSource\(/)
+      // What it receives becomes text, never markup.
+      assert.doesNotMatch(script, /innerHTML|outerHTML|insertAdjacentHTML|document\.write/)
+      // Every other console page still runs no script.
+      for (const path of ['/admin/console', `/admin/console/tasks/${id}`, '/admin/console/workloads']) {
+        const csp = (await b.app.request(path, { headers: { cookie } })).headers.get('content-security-policy') ?? ''
+        assert.doesNotMatch(csp, /script-src|connect-src/, path)
+      }
     })
   })
 })
