@@ -168,7 +168,7 @@ export function ConsolePage(props: ConsolePageProps) {
       <SignedInHeader title="Admin console" who={`admin:${admin.id}`} detail={admin.role} csrf={csrf} signOutAction={signOutAction} notice={notice} />
       <ConsoleNav base="/admin/console" here="/admin/console" />
       <h2>Tasks</h2>
-      <form method="get" action={safeUrl('/admin/console', 'filter action')} class="inline">
+      <form method="get" action={safeUrl('/admin/console', 'filter action')} class="inline filters">
         <Choice id="status" label="Status" value={filter.status} choices={statuses} />{' '}
         <label for="user">User</label> <input id="user" name="user" type="text" maxlength={1024} value={filter.user} />{' '}
         <Choice id="workload" label="Workload" value={filter.workload} choices={workloads} />{' '}
@@ -244,7 +244,9 @@ export function ConsolePage(props: ConsolePageProps) {
       {rotateAction && (
         <form method="post" action={safeUrl(rotateAction, 'rotate action')} class="inline">
           <input type="hidden" name="csrf" value={csrf} />
-          <input id="force" name="force" type="checkbox" value="true" /> <label for="force">Force (even if verifiers may not have seen the next key yet)</label>{' '}
+          <label class="check">
+            <input id="force" name="force" type="checkbox" value="true" /> Force, even if verifiers may not have seen the next key yet
+          </label>{' '}
           <button type="submit" class="secondary">
             Rotate signing keys
           </button>
