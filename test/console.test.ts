@@ -653,13 +653,21 @@ describe('admin console', () => {
         b.clock.advance(3601)
         await one.stream!.ended()
         assert.equal((await follow(cookie)).res.status, 401)
-        const two = await follow(await signIn(b, OPERATOR))
+        const cookie2 = await signIn(b, OPERATOR)
+        const two = await follow(cookie2)
         assert.equal(two.res.status, 200)
         await two.stream!.until((m) => m.comments.includes('connected'), 'the opening comment')
 
+        // The client goes away: its place is free again (polled until the server has noticed, bounded).
+        await two.stream!.cancel()
+        let three = await follow(cookie2)
+        for (const deadline = Date.now() + STREAM_WAIT; three.res.status === 503 && Date.now() < deadline; three = await follow(cookie2)) await new Promise((resolve) => setTimeout(resolve, 10))
+        assert.equal(three.res.status, 200)
+        await three.stream!.until((m) => m.comments.includes('connected'), 'the opening comment')
+
         // The database closes (the broker stops): the stream ends.
         b.close()
-        await two.stream!.ended()
+        await three.stream!.ended()
       } finally {
         await new Promise<void>((resolve) => server.close(() => resolve()))
       }

@@ -212,7 +212,12 @@ export function consoleRoutes(deps: Deps, options: ConsoleOptions = {}) {
           const send = (text: string) => {
             if (ended) return
             if ((controller.desiredSize ?? 0) < -LIVE_MAX_BEHIND) return end()
-            controller.enqueue(encoder.encode(text))
+            try {
+              controller.enqueue(encoder.encode(text))
+            } catch {
+              // The stream is gone (the reader errored): nobody to tell.
+              end()
+            }
           }
           const unsubscribe = deps.approvals.subscribe({
             changed(taskId) {
