@@ -702,4 +702,20 @@ describe('admin console', () => {
       }
     })
   })
+
+  it('a live stream whose reader stops reading is closed once it falls behind: it costs the broker a bounded buffer', async () => {
+    await withBroker(config, async (b) => {
+      const id = await opened(b, NOTES, ['notes:read'])
+      const cookie = await signIn(b, AUDITOR)
+      // app.request hands back the stream itself: nothing reads it while the events pile up.
+      const res = await b.app.request('/admin/console/events', { headers: { cookie } })
+      assert.equal(res.status, 200)
+      for (let i = 0; i < 2000; i++) b.deps.approvals.notify(id)
+      let timer: NodeJS.Timeout | undefined
+      const text = await Promise.race([res.text(), new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('the stream was never closed')), STREAM_WAIT)))]).finally(() => clearTimeout(timer))
+      const events = text.split('\n\n').filter((m) => m.startsWith('event: task')).length
+      assert.ok(events > 100 && events < 2000, `${events} events buffered before the stream closed`)
+      assert.ok(text.length < 400 * 1024, `${text.length} bytes`)
+    })
+  })
 })
