@@ -60,6 +60,15 @@ async function opened(b: TestBroker, resource: string, scopes: string[], as: { u
 
 const status = (b: TestBroker, id: string) => b.deps.stores.tasks.get(id)!.status
 
+/** A refusal as a console error page: this HTTP status and error code (the page says both); its text. */
+async function refusedPage(res: Response, httpStatus: number, code: string): Promise<string> {
+  assert.equal(res.status, httpStatus)
+  assert.match(res.headers.get('content-type') ?? '', /text\/html/)
+  const html = await res.text()
+  assert.match(html, new RegExp(`<p class="muted" id="error-status">HTTP ${httpStatus} · ${code}</p>`))
+  return html
+}
+
 /** Every wait on a live stream is bounded by this; no fixed sleep anywhere. */
 const STREAM_WAIT = 10_000
 
@@ -354,9 +363,7 @@ describe('admin console', () => {
       const before = counts(b)
       for (const query of [`?workload=${'w'.repeat(2049)}`, `?user=${'u'.repeat(1025)}`, `?resource=${'r'.repeat(2049)}`, '?status=nope', '?status=active%00']) {
         const res = await b.app.request(`/admin/console${query}`, { headers: { cookie } })
-        assert.equal(res.status, 400, query.slice(0, 20))
-        assert.match(res.headers.get('content-type') ?? '', /text\/html/)
-        assert.match(await res.text(), /&quot;workload&quot; and &quot;resource&quot; 1 to 2048 characters/)
+        assert.match(await refusedPage(res, 400, 'invalid_request'), /&quot;workload&quot; and &quot;resource&quot; 1 to 2048 characters/, query.slice(0, 20))
       }
       const api = await b.app.request(`/admin/tasks?resource=${'r'.repeat(2049)}`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })
       assert.equal(api.status, 400)
@@ -415,9 +422,7 @@ describe('admin console', () => {
       const before = counts(b)
       for (const unknown of ['01900000-0000-7000-8000-000000000000', 'x'.repeat(300), 'nope%20nope']) {
         const res = await b.app.request(`/admin/console/tasks/${unknown}`, { headers: { cookie: operator } })
-        assert.equal(res.status, 404)
-        assert.match(res.headers.get('content-type') ?? '', /text\/html/)
-        assert.match(await res.text(), /task not found/)
+        assert.match(await refusedPage(res, 404, 'not_found'), /task not found/)
       }
       assert.deepEqual(counts(b), before)
       // Nobody signed in: the sign-in form, not the task.
@@ -439,8 +444,7 @@ describe('admin console', () => {
       const auditor = await signIn(b, AUDITOR)
       let before = counts(b)
       const refused = await revoke(auditor, { csrf: (await consolePage(b, auditor)).csrf, ...session })
-      assert.equal(refused.status, 403)
-      assert.match(await refused.text(), /needs operator/)
+      assert.match(await refusedPage(refused, 403, 'insufficient_scope'), /needs operator/)
       const row = assertRefusedAndAudited(b, before, { action: 'admin.refuse', error: 'insufficient_scope', reason: /^admin:audit-1 \(auditor\) may not POST \/admin\/sessions\/revoke \(console\): it needs operator$/ })
       assert.equal(row.decision, 'deny')
       assert.equal(b.deps.stores.sessions.isRevoked(USER_ISSUER, 'sess-1'), false)
@@ -450,8 +454,7 @@ describe('admin console', () => {
       before = counts(b)
       for (const [fields, status] of [[{ ...session }, 403], [{ csrf: 'forged', ...session }, 403], [{ csrf, issuer: USER_ISSUER }, 400], [{ csrf, issuer: '', sid: 'sess-1' }, 400], [{ csrf, issuer: USER_ISSUER, sid: 's'.repeat(1025) }, 400]] as const) {
         const res = await revoke(operator, fields)
-        assert.equal(res.status, status, JSON.stringify(fields).slice(0, 80))
-        assert.match(await res.text(), status === 400 ? /&quot;issuer&quot; \(1 to 2048 characters\) and &quot;sid&quot; \(1 to 1024\) are required/ : /did not come from this console/)
+        assert.match(await refusedPage(res, status, 'invalid_request'), status === 400 ? /&quot;issuer&quot; \(1 to 2048 characters\) and &quot;sid&quot; \(1 to 1024\) are required/ : /did not come from this console/)
       }
       assert.deepEqual(counts(b), before)
       assert.equal(b.deps.stores.sessions.isRevoked(USER_ISSUER, 'sess-1'), false)
@@ -486,7 +489,7 @@ describe('admin console', () => {
       assert.doesNotMatch(auditorPage, /workloads\/revoke/, 'an auditor gets no button')
       let before = counts(b)
       const refused = await revoke(auditor, { csrf: (await consolePage(b, auditor)).csrf, workload: 'agent-a' })
-      assert.equal(refused.status, 403)
+      assert.match(await refusedPage(refused, 403, 'insufficient_scope'), /needs operator/)
       assertRefusedAndAudited(b, before, { action: 'admin.refuse', error: 'insufficient_scope', reason: /^admin:audit-1 \(auditor\) may not revoke the open tasks of a workload \(console\): it needs operator$/ })
       assert.equal(status(b, a1), 'active')
 
@@ -494,11 +497,10 @@ describe('admin console', () => {
       const { csrf } = await consolePage(b, operator)
       before = counts(b)
       for (const [fields, code] of [[{ workload: 'agent-a' }, 403], [{ csrf }, 400], [{ csrf, workload: 'w'.repeat(2049) }, 400]] as const) {
-        const res = await revoke(operator, fields)
-        assert.equal(res.status, code)
+        await refusedPage(await revoke(operator, fields), code, 'invalid_request')
       }
       const bad = await b.app.request('/admin/console/workloads/revoke', { method: 'POST', headers: { 'content-type': 'application/json', cookie: operator }, body: '{}' })
-      assert.equal(bad.status, 400)
+      assert.match(await refusedPage(bad, 400, 'invalid_request'), /unexpected form encoding/)
       assert.deepEqual(counts(b), before)
 
       const done = await revoke(operator, { csrf, workload: 'agent-a' })
@@ -529,8 +531,7 @@ describe('admin console', () => {
       assert.doesNotMatch(opPage.html, /keys\/rotate/, 'no rotate form below the admin role')
       let before = counts(b)
       const refused = await rotate(operator, { csrf: opPage.csrf })
-      assert.equal(refused.status, 403)
-      assert.match(await refused.text(), /needs admin/)
+      assert.match(await refusedPage(refused, 403, 'insufficient_scope'), /needs admin/)
       assertRefusedAndAudited(b, before, { action: 'admin.refuse', error: 'insufficient_scope', reason: /^admin:ops-1 \(operator\) may not POST \/admin\/keys\/rotate \(console\): it needs admin$/ })
       assert.deepEqual(keyRows(), rowsBefore)
 
@@ -540,11 +541,10 @@ describe('admin console', () => {
       assert.match(html, /<input id="force" name="force" type="checkbox" value="true"\/>/)
       before = counts(b)
       const early = await rotate(admin, { csrf })
-      assert.equal(early.status, 409)
       assert.equal(early.headers.get('retry-after'), '300')
-      assert.match(await early.text(), /the next key has been published for less than 300 s; retry in 300 s or force it/)
-      for (const fields of [{ csrf, force: 'yes' }, { csrf, force: '' }]) assert.equal((await rotate(admin, fields)).status, 400)
-      assert.equal((await rotate(admin, { force: 'true' })).status, 403)
+      assert.match(await refusedPage(early, 409, 'rotation_too_early'), /the next key has been published for less than 300 s; retry in 300 s or force it/)
+      for (const fields of [{ csrf, force: 'yes' }, { csrf, force: '' }]) assert.match(await refusedPage(await rotate(admin, fields), 400, 'invalid_request'), /&quot;force&quot; must be true or absent/)
+      assert.match(await refusedPage(await rotate(admin, { force: 'true' }), 403, 'invalid_request'), /did not come from this console/)
       assert.deepEqual(counts(b), before)
       assert.deepEqual(keyRows(), rowsBefore)
 
@@ -643,10 +643,8 @@ describe('admin console', () => {
 
         const before = counts(b)
         const full = await follow(cookie)
-        assert.equal(full.res.status, 503)
         assert.equal(full.res.headers.get('retry-after'), '5')
-        assert.match(full.res.headers.get('content-type') ?? '', /text\/html/)
-        assert.match(await full.res.text(), /the server is busy; retry later/)
+        assert.match(await refusedPage(full.res, 503, 'temporarily_unavailable'), /the server is busy; retry later/)
         assert.deepEqual(counts(b), before)
 
         // The sign-in lapses: the next heartbeat ends the stream, and its place is free again.

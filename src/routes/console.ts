@@ -122,7 +122,7 @@ export function consoleRoutes(deps: Deps, options: ConsoleOptions = {}) {
       const retry = e.headers?.['Retry-After']
       if (retry !== undefined) c.header('Retry-After', retry)
       const title = e.status === 403 ? 'Not allowed' : e.status === 404 ? 'No such task' : 'This cannot be done'
-      return pageResponse(c, ErrorPage({ status: e.status, title, message: e.description }), { status: e.status })
+      return pageResponse(c, ErrorPage({ status: e.status, title, message: e.description, code: e.code }), { status: e.status })
     }
     throw e
   }
