@@ -479,5 +479,26 @@ describe('approvals', () => {
       assert.equal(await c, 'closed')
       assert.equal(await waiters.wait('t1', 30_000), 'closed', 'after close, answered at once')
     })
+
+    it('subscribers hear of every notification and of the close; a failing one spoils nothing', async () => {
+      const waiters = createApprovalWaiters()
+      const heard: string[] = []
+      const listener = { changed: (id: string) => void heard.push(id), closed: () => void heard.push('closed') }
+      const unsubscribe = waiters.subscribe(listener)
+      waiters.subscribe({ changed: () => { throw new Error('a stream gone') }, closed: () => {} })
+      const held = waiters.wait('t1', 30_000)
+      waiters.notify('t1')
+      assert.equal(await held, 'decided', 'the waiter is woken despite the failing subscriber')
+      waiters.notify('t2')
+      assert.deepEqual(heard, ['t1', 't2'])
+      unsubscribe()
+      waiters.notify('t3')
+      assert.deepEqual(heard, ['t1', 't2'], 'unsubscribed')
+      waiters.subscribe(listener)
+      waiters.close()
+      assert.deepEqual(heard, ['t1', 't2', 'closed'])
+      waiters.subscribe(listener)
+      assert.deepEqual(heard, ['t1', 't2', 'closed', 'closed'], 'after close, told at once')
+    })
   })
 })

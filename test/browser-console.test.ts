@@ -1,8 +1,10 @@
 /**
  * The admin console in a real browser (headless Chromium, test/browser.ts), against the broker on
  * a real 127.0.0.1 port: sign in with the admin key, approve a task awaiting approval, revoke
- * another, then sign out; the effects are checked in the store and through the admin API. No page
- * raises a console error or a CSP violation.
+ * another, filter by status and by workload, open a task's page and read its timeline, watch a
+ * task opened through the API appear on the live page without a reload, then sign out; the effects
+ * are checked in the store and through the admin API. No page raises a console error or a CSP
+ * violation (the live page's script and event stream included).
  *
  * Screenshots go to a temp directory (printed) and, when `TASKPASS_SCREENSHOTS` names a
  * directory, there too — how the docs image is made:
@@ -49,8 +51,8 @@ describe('the admin console in Chromium', () => {
     if (extra) await copyFile(path, join(extra, name))
   }
 
-  async function open(purpose: string, resource: string, scopes: string[]): Promise<string> {
-    const res = await openTask(broker, { purpose, resources: [{ resource, scopes }] })
+  async function open(purpose: string, resource: string, scopes: string[], agent = 'a'): Promise<string> {
+    const res = await openTask(broker, { purpose, resources: [{ resource, scopes }] }, { svid: await broker.svid(agent) })
     assert.equal(res.status, 201)
     return ((await res.json()) as { task_id: string }).task_id
   }
@@ -62,7 +64,7 @@ describe('the admin console in Chromium', () => {
     return tasks.find((t) => t.task_id === id)!
   }
 
-  it('sign in with the admin key, approve a pending task, revoke another, sign out', async () => {
+  it('sign in with the admin key, approve a pending task, revoke another, filter, read a task\'s timeline, see a task arrive live, sign out', async () => {
     const pending = await open('Read my calendar for the planning meeting', CALENDAR, ['cal:read'])
     const active = await open('Summarise this week’s meeting notes', NOTES, ['notes:read'])
     const context = await chromium.browser.newContext({ viewport: { width: 1200, height: 1000 }, colorScheme: 'light', locale: 'en-US' })
@@ -120,6 +122,43 @@ describe('the admin console in Chromium', () => {
     assert.equal(await page.locator('tbody tr').count(), 1)
     assert.equal(await page.locator(`#task-${active}`).count(), 1)
 
+    // Filtered by workload: only agent-b's task (status back to all).
+    const other = await open('Tidy the shared notes', NOTES, ['notes:read'], 'b')
+    await page.goto(`${broker.url}/admin/console`)
+    await Promise.all([page.waitForURL((u) => u.searchParams.get('workload') === 'agent-b', { waitUntil: 'load' }), (async () => {
+      await page.getByLabel('Workload').selectOption('agent-b')
+      await page.getByRole('button', { name: 'Filter' }).click()
+    })()])
+    assert.equal(await page.locator('tbody tr').count(), 1)
+    assert.equal(await page.locator(`#task-${other}`).count(), 1)
+    assert.deepEqual(problems, [], 'console filtered by workload')
+
+    // A task's page: its facts and its timeline, newest last.
+    await Promise.all([page.waitForURL((u) => u.pathname === '/admin/console'.concat('/tasks/', pending), { waitUntil: 'load' }), page.goto(`${broker.url}/admin/console`).then(() => page.getByRole('link', { name: pending }).click())])
+    await page.getByRole('heading', { name: 'Timeline' }).waitFor()
+    const steps = await page.locator('#timeline tbody tr td:nth-child(2)').allTextContents()
+    assert.deepEqual(steps, ['task.open', 'task.approve'])
+    assert.match((await page.locator('#facts').textContent()) ?? '', /Statusactive/)
+    await screenshot(page, 'console-task.png')
+    assert.deepEqual(problems, [], 'task page')
+
+    // The live page: a task opened through the API while it is open shows up without a reload.
+    await page.getByRole('link', { name: 'Live' }).click()
+    await page.getByRole('heading', { name: 'Live tasks' }).waitFor()
+    await page.locator('#live-state', { hasText: 'Live:' }).waitFor()
+    await page.evaluate(() => Object.assign(window, { notReloaded: true }))
+    const arriving = await open('Draft the weekly summary', NOTES, ['notes:write'])
+    await page.locator(`#task-${arriving}`).waitFor()
+    assert.equal(await page.locator('#live-tasks tbody tr').first().getAttribute('id'), `task-${arriving}`, 'at the top')
+    assert.match((await page.locator(`#task-${arriving}`).textContent()) ?? '', /Draft the weekly summary.*active/)
+    assert.equal(await page.evaluate(() => (window as unknown as { notReloaded?: boolean }).notReloaded), true, 'no reload')
+    // A change of status arrives too.
+    assert.equal((await fetch(`${broker.url}/admin/tasks/${arriving}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}` } })).status, 200)
+    await page.locator(`#task-${arriving} .status-revoked`).waitFor()
+    assert.deepEqual(problems, [], 'live page (its script, its event stream)')
+    await page.reload({ waitUntil: 'load' })
+    assert.equal(await page.locator(`#task-${arriving} .status-revoked`).count(), 1, 'a reload shows the same')
+
     await Promise.all([page.waitForURL((u) => u.pathname === '/admin/console' && u.search === '', { waitUntil: 'load' }), page.getByRole('button', { name: 'Sign out' }).click()])
     await page.getByLabel('Admin API key').waitFor()
     assert.deepEqual(await context.cookies(), [])
@@ -128,7 +167,9 @@ describe('the admin console in Chromium', () => {
   })
 
   it('the screenshot was written', async () => {
-    assert.ok((await stat(join(shots, 'console.png'))).size > 1000)
-    if (extra) assert.ok((await stat(join(extra, 'console.png'))).size > 1000, `${extra}/console.png`)
+    for (const name of ['console.png', 'console-task.png']) {
+      assert.ok((await stat(join(shots, name))).size > 1000)
+      if (extra) assert.ok((await stat(join(extra, name))).size > 1000, `${extra}/${name}`)
+    }
   })
 })

@@ -16,6 +16,12 @@ export interface PageResponseOptions {
    * (CSP3 §6.3.1, "navigation response"), so without it the 303 back to the client is blocked.
    */
   formActions?: readonly string[] | undefined
+  /**
+   * The page loads the broker's own scripts (`script-src 'self'`) and they may connect back to it
+   * (`connect-src 'self'`, an EventSource): only the console's live page does. Every other page
+   * has no script at all.
+   */
+  scripts?: boolean | undefined
 }
 
 /**
@@ -36,14 +42,16 @@ export function formActionSource(url: string): string {
 }
 
 /**
- * The Content-Security-Policy of every page: nothing but the stylesheet loads, no script at all,
+ * The Content-Security-Policy of every page: nothing but the stylesheet loads, no script at all
+ * (unless `scripts`: then the broker's own, same-origin, and their connections back to it),
  * forms post to 'self' (and `formActions`), the page cannot be framed (clickjacking of the
  * consent button; MCP security best practices) and cannot rebase its relative URLs.
  */
-export function pageCsp(formActions: readonly string[] = []): string {
+export function pageCsp(formActions: readonly string[] = [], scripts = false): string {
   const sources = ["'self'", ...new Set(formActions.map(formActionSource))]
   return [
     "default-src 'none'",
+    ...(scripts ? ["script-src 'self'", "connect-src 'self'"] : []),
     "style-src 'self'",
     "img-src 'self'",
     `form-action ${sources.join(' ')}`,
@@ -58,7 +66,7 @@ export function pageCsp(formActions: readonly string[] = []): string {
  * URL may carry an authorization request), `no-store` (pages show CSRF tokens and who is signed in).
  */
 export async function pageResponse(c: Context, page: JSX.Element, options: PageResponseOptions = {}): Promise<Response> {
-  const csp = pageCsp(options.formActions)
+  const csp = pageCsp(options.formActions, options.scripts)
   // A JSX node renders when stringified; an async component makes that a promise, hence the awaits.
   const node = await page
   const html = await (node as { toString(): string | Promise<string> }).toString()

@@ -1,10 +1,15 @@
 /**
- * The admin console: sign-in with an admin API key, then the tasks (approve, deny, revoke), the
- * signing keys and the audit chain. Like every page, a function of its props, with no script.
+ * The admin console: sign-in with an admin API key, then the tasks (approve, deny, revoke), a
+ * task's page with its timeline, the signing keys (rotate), the audit chain, the workloads and
+ * resources, and a live task list. Like every page, a function of its props; only the live list
+ * loads a script (src/pages/console-live.ts), and it works without it.
  */
+import type { Child } from 'hono/jsx'
 import { Layout, SignedInHeader } from './layout.js'
 import { safeUrl, untilText } from './format.js'
+import type { TimelineEntry } from '../tasks/evidence.js'
 import type { TaskResource } from '../tasks/lifecycle.js'
+import { CONSOLE_LIVE_JS_PATH, CONSOLE_LIVE_JS_VERSION } from './console-live.js'
 
 export interface ConsoleSignInProps {
   action: string
@@ -32,11 +37,15 @@ export interface ConsolePageProps {
   /** The action forms post to `${taskAction}/${id}/{approve|deny|revoke}`. */
   taskAction: string
   signOutAction: string
-  /** The status the list is filtered by (`''`: all), and the choices. */
-  status: string
+  /** What the list is filtered by (`''`: any), and the choices: statuses, configured workloads and resources. */
+  filter: { status: string; user: string; workload: string; resource: string }
   statuses: readonly string[]
+  workloads: readonly string[]
+  resources: readonly string[]
   tasks: ConsoleTaskRow[]
   keys: { kid: string; state: string }[]
+  /** Where the rotate form posts, when the admin may rotate keys (the admin role); else no form. */
+  rotateAction?: string | undefined
   audit: { ok: boolean; rows: number; head: string | null; firstBad?: { id: number; problem: string; detail: string } | undefined }
   now: number
   notice?: string | undefined
@@ -79,20 +88,37 @@ function Access({ resources }: { resources: TaskResource[] }) {
   )
 }
 
-function Actions({ task, csrf, taskAction }: { task: ConsoleTaskRow; csrf: string; taskAction: string }) {
-  const action = (what: string) => safeUrl(`${taskAction}/${encodeURIComponent(task.taskId)}/${what}`, `${what} action`)
+/** Where a task's own page is. */
+export const taskPage = (taskAction: string, id: string) => `${taskAction}/${encodeURIComponent(id)}`
+
+/** The console's pages, linked from each of them. */
+export function ConsoleNav({ base, here }: { base: string; here: string }) {
+  const pages = [['Tasks', base], ['Live', `${base}/live`], ['Workloads', `${base}/workloads`], ['Resources', `${base}/resources`]] as const
+  return (
+    <nav class="inline console-nav" aria-label="Console">
+      {pages.map(([name, href]) => (href === here ? <strong aria-current="page">{name}</strong> : <a href={safeUrl(href, 'console link')}>{name}</a>))}
+    </nav>
+  )
+}
+
+function Actions({ task, csrf, taskAction, from }: { task: Pick<ConsoleTaskRow, 'taskId' | 'status'>; csrf: string; taskAction: string; from?: 'task' | undefined }) {
+  const action = (what: string) => safeUrl(`${taskPage(taskAction, task.taskId)}/${what}`, `${what} action`)
+  // The task's page asks to come back to it after the action; the list, to the list.
+  const back = from && <input type="hidden" name="from" value={from} />
   return (
     <>
       {task.status === 'pending_approval' && (
         <>
           <form method="post" action={action('approve')} class="stack">
             <input type="hidden" name="csrf" value={csrf} />
+            {back}
             <button type="submit" class="primary">
               Approve
             </button>
           </form>
           <form method="post" action={action('deny')} class="stack">
             <input type="hidden" name="csrf" value={csrf} />
+            {back}
             <label for={`reason-${task.taskId}`}>Reason</label>
             <input id={`reason-${task.taskId}`} name="reason" type="text" maxlength={500} required />
             <button type="submit" class="danger">
@@ -104,6 +130,7 @@ function Actions({ task, csrf, taskAction }: { task: ConsoleTaskRow; csrf: strin
       {(task.status === 'active' || task.status === 'pending_approval') && (
         <form method="post" action={action('revoke')} class="stack">
           <input type="hidden" name="csrf" value={csrf} />
+          {back}
           <button type="submit" class="danger">
             Revoke
           </button>
@@ -113,25 +140,39 @@ function Actions({ task, csrf, taskAction }: { task: ConsoleTaskRow; csrf: strin
   )
 }
 
+/** A filter's select: "all", the choices, and the current value even when it is not among them (a removed workload). */
+function Choice({ id, label, value, choices }: { id: string; label: string; value: string; choices: readonly string[] }) {
+  const all = value === '' || choices.includes(value) ? choices : [...choices, value]
+  return (
+    <>
+      <label for={id}>{label}</label>{' '}
+      <select id={id} name={id}>
+        <option value="" selected={value === ''}>
+          all
+        </option>
+        {all.map((v) => (
+          <option value={v} selected={value === v}>
+            {v}
+          </option>
+        ))}
+      </select>
+    </>
+  )
+}
+
 /** The console: tasks newest first (filtered by status), signing keys, audit chain. */
 export function ConsolePage(props: ConsolePageProps) {
-  const { admin, csrf, mayAct, taskAction, signOutAction, status, statuses, tasks, keys, audit, now, notice } = props
+  const { admin, csrf, mayAct, taskAction, signOutAction, filter, statuses, workloads, resources, tasks, keys, rotateAction, audit, now, notice } = props
   return (
     <Layout title="Admin console" wide>
       <SignedInHeader title="Admin console" who={`admin:${admin.id}`} detail={admin.role} csrf={csrf} signOutAction={signOutAction} notice={notice} />
+      <ConsoleNav base="/admin/console" here="/admin/console" />
       <h2>Tasks</h2>
-      <form method="get" action={safeUrl('/admin/console', 'filter action')} class="inline">
-        <label for="status">Status</label>{' '}
-        <select id="status" name="status">
-          <option value="" selected={status === ''}>
-            all
-          </option>
-          {statuses.map((s) => (
-            <option value={s} selected={status === s}>
-              {s}
-            </option>
-          ))}
-        </select>{' '}
+      <form method="get" action={safeUrl('/admin/console', 'filter action')} class="inline filters">
+        <Choice id="status" label="Status" value={filter.status} choices={statuses} />{' '}
+        <label for="user">User</label> <input id="user" name="user" type="text" maxlength={1024} value={filter.user} />{' '}
+        <Choice id="workload" label="Workload" value={filter.workload} choices={workloads} />{' '}
+        <Choice id="resource" label="Resource" value={filter.resource} choices={resources} />{' '}
         <button type="submit" class="secondary">
           Filter
         </button>
@@ -160,7 +201,9 @@ export function ConsolePage(props: ConsolePageProps) {
             <tbody>
               {tasks.map((task) => (
                 <tr id={`task-${task.taskId}`}>
-                  <td class="url">{task.taskId}</td>
+                  <td class="url">
+                    <a href={safeUrl(taskPage(taskAction, task.taskId), 'task link')}>{task.taskId}</a>
+                  </td>
                   <td>{task.user}</td>
                   <td>
                     {task.workload}
@@ -198,6 +241,17 @@ export function ConsolePage(props: ConsolePageProps) {
           </li>
         ))}
       </ul>
+      {rotateAction && (
+        <form method="post" action={safeUrl(rotateAction, 'rotate action')} class="inline">
+          <input type="hidden" name="csrf" value={csrf} />
+          <label class="check">
+            <input id="force" name="force" type="checkbox" value="true" /> Force, even if verifiers may not have seen the next key yet
+          </label>{' '}
+          <button type="submit" class="secondary">
+            Rotate signing keys
+          </button>
+        </form>
+      )}
       <h2>Audit chain</h2>
       {audit.ok ? (
         <p class="notice" id="audit-status">
@@ -209,5 +263,281 @@ export function ConsolePage(props: ConsolePageProps) {
         </p>
       )}
     </Layout>
+  )
+}
+
+/** What every signed-in console page shows at its top. */
+export interface ConsoleFrameProps {
+  admin: { id: string; role: string }
+  csrf: string
+  signOutAction: string
+  notice?: string | undefined
+}
+
+function ConsoleFrame({ title, here, frame, script, children }: { title: string; here: string; frame: ConsoleFrameProps; script?: string | undefined; children?: Child }) {
+  return (
+    <Layout title={`${title} · Admin console`} wide script={script}>
+      <SignedInHeader title={title} who={`admin:${frame.admin.id}`} detail={frame.admin.role} csrf={frame.csrf} signOutAction={frame.signOutAction} notice={frame.notice} />
+      <ConsoleNav base="/admin/console" here={here} />
+      {children}
+    </Layout>
+  )
+}
+
+export interface ConsoleTaskPageProps extends ConsoleFrameProps {
+  mayAct: boolean
+  taskAction: string
+  task: Pick<ConsoleTaskRow, 'taskId' | 'status' | 'resources'>
+  /** The task's facts, in order: label and value. */
+  facts: [string, string][]
+  /** The session the task is bound to, when it is: the revoke-session form posts it to `sessionAction`. */
+  session?: { issuer: string; sid: string } | undefined
+  sessionAction: string
+  /** Oldest first: newest last. */
+  timeline: TimelineEntry[]
+  /** Set when retention has pruned the oldest audit rows: the story may be incomplete. */
+  retention?: string | undefined
+}
+
+const instant = (at: number) => `${new Date(at * 1000).toISOString().slice(0, 19).replace('T', ' ')} UTC`
+
+/** A task's page: its facts, the actions the role allows, and its timeline, newest last. */
+export function ConsoleTaskPage(props: ConsoleTaskPageProps) {
+  const { mayAct, taskAction, task, facts, session, sessionAction, timeline, retention, csrf } = props
+  return (
+    <ConsoleFrame title="Task" here="" frame={props}>
+      <h2 class="url">{task.taskId}</h2>
+      <dl class="facts" id="facts">
+        {facts.map(([label, value]) => (
+          <>
+            <dt>{label}</dt>
+            <dd>{value}</dd>
+          </>
+        ))}
+        <dt>Access</dt>
+        <dd>
+          <Access resources={task.resources} />
+        </dd>
+      </dl>
+      {mayAct && (
+        <div class="actions" id="task-actions">
+          <Actions task={task} csrf={csrf} taskAction={taskAction} from="task" />
+          {session && (
+            <form method="post" action={safeUrl(sessionAction, 'session action')} class="stack">
+              <input type="hidden" name="csrf" value={csrf} />
+              <input type="hidden" name="issuer" value={session.issuer} />
+              <input type="hidden" name="sid" value={session.sid} />
+              <input type="hidden" name="task" value={task.taskId} />
+              <button type="submit" class="danger">
+                Revoke the user's session
+              </button>
+            </form>
+          )}
+        </div>
+      )}
+      <h2>Timeline</h2>
+      {retention && (
+        <p class="warning" role="note">
+          {retention}
+        </p>
+      )}
+      <div class="table">
+        <table id="timeline">
+          <thead>
+            <tr>
+              <th scope="col">When</th>
+              <th scope="col">What</th>
+              <th scope="col">Outcome</th>
+              <th scope="col">Detail</th>
+            </tr>
+          </thead>
+          <tbody>
+            {timeline.map((e) => (
+              <tr>
+                <td class="nowrap">{instant(e.at)}</td>
+                <td class="nowrap">{e.what}</td>
+                <td>{e.outcome ?? ''}</td>
+                <td>{e.detail}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+    </ConsoleFrame>
+  )
+}
+
+export interface ConsoleWorkloadRow {
+  id: string
+  enabled: boolean
+  /** How it proves who it is: `attestation by <issuer>`, or `OAuth client <client id rule>`. */
+  attests: string
+  grants: { resource: string; scopes: string[] }[]
+  requireDpop: boolean
+  delegateTo: string[]
+}
+
+export interface ConsoleWorkloadsPageProps extends ConsoleFrameProps {
+  workloads: ConsoleWorkloadRow[]
+  /** Where the revoke-open-tasks form posts, when the admin may act (operator or above). */
+  revokeAction?: string | undefined
+}
+
+const yesNo = (b: boolean) => (b ? 'yes' : 'no')
+
+/** The configured workloads, as the broker reads them now. */
+export function ConsoleWorkloadsPage(props: ConsoleWorkloadsPageProps) {
+  const { workloads, revokeAction, csrf } = props
+  return (
+    <ConsoleFrame title="Workloads" here="/admin/console/workloads" frame={props}>
+      {workloads.length === 0 ? (
+        <p>No workloads are configured.</p>
+      ) : (
+        <div class="table">
+          <table id="workloads">
+            <thead>
+              <tr>
+                <th scope="col">Workload</th>
+                <th scope="col">Enabled</th>
+                <th scope="col">Attests as</th>
+                <th scope="col">Grants</th>
+                <th scope="col">DPoP required</th>
+                <th scope="col">Delegates to</th>
+                {revokeAction && (
+                  <th scope="col">
+                    <span class="visually-hidden">Actions</span>
+                  </th>
+                )}
+              </tr>
+            </thead>
+            <tbody>
+              {workloads.map((w) => (
+                <tr id={`workload-${w.id}`}>
+                  <td class="url">{w.id}</td>
+                  <td>{yesNo(w.enabled)}</td>
+                  <td class="url">{w.attests}</td>
+                  <td>
+                    <Access resources={w.grants} />
+                  </td>
+                  <td>{yesNo(w.requireDpop)}</td>
+                  <td>{w.delegateTo.length ? w.delegateTo.join(' ') : 'none'}</td>
+                  {revokeAction && (
+                    <td>
+                      <form method="post" action={safeUrl(revokeAction, 'revoke action')} class="stack">
+                        <input type="hidden" name="csrf" value={csrf} />
+                        <input type="hidden" name="workload" value={w.id} />
+                        <button type="submit" class="danger">
+                          Revoke its open tasks
+                        </button>
+                      </form>
+                    </td>
+                  )}
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </ConsoleFrame>
+  )
+}
+
+export interface ConsoleResourceRow {
+  uri: string
+  scopes: string[]
+  requireApproval: boolean
+  requireDpop: boolean
+  maxTokensPerTask?: number | undefined
+}
+
+/** The registered resources, as the broker reads them now. */
+export function ConsoleResourcesPage(props: ConsoleFrameProps & { resources: ConsoleResourceRow[] }) {
+  return (
+    <ConsoleFrame title="Resources" here="/admin/console/resources" frame={props}>
+      {props.resources.length === 0 ? (
+        <p>No resources are registered.</p>
+      ) : (
+        <div class="table">
+          <table id="resources">
+            <thead>
+              <tr>
+                <th scope="col">Resource</th>
+                <th scope="col">Scopes</th>
+                <th scope="col">Approval required</th>
+                <th scope="col">DPoP required</th>
+                <th scope="col">Tokens per task</th>
+              </tr>
+            </thead>
+            <tbody>
+              {props.resources.map((r) => (
+                <tr>
+                  <td class="url">{r.uri}</td>
+                  <td>{r.scopes.join(' ')}</td>
+                  <td>{yesNo(r.requireApproval)}</td>
+                  <td>{yesNo(r.requireDpop)}</td>
+                  <td>{r.maxTokensPerTask === undefined ? 'no bound' : String(r.maxTokensPerTask)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </ConsoleFrame>
+  )
+}
+
+/** A task as the live list shows it (and as its script receives it: the same fields). */
+export interface LiveTaskRow {
+  task_id: string
+  href: string
+  user: string
+  workload: string
+  purpose: string
+  status: string
+  ends: string
+}
+
+/**
+ * The live task list: the newest tasks, as a reload shows them; with its script, each task that
+ * opens or changes comes to the top as it happens (Server-Sent Events from `events`).
+ */
+export function ConsoleLivePage(props: ConsoleFrameProps & { tasks: LiveTaskRow[]; events: string }) {
+  return (
+    <ConsoleFrame title="Live tasks" here="/admin/console/live" frame={props} script={`${CONSOLE_LIVE_JS_PATH}?v=${CONSOLE_LIVE_JS_VERSION}`}>
+      <p class="muted" id="live-state" aria-live="polite">
+        The newest tasks as of this page's loading: reload to see later changes.
+      </p>
+      {props.tasks.length === 0 && <p id="live-empty">No tasks yet.</p>}
+      <div class="table">
+        <table id="live-tasks" data-events={safeUrl(props.events, 'events URL')}>
+          <thead>
+            <tr>
+              <th scope="col">Task</th>
+              <th scope="col">User</th>
+              <th scope="col">Workload / client</th>
+              <th scope="col">Purpose</th>
+              <th scope="col">Status</th>
+              <th scope="col">Ends</th>
+            </tr>
+          </thead>
+          <tbody>
+            {props.tasks.map((t) => (
+              <tr id={`task-${t.task_id}`}>
+                <td class="url">
+                  <a href={safeUrl(t.href, 'task link')}>{t.task_id}</a>
+                </td>
+                <td>{t.user}</td>
+                <td>{t.workload}</td>
+                <td>{t.purpose}</td>
+                <td class="nowrap">
+                  <span class={`status status-${t.status.replace(/[^a-z_-]/gi, '')}`}>{t.status}</span>
+                </td>
+                <td>{t.ends}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+    </ConsoleFrame>
   )
 }

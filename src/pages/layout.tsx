@@ -15,11 +15,13 @@ export interface LayoutProps {
   refresh?: { seconds: number; url: string } | undefined
   /** A wider card (the task table). */
   wide?: boolean | undefined
+  /** A same-origin script the page loads (deferred); the page works without it. Served with `scripts` in its CSP. */
+  script?: string | undefined
   children?: Child
 }
 
 /** The page frame: head, stylesheet, and the card the page's content sits in. */
-export function Layout({ title, refresh, wide, children }: LayoutProps) {
+export function Layout({ title, refresh, wide, script, children }: LayoutProps) {
   return (
     <html lang="en">
       <head>
@@ -29,6 +31,7 @@ export function Layout({ title, refresh, wide, children }: LayoutProps) {
         {refresh && <meta http-equiv="refresh" content={`${refresh.seconds};url=${safeUrl(refresh.url, 'refresh URL')}`} />}
         <title>{`${title} · taskpass`}</title>
         <link rel="stylesheet" href={`${PAGES_CSS_PATH}?v=${PAGES_CSS_VERSION}`} />
+        {script && <script src={safeUrl(script, 'script')} defer />}
       </head>
       <body>
         <main class={wide ? 'card wide' : 'card'}>

@@ -90,4 +90,6 @@ export interface ErrorPageProps {
   status: number
   title: string
   message: string
+  /** The error code (`OAuthErrorCode`), shown after the status where the reader is an operator (the console). */
+  code?: string | undefined
 }

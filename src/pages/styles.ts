@@ -78,6 +78,11 @@ ul.access .resource { display: block; }
 .status-active { color: #1a7f37; }
 .status-pending_approval { color: var(--warn-border); }
 .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
+.console-nav { display: flex; flex-wrap: wrap; gap: 1rem; margin: .5rem 0 1rem; }
+form.filters input[type=text], form.filters select { width: auto; max-width: 18rem; }
+.facts { display: grid; grid-template-columns: max-content 1fr; gap: .35rem 1rem; margin: 1rem 0; }
+.facts dt { color: var(--muted); }
+.facts dd { margin: 0; min-width: 0; overflow-wrap: anywhere; }
 `
 
 /**

@@ -1,14 +1,15 @@
 import { Hono, type Context } from 'hono'
 import type { Deps } from '../broker.js'
-import { invalidRequest, OAuthError } from '../errors.js'
+import { invalidRequest } from '../errors.js'
 import { parseBrokerSubject } from '../exchange/subject-token.js'
 import { adminAuth, requireRole, type AdminEnv } from '../http/admin-auth.js'
 import { noStore } from '../http/middleware.js'
-import { RotationTooEarly, rotateKeys } from '../keys/keyset.js'
+import { rotateSigningKeys } from '../keys/rotate.js'
 import { revokeKey } from '../keys/revoke.js'
 import type { ApprovalDecision } from '../tasks/approvals.js'
 import { viewAuditEvent } from '../store/audit-view.js'
 import { taskEvidence } from '../tasks/evidence.js'
+import type { TaskRow } from '../store/stores.js'
 import { endTask, viewTask } from '../tasks/lifecycle.js'
 import { decideAs } from './tasks.js'
 import { policyRoutes } from './policies.js'
@@ -21,8 +22,35 @@ const adminTaskQuery = z.strictObject({
   status: z.enum(['active', 'pending_approval', 'completed', 'revoked', 'denied', 'expired']).optional(),
   workload: z.string().min(1).max(2048).optional(),
   user: z.string().min(1).max(1024).optional(),
+  resource: z.string().min(1).max(2048).optional(),
   limit: z.string().regex(/^[0-9]{1,3}$/).transform(Number).pipe(z.number().int().min(1).max(500)).default(100),
 })
+
+/** What revoking a session names: the subject issuer and the session id (`POST /admin/sessions/revoke`, the console's form). */
+export const SESSION_REVOCATION = z.strictObject({ issuer: z.string().min(1).max(2048), sid: z.string().min(1).max(1024) })
+
+/** What a task listing's query says, checked: the admin API's and the console's filters. */
+export type TaskListQuery = z.infer<typeof adminTaskQuery>
+
+/** The filters of a task listing, and how a bad one is explained (both listings say the same). */
+export const TASK_QUERY_RULES = '"status" must be a task status; "workload" and "resource" 1 to 2048 characters, "user" 1 to 1024; "limit" an integer from 1 to 500'
+
+/** Checks a listing's query parameters (only those named by the schema); undefined when one is bad. */
+export function parseTaskListQuery(query: Record<string, string>): TaskListQuery | undefined {
+  const parsed = adminTaskQuery.safeParse(query)
+  return parsed.success ? parsed.data : undefined
+}
+
+/**
+ * The tasks a listing shows, newest first: by status, workload, user (as tokens name it: `sub`,
+ * with its issuer's prefix when there are several IdPs) and declared resource.
+ */
+export function listTasks(deps: Pick<Deps, 'stores' | 'config'>, q: TaskListQuery, now: number): TaskRow[] {
+  const owner = q.user === undefined ? undefined : parseBrokerSubject(deps.config.subjectIssuers, q.user)
+  // A user no subject issuer could have named has no tasks.
+  if (q.user !== undefined && !owner) return []
+  return deps.stores.tasks.list({ ...taskStatusFilter(q.status, now), workloadId: q.workload, user: owner && { issuer: owner.issuer, sub: owner.user }, resource: q.resource, limit: q.limit })
+}
 
 /** A task status the admin listings filter by (`expired` included, though it is derived). */
 export type TaskStatusFilter = NonNullable<z.infer<typeof adminTaskQuery>['status']>
@@ -53,39 +81,23 @@ export function adminRoutes(deps: Deps) {
     // The console authenticates its own way (a sealed cookie); every other /admin path needs the key.
     .use('/admin/*', noStore(), (c, next) => (isConsolePath(c.req.path) ? next() : auth(c, next)))
     .get('/admin/tasks', (c) => {
-      const parsed = adminTaskQuery.safeParse(c.req.query())
-      if (!parsed.success) throw invalidRequest('"status" must be a task status; "limit" an integer from 1 to 500')
-      const { status, workload, user, limit } = parsed.data
+      const q = parseTaskListQuery(c.req.query())
+      if (!q) throw invalidRequest(TASK_QUERY_RULES)
       const now = deps.clock.now()
-      const filter = taskStatusFilter(status, now)
-      // `user` is the user as tokens name it (`sub`, with its issuer's prefix when there are several IdPs).
-      const owner = user === undefined ? undefined : parseBrokerSubject(deps.config.subjectIssuers, user)
-      if (user !== undefined && !owner) return c.json({ tasks: [] })
-      const rows = deps.stores.tasks.list({ ...filter, workloadId: workload, user: owner && { issuer: owner.issuer, sub: owner.user }, limit })
-      return c.json({ tasks: rows.map((r) => viewTask(r, now)) })
+      return c.json({ tasks: listTasks(deps, q, now).map((r) => viewTask(r, now)) })
     })
     .post('/admin/tasks/:id/approve', operator, (c) => adminDecide(deps, c, 'approve'))
     .post('/admin/tasks/:id/deny', operator, (c) => adminDecide(deps, c, 'deny'))
     .post('/admin/tasks/:id/revoke', operator, (c) => c.json(endTask(deps, c.req.param('id'), 'revoked', { kind: 'admin', id: c.get('adminId') })))
     .post('/admin/sessions/revoke', operator, async (c) => {
-      const parsed = z.strictObject({ issuer: z.string().min(1).max(2048), sid: z.string().min(1).max(1024) }).safeParse(await parseJson(c))
+      const parsed = SESSION_REVOCATION.safeParse(await parseJson(c))
       if (!parsed.success) throw invalidRequest('body must be {"issuer": <subject issuer>, "sid": <session id>}')
       return c.json(revokeSession(deps, parsed.data.issuer, parsed.data.sid, `admin:${c.get('adminId')}`))
     })
     .post('/admin/keys/rotate', admin, async (c) => {
       const force = c.req.query('force')
       if (force !== undefined && force !== 'true' && force !== 'false') throw invalidRequest('"force" must be true or false')
-      let result
-      try {
-        result = await rotateKeys(deps.keyStore, { force: force === 'true' })
-      } catch (e) {
-        if (e instanceof RotationTooEarly) throw new OAuthError('rotation_too_early', 409, e.message, e.message, { 'Retry-After': String(e.waitSeconds) })
-        throw e
-      }
-      await deps.keys.reload()
-      const forced = force === 'true' ? ' (forced)' : ''
-      const warned = result.warning ? `; ${result.warning}` : ''
-      deps.stores.audit.insert({ at: deps.clock.now(), action: 'keys.rotate', decision: 'allow', reason: `rotated by admin:${c.get('adminId')}${forced}: ${result.retired} → ${result.current}${warned}` })
+      const result = await rotateSigningKeys(deps, { force: force === 'true' }, `admin:${c.get('adminId')}`)
       return c.json(result)
     })
     .post('/admin/keys/:kid/revoke', admin, async (c) => {

@@ -83,6 +83,8 @@ export interface Stores {
       expiry?: { now: number; expired: boolean } | undefined
       workloadId?: string | undefined
       user?: { issuer: string; sub: string } | undefined
+      /** Tasks that declared this resource URI (exactly). */
+      resource?: string | undefined
       limit: number
     }): TaskRow[]
   }
@@ -502,7 +504,7 @@ export function createStores(database: Database_): Stores {
       openWorkloadIds: () => openWorkloads.all().map((r) => r.workloadId),
       openRefs: () => openRefs.all(),
       pruneExpiredBefore: (before) => pruneTasks.run({ before }).changes,
-      list: ({ statuses, expiry, workloadId, user, limit }) =>
+      list: ({ statuses, expiry, workloadId, user, resource, limit }) =>
         db
           .select()
           .from(tasks)
@@ -512,6 +514,8 @@ export function createStores(database: Database_): Stores {
               expiry ? (expiry.expired ? expiredAt(expiry.now) : not(expiredAt(expiry.now))) : undefined,
               workloadId ? eq(tasks.workloadId, workloadId) : undefined,
               user ? and(eq(tasks.subjectIssuer, user.issuer), eq(tasks.userSub, user.sub)) : undefined,
+              // `resources` is the declared JSON `[{resource, scopes}]`: compared by equality, never as a pattern.
+              resource ? sql`exists (select 1 from json_each(${tasks.resources}) where json_extract(json_each.value, '$.resource') = ${resource})` : undefined,
             ),
           )
           .orderBy(desc(tasks.createdAt), desc(tasks.id))

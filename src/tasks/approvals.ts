@@ -114,6 +114,12 @@ export function auditDecisionRefused(deps: Pick<TaskDeps, 'stores' | 'clock'>, h
   })
 }
 
+/** Who hears of task changes through {@link ApprovalWaiters.subscribe}. */
+export interface TaskChangeListener {
+  changed(taskId: string): void
+  closed(): void
+}
+
 /** Why a wait ended. */
 export type WaitOutcome = 'decided' | 'timeout' | 'aborted' | 'closed' | 'full'
 
@@ -125,8 +131,17 @@ export interface ApprovalWaiters {
    * per-task bound is reached, so a flood of waits holds no more than the bound.
    */
   wait(taskId: string, ms: number, signal?: AbortSignal): Promise<WaitOutcome>
-  /** Wakes every wait on the task: called after a decision committed. */
+  /**
+   * Wakes every wait on the task: called after a decision, an ending or an opening committed.
+   * Every subscriber hears of it too.
+   */
   notify(taskId: string): void
+  /**
+   * Tells `listener` of every {@link notify} in this process — a task opened, decided or ended —
+   * and once that the waiters closed (the database is closing). Returns the unsubscribe. The
+   * console's live task list listens here.
+   */
+  subscribe(listener: TaskChangeListener): () => void
   /** Releases every wait (`closed`) and answers later ones at once: the broker is closing. */
   close(): void
   /** Waits held now. */
@@ -176,6 +191,7 @@ export function sqliteDecisionWatch(deps: Pick<TaskDeps, 'stores' | 'clock'> & {
 /** The in-process waiters; bounded by `limits` (default {@link WAITER_LIMITS}); `watch` adds other processes' decisions. */
 export function createApprovalWaiters(limits: { total: number; perTask: number } = WAITER_LIMITS, watch?: DecisionWatch): ApprovalWaiters {
   const byTask = new Map<string, Set<(outcome: WaitOutcome) => void>>()
+  const listeners = new Set<TaskChangeListener>()
   let held = 0
   let closed = false
   let poll: NodeJS.Timeout | undefined
@@ -231,10 +247,31 @@ export function createApprovalWaiters(limits: { total: number; perTask: number }
         set.add(finish)
       })
     },
-    notify: wake,
+    notify(taskId) {
+      wake(taskId)
+      for (const l of [...listeners]) {
+        try {
+          l.changed(taskId)
+        } catch {
+          // A listener's failure (a stream gone) is its own: the decision has committed regardless.
+        }
+      }
+    },
+    subscribe(listener) {
+      if (closed) {
+        listener.closed()
+        return () => {}
+      }
+      listeners.add(listener)
+      return () => void listeners.delete(listener)
+    },
     close() {
       closed = true
       for (const set of [...byTask.values()]) for (const finish of [...set]) finish('closed')
+      for (const l of [...listeners]) {
+        listeners.delete(l)
+        l.closed()
+      }
     },
     size: () => held,
   }

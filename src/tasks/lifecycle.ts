@@ -270,13 +270,15 @@ export function openTask(deps: TaskDeps, subject: Subject, actor: Actor, req: Ta
 }
 
 /** One durable write of a planned task and the audit row of its opening (`note`: e.g. `; implicit task`). */
-export function recordOpenedTask(deps: Pick<TaskDeps, 'stores'>, planned: ReturnType<typeof planTask>, subject: Subject, note = ''): void {
+export function recordOpenedTask(deps: Pick<TaskDeps, 'stores' | 'approvals'>, planned: ReturnType<typeof planTask>, subject: Subject, note = ''): void {
   const { row, reason, decidedBy } = planned
   const binding = row.dpopJkt ? `; DPoP-bound to ${row.dpopJkt}` : ''
   deps.stores.durably(() => {
     deps.stores.tasks.insert(row)
     deps.stores.audit.insert({ at: row.createdAt, action: 'task.open', decision: 'allow', reason: `${row.status}: ${reason}${binding}${note}`, userSub: subject.sub, workloadId: row.workloadId, taskId: row.id, ...decidedBy })
   })
+  // After the commit: whoever follows task changes (the console's live list) hears of it.
+  deps.approvals?.notify(row.id)
 }
 
 /** Writes the audit row of a refused task opening by an authenticated workload (an {@link OAuthError}; anything else is not a decision); `subject` when the session verified. */
@@ -398,3 +400,25 @@ export function endDescendants(deps: TaskDeps, id: string, now: number, reason: 
   return ended
 }
 
+/**
+ * Revokes every open task (active or pending, expired or not) of the workload `workloadId`, each
+ * through {@link endTask} by `caller` — durable, with its sub-tasks, tokens, feed event and audit
+ * row — in batches of 500 until none is left. Returns the workload's tasks revoked, newest first.
+ */
+export function revokeTasksOfWorkload(deps: TaskDeps, workloadId: string, caller: Caller): string[] {
+  const revoked: string[] = []
+  for (;;) {
+    const open = deps.stores.tasks.list({ statuses: ['active', 'pending_approval'], workloadId, limit: 500 })
+    if (open.length === 0) break
+    for (const t of open) {
+      try {
+        endTask(deps, t.id, 'revoked', caller)
+        revoked.push(t.id)
+      } catch (e) {
+        // Ended since the listing (by another process): what was wanted, and it is no longer listed.
+        if (!(e instanceof OAuthError && e.code === 'task_not_active')) throw e
+      }
+    }
+  }
+  return revoked
+}
