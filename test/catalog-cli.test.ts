@@ -54,7 +54,7 @@ describe('catalog CLI', () => {
     assert.deepEqual((JSON.parse(cli(dir, ['workloads', 'list']).stdout) as { items: { key: string }[] }).items.map((e) => e.key), ['demo-agent', 'demo-helper', 'mcp-clients'])
   })
 
-  it('refusals: exit 1 with the API\'s error line (problems naming the field), 64 for bad usage, and nothing stored', () => {
+  it('refusals: exit 1 with the API error line (problems naming the field), 64 for bad usage, and nothing stored', () => {
     const dir = mkdtempSync(join(tmpdir(), 'taskpass-catalog-cli-'))
     const bad = cli(dir, ['workloads', 'create', '-'], JSON.stringify({ id: 'x', attestation: { issuer: 'spiffe://dev.taskpass.local', subject: 'spiffe://dev.taskpass.local/agent/x' }, grants: [{ resource: 'https://nowhere.example/mcp', scopes: ['a'] }] }))
     assert.equal(bad.status, 1)

@@ -217,7 +217,8 @@ describe('the verifier kit, packed and installed into a fresh project', { timeou
   it('packs only the build, with jose its one dependency and the SDKs and hono optional peers', () => {
     const paths = packed.files.map((f) => f.path).sort()
     assert.ok(paths.includes('dist/index.js') && paths.includes('dist/index.d.ts'), paths.join(' '))
-    for (const p of paths) assert.ok(p.startsWith('dist/') || p === 'package.json' || p === 'README.md', `unexpected file in the package: ${p}`)
+    for (const p of paths) assert.ok(p.startsWith('dist/') || p === 'package.json' || p === 'README.md' || p === 'LICENSE', `unexpected file in the package: ${p}`)
+    assert.ok(paths.includes('LICENSE'), 'the license travels with the package')
     for (const entry of ['index', 'mcp-sdk-v1', 'mcp-sdk-v2', 'hono', 'dpop', 'cache', 'clock']) {
       assert.ok(paths.includes(`dist/${entry}.js`) && paths.includes(`dist/${entry}.d.ts`), entry)
     }
