@@ -22,6 +22,7 @@ import { openDatabase, type Database_ } from './store/db.js'
 import { createStores, type Stores } from './store/stores.js'
 import { createOwnTokenVerifier, type OwnTokenVerifier } from './tokens/own-token.js'
 import { createSealer, type Sealer } from './lib/seal.js'
+import { createFeedHub, type FeedHub } from './revocations/hub.js'
 import { sharedReplayCache } from './lib/shared-replay.js'
 import { createClientMetadataResolver, type ClientMetadataResolver } from './clients/metadata-document.js'
 import { createOidcLogin, type OidcLogin } from './login/oidc.js'
@@ -53,6 +54,8 @@ export interface Deps {
   authThrottle: AuthThrottle
   /** Prometheus metrics (prom-client), one registry per broker. */
   metrics: Metrics
+  /** The revocation feed's streams: each new event read once and queued for all of them. */
+  feedHub: FeedHub
   /** Requests held until a task's approval is decided (GET /tasks/{id}?wait=); released when the database closes. */
   approvals: ApprovalWaiters
   /** State the browser carries through the authorization-code flow, sealed under keys derived from the KEK. */
@@ -76,6 +79,12 @@ export interface Deps {
     install(config: Config, built: CatalogBuilt, revision: number): void
   }
 }
+
+/**
+ * The feed hub's bounds: rows read per query, and how many events a stream may have queued (its
+ * socket slower than the events come) before it is told to reconnect.
+ */
+export const FEED_LIMITS = { page: 500, maxQueued: 10_000 }
 
 /** argon2id (the library default algorithm; left unset on purpose, see README). */
 export const argon2Hasher: Hasher = {
@@ -121,15 +130,18 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
   // Closing the database is how the broker closes (server stop, tests, the CLI): held waits are
   // answered first, so none outlives the store it would read.
   const approvals = createApprovalWaiters(WAITER_LIMITS, sqliteDecisionWatch({ database, stores, clock }))
+  const feedHub = createFeedHub(stores, FEED_LIMITS)
   const closeDatabase = database.close
   database.close = () => {
     approvals.close()
+    feedHub.close()
     closeDatabase()
   }
   const sealer = createSealer(opts.kek, clock)
   const deps: Deps = {
     ...built,
     approvals,
+    feedHub,
     sealer,
     clientMetadata: opts.clientMetadata ?? createClientMetadataResolver({ options: config.authorization.clientMetadata, clock, observeCache: metrics.cacheObserver('client_metadata') }),
     oidcLogin: createOidcLogin({ clock, timeout: config.remoteJwks.timeout, clockSkew: config.clockSkew }),

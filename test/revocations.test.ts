@@ -8,8 +8,9 @@ import { afterEach, beforeEach, describe, it } from 'node:test'
 import { serve } from '@hono/node-server'
 import { MAX_LEEWAY_SECONDS } from '@taskpass/verifier'
 import type { ConfigInput } from '../src/config.js'
+import { createFeedHub } from '../src/revocations/hub.js'
 import { revocationPruneHorizon, revocationRetentionSeconds } from '../src/store/retention.js'
-import { ADMIN_KEY, createTestBroker, NOTES, NOTES_SECRET, T0, USER_ISSUER, type TestBroker } from './harness.js'
+import { ADMIN_KEY, CALENDAR as CALENDAR_URI, createTestBroker, NOTES, NOTES_SECRET, T0, USER_ISSUER, type TestBroker } from './harness.js'
 
 const notesAuth = `Basic ${Buffer.from(`notes-mcp:${NOTES_SECRET}`).toString('base64')}`
 
@@ -356,4 +357,91 @@ describe('revocation feed: retention', () => {
       b.close()
     }
   })
+})
+
+describe('revocation feed: fan-out', () => {
+  it('each new event is read from the store once for every stream, not once per stream, and reaches all of them', async () => {
+    const b = await createTestBroker()
+    const streams: ReturnType<typeof sseMessages>[] = []
+    try {
+      for (let i = 0; i < 20; i++) {
+        const sse = sseMessages(await b.app.request('/revocations', { headers: sseHeaders() }))
+        assert.equal((await sse.next()).event, 'ready')
+        streams.push(sse)
+      }
+      // Every stream has caught up (its own read from its cursor): count the reads from now on.
+      await new Promise((r) => setImmediate(r))
+      const calls = { perStream: 0, shared: 0 }
+      const { list, listAll } = b.deps.stores.revocations
+      b.deps.stores.revocations.list = (...args) => (calls.perStream++, list(...args))
+      b.deps.stores.revocations.listAll = (...args) => (calls.shared++, listAll(...args))
+      for (let i = 0; i < 3; i++) insertTokenEvent(b, `fan-${i}`)
+      for (const sse of streams) {
+        const got = [await sse.next(), await sse.next(), await sse.next()]
+        assert.deepEqual(got.map((m) => m.data.jti), ['fan-0', 'fan-1', 'fan-2'])
+      }
+      assert.equal(calls.perStream, 0, 'no stream reads the store for itself once live')
+      assert.ok(calls.shared >= 1 && calls.shared <= 3, `the hub read ${calls.shared} time(s) for 3 events and 20 streams`)
+    } finally {
+      for (const s of streams) await s.close()
+      b.close()
+    }
+  })
+
+  it('a stream too far behind is told overflow and ends; reconnecting from its cursor it gets everything it missed', async () => {
+    const b = await createTestBroker()
+    b.deps.feedHub = createFeedHub(b.deps.stores, { page: 500, maxQueued: 5 })
+    try {
+      const slow = sseMessages(await b.app.request('/revocations', { headers: sseHeaders() }))
+      assert.equal((await slow.next()).event, 'ready')
+      await new Promise((r) => setImmediate(r))
+      // Six events at once: more than a stream may have queued.
+      for (let i = 0; i < 6; i++) insertTokenEvent(b, `burst-${i}`)
+      const told = await slow.next()
+      assert.equal(told.event, 'overflow')
+      assert.equal(told.data.cursor, '0')
+      await assert.rejects(slow.next(), /SSE stream ended/)
+      const again = sseMessages(await b.app.request('/revocations', { headers: sseHeaders({ 'last-event-id': String(told.data.cursor) }) }))
+      assert.equal((await again.next()).event, 'ready')
+      const caught: unknown[] = []
+      for (let i = 0; i < 6; i++) caught.push((await again.next()).data.jti)
+      assert.deepEqual(caught, ['burst-0', 'burst-1', 'burst-2', 'burst-3', 'burst-4', 'burst-5'])
+      await again.close()
+    } finally {
+      b.close()
+    }
+  })
+
+  it('the hub: a subscriber that does not keep up overflows alone; one that does gets every event, each read once', async () => {
+    const rows: { id: number; audiences: string }[] = []
+    let reads = 0
+    let notify: (() => void) | undefined
+    const fake = {
+      revocations: {
+        head: () => rows.length,
+        listAll: (after: number, limit: number) => (reads++, rows.filter((r) => r.id > after).slice(0, limit).map((r) => ({ ...r, at: 1, kind: 'token_revoked', taskId: null, jti: `j${r.id}`, sid: null, sub: null, subjectIssuer: null, kid: null, relevantUntil: 9 }))),
+        subscribe: (l: () => void) => ((notify = l), () => (notify = undefined)),
+      },
+    } as unknown as Parameters<typeof createFeedHub>[0]
+    const hub = createFeedHub(fake, { page: 500, maxQueued: 3 })
+    const fast = hub.subscribe(NOTES)
+    const slow = hub.subscribe(NOTES)
+    const other = hub.subscribe(CALENDAR_URI)
+    const got: number[] = []
+    for (let id = 1; id <= 6; id++) {
+      rows.push({ id, audiences: NOTES })
+      notify!()
+      assert.equal(await fast.next(1000), 'events')
+      got.push(...fast.take().map((e) => e.id))
+    }
+    assert.deepEqual(got, [1, 2, 3, 4, 5, 6])
+    assert.equal(reads, 6, 'one read per commit, whatever the number of subscribers')
+    assert.equal(await slow.next(1000), 'overflow')
+    assert.deepEqual(slow.take(), [])
+    assert.equal(await other.next(5), 'timeout', 'another audience hears nothing')
+    hub.close()
+    assert.equal(await fast.next(1000), 'closed')
+    assert.equal(notify, undefined, 'no subscribers: the hub stops listening')
+  })
+
 })

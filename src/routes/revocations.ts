@@ -13,7 +13,8 @@ const HEARTBEAT_MS = 15_000
 /**
  * GET /revocations — the revocation feed for registered resources (HTTP Basic, the introspection
  * credential). Poll with `?after=<cursor>`; or ask for `text/event-stream` and receive every
- * event after `Last-Event-ID` (or `after`) as it is committed, with a heartbeat comment. Both
+ * event after `Last-Event-ID` (or `after`) as it is committed, with a heartbeat comment; a stream
+ * that falls more than `FEED_LIMITS.maxQueued` events behind gets `overflow` and ends. Both
  * forms carry the feed's epoch and head (see {@link feedPosition}) so a verifier notices a
  * database that was replaced or restored.
  */
@@ -35,45 +36,44 @@ export function revocationRoutes(deps: Deps) {
 
     return streamSSE(c, async (stream) => {
       let cursor = after
-      // Set by every notification and cleared just before the table is read: a commit that lands
-      // while earlier events are still being written to a slow socket is read on the next pass,
-      // never left for the heartbeat.
-      let dirty = true
-      let wake: (() => void) | undefined
-      const unsubscribe = deps.stores.revocations.subscribe(() => {
-        dirty = true
-        wake?.()
-      })
+      // Registered before the catch-up reads, so nothing committed meanwhile falls between them.
+      const live = deps.feedHub.subscribe(resource.uri)
       deps.metrics.feedSubscribers.inc()
-      stream.onAbort(() => wake?.())
+      stream.onAbort(() => live.close())
       try {
         await stream.writeSSE({ event: 'ready', data: JSON.stringify({ cursor: String(cursor), ...feedPosition(deps.stores) }), retry: 1000 })
+        // Catch-up: what was committed before this stream joined, read for it alone.
+        for (;;) {
+          const events = readEvents(deps.stores, cursor, PAGE, resource.uri)
+          for (const e of events) {
+            await stream.writeSSE({ id: e.id, event: 'revocation', data: JSON.stringify(e) })
+            deps.metrics.feedEvents.inc({ mode: 'stream' })
+          }
+          if (events.length > 0) cursor = Number(events.at(-1)!.id)
+          if (events.length < PAGE || stream.aborted) break
+        }
+        // Live: the hub's queue, read once for all streams; ids at or before the cursor were sent already.
         while (!stream.aborted) {
-          if (dirty) {
-            dirty = false
-            for (;;) {
-              const events = readEvents(deps.stores, cursor, PAGE, resource.uri)
-              for (const e of events) {
-                await stream.writeSSE({ id: e.id, event: 'revocation', data: JSON.stringify(e) })
-                deps.metrics.feedEvents.inc({ mode: 'stream' })
-              }
-              if (events.length > 0) cursor = Number(events.at(-1)!.id)
-              if (events.length < PAGE) break
-            }
+          const why = await live.next(HEARTBEAT_MS)
+          if (why === 'closed') break
+          if (why === 'timeout') {
+            await stream.write(': heartbeat\n\n')
             continue
           }
-          const woke = await new Promise<boolean>((resolve) => {
-            const timer = setTimeout(() => resolve(false), HEARTBEAT_MS)
-            wake = () => {
-              clearTimeout(timer)
-              resolve(true)
-            }
-          })
-          wake = undefined
-          if (!woke && !stream.aborted) await stream.write(': heartbeat\n\n')
+          if (why === 'overflow') {
+            // Too far behind: end, so the client reconnects from its cursor (Last-Event-ID) and catches up.
+            await stream.writeSSE({ event: 'overflow', data: JSON.stringify({ cursor: String(cursor) }) })
+            break
+          }
+          for (const e of live.take()) {
+            if (e.id <= cursor) continue
+            await stream.writeSSE({ id: String(e.id), event: 'revocation', data: e.data })
+            deps.metrics.feedEvents.inc({ mode: 'stream' })
+            cursor = e.id
+          }
         }
       } finally {
-        unsubscribe()
+        live.close()
         deps.metrics.feedSubscribers.dec()
       }
     })

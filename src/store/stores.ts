@@ -151,6 +151,8 @@ export interface Stores {
     ofTask(taskId: string): RevocationEventRow[]
     /** Events after the cursor that concern `audience` (a resource URI), in order. */
     list(afterId: number, limit: number, audience: string): RevocationEventRow[]
+    /** Every event after the cursor, in order (the feed hub reads each new event once for all its subscribers). */
+    listAll(afterId: number, limit: number): RevocationEventRow[]
     /**
      * Calls `listener` whenever events were appended: by this process (deferred past the current
      * transaction), or by another process sharing the database (noticed by a head poll that runs
@@ -386,6 +388,7 @@ export function createStores(database: Database_): Stores {
     .orderBy(asc(revocationEvents.id))
     .limit(p('limit'))
     .prepare()
+  const listAllRevocations = db.select().from(revocationEvents).where(gt(revocationEvents.id, p('afterId'))).orderBy(asc(revocationEvents.id)).limit(p('limit')).prepare()
   const pruneRevocations = db.delete(revocationEvents).where(lt(revocationEvents.relevantUntil, p('before'))).prepare()
   // AUTOINCREMENT keeps the largest id ever used in sqlite_sequence: unlike max(id), pruning cannot lower it.
   const revocationHead = database.sqlite.prepare("select seq from sqlite_sequence where name = 'revocation_events'").pluck()
@@ -579,6 +582,7 @@ export function createStores(database: Database_): Stores {
       },
       ofTask: (taskId) => revocationsOfTask.all({ taskId }),
       list: (afterId, limit, audience) => listRevocations.all({ afterId, limit, audience }),
+      listAll: (afterId, limit) => listAllRevocations.all({ afterId, limit }),
       subscribe: (listener) => {
         listeners.add(listener)
         if (!headPoll) {
