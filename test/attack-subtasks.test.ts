@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto'
 import { describe, it } from 'node:test'
 import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT } from 'jose'
 import { toolsInToken } from '@taskpass/verifier'
-import { revokeTasksOutsideCatalog } from '../src/tasks/retirement.js'
+import { revokeTasksOutsideCatalog } from '../src/catalog/retirement.js'
 import { ADMIN_KEY, assertRefusedAndAudited, counts, JWT_TYPE, NOTES, openTask, TOKEN_EXCHANGE, withBroker, type TestBroker } from './harness.js'
 import { childExchange, delegating, errorOf, introspect, openedSubtask, PARENT_RESOURCES, parentTask, subtask, TASK_TYPE, tokenOf, type TaskView } from './subtask-fixtures.js'
 

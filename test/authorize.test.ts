@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { randomUUID } from 'node:crypto'
 import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT } from 'jose'
+import { revokeTasksOutsideCatalog } from '../src/catalog/retirement.js'
 import { csrfToken } from '../src/http/pages.js'
 import { counts, NOTES, withBroker, type TestBroker } from './harness.js'
 import { authorizeQuery, browserFlowConfig, CLIENT_ID, devSignIn, fixedClients, formsOf, pkce, REDIRECT_URI, setField, TestBrowser } from './authorize-fixtures.js'
@@ -282,6 +283,20 @@ describe('authorization_code grant refusals', () => {
       assert.equal(counts(b).tokens, before.tokens)
       assert.equal(counts(b).revocation_events, before.revocation_events + 1)
       // Its refresh token died with the task.
+      const r = await b.post('/token', { grant_type: 'refresh_token', refresh_token: first.refresh_token!, client_id: CLIENT_ID })
+      assert.equal(await error(r), 'invalid_grant')
+    }))
+
+  it('a client its workload no longer admits: its tasks end with the catalog change, the refresh token dies with them', () =>
+    withBroker(opts(), async (b) => {
+      const { verifier, challenge } = pkce()
+      const first = (await (await redeem(b, await issued(b, authorizeQuery(challenge)), verifier)).json()) as Record<string, string>
+      const other = revokeTasksOutsideCatalog(b.deps, 'config')
+      assert.deepEqual(other, [], 'nothing changed: nothing ended')
+      const narrowed = b.deps.config.workloads.map((w) => (w.oauthClient ? { ...w, oauthClient: { ...w.oauthClient, clientId: 'https://another.example/client.json' } } : w))
+      const revoked = revokeTasksOutsideCatalog({ ...b.deps, config: { ...b.deps.config, workloads: narrowed } }, 'config')
+      assert.deepEqual(revoked, [first.task_id])
+      assert.match(String(b.deps.stores.tasks.get(first.task_id!)!.endReason), /client https:\/\/client\.test\.example\/oauth\/client\.json no longer one of workload mcp-clients's/)
       const r = await b.post('/token', { grant_type: 'refresh_token', refresh_token: first.refresh_token!, client_id: CLIENT_ID })
       assert.equal(await error(r), 'invalid_grant')
     }))

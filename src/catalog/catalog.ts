@@ -4,7 +4,7 @@ import type { Deps } from '../broker.js'
 import { ADMIN_ROLES, ConfigError, objectSchemas, type Config } from '../config.js'
 import { conflict, InvalidObject, notFound } from '../errors.js'
 import type { CatalogRow } from '../store/stores.js'
-import { revokeTasksOutsideCatalog } from '../tasks/retirement.js'
+import { revokeTasksOutsideCatalog } from './retirement.js'
 import { effectiveConfig } from './effective.js'
 import { KINDS, redact, type CatalogKind } from './kinds.js'
 

@@ -19,7 +19,7 @@ export type AuthorizationCodeRow = typeof authorizationCodes.$inferSelect
 export type RefreshTokenRow = typeof refreshTokens.$inferSelect
 export type CatalogRow = typeof catalogObjects.$inferSelect
 /** What a catalog change checks its open tasks against: each open task's workload, user's issuer and resources. */
-export type OpenTaskRef = Pick<TaskRow, 'id' | 'workloadId' | 'subjectIssuer' | 'resources'>
+export type OpenTaskRef = Pick<TaskRow, 'id' | 'workloadId' | 'subjectIssuer' | 'resources' | 'clientId'>
 
 /** `broker_meta` name of the audit chain's anchor: the hash of the last row retention removed. */
 const AUDIT_ANCHOR = 'audit_chain_anchor'
@@ -284,7 +284,7 @@ export function createStores(database: Database_): Stores {
     .where(sql`${tasks.status} in ('active', 'pending_approval')`)
     .prepare()
   const openRefs = db
-    .select({ id: tasks.id, workloadId: tasks.workloadId, subjectIssuer: tasks.subjectIssuer, resources: tasks.resources })
+    .select({ id: tasks.id, workloadId: tasks.workloadId, subjectIssuer: tasks.subjectIssuer, resources: tasks.resources, clientId: tasks.clientId })
     .from(tasks)
     .where(sql`${tasks.status} in ('active', 'pending_approval')`)
     .prepare()
