@@ -5,7 +5,7 @@
  * loads a script (src/pages/console-live.ts), and it works without it.
  */
 import type { Child } from 'hono/jsx'
-import { Layout, SignedInHeader } from './layout.js'
+import { ActionForm, ActionsHeader, DataTable, Layout, SignedInHeader } from './layout.js'
 import { safeUrl, untilText } from './format.js'
 import type { TimelineEntry } from '../tasks/evidence.js'
 import type { TaskResource } from '../tasks/lifecycle.js'
@@ -102,40 +102,21 @@ export function ConsoleNav({ base, here }: { base: string; here: string }) {
 }
 
 function Actions({ task, csrf, taskAction, from }: { task: Pick<ConsoleTaskRow, 'taskId' | 'status'>; csrf: string; taskAction: string; from?: 'task' | undefined }) {
-  const action = (what: string) => safeUrl(`${taskPage(taskAction, task.taskId)}/${what}`, `${what} action`)
+  const action = (what: string) => `${taskPage(taskAction, task.taskId)}/${what}`
   // The task's page asks to come back to it after the action; the list, to the list.
-  const back = from && <input type="hidden" name="from" value={from} />
+  const back = from ? [{ name: 'from', value: from }] : []
   return (
     <>
       {task.status === 'pending_approval' && (
         <>
-          <form method="post" action={action('approve')} class="stack">
-            <input type="hidden" name="csrf" value={csrf} />
-            {back}
-            <button type="submit" class="primary">
-              Approve
-            </button>
-          </form>
-          <form method="post" action={action('deny')} class="stack">
-            <input type="hidden" name="csrf" value={csrf} />
-            {back}
+          <ActionForm action={action('approve')} what="approve" csrf={csrf} hidden={back} label="Approve" kind="primary" />
+          <ActionForm action={action('deny')} what="deny" csrf={csrf} hidden={back} label="Deny">
             <label for={`reason-${task.taskId}`}>Reason</label>
             <input id={`reason-${task.taskId}`} name="reason" type="text" maxlength={500} required />
-            <button type="submit" class="danger">
-              Deny
-            </button>
-          </form>
+          </ActionForm>
         </>
       )}
-      {(task.status === 'active' || task.status === 'pending_approval') && (
-        <form method="post" action={action('revoke')} class="stack">
-          <input type="hidden" name="csrf" value={csrf} />
-          {back}
-          <button type="submit" class="danger">
-            Revoke
-          </button>
-        </form>
-      )}
+      {(task.status === 'active' || task.status === 'pending_approval') && <ActionForm action={action('revoke')} what="revoke" csrf={csrf} hidden={back} label="Revoke" />}
     </>
   )
 }
@@ -191,11 +172,7 @@ export function ConsolePage(props: ConsolePageProps) {
                 <th scope="col">Access</th>
                 <th scope="col">Status</th>
                 <th scope="col">Ends</th>
-                {mayAct && (
-                  <th scope="col">
-                    <span class="visually-hidden">Actions</span>
-                  </th>
-                )}
+                {mayAct && <ActionsHeader />}
               </tr>
             </thead>
             <tbody>
@@ -323,15 +300,13 @@ export function ConsoleTaskPage(props: ConsoleTaskPageProps) {
         <div class="actions" id="task-actions">
           <Actions task={task} csrf={csrf} taskAction={taskAction} from="task" />
           {session && (
-            <form method="post" action={safeUrl(sessionAction, 'session action')} class="stack">
-              <input type="hidden" name="csrf" value={csrf} />
-              <input type="hidden" name="issuer" value={session.issuer} />
-              <input type="hidden" name="sid" value={session.sid} />
-              <input type="hidden" name="task" value={task.taskId} />
-              <button type="submit" class="danger">
-                Revoke the user's session
-              </button>
-            </form>
+            <ActionForm
+              action={sessionAction}
+              what="session"
+              csrf={csrf}
+              hidden={[{ name: 'issuer', value: session.issuer }, { name: 'sid', value: session.sid }, { name: 'task', value: task.taskId }]}
+              label="Revoke the user's session"
+            />
           )}
         </div>
       )}
@@ -390,54 +365,25 @@ export function ConsoleWorkloadsPage(props: ConsoleWorkloadsPageProps) {
   const { workloads, revokeAction, csrf } = props
   return (
     <ConsoleFrame title="Workloads" here="/admin/console/workloads" frame={props}>
-      {workloads.length === 0 ? (
-        <p>No workloads are configured.</p>
-      ) : (
-        <div class="table">
-          <table id="workloads">
-            <thead>
-              <tr>
-                <th scope="col">Workload</th>
-                <th scope="col">Enabled</th>
-                <th scope="col">Attests as</th>
-                <th scope="col">Grants</th>
-                <th scope="col">DPoP required</th>
-                <th scope="col">Delegates to</th>
-                {revokeAction && (
-                  <th scope="col">
-                    <span class="visually-hidden">Actions</span>
-                  </th>
-                )}
-              </tr>
-            </thead>
-            <tbody>
-              {workloads.map((w) => (
-                <tr id={`workload-${w.id}`}>
-                  <td class="url">{w.id}</td>
-                  <td>{yesNo(w.enabled)}</td>
-                  <td class="url">{w.attests}</td>
-                  <td>
-                    <Access resources={w.grants} />
-                  </td>
-                  <td>{yesNo(w.requireDpop)}</td>
-                  <td>{w.delegateTo.length ? w.delegateTo.join(' ') : 'none'}</td>
-                  {revokeAction && (
-                    <td>
-                      <form method="post" action={safeUrl(revokeAction, 'revoke action')} class="stack">
-                        <input type="hidden" name="csrf" value={csrf} />
-                        <input type="hidden" name="workload" value={w.id} />
-                        <button type="submit" class="danger">
-                          Revoke its open tasks
-                        </button>
-                      </form>
-                    </td>
-                  )}
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
-      )}
+      <DataTable id="workloads" rows={workloads.length} empty="No workloads are configured." columns={['Workload', 'Enabled', 'Attests as', 'Grants', 'DPoP required', 'Delegates to']} actions={revokeAction !== undefined}>
+        {workloads.map((w) => (
+          <tr id={`workload-${w.id}`}>
+            <td class="url">{w.id}</td>
+            <td>{yesNo(w.enabled)}</td>
+            <td class="url">{w.attests}</td>
+            <td>
+              <Access resources={w.grants} />
+            </td>
+            <td>{yesNo(w.requireDpop)}</td>
+            <td>{w.delegateTo.length ? w.delegateTo.join(' ') : 'none'}</td>
+            {revokeAction && (
+              <td>
+                <ActionForm action={revokeAction} what="revoke" csrf={csrf} hidden={[{ name: 'workload', value: w.id }]} label="Revoke its open tasks" />
+              </td>
+            )}
+          </tr>
+        ))}
+      </DataTable>
     </ConsoleFrame>
   )
 }
@@ -454,34 +400,17 @@ export interface ConsoleResourceRow {
 export function ConsoleResourcesPage(props: ConsoleFrameProps & { resources: ConsoleResourceRow[] }) {
   return (
     <ConsoleFrame title="Resources" here="/admin/console/resources" frame={props}>
-      {props.resources.length === 0 ? (
-        <p>No resources are registered.</p>
-      ) : (
-        <div class="table">
-          <table id="resources">
-            <thead>
-              <tr>
-                <th scope="col">Resource</th>
-                <th scope="col">Scopes</th>
-                <th scope="col">Approval required</th>
-                <th scope="col">DPoP required</th>
-                <th scope="col">Tokens per task</th>
-              </tr>
-            </thead>
-            <tbody>
-              {props.resources.map((r) => (
-                <tr>
-                  <td class="url">{r.uri}</td>
-                  <td>{r.scopes.join(' ')}</td>
-                  <td>{yesNo(r.requireApproval)}</td>
-                  <td>{yesNo(r.requireDpop)}</td>
-                  <td>{r.maxTokensPerTask === undefined ? 'no bound' : String(r.maxTokensPerTask)}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
-      )}
+      <DataTable id="resources" rows={props.resources.length} empty="No resources are registered." columns={['Resource', 'Scopes', 'Approval required', 'DPoP required', 'Tokens per task']}>
+        {props.resources.map((r) => (
+          <tr>
+            <td class="url">{r.uri}</td>
+            <td>{r.scopes.join(' ')}</td>
+            <td>{yesNo(r.requireApproval)}</td>
+            <td>{yesNo(r.requireDpop)}</td>
+            <td>{r.maxTokensPerTask === undefined ? 'no bound' : String(r.maxTokensPerTask)}</td>
+          </tr>
+        ))}
+      </DataTable>
     </ConsoleFrame>
   )
 }

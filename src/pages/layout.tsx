@@ -58,6 +58,51 @@ export function HiddenFields({ csrf, hidden = [] }: { csrf: string; hidden?: Hid
   )
 }
 
+/**
+ * A form of one button acting on something (approve, deny, revoke, end): it posts the CSRF token
+ * and `hidden`, with `children` (a reason field) before the button.
+ */
+export function ActionForm({ action, what, csrf, hidden, label, kind = 'danger', formClass = 'stack', children }: { action: string; what: string; csrf: string; hidden?: Hidden[]; label: string; kind?: 'danger' | 'primary' | 'secondary'; formClass?: string | null; children?: Child }) {
+  return (
+    <form method="post" action={safeUrl(action, `${what} action`)} class={formClass ?? undefined}>
+      <HiddenFields csrf={csrf} hidden={hidden} />
+      {children}
+      <button type="submit" class={kind}>
+        {label}
+      </button>
+    </form>
+  )
+}
+
+/** The header cell of a table's action column, named for screen readers only. */
+export function ActionsHeader() {
+  return (
+    <th scope="col">
+      <span class="visually-hidden">Actions</span>
+    </th>
+  )
+}
+
+/** A table of `rows` rows under `columns` (and an action column), or the `empty` sentence when there are none. */
+export function DataTable({ id, rows, empty, columns, actions = false, children }: { id: string; rows: number; empty: string; columns: string[]; actions?: boolean; children: Child }) {
+  if (rows === 0) return <p>{empty}</p>
+  return (
+    <div class="table">
+      <table id={id}>
+        <thead>
+          <tr>
+            {columns.map((c) => (
+              <th scope="col">{c}</th>
+            ))}
+            {actions && <ActionsHeader />}
+          </tr>
+        </thead>
+        <tbody>{children}</tbody>
+      </table>
+    </div>
+  )
+}
+
 /** A signed-in page's heading: the title, who is signed in (`who`, `detail` after it), the sign-out form, and a notice. */
 export function SignedInHeader({ title, who, detail, csrf, signOutAction, notice }: { title: string; who: string; detail?: string | undefined; csrf: string; signOutAction: string; notice?: string | undefined }) {
   return (

@@ -1,5 +1,5 @@
 /** "My tasks": the signed-in user's tasks, each open one with an "End task" button. */
-import { Layout, SignedInHeader } from './layout.js'
+import { ActionForm, ActionsHeader, Layout, SignedInHeader } from './layout.js'
 import { safeUrl, untilText } from './format.js'
 import type { MyTasksPageProps, TaskRowProps } from './props.js'
 
@@ -39,9 +39,7 @@ export function MyTasksPage(props: MyTasksPageProps) {
                 <th scope="col">Status</th>
                 <th scope="col">Ends</th>
                 <th scope="col">Tokens</th>
-                <th scope="col">
-                  <span class="visually-hidden">Actions</span>
-                </th>
+                <ActionsHeader />
               </tr>
             </thead>
             <tbody>
@@ -59,12 +57,7 @@ export function MyTasksPage(props: MyTasksPageProps) {
                   <td class="nowrap">{`${task.tokensMinted} / ${task.maxTokens ?? 'no limit'}`}</td>
                   <td>
                     {task.endable && (
-                      <form method="post" action={safeUrl(`${endAction}/${encodeURIComponent(task.taskId)}/end`, 'end action')}>
-                        <input type="hidden" name="csrf" value={csrf} />
-                        <button type="submit" class="danger">
-                          End task
-                        </button>
-                      </form>
+                      <ActionForm action={`${endAction}/${encodeURIComponent(task.taskId)}/end`} what="end" csrf={csrf} label="End task" formClass={null} />
                     )}
                   </td>
                 </tr>
