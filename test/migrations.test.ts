@@ -15,20 +15,26 @@ import { createHash } from 'node:crypto'
 import { openDatabase } from '../src/store/db.js'
 import { createStores } from '../src/store/stores.js'
 
+/** A new database in `dir` with only the migrations before number `before` applied (as an older release left it). */
+function databaseBefore(dir: string, before: number): { file: string; sqlite: Database.Database } {
+  const old = join(dir, 'migrations')
+  cpSync(new URL('../migrations/', import.meta.url), old, { recursive: true })
+  const journalFile = join(old, 'meta', '_journal.json')
+  const journal = JSON.parse(readFileSync(journalFile, 'utf8')) as { entries: { idx: number }[] }
+  journal.entries = journal.entries.filter((e) => e.idx < before)
+  writeFileSync(journalFile, JSON.stringify(journal))
+  const file = join(dir, 'broker.db')
+  const sqlite = new Database(file)
+  migrate(drizzle(sqlite), { migrationsFolder: old })
+  return { file, sqlite }
+}
+
 describe('migration 0003', () => {
   it('fills in the subject issuer of earlier task and session events', () => {
     const dir = mkdtempSync(join(tmpdir(), 'taskpass-migrate-'))
     try {
       // A database as the broker left it before 0003: the first three migrations only.
-      const old = join(dir, 'migrations')
-      cpSync(new URL('../migrations/', import.meta.url), old, { recursive: true })
-      const journalFile = join(old, 'meta', '_journal.json')
-      const journal = JSON.parse(readFileSync(journalFile, 'utf8')) as { entries: { tag: string }[] }
-      journal.entries = journal.entries.filter((e) => /^000[0-2]_/.test(e.tag))
-      writeFileSync(journalFile, JSON.stringify(journal))
-      const file = join(dir, 'broker.db')
-      const sqlite = new Database(file)
-      migrate(drizzle(sqlite), { migrationsFolder: old })
+      const { file, sqlite } = databaseBefore(dir, 3)
       sqlite.prepare("insert into tasks (id, user_sub, subject_issuer, sid, workload_id, purpose, resources, status, created_at, expires_at) values ('t1', 'alice', 'https://idp.example', 's1', 'w', 'p', '[]', 'revoked', 1, 2)").run()
       sqlite.prepare("insert into revocation_events (at, kind, task_id, sid, sub, audiences, relevant_until) values (5, 'task_revoked', 't1', 's1', 'alice', 'https://r.example', 9)").run()
       sqlite.prepare("insert into revoked_sessions (subject_issuer, sid, at, relevant_until) values ('https://idp.example', 's1', 5, 99)").run()
@@ -53,15 +59,7 @@ describe('migration 0008', () => {
     const dir = mkdtempSync(join(tmpdir(), 'taskpass-migrate-'))
     try {
       // A database as the broker left it before 0008, with chained audit rows written then.
-      const old = join(dir, 'migrations')
-      cpSync(new URL('../migrations/', import.meta.url), old, { recursive: true })
-      const journalFile = join(old, 'meta', '_journal.json')
-      const journal = JSON.parse(readFileSync(journalFile, 'utf8')) as { entries: { tag: string }[] }
-      journal.entries = journal.entries.filter((e) => /^000[0-7]_/.test(e.tag))
-      writeFileSync(journalFile, JSON.stringify(journal))
-      const file = join(dir, 'broker.db')
-      const sqlite = new Database(file)
-      migrate(drizzle(sqlite), { migrationsFolder: old })
+      const { file, sqlite } = databaseBefore(dir, 8)
       let prev: string | null = null
       for (const [at, action] of [[1, 'task.open'], [2, 'task.complete']] as const) {
         // The hash as the broker computed it before 0008 (no detail), written out here on purpose.
