@@ -89,6 +89,27 @@ function asObject(body: unknown): AnyObject {
   return body as AnyObject
 }
 
+/**
+ * The fields of an object that name a file of the broker's host. The configuration file may use
+ * them (its author runs the host); an object of the API may not: the broker would read whatever
+ * the caller names — and send a `clientSecretFile` to the IdP the caller chose — and the object,
+ * stored in the database, would depend on a file the database does not hold (another instance,
+ * or the next start, may not have it). Inline keys and `jwksUri` do the same.
+ */
+function hostFiles(kind: CatalogKind, object: AnyObject): string[] {
+  if (kind === 'admin-keys' || kind === 'resources') return []
+  const login = object.login as AnyObject | undefined
+  return [
+    ...(object.jwksFile !== undefined ? ['jwksFile: a file of the broker host is for the configuration file only: give the keys inline (jwks) or a jwksUri'] : []),
+    ...(kind === 'subject-issuers' && login?.clientSecretFile !== undefined ? ['login.clientSecretFile: a file of the broker host is for the configuration file only: give clientSecret (stored, never shown)'] : []),
+  ]
+}
+
+function refuseHostFiles(kind: CatalogKind, object: AnyObject): void {
+  const problems = hostFiles(kind, object)
+  if (problems.length > 0) throw new InvalidObject(problems)
+}
+
 /** Zod's issues for one object, each naming its field. */
 function problemsOf(error: z.ZodError): string[] {
   return error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`)
@@ -111,6 +132,7 @@ export async function createObject(deps: CatalogDeps, kind: CatalogKind, body: u
   }
   const parsed = SCHEMAS[kind].safeParse(object)
   if (!parsed.success) throw new InvalidObject(problemsOf(parsed.error))
+  refuseHostFiles(kind, parsed.data as AnyObject)
   const key = KINDS[kind].keyOf(parsed.data as AnyObject)!
   if (definedByFile(deps, kind, key)) throw conflict(`${KINDS[kind].noun} ${key} is defined by the configuration file`)
   if (deps.stores.catalog.get(kind, key)?.body) throw conflict(`${KINDS[kind].noun} ${key} exists`)
@@ -129,6 +151,7 @@ export function replaceObject(deps: CatalogDeps, kind: CatalogKind, key: string,
   }
   const parsed = SCHEMAS[kind].safeParse(object)
   if (!parsed.success) throw new InvalidObject(problemsOf(parsed.error))
+  refuseHostFiles(kind, parsed.data as AnyObject)
   const spec = KINDS[kind]
   if (spec.keyOf(parsed.data as AnyObject) !== key) throw new InvalidObject([`${spec.keyField}: must stay ${key} (the path's); create another ${spec.noun} instead`])
   return change(deps, kind, key, 'replace', by, (rows, now) => rows.map((r) => (r.kind === kind && r.key === key ? row(kind, key, JSON.stringify(object), r.enabled, r.createdAt, now, by) : r)))

@@ -1,0 +1,106 @@
+/**
+ * Attacks on the catalog admin API (/admin/{kind}) and on what it rebuilds at run time: each test
+ * names what an admin key (or a workload racing a change) must not be able to do.
+ */
+import assert from 'node:assert/strict'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, it } from 'node:test'
+import type { ConfigInput } from '../src/config.js'
+import { ADMIN_KEY, NOTES, withBroker, type TestBroker } from './harness.js'
+import { startServer } from './oidc-fixtures.js'
+
+type Json = Record<string, unknown>
+
+async function api(b: TestBroker, method: string, path: string, body?: unknown, key = ADMIN_KEY): Promise<{ status: number; json: Json }> {
+  const res = await b.app.request(path, {
+    method,
+    headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
+  })
+  return { status: res.status, json: (await res.json()) as Json }
+}
+
+/** What a refused change must leave as it was: the stored catalog, the audit log, the revision, the catalog in force. */
+function snapshot(b: TestBroker) {
+  const sql = b.deps.database.sqlite
+  return {
+    catalog: sql.prepare('select kind, key, body, enabled from catalog_objects order by id').all(),
+    audit: b.count('audit_events'),
+    revision: b.deps.stores.catalog.revision(),
+    config: b.deps.config,
+  }
+}
+
+/** The file's subject issuer with a prefix, so that the API may add another. */
+const prefixed = (c: ConfigInput): ConfigInput => ({ ...c, subjectIssuers: c.subjectIssuers!.map((s) => ({ ...s, subjectPrefix: 'main:' })) })
+
+describe('attack: files on the broker host', () => {
+  it('an API object may not name a file of the broker host (jwksFile, login.clientSecretFile): 400 invalid_request naming the field, nothing changed', () =>
+    withBroker(prefixed, async (b) => {
+      const dir = mkdtempSync(join(tmpdir(), 'taskpass-attack-'))
+      const keysFile = join(dir, 'jwks.json')
+      writeFileSync(keysFile, JSON.stringify({ keys: [] }))
+      const before = snapshot(b)
+      const cases: [string, unknown, RegExp][] = [
+        ['/admin/workload-issuers', { kind: 'oidc', issuer: 'https://wi.example', jwksFile: keysFile }, /^jwksFile: /],
+        ['/admin/workload-issuers', { kind: 'oidc', issuer: 'https://wi2.example', jwksFile: join(dir, 'missing.json') }, /^jwksFile: /],
+        ['/admin/subject-issuers', { issuer: 'https://si.example', jwksFile: keysFile, subjectPrefix: 'si:' }, /^jwksFile: /],
+        ['/admin/subject-issuers', { issuer: 'https://si2.example', jwksUri: 'https://si2.example/jwks', subjectPrefix: 'si2:', login: { kind: 'oidc', clientId: 'broker', clientSecretFile: keysFile } }, /^login\.clientSecretFile: /],
+        ['/admin/workloads', { id: 'agent-file', attestation: { issuer: 'spiffe://test.example', subject: 'spiffe://test.example/agent/file' }, jwksFile: keysFile, tokenEndpointAuth: 'private_key_jwt' }, /^jwksFile: /],
+      ]
+      for (const [path, body, problem] of cases) {
+        const res = await api(b, 'POST', path, body)
+        assert.equal(res.status, 400, `${path} ${JSON.stringify(body)}: ${JSON.stringify(res.json)}`)
+        assert.equal(res.json.error, 'invalid_request')
+        assert.ok((res.json.problems as string[]).some((p) => problem.test(p)), `${JSON.stringify(res.json.problems)} should match ${problem}`)
+      }
+      assert.deepEqual(snapshot(b), before)
+      // Nor through a replacement of an object the API created.
+      assert.equal((await api(b, 'POST', '/admin/workload-issuers', { kind: 'oidc', issuer: 'https://wi3.example', jwks: { keys: [] } })).status, 201)
+      const created = snapshot(b)
+      const replaced = await api(b, 'PUT', `/admin/workload-issuers/${encodeURIComponent('https://wi3.example')}`, { kind: 'oidc', issuer: 'https://wi3.example', jwksFile: keysFile })
+      assert.equal(replaced.status, 400)
+      assert.match((replaced.json.problems as string[])[0]!, /^jwksFile: /)
+      assert.deepEqual(snapshot(b), created)
+    }))
+
+  it('an admin key cannot have the broker read a file of its host and send it to an IdP of its choosing as the client secret', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'taskpass-attack-'))
+    const secretFile = join(dir, 'kek')
+    writeFileSync(secretFile, 'the-key-encryption-key')
+    let received: string | undefined
+    let url = ''
+    const idp = await startServer((req, res) => {
+      if (req.url?.startsWith('/.well-known/openid-configuration')) {
+        res.setHeader('content-type', 'application/json')
+        res.end(JSON.stringify({ issuer: url, authorization_endpoint: `${url}/auth`, token_endpoint: `${url}/token`, jwks_uri: `${url}/jwks`, response_types_supported: ['code'], subject_types_supported: ['public'], id_token_signing_alg_values_supported: ['ES256'], code_challenge_methods_supported: ['S256'] }))
+        return
+      }
+      if (req.url?.startsWith('/token')) received = req.headers.authorization
+      res.statusCode = 400
+      res.setHeader('content-type', 'application/json')
+      res.end('{"error":"invalid_grant"}')
+    })
+    url = idp.url
+    try {
+      await withBroker(prefixed, async (b) => {
+        const issuer = await api(b, 'POST', '/admin/subject-issuers', { issuer: url, jwksUri: `${url}/jwks`, subjectPrefix: 'idp:', login: { kind: 'oidc', clientId: 'broker', clientSecretFile: secretFile } })
+        assert.equal(issuer.status, 400, JSON.stringify(issuer.json))
+        // The rest of what the attack needs is accepted: an OAuth client workload turns the browser flow on.
+        assert.equal((await api(b, 'POST', '/admin/workloads', { id: 'mcp-clients', oauthClient: { clientId: { glob: 'https://**' } }, grants: [{ resource: NOTES, scopes: ['notes:read'] }] })).status, 201)
+        const begin = await b.app.request(`/authorize/idp?${new URLSearchParams({ issuer: url })}`)
+        const location = begin.headers.get('location')
+        if (location !== null) {
+          const cookie = begin.headers.getSetCookie().map((l) => l.split(';')[0]).join('; ')
+          await b.app.request(`/authorize/callback?${new URLSearchParams({ code: 'c', state: new URL(location).searchParams.get('state')! })}`, { headers: { cookie } })
+        }
+        assert.equal(begin.status, 404, 'no such sign-in provider')
+        assert.equal(received, undefined, 'the IdP received no client secret')
+      })
+    } finally {
+      await idp.close()
+    }
+  })
+})
