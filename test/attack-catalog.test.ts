@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import type { ConfigInput } from '../src/config.js'
-import { ADMIN_KEY, NOTES, withBroker, type TestBroker } from './harness.js'
+import { ADMIN_KEY, assertRefusedAndAudited, counts, exchangeParams, NOTES, openTask, withBroker, type TestBroker } from './harness.js'
 import { startServer } from './oidc-fixtures.js'
 
 type Json = Record<string, unknown>
@@ -103,4 +103,88 @@ describe('attack: files on the broker host', () => {
       await idp.close()
     }
   })
+})
+
+/** Holds every call of `obj[name]` until `release()`; `reached` resolves once one is held. */
+function hold<K extends string, O extends Record<K, (...args: never[]) => Promise<unknown>>>(obj: O, name: K) {
+  const original = obj[name]
+  let release!: () => void
+  const gate = new Promise<void>((r) => (release = r))
+  let reached!: () => void
+  const held = new Promise<void>((r) => (reached = r))
+  obj[name] = (async (...args: never[]) => {
+    reached()
+    await gate
+    return original.apply(obj, args)
+  }) as O[K]
+  return { held, release: () => { obj[name] = original; release() } }
+}
+
+const activeTasks = (b: TestBroker, workload = 'agent-a') => b.deps.database.sqlite.prepare("select count(*) as n from tasks where status in ('active', 'pending_approval') and workload_id = ?").get(workload) as { n: number }
+const activeTokens = (b: TestBroker) => (b.deps.database.sqlite.prepare("select count(*) as n from tokens where revoked_at is null").get() as { n: number }).n
+const USER_IDP = encodeURIComponent('https://idp.test.example')
+
+describe('attack: a change while a request is in flight', () => {
+  for (const [what, path, status, error, reason] of [
+    ['its user\'s subject issuer', `/admin/subject-issuers/${USER_IDP}/disable`, 503, 'temporarily_unavailable', /the catalog changed/],
+    ['its workload', '/admin/workloads/agent-a/disable', 503, 'temporarily_unavailable', /the catalog changed/],
+    // The resource is looked up after the wait: it is unknown then.
+    ['its resource', `/admin/resources/${encodeURIComponent(NOTES)}/disable`, 400, 'invalid_target', /unknown resource/],
+  ] as const) {
+    it(`an exchange verified before ${what} was switched off opens no task and mints no token (${status} ${error}, audited)`, () =>
+      withBroker(undefined, async (b) => {
+        const params = await exchangeParams(b)
+        // The request is verified (user, workload) under the old catalog, then waits on its DPoP check.
+        const paused = hold(b.deps.dpop, 'verify')
+        const pending = b.post('/token', params as Record<string, string>)
+        await paused.held
+        const off = await api(b, 'POST', path)
+        assert.equal(off.status, 200, JSON.stringify(off.json))
+        const before = counts(b)
+        paused.release()
+        const res = await pending
+        const body = (await res.json()) as Json
+        assert.equal(res.status, status, JSON.stringify(body))
+        assert.equal(body.error, error)
+        assertRefusedAndAudited(b, before, { error, reason })
+        assert.equal(activeTasks(b).n, 0)
+        assert.equal(activeTokens(b), 0)
+      }))
+  }
+
+  it('an exchange signed before its user\'s subject issuer was switched off is not written (503 temporarily_unavailable)', () =>
+    withBroker(undefined, async (b) => {
+      const params = await exchangeParams(b)
+      const paused = hold(b.deps.stores as unknown as Record<'batched', (...args: never[]) => Promise<unknown>>, 'batched')
+      const pending = b.post('/token', params as Record<string, string>)
+      await paused.held
+      assert.equal((await api(b, 'POST', `/admin/subject-issuers/${USER_IDP}/disable`)).status, 200)
+      const before = counts(b)
+      paused.release()
+      const res = await pending
+      const body = (await res.json()) as Json
+      assert.equal(res.status, 503, JSON.stringify(body))
+      assert.equal(body.error, 'temporarily_unavailable')
+      assertRefusedAndAudited(b, before, { error: 'temporarily_unavailable', reason: /the catalog changed/ })
+      assert.equal(activeTasks(b).n, 0)
+      assert.equal(activeTokens(b), 0)
+    }))
+
+  it('a task opened (POST /tasks) by a workload verified before it was switched off is not recorded (503 temporarily_unavailable, audited)', () =>
+    withBroker(undefined, async (b) => {
+      const session = await b.session()
+      const svid = await b.svid('a')
+      const paused = hold(b.deps.dpop, 'verify')
+      const pending = openTask(b, { purpose: 'race', resources: [{ resource: NOTES, scopes: ['notes:read'] }] }, { session, svid })
+      await paused.held
+      assert.equal((await api(b, 'POST', '/admin/workloads/agent-a/disable')).status, 200)
+      const before = counts(b)
+      paused.release()
+      const res = await pending
+      const body = (await res.json()) as Json
+      assert.equal(res.status, 503, JSON.stringify(body))
+      assert.equal(body.error, 'temporarily_unavailable')
+      assertRefusedAndAudited(b, before, { error: 'temporarily_unavailable', reason: /the catalog changed/, action: 'task.open' })
+      assert.equal(activeTasks(b).n, 0)
+    }))
 })

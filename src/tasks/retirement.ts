@@ -1,5 +1,5 @@
 import type { Config } from '../config.js'
-import { OAuthError } from '../errors.js'
+import { OAuthError, temporarilyUnavailable } from '../errors.js'
 import { endTask, type TaskDeps } from './lifecycle.js'
 
 type RetirementDeps = TaskDeps & { config: Pick<Config, 'tasks' | 'resources' | 'subjectIssuers' | 'workloads' | 'workloadIssuers'> }
@@ -10,7 +10,7 @@ type RetirementDeps = TaskDeps & { config: Pick<Config, 'tasks' | 'resources' | 
  * or one of its resources was. A task the catalog no longer admits could not get another token
  * anyway; ending it also revokes the tokens it holds (feed events included).
  */
-function retirementOf(config: RetirementDeps['config'], task: { workloadId: string; subjectIssuer: string; resources: string }): string | undefined {
+export function retirementOf(config: RetirementDeps['config'], task: { workloadId: string; subjectIssuer: string; resources: string }): string | undefined {
   const workload = config.workloads.find((w) => w.id === task.workloadId)
   if (!workload) return `workload ${task.workloadId} removed from the configuration`
   if (!workload.enabled) return `workload ${task.workloadId} disabled`
@@ -20,6 +20,17 @@ function retirementOf(config: RetirementDeps['config'], task: { workloadId: stri
   const missing = (JSON.parse(task.resources) as { resource: string }[]).find((r) => !config.resources.some((known) => known.uri === r.resource))
   if (missing) return `resource ${missing.resource} removed or disabled`
   return undefined
+}
+
+/**
+ * Refuses to record `task` — or a token of it — when the catalog in force no longer admits it
+ * ({@link retirementOf}): the request was verified (its workload, user, issuer) under a catalog
+ * that changed before its write, and the sweep that ended such tasks ran before this one existed.
+ * 503 `temporarily_unavailable`: asked again, the request is decided by the catalog in force.
+ */
+export function checkAdmitted(config: RetirementDeps['config'], task: { id: string; workloadId: string; subjectIssuer: string; resources: string }): void {
+  const why = retirementOf(config, task)
+  if (why !== undefined) throw temporarilyUnavailable(1, `the catalog changed during the request: task ${task.id}: ${why}`)
 }
 
 /**
