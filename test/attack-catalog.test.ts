@@ -188,3 +188,43 @@ describe('attack: a change while a request is in flight', () => {
       assert.equal(activeTasks(b).n, 0)
     }))
 })
+
+describe('attack: what was built when the app was', () => {
+  const devLogin = (c: ConfigInput): ConfigInput => ({ ...c, subjectIssuers: c.subjectIssuers!.map((s) => ({ ...s, subjectPrefix: 'main:', login: { kind: 'dev' as const, users: ['alice'], passwordSha256: 'A'.repeat(43) } })) })
+
+  it('the grants /token serves follow the catalog: the authorization-code flow turned on through the API redeems codes, as the metadata says', () =>
+    withBroker(devLogin, async (b) => {
+      const grants = async () => ((await (await b.app.request('/.well-known/oauth-authorization-server')).json()) as { grant_types_supported: string[] }).grant_types_supported
+      const redeem = async () => {
+        const res = await b.post('/token', { grant_type: 'authorization_code', client_id: 'https://client.example/oauth/metadata.json', code: 'tpc_unknown', code_verifier: 'v'.repeat(43), redirect_uri: 'https://client.example/cb' })
+        return { status: res.status, json: (await res.json()) as Json }
+      }
+      assert.ok(!(await grants()).includes('authorization_code'))
+      assert.equal((await redeem()).json.error, 'unsupported_grant_type')
+      assert.equal((await api(b, 'POST', '/admin/workloads', { id: 'mcp-clients', oauthClient: { clientId: { glob: 'https://client.example/**' } }, grants: [{ resource: NOTES, scopes: ['notes:read'] }] })).status, 201)
+      assert.ok((await grants()).includes('authorization_code'))
+      const on = await redeem()
+      assert.equal(on.status, 400, JSON.stringify(on.json))
+      assert.equal(on.json.error, 'invalid_grant', 'the grant is served: the code is unknown')
+      // Deleted again: neither served nor advertised.
+      assert.equal((await api(b, 'DELETE', '/admin/workloads/mcp-clients')).status, 200)
+      assert.ok(!(await grants()).includes('authorization_code'))
+      assert.equal((await redeem()).json.error, 'unsupported_grant_type')
+    }))
+
+  it('the jwt-bearer grant is served once an enterprise IdP is created through the API, as the metadata says', () =>
+    withBroker((c) => ({ ...c, subjectIssuers: c.subjectIssuers!.map((s) => ({ ...s, subjectPrefix: 'main:' })) }), async (b) => {
+      const redeem = async () => {
+        const res = await b.post('/token', { grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer', assertion: 'not-a-jwt' })
+        return { status: res.status, json: (await res.json()) as Json }
+      }
+      assert.equal((await redeem()).json.error, 'unsupported_grant_type')
+      const created = await api(b, 'POST', '/admin/subject-issuers', { issuer: 'https://enterprise.example', jwks: { keys: [b.keys.user.publicJwk] }, subjectPrefix: 'corp:', idJag: {} })
+      assert.equal(created.status, 201, JSON.stringify(created.json))
+      const metadata = (await (await b.app.request('/.well-known/oauth-authorization-server')).json()) as Json
+      assert.ok((metadata.grant_types_supported as string[]).includes('urn:ietf:params:oauth:grant-type:jwt-bearer'))
+      const served = await redeem()
+      assert.equal(served.json.error, 'invalid_client', 'the grant is served: it wants the client authenticated')
+      assert.equal(served.status, 400)
+    }))
+})
