@@ -228,3 +228,35 @@ describe('attack: what was built when the app was', () => {
       assert.equal(served.status, 400)
     }))
 })
+
+describe('attack: admin keys', () => {
+  const FORM = { 'content-type': 'application/x-www-form-urlencoded' }
+  async function consoleSignIn(b: TestBroker, key: string): Promise<string> {
+    const res = await b.app.request('/admin/console/login', { method: 'POST', headers: FORM, body: new URLSearchParams({ key }).toString() })
+    assert.equal(res.status, 303)
+    return res.headers.get('set-cookie')!.split(';')[0]!
+  }
+  const consoleHtml = async (b: TestBroker, cookie: string) => (await b.app.request('/admin/console', { headers: { cookie } })).text()
+
+  it('a console sign-in with a deleted admin key does not come back when another key gets its name (nor its role)', () =>
+    withBroker(undefined, async (b) => {
+      const first = await api(b, 'POST', '/admin/admin-keys', { name: 'ops', role: 'operator' })
+      assert.equal(first.status, 201)
+      const cookie = await consoleSignIn(b, String(first.json.admin_key))
+      const page = await consoleHtml(b, cookie)
+      assert.match(page, /name="csrf" value="([^"]+)"/)
+      const csrf = /name="csrf" value="([^"]+)"/.exec(page)![1]!
+      // The key leaks; the admin deletes it and makes the operator a new one, of the same name.
+      assert.equal((await api(b, 'DELETE', '/admin/admin-keys/ops')).status, 200)
+      assert.match(await consoleHtml(b, cookie), /name="key"/, 'signed out')
+      assert.equal((await api(b, 'POST', '/admin/admin-keys', { name: 'ops', role: 'operator' })).status, 201)
+      assert.match(await consoleHtml(b, cookie), /name="key"/, 'the old sign-in stays out')
+      const task = await openTask(b, { purpose: 'kept', resources: [{ resource: NOTES, scopes: ['notes:read'] }] })
+      const id = ((await task.json()) as { task_id: string }).task_id
+      const before = counts(b)
+      const revoke = await b.app.request(`/admin/console/tasks/${id}/revoke`, { method: 'POST', headers: { ...FORM, cookie }, body: new URLSearchParams({ csrf }).toString() })
+      assert.equal(revoke.status, 401)
+      assert.equal(b.deps.stores.tasks.get(id)!.status, 'active')
+      assert.deepEqual(counts(b), before)
+    }))
+})
