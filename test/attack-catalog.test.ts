@@ -7,7 +7,9 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
+import { createObject } from '../src/catalog/catalog.js'
 import type { ConfigInput } from '../src/config.js'
+import { OAuthError } from '../src/errors.js'
 import { ADMIN_KEY, assertRefusedAndAudited, counts, exchangeParams, NOTES, openTask, withBroker, type TestBroker } from './harness.js'
 import { startServer } from './oidc-fixtures.js'
 
@@ -258,5 +260,34 @@ describe('attack: admin keys', () => {
       assert.equal(revoke.status, 401)
       assert.equal(b.deps.stores.tasks.get(id)!.status, 'active')
       assert.deepEqual(counts(b), before)
+    }))
+})
+
+describe('attack: objects that cost more than they should', () => {
+  it('a deeply nested object is 400 invalid_request, never a 500, and changes nothing', () =>
+    withBroker(undefined, async (b) => {
+      const before = snapshot(b)
+      const deep = '['.repeat(3000) + ']'.repeat(3000)
+      const res = await api(b, 'POST', '/admin/workload-issuers', `{"kind":"oidc","issuer":"https://deep.example","jwks":{"keys":[{"kty":"EC","x":${deep}}]}}`)
+      assert.equal(res.status, 400, JSON.stringify(res.json))
+      assert.equal(res.json.error, 'invalid_request')
+      assert.match((res.json.problems as string[])[0]!, /nested/)
+      assert.deepEqual(snapshot(b), before)
+    }))
+
+  it('an object too large for its audit row (the CLI has no body limit) is refused, and the audit log stays readable', () =>
+    withBroker(undefined, async (b) => {
+      const before = snapshot(b)
+      const huge = { uri: 'https://huge.example/mcp', scopes: Array.from({ length: 60_000 }, (_, i) => `s${i}`) }
+      await assert.rejects(createObject(b.deps, 'resources', huge, 'admin:cli'), (e: unknown) => e instanceof OAuthError && e.status === 400 && e.code === 'invalid_request' && /too large/.test(e.description))
+      assert.deepEqual(snapshot(b), before)
+      // One that fits is recorded whole, and the log reads back.
+      const large = { uri: 'https://large.example/mcp', scopes: Array.from({ length: 2_000 }, (_, i) => `s${i}`) }
+      await createObject(b.deps, 'resources', large, 'admin:cli')
+      const audit = await api(b, 'GET', '/admin/audit')
+      assert.equal(audit.status, 200)
+      const row = (audit.json.events as { action: string; detail?: { after: { object: { scopes: string[] } } } }[]).find((e) => e.action === 'catalog.create')!
+      assert.equal(row.detail!.after.object.scopes.length, 2_000)
+      assert.equal(b.deps.stores.audit.verify().ok, true)
     }))
 })

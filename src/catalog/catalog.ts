@@ -84,8 +84,28 @@ function definedByFile(deps: CatalogDeps, kind: CatalogKind, key: string): boole
   return spec.list(deps.catalog.base as unknown as AnyObject).some((o) => spec.keyOf(o) === key)
 }
 
+/**
+ * How deep an object may nest: the configuration's deepest (a claim rule in a workload's
+ * attestation, a JWK's `x5c`) is under 10; validating, storing and auditing recurse.
+ */
+const MAX_DEPTH = 32
+/**
+ * The largest object, as JSON characters. Its audit row holds it twice (before and after) within
+ * the row's limit, whole: the CLI reads a file, where no request body limit applies.
+ */
+const MAX_OBJECT_CHARS = 64 * 1024
+
 function asObject(body: unknown): AnyObject {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InvalidObject(['(body): a JSON object'])
+  // Walked without recursion: the depth is what is being checked.
+  const stack: [unknown, number][] = [[body, 1]]
+  while (stack.length > 0) {
+    const [value, depth] = stack.pop()!
+    if (typeof value !== 'object' || value === null) continue
+    if (depth > MAX_DEPTH) throw new InvalidObject([`(body): nested deeper than ${MAX_DEPTH} levels`])
+    for (const v of Object.values(value)) stack.push([v, depth + 1])
+  }
+  if (JSON.stringify(body).length > MAX_OBJECT_CHARS) throw new InvalidObject([`(body): too large (more than ${MAX_OBJECT_CHARS} characters of JSON)`])
   return body as AnyObject
 }
 
