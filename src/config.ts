@@ -527,6 +527,14 @@ export const configSchema = z
       }
     })
     const resources = new Set(c.resources.map((r) => r.uri))
+    // A resource signs in (/introspect, /revoke, AuthZEN) by its credential's client id: two
+    // resources sharing one would leave only one of them able to, with the other's secret.
+    const clientIds = new Set<string>()
+    c.resources.forEach((r, i) => {
+      if (r.credential === undefined) return
+      if (clientIds.has(r.credential.clientId)) ctx.addIssue({ code: 'custom', path: ['resources', i, 'credential', 'clientId'], message: `duplicate credential client id ${r.credential.clientId}` })
+      clientIds.add(r.credential.clientId)
+    })
     c.workloads.forEach((w, i) => {
       w.grants.forEach((g, j) => {
         if (!resources.has(g.resource)) ctx.addIssue({ code: 'custom', path: ['workloads', i, 'grants', j, 'resource'], message: `unknown resource ${g.resource}` })

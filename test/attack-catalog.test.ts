@@ -10,7 +10,8 @@ import { describe, it } from 'node:test'
 import { createObject } from '../src/catalog/catalog.js'
 import type { ConfigInput } from '../src/config.js'
 import { OAuthError } from '../src/errors.js'
-import { ADMIN_KEY, assertRefusedAndAudited, counts, exchangeParams, NOTES, openTask, withBroker, type TestBroker } from './harness.js'
+import { argon2Hasher } from '../src/broker.js'
+import { ADMIN_KEY, assertRefusedAndAudited, counts, exchangeParams, NOTES, NOTES_SECRET, openTask, withBroker, type TestBroker } from './harness.js'
 import { startServer } from './oidc-fixtures.js'
 
 type Json = Record<string, unknown>
@@ -289,5 +290,22 @@ describe('attack: objects that cost more than they should', () => {
       const row = (audit.json.events as { action: string; detail?: { after: { object: { scopes: string[] } } } }[]).find((e) => e.action === 'catalog.create')!
       assert.equal(row.detail!.after.object.scopes.length, 2_000)
       assert.equal(b.deps.stores.audit.verify().ok, true)
+    }))
+})
+
+describe('attack: keys that collide', () => {
+  it('a resource may not take another\'s credential client id (it would take over that resource\'s /introspect sign-in): 400, nothing changed', () =>
+    withBroker(undefined, async (b) => {
+      const introspect = (secret: string) =>
+        b.post('/introspect', { token: 'x' }, { authorization: `Basic ${Buffer.from(`notes-mcp:${secret}`).toString('base64')}` })
+      assert.equal((await introspect(NOTES_SECRET)).status, 200)
+      const before = snapshot(b)
+      const res = await api(b, 'POST', '/admin/resources', { uri: 'https://impostor.example/mcp', scopes: ['x'], credential: { clientId: 'notes-mcp', secretHash: await argon2Hasher.hash('impostor-secret-0123456789') } })
+      assert.equal(res.status, 400, JSON.stringify(res.json))
+      assert.equal(res.json.error, 'invalid_request')
+      assert.match((res.json.problems as string[]).join('\n'), /^resources\[https:\/\/impostor\.example\/mcp\]\.credential\.clientId: .*notes-mcp/m)
+      assert.deepEqual(snapshot(b), before)
+      assert.equal((await introspect(NOTES_SECRET)).status, 200, 'the notes server still signs in with its own secret')
+      assert.equal((await introspect('impostor-secret-0123456789')).status, 401)
     }))
 })
