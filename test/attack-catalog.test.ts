@@ -11,7 +11,7 @@ import { createObject } from '../src/catalog/catalog.js'
 import type { ConfigInput } from '../src/config.js'
 import { OAuthError } from '../src/errors.js'
 import { argon2Hasher } from '../src/broker.js'
-import { ADMIN_KEY, assertRefusedAndAudited, counts, exchangeParams, NOTES, NOTES_SECRET, openTask, withBroker, type TestBroker } from './harness.js'
+import { ADMIN_KEY, assertRefusedAndAudited, counts, exchangeParams, GH_ISSUER, githubToken, NOTES, NOTES_SECRET, openTask, platformKeys, withBroker, type TestBroker } from './harness.js'
 import { startServer } from './oidc-fixtures.js'
 
 type Json = Record<string, unknown>
@@ -307,5 +307,25 @@ describe('attack: keys that collide', () => {
       assert.deepEqual(snapshot(b), before)
       assert.equal((await introspect(NOTES_SECRET)).status, 200, 'the notes server still signs in with its own secret')
       assert.equal((await introspect('impostor-secret-0123456789')).status, 401)
+    }))
+})
+
+describe('attack: switches that do not switch', () => {
+  it('a GitHub workload issuer created without "issuer" (the default) is switched off for real: its tokens refused, its workloads\' tasks ended', () =>
+    withBroker(undefined, async (b) => {
+      const keys = await platformKeys()
+      assert.equal((await api(b, 'POST', '/admin/workload-issuers', { kind: 'github', jwks: { keys: [keys.github.publicJwk] } })).status, 201)
+      assert.equal((await api(b, 'POST', '/admin/workloads', { id: 'deployer', attestation: { issuer: GH_ISSUER, claims: { repository_id: '123456' } }, grants: [{ resource: NOTES, scopes: ['notes:read'] }] })).status, 201)
+      const job = { repository: 'acme/app', repositoryId: '123456', ref: 'refs/heads/main' }
+      assert.equal((await b.exchange({ actor_token: await githubToken(b, keys, job) })).status, 200)
+      const off = await api(b, 'POST', `/admin/workload-issuers/${encodeURIComponent(GH_ISSUER)}/disable`)
+      assert.equal(off.status, 200)
+      assert.equal((off.json.entry as Json).enabled, false)
+      assert.equal(off.json.tasks_revoked, 1)
+      assert.ok(!b.deps.config.workloadIssuers.some((wi) => wi.kind === 'github'), 'not in force')
+      const before = counts(b)
+      const refused = await b.exchange({ actor_token: await githubToken(b, keys, job) })
+      assert.equal(refused.status, 400)
+      assert.deepEqual({ ...counts(b), audit_events: before.audit_events }, before)
     }))
 })
