@@ -304,8 +304,19 @@ const resource = z.strictObject({
   credential: z.strictObject({ clientId: z.string().min(1), secretHash: z.string().startsWith('$argon2') }).optional(),
 })
 
-/** A named admin key with its role; `hash` is the argon2id hash of the key. */
-const adminKey = z.strictObject({ name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'a lowercase name (letters, digits, -)'), role: z.enum(ADMIN_ROLES), hash: z.string().startsWith('$argon2') })
+/**
+ * A named admin key with its role; `hash` is the argon2id hash of the key. The audit log names
+ * who acted as `admin:<name>`, so a name may not be one the log gives others: `key<n>` (the
+ * `apiKeyHashes`) or `cli` (the command line).
+ */
+const adminKey = z.strictObject({
+  name: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'a lowercase name (letters, digits, -)')
+    .refine((n) => !/^key[0-9]+$/.test(n) && n !== 'cli', 'key<n> and cli name the unnamed admin keys and the command line in the audit log: choose another name'),
+  role: z.enum(ADMIN_ROLES),
+  hash: z.string().startsWith('$argon2'),
+})
 
 export const configSchema = z
   .strictObject({

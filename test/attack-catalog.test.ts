@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { createObject } from '../src/catalog/catalog.js'
-import type { ConfigInput } from '../src/config.js'
+import { parseConfig, type ConfigInput } from '../src/config.js'
 import { OAuthError } from '../src/errors.js'
 import { argon2Hasher } from '../src/broker.js'
 import { ADMIN_KEY, assertRefusedAndAudited, counts, exchangeParams, GH_ISSUER, githubToken, NOTES, NOTES_SECRET, openTask, platformKeys, withBroker, type TestBroker } from './harness.js'
@@ -327,5 +327,23 @@ describe('attack: switches that do not switch', () => {
       const refused = await b.exchange({ actor_token: await githubToken(b, keys, job) })
       assert.equal(refused.status, 400)
       assert.deepEqual({ ...counts(b), audit_events: before.audit_events }, before)
+    }))
+})
+
+describe('attack: names that pass for another', () => {
+  it('an admin key may not be named as the unnamed keys (key<n>) or the CLI (cli) are in the audit log: 400, nothing changed; nor in the file', () =>
+    withBroker(undefined, async (b) => {
+      const before = snapshot(b)
+      for (const name of ['key0', 'key1', 'key42', 'cli']) {
+        const res = await api(b, 'POST', '/admin/admin-keys', { name, role: 'admin' })
+        assert.equal(res.status, 400, `${name}: ${JSON.stringify(res.json)}`)
+        assert.equal(res.json.error, 'invalid_request')
+        assert.match((res.json.problems as string[])[0]!, /^name: /)
+      }
+      assert.deepEqual(snapshot(b), before)
+      // Names that only look alike are fine.
+      assert.equal((await api(b, 'POST', '/admin/admin-keys', { name: 'key-rotation', role: 'auditor' })).status, 201)
+      assert.equal((await api(b, 'POST', '/admin/admin-keys', { name: 'cli-bot', role: 'auditor' })).status, 201)
+      assert.throws(() => parseConfig({ ...b.deps.catalog.base, admin: { keys: [{ name: 'key0', role: 'auditor', hash: '$argon2id$x' }] } }), (e: Error & { issues?: string[] }) => e.issues?.some((i) => /^admin\.keys\.0\.name: /.test(i)) === true)
     }))
 })
