@@ -11,7 +11,7 @@ import { createObject } from '../src/catalog/catalog.js'
 import { parseConfig, type ConfigInput } from '../src/config.js'
 import { OAuthError } from '../src/errors.js'
 import { argon2Hasher } from '../src/broker.js'
-import { ADMIN_KEY, assertRefusedAndAudited, counts, exchangeParams, GH_ISSUER, githubToken, NOTES, NOTES_SECRET, openTask, platformKeys, withBroker, type TestBroker } from './harness.js'
+import { ADMIN_KEY, assertRefusedAndAudited, counts, createTestBroker, exchangeParams, GH_ISSUER, githubToken, NOTES, NOTES_SECRET, openTask, platformKeys, withBroker, type TestBroker } from './harness.js'
 import { startServer } from './oidc-fixtures.js'
 
 type Json = Record<string, unknown>
@@ -346,4 +346,32 @@ describe('attack: names that pass for another', () => {
       assert.equal((await api(b, 'POST', '/admin/admin-keys', { name: 'cli-bot', role: 'auditor' })).status, 201)
       assert.throws(() => parseConfig({ ...b.deps.catalog.base, admin: { keys: [{ name: 'key0', role: 'auditor', hash: '$argon2id$x' }] } }), (e: Error & { issues?: string[] }) => e.issues?.some((i) => /^admin\.keys\.0\.name: /.test(i)) === true)
     }))
+})
+
+describe('attack: two changes at once', () => {
+  it('two processes creating the same object: the second is 409 conflict, not a silent replacement of the first', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'taskpass-attack-'))
+    const database = join(dir, 'taskpass.db')
+    const server = await createTestBroker({ config: (c) => ({ ...c, database }) })
+    const cli = await createTestBroker({ config: (c) => ({ ...c, database, keys: { kek: server.deps.config.keys.kek! } }) })
+    try {
+      const DOCS = 'https://docs.race.example/mcp'
+      // The CLI's change commits after the server looked for the key and before its own write.
+      const durably = server.deps.stores.durably
+      server.deps.stores.durably = (fn) => {
+        server.deps.stores.durably = durably
+        void createObject(cli.deps, 'resources', { uri: DOCS, scopes: ['docs:read'] }, 'admin:cli')
+        return durably(fn)
+      }
+      await assert.rejects(createObject(server.deps, 'resources', { uri: DOCS, scopes: ['docs:write'] }, 'admin:key0'), (e: unknown) => e instanceof OAuthError && e.status === 409 && e.code === 'conflict')
+      const row = server.deps.stores.catalog.get('resources', DOCS)!
+      assert.deepEqual((JSON.parse(row.body!) as { scopes: string[] }).scopes, ['docs:read'], 'the first creation stands')
+      assert.equal(row.updatedBy, 'admin:cli')
+      const creations = server.deps.database.sqlite.prepare("select count(*) as n from audit_events where action = 'catalog.create'").get() as { n: number }
+      assert.equal(creations.n, 1)
+    } finally {
+      cli.close()
+      server.close()
+    }
+  })
 })

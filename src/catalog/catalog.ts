@@ -156,7 +156,11 @@ export async function createObject(deps: CatalogDeps, kind: CatalogKind, body: u
   const key = KINDS[kind].keyOf(parsed.data as AnyObject)!
   if (definedByFile(deps, kind, key)) throw conflict(`${KINDS[kind].noun} ${key} is defined by the configuration file`)
   if (deps.stores.catalog.get(kind, key)?.body) throw conflict(`${KINDS[kind].noun} ${key} exists`)
-  const result = change(deps, kind, key, 'create', by, (rows, now) => [...rows.filter((r) => !(r.kind === kind && r.key === key)), row(kind, key, JSON.stringify(object), true, now, now, by)])
+  const result = change(deps, kind, key, 'create', by, (rows, now) => {
+    // Again inside the transaction: another process (the CLI, another instance) may have created it since.
+    if (rows.some((r) => r.kind === kind && r.key === key && r.body !== null)) throw conflict(`${KINDS[kind].noun} ${key} exists`)
+    return [...rows.filter((r) => !(r.kind === kind && r.key === key)), row(kind, key, JSON.stringify(object), true, now, now, by)]
+  })
   return { ...result, ...(adminKey ? { admin_key: adminKey } : {}) }
 }
 
@@ -174,7 +178,14 @@ export function replaceObject(deps: CatalogDeps, kind: CatalogKind, key: string,
   refuseHostFiles(kind, parsed.data as AnyObject)
   const spec = KINDS[kind]
   if (spec.keyOf(parsed.data as AnyObject) !== key) throw new InvalidObject([`${spec.keyField}: must stay ${key} (the path's); create another ${spec.noun} instead`])
-  return change(deps, kind, key, 'replace', by, (rows, now) => rows.map((r) => (r.kind === kind && r.key === key ? row(kind, key, JSON.stringify(object), r.enabled, r.createdAt, now, by) : r)))
+  return change(deps, kind, key, 'replace', by, (rows, now) => {
+    // Again inside the transaction: another process may have deleted or changed it since (an
+    // admin key's replacement carries its hash: one of a key made again since must not return).
+    const current = rows.find((r) => r.kind === kind && r.key === key && r.body !== null)
+    if (!current) throw notFound(`no ${KINDS[kind].noun} ${key}`)
+    if (current.body !== existing.body) throw conflict(`${KINDS[kind].noun} ${key} changed meanwhile: read it again`)
+    return rows.map((r) => (r.kind === kind && r.key === key ? row(kind, key, JSON.stringify(object), r.enabled, r.createdAt, now, by) : r))
+  })
 }
 
 /**
