@@ -7,7 +7,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { createObject } from '../src/catalog/catalog.js'
+import { createObject, refreshCatalog, replaceObject } from '../src/catalog/catalog.js'
 import { parseConfig, type ConfigInput } from '../src/config.js'
 import { OAuthError } from '../src/errors.js'
 import { argon2Hasher } from '../src/broker.js'
@@ -349,7 +349,7 @@ describe('attack: names that pass for another', () => {
 })
 
 describe('attack: two changes at once', () => {
-  it('two processes creating the same object: the second is 409 conflict, not a silent replacement of the first', async () => {
+  it('two processes creating (or replacing) the same object: the second is 409 conflict, not a silent replacement of the first', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'taskpass-attack-'))
     const database = join(dir, 'taskpass.db')
     const server = await createTestBroker({ config: (c) => ({ ...c, database }) })
@@ -369,6 +369,16 @@ describe('attack: two changes at once', () => {
       assert.equal(row.updatedBy, 'admin:cli')
       const creations = server.deps.database.sqlite.prepare("select count(*) as n from audit_events where action = 'catalog.create'").get() as { n: number }
       assert.equal(creations.n, 1)
+
+      // A replacement raced by another one: 409, the other stands (nothing is replaced unseen).
+      refreshCatalog(server.deps)
+      server.deps.stores.durably = (fn) => {
+        server.deps.stores.durably = durably
+        replaceObject(cli.deps, 'resources', DOCS, { uri: DOCS, scopes: ['docs:read', 'docs:list'] }, 'admin:cli')
+        return durably(fn)
+      }
+      assert.throws(() => replaceObject(server.deps, 'resources', DOCS, { uri: DOCS, scopes: ['docs:write'] }, 'admin:key0'), (e: unknown) => e instanceof OAuthError && e.status === 409 && e.code === 'conflict')
+      assert.deepEqual((JSON.parse(server.deps.stores.catalog.get('resources', DOCS)!.body!) as { scopes: string[] }).scopes, ['docs:read', 'docs:list'])
     } finally {
       cli.close()
       server.close()
