@@ -385,3 +385,42 @@ describe('attack: two changes at once', () => {
     }
   })
 })
+
+describe('attack: an admin key switched off while its request is verified', () => {
+  for (const [what, change, status, error] of [
+    ['switched off', (b: TestBroker) => api(b, 'POST', '/admin/admin-keys/ops/disable'), 401, 'invalid_token'],
+    ['deleted', (b: TestBroker) => api(b, 'DELETE', '/admin/admin-keys/ops'), 401, 'invalid_token'],
+    ['demoted to auditor', (b: TestBroker) => api(b, 'PUT', '/admin/admin-keys/ops', { role: 'auditor' }), 403, 'insufficient_scope'],
+  ] as const) {
+    it(`a request whose key was ${what} while argon2 verified it acts with the key as it is now (${status} ${error})`, () =>
+      // Two verifications at once: the operator's (held) and the admin's.
+      withBroker((c) => ({ ...c, authThrottle: { maxConcurrent: 2 } }), async (b) => {
+        const made = await api(b, 'POST', '/admin/admin-keys', { name: 'ops', role: 'operator' })
+        const opsKey = String(made.json.admin_key)
+        const task = await openTask(b, { purpose: 'kept', resources: [{ resource: NOTES, scopes: ['notes:read'] }] })
+        const id = ((await task.json()) as { task_id: string }).task_id
+        // Only the operator's verification waits; the admin's goes through.
+        const hasher = b.deps.hasher
+        const verify = hasher.verify
+        let release!: () => void
+        const gate = new Promise<void>((r) => (release = r))
+        let reached!: () => void
+        const held = new Promise<void>((r) => (reached = r))
+        hasher.verify = async (hash, secret) => {
+          if (secret === opsKey) {
+            reached()
+            await gate
+          }
+          return verify(hash, secret)
+        }
+        const pending = api(b, 'POST', `/admin/tasks/${id}/revoke`, undefined, opsKey)
+        await held
+        assert.equal((await change(b)).status, 200)
+        release()
+        const res = await pending
+        assert.equal(res.status, status, JSON.stringify(res.json))
+        assert.equal(res.json.error, error)
+        assert.equal(b.deps.stores.tasks.get(id)!.status, 'active')
+      }))
+  }
+})

@@ -54,22 +54,26 @@ function keyCheck(deps: IdentifyDeps): KeyCheck {
  * a shared budget for all admin keys would let anyone lock the admins out.
  */
 export async function identifyAdminKey(deps: IdentifyDeps, key: string, ip: string | undefined): Promise<Required<AdminIdentity> | undefined> {
-  const { configured, known, observe } = keyCheck(deps)
+  const check = keyCheck(deps)
+  const { configured, known, observe } = check
   const digest = createHash('sha256').update(key).digest('base64url')
-  let who = known.get(digest, 0)
-  observe(who !== undefined)
-  if (who === undefined) {
-    // One throttled verification per configured hash: every argon2 run spends budget, so a wrong
-    // key costs the broker no more runs than the budget allows, however many admin keys exist.
-    for (const k of configured) {
-      if (await deps.authThrottle.verify({ ip }, () => deps.hasher.verify(k.hash, key))) {
-        who = { id: k.id, role: k.role, keyTag: k.keyTag }
-        known.set(digest, who, Number.MAX_SAFE_INTEGER)
-        break
-      }
+  const hit = known.get(digest, 0)
+  observe(hit !== undefined)
+  if (hit !== undefined) return hit
+  // One throttled verification per configured hash: every argon2 run spends budget, so a wrong
+  // key costs the broker no more runs than the budget allows, however many admin keys exist.
+  for (const k of configured) {
+    if (await deps.authThrottle.verify({ ip }, () => deps.hasher.verify(k.hash, key))) {
+      const who = { id: k.id, role: k.role, keyTag: k.keyTag }
+      known.set(digest, who, Number.MAX_SAFE_INTEGER)
+      if (keyCheck(deps) === check) return who
+      // The catalog changed while argon2 ran (the key switched off, deleted or given another
+      // role): the key counts as it is now — the same key (its tag), with its role now, or none.
+      const now = configuredAdminKey(deps, k.id)
+      return now?.keyTag === k.keyTag ? { ...who, role: now.role } : undefined
     }
   }
-  return who
+  return undefined
 }
 
 /**
