@@ -424,3 +424,21 @@ describe('attack: an admin key switched off while its request is verified', () =
       }))
   }
 })
+
+describe('attack: changes that change nothing', () => {
+  it('enabling a workload its own definition disables (enabled: false, in the file or in its API object) is 409 conflict: nothing stored, audited or bumped', () =>
+    withBroker(undefined, async (b) => {
+      const before = snapshot(b)
+      const res = await api(b, 'POST', '/admin/workloads/agent-off/enable')
+      assert.equal(res.status, 409, JSON.stringify(res.json))
+      assert.equal(res.json.error, 'conflict')
+      assert.match(String(res.json.error_description), /enabled: false/)
+      assert.deepEqual(snapshot(b), before)
+      assert.equal((await api(b, 'POST', '/admin/workloads', { id: 'agent-dormant', attestation: { issuer: 'spiffe://test.example', subject: 'spiffe://test.example/agent/dormant' }, enabled: false })).status, 201)
+      const created = snapshot(b)
+      const again = await api(b, 'POST', '/admin/workloads/agent-dormant/enable')
+      assert.equal(again.status, 409)
+      assert.equal(again.json.error, 'conflict')
+      assert.deepEqual(snapshot(b), created)
+    }))
+})

@@ -197,6 +197,8 @@ export function setEnabled(deps: CatalogDeps, kind: CatalogKind, key: string, en
   const entry = getEntry(deps, kind, key)
   const action: CatalogAction = enabled ? 'enable' : 'disable'
   const stored = deps.stores.catalog.get(kind, key)
+  // The switch cannot turn on what its own definition turns off: that is changed where it is defined.
+  if (enabled && entry.object.enabled === false) throw conflict(`${KINDS[kind].noun} ${key} says enabled: false itself: ${entry.managed_by === 'file' ? 'change it in the configuration file' : 'replace it without'}`)
   if (entry.managed_by === 'file' && enabled && stored === undefined && entry.enabled) return { kind, key, action, entry, tasks_revoked: 0 }
   if (entry.managed_by === 'api' && stored!.enabled === enabled) return { kind, key, action, entry, tasks_revoked: 0 }
   return change(deps, kind, key, action, by, (rows, now) => {
