@@ -10,6 +10,7 @@ import { describe, it } from 'node:test'
 import { createObject, refreshCatalog, replaceObject } from '../src/catalog/catalog.js'
 import { parseConfig, type ConfigInput } from '../src/config.js'
 import { OAuthError } from '../src/errors.js'
+import { preparedSetCount } from '../src/policy/cedar.js'
 import { argon2Hasher } from '../src/broker.js'
 import { ADMIN_KEY, assertRefusedAndAudited, counts, createTestBroker, exchangeParams, GH_ISSUER, githubToken, NOTES, NOTES_SECRET, openTask, platformKeys, withBroker, type TestBroker } from './harness.js'
 import { startServer } from './oidc-fixtures.js'
@@ -440,5 +441,25 @@ describe('attack: changes that change nothing', () => {
       assert.equal(again.status, 409)
       assert.equal(again.json.error, 'conflict')
       assert.deepEqual(snapshot(b), created)
+    }))
+})
+
+describe('attack: a change costs what it costs once', () => {
+  it('each catalog change prepares the policy set again in the wasm instance, which keeps what it preparsed: the broker reuses its slots, so changes do not grow it', () =>
+    withBroker(undefined, async (b) => {
+      assert.equal((await api(b, 'POST', '/admin/workloads/agent-b/disable')).status, 200)
+      assert.equal((await api(b, 'POST', '/admin/workloads/agent-b/enable')).status, 200)
+      const settled = preparedSetCount()
+      for (let i = 0; i < 15; i++) {
+        assert.equal((await api(b, 'POST', '/admin/workloads/agent-b/disable')).status, 200)
+        assert.equal((await api(b, 'POST', '/admin/workloads/agent-b/enable')).status, 200)
+      }
+      // Resources come and go: what is prepared is bounded by how many there are at once.
+      for (let i = 0; i < 10; i++) {
+        const uri = `https://churn-${i}.example/mcp`
+        assert.equal((await api(b, 'POST', '/admin/resources', { uri, scopes: ['x'] })).status, 201)
+        assert.equal((await api(b, 'DELETE', `/admin/resources/${encodeURIComponent(uri)}`)).status, 200)
+      }
+      assert.ok(preparedSetCount() - settled <= 2 * 4, `${preparedSetCount() - settled} more preparsed sets after 50 changes`)
     }))
 })
