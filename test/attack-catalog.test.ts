@@ -12,8 +12,10 @@ import { parseConfig, type ConfigInput } from '../src/config.js'
 import { OAuthError } from '../src/errors.js'
 import { preparedSetCount } from '../src/policy/cedar.js'
 import { argon2Hasher } from '../src/broker.js'
-import { ADMIN_KEY, assertRefusedAndAudited, counts, createTestBroker, exchangeParams, GH_ISSUER, githubToken, NOTES, NOTES_SECRET, openTask, platformKeys, withBroker, type TestBroker } from './harness.js'
+import { ADMIN_KEY, assertRefusedAndAudited, CALENDAR, counts, createTestBroker, exchangeParams, GH_ISSUER, githubToken, NOTES, NOTES_SECRET, openTask, platformKeys, withBroker, type TestBroker } from './harness.js'
+import { authorizeQuery, browserFlowConfig, CLIENT_ID, devSignIn, fixedClients, pkce, REDIRECT_URI, setField, TestBrowser } from './authorize-fixtures.js'
 import { startServer } from './oidc-fixtures.js'
+import { childExchange, delegating, openedSubtask, parentTask } from './subtask-fixtures.js'
 
 type Json = Record<string, unknown>
 
@@ -461,5 +463,80 @@ describe('attack: a change costs what it costs once', () => {
         assert.equal((await api(b, 'DELETE', `/admin/resources/${encodeURIComponent(uri)}`)).status, 200)
       }
       assert.ok(preparedSetCount() - settled <= 2 * 4, `${preparedSetCount() - settled} more preparsed sets after 50 changes`)
+    }))
+})
+
+describe('held: the authorization-code flow\'s grants end with what the catalog switches off', () => {
+  /** Signs alice in and consents (notes:read, one hour): the code the client's callback gets. */
+  async function consentedCode(b: TestBroker, challenge: string): Promise<string> {
+    const browser = new TestBrowser((p, i) => b.app.request(p, i))
+    const login = await browser.get(`/authorize?${authorizeQuery(challenge)}`)
+    const signedIn = await browser.submit(await login.text(), '/authorize/login', devSignIn())
+    const page = await browser.get(signedIn.headers.get('location')!)
+    const answered = await browser.submit(await page.text(), '/authorize/consent', (f) => [...setField('ttl', '3600')(setField('purpose', 'Summarise')(setField('scope', 'notes:read')(f))), ['decision', 'allow']])
+    assert.equal(answered.status, 303, await answered.clone().text())
+    return new URL(answered.headers.get('location')!).searchParams.get('code')!
+  }
+  const redeem = (b: TestBroker, code: string, verifier: string) => b.post('/token', { grant_type: 'authorization_code', code, code_verifier: verifier, client_id: CLIENT_ID, redirect_uri: REDIRECT_URI, resource: NOTES })
+
+  // The only sign-in switched off turns the flow off: its grants are not served at all.
+  for (const [what, path, refresh, code] of [
+    ['the OAuth client workload', '/admin/workloads/mcp-clients/disable', 'invalid_grant', 'invalid_grant'],
+    ['the sign-in\'s subject issuer', `/admin/subject-issuers/${USER_IDP}/disable`, 'unsupported_grant_type', 'unsupported_grant_type'],
+    ['the resource', `/admin/resources/${encodeURIComponent(NOTES)}/disable`, 'invalid_grant', 'invalid_target'],
+  ] as const) {
+    it(`${what} switched off: the task ends, its refresh token (400 ${refresh}) and an unredeemed code (400 ${code}) are refused`, () =>
+      withBroker({ config: browserFlowConfig, clientMetadata: fixedClients() }, async (b) => {
+        const first = pkce()
+        const issued = (await (await redeem(b, await consentedCode(b, first.challenge), first.verifier)).json()) as { refresh_token: string; task_id: string }
+        const second = pkce()
+        const unredeemed = await consentedCode(b, second.challenge)
+        const off = await api(b, 'POST', path)
+        assert.equal(off.status, 200)
+        assert.equal(off.json.tasks_revoked, 2)
+        assert.equal(b.deps.stores.tasks.get(issued.task_id)!.status, 'revoked')
+        const before = counts(b)
+        const refreshed = await b.post('/token', { grant_type: 'refresh_token', refresh_token: issued.refresh_token, client_id: CLIENT_ID })
+        assert.equal(refreshed.status, 400)
+        assert.equal(((await refreshed.json()) as Json).error, refresh)
+        const redeemed = await redeem(b, unredeemed, second.verifier)
+        assert.equal(redeemed.status, 400)
+        assert.equal(((await redeemed.json()) as Json).error, code)
+        assert.equal(b.count('tokens'), before.tokens)
+        assert.equal(activeTokens(b), 0)
+      }))
+  }
+})
+
+describe('attack: what a switch-off ends, and what it leaves', () => {
+  it('a delegate switched off ends its sub-tasks and no other task; the delegating workload switched off ends its tasks and their sub-tasks, all counted in tasks_revoked', () =>
+    withBroker(delegating, async (b) => {
+      const parent = await parentTask(b)
+      const children = [await openedSubtask(b, parent.task_id), await openedSubtask(b, parent.task_id)]
+      assert.equal((await childExchange(b, children[0]!.task_id, { scope: 'notes:read' })).status, 200)
+      const off = await api(b, 'POST', '/admin/workloads/agent-b/disable')
+      assert.equal(off.json.tasks_revoked, 2)
+      assert.deepEqual([parent, ...children].map((t) => b.deps.stores.tasks.get(t.task_id)!.status), ['active', 'revoked', 'revoked'])
+      assert.equal((await api(b, 'POST', '/admin/workloads/agent-b/enable')).status, 200)
+      const again = await openedSubtask(b, parent.task_id)
+      const offA = await api(b, 'POST', '/admin/workloads/agent-a/disable')
+      assert.equal(offA.json.tasks_revoked, 2)
+      assert.deepEqual([parent, again].map((t) => b.deps.stores.tasks.get(t.task_id)!.status), ['revoked', 'revoked'])
+      assert.equal(activeTokens(b), 0)
+    }))
+
+  it('a task waiting for approval ends when its resource is switched off, and the request waiting on it is answered at once', () =>
+    withBroker((c) => ({ ...c, resources: c.resources!.map((r) => (r.uri === CALENDAR ? { ...r, requireApproval: true } : r)) }), async (b) => {
+      const res = await openTask(b, { purpose: 'wait', resources: [{ resource: CALENDAR, scopes: ['cal:read'] }] })
+      const task = (await res.json()) as { task_id: string; status: string }
+      assert.equal(task.status, 'pending_approval')
+      const session = await b.session()
+      const started = Date.now()
+      const waiting = b.app.request(`/tasks/${task.task_id}?wait=20`, { headers: { authorization: `Bearer ${session}` } })
+      const off = await api(b, 'POST', `/admin/resources/${encodeURIComponent(CALENDAR)}/disable`)
+      assert.equal(off.json.tasks_revoked, 1)
+      const answered = await waiting
+      assert.equal(((await answered.json()) as Json).status, 'revoked')
+      assert.ok(Date.now() - started < 10_000, 'answered when the task ended, not when the wait ran out')
     }))
 })

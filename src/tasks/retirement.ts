@@ -36,7 +36,8 @@ export function checkAdmitted(config: RetirementDeps['config'], task: { id: stri
 /**
  * Ends (revokes) every open task the catalog in force no longer admits ({@link retirementOf}),
  * each audited as ended by `by` with the reason. Run after every catalog change, and by the
- * server at start for what the file changed while it was down. Returns the tasks it ended.
+ * server at start for what the file changed while it was down. Returns the tasks it ended, the
+ * sub-tasks ended with their parents included.
  */
 export function revokeTasksOutsideCatalog(deps: RetirementDeps, by: string): string[] {
   const revoked: string[] = []
@@ -44,8 +45,9 @@ export function revokeTasksOutsideCatalog(deps: RetirementDeps, by: string): str
     const why = retirementOf(deps.config, task)
     if (why === undefined) continue
     try {
-      endTask(deps, task.id, 'revoked', { kind: 'admin', id: `${by} (${why})` })
-      revoked.push(task.id)
+      const ended = endTask(deps, task.id, 'revoked', { kind: 'admin', id: `${by} (${why})` })
+      // Its sub-tasks end with it: the change ended them too.
+      revoked.push(task.id, ...(ended.subtasks_revoked ?? []))
     } catch (e) {
       // A sub-task ended already, with its parent earlier in this loop.
       if (!(e instanceof OAuthError && e.code === 'task_not_active')) throw e
