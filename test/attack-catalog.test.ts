@@ -3,11 +3,13 @@
  * names what an admin key (or a workload racing a change) must not be able to do.
  */
 import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { createObject, refreshCatalog, replaceObject } from '../src/catalog/catalog.js'
+import { catalogCommand } from '../src/cli/catalog.js'
 import { parseConfig, type ConfigInput } from '../src/config.js'
 import { OAuthError } from '../src/errors.js'
 import { preparedSetCount } from '../src/policy/cedar.js'
@@ -539,4 +541,97 @@ describe('attack: what a switch-off ends, and what it leaves', () => {
       assert.equal(((await answered.json()) as Json).status, 'revoked')
       assert.ok(Date.now() - started < 10_000, 'answered when the task ended, not when the wait ran out')
     }))
+})
+
+describe('held: roles, encodings, secrets, restarts', () => {
+  it('an operator or auditor key changes nothing through any method, path spelling or encoding', () =>
+    withBroker(undefined, async (b) => {
+      const keys = [String((await api(b, 'POST', '/admin/admin-keys', { name: 'ops', role: 'operator' })).json.admin_key), String((await api(b, 'POST', '/admin/admin-keys', { name: 'audit', role: 'auditor' })).json.admin_key)]
+      const before = snapshot(b)
+      const body = JSON.stringify({ id: 'agent-x', attestation: { issuer: 'spiffe://test.example', subject: 'spiffe://test.example/agent/x' } })
+      for (const key of keys) {
+        for (const [method, path] of [
+          ['POST', '/admin/workloads'], ['POST', '/admin/workloads/'], ['POST', '/admin/Workloads'], ['POST', '/admin/work%6Coads'], ['POST', '//admin/workloads'], ['POST', '/admin/./workloads'], ['POST', '/ADMIN/workloads'],
+          ['PUT', '/admin/workloads/agent-b'], ['PATCH', '/admin/workloads/agent-b'], ['DELETE', '/admin/workloads/agent-b'], ['DELETE', '/admin/workloads/agent-b/'],
+          ['POST', '/admin/workloads/agent-b/disable'], ['POST', '/admin/workloads/agent-b/disable/'], ['POST', '/admin/workloads/agent-b%2Fdisable'], ['POST', '/admin/workloads/agent-b/DISABLE'], ['POST', '/admin/workloads/agent-b/%64isable'], ['POST', '/admin/workloads/agent-%62/disable'],
+          ['POST', '/admin/admin-keys'], ['PUT', '/admin/admin-keys/ops'], ['POST', '/admin/admin-keys/ops/disable'], ['DELETE', '/admin/admin-keys/audit'],
+        ] as const) {
+          const res = await b.app.request(path, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'x-http-method-override': 'POST' }, ...(method === 'DELETE' ? {} : { body: method === 'PUT' && path.includes('admin-keys') ? '{"role":"admin"}' : body }) })
+          assert.ok(res.status === 403 || res.status === 404, `${method} ${path}: ${res.status}`)
+          assert.match(((await res.json()) as Json).error as string, /^(insufficient_scope|not_found)$/)
+        }
+      }
+      assert.deepEqual({ ...snapshot(b), audit: before.audit }, before)
+    }))
+
+  it('objects carrying __proto__ or constructor keys pollute nothing', () =>
+    withBroker(undefined, async (b) => {
+      const top = await api(b, 'POST', '/admin/resources', '{"uri":"https://p.example/mcp","scopes":["a"],"__proto__":{"polluted":1}}')
+      assert.equal(top.status, 400)
+      assert.equal(top.json.error, 'invalid_request')
+      assert.equal((await api(b, 'POST', '/admin/workload-issuers', '{"kind":"oidc","issuer":"https://z.example","jwks":{"keys":[{"constructor":{"prototype":{"polluted":1}}}],"__proto__":{"polluted":1}}}')).status, 201)
+      assert.equal(({} as Json).polluted, undefined)
+      assert.equal((Object.prototype as Json).polluted, undefined)
+    }))
+
+  it('no answer, audit row or CLI output shows a hash or a secret, of the file’s objects or the API’s', () =>
+    withBroker((c) => ({ ...c, subjectIssuers: c.subjectIssuers!.map((s) => ({ ...s, subjectPrefix: 'main:' })) }), async (b) => {
+      const secret = 'client-secret-never-shown-0123'
+      const password = createHash('sha256').update('dev-pw').digest('base64url')
+      assert.equal((await api(b, 'POST', '/admin/subject-issuers', { issuer: 'https://sso.example', jwksUri: 'https://sso.example/jwks', subjectPrefix: 'sso:', login: { kind: 'oidc', clientId: 'broker', clientSecret: secret } })).status, 201)
+      assert.equal((await api(b, 'POST', '/admin/subject-issuers', { issuer: 'https://dev.example', jwks: { keys: [] }, subjectPrefix: 'dev:', login: { kind: 'dev', users: ['bob'], passwordSha256: password } })).status, 201)
+      assert.equal((await api(b, 'POST', '/admin/resources', { uri: 'https://docs.example/mcp', scopes: ['x'], credential: { clientId: 'docs', secretHash: await argon2Hasher.hash('docs-secret-0123456789') } })).status, 201)
+      assert.equal((await api(b, 'POST', '/admin/admin-keys', { name: 'ops', role: 'operator' })).status, 201)
+      await api(b, 'PUT', `/admin/subject-issuers/${encodeURIComponent('https://sso.example')}`, { issuer: 'https://sso.example', jwksUri: 'https://sso.example/jwks', subjectPrefix: 'sso:', login: { kind: 'oidc', clientId: 'broker', clientSecret: `${secret}-2` } })
+      await api(b, 'POST', `/admin/resources/${encodeURIComponent(NOTES)}/disable`)
+      const seen: string[] = []
+      for (const kind of ['subject-issuers', 'workload-issuers', 'workloads', 'resources', 'admin-keys']) {
+        seen.push(JSON.stringify((await api(b, 'GET', `/admin/${kind}`)).json))
+        const write = process.stdout.write
+        process.stdout.write = ((chunk: string) => (seen.push(String(chunk)), true)) as typeof process.stdout.write
+        try {
+          await catalogCommand(b.deps, kind as never, ['list'])
+        } finally {
+          process.stdout.write = write
+        }
+      }
+      seen.push(JSON.stringify((await api(b, 'GET', '/admin/audit')).json))
+      seen.push(JSON.stringify(b.logs))
+      const all = seen.join('\n')
+      for (const leak of ['$argon2', secret, password]) assert.ok(!all.includes(leak), `${leak} shown`)
+      assert.match(all, /\[redacted\]/)
+    }))
+
+  it('a restart with the same file takes up everything the API accepted (a GitHub issuer switched off stays off)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'taskpass-attack-'))
+    const database = join(dir, 'taskpass.db')
+    const withDb = (c: ConfigInput): ConfigInput => ({ ...prefixed(c), database })
+    const first = await createTestBroker({ config: withDb })
+    const kek = first.deps.config.keys.kek!
+    let config: unknown
+    try {
+      const keys = await platformKeys()
+      for (const [path, body] of [
+        ['/admin/workload-issuers', { kind: 'github', jwks: { keys: [keys.github.publicJwk] } }],
+        ['/admin/workload-issuers', { kind: 'kubernetes', issuer: 'https://k8s.example', jwks: { keys: [keys.k8s.publicJwk] } }],
+        ['/admin/subject-issuers', { issuer: 'https://corp.example', jwks: { keys: [first.keys.user.publicJwk] }, subjectPrefix: 'corp:', idJag: {} }],
+        ['/admin/resources', { uri: 'https://docs.example/mcp', scopes: ['docs:read'], requireApproval: true }],
+        ['/admin/workloads', { id: 'deployer', attestation: { issuer: GH_ISSUER, claims: { repository_id: '1' } }, grants: [{ resource: 'https://docs.example/mcp', scopes: ['docs:read'] }], delegateTo: ['agent-b'] }],
+        ['/admin/workloads', { id: 'mcp-clients', oauthClient: { clientId: { glob: 'https://client.example/**' } }, grants: [{ resource: NOTES, scopes: ['notes:read'] }] }],
+        ['/admin/admin-keys', { name: 'ops', role: 'operator' }],
+      ] as const) assert.equal((await api(first, 'POST', path, body)).status, 201, `${path} ${JSON.stringify(body)}`)
+      assert.equal((await api(first, 'POST', `/admin/workload-issuers/${encodeURIComponent(GH_ISSUER)}/disable`)).status, 200)
+      assert.equal((await api(first, 'POST', '/admin/workloads/agent-b/disable')).status, 200)
+      config = first.deps.config
+    } finally {
+      first.close()
+    }
+    const second = await createTestBroker({ config: (c) => ({ ...withDb(c), keys: { kek } }) })
+    try {
+      assert.deepEqual(JSON.parse(JSON.stringify(second.deps.config)), JSON.parse(JSON.stringify({ ...(config as Json), keys: second.deps.config.keys })))
+      assert.ok(!second.deps.config.workloadIssuers.some((wi) => wi.kind === 'github'))
+    } finally {
+      second.close()
+    }
+  })
 })
