@@ -86,6 +86,9 @@ export interface Deps {
  */
 export const FEED_LIMITS = { page: 500, maxQueued: 10_000 }
 
+/** Brokers made in this process: each names its own policy slots (tests make many). */
+let brokers = 0
+
 /** argon2id (the library default algorithm; left unset on purpose, see README). */
 export const argon2Hasher: Hasher = {
   hash: (secret) => argon2Hash(secret),
@@ -117,10 +120,14 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
   // The replay cache outlives every rebuild of the catalog: a used assertion stays used.
   const shareReplay = (local: ReplayCache, scope: string) => (base.replay.shared ? sharedReplayCache(local, stores.replay, scope) : local)
   const assertionReplay = shareReplay(createReplayCache(base.clientAuth.replayCacheSize), 'client-assertion')
-  const build = (c: Config, adminText: string | undefined): CatalogBuilt => buildCatalogDeps(c, { clock, stores, metrics, hasher, authThrottle, assertionReplay, adminText })
+  // The policy engine's slots in the wasm instance (which frees nothing): two, alternating — a
+  // change prepares into the ones not in force, so any number of changes costs two engines' worth.
+  const broker = ++brokers
+  let inForce = 0
+  const build = (c: Config, adminText: string | undefined, slots: number): CatalogBuilt => buildCatalogDeps(c, { clock, stores, metrics, hasher, authThrottle, assertionReplay, adminText, slots: `broker${broker}.${slots}` })
   try {
     config = effectiveConfig(base, stores.catalog.all())
-    built = build(config, stores.policySets.latest()?.text)
+    built = build(config, stores.policySets.latest()?.text, inForce)
   } catch (e) {
     database.close()
     throw e
@@ -168,9 +175,11 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     catalog: {
       base,
       revision,
-      prepare: (c) => build(c, deps.policy.adminText),
+      prepare: (c) => build(c, deps.policy.adminText, 1 - inForce),
       install(c, next, at) {
         Object.assign(deps, next, { config: c, registrations: createClientRegistrations(c, sealer) })
+        // What is installed is what was just prepared, into the slots that were not in force.
+        inForce = 1 - inForce
         deps.catalog.revision = at
       },
     },
@@ -190,10 +199,10 @@ export type CatalogBuilt = Pick<Deps, 'policy' | 'subjectTokens' | 'idJags' | 'a
  */
 function buildCatalogDeps(
   config: Config,
-  shared: { clock: Clock; stores: Stores; metrics: Metrics; hasher: Hasher; authThrottle: AuthThrottle; assertionReplay: ReplayCache; adminText: string | undefined },
+  shared: { clock: Clock; stores: Stores; metrics: Metrics; hasher: Hasher; authThrottle: AuthThrottle; assertionReplay: ReplayCache; adminText: string | undefined; slots: string },
 ): CatalogBuilt {
   const { clock, stores, metrics } = shared
-  const policy = createPolicyEngine(config, { adminText: shared.adminText, observe: (evaluator, action, seconds) => metrics.policyEvaluation.observe({ evaluator, action }, seconds) })
+  const policy = createPolicyEngine(config, { adminText: shared.adminText, slots: shared.slots, observe: (evaluator, action, seconds) => metrics.policyEvaluation.observe({ evaluator, action }, seconds) })
   // One key resolver per subject issuer, shared by its session tokens and its ID-JAGs.
   const issuerKeys = subjectIssuerKeys(config.subjectIssuers, { clock, remoteJwks: config.remoteJwks })
   const subjectTokens = createSubjectTokenVerifier({

@@ -304,8 +304,19 @@ const resource = z.strictObject({
   credential: z.strictObject({ clientId: z.string().min(1), secretHash: z.string().startsWith('$argon2') }).optional(),
 })
 
-/** A named admin key with its role; `hash` is the argon2id hash of the key. */
-const adminKey = z.strictObject({ name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'a lowercase name (letters, digits, -)'), role: z.enum(ADMIN_ROLES), hash: z.string().startsWith('$argon2') })
+/**
+ * A named admin key with its role; `hash` is the argon2id hash of the key. The audit log names
+ * who acted as `admin:<name>`, so a name may not be one the log gives others: `key<n>` (the
+ * `apiKeyHashes`) or `cli` (the command line).
+ */
+const adminKey = z.strictObject({
+  name: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'a lowercase name (letters, digits, -)')
+    .refine((n) => !/^key[0-9]+$/.test(n) && n !== 'cli', 'key<n> and cli name the unnamed admin keys and the command line in the audit log: choose another name'),
+  role: z.enum(ADMIN_ROLES),
+  hash: z.string().startsWith('$argon2'),
+})
 
 export const configSchema = z
   .strictObject({
@@ -533,6 +544,14 @@ export const configSchema = z
       }
     })
     const resources = new Set(c.resources.map((r) => r.uri))
+    // A resource signs in (/introspect, /revoke, AuthZEN) by its credential's client id: two
+    // resources sharing one would leave only one of them able to, with the other's secret.
+    const clientIds = new Set<string>()
+    c.resources.forEach((r, i) => {
+      if (r.credential === undefined) return
+      if (clientIds.has(r.credential.clientId)) ctx.addIssue({ code: 'custom', path: ['resources', i, 'credential', 'clientId'], message: `duplicate credential client id ${r.credential.clientId}` })
+      clientIds.add(r.credential.clientId)
+    })
     c.workloads.forEach((w, i) => {
       w.grants.forEach((g, j) => {
         if (!resources.has(g.resource)) ctx.addIssue({ code: 'custom', path: ['workloads', i, 'grants', j, 'resource'], message: `unknown resource ${g.resource}` })

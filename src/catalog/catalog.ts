@@ -84,9 +84,50 @@ function definedByFile(deps: CatalogDeps, kind: CatalogKind, key: string): boole
   return spec.list(deps.catalog.base as unknown as AnyObject).some((o) => spec.keyOf(o) === key)
 }
 
+/**
+ * How deep an object may nest: the configuration's deepest (a claim rule in a workload's
+ * attestation, a JWK's `x5c`) is under 10; validating, storing and auditing recurse.
+ */
+const MAX_DEPTH = 32
+/**
+ * The largest object, as JSON characters. Its audit row holds it twice (before and after) within
+ * the row's limit, whole: the CLI reads a file, where no request body limit applies.
+ */
+const MAX_OBJECT_CHARS = 64 * 1024
+
 function asObject(body: unknown): AnyObject {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InvalidObject(['(body): a JSON object'])
+  // Walked without recursion: the depth is what is being checked.
+  const stack: [unknown, number][] = [[body, 1]]
+  while (stack.length > 0) {
+    const [value, depth] = stack.pop()!
+    if (typeof value !== 'object' || value === null) continue
+    if (depth > MAX_DEPTH) throw new InvalidObject([`(body): nested deeper than ${MAX_DEPTH} levels`])
+    for (const v of Object.values(value)) stack.push([v, depth + 1])
+  }
+  if (JSON.stringify(body).length > MAX_OBJECT_CHARS) throw new InvalidObject([`(body): too large (more than ${MAX_OBJECT_CHARS} characters of JSON)`])
   return body as AnyObject
+}
+
+/**
+ * The fields of an object that name a file of the broker's host. The configuration file may use
+ * them (its author runs the host); an object of the API may not: the broker would read whatever
+ * the caller names — and send a `clientSecretFile` to the IdP the caller chose — and the object,
+ * stored in the database, would depend on a file the database does not hold (another instance,
+ * or the next start, may not have it). Inline keys and `jwksUri` do the same.
+ */
+function hostFiles(kind: CatalogKind, object: AnyObject): string[] {
+  if (kind === 'admin-keys' || kind === 'resources') return []
+  const login = object.login as AnyObject | undefined
+  return [
+    ...(object.jwksFile !== undefined ? ['jwksFile: a file of the broker host is for the configuration file only: give the keys inline (jwks) or a jwksUri'] : []),
+    ...(kind === 'subject-issuers' && login?.clientSecretFile !== undefined ? ['login.clientSecretFile: a file of the broker host is for the configuration file only: give clientSecret (stored, never shown)'] : []),
+  ]
+}
+
+function refuseHostFiles(kind: CatalogKind, object: AnyObject): void {
+  const problems = hostFiles(kind, object)
+  if (problems.length > 0) throw new InvalidObject(problems)
 }
 
 /** Zod's issues for one object, each naming its field. */
@@ -111,10 +152,15 @@ export async function createObject(deps: CatalogDeps, kind: CatalogKind, body: u
   }
   const parsed = SCHEMAS[kind].safeParse(object)
   if (!parsed.success) throw new InvalidObject(problemsOf(parsed.error))
+  refuseHostFiles(kind, parsed.data as AnyObject)
   const key = KINDS[kind].keyOf(parsed.data as AnyObject)!
   if (definedByFile(deps, kind, key)) throw conflict(`${KINDS[kind].noun} ${key} is defined by the configuration file`)
   if (deps.stores.catalog.get(kind, key)?.body) throw conflict(`${KINDS[kind].noun} ${key} exists`)
-  const result = change(deps, kind, key, 'create', by, (rows, now) => [...rows.filter((r) => !(r.kind === kind && r.key === key)), row(kind, key, JSON.stringify(object), true, now, now, by)])
+  const result = change(deps, kind, key, 'create', by, (rows, now) => {
+    // Again inside the transaction: another process (the CLI, another instance) may have created it since.
+    if (rows.some((r) => r.kind === kind && r.key === key && r.body !== null)) throw conflict(`${KINDS[kind].noun} ${key} exists`)
+    return [...rows.filter((r) => !(r.kind === kind && r.key === key)), row(kind, key, JSON.stringify(object), true, now, now, by)]
+  })
   return { ...result, ...(adminKey ? { admin_key: adminKey } : {}) }
 }
 
@@ -129,9 +175,17 @@ export function replaceObject(deps: CatalogDeps, kind: CatalogKind, key: string,
   }
   const parsed = SCHEMAS[kind].safeParse(object)
   if (!parsed.success) throw new InvalidObject(problemsOf(parsed.error))
+  refuseHostFiles(kind, parsed.data as AnyObject)
   const spec = KINDS[kind]
   if (spec.keyOf(parsed.data as AnyObject) !== key) throw new InvalidObject([`${spec.keyField}: must stay ${key} (the path's); create another ${spec.noun} instead`])
-  return change(deps, kind, key, 'replace', by, (rows, now) => rows.map((r) => (r.kind === kind && r.key === key ? row(kind, key, JSON.stringify(object), r.enabled, r.createdAt, now, by) : r)))
+  return change(deps, kind, key, 'replace', by, (rows, now) => {
+    // Again inside the transaction: another process may have deleted or changed it since (an
+    // admin key's replacement carries its hash: one of a key made again since must not return).
+    const current = rows.find((r) => r.kind === kind && r.key === key && r.body !== null)
+    if (!current) throw notFound(`no ${KINDS[kind].noun} ${key}`)
+    if (current.body !== existing.body) throw conflict(`${KINDS[kind].noun} ${key} changed meanwhile: read it again`)
+    return rows.map((r) => (r.kind === kind && r.key === key ? row(kind, key, JSON.stringify(object), r.enabled, r.createdAt, now, by) : r))
+  })
 }
 
 /**
@@ -143,6 +197,8 @@ export function setEnabled(deps: CatalogDeps, kind: CatalogKind, key: string, en
   const entry = getEntry(deps, kind, key)
   const action: CatalogAction = enabled ? 'enable' : 'disable'
   const stored = deps.stores.catalog.get(kind, key)
+  // The switch cannot turn on what its own definition turns off: that is changed where it is defined.
+  if (enabled && entry.object.enabled === false) throw conflict(`${KINDS[kind].noun} ${key} says enabled: false itself: ${entry.managed_by === 'file' ? 'change it in the configuration file' : 'replace it without'}`)
   if (entry.managed_by === 'file' && enabled && stored === undefined && entry.enabled) return { kind, key, action, entry, tasks_revoked: 0 }
   if (entry.managed_by === 'api' && stored!.enabled === enabled) return { kind, key, action, entry, tasks_revoked: 0 }
   return change(deps, kind, key, action, by, (rows, now) => {

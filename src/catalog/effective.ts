@@ -31,20 +31,22 @@ export function effectiveConfig(base: Config, rows: readonly CatalogRow[]): Conf
     const fileKeys = new Set(spec.list(merged).map((o) => spec.keyOf(o)))
     const disabled = new Set(mine.filter((r) => !r.enabled).map((r) => r.key))
     off.set(kind, disabled)
-    const stored: AnyObject[] = []
+    // Each object with its key: a stored object's is its row's, since the object as given may
+    // leave its key to a default (a GitHub issuer's `issuer`).
+    const stored: [string | undefined, AnyObject][] = []
     for (const r of mine) {
       if (r.body === null) continue
       if (fileKeys.has(r.key)) {
         problems.push(`${spec.path}: ${spec.noun} ${r.key} is defined both in the configuration file and through the admin API (remove it from one)`)
         continue
       }
-      stored.push(JSON.parse(r.body) as AnyObject)
+      stored.push([r.key, JSON.parse(r.body) as AnyObject])
     }
-    let items = [...spec.list(merged), ...stored]
-    if (kind === 'workloads') items = items.map((w) => (disabled.has(spec.keyOf(w) ?? '') ? { ...w, enabled: false } : w))
-    else items = items.filter((o) => !disabled.has(spec.keyOf(o) ?? ''))
-    items.forEach((o, i) => labels.push([`${spec.path}.${i}`, `${spec.path}[${spec.keyOf(o) ?? i}]`]))
-    merged = spec.withList(merged, items)
+    let items: [string | undefined, AnyObject][] = [...spec.list(merged).map((o): [string | undefined, AnyObject] => [spec.keyOf(o), o]), ...stored]
+    if (kind === 'workloads') items = items.map(([k, w]) => [k, disabled.has(k ?? '') ? { ...w, enabled: false } : w])
+    else items = items.filter(([k]) => !disabled.has(k ?? ''))
+    items.forEach(([k], i) => labels.push([`${spec.path}.${i}`, `${spec.path}[${k ?? i}]`]))
+    merged = spec.withList(merged, items.map(([, o]) => o))
   }
   if (problems.length > 0) throw new ConfigError(problems)
   // A grant to a resource switched off grants nothing until it is switched on again.

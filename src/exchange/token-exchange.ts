@@ -11,6 +11,7 @@ import type { KeySet } from '../keys/keyset.js'
 import { allowedScopes, auditedDecision, type Decision, type Policy } from '../policy/decide.js'
 import type { Stores, TaskRow } from '../store/stores.js'
 import { decided, findResource, planTask, policyRefusal, recordOpenedTask, taskFacts, taskResources, taskState } from '../tasks/lifecycle.js'
+import { checkAdmitted } from '../catalog/admission.js'
 import { checkDelegationChain, delegationAct, TASK_SUBJECT_TYPE, taskSubject } from '../tasks/subtasks.js'
 import { invalidAuthorizationDetails, mcpToolsDetail, parseAuthorizationDetails, type McpToolsDetail } from '../tokens/authorization-details.js'
 import { signTaskToken, type TaskTokenClaims } from '../tokens/issue.js'
@@ -23,7 +24,7 @@ export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exch
 export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token'
 
 export interface ExchangeDeps {
-  config: Pick<Config, 'issuer' | 'tokens' | 'tasks' | 'resources' | 'subjectIssuers' | 'workloads'>
+  config: Pick<Config, 'issuer' | 'tokens' | 'tasks' | 'resources' | 'subjectIssuers' | 'workloads' | 'workloadIssuers' | 'authorization'>
   clock: Clock
   keys: KeySet
   stores: Stores
@@ -369,6 +370,9 @@ export async function mintTaskToken(deps: MintDeps, q: TaskTokenRequest, task: T
         deps.stores.tasks.refreshSession(task.id, subject.startedAt, subject.exp)
       }
     }
+    // And the catalog may have switched off the task's workload, user's issuer or resource while
+    // we signed (its sweep of open tasks ran before this write): nothing of it is written.
+    checkAdmitted(deps.config, task)
     // Likewise the signing key may have been revoked (a compromise) while we signed: such a token
     // is refused everywhere already, and must not be recorded as a live one.
     if (!deps.keys.publicKey(kid)) throw temporarilyUnavailable(1, `signing key ${kid} was revoked during the exchange`)

@@ -13,13 +13,19 @@ export type AdminEnv = { Variables: { adminId: string; adminRole: AdminRole } }
 export interface AdminIdentity {
   id: string
   role: AdminRole
+  /**
+   * Which key it was, among every key ever given this id: a digest of the configured hash (salted,
+   * so a new key of the same name has another). What outlives the request (the console's
+   * sign-in) is bound to it, not to the name alone.
+   */
+  keyTag?: string
 }
 
 type IdentifyDeps = Pick<Deps, 'config' | 'hasher' | 'authThrottle' | 'metrics'>
 
 interface KeyCheck {
-  configured: { id: string; role: AdminRole; hash: string }[]
-  known: TtlCache<AdminIdentity>
+  configured: { id: string; role: AdminRole; hash: string; keyTag: string }[]
+  known: TtlCache<Required<AdminIdentity>>
   observe: (hit: boolean) => void
 }
 
@@ -33,8 +39,8 @@ function keyCheck(deps: IdentifyDeps): KeyCheck {
     const configured = [
       ...deps.config.admin.apiKeyHashes.map((hash, i) => ({ id: `key${i}`, role: 'admin' as AdminRole, hash })),
       ...deps.config.admin.keys.map((k) => ({ id: k.name, role: k.role, hash: k.hash })),
-    ]
-    check = { configured, known: new TtlCache<AdminIdentity>(64), observe: deps.metrics.cacheObserver('admin_keys') }
+    ].map((k) => ({ ...k, keyTag: createHash('sha256').update(k.hash).digest('base64url') }))
+    check = { configured, known: new TtlCache<Required<AdminIdentity>>(64), observe: deps.metrics.cacheObserver('admin_keys') }
     checks.set(deps.config, check)
   }
   return check
@@ -47,28 +53,36 @@ function keyCheck(deps: IdentifyDeps): KeyCheck {
  * budget per client IP `ip`, cap on concurrent verifications). There is no client id to budget:
  * a shared budget for all admin keys would let anyone lock the admins out.
  */
-export async function identifyAdminKey(deps: IdentifyDeps, key: string, ip: string | undefined): Promise<AdminIdentity | undefined> {
-  const { configured, known, observe } = keyCheck(deps)
+export async function identifyAdminKey(deps: IdentifyDeps, key: string, ip: string | undefined): Promise<Required<AdminIdentity> | undefined> {
+  const check = keyCheck(deps)
+  const { configured, known, observe } = check
   const digest = createHash('sha256').update(key).digest('base64url')
-  let who = known.get(digest, 0)
-  observe(who !== undefined)
-  if (who === undefined) {
-    // One throttled verification per configured hash: every argon2 run spends budget, so a wrong
-    // key costs the broker no more runs than the budget allows, however many admin keys exist.
-    for (const k of configured) {
-      if (await deps.authThrottle.verify({ ip }, () => deps.hasher.verify(k.hash, key))) {
-        who = { id: k.id, role: k.role }
-        known.set(digest, who, Number.MAX_SAFE_INTEGER)
-        break
-      }
+  const hit = known.get(digest, 0)
+  observe(hit !== undefined)
+  if (hit !== undefined) return hit
+  // One throttled verification per configured hash: every argon2 run spends budget, so a wrong
+  // key costs the broker no more runs than the budget allows, however many admin keys exist.
+  for (const k of configured) {
+    if (await deps.authThrottle.verify({ ip }, () => deps.hasher.verify(k.hash, key))) {
+      const who = { id: k.id, role: k.role, keyTag: k.keyTag }
+      known.set(digest, who, Number.MAX_SAFE_INTEGER)
+      if (keyCheck(deps) === check) return who
+      // The catalog changed while argon2 ran (the key switched off, deleted or given another
+      // role): the key counts as it is now — the same key (its tag), with its role now, or none.
+      const now = configuredAdminKey(deps, k.id)
+      return now?.keyTag === k.keyTag ? { ...who, role: now.role } : undefined
     }
   }
-  return who
+  return undefined
 }
 
-/** The role the configured admin key `id` has now, or `undefined` when no such key is configured. */
-export function configuredAdminRole(deps: Pick<Deps, 'config' | 'hasher' | 'authThrottle' | 'metrics'>, id: string): AdminRole | undefined {
-  return keyCheck(deps).configured.find((k) => k.id === id)?.role
+/**
+ * The configured admin key `id` now — its role and {@link AdminIdentity.keyTag} — or `undefined`
+ * when no such key is configured (removed, switched off, or never there).
+ */
+export function configuredAdminKey(deps: Pick<Deps, 'config' | 'hasher' | 'authThrottle' | 'metrics'>, id: string): { role: AdminRole; keyTag: string } | undefined {
+  const k = keyCheck(deps).configured.find((c) => c.id === id)
+  return k && { role: k.role, keyTag: k.keyTag }
 }
 
 /**

@@ -239,14 +239,21 @@ export interface PreparedSet {
 
 const preparedContent = new Map<string, string>()
 
+/** How many policy sets the wasm instance holds preparsed (it frees none): what every slot in use costs. */
+export function preparedSetCount(): number {
+  return preparedContent.size
+}
+
 /** Prepares `set` for evaluation in `slot` (a name unique to its user, e.g. `engine3:A`). Throws {@link ConfigError} if Cedar refuses. */
 export function prepare(set: PolicySet, slot: string): PreparedSet {
   ensureSchema()
   const buckets = new Map<string, string>()
+  let i = 0
   for (const [uri, members] of set.byResource) {
     const policies = Object.fromEntries(members.map((p) => [p.id, p.text]))
     const content = createHash('sha256').update(JSON.stringify(policies)).digest('base64url')
-    const id = `taskpass:${slot}:${uri}`
+    // By position, not URI: resources come and go (the catalog), and a slot holds as many as there are at once.
+    const id = `taskpass:${slot}:${i++}`
     if (preparedContent.get(id) !== content) {
       const r = preparsePolicySet(id, { staticPolicies: policies })
       if (r.type !== 'success') throw new ConfigError(r.errors.map((e) => `policies (${uri}): ${describe(e)}`))

@@ -48,10 +48,20 @@ export function attestationKinds(config: Pick<Config, 'workloadIssuers'>): (issu
  */
 export function createPolicyEngine(
   config: Inputs,
-  opts: { adminText?: string; readFile?: (path: string) => string; observe?: (evaluator: 'native' | 'cedar', action: string, seconds: number) => void } = {},
+  opts: {
+    adminText?: string
+    readFile?: (path: string) => string
+    observe?: (evaluator: 'native' | 'cedar', action: string, seconds: number) => void
+    /**
+     * The name of this engine's slots in the wasm instance, which frees nothing it preparsed: an
+     * engine replacing another (a catalog change) reuses the slots of one no longer in force.
+     * Default: slots of its own.
+     */
+    slots?: string
+  } = {},
 ): PolicyEngine {
   const readFile = opts.readFile ?? ((p: string) => readFileSync(p, 'utf8'))
-  const serial = ++engines
+  const serial = opts.slots ?? String(++engines)
   const kindOf = attestationKinds(config)
   const generated = config.policies.replaceDefaults ? [] : generateGrantPolicies(config)
   const uris = config.resources.map((r) => r.uri)

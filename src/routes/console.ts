@@ -4,7 +4,7 @@ import { deleteCookie, getCookie, setCookie } from 'hono/cookie'
 import type { Deps } from '../broker.js'
 import type { AdminRole, Config } from '../config.js'
 import { OAuthError, temporarilyUnavailable } from '../errors.js'
-import { checkRole, configuredAdminRole, identifyAdminKey, type AdminIdentity } from '../http/admin-auth.js'
+import { checkRole, configuredAdminKey, identifyAdminKey, type AdminIdentity } from '../http/admin-auth.js'
 import { noStore } from '../http/middleware.js'
 import { checkCsrf, csrfToken, pageResponse } from '../http/pages.js'
 import { remoteAddress } from '../http/rate-limit.js'
@@ -42,6 +42,8 @@ const MAX_KEY_LENGTH = 512
 interface ConsoleSession {
   admin: string
   role: AdminRole
+  /** The key signed in with ({@link AdminIdentity.keyTag}): another key given the same name later signs nobody in. */
+  key: string
   /** A random id of this sign-in: what the CSRF tokens are bound to. */
   sid: string
 }
@@ -99,7 +101,7 @@ export function consoleRoutes(deps: Deps, options: ConsoleOptions = {}) {
   const csrfKey = sealer.key('console-csrf')
   const csrfFor = (s: ConsoleSession) => csrfToken(csrfKey, `${s.admin}/${s.sid}`)
 
-  /** The signed-in admin, while their key is still configured with the role they signed in with. */
+  /** The signed-in admin, while the very key they signed in with is still configured with the role they signed in with. */
   async function session(c: Context): Promise<ConsoleSession | undefined> {
     return sessionOf(getCookie(c, cookieName))
   }
@@ -107,8 +109,10 @@ export function consoleRoutes(deps: Deps, options: ConsoleOptions = {}) {
   async function sessionOf(cookie: string | undefined): Promise<ConsoleSession | undefined> {
     const s = await sealer.open<ConsoleSession>('console', cookie)
     if (!s || typeof s.admin !== 'string' || typeof s.sid !== 'string') return undefined
-    // A key removed from the config (or given another role) no longer signs anyone in.
-    if (configuredAdminRole(deps, s.admin) !== s.role) return undefined
+    // A key removed from the config (or given another role) no longer signs anyone in — nor does
+    // its name once another key has it (deleted and created again, through the catalog or the file).
+    const now = configuredAdminKey(deps, s.admin)
+    if (now === undefined || now.role !== s.role || now.keyTag !== s.key) return undefined
     return s
   }
 
@@ -311,7 +315,7 @@ export function consoleRoutes(deps: Deps, options: ConsoleOptions = {}) {
         const key = f.get('key') ?? ''
         const who = key.length > 0 && key.length <= MAX_KEY_LENGTH ? await identifyAdminKey(deps, key, remoteAddress(c)) : undefined
         if (!who) return signInPage(c, 'This key is not an admin key here.', 401)
-        const sealed = await sealer.seal('console', { admin: who.id, role: who.role, sid: randomBytes(16).toString('base64url') }, CONSOLE_TTL)
+        const sealed = await sealer.seal('console', { admin: who.id, role: who.role, key: who.keyTag, sid: randomBytes(16).toString('base64url') } satisfies ConsoleSession, CONSOLE_TTL)
         setCookie(c, cookieName, sealed, { ...cookieOptions, maxAge: CONSOLE_TTL })
         deps.stores.audit.insert({ at: deps.clock.now(), action: 'admin.console.sign_in', decision: 'allow', reason: `admin:${who.id} (${who.role}) signed in to the console` })
         return c.redirect(`${CONSOLE_PATH}?notice=signed-in`, 303)

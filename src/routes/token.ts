@@ -27,12 +27,12 @@ export function grantHandlers(deps: Pick<Deps, 'idJags' | 'config'>): Record<str
 
 /** POST /token — the token endpoint (RFC 6749 §3.2). */
 export function tokenRoutes(deps: Deps) {
-  const grants = grantHandlers(deps)
   return new Hono().post('/token', noStore(), async (c) => {
     const form = await parseForm(c, MULTI_VALUED)
     const grantType = form.get('grant_type')?.[0]
     if (!grantType) throw invalidRequest('"grant_type" is required')
-    const grant = grants[grantType]
+    // Per request: the catalog (an enterprise IdP, an OAuth client workload) may change at run time.
+    const grant = grantHandlers(deps)[grantType]
     if (!grant) throw new OAuthError('unsupported_grant_type', 400, 'grant_type is not supported')
     const response = await grant(deps, form, {
       dpop: c.req.header('dpop'),

@@ -56,7 +56,7 @@ export interface DryRunAnswer {
 }
 
 export interface DryRunDeps {
-  config: Pick<Config, 'issuer' | 'tokens' | 'tasks' | 'resources' | 'subjectIssuers' | 'workloads' | 'workloadIssuers'>
+  config: Pick<Config, 'issuer' | 'tokens' | 'tasks' | 'resources' | 'subjectIssuers' | 'workloads' | 'workloadIssuers' | 'authorization'>
   stores: Stores
   clock: Clock
 }

@@ -8,12 +8,13 @@ import { brokerSubject, type Subject } from '../exchange/subject-token.js'
 import { uuidv7 } from '../ids.js'
 import { allowedScopes, auditedDecision, type Decision, type Policy, type Principal, type TaskFacts, type TaskResource } from '../policy/decide.js'
 import type { Stores, TaskRow } from '../store/stores.js'
+import { checkAdmitted } from '../catalog/admission.js'
 
 export type { TaskResource }
 
 /** What the tasks module needs: a narrow slice of the broker's dependencies. */
 export interface TaskDeps {
-  config: Pick<Config, 'tasks' | 'resources' | 'subjectIssuers'>
+  config: Pick<Config, 'tasks' | 'resources' | 'subjectIssuers' | 'workloads' | 'workloadIssuers' | 'authorization'>
   stores: Stores
   clock: Clock
   policy: Policy
@@ -223,6 +224,9 @@ export function planTask(deps: TaskDeps, subject: Subject, actor: Pick<Actor, 'w
     sessionExpiresAt: parent ? null : subject.exp,
     clientId: req.clientId ?? null,
   }
+  // The workload and the user were verified before this (awaited) request was planned: the catalog
+  // may have switched one of them off since, and its sweep of open tasks has run already.
+  checkAdmitted(deps.config, row)
   const decidedBy = { policyVersion: deps.policy.version, policies: policies.size > 0 ? [...policies].sort().join(' ') : null }
   return { row, reason: reasons.join('; ') + (approvalRequired ? '; approval required' : ''), decidedBy }
 }
