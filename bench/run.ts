@@ -1,24 +1,34 @@
 /**
  * `npm run bench`: the token exchange against its baselines, over loopback, in one run.
  *
- *   1. floor                — bare hono endpoint: one ES256 sign + one durable SQLite insert
- *   2. floor+2verify        — the same plus two ES256 verifies of distinct, pre-minted JWTs
- *   3. peer                 — node-oidc-provider client_credentials → JWT access token
- *   4. taskpass warm        — the broker, same subject and actor token every request (cached)
- *   5. taskpass dpop        — the warm exchange with a fresh DPoP proof (RFC 9449) on every request,
- *                             the task bound to the proof key
- *   6. taskpass cold        — the broker, a never-seen subject and actor token every request
- *   7. peer token-exchange  — node-oidc-provider with a registered token-exchange grant doing
- *                             the same two verifies before issuing a JWT access token
- *   8. auth flood           — the warm exchange at a fixed rate (open loop: latency, not
- *                             throughput), quiet and then next to a flood of wrong-secret
- *                             /introspect requests on BENCH_CONNECTIONS connections, with the
- *                             broker's default authThrottle; then the same flood against the
- *                             broker-wide limits alone (per-IP and per-client budgets off: a
- *                             flood from many IPs and client ids) and with no guard at all (what
- *                             the flood costs unthrottled); and two controls: GET /healthz (what
- *                             any unpaced flood costs here) and the same /introspect without a
- *                             credential (refused before hashing). Reported as latency ratios.
+ * The throughput scenarios (bench/lib/report.ts SCENARIO_IDS, in this order):
+ *   floor                — bare hono endpoint: one ES256 sign + one durable SQLite insert
+ *   floor+2verify        — the same plus two ES256 verifies of distinct, pre-minted JWTs
+ *   peer                 — node-oidc-provider client_credentials → JWT access token
+ *   peer token-exchange  — node-oidc-provider with a registered token-exchange grant doing
+ *                          the same two verifies before issuing a JWT access token
+ *   taskpass warm        — the broker, same subject and actor token every request (cached)
+ *   taskpass pruning     — the warm exchange on a broker issuing 1 s tokens, so its periodic
+ *                          pruneStore deletes expired rows while the exchange is measured
+ *   taskpass dpop        — the warm exchange with a fresh DPoP proof (RFC 9449) on every request,
+ *                          the task bound to the proof key
+ *   taskpass cold        — the broker, a never-seen subject and actor token every request
+ *
+ * are measured in interleaved rounds (bench/lib/rounds.ts): every server is started once and
+ * kept up; each of `--rounds` rounds (default 5) runs every scenario for BENCH_WARMUP seconds of
+ * warm-up (default 1, not counted) and `--seconds` measured (default 5), round r starting at
+ * scenario r mod k and wrapping around. Each scenario is reported as its median req/s, p50 and
+ * p99 over rounds with their min–max, each ratio as the median of its per-round values with their
+ * min–max, and the DESIGN.md verdicts read those medians: a machine that drifts over minutes
+ * moves both sides of a per-round ratio, not one scenario of a sequential pass.
+ *
+ * Then the auth flood: the warm exchange at a fixed rate (open loop: latency, not throughput),
+ * quiet and then next to a flood of wrong-secret /introspect requests on BENCH_CONNECTIONS
+ * connections, with the broker's default authThrottle; then the same flood against the
+ * broker-wide limits alone (per-IP and per-client budgets off: a flood from many IPs and client
+ * ids) and with no guard at all (what the flood costs unthrottled); and two controls: GET
+ * /healthz (what any unpaced flood costs here) and the same /introspect without a credential
+ * (refused before hashing). Reported as latency ratios; each run `--seconds` long.
  *
  * Then the policy part: the warm exchange against the number of Cedar policies in force — a
  * policy file of 1, 100 and 10,000 policies, and for contrast no file at all (the generated grant
@@ -34,14 +44,15 @@
  * Then bench/verifier.ts, in its own process: revocation-to-refusal latency through the
  * revocation feed and the verifier kit's throughput against plain jose (see that file).
  *
- * Each server runs in its own child process; autocannon runs here. Settings: BENCH_DURATION
- * (seconds measured per scenario, default 10), BENCH_CONNECTIONS (default 50), BENCH_WARMUP
- * (seconds of load before each measurement on the same connections; default 2, 1 for runs under
- * 8 s), BENCH_FLOOD_RATE (the legitimate exchange rate of the auth-flood scenario, req/s,
- * default 200); bench/verifier.ts reads its own (BENCH_VERIFIER_*). The policy part measures
- * BENCH_DURATION seconds per size when it is set, else 6, in three rounds. `npm run bench -- --only http` runs
- * the HTTP scenarios alone, `--only verifier` the verifier benchmark alone, `--only flood` the
- * auth-flood scenario alone, `--only policy` the policy part alone. Results also go to
+ * Each server runs in its own child process; autocannon runs here. Settings: `--rounds N` or
+ * BENCH_ROUNDS (default 5), `--seconds S` or BENCH_SECONDS (older name BENCH_DURATION; seconds
+ * measured per scenario per round, default 5), BENCH_CONNECTIONS (default 50), BENCH_WARMUP
+ * (seconds of load before each measurement on the same connections, default 1), BENCH_FLOOD_RATE
+ * (the legitimate exchange rate of the auth-flood scenario, req/s, default 200);
+ * bench/verifier.ts reads its own (BENCH_VERIFIER_*). The policy part measures `--seconds` per
+ * size when given, else 6, in three rounds. `npm run bench -- --only http` runs the throughput
+ * rounds and the auth flood, `--only flood` the auth-flood scenario alone, `--only verifier` the
+ * verifier benchmark alone, `--only policy` the policy part alone. Results also go to
  * bench/results/latest.json (each part replaces its own section and keeps the others').
  */
 import { spawn } from 'node:child_process'
