@@ -54,6 +54,15 @@ describe('bench policy files (bench/lib/policies.ts)', () => {
     })
   }
 
+  it("the pruning scenario's broker issues tokens of the short ttl it asks for; the others keep the broker's default", async () => {
+    const keys = publicKeys(await generateBenchKeys())
+    const base = { port: 0, issuer: 'http://127.0.0.1:1', database: ':memory:', keys }
+    const pruning = parseConfig(await brokerConfig({ ...base, tokenTtl: 1, clockSkew: 1, pruneIntervalMs: 2500 }))
+    assert.equal(pruning.tokens.defaultTtl, 1)
+    assert.equal(pruning.clockSkew, 1)
+    assert.equal(parseConfig(await brokerConfig(base)).tokens.defaultTtl, 300)
+  })
+
   it('a file must hold at least one policy', () => {
     assert.throws(() => benchPolicyText(0), /at least one policy/)
   })
