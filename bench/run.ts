@@ -1,24 +1,34 @@
 /**
  * `npm run bench`: the token exchange against its baselines, over loopback, in one run.
  *
- *   1. floor                — bare hono endpoint: one ES256 sign + one durable SQLite insert
- *   2. floor+2verify        — the same plus two ES256 verifies of distinct, pre-minted JWTs
- *   3. peer                 — node-oidc-provider client_credentials → JWT access token
- *   4. taskpass warm        — the broker, same subject and actor token every request (cached)
- *   5. taskpass dpop        — the warm exchange with a fresh DPoP proof (RFC 9449) on every request,
- *                             the task bound to the proof key
- *   6. taskpass cold        — the broker, a never-seen subject and actor token every request
- *   7. peer token-exchange  — node-oidc-provider with a registered token-exchange grant doing
- *                             the same two verifies before issuing a JWT access token
- *   8. auth flood           — the warm exchange at a fixed rate (open loop: latency, not
- *                             throughput), quiet and then next to a flood of wrong-secret
- *                             /introspect requests on BENCH_CONNECTIONS connections, with the
- *                             broker's default authThrottle; then the same flood against the
- *                             broker-wide limits alone (per-IP and per-client budgets off: a
- *                             flood from many IPs and client ids) and with no guard at all (what
- *                             the flood costs unthrottled); and two controls: GET /healthz (what
- *                             any unpaced flood costs here) and the same /introspect without a
- *                             credential (refused before hashing). Reported as latency ratios.
+ * The throughput scenarios (bench/lib/report.ts SCENARIO_IDS, in this order):
+ *   floor                — bare hono endpoint: one ES256 sign + one durable SQLite insert
+ *   floor+2verify        — the same plus two ES256 verifies of distinct, pre-minted JWTs
+ *   peer                 — node-oidc-provider client_credentials → JWT access token
+ *   peer token-exchange  — node-oidc-provider with a registered token-exchange grant doing
+ *                          the same two verifies before issuing a JWT access token
+ *   taskpass warm        — the broker, same subject and actor token every request (cached)
+ *   taskpass pruning     — the warm exchange on a broker issuing 1 s tokens, so its periodic
+ *                          pruneStore deletes expired rows while the exchange is measured
+ *   taskpass dpop        — the warm exchange with a fresh DPoP proof (RFC 9449) on every request,
+ *                          the task bound to the proof key
+ *   taskpass cold        — the broker, a never-seen subject and actor token every request
+ *
+ * are measured in interleaved rounds (bench/lib/rounds.ts): every server is started once and
+ * kept up; each of `--rounds` rounds (default 5) runs every scenario for BENCH_WARMUP seconds of
+ * warm-up (default 1, not counted) and `--seconds` measured (default 5), round r starting at
+ * scenario r mod k and wrapping around. Each scenario is reported as its median req/s, p50 and
+ * p99 over rounds with their min–max, each ratio as the median of its per-round values with their
+ * min–max, and the DESIGN.md verdicts read those medians: a machine that drifts over minutes
+ * moves both sides of a per-round ratio, not one scenario of a sequential pass.
+ *
+ * Then the auth flood: the warm exchange at a fixed rate (open loop: latency, not throughput),
+ * quiet and then next to a flood of wrong-secret /introspect requests on BENCH_CONNECTIONS
+ * connections, with the broker's default authThrottle; then the same flood against the
+ * broker-wide limits alone (per-IP and per-client budgets off: a flood from many IPs and client
+ * ids) and with no guard at all (what the flood costs unthrottled); and two controls: GET
+ * /healthz (what any unpaced flood costs here) and the same /introspect without a credential
+ * (refused before hashing). Reported as latency ratios; each run `--seconds` long.
  *
  * Then the policy part: the warm exchange against the number of Cedar policies in force — a
  * policy file of 1, 100 and 10,000 policies, and for contrast no file at all (the generated grant
@@ -34,14 +44,15 @@
  * Then bench/verifier.ts, in its own process: revocation-to-refusal latency through the
  * revocation feed and the verifier kit's throughput against plain jose (see that file).
  *
- * Each server runs in its own child process; autocannon runs here. Settings: BENCH_DURATION
- * (seconds measured per scenario, default 10), BENCH_CONNECTIONS (default 50), BENCH_WARMUP
- * (seconds of load before each measurement on the same connections; default 2, 1 for runs under
- * 8 s), BENCH_FLOOD_RATE (the legitimate exchange rate of the auth-flood scenario, req/s,
- * default 200); bench/verifier.ts reads its own (BENCH_VERIFIER_*). The policy part measures
- * BENCH_DURATION seconds per size when it is set, else 6, in three rounds. `npm run bench -- --only http` runs
- * the HTTP scenarios alone, `--only verifier` the verifier benchmark alone, `--only flood` the
- * auth-flood scenario alone, `--only policy` the policy part alone. Results also go to
+ * Each server runs in its own child process; autocannon runs here. Settings: `--rounds N` or
+ * BENCH_ROUNDS (default 5), `--seconds S` or BENCH_SECONDS (older name BENCH_DURATION; seconds
+ * measured per scenario per round, default 5), BENCH_CONNECTIONS (default 50), BENCH_WARMUP
+ * (seconds of load before each measurement on the same connections, default 1), BENCH_FLOOD_RATE
+ * (the legitimate exchange rate of the auth-flood scenario, req/s, default 200);
+ * bench/verifier.ts reads its own (BENCH_VERIFIER_*). The policy part measures `--seconds` per
+ * size when given, else 6, in three rounds. `npm run bench -- --only http` runs the throughput
+ * rounds and the auth flood, `--only flood` the auth-flood scenario alone, `--only verifier` the
+ * verifier benchmark alone, `--only policy` the policy part alone. Results also go to
  * bench/results/latest.json (each part replaces its own section and keeps the others').
  */
 import { spawn } from 'node:child_process'
@@ -51,13 +62,16 @@ import { join } from 'node:path'
 import { freePort, installWatchdog, killAllServers, REPO_ROOT, startServer, type ServerProcess } from './lib/child.js'
 import { exchangeForm, form, generateBenchKeys, generateDpopKey, mintActorToken, mintDpopProof, mintDpopProofs, mintSubjectToken, publicKeys, RESOURCE, RESOURCE_CLIENT_ID, SCOPE, TokenPool, USER_ISSUER, type BenchKeys } from './lib/fixtures.js'
 import { combineLoads, runLoad, type LoadResult } from './lib/load.js'
+import { parseBenchOptions, type BenchOptions } from './lib/options.js'
 import { benchPolicyText, otherResources, unscopedCount } from './lib/policies.js'
 import { formatPolicyTable, POLICY_SIZES, policyScenarioId, policyTargets, type PolicyRun } from './lib/policy-report.js'
 import { mergeResults } from './lib/results.js'
-import { checkTargets, formatTable, formatTargets, type Results, type ScenarioId, type ScenarioResult, type TargetCheck } from './lib/report.js'
+import { checkTargets, formatRatioTable, formatScenarioTable, formatTargets, SCENARIO_IDS, summarizeRounds, type ScenarioId, type ScenarioResult, type TargetCheck } from './lib/report.js'
+import { rotation, type RoundLoads, type ScenarioStats } from './lib/rounds.js'
+import { MAIN_PRUNE_INTERVAL_MS } from './lib/taskpass-config.js'
 import type { FloorServerConfig } from './servers/floor.js'
 import type { PeerServerConfig } from './servers/peer.js'
-import type { TaskpassServerConfig } from './servers/taskpass.js'
+import type { PruneStats, TaskpassServerConfig } from './servers/taskpass.js'
 
 function positiveInt(name: string, fallback: number): number {
   const text = process.env[name]
@@ -67,55 +81,50 @@ function positiveInt(name: string, fallback: number): number {
   return n
 }
 
-const PARTS = ['http', 'verifier', 'flood', 'policy'] as const
-
-/** `--only http` / `--only verifier` / `--only flood` / `--only policy` (also `--only=…`): one part of the run. */
-function onlyPart(argv: readonly string[]): (typeof PARTS)[number] | undefined {
-  let value: string | undefined
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!
-    if (arg === '--only') value = argv[++i] ?? ''
-    else if (arg.startsWith('--only=')) value = arg.slice('--only='.length)
-    else throw new Error(`unknown argument "${arg}" (usage: npm run bench [-- --only ${PARTS.join('|')}])`)
-  }
-  if (value === undefined) return undefined
-  const part = PARTS.find((p) => p === value)
-  if (part === undefined) throw new Error(`--only takes ${PARTS.map((p) => `"${p}"`).join(', ')}, got "${value}"`)
-  return part
-}
-
-let only: ReturnType<typeof onlyPart>
+let options: BenchOptions
 try {
-  only = onlyPart(process.argv.slice(2))
+  options = parseBenchOptions(process.argv.slice(2), process.env)
 } catch (e) {
   process.stderr.write(`bench: ${(e as Error).message}\n`)
   process.exit(2)
 }
+const only = options.only
 const runHttp = only === undefined || only === 'http' || only === 'flood'
 const runPolicy = only === undefined || only === 'policy'
 const runVerifier = only === undefined || only === 'verifier'
 /** `--only flood`: the auth-flood scenario alone (its section of latest.json only). */
 const floodOnly = only === 'flood'
-const duration = positiveInt('BENCH_DURATION', 10)
+const rounds = options.rounds
+/** Seconds measured per scenario per round (and per auth-flood run). */
+const duration = options.seconds
 const connections = positiveInt('BENCH_CONNECTIONS', 50)
-const warmup = positiveInt('BENCH_WARMUP', Math.min(2, Math.max(1, Math.round(duration / 5))))
+/** Seconds of load before each measurement, on the same connections, not counted. */
+const warmup = positiveInt('BENCH_WARMUP', 1)
 const floodRate = positiveInt('BENCH_FLOOD_RATE', 200)
-/** The policy part: a few seconds per size unless BENCH_DURATION says otherwise. */
-const policyDuration = positiveInt('BENCH_DURATION', 6)
+/** The policy part: a few seconds per size unless the seconds are given. */
+const policyDuration = options.secondsGiven ? options.seconds : 6
 const policyWarmup = positiveInt('BENCH_WARMUP', Math.min(2, Math.max(1, Math.round(policyDuration / 5))))
 /** Connections carrying the legitimate, paced exchanges of the auth-flood scenario. */
 const FLOOD_LEGIT_CONNECTIONS = 10
 const FORM_TYPE = 'application/x-www-form-urlencoded'
 const PEER_CLIENT = { id: 'bench-client', secret: 'bench-client-secret-0123456789' }
-/** Subject/actor pairs minted up front; the cold scenario's share is topped up from the measured floor+2verify rate. */
+/** Subject/actor pairs minted up front; the cold scenario's share is topped up before each round. */
 const INITIAL_POOL = 20_000
-const MAX_POOL = 250_000
+const MAX_POOL = 400_000
+/** Requests per second assumed for a scenario before it has run once (to size its proofs or pairs). */
+const FIRST_ROUND_RATE = 3000
 /**
  * DPoP scenario: proofs are minted just before it (iat = then) and each is accepted once. The
  * bench broker's clockSkew — the proof iat window — is generous so none ages out mid-run.
  */
 const DPOP_CLOCK_SKEW = 300
-const MAX_PROOFS = 250_000
+const MAX_PROOFS_PER_ROUND = 60_000
+/**
+ * The pruning scenario's broker: tokens expire a second after issue and the clock skew is one
+ * second, so every prune deletes the rows of the seconds before it.
+ */
+const PRUNE_TOKEN_TTL = 1
+const PRUNE_CLOCK_SKEW = 1
 /** bench/verifier.ts is stopped if it runs longer than this. */
 const VERIFIER_TIMEOUT_SECONDS = 240
 
@@ -128,7 +137,7 @@ const POLICY_START_TIMEOUT_MS = 240_000
 
 /** Safety net: the run stops by itself (and kills its servers) whatever happens. */
 const watchdogSeconds =
-  (runHttp ? 11 * (duration + warmup + 45) + 90 : 0) +
+  (runHttp ? 120 + rounds * (SCENARIO_IDS.length * (duration + warmup + 5) + 60) + 6 * (duration + warmup + 30) : 0) +
   (runPolicy ? (POLICY_SIZES.length + 1) * (policyDuration + policyWarmup + 60) + POLICY_START_TIMEOUT_MS / 1000 + 60 : 0) +
   (runVerifier ? VERIFIER_TIMEOUT_SECONDS + 30 : 0)
 const watchdog = installWatchdog('bench', watchdogSeconds)
@@ -163,42 +172,6 @@ async function smoke(server: ServerProcess, w: Workload): Promise<void> {
   if (w.tokenType !== undefined && parsed.token_type !== w.tokenType) throw new Error(`smoke request got token_type ${JSON.stringify(parsed.token_type)}, expected ${w.tokenType}`)
 }
 
-async function measure(id: ScenarioId, description: string, start: () => Promise<ServerProcess>, prepare: (server: ServerProcess) => Promise<Workload>): Promise<ScenarioResult> {
-  const scenario: ScenarioResult = { id, description, notes: [] }
-  log(`\n▶ ${id} — ${description}`)
-  let server: ServerProcess | undefined
-  try {
-    scenario.idleCpuBusy = await otherCpuLoad()
-    if (scenario.idleCpuBusy > 25) log(`  warning: ${scenario.idleCpuBusy}% of the CPUs busy with other work before the start — figures will be noisy`)
-    const t0 = performance.now()
-    server = await start()
-    scenario.startupMs = server.startupMs
-    if (server.info) scenario.serverInfo = server.info
-    const w = await prepare(server)
-    await smoke(server, w)
-    log(`  server up on ${server.url} in ${Math.round(performance.now() - t0)} ms; ${warmup} s warm-up then ${duration} s measured, ${connections} connections`)
-    const result = await runLoad({ url: server.url, path: '/token', connections, warmup, duration, headers: w.headers, nextBody: w.nextBody, nextHeaders: w.nextHeaders })
-    if (result.warmup.ok < result.warmup.responses) note(scenario, `warm-up: ${result.warmup.responses - result.warmup.ok} non-2xx ${JSON.stringify(result.warmup.statusCodes)}`)
-    scenario.result = result
-    log(`  ${summary(result)}`)
-    const exit = server.exited()
-    if (exit) note(scenario, `server exited during the run (code ${exit.code}, signal ${exit.signal})`)
-  } catch (e) {
-    scenario.error = e instanceof Error ? e.message : String(e)
-    log(`  FAILED: ${scenario.error}`)
-  } finally {
-    await server?.stop()
-  }
-  if (server && server.log.lines > 0) {
-    scenario.serverLog = server.log
-    // oidc-provider's start-up notices (runtime version, in-memory adapter) are expected; anything else is shown.
-    const unexpected = server.log.first.filter((line) => !/^oidc-provider (WARNING|NOTICE):/.test(line))
-    const shown = unexpected.length > 0 ? `; first: ${unexpected.slice(0, 3).join(' ⏎ ')}` : ' (start-up notices only)'
-    log(`  server wrote ${server.log.lines} log line(s)${shown}`)
-  }
-  return scenario
-}
-
 /** Percentage of all CPUs busy over `ms` while no benchmark process is working: other users of the machine. */
 async function otherCpuLoad(ms = 500): Promise<number> {
   const sample = () => cpus().reduce((acc, c) => ({ idle: acc.idle + c.times.idle, total: acc.total + c.times.user + c.times.nice + c.times.sys + c.times.irq + c.times.idle }), { idle: 0, total: 0 })
@@ -227,13 +200,38 @@ async function openTask(server: ServerProcess, subjectToken: string, actorToken:
   return body.task_id
 }
 
+/** One throughput scenario of the rounds: its server (started once, kept up across rounds) and how it is driven. */
+interface RoundScenario {
+  id: ScenarioId
+  description: string
+  start: () => Promise<ServerProcess>
+  prepare: (server: ServerProcess) => Promise<Workload>
+  /** Before each round, outside every measurement: fresh DPoP proofs, more never-seen token pairs. */
+  beforeRound?: (round: number) => Promise<void>
+  /** Just before each of its runs. */
+  beforeRun?: (server: ServerProcess) => Promise<void>
+  /** After each of its runs: what the run used up, what the server did meanwhile. */
+  afterRun?: (server: ServerProcess, load: LoadResult, record: RoundRecord) => Promise<void>
+  result: ScenarioResult & { stats?: ScenarioStats; rounds: Array<RoundRecord | null> }
+  server?: ServerProcess
+  workload?: Workload
+}
+
+/** One scenario's run in one round, as latest.json keeps it. */
+type RoundRecord = Omit<LoadResult, 'latencies'> & { round: number; position: number; prunes?: PruneStats }
+
 async function httpScenarios(): Promise<void> {
   const startedAt = new Date()
-  log(`taskpass bench — ${duration} s per scenario (+${warmup} s warm-up), ${connections} connections, node ${process.version}, ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown cpu'})`)
+  const perRound = SCENARIO_IDS.length * (duration + warmup)
+  log(
+    `taskpass bench — ${rounds} interleaved rounds × ${SCENARIO_IDS.length} scenarios, each ${warmup} s warm-up + ${duration} s measured per round (about ${Math.round((rounds * perRound) / 60)} min of load), ` +
+      `${connections} connections, node ${process.version}, ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown cpu'})`,
+  )
   const keys: BenchKeys = await generateBenchKeys()
   const pub = publicKeys(keys)
-  const taskpassPort = await freePort()
-  const issuer = `http://127.0.0.1:${taskpassPort}`
+  // Every broker of the run names the same issuer (the audience of the pre-minted tokens and the
+  // DPoP proofs' htu) and listens on a port of its own: they are all up at once.
+  const issuer = `http://127.0.0.1:${await freePort()}`
   const dataDir = mkdtempSync(join(tmpdir(), 'taskpass-bench-'))
   process.on('exit', () => rmSync(dataDir, { recursive: true, force: true }))
 
@@ -251,13 +249,12 @@ async function httpScenarios(): Promise<void> {
     return () => pool.body(i++)
   }
 
-  const results: Results = {}
-  let authFlood: AuthFloodResult | undefined
   const floorConfig = (verify: boolean): FloorServerConfig => ({ verify, issuer, userIssuer: USER_ISSUER, keys: pub })
   const peerConfig: PeerServerConfig = { clientId: PEER_CLIENT.id, clientSecret: PEER_CLIENT.secret, audience: issuer, userIssuer: USER_ISSUER, keys: pub }
-  const taskpassConfig = (db: string): TaskpassServerConfig => ({ port: taskpassPort, issuer, database: join(dataDir, db), keys: pub })
+  const taskpassConfig = async (db: string): Promise<TaskpassServerConfig> => ({ port: await freePort(), issuer, database: join(dataDir, db), keys: pub })
 
   if (floodOnly) {
+    let authFlood: AuthFloodResult
     try {
       authFlood = await authFloodScenario(taskpassConfig, warmPair, warmBody)
     } finally {
@@ -270,97 +267,222 @@ async function httpScenarios(): Promise<void> {
     return
   }
 
+  /** Requests one run of a scenario sends at `rps` (warm-up included), with room for a faster round. */
+  const runRequests = (rps: number) => Math.ceil(rps * (duration + warmup) * 1.5)
+  const fastest = (id: ScenarioId, fallback: number) => Math.max(0, ...roundLoads.map((r) => r[id]?.rps ?? 0)) || fallback
+  const roundLoads: Array<RoundLoads<ScenarioId>> = []
+
+  // DPoP: one never-used proof per request, by one ES256 key, for POST <issuer>/token; minted
+  // before each round (iat = then, well inside the broker's window), enough for that round.
+  const dpopKey = await generateDpopKey()
+  let proofs: string[] = []
+  let proofsUsed = 0
+  let proofsSent = 0
+  // Cold: a never-seen subject and actor token per request, from the pool, topped up before each round.
+  let coldUsed = 0
+  let poolRanOut = false
+  const pruneIntervalMs = Math.min(MAIN_PRUNE_INTERVAL_MS, Math.max(1000, Math.floor((duration * 1000) / 2)))
+
+  const scenario = (id: ScenarioId, description: string, rest: Omit<RoundScenario, 'id' | 'description' | 'result'>): RoundScenario => ({ id, description, result: { id, description, notes: [], rounds: [] }, ...rest })
+  const openedTask = async (server: ServerProcess) => `${warmBody}&task_id=${encodeURIComponent(await openTask(server, warmPair.subject, warmPair.actor))}`
+  const scenarios: RoundScenario[] = [
+    scenario('floor', 'hono + one ES256 SignJWT + one SQLite insert (WAL, synchronous=NORMAL)', {
+      start: () => startServer('floor', 'floor', floorConfig(false)),
+      prepare: async () => ({ headers: formHeaders, nextBody: () => warmBody }),
+    }),
+    scenario('floor+2verify', 'floor + two ES256 jwtVerify of distinct pre-minted tokens', {
+      start: () => startServer('floor+2verify', 'floor', floorConfig(true)),
+      prepare: async () => ({ headers: formHeaders, nextBody: rotating() }),
+    }),
+    scenario('peer', 'oidc-provider v9 client_credentials, JWT access token (ES256), client_secret_basic', {
+      start: () => startServer('peer', 'peer', peerConfig),
+      prepare: async () => {
+        const body = form({ grant_type: 'client_credentials', resource: RESOURCE, scope: SCOPE })
+        return { headers: peerHeaders, nextBody: () => body }
+      },
+    }),
+    scenario('peer token-exchange', 'oidc-provider v9 + registerGrantType(token-exchange): two ES256 jwtVerify, JWT access token', {
+      start: () => startServer('peer token-exchange', 'peer', peerConfig),
+      prepare: async () => ({ headers: peerHeaders, nextBody: rotating() }),
+    }),
+    scenario('taskpass warm', 'the broker, same subject + actor token every request (task_id of an open task); tokens of the default ttl, so pruning finds nothing to delete', {
+      start: async () => startServer('taskpass warm', 'taskpass', await taskpassConfig('warm.db')),
+      prepare: async (server) => {
+        const body = await openedTask(server)
+        return { headers: formHeaders, nextBody: () => body }
+      },
+    }),
+    scenario('taskpass pruning', `the warm exchange on a broker issuing ${PRUNE_TOKEN_TTL} s tokens (clockSkew ${PRUNE_CLOCK_SKEW}) and running pruneStore every ${pruneIntervalMs / 1000} s: expired rows deleted during the measurement`, {
+      start: async () => startServer('taskpass pruning', 'taskpass', { ...(await taskpassConfig('pruning.db')), tokenTtl: PRUNE_TOKEN_TTL, clockSkew: PRUNE_CLOCK_SKEW, pruneIntervalMs }),
+      prepare: async (server) => {
+        const body = await openedTask(server)
+        return { headers: formHeaders, nextBody: () => body }
+      },
+      // What the prunes of this run did: the count starts over just before it.
+      beforeRun: async (server) => {
+        await server.ask('prune-stats')
+      },
+      afterRun: async (server, _load, record) => {
+        record.prunes = (await server.ask('prune-stats')) as PruneStats
+      },
+    }),
+    scenario('taskpass dpop', `the warm exchange + a fresh DPoP proof per request (ES256, one key; task bound to it; clockSkew ${DPOP_CLOCK_SKEW})`, {
+      start: async () => startServer('taskpass dpop', 'taskpass', { ...(await taskpassConfig('dpop.db')), clockSkew: DPOP_CLOCK_SKEW, dpopReplayCacheSize: rounds * MAX_PROOFS_PER_ROUND + 10_000 }),
+      prepare: async (server) => {
+        const body = `${warmBody}&task_id=${encodeURIComponent(await openTask(server, warmPair.subject, warmPair.actor, await mintDpopProof(dpopKey, `${issuer}/tasks`)))}`
+        proofs = await mintDpopProofs(dpopKey, `${issuer}/token`, 10) // the smoke request's
+        return { headers: formHeaders, nextBody: () => body, nextHeaders: () => ({ dpop: proofs[proofsUsed++ % proofs.length]! }), tokenType: 'DPoP' }
+      },
+      beforeRound: async () => {
+        proofsSent += proofsUsed
+        const t0 = performance.now()
+        proofs = await mintDpopProofs(dpopKey, `${issuer}/token`, Math.min(MAX_PROOFS_PER_ROUND, runRequests(fastest('taskpass dpop', FIRST_ROUND_RATE)) + connections + 1000))
+        proofsUsed = 0
+        log(`  minted ${proofs.length.toLocaleString('en-US')} DPoP proofs for this round in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+      },
+      afterRun: async (_server, _load, record) => {
+        if (proofsUsed > proofs.length) note(dpopScenario.result, `round ${record.round}: the proofs ran out — ${proofsUsed - proofs.length} requests replayed a proof (refused)`)
+      },
+    }),
+    scenario('taskpass cold', 'the broker, a never-seen subject + actor token every request', {
+      start: async () => startServer('taskpass cold', 'taskpass', await taskpassConfig('cold.db')),
+      prepare: async (server) => {
+        const taskParam = `&task_id=${encodeURIComponent(await openTask(server, await mintSubjectToken(keys, issuer), await mintActorToken(keys, issuer)))}`
+        return { headers: formHeaders, nextBody: () => pool.body(coldUsed++) + taskParam }
+      },
+      beforeRound: async () => {
+        const needed = Math.min(MAX_POOL, coldUsed + runRequests(fastest('taskpass cold', FIRST_ROUND_RATE)) + 1000)
+        if (needed <= pool.size) return
+        const t0 = performance.now()
+        await pool.fill(needed)
+        const s = (performance.now() - t0) / 1000
+        mintSeconds += s
+        log(`  minted subject/actor pairs up to ${pool.size.toLocaleString('en-US')} for the cold scenario in ${s.toFixed(1)} s`)
+      },
+      afterRun: async (_server, _load, record) => {
+        if (coldUsed > pool.size && !poolRanOut) {
+          poolRanOut = true
+          note(coldScenario.result, `round ${record.round}: the pool ran out — ${coldUsed - pool.size} requests reused a pair (warm, not cold): raise MAX_POOL or lower --seconds`)
+        }
+      },
+    }),
+  ]
+  const dpopScenario = scenarios.find((s) => s.id === 'taskpass dpop')!
+  const coldScenario = scenarios.find((s) => s.id === 'taskpass cold')!
+
+  let authFlood: AuthFloodResult | undefined
+  const cpuBusy: number[] = []
   try {
-    results.floor = await measure('floor', 'hono + one ES256 SignJWT + one SQLite insert (WAL, synchronous=NORMAL)', () => startServer('floor', 'floor', floorConfig(false)), async () => ({
-      headers: formHeaders,
-      nextBody: () => warmBody,
-    }))
-
-    results['floor+2verify'] = await measure('floor+2verify', 'floor + two ES256 jwtVerify of distinct pre-minted tokens', () => startServer('floor+2verify', 'floor', floorConfig(true)), async () => ({
-      headers: formHeaders,
-      nextBody: rotating(),
-    }))
-
-    results.peer = await measure('peer', 'oidc-provider v9 client_credentials, JWT access token (ES256), client_secret_basic', () => startServer('peer', 'peer', peerConfig), async () => {
-      const body = form({ grant_type: 'client_credentials', resource: RESOURCE, scope: SCOPE })
-      return { headers: peerHeaders, nextBody: () => body }
-    })
-
-    results['taskpass warm'] = await measure('taskpass warm', 'the broker, same subject + actor token every request (task_id of an open task)', () => startServer('taskpass warm', 'taskpass', taskpassConfig('warm.db')), async (server) => {
-      const body = `${warmBody}&task_id=${encodeURIComponent(await openTask(server, warmPair.subject, warmPair.actor))}`
-      return { headers: formHeaders, nextBody: () => body }
-    })
-
-    // DPoP: the warm request plus one never-used proof per request, by one ES256 key, for
-    // POST <issuer>/token; enough for the warm rate plus margin, minted now (iat = now).
-    const dpopKey = await generateDpopKey()
-    const warmRate = results['taskpass warm']?.result?.rps ?? results.floor?.result?.rps ?? 5000
-    const proofsNeeded = Math.min(MAX_PROOFS, Math.ceil(warmRate * (duration + warmup) * 1.25) + connections + 1000)
-    t = performance.now()
-    const proofs = await mintDpopProofs(dpopKey, `${issuer}/token`, proofsNeeded)
-    log(`\nminted ${proofs.length.toLocaleString('en-US')} DPoP proofs (one ES256 key, unique jti, iat now) in ${((performance.now() - t) / 1000).toFixed(1)} s`)
-    let proofsUsed = 0
-    const dpopConfig: TaskpassServerConfig = { ...taskpassConfig('dpop.db'), clockSkew: DPOP_CLOCK_SKEW, dpopReplayCacheSize: Math.max(100_000, proofs.length + 10_000) }
-    results['taskpass dpop'] = await measure('taskpass dpop', `the warm exchange + a fresh DPoP proof per request (ES256, one key; task bound to it; clockSkew ${DPOP_CLOCK_SKEW})`, () => startServer('taskpass dpop', 'taskpass', dpopConfig), async (server) => {
-      const body = `${warmBody}&task_id=${encodeURIComponent(await openTask(server, warmPair.subject, warmPair.actor, await mintDpopProof(dpopKey, `${issuer}/tasks`)))}`
-      return { headers: formHeaders, nextBody: () => body, nextHeaders: () => ({ dpop: proofs[proofsUsed++ % proofs.length]! }), tokenType: 'DPoP' }
-    })
-    const dpop = results['taskpass dpop']
-    if (dpop) {
-      note(dpop, `${proofsUsed.toLocaleString('en-US')} pre-minted proofs sent (incl. smoke and warm-up), ${proofs.length.toLocaleString('en-US')} minted`)
-      if (proofsUsed > proofs.length) note(dpop, `WARNING: the proofs ran out — ${proofsUsed - proofs.length} requests replayed a proof (refused): raise MAX_PROOFS or lower BENCH_DURATION`)
+    // Every server up once, one after the other (start-up figures undisturbed), each checked with one request.
+    log('\n▶ starting every server')
+    for (const s of scenarios) {
+      try {
+        const server = await s.start()
+        s.server = server
+        s.result.startupMs = server.startupMs
+        if (server.info) s.result.serverInfo = server.info
+        s.workload = await s.prepare(server)
+        await smoke(server, s.workload)
+        log(`  ${s.id.padEnd(20)} up on ${server.url} in ${server.startupMs} ms — ${s.description}`)
+      } catch (e) {
+        s.result.error = e instanceof Error ? e.message : String(e)
+        log(`  ${s.id.padEnd(20)} FAILED: ${s.result.error}`)
+        await s.server?.stop()
+      }
     }
 
-    // Cold needs a never-seen pair per request: enough for its measured ceiling (floor+2verify) plus margin.
-    const ceiling = results['floor+2verify']?.result?.rps ?? results.floor?.result?.rps ?? 5000
-    const needed = Math.min(MAX_POOL, Math.ceil(ceiling * (duration + warmup) * 1.25) + 1000)
-    if (needed > pool.size) {
-      t = performance.now()
-      await pool.fill(needed)
-      const s = (performance.now() - t) / 1000
-      mintSeconds += s
-      log(`\nminted pairs up to ${pool.size.toLocaleString('en-US')} for the cold scenario in ${s.toFixed(1)} s`)
+    for (let round = 0; round < rounds; round++) {
+      const order = rotation(scenarios, round)
+      log(`\n▶ round ${round + 1}/${rounds}: ${order.map((s) => s.id).join(' → ')}`)
+      for (const s of scenarios) if (!s.result.error) await s.beforeRound?.(round)
+      const busy = await otherCpuLoad()
+      cpuBusy.push(busy)
+      if (busy > 25) log(`  warning: ${busy}% of the CPUs busy with other work before the round — figures will be noisy`)
+      const loads: RoundLoads<ScenarioId> = {}
+      for (const [position, s] of order.entries()) {
+        if (s.result.error || !s.server || !s.workload) continue
+        try {
+          const w = s.workload
+          await s.beforeRun?.(s.server)
+          const load = await runLoad({ url: s.server.url, path: '/token', connections, warmup, duration, headers: w.headers, nextBody: w.nextBody, nextHeaders: w.nextHeaders })
+          const record: RoundRecord = { ...load, round: round + 1, position: position + 1 }
+          await s.afterRun?.(s.server, load, record)
+          loads[s.id] = load
+          s.result.rounds[round] = record
+          if (load.warmup.ok < load.warmup.responses) note(s.result, `round ${round + 1} warm-up: ${load.warmup.responses - load.warmup.ok} non-2xx ${JSON.stringify(load.warmup.statusCodes)}`)
+          const pruned = record.prunes ? `; ${record.prunes.runs} prune(s) deleted ${record.prunes.tokens.toLocaleString('en-US')} token rows, longest ${record.prunes.maxMs} ms` : ''
+          log(`  ${s.id.padEnd(20)} ${summary(load)}${pruned}`)
+          const exit = s.server.exited()
+          if (exit) throw new Error(`server exited during the run (code ${exit.code}, signal ${exit.signal})`)
+        } catch (e) {
+          s.result.error = `round ${round + 1}: ${e instanceof Error ? e.message : String(e)}`
+          log(`  ${s.id.padEnd(20)} FAILED: ${s.result.error}`)
+        }
+      }
+      for (const s of scenarios) s.result.rounds[round] ??= null
+      roundLoads.push(loads)
     }
-    let coldUsed = 0
-    results['taskpass cold'] = await measure('taskpass cold', 'the broker, a never-seen subject + actor token every request', () => startServer('taskpass cold', 'taskpass', taskpassConfig('cold.db')), async (server) => {
-      const taskParam = `&task_id=${encodeURIComponent(await openTask(server, await mintSubjectToken(keys, issuer), await mintActorToken(keys, issuer)))}`
-      return { headers: formHeaders, nextBody: () => pool.body(coldUsed++) + taskParam }
-    })
-    const cold = results['taskpass cold']
-    if (cold) {
-      note(cold, `${coldUsed.toLocaleString('en-US')} pre-minted pairs sent (incl. smoke and warm-up), pool ${pool.size.toLocaleString('en-US')}`)
-      if (coldUsed > pool.size) note(cold, `WARNING: the pool ran out — ${coldUsed - pool.size} requests reused a pair (warm, not cold): raise MAX_POOL or lower BENCH_DURATION`)
-    }
+    proofsSent += proofsUsed
+    note(dpopScenario.result, `${proofsSent.toLocaleString('en-US')} pre-minted proofs sent over the rounds (smoke and warm-ups included), minted fresh before each round`)
+    note(coldScenario.result, `${coldUsed.toLocaleString('en-US')} never-seen pairs sent (smoke and warm-ups included), pool ${pool.size.toLocaleString('en-US')}`)
+  } finally {
+    await Promise.all(scenarios.map((s) => s.server?.stop()))
+  }
+  for (const s of scenarios) {
+    const log_ = s.server?.log
+    if (!log_ || log_.lines === 0) continue
+    s.result.serverLog = log_
+    // oidc-provider's start-up notices (runtime version, in-memory adapter) and the broker's
+    // info-level request log are expected; anything else among the first lines is shown.
+    const unexpected = log_.first.filter((line) => !/^oidc-provider (WARNING|NOTICE):/.test(line) && !line.startsWith('{"level":"info",'))
+    if (unexpected.length > 0) log(`  ${s.id}: the server wrote ${log_.lines} log line(s); first unexpected: ${unexpected.slice(0, 3).join(' ⏎ ')}`)
+  }
 
-    results['peer token-exchange'] = await measure('peer token-exchange', 'oidc-provider v9 + registerGrantType(token-exchange): two ES256 jwtVerify, JWT access token', () => startServer('peer token-exchange', 'peer', peerConfig), async () => ({
-      headers: peerHeaders,
-      nextBody: rotating(),
-    }))
-
+  try {
     authFlood = await authFloodScenario(taskpassConfig, warmPair, warmBody)
   } finally {
     killAllServers()
   }
 
-  const targets = checkTargets(results, connections)
-  log('\n=== results (req/s: successful responses per second; latency over successful responses) ===')
-  log(formatTable(results))
+  const summaryOfRounds = summarizeRounds(roundLoads)
+  for (const s of scenarios) {
+    const stats = summaryOfRounds.scenarios[s.id]
+    if (stats) s.result.stats = stats
+  }
+  const targets = checkTargets(summaryOfRounds, connections)
+  const errors = Object.fromEntries(scenarios.flatMap((s) => (s.result.error ? [[s.id, s.result.error]] : []))) as Partial<Record<ScenarioId, string>>
+  log(`\n=== results over ${rounds} rounds: median (min–max); req/s = successful responses per second, latency over successful responses ===`)
+  log(formatScenarioTable(summaryOfRounds, errors))
+  log('\n=== ratios: taken within each round, then the median over rounds (min–max) ===')
+  log(formatRatioTable(summaryOfRounds))
+  const pruning = scenarios.find((s) => s.id === 'taskpass pruning')!.result.rounds.flatMap((r) => (r?.prunes ? [r.prunes] : []))
+  if (pruning.length > 0) {
+    const rows = pruning.reduce((n, p) => n + p.tokens, 0)
+    log(
+      `  pruning: ${pruning.reduce((n, p) => n + p.runs, 0)} prunes during the ${pruning.length} pruning runs (every ${pruneIntervalMs / 1000} s, warm-ups included) deleted ` +
+        `${rows.toLocaleString('en-US')} token rows; the longest held the broker's event loop ${Math.max(...pruning.map((p) => p.maxMs))} ms (per run: ${pruning.map((p) => `${p.runs}×, ${p.tokens.toLocaleString('en-US')} rows, max ${p.maxMs} ms`).join('; ')})`,
+    )
+  }
+  log('  req/s per round (round 1 first): ' + scenarios.map((s) => `${s.id} ${s.result.rounds.map((r) => (r ? Math.round(r.rps) : '—')).join('/')}`).join('; '))
   if (authFlood) {
     log('\n=== auth flood: warm exchange latency at a fixed rate, quiet vs. next to a wrong-secret /introspect flood ===')
     log(formatAuthFlood(authFlood))
     targets.push(...authFloodTargets(authFlood))
   }
-  log('\n=== DESIGN.md performance targets ===')
+  log('\n=== DESIGN.md performance targets (verdicts on the medians over rounds) ===')
   log(formatTargets(targets))
-  const busiest = Math.max(0, ...Object.values(results).map((r) => r.idleCpuBusy ?? 0))
-  if (busiest > 25) log(`  caution: other processes kept up to ${busiest}% of the CPUs busy between scenarios — these ratios are unreliable; rerun on a quiet machine.`)
+  const busiest = Math.max(0, ...cpuBusy)
+  if (busiest > 25) log(`  caution: other processes kept up to ${busiest}% of the CPUs busy before a round (per round: ${cpuBusy.map((b) => `${b}%`).join(', ')}) — absolute figures are unreliable; the per-round ratios are the figures to read.`)
   log('\nnotes:')
-  log('  - peer = oidc-provider client_credentials (persists nothing); peer-TE = the same provider running a registered')
+  log(`  - ${rounds} rounds; each round runs every scenario once for ${warmup} s warm-up (not measured) + ${duration} s measured, round r starting at`)
+  log('    scenario r mod k of the list above and wrapping around; every server started once before round 1 and kept up to the end.')
+  log('  - peer = oidc-provider client_credentials (persists nothing); peer token-exchange = the same provider running a registered')
   log('    token-exchange grant that verifies subject and actor token (no cache) and issues a JWT access token with `act`.')
   log('  - taskpass warm/cold use task_id of a task opened beforehand; each exchange reads the task and writes token + audit rows.')
+  log(`  - taskpass pruning = the warm exchange with ${PRUNE_TOKEN_TTL} s tokens, so pruneStore (every ${pruneIntervalMs / 1000} s here, every 10 s in src/main.ts) deletes`)
+  log('    expired token rows while it is measured; taskpass warm issues 300 s tokens, which no prune of the run deletes.')
   log('  - taskpass dpop = the warm request plus a never-used DPoP proof (one ES256 key, pre-minted) per request, its task bound')
   log('    to that key: the broker verifies the proof (signature with the embedded JWK, thumbprint, replay cache) and binds the token.')
-  log('  - the machine is shared and noisy: compare ratios within one run, not absolute numbers across runs.')
 
   // The HTTP part's keys of latest.json; a verifier section from an earlier run is dropped when
   // this run measures the verifier too (so a failed verifier part cannot pass for a fresh one).
@@ -368,10 +490,11 @@ async function httpScenarios(): Promise<void> {
     {
       startedAt: startedAt.toISOString(),
       finishedAt: new Date().toISOString(),
-      settings: { duration, warmup, connections },
-      machine: { node: process.version, cores: availableParallelism(), cpu: cpus()[0]?.model },
+      settings: { rounds, seconds: duration, warmup, connections, pruneIntervalMs, pruneTokenTtl: PRUNE_TOKEN_TTL },
+      machine: { node: process.version, cores: availableParallelism(), cpu: cpus()[0]?.model, cpuBusyBeforeRounds: cpuBusy },
       tokenPool: { pairs: pool.size, mintSeconds: Number(mintSeconds.toFixed(2)) },
-      scenarios: results,
+      scenarios: Object.fromEntries(scenarios.map((s) => [s.id, s.result])),
+      ratios: summaryOfRounds.ratios,
       authFlood,
       targets,
     },
@@ -421,7 +544,7 @@ const FLOOD_VARIANTS: FloodVariant[] = [
  * requests with a wrong secret for the registered resource's client id.
  */
 async function authFloodScenario(
-  taskpassConfig: (db: string) => TaskpassServerConfig,
+  taskpassConfig: (db: string) => Promise<TaskpassServerConfig>,
   pair: { subject: string; actor: string },
   warmBody: string,
 ): Promise<AuthFloodResult> {
@@ -437,7 +560,7 @@ async function authFloodScenario(
     const entry: AuthFloodResult['variants'][number] = { id: variant.id, description: variant.description }
     out.variants.push(entry)
     try {
-      server = await startServer(`auth flood ${variant.id}`, 'taskpass', { ...taskpassConfig(`flood-${i}.db`), ...(variant.authThrottle ? { authThrottle: variant.authThrottle } : {}) })
+      server = await startServer(`auth flood ${variant.id}`, 'taskpass', { ...(await taskpassConfig(`flood-${i}.db`)), ...(variant.authThrottle ? { authThrottle: variant.authThrottle } : {}) })
       const body = `${warmBody}&task_id=${encodeURIComponent(await openTask(server, pair.subject, pair.actor))}`
       const legit = { headers: { 'content-type': FORM_TYPE }, nextBody: () => body }
       await smoke(server, legit)

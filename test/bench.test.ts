@@ -1,7 +1,9 @@
 /**
  * Keeps `npm run bench` from rotting without running it (CI never runs the benchmark): the policy
  * part's files are valid Cedar for the bench broker and leave its exchange to the grant permit;
- * its verdicts and the merging of load rounds compute what they say; a bad `--only` is refused.
+ * its verdicts and the merging of load rounds compute what they say; the interleaved rounds
+ * rotate as documented and their medians, ranges, per-round ratios and verdicts are what they
+ * say; arguments are parsed as documented and bad ones refused.
  */
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
@@ -13,7 +15,10 @@ import { generateBenchKeys, publicKeys, RESOURCE, WORKLOAD_ID } from '../bench/l
 import type { LoadResult } from '../bench/lib/load.js'
 import { combineLoads } from '../bench/lib/load.js'
 import { benchPolicyText, otherResources, unscopedCount } from '../bench/lib/policies.js'
+import { parseBenchOptions } from '../bench/lib/options.js'
 import { policyTargets, type PolicyRun } from '../bench/lib/policy-report.js'
+import { checkTargets, formatRatioTable, formatScenarioTable, SCENARIO_IDS, summarizeRounds, type ScenarioId } from '../bench/lib/report.js'
+import { median, perRoundRatios, rotation, scenarioStats, spread, type RoundLoads } from '../bench/lib/rounds.js'
 import { benchExchangeDecision, brokerConfig } from '../bench/lib/taskpass-config.js'
 import { parseConfig } from '../src/config.js'
 import { compilePolicySet } from '../src/policy/cedar.js'
@@ -48,6 +53,15 @@ describe('bench policy files (bench/lib/policies.ts)', () => {
       }
     })
   }
+
+  it("the pruning scenario's broker issues tokens of the short ttl it asks for; the others keep the broker's default", async () => {
+    const keys = publicKeys(await generateBenchKeys())
+    const base = { port: 0, issuer: 'http://127.0.0.1:1', database: ':memory:', keys }
+    const pruning = parseConfig(await brokerConfig({ ...base, tokenTtl: 1, clockSkew: 1, pruneIntervalMs: 2500 }))
+    assert.equal(pruning.tokens.defaultTtl, 1)
+    assert.equal(pruning.clockSkew, 1)
+    assert.equal(parseConfig(await brokerConfig(base)).tokens.defaultTtl, 300)
+  })
 
   it('a file must hold at least one policy', () => {
     assert.throws(() => benchPolicyText(0), /at least one policy/)
@@ -109,11 +123,169 @@ describe('bench policy report', () => {
   })
 })
 
+/** A round's load result with the given req/s and latency percentiles. */
+const figures = (rps: number, p50 = 1, p99 = 2, extra: Partial<LoadResult> = {}): LoadResult => ({ ...load(rps, 1, []), latencies: undefined, p50, p99, ...extra })
+
+describe('bench rounds (bench/lib/rounds.ts)', () => {
+  it('round r starts at item r mod k and wraps around: over k rounds each item holds each position once', () => {
+    const items = ['a', 'b', 'c', 'd']
+    assert.deepEqual(rotation(items, 0), ['a', 'b', 'c', 'd'])
+    assert.deepEqual(rotation(items, 1), ['b', 'c', 'd', 'a'])
+    assert.deepEqual(rotation(items, 3), ['d', 'a', 'b', 'c'])
+    assert.deepEqual(rotation(items, 4), ['a', 'b', 'c', 'd'])
+    assert.deepEqual(rotation(items, 9), ['b', 'c', 'd', 'a'])
+    assert.deepEqual(rotation([], 2), [])
+    for (let position = 0; position < items.length; position++) {
+      assert.deepEqual(new Set([0, 1, 2, 3].map((r) => rotation(items, r)[position])), new Set(items))
+    }
+    // The bench's own list: round 1 runs it in table order, round 2 starts at its second scenario.
+    assert.equal(rotation(SCENARIO_IDS, 0)[0], 'floor')
+    assert.deepEqual(rotation(SCENARIO_IDS, 1), [...SCENARIO_IDS.slice(1), 'floor'])
+  })
+
+  it('the median is the middle value (the mean of the two middle ones for an even count), the range is min–max, NaN is left out', () => {
+    assert.equal(median([3, 1, 2]), 2)
+    assert.equal(median([4, 1, 3, 2]), 2.5)
+    assert.ok(Number.isNaN(median([])))
+    assert.deepEqual(spread([5, 1, 9, Number.NaN, 3]), { median: 4, min: 1, max: 9, n: 4 })
+    assert.deepEqual(spread([7]), { median: 7, min: 7, max: 7, n: 1 })
+    assert.equal(spread([Number.NaN]), undefined)
+    assert.equal(spread([]), undefined)
+  })
+
+  it('a scenario over rounds: medians and ranges of req/s, p50 and p99, counts summed; rounds it missed do not count', () => {
+    const rounds: Array<RoundLoads<'x' | 'y'>> = [
+      { x: figures(100, 5, 50) },
+      { x: figures(300, 1, 10, { responses: 302, non2xx: 2, errors: 1, statusCodes: { 200: 300, 503: 2 } }) },
+      {},
+      { x: figures(200, 3, 90) },
+    ]
+    const s = scenarioStats(rounds, 'x')!
+    assert.equal(s.rounds, 3)
+    assert.deepEqual(s.rps, { median: 200, min: 100, max: 300, n: 3 })
+    assert.deepEqual(s.p50, { median: 3, min: 1, max: 5, n: 3 })
+    assert.deepEqual(s.p99, { median: 50, min: 10, max: 90, n: 3 })
+    assert.equal(s.ok, 600)
+    assert.equal(s.responses, 602)
+    assert.equal(s.non2xx, 2)
+    assert.equal(s.errors, 1)
+    assert.deepEqual(s.statusCodes, { 200: 600, 503: 2 })
+    assert.equal(scenarioStats(rounds, 'y'), undefined)
+  })
+
+  it('a ratio is taken within each round, then its median over rounds: not the ratio of the medians', () => {
+    // The machine slows down over the run: both scenarios drift together, their ratio holds.
+    const rounds: Array<RoundLoads<'a' | 'b'>> = [
+      { a: figures(900), b: figures(1000) },
+      { a: figures(450), b: figures(500) },
+      { a: figures(600), b: figures(1000) },
+      { b: figures(700) },
+      { a: figures(100), b: figures(0) },
+    ]
+    const spec = { id: 'a/b', numerator: 'a', denominator: 'b', metric: 'rps' } as const
+    assert.deepEqual(perRoundRatios(rounds, spec), [0.9, 0.9, 0.6])
+    // The medians alone would give 525/850 ≈ 0.62.
+    assert.deepEqual(spread(perRoundRatios(rounds, spec)), { median: 0.9, min: 0.6, max: 0.9, n: 3 })
+    assert.deepEqual(perRoundRatios([{ a: figures(1, 1, 30), b: figures(1, 1, 20) }, { a: figures(1, 1, Number.NaN), b: figures(1, 1, 10) }], { ...spec, metric: 'p99' }), [1.5])
+  })
+})
+
+/** One round where every scenario ran, at req/s `rps[id]` (default 1000) and p99 `p99` ms. */
+const round = (rps: Partial<Record<ScenarioId, number>>, p99: Partial<Record<ScenarioId, number>> = {}): RoundLoads<ScenarioId> =>
+  Object.fromEntries(SCENARIO_IDS.map((id) => [id, figures(rps[id] ?? 1000, 1, p99[id] ?? 10)]))
+
+describe('bench verdicts over rounds (bench/lib/report.ts)', () => {
+  const verdict = (checks: ReturnType<typeof checkTargets>, start: string) => checks.find((c) => c.target.startsWith(start))?.verdict
+
+  it('each verdict reads the median of the per-round ratios against DESIGN.md: warm ≥ 0.9× floor, > oidc-provider; cold ≥ 0.9× floor + 2 verifies, ≥ 1.5× its token exchange', () => {
+    // Warm/floor per round: 0.95, 0.92, 0.5 (one round hit by other work): median 0.92, a pass.
+    const passing = [
+      round({ floor: 1000, 'taskpass warm': 950, peer: 900, 'floor+2verify': 600, 'taskpass cold': 560, 'peer token-exchange': 350 }),
+      round({ floor: 500, 'taskpass warm': 460, peer: 400, 'floor+2verify': 300, 'taskpass cold': 280, 'peer token-exchange': 180 }),
+      round({ floor: 1000, 'taskpass warm': 500, peer: 1100, 'floor+2verify': 600, 'taskpass cold': 300, 'peer token-exchange': 400 }),
+    ]
+    const summary = summarizeRounds(passing)
+    assert.deepEqual(summary.ratios['warm / floor'], { median: 0.92, min: 0.5, max: 0.95, n: 3 })
+    const checks = checkTargets(summary, 50)
+    assert.equal(verdict(checks, 'warm exchange ≥ 0.9× floor'), 'PASS')
+    assert.equal(verdict(checks, 'warm exchange > oidc-provider'), 'PASS')
+    assert.equal(verdict(checks, 'cold exchange ≥ 0.9× floor + 2 verifies'), 'PASS')
+    assert.equal(verdict(checks, 'cold exchange ≥ 1.5× oidc-provider token exchange'), 'PASS')
+    assert.match(checks.find((c) => c.target.startsWith('warm exchange ≥'))!.value, /^median 0\.92× \(0\.50×–0\.95×, 3 rounds\)$/)
+
+    // Just under each threshold in the median round.
+    const failing = summarizeRounds([
+      round({ floor: 1000, 'taskpass warm': 899, peer: 899, 'floor+2verify': 1000, 'taskpass cold': 899, 'peer token-exchange': 600 }),
+      round({ floor: 1000, 'taskpass warm': 950, peer: 900, 'floor+2verify': 1000, 'taskpass cold': 950, 'peer token-exchange': 600 }),
+      round({ floor: 1000, 'taskpass warm': 800, peer: 700, 'floor+2verify': 1000, 'taskpass cold': 800, 'peer token-exchange': 1000 }),
+    ])
+    const failed = checkTargets(failing, 50)
+    for (const start of ['warm exchange ≥ 0.9× floor', 'cold exchange ≥ 0.9× floor + 2 verifies', 'cold exchange ≥ 1.5× oidc-provider token exchange']) assert.equal(verdict(failed, start), 'FAIL', start)
+    assert.equal(verdict(failed, 'warm exchange > oidc-provider'), 'PASS')
+  })
+
+  it('p99 < 20 ms is checked on the median p99 over rounds, for warm, cold and pruning; a scenario that never ran is n/a, not a pass', () => {
+    const summary = summarizeRounds([round({}, { 'taskpass warm': 19, 'taskpass cold': 25, 'taskpass pruning': 50 }), round({}, { 'taskpass warm': 80, 'taskpass cold': 20, 'taskpass pruning': 15 }), round({}, { 'taskpass warm': 5, 'taskpass cold': 30, 'taskpass pruning': 19.9 })])
+    const checks = checkTargets(summary, 50)
+    assert.equal(verdict(checks, 'taskpass warm: p99 < 20 ms at 50 connections'), 'PASS')
+    assert.equal(verdict(checks, 'taskpass cold: p99 < 20 ms'), 'FAIL')
+    assert.equal(verdict(checks, 'taskpass pruning: p99 < 20 ms'), 'PASS')
+    assert.deepEqual(summary.ratios['pruning / warm, p99'], { median: 50 / 19, min: 15 / 80, max: 19.9 / 5, n: 3 })
+
+    const without = summarizeRounds([Object.fromEntries(Object.entries(round({})).filter(([id]) => id !== 'taskpass cold' && id !== 'floor'))])
+    const missing = checkTargets(without, 50)
+    assert.equal(verdict(missing, 'warm exchange ≥ 0.9× floor'), 'n/a')
+    assert.equal(verdict(missing, 'taskpass cold: p99'), 'n/a')
+    assert.equal(verdict(missing, 'taskpass cold: every response 2xx'), 'n/a')
+  })
+
+  it('any non-2xx or socket error in any round fails its scenario', () => {
+    const bad = round({})
+    bad['taskpass dpop'] = figures(1000, 1, 10, { responses: 1001, non2xx: 1, statusCodes: { 200: 1000, 400: 1 } })
+    const checks = checkTargets(summarizeRounds([round({}), bad]), 50)
+    assert.equal(verdict(checks, 'taskpass dpop: every response 2xx'), 'FAIL')
+    assert.equal(verdict(checks, 'taskpass warm: every response 2xx'), 'PASS')
+  })
+
+  it('the tables show the medians with their ranges and name a scenario that never ran', () => {
+    const summary = summarizeRounds([round({ floor: 1000, 'taskpass warm': 800 }), round({ floor: 2000, 'taskpass warm': 1000 }), round({ floor: 1500, 'taskpass warm': 1500 })])
+    const scenarios = formatScenarioTable({ ...summary, scenarios: { ...summary.scenarios, 'taskpass cold': undefined } }, { 'taskpass cold': 'server did not start' })
+    assert.match(scenarios, /^floor +\| 1,500 \| 1,000–2,000 \| +1\.00 \| 1\.00–1\.00 \| +10\.00 \| 10\.00–10\.00 \| +3\/3 \| +0\/0$/m)
+    assert.match(scenarios, /^taskpass cold +\| FAILED: server did not start$/m)
+    assert.match(formatRatioTable(summary), /^warm \/ floor +\| +0\.80× \| 0\.50×–1\.00× \| +3$/m)
+  })
+})
+
 describe('npm run bench arguments', () => {
+  it('rounds and seconds: flags over the environment over the defaults (5 rounds of 5 s); --flag=value works too', () => {
+    assert.deepEqual(parseBenchOptions([]), { only: undefined, rounds: 5, seconds: 5, secondsGiven: false })
+    assert.deepEqual(parseBenchOptions(['--only', 'http', '--rounds', '3', '--seconds=2']), { only: 'http', rounds: 3, seconds: 2, secondsGiven: true })
+    assert.deepEqual(parseBenchOptions([], { BENCH_ROUNDS: '7', BENCH_SECONDS: '4' }), { only: undefined, rounds: 7, seconds: 4, secondsGiven: true })
+    assert.deepEqual(parseBenchOptions([], { BENCH_DURATION: '8' }), { only: undefined, rounds: 5, seconds: 8, secondsGiven: true })
+    assert.deepEqual(parseBenchOptions(['--rounds=2', '--seconds', '3'], { BENCH_ROUNDS: '7', BENCH_SECONDS: '4' }), { only: undefined, rounds: 2, seconds: 3, secondsGiven: true })
+    assert.deepEqual(parseBenchOptions(['--only=policy'], { BENCH_ROUNDS: '' }), { only: 'policy', rounds: 5, seconds: 5, secondsGiven: false })
+  })
+
+  it('bad values are refused with the reason', () => {
+    assert.throws(() => parseBenchOptions(['--rounds', '0']), /^Error: --rounds must be a positive integer, got "0"$/)
+    assert.throws(() => parseBenchOptions(['--seconds', '2.5']), /--seconds must be a positive integer, got "2\.5"/)
+    assert.throws(() => parseBenchOptions(['--rounds']), /--rounds must be a positive integer, got ""/)
+    assert.throws(() => parseBenchOptions([], { BENCH_ROUNDS: 'many' }), /BENCH_ROUNDS must be a positive integer, got "many"/)
+    assert.throws(() => parseBenchOptions(['--rounds', '2', '--rounds', '3']), /--rounds given twice/)
+    assert.throws(() => parseBenchOptions(['--fast']), /unknown argument "--fast" \(usage: npm run bench/)
+  })
+
   it('an unknown part is refused with exit code 2 and the list of parts, before anything runs', () => {
     const run = spawnSync(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--only', 'everything'], { cwd: new URL('..', import.meta.url), encoding: 'utf8', timeout: 60_000 })
     assert.equal(run.status, 2, run.stderr)
     assert.match(run.stderr, /--only takes "http", "verifier", "flood", "policy", got "everything"/)
+    assert.equal(run.stdout, '')
+  })
+
+  it('a bad round count is refused with exit code 2, before anything runs', () => {
+    const run = spawnSync(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--rounds', '0'], { cwd: new URL('..', import.meta.url), encoding: 'utf8', timeout: 60_000 })
+    assert.equal(run.status, 2, run.stderr)
+    assert.match(run.stderr, /^bench: --rounds must be a positive integer, got "0"$/m)
     assert.equal(run.stdout, '')
   })
 })

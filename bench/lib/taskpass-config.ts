@@ -25,7 +25,18 @@ export interface TaskpassServerConfig {
   extraResources?: Array<{ uri: string; scopes: string[] }>
   /** Broker `policies.file`: a Cedar policy file added to the generated grant permits. */
   policyFile?: string
+  /**
+   * Broker `tokens.defaultTtl`, seconds: a short one makes issued rows expire within the run, so
+   * the periodic prune deletes them while the exchange is measured. The broker's default (300 s,
+   * longer than the HTTP rounds) when absent: then pruning finds nothing to delete.
+   */
+  tokenTtl?: number
+  /** How often the child runs pruneStore, ms (src/main.ts: every 10 s, the default here too). */
+  pruneIntervalMs?: number
 }
+
+/** src/main.ts prunes (and reloads keys) this often. */
+export const MAIN_PRUNE_INTERVAL_MS = 10_000
 
 const UNLIMITED = { ratePerSecond: 1e9, burst: 1e9 }
 
@@ -39,6 +50,7 @@ export async function brokerConfig(c: TaskpassServerConfig): Promise<ConfigInput
     ...(c.clockSkew !== undefined ? { clockSkew: c.clockSkew } : {}),
     ...(c.dpopReplayCacheSize !== undefined ? { dpop: { replayCacheSize: c.dpopReplayCacheSize } } : {}),
     ...(c.authThrottle !== undefined ? { authThrottle: c.authThrottle } : {}),
+    ...(c.tokenTtl !== undefined ? { tokens: { defaultTtl: c.tokenTtl } } : {}),
     // One loopback client and one workload drive all the load: keep the limiters in the request
     // path (their cost is part of an exchange) but with buckets no benchmark can empty.
     rateLimits: { perIp: UNLIMITED, perWorkload: UNLIMITED },

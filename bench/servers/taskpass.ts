@@ -11,11 +11,24 @@ import { systemClock } from '../../src/clock.js'
 import { parseConfig } from '../../src/config.js'
 import { listen } from '../../src/http/server.js'
 import { createJsonLogger } from '../../src/logger.js'
+import { pruneStore } from '../../src/store/retention.js'
 import { RESOURCE } from '../lib/fixtures.js'
 import { announceReady, answerCommands, exitWithParent, HOST, readServerConfig } from '../lib/server-child.js'
-import { benchExchangeDecision, brokerConfig, type TaskpassServerConfig } from '../lib/taskpass-config.js'
+import { benchExchangeDecision, brokerConfig, MAIN_PRUNE_INTERVAL_MS, type TaskpassServerConfig } from '../lib/taskpass-config.js'
 
 export type { TaskpassServerConfig } from '../lib/taskpass-config.js'
+
+/** What the periodic prune has done since the last `prune-stats` command (then reset). */
+export interface PruneStats {
+  runs: number
+  /** Token rows deleted. */
+  tokens: number
+  /** Rows of every kind deleted (tokens, replay entries, …). */
+  rows: number
+  /** Milliseconds the prunes held the event loop, in total and the longest one. */
+  totalMs: number
+  maxMs: number
+}
 
 /** What the child tells the parent with its READY line (bench/lib/server-child.ts). */
 export interface TaskpassServerInfo {
@@ -69,11 +82,16 @@ const info: TaskpassServerInfo = {
 }
 const app = createApp(deps)
 
-// As src/main.ts: pick up key rotations and prune expired token rows every 10 s.
+// As src/main.ts: pick up key rotations and prune what retention allows (pruneStore), every
+// 10 s unless the run asks for another interval; each prune is timed, it runs on the event loop.
+let prunes: PruneStats = { runs: 0, tokens: 0, rows: 0, totalMs: 0, maxMs: 0 }
 const timer = setInterval(() => {
   deps.keys.reload().catch((e: unknown) => logger.error('key reload failed', { error: String(e) }))
-  deps.stores.tokens.pruneExpired(systemClock.now() - config.clockSkew)
-}, 10_000)
+  const t = performance.now()
+  const deleted = pruneStore(deps.stores, config, systemClock.now())
+  const ms = performance.now() - t
+  prunes = { runs: prunes.runs + 1, tokens: prunes.tokens + deleted.tokens, rows: prunes.rows + Object.values(deleted).reduce((a, b) => a + b, 0), totalMs: prunes.totalMs + ms, maxMs: Math.max(prunes.maxMs, ms) }
+}, c.pruneIntervalMs ?? MAIN_PRUNE_INTERVAL_MS)
 timer.unref()
 
 // The listener src/main.ts uses (src/http/server.ts).
@@ -83,8 +101,13 @@ exitWithParent(() => {
   deps.database.close()
 })
 answerCommands((command) => {
+  if (command === 'prune-stats') {
+    const out = { ...prunes, totalMs: Number(prunes.totalMs.toFixed(1)), maxMs: Number(prunes.maxMs.toFixed(1)) }
+    prunes = { runs: 0, tokens: 0, rows: 0, totalMs: 0, maxMs: 0 }
+    return out
+  }
   const m = /^time-decisions ([1-9][0-9]{0,6})$/.exec(command)
-  if (!m) throw new Error(`unknown command "${command}" (expected: time-decisions <count>)`)
+  if (!m) throw new Error(`unknown command "${command}" (expected: time-decisions <count>, prune-stats)`)
   return timeDecisions(deps, Number(m[1]))
 })
 announceReady(server.address.port, info)
