@@ -75,6 +75,8 @@ export interface Deps {
     readonly base: Config
     /** The stored catalog revision `config` reflects. */
     revision: number
+    /** A change committed but its tasks not all ended yet (the sweep failed): the next refresh runs it again. */
+    sweepPending: boolean
     prepare(config: Config): CatalogBuilt
     install(config: Config, built: CatalogBuilt, revision: number): void
   }
@@ -175,6 +177,7 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     catalog: {
       base,
       revision,
+      sweepPending: false,
       prepare: (c) => build(c, deps.policy.adminText, 1 - inForce),
       install(c, next, at) {
         Object.assign(deps, next, { config: c, registrations: createClientRegistrations(c, sealer) })

@@ -1,10 +1,11 @@
-import { createHash, randomFillSync } from 'node:crypto'
+import { createHash, randomBytes, randomFillSync } from 'node:crypto'
 import type { Clock } from './clock.js'
 
 /**
- * Random bytes taken from a pool the CSPRNG refills 4 KiB at a time (as Node's own randomUUID
- * does): one call into OpenSSL per 256 ids instead of one per id. Each byte is handed out once,
- * copied into a fresh buffer, then the pool moves past it.
+ * Random bytes for ids, taken from a pool the CSPRNG refills 4 KiB at a time (as Node's own
+ * randomUUID does): one call into OpenSSL per 256 ids instead of one per id. Each byte is handed
+ * out once, copied into a fresh buffer, then the pool moves past it. Never for secrets: what was
+ * handed out stays in the pool until its refill.
  */
 const POOL = Buffer.alloc(4096)
 let poolAt = POOL.length
@@ -40,9 +41,9 @@ export function uuidv7(clock: Clock): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`
 }
 
-/** A random url-safe secret with `bytes` of entropy. */
+/** A random url-safe secret with `bytes` of entropy (straight from the CSPRNG, never pooled). */
 export function randomSecret(bytes = 32): string {
-  return pooledRandom(bytes).toString('base64url')
+  return randomBytes(bytes).toString('base64url')
 }
 
 /**

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { exportJWK, generateKeyPair, SignJWT } from 'jose'
-import { refreshCatalog } from '../src/catalog/catalog.js'
+import { deleteObject, refreshCatalog, setEnabled } from '../src/catalog/catalog.js'
 import { ADMIN_KEY, CALENDAR, createTestBroker, NOTES, spiffeId, TRUST_DOMAIN, withBroker, type TestBroker } from './harness.js'
 import { argon2Hasher } from '../src/broker.js'
 
@@ -314,6 +314,83 @@ describe('catalog: other processes', () => {
     } finally {
       other.close()
       server.close()
+    }
+  })
+})
+
+describe('catalog: review findings', () => {
+  it('a broker without any admin-role key (run from the CLI alone) may still change its catalog, the emergency switch included', async () => {
+    await withBroker((c) => ({ ...c, admin: { apiKeyHashes: [] } }), async (b) => {
+      const off = setEnabled(b.deps, 'workloads', 'agent-b', false, 'admin:cli')
+      assert.equal(off.entry?.enabled, false)
+      assert.equal((await exchange(b, 'b')).json.error, 'unauthorized_client')
+    })
+  })
+
+  it('a secret sent back as the API shows it ([redacted]) is refused, and the stored one kept', () =>
+    withBroker(undefined, async (b) => {
+      const resource = { uri: 'https://docs.test.example/mcp', scopes: ['docs:read'], credential: { clientId: 'docs-mcp', secretHash: b.keys.hashes.notes } }
+      assert.equal((await api(b, 'POST', '/admin/resources', resource)).status, 201)
+      const shown = (await api(b, 'GET', `/admin/resources/${enc(resource.uri)}`)).json.object as Json
+      assert.equal((shown.credential as Json).secretHash, '[redacted]')
+      const before = snapshot(b)
+      const back = await api(b, 'PUT', `/admin/resources/${enc(resource.uri)}`, { ...shown, scopes: ['docs:read', 'docs:write'] })
+      assert.equal(back.status, 400)
+      assert.equal(back.json.error, 'invalid_request')
+      assert.deepEqual(snapshot(b), before)
+      const login = { issuer: 'https://idp3.test.example', subjectPrefix: 'three:', jwks: { keys: [b.keys.user.publicJwk] }, algorithms: ['ES256'], login: { kind: 'oidc', clientId: 'broker', clientSecret: '[redacted]' } }
+      assert.match(((await api(b, 'POST', '/admin/subject-issuers', login)).json.problems as string[]).join('\n'), /^login\.clientSecret: the secret itself/m)
+    }))
+
+  it('a switch already in place writes nothing, yet finishes a sweep that failed after its change\'s commit', () =>
+    withBroker(undefined, async (b) => {
+      assert.equal((await exchange(b, 'b')).status, 200)
+      const audit = b.count('audit_events')
+      // The sweep fails once after the commit (as when another process holds the database).
+      const openRefs = b.deps.stores.tasks.openRefs
+      b.deps.stores.tasks.openRefs = () => {
+        b.deps.stores.tasks.openRefs = openRefs
+        throw Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' })
+      }
+      const failed = await api(b, 'POST', '/admin/workloads/agent-b/disable')
+      assert.equal(failed.status, 503)
+      assert.equal(b.deps.catalog.sweepPending, true)
+      assert.equal(b.deps.stores.tasks.list({ statuses: ['active'], workloadId: 'agent-b', limit: 5 }).length, 1, 'committed, not yet swept')
+      assert.equal(b.count('audit_events'), audit + 1, 'the change itself is committed and audited')
+      // Asked again: nothing new is written, the sweep finishes.
+      const again = await api(b, 'POST', '/admin/workloads/agent-b/disable')
+      assert.equal(again.status, 200)
+      assert.equal(again.json.tasks_revoked, 1)
+      assert.equal(b.deps.catalog.sweepPending, false)
+      assert.equal((b.deps.database.sqlite.prepare("select count(*) as n from audit_events where action like 'catalog.%'").get() as { n: number }).n, 1)
+      // A refresh with a sweep pending runs it too.
+      b.deps.catalog.sweepPending = true
+      assert.equal(refreshCatalog(b.deps), false)
+      assert.equal(b.deps.catalog.sweepPending, false)
+    }))
+
+  it('a disable or delete of an object another process deleted meanwhile: 404, nothing written', async () => {
+    const database = join(mkdtempSync(join(tmpdir(), 'taskpass-catalog-')), 'taskpass.db')
+    const a = await createTestBroker({ config: (c) => ({ ...c, database }) })
+    const b = await createTestBroker({ config: (c) => ({ ...c, database, keys: { kek: a.deps.config.keys.kek! } }) })
+    try {
+      assert.equal((await api(a, 'POST', '/admin/workloads', NEW_AGENT)).status, 201)
+      // b read the row, then a deleted it before b's transaction.
+      const get = b.deps.stores.catalog.get
+      b.deps.stores.catalog.get = (kind, key) => {
+        const row = get(kind, key)
+        deleteObject(a.deps, 'workloads', 'agent-new', 'admin:a')
+        b.deps.stores.catalog.get = get
+        return row
+      }
+      const byB = () => (b.deps.database.sqlite.prepare("select count(*) as n from audit_events where reason like '% by admin:b'").get() as { n: number }).n
+      assert.throws(() => setEnabled(b.deps, 'workloads', 'agent-new', false, 'admin:b'), (e: Error & { status?: number }) => e.status === 404)
+      assert.throws(() => deleteObject(b.deps, 'workloads', 'agent-new', 'admin:b'), (e: Error & { status?: number }) => e.status === 404)
+      assert.equal(byB(), 0, 'nothing audited for b: nothing changed')
+      assert.equal((b.deps.database.sqlite.prepare("select count(*) as n from audit_events where action = 'catalog.delete'").get() as { n: number }).n, 1)
+    } finally {
+      b.close()
+      a.close()
     }
   })
 })

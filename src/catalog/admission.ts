@@ -2,6 +2,7 @@ import { oauthClientWorkload } from '../authorize/request.js'
 import type { Config } from '../config.js'
 import { temporarilyUnavailable } from '../errors.js'
 import type { OpenTaskRef } from '../store/stores.js'
+import { KINDS } from './kinds.js'
 
 /** What the admission rule reads of the catalog in force. */
 export type AdmissionConfig = Pick<Config, 'resources' | 'subjectIssuers' | 'workloads' | 'workloadIssuers' | 'authorization'>
@@ -20,7 +21,7 @@ export function retirementOf(config: AdmissionConfig, task: OpenTaskRef): string
   // A task the user consented to for an OAuth client: the client must still be one of its workload's.
   if (task.clientId !== null && oauthClientWorkload(config, task.clientId)?.id !== workload.id) return `client ${task.clientId} no longer one of workload ${workload.id}'s`
   const attestedBy = workload.attestation?.issuer
-  if (attestedBy !== undefined && !config.workloadIssuers.some((wi) => (wi.kind === 'spiffe' ? `spiffe://${wi.trustDomain}` : wi.issuer) === attestedBy)) return `workload issuer ${attestedBy} removed or disabled`
+  if (attestedBy !== undefined && !config.workloadIssuers.some((wi) => KINDS['workload-issuers'].keyOf(wi) === attestedBy)) return `workload issuer ${attestedBy} removed or disabled`
   if (!config.subjectIssuers.some((si) => si.issuer === task.subjectIssuer)) return `subject issuer ${task.subjectIssuer} removed or disabled`
   const missing = (JSON.parse(task.resources) as { resource: string }[]).find((r) => !config.resources.some((known) => known.uri === r.resource))
   if (missing) return `resource ${missing.resource} removed or disabled`

@@ -1,12 +1,12 @@
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { z } from 'zod'
 import type { Deps } from '../broker.js'
 import { ADMIN_ROLES, ConfigError, objectSchemas, type Config } from '../config.js'
 import { conflict, InvalidObject, notFound } from '../errors.js'
-import type { CatalogRow } from '../store/stores.js'
+import { AUDIT_FIELD_LIMITS, type CatalogRow } from '../store/stores.js'
 import { revokeTasksOutsideCatalog } from './retirement.js'
 import { effectiveConfig } from './effective.js'
-import { KINDS, redact, type CatalogKind } from './kinds.js'
+import { KINDS, redact, REDACTED, redactedField, type CatalogKind } from './kinds.js'
 
 type AnyObject = Record<string, unknown>
 type CatalogDeps = Pick<Deps, 'catalog' | 'stores' | 'clock' | 'config' | 'policy' | 'approvals' | 'hasher' | 'logger'>
@@ -125,6 +125,12 @@ function hostFiles(kind: CatalogKind, object: AnyObject): string[] {
   ]
 }
 
+/** A secret sent back as the API shows it (`[redacted]`) would replace the real one: refused. */
+function refuseRedacted(kind: CatalogKind, object: AnyObject): void {
+  const path = redactedField(kind, object)
+  if (path) throw new InvalidObject([`${path}: the secret itself, not ${REDACTED} (the API never shows it)`])
+}
+
 function refuseHostFiles(kind: CatalogKind, object: AnyObject): void {
   const problems = hostFiles(kind, object)
   if (problems.length > 0) throw new InvalidObject(problems)
@@ -143,9 +149,15 @@ function problemsOf(error: z.ZodError): string[] {
 export async function createObject(deps: CatalogDeps, kind: CatalogKind, body: unknown, by: string): Promise<CatalogChangeView> {
   let object = asObject(body)
   let adminKey: string | undefined
+  const taken = (key: string) => {
+    if (definedByFile(deps, kind, key)) throw conflict(`${KINDS[kind].noun} ${key} is defined by the configuration file`)
+    if (deps.stores.catalog.get(kind, key)?.body) throw conflict(`${KINDS[kind].noun} ${key} exists`)
+  }
   if (kind === 'admin-keys') {
     const given = newAdminKey.safeParse(object)
     if (!given.success) throw new InvalidObject(problemsOf(given.error))
+    // Refused before argon2 runs when the name is taken (checked again inside the transaction).
+    taken(given.data.name)
     adminKey = `tpak_${randomBytes(32).toString('base64url')}`
     // Hashed before the write, never inside it (argon2 is slow, the transaction synchronous).
     object = { name: given.data.name, role: given.data.role, hash: await deps.hasher.hash(adminKey) }
@@ -153,9 +165,9 @@ export async function createObject(deps: CatalogDeps, kind: CatalogKind, body: u
   const parsed = SCHEMAS[kind].safeParse(object)
   if (!parsed.success) throw new InvalidObject(problemsOf(parsed.error))
   refuseHostFiles(kind, parsed.data as AnyObject)
+  refuseRedacted(kind, object)
   const key = KINDS[kind].keyOf(parsed.data as AnyObject)!
-  if (definedByFile(deps, kind, key)) throw conflict(`${KINDS[kind].noun} ${key} is defined by the configuration file`)
-  if (deps.stores.catalog.get(kind, key)?.body) throw conflict(`${KINDS[kind].noun} ${key} exists`)
+  taken(key)
   const result = change(deps, kind, key, 'create', by, (rows, now) => {
     // Again inside the transaction: another process (the CLI, another instance) may have created it since.
     if (rows.some((r) => r.kind === kind && r.key === key && r.body !== null)) throw conflict(`${KINDS[kind].noun} ${key} exists`)
@@ -176,6 +188,7 @@ export function replaceObject(deps: CatalogDeps, kind: CatalogKind, key: string,
   const parsed = SCHEMAS[kind].safeParse(object)
   if (!parsed.success) throw new InvalidObject(problemsOf(parsed.error))
   refuseHostFiles(kind, parsed.data as AnyObject)
+  refuseRedacted(kind, object)
   const spec = KINDS[kind]
   if (spec.keyOf(parsed.data as AnyObject) !== key) throw new InvalidObject([`${spec.keyField}: must stay ${key} (the path's); create another ${spec.noun} instead`])
   return change(deps, kind, key, 'replace', by, (rows, now) => {
@@ -199,11 +212,16 @@ export function setEnabled(deps: CatalogDeps, kind: CatalogKind, key: string, en
   const stored = deps.stores.catalog.get(kind, key)
   // The switch cannot turn on what its own definition turns off: that is changed where it is defined.
   if (enabled && entry.object.enabled === false) throw conflict(`${KINDS[kind].noun} ${key} says enabled: false itself: ${entry.managed_by === 'file' ? 'change it in the configuration file' : 'replace it without'}`)
-  if (entry.managed_by === 'file' && enabled && stored === undefined && entry.enabled) return { kind, key, action, entry, tasks_revoked: 0 }
-  if (entry.managed_by === 'api' && stored!.enabled === enabled) return { kind, key, action, entry, tasks_revoked: 0 }
+  // Already so: nothing is written. The sweep runs all the same — an earlier change's may have
+  // failed after its commit (the database busy), and asking again must finish what it started.
+  if ((stored?.enabled ?? true) === enabled) return { kind, key, action, entry, tasks_revoked: sweep(deps, by).length }
   return change(deps, kind, key, action, by, (rows, now) => {
+    // Again inside the transaction: another process may have deleted or switched it since.
+    const current = rows.find((r) => r.kind === kind && r.key === key)
+    if (entry.managed_by === 'api' && !current?.body) throw notFound(`no ${KINDS[kind].noun} ${key}`)
+    if ((current?.enabled ?? true) === enabled) throw conflict(`${KINDS[kind].noun} ${key} was ${PAST[action]} meanwhile`)
     const others = rows.filter((r) => !(r.kind === kind && r.key === key))
-    if (entry.managed_by === 'file') return enabled ? others : [...others, row(kind, key, null, false, stored?.createdAt ?? now, now, by)]
+    if (entry.managed_by === 'file') return enabled ? others : [...others, row(kind, key, null, false, current?.createdAt ?? now, now, by)]
     return rows.map((r) => (r.kind === kind && r.key === key ? { ...r, enabled, updatedAt: now, updatedBy: by } : r))
   })
 }
@@ -211,7 +229,10 @@ export function setEnabled(deps: CatalogDeps, kind: CatalogKind, key: string, en
 /** Deletes an object stored through the API (its tasks end as when disabled); 409 for the file's. */
 export function deleteObject(deps: CatalogDeps, kind: CatalogKind, key: string, by: string): CatalogChangeView {
   storedOrFail(deps, kind, key)
-  return change(deps, kind, key, 'delete', by, (rows) => rows.filter((r) => !(r.kind === kind && r.key === key)))
+  return change(deps, kind, key, 'delete', by, (rows) => {
+    if (!rows.some((r) => r.kind === kind && r.key === key && r.body !== null)) throw notFound(`no ${KINDS[kind].noun} ${key}`)
+    return rows.filter((r) => !(r.kind === kind && r.key === key))
+  })
 }
 
 function storedOrFail(deps: CatalogDeps, kind: CatalogKind, key: string): CatalogRow {
@@ -253,13 +274,35 @@ function change(deps: CatalogDeps, kind: CatalogKind, key: string, action: Catal
       decision: 'allow',
       reason: `${KINDS[kind].noun} ${key} ${PAST[action]} by ${by}`,
       ...(kind === 'workloads' ? { workloadId: key } : kind === 'resources' ? { resource: key } : {}),
-      detail: JSON.stringify({ kind, key, before: before ?? null, after: entry ?? null }),
+      detail: auditDetail({ kind, key, before: before ?? null, after: entry ?? null }),
     })
     return { config, built, revision, entry }
   })
   deps.catalog.install(done.config, done.built, done.revision)
+  return { kind, key, action, ...(done.entry ? { entry: done.entry } : {}), tasks_revoked: sweep(deps, by).length }
+}
+
+/**
+ * A change's `{before, after}` for its audit row: whole when it fits the row's bound, else its
+ * SHA-256 and what it was about (a file object, which no API bound limits, can be large: cut,
+ * it would no longer be JSON).
+ */
+function auditDetail(detail: { kind: CatalogKind; key: string; before: unknown; after: unknown }): string {
+  const text = JSON.stringify(detail)
+  if (text.length <= AUDIT_FIELD_LIMITS.detail) return text
+  return JSON.stringify({ kind: detail.kind, key: detail.key, truncated: true, sha256: createHash('sha256').update(text).digest('hex') })
+}
+
+/**
+ * Ends the tasks the catalog in force no longer admits. It runs after a change's commit, so it
+ * can fail on its own (another process holding the database): then it is marked pending, and the
+ * next refresh (within a second) or the next change runs it again.
+ */
+function sweep(deps: CatalogDeps, by: string): string[] {
+  deps.catalog.sweepPending = true
   const revoked = revokeTasksOutsideCatalog(deps, by)
-  return { kind, key, action, ...(done.entry ? { entry: done.entry } : {}), tasks_revoked: revoked.length }
+  deps.catalog.sweepPending = false
+  return revoked
 }
 
 function validated(deps: CatalogDeps, rows: readonly CatalogRow[]): Config {
@@ -270,10 +313,13 @@ function validated(deps: CatalogDeps, rows: readonly CatalogRow[]): Config {
     if (e instanceof ConfigError) throw new InvalidObject(e.issues)
     throw e
   }
-  // Nobody may take the last way in: some admin key with the admin role stays.
-  if (config.admin.apiKeyHashes.length === 0 && !config.admin.keys.some((k) => k.role === 'admin')) throw conflict('this would leave no admin key with the admin role')
+  // Nobody may take the last way in: a change may not leave no admin-role key where there was one
+  // (a broker run without the admin API, from the CLI alone, has none to lose).
+  if (adminRoleKeys(config) === 0 && adminRoleKeys(deps.config) > 0) throw conflict('this would leave no admin key with the admin role')
   return config
 }
+
+const adminRoleKeys = (config: Pick<Config, 'admin'>) => config.admin.apiKeyHashes.length + config.admin.keys.filter((k) => k.role === 'admin').length
 
 function prepared(deps: CatalogDeps, config: Config) {
   try {
@@ -292,7 +338,10 @@ function prepared(deps: CatalogDeps, config: Config) {
  */
 export function refreshCatalog(deps: CatalogDeps): boolean {
   const revision = deps.stores.catalog.revision()
-  if (revision === deps.catalog.revision) return false
+  if (revision === deps.catalog.revision) {
+    if (deps.catalog.sweepPending) sweep(deps, 'catalog')
+    return false
+  }
   let config: Config
   try {
     config = effectiveConfig(deps.catalog.base, deps.stores.catalog.all())
@@ -303,7 +352,7 @@ export function refreshCatalog(deps: CatalogDeps): boolean {
     deps.catalog.revision = revision
     return false
   }
-  revokeTasksOutsideCatalog(deps, 'catalog')
+  sweep(deps, 'catalog')
   return true
 }
 

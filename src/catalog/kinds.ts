@@ -56,7 +56,8 @@ export function isCatalogKind(kind: string): kind is CatalogKind {
   return (CATALOG_KINDS as readonly string[]).includes(kind)
 }
 
-const REDACTED = '[redacted]'
+/** What the API shows in place of a secret or a hash. */
+export const REDACTED = '[redacted]'
 
 /**
  * An object as the admin API shows it (and audit rows record it): secrets and hashes replaced.
@@ -71,4 +72,13 @@ export function redact(kind: CatalogKind, object: AnyObject): AnyObject {
     out.login = { ...login, ...('clientSecret' in login ? { clientSecret: REDACTED } : {}), ...('passwordSha256' in login ? { passwordSha256: REDACTED } : {}) }
   }
   return out
+}
+
+/** The field of `object` that holds {@link REDACTED} where a secret belongs, if any (an object read, then written back). */
+export function redactedField(kind: CatalogKind, object: AnyObject): string | undefined {
+  const login = object.login as AnyObject | undefined
+  if (kind === 'subject-issuers' && login?.clientSecret === REDACTED) return 'login.clientSecret'
+  const credential = object.credential as AnyObject | undefined
+  if (kind === 'resources' && credential?.secretHash === REDACTED) return 'credential.secretHash'
+  return undefined
 }

@@ -37,6 +37,9 @@ export async function parseForm(c: Context, multi: ReadonlySet<string> = new Set
   return params
 }
 
+/** In a `u` regex a surrogate pair is one code point: `\p{Cs}` matches only a lone surrogate (linear, no backtracking). */
+const LONE_SURROGATE = /\p{Cs}/u
+
 /**
  * The WHATWG `application/x-www-form-urlencoded` parser's answer for `text`, as
  * `URLSearchParams` gives it. The common body — JWTs and plain words, nothing to decode — is split
@@ -44,9 +47,6 @@ export async function parseForm(c: Context, multi: ReadonlySet<string> = new Set
  * component with a percent sequence `decodeURIComponent` refuses (malformed, or not UTF-8, which
  * the WHATWG parser keeps or replaces) sends the whole body to `URLSearchParams`.
  */
-/** In a `u` regex a surrogate pair is one code point: `\p{Cs}` matches only a lone surrogate (linear, no backtracking). */
-const LONE_SURROGATE = /\p{Cs}/u
-
 export function decodeForm(text: string): [string, string][] {
   // A lone surrogate becomes U+FFFD in the WHATWG parser (its input is a USVString).
   if (LONE_SURROGATE.test(text)) return [...new URLSearchParams(text)]

@@ -24,6 +24,15 @@ export function viewAuditEvent(e: AuditEventRow): AuditEventView {
     id: e.id, at: e.at, action: e.action, decision: e.decision, reason: e.reason, error: e.error ?? null,
     user_sub: e.userSub ?? null, workload_id: e.workloadId ?? null, task_id: e.taskId ?? null, jti: e.jti ?? null, resource: e.resource ?? null,
     policy_version: e.policyVersion ?? null, policies: e.policies ?? null,
-    ...(e.detail ? { detail: JSON.parse(e.detail) as unknown } : {}),
+    ...(e.detail ? { detail: parsedDetail(e.detail) } : {}),
+  }
+}
+
+/** A row's detail as JSON, or as its text when it is not (never an error: the log must stay readable). */
+function parsedDetail(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown
+  } catch {
+    return text
   }
 }
