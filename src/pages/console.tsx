@@ -158,58 +158,38 @@ export function ConsolePage(props: ConsolePageProps) {
           Filter
         </button>
       </form>
-      {tasks.length === 0 ? (
-        <p>No tasks.</p>
-      ) : (
-        <div class="table">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">Task</th>
-                <th scope="col">User</th>
-                <th scope="col">Workload / client</th>
-                <th scope="col">Purpose</th>
-                <th scope="col">Access</th>
-                <th scope="col">Status</th>
-                <th scope="col">Ends</th>
-                {mayAct && <ActionsHeader />}
-              </tr>
-            </thead>
-            <tbody>
-              {tasks.map((task) => (
-                <tr id={`task-${task.taskId}`}>
-                  <td class="url">
-                    <a href={safeUrl(taskPage(taskAction, task.taskId), 'task link')}>{task.taskId}</a>
-                  </td>
-                  <td>{task.user}</td>
-                  <td>
-                    {task.workload}
-                    {task.client && (
-                      <>
-                        <br />
-                        <span class="muted">{task.client}</span>
-                      </>
-                    )}
-                  </td>
-                  <td>{task.purpose}</td>
-                  <td>
-                    <Access resources={task.resources} />
-                  </td>
-                  <td class="nowrap">
-                    <span class={`status status-${task.status.replace(/[^a-z_-]/gi, '')}`}>{task.status}</span>
-                  </td>
-                  <td>{untilText(task.expiresAt, now)}</td>
-                  {mayAct && (
-                    <td>
-                      <Actions task={task} csrf={csrf} taskAction={taskAction} />
-                    </td>
-                  )}
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
-      )}
+      <DataTable id="tasks" rows={tasks.length} empty="No tasks." columns={['Task', 'User', 'Workload / client', 'Purpose', 'Access', 'Status', 'Ends']} actions={mayAct}>
+        {tasks.map((task) => (
+          <tr id={`task-${task.taskId}`}>
+            <td class="url">
+              <a href={safeUrl(taskPage(taskAction, task.taskId), 'task link')}>{task.taskId}</a>
+            </td>
+            <td>{task.user}</td>
+            <td>
+              {task.workload}
+              {task.client && (
+                <>
+                  <br />
+                  <span class="muted">{task.client}</span>
+                </>
+              )}
+            </td>
+            <td>{task.purpose}</td>
+            <td>
+              <Access resources={task.resources} />
+            </td>
+            <td class="nowrap">
+              <span class={`status status-${task.status.replace(/[^a-z_-]/gi, '')}`}>{task.status}</span>
+            </td>
+            <td>{untilText(task.expiresAt, now)}</td>
+            {mayAct && (
+              <td>
+                <Actions task={task} csrf={csrf} taskAction={taskAction} />
+              </td>
+            )}
+          </tr>
+        ))}
+      </DataTable>
       <h2>Signing keys</h2>
       <ul class="access">
         {keys.map((k) => (
