@@ -388,6 +388,29 @@ describe('revocation feed: fan-out', () => {
     }
   })
 
+  it('an event committed between a stream joining the hub and its catch-up read arrives exactly once', async () => {
+    const b = await createTestBroker()
+    try {
+      // The catch-up read: an event is committed just before it runs (after the stream joined the hub).
+      const list = b.deps.stores.revocations.list
+      b.deps.stores.revocations.list = (...args) => {
+        b.deps.stores.revocations.list = list
+        insertTokenEvent(b, 'between')
+        return list(...args)
+      }
+      const sse = sseMessages(await b.app.request('/revocations', { headers: sseHeaders() }))
+      assert.equal((await sse.next()).event, 'ready')
+      assert.equal((await sse.next()).data.jti, 'between')
+      // The hub queued it too; the stream drops it by id, so the next message is the next event.
+      await new Promise((r) => setImmediate(r))
+      insertTokenEvent(b, 'after')
+      assert.equal((await sse.next()).data.jti, 'after')
+      await sse.close()
+    } finally {
+      b.close()
+    }
+  })
+
   it('a stream too far behind is told overflow and ends; reconnecting from its cursor it gets everything it missed', async () => {
     const b = await createTestBroker()
     b.deps.feedHub = createFeedHub(b.deps.stores, { page: 500, maxQueued: 5 })
