@@ -5,7 +5,7 @@
  * loads a script (src/pages/console-live.ts), and it works without it.
  */
 import type { Child } from 'hono/jsx'
-import { ActionForm, ActionsHeader, DataTable, Layout, SignedInHeader } from './layout.js'
+import { Access, ActionForm, ActionsHeader, DataTable, Layout, SignedInHeader, StatusBadge } from './layout.js'
 import { safeUrl, untilText } from './format.js'
 import type { TimelineEntry } from '../tasks/evidence.js'
 import type { TaskResource } from '../tasks/lifecycle.js'
@@ -71,20 +71,6 @@ export function ConsoleSignInPage({ action, error }: ConsoleSignInProps) {
         </div>
       </form>
     </Layout>
-  )
-}
-
-function Access({ resources }: { resources: TaskResource[] }) {
-  return (
-    <ul class="access">
-      {resources.map((r) => (
-        <li>
-          <span class="resource">{r.resource}</span>
-          <span class="muted">scopes: </span>
-          {r.scopes.length ? r.scopes.join(' ') : 'none'}
-        </li>
-      ))}
-    </ul>
   )
 }
 
@@ -176,10 +162,10 @@ export function ConsolePage(props: ConsolePageProps) {
             </td>
             <td>{task.purpose}</td>
             <td>
-              <Access resources={task.resources} />
+              <Access resources={task.resources} tools />
             </td>
             <td class="nowrap">
-              <span class={`status status-${task.status.replace(/[^a-z_-]/gi, '')}`}>{task.status}</span>
+              <StatusBadge status={task.status} />
             </td>
             <td>{untilText(task.expiresAt, now)}</td>
             {mayAct && (
@@ -273,7 +259,7 @@ export function ConsoleTaskPage(props: ConsoleTaskPageProps) {
         ))}
         <dt>Access</dt>
         <dd>
-          <Access resources={task.resources} />
+          <Access resources={task.resources} tools />
         </dd>
       </dl>
       {mayAct && (
@@ -296,28 +282,16 @@ export function ConsoleTaskPage(props: ConsoleTaskPageProps) {
           {retention}
         </p>
       )}
-      <div class="table">
-        <table id="timeline">
-          <thead>
-            <tr>
-              <th scope="col">When</th>
-              <th scope="col">What</th>
-              <th scope="col">Outcome</th>
-              <th scope="col">Detail</th>
-            </tr>
-          </thead>
-          <tbody>
-            {timeline.map((e) => (
-              <tr>
-                <td class="nowrap">{instant(e.at)}</td>
-                <td class="nowrap">{e.what}</td>
-                <td>{e.outcome ?? ''}</td>
-                <td>{e.detail}</td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
+      <DataTable id="timeline" rows={timeline.length} empty="Nothing recorded." columns={['When', 'What', 'Outcome', 'Detail']}>
+        {timeline.map((e) => (
+          <tr>
+            <td class="nowrap">{instant(e.at)}</td>
+            <td class="nowrap">{e.what}</td>
+            <td>{e.outcome ?? ''}</td>
+            <td>{e.detail}</td>
+          </tr>
+        ))}
+      </DataTable>
     </ConsoleFrame>
   )
 }
@@ -439,7 +413,7 @@ export function ConsoleLivePage(props: ConsoleFrameProps & { tasks: LiveTaskRow[
                 <td>{t.workload}</td>
                 <td>{t.purpose}</td>
                 <td class="nowrap">
-                  <span class={`status status-${t.status.replace(/[^a-z_-]/gi, '')}`}>{t.status}</span>
+                  <StatusBadge status={t.status} />
                 </td>
                 <td>{t.ends}</td>
               </tr>

@@ -74,6 +74,36 @@ export function ActionForm({ action, what, csrf, hidden, label, kind = 'danger',
   )
 }
 
+/**
+ * What a task may do (or a workload is granted): each resource with its scopes and, with
+ * `tools`, its MCP tools — `any the policy allows` when the task declared none.
+ */
+export function Access({ resources, tools = false }: { resources: readonly { resource: string; scopes: readonly string[]; tools?: readonly string[] | undefined }[]; tools?: boolean }) {
+  return (
+    <ul class="access">
+      {resources.map((r) => (
+        <li>
+          <span class="resource">{r.resource}</span>
+          <span class="muted">scopes: </span>
+          {r.scopes.length ? r.scopes.join(' ') : 'none'}
+          {tools && (
+            <>
+              <br />
+              <span class="muted">tools: </span>
+              {r.tools === undefined ? 'any the policy allows' : r.tools.length ? r.tools.join(' ') : 'none'}
+            </>
+          )}
+        </li>
+      ))}
+    </ul>
+  )
+}
+
+/** A task's status as a badge (its class names it, for the stylesheet and the live list's script). */
+export function StatusBadge({ status }: { status: string }) {
+  return <span class={`status status-${status.replace(/[^a-z_-]/gi, '')}`}>{status}</span>
+}
+
 /** The header cell of a table's action column, named for screen readers only. */
 export function ActionsHeader() {
   return (

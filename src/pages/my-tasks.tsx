@@ -1,24 +1,7 @@
 /** "My tasks": the signed-in user's tasks, each open one with an "End task" button. */
-import { ActionForm, ActionsHeader, Layout, SignedInHeader } from './layout.js'
+import { Access, ActionForm, ActionsHeader, Layout, SignedInHeader, StatusBadge } from './layout.js'
 import { safeUrl, untilText } from './format.js'
-import type { MyTasksPageProps, TaskRowProps } from './props.js'
-
-function Access({ resources }: { resources: TaskRowProps['resources'] }) {
-  return (
-    <ul class="access">
-      {resources.map((r) => (
-        <li>
-          <span class="resource">{r.resource}</span>
-          <span class="muted">scopes: </span>
-          {r.scopes.length ? r.scopes.join(' ') : 'none'}
-          <br />
-          <span class="muted">tools: </span>
-          {r.tools === undefined ? 'any the policy allows' : r.tools.length ? r.tools.join(' ') : 'none'}
-        </li>
-      ))}
-    </ul>
-  )
-}
+import type { MyTasksPageProps } from './props.js'
 
 /** The task table, one "End task" form per endable task (`${endAction}/${taskId}/end`), and sign-out. */
 export function MyTasksPage(props: MyTasksPageProps) {
@@ -48,10 +31,10 @@ export function MyTasksPage(props: MyTasksPageProps) {
                   <td>{task.who}</td>
                   <td>{task.purpose}</td>
                   <td>
-                    <Access resources={task.resources} />
+                    <Access resources={task.resources} tools />
                   </td>
                   <td class="nowrap">
-                    <span class={`status status-${task.status.replace(/[^a-z_-]/gi, '')}`}>{task.status}</span>
+                    <StatusBadge status={task.status} />
                   </td>
                   <td>{untilText(task.expiresAt, now)}</td>
                   <td class="nowrap">{`${task.tokensMinted} / ${task.maxTokens ?? 'no limit'}`}</td>
