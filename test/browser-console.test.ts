@@ -142,6 +142,18 @@ describe('the admin console in Chromium', () => {
     await screenshot(page, 'console-task.png')
     assert.deepEqual(problems, [], 'task page')
 
+    // The catalog's pages, read at request time: a workload switched off through the API shows so at the next load.
+    await page.getByRole('link', { name: 'Workloads' }).click()
+    await page.locator('#workload-agent-b').waitFor()
+    assert.match((await page.locator('#workload-agent-b').textContent()) ?? '', /agent-b\s*yes/)
+    assert.equal((await fetch(`${broker.url}/admin/workloads/agent-b/disable`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}` } })).status, 200)
+    await page.reload({ waitUntil: 'load' })
+    assert.match((await page.locator('#workload-agent-b').textContent()) ?? '', /agent-b\s*no/)
+    await page.getByRole('link', { name: 'Resources' }).click()
+    await page.locator('#resources').waitFor()
+    assert.match((await page.locator('#resources').textContent()) ?? '', new RegExp(NOTES.replaceAll('.', '\\.')))
+    assert.deepEqual(problems, [], 'workloads and resources pages')
+
     // The live page: a task opened through the API while it is open shows up without a reload.
     await page.getByRole('link', { name: 'Live' }).click()
     await page.getByRole('heading', { name: 'Live tasks' }).waitFor()
