@@ -179,8 +179,9 @@ describe('attack: codes and consents', () => {
 describe('attack: a client the configuration no longer lists', () => {
   /** As after a restart with the client taken off its workload's allowlist (the workload itself still enabled). */
   const delist = (b: TestBroker) => {
-    const w = b.deps.config.workloads.find((x) => x.id === 'mcp-clients')!
-    w.oauthClient = { ...w.oauthClient!, clientId: { glob: 'https://other.test.example/**' } }
+    // A new configuration object, as a restart or a catalog change makes (the broker never edits one in place).
+    const workloads = b.deps.config.workloads.map((w) => (w.id === 'mcp-clients' ? { ...w, oauthClient: { ...w.oauthClient!, clientId: { glob: 'https://other.test.example/**' } } } : w))
+    b.deps.config = { ...b.deps.config, workloads }
   }
 
   it('its refresh token mints nothing more: invalid_grant', () =>

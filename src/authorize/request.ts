@@ -72,7 +72,16 @@ export function oauthClientWorkload(config: Pick<Config, 'workloads' | 'authoriz
     const registered = config.authorization.dynamicRegistration
     return registered ? config.workloads.find((w) => w.id === registered.workload) : undefined
   }
-  return config.workloads.find((w) => w.oauthClient !== undefined && compileRule(w.oauthClient.clientId)(clientId))
+  return config.workloads.find((w) => clientRule(w)(clientId))
+}
+
+// Compiled once per workload object: a catalog change makes new objects, so a changed rule is compiled anew.
+const clientRules = new WeakMap<WorkloadConfig, (value: string) => boolean>()
+const NO_CLIENT = () => false
+function clientRule(w: WorkloadConfig): (value: string) => boolean {
+  let rule = clientRules.get(w)
+  if (!rule) clientRules.set(w, (rule = w.oauthClient ? compileRule(w.oauthClient.clientId) : NO_CLIENT))
+  return rule
 }
 
 /**
