@@ -394,3 +394,25 @@ describe('catalog: review findings', () => {
     }
   })
 })
+
+describe('catalog: unknown keys', () => {
+  it('replace, switch and delete of a key no object has: 404 not_found, nothing changed', () =>
+    withBroker(undefined, async (b) => {
+      const before = snapshot(b)
+      for (const [method, path, body] of [
+        ['PUT', '/admin/workloads/nobody', { ...NEW_AGENT, id: 'nobody' }],
+        ['POST', '/admin/workloads/nobody/disable', undefined],
+        ['POST', '/admin/workloads/nobody/enable', undefined],
+        ['DELETE', '/admin/workloads/nobody', undefined],
+        ['GET', `/admin/resources/${enc('https://nowhere.example/mcp')}`, undefined],
+        ['DELETE', '/admin/admin-keys/nobody', undefined],
+      ] as const) {
+        const res = await api(b, method, path, body)
+        assert.equal(res.status, 404, `${method} ${path}`)
+        assert.equal(res.json.error, 'not_found')
+      }
+      assert.deepEqual(snapshot(b), before)
+      // A kind that does not exist is no route at all.
+      assert.equal((await api(b, 'GET', '/admin/gadgets')).status, 404)
+    }))
+})
