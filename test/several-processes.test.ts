@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
@@ -130,10 +130,16 @@ describe('several processes on one database', () => {
     const issuer = 'http://127.0.0.1:1'
     const configFile = join(dir, 'taskpass.json')
     writeFileSync(configFile, JSON.stringify({ ...testConfig(keys, issuer), database: join(dir, 'taskpass.db'), replay: { shared: true }, rateLimits: { perIp: false, perWorkload: false }, logging: { level: 'warn' } }))
+    // The commands docs/operations.md shows, run as written (the file and ports replaced by the test's).
+    const page = readFileSync(new URL('docs/operations.md', root), 'utf8')
+    const block = /## Running several processes[\s\S]*?```\n([\s\S]*?)```/.exec(page)![1]!.trim().split('\n')
+    assert.equal(block.length, 2)
     const ports = [await freePort(), await freePort()]
-    const children: ChildProcess[] = ports.map((port) =>
-      spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], { cwd: root, env: { ...process.env, TASKPASS_CONFIG: configFile, TASKPASS_PORT: String(port) }, stdio: ['ignore', 'ignore', 'inherit'] }),
-    )
+    const children: ChildProcess[] = block.map((line, i) => {
+      const m = /^TASKPASS_CONFIG=taskpass\.json TASKPASS_PORT=\d+ npm start$/.exec(line)
+      assert.ok(m, `the documented command: ${line}`)
+      return spawn('npm', ['start', '--silent'], { cwd: root, env: { ...process.env, TASKPASS_CONFIG: configFile, TASKPASS_PORT: String(ports[i]) }, stdio: ['ignore', 'ignore', 'inherit'], detached: true })
+    })
     try {
       for (const port of ports) {
         const deadline = Date.now() + 60_000
@@ -168,7 +174,8 @@ describe('several processes on one database', () => {
       assert.ok((statuses.get(503) ?? 0) <= 6, `statuses: ${JSON.stringify([...statuses])}`)
       assert.equal(retryAfterMissing, 0)
     } finally {
-      for (const c of children) c.kill()
+      // npm starts the broker as its child: end the whole group.
+      for (const c of children) process.kill(-c.pid!, 'SIGTERM')
     }
   })
 })
