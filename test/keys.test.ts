@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { calculateJwkThumbprint, compactDecrypt, createLocalJWKSet, createRemoteJWKSet, decodeJwt, decodeProtectedHeader, errors, importJWK, jwtVerify, SignJWT, type JWK } from 'jose'
 import { createFixedClock } from '../src/clock.js'
-import { JWKS_MAX_AGE, rotateKeys } from '../src/keys/keyset.js'
+import { JWKS_MAX_AGE, openKeySet, rotateKeys } from '../src/keys/keyset.js'
 import { revokeKey } from '../src/keys/revoke.js'
 import { openDatabase } from '../src/store/db.js'
 import { createStores } from '../src/store/stores.js'
@@ -541,6 +541,27 @@ describe('keys changed by another process (the CLI)', () => {
       assert.deepEqual(kids(await jwks(b)), [k2, result.next, result.standby])
     } finally {
       other.close()
+      b.close()
+    }
+  })
+})
+
+describe('two processes starting on one empty store', () => {
+  it('create one current, one next and one standby key between them, and both sign with the same current key', async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'taskpass-keys-')), 'broker.db')
+    const [a, b] = [openDatabase(path), openDatabase(path)]
+    try {
+      const options = (database: typeof a) => ({ database, clock: createFixedClock(T0), kek: new Uint8Array(32).fill(7), alg: 'ES256' as const, retiredPublishSeconds: 900 })
+      // Both read an empty key table before either writes: the starts interleave at every await.
+      const [ka, kb] = await Promise.all([openKeySet(options(a)), openKeySet(options(b))])
+      const states = a.sqlite.prepare('SELECT state, count(*) AS n FROM signing_keys GROUP BY state ORDER BY state').all()
+      assert.deepEqual(states, [{ state: 'current', n: 1 }, { state: 'next', n: 1 }, { state: 'standby', n: 1 }])
+      assert.equal(ka.current().kid, kb.current().kid)
+      assert.deepEqual(kids(ka.jwks()), kids(kb.jwks()))
+      // The store itself refuses a second current key, whoever tries.
+      assert.throws(() => a.sqlite.prepare("UPDATE signing_keys SET state = 'current' WHERE state = 'next'").run(), { code: 'SQLITE_CONSTRAINT_UNIQUE' })
+    } finally {
+      a.close()
       b.close()
     }
   })

@@ -100,8 +100,30 @@ function insertKey(o: KeyStoreOptions, k: GeneratedKey, state: 'current' | 'next
     .run()
 }
 
+const SIGNING_QUEUE = ['current', 'next', 'standby'] as const
+
+/**
+ * First start: creates the signing states the store lacks. Keys are generated outside the write
+ * transaction; inside it the states are read again, so that of two processes starting on one
+ * empty store the second inserts nothing (and the unique index on signing states refuses a
+ * second current key should anything else try).
+ */
+async function ensureSigningKeys(o: KeyStoreOptions): Promise<void> {
+  const present = () => new Set(o.database.db.select({ state: signingKeys.state }).from(signingKeys).all().map((r) => r.state))
+  const before = present()
+  const missing = SIGNING_QUEUE.filter((state) => !before.has(state))
+  if (missing.length === 0) return
+  const fresh = await Promise.all(missing.map(() => generateKey(o.alg, o.kek)))
+  o.database.durably(() => {
+    const inside = present()
+    missing.forEach((state, i) => {
+      if (!inside.has(state)) insertKey(o, fresh[i]!, state)
+    })
+  })
+}
+
 /** The keys that can sign now or later: their private halves are kept decrypted in memory. */
-const SIGNING_STATES: readonly KeyState[] = ['current', 'next', 'standby']
+const SIGNING_STATES: readonly KeyState[] = SIGNING_QUEUE
 
 function isPublished(r: { state: KeyState; publishUntil: number | null }, now: number): boolean {
   return SIGNING_STATES.includes(r.state) || (r.state === 'retired' && (r.publishUntil ?? 0) > now)
@@ -119,10 +141,7 @@ function isPublished(r: { state: KeyState; publishUntil: number | null }, now: n
  * process has not loaded yet (a freshly generated standby) are imported in the background.
  */
 export async function openKeySet(o: KeyStoreOptions): Promise<KeySet> {
-  const states = o.database.db.select({ state: signingKeys.state }).from(signingKeys).all().map((r) => r.state)
-  for (const state of ['current', 'next', 'standby'] as const) {
-    if (!states.includes(state)) insertKey(o, await generateKey(o.alg, o.kek), state)
-  }
+  await ensureSigningKeys(o)
 
   const dataVersion = o.database.sqlite.prepare('PRAGMA data_version').pluck()
   let seenVersion = dataVersion.get()
@@ -172,7 +191,15 @@ export async function openKeySet(o: KeyStoreOptions): Promise<KeySet> {
     // The rows may have changed while keys were imported: settle on what the store says now.
     seenVersion = dataVersion.get()
     apply(readRows())
-    if (!active) throw new Error('no current signing key')
+  }
+
+  /** Loads until the current key is in memory: another process may promote or create keys while we import. */
+  async function loadCurrent(): Promise<void> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      await load()
+      if (active) return
+    }
+    throw new Error('no current signing key')
   }
 
   // Loads may overlap (a background one and an explicit one): each only adds keys the store
@@ -190,7 +217,7 @@ export async function openKeySet(o: KeyStoreOptions): Promise<KeySet> {
     if (rows.some((r) => isPublished(r, o.clock.now()) && !publicKeys.has(r.kid))) reload().catch(() => {})
   }
 
-  await reload()
+  await loadCurrent()
 
   return {
     current: () => {

@@ -1,3 +1,4 @@
+import { sql } from 'drizzle-orm'
 import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core'
 
 /** A task: what one agent may do for one user, on which resources, until when. */
@@ -84,8 +85,13 @@ export const tokens = sqliteTable(
   (t) => [index('tokens_task_idx').on(t.taskId), index('tokens_exp_idx').on(t.exp)],
 )
 
-/** Signing keys; the private half is a JWE encrypted under the key-encryption key. */
-export const signingKeys = sqliteTable('signing_keys', {
+/**
+ * Signing keys; the private half is a JWE encrypted under the key-encryption key. At most one key
+ * is in each signing state: two processes starting on an empty store cannot both create a current key.
+ */
+export const signingKeys = sqliteTable(
+  'signing_keys',
+  {
   kid: text('kid').primaryKey(),
   alg: text('alg').notNull(),
   publicJwk: text('public_jwk').notNull(),
@@ -100,7 +106,9 @@ export const signingKeys = sqliteTable('signing_keys', {
   retiredAt: integer('retired_at'),
   /** A retired key stays in the JWKS until this time: its last token's expiry plus skew. */
   publishUntil: integer('publish_until'),
-})
+  },
+  (t) => [uniqueIndex('signing_keys_one_per_signing_state').on(t.state).where(sql`${t.state} in ('current', 'next', 'standby')`)],
+)
 
 /** The audit log: every decision, allow or deny, with its reason. */
 export const auditEvents = sqliteTable(

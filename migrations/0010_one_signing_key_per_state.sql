@@ -1,0 +1,1 @@
+CREATE UNIQUE INDEX `signing_keys_one_per_signing_state` ON `signing_keys` (`state`) WHERE "signing_keys"."state" in ('current', 'next', 'standby');
