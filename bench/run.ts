@@ -426,7 +426,7 @@ async function httpScenarios(): Promise<void> {
     note(dpopScenario.result, `${proofsSent.toLocaleString('en-US')} pre-minted proofs sent over the rounds (smoke and warm-ups included), minted fresh before each round`)
     note(coldScenario.result, `${coldUsed.toLocaleString('en-US')} never-seen pairs sent (smoke and warm-ups included), pool ${pool.size.toLocaleString('en-US')}`)
   } finally {
-    await Promise.all(scenarios.map((s) => s.server?.stop()))
+    await Promise.all(scenarios.map(async (s) => s.server?.stop()))
   }
   for (const s of scenarios) {
     const log_ = s.server?.log

@@ -116,7 +116,7 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
   // anything is served; a bad catalog or policy is a ConfigError.
   let config: Config
   let built: CatalogBuilt
-  const revision = stores.catalog.revision()
+  const revision = await stores.catalog.revision()
   const hasher = opts.hasher ?? argon2Hasher
   const authThrottle = createAuthThrottle(base.authThrottle, clock)
   // The replay cache outlives every rebuild of the catalog: a used assertion stays used.
@@ -128,8 +128,8 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
   let inForce = 0
   const build = (c: Config, adminText: string | undefined, slots: number): CatalogBuilt => buildCatalogDeps(c, { clock, stores, metrics, hasher, authThrottle, assertionReplay, adminText, slots: `broker${broker}.${slots}` })
   try {
-    config = effectiveConfig(base, stores.catalog.all())
-    built = build(config, stores.policySets.latest()?.text, inForce)
+    config = effectiveConfig(base, await stores.catalog.all())
+    built = build(config, (await stores.policySets.latest())?.text, inForce)
   } catch (e) {
     database.close()
     throw e
@@ -249,7 +249,7 @@ function buildCatalogDeps(
  * server runs it — never the CLI, whose `--config` may be another file (a read-only command must
  * not revoke anything).
  */
-export function onServerStart(deps: Deps): void {
-  const revoked = revokeTasksOutsideCatalog(deps, 'config')
+export async function onServerStart(deps: Deps): Promise<void> {
+  const revoked = await revokeTasksOutsideCatalog(deps, 'config')
   if (revoked.length > 0) deps.logger.warn('revoked the open tasks of disabled or removed workloads, resources or issuers', { tasks: revoked.length })
 }

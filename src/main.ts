@@ -48,20 +48,21 @@ async function main() {
   const { config, kek, dev } = runtime
   logger.setLevel(config.logging.level)
   const deps = await createBroker({ config, clock: systemClock, logger, kek })
-  onServerStart(deps)
+  await onServerStart(deps)
   const app = createApp(deps)
   // A key rotated or revoked by the CLI (another process) takes effect on the next request: the
   // keyset checks SQLite's data_version on every use (src/keys/keyset.ts). This reload withdraws
   // retired keys whose publish window has ended; the rest prunes what retention allows.
   const timer = setInterval(() => {
     deps.keys.reload().catch((e: unknown) => logger.error('key reload failed', { error: String(e) }))
-    pruneStore(deps.stores, config, systemClock.now())
+    // The database busy (another process writing): the next run prunes what this one left.
+    pruneStore(deps.stores, config, systemClock.now()).catch((e: unknown) => logger.error('pruning failed', { error: String(e) }))
   }, 10_000)
   timer.unref()
   // A catalog change made by the CLI (another process) is taken up within a second.
-  const catalogTimer = setInterval(() => {
+  const catalogTimer = setInterval(async () => {
     try {
-      refreshCatalog(deps)
+      await refreshCatalog(deps)
     } catch (e) {
       logger.error('catalog refresh failed', { error: String(e) })
     }

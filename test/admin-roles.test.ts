@@ -59,7 +59,7 @@ describe('admin key roles', () => {
       await assertRoleRefused(b, () => as(b, AUDITOR, 'POST', '/admin/sessions/revoke', { issuer: 'https://idp.test.example', sid: 'sess-1' }), 'operator')
       await assertRoleRefused(b, () => as(b, AUDITOR, 'POST', '/admin/keys/rotate'), 'admin')
       await assertRoleRefused(b, () => as(b, AUDITOR, 'PUT', '/admin/policies', { policies: '' }), 'admin')
-      assert.equal(b.deps.stores.tasks.get(id)!.status, 'active')
+      assert.equal((await b.deps.stores.tasks.get(id))!.status, 'active')
     }))
 
   it('an operator ends tasks and sessions, never keys or policies; its name is on the audit row', () =>
@@ -67,7 +67,7 @@ describe('admin key roles', () => {
       const id = await openOne(b)
       const revoked = await as(b, OPERATOR, 'POST', `/admin/tasks/${id}/revoke`)
       assert.equal(revoked.status, 200)
-      assert.equal(b.deps.stores.tasks.get(id)!.endReason, 'revoked by admin:ops-1')
+      assert.equal((await b.deps.stores.tasks.get(id))!.endReason, 'revoked by admin:ops-1')
       assert.equal((await as(b, OPERATOR, 'POST', '/admin/sessions/revoke', { issuer: 'https://idp.test.example', sid: 'sess-1' })).status, 200)
       await assertRoleRefused(b, () => as(b, OPERATOR, 'POST', '/admin/keys/rotate'), 'admin')
       await assertRoleRefused(b, () => as(b, OPERATOR, 'POST', `/admin/keys/${b.deps.keys.current().kid}/revoke`), 'admin')

@@ -66,21 +66,21 @@ describe('approvals', () => {
     assert.equal((await json<{ error: string }>(res)).error, expect.error)
     const audit = assertRefusedAndAudited(b, before, { error: expect.error, reason: expect.reason, action: expect.action })
     assert.equal(audit.task_id, id)
-    assert.deepEqual(b.deps.stores.tasks.get(id), row, 'the task is unchanged')
+    assert.deepEqual(await b.deps.stores.tasks.get(id), row, 'the task is unchanged')
     return audit
   }
 
   it('the request expires with approvalTtl, never after the task; the view shows approval_expires_at', async () => {
     const task = await pending()
     assert.equal(task.approval_expires_at, T0 + 900)
-    assert.equal(b.deps.stores.tasks.get(task.task_id)!.approvalExpiresAt, T0 + 900)
+    assert.equal((await b.deps.stores.tasks.get(task.task_id))!.approvalExpiresAt, T0 + 900)
     const short = await pending({ ttl: 600 })
     assert.equal(short.approval_expires_at, T0 + 600, 'capped at the task expiry')
     // The implicit task of /token too.
     const implicit = await b.exchange({ resource: CALENDAR, scope: 'cal:read' })
     assert.equal(implicit.status, 400)
     assert.equal((await json<{ error: string }>(implicit)).error, 'invalid_grant')
-    const stored = b.deps.stores.tasks.list({ statuses: ['pending_approval'], limit: 10 }).find((t) => t.purpose.startsWith('implicit'))!
+    const stored = (await b.deps.stores.tasks.list({ statuses: ['pending_approval'], limit: 10 })).find((t) => t.purpose.startsWith('implicit'))!
     assert.equal(stored.approvalExpiresAt, T0 + 900)
     // A task that needs no approval has none.
     const plain = await json(await openTask(b, { purpose: 'notes', resources: [{ resource: NOTES, scopes: ['notes:read'] }] }))
@@ -172,7 +172,7 @@ describe('approvals', () => {
     const view = await json(await b.app.request(`/tasks/${task.task_id}`, { headers: { 'actor-token': await b.svid('a') } }))
     assert.equal(view.status, 'expired')
     assert.ok(view.expires_at > b.clock.now(), 'the task itself has time left: the approval request lapsed')
-    const row = b.deps.stores.tasks.get(task.task_id)
+    const row = await b.deps.stores.tasks.get(task.task_id)
     const attempts = [
       { how: 'approve', send: async () => decide(task.task_id, 'approve', { body: { reason: 'late' } }) },
       { how: 'deny', send: async () => decide(task.task_id, 'deny', { body: { reason: 'late' } }) },
@@ -196,23 +196,23 @@ describe('approvals', () => {
   it('the store decides conditionally: a decision after another one, or after the request expired, changes nothing', async () => {
     const { stores } = b.deps
     const one = await pending()
-    assert.equal(stores.tasks.deny(one.task_id, T0, 'denied by test'), true)
-    assert.equal(stores.tasks.approve(one.task_id, T0), false, 'approve after deny')
-    assert.equal(stores.tasks.deny(one.task_id, T0, 'again'), false, 'deny after deny')
-    assert.deepEqual([stores.tasks.get(one.task_id)!.status, stores.tasks.get(one.task_id)!.endReason], ['denied', 'denied by test'])
+    assert.equal(await stores.tasks.deny(one.task_id, T0, 'denied by test'), true)
+    assert.equal(await stores.tasks.approve(one.task_id, T0), false, 'approve after deny')
+    assert.equal(await stores.tasks.deny(one.task_id, T0, 'again'), false, 'deny after deny')
+    assert.deepEqual([(await stores.tasks.get(one.task_id))!.status, (await stores.tasks.get(one.task_id))!.endReason], ['denied', 'denied by test'])
     const two = await pending()
-    assert.equal(stores.tasks.approve(two.task_id, T0 + 900), false, 'the approval request lapsed at T0+900')
-    assert.equal(stores.tasks.deny(two.task_id, T0 + 900, 'late'), false)
-    assert.equal(stores.tasks.get(two.task_id)!.status, 'pending_approval')
-    assert.equal(stores.tasks.approve(two.task_id, T0 + 899), true)
-    assert.equal(stores.tasks.approve(two.task_id, T0 + 899), false, 'approve twice')
-    assert.equal(stores.tasks.deny(two.task_id, T0 + 899, 'x'), false, 'deny after approve')
+    assert.equal(await stores.tasks.approve(two.task_id, T0 + 900), false, 'the approval request lapsed at T0+900')
+    assert.equal(await stores.tasks.deny(two.task_id, T0 + 900, 'late'), false)
+    assert.equal((await stores.tasks.get(two.task_id))!.status, 'pending_approval')
+    assert.equal(await stores.tasks.approve(two.task_id, T0 + 899), true)
+    assert.equal(await stores.tasks.approve(two.task_id, T0 + 899), false, 'approve twice')
+    assert.equal(await stores.tasks.deny(two.task_id, T0 + 899, 'x'), false, 'deny after approve')
     // A pending task without an approval deadline (opened before requests expired): the task's own expiry bounds it.
     const legacy = await pending({ ttl: 1000 })
     b.deps.database.sqlite.prepare('update tasks set approval_expires_at = null where id = ?').run(legacy.task_id)
-    assert.equal(stores.tasks.approve(legacy.task_id, T0 + 1000), false, 'the task itself expired')
-    assert.equal(stores.tasks.approve(legacy.task_id, T0 + 10), true)
-    assert.equal(stores.tasks.get(legacy.task_id)!.approvalExpiresAt, T0 + 10, 'set on approval, so policy reads it as approved')
+    assert.equal(await stores.tasks.approve(legacy.task_id, T0 + 1000), false, 'the task itself expired')
+    assert.equal(await stores.tasks.approve(legacy.task_id, T0 + 10), true)
+    assert.equal((await stores.tasks.get(legacy.task_id))!.approvalExpiresAt, T0 + 10, 'set on approval, so policy reads it as approved')
   })
 
   it('decided once: approve after deny, deny after deny, deny after approve, approve twice are 409 task_not_active and write nothing else', async () => {
@@ -229,7 +229,7 @@ describe('approvals', () => {
     for (const k of cases) {
       for (const send of [() => decide(k.id, k.how, { body: { reason: 'again' } }), () => adminDecide(k.id, k.how, { reason: 'again' })]) {
         const before = counts(b)
-        const row = b.deps.stores.tasks.get(k.id)
+        const row = await b.deps.stores.tasks.get(k.id)
         await assertRefused(await send(), k.id, before, row, { status: 409, error: 'task_not_active', reason: new RegExp(`task is ${k.state}$`), action: `task.${k.how}` })
       }
     }
@@ -237,7 +237,7 @@ describe('approvals', () => {
 
   it('the workload never decides its own task (403 unauthorized_client); another workload or user gets 404', async () => {
     const task = await pending()
-    const row = b.deps.stores.tasks.get(task.task_id)
+    const row = await b.deps.stores.tasks.get(task.task_id)
     const cases = [
       // The workload can read its task (GET /tasks/{id}): 403 tells it nothing it does not know.
       { who: 'own workload', headers: { 'actor-token': await b.svid('a') }, how: 'approve', status: 403, error: 'unauthorized_client', reason: /^workload:agent-a: workload agent-a tried to approve its own task$/ },
@@ -268,7 +268,7 @@ describe('approvals', () => {
 
   it('a task bound to no session is approved by an admin only', async () => {
     const task = await pending({}, { session: await b.session({ sid: null }) })
-    const row = b.deps.stores.tasks.get(task.task_id)
+    const row = await b.deps.stores.tasks.get(task.task_id)
     const before = counts(b)
     await assertRefused(await decide(task.task_id, 'approve', { session: await b.session({ sid: null }) }), task.task_id, before, row, { status: 403, error: 'unauthorized_client', reason: /bound to no session/, action: 'task.approve' })
     assert.equal((await adminDecide(task.task_id, 'approve')).status, 200)
@@ -276,7 +276,7 @@ describe('approvals', () => {
 
   it('bad decision bodies are 400 invalid_request, audited, and change nothing', async () => {
     const task = await pending()
-    const row = b.deps.stores.tasks.get(task.task_id)
+    const row = await b.deps.stores.tasks.get(task.task_id)
     const cases: { how: 'approve' | 'deny'; body?: unknown; reason: RegExp }[] = [
       { how: 'deny', reason: /"reason" is required/ },
       { how: 'deny', body: {}, reason: /"reason" is required/ },
@@ -453,7 +453,7 @@ describe('approvals', () => {
         for (let i = 0; i < 10_000 && onFile.deps.approvals.size() === 0; i++) await tick()
         assert.equal(onFile.deps.approvals.size(), 1)
         // Another connection: this process's notifier never hears of it.
-        assert.equal(createStores(other).tasks.approve(task.task_id, T0), true)
+        assert.equal(await createStores(other).tasks.approve(task.task_id, T0), true)
         // A cross-process wake-up is real time: wait for it, bounded (the watch looks every 250 ms).
         let timer: NodeJS.Timeout | undefined
         const res = await Promise.race([done, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('the wait was not woken')), 5_000)))])

@@ -101,7 +101,7 @@ describe('attack: editing the chain', () => {
       await story(b)
       b.clock.advance(400 * 86_400)
       await story(b)
-      assert.ok(b.deps.stores.audit.pruneBefore(b.clock.now() - 365 * 86_400) > 0)
+      assert.ok(await b.deps.stores.audit.pruneBefore(b.clock.now() - 365 * 86_400) > 0)
       assert.equal((await verify(b)).ok, true)
       sql(b, "insert into audit_events (id, at, action, decision, reason) values (1, ?, 'task.open', 'allow', 'forged')", b.clock.now())
       assert.equal((await verify(b)).ok, false)
@@ -113,7 +113,7 @@ describe('attack: retention', () => {
     withBroker(undefined, async (b) => {
       await story(b)
       b.clock.advance(400 * 86_400)
-      assert.ok(b.deps.stores.audit.pruneBefore(b.clock.now() - 365 * 86_400) > 0)
+      assert.ok(await b.deps.stores.audit.pruneBefore(b.clock.now() - 365 * 86_400) > 0)
       assert.equal(b.count('audit_events'), 0)
       assert.equal((await verify(b)).ok, true)
       await story(b)
@@ -126,7 +126,7 @@ describe('attack: retention', () => {
       const old = await story(b)
       b.clock.advance(400 * 86_400)
       await story(b)
-      b.deps.stores.audit.pruneBefore(b.clock.now() - 365 * 86_400)
+      await b.deps.stores.audit.pruneBefore(b.clock.now() - 365 * 86_400)
       const res = await b.app.request(`/admin/tasks/${old}/evidence`, { headers: admin })
       if (res.status === 404) return
       const { text, jwks } = { text: await res.text(), jwks: (await (await b.app.request('/.well-known/jwks.json')).json()) as JSONWebKeySet }
@@ -140,7 +140,7 @@ describe('attack: the evidence signature', () => {
   it('refusals about a task (another workload, a completed task, an ID-JAG-less replay) are lines of its evidence', () =>
     withBroker(undefined, async (b) => {
       const task = await story(b)
-      const before = b.deps.stores.audit.ofTask(task).length
+      const before = (await b.deps.stores.audit.ofTask(task)).length
       assert.equal((await b.exchange({ task_id: task, actor_token: await b.svid('b') })).status, 400)
       assert.equal((await b.exchange({ task_id: task })).status, 400)
       const { text, jwks } = await evidence(b, task)

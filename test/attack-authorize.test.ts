@@ -61,7 +61,7 @@ describe('attack: codes and consents', () => {
       assert.equal(bad.status, 303)
       assert.equal(bad.headers.get('cache-control'), 'no-store')
       const url = refreshUrl(await (await browser.submit(await consentPage(browser, authorizeQuery(pkce().challenge)), '/authorize/consent', allow)).text())
-      const task = b.deps.stores.tasks.list({ limit: 1 })[0]!
+      const task = (await b.deps.stores.tasks.list({ limit: 1 }))[0]!
       assert.equal((await b.app.request(`/admin/tasks/${task.id}/approve`, { method: 'POST', headers: ADMIN })).status, 200)
       const back = await browser.get(url)
       assert.equal(back.status, 303)
@@ -105,7 +105,7 @@ describe('attack: codes and consents', () => {
       const tasks = b.deps.stores.tasks
       const get = tasks.get.bind(tasks)
       let first = true
-      tasks.get = (id: string) => (first ? ((first = false), undefined) : get(id))
+      tasks.get = (id: string) => (first ? ((first = false), Promise.resolve(undefined)) : get(id))
       const before = counts(b)
       const again = await browser.submit(page, '/authorize/consent', allow)
       assert.equal(again.status, 409, `got ${again.status}`)
@@ -142,7 +142,7 @@ describe('attack: codes and consents', () => {
       const signedIn = await bob.submit(await login.text(), '/authorize/login', devSignIn('bob'))
       const bobPage = await (await bob.get(signedIn.headers.get('location')!)).text()
       assert.equal((await bob.submit(bobPage, '/authorize/consent', allow)).status, 303)
-      assert.deepEqual(b.deps.stores.tasks.list({ limit: 5 }).map((t) => t.userSub).sort(), ['alice', 'bob'])
+      assert.deepEqual((await b.deps.stores.tasks.list({ limit: 5 })).map((t) => t.userSub).sort(), ['alice', 'bob'])
     }))
 
   it('an approval that comes after requestTtl but within the approval window still answers with the code', () =>
@@ -150,7 +150,7 @@ describe('attack: codes and consents', () => {
       const browser = browserOf(b)
       const { verifier, challenge } = pkce()
       const url = refreshUrl(await (await browser.submit(await consentPage(browser, authorizeQuery(challenge)), '/authorize/consent', allow)).text())
-      const task = b.deps.stores.tasks.list({ limit: 1 })[0]!
+      const task = (await b.deps.stores.tasks.list({ limit: 1 }))[0]!
       assert.ok(task.approvalExpiresAt! - b.clock.now() > b.deps.config.authorization.requestTtl, 'the approval window outlasts the request')
       b.clock.advance(b.deps.config.authorization.requestTtl + 60)
       assert.equal((await b.app.request(`/admin/tasks/${task.id}/approve`, { method: 'POST', headers: ADMIN })).status, 200)
@@ -165,12 +165,12 @@ describe('attack: codes and consents', () => {
       const browser = browserOf(b)
       const { verifier, challenge } = pkce()
       const url = refreshUrl(await (await browser.submit(await consentPage(browser, authorizeQuery(challenge)), '/authorize/consent', allow)).text())
-      const task = b.deps.stores.tasks.list({ limit: 1 })[0]!
+      const task = (await b.deps.stores.tasks.list({ limit: 1 }))[0]!
       assert.equal((await b.app.request(`/admin/tasks/${task.id}/approve`, { method: 'POST', headers: ADMIN })).status, 200)
       const code = new URL((await browser.get(url)).headers.get('location')!).searchParams.get('code')!
       assert.equal((await redeem(b, code, verifier)).status, 200)
       b.clock.advance(b.deps.config.authorization.codeTtl + b.deps.config.clockSkew + 1)
-      assert.equal(pruneStore(b.deps.stores, b.deps.config, b.clock.now()).codes, 1)
+      assert.equal((await pruneStore(b.deps.stores, b.deps.config, b.clock.now())).codes, 1)
       const again = await browser.get(url)
       assert.equal(again.status, 409, `got ${again.status} ${again.headers.get('location')}`)
     }))
@@ -392,7 +392,7 @@ describe('attack: what held', () => {
     withBroker(opts(), async (b) => {
       const bob = browserOf(b)
       await bob.submit(await consentPage(bob, authorizeQuery(pkce().challenge), 'bob'), '/authorize/consent', allow)
-      const bobTask = b.deps.stores.tasks.list({ limit: 1 })[0]!
+      const bobTask = (await b.deps.stores.tasks.list({ limit: 1 }))[0]!
       assert.equal(bobTask.userSub, 'bob')
       const alice = browserOf(b)
       await consentPage(alice, authorizeQuery(pkce().challenge))
@@ -400,7 +400,7 @@ describe('attack: what held', () => {
       const before = counts(b)
       const res = await alice.post(`/account/tasks/${bobTask.id}/end`, csrf)
       assert.equal(res.status, 404)
-      assert.equal(b.deps.stores.tasks.get(bobTask.id)!.status, 'active')
+      assert.equal((await b.deps.stores.tasks.get(bobTask.id))!.status, 'active')
       assert.deepEqual(counts(b), before)
     }))
 
@@ -461,8 +461,8 @@ describe('attack: what held', () => {
       const { verifier, challenge } = pkce()
       const back = new URL((await browser.submit(await consentPage(browser, authorizeQuery(challenge)), '/authorize/consent', allow)).headers.get('location')!)
       const body = (await (await redeem(b, back.searchParams.get('code')!, verifier)).json()) as { refresh_token: string; task_id: string }
-      const task = b.deps.stores.tasks.get(body.task_id)!
-      revokeSession(b.deps, task.subjectIssuer, task.sid!, 'admin:test')
+      const task = (await b.deps.stores.tasks.get(body.task_id))!
+      await revokeSession(b.deps, task.subjectIssuer, task.sid!, 'admin:test')
       const before = counts(b)
       const res = await b.post('/token', { grant_type: 'refresh_token', refresh_token: body.refresh_token, client_id: CLIENT_ID })
       assert.equal(res.status, 400)
@@ -479,7 +479,7 @@ describe('attack: what held', () => {
       const browser = browserOf(b)
       const { verifier, challenge } = pkce()
       const back = new URL((await browser.submit(await consentPage(browser, authorizeQuery(challenge)), '/authorize/consent', allow)).headers.get('location')!)
-      const task = b.deps.stores.tasks.list({ limit: 1 })[0]!
+      const task = (await b.deps.stores.tasks.list({ limit: 1 }))[0]!
       const account = await (await browser.get('/account')).text()
       assert.equal((await browser.submit(account, `/account/tasks/${task.id}/end`)).status, 303)
       const before = counts(b)
@@ -521,7 +521,7 @@ describe('attack: what held', () => {
       const body = (await (await redeem(b, back.searchParams.get('code')!, verifier)).json()) as { refresh_token: string; task_id: string }
       const res = await b.post('/token', { grant_type: 'refresh_token', refresh_token: body.refresh_token, client_id: 'https://client.test.example/other.json' })
       assert.equal(((await res.json()) as { error: string }).error, 'invalid_grant')
-      assert.equal(b.deps.stores.tasks.get(body.task_id)!.status, 'active')
+      assert.equal((await b.deps.stores.tasks.get(body.task_id))!.status, 'active')
     }))
 
   it('an unknown code or refresh token writes no row (unauthenticated traffic never grows the database)', () =>

@@ -31,12 +31,12 @@ async function api(b: TestBroker, method: string, path: string, body?: unknown, 
 }
 
 /** What a refused change must leave as it was: the stored catalog, the audit log, the revision, the catalog in force. */
-function snapshot(b: TestBroker) {
+async function snapshot(b: TestBroker) {
   const sql = b.deps.database.sqlite
   return {
     catalog: sql.prepare('select kind, key, body, enabled from catalog_objects order by id').all(),
     audit: b.count('audit_events'),
-    revision: b.deps.stores.catalog.revision(),
+    revision: await b.deps.stores.catalog.revision(),
     config: b.deps.config,
   }
 }
@@ -50,7 +50,7 @@ describe('attack: files on the broker host', () => {
       const dir = mkdtempSync(join(tmpdir(), 'taskpass-attack-'))
       const keysFile = join(dir, 'jwks.json')
       writeFileSync(keysFile, JSON.stringify({ keys: [] }))
-      const before = snapshot(b)
+      const before = await snapshot(b)
       const cases: [string, unknown, RegExp][] = [
         ['/admin/workload-issuers', { kind: 'oidc', issuer: 'https://wi.example', jwksFile: keysFile }, /^jwksFile: /],
         ['/admin/workload-issuers', { kind: 'oidc', issuer: 'https://wi2.example', jwksFile: join(dir, 'missing.json') }, /^jwksFile: /],
@@ -64,14 +64,14 @@ describe('attack: files on the broker host', () => {
         assert.equal(res.json.error, 'invalid_request')
         assert.ok((res.json.problems as string[]).some((p) => problem.test(p)), `${JSON.stringify(res.json.problems)} should match ${problem}`)
       }
-      assert.deepEqual(snapshot(b), before)
+      assert.deepEqual(await snapshot(b), before)
       // Nor through a replacement of an object the API created.
       assert.equal((await api(b, 'POST', '/admin/workload-issuers', { kind: 'oidc', issuer: 'https://wi3.example', jwks: { keys: [] } })).status, 201)
       const created = snapshot(b)
       const replaced = await api(b, 'PUT', `/admin/workload-issuers/${encodeURIComponent('https://wi3.example')}`, { kind: 'oidc', issuer: 'https://wi3.example', jwksFile: keysFile })
       assert.equal(replaced.status, 400)
       assert.match((replaced.json.problems as string[])[0]!, /^jwksFile: /)
-      assert.deepEqual(snapshot(b), created)
+      assert.deepEqual(await snapshot(b), created)
     }))
 
   it('an admin key cannot have the broker read a file of its host and send it to an IdP of its choosing as the client secret', async () => {
@@ -264,7 +264,7 @@ describe('attack: admin keys', () => {
       const before = counts(b)
       const revoke = await b.app.request(`/admin/console/tasks/${id}/revoke`, { method: 'POST', headers: { ...FORM, cookie }, body: new URLSearchParams({ csrf }).toString() })
       assert.equal(revoke.status, 401)
-      assert.equal(b.deps.stores.tasks.get(id)!.status, 'active')
+      assert.equal((await b.deps.stores.tasks.get(id))!.status, 'active')
       assert.deepEqual(counts(b), before)
     }))
 })
@@ -272,21 +272,21 @@ describe('attack: admin keys', () => {
 describe('attack: objects that cost more than they should', () => {
   it('a deeply nested object is 400 invalid_request, never a 500, and changes nothing', () =>
     withBroker(undefined, async (b) => {
-      const before = snapshot(b)
+      const before = await snapshot(b)
       const deep = '['.repeat(3000) + ']'.repeat(3000)
       const res = await api(b, 'POST', '/admin/workload-issuers', `{"kind":"oidc","issuer":"https://deep.example","jwks":{"keys":[{"kty":"EC","x":${deep}}]}}`)
       assert.equal(res.status, 400, JSON.stringify(res.json))
       assert.equal(res.json.error, 'invalid_request')
       assert.match((res.json.problems as string[])[0]!, /nested/)
-      assert.deepEqual(snapshot(b), before)
+      assert.deepEqual(await snapshot(b), before)
     }))
 
   it('an object too large for its audit row (the CLI has no body limit) is refused, and the audit log stays readable', () =>
     withBroker(undefined, async (b) => {
-      const before = snapshot(b)
+      const before = await snapshot(b)
       const huge = { uri: 'https://huge.example/mcp', scopes: Array.from({ length: 60_000 }, (_, i) => `s${i}`) }
       await assert.rejects(createObject(b.deps, 'resources', huge, 'admin:cli'), (e: unknown) => e instanceof OAuthError && e.status === 400 && e.code === 'invalid_request' && /too large/.test(e.description))
-      assert.deepEqual(snapshot(b), before)
+      assert.deepEqual(await snapshot(b), before)
       // One that fits is recorded whole, and the log reads back.
       const large = { uri: 'https://large.example/mcp', scopes: Array.from({ length: 2_000 }, (_, i) => `s${i}`) }
       await createObject(b.deps, 'resources', large, 'admin:cli')
@@ -294,7 +294,7 @@ describe('attack: objects that cost more than they should', () => {
       assert.equal(audit.status, 200)
       const row = (audit.json.events as { action: string; detail?: { after: { object: { scopes: string[] } } } }[]).find((e) => e.action === 'catalog.create')!
       assert.equal(row.detail!.after.object.scopes.length, 2_000)
-      assert.equal(b.deps.stores.audit.verify().ok, true)
+      assert.equal((await b.deps.stores.audit.verify()).ok, true)
     }))
 })
 
@@ -304,12 +304,12 @@ describe('attack: keys that collide', () => {
       const introspect = (secret: string) =>
         b.post('/introspect', { token: 'x' }, { authorization: `Basic ${Buffer.from(`notes-mcp:${secret}`).toString('base64')}` })
       assert.equal((await introspect(NOTES_SECRET)).status, 200)
-      const before = snapshot(b)
+      const before = await snapshot(b)
       const res = await api(b, 'POST', '/admin/resources', { uri: 'https://impostor.example/mcp', scopes: ['x'], credential: { clientId: 'notes-mcp', secretHash: await argon2Hasher.hash('impostor-secret-0123456789') } })
       assert.equal(res.status, 400, JSON.stringify(res.json))
       assert.equal(res.json.error, 'invalid_request')
       assert.match((res.json.problems as string[]).join('\n'), /^resources\[https:\/\/impostor\.example\/mcp\]\.credential\.clientId: .*notes-mcp/m)
-      assert.deepEqual(snapshot(b), before)
+      assert.deepEqual(await snapshot(b), before)
       assert.equal((await introspect(NOTES_SECRET)).status, 200, 'the notes server still signs in with its own secret')
       assert.equal((await introspect('impostor-secret-0123456789')).status, 401)
     }))
@@ -338,14 +338,14 @@ describe('attack: switches that do not switch', () => {
 describe('attack: names that pass for another', () => {
   it('an admin key may not be named as the unnamed keys (key<n>) or the CLI (cli) are in the audit log: 400, nothing changed; nor in the file', () =>
     withBroker(undefined, async (b) => {
-      const before = snapshot(b)
+      const before = await snapshot(b)
       for (const name of ['key0', 'key1', 'key42', 'cli']) {
         const res = await api(b, 'POST', '/admin/admin-keys', { name, role: 'admin' })
         assert.equal(res.status, 400, `${name}: ${JSON.stringify(res.json)}`)
         assert.equal(res.json.error, 'invalid_request')
         assert.match((res.json.problems as string[])[0]!, /^name: /)
       }
-      assert.deepEqual(snapshot(b), before)
+      assert.deepEqual(await snapshot(b), before)
       // Names that only look alike are fine.
       assert.equal((await api(b, 'POST', '/admin/admin-keys', { name: 'key-rotation', role: 'auditor' })).status, 201)
       assert.equal((await api(b, 'POST', '/admin/admin-keys', { name: 'cli-bot', role: 'auditor' })).status, 201)
@@ -369,21 +369,21 @@ describe('attack: two changes at once', () => {
         return durably(fn)
       }
       await assert.rejects(createObject(server.deps, 'resources', { uri: DOCS, scopes: ['docs:write'] }, 'admin:key0'), (e: unknown) => e instanceof OAuthError && e.status === 409 && e.code === 'conflict')
-      const row = server.deps.stores.catalog.get('resources', DOCS)!
+      const row = (await server.deps.stores.catalog.get('resources', DOCS))!
       assert.deepEqual((JSON.parse(row.body!) as { scopes: string[] }).scopes, ['docs:read'], 'the first creation stands')
       assert.equal(row.updatedBy, 'admin:cli')
       const creations = server.deps.database.sqlite.prepare("select count(*) as n from audit_events where action = 'catalog.create'").get() as { n: number }
       assert.equal(creations.n, 1)
 
       // A replacement raced by another one: 409, the other stands (nothing is replaced unseen).
-      refreshCatalog(server.deps)
-      server.deps.stores.durably = (fn) => {
+      await refreshCatalog(server.deps)
+      server.deps.stores.durably = async (fn) => {
         server.deps.stores.durably = durably
-        replaceObject(cli.deps, 'resources', DOCS, { uri: DOCS, scopes: ['docs:read', 'docs:list'] }, 'admin:cli')
+        await replaceObject(cli.deps, 'resources', DOCS, { uri: DOCS, scopes: ['docs:read', 'docs:list'] }, 'admin:cli')
         return durably(fn)
       }
       assert.throws(() => replaceObject(server.deps, 'resources', DOCS, { uri: DOCS, scopes: ['docs:write'] }, 'admin:key0'), (e: unknown) => e instanceof OAuthError && e.status === 409 && e.code === 'conflict')
-      assert.deepEqual((JSON.parse(server.deps.stores.catalog.get('resources', DOCS)!.body!) as { scopes: string[] }).scopes, ['docs:read', 'docs:list'])
+      assert.deepEqual((JSON.parse((await server.deps.stores.catalog.get('resources', DOCS))!.body!) as { scopes: string[] }).scopes, ['docs:read', 'docs:list'])
     } finally {
       cli.close()
       server.close()
@@ -425,7 +425,7 @@ describe('attack: an admin key switched off while its request is verified', () =
         const res = await pending
         assert.equal(res.status, status, JSON.stringify(res.json))
         assert.equal(res.json.error, error)
-        assert.equal(b.deps.stores.tasks.get(id)!.status, 'active')
+        assert.equal((await b.deps.stores.tasks.get(id))!.status, 'active')
       }))
   }
 })
@@ -433,18 +433,18 @@ describe('attack: an admin key switched off while its request is verified', () =
 describe('attack: changes that change nothing', () => {
   it('enabling a workload its own definition disables (enabled: false, in the file or in its API object) is 409 conflict: nothing stored, audited or bumped', () =>
     withBroker(undefined, async (b) => {
-      const before = snapshot(b)
+      const before = await snapshot(b)
       const res = await api(b, 'POST', '/admin/workloads/agent-off/enable')
       assert.equal(res.status, 409, JSON.stringify(res.json))
       assert.equal(res.json.error, 'conflict')
       assert.match(String(res.json.error_description), /enabled: false/)
-      assert.deepEqual(snapshot(b), before)
+      assert.deepEqual(await snapshot(b), before)
       assert.equal((await api(b, 'POST', '/admin/workloads', { id: 'agent-dormant', attestation: { issuer: 'spiffe://test.example', subject: 'spiffe://test.example/agent/dormant' }, enabled: false })).status, 201)
       const created = snapshot(b)
       const again = await api(b, 'POST', '/admin/workloads/agent-dormant/enable')
       assert.equal(again.status, 409)
       assert.equal(again.json.error, 'conflict')
-      assert.deepEqual(snapshot(b), created)
+      assert.deepEqual(await snapshot(b), created)
     }))
 })
 
@@ -496,7 +496,7 @@ describe('held: the authorization-code flow\'s grants end with what the catalog 
         const off = await api(b, 'POST', path)
         assert.equal(off.status, 200)
         assert.equal(off.json.tasks_revoked, 2)
-        assert.equal(b.deps.stores.tasks.get(issued.task_id)!.status, 'revoked')
+        assert.equal((await b.deps.stores.tasks.get(issued.task_id))!.status, 'revoked')
         const before = counts(b)
         const refreshed = await b.post('/token', { grant_type: 'refresh_token', refresh_token: issued.refresh_token, client_id: CLIENT_ID })
         assert.equal(refreshed.status, 400)
@@ -518,12 +518,12 @@ describe('attack: what a switch-off ends, and what it leaves', () => {
       assert.equal((await childExchange(b, children[0]!.task_id, { scope: 'notes:read' })).status, 200)
       const off = await api(b, 'POST', '/admin/workloads/agent-b/disable')
       assert.equal(off.json.tasks_revoked, 2)
-      assert.deepEqual([parent, ...children].map((t) => b.deps.stores.tasks.get(t.task_id)!.status), ['active', 'revoked', 'revoked'])
+      assert.deepEqual([parent, ...children].map(async (t) => (await b.deps.stores.tasks.get(t.task_id))!.status), ['active', 'revoked', 'revoked'])
       assert.equal((await api(b, 'POST', '/admin/workloads/agent-b/enable')).status, 200)
       const again = await openedSubtask(b, parent.task_id)
       const offA = await api(b, 'POST', '/admin/workloads/agent-a/disable')
       assert.equal(offA.json.tasks_revoked, 2)
-      assert.deepEqual([parent, again].map((t) => b.deps.stores.tasks.get(t.task_id)!.status), ['revoked', 'revoked'])
+      assert.deepEqual([parent, again].map(async (t) => (await b.deps.stores.tasks.get(t.task_id))!.status), ['revoked', 'revoked'])
       assert.equal(activeTokens(b), 0)
     }))
 
@@ -547,7 +547,7 @@ describe('held: roles, encodings, secrets, restarts', () => {
   it('an operator or auditor key changes nothing through any method, path spelling or encoding', () =>
     withBroker(undefined, async (b) => {
       const keys = [String((await api(b, 'POST', '/admin/admin-keys', { name: 'ops', role: 'operator' })).json.admin_key), String((await api(b, 'POST', '/admin/admin-keys', { name: 'audit', role: 'auditor' })).json.admin_key)]
-      const before = snapshot(b)
+      const before = await snapshot(b)
       const body = JSON.stringify({ id: 'agent-x', attestation: { issuer: 'spiffe://test.example', subject: 'spiffe://test.example/agent/x' } })
       for (const key of keys) {
         for (const [method, path] of [
@@ -561,7 +561,7 @@ describe('held: roles, encodings, secrets, restarts', () => {
           assert.match(((await res.json()) as Json).error as string, /^(insufficient_scope|not_found)$/)
         }
       }
-      assert.deepEqual({ ...snapshot(b), audit: before.audit }, before)
+      assert.deepEqual({ ...(await snapshot(b)), audit: before.audit }, before)
     }))
 
   it('objects carrying __proto__ or constructor keys pollute nothing', () =>

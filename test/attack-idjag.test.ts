@@ -238,7 +238,7 @@ describe('attack: malformed ID-JAG claims are 4xx, never 500', () => {
       if (res.status === 200) {
         const body = JSON.parse(text) as { expires_in: number; task_id: string }
         assert.ok(Number.isInteger(body.expires_in), `expires_in ${body.expires_in}`)
-        assert.ok(Number.isInteger(b.deps.stores.tasks.get(body.task_id)!.expiresAt), 'task expiry is an integer')
+        assert.ok(Number.isInteger((await b.deps.stores.tasks.get(body.task_id))!.expiresAt), 'task expiry is an integer')
       }
     }))
 

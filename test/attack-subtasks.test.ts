@@ -280,7 +280,7 @@ describe('attack: sub-tasks never wider than the parent (refused correctly)', ()
       }
       const ended = async (s: Awaited<ReturnType<typeof setup>>, how: string) => {
         for (const t of s.tokens) assert.equal(await introspect(b, t), false, how)
-        for (const id of [s.child.task_id, s.grandchild.task_id]) assert.equal(b.deps.stores.tasks.get(id)!.status, 'revoked', how)
+        for (const id of [s.child.task_id, s.grandchild.task_id]) assert.equal((await b.deps.stores.tasks.get(id))!.status, 'revoked', how)
         const again = await childExchange(b, s.grandchild.task_id, {}, 'c')
         assert.equal(again.status, 400, how)
         assert.equal(await errorOf(again), 'invalid_grant', how)
@@ -293,7 +293,7 @@ describe('attack: sub-tasks never wider than the parent (refused correctly)', ()
       const middle = await setup()
       assert.equal((await b.app.request(`/tasks/${middle.child.task_id}/revoke`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })).status, 200)
       await ended(middle, 'middle revoked by the delegator')
-      assert.equal(b.deps.stores.tasks.get(middle.parent.task_id)!.status, 'active')
+      assert.equal((await b.deps.stores.tasks.get(middle.parent.task_id))!.status, 'active')
 
       const byAdmin = await setup()
       assert.equal((await b.app.request(`/admin/tasks/${byAdmin.parent.task_id}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}` } })).status, 200)
@@ -301,7 +301,7 @@ describe('attack: sub-tasks never wider than the parent (refused correctly)', ()
 
       const disabled = await setup()
       const workloads = b.deps.config.workloads.map((w) => ({ ...w, enabled: w.id === 'agent-a' ? false : w.enabled }))
-      assert.ok(revokeTasksOutsideCatalog({ ...b.deps, config: { ...b.deps.config, workloads } }, 'config').includes(disabled.parent.task_id))
+      assert.ok((await revokeTasksOutsideCatalog({ ...b.deps, config: { ...b.deps.config, workloads } }, 'config')).includes(disabled.parent.task_id))
       await ended(disabled, 'workload disabled at start')
     }))
 

@@ -71,7 +71,7 @@ describe('attack: audit rows of decisions', () => {
       const res = await b.exchange({ resource: CALENDAR, scope: 'cal:read' })
       assert.equal(res.status, 400)
       assert.equal(((await res.json()) as { error: string }).error, 'invalid_grant')
-      const task = b.deps.stores.tasks.list({ statuses: ['pending_approval'], limit: 10 })[0]!
+      const task = (await b.deps.stores.tasks.list({ statuses: ['pending_approval'], limit: 10 }))[0]!
       assert.deepEqual(counts(b), { ...before, tasks: before.tasks + 1, audit_events: before.audit_events + 2 }, 'the task and two audit rows: its opening and the refused exchange')
       const rows = b.deps.database.sqlite.prepare('select * from audit_events order by id').all() as Record<string, unknown>[]
       const open = rows.find((r) => r.action === 'task.open' && r.task_id === task.id)
@@ -184,7 +184,7 @@ describe('attack: races at the exchange', () => {
       const statuses = answers.map((r) => r.status).sort()
       assert.deepEqual(statuses, [200, 400, 400, 400], 'one more token, the fifth')
       for (const r of answers) if (r.status === 400) assert.equal(((await r.json()) as { error: string }).error, 'invalid_target')
-      assert.equal(b.deps.stores.tasks.get(id)!.tokensMinted, 5)
+      assert.equal((await b.deps.stores.tasks.get(id))!.tokensMinted, 5)
       assert.deepEqual(counts(b), { ...before, tokens: before.tokens + 1, audit_events: before.audit_events + 4 })
       const rows = b.deps.database.sqlite.prepare("select * from audit_events where action = 'token.exchange' and decision = 'deny'").all() as Record<string, unknown>[]
       assert.equal(rows.length, 3)
@@ -201,7 +201,8 @@ describe('attack: races at the exchange', () => {
       // The admin's load lands after the exchange was decided, while its token is being signed.
       keys.current = () => {
         keys.current = current
-        loadAdminPolicies(b.deps, `@id("stop-notes-${++load}") forbid (principal, action == Taskpass::Action::"exchange", resource == Taskpass::Resource::"${NOTES}") when { context.task.purpose == "notes" };`, 'admin:test')
+        // Started here, finished before the exchange writes: signing awaits the thread pool.
+        void loadAdminPolicies(b.deps, `@id("stop-notes-${++load}") forbid (principal, action == Taskpass::Action::"exchange", resource == Taskpass::Resource::"${NOTES}") when { context.task.purpose == "notes" };`, 'admin:test')
         return current()
       }
       let before = counts(b)
@@ -217,7 +218,8 @@ describe('attack: races at the exchange', () => {
       // The implicit task of /token: decided by the replaced set, neither it nor a token is kept; asked again, the new set decides.
       keys.current = () => {
         keys.current = current
-        loadAdminPolicies(b.deps, `@id("stop-notes-${++load}") forbid (principal, action == Taskpass::Action::"exchange", resource == Taskpass::Resource::"${NOTES}");`, 'admin:test')
+        // Started here, finished before the exchange writes: signing awaits the thread pool.
+        void loadAdminPolicies(b.deps, `@id("stop-notes-${++load}") forbid (principal, action == Taskpass::Action::"exchange", resource == Taskpass::Resource::"${NOTES}");`, 'admin:test')
         return current()
       }
       before = counts(b)

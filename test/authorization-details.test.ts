@@ -54,7 +54,7 @@ describe('tools in the token (authorization_details, type mcp_tools)', () => {
   it('an implicit task (no task_id) declares the tools the request names', () =>
     withBroker(undefined, async (b) => {
       const { body } = await issued(await b.exchange({ scope: 'notes:read', authorization_details: detail(['read_note']) }))
-      const task = b.deps.stores.tasks.get(String(body.task_id))!
+      const task = (await b.deps.stores.tasks.get(String(body.task_id)))!
       assert.deepEqual(JSON.parse(task.resources), [{ resource: NOTES, scopes: ['notes:read'], tools: ['read_note'] }])
     }))
 

@@ -103,7 +103,7 @@ async function signInAndConsent(b: Broker, idp: Idp, browser: TestBrowser, login
   const res = await redeem(b, toClient.searchParams.get('code')!, verifier)
   assert.equal(res.status, 200)
   const body = (await res.json()) as { access_token: string; refresh_token: string; task_id: string }
-  return { body, task: b.deps.stores.tasks.get(body.task_id)!, idToken: decodeJwt(idp.idTokens.at(-1)!) }
+  return { body, task: (await b.deps.stores.tasks.get(body.task_id))!, idToken: decodeJwt(idp.idTokens.at(-1)!) }
 }
 
 /** A refusal shown to the user: this status, an HTML page, no redirect, and no sign-in cookie set. */
@@ -166,7 +166,7 @@ describe('authorization code flow with the sign-in at an OIDC IdP', () => {
       assert.equal(idp.idTokens.length, 1)
       const idToken = decodeJwt(idp.idTokens[0]!)
       assert.equal(typeof idToken.sid, 'string', 'the IdP put a session id in the ID token')
-      const task = b.deps.stores.tasks.get(body.task_id)!
+      const task = (await b.deps.stores.tasks.get(body.task_id))!
       assert.equal(task.subjectIssuer, idp.issuer)
       assert.equal(task.userSub, 'alice@example.com')
       assert.equal(task.sid, idToken.sid, 'the task is bound to the IdP\'s session')
@@ -281,7 +281,7 @@ describe('authorization code flow with the sign-in at an OIDC IdP', () => {
       const revoked = await b.app.request('/admin/sessions/revoke', { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }, body: JSON.stringify({ issuer: idp.issuer, sid: idToken.sid }) })
       assert.equal(revoked.status, 200)
       assert.deepEqual(((await revoked.json()) as { tasks_revoked: string[] }).tasks_revoked, [task.id])
-      assert.equal(b.deps.stores.tasks.get(task.id)!.status, 'revoked')
+      assert.equal((await b.deps.stores.tasks.get(task.id))!.status, 'revoked')
 
       // The refresh token of the ended task buys nothing.
       const before = rows(b)

@@ -56,7 +56,7 @@ describe('authorization code flow', () => {
       assert.deepEqual(claims.act, { sub: CLIENT_ID })
       assert.equal(claims.sub, 'alice')
       assert.equal(claims.task_id, body.task_id)
-      const task = b.deps.stores.tasks.get(String(body.task_id))!
+      const task = (await b.deps.stores.tasks.get(String(body.task_id)))!
       assert.equal(task.workloadId, 'mcp-clients')
       assert.equal(task.clientId, CLIENT_ID)
       assert.equal(task.purpose, 'Summarise my notes')
@@ -74,7 +74,7 @@ describe('authorization code flow', () => {
       assert.equal(account.status, 200)
       const ended = await browser.submit(await account.text(), `/account/tasks/${String(body.task_id)}/end`)
       assert.equal(ended.status, 303)
-      assert.equal(b.deps.stores.tasks.get(String(body.task_id))!.status, 'revoked')
+      assert.equal((await b.deps.stores.tasks.get(String(body.task_id)))!.status, 'revoked')
 
       const before = counts(b)
       const r2 = await b.post('/token', { grant_type: 'refresh_token', refresh_token: String(rotated.refresh_token), client_id: CLIENT_ID })
@@ -278,8 +278,8 @@ describe('authorization_code grant refusals', () => {
       const again = await redeem(b, code, verifier)
       assert.equal(again.status, 400)
       assert.equal(await error(again), 'invalid_grant')
-      assert.equal(b.deps.stores.tasks.get(first.task_id!)!.status, 'revoked')
-      assert.equal(b.deps.stores.tokens.get(String(decodeJwt(first.access_token!).jti))!.status, 'revoked')
+      assert.equal((await b.deps.stores.tasks.get(first.task_id!))!.status, 'revoked')
+      assert.equal((await b.deps.stores.tokens.get(String(decodeJwt(first.access_token!).jti)))!.status, 'revoked')
       assert.equal(counts(b).tokens, before.tokens)
       assert.equal(counts(b).revocation_events, before.revocation_events + 1)
       // Its refresh token died with the task.
@@ -291,12 +291,12 @@ describe('authorization_code grant refusals', () => {
     withBroker(opts(), async (b) => {
       const { verifier, challenge } = pkce()
       const first = (await (await redeem(b, await issued(b, authorizeQuery(challenge)), verifier)).json()) as Record<string, string>
-      const other = revokeTasksOutsideCatalog(b.deps, 'config')
+      const other = await revokeTasksOutsideCatalog(b.deps, 'config')
       assert.deepEqual(other, [], 'nothing changed: nothing ended')
       const narrowed = b.deps.config.workloads.map((w) => (w.oauthClient ? { ...w, oauthClient: { ...w.oauthClient, clientId: 'https://another.example/client.json' } } : w))
-      const revoked = revokeTasksOutsideCatalog({ ...b.deps, config: { ...b.deps.config, workloads: narrowed } }, 'config')
+      const revoked = await revokeTasksOutsideCatalog({ ...b.deps, config: { ...b.deps.config, workloads: narrowed } }, 'config')
       assert.deepEqual(revoked, [first.task_id])
-      assert.match(String(b.deps.stores.tasks.get(first.task_id!)!.endReason), /client https:\/\/client\.test\.example\/oauth\/client\.json no longer one of workload mcp-clients's/)
+      assert.match(String((await b.deps.stores.tasks.get(first.task_id!))!.endReason), /client https:\/\/client\.test\.example\/oauth\/client\.json no longer one of workload mcp-clients's/)
       const r = await b.post('/token', { grant_type: 'refresh_token', refresh_token: first.refresh_token!, client_id: CLIENT_ID })
       assert.equal(await error(r), 'invalid_grant')
     }))
@@ -341,8 +341,8 @@ describe('authorization_code grant refusals', () => {
       const loser = one.status === 400 ? one : two
       assert.equal(await error(loser), 'invalid_grant')
       const winner = (await (one.status === 200 ? one : two).json()) as Record<string, string>
-      assert.equal(b.deps.stores.tasks.get(winner.task_id!)!.status, 'revoked')
-      assert.equal(b.deps.stores.tokens.get(String(decodeJwt(winner.access_token!).jti))!.status, 'revoked')
+      assert.equal((await b.deps.stores.tasks.get(winner.task_id!))!.status, 'revoked')
+      assert.equal((await b.deps.stores.tokens.get(String(decodeJwt(winner.access_token!).jti)))!.status, 'revoked')
     }))
 
   it('a mint refused after the code checked out leaves the code unspent', () =>
@@ -366,7 +366,7 @@ describe('authorization_code grant refusals', () => {
       const next = (await ok.json()) as Record<string, string>
       const reused = await b.post('/token', { grant_type: 'refresh_token', refresh_token: first.refresh_token!, client_id: CLIENT_ID })
       assert.equal(await error(reused), 'invalid_grant')
-      assert.equal(b.deps.stores.tasks.get(first.task_id!)!.status, 'revoked')
+      assert.equal((await b.deps.stores.tasks.get(first.task_id!))!.status, 'revoked')
       assert.equal(await error(await b.post('/token', { grant_type: 'refresh_token', refresh_token: next.refresh_token!, client_id: CLIENT_ID })), 'invalid_grant')
     }))
 
@@ -402,7 +402,7 @@ describe('consent that needs an approval, and DPoP', () => {
       const waiting = await browser.submit(page, '/authorize/consent', (f) => [...setField('ttl', '3600')(setField('purpose', 'p')(setField('scope', 'notes:read')(f))), ['decision', 'allow']])
       assert.equal(waiting.status, 200)
       const url = refreshUrl(await waiting.text())
-      const task = b.deps.stores.tasks.list({ limit: 1 })[0]!
+      const task = (await b.deps.stores.tasks.list({ limit: 1 }))[0]!
       assert.equal(task.status, 'pending_approval')
       // Still pending: the same page again. Another browser (no sign-in) may not follow it.
       assert.equal((await browser.get(url)).status, 200)
@@ -424,7 +424,7 @@ describe('consent that needs an approval, and DPoP', () => {
       const signedIn = await browser.submit(await login.text(), '/authorize/login', devSignIn())
       const page = await (await browser.get(signedIn.headers.get('location')!)).text()
       const url = refreshUrl(await (await browser.submit(page, '/authorize/consent', (f) => [...setField('ttl', '3600')(setField('purpose', 'p')(setField('scope', 'notes:read')(f))), ['decision', 'allow']])).text())
-      const task = b.deps.stores.tasks.list({ limit: 1 })[0]!
+      const task = (await b.deps.stores.tasks.list({ limit: 1 }))[0]!
       const denied = await b.app.request(`/admin/tasks/${task.id}/deny`, { method: 'POST', headers: { ...ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ reason: 'not now' }) })
       assert.equal(denied.status, 200, await denied.clone().text())
       assertErrorRedirect(b, await browser.get(url), 'access_denied')
@@ -522,7 +522,7 @@ describe('page refusals', () => {
       // Signed in, a task ended twice: the second is 409 on a page.
       const back = await consent(b, browser, authorizeQuery(pkce().challenge))
       assert.ok(back.searchParams.get('code'))
-      const task = b.deps.stores.tasks.list({ limit: 1 })[0]!
+      const task = (await b.deps.stores.tasks.list({ limit: 1 }))[0]!
       const page = await (await browser.get('/account')).text()
       assert.equal((await browser.submit(page, `/account/tasks/${task.id}/end`)).status, 303)
       const again = await browser.submit(page, `/account/tasks/${task.id}/end`)

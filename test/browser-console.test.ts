@@ -100,7 +100,7 @@ describe('the admin console in Chromium', () => {
     const pendingRow = page.locator(`#task-${pending}`)
     await Promise.all([page.waitForURL((u) => u.searchParams.get('notice') === 'approved', { waitUntil: 'load' }), pendingRow.getByRole('button', { name: 'Approve' }).click()])
     assert.equal(await page.getByRole('status').textContent(), 'The task was approved.')
-    assert.equal(broker.deps.stores.tasks.get(pending)!.status, 'active')
+    assert.equal((await broker.deps.stores.tasks.get(pending))!.status, 'active')
     assert.equal((await adminView(pending)).status, 'active')
     assert.equal(await page.locator(`#task-${pending}`).getByRole('button', { name: 'Approve' }).count(), 0)
 
@@ -110,7 +110,7 @@ describe('the admin console in Chromium', () => {
     assert.equal(await page.locator(`#task-${active}`).getByRole('button', { name: 'Revoke' }).count(), 0)
 
     // The audit log names the admin for both.
-    const rows = broker.deps.stores.audit.list({ afterId: 0, limit: 1000 })
+    const rows = await broker.deps.stores.audit.list({ afterId: 0, limit: 1000 })
     assert.equal(rows.find((r) => r.taskId === pending && r.action === 'task.approve')?.reason, 'approved by admin:key0')
     assert.match(String(rows.find((r) => r.taskId === active && r.action === 'task.revoke')?.reason), /admin:key0/)
 

@@ -131,7 +131,7 @@ describe('the authorization-code flow in Chromium', () => {
     assert.equal(claims.sub, 'alice')
     const taskId = body.task_id
     assert.equal(claims.task_id, taskId)
-    const task = broker.deps.stores.tasks.get(taskId)!
+    const task = (await broker.deps.stores.tasks.get(taskId))!
     assert.equal(task.status, 'active')
     assert.equal(task.purpose, 'Summarise this week’s meeting notes')
 
@@ -155,7 +155,7 @@ describe('the authorization-code flow in Chromium', () => {
 
     await Promise.all([page.waitForURL((u) => u.pathname === '/account' && u.searchParams.get('ended') === '1', { waitUntil: 'load' }), row.getByRole('button', { name: 'End task' }).click()])
     assert.equal(await page.getByRole('status').textContent(), 'The task has ended: its tokens no longer work.')
-    assert.equal(broker.deps.stores.tasks.get(taskId)!.status, 'revoked')
+    assert.equal((await broker.deps.stores.tasks.get(taskId))!.status, 'revoked')
     assert.equal(await page.locator('tbody tr', { hasText: 'Summarise this week’s meeting notes' }).getByRole('button', { name: 'End task' }).count(), 0)
     assert.deepEqual(problems, [], 'my tasks page after ending')
     await context.close()

@@ -29,13 +29,13 @@ const enc = encodeURIComponent
 const NEW_AGENT = { id: 'agent-new', attestation: { issuer: `spiffe://${TRUST_DOMAIN}`, subject: spiffeId('new') }, grants: [{ resource: NOTES, scopes: ['notes:read'] }] }
 
 /** What a refused change must leave as it was: the stored catalog, the audit log, the tasks. */
-function snapshot(b: TestBroker) {
+async function snapshot(b: TestBroker) {
   const sql = b.deps.database.sqlite
   return {
     catalog: sql.prepare('select kind, key, body, enabled from catalog_objects order by id').all(),
     audit: b.count('audit_events'),
     tasks: sql.prepare("select count(*) as n from tasks where status = 'active'").get(),
-    revision: b.deps.stores.catalog.revision(),
+    revision: await b.deps.stores.catalog.revision(),
     config: b.deps.config,
   }
 }
@@ -73,14 +73,14 @@ describe('catalog: workloads', () => {
       assert.deepEqual(change.after.object.grants[0]!.scopes, ['notes:read', 'notes:write'])
 
       // Disabled: its open tasks end, their tokens revoked, the feed told; the next exchange refused.
-      const open = b.deps.stores.tasks.list({ statuses: ['active'], workloadId: 'agent-new', limit: 10 })
+      const open = await b.deps.stores.tasks.list({ statuses: ['active'], workloadId: 'agent-new', limit: 10 })
       assert.equal(open.length, 2)
       const events = b.count('revocation_events')
       const disabled = await api(b, 'POST', '/admin/workloads/agent-new/disable')
       assert.equal(disabled.status, 200, JSON.stringify(disabled.json))
       assert.equal(disabled.json.tasks_revoked, 2)
       assert.equal((disabled.json.entry as Json).enabled, false)
-      for (const t of open) assert.equal(b.deps.stores.tasks.get(t.id)!.status, 'revoked')
+      for (const t of open) assert.equal((await b.deps.stores.tasks.get(t.id))!.status, 'revoked')
       assert.equal(b.count('revocation_events'), events + 2)
       assert.equal((b.deps.database.sqlite.prepare("select count(*) as n from tokens where revoked_at is null and task_id in (select id from tasks where workload_id = 'agent-new')").get() as { n: number }).n, 0)
       const refused = await exchange(b, 'new')
@@ -97,12 +97,12 @@ describe('catalog: workloads', () => {
       assert.equal((await exchange(b, 'new')).status, 400)
       const actions = (b.deps.database.sqlite.prepare("select action from audit_events where action like 'catalog.%' order by id").all() as { action: string }[]).map((r) => r.action)
       assert.deepEqual(actions, ['catalog.create', 'catalog.replace', 'catalog.disable', 'catalog.enable', 'catalog.delete'])
-      assert.equal(b.deps.stores.audit.verify().ok, true)
+      assert.equal((await b.deps.stores.audit.verify()).ok, true)
     }))
 
   it('refuses a bad object with 400 invalid_request naming every bad field, and changes nothing', () =>
     withBroker(undefined, async (b) => {
-      const before = snapshot(b)
+      const before = await snapshot(b)
       const cases: [unknown, RegExp][] = [
         [{ ...NEW_AGENT, grants: [{ resource: 'https://nowhere.example/mcp', scopes: ['x'] }] }, /^workloads\[agent-new\]\.grants\.0\.resource: unknown resource https:\/\/nowhere\.example\/mcp$/],
         [{ ...NEW_AGENT, maxTtl: -5 }, /^maxTtl: /],
@@ -122,14 +122,14 @@ describe('catalog: workloads', () => {
       assert.equal(((await notJson.json()) as Json).error, 'invalid_request')
       // The key is the path's: a replacement may not rename.
       await api(b, 'POST', '/admin/workloads', NEW_AGENT)
-      const afterCreate = snapshot(b)
+      const afterCreate = await snapshot(b)
       const renamed = await api(b, 'PUT', '/admin/workloads/agent-new', { ...NEW_AGENT, id: 'agent-other' })
       assert.equal(renamed.status, 400)
       assert.match((renamed.json.problems as string[])[0]!, /^id: must stay agent-new/)
       const duplicate = await api(b, 'POST', '/admin/workloads', NEW_AGENT)
       assert.equal(duplicate.status, 409)
       assert.equal(duplicate.json.error, 'conflict')
-      assert.deepEqual(snapshot(b), afterCreate)
+      assert.deepEqual(await snapshot(b), afterCreate)
       assert.notDeepEqual(before.catalog, afterCreate.catalog)
     }))
 
@@ -151,7 +151,7 @@ describe('catalog: workloads', () => {
         assert.equal(res.json.error, 'conflict')
         assert.match(String(res.json.error_description), /defined by the configuration file/)
       }
-      assert.deepEqual(snapshot(first), before)
+      assert.deepEqual(await snapshot(first), before)
       assert.equal((await exchange(first, 'b')).status, 200)
       const off = await api(first, 'POST', '/admin/workloads/agent-b/disable')
       assert.equal(off.status, 200)
@@ -211,7 +211,7 @@ describe('catalog: resources and issuers', () => {
       assert.equal(refused.status, 400)
       assert.equal(refused.json.error, 'invalid_target')
       // The calendar task of agent-a was not touched; the file's calendar can be switched off too.
-      assert.equal(b.deps.stores.tasks.list({ statuses: ['active'], workloadId: 'agent-a', limit: 5 }).length, 1)
+      assert.equal((await b.deps.stores.tasks.list({ statuses: ['active'], workloadId: 'agent-a', limit: 5 })).length, 1)
       const metadata = (await (await b.app.request('/.well-known/oauth-authorization-server')).json()) as { protected_resources: string[] }
       assert.ok(!metadata.protected_resources.includes(DOCS))
       assert.equal((await api(b, 'POST', `/admin/resources/${enc(DOCS)}/enable`)).status, 200)
@@ -266,12 +266,12 @@ describe('catalog: admin keys and roles', () => {
       assert.ok(!JSON.stringify(b.deps.database.sqlite.prepare("select detail from audit_events where action = 'catalog.create'").get()).includes('$argon2'))
       assert.equal((await api(b, 'GET', '/admin/tasks', undefined, opsKey)).status, 200)
       // An operator acts on tasks, never on the catalog.
-      const before = snapshot(b)
+      const before = await snapshot(b)
       const refused = await api(b, 'POST', '/admin/subject-issuers', { issuer: 'https://x.example', jwksUri: 'https://x.example/jwks' }, opsKey)
       assert.equal(refused.status, 403)
       assert.equal(refused.json.error, 'insufficient_scope')
       assert.equal(b.lastAudit()!.action, 'admin.refuse')
-      assert.deepEqual({ ...snapshot(b), audit: before.audit }, before)
+      assert.deepEqual({ ...(await snapshot(b)), audit: before.audit }, before)
       assert.equal((await api(b, 'PUT', '/admin/admin-keys/ops', { role: 'auditor' })).status, 200)
       const auditor = await api(b, 'POST', '/admin/tasks/nope/revoke', undefined, opsKey)
       assert.equal(auditor.status, 403)
@@ -285,11 +285,11 @@ describe('catalog: admin keys and roles', () => {
   it('the last admin-role key cannot be switched off: 409 conflict, nothing changed', async () => {
     const hash = await argon2Hasher.hash('tpa_root-key')
     await withBroker((c) => ({ ...c, admin: { keys: [{ name: 'root', role: 'admin', hash }] } }), async (b) => {
-      const before = snapshot(b)
+      const before = await snapshot(b)
       const res = await api(b, 'POST', '/admin/admin-keys/root/disable', undefined, 'tpa_root-key')
       assert.equal(res.status, 409)
       assert.equal(res.json.error, 'conflict')
-      assert.deepEqual(snapshot(b), before)
+      assert.deepEqual(await snapshot(b), before)
     })
   })
 })
@@ -301,16 +301,16 @@ describe('catalog: other processes', () => {
     const server = await createTestBroker({ config: (c) => ({ ...c, database }) })
     const other = await createTestBroker({ config: (c) => ({ ...c, database, keys: { kek: server.deps.config.keys.kek! } }) })
     try {
-      assert.equal(refreshCatalog(server.deps), false)
+      assert.equal(await refreshCatalog(server.deps), false)
       assert.equal((await api(other, 'POST', '/admin/workloads', NEW_AGENT)).status, 201)
       assert.equal((await exchange(server, 'new')).status, 400, 'not yet taken up')
-      assert.equal(refreshCatalog(server.deps), true)
+      assert.equal(await refreshCatalog(server.deps), true)
       assert.equal((await exchange(server, 'new')).status, 200)
       assert.equal((await api(other, 'POST', '/admin/workloads/agent-new/disable')).status, 200)
-      assert.equal(refreshCatalog(server.deps), true)
+      assert.equal(await refreshCatalog(server.deps), true)
       assert.equal((await exchange(server, 'new')).json.error, 'unauthorized_client')
       // The task the server opened was ended by the other process already (the same database).
-      assert.equal(server.deps.stores.tasks.list({ statuses: ['active'], workloadId: 'agent-new', limit: 5 }).length, 0)
+      assert.equal((await server.deps.stores.tasks.list({ statuses: ['active'], workloadId: 'agent-new', limit: 5 })).length, 0)
     } finally {
       other.close()
       server.close()
@@ -321,7 +321,7 @@ describe('catalog: other processes', () => {
 describe('catalog: review findings', () => {
   it('a broker without any admin-role key (run from the CLI alone) may still change its catalog, the emergency switch included', async () => {
     await withBroker((c) => ({ ...c, admin: { apiKeyHashes: [] } }), async (b) => {
-      const off = setEnabled(b.deps, 'workloads', 'agent-b', false, 'admin:cli')
+      const off = await setEnabled(b.deps, 'workloads', 'agent-b', false, 'admin:cli')
       assert.equal(off.entry?.enabled, false)
       assert.equal((await exchange(b, 'b')).json.error, 'unauthorized_client')
     })
@@ -333,11 +333,11 @@ describe('catalog: review findings', () => {
       assert.equal((await api(b, 'POST', '/admin/resources', resource)).status, 201)
       const shown = (await api(b, 'GET', `/admin/resources/${enc(resource.uri)}`)).json.object as Json
       assert.equal((shown.credential as Json).secretHash, '[redacted]')
-      const before = snapshot(b)
+      const before = await snapshot(b)
       const back = await api(b, 'PUT', `/admin/resources/${enc(resource.uri)}`, { ...shown, scopes: ['docs:read', 'docs:write'] })
       assert.equal(back.status, 400)
       assert.equal(back.json.error, 'invalid_request')
-      assert.deepEqual(snapshot(b), before)
+      assert.deepEqual(await snapshot(b), before)
       const login = { issuer: 'https://idp3.test.example', subjectPrefix: 'three:', jwks: { keys: [b.keys.user.publicJwk] }, algorithms: ['ES256'], login: { kind: 'oidc', clientId: 'broker', clientSecret: '[redacted]' } }
       assert.match(((await api(b, 'POST', '/admin/subject-issuers', login)).json.problems as string[]).join('\n'), /^login\.clientSecret: the secret itself/m)
     }))
@@ -355,7 +355,7 @@ describe('catalog: review findings', () => {
       const failed = await api(b, 'POST', '/admin/workloads/agent-b/disable')
       assert.equal(failed.status, 503)
       assert.equal(b.deps.catalog.sweepPending, true)
-      assert.equal(b.deps.stores.tasks.list({ statuses: ['active'], workloadId: 'agent-b', limit: 5 }).length, 1, 'committed, not yet swept')
+      assert.equal((await b.deps.stores.tasks.list({ statuses: ['active'], workloadId: 'agent-b', limit: 5 })).length, 1, 'committed, not yet swept')
       assert.equal(b.count('audit_events'), audit + 1, 'the change itself is committed and audited')
       // Asked again: nothing new is written, the sweep finishes.
       const again = await api(b, 'POST', '/admin/workloads/agent-b/disable')
@@ -365,7 +365,7 @@ describe('catalog: review findings', () => {
       assert.equal((b.deps.database.sqlite.prepare("select count(*) as n from audit_events where action like 'catalog.%'").get() as { n: number }).n, 1)
       // A refresh with a sweep pending runs it too.
       b.deps.catalog.sweepPending = true
-      assert.equal(refreshCatalog(b.deps), false)
+      assert.equal(await refreshCatalog(b.deps), false)
       assert.equal(b.deps.catalog.sweepPending, false)
     }))
 
@@ -377,9 +377,9 @@ describe('catalog: review findings', () => {
       assert.equal((await api(a, 'POST', '/admin/workloads', NEW_AGENT)).status, 201)
       // b read the row, then a deleted it before b's transaction.
       const get = b.deps.stores.catalog.get
-      b.deps.stores.catalog.get = (kind, key) => {
+      b.deps.stores.catalog.get = async (kind, key) => {
         const row = get(kind, key)
-        deleteObject(a.deps, 'workloads', 'agent-new', 'admin:a')
+        await deleteObject(a.deps, 'workloads', 'agent-new', 'admin:a')
         b.deps.stores.catalog.get = get
         return row
       }
@@ -398,7 +398,7 @@ describe('catalog: review findings', () => {
 describe('catalog: unknown keys', () => {
   it('replace, switch and delete of a key no object has: 404 not_found, nothing changed', () =>
     withBroker(undefined, async (b) => {
-      const before = snapshot(b)
+      const before = await snapshot(b)
       for (const [method, path, body] of [
         ['PUT', '/admin/workloads/nobody', { ...NEW_AGENT, id: 'nobody' }],
         ['POST', '/admin/workloads/nobody/disable', undefined],
@@ -411,7 +411,7 @@ describe('catalog: unknown keys', () => {
         assert.equal(res.status, 404, `${method} ${path}`)
         assert.equal(res.json.error, 'not_found')
       }
-      assert.deepEqual(snapshot(b), before)
+      assert.deepEqual(await snapshot(b), before)
       // A kind that does not exist is no route at all.
       assert.equal((await api(b, 'GET', '/admin/gadgets')).status, 404)
     }))

@@ -49,7 +49,7 @@ describe('dynamic client registration (RFC 7591)', () => {
       assert.equal(token.status, 200)
       const claims = decodeJwt(((await token.json()) as { access_token: string }).access_token)
       assert.equal(claims.client_id, clientId)
-      assert.equal(b.deps.stores.tasks.get(String(claims.task_id))!.workloadId, 'mcp-clients')
+      assert.equal((await b.deps.stores.tasks.get(String(claims.task_id)))!.workloadId, 'mcp-clients')
     }))
 
   const refused: [string, unknown, number, string][] = [

@@ -58,7 +58,7 @@ async function opened(b: TestBroker, resource: string, scopes: string[], as: { u
   return ((await res.json()) as { task_id: string }).task_id
 }
 
-const status = (b: TestBroker, id: string) => b.deps.stores.tasks.get(id)!.status
+const status = async (b: TestBroker, id: string) => (await b.deps.stores.tasks.get(id))!.status
 
 /** A refusal as a console error page: this HTTP status and error code (the page says both); its text. */
 async function refusedPage(res: Response, httpStatus: number, code: string): Promise<string> {
@@ -179,7 +179,7 @@ describe('admin console', () => {
         assert.match(await res.text(), /did not come from this console/)
       }
       assert.deepEqual(counts(b), before)
-      assert.equal(status(b, id), 'pending_approval')
+      assert.equal(await status(b, id), 'pending_approval')
       // Signed out (no cookie): the sign-in page, 401, nothing changed.
       const anon = await b.app.request(`/admin/console/tasks/${id}/approve`, { method: 'POST', headers: FORM, body: `csrf=${other.csrf}` })
       assert.equal(anon.status, 401)
@@ -211,8 +211,8 @@ describe('admin console', () => {
         assert.equal(row.action, 'admin.refuse')
         assert.match(String(row.reason), new RegExp(`^admin:audit-1 \\(auditor\\) may not POST /admin/tasks/:id/${what} \\(console\\): it needs operator$`))
       }
-      assert.equal(status(b, pending), 'pending_approval')
-      assert.equal(status(b, active), 'active')
+      assert.equal(await status(b, pending), 'pending_approval')
+      assert.equal(await status(b, active), 'active')
     })
   })
 
@@ -229,7 +229,7 @@ describe('admin console', () => {
       const approved = await act(b, cookie, toApprove, 'approve', { csrf })
       assert.equal(approved.status, 303)
       assert.equal(approved.headers.get('location'), '/admin/console?notice=approved')
-      assert.equal(status(b, toApprove), 'active')
+      assert.equal(await status(b, toApprove), 'active')
       assert.equal(b.lastAudit()!.action, 'task.approve')
       assert.equal(b.lastAudit()!.reason, 'approved by admin:ops-1')
 
@@ -237,17 +237,17 @@ describe('admin console', () => {
       const noReason = await act(b, cookie, toDeny, 'deny', { csrf, reason: '' })
       assert.equal(noReason.status, 400)
       assert.match(await noReason.text(), /&quot;reason&quot; is required/)
-      assert.equal(status(b, toDeny), 'pending_approval')
+      assert.equal(await status(b, toDeny), 'pending_approval')
       const denied = await act(b, cookie, toDeny, 'deny', { csrf, reason: 'not this week' })
       assert.equal(denied.status, 303)
-      assert.equal(status(b, toDeny), 'denied')
+      assert.equal(await status(b, toDeny), 'denied')
       assert.equal(b.lastAudit()!.reason, 'denied by admin:ops-1: not this week')
 
       const revoked = await act(b, cookie, toRevoke, 'revoke', { csrf })
       assert.equal(revoked.status, 303)
       assert.equal(revoked.headers.get('location'), '/admin/console?notice=revoked')
-      assert.equal(status(b, toRevoke), 'revoked')
-      const rows = b.deps.stores.audit.list({ afterId: 0, limit: 1000 }).filter((r) => r.taskId === toRevoke && r.action === 'task.revoke')
+      assert.equal(await status(b, toRevoke), 'revoked')
+      const rows = (await b.deps.stores.audit.list({ afterId: 0, limit: 1000 })).filter((r) => r.taskId === toRevoke && r.action === 'task.revoke')
       assert.equal(rows.length, 1)
       assert.match(String(rows[0]!.reason), /admin:ops-1/)
 
@@ -447,7 +447,7 @@ describe('admin console', () => {
       assert.match(await refusedPage(refused, 403, 'insufficient_scope'), /needs operator/)
       const row = assertRefusedAndAudited(b, before, { action: 'admin.refuse', error: 'insufficient_scope', reason: /^admin:audit-1 \(auditor\) may not POST \/admin\/sessions\/revoke \(console\): it needs operator$/ })
       assert.equal(row.decision, 'deny')
-      assert.equal(b.deps.stores.sessions.isRevoked(USER_ISSUER, 'sess-1'), false)
+      assert.equal(await b.deps.stores.sessions.isRevoked(USER_ISSUER, 'sess-1'), false)
 
       const operator = await signIn(b, OPERATOR)
       const { csrf } = await consolePage(b, operator)
@@ -457,7 +457,7 @@ describe('admin console', () => {
         assert.match(await refusedPage(res, status, 'invalid_request'), status === 400 ? /&quot;issuer&quot; \(1 to 2048 characters\) and &quot;sid&quot; \(1 to 1024\) are required/ : /did not come from this console/)
       }
       assert.deepEqual(counts(b), before)
-      assert.equal(b.deps.stores.sessions.isRevoked(USER_ISSUER, 'sess-1'), false)
+      assert.equal(await b.deps.stores.sessions.isRevoked(USER_ISSUER, 'sess-1'), false)
 
       // The task page offers it; posted, back to the task.
       const html = await (await b.app.request(`/admin/console/tasks/${first}`, { headers: { cookie: operator } })).text()
@@ -465,11 +465,11 @@ describe('admin console', () => {
       const done = await revoke(operator, { csrf, ...session, task: first })
       assert.equal(done.status, 303)
       assert.equal(done.headers.get('location'), `/admin/console/tasks/${first}?notice=session-revoked`)
-      assert.equal(b.deps.stores.sessions.isRevoked(USER_ISSUER, 'sess-1'), true)
-      assert.equal(status(b, first), 'revoked')
-      assert.equal(status(b, second), 'revoked')
-      assert.equal(status(b, otherId), 'active', 'another session of the same user is not touched')
-      const audit = b.deps.stores.audit.list({ afterId: 0, limit: 1000 }).filter((r) => r.action === 'session.revoke')
+      assert.equal(await b.deps.stores.sessions.isRevoked(USER_ISSUER, 'sess-1'), true)
+      assert.equal(await status(b, first), 'revoked')
+      assert.equal(await status(b, second), 'revoked')
+      assert.equal(await status(b, otherId), 'active', 'another session of the same user is not touched')
+      const audit = (await b.deps.stores.audit.list({ afterId: 0, limit: 1000 })).filter((r) => r.action === 'session.revoke')
       assert.equal(audit.length, 1)
       assert.match(audit[0]!.reason, /^session sess-1 of https:\/\/idp.test.example revoked by admin:ops-1; 2 task\(s\), 0 token\(s\)$/)
       // No task named (or an unknown one): back to the list.
@@ -491,7 +491,7 @@ describe('admin console', () => {
       const refused = await revoke(auditor, { csrf: (await consolePage(b, auditor)).csrf, workload: 'agent-a' })
       assert.match(await refusedPage(refused, 403, 'insufficient_scope'), /needs operator/)
       assertRefusedAndAudited(b, before, { action: 'admin.refuse', error: 'insufficient_scope', reason: /^admin:audit-1 \(auditor\) may not revoke the open tasks of a workload \(console\): it needs operator$/ })
-      assert.equal(status(b, a1), 'active')
+      assert.equal(await status(b, a1), 'active')
 
       const operator = await signIn(b, OPERATOR)
       const { csrf } = await consolePage(b, operator)
@@ -506,10 +506,10 @@ describe('admin console', () => {
       const done = await revoke(operator, { csrf, workload: 'agent-a' })
       assert.equal(done.status, 303)
       assert.equal(done.headers.get('location'), '/admin/console/workloads?notice=workload-revoked')
-      assert.equal(status(b, a1), 'revoked')
-      assert.equal(status(b, a2), 'revoked')
-      assert.equal(status(b, other), 'active')
-      const rows = b.deps.stores.audit.list({ afterId: 0, limit: 1000 }).filter((r) => r.action === 'task.revoke')
+      assert.equal(await status(b, a1), 'revoked')
+      assert.equal(await status(b, a2), 'revoked')
+      assert.equal(await status(b, other), 'active')
+      const rows = (await b.deps.stores.audit.list({ afterId: 0, limit: 1000 })).filter((r) => r.action === 'task.revoke')
       assert.deepEqual(rows.map((r) => [r.taskId, r.reason]).sort(), [[a1, 'revoked by admin:ops-1; 0 token(s) revoked'], [a2, 'revoked by admin:ops-1; 0 token(s) revoked']].sort())
       assert.equal(b.count('revocation_events'), before.revocation_events + 2)
       // Nothing left open: again is a no-op.

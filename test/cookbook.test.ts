@@ -79,7 +79,7 @@ const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')
 /** Opens the row's task over HTTP as its workload (approving it when the row says so) and asks the broker's policy about the call. */
 async function decideToolCall(b: TestBroker, r: ToolCallRequest) {
   const id = await openToolCallTask(b, r)
-  const row = b.deps.stores.tasks.get(id)!
+  const row = (await b.deps.stores.tasks.get(id))!
   const workload = b.deps.config.workloads.find((w) => w.id === r.workload)!
   const resource = b.deps.config.resources.find((x) => x.uri === r.resource)!
   return b.deps.policy.decide({ user: 'alice', issuer: USER_ISSUER, sid: 'sess-1' }, 'tool.call', resource, { workload, scopes: r.scopes, dpopBound: false, now: b.clock.now(), task: taskFacts(row), tool: r.tool })

@@ -42,7 +42,7 @@ describe('dev mode: any MCP client through the browser', () => {
       assert.equal(claims.aud, DEV.resource)
       assert.equal(claims.sub, 'alice')
       assert.equal(claims.scope, 'notes:read')
-      assert.equal(deps.stores.tasks.get(String(claims.task_id))!.workloadId, DEV.clientsWorkloadId)
+      assert.equal((await deps.stores.tasks.get(String(claims.task_id)))!.workloadId, DEV.clientsWorkloadId)
     } finally {
       deps.database.close()
     }

@@ -164,7 +164,7 @@ export async function createTestBroker(opts: { clock?: Clock & Partial<FixedCloc
   const logs: LogEntry[] = []
   const deps = await createBroker({ config, clock, logger: opts.logger ?? recordingLogger(logs), kek: Buffer.from(config.keys.kek!, 'base64url'), ...(opts.clientMetadata ? { clientMetadata: opts.clientMetadata } : {}) })
   // As the server does at start (src/main.ts).
-  onServerStart(deps)
+  await onServerStart(deps)
   const app = createApp(deps)
   const issuer = config.issuer
 

@@ -57,7 +57,7 @@ describe('jwt-bearer grant with an ID-JAG: success', () => {
       assert.equal(body.task_id, idJagTaskId(USER_ISSUER, JSON.parse(Buffer.from(jag.split('.')[1]!, 'base64url').toString()).jti))
       assert.equal(Object.hasOwn(body, 'refresh_token'), false, 'no refresh token (ID-JAG §4.3)')
 
-      const task = b.deps.stores.tasks.get(body.task_id)!
+      const task = (await b.deps.stores.tasks.get(body.task_id))!
       assert.equal(task.status, 'active')
       assert.equal(task.userSub, 'alice')
       assert.equal(task.subjectIssuer, USER_ISSUER)
@@ -150,7 +150,7 @@ describe('jwt-bearer grant with an ID-JAG: success', () => {
         const before = counts(b)
         await expectError(await redeem(b, { assertion: jag }), 400, 'invalid_grant')
         const taskId = idJagTaskId(USER_ISSUER, JSON.parse(Buffer.from(jag.split('.')[1]!, 'base64url').toString()).jti)
-        assert.equal(b.deps.stores.tasks.get(taskId)!.status, 'pending_approval')
+        assert.equal((await b.deps.stores.tasks.get(taskId))!.status, 'pending_approval')
         assert.equal(b.count('tasks'), before.tasks + 1)
         assert.equal(b.count('tokens'), before.tokens)
         await expectError(await redeem(b, { assertion: jag }), 400, 'invalid_grant')
@@ -350,7 +350,7 @@ const rows: Row[] = [
     name: 'a revoked session (the ID-JAG’s sid)',
     error: 'invalid_grant',
     reason: /session sess-1 revoked/,
-    arrange: async (b) => void b.deps.stores.sessions.revoke(USER_ISSUER, 'sess-1', b.clock.now(), b.clock.now() + 86400),
+    arrange: async (b) => void await b.deps.stores.sessions.revoke(USER_ISSUER, 'sess-1', b.clock.now(), b.clock.now() + 86400),
     fault: async (b) => ({ assertion: await idJag(b, { sid: 'sess-1' }) }),
   },
   {

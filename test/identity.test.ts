@@ -364,7 +364,7 @@ describe('the caller is authenticated before the user', () => {
   it('without a valid attestation, /token answers the same whatever the session token is (valid, revoked, forged, untrusted)', () =>
     withBroker({}, async (b) => {
       const revokedSid = await b.session({ sid: 'revoked-sess' })
-      b.deps.stores.sessions.revoke(USER_ISSUER, 'revoked-sess', b.clock.now(), b.clock.now() + 3600)
+      await b.deps.stores.sessions.revoke(USER_ISSUER, 'revoked-sess', b.clock.now(), b.clock.now() + 3600)
       const sessions = [await b.session(), revokedSid, await b.session({}, { key: b.keys.untrustedUser }), await mint(b.keys.user, { iss: 'https://evil.example', sub: 'alice', aud: ISSUER, exp: b.clock.now() + 60 })]
       const badActor = await b.svid('a', {}, { key: b.keys.otherDomain })
       const answers = new Set<string>()
@@ -419,7 +419,7 @@ describe('a workload that may no longer act', () => {
       })
       const withoutB = (c: ConfigInput): ConfigInput => ({ ...onFile(c), workloads: c.workloads!.filter((w) => w.id !== 'agent-b') })
       await withBroker(withoutB, async (b) => {
-        const task = b.deps.stores.tasks.get(taskId)!
+        const task = (await b.deps.stores.tasks.get(taskId))!
         assert.equal(task.status, 'revoked')
         assert.match(String(task.endReason), /workload agent-b removed from the configuration/)
         const tokens = b.deps.database.sqlite.prepare('select status from tokens where task_id = ?').all(taskId) as { status: string }[]
@@ -450,7 +450,7 @@ describe('only the server ends tasks of retired workloads', () => {
       assert.equal(run.status, 0, run.stderr)
       assert.ok(run.stdout.includes(taskId))
       await withBroker((c) => ({ ...c, database, keys: { kek: KEK } }), async (b) => {
-        assert.equal(b.deps.stores.tasks.get(taskId)?.status, 'active')
+        assert.equal((await b.deps.stores.tasks.get(taskId))?.status, 'active')
       })
     } finally {
       rmSync(dir, { recursive: true, force: true })

@@ -81,7 +81,7 @@ describe('task lifecycle', () => {
     assert.equal(res.status, 200)
     const body = (await res.json()) as { task_id: string; scope: string }
     assert.equal(body.scope, 'notes:read')
-    const row = b.deps.stores.tasks.get(body.task_id)
+    const row = await b.deps.stores.tasks.get(body.task_id)
     assert.equal(row?.status, 'active')
     assert.equal(row?.expiresAt, b.clock.now() + b.deps.config.tasks.defaultTtl)
   })
@@ -93,7 +93,7 @@ describe('task lifecycle', () => {
     assert.equal(res.status, 200)
     assert.deepEqual(await introspect(b, first.access_token), { active: false })
     assert.equal((await introspect(b, second.access_token)).active, true)
-    assert.equal(b.deps.stores.tasks.get(first.task_id)?.status, 'active')
+    assert.equal((await b.deps.stores.tasks.get(first.task_id))?.status, 'active')
     // RFC 7009 §2.2: an invalid token does not cause an error.
     assert.equal((await b.post('/revoke', { token: 'garbage' }, { authorization: basic('notes-mcp', NOTES_SECRET) })).status, 200)
   })
@@ -160,7 +160,8 @@ describe('task lifecycle', () => {
       const workload = { kind: 'workload' as const, actor: await b.deps.actorTokens.verify(await b.svid('a')) }
       b.deps.keys.current = () => {
         b.deps.keys.current = current
-        endTask(b.deps, opened.task_id, how, workload)
+        // Started here, finished before the exchange writes: signing awaits the thread pool.
+        void endTask(b.deps, opened.task_id, how, workload)
         return current()
       }
       const exchanged = await b.exchange({ task_id: opened.task_id })

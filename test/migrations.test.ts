@@ -55,7 +55,7 @@ describe('migration 0003', () => {
 })
 
 describe('migration 0008', () => {
-  it('keeps the audit chain of an earlier database verifiable, and chains rows with a detail onto it', () => {
+  it('keeps the audit chain of an earlier database verifiable, and chains rows with a detail onto it', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'taskpass-migrate-'))
     try {
       // A database as the broker left it before 0008, with chained audit rows written then.
@@ -72,12 +72,12 @@ describe('migration 0008', () => {
       const upgraded = openDatabase(file)
       try {
         const stores = createStores(upgraded)
-        assert.deepEqual({ ok: stores.audit.verify().ok, rows: stores.audit.verify().rows }, { ok: true, rows: 2 })
-        stores.audit.insert({ at: 3, action: 'catalog.create', decision: 'allow', reason: 'workload w2 created', detail: JSON.stringify({ before: null, after: { key: 'w2' } }) })
-        assert.equal(stores.audit.verify().ok, true)
+        assert.deepEqual({ ok: (await stores.audit.verify()).ok, rows: (await stores.audit.verify()).rows }, { ok: true, rows: 2 })
+        await stores.audit.insert({ at: 3, action: 'catalog.create', decision: 'allow', reason: 'workload w2 created', detail: JSON.stringify({ before: null, after: { key: 'w2' } }) })
+        assert.equal((await stores.audit.verify()).ok, true)
         // The detail is covered by the hash: changing it is found.
         upgraded.sqlite.prepare("update audit_events set detail = '{\"before\":null,\"after\":{\"key\":\"w3\"}}' where action = 'catalog.create'").run()
-        assert.deepEqual(stores.audit.verify().first_bad?.problem, 'edited')
+        assert.deepEqual((await stores.audit.verify()).first_bad?.problem, 'edited')
         assert.deepEqual(upgraded.sqlite.prepare('select count(*) as n from catalog_objects').get(), { n: 0 })
       } finally {
         upgraded.close()

@@ -45,9 +45,9 @@ describe('retention', () => {
       assert.equal((await b.exchange()).status, 200)
       const rows = b.count('audit_events')
       assert.equal(rows, 1)
-      assert.equal(pruneStore(b.deps.stores, b.deps.config, t0 + 86_400).audit, 0, 'exactly the retention old: kept')
+      assert.equal((await pruneStore(b.deps.stores, b.deps.config, t0 + 86400)).audit, 0, 'exactly the retention old: kept')
       assert.equal(b.count('audit_events'), 1)
-      assert.equal(pruneStore(b.deps.stores, b.deps.config, t0 + 86_401).audit, 1)
+      assert.equal((await pruneStore(b.deps.stores, b.deps.config, t0 + 86401)).audit, 1)
       assert.equal(b.count('audit_events'), 0)
     }),
   )
@@ -62,10 +62,10 @@ describe('retention', () => {
       const longer = await openTask(b, { purpose: 'p', resources: [{ resource: NOTES, scopes: ['notes:read'] }], ttl: 86_400 })
       const { task_id: running } = (await longer.json()) as { task_id: string }
 
-      assert.equal(pruneStore(b.deps.stores, b.deps.config, t0 + 600 + 3600).tasks, 0, 'expired exactly the retention ago: kept')
-      assert.equal(pruneStore(b.deps.stores, b.deps.config, t0 + 600 + 3601).tasks, 1)
-      assert.equal(b.deps.stores.tasks.get(ended), undefined)
-      assert.ok(b.deps.stores.tasks.get(running), 'a task that has not expired is never pruned')
+      assert.equal((await pruneStore(b.deps.stores, b.deps.config, t0 + 600 + 3600)).tasks, 0, 'expired exactly the retention ago: kept')
+      assert.equal((await pruneStore(b.deps.stores, b.deps.config, t0 + 600 + 3601)).tasks, 1)
+      assert.equal(await b.deps.stores.tasks.get(ended), undefined)
+      assert.ok(await b.deps.stores.tasks.get(running), 'a task that has not expired is never pruned')
       assert.ok(b.count('audit_events') > 0, 'its audit rows stay, under their own retention')
     }),
   )

@@ -66,7 +66,7 @@ describe('revocation feed', () => {
     const rest = (await (await poll(b, body.events[0]!.id as string)).json()) as { events: Record<string, unknown>[]; cursor: string }
     assert.deepEqual(rest.events.map((e) => e.type), ['task_completed'])
     const none = (await (await poll(b, body.cursor)).json()) as { events: unknown[]; cursor: string }
-    assert.deepEqual(none, { events: [], cursor: body.cursor, epoch: b.deps.stores.revocations.epoch(), head: body.cursor })
+    assert.deepEqual(none, { events: [], cursor: body.cursor, epoch: await b.deps.stores.revocations.epoch(), head: body.cursor })
     // Another resource sees nothing of these tasks and tokens.
     const calendar = await poll(b, '0', `Basic ${Buffer.from('calendar-mcp:calendar-secret-0123456789').toString('base64')}`)
     assert.deepEqual(((await calendar.json()) as { events: unknown[] }).events, [])
@@ -149,8 +149,8 @@ describe('revocation feed over SSE', () => {
     b.close()
     b = await createTestBroker({ config: (c) => ({ ...c, ...file, workloads: c.workloads!.map((w) => (w.id === 'agent-a' ? { ...w, enabled: false } : w)) }) })
     try {
-      assert.equal(b.deps.stores.tasks.get(task_id)?.status, 'revoked')
-      assert.equal(b.deps.stores.tasks.get(other.task_id)?.status, 'active')
+      assert.equal((await b.deps.stores.tasks.get(task_id))?.status, 'revoked')
+      assert.equal((await b.deps.stores.tasks.get(other.task_id))?.status, 'active')
       const intro = await b.post('/introspect', { token: access_token }, { authorization: notesAuth })
       assert.deepEqual(await intro.json(), { active: false })
       const events = ((await (await poll(b)).json()) as { events: Record<string, unknown>[] }).events
@@ -204,8 +204,8 @@ function sseMessages(res: Response) {
 const sseHeaders = (extra: Record<string, string> = {}) => ({ authorization: notesAuth, accept: 'text/event-stream', ...extra })
 
 /** A feed event about a token for NOTES, written straight into the store (as any broker path does). */
-function insertTokenEvent(b: TestBroker, jti: string, until = b.clock.now() + 300) {
-  b.deps.stores.revocations.insert({ at: b.clock.now(), kind: 'token_revoked', jti, relevantUntil: until, audiences: [NOTES] })
+async function insertTokenEvent(b: TestBroker, jti: string, until = b.clock.now() + 300) {
+  await b.deps.stores.revocations.insert({ at: b.clock.now(), kind: 'token_revoked', jti, relevantUntil: until, audiences: [NOTES] })
 }
 
 /** Resolves the next time the broker tells its subscribers that events were appended. */
@@ -222,13 +222,13 @@ describe('revocation feed: delivery', () => {
   it('an event committed while earlier ones are still being written to a slow reader is sent at once, not with the heartbeat', async () => {
     const b = await createTestBroker()
     try {
-      for (let i = 0; i < 5; i++) insertTokenEvent(b, `backlog-${i}`)
+      for (let i = 0; i < 5; i++) await insertTokenEvent(b, `backlog-${i}`)
       // Observe (not alter) the store: resolves once the stream has read the backlog.
       const list = b.deps.stores.revocations.list
       let backlogRead!: () => void
       const read = new Promise<void>((r) => { backlogRead = r })
-      b.deps.stores.revocations.list = (...args) => {
-        const rows = list(...args)
+      b.deps.stores.revocations.list = async (...args) => {
+        const rows = await list(...args)
         if (rows.length > 0) backlogRead()
         return rows
       }
@@ -285,9 +285,9 @@ describe('revocation feed: epoch and head', () => {
   it('every poll page and the stream\'s ready event carry the epoch and the head', async () => {
     const b = await createTestBroker()
     try {
-      insertTokenEvent(b, 'j1')
-      insertTokenEvent(b, 'j2')
-      const epoch = b.deps.stores.revocations.epoch()
+      await insertTokenEvent(b, 'j1')
+      await insertTokenEvent(b, 'j2')
+      const epoch = await b.deps.stores.revocations.epoch()
       assert.match(epoch, /^[A-Za-z0-9_-]{16,}$/)
       const page = (await (await poll(b, '0')).json()) as Record<string, unknown>
       assert.deepEqual({ cursor: page.cursor, epoch: page.epoch, head: page.head }, { cursor: '2', epoch, head: '2' })
@@ -328,11 +328,11 @@ describe('revocation feed: epoch and head', () => {
   it('pruning never lowers the head', async () => {
     const b = await createTestBroker()
     try {
-      insertTokenEvent(b, 'j1', T0 + 10)
-      insertTokenEvent(b, 'j2', T0 + 10)
-      assert.equal(b.deps.stores.revocations.pruneBefore(T0 + 1000), 2)
+      await insertTokenEvent(b, 'j1', T0 + 10)
+      await insertTokenEvent(b, 'j2', T0 + 10)
+      assert.equal(await b.deps.stores.revocations.pruneBefore(T0 + 1000), 2)
       const page = (await (await poll(b, '2')).json()) as Record<string, unknown>
-      assert.deepEqual(page, { events: [], cursor: '2', epoch: b.deps.stores.revocations.epoch(), head: '2' })
+      assert.deepEqual(page, { events: [], cursor: '2', epoch: await b.deps.stores.revocations.epoch(), head: '2' })
     } finally {
       b.close()
     }
@@ -348,10 +348,10 @@ describe('revocation feed: retention', () => {
     const b = await createTestBroker({ config: (c) => ({ ...c, clockSkew: 5 }) })
     try {
       const until = T0 + 300
-      insertTokenEvent(b, 'jti-late', until)
-      assert.equal(b.deps.stores.revocations.pruneBefore(revocationPruneHorizon(until + MAX_LEEWAY_SECONDS, b.deps.config.clockSkew)), 0)
+      await insertTokenEvent(b, 'jti-late', until)
+      assert.equal(await b.deps.stores.revocations.pruneBefore(revocationPruneHorizon(until + MAX_LEEWAY_SECONDS, b.deps.config.clockSkew)), 0)
       assert.equal(((await (await poll(b)).json()) as { events: unknown[] }).events.length, 1)
-      assert.equal(b.deps.stores.revocations.pruneBefore(revocationPruneHorizon(until + MAX_LEEWAY_SECONDS + 1, b.deps.config.clockSkew)), 1)
+      assert.equal(await b.deps.stores.revocations.pruneBefore(revocationPruneHorizon(until + MAX_LEEWAY_SECONDS + 1, b.deps.config.clockSkew)), 1)
       assert.equal(((await (await poll(b)).json()) as { events: unknown[] }).events.length, 0)
     } finally {
       b.close()
@@ -375,7 +375,7 @@ describe('revocation feed: fan-out', () => {
       const { list, listAll } = b.deps.stores.revocations
       b.deps.stores.revocations.list = (...args) => (calls.perStream++, list(...args))
       b.deps.stores.revocations.listAll = (...args) => (calls.shared++, listAll(...args))
-      for (let i = 0; i < 3; i++) insertTokenEvent(b, `fan-${i}`)
+      for (let i = 0; i < 3; i++) await insertTokenEvent(b, `fan-${i}`)
       for (const sse of streams) {
         const got = [await sse.next(), await sse.next(), await sse.next()]
         assert.deepEqual(got.map((m) => m.data.jti), ['fan-0', 'fan-1', 'fan-2'])
@@ -393,9 +393,9 @@ describe('revocation feed: fan-out', () => {
     try {
       // The catch-up read: an event is committed just before it runs (after the stream joined the hub).
       const list = b.deps.stores.revocations.list
-      b.deps.stores.revocations.list = (...args) => {
+      b.deps.stores.revocations.list = async (...args) => {
         b.deps.stores.revocations.list = list
-        insertTokenEvent(b, 'between')
+        await insertTokenEvent(b, 'between')
         return list(...args)
       }
       const sse = sseMessages(await b.app.request('/revocations', { headers: sseHeaders() }))
@@ -403,7 +403,7 @@ describe('revocation feed: fan-out', () => {
       assert.equal((await sse.next()).data.jti, 'between')
       // The hub queued it too; the stream drops it by id, so the next message is the next event.
       await new Promise((r) => setImmediate(r))
-      insertTokenEvent(b, 'after')
+      await insertTokenEvent(b, 'after')
       assert.equal((await sse.next()).data.jti, 'after')
       await sse.close()
     } finally {
@@ -419,7 +419,7 @@ describe('revocation feed: fan-out', () => {
       assert.equal((await slow.next()).event, 'ready')
       await new Promise((r) => setImmediate(r))
       // Six events at once: more than a stream may have queued.
-      for (let i = 0; i < 6; i++) insertTokenEvent(b, `burst-${i}`)
+      for (let i = 0; i < 6; i++) await insertTokenEvent(b, `burst-${i}`)
       const told = await slow.next()
       assert.equal(told.event, 'overflow')
       assert.equal(told.data.cursor, '0')

@@ -149,7 +149,7 @@ describe('sub-tasks', () => {
       assert.deepEqual(ended.subtasks_revoked, [child.task_id, grandchild.task_id])
       assert.equal(b.count('revocation_events'), events + 3)
       for (const id of [child.task_id, grandchild.task_id]) {
-        const row = b.deps.stores.tasks.get(id)!
+        const row = (await b.deps.stores.tasks.get(id))!
         assert.equal(row.status, 'revoked')
         assert.equal(row.endReason, `parent task ${parent.task_id} completed`)
       }
@@ -206,8 +206,8 @@ describe('sub-tasks', () => {
       assert.deepEqual(counts(b), before)
       const revoke = await b.app.request(`/tasks/${child.task_id}/revoke`, { method: 'POST', headers: await as('a') })
       assert.equal(revoke.status, 200)
-      assert.equal(b.deps.stores.tasks.get(child.task_id)!.status, 'revoked')
-      assert.equal(b.deps.stores.tasks.get(parent.task_id)!.status, 'active', 'the task above is untouched')
+      assert.equal((await b.deps.stores.tasks.get(child.task_id))!.status, 'revoked')
+      assert.equal((await b.deps.stores.tasks.get(parent.task_id))!.status, 'active', 'the task above is untouched')
     }))
 
   it('the decision API checks a sub-task token’s chain too: a narrowed grant above denies the tool call', () =>
@@ -242,7 +242,7 @@ describe('sub-tasks', () => {
       const answers = await Promise.all(Array.from({ length: 10 }, () => childExchange(b, child.task_id)))
       assert.equal(answers.filter((r) => r.status === 200).length, 3)
       for (const r of answers.filter((a) => a.status !== 200)) assert.equal(await errorOf(r), 'invalid_grant')
-      assert.equal(b.deps.stores.tasks.get(parent.task_id)!.tokensMinted, 3)
+      assert.equal((await b.deps.stores.tasks.get(parent.task_id))!.tokensMinted, 3)
       const before = counts(b)
       const own = await b.exchange({ task_id: parent.task_id })
       assert.equal(own.status, 400)
@@ -277,9 +277,9 @@ describe('sub-tasks', () => {
   it('at most 1000 open sub-tasks below one task a user opened, at every depth', () =>
     withBroker(delegating, async (b) => {
       const parent = await parentTask(b)
-      const row = b.deps.stores.tasks.get(parent.task_id)!
-      b.deps.stores.transaction(() => {
-        for (let i = 0; i < 1000; i++) b.deps.stores.tasks.insert({ ...row, id: `filler-${i}`, workloadId: 'agent-c', parentTaskId: `filler-parent-${i % 7}`, rootTaskId: row.id, depth: 2 })
+      const row = (await b.deps.stores.tasks.get(parent.task_id))!
+      await b.deps.stores.transaction(async (tx) => {
+        for (let i = 0; i < 1000; i++) await tx.tasks.insert({ ...row, id: `filler-${i}`, workloadId: 'agent-c', parentTaskId: `filler-parent-${i % 7}`, rootTaskId: row.id, depth: 2 })
       })
       const before = counts(b)
       const res = await subtask(b, parent.task_id, {})
@@ -298,7 +298,7 @@ describe('sub-tasks', () => {
         body: JSON.stringify({ issuer: 'https://idp.test.example', sid: 'sess-1' }),
       })
       assert.equal(res.status, 200, await res.clone().text())
-      assert.equal(b.deps.stores.tasks.get(child.task_id)!.status, 'revoked')
+      assert.equal((await b.deps.stores.tasks.get(child.task_id))!.status, 'revoked')
       const after = await childExchange(b, child.task_id)
       assert.equal(after.status, 400)
       assert.equal(await errorOf(after), 'invalid_request')

@@ -82,7 +82,7 @@ describe('tasks API', () => {
     const res = await b.app.request(`/admin/tasks/${task_id}/revoke`, { method: 'POST', headers: admin })
     assert.equal(res.status, 200)
     assert.equal(((await res.json()) as { tokens_revoked: number }).tokens_revoked, 1)
-    assert.equal(b.deps.stores.tokens.get(JSON.parse(Buffer.from(access_token.split('.')[1]!, 'base64url').toString()).jti)?.status, 'revoked')
+    assert.equal((await b.deps.stores.tokens.get(JSON.parse(Buffer.from(access_token.split('.')[1]!, 'base64url').toString()).jti))?.status, 'revoked')
     const audit = (await (await b.app.request('/admin/audit?after=0&limit=10', { headers: admin })).json()) as { events: { action: string; decision: string }[] }
     assert.deepEqual(audit.events.map((e) => `${e.action}:${e.decision}`), ['token.exchange:allow', 'task.revoke:allow'])
   })

@@ -24,7 +24,7 @@ describe('usage bounds', () => {
       assert.equal(res.status, 400)
       assert.equal(((await res.json()) as { error: string }).error, 'invalid_grant')
       assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /has minted 2 of 2 tokens$/ })
-      assert.equal(b.deps.stores.tasks.get(t.task_id)!.tokensMinted, 2)
+      assert.equal((await b.deps.stores.tasks.get(t.task_id))!.tokensMinted, 2)
     }))
 
   it('a resource’s maxTokensPerTask bounds every task that includes it; the least bound wins', () =>
@@ -34,7 +34,7 @@ describe('usage bounds', () => {
       assert.equal((await task(b, { max_tokens: 10 })).max_tokens, 3)
       // The implicit task of an exchange is bounded too.
       const first = (await (await b.exchange()).json()) as { task_id: string }
-      assert.equal(b.deps.stores.tasks.get(first.task_id)!.maxTokens, 3)
+      assert.equal((await b.deps.stores.tasks.get(first.task_id))!.maxTokens, 3)
     }))
 
   it('holds under 50 parallel exchanges: exactly max_tokens issued, every other one invalid_grant', () =>
@@ -50,7 +50,7 @@ describe('usage bounds', () => {
         assert.equal(((await r.json()) as { error: string }).error, 'invalid_grant')
       }
       assert.equal(b.count('tokens'), 5)
-      assert.equal(b.deps.stores.tasks.get(t.task_id)!.tokensMinted, 5)
+      assert.equal((await b.deps.stores.tasks.get(t.task_id))!.tokensMinted, 5)
     }))
 
   it('a bad max_tokens → 400 invalid_request', () =>

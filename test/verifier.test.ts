@@ -970,7 +970,7 @@ describe('verifier: key revocation through the feed', () => {
     const { kid } = decodeProtectedHeader(t.access_token)
     assert.equal(typeof kid, 'string')
     const now = Math.floor(Date.now() / 1000)
-    broker.b.deps.stores.revocations.insert({ at: now, kind: 'key_revoked', kid, relevantUntil: now + 900, audiences: [NOTES, CALENDAR, UNGRANTED] })
+    await broker.b.deps.stores.revocations.insert({ at: now, kind: 'key_revoked', kid, relevantUntil: now + 900, audiences: [NOTES, CALENDAR, UNGRANTED] })
     // The cached token is refused within the feed's latency.
     const err = await eventually(() => rejected(v!.verifyAccessToken(t.access_token), 'invalid_token'), 1000)
     assert.equal(err.description, 'token is signed with a revoked key')

@@ -85,10 +85,10 @@ const app = createApp(deps)
 // As src/main.ts: pick up key rotations and prune what retention allows (pruneStore), every
 // 10 s unless the run asks for another interval; each prune is timed, it runs on the event loop.
 let prunes: PruneStats = { runs: 0, tokens: 0, rows: 0, totalMs: 0, maxMs: 0 }
-const timer = setInterval(() => {
+const timer = setInterval(async () => {
   deps.keys.reload().catch((e: unknown) => logger.error('key reload failed', { error: String(e) }))
   const t = performance.now()
-  const deleted = pruneStore(deps.stores, config, systemClock.now())
+  const deleted = await pruneStore(deps.stores, config, systemClock.now())
   const ms = performance.now() - t
   prunes = { runs: prunes.runs + 1, tokens: prunes.tokens + deleted.tokens, rows: prunes.rows + Object.values(deleted).reduce((a, b) => a + b, 0), totalMs: prunes.totalMs + ms, maxMs: Math.max(prunes.maxMs, ms) }
 }, c.pruneIntervalMs ?? MAIN_PRUNE_INTERVAL_MS)

@@ -99,10 +99,10 @@ export function consentTaskId(req: Pick<AuthorizationRequest, 'requestId'>, user
  * Opens the task the user consented to (or finds the one an earlier answer to the same request opened). A policy refusal is audited and sent back to the client
  * as its error (RFC 6749 §4.1.2.1); a task that needs approval is recorded pending. Returns the task.
  */
-export function openConsentedTask(deps: ConsentDeps, req: AuthorizationRequest, user: BrowserUser, answer: ConsentAnswer, request: RequestFacts = {}): TaskRow {
+export async function openConsentedTask(deps: ConsentDeps, req: AuthorizationRequest, user: BrowserUser, answer: ConsentAnswer, request: RequestFacts = {}): Promise<TaskRow> {
   // A form answered twice (a resubmit, a replayed POST) is the same consent: it opened its task already.
   const id = consentTaskId(req, user)
-  const opened = deps.stores.tasks.get(id)
+  const opened = await deps.stores.tasks.get(id)
   if (opened) return opened
   const workload = deps.config.workloads.find((w) => w.id === req.workloadId)
   if (!workload || !workload.enabled) throw new RedirectableError(new OAuthError('unauthorized_client', 400, 'this client may not ask for access here'), req.redirectUri, req.state)
@@ -115,14 +115,14 @@ export function openConsentedTask(deps: ConsentDeps, req: AuthorizationRequest, 
     planned = planTask(deps, subject, actor, { id, purpose: answer.purpose, resources, ttl: answer.ttl, clientId: req.clientId }, req.dpopJkt, request)
   } catch (e) {
     if (!(e instanceof OAuthError)) throw e
-    deps.stores.audit.insert({ at: now, action: 'task.open', decision: 'deny', reason: `${e.detail}; consented in the browser for ${req.clientId.slice(0, 256)}`, error: e.code, userSub: subject.sub, workloadId: workload.id, ...e.decidedBy })
+    await deps.stores.audit.insert({ at: now, action: 'task.open', decision: 'deny', reason: `${e.detail}; consented in the browser for ${req.clientId.slice(0, 256)}`, error: e.code, userSub: subject.sub, workloadId: workload.id, ...e.decidedBy })
     throw new RedirectableError(e, req.redirectUri, req.state)
   }
   try {
-    recordOpenedTask(deps, planned, subject, `; consented in the browser for ${req.clientId.slice(0, 256)}`)
+    await recordOpenedTask(deps, planned, subject, `; consented in the browser for ${req.clientId.slice(0, 256)}`)
   } catch (e) {
     // Another process recorded this consent's task since we looked (the id is the consent's): it answered first.
-    const raced = deps.stores.tasks.get(id)
+    const raced = await deps.stores.tasks.get(id)
     if (raced) return raced
     throw e
   }
@@ -138,11 +138,11 @@ export function secretHash(secret: string): string {
 const CODE_PREFIX = 'tpc_'
 
 /** Issues the authorization code of an active consented task; returns the redirect that carries it (RFC 6749 §4.1.2, RFC 9207 `iss`). */
-export function issueCode(deps: Pick<ConsentDeps, 'stores' | 'clock' | 'config'>, req: AuthorizationRequest, task: TaskRow): string {
+export async function issueCode(deps: Pick<ConsentDeps, 'stores' | 'clock' | 'config'>, req: AuthorizationRequest, task: TaskRow): Promise<string> {
   const now = deps.clock.now()
   const code = `${CODE_PREFIX}${randomSecret(32)}`
   const declared = (JSON.parse(task.resources) as { resource: string; scopes: string[]; tools?: string[] }[])[0]!
-  deps.stores.authorizationCodes.insert({
+  await deps.stores.authorizationCodes.insert({
     codeHash: secretHash(code),
     taskId: task.id,
     clientId: req.clientId,

@@ -14,7 +14,7 @@ import type { Config } from '../config.js'
 import { invalidClient, invalidGrant, invalidRequest, invalidScope, invalidTarget } from '../errors.js'
 import type { FormParams } from '../http/form.js'
 import { randomSecret } from '../ids.js'
-import type { TaskRow } from '../store/stores.js'
+import type { TaskRow, TxStores } from '../store/stores.js'
 import { endTask, taskState, type TaskDeps } from '../tasks/lifecycle.js'
 import { taskSubject } from '../tasks/subtasks.js'
 import { auditedGrant, loadUsableTask, mintTaskToken, type AuditContext, type ExchangeDeps, type ExchangeResponse, type GrantRequest, type TaskTokenRequest } from '../exchange/token-exchange.js'
@@ -65,10 +65,10 @@ function checkResource(form: FormParams, granted: string): void {
 }
 
 /** Ends a task on evidence that one of its grants leaked (a code or refresh token presented twice). */
-function revokeOnReplay(deps: ClientGrantDeps, task: TaskRow | undefined, why: string): void {
+async function revokeOnReplay(deps: ClientGrantDeps, task: TaskRow | undefined, why: string): Promise<void> {
   if (!task) return
   try {
-    endTask(deps, task.id, 'revoked', { kind: 'broker', why })
+    await endTask(deps, task.id, 'revoked', { kind: 'broker', why })
   } catch {
     // Already ended: nothing more to take away.
   }
@@ -94,9 +94,9 @@ class SpentConcurrently extends Error {}
  * refusal or a retryable failure leaves the grant as it was, and two presentations racing each
  * other cannot both succeed: the loser is a replay, and the task is revoked.
  */
-async function mintForClient(deps: ClientGrantDeps, grant: { taskId: string; clientId: string; resource: string; scope: string; tools: string | null; refresh: boolean; dpopJkt: string | null; note: string }, spend: () => boolean, proof: { jkt: string } | undefined, request: GrantRequest, audit: AuditContext, why: string, accessScope = grant.scope): Promise<ClientTokenResponse> {
+async function mintForClient(deps: ClientGrantDeps, grant: { taskId: string; clientId: string; resource: string; scope: string; tools: string | null; refresh: boolean; dpopJkt: string | null; note: string }, spend: (tx: TxStores) => Promise<boolean>, proof: { jkt: string } | undefined, request: GrantRequest, audit: AuditContext, why: string, accessScope = grant.scope): Promise<ClientTokenResponse> {
   const now = deps.clock.now()
-  const stored = deps.stores.tasks.get(grant.taskId)
+  const stored = await deps.stores.tasks.get(grant.taskId)
   if (!stored) throw invalidGrant('grant is not valid', `task ${grant.taskId} is gone`)
   const workload = deps.config.workloads.find((w) => w.id === stored.workloadId)
   if (!workload) throw invalidGrant('grant is not valid', `workload ${stored.workloadId} is no longer registered`)
@@ -105,10 +105,10 @@ async function mintForClient(deps: ClientGrantDeps, grant: { taskId: string; cli
   if (oauthClientWorkload(deps.config, grant.clientId)?.id !== workload.id) throw invalidGrant('grant is not valid', `client ${grant.clientId.slice(0, 256)} is no longer an OAuth client of workload ${workload.id}`)
   const resource = deps.config.resources.find((r) => r.uri === grant.resource)
   if (!resource) throw invalidTarget('resource is not registered', `unknown resource ${grant.resource}`)
-  const subject = taskSubject(deps, stored)
+  const subject = await taskSubject(deps, stored)
   const actor = { ...clientActor(workload, grant.clientId), act: undefined, exp: undefined }
   audit.userSub = subject.sub
-  const task = loadUsableTask(deps, stored.id, subject, actor, now, proof?.jkt)
+  const task = await loadUsableTask(deps, stored.id, subject, actor, now, proof?.jkt)
   const refreshToken = grant.refresh ? `${REFRESH_PREFIX}${randomSecret(32)}` : undefined
   const asked: TaskTokenRequest = {
     subject,
@@ -122,10 +122,10 @@ async function mintForClient(deps: ClientGrantDeps, grant: { taskId: string; cli
     now,
     auditNote: grant.note,
     clientId: grant.clientId,
-    spend: () => {
-      if (!spend()) throw new SpentConcurrently()
+    spend: async (tx) => {
+      if (!(await spend(tx))) throw new SpentConcurrently()
       // DPoP-bound from the first proof on (RFC 9449 §5): a public client's refresh token is the holder's.
-      if (refreshToken !== undefined) deps.stores.refreshTokens.insert({ tokenHash: secretHash(refreshToken), taskId: task.id, clientId: grant.clientId, resource: resource.uri, scope: grant.scope, tools: grant.tools, dpopJkt: grant.dpopJkt ?? proof?.jkt ?? null, createdAt: now, expiresAt: task.expiresAt, usedAt: null })
+      if (refreshToken !== undefined) await tx.refreshTokens.insert({ tokenHash: secretHash(refreshToken), taskId: task.id, clientId: grant.clientId, resource: resource.uri, scope: grant.scope, tools: grant.tools, dpopJkt: grant.dpopJkt ?? proof?.jkt ?? null, createdAt: now, expiresAt: task.expiresAt, usedAt: null })
     },
   }
   let minted: ExchangeResponse
@@ -133,7 +133,7 @@ async function mintForClient(deps: ClientGrantDeps, grant: { taskId: string; cli
     minted = await mintTaskToken(deps, asked, task, false)
   } catch (e) {
     if (!(e instanceof SpentConcurrently)) throw e
-    revokeOnReplay(deps, deps.stores.tasks.get(task.id), why)
+    await revokeOnReplay(deps, await deps.stores.tasks.get(task.id), why)
     throw invalidGrant('grant is not valid', `presented twice at once (${why}): task ${task.id} is revoked`)
   }
   const { issued_token_type: _t, ...response } = minted
@@ -155,7 +155,7 @@ export async function redeemAuthorizationCode(deps: ClientGrantDeps, form: FormP
     if (!verifier) throw invalidRequest('"code_verifier" is required (PKCE)')
     if (!VERIFIER.test(verifier)) throw invalidGrant('code_verifier is not valid', 'code_verifier is not 43–128 unreserved characters')
     const redirectUri = one(form, 'redirect_uri')
-    const row = code.length <= 256 ? deps.stores.authorizationCodes.get(secretHash(code)) : undefined
+    const row = code.length <= 256 ? await deps.stores.authorizationCodes.get(secretHash(code)) : undefined
     const refuse = (detail: string) => invalidGrant('authorization code is not valid', detail)
     if (!row) throw refuse('unknown code')
     if (row.clientId !== clientId) throw refuse(`code was issued to ${row.clientId}, presented by ${clientId.slice(0, 256)}`)
@@ -163,11 +163,11 @@ export async function redeemAuthorizationCode(deps: ClientGrantDeps, form: FormP
     // The replay check comes before anything the replayer could get wrong: a used code seen again
     // means it leaked, whoever holds it now.
     if (row.usedAt !== null) {
-      const task = deps.stores.tasks.get(row.taskId)
+      const task = await deps.stores.tasks.get(row.taskId)
       audit.authenticated = true
       audit.workloadId = task?.workloadId
       audit.taskId = row.taskId
-      revokeOnReplay(deps, task, 'authorization code presented twice')
+      await revokeOnReplay(deps, task, 'authorization code presented twice')
       throw refuse(`code of task ${row.taskId} was used at ${row.usedAt}: presented again, the task is revoked`)
     }
     if (row.expiresAt <= now) throw refuse(`code expired at ${row.expiresAt}`)
@@ -179,10 +179,10 @@ export async function redeemAuthorizationCode(deps: ClientGrantDeps, form: FormP
     audit.authenticated = true
     audit.taskId = row.taskId
     audit.resource = row.resource
-    audit.workloadId = deps.stores.tasks.get(row.taskId)?.workloadId
+    audit.workloadId = (await deps.stores.tasks.get(row.taskId))?.workloadId
     checkResource(form, row.resource)
     const proof = await grantProof(deps, row, request)
-    return mintForClient(deps, { ...row, note: '; authorization code' }, () => deps.stores.authorizationCodes.use(row.codeHash, now), proof, request, audit, 'authorization code presented twice')
+    return mintForClient(deps, { ...row, note: '; authorization code' }, (tx) => tx.authorizationCodes.use(row.codeHash, now), proof, request, audit, 'authorization code presented twice')
   })
 }
 
@@ -196,18 +196,18 @@ export async function redeemRefreshToken(deps: ClientGrantDeps, form: FormParams
     const clientId = publicClientId(form, request.authorization)
     const token = one(form, 'refresh_token')
     if (!token) throw invalidRequest('"refresh_token" is required')
-    const row = token.length <= 256 ? deps.stores.refreshTokens.get(secretHash(token)) : undefined
+    const row = token.length <= 256 ? await deps.stores.refreshTokens.get(secretHash(token)) : undefined
     const refuse = (detail: string) => invalidGrant('refresh token is not valid', detail)
     if (!row) throw refuse('unknown refresh token')
     if (row.clientId !== clientId) throw refuse(`refresh token was issued to ${row.clientId}, presented by ${clientId.slice(0, 256)}`)
-    const task = deps.stores.tasks.get(row.taskId)
+    const task = await deps.stores.tasks.get(row.taskId)
     audit.authenticated = true
     audit.taskId = row.taskId
     audit.resource = row.resource
     audit.workloadId = task?.workloadId
     const now = deps.clock.now()
     if (row.usedAt !== null) {
-      revokeOnReplay(deps, task, 'refresh token presented twice')
+      await revokeOnReplay(deps, task, 'refresh token presented twice')
       throw refuse(`refresh token of task ${row.taskId} was rotated at ${row.usedAt}: presented again, the task is revoked`)
     }
     if (row.expiresAt <= now) throw refuse(`refresh token expired at ${row.expiresAt}`)
@@ -227,6 +227,6 @@ export async function redeemRefreshToken(deps: ClientGrantDeps, form: FormParams
     if (state !== 'active') throw refuse(`task ${row.taskId} is ${state}`)
     const proof = await grantProof(deps, row, request)
     // The successor keeps the grant's scope: narrowing applies to this access token only (RFC 6749 §6).
-    return mintForClient(deps, { ...row, refresh: true, note: '; refresh token' }, () => deps.stores.refreshTokens.use(row.tokenHash, now), proof, request, audit, 'refresh token presented twice', scope)
+    return mintForClient(deps, { ...row, refresh: true, note: '; refresh token' }, (tx) => tx.refreshTokens.use(row.tokenHash, now), proof, request, audit, 'refresh token presented twice', scope)
   })
 }

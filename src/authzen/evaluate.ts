@@ -97,9 +97,9 @@ async function decide(deps: AuthzenDeps, caller: ResourceConfig, req: Evaluation
     return { answer: { decision: false, context: { reason: 'not_this_resource', error: { status: 403, message: 'this resource may ask only about tokens issued for it' } } }, audit: { ...base, ...who, reason: `token is for ${String(claims.aud)}, not ${caller.uri}`, error: 'unauthorized_client' }, foreign: true }
   }
   if (claims.exp <= now) return refuse('token_expired', `token expired at ${claims.exp}`, who)
-  const row: TokenRow | undefined = deps.stores.tokens.get(claims.jti)
+  const row: TokenRow | undefined = await deps.stores.tokens.get(claims.jti)
   if (!row || row.status !== 'active') return refuse('token_revoked', row ? `token revoked at ${row.revokedAt ?? '?'}` : 'token is not on record', who)
-  const task: TaskRow | undefined = deps.stores.tasks.get(row.taskId)
+  const task: TaskRow | undefined = await deps.stores.tasks.get(row.taskId)
   if (!task) return refuse('task_not_active', `task ${row.taskId} is not on record`, who)
   const state = taskState(task, now)
   // A completed, revoked, expired or unapproved task is always a deny, whatever the policy says.
@@ -123,7 +123,7 @@ async function decide(deps: AuthzenDeps, caller: ResourceConfig, req: Evaluation
   const scopes = row.scope.split(' ').filter(Boolean)
   if (task.parentTaskId !== null) {
     try {
-      checkDelegationChain(deps, task, caller.uri, scopes, [tool], {})
+      await checkDelegationChain(deps, task, caller.uri, scopes, [tool], {})
     } catch (e) {
       if (!(e instanceof OAuthError)) throw e
       return refuse(e.code === 'invalid_grant' ? 'task_not_active' : 'policy_denied', e.detail, { ...who, ...e.decidedBy })
@@ -155,7 +155,7 @@ async function decide(deps: AuthzenDeps, caller: ResourceConfig, req: Evaluation
  */
 export async function evaluateToolCall(deps: AuthzenDeps, caller: ResourceConfig, req: EvaluationRequest): Promise<AuthzenDecision> {
   const { answer, audit, foreign } = await decide(deps, caller, req)
-  deps.stores.audit.insert(audit)
+  await deps.stores.audit.insert(audit)
   if (foreign) throw notThisResource()
   return answer
 }
@@ -178,8 +178,8 @@ export async function evaluateToolCalls(deps: AuthzenDeps, caller: ResourceConfi
     if (req.semantic === 'deny_on_first_deny' && !answer.decision) break
     if (req.semantic === 'permit_on_first_permit' && answer.decision) break
   }
-  deps.stores.transaction(() => {
-    for (const row of rows) deps.stores.audit.insert(row)
+  await deps.stores.transaction(async (tx) => {
+    for (const row of rows) await tx.audit.insert(row)
   })
   return { evaluations: answers }
 }

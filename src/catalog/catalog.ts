@@ -51,13 +51,13 @@ const newAdminKey = z.strictObject({ name: z.string(), role: z.enum(ADMIN_ROLES)
 const adminKeyChange = z.strictObject({ role: z.enum(ADMIN_ROLES) })
 
 /** Every object of a kind: the file's first, in its order, then the stored ones, oldest first. */
-export function listEntries(deps: CatalogDeps, kind: CatalogKind): CatalogEntryView[] {
-  return entriesOf(deps.catalog.base, kind, deps.stores.catalog.all())
+export async function listEntries(deps: CatalogDeps, kind: CatalogKind): Promise<CatalogEntryView[]> {
+  return entriesOf(deps.catalog.base, kind, await deps.stores.catalog.all())
 }
 
 /** One object; 404 `not_found` when its kind has none by that key. */
-export function getEntry(deps: CatalogDeps, kind: CatalogKind, key: string): CatalogEntryView {
-  return listEntries(deps, kind).find((e) => e.key === key) ?? fail(notFound(`no ${KINDS[kind].noun} ${key}`))
+export async function getEntry(deps: CatalogDeps, kind: CatalogKind, key: string): Promise<CatalogEntryView> {
+  return (await listEntries(deps, kind)).find((e) => e.key === key) ?? fail(notFound(`no ${KINDS[kind].noun} ${key}`))
 }
 
 function entriesOf(base: Config, kind: CatalogKind, rows: readonly CatalogRow[]): CatalogEntryView[] {
@@ -149,15 +149,15 @@ function problemsOf(error: z.ZodError): string[] {
 export async function createObject(deps: CatalogDeps, kind: CatalogKind, body: unknown, by: string): Promise<CatalogChangeView> {
   let object = asObject(body)
   let adminKey: string | undefined
-  const taken = (key: string) => {
+  const taken = async (key: string) => {
     if (definedByFile(deps, kind, key)) throw conflict(`${KINDS[kind].noun} ${key} is defined by the configuration file`)
-    if (deps.stores.catalog.get(kind, key)?.body) throw conflict(`${KINDS[kind].noun} ${key} exists`)
+    if ((await deps.stores.catalog.get(kind, key))?.body) throw conflict(`${KINDS[kind].noun} ${key} exists`)
   }
   if (kind === 'admin-keys') {
     const given = newAdminKey.safeParse(object)
     if (!given.success) throw new InvalidObject(problemsOf(given.error))
     // Refused before argon2 runs when the name is taken (checked again inside the transaction).
-    taken(given.data.name)
+    await taken(given.data.name)
     adminKey = `tpak_${randomBytes(32).toString('base64url')}`
     // Hashed before the write, never inside it (argon2 is slow, the transaction synchronous).
     object = { name: given.data.name, role: given.data.role, hash: await deps.hasher.hash(adminKey) }
@@ -167,8 +167,8 @@ export async function createObject(deps: CatalogDeps, kind: CatalogKind, body: u
   refuseHostFiles(kind, parsed.data as AnyObject)
   refuseRedacted(kind, object)
   const key = KINDS[kind].keyOf(parsed.data as AnyObject)!
-  taken(key)
-  const result = change(deps, kind, key, 'create', by, (rows, now) => {
+  await taken(key)
+  const result = await change(deps, kind, key, 'create', by, (rows, now) => {
     // Again inside the transaction: another process (the CLI, another instance) may have created it since.
     if (rows.some((r) => r.kind === kind && r.key === key && r.body !== null)) throw conflict(`${KINDS[kind].noun} ${key} exists`)
     return [...rows.filter((r) => !(r.kind === kind && r.key === key)), row(kind, key, JSON.stringify(object), true, now, now, by)]
@@ -177,8 +177,8 @@ export async function createObject(deps: CatalogDeps, kind: CatalogKind, body: u
 }
 
 /** Replaces an object stored through the API (its key may not change); 409 for the file's. */
-export function replaceObject(deps: CatalogDeps, kind: CatalogKind, key: string, body: unknown, by: string): CatalogChangeView {
-  const existing = storedOrFail(deps, kind, key)
+export async function replaceObject(deps: CatalogDeps, kind: CatalogKind, key: string, body: unknown, by: string): Promise<CatalogChangeView> {
+  const existing = await storedOrFail(deps, kind, key)
   let object = asObject(body)
   if (kind === 'admin-keys') {
     const given = adminKeyChange.safeParse(object)
@@ -206,15 +206,15 @@ export function replaceObject(deps: CatalogDeps, kind: CatalogKind, key: string,
  * listed, disabled), its open tasks end, its tokens are revoked. Works for the file's objects
  * too: the switch is stored, and holds across restarts until switched on again.
  */
-export function setEnabled(deps: CatalogDeps, kind: CatalogKind, key: string, enabled: boolean, by: string): CatalogChangeView {
-  const entry = getEntry(deps, kind, key)
+export async function setEnabled(deps: CatalogDeps, kind: CatalogKind, key: string, enabled: boolean, by: string): Promise<CatalogChangeView> {
+  const entry = await getEntry(deps, kind, key)
   const action: CatalogAction = enabled ? 'enable' : 'disable'
-  const stored = deps.stores.catalog.get(kind, key)
+  const stored = await deps.stores.catalog.get(kind, key)
   // The switch cannot turn on what its own definition turns off: that is changed where it is defined.
   if (enabled && entry.object.enabled === false) throw conflict(`${KINDS[kind].noun} ${key} says enabled: false itself: ${entry.managed_by === 'file' ? 'change it in the configuration file' : 'replace it without'}`)
   // Already so: nothing is written. The sweep runs all the same — an earlier change's may have
   // failed after its commit (the database busy), and asking again must finish what it started.
-  if ((stored?.enabled ?? true) === enabled) return { kind, key, action, entry, tasks_revoked: sweep(deps, by).length }
+  if ((stored?.enabled ?? true) === enabled) return { kind, key, action, entry, tasks_revoked: (await sweep(deps, by)).length }
   return change(deps, kind, key, action, by, (rows, now) => {
     // Again inside the transaction: another process may have deleted or switched it since.
     const current = rows.find((r) => r.kind === kind && r.key === key)
@@ -227,17 +227,17 @@ export function setEnabled(deps: CatalogDeps, kind: CatalogKind, key: string, en
 }
 
 /** Deletes an object stored through the API (its tasks end as when disabled); 409 for the file's. */
-export function deleteObject(deps: CatalogDeps, kind: CatalogKind, key: string, by: string): CatalogChangeView {
-  storedOrFail(deps, kind, key)
+export async function deleteObject(deps: CatalogDeps, kind: CatalogKind, key: string, by: string): Promise<CatalogChangeView> {
+  await storedOrFail(deps, kind, key)
   return change(deps, kind, key, 'delete', by, (rows) => {
     if (!rows.some((r) => r.kind === kind && r.key === key && r.body !== null)) throw notFound(`no ${KINDS[kind].noun} ${key}`)
     return rows.filter((r) => !(r.kind === kind && r.key === key))
   })
 }
 
-function storedOrFail(deps: CatalogDeps, kind: CatalogKind, key: string): CatalogRow {
+async function storedOrFail(deps: CatalogDeps, kind: CatalogKind, key: string): Promise<CatalogRow> {
   if (definedByFile(deps, kind, key)) throw conflict(`${KINDS[kind].noun} ${key} is defined by the configuration file: change it there (the API may only disable and enable it)`)
-  const stored = deps.stores.catalog.get(kind, key)
+  const stored = await deps.stores.catalog.get(kind, key)
   if (!stored?.body) throw notFound(`no ${KINDS[kind].noun} ${key}`)
   return stored
 }
@@ -254,21 +254,21 @@ const PAST: Record<CatalogAction, string> = { create: 'created', replace: 'repla
  * then the row written, the revision bumped and the audit row (with `{before, after}`) appended.
  * Only after the commit is the new catalog put in force, and the tasks it no longer admits ended.
  */
-function change(deps: CatalogDeps, kind: CatalogKind, key: string, action: CatalogAction, by: string, next: (rows: CatalogRow[], now: number) => CatalogRow[]): CatalogChangeView {
+async function change(deps: CatalogDeps, kind: CatalogKind, key: string, action: CatalogAction, by: string, next: (rows: CatalogRow[], now: number) => CatalogRow[]): Promise<CatalogChangeView> {
   const now = deps.clock.now()
   const find = (entries: CatalogEntryView[]) => entries.find((e) => e.key === key)
-  const done = deps.stores.durably(() => {
-    const rows = deps.stores.catalog.all()
+  const done = await deps.stores.durably(async (tx) => {
+    const rows = await tx.catalog.all()
     const after = next(rows, now)
     const config = validated(deps, after)
     const built = prepared(deps, config)
     const mine = after.find((r) => r.kind === kind && r.key === key)
-    if (mine) deps.stores.catalog.put(mine)
-    else deps.stores.catalog.delete(kind, key)
-    const revision = deps.stores.catalog.bump()
+    if (mine) await tx.catalog.put(mine)
+    else await tx.catalog.delete(kind, key)
+    const revision = await tx.catalog.bump()
     const before = find(entriesOf(deps.catalog.base, kind, rows))
     const entry = find(entriesOf(deps.catalog.base, kind, after))
-    deps.stores.audit.insert({
+    await tx.audit.insert({
       at: now,
       action: `catalog.${action}`,
       decision: 'allow',
@@ -279,7 +279,7 @@ function change(deps: CatalogDeps, kind: CatalogKind, key: string, action: Catal
     return { config, built, revision, entry }
   })
   deps.catalog.install(done.config, done.built, done.revision)
-  return { kind, key, action, ...(done.entry ? { entry: done.entry } : {}), tasks_revoked: sweep(deps, by).length }
+  return { kind, key, action, ...(done.entry ? { entry: done.entry } : {}), tasks_revoked: (await sweep(deps, by)).length }
 }
 
 /**
@@ -298,9 +298,9 @@ function auditDetail(detail: { kind: CatalogKind; key: string; before: unknown; 
  * can fail on its own (another process holding the database): then it is marked pending, and the
  * next refresh (within a second) or the next change runs it again.
  */
-function sweep(deps: CatalogDeps, by: string): string[] {
+async function sweep(deps: CatalogDeps, by: string): Promise<string[]> {
   deps.catalog.sweepPending = true
-  const revoked = revokeTasksOutsideCatalog(deps, by)
+  const revoked = await revokeTasksOutsideCatalog(deps, by)
   deps.catalog.sweepPending = false
   return revoked
 }
@@ -336,15 +336,15 @@ function prepared(deps: CatalogDeps, config: Config) {
  * admits are ended here too (ending is idempotent). A stored catalog that no longer validates
  * (the file changed under it) leaves the running one in force, logged. Returns whether it changed.
  */
-export function refreshCatalog(deps: CatalogDeps): boolean {
-  const revision = deps.stores.catalog.revision()
+export async function refreshCatalog(deps: CatalogDeps): Promise<boolean> {
+  const revision = await deps.stores.catalog.revision()
   if (revision === deps.catalog.revision) {
-    if (deps.catalog.sweepPending) sweep(deps, 'catalog')
+    if (deps.catalog.sweepPending) await sweep(deps, 'catalog')
     return false
   }
   let config: Config
   try {
-    config = effectiveConfig(deps.catalog.base, deps.stores.catalog.all())
+    config = effectiveConfig(deps.catalog.base, await deps.stores.catalog.all())
     deps.catalog.install(config, deps.catalog.prepare(config), revision)
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e
@@ -352,7 +352,7 @@ export function refreshCatalog(deps: CatalogDeps): boolean {
     deps.catalog.revision = revision
     return false
   }
-  sweep(deps, 'catalog')
+  await sweep(deps, 'catalog')
   return true
 }
 

@@ -10,13 +10,13 @@ type RetirementDeps = TaskDeps & { config: AdmissionConfig & TaskDeps['config'] 
  * server at start for what the file changed while it was down. Returns the tasks it ended, the
  * sub-tasks ended with their parents included.
  */
-export function revokeTasksOutsideCatalog(deps: RetirementDeps, by: string): string[] {
+export async function revokeTasksOutsideCatalog(deps: RetirementDeps, by: string): Promise<string[]> {
   const revoked: string[] = []
-  for (const task of deps.stores.tasks.openRefs()) {
+  for (const task of await deps.stores.tasks.openRefs()) {
     const why = retirementOf(deps.config, task)
     if (why === undefined) continue
     try {
-      const ended = endTask(deps, task.id, 'revoked', { kind: 'admin', id: `${by} (${why})` })
+      const ended = await endTask(deps, task.id, 'revoked', { kind: 'admin', id: `${by} (${why})` })
       // Its sub-tasks end with it: the change ended them too.
       revoked.push(task.id, ...(ended.subtasks_revoked ?? []))
     } catch (e) {

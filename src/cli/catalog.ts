@@ -38,11 +38,11 @@ export async function catalogCommand(deps: Deps, kind: CatalogKind, args: string
   const by = 'admin:cli'
   switch (sub) {
     case 'list':
-      print({ items: listEntries(deps, kind) })
+      print({ items: await listEntries(deps, kind) })
       return 0
     case 'show':
       if (!a) return 64
-      print(getEntry(deps, kind, a))
+      print(await getEntry(deps, kind, a))
       return 0
     case 'create':
       if (!a) return 64
@@ -50,16 +50,16 @@ export async function catalogCommand(deps: Deps, kind: CatalogKind, args: string
       return 0
     case 'update':
       if (!a || !b) return 64
-      print(replaceObject(deps, kind, a, kind === 'admin-keys' ? { role: b } : readJson(b), by))
+      print(await replaceObject(deps, kind, a, kind === 'admin-keys' ? { role: b } : readJson(b), by))
       return 0
     case 'disable':
     case 'enable':
       if (!a) return 64
-      print(setEnabled(deps, kind, a, sub === 'enable', by))
+      print(await setEnabled(deps, kind, a, sub === 'enable', by))
       return 0
     case 'delete':
       if (!a) return 64
-      print(deleteObject(deps, kind, a, by))
+      print(await deleteObject(deps, kind, a, by))
       return 0
     default:
       return 64

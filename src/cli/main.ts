@@ -105,7 +105,7 @@ async function main(argv: string[]): Promise<number> {
       deps.database.close()
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e
-      clearAdminPoliciesOffline(runtime.config, systemClock.now())
+      await clearAdminPoliciesOffline(runtime.config, systemClock.now())
       return 0
     }
   }
@@ -113,7 +113,7 @@ async function main(argv: string[]): Promise<number> {
   if (cmd === 'policy') {
     try {
       const code = policyCommand(deps, sub, arg)
-      return code === 64 ? usage() : code
+      return await code === 64 ? usage() : code
     } finally {
       deps.database.close()
     }
@@ -134,7 +134,7 @@ async function main(argv: string[]): Promise<number> {
         print(result)
         if (result.warning) process.stderr.write(`warning: ${result.warning}\n`)
         const warned = result.warning ? `; ${result.warning}` : ''
-        deps.stores.audit.insert({ at: systemClock.now(), action: 'keys.rotate', decision: 'allow', reason: `rotated from the CLI${force ? ' (forced)' : ''}: ${result.retired} → ${result.current}${warned}` })
+        await deps.stores.audit.insert({ at: systemClock.now(), action: 'keys.rotate', decision: 'allow', reason: `rotated from the CLI${force ? ' (forced)' : ''}: ${result.retired} → ${result.current}${warned}` })
         return 0
       }
       case 'keys revoke': {
@@ -153,24 +153,24 @@ async function main(argv: string[]): Promise<number> {
         if (arg !== undefined && !status) return usage()
         const statuses = status ? [status] : undefined
         const now = systemClock.now()
-        print({ tasks: deps.stores.tasks.list({ statuses, limit: 100 }).map((t) => viewTask(t, now)) })
+        print({ tasks: (await deps.stores.tasks.list({ statuses, limit: 100 })).map((t) => viewTask(t, now)) })
         return 0
       }
       case 'tasks show':
         if (!arg) return usage()
-        print(viewTask(deps.stores.tasks.get(arg) ?? fail(new OAuthError('not_found', 404, 'task not found')), systemClock.now()))
+        print(viewTask(await deps.stores.tasks.get(arg) ?? fail(new OAuthError('not_found', 404, 'task not found')), systemClock.now()))
         return 0
       case 'tasks approve':
         if (!arg) return usage()
-        print(approveTask(deps, arg, { kind: 'admin', id: 'cli' }, reason))
+        print(await approveTask(deps, arg, { kind: 'admin', id: 'cli' }, reason))
         return 0
       case 'tasks deny':
         if (!arg || reason === undefined) return usage()
-        print(denyTask(deps, arg, { kind: 'admin', id: 'cli' }, reason))
+        print(await denyTask(deps, arg, { kind: 'admin', id: 'cli' }, reason))
         return 0
       case 'tasks revoke':
         if (!arg) return usage()
-        print(endTask(deps, arg, 'revoked', { kind: 'admin', id: 'cli' }))
+        print(await endTask(deps, arg, 'revoked', { kind: 'admin', id: 'cli' }))
         return 0
       case 'tasks evidence':
         if (!arg) return usage()
@@ -178,11 +178,11 @@ async function main(argv: string[]): Promise<number> {
         return 0
       case 'sessions revoke':
         if (!arg || !arg2) return usage()
-        print(revokeSession(deps, arg, arg2, 'admin:cli'))
+        print(await revokeSession(deps, arg, arg2, 'admin:cli'))
         return 0
       default:
         if (cmd === 'audit' && sub === 'verify') {
-          const report = deps.stores.audit.verify()
+          const report = await deps.stores.audit.verify()
           print(report)
           return report.ok ? 0 : 1
         }
@@ -191,7 +191,7 @@ async function main(argv: string[]): Promise<number> {
           const after = sub ?? '0'
           const limit = arg ?? '100'
           if (!/^[0-9]{1,15}$/.test(after) || !/^[0-9]{1,4}$/.test(limit) || Number(limit) < 1 || Number(limit) > 1000) return usage(64, '"after" ≥ 0 and 1 ≤ "limit" ≤ 1000 must be integers')
-          for (const e of deps.stores.audit.list({ afterId: Number(after), limit: Number(limit) })) process.stdout.write(JSON.stringify(viewAuditEvent(e)) + '\n')
+          for (const e of await deps.stores.audit.list({ afterId: Number(after), limit: Number(limit) })) process.stdout.write(JSON.stringify(viewAuditEvent(e)) + '\n')
           return 0
         }
         return usage()

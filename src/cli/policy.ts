@@ -20,13 +20,13 @@ const print = (v: unknown) => process.stdout.write(JSON.stringify(v, null, 2) + 
 const read = (path: string) => readFileSync(path === '-' ? 0 : path, 'utf8')
 
 /** `policy clear` without a broker: the stored admin policies may be what keeps it from starting. */
-export function clearAdminPoliciesOffline(config: Pick<Config, 'database'>, now: number): void {
+export async function clearAdminPoliciesOffline(config: Pick<Config, 'database'>, now: number): Promise<void> {
   const database = openDatabase(config.database)
   try {
     const stores = createStores(database)
-    stores.durably(() => {
-      stores.policySets.insert({ version: '(cleared)', text: '', loadedAt: now, loadedBy: 'admin:cli' })
-      stores.audit.insert({ at: now, action: 'policy.load', decision: 'allow', reason: 'admin policies cleared by admin:cli (offline)' })
+    await stores.durably(async (tx) => {
+      await tx.policySets.insert({ version: '(cleared)', text: '', loadedAt: now, loadedBy: 'admin:cli' })
+      await tx.audit.insert({ at: now, action: 'policy.load', decision: 'allow', reason: 'admin policies cleared by admin:cli (offline)' })
     })
   } finally {
     database.close()
@@ -35,11 +35,11 @@ export function clearAdminPoliciesOffline(config: Pick<Config, 'database'>, now:
 }
 
 /** `policy …` commands; returns the exit status (2: the policy set was refused). */
-export function policyCommand(deps: Deps, sub: string | undefined, arg: string | undefined): number {
+export async function policyCommand(deps: Deps, sub: string | undefined, arg: string | undefined): Promise<number> {
   try {
     switch (sub) {
       case 'show':
-        print(viewPolicySet(deps))
+        print(await viewPolicySet(deps))
         return 0
       case 'validate': {
         if (!arg) return 64
@@ -49,17 +49,17 @@ export function policyCommand(deps: Deps, sub: string | undefined, arg: string |
       }
       case 'load':
         if (!arg) return 64
-        print(loadAdminPolicies(deps, read(arg), 'admin:cli'))
+        print(await loadAdminPolicies(deps, read(arg), 'admin:cli'))
         return 0
       case 'clear':
-        print(loadAdminPolicies(deps, '', 'admin:cli'))
+        print(await loadAdminPolicies(deps, '', 'admin:cli'))
         return 0
       case 'evaluate': {
         if (!arg) return 64
         const body = JSON.parse(read(arg)) as DryRunRequest & { policies?: string }
         const { policies, ...request } = body
         const policy = policies === undefined ? deps.policy : deps.policy.candidate(asInvalidPolicy(() => deps.policy.compileWith({ adminText: policies })))
-        print({ ...dryRun(deps, policy, { ...request, dpop_bound: request.dpop_bound ?? false }), candidate: policies !== undefined })
+        print({ ...(await dryRun(deps, policy, { ...request, dpop_bound: request.dpop_bound ?? false })), candidate: policies !== undefined })
         return 0
       }
       default:

@@ -107,7 +107,7 @@ export function createClientAssertionVerifier(opts: {
       if (typeof jti !== 'string' || jti === '' || jti.length > MAX_JTI_LENGTH) throw refuse(`${iss}: jti missing or longer than ${MAX_JTI_LENGTH}`)
       // Single use, remembered for as long as the assertion could be accepted.
       const replayKey = createHash('sha256').update(`${iss}\0${jti}`).digest('base64url')
-      const seen = opts.replay.use(replayKey, exp + opts.clockSkew, now)
+      const seen = await opts.replay.use(replayKey, exp + opts.clockSkew, now)
       if (seen === 'replayed') throw refuse(`${iss}: jti ${jti} replayed`)
       if (seen === 'full') throw refuse(`${iss}: replay cache full, assertion refused`)
       return workload

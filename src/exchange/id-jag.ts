@@ -70,7 +70,7 @@ export function createIdJagVerifier(opts: {
   brokerIssuer: string
   clock: Clock
   clockSkew: number
-  isSessionRevoked: (issuer: string, sid: string) => boolean
+  isSessionRevoked: (issuer: string, sid: string) => Promise<boolean>
 }): IdJagVerifier {
   const trusted = new Map(opts.issuers.filter((c) => c.idJag !== undefined).map((c) => [c.issuer, c]))
 
@@ -140,7 +140,7 @@ export function createIdJagVerifier(opts: {
       const scopes = scope === undefined ? undefined : [...new Set(scope.split(' ').filter(Boolean))]
       const cnf = payload.cnf as { jkt?: unknown } | undefined
       if (cnf !== undefined && (typeof cnf !== 'object' || cnf === null || typeof cnf.jkt !== 'string' || cnf.jkt === '')) throw refuse('assertion "cnf" claim must carry a "jkt"')
-      if (sid !== undefined && opts.isSessionRevoked(issuer.issuer, sid)) throw refuse('the session of the assertion has been revoked', `session ${sid} revoked`)
+      if (sid !== undefined && (await opts.isSessionRevoked(issuer.issuer, sid))) throw refuse('the session of the assertion has been revoked', `session ${sid} revoked`)
 
       const subject: Subject = {
         issuer: issuer.issuer,

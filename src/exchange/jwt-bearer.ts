@@ -119,14 +119,14 @@ async function redeem(deps: JwtBearerDeps, form: FormParams, request: GrantReque
   // spent, and a jti redeemed once is never another client's or another user's.
   const taskId = idJagTaskId(subject.issuer, jag.jti)
   audit.taskId = taskId
-  const existing = deps.stores.tasks.get(taskId)
-  if (existing) return mintTaskToken(deps, asked, continuedTask(deps, existing, asked, jag), false)
+  const existing = await deps.stores.tasks.get(taskId)
+  if (existing) return mintTaskToken(deps, asked, await continuedTask(deps, existing, asked, jag), false)
   // The task lives as long as the ID-JAG: after that only a new ID-JAG (a new task) mints.
-  return mintTaskToken(deps, asked, openImplicitTask(deps, asked, audit, { purpose: `implicit (ID-JAG from ${subject.issuer.slice(0, 200)})`, id: taskId, ttl: subject.exp - now }), true)
+  return mintTaskToken(deps, asked, await openImplicitTask(deps, asked, audit, { purpose: `implicit (ID-JAG from ${subject.issuer.slice(0, 200)})`, id: taskId, ttl: subject.exp - now }), true)
 }
 
 /** The task a presented-again ID-JAG continues: the same client and user, and still usable. */
-function continuedTask(deps: JwtBearerDeps, task: TaskRow, q: TaskTokenRequest, jag: IdJag): TaskRow {
+async function continuedTask(deps: JwtBearerDeps, task: TaskRow, q: TaskTokenRequest, jag: IdJag): Promise<TaskRow> {
   const replayed = (detail: string) => invalidGrant('assertion was already redeemed by another client or user', `ID-JAG jti ${jag.jti}: ${detail}`)
   if (task.workloadId !== q.actor.workload.id) throw replayed(`task ${task.id} belongs to workload ${task.workloadId}`)
   if (task.subjectIssuer !== q.subject.issuer || task.userSub !== q.subject.user) throw replayed(`task ${task.id} belongs to another user`)

@@ -108,7 +108,7 @@ export function createSubjectTokenVerifier(opts: {
   /** How remote `jwksUri` key sets are fetched (timeout, size cap, cache, cooldown). */
   remoteJwks: RemoteJwksOptions
   /** Whether a session was revoked at the broker; asked on every call, cached or not. */
-  isSessionRevoked: (issuer: string, sid: string) => boolean
+  isSessionRevoked: (issuer: string, sid: string) => Promise<boolean>
   cacheSize?: number
   /** Told whether each lookup of the verified-session cache hit (metrics). */
   observeCache?: (hit: boolean) => void
@@ -200,8 +200,8 @@ export function createSubjectTokenVerifier(opts: {
     }
   }
 
-  function ensureSessionLive(subject: Subject): Subject {
-    if (subject.sid !== undefined && opts.isSessionRevoked(subject.issuer, subject.sid)) {
+  async function ensureSessionLive(subject: Subject): Promise<Subject> {
+    if (subject.sid !== undefined && (await opts.isSessionRevoked(subject.issuer, subject.sid))) {
       throw invalidRequest('subject_token session has been revoked', `session ${subject.sid} revoked`)
     }
     return subject

@@ -9,7 +9,7 @@ import { rateLimited, type Limiter } from '../http/rate-limit.js'
 import { uuidv7 } from '../ids.js'
 import type { KeySet } from '../keys/keyset.js'
 import { allowedScopes, auditedDecision, type Decision, type Policy } from '../policy/decide.js'
-import type { Stores, TaskRow } from '../store/stores.js'
+import type { Stores, TaskRow, TxStores } from '../store/stores.js'
 import { decided, findResource, planTask, policyRefusal, recordOpenedTask, taskFacts, taskResources, taskState } from '../tasks/lifecycle.js'
 import { checkAdmitted } from '../catalog/admission.js'
 import { checkDelegationChain, delegationAct, TASK_SUBJECT_TYPE, taskSubject } from '../tasks/subtasks.js'
@@ -174,7 +174,7 @@ export async function auditedGrant<T>(deps: Pick<ExchangeDeps, 'stores' | 'clock
     deps.metrics.exchangeDecisions.inc({ outcome: authenticated ? 'deny' : 'unauthenticated', error })
     if (authenticated) {
       const reason = e instanceof OAuthError ? e.detail : 'internal error'
-      deps.stores.audit.insert({ at: deps.clock.now(), action: 'token.exchange', decision: 'deny', reason, error, ...known, ...(e instanceof OAuthError ? e.decidedBy : undefined) })
+      await deps.stores.audit.insert({ at: deps.clock.now(), action: 'token.exchange', decision: 'deny', reason, error, ...known, ...(e instanceof OAuthError ? e.decidedBy : undefined) })
     } else {
       // Not a decision about a known principal: counted, and its reason logged in bounded form
       // (invalid_client is logged by the error handler already), never stored.
@@ -206,7 +206,7 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
   audit.resource = req.resource
   audit.taskId = req.taskId
 
-  const subject = req.subjectIsTask ? subtaskSubject(deps, req, actor) : await deps.subjectTokens.verify(req.subjectToken)
+  const subject = req.subjectIsTask ? await subtaskSubject(deps, req, actor) : await deps.subjectTokens.verify(req.subjectToken)
   audit.userSub = subject.sub
   const now = deps.clock.now()
   // The clock skew lets a just-expired session verify, but it has no lifetime left to lend a token:
@@ -226,8 +226,8 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
 
   const asked: TaskTokenRequest = { subject, actor, resource, scopes: req.scopes, ttl: req.ttl, tools, dpopJkt: proof?.jkt, request, now }
   const taskId = req.subjectIsTask ? req.subjectToken : req.taskId
-  if (taskId !== undefined) return mintTaskToken(deps, asked, loadUsableTask(deps, taskId, subject, actor, now, proof?.jkt), false)
-  return mintTaskToken(deps, asked, openImplicitTask(deps, asked, audit, { purpose: 'implicit (token exchange)' }), true)
+  if (taskId !== undefined) return mintTaskToken(deps, asked, await loadUsableTask(deps, taskId, subject, actor, now, proof?.jkt), false)
+  return mintTaskToken(deps, asked, await openImplicitTask(deps, asked, audit, { purpose: 'implicit (token exchange)' }), true)
 }
 
 /** What minting a task token needs: the slice of {@link ExchangeDeps} every grant shares. */
@@ -259,7 +259,7 @@ export interface TaskTokenRequest {
    * credential there (an authorization code, a refresh token, with its successor), so the spend
    * and the token commit together or not at all. Throwing refuses the token and writes nothing.
    */
-  spend?: (() => void) | undefined
+  spend?: ((tx: TxStores) => Promise<void>) | undefined
 }
 
 /**
@@ -268,14 +268,14 @@ export interface TaskTokenRequest {
  * needs approval is recorded pending (its opening is a decision, audited) and the request refused
  * `invalid_grant`. `id`/`ttl`: a grant that derives the task's id or bounds its life (ID-JAG).
  */
-export function openImplicitTask(deps: MintDeps, q: TaskTokenRequest, audit: AuditContext, opts: { purpose: string; id?: string; ttl?: number }): TaskRow {
+export async function openImplicitTask(deps: MintDeps, q: TaskTokenRequest, audit: AuditContext, opts: { purpose: string; id?: string; ttl?: number }): Promise<TaskRow> {
   // An implicit task opened with a proof is bound to its key, like one opened at POST /tasks.
   const planned = planTask(deps, q.subject, q.actor, { purpose: opts.purpose, resources: [{ resource: q.resource.uri, scopes: q.scopes ?? [], ...(q.tools ? { tools: q.tools } : {}) }], ttl: opts.ttl, id: opts.id }, q.dpopJkt, q.request)
   const task = planned.row
   audit.taskId = task.id
   if (task.status !== 'active') {
     // The task is opened (pending), as at POST /tasks: its opening is a decision, audited with it.
-    recordOpenedTask(deps, planned, q.subject, '; implicit task')
+    await recordOpenedTask(deps, planned, q.subject, '; implicit task')
     const e = invalidGrant(`task ${task.id} awaits approval`, 'implicit task requires approval')
     e.decidedBy = planned.decidedBy
     throw e
@@ -296,7 +296,7 @@ export async function mintTaskToken(deps: MintDeps, q: TaskTokenRequest, task: T
   const authorizationDetails = granted !== undefined ? [mcpToolsDetail(resource.uri, granted)] : undefined
   // A sub-task: every task above it must still hold what this token would carry, and the policy
   // must still permit each delegation; its tokens name the whole chain (RFC 8693 §4.1).
-  const chain = task.parentTaskId !== null ? checkDelegationChain(deps, task, resource.uri, scopes, granted, request) : undefined
+  const chain = task.parentTaskId !== null ? await checkDelegationChain(deps, task, resource.uri, scopes, granted, request) : undefined
   // A DPoP-bound task above: its sub-tasks' tokens are sender-constrained too (by the delegate's own key).
   if (chain?.some((t) => t.dpopJkt !== null) && proof === undefined) throw invalidDpopProof('a DPoP proof is required', `a task above sub-task ${task.id} is DPoP-bound`)
   // What the audit row names: this decision, or the one taken again at the write (below).
@@ -327,21 +327,21 @@ export async function mintTaskToken(deps: MintDeps, q: TaskTokenRequest, task: T
   // Sign outside the (synchronous) transaction; then one write of task (if implicit), token and audit
   // row, group-committed with the other exchanges of this event-loop turn before we answer.
   const { token: accessToken, kid } = await signTaskToken(deps.keys, claims)
-  await deps.stores.batched(() => {
+  await deps.stores.batched(async (tx) => {
     // The task may have ended (completed, revoked, its session revoked) while we verified and
     // signed: re-check inside the write transaction, which ending a task serialises with, so no
     // token is ever committed active for an ended task.
     if (implicit) {
-      if (task.sid !== null && deps.stores.sessions.isRevoked(task.subjectIssuer, task.sid)) throw invalidRequest('subject_token session has been revoked', `session ${task.sid} revoked during the exchange`)
+      if (task.sid !== null && await tx.sessions.isRevoked(task.subjectIssuer, task.sid)) throw invalidRequest('subject_token session has been revoked', `session ${task.sid} revoked during the exchange`)
       // Another policy set came into force while we signed: the task's opening was decided by the
       // one it replaced, so nothing of it is kept; the client asks again and the new set decides.
       if (deps.policy.version !== deciding.version) throw temporarilyUnavailable(1, `the policy set changed during the exchange (${deciding.version} → ${deps.policy.version})`)
       // A task whose id the grant derives (an ID-JAG's) may have been opened by a concurrent
       // redemption meanwhile: the client asks again, and its request then continues that task.
-      if (deps.stores.tasks.get(task.id)) throw temporarilyUnavailable(1, `task ${task.id} was opened by a concurrent request`)
-      deps.stores.tasks.insert(task)
+      if (await tx.tasks.get(task.id)) throw temporarilyUnavailable(1, `task ${task.id} was opened by a concurrent request`)
+      await tx.tasks.insert(task)
     } else {
-      const current = deps.stores.tasks.get(task.id)
+      const current = await tx.tasks.get(task.id)
       const state = current ? taskState(current, now) : 'revoked'
       if (state !== 'active') throw invalidGrant(`task is ${state}`, `task ${task.id} became ${state} during the exchange`)
       // The decision read the task before we signed: if another policy set came into force, or
@@ -358,16 +358,16 @@ export async function mintTaskToken(deps: MintDeps, q: TaskTokenRequest, task: T
       }
       if (chain) {
         // A delegation forbidden while we signed stops this token too.
-        if (deps.policy.version !== decision.version) checkDelegationChain(deps, current!, resource.uri, scopes, granted, request)
+        if (deps.policy.version !== decision.version) await checkDelegationChain({ ...deps, stores: tx }, current!, resource.uri, scopes, granted, request)
         // A task's bound holds for its whole tree: each task above counts this token, atomically.
         for (const above of chain) {
-          const fresh = deps.stores.tasks.get(above.id)
+          const fresh = await tx.tasks.get(above.id)
           if (fresh && fresh.maxTokens !== null && fresh.tokensMinted >= fresh.maxTokens) throw invalidGrant('the task has minted all the tokens it may', `task ${above.id} above has minted ${fresh.tokensMinted} of ${fresh.maxTokens} tokens`)
-          deps.stores.tasks.countToken(above.id)
+          await tx.tasks.countToken(above.id)
         }
       } else if (subject.exp > (current!.sessionExpiresAt ?? 0)) {
         // A fresher session token: the sub-tasks below this task may live on it.
-        deps.stores.tasks.refreshSession(task.id, subject.startedAt, subject.exp)
+        await tx.tasks.refreshSession(task.id, subject.startedAt, subject.exp)
       }
     }
     // And the catalog may have switched off the task's workload, user's issuer or resource while
@@ -376,9 +376,9 @@ export async function mintTaskToken(deps: MintDeps, q: TaskTokenRequest, task: T
     // Likewise the signing key may have been revoked (a compromise) while we signed: such a token
     // is refused everywhere already, and must not be recorded as a live one.
     if (!deps.keys.publicKey(kid)) throw temporarilyUnavailable(1, `signing key ${kid} was revoked during the exchange`)
-    q.spend?.()
-    deps.stores.tokens.insert({ jti, taskId: task.id, sub: claims.sub, workloadId: actor.workload.id, aud: claims.aud, scope: claims.scope, iat: now, exp: claims.exp, status: 'active', revokedAt: null, cnfJkt: proof?.jkt ?? null, kid, attestation: actor.attestation ? JSON.stringify(actor.attestation) : null })
-    deps.stores.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${deciding.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}${q.auditNote ?? ''}`, userSub: subject.sub, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri, ...auditedDecision(deciding) })
+    await q.spend?.(tx)
+    await tx.tokens.insert({ jti, taskId: task.id, sub: claims.sub, workloadId: actor.workload.id, aud: claims.aud, scope: claims.scope, iat: now, exp: claims.exp, status: 'active', revokedAt: null, cnfJkt: proof?.jkt ?? null, kid, attestation: actor.attestation ? JSON.stringify(actor.attestation) : null })
+    await tx.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${deciding.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}${q.auditNote ?? ''}`, userSub: subject.sub, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri, ...auditedDecision(deciding) })
   })
   return { access_token: accessToken, issued_token_type: ACCESS_TOKEN_TYPE, token_type: proof ? 'DPoP' : 'Bearer', expires_in: ttl, scope: claims.scope, task_id: task.id, ...(authorizationDetails ? { authorization_details: authorizationDetails } : {}) }
 }
@@ -388,13 +388,13 @@ export async function mintTaskToken(deps: MintDeps, q: TaskTokenRequest, task: T
  * only its own workload may name, with `task_id` absent or the same. Its user is the task's owner;
  * a revoked session of theirs ends it as it ends the task the user opened.
  */
-function subtaskSubject(deps: ExchangeDeps, req: ExchangeRequest, actor: Actor): Subject {
-  const row = deps.stores.tasks.get(req.subjectToken)
+async function subtaskSubject(deps: ExchangeDeps, req: ExchangeRequest, actor: Actor): Promise<Subject> {
+  const row = await deps.stores.tasks.get(req.subjectToken)
   const refuse = (detail: string) => invalidRequest('subject_token is not a sub-task of this workload', detail)
   if (!row || row.parentTaskId === null) throw refuse(`${req.subjectToken.slice(0, 128)} is not a sub-task`)
   if (row.workloadId !== actor.workload.id) throw refuse(`sub-task ${row.id} belongs to workload ${row.workloadId}`)
   if (req.taskId !== undefined && req.taskId !== row.id) throw refuse(`task_id ${req.taskId.slice(0, 128)} is not the sub-task ${row.id}`)
-  if (row.sid !== null && deps.stores.sessions.isRevoked(row.subjectIssuer, row.sid)) throw invalidRequest('subject_token session has been revoked', `session ${row.sid} of sub-task ${row.id} is revoked`)
+  if (row.sid !== null && await deps.stores.sessions.isRevoked(row.subjectIssuer, row.sid)) throw invalidRequest('subject_token session has been revoked', `session ${row.sid} of sub-task ${row.id} is revoked`)
   // Policy's session_age and the token's lifetime come from the session the task above recorded.
   return taskSubject(deps, row)
 }
@@ -483,8 +483,8 @@ export function decideExchange(deps: Pick<ExchangeDeps, 'config' | 'policy'>, q:
  * bound — this session and this DPoP key. Anything else is `invalid_grant`, with one description
  * so that a caller cannot probe other people's tasks.
  */
-export function loadUsableTask(deps: Pick<ExchangeDeps, 'stores'>, id: string, subject: Subject, actor: Pick<ActingWorkload, 'workload'>, now: number, dpopJkt: string | undefined): TaskRow {
-  const task = deps.stores.tasks.get(id)
+export async function loadUsableTask(deps: Pick<ExchangeDeps, 'stores'>, id: string, subject: Subject, actor: Pick<ActingWorkload, 'workload'>, now: number, dpopJkt: string | undefined): Promise<TaskRow> {
+  const task = await deps.stores.tasks.get(id)
   const notUsable = (detail: string) => invalidGrant('task is not active for this caller', detail)
   if (!task) throw notUsable(`task ${id} not found`)
   if (task.workloadId !== actor.workload.id) throw notUsable(`task ${id} belongs to workload ${task.workloadId}`)

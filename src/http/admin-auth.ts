@@ -107,7 +107,7 @@ export function adminAuth(deps: IdentifyDeps): MiddlewareHandler<AdminEnv> {
  */
 export function requireRole(deps: Pick<Deps, 'stores' | 'clock'>, least: AdminRole): MiddlewareHandler<AdminEnv> {
   return async function requireRole(c, next) {
-    checkRole(deps, { id: c.get('adminId'), role: c.get('adminRole') }, least, `${c.req.method} ${c.req.routePath}`)
+    await checkRole(deps, { id: c.get('adminId'), role: c.get('adminRole') }, least, `${c.req.method} ${c.req.routePath}`)
     await next()
   }
 }
@@ -116,8 +116,8 @@ export function requireRole(deps: Pick<Deps, 'stores' | 'clock'>, least: AdminRo
  * Refuses `who` when its role is below `least` — 403 `insufficient_scope` (RFC 6750 §3.1), audited
  * as `admin.refuse` naming `what` was tried. {@link requireRole} and the console both use it.
  */
-export function checkRole(deps: Pick<Deps, 'stores' | 'clock'>, who: AdminIdentity, least: AdminRole, what: string): void {
+export async function checkRole(deps: Pick<Deps, 'stores' | 'clock'>, who: AdminIdentity, least: AdminRole, what: string): Promise<void> {
   if (ADMIN_ROLES.indexOf(who.role) >= ADMIN_ROLES.indexOf(least)) return
-  deps.stores.audit.insert({ at: deps.clock.now(), action: 'admin.refuse', decision: 'deny', reason: `admin:${who.id} (${who.role}) may not ${what}: it needs ${least}`, error: 'insufficient_scope' })
+  await deps.stores.audit.insert({ at: deps.clock.now(), action: 'admin.refuse', decision: 'deny', reason: `admin:${who.id} (${who.role}) may not ${what}: it needs ${least}`, error: 'insufficient_scope' })
   throw new OAuthError('insufficient_scope', 403, `this admin key's role (${who.role}) may not do this: it needs ${least}`, undefined, { 'WWW-Authenticate': `Bearer error="insufficient_scope", error_description="needs the ${least} role"` })
 }

@@ -114,7 +114,7 @@ async function ensureSigningKeys(o: KeyStoreOptions): Promise<void> {
   const missing = SIGNING_QUEUE.filter((state) => !before.has(state))
   if (missing.length === 0) return
   const fresh = await Promise.all(missing.map(() => generateKey(o.alg, o.kek)))
-  o.database.durably(() => {
+  await o.database.durably(async () => {
     const inside = present()
     missing.forEach((state, i) => {
       if (!inside.has(state)) insertKey(o, fresh[i]!, state)
@@ -302,7 +302,7 @@ export function insertStandby(o: KeyStoreOptions, fresh: GeneratedKey): void {
 export async function rotateKeys(o: KeyStoreOptions, opts: { force?: boolean } = {}): Promise<KeyRotation> {
   const fresh = await generateKey(o.alg, o.kek) // generate (async) outside the synchronous transaction
   const now = o.clock.now()
-  return o.database.durably(() => {
+  return o.database.durably(async () => {
     const rows = signingRows(o)
     const published = now - rows.next.createdAt
     if (!opts.force && published < JWKS_MAX_AGE) throw new RotationTooEarly(JWKS_MAX_AGE - published)

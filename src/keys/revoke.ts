@@ -13,7 +13,7 @@ import { generateKey, promoteNext, promotionWarning, replaceNext, insertStandby,
 
 export interface KeyRevocationDeps {
   keyStore: KeyStoreOptions
-  stores: Pick<Stores, 'tokens' | 'revocations' | 'audit' | 'tasks'>
+  stores: Pick<Stores, 'tokens' | 'revocations' | 'audit' | 'tasks' | 'durably'>
   /** Every registered resource URI: any of them may hold a token signed by the key. */
   audiences: readonly string[]
 }
@@ -49,7 +49,8 @@ export async function revokeKey(deps: KeyRevocationDeps, kid: string, by: string
   const o = deps.keyStore
   const fresh = await generateKey(o.alg, o.kek) // async, outside the synchronous transaction; unused for a retired key
   const now = o.clock.now()
-  return o.database.durably(() => {
+  // The key table is the store's own connection's (deps.stores is opened on o.database).
+  return deps.stores.durably(async (tx) => {
     const row = o.database.db.select({ state: signingKeys.state }).from(signingKeys).where(eq(signingKeys.kid, kid)).get()
     if (!row) throw notFound('no signing key with this kid')
     if (row.state === 'revoked') throw keyAlreadyRevoked('this signing key is already revoked')
@@ -75,17 +76,17 @@ export async function revokeKey(deps: KeyRevocationDeps, kid: string, by: string
         break
     }
 
-    const signed = deps.stores.tokens.revokeByKid(kid, now)
-    const unattributed = deps.stores.tokens.revokeWithoutKid(now)
+    const signed = await tx.tokens.revokeByKid(kid, now)
+    const unattributed = await tx.tokens.revokeWithoutKid(now)
     for (const t of unattributed) {
-      deps.stores.revocations.insert(tokenRevokedEvent(deps.stores, t, now))
+      await tx.revocations.insert(await tokenRevokedEvent(tx, t, now))
     }
     const relevantUntil = Math.max(signed.lastExp ?? 0, now + o.retiredPublishSeconds)
-    deps.stores.revocations.insert({ at: now, kind: 'key_revoked', kid, relevantUntil, audiences: deps.audiences })
+    await tx.revocations.insert({ at: now, kind: 'key_revoked', kid, relevantUntil, audiences: deps.audiences })
 
     const after = signingRows(o)
     const tokensRevoked = signed.revoked + unattributed.length
-    deps.stores.audit.insert({
+    await tx.audit.insert({
       at: now,
       action: 'keys.revoke',
       decision: 'allow',

@@ -31,6 +31,6 @@ export async function rotateSigningKeys(deps: RotationDeps, opts: { force: boole
   await deps.keys.reload()
   const forced = opts.force ? ' (forced)' : ''
   const warned = result.warning ? `; ${result.warning}` : ''
-  deps.stores.audit.insert({ at: deps.clock.now(), action: 'keys.rotate', decision: 'allow', reason: `rotated by ${by}${forced}: ${result.retired} → ${result.current}${warned}` })
+  await deps.stores.audit.insert({ at: deps.clock.now(), action: 'keys.rotate', decision: 'allow', reason: `rotated by ${by}${forced}: ${result.retired} → ${result.current}${warned}` })
   return result
 }

@@ -10,8 +10,8 @@ import type { Stores } from '../store/stores.js'
  */
 export function sharedReplayCache(local: ReplayCache, shared: Stores['replay'], scope: string): ReplayCache {
   return {
-    use(key, until, now, group) {
-      if (shared.use(`${scope}:${key}`, until, now) === 'replayed') return 'replayed'
+    async use(key, until, now, group) {
+      if (await shared.use(`${scope}:${key}`, until, now) === 'replayed') return 'replayed'
       return local.use(key, until, now, group)
     },
     get size() {

@@ -1,7 +1,7 @@
 import type { Clock } from '../clock.js'
 import { ConfigError } from '../config.js'
 import { InvalidPolicy } from '../errors.js'
-import type { Stores } from '../store/stores.js'
+import type { Stores, TxStores } from '../store/stores.js'
 import type { PolicySet } from './cedar.js'
 import type { PolicyEngine } from './engine.js'
 
@@ -29,9 +29,9 @@ export interface PolicySetView {
   admin_loaded_by?: string
 }
 
-export function viewPolicySet(deps: PolicyDeps): PolicySetView {
+export async function viewPolicySet(deps: PolicyDeps): Promise<PolicySetView> {
   const set = deps.policy.set
-  const latest = deps.stores.policySets.latest()
+  const latest = await deps.stores.policySets.latest()
   return {
     version: set.version,
     policies: [...set.policies.values()].map((p) => ({
@@ -57,22 +57,22 @@ export function asInvalidPolicy<T>(fn: () => T): T {
   }
 }
 
-function audit(deps: PolicyDeps, before: string, set: PolicySet, what: string, by: string): void {
+async function audit(deps: Pick<PolicyDeps, 'clock'> & { stores: Pick<TxStores, 'audit'> }, before: string, set: PolicySet, what: string, by: string): Promise<void> {
   const at = deps.clock.now()
-  deps.stores.audit.insert({ at, action: 'policy.load', decision: 'allow', reason: `${what} by ${by}: ${before} → ${set.version} (${set.policies.size} policies)`, policyVersion: set.version })
+  await deps.stores.audit.insert({ at, action: 'policy.load', decision: 'allow', reason: `${what} by ${by}: ${before} → ${set.version} (${set.policies.size} policies)`, policyVersion: set.version })
 }
 
 /**
  * Replaces the admin policies with `text` (Cedar; "" clears them). Validated with the file's and
  * the generated policies; refused with 400 `invalid_policy` naming every problem, nothing changed.
  */
-export function loadAdminPolicies(deps: PolicyDeps, text: string, by: string): PolicySetView {
+export async function loadAdminPolicies(deps: PolicyDeps, text: string, by: string): Promise<PolicySetView> {
   const set = asInvalidPolicy(() => deps.policy.compileWith({ adminText: text }))
   const before = deps.policy.version
   // Stored and audited in one durable write before it is in force: a restart keeps what was answered.
-  deps.stores.durably(() => {
-    deps.stores.policySets.insert({ version: set.version, text, loadedAt: deps.clock.now(), loadedBy: by })
-    audit(deps, before, set, text.trim() === '' ? 'admin policies cleared' : 'admin policies loaded', by)
+  await deps.stores.durably(async (tx) => {
+    await tx.policySets.insert({ version: set.version, text, loadedAt: deps.clock.now(), loadedBy: by })
+    await audit({ ...deps, stores: tx }, before, set, text.trim() === '' ? 'admin policies cleared' : 'admin policies loaded', by)
   })
   deps.policy.install(set, { adminText: text })
   return viewPolicySet(deps)
@@ -82,10 +82,10 @@ export function loadAdminPolicies(deps: PolicyDeps, text: string, by: string): P
  * Re-reads the policy file and the stored admin policies (another process — the CLI — may have
  * changed them) and puts the resulting set in force; refused with 400 `invalid_policy`, nothing changed.
  */
-export function reloadPolicies(deps: PolicyDeps, by: string): PolicySetView {
+export async function reloadPolicies(deps: PolicyDeps, by: string): Promise<PolicySetView> {
   const before = deps.policy.version
-  const adminText = deps.stores.policySets.latest()?.text ?? ''
+  const adminText = (await deps.stores.policySets.latest())?.text ?? ''
   const set = asInvalidPolicy(() => deps.policy.reload({ adminText }))
-  if (set.version !== before) audit(deps, before, set, 'policies reloaded', by)
+  if (set.version !== before) await audit(deps, before, set, 'policies reloaded', by)
   return viewPolicySet(deps)
 }

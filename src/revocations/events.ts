@@ -5,8 +5,8 @@ import type { NewRevocationEvent, Stores, TokenRow } from '../store/stores.js'
  * event does — by the task's (subject issuer, subject) — so a verifier never has to guess which
  * IdP's "alice" it was.
  */
-export function tokenRevokedEvent(stores: Pick<Stores, 'tasks'>, token: TokenRow, at: number): NewRevocationEvent {
-  const task = stores.tasks.get(token.taskId)
+export async function tokenRevokedEvent(stores: Pick<Stores, 'tasks'>, token: TokenRow, at: number): Promise<NewRevocationEvent> {
+  const task = await stores.tasks.get(token.taskId)
   return {
     at,
     kind: 'token_revoked',

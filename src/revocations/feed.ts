@@ -26,11 +26,11 @@ export function parseCursor(value: string | undefined): number | undefined {
 }
 
 /** The events after `after` that concern the resource `audience`: a resource sees only its own. */
-export function readEvents(stores: Pick<Stores, 'revocations'>, after: number, limit: number, audience: string): RevocationEvent[] {
-  return stores.revocations.list(after, limit, audience).map(toRevocationEvent)
+export async function readEvents(stores: Pick<Stores, 'revocations'>, after: number, limit: number, audience: string): Promise<RevocationEvent[]> {
+  return (await stores.revocations.list(after, limit, audience)).map(toRevocationEvent)
 }
 
 /** The feed's epoch and head; read after the events it accompanies, so the head covers them. */
-export function feedPosition(stores: Pick<Stores, 'revocations'>): FeedPosition {
-  return { epoch: stores.revocations.epoch(), head: String(stores.revocations.head()) }
+export async function feedPosition(stores: Pick<Stores, 'revocations'>): Promise<FeedPosition> {
+  return { epoch: await stores.revocations.epoch(), head: String(await stores.revocations.head()) }
 }

@@ -43,6 +43,8 @@ export function createFeedHub(stores: Pick<Stores, 'revocations'>, opts: { page:
   const byAudience = new Map<string, Set<Sub>>()
   let count = 0
   let cursor = 0
+  // The head read when the first stream subscribed: the hub reads what comes after it.
+  let started: Promise<void> = Promise.resolve()
   let unsubscribe: (() => void) | undefined
   let pumpScheduled = false
   let closed = false
@@ -55,12 +57,13 @@ export function createFeedHub(stores: Pick<Stores, 'revocations'>, opts: { page:
 
   // One page per turn of the event loop: between pages the streams write what they were given,
   // so only a stream that stays behind across turns fills its queue.
-  function pump() {
+  async function pump() {
     pumpScheduled = false
     if (closed || count === 0) return
     let rows
     try {
-      rows = stores.revocations.listAll(cursor, opts.page)
+      await started
+      rows = await stores.revocations.listAll(cursor, opts.page)
     } catch {
       // The database is closing, or momentarily locked: the next notification reads on.
       return
@@ -110,7 +113,10 @@ export function createFeedHub(stores: Pick<Stores, 'revocations'>, opts: { page:
       if (!closed) {
         if (count++ === 0) {
           // Everything before now is each stream's own catch-up; the hub reads what comes after.
-          cursor = stores.revocations.head()
+          started = stores.revocations.head().then(
+            (head) => void (cursor = head),
+            () => undefined, // the database is closing: nothing will be read
+          )
           unsubscribe = stores.revocations.subscribe(schedulePump)
         }
         const set = byAudience.get(audience) ?? new Set<Sub>()

@@ -45,11 +45,11 @@ export function parseTaskListQuery(query: Record<string, string>): TaskListQuery
  * The tasks a listing shows, newest first: by status, workload, user (as tokens name it: `sub`,
  * with its issuer's prefix when there are several IdPs) and declared resource.
  */
-export function listTasks(deps: Pick<Deps, 'stores' | 'config'>, q: TaskListQuery, now: number): TaskRow[] {
+export async function listTasks(deps: Pick<Deps, 'stores' | 'config'>, q: TaskListQuery, now: number): Promise<TaskRow[]> {
   const owner = q.user === undefined ? undefined : parseBrokerSubject(deps.config.subjectIssuers, q.user)
   // A user no subject issuer could have named has no tasks.
   if (q.user !== undefined && !owner) return []
-  return deps.stores.tasks.list({ ...taskStatusFilter(q.status, now), workloadId: q.workload, user: owner && { issuer: owner.issuer, sub: owner.user }, resource: q.resource, limit: q.limit })
+  return await deps.stores.tasks.list({ ...taskStatusFilter(q.status, now), workloadId: q.workload, user: owner && { issuer: owner.issuer, sub: owner.user }, resource: q.resource, limit: q.limit })
 }
 
 /** A task status the admin listings filter by (`expired` included, though it is derived). */
@@ -80,11 +80,11 @@ export function adminRoutes(deps: Deps) {
   return new Hono<AdminEnv>()
     // The console authenticates its own way (a sealed cookie); every other /admin path needs the key.
     .use('/admin/*', noStore(), (c, next) => (isConsolePath(c.req.path) ? next() : auth(c, next)))
-    .get('/admin/tasks', (c) => {
+    .get('/admin/tasks', async (c) => {
       const q = parseTaskListQuery(c.req.query())
       if (!q) throw invalidRequest(TASK_QUERY_RULES)
       const now = deps.clock.now()
-      return c.json({ tasks: listTasks(deps, q, now).map((r) => viewTask(r, now)) })
+      return c.json({ tasks: (await listTasks(deps, q, now)).map((r) => viewTask(r, now)) })
     })
     .post('/admin/tasks/:id/approve', operator, (c) => adminDecide(deps, c, 'approve'))
     .post('/admin/tasks/:id/deny', operator, (c) => adminDecide(deps, c, 'deny'))
@@ -105,17 +105,17 @@ export function adminRoutes(deps: Deps) {
       await deps.keys.reload()
       return c.json(result)
     })
-    .get('/admin/audit/verify', (c) => c.json(deps.stores.audit.verify()))
+    .get('/admin/audit/verify', async (c) => c.json(await deps.stores.audit.verify()))
     .get('/admin/tasks/:id/evidence', async (c) =>
       c.body(await taskEvidence(deps, c.req.param('id')), 200, { 'Content-Type': 'application/x-ndjson; charset=utf-8' }),
     )
-    .get('/admin/audit', (c) => {
+    .get('/admin/audit', async (c) => {
       const afterText = c.req.query('after') ?? '0'
       const limitText = c.req.query('limit') ?? '100'
       const after = Number(afterText)
       const limit = Number(limitText)
       if (!/^[0-9]{1,15}$/.test(afterText) || !/^[0-9]{1,4}$/.test(limitText) || limit < 1 || limit > 1000) throw invalidRequest('"after" ≥ 0 and 1 ≤ "limit" ≤ 1000 must be integers')
-      return c.json({ events: deps.stores.audit.list({ afterId: after, limit }).map(viewAuditEvent) })
+      return c.json({ events: (await deps.stores.audit.list({ afterId: after, limit })).map(viewAuditEvent) })
     })
     .route('/', policyRoutes(deps))
     .route('/', catalogRoutes(deps))

@@ -87,7 +87,7 @@ export function authorizeRoutes(deps: Deps) {
     const p = await sealer.open<LoginPayload & { exp: number }>('login', getCookie(c, names.login))
     if (!p) return undefined
     // A sign-in whose session an admin revoked counts no more.
-    if (deps.stores.sessions.isRevoked(p.iss, p.sid)) return undefined
+    if (await deps.stores.sessions.isRevoked(p.iss, p.sid)) return undefined
     if (!loginIssuers().some((si) => si.issuer === p.iss)) return undefined
     return { issuer: p.iss, user: p.sub, sid: p.sid, claims: p.claims, authTime: p.auth_time }
   }
@@ -155,13 +155,13 @@ export function authorizeRoutes(deps: Deps) {
 
   /** Issues the code of an active task, or answers how the wait for its approval stands. */
   async function answerTask(c: Context, req: AuthorizationRequest, taskId: string) {
-    const task = deps.stores.tasks.get(taskId)
+    const task = await deps.stores.tasks.get(taskId)
     const state = task ? taskState(task, deps.clock.now()) : 'revoked'
     if (task && state === 'active') {
       // One code per consent: a wait page reloaded after the approval does not mint a second, nor
       // does it once the first code, spent, has expired and been pruned (its task then minted).
-      if (deps.stores.authorizationCodes.countOfTask(taskId) > 0 || task.tokensMinted > 0) throw refusal(409, 'this consent has already been answered: go back to your application')
-      return c.redirect(issueCode(deps, req, task), 303)
+      if (await deps.stores.authorizationCodes.countOfTask(taskId) > 0 || task.tokensMinted > 0) throw refusal(409, 'this consent has already been answered: go back to your application')
+      return c.redirect(await issueCode(deps, req, task), 303)
     }
     if (task && state === 'pending_approval') {
       // The wait lasts as long as the approval may take, and a while after: long enough to collect the code.
@@ -273,7 +273,7 @@ export function authorizeRoutes(deps: Deps) {
           if (e instanceof OAuthError && e.code === 'access_denied') throw new RedirectableError(e, req.redirectUri, req.state)
           throw e
         }
-        const task = openConsentedTask(deps, req, user, answer, { callerAddress: remoteAddress(c) })
+        const task = await openConsentedTask(deps, req, user, answer, { callerAddress: remoteAddress(c) })
         return await answerTask(c, req, task.id)
       } catch (e) {
         return answerError(c, e)
@@ -285,7 +285,7 @@ export function authorizeRoutes(deps: Deps) {
         if (!wait || typeof wait.req?.requestId !== 'string') throw refusal(400, 'this wait has expired: start again from your application')
         const req = wait.req
         const user = await signedIn(c)
-        const task = deps.stores.tasks.get(wait.task)
+        const task = await deps.stores.tasks.get(wait.task)
         // Only the user who consented follows their task's approval.
         if (!user || !task || task.subjectIssuer !== user.issuer || task.userSub !== user.user) throw refusal(403, 'sign in as the user who asked')
         return await answerTask(c, req, wait.task)
@@ -298,8 +298,8 @@ export function authorizeRoutes(deps: Deps) {
         const user = await signedIn(c)
         if (!user) return loginPage(c, undefined, undefined)
         const now = deps.clock.now()
-        const rows = deps.stores.tasks.listByUser(user.issuer, user.user, 100)
-        const names = await Promise.all(rows.map((t) => (t.clientId !== null && isRegisteredClientId(t.clientId) ? deps.registrations.resolve(t.clientId).then((m) => `${m.clientName} (self-registered)`, () => 'a self-registered client') : undefined)))
+        const rows = await deps.stores.tasks.listByUser(user.issuer, user.user, 100)
+        const names = await Promise.all(rows.map(async (t) => (t.clientId !== null && isRegisteredClientId(t.clientId) ? deps.registrations.resolve(t.clientId).then((m) => `${m.clientName} (self-registered)`, () => 'a self-registered client') : undefined)))
         const tasks: TaskRowProps[] = rows.map((t, i) => {
           const state = taskState(t, now)
           return {
@@ -327,7 +327,7 @@ export function authorizeRoutes(deps: Deps) {
         const user = await signedIn(c)
         if (!user) return loginPage(c, undefined, undefined, 'Your sign-in has expired: sign in again.', 401)
         const subject = { issuer: user.issuer, user: user.user, sub: brokerSubject(deps.config.subjectIssuers, user.issuer, user.user), sid: user.sid, exp: 0, claims: {}, startedAt: user.authTime, mayAct: undefined }
-        endTask(deps, c.req.param('id'), 'revoked', { kind: 'user', subject })
+        await endTask(deps, c.req.param('id'), 'revoked', { kind: 'user', subject })
         return c.redirect('/account?ended=1', 303)
       } catch (e) {
         return answerError(c, e)

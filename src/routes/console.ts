@@ -152,13 +152,13 @@ export function consoleRoutes(deps: Deps, options: ConsoleOptions = {}) {
         const s = await actor(c, f)
         if (s instanceof Response) return s
         const who: AdminIdentity = { id: s.admin, role: s.role }
-        checkRole(deps, who, 'operator', `POST /admin/tasks/:id/${what} (console)`)
+        await checkRole(deps, who, 'operator', `POST /admin/tasks/:id/${what} (console)`)
         const id = c.req.param('id')!
         const caller = { kind: 'admin' as const, id: s.admin }
         const reason = f.get('reason') || undefined
-        if (what === 'approve') approveTask(deps, id, caller, reason)
-        else if (what === 'deny') denyTask(deps, id, caller, reason)
-        else endTask(deps, id, 'revoked', caller)
+        if (what === 'approve') await approveTask(deps, id, caller, reason)
+        else if (what === 'deny') await denyTask(deps, id, caller, reason)
+        else await endTask(deps, id, 'revoked', caller)
         // From the task's page, back to it; from the list, to the list.
         const back = f.get('from') === 'task' ? taskPage(`${CONSOLE_PATH}/tasks`, id) : CONSOLE_PATH
         return c.redirect(`${back}?notice=${done}`, 303)
@@ -175,7 +175,7 @@ export function consoleRoutes(deps: Deps, options: ConsoleOptions = {}) {
         const f = await form(c)
         const s = await actor(c, f)
         if (s instanceof Response) return s
-        checkRole(deps, { id: s.admin, role: s.role }, least, `${what} (console)`)
+        await checkRole(deps, { id: s.admin, role: s.role }, least, `${what} (console)`)
         return await run(c, f, s)
       } catch (e) {
         return answerError(c, e)
@@ -224,8 +224,8 @@ export function consoleRoutes(deps: Deps, options: ConsoleOptions = {}) {
             }
           }
           const unsubscribe = deps.approvals.subscribe({
-            changed(taskId) {
-              const row: TaskRow | undefined = deps.stores.tasks.get(taskId)
+            async changed(taskId) {
+              const row: TaskRow | undefined = await deps.stores.tasks.get(taskId)
               if (!row) return
               const now = deps.clock.now()
               send(`event: task\ndata: ${JSON.stringify(liveRow(viewTask(row, now), now))}\n\n`)
@@ -279,11 +279,11 @@ export function consoleRoutes(deps: Deps, options: ConsoleOptions = {}) {
         const q = parseTaskListQuery(fields)
         if (!q) throw refusal(400, TASK_QUERY_RULES)
         const now = deps.clock.now()
-        const tasks = listTasks(deps, q, now).map((row) => {
+        const tasks = (await listTasks(deps, q, now)).map((row) => {
           const v = viewTask(row, now)
           return { taskId: v.task_id, user: v.user, workload: v.workload, client: v.client_id, purpose: v.purpose, resources: v.resources, status: v.status, expiresAt: v.expires_at }
         })
-        const chain = deps.stores.audit.verify()
+        const chain = await deps.stores.audit.verify()
         const notice = NOTICES[c.req.query('notice') ?? '']
         return pageResponse(c, ConsolePage({
           admin: { id: s.admin, role: s.role },
@@ -317,7 +317,7 @@ export function consoleRoutes(deps: Deps, options: ConsoleOptions = {}) {
         if (!who) return signInPage(c, 'This key is not an admin key here.', 401)
         const sealed = await sealer.seal('console', { admin: who.id, role: who.role, key: who.keyTag, sid: randomBytes(16).toString('base64url') } satisfies ConsoleSession, CONSOLE_TTL)
         setCookie(c, cookieName, sealed, { ...cookieOptions, maxAge: CONSOLE_TTL })
-        deps.stores.audit.insert({ at: deps.clock.now(), action: 'admin.console.sign_in', decision: 'allow', reason: `admin:${who.id} (${who.role}) signed in to the console` })
+        await deps.stores.audit.insert({ at: deps.clock.now(), action: 'admin.console.sign_in', decision: 'allow', reason: `admin:${who.id} (${who.role}) signed in to the console` })
         return c.redirect(`${CONSOLE_PATH}?notice=signed-in`, 303)
       } catch (e) {
         return answerError(c, e)
@@ -369,19 +369,19 @@ export function consoleRoutes(deps: Deps, options: ConsoleOptions = {}) {
         retention,
       }))
     }))
-    .post(`${CONSOLE_PATH}/sessions/revoke`, noStore(), adminAction('operator', 'POST /admin/sessions/revoke', (c, f, s) => {
+    .post(`${CONSOLE_PATH}/sessions/revoke`, noStore(), adminAction('operator', 'POST /admin/sessions/revoke', async (c, f, s) => {
       const parsed = SESSION_REVOCATION.safeParse({ issuer: f.get('issuer') ?? undefined, sid: f.get('sid') ?? undefined })
       if (!parsed.success) throw refusal(400, '"issuer" (1 to 2048 characters) and "sid" (1 to 1024) are required')
-      revokeSession(deps, parsed.data.issuer, parsed.data.sid, `admin:${s.admin}`)
+      await revokeSession(deps, parsed.data.issuer, parsed.data.sid, `admin:${s.admin}`)
       // Back to the task the form was on, when it names one that exists.
       const task = f.get('task')
-      const back = task && deps.stores.tasks.get(task) ? taskPage(`${CONSOLE_PATH}/tasks`, task) : CONSOLE_PATH
+      const back = task && await deps.stores.tasks.get(task) ? taskPage(`${CONSOLE_PATH}/tasks`, task) : CONSOLE_PATH
       return c.redirect(`${back}?notice=session-revoked`, 303)
     }))
-    .post(`${CONSOLE_PATH}/workloads/revoke`, noStore(), adminAction('operator', 'revoke the open tasks of a workload', (c, f, s) => {
+    .post(`${CONSOLE_PATH}/workloads/revoke`, noStore(), adminAction('operator', 'revoke the open tasks of a workload', async (c, f, s) => {
       const workload = f.get('workload') ?? ''
       if (workload.length < 1 || workload.length > 2048) throw refusal(400, '"workload" (1 to 2048 characters) is required')
-      revokeTasksOfWorkload(deps, workload, { kind: 'admin', id: s.admin })
+      await revokeTasksOfWorkload(deps, workload, { kind: 'admin', id: s.admin })
       return c.redirect(`${CONSOLE_PATH}/workloads?notice=workload-revoked`, 303)
     }))
     .post(`${CONSOLE_PATH}/keys/rotate`, noStore(), adminAction('admin', 'POST /admin/keys/rotate', async (c, f, s) => {
@@ -405,9 +405,9 @@ export function consoleRoutes(deps: Deps, options: ConsoleOptions = {}) {
         resources: deps.config.resources.map((r) => ({ uri: r.uri, scopes: r.scopes, requireApproval: r.requireApproval, requireDpop: r.requireDpop, maxTokensPerTask: r.maxTokensPerTask })),
       })),
     ))
-    .get(`${CONSOLE_PATH}/live`, noStore(), signedInPage((c, _s, frame) => {
+    .get(`${CONSOLE_PATH}/live`, noStore(), signedInPage(async (c, _s, frame) => {
       const now = deps.clock.now()
-      const tasks = deps.stores.tasks.list({ limit: 100 }).map((row) => liveRow(viewTask(row, now), now))
+      const tasks = (await deps.stores.tasks.list({ limit: 100 })).map((row) => liveRow(viewTask(row, now), now))
       return pageResponse(c, ConsoleLivePage({ ...frame, tasks, events: `${CONSOLE_PATH}/events` }), { scripts: true })
     }))
     .get(`${CONSOLE_PATH}/events`, noStore(), async (c) => {

@@ -80,6 +80,6 @@ export function policyRoutes(deps: Deps) {
       if (!parsed.success) throw invalidRequest(describeZodError(parsed.error))
       const { policies, ...request } = parsed.data
       const policy = policies === undefined ? deps.policy : deps.policy.candidate(asInvalidPolicy(() => deps.policy.compileWith({ adminText: policies })))
-      return c.json({ ...dryRun(deps, policy, request), candidate: policies !== undefined })
+      return c.json({ ...(await dryRun(deps, policy, request)), candidate: policies !== undefined })
     })
 }

@@ -29,9 +29,9 @@ export function revocationRoutes(deps: Deps) {
     if (!wantsStream) {
       const limitText = c.req.query('limit') ?? String(PAGE)
       if (!/^[0-9]{1,4}$/.test(limitText) || Number(limitText) < 1 || Number(limitText) > 1000) throw invalidRequest('"limit" must be an integer from 1 to 1000')
-      const events = readEvents(deps.stores, after, Number(limitText), resource.uri)
+      const events = await readEvents(deps.stores, after, Number(limitText), resource.uri)
       deps.metrics.feedEvents.inc({ mode: 'poll' }, events.length)
-      return c.json({ events, cursor: events.at(-1)?.id ?? String(after), ...feedPosition(deps.stores) })
+      return c.json({ events, cursor: events.at(-1)?.id ?? String(after), ...(await feedPosition(deps.stores)) })
     }
 
     return streamSSE(c, async (stream) => {
@@ -41,10 +41,10 @@ export function revocationRoutes(deps: Deps) {
       deps.metrics.feedSubscribers.inc()
       stream.onAbort(() => live.close())
       try {
-        await stream.writeSSE({ event: 'ready', data: JSON.stringify({ cursor: String(cursor), ...feedPosition(deps.stores) }), retry: 1000 })
+        await stream.writeSSE({ event: 'ready', data: JSON.stringify({ cursor: String(cursor), ...(await feedPosition(deps.stores)) }), retry: 1000 })
         // Catch-up: what was committed before this stream joined, read for it alone.
         for (;;) {
-          const events = readEvents(deps.stores, cursor, PAGE, resource.uri)
+          const events = await readEvents(deps.stores, cursor, PAGE, resource.uri)
           for (const e of events) {
             await stream.writeSSE({ id: e.id, event: 'revocation', data: JSON.stringify(e) })
             deps.metrics.feedEvents.inc({ mode: 'stream' })

@@ -81,7 +81,7 @@ export function taskRoutes(deps: Deps) {
         user = await userCaller(deps, c)
         if (user?.kind !== 'user') throw invalidToken(needBoth)
       } catch (e) {
-        auditTaskOpenDenied(deps, e, undefined, workload.actor)
+        await auditTaskOpenDenied(deps, e, undefined, workload.actor)
         throw e
       }
       const parsed = openTaskBody.safeParse(await parseJson(c))
@@ -92,30 +92,30 @@ export function taskRoutes(deps: Deps) {
       try {
         proof = await deps.dpop.verify(c.req.header('dpop'), 'POST', `${deps.config.issuer}/tasks`)
       } catch (e) {
-        auditTaskOpenDenied(deps, e, user.subject, workload.actor)
+        await auditTaskOpenDenied(deps, e, user.subject, workload.actor)
         throw e
       }
-      const task = openTask(deps, user.subject, workload.actor, parsed.data, proof?.jkt, { callerAddress: remoteAddress(c) })
+      const task = await openTask(deps, user.subject, workload.actor, parsed.data, proof?.jkt, { callerAddress: remoteAddress(c) })
       return c.json(task, 201, { Location: `/tasks/${task.task_id}`, ...(proof ? deps.dpop.successHeaders() : {}) })
     })
     .get('/tasks', async (c) => {
       const user = await userCaller(deps, c)
       if (user?.kind !== 'user') throw invalidToken('listing tasks needs the user session (Authorization: Bearer)')
       const now = deps.clock.now()
-      return c.json({ tasks: deps.stores.tasks.listByUser(user.subject.issuer, user.subject.user, 100).map((t) => viewTask(t, now)) })
+      return c.json({ tasks: (await deps.stores.tasks.listByUser(user.subject.issuer, user.subject.user, 100)).map((t) => viewTask(t, now)) })
     })
     .get('/tasks/:id', async (c) => {
       const wait = parseWait(c)
       const id = c.req.param('id')
-      let row = getTaskFor(deps, id, await eitherCaller(deps, c), true)
+      let row = await getTaskFor(deps, id, await eitherCaller(deps, c), true)
       const now = deps.clock.now()
       if (wait !== undefined && taskState(row, now) === 'pending_approval') {
-        // Nothing is awaited between the read above and the wait's registration, and decisions are
-        // synchronous: a decision lands either before the read or after the waiter is registered.
+        // A decision committed between the read above and the wait's registration is found by
+        // the wait itself, which reads the task again once registered.
         const until = Math.min(now + wait, row.approvalExpiresAt ?? row.expiresAt, row.expiresAt)
         const outcome = await deps.approvals.wait(id, (until - now) * 1000, c.req.raw.signal)
         // Closed: the database is gone; the task is answered as it was read (still pending).
-        if (outcome !== 'closed') row = deps.stores.tasks.get(id) ?? row
+        if (outcome !== 'closed') row = (await deps.stores.tasks.get(id)) ?? row
       }
       return c.json(viewTask(row, deps.clock.now()))
     })
@@ -139,10 +139,10 @@ export function taskRoutes(deps: Deps) {
       try {
         proof = await deps.dpop.verify(c.req.header('dpop'), 'POST', `${deps.config.issuer}/tasks/${id}/subtasks`)
       } catch (e) {
-        auditDelegationDenied(deps, e, id, workload.actor)
+        await auditDelegationDenied(deps, e, id, workload.actor)
         throw e
       }
-      const task = openSubtask(deps, id, workload.actor, parsed.data, proof?.jkt, { callerAddress: remoteAddress(c) })
+      const task = await openSubtask(deps, id, workload.actor, parsed.data, proof?.jkt, { callerAddress: remoteAddress(c) })
       return c.json(task, 201, { Location: `/tasks/${task.task_id}`, ...(proof ? deps.dpop.successHeaders() : {}) })
     })
     .post('/tasks/:id/approve', (c) => decide(deps, c, 'approve'))
@@ -164,7 +164,7 @@ export async function decideAs(deps: Deps, c: Context, how: ApprovalDecision, ca
   try {
     body = await parseDecisionBody(c)
   } catch (e) {
-    auditDecisionRefused(deps, how, id, caller, e)
+    await auditDecisionRefused(deps, how, id, caller, e)
     throw e
   }
   return c.json(how === 'approve' ? approveTask(deps, id, caller, body.reason) : denyTask(deps, id, caller, body.reason))

@@ -12,14 +12,31 @@ export interface Database_ {
   sqlite: Database.Database
   db: Db
   /**
-   * Runs `fn` in one transaction committed with `synchronous=FULL`: task and revocation state
-   * survive power loss, not only a process crash. Everything else commits with `NORMAL`
-   * (WAL: safe against a crash of the process, which is what issuance rows need).
+   * Runs `fn` (synchronous statements) once no transaction is open on the connection. Every
+   * statement outside a transaction goes through here: an async transaction spans awaits, and a
+   * statement run in between on the one connection would join it — see uncommitted rows, or be
+   * rolled back with it. Immediate when the connection is free; waits at most
+   * {@link BUSY_TIMEOUT_MS} otherwise (then fails as busy: 503).
    */
-  durably<T>(fn: () => T): T
-  /** Runs `fn` in one transaction under the default `synchronous=NORMAL`. */
-  transaction<T>(fn: () => T): T
+  exclusive<T>(fn: () => T): Promise<T>
+  /**
+   * Runs `fn` in one write transaction (`BEGIN IMMEDIATE`) committed with `synchronous=FULL`:
+   * task and revocation state survive power loss, not only a process crash. Everything else
+   * commits with `NORMAL` (WAL: safe against a crash of the process, which is what issuance rows
+   * need). `fn` may await only the transaction's own statements: hash and sign before.
+   */
+  durably<T>(fn: () => Promise<T>): Promise<T>
+  /** Runs `fn` in one write transaction under the default `synchronous=NORMAL`. */
+  transaction<T>(fn: () => Promise<T>): Promise<T>
   close(): void
+}
+
+/** Thrown when a statement waited past {@link BUSY_TIMEOUT_MS} for this process's own open transaction. */
+class ConnectionBusy extends Error {
+  readonly code = 'SQLITE_BUSY_CONNECTION'
+  constructor() {
+    super('the database connection stayed in a transaction past the busy timeout')
+  }
 }
 
 const migrationsFolder = resolve(dirname(fileURLToPath(import.meta.url)), '../../migrations')
@@ -68,20 +85,75 @@ export function openDatabase(path: string): Database_ {
   sqlite.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`)
   const db = drizzle(sqlite, { schema })
   applyMigrations(sqlite)
+
+  // One async transaction at a time on the connection, and no statement while one is open.
+  let held = false
+  const waiting: { go: () => void; timer: NodeJS.Timeout }[] = []
+  function acquire(): Promise<void> {
+    if (!held) {
+      held = true
+      return Promise.resolve()
+    }
+    return new Promise<void>((resolve, reject) => {
+      const waiter = {
+        go: resolve,
+        timer: setTimeout(() => {
+          waiting.splice(waiting.indexOf(waiter), 1)
+          reject(new ConnectionBusy())
+        }, BUSY_TIMEOUT_MS),
+      }
+      waiting.push(waiter)
+    })
+  }
+  function release(): void {
+    const next = waiting.shift()
+    if (!next) {
+      held = false
+      return
+    }
+    clearTimeout(next.timer)
+    next.go() // the lock passes straight to the next waiter
+  }
+  async function inTransaction<T>(fn: () => Promise<T>, durable: boolean): Promise<T> {
+    await acquire()
+    try {
+      if (durable) sqlite.pragma('synchronous = FULL')
+      sqlite.exec('BEGIN IMMEDIATE')
+      try {
+        const value = await fn()
+        sqlite.exec('COMMIT')
+        return value
+      } catch (e) {
+        if (sqlite.inTransaction) sqlite.exec('ROLLBACK')
+        throw e
+      }
+    } finally {
+      if (durable) sqlite.pragma('synchronous = NORMAL')
+      release()
+    }
+  }
+
   return {
     sqlite,
     db,
-    durably(fn) {
-      sqlite.pragma('synchronous = FULL')
-      try {
-        return sqlite.transaction(fn).immediate()
-      } finally {
-        sqlite.pragma('synchronous = NORMAL')
+    exclusive<T>(fn: () => T): Promise<T> {
+      if (!held) {
+        try {
+          return Promise.resolve(fn())
+        } catch (e) {
+          return Promise.reject(e)
+        }
       }
+      return acquire().then(() => {
+        try {
+          return fn()
+        } finally {
+          release()
+        }
+      })
     },
-    transaction(fn) {
-      return sqlite.transaction(fn).immediate()
-    },
+    durably: (fn) => inTransaction(fn, true),
+    transaction: (fn) => inTransaction(fn, false),
     close: () => sqlite.close(),
   }
 }

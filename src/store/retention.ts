@@ -8,20 +8,20 @@ import type { Stores } from './stores.js'
  * have expired, and the evidence — audit rows and tasks — only after its configured retention.
  * Nothing younger than its retention is ever deleted.
  */
-export function pruneStore(stores: Stores, config: Pick<Config, 'clockSkew' | 'retention'>, now: number): { tokens: number; codes: number; refreshTokens: number; revocations: number; sessions: number; audit: number; tasks: number; replay: number } {
+export async function pruneStore(stores: Stores, config: Pick<Config, 'clockSkew' | 'retention'>, now: number): Promise<{ tokens: number; codes: number; refreshTokens: number; revocations: number; sessions: number; audit: number; tasks: number; replay: number }> {
   const horizon = now - config.clockSkew
   return {
-    tokens: stores.tokens.pruneExpired(horizon),
+    tokens: await stores.tokens.pruneExpired(horizon),
     // A used code is kept until it expires: presented again before then, it revokes its task.
-    codes: stores.authorizationCodes.pruneExpired(horizon),
-    refreshTokens: stores.refreshTokens.pruneExpired(horizon),
+    codes: await stores.authorizationCodes.pruneExpired(horizon),
+    refreshTokens: await stores.refreshTokens.pruneExpired(horizon),
     // Kept past `until` for the longest leeway a verifier may use, not only our clock skew.
-    revocations: stores.revocations.pruneBefore(revocationPruneHorizon(now, config.clockSkew)),
-    sessions: stores.sessions.pruneBefore(horizon),
-    audit: stores.audit.pruneBefore(now - config.retention.audit),
-    tasks: stores.tasks.pruneExpiredBefore(now - config.retention.tasks),
+    revocations: await stores.revocations.pruneBefore(revocationPruneHorizon(now, config.clockSkew)),
+    sessions: await stores.sessions.pruneBefore(horizon),
+    audit: await stores.audit.pruneBefore(now - config.retention.audit),
+    tasks: await stores.tasks.pruneExpiredBefore(now - config.retention.tasks),
     // Bounded per run: a backlog is worked off over several runs, never in one long write.
-    replay: stores.replay.pruneExpired(now, 10_000),
+    replay: await stores.replay.pruneExpired(now, 10_000),
   }
 }
 

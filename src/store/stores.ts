@@ -34,20 +34,36 @@ const FEED_EPOCH = 'revocation_feed_epoch'
 const HEAD_POLL_MS = 250
 
 /**
- * The storage seam: one small store per aggregate, every query prepared once. Each method is
- * synchronous (better-sqlite3), so callers compose them inside `transaction`/`durably`.
- * A PostgreSQL implementation provides the same interface.
+ * The storage seam: one small store per aggregate. Every method of {@link Stores} returns a
+ * promise of what {@link StoreMethods} writes here (one documented shape for both dialects:
+ * SQLite prepares every query once and answers at once; PostgreSQL answers over the wire).
+ * Statements outside a transaction run one by one; `durably`, `transaction` and `batched` hand
+ * their callback the stores of one transaction, which it awaits and uses alone.
  */
-export interface Stores {
-  transaction<T>(fn: () => T): T
-  durably<T>(fn: () => T): T
+export type Stores = StoreTransactions & Aggregates
+/** The stores inside one transaction: the same aggregates, no nested transactions. */
+export type TxStores = Aggregates
+
+type Aggregates = { [K in keyof StoreMethods]: Asynchronous<StoreMethods[K]> }
+/** Each method answers through a promise; `subscribe` registers at once and returns its unsubscribe. */
+type Asynchronous<A> = { [M in keyof A]: M extends 'subscribe' ? A[M] : A[M] extends (...args: infer P) => infer R ? (...args: P) => Promise<R> : never }
+
+export interface StoreTransactions {
+  /** One write transaction: committed before the promise settles; rolled back if `fn` throws. */
+  transaction<T>(fn: (tx: TxStores) => Promise<T>): Promise<T>
+  /** {@link transaction}, committed to survive power loss (task and revocation state). */
+  durably<T>(fn: (tx: TxStores) => Promise<T>): Promise<T>
   /**
    * Group commit: `fn` runs inside one transaction shared with every other write queued in the
    * same turn of the event loop (each in its own savepoint, so one failure fails only its own
    * caller). The promise settles after the commit. Under load this writes each touched page
-   * once per batch instead of once per request. `synchronous=NORMAL`: for issuance rows.
+   * once per batch instead of once per request. Not power-loss durable: for issuance rows.
    */
-  batched<T>(fn: () => T): Promise<T>
+  batched<T>(fn: (tx: TxStores) => Promise<T>): Promise<T>
+}
+
+/** What each aggregate offers, as its synchronous SQLite implementation states it. */
+export interface StoreMethods {
   tasks: {
     get(id: string): TaskRow | undefined
     insert(row: TaskRow): void
@@ -433,10 +449,11 @@ export function createStores(database: Database_): Stores {
   let notifyScheduled = false
   let announcedHead = 0
   let headPoll: NodeJS.Timeout | undefined
-  function announce(always: boolean) {
+  async function announce(always: boolean): Promise<void> {
     let head: number
     try {
-      head = readHead()
+      // Through the gate: an open transaction's uncommitted event is no head to announce.
+      head = await database.exclusive(readHead)
     } catch {
       // The database is closed (shutdown) or momentarily unreadable: the next tick tries again.
       return
@@ -451,47 +468,11 @@ export function createStores(database: Database_): Stores {
     // better-sqlite3 transactions are synchronous: by the next macrotask the writer has committed.
     setImmediate(() => {
       notifyScheduled = false
-      announce(true)
+      void announce(true)
     })
   }
 
-  type Job = { fn: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void }
-  let queue: Job[] = []
-  const savepoint = database.sqlite.transaction((fn: () => unknown) => fn())
-  const flush = database.sqlite.transaction((jobs: Job[]) => {
-    const settled: (() => void)[] = []
-    for (const job of jobs) {
-      try {
-        const value = savepoint(job.fn)
-        settled.push(() => job.resolve(value))
-      } catch (e) {
-        settled.push(() => job.reject(e))
-      }
-    }
-    return settled
-  })
-  function runBatch() {
-    const jobs = queue
-    queue = []
-    let settled: (() => void)[]
-    try {
-      settled = flush.immediate(jobs)
-    } catch (e) {
-      for (const job of jobs) job.reject(e)
-      return
-    }
-    for (const s of settled) s()
-  }
-
-  return {
-    transaction: database.transaction,
-    durably: database.durably,
-    batched<T>(fn: () => T): Promise<T> {
-      return new Promise<T>((resolve, reject) => {
-        if (queue.length === 0) setImmediate(runBatch)
-        queue.push({ fn, resolve: resolve as (v: unknown) => void, reject })
-      })
-    },
+  const methods: StoreMethods = {
     tasks: {
       get: (id) => getTask.get({ id }),
       insert: (row) => void insertTask.run(row),
@@ -587,7 +568,7 @@ export function createStores(database: Database_): Stores {
         listeners.add(listener)
         if (!headPoll) {
           announcedHead = readHead()
-          headPoll = setInterval(() => announce(false), HEAD_POLL_MS)
+          headPoll = setInterval(() => void announce(false), HEAD_POLL_MS)
           headPoll.unref()
         }
         return () => {
@@ -631,4 +612,68 @@ export function createStores(database: Database_): Stores {
       pruneBefore: (before) => pruneSessions.run({ before }).changes,
     },
   }
+
+  // Outside a transaction each statement waits for the connection; inside one it runs at once.
+  const outside = aggregates(methods, database.exclusive)
+  const inside = aggregates(methods, atOnce)
+
+  type Job = { fn: (tx: TxStores) => Promise<unknown>; resolve: (v: unknown) => void; reject: (e: unknown) => void }
+  let queue: Job[] = []
+  async function runBatch(): Promise<void> {
+    const jobs = queue
+    queue = []
+    const settled: (() => void)[] = []
+    try {
+      await database.transaction(async () => {
+        for (const job of jobs) {
+          database.sqlite.exec('SAVEPOINT batched_job')
+          try {
+            const value = await job.fn(inside)
+            database.sqlite.exec('RELEASE batched_job')
+            settled.push(() => job.resolve(value))
+          } catch (e) {
+            database.sqlite.exec('ROLLBACK TO batched_job')
+            database.sqlite.exec('RELEASE batched_job')
+            settled.push(() => job.reject(e))
+          }
+        }
+      })
+    } catch (e) {
+      for (const job of jobs) job.reject(e)
+      return
+    }
+    for (const s of settled) s()
+  }
+
+  return {
+    transaction: (fn) => database.transaction(() => fn(inside)),
+    durably: (fn) => database.durably(() => fn(inside)),
+    batched<T>(fn: (tx: TxStores) => Promise<T>): Promise<T> {
+      return new Promise<T>((resolve, reject) => {
+        if (queue.length === 0) setImmediate(() => void runBatch())
+        queue.push({ fn, resolve: resolve as (v: unknown) => void, reject })
+      })
+    },
+    ...outside,
+  }
+}
+
+/** Runs a synchronous statement now, as a settled promise. */
+function atOnce<T>(fn: () => T): Promise<T> {
+  try {
+    return Promise.resolve(fn())
+  } catch (e) {
+    return Promise.reject(e)
+  }
+}
+
+/** Each method of each aggregate, run through `gate` (`subscribe` excepted: it only registers). */
+function aggregates(methods: StoreMethods, gate: <T>(fn: () => T) => Promise<T>): Aggregates {
+  const out: Record<string, Record<string, unknown>> = {}
+  for (const [name, aggregate] of Object.entries(methods) as [string, Record<string, (...args: unknown[]) => unknown>][]) {
+    out[name] = Object.fromEntries(
+      Object.entries(aggregate).map(([method, fn]) => [method, method === 'subscribe' ? fn : (...args: unknown[]) => gate(() => fn(...args))]),
+    )
+  }
+  return out as Aggregates
 }

@@ -25,7 +25,7 @@ export const REASON_MAX = 500
  * for it. `reason` is optional. The task's user (from another session than the one the task is
  * bound to) or an admin decides; see {@link checkDecider}.
  */
-export function approveTask(deps: ApprovalDeps, id: string, caller: Caller, reason?: string): TaskView {
+export function approveTask(deps: ApprovalDeps, id: string, caller: Caller, reason?: string): Promise<TaskView> {
   return decideTask(deps, 'approve', id, caller, reason)
 }
 
@@ -33,34 +33,34 @@ export function approveTask(deps: ApprovalDeps, id: string, caller: Caller, reas
  * Denies a `pending_approval` task: it ends `denied` (final: no token is ever minted for it),
  * `endReason` `denied by <who>: <reason>`. `reason` is required.
  */
-export function denyTask(deps: ApprovalDeps, id: string, caller: Caller, reason: string | undefined): TaskView {
+export function denyTask(deps: ApprovalDeps, id: string, caller: Caller, reason: string | undefined): Promise<TaskView> {
   return decideTask(deps, 'deny', id, caller, reason)
 }
 
-function decideTask(deps: ApprovalDeps, how: ApprovalDecision, id: string, caller: Caller, reason: string | undefined): TaskView {
+async function decideTask(deps: ApprovalDeps, how: ApprovalDecision, id: string, caller: Caller, reason: string | undefined): Promise<TaskView> {
   try {
     // Anyone who may not see the task learns nothing: not found, whatever it is (getTaskFor).
-    const row = getTaskFor(deps, id, caller)
+    const row = await getTaskFor(deps, id, caller)
     checkDecider(row, caller, how)
     checkReason(reason, how === 'deny')
     const now = deps.clock.now()
     const state = taskState(row, now)
     if (state !== 'pending_approval') throw taskNotActive(`task is ${state}`)
     const text = `${how === 'approve' ? 'approved' : 'denied'} by ${callerName(caller)}${reason === undefined ? '' : `: ${reason}`}`
-    const won = deps.stores.durably(() => {
+    const won = await deps.stores.durably(async (tx) => {
       // Conditional on the task still awaiting approval at `now`: of two racing decisions one wins.
-      const changed = how === 'approve' ? deps.stores.tasks.approve(id, now) : deps.stores.tasks.deny(id, now, text)
+      const changed = how === 'approve' ? await tx.tasks.approve(id, now) : await tx.tasks.deny(id, now, text)
       if (!changed) return false
-      deps.stores.audit.insert({ at: now, action: `task.${how}`, decision: 'allow', reason: text, userSub: ownerSub(deps, row), workloadId: row.workloadId, taskId: id })
+      await tx.audit.insert({ at: now, action: `task.${how}`, decision: 'allow', reason: text, userSub: ownerSub(deps, row), workloadId: row.workloadId, taskId: id })
       return true
     })
     // Another decision committed between the read above and the write.
-    if (!won) throw taskNotActive(`task is ${taskState(deps.stores.tasks.get(id) ?? row, now)}`)
+    if (!won) throw taskNotActive(`task is ${taskState((await deps.stores.tasks.get(id)) ?? row, now)}`)
     // After the commit: a woken waiter reads the decided task.
     deps.approvals.notify(id)
-    return viewTask(deps.stores.tasks.get(id)!, now)
+    return viewTask((await deps.stores.tasks.get(id))!, now)
   } catch (e) {
-    auditDecisionRefused(deps, how, id, caller, e)
+    await auditDecisionRefused(deps, how, id, caller, e)
     throw e
   }
 }
@@ -100,9 +100,9 @@ function checkReason(reason: string | undefined, required: boolean): void {
  * anything else is not a decision). Routes call it too, for a body refused before
  * {@link approveTask}/{@link denyTask} run.
  */
-export function auditDecisionRefused(deps: Pick<TaskDeps, 'stores' | 'clock'>, how: ApprovalDecision, id: string, caller: Caller, e: unknown): void {
+export async function auditDecisionRefused(deps: Pick<TaskDeps, 'stores' | 'clock'>, how: ApprovalDecision, id: string, caller: Caller, e: unknown): Promise<void> {
   if (!(e instanceof OAuthError)) return
-  deps.stores.audit.insert({
+  await deps.stores.audit.insert({
     at: deps.clock.now(),
     action: `task.${how}`,
     decision: 'deny',
@@ -160,7 +160,7 @@ export interface DecisionWatch {
   /** Whether another connection has committed since the last call. */
   changed(): boolean
   /** Whether the task still awaits a decision. */
-  isPending(taskId: string): boolean
+  isPending(taskId: string): Promise<boolean>
 }
 
 /** How often a held wait looks for another process's decisions (as the revocation feed's head poll). */
@@ -181,8 +181,8 @@ export function sqliteDecisionWatch(deps: Pick<TaskDeps, 'stores' | 'clock'> & {
       seen = now
       return true
     },
-    isPending(taskId) {
-      const row = deps.stores.tasks.get(taskId)
+    async isPending(taskId) {
+      const row = await deps.stores.tasks.get(taskId)
       return row !== undefined && taskState(row, deps.clock.now()) === 'pending_approval'
     },
   }
@@ -196,10 +196,10 @@ export function createApprovalWaiters(limits: { total: number; perTask: number }
   let closed = false
   let poll: NodeJS.Timeout | undefined
 
-  function look() {
+  async function look() {
     try {
       if (!watch!.changed()) return
-      for (const taskId of [...byTask.keys()]) if (!watch!.isPending(taskId)) wake(taskId)
+      for (const taskId of [...byTask.keys()]) if (!(await watch!.isPending(taskId))) wake(taskId)
     } catch {
       // The database is closed (shutdown) or momentarily busy: the next tick, or the wait's end, answers.
     }
@@ -210,7 +210,7 @@ export function createApprovalWaiters(limits: { total: number; perTask: number }
   // The poll runs only while a wait is held: an idle broker does nothing.
   function startWatching() {
     if (!watch || poll) return
-    poll = setInterval(look, watch.intervalMs)
+    poll = setInterval(() => void look(), watch.intervalMs)
     poll.unref()
   }
   function stopWatchingWhenIdle() {
@@ -245,6 +245,12 @@ export function createApprovalWaiters(limits: { total: number; perTask: number }
           resolve(outcome)
         }
         set.add(finish)
+        // The caller read the task pending before this registration, and store reads answer a
+        // turn later: a decision committed in between notified nobody. Read it once more.
+        watch?.isPending(taskId).then(
+          (pending) => pending || finish('decided'),
+          () => undefined, // the database is closing: the wait's end answers
+        )
       })
     },
     notify(taskId) {

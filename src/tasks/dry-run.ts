@@ -79,7 +79,7 @@ function refusalOf(e: OAuthError, version: string): DryRunAnswer {
 }
 
 /** Answers a dry run with `policy` (the set in force or a candidate). Bad requests are 400 `invalid_request`. */
-export function dryRun(deps: DryRunDeps, policy: Policy, req: DryRunRequest): DryRunAnswer {
+export async function dryRun(deps: DryRunDeps, policy: Policy, req: DryRunRequest): Promise<DryRunAnswer> {
   const now = req.at ?? deps.clock.now()
   const workload = deps.config.workloads.find((w) => w.id === req.workload)
   if (!workload) throw badRequest(`"workload": no workload ${req.workload.slice(0, 200)} is registered`)
@@ -127,7 +127,7 @@ export function dryRun(deps: DryRunDeps, policy: Policy, req: DryRunRequest): Dr
     if (req.resource === undefined) throw badRequest(`an ${req.action} dry run needs "resource"`)
     const resource = findResource(deps.config, req.resource)
     if (!resource) throw new OAuthError('invalid_target', 400, 'resource is not registered', `unknown resource ${req.resource}`)
-    const task = taskFor(deps, planDeps, req, subject, actor, now, dpopJkt)
+    const task = await taskFor(deps, planDeps, req, subject, actor, now, dpopJkt)
     if (req.action === 'exchange') {
       const { decision, scopes, ttl } = decideExchange({ config: deps.config, policy }, { subject, actor, task, resource, scopes: req.scopes, ttl: req.ttl, dpopJkt, callerAddress: req.caller_address, now })
       return answerOf(decision, { ttl, scope: scopes.join(' ') })
@@ -152,9 +152,9 @@ function badRequest(description: string): OAuthError {
 }
 
 /** The task the exchange or tool call runs under: an existing one (read, never changed), the intent given, or the implicit task of an exchange. */
-function taskFor(deps: DryRunDeps, planDeps: Parameters<typeof planTask>[0], req: DryRunRequest, subject: Subject, actor: Actor, now: number, dpopJkt: string | undefined): TaskRow {
+async function taskFor(deps: DryRunDeps, planDeps: Parameters<typeof planTask>[0], req: DryRunRequest, subject: Subject, actor: Actor, now: number, dpopJkt: string | undefined): Promise<TaskRow> {
   if (req.task_id !== undefined) {
-    const row = deps.stores.tasks.get(req.task_id)
+    const row = await deps.stores.tasks.get(req.task_id)
     if (!row) throw badRequest(`"task_id": no task ${req.task_id.slice(0, 64)}`)
     const state = taskState(row, now)
     if (state !== 'active') throw new OAuthError('invalid_grant', 400, 'task is not active', `task ${row.id} is ${state}`)

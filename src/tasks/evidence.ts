@@ -23,17 +23,17 @@ export interface EvidenceDeps {
 }
 
 export async function taskEvidence(deps: EvidenceDeps, id: string): Promise<string> {
-  const task = deps.stores.tasks.get(id)
+  const task = await deps.stores.tasks.get(id)
   if (!task) throw notFound('task not found')
   const now = deps.clock.now()
   const lines: Record<string, unknown>[] = [
     { type: 'task', exported_at: now, ...viewTask(task, now) },
-    ...deps.stores.audit.ofTask(id).map((e) => ({ type: 'audit', ...viewAuditEvent(e), prev_hash: e.prevHash, hash: e.hash })),
-    ...deps.stores.tokens.ofTask(id).map((t) => ({ type: 'token', jti: t.jti, aud: t.aud, scope: t.scope, workload_id: t.workloadId, iat: t.iat, exp: t.exp, status: t.status, revoked_at: t.revokedAt, cnf_jkt: t.cnfJkt, kid: t.kid })),
-    ...deps.stores.revocations.ofTask(id).map((r) => ({ type: 'revocation', id: r.id, at: r.at, kind: r.kind, jti: r.jti })),
+    ...(await deps.stores.audit.ofTask(id)).map((e) => ({ type: 'audit', ...viewAuditEvent(e), prev_hash: e.prevHash, hash: e.hash })),
+    ...(await deps.stores.tokens.ofTask(id)).map((t) => ({ type: 'token', jti: t.jti, aud: t.aud, scope: t.scope, workload_id: t.workloadId, iat: t.iat, exp: t.exp, status: t.status, revoked_at: t.revokedAt, cnf_jkt: t.cnfJkt, kid: t.kid })),
+    ...(await deps.stores.revocations.ofTask(id)).map((r) => ({ type: 'revocation', id: r.id, at: r.at, kind: r.kind, jti: r.jti })),
   ]
   // Retention may have removed the task's oldest rows: the evidence says so instead of looking complete.
-  const retained = deps.stores.audit.retained()
+  const retained = await deps.stores.audit.retained()
   if (retained && (retained.since === undefined || task.createdAt < retained.since)) lines.push({ type: 'retention', audit_anchor: retained.anchor, audit_kept_since: retained.since ?? null, note: 'audit rows older than retention.audit were pruned; this story may be missing its oldest rows' })
   const body = lines.map((l) => JSON.stringify(l) + '\n').join('')
   const { kid, alg, privateKey } = deps.keys.current()

@@ -7,7 +7,7 @@ import { checkMayAct } from '../exchange/may-act.js'
 import { brokerSubject, type Subject } from '../exchange/subject-token.js'
 import { uuidv7 } from '../ids.js'
 import { allowedScopes, auditedDecision, type Decision, type Policy, type Principal, type TaskFacts, type TaskResource } from '../policy/decide.js'
-import type { Stores, TaskRow } from '../store/stores.js'
+import type { Stores, TaskRow, TxStores } from '../store/stores.js'
 import { checkAdmitted } from '../catalog/admission.js'
 
 export type { TaskResource }
@@ -257,7 +257,7 @@ export function decisionDescription(code: 'invalid_target' | 'invalid_scope' | '
  * Opens a task (POST /tasks): plan, then one durable write of the task and its audit row.
  * A refusal is audited too (every decision, allow or deny), and writes nothing else.
  */
-export function openTask(deps: TaskDeps, subject: Subject, actor: Actor, req: TaskRequest, dpopJkt?: string, request: RequestFacts = {}): TaskView {
+export async function openTask(deps: TaskDeps, subject: Subject, actor: Actor, req: TaskRequest, dpopJkt?: string, request: RequestFacts = {}): Promise<TaskView> {
   let planned: ReturnType<typeof planTask>
   try {
     // Within the clock skew a just-expired session still verifies; it cannot open anything.
@@ -265,30 +265,30 @@ export function openTask(deps: TaskDeps, subject: Subject, actor: Actor, req: Ta
     checkMayAct(subject, actor)
     planned = planTask(deps, subject, actor, req, dpopJkt, request)
   } catch (e) {
-    auditTaskOpenDenied(deps, e, subject, actor)
+    await auditTaskOpenDenied(deps, e, subject, actor)
     throw e
   }
   const { row } = planned
-  recordOpenedTask(deps, planned, subject)
+  await recordOpenedTask(deps, planned, subject)
   return viewTask(row, deps.clock.now())
 }
 
 /** One durable write of a planned task and the audit row of its opening (`note`: e.g. `; implicit task`). */
-export function recordOpenedTask(deps: Pick<TaskDeps, 'stores' | 'approvals'>, planned: ReturnType<typeof planTask>, subject: Subject, note = ''): void {
+export async function recordOpenedTask(deps: Pick<TaskDeps, 'stores' | 'approvals'>, planned: ReturnType<typeof planTask>, subject: Subject, note = ''): Promise<void> {
   const { row, reason, decidedBy } = planned
   const binding = row.dpopJkt ? `; DPoP-bound to ${row.dpopJkt}` : ''
-  deps.stores.durably(() => {
-    deps.stores.tasks.insert(row)
-    deps.stores.audit.insert({ at: row.createdAt, action: 'task.open', decision: 'allow', reason: `${row.status}: ${reason}${binding}${note}`, userSub: subject.sub, workloadId: row.workloadId, taskId: row.id, ...decidedBy })
+  await deps.stores.durably(async (tx) => {
+    await tx.tasks.insert(row)
+    await tx.audit.insert({ at: row.createdAt, action: 'task.open', decision: 'allow', reason: `${row.status}: ${reason}${binding}${note}`, userSub: subject.sub, workloadId: row.workloadId, taskId: row.id, ...decidedBy })
   })
   // After the commit: whoever follows task changes (the console's live list) hears of it.
   deps.approvals?.notify(row.id)
 }
 
 /** Writes the audit row of a refused task opening by an authenticated workload (an {@link OAuthError}; anything else is not a decision); `subject` when the session verified. */
-export function auditTaskOpenDenied(deps: Pick<TaskDeps, 'stores' | 'clock'>, e: unknown, subject: Subject | undefined, actor: Actor): void {
+export async function auditTaskOpenDenied(deps: Pick<TaskDeps, 'stores' | 'clock'>, e: unknown, subject: Subject | undefined, actor: Actor): Promise<void> {
   if (!(e instanceof OAuthError)) return
-  deps.stores.audit.insert({ at: deps.clock.now(), action: 'task.open', decision: 'deny', reason: e.detail, error: e.code, userSub: subject?.sub ?? null, workloadId: actor.workload.id, ...e.decidedBy })
+  await deps.stores.audit.insert({ at: deps.clock.now(), action: 'task.open', decision: 'deny', reason: e.detail, error: e.code, userSub: subject?.sub ?? null, workloadId: actor.workload.id, ...e.decidedBy })
 }
 
 /** Whether the caller owns (user), runs (workload) or administers the task. */
@@ -309,18 +309,18 @@ export function canSee(row: TaskRow, caller: Caller): boolean {
  * `delegators`: the workload of any task above a sub-task may see it too (to read or revoke what
  * it delegated; never to complete it or delegate from it).
  */
-export function getTaskFor(deps: Pick<TaskDeps, 'stores'>, id: string, caller: Caller, delegators = false): TaskRow {
-  const row = deps.stores.tasks.get(id)
-  if (!row || !(canSee(row, caller) || (delegators && delegatedBy(deps, row, caller)))) throw notFound('task not found')
+export async function getTaskFor(deps: Pick<TaskDeps, 'stores'>, id: string, caller: Caller, delegators = false): Promise<TaskRow> {
+  const row = await deps.stores.tasks.get(id)
+  if (!row || !(canSee(row, caller) || (delegators && (await delegatedBy(deps, row, caller))))) throw notFound('task not found')
   return row
 }
 
 /** Whether the caller is the workload of a task above this one (the chain is at most `tasks.maxDepth` ≤ 10 long). */
-function delegatedBy(deps: Pick<TaskDeps, 'stores'>, row: TaskRow, caller: Caller): boolean {
+async function delegatedBy(deps: Pick<TaskDeps, 'stores'>, row: TaskRow, caller: Caller): Promise<boolean> {
   if (caller.kind !== 'workload') return false
   let above = row.parentTaskId
   for (let hops = 0; above !== null && hops < 10; hops++) {
-    const parent = deps.stores.tasks.get(above)
+    const parent = await deps.stores.tasks.get(above)
     if (!parent) return false
     if (parent.workloadId === caller.actor.workload.id) return true
     above = parent.parentTaskId
@@ -353,34 +353,34 @@ export function ownerSub(deps: Pick<TaskDeps, 'config'>, row: TaskRow): string {
  * the call returns. Every sub-task below it ends in that transaction too (revoked, naming this
  * task), with its tokens. A revocation event is appended for the feed per task ended.
  */
-export function endTask(deps: TaskDeps, id: string, how: 'completed' | 'revoked', caller: Caller): { task: TaskView; tokens_revoked: number; subtasks_revoked?: string[] } {
+export async function endTask(deps: TaskDeps, id: string, how: 'completed' | 'revoked', caller: Caller): Promise<{ task: TaskView; tokens_revoked: number; subtasks_revoked?: string[]} > {
   // A delegating workload may revoke a sub-task below its task; only the task's own workload completes it.
-  const row = getTaskFor(deps, id, caller, how === 'revoked')
+  const row = await getTaskFor(deps, id, caller, how === 'revoked')
   if (how === 'completed' && caller.kind !== 'workload') throw unauthorizedClient('only the task\'s workload can complete it')
   const now = deps.clock.now()
   const reason = `${how} by ${callerName(caller)}`
-  const ended = deps.stores.durably(() => {
-    const n = endOne(deps, row, how, now, reason)
+  const ended = await deps.stores.durably(async (tx) => {
+    const n = await endOne(deps, tx, row, how, now, reason)
     if (n === undefined) return undefined
-    return { tokens: n, subtasks: endDescendants(deps, row.id, now, `parent task ${row.id} ${how}`) }
+    return { tokens: n, subtasks: await endDescendants(deps, tx, row.id, now, `parent task ${row.id} ${how}`) }
   })
   if (ended === undefined) throw taskNotActive(`task is already ${row.status}`)
   // After the commit: a request waiting for the approval of one of these tasks learns it ended.
   for (const t of [id, ...ended.subtasks]) deps.approvals?.notify(t)
-  return { task: viewTask(deps.stores.tasks.get(id)!, now), tokens_revoked: ended.tokens, ...(ended.subtasks.length > 0 ? { subtasks_revoked: ended.subtasks } : {}) }
+  return { task: viewTask((await deps.stores.tasks.get(id))!, now), tokens_revoked: ended.tokens, ...(ended.subtasks.length > 0 ? { subtasks_revoked: ended.subtasks } : {}) }
 }
 
 /**
  * Inside a transaction: ends one open task, revokes its tokens, appends its feed event and audit
  * row. Undefined when the task was no longer open; else how many tokens it revoked.
  */
-function endOne(deps: TaskDeps, row: TaskRow, how: 'completed' | 'revoked', now: number, reason: string): number | undefined {
-  if (!deps.stores.tasks.end(row.id, how, now, reason)) return undefined
-  const n = deps.stores.tokens.revokeByTask(row.id, now)
-  const relevantUntil = Math.max(now, deps.stores.tokens.maxExpOfTask(row.id) ?? now)
+async function endOne(deps: TaskDeps, tx: TxStores, row: TaskRow, how: 'completed' | 'revoked', now: number, reason: string): Promise<number | undefined> {
+  if (!await tx.tasks.end(row.id, how, now, reason)) return undefined
+  const n = await tx.tokens.revokeByTask(row.id, now)
+  const relevantUntil = Math.max(now, await tx.tokens.maxExpOfTask(row.id) ?? now)
   // Only the resources that hold a token of this task hear of it (and so learn its user and session).
-  deps.stores.revocations.insert({ at: now, kind: how === 'completed' ? 'task_completed' : 'task_revoked', taskId: row.id, sid: row.sid, sub: row.userSub, subjectIssuer: row.subjectIssuer, relevantUntil, audiences: deps.stores.tokens.audiencesOfTask(row.id) })
-  deps.stores.audit.insert({ at: now, action: `task.${how === 'completed' ? 'complete' : 'revoke'}`, decision: 'allow', reason: `${reason}; ${n} token(s) revoked`, userSub: ownerSub(deps, row), workloadId: row.workloadId, taskId: row.id })
+  await tx.revocations.insert({ at: now, kind: how === 'completed' ? 'task_completed' : 'task_revoked', taskId: row.id, sid: row.sid, sub: row.userSub, subjectIssuer: row.subjectIssuer, relevantUntil, audiences: await tx.tokens.audiencesOfTask(row.id) })
+  await tx.audit.insert({ at: now, action: `task.${how === 'completed' ? 'complete' : 'revoke'}`, decision: 'allow', reason: `${reason}; ${n} token(s) revoked`, userSub: ownerSub(deps, row), workloadId: row.workloadId, taskId: row.id })
   return n
 }
 
@@ -388,14 +388,14 @@ function endOne(deps: TaskDeps, row: TaskRow, how: 'completed' | 'revoked', now:
  * Inside a transaction: revokes every open task below `id` (its sub-tasks, theirs, …), breadth
  * first; returns their ids. Depth is bounded by `tasks.maxDepth`, so is the walk.
  */
-export function endDescendants(deps: TaskDeps, id: string, now: number, reason: string): string[] {
+export async function endDescendants(deps: TaskDeps, tx: TxStores, id: string, now: number, reason: string): Promise<string[]> {
   const ended: string[] = []
   let level = [id]
   while (level.length > 0) {
     const next: string[] = []
     for (const parent of level) {
-      for (const child of deps.stores.tasks.listOpenChildren(parent)) {
-        if (endOne(deps, child, 'revoked', now, reason) !== undefined) ended.push(child.id)
+      for (const child of await tx.tasks.listOpenChildren(parent)) {
+        if ((await endOne(deps, tx, child, 'revoked', now, reason)) !== undefined) ended.push(child.id)
         next.push(child.id)
       }
     }
@@ -409,14 +409,14 @@ export function endDescendants(deps: TaskDeps, id: string, now: number, reason: 
  * through {@link endTask} by `caller` — durable, with its sub-tasks, tokens, feed event and audit
  * row — in batches of 500 until none is left. Returns the workload's tasks revoked, newest first.
  */
-export function revokeTasksOfWorkload(deps: TaskDeps, workloadId: string, caller: Caller): string[] {
+export async function revokeTasksOfWorkload(deps: TaskDeps, workloadId: string, caller: Caller): Promise<string[]> {
   const revoked: string[] = []
   for (;;) {
-    const open = deps.stores.tasks.list({ statuses: ['active', 'pending_approval'], workloadId, limit: 500 })
+    const open = await deps.stores.tasks.list({ statuses: ['active', 'pending_approval'], workloadId, limit: 500 })
     if (open.length === 0) break
     for (const t of open) {
       try {
-        endTask(deps, t.id, 'revoked', caller)
+        await endTask(deps, t.id, 'revoked', caller)
         revoked.push(t.id)
       } catch (e) {
         // Ended since the listing (by another process): what was wanted, and it is no longer listed.

@@ -6,26 +6,26 @@ import { ownerSub, type TaskDeps } from './lifecycle.js'
  * refused from now on, and every open task bound to it is revoked with all its tokens — in one
  * durable transaction, with a `session_revoked` event and one `task_revoked` event per task.
  */
-export function revokeSession(deps: TaskDeps, subjectIssuer: string, sid: string, by: string): { tasks_revoked: string[]; tokens_revoked: number } {
+export async function revokeSession(deps: TaskDeps, subjectIssuer: string, sid: string, by: string): Promise<{ tasks_revoked: string[]; tokens_revoked: number} > {
   const now = deps.clock.now()
-  const result = deps.stores.durably(() => {
-    deps.stores.sessions.revoke(subjectIssuer, sid, now, now + SESSION_REVOCATION_RETENTION)
-    const tasks = deps.stores.tasks.listOpenBySession(subjectIssuer, sid)
+  const result = await deps.stores.durably(async (tx) => {
+    await tx.sessions.revoke(subjectIssuer, sid, now, now + SESSION_REVOCATION_RETENTION)
+    const tasks = await tx.tasks.listOpenBySession(subjectIssuer, sid)
     let tokens = 0
     let relevantUntil = now
     const audiences = new Set<string>()
     for (const task of tasks) {
-      deps.stores.tasks.end(task.id, 'revoked', now, `session revoked by ${by}`)
-      tokens += deps.stores.tokens.revokeByTask(task.id, now)
-      const until = Math.max(now, deps.stores.tokens.maxExpOfTask(task.id) ?? now)
+      await tx.tasks.end(task.id, 'revoked', now, `session revoked by ${by}`)
+      tokens += await tx.tokens.revokeByTask(task.id, now)
+      const until = Math.max(now, await tx.tokens.maxExpOfTask(task.id) ?? now)
       relevantUntil = Math.max(relevantUntil, until)
       // Only resources holding a token of the task hear of it (and so of the user and session).
-      const taskAudiences = deps.stores.tokens.audiencesOfTask(task.id)
+      const taskAudiences = await tx.tokens.audiencesOfTask(task.id)
       for (const a of taskAudiences) audiences.add(a)
-      deps.stores.revocations.insert({ at: now, kind: 'task_revoked', taskId: task.id, sid, sub: task.userSub, subjectIssuer, relevantUntil: until, audiences: taskAudiences })
+      await tx.revocations.insert({ at: now, kind: 'task_revoked', taskId: task.id, sid, sub: task.userSub, subjectIssuer, relevantUntil: until, audiences: taskAudiences })
     }
-    deps.stores.revocations.insert({ at: now, kind: 'session_revoked', sid, sub: tasks[0]?.userSub ?? null, subjectIssuer, relevantUntil, audiences: [...audiences] })
-    deps.stores.audit.insert({ at: now, action: 'session.revoke', decision: 'allow', reason: `session ${sid} of ${subjectIssuer} revoked by ${by}; ${tasks.length} task(s), ${tokens} token(s)`, userSub: tasks[0] ? ownerSub(deps, tasks[0]) : null })
+    await tx.revocations.insert({ at: now, kind: 'session_revoked', sid, sub: tasks[0]?.userSub ?? null, subjectIssuer, relevantUntil, audiences: [...audiences] })
+    await tx.audit.insert({ at: now, action: 'session.revoke', decision: 'allow', reason: `session ${sid} of ${subjectIssuer} revoked by ${by}; ${tasks.length} task(s), ${tokens} token(s)`, userSub: tasks[0] ? ownerSub(deps, tasks[0]) : null })
     return { tasks_revoked: tasks.map((t) => t.id), tokens_revoked: tokens }
   })
   // After the commit: requests waiting for the approval of one of these tasks learn it ended.

@@ -3,7 +3,7 @@ import { invalidDpopProof, invalidRequest, invalidScope, invalidTarget, OAuthErr
 import type { Actor } from '../exchange/actor-token.js'
 import type { Subject } from '../exchange/subject-token.js'
 import { allowedScopes, type Decision } from '../policy/decide.js'
-import type { TaskRow } from '../store/stores.js'
+import type { TaskRow, TxStores } from '../store/stores.js'
 import { invalidAuthorizationDetails } from '../tokens/authorization-details.js'
 import {
   findResource,
@@ -53,8 +53,8 @@ export interface SubtaskRequest {
 }
 
 /** The task a user opened at the top of a sub-task's chain (the task itself when it is one). */
-export function rootOf(deps: Pick<TaskDeps, 'stores'>, row: TaskRow): TaskRow | undefined {
-  return row.rootTaskId === null ? row : deps.stores.tasks.get(row.rootTaskId)
+export async function rootOf(deps: Pick<TaskDeps, 'stores'>, row: TaskRow): Promise<TaskRow | undefined> {
+  return row.rootTaskId === null ? row : await deps.stores.tasks.get(row.rootTaskId)
 }
 
 /**
@@ -63,8 +63,8 @@ export function rootOf(deps: Pick<TaskDeps, 'stores'>, row: TaskRow): TaskRow | 
  * freshest session token the root's workload presented is valid (the sub-task's tokens never
  * outlive it).
  */
-export function taskSubject(deps: Pick<TaskDeps, 'config' | 'stores'>, row: TaskRow): Subject {
-  const root = rootOf(deps, row)
+export async function taskSubject(deps: Pick<TaskDeps, 'config' | 'stores'>, row: TaskRow): Promise<Subject> {
+  const root = await rootOf(deps, row)
   return {
     issuer: row.subjectIssuer,
     user: row.userSub,
@@ -116,15 +116,15 @@ function decideDelegation(deps: Pick<ChainDeps, 'config' | 'policy' | 'clock'>, 
  * `dpopJkt`: the thumbprint of the proof that came with the request (a DPoP-bound parent is
  * its key holder's alone).
  */
-export function openSubtask(deps: SubtaskDeps, parentId: string, actor: Actor, req: SubtaskRequest, dpopJkt: string | undefined, request: RequestFacts = {}): TaskView {
+export async function openSubtask(deps: SubtaskDeps, parentId: string, actor: Actor, req: SubtaskRequest, dpopJkt: string | undefined, request: RequestFacts = {}): Promise<TaskView> {
   // Only the parent's own workload sees it at all: anyone else is answered 404, as for GET.
-  const parent = getTaskFor(deps, parentId, { kind: 'workload', actor })
+  const parent = await getTaskFor(deps, parentId, { kind: 'workload', actor })
   try {
     const now = deps.clock.now()
     if (parent.dpopJkt !== null && parent.dpopJkt !== dpopJkt) throw invalidDpopProof('the task is DPoP-bound: a proof by its key is required', `task ${parent.id} is bound to ${parent.dpopJkt}, the request's proof is by ${dpopJkt ?? '(none)'}`)
     const state = taskState(parent, now)
     if (state !== 'active') throw taskNotActive(`task is ${state}`)
-    const subject = taskSubject(deps, parent)
+    const subject = await taskSubject(deps, parent)
     if (subject.exp <= now) throw invalidRequest('the user\'s session for this task has no time left', `the session token last seen for task ${parent.rootTaskId ?? parent.id} expired at ${subject.exp}`)
     const maxDepth = deps.config.tasks.maxDepth
     if (parent.depth + 1 > maxDepth) throw invalidRequest(`sub-tasks may be at most ${maxDepth} delegation(s) deep`, `task ${parent.id} is at depth ${parent.depth}`)
@@ -132,8 +132,8 @@ export function openSubtask(deps: SubtaskDeps, parentId: string, actor: Actor, r
     if (!child) throw invalidRequest('"workload" is not a registered workload', `unknown workload ${req.workload.slice(0, 128)}`)
     if (child.id === actor.workload.id) throw invalidRequest('a sub-task is for another workload')
     if (!child.enabled) throw unauthorizedClient('the workload is disabled', `workload ${child.id} is disabled`)
-    if (deps.stores.tasks.listOpenChildren(parent.id).length >= MAX_OPEN_SUBTASKS) throw invalidRequest(`a task may have at most ${MAX_OPEN_SUBTASKS} open sub-tasks`)
-    if (deps.stores.tasks.countOpenInTree(parent.rootTaskId ?? parent.id) >= MAX_OPEN_SUBTASKS_PER_TREE) throw invalidRequest(`a task and its sub-tasks may have at most ${MAX_OPEN_SUBTASKS_PER_TREE} open sub-tasks in all`)
+    if ((await deps.stores.tasks.listOpenChildren(parent.id)).length >= MAX_OPEN_SUBTASKS) throw invalidRequest(`a task may have at most ${MAX_OPEN_SUBTASKS} open sub-tasks`)
+    if (await deps.stores.tasks.countOpenInTree(parent.rootTaskId ?? parent.id) >= MAX_OPEN_SUBTASKS_PER_TREE) throw invalidRequest(`a task and its sub-tasks may have at most ${MAX_OPEN_SUBTASKS_PER_TREE} open sub-tasks in all`)
 
     // Never wider than the parent (RFC 8693 §2.1 spirit; standards.md "never widen"): resources, scopes, tools.
     const seen = new Set<string>()
@@ -170,20 +170,20 @@ export function openSubtask(deps: SubtaskDeps, parentId: string, actor: Actor, r
       parent,
     )
     const policies = new Set([...(planned.decidedBy.policies?.split(' ') ?? []), ...delegations.flatMap((d) => d.policies)])
-    recordOpenedTask(deps, { ...planned, decidedBy: { policyVersion: planned.decidedBy.policyVersion, policies: policies.size > 0 ? [...policies].sort().join(' ') : null } }, subject, `; sub-task of ${parent.id}, delegated by ${actor.workload.id} to ${child.id}`)
+    await recordOpenedTask(deps, { ...planned, decidedBy: { policyVersion: planned.decidedBy.policyVersion, policies: policies.size > 0 ? [...policies].sort().join(' ') : null } }, subject, `; sub-task of ${parent.id}, delegated by ${actor.workload.id} to ${child.id}`)
     return viewTask(planned.row, now)
   } catch (e) {
-    auditDelegationDenied(deps, e, parent.id, actor)
+    await auditDelegationDenied(deps, e, parent.id, actor)
     throw e
   }
 }
 
 /** The audit row of a refused delegation by the authenticated `actor` (an {@link OAuthError}; anything else is not a decision), before the parent was read. */
-export function auditDelegationDenied(deps: Pick<TaskDeps, 'stores' | 'clock' | 'config'>, e: unknown, parentId: string, actor: Actor): void {
+export async function auditDelegationDenied(deps: Pick<TaskDeps, 'stores' | 'clock' | 'config'>, e: unknown, parentId: string, actor: Actor): Promise<void> {
   if (!(e instanceof OAuthError)) return
-  const parent = deps.stores.tasks.get(parentId)
+  const parent = await deps.stores.tasks.get(parentId)
   const visible = parent !== undefined && parent.workloadId === actor.workload.id
-  deps.stores.audit.insert({ at: deps.clock.now(), action: 'task.delegate', decision: 'deny', reason: e.detail, error: e.code, userSub: visible ? ownerSub(deps, parent) : null, workloadId: actor.workload.id, taskId: visible ? parent.id : null, ...e.decidedBy })
+  await deps.stores.audit.insert({ at: deps.clock.now(), action: 'task.delegate', decision: 'deny', reason: e.detail, error: e.code, userSub: visible ? ownerSub(deps, parent) : null, workloadId: actor.workload.id, taskId: visible ? parent.id : null, ...e.decidedBy })
 }
 
 /** One link of a delegation chain, the task the user opened last. */
@@ -199,12 +199,12 @@ export interface ChainLink {
  * (an ancestor ended or expired), `invalid_scope` / `invalid_authorization_details` (an ancestor
  * was narrowed), or the policy's refusal.
  */
-export function checkDelegationChain(deps: ChainDeps, task: TaskRow, uri: string, scopes: string[], tools: string[] | undefined, request: RequestFacts): TaskRow[] {
+export async function checkDelegationChain(deps: Omit<ChainDeps, 'stores'> & { stores: Pick<TxStores, 'tasks'> }, task: TaskRow, uri: string, scopes: string[], tools: string[] | undefined, request: RequestFacts): Promise<TaskRow[]> {
   const chain: TaskRow[] = []
   let below = task
   const now = deps.clock.now()
   while (below.parentTaskId !== null && chain.length <= deps.config.tasks.maxDepth) {
-    const above = deps.stores.tasks.get(below.parentTaskId)
+    const above = await deps.stores.tasks.get(below.parentTaskId)
     const state = above ? taskState(above, now) : 'revoked'
     if (!above || state !== 'active') throw new OAuthError('invalid_grant', 400, 'task is not active for this caller', `parent task ${below.parentTaskId} is ${state}`)
     const ceiling = parentCeiling(deps, above, uri)

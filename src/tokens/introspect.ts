@@ -20,7 +20,7 @@ export async function introspectToken(
   const claims = await deps.ownTokens.verify(token)
   if (!claims) return INACTIVE
   const now = deps.clock.now()
-  const row = deps.stores.tokens.get(claims.jti)
+  const row = await deps.stores.tokens.get(claims.jti)
   if (!row || row.status !== 'active' || row.exp <= now || claims.aud !== caller.uri) return INACTIVE
   return {
     active: true,

@@ -16,18 +16,18 @@ export async function revokeToken(
 ): Promise<void> {
   const claims = await deps.ownTokens.verify(token)
   if (!claims) return
-  const row = deps.stores.tokens.get(claims.jti)
+  const row = await deps.stores.tokens.get(claims.jti)
   if (!row) return
   const who = client.kind === 'workload' ? `workload:${client.workload.id}` : `resource:${client.resource.uri}`
   const entitled = client.kind === 'workload' ? row.workloadId === client.workload.id : row.aud === client.resource.uri
   const now = deps.clock.now()
   if (!entitled) {
-    deps.stores.audit.insert({ at: now, action: 'token.revoke', decision: 'deny', reason: `${who} is not entitled to revoke this token`, taskId: row.taskId, jti: row.jti, workloadId: row.workloadId, userSub: row.sub })
+    await deps.stores.audit.insert({ at: now, action: 'token.revoke', decision: 'deny', reason: `${who} is not entitled to revoke this token`, taskId: row.taskId, jti: row.jti, workloadId: row.workloadId, userSub: row.sub })
     return
   }
-  deps.stores.durably(() => {
-    if (!deps.stores.tokens.revoke(row.jti, now)) return
-    deps.stores.revocations.insert(tokenRevokedEvent(deps.stores, row, now))
-    deps.stores.audit.insert({ at: now, action: 'token.revoke', decision: 'allow', reason: `revoked by ${who}`, taskId: row.taskId, jti: row.jti, workloadId: row.workloadId, userSub: row.sub })
+  await deps.stores.durably(async (tx) => {
+    if (!await tx.tokens.revoke(row.jti, now)) return
+    await tx.revocations.insert(await tokenRevokedEvent(tx, row, now))
+    await tx.audit.insert({ at: now, action: 'token.revoke', decision: 'allow', reason: `revoked by ${who}`, taskId: row.taskId, jti: row.jti, workloadId: row.workloadId, userSub: row.sub })
   })
 }

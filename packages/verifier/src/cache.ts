@@ -5,4 +5,4 @@
  * live entry, RFC 9449 §11.1 and RFC 7523 §3).
  */
 export { TtlCache } from './ttl-cache.js'
-export { createReplayCache, type ReplayCache } from './replay-cache.js'
+export { createReplayCache, type MemoryReplayCache, type ReplayCache, type ReplayVerdict } from './replay-cache.js'

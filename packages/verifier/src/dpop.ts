@@ -160,7 +160,7 @@ export async function verifyDpopProof(header: string | readonly string[] | undef
   // Replay: one acceptance per (key, htu, jti) within the window; hashed to bound memory.
   const replayKey = createHash('sha256').update(`${jkt}\0${expected}\0${jti}`).digest('base64url')
   // Remembered one second past the last second the iat check still accepts it (now = iat + window).
-  const seen = check.replay.use(replayKey, iat + check.iatWindow + 1, check.now, jkt)
+  const seen = await check.replay.use(replayKey, iat + check.iatWindow + 1, check.now, jkt)
   if (seen === 'full') throw new DpopError('invalid_dpop_proof', 'too many DPoP proofs in flight, retry shortly')
   if (seen === 'replayed') throw new DpopError('invalid_dpop_proof', 'the DPoP proof has been used before')
   return { jkt, jwk, jti, iat }

@@ -6,13 +6,24 @@
  * resource server, where many clients share one cache): with `maxPerGroup`, one group can fill
  * only its own share, so a client sending proofs as fast as it can never locks the others out.
  */
+export type ReplayVerdict = 'fresh' | 'replayed' | 'full'
+
 export interface ReplayCache {
-  /** Records `key` until `until` (epoch seconds): `fresh` the first time, `replayed` after, `full` when no room. */
-  use(key: string, until: number, now: number, group?: string): 'fresh' | 'replayed' | 'full'
+  /**
+   * Records `key` until `until` (epoch seconds): `fresh` the first time, `replayed` after, `full`
+   * when no room. A cache shared through a database (several broker processes) answers through a
+   * promise; this in-memory one answers at once.
+   */
+  use(key: string, until: number, now: number, group?: string): ReplayVerdict | Promise<ReplayVerdict>
   readonly size: number
 }
 
-export function createReplayCache(maxEntries: number, maxPerGroup = Infinity): ReplayCache {
+/** The in-memory {@link ReplayCache}: it answers at once. */
+export interface MemoryReplayCache extends ReplayCache {
+  use(key: string, until: number, now: number, group?: string): ReplayVerdict
+}
+
+export function createReplayCache(maxEntries: number, maxPerGroup = Infinity): MemoryReplayCache {
   // Insertion order ≈ expiry order (every entry lives at most a bounded time), so sweeping from
   // the oldest end finds the expired ones first.
   const seen = new Map<string, { until: number; group: string }>()
