@@ -67,7 +67,7 @@ describe('attack: files on the broker host', () => {
       assert.deepEqual(await snapshot(b), before)
       // Nor through a replacement of an object the API created.
       assert.equal((await api(b, 'POST', '/admin/workload-issuers', { kind: 'oidc', issuer: 'https://wi3.example', jwks: { keys: [] } })).status, 201)
-      const created = snapshot(b)
+      const created = await snapshot(b)
       const replaced = await api(b, 'PUT', `/admin/workload-issuers/${encodeURIComponent('https://wi3.example')}`, { kind: 'oidc', issuer: 'https://wi3.example', jwksFile: keysFile })
       assert.equal(replaced.status, 400)
       assert.match((replaced.json.problems as string[])[0]!, /^jwksFile: /)
@@ -363,9 +363,9 @@ describe('attack: two changes at once', () => {
       const DOCS = 'https://docs.race.example/mcp'
       // The CLI's change commits after the server looked for the key and before its own write.
       const durably = server.deps.stores.durably
-      server.deps.stores.durably = (fn) => {
+      server.deps.stores.durably = async (fn) => {
         server.deps.stores.durably = durably
-        void createObject(cli.deps, 'resources', { uri: DOCS, scopes: ['docs:read'] }, 'admin:cli')
+        await createObject(cli.deps, 'resources', { uri: DOCS, scopes: ['docs:read'] }, 'admin:cli')
         return durably(fn)
       }
       await assert.rejects(createObject(server.deps, 'resources', { uri: DOCS, scopes: ['docs:write'] }, 'admin:key0'), (e: unknown) => e instanceof OAuthError && e.status === 409 && e.code === 'conflict')
@@ -382,7 +382,7 @@ describe('attack: two changes at once', () => {
         await replaceObject(cli.deps, 'resources', DOCS, { uri: DOCS, scopes: ['docs:read', 'docs:list'] }, 'admin:cli')
         return durably(fn)
       }
-      assert.throws(() => replaceObject(server.deps, 'resources', DOCS, { uri: DOCS, scopes: ['docs:write'] }, 'admin:key0'), (e: unknown) => e instanceof OAuthError && e.status === 409 && e.code === 'conflict')
+      await assert.rejects(replaceObject(server.deps, 'resources', DOCS, { uri: DOCS, scopes: ['docs:write'] }, 'admin:key0'), (e: unknown) => e instanceof OAuthError && e.status === 409 && e.code === 'conflict')
       assert.deepEqual((JSON.parse((await server.deps.stores.catalog.get('resources', DOCS))!.body!) as { scopes: string[] }).scopes, ['docs:read', 'docs:list'])
     } finally {
       cli.close()
@@ -440,7 +440,7 @@ describe('attack: changes that change nothing', () => {
       assert.match(String(res.json.error_description), /enabled: false/)
       assert.deepEqual(await snapshot(b), before)
       assert.equal((await api(b, 'POST', '/admin/workloads', { id: 'agent-dormant', attestation: { issuer: 'spiffe://test.example', subject: 'spiffe://test.example/agent/dormant' }, enabled: false })).status, 201)
-      const created = snapshot(b)
+      const created = await snapshot(b)
       const again = await api(b, 'POST', '/admin/workloads/agent-dormant/enable')
       assert.equal(again.status, 409)
       assert.equal(again.json.error, 'conflict')
@@ -518,12 +518,12 @@ describe('attack: what a switch-off ends, and what it leaves', () => {
       assert.equal((await childExchange(b, children[0]!.task_id, { scope: 'notes:read' })).status, 200)
       const off = await api(b, 'POST', '/admin/workloads/agent-b/disable')
       assert.equal(off.json.tasks_revoked, 2)
-      assert.deepEqual([parent, ...children].map(async (t) => (await b.deps.stores.tasks.get(t.task_id))!.status), ['active', 'revoked', 'revoked'])
+      assert.deepEqual(await Promise.all([parent, ...children].map(async (t) => (await b.deps.stores.tasks.get(t.task_id))!.status)), ['active', 'revoked', 'revoked'])
       assert.equal((await api(b, 'POST', '/admin/workloads/agent-b/enable')).status, 200)
       const again = await openedSubtask(b, parent.task_id)
       const offA = await api(b, 'POST', '/admin/workloads/agent-a/disable')
       assert.equal(offA.json.tasks_revoked, 2)
-      assert.deepEqual([parent, again].map(async (t) => (await b.deps.stores.tasks.get(t.task_id))!.status), ['revoked', 'revoked'])
+      assert.deepEqual(await Promise.all([parent, again].map(async (t) => (await b.deps.stores.tasks.get(t.task_id))!.status)), ['revoked', 'revoked'])
       assert.equal(activeTokens(b), 0)
     }))
 

@@ -140,7 +140,7 @@ describe('catalog: workloads', () => {
     let kek: string
     try {
       kek = first.deps.config.keys.kek!
-      const before = snapshot(first)
+      const before = await snapshot(first)
       for (const [method, path, body] of [
         ['PUT', '/admin/workloads/agent-b', { id: 'agent-b', attestation: { issuer: `spiffe://${TRUST_DOMAIN}`, subject: spiffeId('b') } }],
         ['DELETE', '/admin/workloads/agent-b', undefined],
@@ -384,8 +384,8 @@ describe('catalog: review findings', () => {
         return row
       }
       const byB = () => (b.deps.database.sqlite.prepare("select count(*) as n from audit_events where reason like '% by admin:b'").get() as { n: number }).n
-      assert.throws(() => setEnabled(b.deps, 'workloads', 'agent-new', false, 'admin:b'), (e: Error & { status?: number }) => e.status === 404)
-      assert.throws(() => deleteObject(b.deps, 'workloads', 'agent-new', 'admin:b'), (e: Error & { status?: number }) => e.status === 404)
+      await assert.rejects(setEnabled(b.deps, 'workloads', 'agent-new', false, 'admin:b'), (e: Error & { status?: number }) => e.status === 404)
+      await assert.rejects(deleteObject(b.deps, 'workloads', 'agent-new', 'admin:b'), (e: Error & { status?: number }) => e.status === 404)
       assert.equal(byB(), 0, 'nothing audited for b: nothing changed')
       assert.equal((b.deps.database.sqlite.prepare("select count(*) as n from audit_events where action = 'catalog.delete'").get() as { n: number }).n, 1)
     } finally {

@@ -441,8 +441,8 @@ describe('revocation feed: fan-out', () => {
     let notify: (() => void) | undefined
     const fake = {
       revocations: {
-        head: () => rows.length,
-        listAll: (after: number, limit: number) => (reads++, rows.filter((r) => r.id > after).slice(0, limit).map((r) => ({ ...r, at: 1, kind: 'token_revoked', taskId: null, jti: `j${r.id}`, sid: null, sub: null, subjectIssuer: null, kid: null, relevantUntil: 9 }))),
+        head: async () => rows.length,
+        listAll: async (after: number, limit: number) => (reads++, rows.filter((r) => r.id > after).slice(0, limit).map((r) => ({ ...r, at: 1, kind: 'token_revoked', taskId: null, jti: `j${r.id}`, sid: null, sub: null, subjectIssuer: null, kid: null, relevantUntil: 9 }))),
         subscribe: (l: () => void) => ((notify = l), () => (notify = undefined)),
       },
     } as unknown as Parameters<typeof createFeedHub>[0]

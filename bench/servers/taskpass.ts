@@ -88,7 +88,13 @@ let prunes: PruneStats = { runs: 0, tokens: 0, rows: 0, totalMs: 0, maxMs: 0 }
 const timer = setInterval(async () => {
   deps.keys.reload().catch((e: unknown) => logger.error('key reload failed', { error: String(e) }))
   const t = performance.now()
-  const deleted = await pruneStore(deps.stores, config, systemClock.now())
+  let deleted: Awaited<ReturnType<typeof pruneStore>>
+  try {
+    deleted = await pruneStore(deps.stores, config, systemClock.now())
+  } catch (e) {
+    logger.error('pruning failed', { error: String(e) })
+    return
+  }
   const ms = performance.now() - t
   prunes = { runs: prunes.runs + 1, tokens: prunes.tokens + deleted.tokens, rows: prunes.rows + Object.values(deleted).reduce((a, b) => a + b, 0), totalMs: prunes.totalMs + ms, maxMs: Math.max(prunes.maxMs, ms) }
 }, c.pruneIntervalMs ?? MAIN_PRUNE_INTERVAL_MS)

@@ -112,8 +112,8 @@ async function main(argv: string[]): Promise<number> {
   const deps = await createBroker({ config: runtime.config, clock: systemClock, logger: silentLogger, kek: runtime.kek })
   if (cmd === 'policy') {
     try {
-      const code = policyCommand(deps, sub, arg)
-      return await code === 64 ? usage() : code
+      const code = await policyCommand(deps, sub, arg)
+      return code === 64 ? usage() : code
     } finally {
       deps.database.close()
     }

@@ -88,11 +88,11 @@ export function adminRoutes(deps: Deps) {
     })
     .post('/admin/tasks/:id/approve', operator, (c) => adminDecide(deps, c, 'approve'))
     .post('/admin/tasks/:id/deny', operator, (c) => adminDecide(deps, c, 'deny'))
-    .post('/admin/tasks/:id/revoke', operator, (c) => c.json(endTask(deps, c.req.param('id'), 'revoked', { kind: 'admin', id: c.get('adminId') })))
+    .post('/admin/tasks/:id/revoke', operator, async (c) => c.json(await endTask(deps, c.req.param('id'), 'revoked', { kind: 'admin', id: c.get('adminId') })))
     .post('/admin/sessions/revoke', operator, async (c) => {
       const parsed = SESSION_REVOCATION.safeParse(await parseJson(c))
       if (!parsed.success) throw invalidRequest('body must be {"issuer": <subject issuer>, "sid": <session id>}')
-      return c.json(revokeSession(deps, parsed.data.issuer, parsed.data.sid, `admin:${c.get('adminId')}`))
+      return c.json(await revokeSession(deps, parsed.data.issuer, parsed.data.sid, `admin:${c.get('adminId')}`))
     })
     .post('/admin/keys/rotate', admin, async (c) => {
       const force = c.req.query('force')

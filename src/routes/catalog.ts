@@ -20,11 +20,11 @@ const by = (c: Context<AdminEnv>) => `admin:${c.get('adminId')}`
 export function catalogRoutes(deps: Deps) {
   const admin = requireRole(deps, 'admin')
   return new Hono<AdminEnv>()
-    .get(`/admin/${KIND}`, (c) => c.json({ items: listEntries(deps, kindOf(c)) }))
+    .get(`/admin/${KIND}`, async (c) => c.json({ items: await listEntries(deps, kindOf(c)) }))
     .post(`/admin/${KIND}`, admin, async (c) => c.json(await createObject(deps, kindOf(c), await parseJson(c), by(c)), 201))
-    .get(`/admin/${KIND}/:key`, (c) => c.json(getEntry(deps, kindOf(c), keyOf(c))))
-    .put(`/admin/${KIND}/:key`, admin, async (c) => c.json(replaceObject(deps, kindOf(c), keyOf(c), await parseJson(c), by(c))))
-    .delete(`/admin/${KIND}/:key`, admin, (c) => c.json(deleteObject(deps, kindOf(c), keyOf(c), by(c))))
-    .post(`/admin/${KIND}/:key/disable`, admin, (c) => c.json(setEnabled(deps, kindOf(c), keyOf(c), false, by(c))))
-    .post(`/admin/${KIND}/:key/enable`, admin, (c) => c.json(setEnabled(deps, kindOf(c), keyOf(c), true, by(c))))
+    .get(`/admin/${KIND}/:key`, async (c) => c.json(await getEntry(deps, kindOf(c), keyOf(c))))
+    .put(`/admin/${KIND}/:key`, admin, async (c) => c.json(await replaceObject(deps, kindOf(c), keyOf(c), await parseJson(c), by(c))))
+    .delete(`/admin/${KIND}/:key`, admin, async (c) => c.json(await deleteObject(deps, kindOf(c), keyOf(c), by(c))))
+    .post(`/admin/${KIND}/:key/disable`, admin, async (c) => c.json(await setEnabled(deps, kindOf(c), keyOf(c), false, by(c))))
+    .post(`/admin/${KIND}/:key/enable`, admin, async (c) => c.json(await setEnabled(deps, kindOf(c), keyOf(c), true, by(c))))
 }

@@ -68,13 +68,13 @@ export function policyRoutes(deps: Deps) {
   // Reading the set and the dry run are an auditor's; loading policies is an admin's.
   const admin = requireRole(deps, 'admin')
   return new Hono<AdminEnv>()
-    .get('/admin/policies', (c) => c.json(viewPolicySet(deps)))
+    .get('/admin/policies', async (c) => c.json(await viewPolicySet(deps)))
     .put('/admin/policies', admin, async (c) => {
       const parsed = z.strictObject({ policies: z.string() }).safeParse(await parseJson(c))
       if (!parsed.success) throw invalidRequest('body must be {"policies": <Cedar policy text; "" clears the admin policies>}')
-      return c.json(loadAdminPolicies(deps, parsed.data.policies, by(c.get('adminId'))))
+      return c.json(await loadAdminPolicies(deps, parsed.data.policies, by(c.get('adminId'))))
     })
-    .post('/admin/policies/reload', admin, (c) => c.json(reloadPolicies(deps, by(c.get('adminId')))))
+    .post('/admin/policies/reload', admin, async (c) => c.json(await reloadPolicies(deps, by(c.get('adminId')))))
     .post('/admin/policy/evaluate', async (c) => {
       const parsed = evaluateBody.safeParse(await parseJson(c))
       if (!parsed.success) throw invalidRequest(describeZodError(parsed.error))

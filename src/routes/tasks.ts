@@ -122,10 +122,10 @@ export function taskRoutes(deps: Deps) {
     .post('/tasks/:id/complete', async (c) => {
       const workload = await workloadCaller(deps, c)
       if (!workload) throw invalidToken('completing a task needs the workload attestation (Actor-Token)')
-      return c.json(endTask(deps, c.req.param('id'), 'completed', workload))
+      return c.json(await endTask(deps, c.req.param('id'), 'completed', workload))
     })
     .post('/tasks/:id/revoke', async (c) => {
-      return c.json(endTask(deps, c.req.param('id'), 'revoked', await eitherCaller(deps, c)))
+      return c.json(await endTask(deps, c.req.param('id'), 'revoked', await eitherCaller(deps, c)))
     })
     .post('/tasks/:id/subtasks', async (c) => {
       // The parent's workload delegates: its attestation is the only credential in the request.
@@ -167,5 +167,5 @@ export async function decideAs(deps: Deps, c: Context, how: ApprovalDecision, ca
     await auditDecisionRefused(deps, how, id, caller, e)
     throw e
   }
-  return c.json(how === 'approve' ? approveTask(deps, id, caller, body.reason) : denyTask(deps, id, caller, body.reason))
+  return c.json(await (how === 'approve' ? approveTask(deps, id, caller, body.reason) : denyTask(deps, id, caller, body.reason)))
 }
