@@ -324,7 +324,7 @@ export async function mintTaskToken(deps: MintDeps, q: TaskTokenRequest, task: T
     ...(proof ? { cnf: { jkt: proof.jkt } } : {}),
     ...(authorizationDetails ? { authorization_details: authorizationDetails } : {}),
   }
-  // Sign outside the (synchronous) transaction; then one write of task (if implicit), token and audit
+  // Sign outside the transaction (which holds the write lock); then one write of task (if implicit), token and audit
   // row, group-committed with the other exchanges of this event-loop turn before we answer.
   const { token: accessToken, kid } = await signTaskToken(deps.keys, claims)
   await deps.stores.batched(async (tx) => {

@@ -300,7 +300,7 @@ export function insertStandby(o: KeyStoreOptions, fresh: GeneratedKey): void {
  * a first still promotes a key verifiers have had a full cache lifetime to see.
  */
 export async function rotateKeys(o: KeyStoreOptions, opts: { force?: boolean } = {}): Promise<KeyRotation> {
-  const fresh = await generateKey(o.alg, o.kek) // generate (async) outside the synchronous transaction
+  const fresh = await generateKey(o.alg, o.kek) // before the transaction, which holds the write lock
   const now = o.clock.now()
   return o.database.durably(async () => {
     const rows = signingRows(o)

@@ -47,7 +47,7 @@ export type KeyRevocation = {
  */
 export async function revokeKey(deps: KeyRevocationDeps, kid: string, by: string): Promise<KeyRevocation> {
   const o = deps.keyStore
-  const fresh = await generateKey(o.alg, o.kek) // async, outside the synchronous transaction; unused for a retired key
+  const fresh = await generateKey(o.alg, o.kek) // before the transaction, which holds the write lock; unused for a retired key
   const now = o.clock.now()
   // The key table is the store's own connection's (deps.stores is opened on o.database).
   return deps.stores.durably(async (tx) => {
