@@ -142,6 +142,57 @@ for (const backend of backends) {
       assert.deepEqual((await stores.tasks.openWorkloadIds()).sort(), ['spiffe://test.example/agent'])
     }))
 
+    it('tasks: sub-tasks, sessions, counters and pruning', withStores(async ({ stores }) => {
+      await stores.tasks.insert(task('root', { createdAt: T0 }))
+      await stores.tasks.insert(task('child', { createdAt: T0 + 1, parentTaskId: 'root', rootTaskId: 'root', depth: 1, sid: null }))
+      await stores.tasks.insert(task('done', { createdAt: T0 + 2, parentTaskId: 'root', rootTaskId: 'root', depth: 1, status: 'completed', expiresAt: T0 + 5 }))
+      assert.deepEqual((await stores.tasks.listOpenChildren('root')).map((t) => t.id), ['child'])
+      assert.equal(await stores.tasks.countOpenInTree('root'), 1)
+      assert.deepEqual((await stores.tasks.listOpenBySession('https://idp.example', 's1')).map((t) => t.id), ['root'])
+      assert.deepEqual((await stores.tasks.listByUser('https://idp.example', 'alice', 2)).map((t) => t.id), ['done', 'child'])
+      assert.deepEqual((await stores.tasks.openRefs()).map((r) => r.id).sort(), ['child', 'root'])
+      await stores.tasks.refreshSession('root', T0, T0 + 100)
+      await stores.tasks.refreshSession('root', T0 - 5, T0 + 50) // older: ignored
+      const refreshed = await stores.tasks.get('root')
+      assert.deepEqual([refreshed?.sessionStartedAt, refreshed?.sessionExpiresAt], [T0, T0 + 100])
+      await stores.tasks.countToken('root')
+      assert.equal((await stores.tasks.get('root'))?.tokensMinted, 1)
+      assert.equal(await stores.tasks.pruneExpiredBefore(T0 + 6), 1)
+      assert.equal(await stores.tasks.get('done'), undefined)
+    }))
+
+    it('authorization codes and refresh tokens: used once', withStores(async ({ stores, another }) => {
+      const other = another ? await another() : stores
+      await stores.authorizationCodes.insert({
+        codeHash: 'h1', taskId: 't1', clientId: 'https://client.example/cimd', redirectUri: 'https://client.example/cb', codeChallenge: 'c', resource: NOTES,
+        scope: 'notes:read', tools: null, dpopJkt: null, refresh: true, createdAt: T0, expiresAt: T0 + 60, usedAt: null,
+      })
+      assert.equal((await stores.authorizationCodes.get('h1'))?.refresh, true)
+      assert.equal(await stores.authorizationCodes.countOfTask('t1'), 1)
+      assert.deepEqual((await Promise.all([stores.authorizationCodes.use('h1', T0 + 1), other.authorizationCodes.use('h1', T0 + 1)])).sort(), [false, true])
+      assert.equal((await stores.authorizationCodes.get('h1'))?.usedAt, T0 + 1)
+      assert.equal(await stores.authorizationCodes.pruneExpired(T0 + 61), 1)
+      await stores.refreshTokens.insert({ tokenHash: 'r1', taskId: 't1', clientId: 'c', resource: NOTES, scope: 's', tools: '["a"]', dpopJkt: 'j', createdAt: T0, expiresAt: T0 + 60, usedAt: null })
+      assert.equal((await stores.refreshTokens.get('r1'))?.tools, '["a"]')
+      assert.deepEqual((await Promise.all([stores.refreshTokens.use('r1', T0 + 1), other.refreshTokens.use('r1', T0 + 1)])).sort(), [false, true])
+      assert.equal(await stores.refreshTokens.pruneExpired(T0 + 61), 1)
+      assert.equal(await stores.refreshTokens.get('r1'), undefined)
+    }))
+
+    it('tokens: audiences, tokens without a kid, pruning; policy sets: the newest', withStores(async ({ stores }) => {
+      await stores.tasks.insert(task('t1'))
+      await stores.tokens.insert(token('j1', 't1', T0 + 100))
+      await stores.tokens.insert({ ...token('j2', 't1', T0 + 200), kid: null, aud: 'https://other.example/mcp' })
+      await stores.tokens.insert({ ...token('j3', 't1', T0 - 1), kid: null })
+      assert.deepEqual((await stores.tokens.audiencesOfTask('t1')).sort(), [NOTES, 'https://other.example/mcp'])
+      assert.deepEqual((await stores.tokens.revokeWithoutKid(T0)).map((t) => [t.jti, t.status, t.revokedAt]), [['j2', 'revoked', T0]])
+      assert.equal(await stores.tokens.pruneExpired(T0), 1)
+      assert.equal(await stores.policySets.latest(), undefined)
+      await stores.policySets.insert({ version: 'v1', text: '', loadedAt: T0, loadedBy: 'admin:a' })
+      await stores.policySets.insert({ version: 'v2', text: 'permit(principal, action, resource);', loadedAt: T0 + 1, loadedBy: 'admin:a' })
+      assert.equal((await stores.policySets.latest())?.version, 'v2')
+    }))
+
     it('tokens: insert counts on the task; revokeByTask revokes the active ones; maxExpOfTask', withStores(async ({ stores }) => {
       await stores.tasks.insert(task('t1'))
       assert.equal(await stores.tokens.maxExpOfTask('t1'), undefined)
