@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import { OAuthError } from '../src/errors.js'
 import { openDatabase } from '../src/store/db.js'
 import { openPgDatabase } from '../src/store/pg/db.js'
 import { createPgStores } from '../src/store/pg/stores.js'
@@ -209,6 +210,34 @@ for (const backend of backends) {
       assert.equal((await stores.tokens.get('j2'))?.revokedAt, T0 + 2)
       await stores.tokens.insert(token('k1', 't1', T0 + 50))
       assert.deepEqual(await stores.tokens.revokeByKid('k1', T0), { revoked: 1, lastExp: T0 + 50 })
+    }))
+
+    it('tokens: a task ended by another writer while a token was being written ends with no active token', withStores(async ({ stores, another }) => {
+      const other = another ? await another() : stores
+      await stores.tasks.insert(task('t1'))
+      const end = () => other.durably(async (tx) => {
+        await tx.tasks.end('t1', 'revoked', T0 + 1, 'admin')
+        await tx.tokens.revokeByTask('t1', T0 + 1)
+      })
+      let ending: Promise<void> | undefined
+      const exchange = stores.batched(async (tx) => {
+        assert.equal((await tx.tasks.get('t1'))?.status, 'active') // the exchange's re-check
+        ending = end()
+        // PostgreSQL: the end commits meanwhile (it waits for no lock of ours). SQLite: it waits for our commit.
+        if (another) await ending
+        await tx.tokens.insert(token('j1', 't1', T0 + 100))
+      })
+      const outcome = await exchange.then(() => 'committed', (e: unknown) => e)
+      await ending
+      assert.equal((await stores.tasks.get('t1'))?.status, 'revoked')
+      const written = await stores.tokens.get('j1')
+      if (outcome === 'committed') assert.equal(written?.status, 'revoked')
+      else {
+        assert.ok(outcome instanceof OAuthError, String(outcome))
+        assert.deepEqual([outcome.code, outcome.status, outcome.description], ['invalid_grant', 400, 'task is revoked'])
+        assert.equal(written, undefined)
+        assert.equal((await stores.tasks.get('t1'))?.tokensMinted, 0)
+      }
     }))
 
     it('audit: appends chain, also when appended from two instances at once, and verify says ok after a prune', withStores(async ({ stores, another }) => {

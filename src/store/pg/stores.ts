@@ -3,6 +3,7 @@ import { and, asc, desc, eq, gt, gte, inArray, isNull, lt, lte, not, or, sql, ty
 import type { NodePgQueryResultHKT } from 'drizzle-orm/node-postgres'
 import type { PgDatabase as DrizzlePgDatabase } from 'drizzle-orm/pg-core'
 import pg from 'pg'
+import { invalidGrant } from '../../errors.js'
 import { auditHash, verifyChainAsync } from '../audit-chain.js'
 import { AUDIT_FIELD_LIMITS, type AuditRow, type Stores, type TxStores } from '../stores.js'
 import type { PgDatabase } from './db.js'
@@ -151,10 +152,23 @@ export function createPgStores(database: PgDatabase): Stores {
       },
       tokens: {
         get: async (jti) => (await q.select().from(tokens).where(eq(tokens.jti, jti)))[0],
+        // The exchange re-reads its task inside the write, but under READ COMMITTED a task ended by
+        // another instance after that read would still get an active token (SQLite's one writer
+        // rules that out). So the count is a conditional update: it waits for a concurrent end's
+        // row lock and re-checks the status the end committed; an ended task refuses the token and
+        // the write rolls back. (An end that locks the row after us waits, then revokes the token.)
         insert: (row) =>
           atomically(async (t) => {
             await t.insert(tokens).values(row)
-            await t.update(tasks).set({ tokensMinted: sql`${tasks.tokensMinted} + 1` }).where(eq(tasks.id, row.taskId))
+            const counted = await t
+              .update(tasks)
+              .set({ tokensMinted: sql`${tasks.tokensMinted} + 1` })
+              .where(and(eq(tasks.id, row.taskId), eq(tasks.status, 'active')))
+              .returning({ id: tasks.id })
+            if (counted.length === 0) {
+              const [ended] = await t.select({ status: tasks.status }).from(tasks).where(eq(tasks.id, row.taskId))
+              if (ended) throw invalidGrant(`task is ${ended.status}`, `task ${row.taskId} became ${ended.status} during the exchange`)
+            }
           }),
         revoke: async (jti, at) => (await changed(q.update(tokens).set({ status: 'revoked', revokedAt: at }).where(and(eq(tokens.jti, jti), eq(tokens.status, 'active'))))) === 1,
         revokeByTask: (taskId, at) => changed(q.update(tokens).set({ status: 'revoked', revokedAt: at }).where(and(eq(tokens.taskId, taskId), eq(tokens.status, 'active')))),
