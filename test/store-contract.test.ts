@@ -194,6 +194,27 @@ for (const backend of backends) {
       assert.equal((await stores.policySets.latest())?.version, 'v2')
     }))
 
+    it('tasks: a task two instances open at once under one id is told to the second as a retry (503), not a crash', { skip: backend.name === 'SQLite' && 'SQLite has one writer: the second opening waits, then its re-check finds the task' }, withStores(async ({ stores, another }) => {
+      const other = await another!()
+      let checked!: () => void
+      const bChecked = new Promise<void>((resolve) => (checked = resolve))
+      const aCommitted = stores.transaction(async (tx) => {
+        assert.equal(await tx.tasks.get('t1'), undefined)
+        await tx.tasks.insert(task('t1'))
+        await bChecked
+      })
+      const second = other.transaction(async (tx) => {
+        assert.equal(await tx.tasks.get('t1'), undefined) // the first is not committed yet
+        checked()
+        await aCommitted
+        await tx.tasks.insert(task('t1', { purpose: 'second' }))
+      })
+      const e = await second.then(() => undefined, (err: unknown) => err)
+      assert.ok(e instanceof OAuthError, String(e))
+      assert.deepEqual([e.code, e.status], ['temporarily_unavailable', 503])
+      assert.equal((await stores.tasks.get('t1'))?.purpose, 'p')
+    }))
+
     it('tokens: insert counts on the task; revokeByTask revokes the active ones; maxExpOfTask', withStores(async ({ stores }) => {
       await stores.tasks.insert(task('t1'))
       assert.equal(await stores.tokens.maxExpOfTask('t1'), undefined)

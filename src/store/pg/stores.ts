@@ -3,7 +3,7 @@ import { and, asc, desc, eq, gt, gte, inArray, isNull, lt, lte, not, or, sql, ty
 import type { NodePgQueryResultHKT } from 'drizzle-orm/node-postgres'
 import type { PgDatabase as DrizzlePgDatabase } from 'drizzle-orm/pg-core'
 import pg from 'pg'
-import { invalidGrant } from '../../errors.js'
+import { invalidGrant, temporarilyUnavailable } from '../../errors.js'
 import { auditHash, verifyChainAsync } from '../audit-chain.js'
 import { AUDIT_FIELD_LIMITS, type AuditRow, type Stores, type TxStores } from '../stores.js'
 import type { PgDatabase } from './db.js'
@@ -53,6 +53,12 @@ function boundAuditFields(row: AuditRow): AuditRow {
   return out
 }
 
+/** PostgreSQL's `unique_violation` (SQLSTATE 23505), as node-postgres reports it (drizzle wraps it as the cause). */
+function isUniqueViolation(e: unknown): boolean {
+  for (let c: unknown = e; c; c = (c as { cause?: unknown }).cause) if ((c as { code?: unknown }).code === '23505') return true
+  return false
+}
+
 /** `count(*)`, `max(...)`: PostgreSQL answers `int8` as a string; null stays null. */
 const num = (v: unknown): number | undefined => (v === null || v === undefined ? undefined : Number(v))
 
@@ -92,7 +98,17 @@ export function createPgStores(database: PgDatabase): Stores {
     return {
       tasks: {
         get: async (id) => (await q.select().from(tasks).where(eq(tasks.id, id)))[0],
-        insert: async (row) => void (await q.insert(tasks).values(row)),
+        // A task whose id the grant derives (an ID-JAG's) may be opened by two instances at once:
+        // both re-checks find none (SQLite's one writer rules that out), the second insert meets
+        // the first's key. Told as the exchange tells a concurrent opening: ask again.
+        insert: async (row) => {
+          try {
+            await q.insert(tasks).values(row)
+          } catch (e) {
+            if (isUniqueViolation(e)) throw temporarilyUnavailable(1, `task ${row.id} was opened by a concurrent request`)
+            throw e
+          }
+        },
         end: async (id, status, at, reason) =>
           (await changed(q.update(tasks).set({ status, endedAt: at, endReason: reason }).where(and(eq(tasks.id, id), sql`${tasks.status} in ${open}`)))) === 1,
         // The decision's whole precondition is in the WHERE clause (see the SQLite store).
