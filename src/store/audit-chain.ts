@@ -40,30 +40,54 @@ export interface ChainReport {
  * pruned), reading rows in id order through `page` (batches, so a long log costs bounded memory).
  */
 export function verifyChain(anchor: string | null, page: (afterId: number, limit: number) => AuditEventRow[]): ChainReport {
+  const check = chainCheck(anchor)
+  for (;;) {
+    const batch = page(check.after(), 1000)
+    if (batch.length === 0) return check.report()
+    const bad = check.rows(batch)
+    if (bad) return bad
+  }
+}
+
+/** {@link verifyChain} over a store that answers through promises (PostgreSQL). */
+export async function verifyChainAsync(anchor: string | null, page: (afterId: number, limit: number) => Promise<AuditEventRow[]>): Promise<ChainReport> {
+  const check = chainCheck(anchor)
+  for (;;) {
+    const batch = await page(check.after(), 1000)
+    if (batch.length === 0) return check.report()
+    const bad = check.rows(batch)
+    if (bad) return bad
+  }
+}
+
+/** The chain check's state between batches: `rows` returns the report of the first bad row, if any. */
+function chainCheck(anchor: string | null) {
   let prev: string | null = anchor
   let rows = 0
   let unchained = 0
   let chained = false
   let after = Number.MIN_SAFE_INTEGER
-  for (;;) {
-    const batch = page(after, 1000)
-    if (batch.length === 0) break
-    for (const row of batch) {
-      after = row.id
-      if (row.hash === null) {
-        // Rows from before the chain may only lead it; one inside it is a row inserted behind its back.
-        if (chained || anchor !== null) return { ok: false, rows, unchained, head: prev, first_bad: { id: row.id, problem: 'unchained', detail: 'a row without a hash inside the chain' } }
-        unchained++
-        continue
+  return {
+    after: () => after,
+    report: (): ChainReport => ({ ok: true, rows, unchained, head: prev }),
+    rows(batch: AuditEventRow[]): ChainReport | undefined {
+      for (const row of batch) {
+        after = row.id
+        if (row.hash === null) {
+          // Rows from before the chain may only lead it; one inside it is a row inserted behind its back.
+          if (chained || anchor !== null) return { ok: false, rows, unchained, head: prev, first_bad: { id: row.id, problem: 'unchained', detail: 'a row without a hash inside the chain' } }
+          unchained++
+          continue
+        }
+        if (!chained && anchor === null && unchained > 0) prev = null
+        chained = true
+        rows++
+        if (row.prevHash !== prev) return { ok: false, rows, unchained, head: prev, first_bad: { id: row.id, problem: 'unlinked', detail: 'prev_hash is not the hash of the row before it: a row before it was deleted or changed' } }
+        const expected = auditHash(row.prevHash, row)
+        if (expected !== row.hash) return { ok: false, rows, unchained, head: prev, first_bad: { id: row.id, problem: 'edited', detail: 'its content does not match its hash' } }
+        prev = row.hash
       }
-      if (!chained && anchor === null && unchained > 0) prev = null
-      chained = true
-      rows++
-      if (row.prevHash !== prev) return { ok: false, rows, unchained, head: prev, first_bad: { id: row.id, problem: 'unlinked', detail: 'prev_hash is not the hash of the row before it: a row before it was deleted or changed' } }
-      const expected = auditHash(row.prevHash, row)
-      if (expected !== row.hash) return { ok: false, rows, unchained, head: prev, first_bad: { id: row.id, problem: 'edited', detail: 'its content does not match its hash' } }
-      prev = row.hash
-    }
+      return undefined
+    },
   }
-  return { ok: true, rows, unchained, head: prev }
 }
