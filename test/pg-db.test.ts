@@ -5,7 +5,9 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { readMigrationFiles } from 'drizzle-orm/migrator'
+import { BUSY_TIMEOUT_MS, isDatabaseBusy } from '../src/store/db.js'
 import { openPgDatabase } from '../src/store/pg/db.js'
+import { createPgStores } from '../src/store/pg/stores.js'
 import { freshPgDatabase, skipWithoutPostgres } from './pg-fixtures.js'
 
 describe('openPgDatabase', { skip: skipWithoutPostgres }, () => {
@@ -34,6 +36,32 @@ describe('openPgDatabase', { skip: skipWithoutPostgres }, () => {
         await c.close()
       }
     } finally {
+      await fresh.drop()
+    }
+  })
+
+  it('a lock wait past the busy timeout fails as busy (answered 503, as SQLite\'s busy wait is), and writes nothing', async () => {
+    const fresh = await freshPgDatabase()
+    const database = await openPgDatabase(fresh.url)
+    const holder = await database.pool.connect()
+    try {
+      const stores = createPgStores(database)
+      // Another instance holds the audit chain's append lock and does not let go.
+      await holder.query('begin')
+      await holder.query('select pg_advisory_xact_lock($1)', [0x74706c6f67])
+      const started = Date.now()
+      const error = await stores.audit.insert({ at: 1, action: 'task.open', decision: 'allow', reason: 'waits' }).then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+      const waited = Date.now() - started
+      assert.ok(isDatabaseBusy(error), `not busy: ${String(error)}`)
+      assert.ok(waited >= BUSY_TIMEOUT_MS - 50 && waited < BUSY_TIMEOUT_MS * 5, `waited ${waited} ms`)
+      await holder.query('rollback')
+      assert.deepEqual(await stores.audit.list({ limit: 10 }), [])
+    } finally {
+      holder.release()
+      await database.close()
       await fresh.drop()
     }
   })

@@ -48,10 +48,24 @@ const migrationsFolder = resolve(dirname(fileURLToPath(import.meta.url)), '../..
  */
 export const BUSY_TIMEOUT_MS = 1000
 
-/** Whether `e` is SQLite's "database is locked": another process held the write lock past {@link BUSY_TIMEOUT_MS}. */
+/**
+ * PostgreSQL's answers that mean "try again" (SQLSTATE): a lock wait past `lock_timeout`
+ * (55P03), a deadlock it broke by aborting this transaction (40P01), a serialisation failure (40001).
+ */
+const PG_RETRYABLE = new Set(['55P03', '40P01', '40001'])
+
+/**
+ * Whether `e` means the database is busy and the request may simply be sent again: SQLite's
+ * "database is locked" (another process held the write lock past {@link BUSY_TIMEOUT_MS}), or
+ * PostgreSQL's lock timeout, deadlock or serialisation failure. Answered 503 + Retry-After.
+ */
 export function isDatabaseBusy(e: unknown): boolean {
-  const code = (e as { code?: unknown } | null)?.code
-  return typeof code === 'string' && code.startsWith('SQLITE_BUSY')
+  // drizzle wraps a driver's error (DrizzleQueryError) with the driver's as its cause.
+  for (let err = e, depth = 0; err !== null && typeof err === 'object' && depth < 4; err = (err as { cause?: unknown }).cause, depth++) {
+    const code = (err as { code?: unknown }).code
+    if (typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || PG_RETRYABLE.has(code))) return true
+  }
+  return false
 }
 
 /**

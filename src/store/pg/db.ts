@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url'
 import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres'
 import { migrate } from 'drizzle-orm/node-postgres/migrator'
 import pg from 'pg'
+import { BUSY_TIMEOUT_MS } from '../db.js'
 import * as schema from './schema.js'
 
 export type PgDb = NodePgDatabase<typeof schema>
@@ -32,7 +33,9 @@ export const MIGRATION_LOCK = 0x7461736b70617373n
  * {@link MIGRATION_LOCK}, on one connection held for the purpose.
  */
 export async function openPgDatabase(url: string, options: { max?: number } = {}): Promise<PgDatabase> {
-  const pool = new pg.Pool({ connectionString: url, max: options.max ?? 10 })
+  // A lock wait (a row another instance is ending, the append lock) is bounded as SQLite's busy
+  // wait is: past it the statement fails `lock_not_available`, answered 503 + Retry-After.
+  const pool = new pg.Pool({ connectionString: url, max: options.max ?? 10, options: `-c lock_timeout=${BUSY_TIMEOUT_MS}` })
   // An idle connection the server dropped (restart, admin termination) must not crash the process: the pool replaces it.
   pool.on('error', () => {})
   try {
