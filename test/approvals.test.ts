@@ -480,6 +480,26 @@ describe('approvals', () => {
       assert.equal(await waiters.wait('t1', 30_000), 'closed', 'after close, answered at once')
     })
 
+    it('a subscriber whose answer rejects (its read of the task refused) is no unhandled rejection: the process lives on', async () => {
+      const waiters = createApprovalWaiters()
+      const unhandled: unknown[] = []
+      const onUnhandled = (e: unknown) => void unhandled.push(e)
+      process.on('unhandledRejection', onUnhandled)
+      try {
+        waiters.subscribe({ changed: async () => { throw new Error('database is locked') }, closed: () => {} })
+        const heard: string[] = []
+        waiters.subscribe({ changed: (id) => void heard.push(id), closed: () => {} })
+        waiters.notify('t1')
+        await tick()
+        await tick()
+        assert.deepEqual(unhandled, [])
+        assert.deepEqual(heard, ['t1'], 'the others hear of it all the same')
+      } finally {
+        process.off('unhandledRejection', onUnhandled)
+        waiters.close()
+      }
+    })
+
     it('subscribers hear of every notification and of the close; a failing one spoils nothing', async () => {
       const waiters = createApprovalWaiters()
       const heard: string[] = []

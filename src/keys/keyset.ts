@@ -208,6 +208,9 @@ export async function openKeySet(o: KeyStoreOptions): Promise<KeySet> {
 
   /** The cheap check on every use: another connection committed → re-read the key table now. */
   function check(): void {
+    // This process's own transaction is open (between two of its awaits): its rows are not
+    // committed, so they are no state to adopt. The next use looks again.
+    if (o.database.sqlite.inTransaction) return
     const version = dataVersion.get()
     if (version === seenVersion) return
     seenVersion = version

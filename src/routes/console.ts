@@ -225,7 +225,12 @@ export function consoleRoutes(deps: Deps, options: ConsoleOptions = {}) {
           }
           const unsubscribe = deps.approvals.subscribe({
             async changed(taskId) {
-              const row: TaskRow | undefined = await deps.stores.tasks.get(taskId)
+              let row: TaskRow | undefined
+              try {
+                row = await deps.stores.tasks.get(taskId)
+              } catch {
+                return end() // the database refused the read (busy, closing): the page reconnects
+              }
               if (!row) return
               const now = deps.clock.now()
               send(`event: task\ndata: ${JSON.stringify(liveRow(viewTask(row, now), now))}\n\n`)

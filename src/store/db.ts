@@ -138,12 +138,20 @@ export function openDatabase(path: string): Database_ {
         sqlite.exec('COMMIT')
         return value
       } catch (e) {
-        if (sqlite.inTransaction) sqlite.exec('ROLLBACK')
+        try {
+          if (sqlite.inTransaction) sqlite.exec('ROLLBACK')
+        } catch {
+          // SQLite rolled back already (or cannot): the caller hears of what went wrong first
+        }
         throw e
       }
     } finally {
-      if (durable) sqlite.pragma('synchronous = NORMAL')
-      release()
+      // Released whatever happens here: a gate left held would refuse every later statement.
+      try {
+        if (durable) sqlite.pragma('synchronous = NORMAL')
+      } finally {
+        release()
+      }
     }
   }
 

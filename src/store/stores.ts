@@ -567,7 +567,11 @@ export function createStores(database: Database_): Stores {
       subscribe: (listener) => {
         listeners.add(listener)
         if (!headPoll) {
-          announcedHead = readHead()
+          // Through the gate, as every announce: an open transaction's uncommitted event is no head.
+          void database.exclusive(readHead).then(
+            (head) => void (announcedHead = head),
+            () => undefined,
+          )
           headPoll = setInterval(() => void announce(false), HEAD_POLL_MS)
           headPoll.unref()
         }
@@ -632,6 +636,8 @@ export function createStores(database: Database_): Stores {
             database.sqlite.exec('RELEASE batched_job')
             settled.push(() => job.resolve(value))
           } catch (e) {
+            // An error that made SQLite roll the whole transaction back (disk full, I/O) fails the batch with it.
+            if (!database.sqlite.inTransaction) throw e
             database.sqlite.exec('ROLLBACK TO batched_job')
             database.sqlite.exec('RELEASE batched_job')
             settled.push(() => job.reject(e))

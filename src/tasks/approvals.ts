@@ -116,7 +116,8 @@ export async function auditDecisionRefused(deps: Pick<TaskDeps, 'stores' | 'cloc
 
 /** Who hears of task changes through {@link ApprovalWaiters.subscribe}. */
 export interface TaskChangeListener {
-  changed(taskId: string): void
+  /** May answer through a promise (it reads the task): a rejection is the listener's own, like a throw. */
+  changed(taskId: string): void | Promise<void>
   closed(): void
 }
 
@@ -256,10 +257,12 @@ export function createApprovalWaiters(limits: { total: number; perTask: number }
     notify(taskId) {
       wake(taskId)
       for (const l of [...listeners]) {
+        // A listener's failure (a stream gone, its read of the task refused) is its own: the
+        // decision has committed regardless, and must not become an unhandled rejection.
         try {
-          l.changed(taskId)
+          Promise.resolve(l.changed(taskId)).catch(() => undefined)
         } catch {
-          // A listener's failure (a stream gone) is its own: the decision has committed regardless.
+          // thrown synchronously: the same
         }
       }
     },
