@@ -233,6 +233,30 @@ for (const backend of backends) {
       assert.deepEqual(await stores.tokens.revokeByKid('k1', T0), { revoked: 1, lastExp: T0 + 50 })
     }))
 
+    it('tasks: countToken counts within max_tokens only, so two writers racing for the last token cannot both count it', withStores(async ({ stores, another }) => {
+      await stores.tasks.insert(task('bounded', { maxTokens: 2, tokensMinted: 1 }))
+      const other = another ? await another() : stores
+      const counted = await Promise.all([stores.durably((tx) => tx.tasks.countToken('bounded')), other.durably((tx) => tx.tasks.countToken('bounded'))])
+      assert.deepEqual(counted.sort(), [false, true])
+      assert.equal((await stores.tasks.get('bounded'))?.tokensMinted, 2)
+      assert.equal(await stores.tasks.countToken('bounded'), false)
+      await stores.tasks.insert(task('unbounded'))
+      assert.equal(await stores.tasks.countToken('unbounded'), true)
+    }))
+
+    it('tokens: two instances minting a task\'s last token at once: one is refused invalid_grant, the bound holds', { skip: backend.name === 'SQLite' && 'SQLite has one writer: the exchange checks the bound inside the same write' }, withStores(async ({ stores, another }) => {
+      const other = await another!()
+      await stores.tasks.insert(task('last', { maxTokens: 1 }))
+      const outcomes = await Promise.all([
+        stores.batched((tx) => tx.tokens.insert(token('l1', 'last', T0 + 100))).then(() => 'ok', (e: unknown) => e),
+        other.batched((tx) => tx.tokens.insert(token('l2', 'last', T0 + 100))).then(() => 'ok', (e: unknown) => e),
+      ])
+      const refused = outcomes.filter((o) => o !== 'ok')
+      assert.equal(refused.length, 1, JSON.stringify(outcomes))
+      assert.ok(refused[0] instanceof OAuthError && refused[0].code === 'invalid_grant', String(refused[0]))
+      assert.equal((await stores.tasks.get('last'))?.tokensMinted, 1)
+    }))
+
     it('tokens: a task ended by another writer while a token was being written ends with no active token', withStores(async ({ stores, another }) => {
       const other = another ? await another() : stores
       await stores.tasks.insert(task('t1'))

@@ -362,8 +362,8 @@ export async function mintTaskToken(deps: MintDeps, q: TaskTokenRequest, task: T
         // A task's bound holds for its whole tree: each task above counts this token, atomically.
         for (const above of chain) {
           const fresh = await tx.tasks.get(above.id)
-          if (fresh && fresh.maxTokens !== null && fresh.tokensMinted >= fresh.maxTokens) throw invalidGrant('the task has minted all the tokens it may', `task ${above.id} above has minted ${fresh.tokensMinted} of ${fresh.maxTokens} tokens`)
-          await tx.tasks.countToken(above.id)
+          // Counted only within the bound, in one statement: another writer may be counting too.
+          if (!(await tx.tasks.countToken(above.id))) throw invalidGrant('the task has minted all the tokens it may', `task ${above.id} above has minted ${fresh?.tokensMinted} of ${fresh?.maxTokens} tokens`)
         }
       } else if (subject.exp > (current!.sessionExpiresAt ?? 0)) {
         // A fresher session token: the sub-tasks below this task may live on it.

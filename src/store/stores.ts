@@ -83,8 +83,12 @@ export interface StoreMethods {
     countOpenInTree(root: string): number
     /** Records a fresher session token for a task (only when it expires later than the one recorded). */
     refreshSession(id: string, startedAt: number, expiresAt: number): void
-    /** Counts a token a sub-task below this task minted (a task's `max_tokens` bounds its whole tree). */
-    countToken(id: string): void
+    /**
+     * Counts a token a sub-task below this task minted (a task's `max_tokens` bounds its whole
+     * tree), unless the task has minted all it may: then false, and nothing is counted. One
+     * conditional update, so two writers racing for the last token cannot both count it.
+     */
+    countToken(id: string): boolean
     /** Tasks still open (active or pending) that are bound to a session. */
     listOpenBySession(issuer: string, sid: string): TaskRow[]
     /** The distinct workload ids of tasks still open (active or pending), expired or not. */
@@ -272,6 +276,11 @@ export function createStores(database: Database_): Stores {
     .where(and(eq(tasks.parentTaskId, p('id')), sql`${tasks.status} in ('active', 'pending_approval')`))
     .prepare()
   const countMinted = db.update(tasks).set({ tokensMinted: sql`${tasks.tokensMinted} + 1` }).where(eq(tasks.id, p('id'))).prepare()
+  const countWithinBound = db
+    .update(tasks)
+    .set({ tokensMinted: sql`${tasks.tokensMinted} + 1` })
+    .where(and(eq(tasks.id, p('id')), or(isNull(tasks.maxTokens), lt(tasks.tokensMinted, tasks.maxTokens))))
+    .prepare()
   const openBySession = db
     .select()
     .from(tasks)
@@ -484,7 +493,7 @@ export function createStores(database: Database_): Stores {
       listOpenChildren: (id) => openChildren.all({ id }),
       countOpenInTree: (root) => openInTree.get({ root })?.n ?? 0,
       refreshSession: (id, startedAt, expiresAt) => void refreshSession.run({ id, startedAt, expiresAt }),
-      countToken: (id) => void countMinted.run({ id }),
+      countToken: (id) => countWithinBound.run({ id }).changes === 1,
       openWorkloadIds: () => openWorkloads.all().map((r) => r.workloadId),
       openRefs: () => openRefs.all(),
       pruneExpiredBefore: (before) => pruneTasks.run({ before }).changes,

@@ -127,7 +127,8 @@ export function createPgStores(database: PgDatabase): Stores {
             .update(tasks)
             .set({ sessionStartedAt: startedAt, sessionExpiresAt: expiresAt })
             .where(and(eq(tasks.id, id), or(isNull(tasks.sessionExpiresAt), lt(tasks.sessionExpiresAt, expiresAt))))),
-        countToken: async (id) => void (await q.update(tasks).set({ tokensMinted: sql`${tasks.tokensMinted} + 1` }).where(eq(tasks.id, id))),
+        countToken: async (id) =>
+          (await changed(q.update(tasks).set({ tokensMinted: sql`${tasks.tokensMinted} + 1` }).where(and(eq(tasks.id, id), or(isNull(tasks.maxTokens), lt(tasks.tokensMinted, tasks.maxTokens)))))) === 1,
         openWorkloadIds: async () => (await q.selectDistinct({ workloadId: tasks.workloadId }).from(tasks).where(sql`${tasks.status} in ${open}`)).map((r) => r.workloadId),
         openRefs: () =>
           q
@@ -179,11 +180,13 @@ export function createPgStores(database: PgDatabase): Stores {
             const counted = await t
               .update(tasks)
               .set({ tokensMinted: sql`${tasks.tokensMinted} + 1` })
-              .where(and(eq(tasks.id, row.taskId), eq(tasks.status, 'active')))
+              // Within its bound too: two instances minting a task's last token cannot both count it.
+              .where(and(eq(tasks.id, row.taskId), eq(tasks.status, 'active'), or(isNull(tasks.maxTokens), lt(tasks.tokensMinted, tasks.maxTokens))))
               .returning({ id: tasks.id })
             if (counted.length === 0) {
-              const [ended] = await t.select({ status: tasks.status }).from(tasks).where(eq(tasks.id, row.taskId))
-              if (ended) throw invalidGrant(`task is ${ended.status}`, `task ${row.taskId} became ${ended.status} during the exchange`)
+              const [now] = await t.select({ status: tasks.status, minted: tasks.tokensMinted, max: tasks.maxTokens }).from(tasks).where(eq(tasks.id, row.taskId))
+              if (now && now.status !== 'active') throw invalidGrant(`task is ${now.status}`, `task ${row.taskId} became ${now.status} during the exchange`)
+              if (now) throw invalidGrant('the task has minted all the tokens it may', `task ${row.taskId} has minted ${now.minted} of ${now.max} tokens`)
             }
           }),
         revoke: async (jti, at) => (await changed(q.update(tokens).set({ status: 'revoked', revokedAt: at }).where(and(eq(tokens.jti, jti), eq(tokens.status, 'active'))))) === 1,
