@@ -60,10 +60,18 @@ const PG_RETRYABLE = new Set(['55P03', '40P01', '40001'])
  * PostgreSQL's lock timeout, deadlock or serialisation failure. Answered 503 + Retry-After.
  */
 export function isDatabaseBusy(e: unknown): boolean {
-  // drizzle wraps a driver's error (DrizzleQueryError) with the driver's as its cause.
+  return hasErrorCode(e, (code) => code.startsWith('SQLITE_BUSY') || PG_RETRYABLE.has(code))
+}
+
+/**
+ * Whether `e`, or an error it wraps, carries a driver code `test` accepts: drizzle wraps a
+ * driver's error (DrizzleQueryError) with the driver's as its `cause`. A few levels only, so a
+ * cause chain that loops ends.
+ */
+export function hasErrorCode(e: unknown, test: (code: string) => boolean): boolean {
   for (let err = e, depth = 0; err !== null && typeof err === 'object' && depth < 4; err = (err as { cause?: unknown }).cause, depth++) {
     const code = (err as { code?: unknown }).code
-    if (typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || PG_RETRYABLE.has(code))) return true
+    if (typeof code === 'string' && test(code)) return true
   }
   return false
 }

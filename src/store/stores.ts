@@ -234,7 +234,8 @@ function bound(value: string | null | undefined, max: number): string | null | u
   return typeof value === 'string' && value.length > max ? `${value.slice(0, max - 1)}…` : value
 }
 
-function boundAuditFields(row: AuditRow): AuditRow {
+/** The row with every text field cut to its {@link AUDIT_FIELD_LIMITS} bound (both stores append through it). */
+export function boundAuditFields(row: AuditRow): AuditRow {
   const out = { ...row }
   for (const [field, max] of Object.entries(AUDIT_FIELD_LIMITS) as [keyof typeof AUDIT_FIELD_LIMITS, number][]) {
     const v = bound(out[field] as string | null | undefined, max)

@@ -5,7 +5,8 @@ import type { PgDatabase as DrizzlePgDatabase } from 'drizzle-orm/pg-core'
 import pg from 'pg'
 import { invalidGrant, temporarilyUnavailable } from '../../errors.js'
 import { auditHash, verifyChainAsync } from '../audit-chain.js'
-import { AUDIT_FIELD_LIMITS, type AuditRow, type Stores, type TxStores } from '../stores.js'
+import { hasErrorCode } from '../db.js'
+import { boundAuditFields, type Stores, type TxStores } from '../stores.js'
 import type { PgDatabase } from './db.js'
 import * as schema from './schema.js'
 
@@ -40,24 +41,8 @@ const HEAD_POLL_MS = 250
 
 const open = sql`('active', 'pending_approval')`
 
-function bound(value: string | null | undefined, max: number): string | null | undefined {
-  return typeof value === 'string' && value.length > max ? `${value.slice(0, max - 1)}…` : value
-}
-
-function boundAuditFields(row: AuditRow): AuditRow {
-  const out = { ...row }
-  for (const [field, max] of Object.entries(AUDIT_FIELD_LIMITS) as [keyof typeof AUDIT_FIELD_LIMITS, number][]) {
-    const v = bound(out[field] as string | null | undefined, max)
-    if (v !== undefined) (out as Record<string, unknown>)[field] = v
-  }
-  return out
-}
-
-/** PostgreSQL's `unique_violation` (SQLSTATE 23505), as node-postgres reports it (drizzle wraps it as the cause). */
-function isUniqueViolation(e: unknown): boolean {
-  for (let c: unknown = e; c; c = (c as { cause?: unknown }).cause) if ((c as { code?: unknown }).code === '23505') return true
-  return false
-}
+/** PostgreSQL's `unique_violation` (SQLSTATE 23505). */
+const isUniqueViolation = (e: unknown) => hasErrorCode(e, (code) => code === '23505')
 
 /** `count(*)`, `max(...)`: PostgreSQL answers `int8` as a string; null stays null. */
 const num = (v: unknown): number | undefined => (v === null || v === undefined ? undefined : Number(v))
