@@ -480,6 +480,18 @@ describe('approvals', () => {
       assert.equal(await waiters.wait('t1', 30_000), 'closed', 'after close, answered at once')
     })
 
+    it('a decision committed between the caller\'s read and its wait\'s registration notified nobody: the wait reads the task again and ends decided', async () => {
+      // The watch says the task no longer awaits a decision, and nothing will ever notify.
+      const waiters = createApprovalWaiters(undefined, { intervalMs: 60_000, changed: () => false, isPending: async () => false })
+      try {
+        const started = Date.now()
+        assert.equal(await waiters.wait('t1', 3000), 'decided')
+        assert.ok(Date.now() - started < 1000, 'answered at once, not at the wait\'s end')
+      } finally {
+        waiters.close()
+      }
+    })
+
     it('a subscriber whose answer rejects (its read of the task refused) is no unhandled rejection: the process lives on', async () => {
       const waiters = createApprovalWaiters()
       const unhandled: unknown[] = []

@@ -546,6 +546,36 @@ describe('keys changed by another process (the CLI)', () => {
   })
 })
 
+describe('keys read while this process has a transaction open', () => {
+  it('are never the transaction\'s uncommitted rows: a revocation that rolls back leaves the current key signing', async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'taskpass-keys-')), 'broker.db')
+    const b = await createTestBroker({ config: (c) => ({ ...c, database: path }) })
+    const other = openDatabase(path)
+    try {
+      const current = b.deps.keys.current().kid
+      // Another process commits (its commit counter moves), then this process's own transaction
+      // marks the current key revoked and, between two of its awaits, a request signs.
+      other.sqlite.prepare("insert into broker_meta (name, value) values ('probe', '1')").run()
+      let seen: string | undefined
+      await assert.rejects(
+        b.deps.database.durably(async () => {
+          b.deps.database.sqlite.prepare("update signing_keys set state = 'revoked' where kid = ?").run(current)
+          await Promise.resolve()
+          seen = b.deps.keys.current().kid
+          throw new Error('the revocation fails and rolls back')
+        }),
+        /rolls back/,
+      )
+      assert.equal(seen, current, 'signed with the committed current key')
+      assert.equal(b.deps.keys.current().kid, current, 'and still does after the rollback')
+      assert.ok(kids(await jwks(b)).includes(current))
+    } finally {
+      other.close()
+      b.close()
+    }
+  })
+})
+
 describe('two processes starting on one empty store', () => {
   it('create one current, one next and one standby key between them, and both sign with the same current key', async () => {
     const path = join(mkdtempSync(join(tmpdir(), 'taskpass-keys-')), 'broker.db')
