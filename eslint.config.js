@@ -3,7 +3,7 @@
 import tseslint from 'typescript-eslint'
 
 export default tseslint.config({
-  files: ['src/**/*.ts', 'src/**/*.tsx', 'packages/verifier/src/**/*.ts', 'test/**/*.ts', 'bench/**/*.ts', 'examples/**/*.ts', 'docs/examples/**/*.ts'],
+  files: ['src/**/*.ts', 'src/**/*.tsx', 'packages/verifier/src/**/*.ts', 'test/**/*.ts', 'bench/**/*.ts', 'demo/**/*.ts', 'examples/**/*.ts', 'docs/examples/**/*.ts'],
   languageOptions: { parser: tseslint.parser, parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
   plugins: { '@typescript-eslint': tseslint.plugin },
   linterOptions: { reportUnusedDisableDirectives: 'off' },

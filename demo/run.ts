@@ -121,7 +121,8 @@ async function main(): Promise<void> {
   const deps = await createBroker({ config, clock: systemClock, logger: silentLogger, kek: Buffer.from(config.keys.kek!, 'base64url') })
   const app = createApp(deps)
   broker.setHandler(getRequestListener((r) => app.fetch(r)))
-  say('broker', `taskpass listening at ${issuer} (issuer); signs ${deps.keys.current().alg} with kid ${deps.keys.current().kid.slice(0, 12)}…`)
+  const signing = await deps.keys.current()
+  say('broker', `taskpass listening at ${issuer} (issuer); signs ${signing.alg} with kid ${signing.kid.slice(0, 12)}…`)
   say('broker', `registered: workload "${DEV.workloadId}" (${DEV.spiffeId}) which may delegate to "${DEV.helperWorkloadId}" (${DEV.helperSpiffeId}, read-only), resource ${mcpUrl}`)
 
   // --- the MCP server --------------------------------------------------------------------------
@@ -251,7 +252,7 @@ async function main(): Promise<void> {
   await verifier.close()
   await mcp.close()
   await broker.close()
-  deps.database.close()
+  await deps.database.close()
   rmSync(dir, { recursive: true, force: true })
   say('demo', `revocation-to-refusal: ${refusedAfter} ms (server learned in ${learnedAt - t0} ms); whole run ${((Date.now() - started) / 1000).toFixed(1)} s`)
 }

@@ -15,11 +15,11 @@ import { openKeySet, type KeySet, type KeyStoreOptions } from './keys/keyset.js'
 import { createMetrics, type Metrics } from './http/metrics.js'
 import { createLimiter, type Limiter } from './http/rate-limit.js'
 import type { Logger } from './logger.js'
-import { createApprovalWaiters, sqliteDecisionWatch, WAITER_LIMITS, type ApprovalWaiters } from './tasks/approvals.js'
+import { createApprovalWaiters, storeDecisionWatch, WAITER_LIMITS, type ApprovalWaiters } from './tasks/approvals.js'
 import { revokeTasksOutsideCatalog } from './catalog/retirement.js'
 import { createPolicyEngine, type PolicyEngine } from './policy/engine.js'
-import { openDatabase, type Database_ } from './store/db.js'
-import { createStores, type Stores } from './store/stores.js'
+import { isPostgresUrl, openStores, type BrokerDatabase } from './store/open.js'
+import type { Stores } from './store/stores.js'
 import { createOwnTokenVerifier, type OwnTokenVerifier } from './tokens/own-token.js'
 import { createSealer, type Sealer } from './lib/seal.js'
 import { createFeedHub, type FeedHub } from './revocations/hub.js'
@@ -33,7 +33,7 @@ export interface Deps {
   config: Config
   clock: Clock
   logger: Logger
-  database: Database_
+  database: BrokerDatabase
   stores: Stores
   keys: KeySet
   keyStore: KeyStoreOptions
@@ -107,10 +107,9 @@ export const argon2Hasher: Hasher = {
 export async function createBroker(opts: { config: Config; clock: Clock; logger: Logger; kek: Uint8Array; hasher?: Hasher; clientMetadata?: ClientMetadataResolver }): Promise<Deps> {
   const { clock, logger } = opts
   const base = opts.config
-  const database = openDatabase(base.database)
-  const stores = createStores(database)
+  const { database, stores } = await openStores(base.database)
   const metrics = createMetrics()
-  metrics.watchTasks(database.sqlite)
+  metrics.watchTasks(stores)
   // The file's configuration with the objects stored through the admin API (src/catalog/), and
   // Cedar's set (generated, the file's, the stored admin policies): validated and prepared before
   // anything is served; a bad catalog or policy is a ConfigError.
@@ -120,7 +119,9 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
   const hasher = opts.hasher ?? argon2Hasher
   const authThrottle = createAuthThrottle(base.authThrottle, clock)
   // The replay cache outlives every rebuild of the catalog: a used assertion stays used.
-  const shareReplay = (local: ReplayCache, scope: string) => (base.replay.shared ? sharedReplayCache(local, stores.replay, scope) : local)
+  // On PostgreSQL (several instances) shared unless set otherwise: a proof used at one instance is used at all.
+  const sharedReplay = base.replay.shared ?? isPostgresUrl(base.database)
+  const shareReplay = (local: ReplayCache, scope: string) => (sharedReplay ? sharedReplayCache(local, stores.replay, scope) : local)
   const assertionReplay = shareReplay(createReplayCache(base.clientAuth.replayCacheSize), 'client-assertion')
   // The policy engine's slots in the wasm instance (which frees nothing): two, alternating — a
   // change prepares into the ones not in force, so any number of changes costs two engines' worth.
@@ -131,20 +132,37 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     config = effectiveConfig(base, await stores.catalog.all())
     built = build(config, (await stores.policySets.latest())?.text, inForce)
   } catch (e) {
-    database.close()
+    await database.close()
     throw e
   }
-  const keyStore: KeyStoreOptions = { database, clock, kek: opts.kek, alg: config.keys.alg, retiredPublishSeconds: config.tokens.maxTtl + config.clockSkew }
-  const keys = await openKeySet(keyStore)
+  const keyStore: KeyStoreOptions = { stores, clock, kek: opts.kek, alg: config.keys.alg, retiredPublishSeconds: config.tokens.maxTtl + config.clockSkew }
+  let keys: KeySet
+  try {
+    keys = await openKeySet(keyStore)
+  } catch (e) {
+    await database.close()
+    throw e
+  }
   // Closing the database is how the broker closes (server stop, tests, the CLI): held waits are
   // answered first, so none outlives the store it would read.
-  const approvals = createApprovalWaiters(WAITER_LIMITS, sqliteDecisionWatch({ database, stores, clock }))
+  const approvals = createApprovalWaiters(WAITER_LIMITS, storeDecisionWatch({ stores, clock }))
   const feedHub = createFeedHub(stores, FEED_LIMITS)
   const closeDatabase = database.close
-  database.close = () => {
-    approvals.close()
-    feedHub.close()
-    closeDatabase()
+  const closing: BrokerDatabase = {
+    dialect: database.dialect,
+    get sqlite() {
+      return database.sqlite
+    },
+    get pool() {
+      return database.pool
+    },
+    // Held waits and streams are answered before the store they read goes (synchronously, so a
+    // caller that does not await still sees them answered).
+    close: () => {
+      approvals.close()
+      feedHub.close()
+      return closeDatabase()
+    },
   }
   const sealer = createSealer(opts.kek, clock)
   const deps: Deps = {
@@ -157,7 +175,7 @@ export async function createBroker(opts: { config: Config; clock: Clock; logger:
     config,
     clock,
     logger,
-    database,
+    database: closing,
     stores,
     keys,
     keyStore,

@@ -323,7 +323,10 @@ export const configSchema = z
     /** The broker's issuer identifier: the exact base URL, no trailing slash. */
     issuer: z.url().refine((s) => !s.endsWith('/') && !s.includes('?') && !s.includes('#'), 'no trailing slash, query or fragment'),
     listen: z.strictObject({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).default(8787) }).prefault({}),
-    /** SQLite database file (`:memory:` for throwaway). */
+    /**
+     * SQLite database file (`:memory:` for throwaway), or a PostgreSQL URL (`postgres://…`) that
+     * several broker instances share (README "Running several instances").
+     */
     database: z.string().default('.taskpass/taskpass.db'),
     keys: z
       .strictObject({
@@ -379,9 +382,10 @@ export const configSchema = z
     /**
      * Single-use `jti`s (DPoP proofs, client assertions). `shared`: also recorded in the database,
      * so a proof or assertion used at one broker process is refused at every other on the same
-     * database (README "Running several processes"); one write per proof or assertion.
+     * database (README "Running several processes"); one write per proof or assertion. Unset:
+     * shared on PostgreSQL (several instances), not on SQLite.
      */
-    replay: z.strictObject({ shared: z.boolean().default(false) }).prefault({}),
+    replay: z.strictObject({ shared: z.boolean().optional() }).prefault({}),
     /** Fetching remote key sets (`jwksUri` of any issuer or workload, SPIFFE bundle endpoints). */
     remoteJwks: z
       .strictObject({

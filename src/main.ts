@@ -50,13 +50,14 @@ async function main() {
   const deps = await createBroker({ config, clock: systemClock, logger, kek })
   await onServerStart(deps)
   const app = createApp(deps)
-  // A key rotated or revoked by the CLI (another process) takes effect on the next request: the
-  // keyset checks SQLite's data_version on every use (src/keys/keyset.ts). This reload withdraws
+  // A key rotated or revoked by the CLI or another instance takes effect on the next request after
+  // the store's change watch sees it (src/keys/keyset.ts, StoreUpkeep.watch). This reload withdraws
   // retired keys whose publish window has ended; the rest prunes what retention allows.
   const timer = setInterval(() => {
     deps.keys.reload().catch((e: unknown) => logger.error('key reload failed', { error: String(e) }))
     // The database busy (another process writing): the next run prunes what this one left.
-    pruneStore(deps.stores, config, systemClock.now()).catch((e: unknown) => logger.error('pruning failed', { error: String(e) }))
+    // One instance at a time (several on one PostgreSQL database): the others skip this run.
+    deps.stores.alone('prune', () => pruneStore(deps.stores, config, systemClock.now())).catch((e: unknown) => logger.error('pruning failed', { error: String(e) }))
   }, 10_000)
   timer.unref()
   // A catalog change made by the CLI (another process) is taken up within a second.
@@ -69,16 +70,21 @@ async function main() {
   }, 1000)
   catalogTimer.unref()
   const server = await listen(app, config.listen)
-  logger.info('taskpass listening', { issuer: config.issuer, address: `${server.address.address}:${server.address.port}`, kid: deps.keys.current().kid })
+  logger.info('taskpass listening', { issuer: config.issuer, address: `${server.address.address}:${server.address.port}`, kid: (await deps.keys.current()).kid })
   if (dev) logger.info('dev mode: mint a user session and a workload SVID with `npm run cli -- dev-tokens`; sign in to the dev pages with the password it prints', { account: `${config.issuer}/account` })
   const metricsServer = config.metrics.listen ? await listen(createMetricsApp(deps), config.metrics.listen) : undefined
   if (metricsServer) logger.info('metrics listening (no credential)', { address: `${metricsServer.address.address}:${metricsServer.address.port}` })
   const stop = () => {
     void server.close()
     void metricsServer?.close()
-    deps.database.close()
-    logger.flush()
-    process.exit(0)
+    // A PostgreSQL pool ends over the wire; whatever it answers, the process ends.
+    void deps.database
+      .close()
+      .catch(() => {})
+      .finally(() => {
+        logger.flush()
+        process.exit(0)
+      })
   }
   process.on('SIGINT', stop)
   process.on('SIGTERM', stop)

@@ -70,7 +70,7 @@ describe('admin key roles', () => {
       assert.equal((await b.deps.stores.tasks.get(id))!.endReason, 'revoked by admin:ops-1')
       assert.equal((await as(b, OPERATOR, 'POST', '/admin/sessions/revoke', { issuer: 'https://idp.test.example', sid: 'sess-1' })).status, 200)
       await assertRoleRefused(b, () => as(b, OPERATOR, 'POST', '/admin/keys/rotate'), 'admin')
-      await assertRoleRefused(b, () => as(b, OPERATOR, 'POST', `/admin/keys/${b.deps.keys.current().kid}/revoke`), 'admin')
+      await assertRoleRefused(b, async () => as(b, OPERATOR, 'POST', `/admin/keys/${(await b.deps.keys.current()).kid}/revoke`), 'admin')
       await assertRoleRefused(b, () => as(b, OPERATOR, 'PUT', '/admin/policies', { policies: '' }), 'admin')
       await assertRoleRefused(b, () => as(b, OPERATOR, 'POST', '/admin/policies/reload'), 'admin')
     }))

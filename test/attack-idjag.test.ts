@@ -84,7 +84,7 @@ describe('attack: other tokens presented as an ID-JAG (refused)', () => {
 
   it('an ID-JAG signed by the broker’s own key with iss = the broker → 400 invalid_grant (untrusted issuer)', () =>
     withBroker(enterprise, async (b) => {
-      const { kid, alg, privateKey } = b.deps.keys.current()
+      const { kid, alg, privateKey } = await b.deps.keys.current()
       const now = b.clock.now()
       const own = await new SignJWT({ iss: ISSUER, sub: 'alice', aud: ISSUER, client_id: 'agent-a', jti: randomUUID(), iat: now, exp: now + 300, resource: NOTES }).setProtectedHeader({ alg, kid, typ: ID_JAG_TYP }).sign(privateKey)
       const before = counts(b)

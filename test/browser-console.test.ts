@@ -93,7 +93,7 @@ describe('the admin console in Chromium', () => {
     assert.equal(cookie?.sameSite, 'Strict')
     await page.getByRole('heading', { name: 'Tasks' }).waitFor()
     assert.match((await page.locator('#audit-status').textContent()) ?? '', /^Intact/)
-    assert.match((await page.locator('body').textContent()) ?? '', new RegExp(broker.deps.keys.current().kid))
+    assert.match((await page.locator('body').textContent()) ?? '', new RegExp((await broker.deps.keys.current()).kid))
     await screenshot(page, 'console.png')
     assert.deepEqual(problems, [], 'console page')
 

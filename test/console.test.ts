@@ -197,7 +197,7 @@ describe('admin console', () => {
       assert.match(html, new RegExp(active))
       assert.match(html, /admin:audit-1/)
       assert.doesNotMatch(html, /\/approve"|\/deny"|\/revoke"/)
-      assert.match(html, new RegExp(b.deps.keys.current().kid))
+      assert.match(html, new RegExp((await b.deps.keys.current()).kid))
       assert.match(html, /Intact: \d+ rows verified/)
       for (const [id, what] of [[pending, 'approve'], [pending, 'deny'], [active, 'revoke']] as const) {
         const before = counts(b)
@@ -523,7 +523,7 @@ describe('admin console', () => {
     await withBroker(config, async (b) => {
       const rotate = (cookie: string, fields: Record<string, string>) => b.app.request('/admin/console/keys/rotate', { method: 'POST', headers: { ...FORM, cookie }, body: new URLSearchParams(fields).toString() })
       const keyRows = () => b.deps.database.sqlite.prepare('select kid, state from signing_keys order by kid').all()
-      const kid = b.deps.keys.current().kid
+      const kid = (await b.deps.keys.current()).kid
       const rowsBefore = keyRows()
 
       const operator = await signIn(b, OPERATOR)
@@ -551,9 +551,9 @@ describe('admin console', () => {
       const forced = await rotate(admin, { csrf, force: 'true' })
       assert.equal(forced.status, 303)
       assert.equal(forced.headers.get('location'), '/admin/console?notice=keys-rotated')
-      assert.notEqual(b.deps.keys.current().kid, kid, 'the key set was reloaded: the next key signs')
+      assert.notEqual((await b.deps.keys.current()).kid, kid, 'the key set was reloaded: the next key signs')
       assert.equal(b.lastAudit()!.action, 'keys.rotate')
-      assert.match(String(b.lastAudit()!.reason), new RegExp(`^rotated by admin:key0 \\(forced\\): ${kid} → ${b.deps.keys.current().kid}; `))
+      assert.match(String(b.lastAudit()!.reason), new RegExp(`^rotated by admin:key0 \\(forced\\): ${kid} → ${(await b.deps.keys.current()).kid}; `))
       const after = await consolePage(b, admin, '?notice=keys-rotated')
       assert.match(after.html, /The signing keys were rotated/)
       assert.match(after.html, new RegExp(`${kid}</span> <span class="muted">retired \\(still published\\)`))

@@ -44,7 +44,7 @@ describe('dev mode: any MCP client through the browser', () => {
       assert.equal(claims.scope, 'notes:read')
       assert.equal((await deps.stores.tasks.get(String(claims.task_id)))!.workloadId, DEV.clientsWorkloadId)
     } finally {
-      deps.database.close()
+      await deps.database.close()
     }
   })
 })

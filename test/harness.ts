@@ -201,7 +201,8 @@ export async function createTestBroker(opts: { clock?: Clock & Partial<FixedCloc
     },
     logs,
     close() {
-      deps.database.close()
+      // SQLite closes at once (the promise only reports it); PostgreSQL's pool ends in the background.
+      void deps.database.close()
     },
   }
   return broker

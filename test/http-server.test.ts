@@ -137,7 +137,7 @@ describe('metrics: a client that hangs up mid-body', () => {
       assert.deepEqual(logged, [])
     } finally {
       await server.close()
-      deps.database.close()
+      await deps.database.close()
     }
   })
 })

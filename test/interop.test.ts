@@ -127,7 +127,7 @@ describe('interop with oauth4webapi and jose over a real port', () => {
     assert.equal(claims.aud, NOTES)
     assert.equal(claims.client_id, 'agent-a')
     assert.equal(claims.scope, 'notes:read')
-    assert.equal(decodeProtectedHeader(token).kid, s.deps.keys.current().kid)
+    assert.equal(decodeProtectedHeader(token).kid, (await s.deps.keys.current()).kid)
     await assert.rejects(
       oauth.validateJwtAccessToken(as, new Request('https://calendar.test.example/mcp', { headers: { authorization: `Bearer ${token}` } }), CALENDAR, insecure),
       (e: unknown) => e instanceof oauth.OperationProcessingError,

@@ -62,7 +62,7 @@ describe('JWKS document', () => {
   it('publishes the current key, then the pre-published next and standby keys', async () => {
     const set = await jwks(b)
     assert.equal(set.keys.length, 3)
-    const current = b.deps.keys.current().kid
+    const current = (await b.deps.keys.current()).kid
     assert.equal(set.keys[0]!.kid, current)
     const next = b.deps.database.sqlite.prepare(`select kid from signing_keys where state = 'next'`).get() as { kid: string }
     const standby = b.deps.database.sqlite.prepare(`select kid from signing_keys where state = 'standby'`).get() as { kid: string }
@@ -156,7 +156,7 @@ describe('key rotation', () => {
     assert.equal(result.next, standbyKid)
     assert.ok(![oldKid, nextKid, standbyKid].includes(result.standby))
     assert.equal(result.warning, undefined, 'a rotation after the wait promotes a key every verifier has seen')
-    assert.equal(b.deps.keys.current().kid, nextKid)
+    assert.equal((await b.deps.keys.current()).kid, nextKid)
     assert.equal(b.lastAudit()?.action, 'keys.rotate')
 
     // The new signing key is one the verifier already had: no verifier sees an unknown kid.
@@ -192,7 +192,7 @@ describe('key rotation', () => {
     await b.deps.keys.reload()
     const later = await jwks(b)
     assert.deepEqual(kids(later), [nextKid, standbyKid, result.standby])
-    assert.equal(b.deps.keys.publicKey(oldKid), undefined)
+    assert.equal(await b.deps.keys.publicKey(oldKid), undefined)
     // The retired key's row is still stored (state 'retired'), only no longer published.
     const row = b.deps.database.sqlite.prepare('select state, publish_until from signing_keys where kid = ?').get(oldKid) as { state: string; publish_until: number }
     assert.equal(row.state, 'retired')
@@ -217,7 +217,7 @@ describe('key rotation', () => {
     assert.equal(forced.status, 200)
     const answer = (await forced.json()) as { current: string; warning?: string; verifiers_may_refuse_for_seconds?: number }
     assert.equal(answer.current, before[1])
-    assert.equal(b.deps.keys.current().kid, before[1])
+    assert.equal((await b.deps.keys.current()).kid, before[1])
     assert.equal(answer.verifiers_may_refuse_for_seconds, 1, 'published 299 s ago: a verifier caching the JWKS for 300 s may lack it for 1 s more')
     assert.match(answer.warning ?? '', new RegExp(`${before[1]}.*only ${JWKS_MAX_AGE - 1} s.*refuses new tokens.*up to 1 s`))
     assert.match(String(b.lastAudit()?.reason), /\(forced\).*only 299 s/)
@@ -249,7 +249,7 @@ describe('key rotation', () => {
     assert.equal(result.next, before[2])
     // Not reloaded yet: this process still signs with, and publishes, what it loaded.
     assert.deepEqual(kids(await jwks(b)), before)
-    assert.equal(b.deps.keys.current().kid, before[0])
+    assert.equal((await b.deps.keys.current()).kid, before[0])
     await b.deps.keys.reload()
     assert.deepEqual(kids(await jwks(b)), [before[1], before[2], result.standby, before[0]])
     assert.equal(decodeProtectedHeader(await issue(b)).kid, before[1])
@@ -265,7 +265,7 @@ describe('key rotation', () => {
       assert.equal(((await res.json()) as { error: string }).error, 'invalid_token')
     }
     assert.deepEqual(kids(await jwks(b)), before)
-    assert.equal(b.deps.keys.current().kid, before[0])
+    assert.equal((await b.deps.keys.current()).kid, before[0])
     assert.equal((b.deps.database.sqlite.prepare('select count(*) as n from signing_keys').get() as { n: number }).n, rows)
   })
 })
@@ -397,7 +397,7 @@ describe('key revocation (compromise)', () => {
 
     // Gone from the JWKS and from this broker's own verification at once; the next key signs.
     assert.deepEqual(kids(await jwks(b)), [k2, k3, answer.standby])
-    assert.equal(b.deps.keys.publicKey(k1), undefined)
+    assert.equal(await b.deps.keys.publicKey(k1), undefined)
     const t3 = await issue(b)
     assert.equal(decodeProtectedHeader(t3).kid, k2)
     await verifyWith(b, await jwks(b), t3)
@@ -458,7 +458,7 @@ describe('key revocation (compromise)', () => {
     assert.deepEqual({ ...c, standby: '' }, { kid: a.standby, was: 'standby', tokens_revoked: 0, current: k1, next: k3, standby: '' })
     assert.deepEqual(kids(await jwks(b)), [k1, k3, c.standby])
     assert.equal(tokenStatus(b, t), 'active')
-    assert.equal(b.deps.keys.current().kid, k1)
+    assert.equal((await b.deps.keys.current()).kid, k1)
     assert.equal((await feed(b)).filter((e) => e.type === 'key_revoked').length, 2)
   })
 
@@ -484,7 +484,7 @@ describe('key revocation (compromise)', () => {
     assert.deepEqual([tokenStatus(b, legacy), tokenStatus(b, mine)], ['revoked', 'active'])
     const events = await feed(b)
     assert.deepEqual(events.map((e) => [e.type, e.jti ?? e.kid]), [['token_revoked', decodeJwt(legacy).jti], ['key_revoked', k2]])
-    assert.equal(b.deps.keys.current().kid, k1)
+    assert.equal((await b.deps.keys.current()).kid, k1)
   })
 
   it('refusals change nothing: unknown kid → 404 not_found, revoked kid → 409 key_already_revoked, no admin key → 401', async () => {
@@ -509,7 +509,7 @@ describe('key revocation (compromise)', () => {
       assert.deepEqual(snapshot(), before, 'nothing changed')
     }
     assert.deepEqual(await jwks(b), jwksBefore)
-    assert.equal(b.deps.keys.current().kid, k1)
+    assert.equal((await b.deps.keys.current()).kid, k1)
     // GET is not a route.
     assert.equal((await b.app.request(`/admin/keys/${k1}/revoke`, { headers: { authorization: `Bearer ${ADMIN_KEY}` } })).status, 404)
   })
@@ -525,13 +525,13 @@ describe('keys changed by another process (the CLI)', () => {
       b.clock.advance(JWKS_MAX_AGE)
       const [k1, k2] = kids(await jwks(b)) as [string, string]
       const token = await issue(b)
-      assert.ok(b.deps.keys.publicKey(k1))
+      assert.ok(await b.deps.keys.publicKey(k1))
       const cli = { ...b.deps.keyStore, database: other }
       const result = await revokeKey({ keyStore: cli, stores: createStores(other), audiences: [NOTES, CALENDAR] }, k1, 'admin:cli')
       assert.equal(result.current, k2)
       // No reload() here: the running broker notices the other connection's commit by itself.
-      assert.equal(b.deps.keys.publicKey(k1), undefined)
-      assert.equal(b.deps.keys.current().kid, k2)
+      assert.equal(await b.deps.keys.publicKey(k1), undefined)
+      assert.equal((await b.deps.keys.current()).kid, k2)
       assert.ok(!kids(await jwks(b)).includes(k1))
       assert.equal(decodeProtectedHeader(await issue(b)).kid, k2)
       assert.equal(await b.deps.ownTokens.verify(token), undefined)
@@ -552,22 +552,22 @@ describe('keys read while this process has a transaction open', () => {
     const b = await createTestBroker({ config: (c) => ({ ...c, database: path }) })
     const other = openDatabase(path)
     try {
-      const current = b.deps.keys.current().kid
+      const current = (await b.deps.keys.current()).kid
       // Another process commits (its commit counter moves), then this process's own transaction
       // marks the current key revoked and, between two of its awaits, a request signs.
       other.sqlite.prepare("insert into broker_meta (name, value) values ('probe', '1')").run()
       let seen: string | undefined
       await assert.rejects(
-        b.deps.database.durably(async () => {
+        b.deps.stores.durably(async () => {
           b.deps.database.sqlite.prepare("update signing_keys set state = 'revoked' where kid = ?").run(current)
           await Promise.resolve()
-          seen = b.deps.keys.current().kid
+          seen = (await b.deps.keys.current()).kid
           throw new Error('the revocation fails and rolls back')
         }),
         /rolls back/,
       )
       assert.equal(seen, current, 'signed with the committed current key')
-      assert.equal(b.deps.keys.current().kid, current, 'and still does after the rollback')
+      assert.equal((await b.deps.keys.current()).kid, current, 'and still does after the rollback')
       assert.ok(kids(await jwks(b)).includes(current))
     } finally {
       other.close()
@@ -581,13 +581,13 @@ describe('two processes starting on one empty store', () => {
     const path = join(mkdtempSync(join(tmpdir(), 'taskpass-keys-')), 'broker.db')
     const [a, b] = [openDatabase(path), openDatabase(path)]
     try {
-      const options = (database: typeof a) => ({ database, clock: createFixedClock(T0), kek: new Uint8Array(32).fill(7), alg: 'ES256' as const, retiredPublishSeconds: 900 })
+      const options = (database: typeof a) => ({ stores: createStores(database), clock: createFixedClock(T0), kek: new Uint8Array(32).fill(7), alg: 'ES256' as const, retiredPublishSeconds: 900 })
       // Both read an empty key table before either writes: the starts interleave at every await.
       const [ka, kb] = await Promise.all([openKeySet(options(a)), openKeySet(options(b))])
       const states = a.sqlite.prepare('SELECT state, count(*) AS n FROM signing_keys GROUP BY state ORDER BY state').all()
       assert.deepEqual(states, [{ state: 'current', n: 1 }, { state: 'next', n: 1 }, { state: 'standby', n: 1 }])
-      assert.equal(ka.current().kid, kb.current().kid)
-      assert.deepEqual(kids(ka.jwks()), kids(kb.jwks()))
+      assert.equal((await ka.current()).kid, (await kb.current()).kid)
+      assert.deepEqual(kids(await ka.jwks()), kids(await kb.jwks()))
       // The store itself refuses a second current key, whoever tries.
       assert.throws(() => a.sqlite.prepare("UPDATE signing_keys SET state = 'current' WHERE state = 'next'").run(), { code: 'SQLITE_CONSTRAINT_UNIQUE' })
     } finally {

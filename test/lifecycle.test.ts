@@ -39,7 +39,7 @@ describe('task lifecycle', () => {
     const header = decodeProtectedHeader(token)
     assert.equal(header.typ, 'at+jwt')
     assert.equal(header.alg, 'ES256')
-    assert.equal(header.kid, b.deps.keys.current().kid)
+    assert.equal(header.kid, (await b.deps.keys.current()).kid)
     const claims = decodeJwt(token)
     assert.equal(claims.iss, b.deps.config.issuer)
     assert.equal(claims.sub, 'alice')
@@ -177,9 +177,9 @@ describe('task lifecycle', () => {
     await b.exchange() // warm the verification caches
     const current = b.deps.keys.current
     let kid = ''
-    b.deps.keys.current = () => {
+    b.deps.keys.current = async () => {
       b.deps.keys.current = current
-      const key = current()
+      const key = await current()
       kid = key.kid
       // What a compromise revocation commits (here on the same connection), and the keyset's reload.
       b.deps.database.sqlite.prepare("update signing_keys set state = 'revoked', publish_until = ? where kid = ?").run(b.clock.now(), kid)

@@ -104,7 +104,7 @@ timer.unref()
 const server = await listen(app, { host: HOST, port: c.port })
 exitWithParent(() => {
   void server.close()
-  deps.database.close()
+  void deps.database.close()
 })
 answerCommands((command) => {
   if (command === 'prune-stats') {

@@ -102,7 +102,7 @@ async function main(argv: string[]): Promise<number> {
     // The stored admin policies may be what keeps the broker (and so this CLI) from starting.
     try {
       const deps = await createBroker({ config: runtime.config, clock: systemClock, logger: silentLogger, kek: runtime.kek })
-      deps.database.close()
+      await deps.database.close()
     } catch (e) {
       if (!(e instanceof ConfigError)) throw e
       await clearAdminPoliciesOffline(runtime.config, systemClock.now())
@@ -115,7 +115,7 @@ async function main(argv: string[]): Promise<number> {
       const code = await policyCommand(deps, sub, arg)
       return code === 64 ? usage() : code
     } finally {
-      deps.database.close()
+      await deps.database.close()
     }
   }
   if (isCatalogKind(cmd)) {
@@ -123,7 +123,7 @@ async function main(argv: string[]): Promise<number> {
       const code = await catalogCommand(deps, cmd, positional.slice(1))
       return code === 64 ? usage() : code
     } finally {
-      deps.database.close()
+      await deps.database.close()
     }
   }
   const print = (v: unknown) => process.stdout.write(JSON.stringify(v, null, 2) + '\n')
@@ -145,7 +145,7 @@ async function main(argv: string[]): Promise<number> {
         return 0
       }
       case 'keys list':
-        print(deps.keys.jwks())
+        print(await deps.keys.jwks())
         return 0
       case 'tasks list': {
         const known = ['active', 'pending_approval', 'completed', 'revoked', 'denied'] as const
@@ -197,7 +197,7 @@ async function main(argv: string[]): Promise<number> {
         return usage()
     }
   } finally {
-    deps.database.close()
+    await deps.database.close()
   }
 }
 

@@ -3,8 +3,7 @@ import type { Deps } from '../broker.js'
 import type { Config } from '../config.js'
 import { InvalidPolicy } from '../errors.js'
 import { asInvalidPolicy, loadAdminPolicies, viewPolicySet } from '../policy/manage.js'
-import { openDatabase } from '../store/db.js'
-import { createStores } from '../store/stores.js'
+import { openStores } from '../store/open.js'
 import { dryRun, type DryRunRequest } from '../tasks/dry-run.js'
 
 export const POLICY_USAGE = `  policy show                print the policy set in force (version, every policy with its source)
@@ -21,15 +20,14 @@ const read = (path: string) => readFileSync(path === '-' ? 0 : path, 'utf8')
 
 /** `policy clear` without a broker: the stored admin policies may be what keeps it from starting. */
 export async function clearAdminPoliciesOffline(config: Pick<Config, 'database'>, now: number): Promise<void> {
-  const database = openDatabase(config.database)
+  const { database, stores } = await openStores(config.database)
   try {
-    const stores = createStores(database)
     await stores.durably(async (tx) => {
       await tx.policySets.insert({ version: '(cleared)', text: '', loadedAt: now, loadedBy: 'admin:cli' })
       await tx.audit.insert({ at: now, action: 'policy.load', decision: 'allow', reason: 'admin policies cleared by admin:cli (offline)' })
     })
   } finally {
-    database.close()
+    await database.close()
   }
   print({ admin_policies: '', cleared: 'offline' })
 }

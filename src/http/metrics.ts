@@ -1,4 +1,4 @@
-import type { Database } from 'better-sqlite3'
+import type { Stores } from '../store/stores.js'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 
 /** Policy evaluators: the native grant evaluator (generated policies only) or Cedar. */
@@ -48,7 +48,7 @@ export interface Metrics {
   /** Counts one finished request (the access-log middleware calls it). */
   observeRequest(method: string, route: string, status: number | 'aborted', seconds: number): void
   /** Gauge `taskpass_tasks{status}` reads this database when scraped. */
-  watchTasks(sqlite: Pick<Database, 'prepare'>): void
+  watchTasks(stores: Pick<Stores, 'tasks'>): void
   render(): Promise<string>
 }
 
@@ -88,7 +88,7 @@ export function createMetrics(): Metrics {
     buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05],
     registers,
   })
-  let tasksQuery: { all(): unknown[] } | undefined
+  let taskCounts: Pick<Stores, 'tasks'> | undefined
   new Gauge({
     name: 'taskpass_tasks',
     help: 'Tasks in the database by status (read when scraped).',
@@ -97,10 +97,11 @@ export function createMetrics(): Metrics {
     // One grouped count per scrape rather than counters kept in step with every write: the
     // database is the truth (the CLI and other instances change it too), and a scrape every few
     // seconds costs one scan of a table retention keeps bounded.
-    collect() {
-      if (tasksQuery === undefined) return
+    async collect() {
+      if (taskCounts === undefined) return
+      const rows = await taskCounts.tasks.countByStatus()
       this.reset()
-      for (const row of tasksQuery.all() as { status: string; n: number }[]) this.set({ status: row.status }, row.n)
+      for (const row of rows) this.set({ status: row.status }, row.n)
     },
   })
   return {
@@ -122,8 +123,8 @@ export function createMetrics(): Metrics {
       httpDuration.observe({ method, route, status_class: statusClass(status) }, seconds)
       if (status === 429) rateLimited.inc({ route })
     },
-    watchTasks(sqlite) {
-      tasksQuery = sqlite.prepare('SELECT status, count(*) AS n FROM tasks GROUP BY status')
+    watchTasks(stores) {
+      taskCounts = stores
     },
     render: () => registry.metrics(),
   }

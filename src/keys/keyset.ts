@@ -1,12 +1,11 @@
 import { createHash } from 'node:crypto'
 import { CompactEncrypt, calculateJwkThumbprint, compactDecrypt, exportJWK, generateKeyPair, importJWK, type JWK } from 'jose'
-import { asc, eq } from 'drizzle-orm'
 import type { Clock } from '../clock.js'
-import type { Database_ } from '../store/db.js'
-import { signingKeys } from '../store/schema.js'
+import { isUniqueViolation } from '../store/db.js'
+import type { SigningKeyRow, Stores, TxStores } from '../store/stores.js'
 
 export type SigningAlg = 'ES256' | 'EdDSA'
-export type KeyState = (typeof signingKeys.$inferSelect)['state']
+export type KeyState = SigningKeyRow['state']
 
 /** How long verifiers may cache the JWKS (its `Cache-Control: max-age`), seconds. */
 export const JWKS_MAX_AGE = 300
@@ -27,21 +26,26 @@ export interface ActiveKey {
   privateKey: CryptoKey
 }
 
+/**
+ * The broker's signing keys as the store has them. Every answer first looks whether another
+ * process changed the key table ({@link StoreUpkeep.watch}) and, if so, reads it again before
+ * answering: so a key revoked elsewhere never answers once the change is seen.
+ */
 export interface KeySet {
   /** The key that signs now. */
-  current(): ActiveKey
+  current(): Promise<ActiveKey>
   /** RFC 7517 JWK Set: current, next and standby (pre-published) and retired keys still within their publish window. */
-  jwks(): { keys: JWK[] }
+  jwks(): Promise<{ keys: JWK[] }>
   /** Strong validator for the JWKS document. */
-  etag(): string
+  etag(): Promise<string>
   /** Public key for a kid we publish, for verifying our own tokens (introspection, revocation). Never a revoked key. */
-  publicKey(kid: string): CryptoKey | undefined
+  publicKey(kid: string): Promise<CryptoKey | undefined>
   /** Re-reads keys from the store: drops revoked and expired keys at once, then loads new ones. */
   reload(): Promise<void>
 }
 
 export interface KeyStoreOptions {
-  database: Database_
+  stores: Stores
   clock: Clock
   kek: Uint8Array
   alg: SigningAlg
@@ -92,12 +96,12 @@ export async function generateKey(alg: SigningAlg, kek: Uint8Array) {
   return { kid, publicJwk: { ...publicJwk, kid, alg, use: 'sig' } as JWK, privateJwe }
 }
 
-function insertKey(o: KeyStoreOptions, k: GeneratedKey, state: 'current' | 'next' | 'standby') {
+function insertKey(o: KeyStoreOptions, tx: TxStores, k: GeneratedKey, state: 'current' | 'next' | 'standby'): Promise<void> {
   const now = o.clock.now()
-  o.database.db
-    .insert(signingKeys)
-    .values({ kid: k.kid, alg: o.alg, publicJwk: JSON.stringify(k.publicJwk), privateJwe: k.privateJwe, state, createdAt: now, activatedAt: state === 'current' ? now : null })
-    .run()
+  return tx.signingKeys.insert({
+    kid: k.kid, alg: o.alg, publicJwk: JSON.stringify(k.publicJwk), privateJwe: k.privateJwe, state, createdAt: now,
+    activatedAt: state === 'current' ? now : null, retiredAt: null, publishUntil: null,
+  })
 }
 
 const SIGNING_QUEUE = ['current', 'next', 'standby'] as const
@@ -109,17 +113,21 @@ const SIGNING_QUEUE = ['current', 'next', 'standby'] as const
  * second current key should anything else try).
  */
 async function ensureSigningKeys(o: KeyStoreOptions): Promise<void> {
-  const present = () => new Set(o.database.db.select({ state: signingKeys.state }).from(signingKeys).all().map((r) => r.state))
-  const before = present()
+  const present = async (stores: TxStores) => new Set((await stores.signingKeys.all()).map((r) => r.state))
+  const before = await present(o.stores)
   const missing = SIGNING_QUEUE.filter((state) => !before.has(state))
   if (missing.length === 0) return
   const fresh = await Promise.all(missing.map(() => generateKey(o.alg, o.kek)))
-  await o.database.durably(async () => {
-    const inside = present()
-    missing.forEach((state, i) => {
-      if (!inside.has(state)) insertKey(o, fresh[i]!, state)
+  try {
+    await o.stores.durably(async (tx) => {
+      const inside = await present(tx)
+      for (const [i, state] of missing.entries()) if (!inside.has(state)) await insertKey(o, tx, fresh[i]!, state)
     })
-  })
+  } catch (e) {
+    // PostgreSQL: another instance inserted the same state between our read and our insert (the
+    // unique index on signing states refused ours). Its keys are the ones to load.
+    if (!isUniqueViolation(e)) throw e
+  }
 }
 
 /** The keys that can sign now or later: their private halves are kept decrypted in memory. */
@@ -143,23 +151,15 @@ function isPublished(r: { state: KeyState; publishUntil: number | null }, now: n
 export async function openKeySet(o: KeyStoreOptions): Promise<KeySet> {
   await ensureSigningKeys(o)
 
-  const dataVersion = o.database.sqlite.prepare('PRAGMA data_version').pluck()
-  let seenVersion = dataVersion.get()
+  const changed = o.stores.watch('keys')
   let active: ActiveKey | undefined
   let published: JWK[] = []
   let etag = ''
   const publicKeys = new Map<string, CryptoKey>()
   const privateKeys = new Map<string, ActiveKey>()
 
-  const readRows = () =>
-    o.database.db
-      .select({ kid: signingKeys.kid, alg: signingKeys.alg, state: signingKeys.state, publicJwk: signingKeys.publicJwk, publishUntil: signingKeys.publishUntil, createdAt: signingKeys.createdAt, retiredAt: signingKeys.retiredAt })
-      .from(signingKeys)
-      .orderBy(asc(signingKeys.createdAt), asc(signingKeys.kid))
-      .all()
-
-  /** Synchronous: publishes what the rows say with the keys already in memory, drops everything else. */
-  function apply(rows: ReturnType<typeof readRows>): void {
+  /** Publishes what the rows say with the keys already in memory, drops everything else (no await: all at once). */
+  function apply(rows: readonly SigningKeyRow[]): void {
     const now = o.clock.now()
     const visible = rows.filter((r) => isPublished(r, now))
     const visibleKids = new Set(visible.map((r) => r.kid))
@@ -176,11 +176,15 @@ export async function openKeySet(o: KeyStoreOptions): Promise<KeySet> {
     etag = `"${createHash('sha256').update(JSON.stringify(published)).digest('base64url').slice(0, 22)}"`
   }
 
+  /** Whether some published or signing key of `rows` is not in memory yet. */
+  const lacking = (rows: readonly SigningKeyRow[]) =>
+    rows.some((r) => (isPublished(r, o.clock.now()) && !publicKeys.has(r.kid)) || (SIGNING_STATES.includes(r.state) && !privateKeys.has(r.kid)))
+
   async function load(): Promise<void> {
-    apply(readRows()) // first, synchronously: a revoked key is gone before anything is awaited
+    const rows = await o.stores.signingKeys.all()
+    apply(rows) // first: a revoked key is gone before anything else is awaited
     const now = o.clock.now()
-    const full = o.database.db.select().from(signingKeys).all()
-    for (const r of full) {
+    for (const r of rows) {
       if (isPublished(r, now) && !publicKeys.has(r.kid)) publicKeys.set(r.kid, (await importJWK(JSON.parse(r.publicJwk) as JWK, r.alg)) as CryptoKey)
       if (SIGNING_STATES.includes(r.state) && !privateKeys.has(r.kid)) {
         const { plaintext } = await compactDecrypt(r.privateJwe, o.kek)
@@ -189,8 +193,7 @@ export async function openKeySet(o: KeyStoreOptions): Promise<KeySet> {
       }
     }
     // The rows may have changed while keys were imported: settle on what the store says now.
-    seenVersion = dataVersion.get()
-    apply(readRows())
+    apply(await o.stores.signingKeys.all())
   }
 
   /** Loads until the current key is in memory: another process may promote or create keys while we import. */
@@ -206,40 +209,35 @@ export async function openKeySet(o: KeyStoreOptions): Promise<KeySet> {
   // lists and ends by applying what the store says, so the last to finish is right.
   const reload = () => load()
 
-  /** The cheap check on every use: another connection committed → re-read the key table now. */
-  function check(): void {
-    // This process's own transaction is open (between two of its awaits): its rows are not
-    // committed, so they are no state to adopt. The next use looks again.
-    if (o.database.sqlite.inTransaction) return
-    const version = dataVersion.get()
-    if (version === seenVersion) return
-    seenVersion = version
-    const rows = readRows()
+  /** Before every answer: another process committed a key change → read the key table (a few rows) first. */
+  async function check(): Promise<void> {
+    if (!changed()) return
+    const rows = await o.stores.signingKeys.all()
     apply(rows)
     // Keys we do not hold yet (a new standby, or a current key we never loaded) come in the background.
-    if (rows.some((r) => isPublished(r, o.clock.now()) && !publicKeys.has(r.kid))) reload().catch(() => {})
+    if (lacking(rows)) reload().catch(() => {})
   }
 
   await loadCurrent()
 
   return {
-    current: () => {
-      check()
+    current: async () => {
+      await check()
       // Only when another process changed the keyset twice before this one could load the new
       // current key: refusing to sign beats signing with a key that may have been revoked.
       if (!active) throw new Error('the current signing key is not loaded yet (the keyset changed); retry')
       return active
     },
-    jwks: () => {
-      check()
+    jwks: async () => {
+      await check()
       return { keys: published }
     },
-    etag: () => {
-      check()
+    etag: async () => {
+      await check()
       return etag
     },
-    publicKey: (kid) => {
-      check()
+    publicKey: async (kid) => {
+      await check()
       return publicKeys.get(kid)
     },
     reload,
@@ -260,11 +258,11 @@ export function promotionWarning(kid: string, createdAt: number, now: number): P
   }
 }
 
-type KeyRow = typeof signingKeys.$inferSelect
+type KeyRow = SigningKeyRow
 
 /** The signing rows (current, next, standby) inside a transaction; the invariant is one of each. */
-export function signingRows(o: Pick<KeyStoreOptions, 'database'>): { current: KeyRow; next: KeyRow; standby: KeyRow } {
-  const rows = o.database.db.select().from(signingKeys).all()
+export async function signingRows(stores: Pick<TxStores, 'signingKeys'>): Promise<{ current: KeyRow; next: KeyRow; standby: KeyRow }> {
+  const rows = await stores.signingKeys.all()
   const current = rows.find((r) => r.state === 'current')
   const next = rows.find((r) => r.state === 'next')
   const standby = rows.find((r) => r.state === 'standby')
@@ -276,20 +274,20 @@ export function signingRows(o: Pick<KeyStoreOptions, 'database'>): { current: Ke
  * Moves the queue one step inside the caller's transaction: `next` starts signing, `standby`
  * becomes next, `fresh` becomes the standby. The caller has already taken the current key out.
  */
-export function promoteNext(o: KeyStoreOptions, rows: { next: KeyRow; standby: KeyRow }, fresh: GeneratedKey, now: number): void {
-  o.database.db.update(signingKeys).set({ state: 'current', activatedAt: now }).where(eq(signingKeys.kid, rows.next.kid)).run()
-  o.database.db.update(signingKeys).set({ state: 'next' }).where(eq(signingKeys.kid, rows.standby.kid)).run()
-  insertKey(o, fresh, 'standby')
+export async function promoteNext(o: KeyStoreOptions, tx: TxStores, rows: { next: KeyRow; standby: KeyRow }, fresh: GeneratedKey, now: number): Promise<void> {
+  await tx.signingKeys.update(rows.next.kid, { state: 'current', activatedAt: now })
+  await tx.signingKeys.update(rows.standby.kid, { state: 'next' })
+  await insertKey(o, tx, fresh, 'standby')
 }
 
 /** `standby` moves up to next and `fresh` becomes the standby (the next key was taken out). */
-export function replaceNext(o: KeyStoreOptions, rows: { standby: KeyRow }, fresh: GeneratedKey): void {
-  o.database.db.update(signingKeys).set({ state: 'next' }).where(eq(signingKeys.kid, rows.standby.kid)).run()
-  insertKey(o, fresh, 'standby')
+export async function replaceNext(o: KeyStoreOptions, tx: TxStores, rows: { standby: KeyRow }, fresh: GeneratedKey): Promise<void> {
+  await tx.signingKeys.update(rows.standby.kid, { state: 'next' })
+  await insertKey(o, tx, fresh, 'standby')
 }
 
-export function insertStandby(o: KeyStoreOptions, fresh: GeneratedKey): void {
-  insertKey(o, fresh, 'standby')
+export function insertStandby(o: KeyStoreOptions, tx: TxStores, fresh: GeneratedKey): Promise<void> {
+  return insertKey(o, tx, fresh, 'standby')
 }
 
 /**
@@ -305,12 +303,12 @@ export function insertStandby(o: KeyStoreOptions, fresh: GeneratedKey): void {
 export async function rotateKeys(o: KeyStoreOptions, opts: { force?: boolean } = {}): Promise<KeyRotation> {
   const fresh = await generateKey(o.alg, o.kek) // before the transaction, which holds the write lock
   const now = o.clock.now()
-  return o.database.durably(async () => {
-    const rows = signingRows(o)
+  return o.stores.durably(async (tx) => {
+    const rows = await signingRows(tx)
     const published = now - rows.next.createdAt
     if (!opts.force && published < JWKS_MAX_AGE) throw new RotationTooEarly(JWKS_MAX_AGE - published)
-    o.database.db.update(signingKeys).set({ state: 'retired', retiredAt: now, publishUntil: now + o.retiredPublishSeconds }).where(eq(signingKeys.kid, rows.current.kid)).run()
-    promoteNext(o, rows, fresh, now)
+    await tx.signingKeys.update(rows.current.kid, { state: 'retired', retiredAt: now, publishUntil: now + o.retiredPublishSeconds })
+    await promoteNext(o, tx, rows, fresh, now)
     return { retired: rows.current.kid, current: rows.next.kid, next: rows.standby.kid, standby: fresh.kid, ...promotionWarning(rows.next.kid, rows.next.createdAt, now) }
   })
 }

@@ -4,16 +4,14 @@
  * (the key's tokens revoked, the feed told, the audit row); it uses the keyset's queue helpers
  * and the stores, nothing above them.
  */
-import { eq } from 'drizzle-orm'
 import { tokenRevokedEvent } from '../revocations/events.js'
 import { keyAlreadyRevoked, notFound } from '../errors.js'
 import type { Stores } from '../store/stores.js'
-import { signingKeys } from '../store/schema.js'
 import { generateKey, promoteNext, promotionWarning, replaceNext, insertStandby, signingRows, type KeyState, type KeyStoreOptions, type PromotionWarning } from './keyset.js'
 
 export interface KeyRevocationDeps {
   keyStore: KeyStoreOptions
-  stores: Pick<Stores, 'tokens' | 'revocations' | 'audit' | 'tasks' | 'durably'>
+  stores: Pick<Stores, 'durably'>
   /** Every registered resource URI: any of them may hold a token signed by the key. */
   audiences: readonly string[]
 }
@@ -49,28 +47,23 @@ export async function revokeKey(deps: KeyRevocationDeps, kid: string, by: string
   const o = deps.keyStore
   const fresh = await generateKey(o.alg, o.kek) // before the transaction, which holds the write lock; unused for a retired key
   const now = o.clock.now()
-  // The key table is the store's own connection's (deps.stores is opened on o.database).
   return deps.stores.durably(async (tx) => {
-    const row = o.database.db.select({ state: signingKeys.state }).from(signingKeys).where(eq(signingKeys.kid, kid)).get()
+    const row = (await tx.signingKeys.all()).find((r) => r.kid === kid)
     if (!row) throw notFound('no signing key with this kid')
     if (row.state === 'revoked') throw keyAlreadyRevoked('this signing key is already revoked')
-    const rows = signingRows(o)
+    const rows = await signingRows(tx)
     let warning: PromotionWarning | undefined
-    o.database.db
-      .update(signingKeys)
-      .set({ state: 'revoked', retiredAt: row.state === 'retired' ? undefined : now, publishUntil: now })
-      .where(eq(signingKeys.kid, kid))
-      .run()
+    await tx.signingKeys.update(kid, { state: 'revoked', publishUntil: now, ...(row.state === 'retired' ? {} : { retiredAt: now }) })
     switch (row.state) {
       case 'current':
-        promoteNext(o, rows, fresh, now)
+        await promoteNext(o, tx, rows, fresh, now)
         warning = promotionWarning(rows.next.kid, rows.next.createdAt, now)
         break
       case 'next':
-        replaceNext(o, rows, fresh)
+        await replaceNext(o, tx, rows, fresh)
         break
       case 'standby':
-        insertStandby(o, fresh)
+        await insertStandby(o, tx, fresh)
         break
       case 'retired':
         break
@@ -84,7 +77,7 @@ export async function revokeKey(deps: KeyRevocationDeps, kid: string, by: string
     const relevantUntil = Math.max(signed.lastExp ?? 0, now + o.retiredPublishSeconds)
     await tx.revocations.insert({ at: now, kind: 'key_revoked', kid, relevantUntil, audiences: deps.audiences })
 
-    const after = signingRows(o)
+    const after = await signingRows(tx)
     const tokensRevoked = signed.revoked + unattributed.length
     await tx.audit.insert({
       at: now,

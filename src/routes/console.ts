@@ -266,11 +266,11 @@ export function consoleRoutes(deps: Deps, options: ConsoleOptions = {}) {
     return c.body(body, 200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff' })
   }
 
-  function keyStates(): { kid: string; state: string }[] {
-    const rows = signingRows(deps.keyStore)
+  async function keyStates(): Promise<{ kid: string; state: string }[]> {
+    const rows = await signingRows(deps.stores)
     const queue = [rows.current, rows.next, rows.standby].map((r) => ({ kid: r.kid, state: r.state }))
     // What else the JWKS still publishes: retired keys within their publish window.
-    const retired = deps.keys.jwks().keys.filter((k) => k.kid !== undefined && !queue.some((q) => q.kid === k.kid)).map((k) => ({ kid: k.kid!, state: 'retired (still published)' }))
+    const retired = (await deps.keys.jwks()).keys.filter((k) => k.kid !== undefined && !queue.some((q) => q.kid === k.kid)).map((k) => ({ kid: k.kid!, state: 'retired (still published)' }))
     return [...queue, ...retired]
   }
 
@@ -302,7 +302,7 @@ export function consoleRoutes(deps: Deps, options: ConsoleOptions = {}) {
           workloads: deps.config.workloads.map((w) => w.id),
           resources: deps.config.resources.map((r) => r.uri),
           tasks,
-          keys: keyStates(),
+          keys: await keyStates(),
           ...(s.role === 'admin' ? { rotateAction: `${CONSOLE_PATH}/keys/rotate` } : {}),
           audit: { ok: chain.ok, rows: chain.rows, head: chain.head, firstBad: chain.first_bad },
           now,

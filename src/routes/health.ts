@@ -19,9 +19,9 @@ export function renderMetrics(metrics: Metrics): Handler {
 export function healthRoutes(deps: Deps, metrics: Metrics) {
   const routes = new Hono<AdminEnv>()
     .get('/healthz', (c) => c.json({ status: 'ok' }))
-    .get('/readyz', (c) => {
+    .get('/readyz', async (c) => {
       try {
-        deps.database.sqlite.prepare('select 1').get()
+        await deps.stores.ping()
         return c.json({ status: 'ready' })
       } catch {
         return c.json({ status: 'unavailable' }, 503)

@@ -69,11 +69,11 @@ export function wellKnownRoutes(deps: Deps) {
       c.header('Cache-Control', 'public, max-age=300')
       return c.json(authorizationServerMetadata(deps))
     })
-    .get('/.well-known/jwks.json', (c) => {
-      const etag = deps.keys.etag()
+    .get('/.well-known/jwks.json', async (c) => {
+      const etag = await deps.keys.etag()
       c.header('Cache-Control', `public, max-age=${JWKS_MAX_AGE}, must-revalidate`)
       c.header('ETag', etag)
       if (etagMatches(c.req.header('if-none-match'), etag)) return c.body(null, 304)
-      return c.json(deps.keys.jwks(), 200, { 'Content-Type': 'application/jwk-set+json' })
+      return c.json(await deps.keys.jwks(), 200, { 'Content-Type': 'application/jwk-set+json' })
     })
 }

@@ -63,6 +63,11 @@ export function isDatabaseBusy(e: unknown): boolean {
   return hasErrorCode(e, (code) => code.startsWith('SQLITE_BUSY') || PG_RETRYABLE.has(code))
 }
 
+/** Whether `e` is a unique-index violation: PostgreSQL's `unique_violation` (23505) or SQLite's. */
+export function isUniqueViolation(e: unknown): boolean {
+  return hasErrorCode(e, (code) => code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY')
+}
+
 /**
  * Whether `e`, or an error it wraps, carries a driver code `test` accepts: drizzle wraps a
  * driver's error (DrizzleQueryError) with the driver's as its `cause`. A few levels only, so a

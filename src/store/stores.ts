@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { and, asc, desc, eq, gt, gte, inArray, isNull, lt, lte, not, or, sql } from 'drizzle-orm'
 import type { Database_ } from './db.js'
 import { auditHash, verifyChain, type ChainReport } from './audit-chain.js'
-import { auditEvents, authorizationCodes, brokerMeta, catalogObjects, policySets, replayEntries, refreshTokens, revocationEvents, revokedSessions, tasks, tokens } from './schema.js'
+import { auditEvents, authorizationCodes, brokerMeta, catalogObjects, policySets, replayEntries, refreshTokens, revocationEvents, revokedSessions, signingKeys, tasks, tokens } from './schema.js'
 
 export type TaskRow = typeof tasks.$inferSelect
 export type TokenRow = typeof tokens.$inferSelect
@@ -18,6 +18,7 @@ export type PolicySetRow = typeof policySets.$inferSelect
 export type AuthorizationCodeRow = typeof authorizationCodes.$inferSelect
 export type RefreshTokenRow = typeof refreshTokens.$inferSelect
 export type CatalogRow = typeof catalogObjects.$inferSelect
+export type SigningKeyRow = typeof signingKeys.$inferSelect
 /** What a catalog change checks its open tasks against: each open task's workload, user's issuer and resources. */
 export type OpenTaskRef = Pick<TaskRow, 'id' | 'workloadId' | 'subjectIssuer' | 'resources' | 'clientId'>
 
@@ -40,7 +41,7 @@ const HEAD_POLL_MS = 250
  * Statements outside a transaction run one by one; `durably`, `transaction` and `batched` hand
  * their callback the stores of one transaction, which it awaits and uses alone.
  */
-export type Stores = StoreTransactions & Aggregates
+export type Stores = StoreTransactions & StoreUpkeep & Aggregates
 /** The stores inside one transaction: the same aggregates, no nested transactions. */
 export type TxStores = Aggregates
 
@@ -61,6 +62,40 @@ export interface StoreTransactions {
    */
   batched<T>(fn: (tx: TxStores) => Promise<T>): Promise<T>
 }
+
+/**
+ * What another process may change under this one, watched by {@link StoreUpkeep.watch}: the
+ * signing keys (a rotation or revocation by the CLI or another instance) and task decisions
+ * (an approval decided elsewhere, which a held wait must answer).
+ */
+export type ChangeTopic = 'keys' | 'tasks'
+
+/** What the broker asks of the database beside the aggregates. */
+export interface StoreUpkeep {
+  /** Resolves when the database answers a trivial query (readiness). */
+  ping(): Promise<void>
+  /**
+   * A check cheap enough to run on every request: true when another process may have committed
+   * a change to `topic` since this check last answered true (then read again; false means
+   * nothing to read). Never true for this process's own uncommitted rows.
+   * - SQLite: `PRAGMA data_version` moved (any commit by another connection to the file): seen
+   *   on the first use after the commit.
+   * - PostgreSQL: a `NOTIFY` on the topic's channel arrived (sent by the writing transaction,
+   *   delivered at its commit), or {@link WATCH_FALLBACK_MS} passed since the last true while
+   *   the listening connection is down: seen within that bound whatever happens.
+   */
+  watch(topic: ChangeTopic): () => boolean
+  /**
+   * Runs the upkeep `job` (pruning) unless another process is running it: then resolves
+   * undefined at once. PostgreSQL: a session advisory lock tried, never waited for, so of several
+   * instances one prunes at a time. SQLite: always runs (its one writer serialises the statements,
+   * and pruning twice deletes nothing twice).
+   */
+  alone<T>(job: 'prune', fn: () => Promise<T>): Promise<T | undefined>
+}
+
+/** The longest a PostgreSQL watch waits, without its listening connection, before it answers true anyway. */
+export const WATCH_FALLBACK_MS = 1000
 
 /** What each aggregate offers, as its synchronous SQLite implementation states it. */
 export interface StoreMethods {
@@ -97,6 +132,8 @@ export interface StoreMethods {
     openRefs(): OpenTaskRef[]
     /** Deletes tasks that expired before `before` (so ended ones too: a task ends no later than it expires). */
     pruneExpiredBefore(before: number): number
+    /** How many tasks are in each stored status (the metrics' gauge). */
+    countByStatus(): { status: TaskStatus; n: number }[]
     /** Admin listing, newest first: by stored status, expiry relative to `now`, workload and user. */
     list(filter: {
       statuses?: TaskStatus[] | undefined
@@ -215,6 +252,17 @@ export interface StoreMethods {
     /** Bumps the revision (inside the change's transaction) and returns the new one. */
     bump(): number
   }
+  /**
+   * The signing keys (src/keys/keyset.ts owns their life cycle). A handful of rows; at most one
+   * each in `current`, `next` and `standby` (a unique index: never two current keys).
+   */
+  signingKeys: {
+    /** Every key, oldest first (by creation, then kid). */
+    all(): SigningKeyRow[]
+    insert(row: SigningKeyRow): void
+    /** Changes one key's row; false when no key has this kid. */
+    update(kid: string, patch: Partial<Omit<SigningKeyRow, 'kid'>>): boolean
+  }
   sessions: {
     /** Records a revoked session; false when it already was. */
     revoke(subjectIssuer: string, sid: string, at: number, relevantUntil: number): boolean
@@ -315,6 +363,8 @@ export function createStores(database: Database_): Stores {
     .where(sql`${tasks.status} in ('active', 'pending_approval')`)
     .prepare()
   const pruneTasks = db.delete(tasks).where(lt(tasks.expiresAt, p('before'))).prepare()
+  const tasksByStatus = db.select({ status: tasks.status, n: sql<number>`count(*)` }).from(tasks).groupBy(tasks.status).prepare()
+  const allKeys = db.select().from(signingKeys).orderBy(asc(signingKeys.createdAt), asc(signingKeys.kid)).prepare()
   const listTasks = db
     .select()
     .from(tasks)
@@ -498,6 +548,7 @@ export function createStores(database: Database_): Stores {
       openWorkloadIds: () => openWorkloads.all().map((r) => r.workloadId),
       openRefs: () => openRefs.all(),
       pruneExpiredBefore: (before) => pruneTasks.run({ before }).changes,
+      countByStatus: () => tasksByStatus.all(),
       list: ({ statuses, expiry, workloadId, user, resource, limit }) =>
         db
           .select()
@@ -620,6 +671,11 @@ export function createStores(database: Database_): Stores {
         return next
       },
     },
+    signingKeys: {
+      all: () => allKeys.all(),
+      insert: (row) => void db.insert(signingKeys).values(row).run(),
+      update: (kid, patch) => db.update(signingKeys).set(patch).where(eq(signingKeys.kid, kid)).run().changes === 1,
+    },
     sessions: {
       revoke: (issuer, sid, at, relevantUntil) => insertSession.run({ issuer, sid, at, relevantUntil }).changes === 1,
       isRevoked: (issuer, sid) => getSession.get({ issuer, sid }) !== undefined,
@@ -661,7 +717,24 @@ export function createStores(database: Database_): Stores {
     for (const s of settled) s()
   }
 
+  const ping = database.sqlite.prepare('select 1')
+  const dataVersion = database.sqlite.prepare('PRAGMA data_version').pluck()
   return {
+    ping: () => database.exclusive(() => void ping.get()),
+    alone: (_job, fn) => fn(),
+    // One counter for every topic: any commit by another connection to the file.
+    watch() {
+      let seen = dataVersion.get()
+      return () => {
+        // This process's own transaction is open (between two of its awaits): the connection
+        // reads its uncommitted rows, which are nothing to adopt. The next use looks again.
+        if (database.sqlite.inTransaction) return false
+        const now = dataVersion.get()
+        if (now === seen) return false
+        seen = now
+        return true
+      }
+    },
     transaction: (fn) => database.transaction(() => fn(inside)),
     durably: (fn) => database.durably(() => fn(inside)),
     batched<T>(fn: (tx: TxStores) => Promise<T>): Promise<T> {

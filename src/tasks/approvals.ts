@@ -9,7 +9,6 @@
  */
 import { OAuthError, invalidRequest, taskNotActive } from '../errors.js'
 import { callerName, getTaskFor, ownerSub, taskState, viewTask, type Caller, type TaskDeps, type TaskView } from './lifecycle.js'
-import type { Database_ } from '../store/db.js'
 import type { TaskRow } from '../store/stores.js'
 
 export type ApprovalDecision = 'approve' | 'deny'
@@ -168,20 +167,15 @@ export interface DecisionWatch {
 export const WATCH_INTERVAL_MS = 250
 
 /**
- * A {@link DecisionWatch} over SQLite: `PRAGMA data_version` counts commits by *other*
- * connections and is read without touching a table (this process's own decisions notify directly).
+ * A {@link DecisionWatch} over the store's change watch on tasks (SQLite: `PRAGMA data_version`,
+ * any commit by another connection; PostgreSQL: the deciding transaction's announcement). This
+ * process's own decisions notify the waiters directly.
  */
-export function sqliteDecisionWatch(deps: Pick<TaskDeps, 'stores' | 'clock'> & { database: Database_ }): DecisionWatch {
-  const dataVersion = deps.database.sqlite.prepare('PRAGMA data_version').pluck()
-  let seen = dataVersion.get()
+export function storeDecisionWatch(deps: Pick<TaskDeps, 'stores' | 'clock'>): DecisionWatch {
+  const changed = deps.stores.watch('tasks')
   return {
     intervalMs: WATCH_INTERVAL_MS,
-    changed() {
-      const now = dataVersion.get()
-      if (now === seen) return false
-      seen = now
-      return true
-    },
+    changed,
     async isPending(taskId) {
       const row = await deps.stores.tasks.get(taskId)
       return row !== undefined && taskState(row, deps.clock.now()) === 'pending_approval'

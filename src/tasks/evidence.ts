@@ -36,7 +36,7 @@ export async function taskEvidence(deps: EvidenceDeps, id: string): Promise<stri
   const retained = await deps.stores.audit.retained()
   if (retained && (retained.since === undefined || task.createdAt < retained.since)) lines.push({ type: 'retention', audit_anchor: retained.anchor, audit_kept_since: retained.since ?? null, note: 'audit rows older than retention.audit were pruned; this story may be missing its oldest rows' })
   const body = lines.map((l) => JSON.stringify(l) + '\n').join('')
-  const { kid, alg, privateKey } = deps.keys.current()
+  const { kid, alg, privateKey } = await deps.keys.current()
   const jws = await new CompactSign(new TextEncoder().encode(body)).setProtectedHeader({ alg, kid, typ: EVIDENCE_TYP }).sign(privateKey)
   const [header, , signature] = jws.split('.')
   return body + JSON.stringify({ type: 'signature', jws: `${header}..${signature}` }) + '\n'

@@ -35,6 +35,6 @@ export interface TaskTokenClaims {
  * revoking a compromised key revokes its tokens). Times are explicit: jose never reads the clock here.
  */
 export async function signTaskToken(keys: KeySet, claims: TaskTokenClaims): Promise<{ token: string; kid: string }> {
-  const { kid, alg, privateKey } = keys.current()
+  const { kid, alg, privateKey } = await keys.current()
   return { token: await new SignJWT({ ...claims }).setProtectedHeader({ alg, kid, typ: ACCESS_TOKEN_TYP }).sign(privateKey), kid }
 }

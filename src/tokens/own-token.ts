@@ -22,10 +22,10 @@ export function createOwnTokenVerifier(opts: { keys: KeySet; issuer: string; clo
     async verify(token) {
       const now = opts.clock.now()
       const hit = cache.get(token, now)
-      if (hit) return opts.keys.publicKey(hit.kid) ? hit.payload : undefined
+      if (hit) return (await opts.keys.publicKey(hit.kid)) ? hit.payload : undefined
       const peeked = peekJwt(token)
       const kid = peeked?.header.kid
-      const key = kid === undefined ? undefined : opts.keys.publicKey(kid)
+      const key = kid === undefined ? undefined : await opts.keys.publicKey(kid)
       if (!peeked || kid === undefined || !key || peeked.header.typ !== ACCESS_TOKEN_TYP) return undefined
       try {
         const { payload } = await jwtVerify(token, key, {

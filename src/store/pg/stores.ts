@@ -5,12 +5,12 @@ import type { PgDatabase as DrizzlePgDatabase } from 'drizzle-orm/pg-core'
 import pg from 'pg'
 import { invalidGrant, temporarilyUnavailable } from '../../errors.js'
 import { auditHash, verifyChainAsync } from '../audit-chain.js'
-import { hasErrorCode } from '../db.js'
-import { boundAuditFields, type Stores, type TxStores } from '../stores.js'
+import { isUniqueViolation } from '../db.js'
+import { boundAuditFields, WATCH_FALLBACK_MS, type ChangeTopic, type Stores, type TxStores } from '../stores.js'
 import type { PgDatabase } from './db.js'
 import * as schema from './schema.js'
 
-const { auditEvents, authorizationCodes, brokerMeta, catalogObjects, policySets, replayEntries, refreshTokens, revocationEvents, revokedSessions, tasks, tokens } = schema
+const { auditEvents, authorizationCodes, brokerMeta, catalogObjects, policySets, replayEntries, refreshTokens, revocationEvents, revokedSessions, signingKeys, tasks, tokens } = schema
 
 /** The pool, or the one connection of a transaction: the same query builder either way. */
 type Q = DrizzlePgDatabase<NodePgQueryResultHKT, typeof schema>
@@ -36,13 +36,17 @@ export const REVOCATION_CHANNEL = 'taskpass_revocations'
  * deadlock against another taking them in the other order.
  */
 const APPEND_LOCK = sql.raw(String(0x74706c6f67)) // "tplog"
+/**
+ * The channel every change another instance must notice is announced on (payload: its
+ * {@link ChangeTopic}), by the writing transaction: delivered at commit, to every instance.
+ */
+export const CHANGE_CHANNEL = 'taskpass_changes'
+/** The session advisory lock of each upkeep job (`pg_try_advisory_lock`): one instance at a time runs it. */
+const UPKEEP_LOCKS = { prune: String(0x7470707275) } as const // "tppru"
 /** As in the SQLite store: while anyone is subscribed, the feed head is read this often. */
 const HEAD_POLL_MS = 250
 
 const open = sql`('active', 'pending_approval')`
-
-/** PostgreSQL's `unique_violation` (SQLSTATE 23505). */
-const isUniqueViolation = (e: unknown) => hasErrorCode(e, (code) => code === '23505')
 
 /** `count(*)`, `max(...)`: PostgreSQL answers `int8` as a string; null stays null. */
 const num = (v: unknown): number | undefined => (v === null || v === undefined ? undefined : Number(v))
@@ -79,6 +83,13 @@ export function createPgStores(database: PgDatabase): Stores {
     // Several statements that must hold together: in the caller's transaction, or one of their own.
     const atomically = <T>(fn: (t: Q) => Promise<T>): Promise<T> => (inTx ? fn(q) : q.transaction((t) => fn(t)))
     const changed = async (statement: PromiseLike<{ rowCount: number | null }>) => (await statement).rowCount ?? 0
+    /** Tells every instance's watches of `topic` (at commit; PostgreSQL folds repeats within one transaction). */
+    const announce = async (topic: ChangeTopic) => void (await q.execute(sql`select pg_notify(${CHANGE_CHANNEL}, ${topic})`))
+    /** `n` rows changed; announced to `topic`'s watches when any did. */
+    const announced = async (n: number, topic: ChangeTopic) => {
+      if (n > 0) await announce(topic)
+      return n
+    }
 
     return {
       tasks: {
@@ -94,12 +105,13 @@ export function createPgStores(database: PgDatabase): Stores {
             throw e
           }
         },
+        // Ends and decisions are announced: a wait held on another instance answers at once.
         end: async (id, status, at, reason) =>
-          (await changed(q.update(tasks).set({ status, endedAt: at, endReason: reason }).where(and(eq(tasks.id, id), sql`${tasks.status} in ${open}`)))) === 1,
+          (await announced(await changed(q.update(tasks).set({ status, endedAt: at, endReason: reason }).where(and(eq(tasks.id, id), sql`${tasks.status} in ${open}`))), 'tasks')) === 1,
         // The decision's whole precondition is in the WHERE clause (see the SQLite store).
         approve: async (id, at) =>
-          (await changed(q.update(tasks).set({ status: 'active', approvalExpiresAt: sql`coalesce(${tasks.approvalExpiresAt}, ${at})` }).where(stillAwaiting(id, at)))) === 1,
-        deny: async (id, at, reason) => (await changed(q.update(tasks).set({ status: 'denied', endedAt: at, endReason: reason }).where(stillAwaiting(id, at)))) === 1,
+          (await announced(await changed(q.update(tasks).set({ status: 'active', approvalExpiresAt: sql`coalesce(${tasks.approvalExpiresAt}, ${at})` }).where(stillAwaiting(id, at))), 'tasks')) === 1,
+        deny: async (id, at, reason) => (await announced(await changed(q.update(tasks).set({ status: 'denied', endedAt: at, endReason: reason }).where(stillAwaiting(id, at))), 'tasks')) === 1,
         listByUser: (issuer, userSub, limit) =>
           q.select().from(tasks).where(and(eq(tasks.subjectIssuer, issuer), eq(tasks.userSub, userSub))).orderBy(desc(tasks.createdAt)).limit(limit),
         listOpenBySession: (issuer, sid) => q.select().from(tasks).where(and(eq(tasks.subjectIssuer, issuer), eq(tasks.sid, sid), sql`${tasks.status} in ${open}`)),
@@ -121,6 +133,7 @@ export function createPgStores(database: PgDatabase): Stores {
             .from(tasks)
             .where(sql`${tasks.status} in ${open}`),
         pruneExpiredBefore: (before) => changed(q.delete(tasks).where(lt(tasks.expiresAt, before))),
+        countByStatus: async () => (await q.select({ status: tasks.status, n: sql`count(*)` }).from(tasks).groupBy(tasks.status)).map((r) => ({ status: r.status, n: num(r.n) ?? 0 })),
         list: ({ statuses, expiry, workloadId, user, resource, limit }) =>
           q
             .select()
@@ -311,6 +324,15 @@ export function createPgStores(database: PgDatabase): Stores {
           return Number(row!.value)
         },
       },
+      // Every change is announced: the other instances' key sets read the table again on their next use.
+      signingKeys: {
+        all: () => q.select().from(signingKeys).orderBy(asc(signingKeys.createdAt), asc(signingKeys.kid)),
+        insert: async (row) => {
+          await q.insert(signingKeys).values(row)
+          await announce('keys')
+        },
+        update: async (kid, patch) => (await announced(await changed(q.update(signingKeys).set(patch).where(eq(signingKeys.kid, kid))), 'keys')) === 1,
+      },
       sessions: {
         revoke: async (issuer, sid, at, relevantUntil) =>
           (await changed(q.insert(revokedSessions).values({ subjectIssuer: issuer, sid, at, relevantUntil }).onConflictDoNothing())) === 1,
@@ -407,9 +429,92 @@ export function createPgStores(database: PgDatabase): Stores {
     }
   }
 
+  // The watches (StoreUpkeep.watch): one LISTEN connection for every topic, opened by the first
+  // watch and kept; while it is down, each watch answers true every WATCH_FALLBACK_MS (its
+  // caller reads again) and the connection is opened again.
+  const watches = new Set<{ topic: ChangeTopic; pending: boolean; last: number }>()
+  let changes: pg.Client | undefined
+  let changesUp = false
+  let lastAttempt = 0
+  function listenForChanges(): void {
+    if (changes) return
+    lastAttempt = performance.now()
+    const client = new pg.Client({ connectionString: database.url })
+    changes = client
+    const drop = () => {
+      if (changes === client) {
+        changes = undefined
+        changesUp = false
+      }
+      void client.end().catch(() => {})
+    }
+    client.on('error', drop)
+    client.on('end', drop)
+    client.on('notification', (n) => {
+      if (n.channel !== CHANGE_CHANNEL) return
+      for (const w of watches) if (w.topic === n.payload) w.pending = true
+    })
+    client
+      .connect()
+      .then(() => client.query(`listen ${CHANGE_CHANNEL}`))
+      .then(() => {
+        if (changes !== client) return
+        changesUp = true
+        // Whatever was committed before the listener was up is read once now.
+        for (const w of watches) w.pending = true
+      }, drop)
+  }
+  let closed = false
+  function watch(topic: ChangeTopic): () => boolean {
+    const w = { topic, pending: false, last: performance.now() }
+    watches.add(w)
+    if (!closed) listenForChanges()
+    return () => {
+      // Elapsed time, not the clock: a bound on a connection's silence, not a protocol time.
+      const now = performance.now()
+      if (!changesUp && !closed && now - lastAttempt >= WATCH_FALLBACK_MS) listenForChanges()
+      if (w.pending || (!changesUp && now - w.last >= WATCH_FALLBACK_MS)) {
+        w.pending = false
+        w.last = now
+        return true
+      }
+      return false
+    }
+  }
+  const closeDatabase = database.close
+  database.close = async () => {
+    closed = true
+    const client = changes
+    changes = undefined
+    changesUp = false
+    await client?.end().catch(() => {})
+    await closeDatabase()
+  }
+
   const outside = on(db, false)
   const transaction = <T>(fn: (tx: TxStores) => Promise<T>): Promise<T> => db.transaction((tx) => fn(on(tx, true)))
   return {
+    ping: async () => void (await db.execute(sql`select 1`)),
+    // The lock lives on one pooled connection for the job's length; the job's statements run on
+    // others, each its own short transaction (no long lock on any table).
+    async alone(job, fn) {
+      const client = await database.pool.connect()
+      // A connection whose unlock failed still holds the lock (and would take it again at once:
+      // advisory locks nest per session): it is closed, not returned to the pool.
+      let broken = false
+      try {
+        const { rows } = await client.query<{ taken: boolean }>('select pg_try_advisory_lock($1) as taken', [UPKEEP_LOCKS[job]])
+        if (!rows[0]?.taken) return undefined
+        try {
+          return await fn()
+        } finally {
+          await client.query('select pg_advisory_unlock($1)', [UPKEEP_LOCKS[job]]).catch(() => (broken = true))
+        }
+      } finally {
+        client.release(broken)
+      }
+    },
+    watch,
     transaction,
     // A PostgreSQL commit is durable (WAL flushed at COMMIT with the server's default synchronous_commit).
     durably: transaction,
