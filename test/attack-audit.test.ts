@@ -101,7 +101,7 @@ describe('attack: editing the chain', () => {
       await story(b)
       b.clock.advance(400 * 86_400)
       await story(b)
-      assert.ok(await b.deps.stores.audit.pruneBefore(b.clock.now() - 365 * 86_400) > 0)
+      assert.ok(await b.deps.stores.audit.pruneBefore(b.clock.now() - 365 * 86_400, 1000) > 0)
       assert.equal((await verify(b)).ok, true)
       sql(b, "insert into audit_events (id, at, action, decision, reason) values (1, ?, 'task.open', 'allow', 'forged')", b.clock.now())
       assert.equal((await verify(b)).ok, false)
@@ -113,7 +113,7 @@ describe('attack: retention', () => {
     withBroker(undefined, async (b) => {
       await story(b)
       b.clock.advance(400 * 86_400)
-      assert.ok(await b.deps.stores.audit.pruneBefore(b.clock.now() - 365 * 86_400) > 0)
+      assert.ok(await b.deps.stores.audit.pruneBefore(b.clock.now() - 365 * 86_400, 1000) > 0)
       assert.equal(b.count('audit_events'), 0)
       assert.equal((await verify(b)).ok, true)
       await story(b)
@@ -126,7 +126,7 @@ describe('attack: retention', () => {
       const old = await story(b)
       b.clock.advance(400 * 86_400)
       await story(b)
-      await b.deps.stores.audit.pruneBefore(b.clock.now() - 365 * 86_400)
+      await b.deps.stores.audit.pruneBefore(b.clock.now() - 365 * 86_400, 1000)
       const res = await b.app.request(`/admin/tasks/${old}/evidence`, { headers: admin })
       if (res.status === 404) return
       const { text, jwks } = { text: await res.text(), jwks: (await (await b.app.request('/.well-known/jwks.json')).json()) as JSONWebKeySet }

@@ -74,7 +74,7 @@ describe('audit hash chain', () => {
       b.clock.advance(400 * 86_400)
       await story(b)
       const before = ids(b)
-      const pruned = await b.deps.stores.audit.pruneBefore(b.clock.now() - 365 * 86_400)
+      const pruned = await b.deps.stores.audit.pruneBefore(b.clock.now() - 365 * 86_400, 1000)
       assert.ok(pruned > 0 && pruned < before.length)
       const report = await verify(b)
       assert.equal(report.ok, true)

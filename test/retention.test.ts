@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { AUDIT_FIELD_LIMITS } from '../src/store/stores.js'
-import { pruneStore } from '../src/store/retention.js'
+import { PRUNE_BATCH, pruneStore } from '../src/store/retention.js'
 import { counts, NOTES, openTask, withBroker } from './harness.js'
 
 describe('unauthenticated traffic does not grow the database', () => {
@@ -76,4 +76,31 @@ describe('retention', () => {
       assert.throws(() => parseConfig({ issuer: 'https://b.example', retention: { audit: 60 } }), (e: unknown) => e instanceof ConfigError && /retention\.audit/.test(e.message))
     }),
   )
+})
+
+describe('pruning a backlog', () => {
+  it(`deletes it all in batches of ${PRUNE_BATCH}, letting the event loop run between them`, () =>
+    withBroker({}, async (b) => {
+      const backlog = PRUNE_BATCH * 2 + 500
+      const { task_id } = (await (await b.exchange()).json()) as { task_id: string }
+      const row = (await b.deps.stores.tokens.ofTask(task_id))[0]!
+      await b.deps.stores.transaction(async (tx) => {
+        for (let i = 0; i < backlog; i++) await tx.tokens.insert({ ...row, jti: `backlog-${i}`, exp: b.clock.now() - 3600 })
+      })
+      // Something else the process has to do, scheduled before pruning starts: it must not wait for the whole backlog.
+      let ranAt: number | undefined
+      let batchesDone = 0
+      setImmediate(() => (ranAt = batchesDone))
+      const prune = b.deps.stores.tokens.pruneExpired
+      b.deps.stores.tokens.pruneExpired = async (before, limit) => {
+        const n = await prune(before, limit)
+        batchesDone++
+        return n
+      }
+      const result = await pruneStore(b.deps.stores, b.deps.config, b.clock.now())
+      assert.equal(result.tokens, backlog)
+      assert.equal(batchesDone, 3)
+      assert.equal(ranAt, 1, 'the waiting callback ran after the first batch, not after the last')
+      assert.equal((await b.deps.stores.tokens.ofTask(task_id)).length, 1, 'the live token is kept')
+    }))
 })

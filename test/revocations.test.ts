@@ -330,7 +330,7 @@ describe('revocation feed: epoch and head', () => {
     try {
       await insertTokenEvent(b, 'j1', T0 + 10)
       await insertTokenEvent(b, 'j2', T0 + 10)
-      assert.equal(await b.deps.stores.revocations.pruneBefore(T0 + 1000), 2)
+      assert.equal(await b.deps.stores.revocations.pruneBefore(T0 + 1000, 1000), 2)
       const page = (await (await poll(b, '2')).json()) as Record<string, unknown>
       assert.deepEqual(page, { events: [], cursor: '2', epoch: await b.deps.stores.revocations.epoch(), head: '2' })
     } finally {
@@ -349,9 +349,9 @@ describe('revocation feed: retention', () => {
     try {
       const until = T0 + 300
       await insertTokenEvent(b, 'jti-late', until)
-      assert.equal(await b.deps.stores.revocations.pruneBefore(revocationPruneHorizon(until + MAX_LEEWAY_SECONDS, b.deps.config.clockSkew)), 0)
+      assert.equal(await b.deps.stores.revocations.pruneBefore(revocationPruneHorizon(until + MAX_LEEWAY_SECONDS, b.deps.config.clockSkew), 1000), 0)
       assert.equal(((await (await poll(b)).json()) as { events: unknown[] }).events.length, 1)
-      assert.equal(await b.deps.stores.revocations.pruneBefore(revocationPruneHorizon(until + MAX_LEEWAY_SECONDS + 1, b.deps.config.clockSkew)), 1)
+      assert.equal(await b.deps.stores.revocations.pruneBefore(revocationPruneHorizon(until + MAX_LEEWAY_SECONDS + 1, b.deps.config.clockSkew), 1000), 1)
       assert.equal(((await (await poll(b)).json()) as { events: unknown[] }).events.length, 0)
     } finally {
       b.close()

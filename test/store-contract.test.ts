@@ -158,7 +158,7 @@ for (const backend of backends) {
       assert.deepEqual([refreshed?.sessionStartedAt, refreshed?.sessionExpiresAt], [T0, T0 + 100])
       await stores.tasks.countToken('root')
       assert.equal((await stores.tasks.get('root'))?.tokensMinted, 1)
-      assert.equal(await stores.tasks.pruneExpiredBefore(T0 + 6), 1)
+      assert.equal(await stores.tasks.pruneExpiredBefore(T0 + 6, 1000), 1)
       assert.equal(await stores.tasks.get('done'), undefined)
     }))
 
@@ -172,11 +172,11 @@ for (const backend of backends) {
       assert.equal(await stores.authorizationCodes.countOfTask('t1'), 1)
       assert.deepEqual((await Promise.all([stores.authorizationCodes.use('h1', T0 + 1), other.authorizationCodes.use('h1', T0 + 1)])).sort(), [false, true])
       assert.equal((await stores.authorizationCodes.get('h1'))?.usedAt, T0 + 1)
-      assert.equal(await stores.authorizationCodes.pruneExpired(T0 + 61), 1)
+      assert.equal(await stores.authorizationCodes.pruneExpired(T0 + 61, 1000), 1)
       await stores.refreshTokens.insert({ tokenHash: 'r1', taskId: 't1', clientId: 'c', resource: NOTES, scope: 's', tools: '["a"]', dpopJkt: 'j', createdAt: T0, expiresAt: T0 + 60, usedAt: null })
       assert.equal((await stores.refreshTokens.get('r1'))?.tools, '["a"]')
       assert.deepEqual((await Promise.all([stores.refreshTokens.use('r1', T0 + 1), other.refreshTokens.use('r1', T0 + 1)])).sort(), [false, true])
-      assert.equal(await stores.refreshTokens.pruneExpired(T0 + 61), 1)
+      assert.equal(await stores.refreshTokens.pruneExpired(T0 + 61, 1000), 1)
       assert.equal(await stores.refreshTokens.get('r1'), undefined)
     }))
 
@@ -187,7 +187,7 @@ for (const backend of backends) {
       await stores.tokens.insert({ ...token('j3', 't1', T0 - 1), kid: null })
       assert.deepEqual((await stores.tokens.audiencesOfTask('t1')).sort(), [NOTES, 'https://other.example/mcp'])
       assert.deepEqual((await stores.tokens.revokeWithoutKid(T0)).map((t) => [t.jti, t.status, t.revokedAt]), [['j2', 'revoked', T0]])
-      assert.equal(await stores.tokens.pruneExpired(T0), 1)
+      assert.equal(await stores.tokens.pruneExpired(T0, 1000), 1)
       assert.equal(await stores.policySets.latest(), undefined)
       await stores.policySets.insert({ version: 'v1', text: '', loadedAt: T0, loadedBy: 'admin:a' })
       await stores.policySets.insert({ version: 'v2', text: 'permit(principal, action, resource);', loadedAt: T0 + 1, loadedBy: 'admin:a' })
@@ -298,7 +298,7 @@ for (const backend of backends) {
       // Retention removes a prefix by id (concurrent appends need not be in `at` order): later rows first.
       for (let i = 100; i < 103; i++) await stores.audit.insert(row(i))
       const whole = await stores.audit.verify()
-      assert.equal(await stores.audit.pruneBefore(T0 + 100), 20)
+      assert.equal(await stores.audit.pruneBefore(T0 + 100, 1000), 20)
       assert.equal((await stores.audit.retained())?.since, T0 + 100)
       const after = await stores.audit.verify()
       assert.equal(after.ok, true, JSON.stringify(after))
@@ -316,7 +316,7 @@ for (const backend of backends) {
         }),
       )
       await stores.audit.insert(row(T0 + 100))
-      assert.equal(await stores.audit.pruneBefore(T0 + 100), 3)
+      assert.equal(await stores.audit.pruneBefore(T0 + 100, 1000), 3)
       const report = await stores.audit.verify()
       assert.equal(report.ok, true, JSON.stringify(report))
       assert.equal(report.rows, 1)
@@ -333,7 +333,7 @@ for (const backend of backends) {
       assert.deepEqual((await stores.revocations.listAll(all[0]!.id, 10)).map((e) => e.id), [all[1]!.id])
       const head = await stores.revocations.head()
       assert.equal(head, all[1]!.id)
-      assert.equal(await stores.revocations.pruneBefore(T0 + 1000), 2)
+      assert.equal(await stores.revocations.pruneBefore(T0 + 1000, 1000), 2)
       assert.equal(await stores.revocations.head(), head)
       const epoch = await stores.revocations.epoch()
       assert.match(epoch, /^[A-Za-z0-9_-]{22}$/)
@@ -373,7 +373,7 @@ for (const backend of backends) {
       assert.equal(await stores.sessions.revoke('https://idp.example', 's1', T0, T0 + 60), true)
       assert.equal(await stores.sessions.revoke('https://idp.example', 's1', T0 + 1, T0 + 60), false)
       assert.equal(await stores.sessions.isRevoked('https://idp.example', 's1'), true)
-      assert.equal(await stores.sessions.pruneBefore(T0 + 61), 1)
+      assert.equal(await stores.sessions.pruneBefore(T0 + 61, 1000), 1)
     }))
 
     it('catalog: put replaces in place, get, delete, and every bump a new revision', withStores(async ({ stores, another }) => {
@@ -418,6 +418,35 @@ for (const backend of backends) {
       assert.equal(value, 't2')
       assert.equal((await stores.audit.verify()).ok, true)
       assert.equal(await stores.batched(async (tx) => (await tx.tasks.end('t2', 'completed', T0, 'done')) && 'ended'), 'ended')
+    }))
+  
+    it('pruning in bounded batches: each call deletes at most its limit, oldest audit rows first, the chain verifiable after every batch', withStores(async ({ stores }) => {
+      await stores.tasks.insert(task('t1', { expiresAt: T0 + 10 }))
+      for (let i = 0; i < 25; i++) await stores.tokens.insert(token(`j${i}`, 't1', T0 + 1))
+      const batches: number[] = []
+      for (let n = -1; n !== 0; ) batches.push((n = await stores.tokens.pruneExpired(T0 + 2, 10)))
+      assert.deepEqual(batches, [10, 10, 5, 0])
+      for (let i = 0; i < 17; i++) await stores.audit.insert({ at: T0 + i, action: 'task.open', decision: 'allow', reason: `r${i}` })
+      await stores.audit.insert({ at: T0 + 100, action: 'task.open', decision: 'allow', reason: 'kept' })
+      const head = (await stores.audit.verify()).head
+      const pruned: number[] = []
+      for (let n = -1; n !== 0; ) {
+        pruned.push((n = await stores.audit.pruneBefore(T0 + 100, 7)))
+        const report = await stores.audit.verify()
+        assert.equal(report.ok, true, JSON.stringify(report))
+        assert.equal(report.head, head)
+      }
+      assert.deepEqual(pruned, [7, 7, 3, 0])
+      assert.deepEqual((await stores.audit.list({ limit: 10 })).map((r) => r.reason), ['kept'])
+      for (let i = 0; i < 5; i++) await stores.revocations.insert({ at: T0, kind: 'task_revoked', taskId: `t${i}`, relevantUntil: T0 + 1, audiences: [NOTES] })
+      assert.equal(await stores.revocations.pruneBefore(T0 + 2, 3), 3)
+      assert.equal(await stores.revocations.pruneBefore(T0 + 2, 3), 2)
+      for (let i = 0; i < 4; i++) await stores.sessions.revoke('https://idp.example', `s${i}`, T0, T0 + 1)
+      assert.equal(await stores.sessions.pruneBefore(T0 + 2, 3), 3)
+      assert.equal(await stores.sessions.pruneBefore(T0 + 2, 3), 1)
+      for (let i = 2; i < 6; i++) await stores.tasks.insert(task(`t${i}`, { expiresAt: T0 + 1 }))
+      assert.equal(await stores.tasks.pruneExpiredBefore(T0 + 2, 3), 3)
+      assert.equal(await stores.tasks.pruneExpiredBefore(T0 + 2, 3), 1)
     }))
   })
 }

@@ -11,17 +11,34 @@ import type { Stores } from './stores.js'
 export async function pruneStore(stores: Stores, config: Pick<Config, 'clockSkew' | 'retention'>, now: number): Promise<{ tokens: number; codes: number; refreshTokens: number; revocations: number; sessions: number; audit: number; tasks: number; replay: number }> {
   const horizon = now - config.clockSkew
   return {
-    tokens: await stores.tokens.pruneExpired(horizon),
+    tokens: await inBatches((limit) => stores.tokens.pruneExpired(horizon, limit)),
     // A used code is kept until it expires: presented again before then, it revokes its task.
-    codes: await stores.authorizationCodes.pruneExpired(horizon),
-    refreshTokens: await stores.refreshTokens.pruneExpired(horizon),
+    codes: await inBatches((limit) => stores.authorizationCodes.pruneExpired(horizon, limit)),
+    refreshTokens: await inBatches((limit) => stores.refreshTokens.pruneExpired(horizon, limit)),
     // Kept past `until` for the longest leeway a verifier may use, not only our clock skew.
-    revocations: await stores.revocations.pruneBefore(revocationPruneHorizon(now, config.clockSkew)),
-    sessions: await stores.sessions.pruneBefore(horizon),
-    audit: await stores.audit.pruneBefore(now - config.retention.audit),
-    tasks: await stores.tasks.pruneExpiredBefore(now - config.retention.tasks),
-    // Bounded per run: a backlog is worked off over several runs, never in one long write.
-    replay: await stores.replay.pruneExpired(now, 10_000),
+    revocations: await inBatches((limit) => stores.revocations.pruneBefore(revocationPruneHorizon(now, config.clockSkew), limit)),
+    sessions: await inBatches((limit) => stores.sessions.pruneBefore(horizon, limit)),
+    audit: await inBatches((limit) => stores.audit.pruneBefore(now - config.retention.audit, limit)),
+    tasks: await inBatches((limit) => stores.tasks.pruneExpiredBefore(now - config.retention.tasks, limit)),
+    replay: await inBatches((limit) => stores.replay.pruneExpired(now, limit)),
+  }
+}
+
+/**
+ * Rows one prune statement deletes at most: a few milliseconds of the event loop (SQLite runs
+ * statements on the main thread) and of the write lock, so requests interleave with a backlog's
+ * pruning instead of waiting behind one long delete.
+ */
+export const PRUNE_BATCH = 1000
+
+/** Runs `prune` batch after batch until one deletes fewer than a batch, yielding to the event loop between them. */
+async function inBatches(prune: (limit: number) => Promise<number>): Promise<number> {
+  let total = 0
+  for (;;) {
+    const n = await prune(PRUNE_BATCH)
+    total += n
+    if (n < PRUNE_BATCH) return total
+    await new Promise<void>((resolve) => setImmediate(resolve))
   }
 }
 

@@ -130,8 +130,8 @@ export interface StoreMethods {
     openWorkloadIds(): string[]
     /** Every open task (active or pending approval), with what a catalog change checks it against. */
     openRefs(): OpenTaskRef[]
-    /** Deletes tasks that expired before `before` (so ended ones too: a task ends no later than it expires). */
-    pruneExpiredBefore(before: number): number
+    /** Deletes up to `limit` tasks that expired before `before` (so ended ones too: a task ends no later than it expires). */
+    pruneExpiredBefore(before: number, limit: number): number
     /** How many tasks are in each stored status (the metrics' gauge). */
     countByStatus(): { status: TaskStatus; n: number }[]
     /** Admin listing, newest first: by stored status, expiry relative to `now`, workload and user. */
@@ -153,7 +153,8 @@ export interface StoreMethods {
     use(codeHash: string, at: number): boolean
     /** How many codes of the task are on record (one consent issues one). */
     countOfTask(taskId: string): number
-    pruneExpired(before: number): number
+    /** Deletes up to `limit` codes expired before `before`; returns how many (so do the other prunes). */
+    pruneExpired(before: number, limit: number): number
   }
   /** Task-bound refresh tokens, by the SHA-256 of the token. */
   refreshTokens: {
@@ -161,7 +162,7 @@ export interface StoreMethods {
     get(tokenHash: string): RefreshTokenRow | undefined
     /** Marks the token used (rotated) at `at`, if it was not: false when it had been (a reuse). */
     use(tokenHash: string, at: number): boolean
-    pruneExpired(before: number): number
+    pruneExpired(before: number, limit: number): number
   }
   tokens: {
     get(jti: string): TokenRow | undefined
@@ -179,15 +180,18 @@ export interface StoreMethods {
      * before the column existed) and returns them, for their feed events.
      */
     revokeWithoutKid(at: number): TokenRow[]
-    pruneExpired(before: number): number
+    pruneExpired(before: number, limit: number): number
     /** Every token of a task still on record, oldest first (its evidence). */
     ofTask(taskId: string): TokenRow[]
   }
   audit: {
     /** Appends a row; every text field is cut to a bounded length first (see {@link AUDIT_FIELD_LIMITS}). */
     insert(row: AuditRow): void
-    /** Deletes rows recorded before `before` (strictly older): the audit retention. */
-    pruneBefore(before: number): number
+    /**
+     * Deletes up to `limit` of the oldest rows recorded before `before` (strictly older): the
+     * audit retention. Always a prefix of the chain, its last row's hash kept as the anchor.
+     */
+    pruneBefore(before: number, limit: number): number
     list(opts: { afterId?: number; limit: number }): (typeof auditEvents.$inferSelect)[]
     /** A task's rows, oldest first (its evidence). */
     ofTask(taskId: string): AuditEventRow[]
@@ -216,7 +220,7 @@ export interface StoreMethods {
      * only while someone is subscribed).
      */
     subscribe(listener: () => void): () => void
-    pruneBefore(before: number): number
+    pruneBefore(before: number, limit: number): number
     /**
      * The id of the last event ever appended (0 before the first). Pruning never lowers it; only
      * a new database or a restored older copy does — which is how a verifier whose cursor is
@@ -267,7 +271,7 @@ export interface StoreMethods {
     /** Records a revoked session; false when it already was. */
     revoke(subjectIssuer: string, sid: string, at: number, relevantUntil: number): boolean
     isRevoked(subjectIssuer: string, sid: string): boolean
-    pruneBefore(before: number): number
+    pruneBefore(before: number, limit: number): number
   }
 }
 
@@ -362,7 +366,7 @@ export function createStores(database: Database_): Stores {
     .from(tasks)
     .where(sql`${tasks.status} in ('active', 'pending_approval')`)
     .prepare()
-  const pruneTasks = db.delete(tasks).where(lt(tasks.expiresAt, p('before'))).prepare()
+  const pruneTasks = database.sqlite.prepare('delete from tasks where rowid in (select rowid from tasks where expires_at < ? limit ?)')
   const tasksByStatus = db.select({ status: tasks.status, n: sql<number>`count(*)` }).from(tasks).groupBy(tasks.status).prepare()
   const allKeys = db.select().from(signingKeys).orderBy(asc(signingKeys.createdAt), asc(signingKeys.kid)).prepare()
   const listTasks = db
@@ -381,14 +385,14 @@ export function createStores(database: Database_): Stores {
   // One conditional update: of two concurrent redemptions only one finds the code unused.
   const useCode = db.update(authorizationCodes).set({ usedAt: sql`${p('at')}` }).where(and(eq(authorizationCodes.codeHash, p('hash')), isNull(authorizationCodes.usedAt))).prepare()
   const codesOfTask = db.select({ n: sql<number>`count(*)` }).from(authorizationCodes).where(eq(authorizationCodes.taskId, p('taskId'))).prepare()
-  const pruneCodes = db.delete(authorizationCodes).where(lt(authorizationCodes.expiresAt, p('before'))).prepare()
+  const pruneCodes = database.sqlite.prepare('delete from authorization_codes where rowid in (select rowid from authorization_codes where expires_at < ? limit ?)')
   const insertRefresh = db.insert(refreshTokens).values({
     tokenHash: p('tokenHash'), taskId: p('taskId'), clientId: p('clientId'), resource: p('resource'), scope: p('scope'), tools: p('tools'), dpopJkt: p('dpopJkt'),
     createdAt: p('createdAt'), expiresAt: p('expiresAt'), usedAt: p('usedAt'),
   }).prepare()
   const getRefresh = db.select().from(refreshTokens).where(eq(refreshTokens.tokenHash, p('hash'))).prepare()
   const useRefresh = db.update(refreshTokens).set({ usedAt: sql`${p('at')}` }).where(and(eq(refreshTokens.tokenHash, p('hash')), isNull(refreshTokens.usedAt))).prepare()
-  const pruneRefresh = db.delete(refreshTokens).where(lt(refreshTokens.expiresAt, p('before'))).prepare()
+  const pruneRefresh = database.sqlite.prepare('delete from refresh_tokens where rowid in (select rowid from refresh_tokens where expires_at < ? limit ?)')
 
   const getToken = db.select().from(tokens).where(eq(tokens.jti, p('jti'))).prepare()
   const insertToken = db.insert(tokens).values({
@@ -412,7 +416,7 @@ export function createStores(database: Database_): Stores {
     .where(and(gt(tokens.exp, p('at')), isNull(tokens.kid), eq(tokens.status, 'active')))
     .returning()
     .prepare()
-  const pruneTokens = db.delete(tokens).where(lt(tokens.exp, p('before'))).prepare()
+  const pruneTokens = database.sqlite.prepare('delete from tokens where rowid in (select rowid from tokens where exp < ? limit ?)')
 
   const insertAudit = db.insert(auditEvents).values({
     at: p('at'), action: p('action'), decision: p('decision'), reason: p('reason'), error: p('error'), userSub: p('userSub'),
@@ -426,7 +430,9 @@ export function createStores(database: Database_): Stores {
   const lastAuditHash = db.select({ hash: auditEvents.hash }).from(auditEvents).orderBy(desc(auditEvents.id)).limit(1).prepare()
   const firstKeptAudit = db.select({ id: sql<number | null>`min(${auditEvents.id})` }).from(auditEvents).where(gte(auditEvents.at, p('before'))).prepare()
   const lastAuditId = db.select({ id: sql<number | null>`max(${auditEvents.id})` }).from(auditEvents).prepare()
-  const auditById = db.select({ hash: auditEvents.hash }).from(auditEvents).where(eq(auditEvents.id, p('id'))).prepare()
+  const firstAuditId = db.select({ id: sql<number | null>`min(${auditEvents.id})` }).from(auditEvents).prepare()
+  // The last row at or below an id (an id the chain's own deletions left out has none of its own).
+  const auditAtOrBelow = db.select({ hash: auditEvents.hash }).from(auditEvents).where(lte(auditEvents.id, p('id'))).orderBy(desc(auditEvents.id)).limit(1).prepare()
   const pruneAuditThrough = db.delete(auditEvents).where(lte(auditEvents.id, p('id'))).prepare()
   const setMeta = db.insert(brokerMeta).values({ name: p('name'), value: p('value') }).onConflictDoUpdate({ target: brokerMeta.name, set: { value: sql`excluded.value` } }).prepare()
   const getMeta = db.select({ value: brokerMeta.value }).from(brokerMeta).where(eq(brokerMeta.name, p('name'))).prepare()
@@ -441,10 +447,13 @@ export function createStores(database: Database_): Stores {
   const appendAudit = (row: Required<Omit<AuditRow, 'id' | 'prevHash' | 'hash'>>) => (database.sqlite.inTransaction ? appendToChain(row) : appendAlone.immediate(row))
   // Retention removes a prefix of the chain (by id, so a row written with an older clock in the
   // middle never leaves a hole) and keeps the hash of its last row as the chain's anchor.
-  const pruneAuditPrefix = database.sqlite.transaction((before: number) => {
-    const through = (firstKeptAudit.get({ before })?.id ?? (lastAuditId.get()?.id ?? 0) + 1) - 1
-    if (through < 1) return 0
-    const last = auditById.get({ id: through })
+  const pruneAuditPrefix = database.sqlite.transaction((before: number, limit: number) => {
+    const prunable = (firstKeptAudit.get({ before })?.id ?? (lastAuditId.get()?.id ?? 0) + 1) - 1
+    const first = firstAuditId.get()?.id
+    if (first === null || first === undefined || prunable < first) return 0
+    // At most `limit` ids of the prefix per call: a backlog goes in several short transactions.
+    const through = Math.min(prunable, first + limit - 1)
+    const last = auditAtOrBelow.get({ id: through })
     if (last?.hash) setMeta.run({ name: AUDIT_ANCHOR, value: last.hash })
     return pruneAuditThrough.run({ id: through }).changes
   })
@@ -465,7 +474,7 @@ export function createStores(database: Database_): Stores {
     .limit(p('limit'))
     .prepare()
   const listAllRevocations = db.select().from(revocationEvents).where(gt(revocationEvents.id, p('afterId'))).orderBy(asc(revocationEvents.id)).limit(p('limit')).prepare()
-  const pruneRevocations = db.delete(revocationEvents).where(lt(revocationEvents.relevantUntil, p('before'))).prepare()
+  const pruneRevocations = database.sqlite.prepare('delete from revocation_events where id in (select id from revocation_events where relevant_until < ? limit ?)')
   // AUTOINCREMENT keeps the largest id ever used in sqlite_sequence: unlike max(id), pruning cannot lower it.
   const revocationHead = database.sqlite.prepare("select seq from sqlite_sequence where name = 'revocation_events'").pluck()
   const insertEpoch = db.insert(brokerMeta).values({ name: FEED_EPOCH, value: p('value') }).onConflictDoNothing().prepare()
@@ -498,7 +507,7 @@ export function createStores(database: Database_): Stores {
     .onConflictDoUpdate({ target: [catalogObjects.kind, catalogObjects.key], set: { body: sql`excluded.body`, enabled: sql`excluded.enabled`, updatedAt: sql`excluded.updated_at`, updatedBy: sql`excluded.updated_by` } })
     .prepare()
   const deleteCatalog = db.delete(catalogObjects).where(and(eq(catalogObjects.kind, p('kind')), eq(catalogObjects.key, p('key')))).prepare()
-  const pruneSessions = db.delete(revokedSessions).where(lt(revokedSessions.relevantUntil, p('before'))).prepare()
+  const pruneSessions = database.sqlite.prepare('delete from revoked_sessions where rowid in (select rowid from revoked_sessions where relevant_until < ? limit ?)')
 
   const readHead = () => (revocationHead.get() as number | undefined) ?? 0
 
@@ -547,7 +556,7 @@ export function createStores(database: Database_): Stores {
       countToken: (id) => countWithinBound.run({ id }).changes === 1,
       openWorkloadIds: () => openWorkloads.all().map((r) => r.workloadId),
       openRefs: () => openRefs.all(),
-      pruneExpiredBefore: (before) => pruneTasks.run({ before }).changes,
+      pruneExpiredBefore: (before, limit) => pruneTasks.run(before, limit).changes,
       countByStatus: () => tasksByStatus.all(),
       list: ({ statuses, expiry, workloadId, user, resource, limit }) =>
         db
@@ -572,13 +581,13 @@ export function createStores(database: Database_): Stores {
       get: (hash) => getCode.get({ hash }),
       use: (hash, at) => useCode.run({ hash, at }).changes === 1,
       countOfTask: (taskId) => codesOfTask.get({ taskId })?.n ?? 0,
-      pruneExpired: (before) => pruneCodes.run({ before }).changes,
+      pruneExpired: (before, limit) => pruneCodes.run(before, limit).changes,
     },
     refreshTokens: {
       insert: (row) => void insertRefresh.run(row),
       get: (hash) => getRefresh.get({ hash }),
       use: (hash, at) => useRefresh.run({ hash, at }).changes === 1,
-      pruneExpired: (before) => pruneRefresh.run({ before }).changes,
+      pruneExpired: (before, limit) => pruneRefresh.run(before, limit).changes,
     },
     tokens: {
       get: (jti) => getToken.get({ jti }),
@@ -596,7 +605,7 @@ export function createStores(database: Database_): Stores {
         return { revoked: rows.length, lastExp: rows.reduce<number | undefined>((m, r) => (m === undefined || r.exp > m ? r.exp : m), undefined) }
       },
       revokeWithoutKid: (at) => revokeNoKidTokens.all({ at }),
-      pruneExpired: (before) => pruneTokens.run({ before }).changes,
+      pruneExpired: (before, limit) => pruneTokens.run(before, limit).changes,
       ofTask: (taskId) => tokensOfTask.all({ taskId }),
     },
     policySets: {
@@ -608,7 +617,7 @@ export function createStores(database: Database_): Stores {
         const { prevHash: _p, hash: _h, id: _id, ...content } = boundAuditFields(row)
         appendAudit({ error: null, userSub: null, workloadId: null, taskId: null, jti: null, resource: null, policyVersion: null, policies: null, detail: null, ...content })
       },
-      pruneBefore: (before) => pruneAuditPrefix.immediate(before),
+      pruneBefore: (before, limit) => pruneAuditPrefix.immediate(before, limit),
       list: ({ afterId = 0, limit }) => listAudit.all({ afterId, limit }),
       ofTask: (taskId) => auditOfTask.all({ taskId }),
       retained: () => {
@@ -644,7 +653,7 @@ export function createStores(database: Database_): Stores {
           }
         }
       },
-      pruneBefore: (before) => pruneRevocations.run({ before }).changes,
+      pruneBefore: (before, limit) => pruneRevocations.run(before, limit).changes,
       head: readHead,
       epoch: () => {
         if (epoch === undefined) {
@@ -679,7 +688,7 @@ export function createStores(database: Database_): Stores {
     sessions: {
       revoke: (issuer, sid, at, relevantUntil) => insertSession.run({ issuer, sid, at, relevantUntil }).changes === 1,
       isRevoked: (issuer, sid) => getSession.get({ issuer, sid }) !== undefined,
-      pruneBefore: (before) => pruneSessions.run({ before }).changes,
+      pruneBefore: (before, limit) => pruneSessions.run(before, limit).changes,
     },
   }
 

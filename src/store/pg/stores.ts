@@ -132,7 +132,7 @@ export function createPgStores(database: PgDatabase): Stores {
             .select({ id: tasks.id, workloadId: tasks.workloadId, subjectIssuer: tasks.subjectIssuer, resources: tasks.resources, clientId: tasks.clientId })
             .from(tasks)
             .where(sql`${tasks.status} in ${open}`),
-        pruneExpiredBefore: (before) => changed(q.delete(tasks).where(lt(tasks.expiresAt, before))),
+        pruneExpiredBefore: (before, limit) => changed(q.delete(tasks).where(inArray(tasks.id, q.select({ id: tasks.id }).from(tasks).where(lt(tasks.expiresAt, before)).limit(limit)))),
         countByStatus: async () => (await q.select({ status: tasks.status, n: sql`count(*)` }).from(tasks).groupBy(tasks.status)).map((r) => ({ status: r.status, n: num(r.n) ?? 0 })),
         list: ({ statuses, expiry, workloadId, user, resource, limit }) =>
           q
@@ -157,13 +157,15 @@ export function createPgStores(database: PgDatabase): Stores {
         // One conditional update: of two concurrent redemptions only one finds the code unused.
         use: async (hash, at) => (await changed(q.update(authorizationCodes).set({ usedAt: at }).where(and(eq(authorizationCodes.codeHash, hash), isNull(authorizationCodes.usedAt))))) === 1,
         countOfTask: async (taskId) => num((await q.select({ n: sql`count(*)` }).from(authorizationCodes).where(eq(authorizationCodes.taskId, taskId)))[0]?.n) ?? 0,
-        pruneExpired: (before) => changed(q.delete(authorizationCodes).where(lt(authorizationCodes.expiresAt, before))),
+        pruneExpired: (before, limit) =>
+          changed(q.delete(authorizationCodes).where(inArray(authorizationCodes.codeHash, q.select({ h: authorizationCodes.codeHash }).from(authorizationCodes).where(lt(authorizationCodes.expiresAt, before)).limit(limit)))),
       },
       refreshTokens: {
         insert: async (row) => void (await q.insert(refreshTokens).values(row)),
         get: async (hash) => (await q.select().from(refreshTokens).where(eq(refreshTokens.tokenHash, hash)))[0],
         use: async (hash, at) => (await changed(q.update(refreshTokens).set({ usedAt: at }).where(and(eq(refreshTokens.tokenHash, hash), isNull(refreshTokens.usedAt))))) === 1,
-        pruneExpired: (before) => changed(q.delete(refreshTokens).where(lt(refreshTokens.expiresAt, before))),
+        pruneExpired: (before, limit) =>
+          changed(q.delete(refreshTokens).where(inArray(refreshTokens.tokenHash, q.select({ h: refreshTokens.tokenHash }).from(refreshTokens).where(lt(refreshTokens.expiresAt, before)).limit(limit)))),
       },
       tokens: {
         get: async (jti) => (await q.select().from(tokens).where(eq(tokens.jti, jti)))[0],
@@ -205,7 +207,7 @@ export function createPgStores(database: PgDatabase): Stores {
             .set({ status: 'revoked', revokedAt: at })
             .where(and(gt(tokens.exp, at), isNull(tokens.kid), eq(tokens.status, 'active')))
             .returning(),
-        pruneExpired: (before) => changed(q.delete(tokens).where(lt(tokens.exp, before))),
+        pruneExpired: (before, limit) => changed(q.delete(tokens).where(inArray(tokens.jti, q.select({ jti: tokens.jti }).from(tokens).where(lt(tokens.exp, before)).limit(limit)))),
         ofTask: (taskId) => q.select().from(tokens).where(eq(tokens.taskId, taskId)).orderBy(asc(tokens.iat), asc(tokens.jti)),
       },
       policySets: {
@@ -225,13 +227,16 @@ export function createPgStores(database: PgDatabase): Stores {
           })
         },
         // Retention removes a prefix of the chain by id and keeps the hash of its last row as the anchor.
-        pruneBefore: (before) =>
+        pruneBefore: (before, limit) =>
           atomically(async (t) => {
             await t.execute(sql`select pg_advisory_xact_lock(${APPEND_LOCK})`)
             const [kept] = await t.select({ id: sql`min(${auditEvents.id})` }).from(auditEvents).where(gte(auditEvents.at, before))
             const [last] = await t.select({ id: sql`max(${auditEvents.id})` }).from(auditEvents)
-            const through = (num(kept?.id) ?? (num(last?.id) ?? 0) + 1) - 1
-            if (through < 1) return 0
+            const prunable = (num(kept?.id) ?? (num(last?.id) ?? 0) + 1) - 1
+            if (prunable < 1) return 0
+            // At most `limit` rows of the prefix per call: a backlog goes in several short transactions.
+            const [bound] = await t.select({ id: auditEvents.id }).from(auditEvents).where(lte(auditEvents.id, prunable)).orderBy(asc(auditEvents.id)).limit(1).offset(limit - 1)
+            const through = Math.min(prunable, num(bound?.id) ?? prunable)
             // The last row at or below `through` (ids have gaps where an append rolled back).
             const [anchor] = await t.select({ hash: auditEvents.hash }).from(auditEvents).where(lte(auditEvents.id, through)).orderBy(desc(auditEvents.id)).limit(1)
             if (anchor?.hash) await setMeta(t, AUDIT_ANCHOR, anchor.hash)
@@ -275,7 +280,8 @@ export function createPgStores(database: PgDatabase): Stores {
             .limit(limit),
         listAll: (afterId, limit) => q.select().from(revocationEvents).where(gt(revocationEvents.id, afterId)).orderBy(asc(revocationEvents.id)).limit(limit),
         subscribe,
-        pruneBefore: (before) => changed(q.delete(revocationEvents).where(lt(revocationEvents.relevantUntil, before))),
+        pruneBefore: (before, limit) =>
+          changed(q.delete(revocationEvents).where(inArray(revocationEvents.id, q.select({ id: revocationEvents.id }).from(revocationEvents).where(lt(revocationEvents.relevantUntil, before)).limit(limit)))),
         head: () => readHead(q),
         epoch: async () => {
           if (epoch === undefined) {
@@ -338,7 +344,12 @@ export function createPgStores(database: PgDatabase): Stores {
           (await changed(q.insert(revokedSessions).values({ subjectIssuer: issuer, sid, at, relevantUntil }).onConflictDoNothing())) === 1,
         isRevoked: async (issuer, sid) =>
           (await q.select({ at: revokedSessions.at }).from(revokedSessions).where(and(eq(revokedSessions.subjectIssuer, issuer), eq(revokedSessions.sid, sid)))).length > 0,
-        pruneBefore: (before) => changed(q.delete(revokedSessions).where(lt(revokedSessions.relevantUntil, before))),
+        pruneBefore: (before, limit) =>
+          changed(
+            q
+              .delete(revokedSessions)
+              .where(sql`(${revokedSessions.subjectIssuer}, ${revokedSessions.sid}) in (select ${revokedSessions.subjectIssuer}, ${revokedSessions.sid} from ${revokedSessions} where ${revokedSessions.relevantUntil} < ${before} limit ${limit})`),
+          ),
       },
     }
   }
