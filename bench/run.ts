@@ -42,7 +42,9 @@
  * bucket, one decision's cost, req/s and latency; the verdicts compare 100 and 10,000 with 1.
  *
  * Then bench/verifier.ts, in its own process: revocation-to-refusal latency through the
- * revocation feed and the verifier kit's throughput against plain jose (see that file).
+ * revocation feed and the verifier kit's throughput against plain jose (see that file); then
+ * bench/endpoints.ts, likewise: introspection throughput (a repeated and a rotating token) and the
+ * revocation feed's fan-out to 1,000 streams (time to reach all, broker CPU per event).
  *
  * Each server runs in its own child process; autocannon runs here. Settings: `--rounds N` or
  * BENCH_ROUNDS (default 5), `--seconds S` or BENCH_SECONDS (older name BENCH_DURATION; seconds
@@ -52,7 +54,8 @@
  * bench/verifier.ts reads its own (BENCH_VERIFIER_*). The policy part measures `--seconds` per
  * size when given, else 6, in three rounds. `npm run bench -- --only http` runs the throughput
  * rounds and the auth flood, `--only flood` the auth-flood scenario alone, `--only verifier` the
- * verifier benchmark alone, `--only policy` the policy part alone. Results also go to
+ * verifier benchmark alone, `--only policy` the policy part alone, `--only endpoints` introspection
+ * and the feed fan-out alone. Results also go to
  * bench/results/latest.json (each part replaces its own section and keeps the others').
  */
 import { spawn } from 'node:child_process'
@@ -92,6 +95,7 @@ const only = options.only
 const runHttp = only === undefined || only === 'http' || only === 'flood'
 const runPolicy = only === undefined || only === 'policy'
 const runVerifier = only === undefined || only === 'verifier'
+const runEndpoints = only === undefined || only === 'endpoints'
 /** `--only flood`: the auth-flood scenario alone (its section of latest.json only). */
 const floodOnly = only === 'flood'
 const rounds = options.rounds
@@ -127,6 +131,8 @@ const PRUNE_TOKEN_TTL = 1
 const PRUNE_CLOCK_SKEW = 1
 /** bench/verifier.ts is stopped if it runs longer than this. */
 const VERIFIER_TIMEOUT_SECONDS = 240
+/** bench/endpoints.ts likewise. */
+const ENDPOINTS_TIMEOUT_SECONDS = 300
 
 /** Decisions each policy-part broker times in its process after each load run (bench/servers/taskpass.ts). */
 const POLICY_DECISIONS = 300
@@ -139,7 +145,8 @@ const POLICY_START_TIMEOUT_MS = 240_000
 const watchdogSeconds =
   (runHttp ? 120 + rounds * (SCENARIO_IDS.length * (duration + warmup + 5) + 60) + 6 * (duration + warmup + 30) : 0) +
   (runPolicy ? (POLICY_SIZES.length + 1) * (policyDuration + policyWarmup + 60) + POLICY_START_TIMEOUT_MS / 1000 + 60 : 0) +
-  (runVerifier ? VERIFIER_TIMEOUT_SECONDS + 30 : 0)
+  (runVerifier ? VERIFIER_TIMEOUT_SECONDS + 30 : 0) +
+  (runEndpoints ? ENDPOINTS_TIMEOUT_SECONDS + 30 : 0)
 const watchdog = installWatchdog('bench', watchdogSeconds)
 
 const log = (msg: string) => process.stdout.write(`${msg}\n`)
@@ -773,15 +780,16 @@ async function policyScenarios(): Promise<void> {
  * bench/verifier.ts in its own process (a fresh heap and event loop, nothing left over from
  * autocannon), its output passed through; stopped after VERIFIER_TIMEOUT_SECONDS.
  */
-function verifierBenchmark(): Promise<void> {
+/** Runs `bench/<script>.ts` in its own process (the verifier and endpoints parts), stopped after `timeoutSeconds`. */
+function childBenchmark(title: string, script: string, timeoutSeconds: number, env: Record<string, string> = {}): Promise<void> {
   return new Promise((resolve, reject) => {
-    log(`\n${'='.repeat(100)}\nverifier benchmark (bench/verifier.ts)`)
-    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'bench', 'verifier.ts')], { cwd: REPO_ROOT, stdio: ['ignore', 'inherit', 'inherit'] })
+    log(`\n${'='.repeat(100)}\n${title} (bench/${script}.ts)`)
+    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'bench', `${script}.ts`)], { cwd: REPO_ROOT, stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, ...env } })
     const timer = setTimeout(() => {
-      process.stderr.write(`bench: bench/verifier.ts still running after ${VERIFIER_TIMEOUT_SECONDS} s, stopping it\n`)
+      process.stderr.write(`bench: bench/${script}.ts still running after ${timeoutSeconds} s, stopping it\n`)
       child.kill('SIGTERM')
       setTimeout(() => child.kill('SIGKILL'), 3000).unref()
-    }, VERIFIER_TIMEOUT_SECONDS * 1000)
+    }, timeoutSeconds * 1000)
     const stop = () => child.kill('SIGTERM')
     process.once('exit', stop)
     child.once('error', reject)
@@ -789,7 +797,7 @@ function verifierBenchmark(): Promise<void> {
       clearTimeout(timer)
       process.off('exit', stop)
       if (code === 0) resolve()
-      else reject(new Error(`bench/verifier.ts exited with code ${code}${signal ? `, signal ${signal}` : ''}`))
+      else reject(new Error(`bench/${script}.ts exited with code ${code}${signal ? `, signal ${signal}` : ''}`))
     })
   })
 }
@@ -817,7 +825,15 @@ async function main(): Promise<void> {
       killAllServers()
     }
   }
-  if (runVerifier) await verifierBenchmark()
+  if (runVerifier) await childBenchmark('verifier benchmark', 'verifier', VERIFIER_TIMEOUT_SECONDS)
+  if (runEndpoints) {
+    try {
+      await childBenchmark('introspection and feed fan-out', 'endpoints', ENDPOINTS_TIMEOUT_SECONDS, { BENCH_ROUNDS: String(Math.min(rounds, 3)), BENCH_SECONDS: String(duration) })
+    } catch (e) {
+      failure = true
+      process.stderr.write(`bench (endpoints part) failed: ${e instanceof Error ? e.message : String(e)}\n`)
+    }
+  }
   if (failure) process.exitCode = 1
 }
 

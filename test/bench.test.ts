@@ -278,7 +278,7 @@ describe('npm run bench arguments', () => {
   it('an unknown part is refused with exit code 2 and the list of parts, before anything runs', () => {
     const run = spawnSync(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--only', 'everything'], { cwd: new URL('..', import.meta.url), encoding: 'utf8', timeout: 60_000 })
     assert.equal(run.status, 2, run.stderr)
-    assert.match(run.stderr, /--only takes "http", "verifier", "flood", "policy", got "everything"/)
+    assert.match(run.stderr, /--only takes "http", "verifier", "flood", "policy", "endpoints", got "everything"/)
     assert.equal(run.stdout, '')
   })
 

@@ -112,8 +112,10 @@ answerCommands((command) => {
     prunes = { runs: 0, tokens: 0, rows: 0, totalMs: 0, maxMs: 0 }
     return out
   }
+  // This process's CPU time so far, microseconds (user, system): the parent takes differences.
+  if (command === 'cpu') return process.cpuUsage()
   const m = /^time-decisions ([1-9][0-9]{0,6})$/.exec(command)
-  if (!m) throw new Error(`unknown command "${command}" (expected: time-decisions <count>, prune-stats)`)
+  if (!m) throw new Error(`unknown command "${command}" (expected: time-decisions <count>, prune-stats, cpu)`)
   return timeDecisions(deps, Number(m[1]))
 })
 announceReady(server.address.port, info)
