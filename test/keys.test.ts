@@ -526,8 +526,9 @@ describe('keys changed by another process (the CLI)', () => {
       const [k1, k2] = kids(await jwks(b)) as [string, string]
       const token = await issue(b)
       assert.ok(await b.deps.keys.publicKey(k1))
-      const cli = { ...b.deps.keyStore, database: other }
-      const result = await revokeKey({ keyStore: cli, stores: createStores(other), audiences: [NOTES, CALENDAR] }, k1, 'admin:cli')
+      const otherStores = createStores(other)
+      const cli = { ...b.deps.keyStore, stores: otherStores }
+      const result = await revokeKey({ keyStore: cli, stores: otherStores, audiences: [NOTES, CALENDAR] }, k1, 'admin:cli')
       assert.equal(result.current, k2)
       // No reload() here: the running broker notices the other connection's commit by itself.
       assert.equal(await b.deps.keys.publicKey(k1), undefined)
@@ -539,6 +540,32 @@ describe('keys changed by another process (the CLI)', () => {
       // The background load picks up the new standby key.
       await b.deps.keys.reload()
       assert.deepEqual(kids(await jwks(b)), [k2, result.next, result.standby])
+    } finally {
+      other.close()
+      b.close()
+    }
+  })
+})
+
+describe('a key change seen while the database cannot be read', () => {
+  it('is read at the next use: the revoked key never answers, even though the change was noticed by the failed one', async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'taskpass-keys-')), 'broker.db')
+    const b = await createTestBroker({ config: (c) => ({ ...c, database: path }) })
+    const other = openDatabase(path)
+    try {
+      b.clock.advance(JWKS_MAX_AGE)
+      const k1 = (await b.deps.keys.current()).kid
+      const otherStores = createStores(other)
+      await revokeKey({ keyStore: { ...b.deps.keyStore, stores: otherStores }, stores: otherStores, audiences: [NOTES] }, k1, 'admin:cli')
+      // The first use after the other process's commit notices it, and its read fails (busy).
+      const all = b.deps.stores.signingKeys.all
+      b.deps.stores.signingKeys.all = () => {
+        b.deps.stores.signingKeys.all = all
+        return Promise.reject(Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' }))
+      }
+      await assert.rejects(b.deps.keys.current(), /database is locked/)
+      assert.notEqual((await b.deps.keys.current()).kid, k1, 'the next use reads the keys and signs with the new current key')
+      assert.equal(await b.deps.keys.publicKey(k1), undefined)
     } finally {
       other.close()
       b.close()

@@ -209,10 +209,14 @@ export async function openKeySet(o: KeyStoreOptions): Promise<KeySet> {
   // lists and ends by applying what the store says, so the last to finish is right.
   const reload = () => load()
 
+  // A change seen whose rows could not be read yet (the database busy): every use reads until one succeeds.
+  let stale = false
   /** Before every answer: another process committed a key change → read the key table (a few rows) first. */
   async function check(): Promise<void> {
-    if (!changed()) return
+    if (!changed() && !stale) return
+    stale = true
     const rows = await o.stores.signingKeys.all()
+    stale = false
     apply(rows)
     // Keys we do not hold yet (a new standby, or a current key we never loaded) come in the background.
     if (lacking(rows)) reload().catch(() => {})
