@@ -492,6 +492,28 @@ describe('approvals', () => {
       }
     })
 
+    it('a change the watch saw while the waited task could not be read is read at the next look: the wait ends decided', async () => {
+      // One change (then none), the first read refused, the decision on record.
+      let changes = 1
+      let reads = 0
+      const waiters = createApprovalWaiters(undefined, {
+        intervalMs: 20,
+        changed: () => changes-- > 0,
+        isPending: async () => {
+          reads++
+          if (reads === 1) return true // the wait's own read right after registering: still pending
+          if (reads === 2) throw new Error('database is locked')
+          return false
+        },
+      })
+      try {
+        assert.equal(await waiters.wait('t1', 3000), 'decided')
+        assert.equal(reads, 3)
+      } finally {
+        waiters.close()
+      }
+    })
+
     it('a subscriber whose answer rejects (its read of the task refused) is no unhandled rejection: the process lives on', async () => {
       const waiters = createApprovalWaiters()
       const unhandled: unknown[] = []

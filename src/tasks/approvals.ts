@@ -191,10 +191,14 @@ export function createApprovalWaiters(limits: { total: number; perTask: number }
   let closed = false
   let poll: NodeJS.Timeout | undefined
 
+  // A change seen whose waits could not all be read (the database busy): the next tick reads them again.
+  let unread = false
   async function look() {
     try {
-      if (!watch!.changed()) return
+      if (!watch!.changed() && !unread) return
+      unread = true
       for (const taskId of [...byTask.keys()]) if (!(await watch!.isPending(taskId))) wake(taskId)
+      unread = false
     } catch {
       // The database is closed (shutdown) or momentarily busy: the next tick, or the wait's end, answers.
     }
