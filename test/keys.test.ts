@@ -547,6 +547,37 @@ describe('keys changed by another process (the CLI)', () => {
   })
 })
 
+describe('a key revoked by another process while an exchange signs with it', () => {
+  it('leaves no token row of it: the exchange reads the key in its own write, not the key set\'s memory (503, nothing written)', async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'taskpass-keys-')), 'broker.db')
+    const b = await createTestBroker({ config: (c) => ({ ...c, database: path }) })
+    const other = openDatabase(path)
+    try {
+      await b.exchange() // warm the verification caches
+      const otherStores = createStores(other)
+      const current = b.deps.keys.current
+      let kid = ''
+      b.deps.keys.current = async () => {
+        b.deps.keys.current = current
+        const key = await current()
+        kid = key.kid
+        // The CLI revokes it now: committed before the exchange writes, unheard of by this process's key set.
+        await revokeKey({ keyStore: { ...b.deps.keyStore, stores: otherStores }, stores: otherStores, audiences: [NOTES] }, kid, 'admin:cli')
+        return key
+      }
+      const before = counts(b)
+      const res = await b.exchange()
+      assert.equal(res.status, 503)
+      assert.equal(((await res.json()) as { error: string }).error, 'temporarily_unavailable')
+      assert.equal(counts(b).tokens, before.tokens, 'no token row signed by the revoked key')
+      assert.notEqual((await b.deps.keys.current()).kid, kid)
+    } finally {
+      other.close()
+      b.close()
+    }
+  })
+})
+
 describe('a key change seen while the database cannot be read', () => {
   it('is read at the next use: the revoked key never answers, even though the change was noticed by the failed one', async () => {
     const path = join(mkdtempSync(join(tmpdir(), 'taskpass-keys-')), 'broker.db')

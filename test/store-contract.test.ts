@@ -448,5 +448,37 @@ for (const backend of backends) {
       assert.equal(await stores.tasks.pruneExpiredBefore(T0 + 2, 3), 3)
       assert.equal(await stores.tasks.pruneExpiredBefore(T0 + 2, 3), 1)
     }))
+  
+    it('signing keys: isUsable is false for a revoked or unknown key; on PostgreSQL a revocation waits for a transaction that read the key usable', withStores(async ({ stores, another }) => {
+      const key = (kid: string, state: 'current' | 'revoked') => ({ kid, alg: 'ES256', publicJwk: '{}', privateJwe: 'x', state, createdAt: T0, activatedAt: null, retiredAt: null, publishUntil: null })
+      await stores.signingKeys.insert(key('k1', 'current'))
+      await stores.signingKeys.insert(key('k0', 'revoked'))
+      assert.equal(await stores.signingKeys.isUsable('k1'), true)
+      assert.equal(await stores.signingKeys.isUsable('k0'), false)
+      assert.equal(await stores.signingKeys.isUsable('nope'), false)
+      if (!another) return
+      const other = await another()
+      let release!: () => void
+      const held = new Promise<void>((r) => (release = r))
+      let read!: () => void
+      const readIt = new Promise<void>((r) => (read = r))
+      const writing = stores.transaction(async (tx) => {
+        assert.equal(await tx.signingKeys.isUsable('k1'), true)
+        read()
+        await held
+      })
+      await readIt
+      let revokedAt: number | undefined
+      const revoking = other.signingKeys.update('k1', { state: 'revoked' }).then(() => (revokedAt = performance.now()))
+      await new Promise((r) => setTimeout(r, 200))
+      const waited = revokedAt === undefined
+      const releasedAt = performance.now()
+      release() // before asserting: a failed assertion must not leave the transaction open
+      await writing
+      assert.ok(waited, 'the revocation waits for the transaction that read the key')
+      await revoking
+      assert.ok(revokedAt! >= releasedAt)
+      assert.equal(await stores.signingKeys.isUsable('k1'), false)
+    }))
   })
 }

@@ -373,9 +373,11 @@ export async function mintTaskToken(deps: MintDeps, q: TaskTokenRequest, task: T
     // And the catalog may have switched off the task's workload, user's issuer or resource while
     // we signed (its sweep of open tasks ran before this write): nothing of it is written.
     checkAdmitted(deps.config, task)
-    // Likewise the signing key may have been revoked (a compromise) while we signed: such a token
-    // is refused everywhere already, and must not be recorded as a live one.
-    if (!(await deps.keys.publicKey(kid))) throw temporarilyUnavailable(1, `signing key ${kid} was revoked during the exchange`)
+    // Likewise the signing key may have been revoked (a compromise) while we signed, by this
+    // process or another: such a token is refused everywhere already, and must not be recorded as
+    // a live one. Read in this transaction (the key set's memory may not have heard of another
+    // process's commit yet), and on PostgreSQL held so a revocation waits for this token's commit.
+    if (!(await tx.signingKeys.isUsable(kid))) throw temporarilyUnavailable(1, `signing key ${kid} was revoked during the exchange`)
     await q.spend?.(tx)
     await tx.tokens.insert({ jti, taskId: task.id, sub: claims.sub, workloadId: actor.workload.id, aud: claims.aud, scope: claims.scope, iat: now, exp: claims.exp, status: 'active', revokedAt: null, cnfJkt: proof?.jkt ?? null, kid, attestation: actor.attestation ? JSON.stringify(actor.attestation) : null })
     await tx.audit.insert({ at: now, action: 'token.exchange', decision: 'allow', reason: `${deciding.reason}; ttl ${ttl}s${implicit ? '; implicit task' : ''}${proof ? `; DPoP ${proof.jkt}` : ''}${q.auditNote ?? ''}`, userSub: subject.sub, workloadId: actor.workload.id, taskId: task.id, jti, resource: resource.uri, ...auditedDecision(deciding) })

@@ -264,6 +264,12 @@ export interface StoreMethods {
     /** Every key, oldest first (by creation, then kid). */
     all(): SigningKeyRow[]
     insert(row: SigningKeyRow): void
+    /**
+     * Whether the key `kid` is on record and not revoked, read in the caller's transaction:
+     * PostgreSQL takes a share lock on its row, so a revocation of it waits for that transaction
+     * to commit (and its revocation of the key's tokens then sees the caller's token).
+     */
+    isUsable(kid: string): boolean
     /** Changes one key's row; false when no key has this kid. */
     update(kid: string, patch: Partial<Omit<SigningKeyRow, 'kid'>>): boolean
   }
@@ -369,6 +375,7 @@ export function createStores(database: Database_): Stores {
   const pruneTasks = database.sqlite.prepare('delete from tasks where rowid in (select rowid from tasks where expires_at < ? limit ?)')
   const tasksByStatus = db.select({ status: tasks.status, n: sql<number>`count(*)` }).from(tasks).groupBy(tasks.status).prepare()
   const allKeys = db.select().from(signingKeys).orderBy(asc(signingKeys.createdAt), asc(signingKeys.kid)).prepare()
+  const keyState = db.select({ state: signingKeys.state }).from(signingKeys).where(eq(signingKeys.kid, p('kid'))).prepare()
   const listTasks = db
     .select()
     .from(tasks)
@@ -683,6 +690,10 @@ export function createStores(database: Database_): Stores {
     signingKeys: {
       all: () => allKeys.all(),
       insert: (row) => void db.insert(signingKeys).values(row).run(),
+      isUsable: (kid) => {
+        const state = keyState.get({ kid })?.state
+        return state !== undefined && state !== 'revoked'
+      },
       update: (kid, patch) => db.update(signingKeys).set(patch).where(eq(signingKeys.kid, kid)).run().changes === 1,
     },
     sessions: {

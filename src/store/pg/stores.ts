@@ -337,6 +337,10 @@ export function createPgStores(database: PgDatabase): Stores {
           await q.insert(signingKeys).values(row)
           await announce('keys')
         },
+        isUsable: async (kid) => {
+          const [row] = await q.select({ state: signingKeys.state }).from(signingKeys).where(eq(signingKeys.kid, kid)).for('share')
+          return row !== undefined && row.state !== 'revoked'
+        },
         update: async (kid, patch) => (await announced(await changed(q.update(signingKeys).set(patch).where(eq(signingKeys.kid, kid))), 'keys')) === 1,
       },
       sessions: {
