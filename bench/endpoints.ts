@@ -22,18 +22,12 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { freePort, installWatchdog, killAllServers, startServer, type ServerProcess } from './lib/child.js'
-import { exchangeForm, generateBenchKeys, mintActorToken, mintSubjectToken, publicKeys, RESOURCE, RESOURCE_CLIENT_ID, RESOURCE_SECRET, SCOPE } from './lib/fixtures.js'
+import { generateBenchKeys, mintActorToken, mintSubjectToken, publicKeys, RESOURCE_CLIENT_ID, RESOURCE_SECRET } from './lib/fixtures.js'
 import { runLoad, type LoadResult } from './lib/load.js'
+import { exchange, expectJson, openTask, type Broker } from './lib/broker-http.js'
+import { positiveInt } from './lib/env.js'
 import { mergeResults } from './lib/results.js'
 import type { TaskpassServerConfig } from './servers/taskpass.js'
-
-function positiveInt(name: string, fallback: number): number {
-  const text = process.env[name]
-  if (text === undefined || text === '') return fallback
-  const n = Number(text)
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got "${text}"`)
-  return n
-}
 
 const ROUNDS = positiveInt('BENCH_ROUNDS', 3)
 const SECONDS = positiveInt('BENCH_SECONDS', 4)
@@ -53,36 +47,9 @@ const median = (xs: number[]) => {
 }
 const range = (xs: number[], digits = 0) => `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}`
 
-interface Broker {
-  server: ServerProcess
-  issuer: string
-  subject: string
-  actor: string
-}
-
-async function json(res: Response, status: number, what: string): Promise<Record<string, unknown>> {
-  const text = await res.text()
-  if (res.status !== status) throw new Error(`${what} got HTTP ${res.status}: ${text.slice(0, 300)}`)
-  return JSON.parse(text) as Record<string, unknown>
-}
-
-async function openTask(b: Broker): Promise<string> {
-  const res = await fetch(`${b.issuer}/tasks`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${b.subject}`, 'actor-token': b.actor },
-    body: JSON.stringify({ purpose: 'endpoints benchmark', resources: [{ resource: RESOURCE, scopes: [SCOPE] }] }),
-  })
-  return String((await json(res, 201, 'opening a task')).task_id)
-}
-
-async function exchange(b: Broker, taskId: string): Promise<string> {
-  const res = await fetch(`${b.issuer}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: `${exchangeForm(b.subject, b.actor)}&task_id=${encodeURIComponent(taskId)}` })
-  return String((await json(res, 200, 'the exchange')).access_token)
-}
-
 async function introspect(b: Broker, token: string): Promise<boolean> {
   const res = await fetch(`${b.issuer}/introspect`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic }, body: `token=${token}` })
-  return (await json(res, 200, 'introspection')).active === true
+  return (await expectJson(res, 200, 'introspection')).active === true
 }
 
 // ── (a) introspection ────────────────────────────────────────────────────────────────────────
@@ -104,7 +71,7 @@ const summarize = (runs: LoadResult[]): IntrospectionFigures => {
 }
 
 async function introspection(b: Broker): Promise<{ repeated: IntrospectionFigures; rotating: IntrospectionFigures; revokedInactive: boolean }> {
-  const taskId = await openTask(b)
+  const taskId = await openTask(b, 'endpoints benchmark')
   const tokens: string[] = []
   for (let i = 0; i < DISTINCT; i++) tokens.push(await exchange(b, taskId))
   for (const t of tokens) if (!(await introspect(b, t))) throw new Error('a fresh token introspected inactive')
@@ -165,7 +132,7 @@ function openStream(b: Broker, expecting: Set<string>): Promise<Stream> {
 
 async function fanOut(b: Broker): Promise<{ subscribers: number; events: number; allMs: number[]; medianMs: number[]; cpuMsPerEvent: number; missed: number }> {
   const tasks: string[] = []
-  for (let i = 0; i < EVENTS; i++) tasks.push(await openTask(b))
+  for (let i = 0; i < EVENTS; i++) tasks.push(await openTask(b, 'endpoints benchmark'))
   for (const t of tasks) await exchange(b, t) // each task has a token, so its end is a feed event for the resource
   const expecting = new Set<string>()
   const streams: Stream[] = []
@@ -179,7 +146,7 @@ async function fanOut(b: Broker): Promise<{ subscribers: number; events: number;
     expecting.add(taskId)
     const sent = performance.now()
     const res = await fetch(`${b.issuer}/tasks/${encodeURIComponent(taskId)}/complete`, { method: 'POST', headers: { 'actor-token': b.actor } })
-    await json(res, 200, 'completing a task')
+    await expectJson(res, 200, 'completing a task')
     const until = performance.now() + EVENT_BOUND_MS
     while (streams.some((s) => !s.seen.has(taskId)) && performance.now() < until) await new Promise((r) => setTimeout(r, 1))
     const arrivals = streams.map((s) => s.seen.get(taskId)).filter((t): t is number => t !== undefined)

@@ -68,6 +68,7 @@ import { combineLoads, runLoad, type LoadResult } from './lib/load.js'
 import { parseBenchOptions, type BenchOptions } from './lib/options.js'
 import { benchPolicyText, otherResources, unscopedCount } from './lib/policies.js'
 import { formatPolicyTable, POLICY_SIZES, policyScenarioId, policyTargets, type PolicyRun } from './lib/policy-report.js'
+import { positiveInt } from './lib/env.js'
 import { mergeResults } from './lib/results.js'
 import { checkTargets, formatRatioTable, formatScenarioTable, formatTargets, SCENARIO_IDS, summarizeRounds, type ScenarioId, type ScenarioResult, type TargetCheck } from './lib/report.js'
 import { rotation, type RoundLoads, type ScenarioStats } from './lib/rounds.js'
@@ -76,13 +77,6 @@ import type { FloorServerConfig } from './servers/floor.js'
 import type { PeerServerConfig } from './servers/peer.js'
 import type { PruneStats, TaskpassServerConfig } from './servers/taskpass.js'
 
-function positiveInt(name: string, fallback: number): number {
-  const text = process.env[name]
-  if (text === undefined || text === '') return fallback
-  const n = Number(text)
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got "${text}"`)
-  return n
-}
 
 let options: BenchOptions
 try {

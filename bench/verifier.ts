@@ -29,17 +29,11 @@ import { join } from 'node:path'
 import { decodeProtectedHeader, importJWK, jwtVerify, type JWK } from 'jose'
 import { createTaskTokenVerifier, VerifierError, type TaskTokenVerifier, type TaskTokenVerifierOptions } from '@taskpass/verifier'
 import { freePort, installWatchdog, killAllServers, startServer, type ServerProcess } from './lib/child.js'
-import { exchangeForm, generateBenchKeys, mintActorToken, mintSubjectToken, publicKeys, RESOURCE, RESOURCE_CLIENT_ID, RESOURCE_SECRET, SCOPE } from './lib/fixtures.js'
+import { generateBenchKeys, mintActorToken, mintSubjectToken, publicKeys, RESOURCE, RESOURCE_CLIENT_ID, RESOURCE_SECRET, SCOPE } from './lib/fixtures.js'
+import { exchange, expectJson, openTask, type Broker } from './lib/broker-http.js'
+import { positiveInt } from './lib/env.js'
 import { mergeResults } from './lib/results.js'
 import type { TaskpassServerConfig } from './servers/taskpass.js'
-
-function positiveInt(name: string, fallback: number): number {
-  const text = process.env[name]
-  if (text === undefined || text === '') return fallback
-  const n = Number(text)
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, got "${text}"`)
-  return n
-}
 
 const TASKS = positiveInt('BENCH_VERIFIER_TASKS', 100)
 const BOUND_MS = positiveInt('BENCH_VERIFIER_BOUND_MS', 5000)
@@ -57,37 +51,6 @@ const log = (msg: string) => process.stdout.write(`${msg}\n`)
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 // ── the broker over HTTP ─────────────────────────────────────────────────────────────────────
-
-interface Broker {
-  server: ServerProcess
-  issuer: string
-  subject: string
-  actor: string
-}
-
-async function expectJson(res: Response, status: number, what: string): Promise<Record<string, unknown>> {
-  const text = await res.text()
-  if (res.status !== status) throw new Error(`${what} got HTTP ${res.status}: ${text.slice(0, 300)}`)
-  return JSON.parse(text) as Record<string, unknown>
-}
-
-async function openTask(b: Broker): Promise<string> {
-  const res = await fetch(`${b.issuer}/tasks`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${b.subject}`, 'actor-token': b.actor },
-    body: JSON.stringify({ purpose: 'verifier benchmark', resources: [{ resource: RESOURCE, scopes: [SCOPE] }] }),
-  })
-  return String((await expectJson(res, 201, 'opening a task')).task_id)
-}
-
-async function exchange(b: Broker, taskId: string): Promise<string> {
-  const res = await fetch(`${b.issuer}/token`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: `${exchangeForm(b.subject, b.actor)}&task_id=${encodeURIComponent(taskId)}`,
-  })
-  return String((await expectJson(res, 200, 'the exchange')).access_token)
-}
 
 function completeTask(b: Broker, taskId: string): Promise<Response> {
   return fetch(`${b.issuer}/tasks/${encodeURIComponent(taskId)}/complete`, { method: 'POST', headers: { 'actor-token': b.actor } })
@@ -142,7 +105,7 @@ async function revocationLatency(b: Broker, verifier: TaskTokenVerifier, applied
   let refusedBeforeAnswer = 0
   const streamingAtStart = verifier.revocationStatus().feed?.streaming === true
   for (let i = 0; i < TASKS; i++) {
-    const taskId = await openTask(b)
+    const taskId = await openTask(b, 'verifier benchmark')
     const token = await exchange(b, taskId)
     await verifier.verifyAccessToken(token)
 
@@ -308,7 +271,7 @@ async function main(): Promise<void> {
 
     // (b)
     log(`\n▶ throughput (warm JWKS, deny-set of ${verifier.revocationStatus().feed?.denied.tasks ?? 0} ended tasks)`)
-    const taskId = await openTask(b)
+    const taskId = await openTask(b, 'verifier benchmark')
     const tokens = await mapLimit(Array.from({ length: DISTINCT }, (_, i) => i), 8, () => exchange(b, taskId))
     if (new Set(tokens).size !== tokens.length) throw new Error('the broker issued duplicate tokens')
     const same = tokens[0]!
