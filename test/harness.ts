@@ -4,6 +4,7 @@
  * 127.0.0.1 port. No module of ours is mocked.
  */
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { createServer, type AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
@@ -452,4 +453,48 @@ export async function auditStory(b: TestBroker): Promise<string> {
   assert.equal((await b.exchange({ task_id: opened.task_id, scope: 'notes:delete' })).status, 400)
   assert.equal((await b.app.request(`/tasks/${opened.task_id}/complete`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })).status, 200)
   return opened.task_id
+}
+
+/**
+ * Broker processes started as an operator starts them (`npm start`, one per port, `env` on top
+ * of this process's), resolved once each answers /healthz (bounded); `stop()` ends each process
+ * group (npm starts the broker as its child), and `kill(i)` sends SIGKILL to one.
+ */
+export async function startBrokerProcesses(ports: readonly number[], env: Record<string, string>): Promise<{ kill(i: number): void; stop(): Promise<void> }> {
+  const root = new URL('../', import.meta.url)
+  const children = ports.map((port) =>
+    spawn('npm', ['start', '--silent'], { cwd: root, env: { ...process.env, ...env, TASKPASS_PORT: String(port) }, stdio: ['ignore', 'ignore', 'inherit'], detached: true }),
+  )
+  const signal = (i: number, sig: NodeJS.Signals) => {
+    try {
+      process.kill(-children[i]!.pid!, sig)
+    } catch {
+      // already gone (a killed one)
+    }
+  }
+  const stop = async () => {
+    for (const i of children.keys()) signal(i, 'SIGTERM')
+    await new Promise((r) => setTimeout(r, 300))
+  }
+  try {
+    for (const port of ports) {
+      const deadline = Date.now() + 60_000
+      while (!(await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false))) {
+        if (Date.now() > deadline) throw new Error(`the broker on port ${port} did not start`)
+        await new Promise((r) => setTimeout(r, 100))
+      }
+    }
+  } catch (e) {
+    await stop()
+    throw e
+  }
+  return { kill: (i) => signal(i, 'SIGKILL'), stop }
+}
+
+/** A token-exchange form for alice and agent-a on the real clock (for broker processes, which run on it). */
+export async function realTimeExchangeForm(keys: Keys, issuer: string): Promise<string> {
+  const now = Math.floor(Date.now() / 1000)
+  const session = await mint(keys.user, { iss: USER_ISSUER, sub: 'alice', sid: 'sess-1', aud: issuer, iat: now, exp: now + 3600 })
+  const svid = await mint(keys.spiffe, { sub: spiffeId('a'), aud: issuer, iat: now, exp: now + 300 })
+  return form({ grant_type: TOKEN_EXCHANGE, subject_token: session, subject_token_type: JWT_TYPE, actor_token: svid, actor_token_type: JWT_TYPE, resource: NOTES, scope: 'notes:read' })
 }

@@ -5,7 +5,6 @@
  * at all, and an approval decided at one answers a wait held at another.
  */
 import assert from 'node:assert/strict'
-import { spawn, type ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -13,7 +12,7 @@ import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose'
 import type { ConfigInput } from '../src/config.js'
-import { ADMIN_KEY, CALENDAR, createTestBroker, exchangeParams, form, freePort, mint, NOTES, NOTES_SECRET, openTask, spiffeId, testConfig, testKeys, USER_ISSUER, type TestBroker } from './harness.js'
+import { ADMIN_KEY, CALENDAR, createTestBroker, exchangeParams, form, freePort, NOTES, NOTES_SECRET, openTask, realTimeExchangeForm, startBrokerProcesses, testConfig, testKeys, type TestBroker } from './harness.js'
 import { freshPgDatabase, skipWithoutPostgres } from './pg-fixtures.js'
 
 const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`
@@ -189,22 +188,9 @@ describe('several instances on one PostgreSQL database', { skip: skipWithoutPost
     const readme = readFileSync(new URL('README.md', root), 'utf8')
     const command = /## Running several instances[\s\S]*?```\n([\s\S]*?)```/.exec(readme)![1]!.trim()
     assert.match(command, /^TASKPASS_CONFIG=taskpass\.json TASKPASS_DATABASE=postgres:\/\/\S+ npm start$/)
-    const children: ChildProcess[] = ports.map((port) =>
-      spawn('npm', ['start', '--silent'], { cwd: root, env: { ...process.env, TASKPASS_CONFIG: configFile, TASKPASS_DATABASE: database.url, TASKPASS_PORT: String(port) }, stdio: ['ignore', 'ignore', 'inherit'], detached: true }),
-    )
+    const brokers = await startBrokerProcesses(ports, { TASKPASS_CONFIG: configFile, TASKPASS_DATABASE: database.url })
     try {
-      for (const port of ports) {
-        const deadline = Date.now() + 60_000
-        while (!(await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false))) {
-          if (Date.now() > deadline) throw new Error('an instance did not start')
-          await new Promise((r) => setTimeout(r, 100))
-        }
-      }
-      // Real time: the instances run on the system clock.
-      const now = () => Math.floor(Date.now() / 1000)
-      const session = await mint(keys.user, { iss: USER_ISSUER, sub: 'alice', sid: 'sess-1', aud: issuer, iat: now(), exp: now() + 3600 })
-      const svid = await mint(keys.spiffe, { sub: spiffeId('a'), aud: issuer, iat: now(), exp: now() + 300 })
-      const body = form({ grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: session, subject_token_type: 'urn:ietf:params:oauth:token-type:jwt', actor_token: svid, actor_token_type: 'urn:ietf:params:oauth:token-type:jwt', resource: NOTES, scope: 'notes:read' })
+      const body = await realTimeExchangeForm(keys, issuer)
       const answered: string[] = []
       const survivor = new Map<number, number>()
       let killed = false
@@ -226,7 +212,7 @@ describe('several instances on one PostgreSQL database', { skip: skipWithoutPost
       const running = [...load(ports[0]!, 1000), ...load(ports[1]!, 40)]
       await new Promise((r) => setTimeout(r, 400))
       killed = true
-      process.kill(-children[0]!.pid!, 'SIGKILL')
+      brokers.kill(0)
       await Promise.all(running)
       assert.deepEqual([...survivor.keys()].filter((s) => s !== 200 && s !== 503), [], `the survivor answered ${JSON.stringify([...survivor])}`)
       assert.ok((survivor.get(200) ?? 0) >= 200, `the survivor kept serving: ${JSON.stringify([...survivor])}`)
@@ -240,14 +226,7 @@ describe('several instances on one PostgreSQL database', { skip: skipWithoutPost
         await pool.end()
       }
     } finally {
-      for (const c of children) {
-        try {
-          process.kill(-c.pid!, 'SIGTERM')
-        } catch {
-          // already gone (the killed one)
-        }
-      }
-      await new Promise((r) => setTimeout(r, 300))
+      await brokers.stop()
       await database.drop()
     }
   })

@@ -4,7 +4,6 @@
  * failing — never a 500, at worst a 503 with Retry-After.
  */
 import assert from 'node:assert/strict'
-import { spawn, type ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -13,7 +12,7 @@ import { describe, it } from 'node:test'
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose'
 import type { ConfigInput } from '../src/config.js'
 import Database from 'better-sqlite3'
-import { counts, createTestBroker, exchangeParams, form, freePort, mint, NOTES_SECRET, spiffeId, testConfig, testKeys, USER_ISSUER, type TestBroker } from './harness.js'
+import { counts, createTestBroker, exchangeParams, form, freePort, NOTES_SECRET, realTimeExchangeForm, startBrokerProcesses, testConfig, testKeys, type TestBroker } from './harness.js'
 
 const root = new URL('../', import.meta.url)
 
@@ -135,24 +134,10 @@ describe('several processes on one database', () => {
     const block = /## Running several processes[\s\S]*?```\n([\s\S]*?)```/.exec(page)![1]!.trim().split('\n')
     assert.equal(block.length, 2)
     const ports = [await freePort(), await freePort()]
-    const children: ChildProcess[] = block.map((line, i) => {
-      const m = /^TASKPASS_CONFIG=taskpass\.json TASKPASS_PORT=\d+ npm start$/.exec(line)
-      assert.ok(m, `the documented command: ${line}`)
-      return spawn('npm', ['start', '--silent'], { cwd: root, env: { ...process.env, TASKPASS_CONFIG: configFile, TASKPASS_PORT: String(ports[i]) }, stdio: ['ignore', 'ignore', 'inherit'], detached: true })
-    })
+    for (const line of block) assert.match(line, /^TASKPASS_CONFIG=taskpass\.json TASKPASS_PORT=\d+ npm start$/, `the documented command: ${line}`)
+    const brokers = await startBrokerProcesses(ports, { TASKPASS_CONFIG: configFile })
     try {
-      for (const port of ports) {
-        const deadline = Date.now() + 60_000
-        while (!(await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false))) {
-          if (Date.now() > deadline) throw new Error('a broker did not start')
-          await new Promise((r) => setTimeout(r, 100))
-        }
-      }
-      // Real time: the processes run on the system clock.
-      const now = () => Math.floor(Date.now() / 1000)
-      const session = await mint(keys.user, { iss: USER_ISSUER, sub: 'alice', sid: 'sess-1', aud: issuer, iat: now(), exp: now() + 3600 })
-      const svid = await mint(keys.spiffe, { sub: spiffeId('a'), aud: issuer, iat: now(), exp: now() + 300 })
-      const body = form({ grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: session, subject_token_type: 'urn:ietf:params:oauth:token-type:jwt', actor_token: svid, actor_token_type: 'urn:ietf:params:oauth:token-type:jwt', resource: 'https://notes.test.example/mcp', scope: 'notes:read' })
+      const body = await realTimeExchangeForm(keys, issuer)
       const statuses = new Map<number, number>()
       let retryAfterMissing = 0
       // Each exchange opens a task and writes its token: both processes write all the time.
@@ -174,8 +159,7 @@ describe('several processes on one database', () => {
       assert.ok((statuses.get(503) ?? 0) <= 6, `statuses: ${JSON.stringify([...statuses])}`)
       assert.equal(retryAfterMissing, 0)
     } finally {
-      // npm starts the broker as its child: end the whole group.
-      for (const c of children) process.kill(-c.pid!, 'SIGTERM')
+      await brokers.stop()
     }
   })
 })
