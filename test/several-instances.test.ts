@@ -261,3 +261,30 @@ describe('upkeep across instances', { skip: skipWithoutPostgres }, () => {
     }
   })
 })
+
+describe('the change watch without a notification', { skip: skipWithoutPostgres }, () => {
+  it('answers true within its fallback bound even while its listening connection looks up (a change no NOTIFY announced)', async () => {
+    const database = await freshPgDatabase()
+    const { openPgDatabase } = await import('../src/store/pg/db.js')
+    const { createPgStores } = await import('../src/store/pg/stores.js')
+    const { WATCH_FALLBACK_MS } = await import('../src/store/stores.js')
+    const pg = await openPgDatabase(database.url)
+    try {
+      const changed = createPgStores(pg).watch('keys')
+      // Until the listener is up the watch may answer true once ("read what came before"): drain it.
+      const started = performance.now()
+      while (performance.now() - started < 300) {
+        changed()
+        await new Promise((r) => setTimeout(r, 20))
+      }
+      // A change written with no announcement (as a silent, half-open listener would miss one).
+      await pg.pool.query("insert into broker_meta (name, value) values ('probe', '1')")
+      const since = performance.now()
+      const elapsed = await within(WATCH_FALLBACK_MS + 500, 'the watch answers true', async () => changed())
+      assert.ok(elapsed <= WATCH_FALLBACK_MS + 500, `after ${Math.round(performance.now() - since)} ms`)
+    } finally {
+      await pg.close()
+      await database.drop()
+    }
+  })
+})

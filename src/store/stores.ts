@@ -81,8 +81,8 @@ export interface StoreUpkeep {
    * - SQLite: `PRAGMA data_version` moved (any commit by another connection to the file): seen
    *   on the first use after the commit.
    * - PostgreSQL: a `NOTIFY` on the topic's channel arrived (sent by the writing transaction,
-   *   delivered at its commit), or {@link WATCH_FALLBACK_MS} passed since the last true while
-   *   the listening connection is down: seen within that bound whatever happens.
+   *   delivered at its commit: usually milliseconds), or {@link WATCH_FALLBACK_MS} passed since
+   *   the last true: seen within that bound whatever the listening connection does.
    */
   watch(topic: ChangeTopic): () => boolean
   /**
@@ -94,7 +94,7 @@ export interface StoreUpkeep {
   alone<T>(job: 'prune', fn: () => Promise<T>): Promise<T | undefined>
 }
 
-/** The longest a PostgreSQL watch waits, without its listening connection, before it answers true anyway. */
+/** The longest a PostgreSQL watch goes without answering true (notification or not). */
 export const WATCH_FALLBACK_MS = 1000
 
 /** What each aggregate offers, as its synchronous SQLite implementation states it. */

@@ -445,8 +445,10 @@ export function createPgStores(database: PgDatabase): Stores {
   }
 
   // The watches (StoreUpkeep.watch): one LISTEN connection for every topic, opened by the first
-  // watch and kept; while it is down, each watch answers true every WATCH_FALLBACK_MS (its
-  // caller reads again) and the connection is opened again.
+  // watch and kept (opened again when it drops). A notification makes a watch answer true at
+  // once; whatever the connection does, each watch also answers true every WATCH_FALLBACK_MS —
+  // a connection can be half-open (a NAT's idle timeout, a failover) and look up while nothing
+  // reaches it, so the bound cannot rest on it.
   const watches = new Set<{ topic: ChangeTopic; pending: boolean; last: number }>()
   let changes: pg.Client | undefined
   let changesUp = false
@@ -454,7 +456,7 @@ export function createPgStores(database: PgDatabase): Stores {
   function listenForChanges(): void {
     if (changes) return
     lastAttempt = performance.now()
-    const client = new pg.Client({ connectionString: database.url })
+    const client = new pg.Client({ connectionString: database.url, keepAlive: true })
     changes = client
     const drop = () => {
       if (changes === client) {
@@ -488,7 +490,7 @@ export function createPgStores(database: PgDatabase): Stores {
       // Elapsed time, not the clock: a bound on a connection's silence, not a protocol time.
       const now = performance.now()
       if (!changesUp && !closed && now - lastAttempt >= WATCH_FALLBACK_MS) listenForChanges()
-      if (w.pending || (!changesUp && now - w.last >= WATCH_FALLBACK_MS)) {
+      if (w.pending || now - w.last >= WATCH_FALLBACK_MS) {
         w.pending = false
         w.last = now
         return true
