@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { AUDIT_FIELD_LIMITS } from '../src/store/stores.js'
+import { openDatabase } from '../src/store/db.js'
+import { AUDIT_FIELD_LIMITS, createStores } from '../src/store/stores.js'
 import { PRUNE_BATCH, pruneStore } from '../src/store/retention.js'
 import { counts, NOTES, openTask, withBroker } from './harness.js'
 
@@ -103,4 +104,19 @@ describe('pruning a backlog', () => {
       assert.equal(ranAt, 1, 'the waiting callback ran after the first batch, not after the last')
       assert.equal((await b.deps.stores.tokens.ofTask(task_id)).length, 1, 'the live token is kept')
     }))
+})
+
+describe('an audit prune batch across a gap in ids', () => {
+  it('still deletes a whole batch (counted by rows, not by the id range)', async () => {
+    const database = openDatabase(':memory:')
+    try {
+      const stores = createStores(database)
+      for (let i = 0; i < 10; i++) await stores.audit.insert({ at: 1_000 + i, action: 'task.open', decision: 'allow', reason: `r${i}` })
+      database.sqlite.prepare('delete from audit_events where id in (2, 3)').run() // a gap (the chain is broken there; pruning must not care)
+      assert.equal(await stores.audit.pruneBefore(2_000, 4), 4)
+      assert.deepEqual(database.sqlite.prepare('select id from audit_events order by id').pluck().all(), [7, 8, 9, 10])
+    } finally {
+      database.close()
+    }
+  })
 })

@@ -437,7 +437,8 @@ export function createStores(database: Database_): Stores {
   const lastAuditHash = db.select({ hash: auditEvents.hash }).from(auditEvents).orderBy(desc(auditEvents.id)).limit(1).prepare()
   const firstKeptAudit = db.select({ id: sql<number | null>`min(${auditEvents.id})` }).from(auditEvents).where(gte(auditEvents.at, p('before'))).prepare()
   const lastAuditId = db.select({ id: sql<number | null>`max(${auditEvents.id})` }).from(auditEvents).prepare()
-  const firstAuditId = db.select({ id: sql<number | null>`min(${auditEvents.id})` }).from(auditEvents).prepare()
+  // The id of the `offset + 1`-th oldest row at or below `prunable` (by count, so gaps in ids do not shorten a batch).
+  const limitthAuditId = db.select({ id: auditEvents.id }).from(auditEvents).where(lte(auditEvents.id, p('prunable'))).orderBy(asc(auditEvents.id)).limit(1).offset(p('offset')).prepare()
   // The last row at or below an id (an id the chain's own deletions left out has none of its own).
   const auditAtOrBelow = db.select({ hash: auditEvents.hash }).from(auditEvents).where(lte(auditEvents.id, p('id'))).orderBy(desc(auditEvents.id)).limit(1).prepare()
   const pruneAuditThrough = db.delete(auditEvents).where(lte(auditEvents.id, p('id'))).prepare()
@@ -456,10 +457,10 @@ export function createStores(database: Database_): Stores {
   // middle never leaves a hole) and keeps the hash of its last row as the chain's anchor.
   const pruneAuditPrefix = database.sqlite.transaction((before: number, limit: number) => {
     const prunable = (firstKeptAudit.get({ before })?.id ?? (lastAuditId.get()?.id ?? 0) + 1) - 1
-    const first = firstAuditId.get()?.id
-    if (first === null || first === undefined || prunable < first) return 0
-    // At most `limit` ids of the prefix per call: a backlog goes in several short transactions.
-    const through = Math.min(prunable, first + limit - 1)
+    if (prunable < 1) return 0
+    // At most `limit` rows of the prefix per call: a backlog goes in several short transactions.
+    const bound = limitthAuditId.get({ prunable, offset: limit - 1 })?.id
+    const through = Math.min(prunable, bound ?? prunable)
     const last = auditAtOrBelow.get({ id: through })
     if (last?.hash) setMeta.run({ name: AUDIT_ANCHOR, value: last.hash })
     return pruneAuditThrough.run({ id: through }).changes
