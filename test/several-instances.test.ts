@@ -104,6 +104,24 @@ describe('several instances on one PostgreSQL database', { skip: skipWithoutPost
       assert.equal(await tokenRows(b), tokensBefore, 'no token written')
     }))
 
+  it('a DPoP nonce issued by A is accepted at B (derived from the key-encryption key every instance shares)', () =>
+    twoInstances(
+      async (a, b) => {
+        const { publicKey, privateKey } = await generateKeyPair('ES256')
+        const jwk = await exportJWK(publicKey)
+        const proof = (nonce?: string) =>
+          new SignJWT({ jti: randomUUID(), htm: 'POST', htu: `${a.deps.config.issuer}/token`, iat: a.clock.now(), ...(nonce ? { nonce } : {}) })
+            .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+            .sign(privateKey)
+        const challenged = await a.post('/token', form(await exchangeParams(a)), { dpop: await proof() })
+        assert.equal(await statusOf(challenged), '400 use_dpop_nonce')
+        const nonce = challenged.headers.get('dpop-nonce')
+        assert.ok(nonce, 'A names a nonce')
+        assert.equal(await statusOf(await b.post('/token', form(await exchangeParams(b)), { dpop: await proof(nonce) })), '200')
+      },
+      (c) => ({ ...c, dpop: { ...c.dpop, nonce: true } }),
+    ))
+
   it('a client assertion used at A is refused at B', async () => {
     const { publicKey, privateKey } = await generateKeyPair('ES256')
     const jwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256' } as JWK
