@@ -65,4 +65,24 @@ describe('openPgDatabase', { skip: skipWithoutPostgres }, () => {
       await fresh.drop()
     }
   })
+  it('every pooled connection held past the busy timeout: a statement fails as busy (503), it does not wait forever', async () => {
+    const fresh = await freshPgDatabase()
+    const database = await openPgDatabase(fresh.url, { max: 2 })
+    const held = [await database.pool.connect(), await database.pool.connect()]
+    try {
+      const stores = createPgStores(database)
+      const started = Date.now()
+      const error = await stores.audit.list({ limit: 1 }).then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+      const waited = Date.now() - started
+      assert.ok(isDatabaseBusy(error), `not busy: ${String(error)}`)
+      assert.ok(waited >= BUSY_TIMEOUT_MS - 50 && waited < BUSY_TIMEOUT_MS * 5, `waited ${waited} ms`)
+    } finally {
+      for (const c of held) c.release()
+      await database.close()
+      await fresh.drop()
+    }
+  })
 })

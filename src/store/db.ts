@@ -60,8 +60,16 @@ const PG_RETRYABLE = new Set(['55P03', '40P01', '40001'])
  * PostgreSQL's lock timeout, deadlock or serialisation failure. Answered 503 + Retry-After.
  */
 export function isDatabaseBusy(e: unknown): boolean {
-  return hasErrorCode(e, (code) => code.startsWith('SQLITE_BUSY') || PG_RETRYABLE.has(code))
+  return hasErrorCode(e, (code) => code.startsWith('SQLITE_BUSY') || PG_RETRYABLE.has(code)) || inErrorChain(e, (err) => err instanceof Error && PG_POOL_TIMEOUTS.has(err.message))
 }
+
+/**
+ * node-postgres's answers (no SQLSTATE: its own, by message) when no connection came within the
+ * pool's `connectionTimeoutMillis`: every pooled connection stayed in use, or a new one did not
+ * open in time. Busy as a lock wait is: the request may be sent again.
+ */
+const PG_POOL_TIMEOUTS = new Set(['timeout exceeded when trying to connect', 'Connection terminated due to connection timeout'])
+
 
 /** Whether `e` is a unique-index violation: PostgreSQL's `unique_violation` (23505) or SQLite's. */
 export function isUniqueViolation(e: unknown): boolean {
@@ -74,9 +82,16 @@ export function isUniqueViolation(e: unknown): boolean {
  * cause chain that loops ends.
  */
 export function hasErrorCode(e: unknown, test: (code: string) => boolean): boolean {
-  for (let err = e, depth = 0; err !== null && typeof err === 'object' && depth < 4; err = (err as { cause?: unknown }).cause, depth++) {
+  return inErrorChain(e, (err) => {
     const code = (err as { code?: unknown }).code
-    if (typeof code === 'string' && test(code)) return true
+    return typeof code === 'string' && test(code)
+  })
+}
+
+/** Whether `e` or an error it wraps (a few `cause` levels only, so a chain that loops ends) passes `test`. */
+function inErrorChain(e: unknown, test: (err: object) => boolean): boolean {
+  for (let err = e, depth = 0; err !== null && typeof err === 'object' && depth < 4; err = (err as { cause?: unknown }).cause, depth++) {
+    if (test(err)) return true
   }
   return false
 }

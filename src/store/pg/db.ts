@@ -35,7 +35,8 @@ export const MIGRATION_LOCK = 0x7461736b70617373n
 export async function openPgDatabase(url: string, options: { max?: number } = {}): Promise<PgDatabase> {
   // A lock wait (a row another instance is ending, the append lock) is bounded as SQLite's busy
   // wait is: past it the statement fails `lock_not_available`, answered 503 + Retry-After.
-  const pool = new pg.Pool({ connectionString: url, max: options.max ?? 10, options: `-c lock_timeout=${BUSY_TIMEOUT_MS}` })
+  // Waiting for a pooled connection is bounded the same way (every one held by a slow request).
+  const pool = new pg.Pool({ connectionString: url, max: options.max ?? 10, connectionTimeoutMillis: BUSY_TIMEOUT_MS, options: `-c lock_timeout=${BUSY_TIMEOUT_MS}` })
   // An idle connection the server dropped (restart, admin termination) must not crash the process: the pool replaces it.
   pool.on('error', () => {})
   try {
