@@ -25,6 +25,13 @@ const migrationsFolder = resolve(dirname(fileURLToPath(import.meta.url)), '../..
  * The second waits, then finds nothing left to do. (A constant of this application: "taskpass" as
  * ASCII, read as a 64-bit integer's low bytes.)
  */
+/**
+ * How long a statement waits for a pooled connection before it fails as busy (503 + Retry-After),
+ * milliseconds: longer than a lock wait, because it includes opening a new connection, which a
+ * loaded server may take a while to accept — a broker starting under load must not answer 503s.
+ */
+export const POOL_WAIT_MS = 5000
+
 export const MIGRATION_LOCK = 0x7461736b70617373n
 
 /**
@@ -35,8 +42,8 @@ export const MIGRATION_LOCK = 0x7461736b70617373n
 export async function openPgDatabase(url: string, options: { max?: number } = {}): Promise<PgDatabase> {
   // A lock wait (a row another instance is ending, the append lock) is bounded as SQLite's busy
   // wait is: past it the statement fails `lock_not_available`, answered 503 + Retry-After.
-  // Waiting for a pooled connection is bounded the same way (every one held by a slow request).
-  const pool = new pg.Pool({ connectionString: url, max: options.max ?? 10, connectionTimeoutMillis: BUSY_TIMEOUT_MS, options: `-c lock_timeout=${BUSY_TIMEOUT_MS}` })
+  // Waiting for a pooled connection (every one held by slow requests) is bounded too, by POOL_WAIT_MS.
+  const pool = new pg.Pool({ connectionString: url, max: options.max ?? 10, connectionTimeoutMillis: POOL_WAIT_MS, options: `-c lock_timeout=${BUSY_TIMEOUT_MS}` })
   // An idle connection the server dropped (restart, admin termination) must not crash the process: the pool replaces it.
   pool.on('error', () => {})
   try {
