@@ -13,8 +13,16 @@ import { HOST } from './server-child.js'
 export interface TaskpassServerConfig {
   port: number
   issuer: string
+  /** A SQLite file, or a PostgreSQL URL (`postgres://…`). */
   database: string
   keys: PublicKeys
+  /**
+   * The key-encryption key (base64url, 32 bytes): the same for every process on one database (they
+   * share its signing keys); a fresh random one when absent.
+   */
+  kek?: string
+  /** Broker `replay.shared`: single-use `jti`s recorded in the database too (several processes on one SQLite file). */
+  replayShared?: boolean
   /** Broker `clockSkew` (also the DPoP proof `iat` window); the broker's default when absent. */
   clockSkew?: number
   /** Broker `dpop.replayCacheSize`: room for every proof a DPoP run sends; the default when absent. */
@@ -45,10 +53,11 @@ export async function brokerConfig(c: TaskpassServerConfig): Promise<ConfigInput
   return {
     issuer: c.issuer,
     database: c.database,
-    keys: { kek: randomBytes(32).toString('base64url') },
+    keys: { kek: c.kek ?? randomBytes(32).toString('base64url') },
     maxActorTokenLifetime: MAX_ACTOR_TOKEN_LIFETIME,
     ...(c.clockSkew !== undefined ? { clockSkew: c.clockSkew } : {}),
     ...(c.dpopReplayCacheSize !== undefined ? { dpop: { replayCacheSize: c.dpopReplayCacheSize } } : {}),
+    ...(c.replayShared !== undefined ? { replay: { shared: c.replayShared } } : {}),
     ...(c.authThrottle !== undefined ? { authThrottle: c.authThrottle } : {}),
     ...(c.tokenTtl !== undefined ? { tokens: { defaultTtl: c.tokenTtl } } : {}),
     // One loopback client and one workload drive all the load: keep the limiters in the request

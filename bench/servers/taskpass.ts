@@ -6,11 +6,13 @@
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { createApp } from '../../src/app.js'
-import { createBroker, type Deps } from '../../src/broker.js'
+import { createBroker, onServerStart, type Deps } from '../../src/broker.js'
+import { refreshCatalog } from '../../src/catalog/catalog.js'
 import { systemClock } from '../../src/clock.js'
 import { parseConfig } from '../../src/config.js'
 import { listen } from '../../src/http/server.js'
 import { createJsonLogger } from '../../src/logger.js'
+import { isPostgresUrl } from '../../src/store/open.js'
 import { pruneStore } from '../../src/store/retention.js'
 import { RESOURCE } from '../lib/fixtures.js'
 import { announceReady, answerCommands, exitWithParent, HOST, readServerConfig } from '../lib/server-child.js'
@@ -66,7 +68,7 @@ function timeDecisions(deps: Deps, count: number): number {
 }
 
 const c = readServerConfig<TaskpassServerConfig>()
-mkdirSync(dirname(c.database), { recursive: true })
+if (!isPostgresUrl(c.database)) mkdirSync(dirname(c.database), { recursive: true })
 const config = parseConfig(await brokerConfig(c))
 const logger = createJsonLogger()
 const t0 = performance.now()
@@ -80,25 +82,37 @@ const info: TaskpassServerInfo = {
   largestBucket: Math.max(0, ...buckets),
   evaluator: deps.policy.set.generatedOnly ? 'native' : 'cedar',
 }
+await onServerStart(deps)
 const app = createApp(deps)
 
-// As src/main.ts: pick up key rotations and prune what retention allows (pruneStore), every
-// 10 s unless the run asks for another interval; each prune is timed, it runs on the event loop.
+// As src/main.ts: pick up key rotations and prune what retention allows (pruneStore, at one
+// process at a time on a shared database), every 10 s unless the run asks for another interval;
+// each prune is timed, it runs on the event loop.
 let prunes: PruneStats = { runs: 0, tokens: 0, rows: 0, totalMs: 0, maxMs: 0 }
 const timer = setInterval(async () => {
   deps.keys.reload().catch((e: unknown) => logger.error('key reload failed', { error: String(e) }))
   const t = performance.now()
-  let deleted: Awaited<ReturnType<typeof pruneStore>>
+  let deleted: Awaited<ReturnType<typeof pruneStore>> | undefined
   try {
-    deleted = await pruneStore(deps.stores, config, systemClock.now())
+    deleted = await deps.stores.alone('prune', () => pruneStore(deps.stores, config, systemClock.now()))
   } catch (e) {
     logger.error('pruning failed', { error: String(e) })
     return
   }
+  if (deleted === undefined) return // another process on the database is pruning
   const ms = performance.now() - t
   prunes = { runs: prunes.runs + 1, tokens: prunes.tokens + deleted.tokens, rows: prunes.rows + Object.values(deleted).reduce((a, b) => a + b, 0), totalMs: prunes.totalMs + ms, maxMs: Math.max(prunes.maxMs, ms) }
 }, c.pruneIntervalMs ?? MAIN_PRUNE_INTERVAL_MS)
 timer.unref()
+// As src/main.ts: a catalog change made by another process is taken up within a second.
+const catalogTimer = setInterval(async () => {
+  try {
+    await refreshCatalog(deps)
+  } catch (e) {
+    logger.error('catalog refresh failed', { error: String(e) })
+  }
+}, 1000)
+catalogTimer.unref()
 
 // The listener src/main.ts uses (src/http/server.ts).
 const server = await listen(app, { host: HOST, port: c.port })
