@@ -44,7 +44,9 @@
  * Then bench/verifier.ts, in its own process: revocation-to-refusal latency through the
  * revocation feed and the verifier kit's throughput against plain jose (see that file); then
  * bench/endpoints.ts, likewise: introspection throughput (a repeated and a rotating token) and the
- * revocation feed's fan-out to 1,000 streams (time to reach all, broker CPU per event).
+ * revocation feed's fan-out to 1,000 streams (time to reach all, broker CPU per event); then
+ * bench/instances.ts, likewise: the warm exchange on one and two broker processes behind a
+ * round-robin proxy, on SQLite and on PostgreSQL, in interleaved rounds of its own (see that file).
  *
  * Each server runs in its own child process; autocannon runs here. Settings: `--rounds N` or
  * BENCH_ROUNDS (default 5), `--seconds S` or BENCH_SECONDS (older name BENCH_DURATION; seconds
@@ -55,7 +57,8 @@
  * size when given, else 6, in three rounds. `npm run bench -- --only http` runs the throughput
  * rounds and the auth flood, `--only flood` the auth-flood scenario alone, `--only verifier` the
  * verifier benchmark alone, `--only policy` the policy part alone, `--only endpoints` introspection
- * and the feed fan-out alone. Results also go to
+ * and the feed fan-out alone, `--only instances` the several-processes and PostgreSQL part alone.
+ * BENCH_WARMUP=0 runs no warm-up. Results also go to
  * bench/results/latest.json (each part replaces its own section and keeps the others').
  */
 import { spawn } from 'node:child_process'
@@ -68,7 +71,8 @@ import { combineLoads, runLoad, type LoadResult } from './lib/load.js'
 import { parseBenchOptions, type BenchOptions } from './lib/options.js'
 import { benchPolicyText, otherResources, unscopedCount } from './lib/policies.js'
 import { formatPolicyTable, POLICY_SIZES, policyScenarioId, policyTargets, type PolicyRun } from './lib/policy-report.js'
-import { positiveInt } from './lib/env.js'
+import { otherCpuLoad } from './lib/cpu.js'
+import { nonNegativeInt, positiveInt } from './lib/env.js'
 import { mergeResults } from './lib/results.js'
 import { checkTargets, formatRatioTable, formatScenarioTable, formatTargets, SCENARIO_IDS, summarizeRounds, type ScenarioId, type ScenarioResult, type TargetCheck } from './lib/report.js'
 import { rotation, type RoundLoads, type ScenarioStats } from './lib/rounds.js'
@@ -90,6 +94,7 @@ const runHttp = only === undefined || only === 'http' || only === 'flood'
 const runPolicy = only === undefined || only === 'policy'
 const runVerifier = only === undefined || only === 'verifier'
 const runEndpoints = only === undefined || only === 'endpoints'
+const runInstances = only === undefined || only === 'instances'
 /** `--only flood`: the auth-flood scenario alone (its section of latest.json only). */
 const floodOnly = only === 'flood'
 const rounds = options.rounds
@@ -97,11 +102,11 @@ const rounds = options.rounds
 const duration = options.seconds
 const connections = positiveInt('BENCH_CONNECTIONS', 50)
 /** Seconds of load before each measurement, on the same connections, not counted. */
-const warmup = positiveInt('BENCH_WARMUP', 1)
+const warmup = nonNegativeInt('BENCH_WARMUP', 1)
 const floodRate = positiveInt('BENCH_FLOOD_RATE', 200)
 /** The policy part: a few seconds per size unless the seconds are given. */
 const policyDuration = options.secondsGiven ? options.seconds : 6
-const policyWarmup = positiveInt('BENCH_WARMUP', Math.min(2, Math.max(1, Math.round(policyDuration / 5))))
+const policyWarmup = nonNegativeInt('BENCH_WARMUP', Math.min(2, Math.max(1, Math.round(policyDuration / 5))))
 /** Connections carrying the legitimate, paced exchanges of the auth-flood scenario. */
 const FLOOD_LEGIT_CONNECTIONS = 10
 const FORM_TYPE = 'application/x-www-form-urlencoded'
@@ -127,6 +132,8 @@ const PRUNE_CLOCK_SKEW = 1
 const VERIFIER_TIMEOUT_SECONDS = 240
 /** bench/endpoints.ts likewise. */
 const ENDPOINTS_TIMEOUT_SECONDS = 300
+/** bench/instances.ts likewise: start-up of its brokers (and of a PostgreSQL cluster), then its rounds. */
+const INSTANCES_TIMEOUT_SECONDS = 300 + rounds * 6 * (duration + warmup + 5)
 
 /** Decisions each policy-part broker times in its process after each load run (bench/servers/taskpass.ts). */
 const POLICY_DECISIONS = 300
@@ -140,7 +147,8 @@ const watchdogSeconds =
   (runHttp ? 120 + rounds * (SCENARIO_IDS.length * (duration + warmup + 5) + 60) + 6 * (duration + warmup + 30) : 0) +
   (runPolicy ? (POLICY_SIZES.length + 1) * (policyDuration + policyWarmup + 60) + POLICY_START_TIMEOUT_MS / 1000 + 60 : 0) +
   (runVerifier ? VERIFIER_TIMEOUT_SECONDS + 30 : 0) +
-  (runEndpoints ? ENDPOINTS_TIMEOUT_SECONDS + 30 : 0)
+  (runEndpoints ? ENDPOINTS_TIMEOUT_SECONDS + 30 : 0) +
+  (runInstances ? INSTANCES_TIMEOUT_SECONDS + 30 : 0)
 const watchdog = installWatchdog('bench', watchdogSeconds)
 
 const log = (msg: string) => process.stdout.write(`${msg}\n`)
@@ -171,16 +179,6 @@ async function smoke(server: ServerProcess, w: Workload): Promise<void> {
   }
   if (res.status !== 200 || typeof parsed.access_token !== 'string') throw new Error(`smoke request got HTTP ${res.status}: ${text.slice(0, 300)}`)
   if (w.tokenType !== undefined && parsed.token_type !== w.tokenType) throw new Error(`smoke request got token_type ${JSON.stringify(parsed.token_type)}, expected ${w.tokenType}`)
-}
-
-/** Percentage of all CPUs busy over `ms` while no benchmark process is working: other users of the machine. */
-async function otherCpuLoad(ms = 500): Promise<number> {
-  const sample = () => cpus().reduce((acc, c) => ({ idle: acc.idle + c.times.idle, total: acc.total + c.times.user + c.times.nice + c.times.sys + c.times.irq + c.times.idle }), { idle: 0, total: 0 })
-  const a = sample()
-  await new Promise((resolve) => setTimeout(resolve, ms))
-  const b = sample()
-  const total = b.total - a.total
-  return total <= 0 ? 0 : Math.round((100 * (total - (b.idle - a.idle))) / total)
 }
 
 function summary(r: LoadResult): string {
@@ -826,6 +824,14 @@ async function main(): Promise<void> {
     } catch (e) {
       failure = true
       process.stderr.write(`bench (endpoints part) failed: ${e instanceof Error ? e.message : String(e)}\n`)
+    }
+  }
+  if (runInstances) {
+    try {
+      await childBenchmark('several processes and PostgreSQL', 'instances', INSTANCES_TIMEOUT_SECONDS, { BENCH_ROUNDS: String(rounds), BENCH_SECONDS: String(duration), BENCH_WARMUP: String(warmup) })
+    } catch (e) {
+      failure = true
+      process.stderr.write(`bench (instances part) failed: ${e instanceof Error ? e.message : String(e)}\n`)
     }
   }
   if (failure) process.exitCode = 1

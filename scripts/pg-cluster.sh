@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL cluster for tests, in one directory:
-#   scripts/pg-cluster.sh start <dir>   initdb (trust), listen on 127.0.0.1:<free port> and a Unix
-#                                       socket in <dir>, create database `taskpass`; prints its URL
+#   scripts/pg-cluster.sh start <dir> [--durable]
+#                                       initdb (trust), listen on 127.0.0.1:<free port> and a Unix
+#                                       socket in <dir>, create database `taskpass`; prints its URL.
+#                                       Without fsync (test data) unless --durable: then with
+#                                       PostgreSQL's default durability, as a deployment runs it
+#                                       (the benchmark's own cluster)
 #   scripts/pg-cluster.sh stop <dir>    stops it (the directory is left for the caller to remove)
 # The server refuses to run as root: as root, it runs as the `postgres` user (or `taskpass-pg`,
 # created when neither exists). PG_BIN overrides where the server binaries are.
@@ -9,8 +13,14 @@ set -euo pipefail
 
 command=${1:-}
 dir=${2:-}
-if [ -z "$command" ] || [ -z "$dir" ]; then
-  echo "usage: $0 start|stop <dir>" >&2
+durable=no
+case "${3:-}" in
+  '') ;;
+  --durable) [ "$command" = start ] && durable=yes ;;
+  *) durable=bad ;;
+esac
+if [ -z "$command" ] || [ -z "$dir" ] || [ "$durable" = bad ] || [ $# -gt 3 ] || { [ $# -eq 3 ] && [ "$command" != start ]; }; then
+  echo "usage: $0 start <dir> [--durable] | stop <dir>" >&2
   exit 2
 fi
 
@@ -45,9 +55,12 @@ case "$command" in
     port=$(node -e "const s=require('node:net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")
     run "$PG_BIN/initdb" -D "$dir/data" -A trust -U postgres -E UTF8 --no-locale >"$dir/initdb.log" 2>&1 \
       || { cat "$dir/initdb.log" >&2; exit 1; }
-    # Throwaway data: no fsync (tests only; PostgreSQL's own durability is not what they test).
+    # Throwaway data: no fsync (tests only; PostgreSQL's own durability is not what they test),
+    # unless --durable (a benchmark measures what a deployment pays for each commit).
+    settings="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    [ "$durable" = yes ] && settings=""
     run "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir $settings -c max_connections=200" \
       start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
     run "$PG_BIN/createdb" -h "$dir" -p "$port" -U postgres taskpass
     echo "$port" >"$dir/port"
@@ -59,7 +72,7 @@ case "$command" in
     fi
     ;;
   *)
-    echo "usage: $0 start|stop <dir>" >&2
+    echo "usage: $0 start <dir> [--durable] | stop <dir>" >&2
     exit 2
     ;;
 esac

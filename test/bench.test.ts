@@ -1,16 +1,19 @@
 /**
- * Keeps `npm run bench` from rotting without running it (CI never runs the benchmark): the policy
+ * Keeps `npm run bench` from rotting (CI never runs the full benchmark): the policy
  * part's files are valid Cedar for the bench broker and leave its exchange to the grant permit;
  * its verdicts and the merging of load rounds compute what they say; the interleaved rounds
  * rotate as documented and their medians, ranges, per-round ratios and verdicts are what they
- * say; arguments are parsed as documented and bad ones refused.
+ * say; arguments are parsed as documented and bad ones refused. The instances part runs for real,
+ * in a smoke run of one short round (its PostgreSQL scenarios when TASKPASS_TEST_POSTGRES is set),
+ * and its proxy and response classification are checked on their own.
  */
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { spawn, spawnSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { connect, createServer, type AddressInfo, type Server } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { describe, it } from 'node:test'
+import { before, describe, it } from 'node:test'
 import { generateBenchKeys, publicKeys, RESOURCE, WORKLOAD_ID } from '../bench/lib/fixtures.js'
 import type { LoadResult } from '../bench/lib/load.js'
 import { combineLoads } from '../bench/lib/load.js'
@@ -20,6 +23,9 @@ import { policyTargets, type PolicyRun } from '../bench/lib/policy-report.js'
 import { checkTargets, formatRatioTable, formatScenarioTable, SCENARIO_IDS, summarizeRounds, type ScenarioId } from '../bench/lib/report.js'
 import { median, perRoundRatios, rotation, scenarioStats, spread, type RoundLoads } from '../bench/lib/rounds.js'
 import { benchExchangeDecision, brokerConfig } from '../bench/lib/taskpass-config.js'
+import { countResponse, instancesTargets, noRefusals, summarizeInstances, type InstanceScenarioId } from '../bench/lib/instances-report.js'
+import { startRoundRobinProxy } from '../bench/lib/proxy.js'
+import { skipWithoutPostgres, testPostgres } from './pg-fixtures.js'
 import { parseConfig } from '../src/config.js'
 import { compilePolicySet } from '../src/policy/cedar.js'
 import { createPolicyEngine } from '../src/policy/engine.js'
@@ -278,7 +284,7 @@ describe('npm run bench arguments', () => {
   it('an unknown part is refused with exit code 2 and the list of parts, before anything runs', () => {
     const run = spawnSync(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--only', 'everything'], { cwd: new URL('..', import.meta.url), encoding: 'utf8', timeout: 60_000 })
     assert.equal(run.status, 2, run.stderr)
-    assert.match(run.stderr, /--only takes "http", "verifier", "flood", "policy", "endpoints", got "everything"/)
+    assert.match(run.stderr, /--only takes "http", "verifier", "flood", "policy", "endpoints", "instances", got "everything"/)
     assert.equal(run.stdout, '')
   })
 
@@ -287,5 +293,144 @@ describe('npm run bench arguments', () => {
     assert.equal(run.status, 2, run.stderr)
     assert.match(run.stderr, /^bench: --rounds must be a positive integer, got "0"$/m)
     assert.equal(run.stdout, '')
+  })
+})
+
+/** A TCP server on a free loopback port that answers each chunk with `<name>:<chunk>`. */
+async function echo(name: string): Promise<{ server: Server; port: number }> {
+  const server = createServer((socket) => socket.on('data', (chunk) => socket.write(`${name}:${chunk.toString()}`)))
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return { server, port: (server.address() as AddressInfo).port }
+}
+
+/** One new connection to `port`: sends `text`, resolves with the first answer, or `closed` when the proxy closed it unanswered. */
+function ask(port: number, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ port, host: '127.0.0.1' }, () => socket.write(text))
+    socket.once('data', (chunk) => {
+      resolve(chunk.toString())
+      socket.destroy()
+    })
+    socket.once('close', () => resolve('closed'))
+    socket.once('error', reject)
+  })
+}
+
+describe('bench round-robin proxy (bench/lib/proxy.ts)', () => {
+  it('hands each new connection to the next upstream in turn and pipes bytes both ways', async () => {
+    const a = await echo('a')
+    const b = await echo('b')
+    const proxy = await startRoundRobinProxy({ port: 0, upstreams: [a.port, b.port] })
+    try {
+      const answers: string[] = []
+      for (let i = 0; i < 5; i++) answers.push(await ask(proxy.port, `ping${i}`))
+      assert.deepEqual(answers, ['a:ping0', 'b:ping1', 'a:ping2', 'b:ping3', 'a:ping4'])
+      assert.deepEqual(proxy.connections(), [3, 2])
+      assert.equal(proxy.failures(), 0)
+    } finally {
+      await proxy.close()
+      a.server.close()
+      b.server.close()
+    }
+  })
+
+  it("an upstream that refuses closes the client's connection and counts as a failure; the next connection goes on in turn", async () => {
+    const a = await echo('a')
+    const down = await echo('down')
+    await new Promise((resolve) => down.server.close(resolve))
+    const proxy = await startRoundRobinProxy({ port: 0, upstreams: [down.port, a.port] })
+    try {
+      assert.equal(await ask(proxy.port, 'x'), 'closed')
+      assert.equal(await ask(proxy.port, 'y'), 'a:y')
+      assert.equal(proxy.failures(), 1)
+    } finally {
+      await proxy.close()
+      a.server.close()
+    }
+  })
+
+  it('refuses to start with no upstream or a port that is not one', () => {
+    assert.throws(() => startRoundRobinProxy({ port: 0, upstreams: [] }), /at least one upstream/)
+    assert.throws(() => startRoundRobinProxy({ port: 0, upstreams: [70000] }), /upstream port 70000 is not a port number/)
+  })
+})
+
+describe('bench instances report (bench/lib/instances-report.ts)', () => {
+  it('a 503 with Retry-After is counted apart; a 500, a 503 without Retry-After and a 4xx are failures; a 2xx counts nothing', () => {
+    const r = noRefusals()
+    countResponse(r, 200, {})
+    countResponse(r, 503, { 'Retry-After': '1' })
+    countResponse(r, 503, { 'retry-after': '1' })
+    countResponse(r, 503, {})
+    countResponse(r, 500, { 'retry-after': '1' })
+    countResponse(r, 400, {})
+    assert.deepEqual(r, { retryAfter503: 2, serverErrors: 2, other: 1, statusCodes: { 503: 3, 500: 1, 400: 1 } })
+  })
+
+  it('a scenario passes with 503s with Retry-After and fails on one 500 or one socket error; the ratios are per round', () => {
+    const rounds = [
+      { 'sqlite-1proc': figures(1000), 'sqlite-2proc': figures(1500), 'pg-1-proxy': figures(400), 'pg-2': figures(600, 1, 2, { errors: 1 }) },
+      { 'sqlite-1proc': figures(500), 'sqlite-2proc': figures(1000), 'pg-1-proxy': figures(200), 'pg-2': figures(300) },
+    ]
+    const summary = summarizeInstances(rounds)
+    assert.deepEqual(summary.ratios['sqlite-2proc / sqlite-1proc'], { median: 1.75, min: 1.5, max: 2, n: 2 })
+    assert.deepEqual(summary.ratios['pg-2 / pg-1-proxy'], { median: 1.5, min: 1.5, max: 1.5, n: 2 })
+    assert.equal(summary.ratios['pg-1 / sqlite-1 (warm)'], undefined)
+    const refusals: Partial<Record<InstanceScenarioId, ReturnType<typeof noRefusals>>> = { 'sqlite-1proc': noRefusals(), 'sqlite-2proc': noRefusals(), 'pg-1-proxy': noRefusals() }
+    countResponse(refusals['sqlite-2proc']!, 503, { 'retry-after': '1' })
+    countResponse(refusals['pg-1-proxy']!, 500, {})
+    const verdicts = Object.fromEntries(instancesTargets(summary, refusals).filter((t) => t.verdict !== 'info').map((t) => [t.target.split(':')[0], t.verdict]))
+    assert.deepEqual(verdicts, { 'sqlite-1proc': 'PASS', 'sqlite-2proc': 'PASS', 'pg-1-proxy': 'FAIL', 'pg-2': 'FAIL' })
+  })
+})
+
+describe('npm run bench -- --only instances (one short round)', () => {
+  const resultsFile = join(dir, 'latest.json')
+  let run: { status: number | null; stdout: string; stderr: string }
+  before(async () => {
+    // The PostgreSQL scenarios on the test cluster when there is one; without one, skipped on purpose
+    // (the bench would otherwise start a cluster of its own).
+    const env = { ...process.env, BENCH_RESULTS_FILE: resultsFile, BENCH_WARMUP: '0', BENCH_CONNECTIONS: '4', TASKPASS_BENCH_POSTGRES: testPostgres ?? 'none' }
+    const child = spawn(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--only', 'instances', '--rounds', '1', '--seconds', '1'], { cwd: new URL('..', import.meta.url), env, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()))
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
+    const timer = setTimeout(() => child.kill('SIGTERM'), 170_000)
+    const status = await new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+    clearTimeout(timer)
+    run = { status, stdout, stderr }
+  })
+
+  const scenario = (id: string) => (JSON.parse(readFileSync(resultsFile, 'utf8')) as { instances: { scenarios: Record<string, { stats?: { ok: number; non2xx: number }; notes: string[]; error?: string }> } }).instances.scenarios[id]
+
+  it('runs sqlite-1, sqlite-1proc and sqlite-2proc: every exchange 2xx, both processes behind the proxy reached, the ratio printed', () => {
+    assert.equal(run.status, 0, `${run.stdout}\n${run.stderr}`)
+    for (const id of ['sqlite-1', 'sqlite-1proc', 'sqlite-2proc']) {
+      assert.match(run.stdout, new RegExp(`^  \\[PASS\\] ${id}: no 500`, 'm'), id)
+      const s = scenario(id)!
+      assert.equal(s.error, undefined)
+      assert.ok(s.stats!.ok > 0, id)
+      assert.equal(s.stats!.non2xx, 0, id)
+    }
+    assert.match(run.stdout, /^sqlite-2proc \/ sqlite-1proc +\| +\d+\.\d\d× \|/m)
+    const [first, second] = /proxy: (\d+) \+ (\d+) connections to its 2 broker/.exec(scenario('sqlite-2proc')!.notes.join('\n'))!.slice(1).map(Number)
+    assert.ok(first! > 0 && second! > 0, 'both processes got connections')
+  })
+
+  it('says why the PostgreSQL scenarios are skipped when it is told to skip them', { skip: testPostgres ? 'TASKPASS_TEST_POSTGRES is set: the PostgreSQL scenarios ran' : false }, () => {
+    assert.match(run.stdout, /^PostgreSQL scenarios skipped: TASKPASS_BENCH_POSTGRES=none$/m)
+    assert.equal(scenario('pg-1'), undefined)
+  })
+
+  it('runs pg-1, pg-1-proxy and pg-2 on fresh databases of the cluster, every exchange 2xx, the ratios printed', { skip: skipWithoutPostgres }, () => {
+    assert.equal(run.status, 0, `${run.stdout}\n${run.stderr}`)
+    for (const id of ['pg-1', 'pg-1-proxy', 'pg-2']) {
+      assert.match(run.stdout, new RegExp(`^  \\[PASS\\] ${id}: no 500`, 'm'), id)
+      assert.ok(scenario(id)!.stats!.ok > 0, id)
+    }
+    assert.match(run.stdout, /^pg-1 \/ sqlite-1 \(warm\) +\| +\d+\.\d\d× \|/m)
+    assert.match(run.stdout, /^pg-2 \/ pg-1-proxy +\| +\d+\.\d\d× \|/m)
+    assert.match(run.stdout, /^PostgreSQL \d+.* from TASKPASS_BENCH_POSTGRES: fsync=\w+, synchronous_commit=\w+/m)
   })
 })

@@ -31,6 +31,8 @@ export interface LoadOptions {
   overallRate?: number | undefined
   /** Keep every measured latency (`LoadResult.latencies`), so runs can be combined ({@link combineLoads}). */
   keepLatencies?: boolean | undefined
+  /** Called with every response's status and headers (names as sent), warm-up included. */
+  onResponse?: ((status: number, headers: Readonly<Record<string, string | string[] | undefined>>) => void) | undefined
 }
 
 interface Counts {
@@ -87,6 +89,7 @@ export function runLoad(opts: LoadOptions): Promise<LoadResult> {
               opts.method === 'GET'
                 ? (req) => req
                 : (req) => (opts.nextHeaders ? { ...req, headers: { ...req.headers, ...opts.nextHeaders() }, body: opts.nextBody() } : { ...req, body: opts.nextBody() }),
+            ...(opts.onResponse ? { onResponse: (status: number, _body: string, _context: object, headers: Record<string, string | string[] | undefined> | undefined) => opts.onResponse!(status, headers ?? {}) } : {}),
           },
         ],
       },

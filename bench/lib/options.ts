@@ -4,7 +4,7 @@
  * over the defaults; anything else is refused before the run starts.
  */
 
-export const PARTS = ['http', 'verifier', 'flood', 'policy', 'endpoints'] as const
+export const PARTS = ['http', 'verifier', 'flood', 'policy', 'endpoints', 'instances'] as const
 export type BenchPart = (typeof PARTS)[number]
 
 /** Rounds over every throughput scenario, unless told otherwise. */

@@ -81,7 +81,8 @@ export function formatSpread(s: Spread | undefined, fmt: (v: number) => string =
   return `${fmt(s.median)} (${fmt(s.min)}–${fmt(s.max)}, ${s.n} round${s.n === 1 ? '' : 's'})`
 }
 
-function table(header: string[], rows: string[][], failed: (row: string[]) => boolean = () => false): string {
+/** A text table: the first column left-aligned, the others right-aligned; a `failed` row shows its first two cells only. */
+export function table(header: string[], rows: string[][], failed: (row: string[]) => boolean = () => false): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (failed(row) ? 0 : row[i]!.length))))
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')
   return [line(header), widths.map((w) => '-'.repeat(w)).join('-|-'), ...rows.map((row) => (failed(row) ? `${row[0]!.padEnd(widths[0]!)} | ${row[1]}` : line(row)))].join('\n')

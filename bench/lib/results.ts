@@ -6,10 +6,11 @@
  * figures (every part carries its own timestamps).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { REPO_ROOT } from './child.js'
 
-export const RESULTS_FILE = join(REPO_ROOT, 'bench', 'results', 'latest.json')
+/** BENCH_RESULTS_FILE moves it (a smoke run in the tests keeps the last real figures). */
+export const RESULTS_FILE = process.env.BENCH_RESULTS_FILE ? resolve(process.env.BENCH_RESULTS_FILE) : join(REPO_ROOT, 'bench', 'results', 'latest.json')
 
 function readExisting(): Record<string, unknown> {
   if (!existsSync(RESULTS_FILE)) return {}
@@ -26,7 +27,7 @@ function readExisting(): Record<string, unknown> {
 export function mergeResults(update: Record<string, unknown>, drop: readonly string[] = []): string {
   const merged = { ...readExisting(), ...update }
   for (const key of drop) delete merged[key]
-  mkdirSync(join(REPO_ROOT, 'bench', 'results'), { recursive: true })
+  mkdirSync(dirname(RESULTS_FILE), { recursive: true })
   writeFileSync(RESULTS_FILE, `${JSON.stringify(merged, null, 2)}\n`)
   return RESULTS_FILE
 }
