@@ -49,11 +49,18 @@ export async function openPgDatabase(url: string, options: { max?: number } = {}
   try {
     const client = await pool.connect()
     try {
-      await client.query('select pg_advisory_lock($1)', [MIGRATION_LOCK.toString()])
+      // Not the busy bound: another instance's migration takes what it takes (seconds on a loaded
+      // machine), and a start waiting for it must not fail on the 1 s lock_timeout.
+      await client.query('set lock_timeout = 0')
       try {
-        await migrate(drizzle(client), { migrationsFolder })
+        await client.query('select pg_advisory_lock($1)', [MIGRATION_LOCK.toString()])
+        try {
+          await migrate(drizzle(client), { migrationsFolder })
+        } finally {
+          await client.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK.toString()])
+        }
       } finally {
-        await client.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK.toString()])
+        await client.query('reset lock_timeout')
       }
     } finally {
       client.release()
