@@ -1,9 +1,10 @@
 /**
  * bench/results/latest.json: one file, several writers. bench/run.ts owns the HTTP scenarios' keys
  * (startedAt, finishedAt, settings, machine, tokenPool, scenarios, authFlood, targets) and the
- * policy part's `policy` section, bench/verifier.ts the `verifier` section; each replaces only its
- * own keys, so `--only http` / `--only policy` / `--only verifier` keep the other parts' last
- * figures (every part carries its own timestamps).
+ * policy part's `policy` section, bench/verifier.ts the `verifier` section, bench/instances.ts the
+ * `instances` section; each replaces only its own keys, so `--only http` / `--only policy` /
+ * `--only verifier` / `--only instances` keep the other parts' last figures (every part carries
+ * its own timestamps).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
