@@ -236,6 +236,11 @@ describe('admin CLI: tasks list filters, tasks revoke --workload, keys status', 
       assert.equal(cli(dir, 'tasks', 'list', ...args).status, 64, args.join(' '))
     }
     assert.equal(cli(dir, 'tasks', 'show', 't-demo-bob', '--workload', 'demo-agent').status, 64, 'an option of another command')
+    for (const args of [['workloads', 'list', '--limit', '5'], ['audit', '--limit', '5'], ['keys', 'status', '--status', 'current']]) {
+      const out = cli(dir, ...args)
+      assert.equal(out.status, 64, args.join(' '))
+      assert.match(out.stderr, /^taskpass: --\w+: not an option of /)
+    }
   })
 
   it('tasks revoke --workload <id> revokes its open tasks (feed events, audit rows by admin:cli) as POST /admin/tasks/revoke answers; bad use exits 64 and changes nothing', () => {

@@ -84,6 +84,12 @@ async function main(argv: string[]): Promise<number> {
   const { options, rest } = parsedOptions
   const positional = rest.filter((a, i) => a !== '--config' && rest[i - 1] !== '--config' && a !== '--force' && a !== '--json')
   const [cmd, sub, arg, arg2] = positional
+  const command = `${cmd ?? ''} ${sub ?? ''}`.trim()
+  // Only `tasks list` and `tasks revoke` take value options (revoke: --workload alone).
+  const given = Object.keys(options)
+  if (given.length > 0 && command !== 'tasks list' && !(command === 'tasks revoke' && given.every((o) => o === 'workload'))) {
+    return usage(64, `${given.map((o) => `--${o}`).join(', ')}: not an option of "${command.slice(0, 64)}"`)
+  }
   // The words after `tasks approve|deny <id>`, as one reason (so it needs no quoting).
   const reason = positional.length > 3 ? positional.slice(3).join(' ') : undefined
   if (cmd === 'hash-secret') {
@@ -161,13 +167,6 @@ async function main(argv: string[]): Promise<number> {
     }
   }
   const print = (v: unknown) => process.stdout.write(JSON.stringify(v, null, 2) + '\n')
-  const command = `${cmd} ${sub ?? ''}`.trim()
-  // Only `tasks list` and `tasks revoke` take value options (revoke: --workload alone).
-  const given = Object.keys(options)
-  if (given.length > 0 && command !== 'tasks list' && !(command === 'tasks revoke' && given.every((o) => o === 'workload'))) {
-    await deps.database.close()
-    return usage(64, `${given.map((o) => `--${o}`).join(', ')}: not an option of "${command}"`)
-  }
   try {
     switch (command) {
       case 'keys rotate': {
