@@ -6,9 +6,9 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { readFileSync } from 'node:fs'
-import { compactVerify, createLocalJWKSet, type JSONWebKeySet } from 'jose'
+import { compactVerify, createLocalJWKSet, decodeJwt, type JSONWebKeySet } from 'jose'
 import { verifyEvidence } from '../examples/verify-evidence.js'
-import { ADMIN_KEY, NOTES, openTask, withBroker, type TestBroker, auditStory as story } from './harness.js'
+import { ADMIN_KEY, NOTES, NOTES_SECRET, openTask, withBroker, type TestBroker, auditStory as story } from './harness.js'
 
 const admin = { authorization: `Bearer ${ADMIN_KEY}` }
 
@@ -120,6 +120,79 @@ describe('task evidence', () => {
       assert.notEqual(tampered, body)
       await assert.rejects(compactVerify(`${header}.${Buffer.from(tampered).toString('base64url')}.${sig}`, createLocalJWKSet(jwks)))
       await assert.rejects(verifyEvidence(tampered + lines.at(-1)! + '\n', jwks))
+    }))
+
+  it('matches the database row for row: the opening, each decision with its reason and policies, every token minted (jti, aud, scope, exp as issued), every refusal, the ending and every revocation', () =>
+    withBroker(undefined, async (b) => {
+      const opened = await openTask(b, { purpose: 'read and write notes', resources: [{ resource: NOTES, scopes: ['notes:read', 'notes:write'] }] })
+      assert.equal(opened.status, 201)
+      const id = ((await opened.json()) as { task_id: string }).task_id
+      const issued: Record<string, unknown>[] = []
+      for (const scope of ['notes:read', 'notes:write']) {
+        b.clock.advance(5)
+        const res = await b.exchange({ task_id: id, scope })
+        assert.equal(res.status, 200)
+        issued.push(decodeJwt(((await res.json()) as { access_token: string }).access_token))
+      }
+      b.clock.advance(5)
+      const refused = await b.exchange({ task_id: id, scope: 'notes:delete' })
+      assert.equal(refused.status, 400)
+      assert.equal(((await refused.json()) as { error: string }).error, 'invalid_scope')
+      // One token revoked by its resource (RFC 7009), then the whole task by an admin.
+      b.clock.advance(5)
+      const first = await b.exchange({ task_id: id })
+      assert.equal(first.status, 200)
+      const third = ((await first.json()) as { access_token: string }).access_token
+      issued.push(decodeJwt(third))
+      const basic = `Basic ${Buffer.from(`notes-mcp:${NOTES_SECRET}`).toString('base64')}`
+      assert.equal((await b.post('/revoke', { token: third }, { authorization: basic })).status, 200)
+      b.clock.advance(5)
+      assert.equal((await b.app.request(`/admin/tasks/${id}/revoke`, { method: 'POST', headers: admin })).status, 200)
+
+      // Verified with jose alone: the broker's JWKS and compactVerify over the detached payload.
+      const text = await (await b.app.request(`/admin/tasks/${id}/evidence`, { headers: admin })).text()
+      const lines = text.trimEnd().split('\n')
+      const { jws } = JSON.parse(lines.at(-1)!) as { jws: string }
+      const [header, , sig] = jws.split('.')
+      const jwks = (await (await b.app.request('/.well-known/jwks.json')).json()) as JSONWebKeySet
+      const signed = lines.slice(0, -1).map((l) => l + '\n').join('')
+      assert.equal((await compactVerify(`${header}.${Buffer.from(signed).toString('base64url')}.${sig}`, createLocalJWKSet(jwks))).protectedHeader.typ, 'taskpass-evidence+jsonl')
+      const records = lines.slice(0, -1).map((l) => JSON.parse(l) as Record<string, unknown>)
+      const ofType = (type: string) => records.filter((r) => r.type === type).map(({ type: _t, ...rest }) => rest)
+      const db = b.deps.database.sqlite
+
+      // The task as stored.
+      const task = db.prepare('select * from tasks where id = ?').get(id) as Record<string, unknown>
+      const [shown] = ofType('task') as [Record<string, unknown>]
+      assert.deepEqual([shown.task_id, shown.status, shown.created_at, shown.ended_at, shown.end_reason, shown.tokens_minted], [task.id, 'revoked', task.created_at, task.ended_at, task.end_reason, 3])
+
+      // Every audit row of the task, in order, exactly as stored — its reasons, errors, policies and chain hashes.
+      const rows = (db.prepare('select id, at, action, decision, reason, error, user_sub, workload_id, task_id, jti, resource, policy_version, policies, prev_hash, hash from audit_events where task_id = ? order by id').all(id) as Record<string, unknown>[])
+      assert.deepEqual(ofType('audit'), rows)
+      assert.deepEqual(rows.map((r) => `${String(r.action)}:${String(r.decision)}:${String(r.error ?? '')}`), ['task.open:allow:', 'token.exchange:allow:', 'token.exchange:allow:', 'token.exchange:deny:invalid_scope', 'token.exchange:allow:', 'token.revoke:allow:', 'task.revoke:allow:'])
+      // Each allow names the policies that permitted it, in its reason too; the refusal says why, with its error.
+      const allowed = rows.filter((r) => (r.action === 'task.open' || r.action === 'token.exchange') && r.decision === 'allow')
+      assert.equal(allowed.length, 4)
+      for (const r of allowed) {
+        assert.match(String(r.policy_version), /^ps_/)
+        assert.equal(r.policies, `grant/agent-a/${NOTES}`)
+        assert.ok(String(r.reason).includes(`permitted by policy ${String(r.policies)}`), String(r.reason))
+      }
+      assert.equal(rows.find((r) => r.decision === 'deny')!.reason, 'beyond task: notes:delete')
+      const minted = rows.filter((r) => r.action === 'token.exchange' && r.decision === 'allow')
+      assert.deepEqual(minted.map((r) => r.jti), issued.map((t) => t.jti), 'each mint\'s audit row names its token')
+      assert.match(String(rows.at(-1)!.reason), /^revoked by admin:key0; 2 token\(s\) revoked$/)
+
+      // Every token minted, as issued (the JWT's own claims) and as stored.
+      const tokens = ofType('token')
+      assert.deepEqual(tokens.map((t) => [t.jti, t.aud, t.scope, t.exp, t.iat]), issued.map((t) => [t.jti, t.aud, t.scope, t.exp, t.iat]))
+      assert.deepEqual(tokens, db.prepare('select jti, aud, scope, workload_id, iat, exp, status, revoked_at, cnf_jkt, kid from tokens where task_id = ? order by iat, jti').all(id))
+      assert.ok(tokens.every((t) => t.status === 'revoked' && typeof t.revoked_at === 'number'))
+
+      // Every revocation event: the resource's token revocation and the task's.
+      const events = ofType('revocation')
+      assert.deepEqual(events, db.prepare('select id, at, kind, jti from revocation_events where task_id = ? order by id').all(id))
+      assert.deepEqual(events.map((e) => `${String(e.kind)}:${String(e.jti ?? '')}`), [`token_revoked:${String(issued[2]!.jti)}`, 'task_revoked:'])
     }))
 
   it('an unknown task is 404; without an admin key 401', () =>

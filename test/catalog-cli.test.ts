@@ -40,6 +40,13 @@ describe('catalog CLI', () => {
       return JSON.parse(out.stdout) as Record<string, unknown>
     })
     const answerOf = (kind: string, sub: string) => answers[commands.findIndex((c) => c[0] === kind && c[1] === sub)]!
+    // Both issuer kinds: the file's subject issuer switched off and on, a workload issuer created and deleted.
+    const kinds = new Set(commands.map((c) => c[0]))
+    for (const kind of ['subject-issuers', 'workload-issuers', 'workloads', 'resources', 'admin-keys']) assert.ok(kinds.has(kind), `the page shows ${kind}`)
+    assert.deepEqual((answerOf('subject-issuers', 'list') as { items: { key: string; managed_by: string }[] }).items.map((e) => `${e.key}:${e.managed_by}`), ['https://users.dev.taskpass.local:file'])
+    assert.equal((answerOf('subject-issuers', 'disable') as { entry: { enabled: boolean } }).entry.enabled, false)
+    assert.equal((answerOf('subject-issuers', 'enable') as { entry: { enabled: boolean } }).entry.enabled, true)
+    assert.deepEqual(Object.entries(answerOf('workload-issuers', 'show')!).filter(([k]) => k === 'managed_by' || k === 'key'), [['key', 'https://k8s.example.com'], ['managed_by', 'api']])
     assert.equal((answerOf('workloads', 'show') as { managed_by: string }).managed_by, 'api')
     assert.equal((answerOf('workloads', 'disable') as { entry: { enabled: boolean } }).entry.enabled, false)
     const listed = answerOf('workloads', 'list') as { items: { key: string; managed_by: string }[] }
@@ -48,10 +55,11 @@ describe('catalog CLI', () => {
     assert.match(key.admin_key, /^tpak_/)
     assert.equal(key.entry.object.hash, '[redacted]')
     const audit = cli(dir, ['audit']).stdout.trim().split('\n').map((l) => JSON.parse(l) as { action: string; reason: string })
-    assert.deepEqual(audit.filter((e) => e.action.startsWith('catalog.')).map((e) => e.action), ['catalog.create', 'catalog.create', 'catalog.disable', 'catalog.enable', 'catalog.create', 'catalog.replace', 'catalog.delete', 'catalog.delete'])
+    assert.deepEqual(audit.filter((e) => e.action.startsWith('catalog.')).map((e) => e.action), ['catalog.disable', 'catalog.enable', 'catalog.create', 'catalog.create', 'catalog.create', 'catalog.disable', 'catalog.enable', 'catalog.create', 'catalog.replace', 'catalog.delete', 'catalog.delete', 'catalog.delete'])
     assert.ok(audit.every((e) => !e.action.startsWith('catalog.') || / by admin:cli$/.test(e.reason)))
     assert.equal((JSON.parse(cli(dir, ['audit', 'verify']).stdout) as { ok: boolean }).ok, true)
     assert.deepEqual((JSON.parse(cli(dir, ['workloads', 'list']).stdout) as { items: { key: string }[] }).items.map((e) => e.key), ['demo-agent', 'demo-helper', 'mcp-clients'])
+    assert.deepEqual((JSON.parse(cli(dir, ['workload-issuers', 'list']).stdout) as { items: { key: string }[] }).items.map((e) => e.key), ['spiffe://dev.taskpass.local'])
   })
 
   it('refusals: exit 1 with the API error line (problems naming the field), 64 for bad usage, and nothing stored', () => {

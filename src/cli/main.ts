@@ -11,7 +11,9 @@ import { loadRuntime } from '../runtime.js'
 import { viewAuditEvent } from '../store/audit-view.js'
 import { approveTask, denyTask } from '../tasks/approvals.js'
 import { taskEvidence } from '../tasks/evidence.js'
-import { endTask, viewTask } from '../tasks/lifecycle.js'
+import { endTask, revokeTasksOfWorkload, viewTask } from '../tasks/lifecycle.js'
+import { signingKeyStatus } from '../keys/status.js'
+import { listTasks, parseTaskListQuery, TASK_QUERY_RULES, WORKLOAD_REVOCATION, WORKLOAD_REVOCATION_RULES } from '../routes/admin.js'
 import { revokeSession } from '../tasks/sessions.js'
 import { clearAdminPoliciesOffline, POLICY_USAGE, policyCommand } from './policy.js'
 import { CATALOG_USAGE, catalogCommand, isCatalogKind } from './catalog.js'
@@ -33,12 +35,17 @@ one JSON line on stderr, {"error": <code>, "error_description": <text>}, with ex
   keys revoke <kid>          a compromised key: unpublish it now, revoke every token it signed, tell the feed
                              (revoking the current key promotes the next one)
   keys list                  print the published JWKS
-  tasks list [status]        list tasks, newest first (active, pending_approval, completed, revoked, denied)
+  keys status                every signing key: kid, alg, state, times, published or not (as GET /admin/keys)
+  tasks list [status] [--status <s>] [--workload <id>] [--user <sub>] [--resource <uri>] [--limit <n>]
+                             list tasks, newest first, filtered as GET /admin/tasks is (status: active,
+                             pending_approval, completed, revoked, denied, expired; limit 1 to 500, default 100)
   tasks show <id>            print a task
   tasks approve <id> [reason…]
                              approve a pending_approval task
   tasks deny <id> <reason…>  deny a pending_approval task (final: it ends denied)
   tasks revoke <id>          revoke a task and every token of it
+  tasks revoke --workload <id>
+                             revoke every open task of a workload and their tokens (as POST /admin/tasks/revoke)
   sessions revoke <issuer> <sid>
                              revoke a user session: its subject tokens are refused, its tasks revoked
   audit [after] [limit]      print audit events as JSON lines
@@ -46,10 +53,43 @@ one JSON line on stderr, {"error": <code>, "error_description": <text>}, with ex
   tasks evidence <id>        a task's whole story as JSON Lines, signed by the broker's key (last line)
 ${POLICY_USAGE}${CATALOG_USAGE}`
 
+/** The options that take a value (`--name value` or `--name=value`): the task filters of `tasks list` and `tasks revoke`. */
+const VALUE_OPTIONS = ['status', 'workload', 'user', 'resource', 'limit'] as const
+type ValueOption = (typeof VALUE_OPTIONS)[number]
+
+/** The value options of `argv` and the words left; a problem when one is given twice or has no value. */
+function valueOptions(argv: string[]): { options: Partial<Record<ValueOption, string>>; rest: string[] } | string {
+  const options: Partial<Record<ValueOption, string>> = {}
+  const rest: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!
+    const m = /^--([a-z]+)(?:=(.*))?$/s.exec(arg)
+    const name = VALUE_OPTIONS.find((o) => o === m?.[1])
+    if (!m || !name) {
+      rest.push(arg)
+      continue
+    }
+    const value = m[2] ?? argv[++i]
+    if (value === undefined) return `--${name} needs a value`
+    if (options[name] !== undefined) return `--${name} given twice`
+    options[name] = value
+  }
+  return { options, rest }
+}
+
 async function main(argv: string[]): Promise<number> {
   const force = argv.includes('--force')
-  const positional = argv.filter((a, i) => a !== '--config' && argv[i - 1] !== '--config' && a !== '--force' && a !== '--json')
+  const parsedOptions = valueOptions(argv)
+  if (typeof parsedOptions === 'string') return usage(64, parsedOptions)
+  const { options, rest } = parsedOptions
+  const positional = rest.filter((a, i) => a !== '--config' && rest[i - 1] !== '--config' && a !== '--force' && a !== '--json')
   const [cmd, sub, arg, arg2] = positional
+  const command = `${cmd ?? ''} ${sub ?? ''}`.trim()
+  // Only `tasks list` and `tasks revoke` take value options (revoke: --workload alone).
+  const given = Object.keys(options)
+  if (given.length > 0 && command !== 'tasks list' && !(command === 'tasks revoke' && given.every((o) => o === 'workload'))) {
+    return usage(64, `${given.map((o) => `--${o}`).join(', ')}: not an option of "${command.slice(0, 64)}"`)
+  }
   // The words after `tasks approve|deny <id>`, as one reason (so it needs no quoting).
   const reason = positional.length > 3 ? positional.slice(3).join(' ') : undefined
   if (cmd === 'hash-secret') {
@@ -128,7 +168,7 @@ async function main(argv: string[]): Promise<number> {
   }
   const print = (v: unknown) => process.stdout.write(JSON.stringify(v, null, 2) + '\n')
   try {
-    switch (`${cmd} ${sub ?? ''}`.trim()) {
+    switch (command) {
       case 'keys rotate': {
         const result = await rotateKeys(deps.keyStore, { force })
         print(result)
@@ -147,13 +187,17 @@ async function main(argv: string[]): Promise<number> {
       case 'keys list':
         print(await deps.keys.jwks())
         return 0
+      case 'keys status':
+        print(await signingKeyStatus(deps.stores, systemClock.now()))
+        return 0
       case 'tasks list': {
-        const known = ['active', 'pending_approval', 'completed', 'revoked', 'denied'] as const
-        const status = known.find((s) => s === arg)
-        if (arg !== undefined && !status) return usage()
-        const statuses = status ? [status] : undefined
+        // The API's query (`GET /admin/tasks`), checked by its rules; `tasks list <status>` is `--status`.
+        if (arg !== undefined && options.status !== undefined) return usage(64, 'give the status once: as a word or as --status')
+        if (arg2 !== undefined) return usage()
+        const q = parseTaskListQuery({ ...options, ...(arg !== undefined ? { status: arg } : {}) })
+        if (!q) return usage(64, TASK_QUERY_RULES)
         const now = systemClock.now()
-        print({ tasks: (await deps.stores.tasks.list({ statuses, limit: 100 })).map((t) => viewTask(t, now)) })
+        print({ tasks: (await listTasks(deps, q, now)).map((t) => viewTask(t, now)) })
         return 0
       }
       case 'tasks show':
@@ -168,10 +212,20 @@ async function main(argv: string[]): Promise<number> {
         if (!arg || reason === undefined) return usage()
         print(await denyTask(deps, arg, { kind: 'admin', id: 'cli' }, reason))
         return 0
-      case 'tasks revoke':
-        if (!arg) return usage()
-        print(await endTask(deps, arg, 'revoked', { kind: 'admin', id: 'cli' }))
+      case 'tasks revoke': {
+        if (options.workload === undefined) {
+          if (!arg || arg2 !== undefined) return usage()
+          print(await endTask(deps, arg, 'revoked', { kind: 'admin', id: 'cli' }))
+          return 0
+        }
+        // A workload's open tasks (`POST /admin/tasks/revoke`): the workload, not a task id.
+        if (arg !== undefined) return usage(64, 'tasks revoke takes a task id or --workload <id>, not both')
+        const parsed = WORKLOAD_REVOCATION.safeParse({ workload: options.workload })
+        if (!parsed.success) return usage(64, WORKLOAD_REVOCATION_RULES)
+        const { workload } = parsed.data
+        print({ workload, tasks_revoked: await revokeTasksOfWorkload(deps, workload, { kind: 'admin', id: 'cli' }) })
         return 0
+      }
       case 'tasks evidence':
         if (!arg) return usage()
         process.stdout.write(await taskEvidence(deps, arg))

@@ -133,7 +133,8 @@ async function ensureSigningKeys(o: KeyStoreOptions): Promise<void> {
 /** The keys that can sign now or later: their private halves are kept decrypted in memory. */
 const SIGNING_STATES: readonly KeyState[] = SIGNING_QUEUE
 
-function isPublished(r: { state: KeyState; publishUntil: number | null }, now: number): boolean {
+/** Whether the JWKS publishes a key in this state at `now`: the signing queue, and retired keys until `publishUntil`. */
+export function isPublished(r: { state: KeyState; publishUntil: number | null }, now: number): boolean {
   return SIGNING_STATES.includes(r.state) || (r.state === 'retired' && (r.publishUntil ?? 0) > now)
 }
 

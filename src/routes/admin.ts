@@ -10,7 +10,8 @@ import type { ApprovalDecision } from '../tasks/approvals.js'
 import { viewAuditEvent } from '../store/audit-view.js'
 import { taskEvidence } from '../tasks/evidence.js'
 import type { TaskRow } from '../store/stores.js'
-import { endTask, viewTask } from '../tasks/lifecycle.js'
+import { endTask, revokeTasksOfWorkload, viewTask } from '../tasks/lifecycle.js'
+import { signingKeyStatus } from '../keys/status.js'
 import { decideAs } from './tasks.js'
 import { policyRoutes } from './policies.js'
 import { catalogRoutes } from './catalog.js'
@@ -28,6 +29,15 @@ const adminTaskQuery = z.strictObject({
 
 /** What revoking a session names: the subject issuer and the session id (`POST /admin/sessions/revoke`, the console's form). */
 export const SESSION_REVOCATION = z.strictObject({ issuer: z.string().min(1).max(2048), sid: z.string().min(1).max(1024) })
+
+/**
+ * What revoking a workload's open tasks names: the workload id (`POST /admin/tasks/revoke`, the
+ * console's form, the CLI's `tasks revoke --workload`).
+ */
+export const WORKLOAD_REVOCATION = z.strictObject({ workload: z.string().min(1).max(2048) })
+
+/** How a bad workload revocation is explained (the API, the console and the CLI say the same). */
+export const WORKLOAD_REVOCATION_RULES = '"workload" (1 to 2048 characters) is required'
 
 /** What a task listing's query says, checked: the admin API's and the console's filters. */
 export type TaskListQuery = z.infer<typeof adminTaskQuery>
@@ -70,7 +80,8 @@ export const CONSOLE_PATH = '/admin/console'
 const isConsolePath = (path: string) => path === CONSOLE_PATH || path.startsWith(`${CONSOLE_PATH}/`)
 
 /**
- * /admin — approve, deny and revoke tasks, rotate and revoke keys, read the audit log. Reading
+ * /admin — list, approve, deny and revoke tasks (one, or a workload's open ones), revoke sessions,
+ * read the signing keys' status, rotate and revoke keys, read the audit log. Reading
  * needs any admin key (an auditor's), acting on tasks and sessions an operator's, keys an admin's.
  */
 export function adminRoutes(deps: Deps) {
@@ -86,6 +97,12 @@ export function adminRoutes(deps: Deps) {
       const now = deps.clock.now()
       return c.json({ tasks: (await listTasks(deps, q, now)).map((r) => viewTask(r, now)) })
     })
+    .post('/admin/tasks/revoke', operator, async (c) => {
+      const parsed = WORKLOAD_REVOCATION.safeParse(await parseJson(c))
+      if (!parsed.success) throw invalidRequest(`body must be {"workload": <workload id>}: ${WORKLOAD_REVOCATION_RULES}`)
+      const { workload } = parsed.data
+      return c.json({ workload, tasks_revoked: await revokeTasksOfWorkload(deps, workload, { kind: 'admin', id: c.get('adminId') }) })
+    })
     .post('/admin/tasks/:id/approve', operator, (c) => adminDecide(deps, c, 'approve'))
     .post('/admin/tasks/:id/deny', operator, (c) => adminDecide(deps, c, 'deny'))
     .post('/admin/tasks/:id/revoke', operator, async (c) => c.json(await endTask(deps, c.req.param('id'), 'revoked', { kind: 'admin', id: c.get('adminId') })))
@@ -94,6 +111,7 @@ export function adminRoutes(deps: Deps) {
       if (!parsed.success) throw invalidRequest('body must be {"issuer": <subject issuer>, "sid": <session id>}')
       return c.json(await revokeSession(deps, parsed.data.issuer, parsed.data.sid, `admin:${c.get('adminId')}`))
     })
+    .get('/admin/keys', async (c) => c.json(await signingKeyStatus(deps.stores, deps.clock.now())))
     .post('/admin/keys/rotate', admin, async (c) => {
       const force = c.req.query('force')
       if (force !== undefined && force !== 'true' && force !== 'false') throw invalidRequest('"force" must be true or false')

@@ -18,7 +18,7 @@ import { approveTask, denyTask } from '../tasks/approvals.js'
 import { evidenceTimeline, taskEvidence } from '../tasks/evidence.js'
 import { endTask, revokeTasksOfWorkload, viewTask, type TaskView } from '../tasks/lifecycle.js'
 import { revokeSession } from '../tasks/sessions.js'
-import { CONSOLE_PATH, listTasks, parseTaskListQuery, SESSION_REVOCATION, TASK_QUERY_RULES, type TaskStatusFilter } from './admin.js'
+import { CONSOLE_PATH, listTasks, parseTaskListQuery, SESSION_REVOCATION, TASK_QUERY_RULES, WORKLOAD_REVOCATION, WORKLOAD_REVOCATION_RULES, type TaskStatusFilter } from './admin.js'
 
 /**
  * /admin/console — the admin API as pages, for a person with an admin key: sign in with the key
@@ -384,9 +384,10 @@ export function consoleRoutes(deps: Deps, options: ConsoleOptions = {}) {
       return c.redirect(`${back}?notice=session-revoked`, 303)
     }))
     .post(`${CONSOLE_PATH}/workloads/revoke`, noStore(), adminAction('operator', 'revoke the open tasks of a workload', async (c, f, s) => {
-      const workload = f.get('workload') ?? ''
-      if (workload.length < 1 || workload.length > 2048) throw refusal(400, '"workload" (1 to 2048 characters) is required')
-      await revokeTasksOfWorkload(deps, workload, { kind: 'admin', id: s.admin })
+      // The API's rule and the API's function (`POST /admin/tasks/revoke`).
+      const parsed = WORKLOAD_REVOCATION.safeParse({ workload: f.get('workload') ?? undefined })
+      if (!parsed.success) throw refusal(400, WORKLOAD_REVOCATION_RULES)
+      await revokeTasksOfWorkload(deps, parsed.data.workload, { kind: 'admin', id: s.admin })
       return c.redirect(`${CONSOLE_PATH}/workloads?notice=workload-revoked`, 303)
     }))
     .post(`${CONSOLE_PATH}/keys/rotate`, noStore(), adminAction('admin', 'POST /admin/keys/rotate', async (c, f, s) => {
