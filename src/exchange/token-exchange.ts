@@ -14,6 +14,7 @@ import { decided, findResource, planTask, policyRefusal, recordOpenedTask, taskF
 import { checkAdmitted } from '../catalog/admission.js'
 import { checkDelegationChain, delegationAct, TASK_SUBJECT_TYPE, taskSubject } from '../tasks/subtasks.js'
 import { invalidAuthorizationDetails, mcpToolsDetail, parseAuthorizationDetails, type McpToolsDetail } from '../tokens/authorization-details.js'
+import { holdSession } from '../tasks/sessions.js'
 import { signTaskToken, type TaskTokenClaims } from '../tokens/issue.js'
 import type { Attestation } from './attestation/kinds.js'
 import { ACTOR_TOKEN_TYPE, attestedSpiffeId, type Actor, type ActorTokenVerifier } from './actor-token.js'
@@ -332,7 +333,7 @@ export async function mintTaskToken(deps: MintDeps, q: TaskTokenRequest, task: T
     // signed: re-check inside the write transaction, which ending a task serialises with, so no
     // token is ever committed active for an ended task.
     if (implicit) {
-      if (task.sid !== null && await tx.sessions.isRevoked(task.subjectIssuer, task.sid)) throw invalidRequest('subject_token session has been revoked', `session ${task.sid} revoked during the exchange`)
+      if (task.sid !== null) await holdSession(tx, task.subjectIssuer, task.sid, 'the exchange')
       // Another policy set came into force while we signed: the task's opening was decided by the
       // one it replaced, so nothing of it is kept; the client asks again and the new set decides.
       if (deps.policy.version !== deciding.version) throw temporarilyUnavailable(1, `the policy set changed during the exchange (${deciding.version} → ${deps.policy.version})`)

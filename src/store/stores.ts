@@ -101,6 +101,12 @@ export const WATCH_FALLBACK_MS = 1000
 export interface StoreMethods {
   tasks: {
     get(id: string): TaskRow | undefined
+    /**
+     * The task's row as committed, held against a concurrent change of it until the caller's
+     * transaction ends (PostgreSQL: `FOR SHARE`, so an end of the task waits for that commit and
+     * an end already under way is waited for and read). SQLite: {@link get}.
+     */
+    hold(id: string): TaskRow | undefined
     insert(row: TaskRow): void
     /** Ends a task that is still open; returns false when it was already ended. */
     end(id: string, status: 'completed' | 'revoked', at: number, reason: string): boolean
@@ -272,6 +278,22 @@ export interface StoreMethods {
     isUsable(kid: string): boolean
     /** Changes one key's row; false when no key has this kid. */
     update(kid: string, patch: Partial<Omit<SigningKeyRow, 'kid'>>): boolean
+  }
+  /**
+   * Locks that order two transactions deciding on the same thing from different instances, each
+   * held until the caller's transaction ends: both sides of a race take the same lock inside
+   * their write transactions, and the one that takes it second reads what the first committed.
+   * PostgreSQL: transaction advisory locks (`pg_advisory_xact_lock`), on a key hashed from the
+   * name. SQLite: nothing to do (its one writer already runs write transactions one at a time).
+   * Meaningless outside a transaction (there is none to hold them to).
+   */
+  locks: {
+    /** A user's session: its revocation, and every write opening a task bound to it or minting for one. */
+    session(subjectIssuer: string, sid: string): void
+    /** The sub-tasks of a task a user opened (`root`): each opening below it counts the open ones in turn. */
+    tree(root: string): void
+    /** The catalog: every change reads the stored objects and validates the whole under it. */
+    catalog(): void
   }
   sessions: {
     /** Records a revoked session; false when it already was. */
@@ -552,6 +574,7 @@ export function createStores(database: Database_): Stores {
   const methods: StoreMethods = {
     tasks: {
       get: (id) => getTask.get({ id }),
+      hold: (id) => getTask.get({ id }),
       insert: (row) => void insertTask.run(row),
       end: (id, status, at, reason) => endTask.run({ id, status, at, reason }).changes === 1,
       approve: (id, at) => approveTask.run({ id, at }).changes === 1,
@@ -696,6 +719,12 @@ export function createStores(database: Database_): Stores {
         return state !== undefined && state !== 'revoked'
       },
       update: (kid, patch) => db.update(signingKeys).set(patch).where(eq(signingKeys.kid, kid)).run().changes === 1,
+    },
+    // One writer: every write transaction already runs alone.
+    locks: {
+      session: () => undefined,
+      tree: () => undefined,
+      catalog: () => undefined,
     },
     sessions: {
       revoke: (issuer, sid, at, relevantUntil) => insertSession.run({ issuer, sid, at, relevantUntil }).changes === 1,

@@ -9,6 +9,7 @@ import { uuidv7 } from '../ids.js'
 import { allowedScopes, auditedDecision, type Decision, type Policy, type Principal, type TaskFacts, type TaskResource } from '../policy/decide.js'
 import type { Stores, TaskRow, TxStores } from '../store/stores.js'
 import { checkAdmitted } from '../catalog/admission.js'
+import { holdSession } from './sessions.js'
 
 export type { TaskResource }
 
@@ -273,11 +274,18 @@ export async function openTask(deps: TaskDeps, subject: Subject, actor: Actor, r
   return viewTask(row, deps.clock.now())
 }
 
-/** One durable write of a planned task and the audit row of its opening (`note`: e.g. `; implicit task`). */
-export async function recordOpenedTask(deps: Pick<TaskDeps, 'stores' | 'approvals'>, planned: ReturnType<typeof planTask>, subject: Subject, note = ''): Promise<void> {
+/**
+ * One durable write of a planned task and the audit row of its opening (`note`: e.g. `; implicit task`).
+ * A task bound to a session is written only while that session is not revoked (see holdSession);
+ * `check` runs in the same transaction before the write (a sub-task's limits), and throwing writes nothing.
+ */
+export async function recordOpenedTask(deps: Pick<TaskDeps, 'stores' | 'approvals'>, planned: ReturnType<typeof planTask>, subject: Subject, note = '', check?: (tx: TxStores) => Promise<void>): Promise<void> {
   const { row, reason, decidedBy } = planned
   const binding = row.dpopJkt ? `; DPoP-bound to ${row.dpopJkt}` : ''
   await deps.stores.durably(async (tx) => {
+    // The session's lock before any other (a revocation takes it, then ends tasks): never a cycle.
+    if (row.sid !== null) await holdSession(tx, row.subjectIssuer, row.sid, 'the task\'s opening')
+    await check?.(tx)
     await tx.tasks.insert(row)
     await tx.audit.insert({ at: row.createdAt, action: 'task.open', decision: 'allow', reason: `${row.status}: ${reason}${binding}${note}`, userSub: subject.sub, workloadId: row.workloadId, taskId: row.id, ...decidedBy })
   })

@@ -1,5 +1,18 @@
 import { SESSION_REVOCATION_RETENTION } from '../config.js'
+import { invalidRequest } from '../errors.js'
+import type { TxStores } from '../store/stores.js'
 import { ownerSub, type TaskDeps } from './lifecycle.js'
+
+/**
+ * Inside a write that opens a task bound to a session, or mints a token for one: the session is
+ * not revoked, and no revocation of it commits before this write does. Both take the session's
+ * lock first, so on PostgreSQL (instances writing at once) a revocation either committed before
+ * (and is read here: refused) or waits for this write to commit (and then ends what it wrote).
+ */
+export async function holdSession(tx: Pick<TxStores, 'locks' | 'sessions'>, subjectIssuer: string, sid: string, what: string): Promise<void> {
+  await tx.locks.session(subjectIssuer, sid)
+  if (await tx.sessions.isRevoked(subjectIssuer, sid)) throw invalidRequest('subject_token session has been revoked', `session ${sid} revoked during ${what}`)
+}
 
 /**
  * Ends a user's session at the broker (an admin, or the IdP telling us): its subject tokens are
@@ -9,6 +22,9 @@ import { ownerSub, type TaskDeps } from './lifecycle.js'
 export async function revokeSession(deps: TaskDeps, subjectIssuer: string, sid: string, by: string): Promise<{ tasks_revoked: string[]; tokens_revoked: number} > {
   const now = deps.clock.now()
   const result = await deps.stores.durably(async (tx) => {
+    // Held to commit: a write opening a task of this session waits, then refuses (see holdSession);
+    // one that took the lock first has committed, and its task is in the list below.
+    await tx.locks.session(subjectIssuer, sid)
     await tx.sessions.revoke(subjectIssuer, sid, now, now + SESSION_REVOCATION_RETENTION)
     const tasks = await tx.tasks.listOpenBySession(subjectIssuer, sid)
     let tokens = 0

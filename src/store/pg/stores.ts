@@ -85,6 +85,11 @@ export function createPgStores(database: PgDatabase): Stores {
     const changed = async (statement: PromiseLike<{ rowCount: number | null }>) => (await statement).rowCount ?? 0
     /** Tells every instance's watches of `topic` (at commit; PostgreSQL folds repeats within one transaction). */
     const announce = async (topic: ChangeTopic) => void (await q.execute(sql`select pg_notify(${CHANGE_CHANNEL}, ${topic})`))
+    /** A transaction advisory lock named `name` (see `locks` in src/store/stores.ts), held to commit. */
+    const advisory = async (name: string) => {
+      if (!inTx) throw new Error(`the lock "${name}" is taken inside a transaction`)
+      await q.execute(sql`select pg_advisory_xact_lock(hashtextextended(${`taskpass ${name}`}, 0))`)
+    }
     /** `n` rows changed; announced to `topic`'s watches when any did. */
     const announced = async (n: number, topic: ChangeTopic) => {
       if (n > 0) await announce(topic)
@@ -94,6 +99,7 @@ export function createPgStores(database: PgDatabase): Stores {
     return {
       tasks: {
         get: async (id) => (await q.select().from(tasks).where(eq(tasks.id, id)))[0],
+        hold: async (id) => (await q.select().from(tasks).where(eq(tasks.id, id)).for('share'))[0],
         // A task whose id the grant derives (an ID-JAG's) may be opened by two instances at once:
         // both re-checks find none (SQLite's one writer rules that out), the second insert meets
         // the first's key. Told as the exchange tells a concurrent opening: ask again.
@@ -342,6 +348,12 @@ export function createPgStores(database: PgDatabase): Stores {
           return row !== undefined && row.state !== 'revoked'
         },
         update: async (kid, patch) => (await announced(await changed(q.update(signingKeys).set(patch).where(eq(signingKeys.kid, kid))), 'keys')) === 1,
+      },
+      // A 64-bit key hashed from the lock's name (a collision only makes two unrelated writes wait for each other).
+      locks: {
+        session: (issuer, sid) => advisory(`session ${issuer} ${sid}`),
+        tree: (root) => advisory(`tree ${root}`),
+        catalog: () => advisory('catalog'),
       },
       sessions: {
         revoke: async (issuer, sid, at, relevantUntil) =>

@@ -1,0 +1,82 @@
+/**
+ * Decisions that must hold when several broker instances write to one PostgreSQL database at
+ * once (SQLite's one writer makes them hold trivially): each test drives one race between two
+ * brokers on one new database, many times, and asserts what must never be left behind.
+ */
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import type { ConfigInput } from '../src/config.js'
+import { ADMIN_KEY, createTestBroker, JWT_TYPE, NOTES, openTask, TOKEN_EXCHANGE, USER_ISSUER, type TestBroker } from './harness.js'
+import { freshPgDatabase, skipWithoutPostgres } from './pg-fixtures.js'
+
+/** Races are many requests at once: no rate limit may answer them first. */
+const unlimited = (c: ConfigInput): ConfigInput => ({ ...c, rateLimits: { perIp: false, perWorkload: false } })
+
+/** Two brokers on one new PostgreSQL database (one clock: the instances agree on time). */
+async function twoInstances(fn: (a: TestBroker, b: TestBroker, query: (text: string, values?: unknown[]) => Promise<number>) => Promise<void>, more: (c: ConfigInput) => ConfigInput = (c) => c): Promise<void> {
+  const database = await freshPgDatabase()
+  const config = (c: ConfigInput) => more(unlimited({ ...c, database: database.url }))
+  const a = await createTestBroker({ config })
+  const b = await createTestBroker({ clock: a.clock, config: (c) => ({ ...config(c), keys: { kek: a.deps.config.keys.kek! } }) })
+  /** The number a `select count(*)::int as n …` answers. */
+  const query = async (text: string, values: unknown[] = []) => ((await a.deps.database.pool.query(text, values)).rows[0] as { n: number }).n
+  try {
+    await fn(a, b, query)
+  } finally {
+    await Promise.all([a.deps.database.close(), b.deps.database.close()])
+    await database.drop()
+  }
+}
+
+/**
+ * Runs `workers` loops of `attempt` until `decisive` has answered (and one attempt more each,
+ * started after it): attempts fall before, during and after the decisive write. Returns its answer.
+ */
+async function racing<T>(workers: number, attempt: () => Promise<unknown>, decisive: () => Promise<T>): Promise<T> {
+  let settled = false
+  let done = 0
+  let warm!: () => void
+  // Once every loop has answered once, attempts are under way all the time: then the decisive write.
+  const warmed = new Promise<void>((r) => (warm = r))
+  const loops = Array.from({ length: workers }, async () => {
+    for (let last = false; !last; ) {
+      last = settled
+      await attempt()
+      if (++done === workers) warm()
+    }
+  })
+  await warmed
+  const answer = await decisive().finally(() => (settled = true))
+  await Promise.all(loops)
+  return answer
+}
+
+const ROUNDS = 8
+
+describe('races across instances on one PostgreSQL database', { skip: skipWithoutPostgres }, () => {
+  it('a session revoked at A while B opens tasks and exchanges for it: no open task and no active token of the revoked session is left', () =>
+    twoInstances(async (a, b, count) => {
+      const answered = new Map<number, number>()
+      for (let round = 0; round < ROUNDS; round++) {
+        const sid = `race-${round}`
+        const session = await b.session({ sid })
+        const svid = await b.svid('a')
+        const exchange = { grant_type: TOKEN_EXCHANGE, subject_token: session, subject_token_type: JWT_TYPE, actor_token: svid, actor_token_type: JWT_TYPE, resource: NOTES, scope: 'notes:read' }
+        assert.equal((await b.post('/token', exchange)).status, 200, 'warm')
+        let turn = 0
+        const revoked = await racing(
+          6,
+          async () => {
+            // Implicit tasks through the exchange, and tasks opened at POST /tasks (a revoked session: 400 at the one, 401 at the other).
+            const res = turn++ % 3 === 2 ? await openTask(b, { purpose: 'race', resources: [{ resource: NOTES, scopes: ['notes:read'] }] }, { session, svid }) : await b.post('/token', exchange)
+            answered.set(res.status, (answered.get(res.status) ?? 0) + 1)
+          },
+          async () => a.app.request('/admin/sessions/revoke', { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }, body: JSON.stringify({ issuer: USER_ISSUER, sid }) }),
+        )
+        assert.equal(revoked.status, 200)
+        assert.equal(await count("select count(*)::int as n from tasks where sid = $1 and status in ('active', 'pending_approval')", [sid]), 0, `round ${round}: an open task of the revoked session`)
+        assert.equal(await count("select count(*)::int as n from tokens t join tasks k on k.id = t.task_id where k.sid = $1 and t.status = 'active'", [sid]), 0, `round ${round}: an active token of the revoked session`)
+      }
+      assert.deepEqual([...answered.keys()].filter((s) => ![200, 201, 400, 401, 503].includes(s)), [], `answers: ${JSON.stringify([...answered])}`)
+    }))
+})
