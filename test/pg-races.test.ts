@@ -8,6 +8,7 @@ import { describe, it } from 'node:test'
 import type { ConfigInput } from '../src/config.js'
 import { ADMIN_KEY, createTestBroker, JWT_TYPE, NOTES, openTask, TOKEN_EXCHANGE, USER_ISSUER, type TestBroker } from './harness.js'
 import { freshPgDatabase, skipWithoutPostgres } from './pg-fixtures.js'
+import { delegating, PARENT_RESOURCES, subtask, type TaskView } from './subtask-fixtures.js'
 
 /** Races are many requests at once: no rate limit may answer them first. */
 const unlimited = (c: ConfigInput): ConfigInput => ({ ...c, rateLimits: { perIp: false, perWorkload: false } })
@@ -79,4 +80,40 @@ describe('races across instances on one PostgreSQL database', { skip: skipWithou
       }
       assert.deepEqual([...answered.keys()].filter((s) => ![200, 201, 400, 401, 503].includes(s)), [], `answers: ${JSON.stringify([...answered])}`)
     }))
+
+  it('sub-tasks opened at A and B at once at the limit of open sub-tasks: never more open than the limit', () =>
+    twoInstances(async (a, b, count) => {
+      const { MAX_OPEN_SUBTASKS } = await import('../src/tasks/subtasks.js')
+      const parent = (await (await openTask(a, { purpose: 'fan out', resources: PARENT_RESOURCES, ttl: 1800 })).json()) as TaskView
+      for (let i = 0; i < MAX_OPEN_SUBTASKS - 4; i++) assert.equal((await subtask(a, parent.task_id, {})).status, 201)
+      for (let round = 0; round < ROUNDS; round++) {
+        const answers = await Promise.all(Array.from({ length: 8 }, (_, i) => subtask(i % 2 ? a : b, parent.task_id, {})))
+        const opened = answers.filter((r) => r.status === 201).length
+        for (const r of answers) assert.ok([201, 400].includes(r.status), `answered ${r.status}`)
+        const open = await count("select count(*)::int as n from tasks where parent_task_id = $1 and status in ('active', 'pending_approval')", [parent.task_id])
+        assert.ok(open <= MAX_OPEN_SUBTASKS, `round ${round}: ${open} open sub-tasks, ${opened} opened by this round`)
+        assert.equal(open, MAX_OPEN_SUBTASKS, 'the limit is reached')
+        // Room for four again: the oldest open ones are revoked.
+        const oldest = await a.deps.database.pool.query("select id from tasks where parent_task_id = $1 and status = 'active' order by created_at, id limit 4", [parent.task_id])
+        for (const { id } of oldest.rows as { id: string }[]) assert.equal((await a.app.request(`/admin/tasks/${id}/revoke`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}` } })).status, 200)
+      }
+    }, delegating))
+
+  it('a task completed at A while B opens sub-tasks of it: no open sub-task of the ended task is left', () =>
+    twoInstances(async (a, b, count) => {
+      for (let round = 0; round < ROUNDS; round++) {
+        const parent = (await (await openTask(a, { purpose: `delegate ${round}`, resources: PARENT_RESOURCES, ttl: 1800 })).json()) as TaskView
+        const svid = await a.svid('a')
+        const completed = await racing(
+          4,
+          async () => {
+            const res = await subtask(b, parent.task_id, {}, { svid })
+            assert.ok([201, 400, 409].includes(res.status), `sub-task answered ${res.status}: ${await res.text()}`)
+          },
+          async () => a.app.request(`/tasks/${parent.task_id}/complete`, { method: 'POST', headers: { 'actor-token': svid } }),
+        )
+        assert.equal(completed.status, 200)
+        assert.equal(await count("select count(*)::int as n from tasks where parent_task_id = $1 and status in ('active', 'pending_approval')", [parent.task_id]), 0, `round ${round}: an open sub-task of the completed task`)
+      }
+    }, delegating))
 })

@@ -132,8 +132,7 @@ export async function openSubtask(deps: SubtaskDeps, parentId: string, actor: Ac
     if (!child) throw invalidRequest('"workload" is not a registered workload', `unknown workload ${req.workload.slice(0, 128)}`)
     if (child.id === actor.workload.id) throw invalidRequest('a sub-task is for another workload')
     if (!child.enabled) throw unauthorizedClient('the workload is disabled', `workload ${child.id} is disabled`)
-    if ((await deps.stores.tasks.listOpenChildren(parent.id)).length >= MAX_OPEN_SUBTASKS) throw invalidRequest(`a task may have at most ${MAX_OPEN_SUBTASKS} open sub-tasks`)
-    if (await deps.stores.tasks.countOpenInTree(parent.rootTaskId ?? parent.id) >= MAX_OPEN_SUBTASKS_PER_TREE) throw invalidRequest(`a task and its sub-tasks may have at most ${MAX_OPEN_SUBTASKS_PER_TREE} open sub-tasks in all`)
+    await checkOpenSubtasks(deps.stores, parent)
 
     // Never wider than the parent (RFC 8693 §2.1 spirit; standards.md "never widen"): resources, scopes, tools.
     const seen = new Set<string>()
@@ -170,12 +169,36 @@ export async function openSubtask(deps: SubtaskDeps, parentId: string, actor: Ac
       parent,
     )
     const policies = new Set([...(planned.decidedBy.policies?.split(' ') ?? []), ...delegations.flatMap((d) => d.policies)])
-    await recordOpenedTask(deps, { ...planned, decidedBy: { policyVersion: planned.decidedBy.policyVersion, policies: policies.size > 0 ? [...policies].sort().join(' ') : null } }, subject, `; sub-task of ${parent.id}, delegated by ${actor.workload.id} to ${child.id}`)
+    const opened = { ...planned, decidedBy: { policyVersion: planned.decidedBy.policyVersion, policies: policies.size > 0 ? [...policies].sort().join(' ') : null } }
+    await recordOpenedTask(deps, opened, subject, `; sub-task of ${parent.id}, delegated by ${actor.workload.id} to ${child.id}`, (tx) => checkRoomBelow(tx, parent, req.max_tokens, now))
     return viewTask(planned.row, now)
   } catch (e) {
     await auditDelegationDenied(deps, e, parent.id, actor)
     throw e
   }
+}
+
+/** The bounds on open sub-tasks: below the parent ({@link MAX_OPEN_SUBTASKS}) and in its whole tree ({@link MAX_OPEN_SUBTASKS_PER_TREE}). */
+async function checkOpenSubtasks(stores: Pick<TxStores, 'tasks'>, parent: TaskRow): Promise<void> {
+  if ((await stores.tasks.listOpenChildren(parent.id)).length >= MAX_OPEN_SUBTASKS) throw invalidRequest(`a task may have at most ${MAX_OPEN_SUBTASKS} open sub-tasks`)
+  if (await stores.tasks.countOpenInTree(parent.rootTaskId ?? parent.id) >= MAX_OPEN_SUBTASKS_PER_TREE) throw invalidRequest(`a task and its sub-tasks may have at most ${MAX_OPEN_SUBTASKS_PER_TREE} open sub-tasks in all`)
+}
+
+/**
+ * Inside the sub-task's write, what the checks before it read is read again as committed, and
+ * held: the tree's lock, taken by every opening below its root, makes two openings count the
+ * open sub-tasks one after the other (on PostgreSQL both would count before either wrote); the
+ * parent's row, held, makes an end of the parent wait for this write (and then end the sub-task
+ * with it), or be read here if it came first.
+ */
+async function checkRoomBelow(tx: TxStores, read: TaskRow, maxTokens: number | undefined, now: number): Promise<void> {
+  await tx.locks.tree(read.rootTaskId ?? read.id)
+  const parent = await tx.tasks.hold(read.id)
+  const state = parent ? taskState(parent, now) : 'revoked'
+  if (!parent || state !== 'active') throw taskNotActive(`task is ${state}`)
+  await checkOpenSubtasks(tx, parent)
+  const tokensLeft = parent.maxTokens !== null ? parent.maxTokens - parent.tokensMinted : undefined
+  if (maxTokens !== undefined && tokensLeft !== undefined && maxTokens > tokensLeft) throw invalidRequest('"max_tokens" exceeds what the task has left', `max_tokens ${maxTokens}, task ${parent.id} has ${tokensLeft} left`)
 }
 
 /** The audit row of a refused delegation by the authenticated `actor` (an {@link OAuthError}; anything else is not a decision), before the parent was read. */
