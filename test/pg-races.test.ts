@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import type { ConfigInput } from '../src/config.js'
+import { refreshCatalog } from '../src/catalog/catalog.js'
 import { ADMIN_KEY, createTestBroker, JWT_TYPE, NOTES, openTask, TOKEN_EXCHANGE, USER_ISSUER, type TestBroker } from './harness.js'
 import { freshPgDatabase, skipWithoutPostgres } from './pg-fixtures.js'
 import { delegating, PARENT_RESOURCES, subtask, type TaskView } from './subtask-fixtures.js'
@@ -116,4 +117,59 @@ describe('races across instances on one PostgreSQL database', { skip: skipWithou
         assert.equal(await count("select count(*)::int as n from tasks where parent_task_id = $1 and status in ('active', 'pending_approval')", [parent.task_id]), 0, `round ${round}: an open sub-task of the completed task`)
       }
     }, delegating))
+
+  it('a workload disabled at A while B opens tasks and exchanges for it: no open task and no active token of the disabled workload is left', () =>
+    twoInstances(async (a, b, count) => {
+      const answered = new Map<number, number>()
+      for (let round = 0; round < ROUNDS; round++) {
+        const session = await b.session({ sid: `catalog-${round}` })
+        const svid = await b.svid('a')
+        const exchange = { grant_type: TOKEN_EXCHANGE, subject_token: session, subject_token_type: JWT_TYPE, actor_token: svid, actor_token_type: JWT_TYPE, resource: NOTES, scope: 'notes:read' }
+        let turn = 0
+        const disabled = await racing(
+          6,
+          async () => {
+            const res = turn++ % 3 === 2 ? await openTask(b, { purpose: 'race', resources: [{ resource: NOTES, scopes: ['notes:read'] }] }, { session, svid }) : await b.post('/token', exchange)
+            answered.set(res.status, (answered.get(res.status) ?? 0) + 1)
+          },
+          async () => a.app.request('/admin/workloads/agent-a/disable', { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}` } }),
+        )
+        assert.equal(disabled.status, 200, await disabled.text())
+        assert.equal(await count("select count(*)::int as n from tasks where workload_id = 'agent-a' and status in ('active', 'pending_approval')"), 0, `round ${round}: an open task of the disabled workload`)
+        assert.equal(await count("select count(*)::int as n from tokens where workload_id = 'agent-a' and status = 'active'"), 0, `round ${round}: an active token of the disabled workload`)
+        // Enabled again for the next round, at both (B takes up A's changes as its refresh would).
+        assert.equal((await a.app.request('/admin/workloads/agent-a/enable', { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}` } })).status, 200)
+        await refreshCatalog(b.deps)
+      }
+      assert.deepEqual([...answered.keys()].filter((s) => ![200, 201, 503].includes(s)), [], `answers: ${JSON.stringify([...answered])}`)
+    }))
+
+  it('the two last admin keys disabled at once, one at A and one at B: one of them stays', () =>
+    twoInstances(
+      async (a, b) => {
+        const api = (at: TestBroker, path: string, key: string, body?: unknown) =>
+          at.app.request(path, { method: 'POST', headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) })
+        // Two admin keys: the file's, and one made through the API.
+        const made = await api(a, '/admin/admin-keys', ADMIN_KEY, { name: 'second', role: 'admin' })
+        assert.equal(made.status, 201, await made.clone().text())
+        const keys = { boot: ADMIN_KEY, second: ((await made.json()) as { admin_key: string }).admin_key }
+        await refreshCatalog(b.deps)
+        const adminKeys = (at: TestBroker) => at.deps.config.admin.keys.filter((k) => k.role === 'admin').map((k) => k.name)
+        for (let round = 0; round < ROUNDS; round++) {
+          // A disables the API's key with the file's, B the file's with the API's.
+          const answers = await Promise.all([api(a, '/admin/admin-keys/second/disable', keys.boot), api(b, '/admin/admin-keys/boot/disable', keys.second)])
+          const statuses = answers.map((r) => r.status)
+          await Promise.all([refreshCatalog(a.deps), refreshCatalog(b.deps)])
+          const left = adminKeys(a)
+          assert.equal(left.length, 1, `round ${round}: admin keys left: ${JSON.stringify(left)} (answers ${statuses.join(', ')})`)
+          // The other is refused: 409 (it would leave none), or 401 (its own key was switched off first).
+          assert.ok(statuses.filter((s) => s === 200).length === 1 && statuses.every((s) => [200, 401, 409].includes(s)), `round ${round}: answers ${statuses.join(', ')}`)
+          const kept = left[0] as keyof typeof keys
+          const off = kept === 'boot' ? 'second' : 'boot'
+          assert.equal((await api(a, `/admin/admin-keys/${off}/enable`, keys[kept])).status, 200)
+          await refreshCatalog(b.deps)
+        }
+      },
+      (c) => ({ ...c, admin: { apiKeyHashes: [], keys: [{ name: 'boot', role: 'admin', hash: c.admin!.apiKeyHashes![0]! }] } }),
+    ))
 })

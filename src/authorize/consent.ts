@@ -13,7 +13,7 @@ import { brokerSubject, type Subject } from '../exchange/subject-token.js'
 import { isRegisteredClientId } from '../clients/registration.js'
 import { derivedUuid, randomSecret } from '../ids.js'
 import type { TaskRow } from '../store/stores.js'
-import { planTask, recordOpenedTask, type RequestFacts, type TaskDeps } from '../tasks/lifecycle.js'
+import { planTask, recordOpenedTask, type OpeningDeps, type RequestFacts } from '../tasks/lifecycle.js'
 import { RedirectableError, clientRedirect, type AuthorizationRequest } from './request.js'
 
 /** Who is signed in in the browser (the sealed sign-in cookie). */
@@ -36,7 +36,7 @@ export interface ConsentAnswer {
   purpose: string
 }
 
-export type ConsentDeps = TaskDeps & { config: Pick<Config, 'tasks' | 'resources' | 'subjectIssuers' | 'workloads' | 'authorization' | 'issuer'> }
+export type ConsentDeps = OpeningDeps & { config: Pick<Config, 'tasks' | 'resources' | 'subjectIssuers' | 'workloads' | 'authorization' | 'issuer'> }
 
 /** Lifetimes offered on the consent page: common steps up to the longest a task may live. */
 export function consentTtls(config: Pick<Config, 'tasks'>): number[] {

@@ -1,7 +1,8 @@
 import { oauthClientWorkload } from '../authorize/request.js'
-import type { Config } from '../config.js'
+import { ConfigError, type Config } from '../config.js'
 import { temporarilyUnavailable } from '../errors.js'
-import type { OpenTaskRef } from '../store/stores.js'
+import type { OpenTaskRef, TxStores } from '../store/stores.js'
+import { effectiveConfig } from './effective.js'
 import { KINDS } from './kinds.js'
 
 /** What the admission rule reads of the catalog in force. */
@@ -37,4 +38,31 @@ export function retirementOf(config: AdmissionConfig, task: OpenTaskRef): string
 export function checkAdmitted(config: AdmissionConfig, task: OpenTaskRef): void {
   const why = retirementOf(config, task)
   if (why !== undefined) throw temporarilyUnavailable(1, `the catalog changed during the request: task ${task.id}: ${why}`)
+}
+
+/** What {@link checkAdmittedInWrite} reads of the broker: the catalog in force, and the stored revision it reflects. */
+export interface AdmissionDeps {
+  config: AdmissionConfig
+  catalog: { readonly base: Config; readonly revision: number }
+}
+
+/**
+ * {@link checkAdmitted} inside the write recording `task` or a token of it, first in it: against
+ * the catalog as committed. The catalog's lock (shared) orders the write with every change: a
+ * change committed before is read here (its revision), one under way waits for this write to
+ * commit and its sweep then ends what it admits no more. The catalog in force reflects the stored
+ * revision: it decides. Another instance's change not taken up here yet (within a second): the
+ * stored catalog decides.
+ */
+export async function checkAdmittedInWrite(tx: Pick<TxStores, 'locks' | 'catalog'>, deps: AdmissionDeps, task: OpenTaskRef): Promise<void> {
+  await tx.locks.catalog('admit')
+  if ((await tx.catalog.revision()) === deps.catalog.revision) return checkAdmitted(deps.config, task)
+  let stored: Config
+  try {
+    stored = effectiveConfig(deps.catalog.base, await tx.catalog.all())
+  } catch (e) {
+    if (e instanceof ConfigError) throw temporarilyUnavailable(1, `the stored catalog does not validate: task ${task.id} is not recorded`)
+    throw e
+  }
+  checkAdmitted(stored, task)
 }

@@ -258,6 +258,10 @@ async function change(deps: CatalogDeps, kind: CatalogKind, key: string, action:
   const now = deps.clock.now()
   const find = (entries: CatalogEntryView[]) => entries.find((e) => e.key === key)
   const done = await deps.stores.durably(async (tx) => {
+    // Alone, to its commit: another instance's change validated at the same time would not see
+    // this one (two keys revoked at once, each sparing the other as "the last admin key"), and a
+    // task or token recorded meanwhile waits (checkAdmittedInWrite), then is swept below.
+    await tx.locks.catalog('change')
     const rows = await tx.catalog.all()
     const after = next(rows, now)
     const config = validated(deps, after)

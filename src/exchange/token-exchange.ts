@@ -11,7 +11,7 @@ import type { KeySet } from '../keys/keyset.js'
 import { allowedScopes, auditedDecision, type Decision, type Policy } from '../policy/decide.js'
 import type { Stores, TaskRow, TxStores } from '../store/stores.js'
 import { decided, findResource, planTask, policyRefusal, recordOpenedTask, taskFacts, taskResources, taskState } from '../tasks/lifecycle.js'
-import { checkAdmitted } from '../catalog/admission.js'
+import { checkAdmittedInWrite, type AdmissionDeps } from '../catalog/admission.js'
 import { checkDelegationChain, delegationAct, TASK_SUBJECT_TYPE, taskSubject } from '../tasks/subtasks.js'
 import { invalidAuthorizationDetails, mcpToolsDetail, parseAuthorizationDetails, type McpToolsDetail } from '../tokens/authorization-details.js'
 import { holdSession } from '../tasks/sessions.js'
@@ -30,6 +30,8 @@ export interface ExchangeDeps {
   keys: KeySet
   stores: Stores
   policy: Policy
+  /** The catalog in force and the stored revision it reflects (re-checked in the token's write). */
+  catalog: AdmissionDeps['catalog']
   subjectTokens: SubjectTokenVerifier
   actorTokens: ActorTokenVerifier
   /** Client authentication (RFC 7523 `private_key_jwt`) once the actor token has named the workload. */
@@ -232,7 +234,7 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
 }
 
 /** What minting a task token needs: the slice of {@link ExchangeDeps} every grant shares. */
-export type MintDeps = Pick<ExchangeDeps, 'config' | 'clock' | 'keys' | 'stores' | 'policy'>
+export type MintDeps = Pick<ExchangeDeps, 'config' | 'clock' | 'keys' | 'stores' | 'policy' | 'catalog'>
 
 /** What a grant has established about a token request once its caller and user are known. */
 export interface TaskTokenRequest {
@@ -329,6 +331,10 @@ export async function mintTaskToken(deps: MintDeps, q: TaskTokenRequest, task: T
   // row, group-committed with the other exchanges of this event-loop turn before we answer.
   const { token: accessToken, kid } = await signTaskToken(deps.keys, claims)
   await deps.stores.batched(async (tx) => {
+    // The catalog may have switched off the task's workload, user's issuer or resource while we
+    // signed (its sweep of open tasks ran before this write, or waits for it): nothing of it is
+    // written. First in the write, as the catalog lock is taken before any other.
+    await checkAdmittedInWrite(tx, deps, task)
     // The task may have ended (completed, revoked, its session revoked) while we verified and
     // signed: re-check inside the write transaction, which ending a task serialises with, so no
     // token is ever committed active for an ended task.
@@ -371,9 +377,6 @@ export async function mintTaskToken(deps: MintDeps, q: TaskTokenRequest, task: T
         await tx.tasks.refreshSession(task.id, subject.startedAt, subject.exp)
       }
     }
-    // And the catalog may have switched off the task's workload, user's issuer or resource while
-    // we signed (its sweep of open tasks ran before this write): nothing of it is written.
-    checkAdmitted(deps.config, task)
     // Likewise the signing key may have been revoked (a compromise) while we signed, by this
     // process or another: such a token is refused everywhere already, and must not be recorded as
     // a live one. Read in this transaction (the key set's memory may not have heard of another

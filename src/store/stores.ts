@@ -292,8 +292,12 @@ export interface StoreMethods {
     session(subjectIssuer: string, sid: string): void
     /** The sub-tasks of a task a user opened (`root`): each opening below it counts the open ones in turn. */
     tree(root: string): void
-    /** The catalog: every change reads the stored objects and validates the whole under it. */
-    catalog(): void
+    /**
+     * The catalog: a change (`change`) reads the stored objects, validates the whole and writes
+     * under it alone; a write recording a task or a token (`admit`) reads the stored revision
+     * under it, shared with the others (they wait only for a change, never for each other).
+     */
+    catalog(mode: 'change' | 'admit'): void
   }
   sessions: {
     /** Records a revoked session; false when it already was. */

@@ -8,7 +8,7 @@ import { brokerSubject, type Subject } from '../exchange/subject-token.js'
 import { uuidv7 } from '../ids.js'
 import { allowedScopes, auditedDecision, type Decision, type Policy, type Principal, type TaskFacts, type TaskResource } from '../policy/decide.js'
 import type { Stores, TaskRow, TxStores } from '../store/stores.js'
-import { checkAdmitted } from '../catalog/admission.js'
+import { checkAdmitted, checkAdmittedInWrite, type AdmissionDeps } from '../catalog/admission.js'
 import { holdSession } from './sessions.js'
 
 export type { TaskResource }
@@ -22,6 +22,9 @@ export interface TaskDeps {
   /** Requests waiting on a task's approval (`GET /tasks/{id}?wait=`): woken when the task ends too. */
   approvals?: { notify(taskId: string): void }
 }
+
+/** What opening a task needs beside: the catalog in force and the stored revision it reflects (re-checked in the task's write). */
+export type OpeningDeps = TaskDeps & Pick<AdmissionDeps, 'catalog'>
 
 export type Caller =
   | { kind: 'user'; subject: Subject }
@@ -258,7 +261,7 @@ export function decisionDescription(code: 'invalid_target' | 'invalid_scope' | '
  * Opens a task (POST /tasks): plan, then one durable write of the task and its audit row.
  * A refusal is audited too (every decision, allow or deny), and writes nothing else.
  */
-export async function openTask(deps: TaskDeps, subject: Subject, actor: Actor, req: TaskRequest, dpopJkt?: string, request: RequestFacts = {}): Promise<TaskView> {
+export async function openTask(deps: OpeningDeps, subject: Subject, actor: Actor, req: TaskRequest, dpopJkt?: string, request: RequestFacts = {}): Promise<TaskView> {
   let planned: ReturnType<typeof planTask>
   try {
     // Within the clock skew a just-expired session still verifies; it cannot open anything.
@@ -279,11 +282,12 @@ export async function openTask(deps: TaskDeps, subject: Subject, actor: Actor, r
  * A task bound to a session is written only while that session is not revoked (see holdSession);
  * `check` runs in the same transaction before the write (a sub-task's limits), and throwing writes nothing.
  */
-export async function recordOpenedTask(deps: Pick<TaskDeps, 'stores' | 'approvals'>, planned: ReturnType<typeof planTask>, subject: Subject, note = '', check?: (tx: TxStores) => Promise<void>): Promise<void> {
+export async function recordOpenedTask(deps: Pick<OpeningDeps, 'stores' | 'approvals' | 'config' | 'catalog'>, planned: ReturnType<typeof planTask>, subject: Subject, note = '', check?: (tx: TxStores) => Promise<void>): Promise<void> {
   const { row, reason, decidedBy } = planned
   const binding = row.dpopJkt ? `; DPoP-bound to ${row.dpopJkt}` : ''
   await deps.stores.durably(async (tx) => {
-    // The session's lock before any other (a revocation takes it, then ends tasks): never a cycle.
+    // The catalog's lock first, the session's next (a revocation takes it, then ends tasks): never a cycle.
+    await checkAdmittedInWrite(tx, deps, row)
     if (row.sid !== null) await holdSession(tx, row.subjectIssuer, row.sid, 'the task\'s opening')
     await check?.(tx)
     await tx.tasks.insert(row)

@@ -18,6 +18,7 @@ import {
   taskState,
   viewTask,
   type RequestFacts,
+  type OpeningDeps,
   type TaskDeps,
   type TaskResource,
   type TaskView,
@@ -39,7 +40,7 @@ export const TASK_SUBJECT_TYPE = 'urn:taskpass:params:oauth:token-type:task'
 export const MAX_OPEN_SUBTASKS = 100
 export const MAX_OPEN_SUBTASKS_PER_TREE = 1000
 
-export type SubtaskDeps = TaskDeps & { config: TaskDeps['config'] & Pick<Config, 'workloads'> }
+export type SubtaskDeps = OpeningDeps & { config: TaskDeps['config'] & Pick<Config, 'workloads'> }
 /** What checking a sub-task's chain reads: no writes. */
 export type ChainDeps = Pick<TaskDeps, 'stores' | 'clock' | 'policy'> & { config: Pick<Config, 'tasks' | 'resources' | 'workloads'> }
 

@@ -6,7 +6,7 @@ import pg from 'pg'
 import { invalidGrant, temporarilyUnavailable } from '../../errors.js'
 import { auditHash, verifyChainAsync } from '../audit-chain.js'
 import { isUniqueViolation } from '../db.js'
-import { boundAuditFields, WATCH_FALLBACK_MS, type ChangeTopic, type Stores, type TxStores } from '../stores.js'
+import { boundAuditFields, WATCH_FALLBACK_MS, type CatalogRow, type ChangeTopic, type Stores, type TxStores } from '../stores.js'
 import type { PgDatabase } from './db.js'
 import * as schema from './schema.js'
 
@@ -86,9 +86,10 @@ export function createPgStores(database: PgDatabase): Stores {
     /** Tells every instance's watches of `topic` (at commit; PostgreSQL folds repeats within one transaction). */
     const announce = async (topic: ChangeTopic) => void (await q.execute(sql`select pg_notify(${CHANGE_CHANNEL}, ${topic})`))
     /** A transaction advisory lock named `name` (see `locks` in src/store/stores.ts), held to commit. */
-    const advisory = async (name: string) => {
+    const advisory = async (name: string, shared = false) => {
       if (!inTx) throw new Error(`the lock "${name}" is taken inside a transaction`)
-      await q.execute(sql`select pg_advisory_xact_lock(hashtextextended(${`taskpass ${name}`}, 0))`)
+      const key = sql`hashtextextended(${`taskpass ${name}`}, 0)`
+      await q.execute(shared ? sql`select pg_advisory_xact_lock_shared(${key})` : sql`select pg_advisory_xact_lock(${key})`)
     }
     /** `n` rows changed; announced to `topic`'s watches when any did. */
     const announced = async (n: number, topic: ChangeTopic) => {
@@ -316,7 +317,8 @@ export function createPgStores(database: PgDatabase): Stores {
         all: () => q.select().from(catalogObjects).orderBy(asc(catalogObjects.id)),
         get: async (kind, key) => (await q.select().from(catalogObjects).where(and(eq(catalogObjects.kind, kind), eq(catalogObjects.key, key))))[0],
         // Replacing keeps the row's id (its place in the order) and creation time.
-        put: async (row) =>
+        // Without the caller's `id` (its callers build rows with a placeholder 0): the sequence numbers a new row.
+        put: async ({ id: _id, ...row }: Omit<CatalogRow, 'id'> & { id?: number }) =>
           void (await q
             .insert(catalogObjects)
             .values(row)
@@ -353,7 +355,7 @@ export function createPgStores(database: PgDatabase): Stores {
       locks: {
         session: (issuer, sid) => advisory(`session ${issuer} ${sid}`),
         tree: (root) => advisory(`tree ${root}`),
-        catalog: () => advisory('catalog'),
+        catalog: (mode) => advisory('catalog', mode === 'admit'),
       },
       sessions: {
         revoke: async (issuer, sid, at, relevantUntil) =>
