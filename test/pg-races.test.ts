@@ -5,7 +5,9 @@
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import type { ClientMetadataResolver } from '../src/clients/metadata-document.js'
 import type { ConfigInput } from '../src/config.js'
+import { authorizeQuery, browserFlowConfig, devSignIn, fixedClients, pkce, setField, TestBrowser } from './authorize-fixtures.js'
 import { refreshCatalog } from '../src/catalog/catalog.js'
 import { ADMIN_KEY, createTestBroker, JWT_TYPE, NOTES, openTask, TOKEN_EXCHANGE, USER_ISSUER, type TestBroker } from './harness.js'
 import { freshPgDatabase, skipWithoutPostgres } from './pg-fixtures.js'
@@ -15,11 +17,11 @@ import { delegating, PARENT_RESOURCES, subtask, type TaskView } from './subtask-
 const unlimited = (c: ConfigInput): ConfigInput => ({ ...c, rateLimits: { perIp: false, perWorkload: false } })
 
 /** Two brokers on one new PostgreSQL database (one clock: the instances agree on time). */
-async function twoInstances(fn: (a: TestBroker, b: TestBroker, query: (text: string, values?: unknown[]) => Promise<number>) => Promise<void>, more: (c: ConfigInput) => ConfigInput = (c) => c): Promise<void> {
+async function twoInstances(fn: (a: TestBroker, b: TestBroker, query: (text: string, values?: unknown[]) => Promise<number>) => Promise<void>, more: (c: ConfigInput) => ConfigInput = (c) => c, clientMetadata?: ClientMetadataResolver): Promise<void> {
   const database = await freshPgDatabase()
   const config = (c: ConfigInput) => more(unlimited({ ...c, database: database.url }))
-  const a = await createTestBroker({ config })
-  const b = await createTestBroker({ clock: a.clock, config: (c) => ({ ...config(c), keys: { kek: a.deps.config.keys.kek! } }) })
+  const a = await createTestBroker({ config, ...(clientMetadata ? { clientMetadata } : {}) })
+  const b = await createTestBroker({ clock: a.clock, config: (c) => ({ ...config(c), keys: { kek: a.deps.config.keys.kek! } }), ...(clientMetadata ? { clientMetadata } : {}) })
   /** The number a `select count(*)::int as n …` answers. */
   const query = async (text: string, values: unknown[] = []) => ((await a.deps.database.pool.query(text, values)).rows[0] as { n: number }).n
   try {
@@ -171,5 +173,31 @@ describe('races across instances on one PostgreSQL database', { skip: skipWithou
         }
       },
       (c) => ({ ...c, admin: { apiKeyHashes: [], keys: [{ name: 'boot', role: 'admin', hash: c.admin!.apiKeyHashes![0]! }] } }),
+    ))
+
+  it('an approved consent\'s wait page reloaded at A and at B at once: one authorization code, the other answer refused 409', () =>
+    twoInstances(
+      async (a, b, count) => {
+        for (let round = 0; round < ROUNDS; round++) {
+          const atA = new TestBrowser((p, i) => a.app.request(p, i))
+          const login = await atA.get(`/authorize?${authorizeQuery(pkce().challenge)}`)
+          const signedIn = await atA.submit(await login.text(), '/authorize/login', devSignIn())
+          const page = await (await atA.get(signedIn.headers.get('location')!)).text()
+          const allow = (f: [string, string][]) => [...setField('scope', 'notes:read')(f), ['decision', 'allow']] as [string, string][]
+          const pending = await atA.submit(page, '/authorize/consent', allow)
+          assert.equal(pending.status, 200, 'waits for approval')
+          const wait = /href="(\/authorize\/pending\?[^"]+)"/.exec(await pending.text())![1]!.replaceAll('&amp;', '&')
+          const task = (await a.deps.database.pool.query("select id from tasks where status = 'pending_approval'")).rows[0] as { id: string }
+          assert.equal((await a.app.request(`/admin/tasks/${task.id}/approve`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}` } })).status, 200)
+          const atB = new TestBrowser((p, i) => b.app.request(p, i))
+          for (const [k, v] of atA.cookies) atB.cookies.set(k, v)
+          const answers = await Promise.all([atA.get(wait), atB.get(wait), atA.get(wait), atB.get(wait)])
+          const statuses = answers.map((r) => r.status).sort()
+          assert.deepEqual(statuses, [303, 409, 409, 409], `round ${round}: answers ${statuses.join(', ')}`)
+          assert.equal(await count('select count(*)::int as n from authorization_codes where task_id = $1', [task.id]), 1, `round ${round}: one code per consent`)
+        }
+      },
+      (c) => ({ ...browserFlowConfig(c), resources: c.resources!.map((r) => (r.uri === NOTES ? { ...r, requireApproval: true } : r)) }),
+      fixedClients(),
     ))
 })

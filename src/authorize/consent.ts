@@ -137,25 +137,34 @@ export function secretHash(secret: string): string {
 /** Prefix of authorization codes (never another credential's prefix). */
 const CODE_PREFIX = 'tpc_'
 
-/** Issues the authorization code of an active consented task; returns the redirect that carries it (RFC 6749 §4.1.2, RFC 9207 `iss`). */
+/**
+ * Issues the authorization code of an active consented task; returns the redirect that carries it
+ * (RFC 6749 §4.1.2, RFC 9207 `iss`). One code per consent: counted and written in one transaction
+ * under the task's lock, so two answers at once (a wait page reloaded at two instances) cannot
+ * both find none; the second is refused 409, as once the first code, spent, has been pruned.
+ */
 export async function issueCode(deps: Pick<ConsentDeps, 'stores' | 'clock' | 'config'>, req: AuthorizationRequest, task: TaskRow): Promise<string> {
   const now = deps.clock.now()
   const code = `${CODE_PREFIX}${randomSecret(32)}`
   const declared = (JSON.parse(task.resources) as { resource: string; scopes: string[]; tools?: string[] }[])[0]!
-  await deps.stores.authorizationCodes.insert({
-    codeHash: secretHash(code),
-    taskId: task.id,
-    clientId: req.clientId,
-    redirectUri: req.redirectUri,
-    codeChallenge: req.codeChallenge,
-    resource: req.resource,
-    scope: declared.scopes.join(' '),
-    tools: declared.tools !== undefined ? JSON.stringify(declared.tools) : null,
-    dpopJkt: req.dpopJkt ?? null,
-    refresh: req.refresh,
-    createdAt: now,
-    expiresAt: Math.min(now + deps.config.authorization.codeTtl, task.expiresAt),
-    usedAt: null,
+  await deps.stores.transaction(async (tx) => {
+    await tx.locks.task(task.id)
+    if ((await tx.authorizationCodes.countOfTask(task.id)) > 0 || ((await tx.tasks.get(task.id))?.tokensMinted ?? 0) > 0) throw new OAuthError('invalid_request', 409, 'this consent has already been answered: go back to your application')
+    await tx.authorizationCodes.insert({
+      codeHash: secretHash(code),
+      taskId: task.id,
+      clientId: req.clientId,
+      redirectUri: req.redirectUri,
+      codeChallenge: req.codeChallenge,
+      resource: req.resource,
+      scope: declared.scopes.join(' '),
+      tools: declared.tools !== undefined ? JSON.stringify(declared.tools) : null,
+      dpopJkt: req.dpopJkt ?? null,
+      refresh: req.refresh,
+      createdAt: now,
+      expiresAt: Math.min(now + deps.config.authorization.codeTtl, task.expiresAt),
+      usedAt: null,
+    })
   })
   return clientRedirect(req.redirectUri, deps.config.issuer, { code, state: req.state })
 }

@@ -292,6 +292,8 @@ export interface StoreMethods {
     session(subjectIssuer: string, sid: string): void
     /** The sub-tasks of a task a user opened (`root`): each opening below it counts the open ones in turn. */
     tree(root: string): void
+    /** One task's one-time issues (its consent's authorization code): each is counted and written in turn. */
+    task(id: string): void
     /**
      * The catalog: a change (`change`) reads the stored objects, validates the whole and writes
      * under it alone; a write recording a task or a token (`admit`) reads the stored revision
@@ -728,6 +730,7 @@ export function createStores(database: Database_): Stores {
     locks: {
       session: () => undefined,
       tree: () => undefined,
+      task: () => undefined,
       catalog: () => undefined,
     },
     sessions: {

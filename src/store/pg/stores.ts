@@ -355,6 +355,7 @@ export function createPgStores(database: PgDatabase): Stores {
       locks: {
         session: (issuer, sid) => advisory(`session ${issuer} ${sid}`),
         tree: (root) => advisory(`tree ${root}`),
+        task: (id) => advisory(`task ${id}`),
         catalog: (mode) => advisory('catalog', mode === 'admit'),
       },
       sessions: {
