@@ -8,12 +8,13 @@
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { before, describe, it } from 'node:test'
 import { argon2Hasher } from '../src/broker.js'
 import type { ConfigInput } from '../src/config.js'
+import { disabledBlock } from '../src/policy/admin-text.js'
 import { refreshPolicies } from '../src/policy/manage.js'
 import { ADMIN_KEY, counts, createTestBroker, NOTES, openTask, withBroker, type TestBroker } from './harness.js'
 
@@ -385,5 +386,40 @@ describe('policy CLI: one command per route, the API\'s fields', () => {
     assert.equal((JSON.parse(invalid.stderr.trim()) as { error: string }).error, 'invalid_policy')
     assert.equal(cli(data, ['policy', 'put', 'no-file']).status, 64)
     assert.equal(cli(data, ['policy', 'disable']).status, 64)
+  })
+})
+
+describe('docs/policy.md "One policy at a time"', () => {
+  const page = readFileSync(new URL('../docs/policy.md', import.meta.url), 'utf8')
+  const section = /## One policy at a time\n([\s\S]*?)\n## /.exec(page)![1]!
+  const example = readFileSync(new URL('../docs/examples/admin-policy.cedar', import.meta.url), 'utf8').trim()
+
+  it('shows docs/examples/admin-policy.cedar disabled as the broker keeps it', async () => {
+    const shown = /```cedar\n([\s\S]*?)\n```/.exec(section)![1]!
+    assert.equal(shown, disabledBlock('no-bearer-writes', example))
+    await withBroker(undefined, async (b) => {
+      await admin(b, 'PUT', path('no-bearer-writes'), { policy: example })
+      await admin(b, 'POST', `${path('no-bearer-writes')}/disable`)
+      assert.equal(b.deps.policy.adminText.trim(), shown)
+    })
+  })
+
+  it('the commands it shows run as written, each answer in the API\'s fields, each change audited', () => {
+    const data = mkdtempSync(join(tmpdir(), 'taskpass-policy-doc-'))
+    const block = /```sh\n([\s\S]*?)```/.exec(section)![1]!
+    const commands = block.trim().split('\n').map((line) => {
+      assert.match(line, /^npm run cli -- /)
+      return line.replace(/^npm run cli -- /, '').split(' ')
+    })
+    assert.deepEqual(commands.map((c) => c[1]), ['put', 'get', 'disable', 'enable', 'delete'])
+    const answers = commands.map((args) => {
+      const out = cli(data, [...args, '--json'])
+      assert.equal(out.status, 0, `${args.join(' ')}: ${out.stderr}`)
+      return JSON.parse(out.stdout) as Record<string, unknown>
+    })
+    assert.deepEqual(answers.map((a) => a.action ?? a.source), ['create', 'admin', 'disable', 'enable', 'delete'])
+    assert.equal((answers[0]!.policy as { text: string }).text, example)
+    const audit = cli(data, ['audit']).stdout.trim().split('\n').map((l) => JSON.parse(l) as { action: string })
+    assert.deepEqual(audit.filter((e) => e.action.startsWith('policy.')).map((e) => e.action), ['policy.create', 'policy.disable', 'policy.enable', 'policy.delete'])
   })
 })
