@@ -384,6 +384,12 @@ describe('policy CLI: one command per route, the API\'s fields', () => {
     const invalid = cli(data, ['policy', 'put', 'broken', '-'], 'forbid (principal, action, resource')
     assert.equal(invalid.status, 2)
     assert.equal((JSON.parse(invalid.stderr.trim()) as { error: string }).error, 'invalid_policy')
+    // validate checks what a load checks, the disabled blocks too.
+    const orphan = join(data, 'orphan.cedar')
+    writeFileSync(orphan, `${NO_TASKS}\n// taskpass:disabled-begin gone\n`)
+    const unsure = cli(data, ['policy', 'validate', orphan])
+    assert.equal(unsure.status, 2, unsure.stdout)
+    assert.match((JSON.parse(unsure.stderr.trim()) as { problems: string[] }).problems[0]!, /not part of a well-formed disabled block/)
     assert.equal(cli(data, ['policy', 'put', 'no-file']).status, 64)
     assert.equal(cli(data, ['policy', 'disable']).status, 64)
   })

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import type { Deps } from '../broker.js'
 import type { Config } from '../config.js'
 import { InvalidPolicy } from '../errors.js'
-import { asInvalidPolicy, deletePolicy, getPolicy, loadAdminPolicies, putPolicy, setPolicyEnabled, viewPolicySet } from '../policy/manage.js'
+import { asInvalidPolicy, compileAdmin, deletePolicy, getPolicy, loadAdminPolicies, putPolicy, setPolicyEnabled, viewPolicySet } from '../policy/manage.js'
 import { openStores } from '../store/open.js'
 import { dryRun, type DryRunRequest } from '../tasks/dry-run.js'
 
@@ -47,7 +47,7 @@ export async function policyCommand(deps: Deps, sub: string | undefined, arg: st
         return 0
       case 'validate': {
         if (!arg) return 64
-        const set = asInvalidPolicy(() => deps.policy.compileWith({ adminText: read(arg) }))
+        const set = compileAdmin(deps.policy, read(arg))
         print({ valid: true, version: set.version, policies: set.policies.size })
         return 0
       }

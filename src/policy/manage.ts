@@ -131,7 +131,7 @@ export async function reloadPolicies(deps: PolicyDeps, by: string): Promise<Poli
  * The set `adminText` makes with the file's and the generated policies, its disabled blocks
  * checked too; refused with 400 `invalid_policy` naming every problem.
  */
-function compileAdmin(policy: PolicyEngine, adminText: string): PolicySet {
+export function compileAdmin(policy: PolicyEngine, adminText: string): PolicySet {
   const set = asInvalidPolicy(() => policy.compileWith({ adminText }))
   const problems = adminTextProblems(adminText, new Set(set.policies.keys()))
   if (problems.length > 0) throw new InvalidPolicy(problems)
