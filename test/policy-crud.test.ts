@@ -134,6 +134,24 @@ describe('admin API: one policy at a time', () => {
       assert.equal(await openStatus(b), 400)
     }))
 
+  it('enable of a policy that no longer validates (its resource deleted meanwhile) → 400 invalid_policy; it stays disabled, nothing changed', () =>
+    withBroker(undefined, async (b) => {
+      const extra = 'https://extra.test.example/mcp'
+      assert.equal((await admin(b, 'POST', '/admin/resources', { uri: extra, scopes: ['x:read'] })).status, 201)
+      const policy = `@id("extra-off") forbid (principal, action, resource == Taskpass::Resource::"${extra}");`
+      assert.equal((await admin(b, 'PUT', path('extra-off'), { policy })).status, 201)
+      assert.equal((await admin(b, 'POST', `${path('extra-off')}/disable`)).status, 200)
+      // Disabled, it is a comment to Cedar: the resource may go.
+      assert.equal((await admin(b, 'DELETE', `/admin/resources/${encodeURIComponent(extra)}`)).status, 200)
+      const was = snapshot(b)
+      const r = await admin(b, 'POST', `${path('extra-off')}/enable`)
+      assert.equal(r.status, 400)
+      assert.equal(r.body.error, 'invalid_policy')
+      assert.ok((r.body.problems as string[]).some((p) => p.includes(`unknown resource ${extra}`)), JSON.stringify(r.body.problems))
+      assert.deepEqual(snapshot(b), was)
+      assert.equal((await admin(b, 'GET', path('extra-off'))).body.disabled, true)
+    }))
+
   it('DELETE removes an admin policy (enabled or disabled); then it is 404', () =>
     withBroker(undefined, async (b) => {
       await admin(b, 'PUT', path('no-bearer-writes'), { policy: NO_BEARER_WRITES })
