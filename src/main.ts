@@ -8,6 +8,7 @@ import { createPolicyEngine } from './policy/engine.js'
 import { loadRuntime } from './runtime.js'
 import { pruneStore } from './store/retention.js'
 import { refreshCatalog } from './catalog/catalog.js'
+import { refreshPolicies } from './policy/manage.js'
 
 /**
  * `--check-config`: the configuration (file, env overrides, key-encryption key, Cedar policy
@@ -60,12 +61,18 @@ async function main() {
     deps.stores.alone('prune', () => pruneStore(deps.stores, config, systemClock.now())).catch((e: unknown) => logger.error('pruning failed', { error: String(e) }))
   }, 10_000)
   timer.unref()
-  // A catalog change made by the CLI (another process) is taken up within a second.
+  // A catalog change or admin policies stored by the CLI or another instance (another process)
+  // are taken up within a second: the catalog first, so the policies are validated against it.
   const catalogTimer = setInterval(async () => {
     try {
       await refreshCatalog(deps)
     } catch (e) {
       logger.error('catalog refresh failed', { error: String(e) })
+    }
+    try {
+      await refreshPolicies(deps)
+    } catch (e) {
+      logger.error('policy refresh failed', { error: String(e) })
     }
   }, 1000)
   catalogTimer.unref()

@@ -152,7 +152,7 @@ async function main(argv: string[]): Promise<number> {
   const deps = await createBroker({ config: runtime.config, clock: systemClock, logger: silentLogger, kek: runtime.kek })
   if (cmd === 'policy') {
     try {
-      const code = await policyCommand(deps, sub, arg)
+      const code = await policyCommand(deps, sub, arg, arg2)
       return code === 64 ? usage() : code
     } finally {
       await deps.database.close()

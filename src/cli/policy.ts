@@ -2,15 +2,21 @@ import { readFileSync } from 'node:fs'
 import type { Deps } from '../broker.js'
 import type { Config } from '../config.js'
 import { InvalidPolicy } from '../errors.js'
-import { asInvalidPolicy, loadAdminPolicies, viewPolicySet } from '../policy/manage.js'
+import { asInvalidPolicy, compileAdmin, deletePolicy, getPolicy, loadAdminPolicies, putPolicy, setPolicyEnabled, viewPolicySet } from '../policy/manage.js'
 import { openStores } from '../store/open.js'
 import { dryRun, type DryRunRequest } from '../tasks/dry-run.js'
 
 export const POLICY_USAGE = `  policy show                print the policy set in force (version, every policy with its source)
   policy validate <file>     check a Cedar file as the admin policies, with the file's and the generated ones
-  policy load <file>         replace the admin policies with a Cedar file (a running broker takes it at
-                             POST /admin/policies/reload or its next start)
+  policy load <file>         replace the admin policies with a Cedar file (a running broker on the same
+                             database puts it in force within a second)
   policy clear               remove the admin policies (works even when they no longer validate)
+  policy get <id>            print one policy in force, or a disabled admin policy (GET /admin/policies/{id})
+  policy put <id> <file|->   create or replace one admin policy: one Cedar policy, its @id the given id
+                             or none ("-" reads stdin)
+  policy disable <id>        take an admin policy out of force, keeping it (listed with disabled: true)
+  policy enable <id>         put a disabled admin policy back in force
+  policy delete <id>         delete an admin policy
   policy evaluate <json|->   dry run: what would happen to an open_task, exchange or call_tool
                              (the body of POST /admin/policy/evaluate; "-" reads stdin); writes nothing
 `
@@ -33,7 +39,7 @@ export async function clearAdminPoliciesOffline(config: Pick<Config, 'database'>
 }
 
 /** `policy …` commands; returns the exit status (2: the policy set was refused). */
-export async function policyCommand(deps: Deps, sub: string | undefined, arg: string | undefined): Promise<number> {
+export async function policyCommand(deps: Deps, sub: string | undefined, arg: string | undefined, arg2?: string): Promise<number> {
   try {
     switch (sub) {
       case 'show':
@@ -41,7 +47,7 @@ export async function policyCommand(deps: Deps, sub: string | undefined, arg: st
         return 0
       case 'validate': {
         if (!arg) return 64
-        const set = asInvalidPolicy(() => deps.policy.compileWith({ adminText: read(arg) }))
+        const set = compileAdmin(deps.policy, read(arg))
         print({ valid: true, version: set.version, policies: set.policies.size })
         return 0
       }
@@ -51,6 +57,23 @@ export async function policyCommand(deps: Deps, sub: string | undefined, arg: st
         return 0
       case 'clear':
         print(await loadAdminPolicies(deps, '', 'admin:cli'))
+        return 0
+      case 'get':
+        if (!arg) return 64
+        print(getPolicy(deps, arg))
+        return 0
+      case 'put':
+        if (!arg || !arg2) return 64
+        print(await putPolicy(deps, arg, read(arg2), 'admin:cli'))
+        return 0
+      case 'disable':
+      case 'enable':
+        if (!arg) return 64
+        print(await setPolicyEnabled(deps, arg, sub === 'enable', 'admin:cli'))
+        return 0
+      case 'delete':
+        if (!arg) return 64
+        print(await deletePolicy(deps, arg, 'admin:cli'))
         return 0
       case 'evaluate': {
         if (!arg) return 64

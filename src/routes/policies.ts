@@ -4,7 +4,7 @@ import type { Deps } from '../broker.js'
 import { invalidRequest } from '../errors.js'
 import { requireRole, type AdminEnv } from '../http/admin-auth.js'
 import { parseJson, describeZodError } from '../http/form.js'
-import { asInvalidPolicy, loadAdminPolicies, reloadPolicies, viewPolicySet } from '../policy/manage.js'
+import { asInvalidPolicy, deletePolicy, getPolicy, loadAdminPolicies, putPolicy, reloadPolicies, setPolicyEnabled, viewPolicySet } from '../policy/manage.js'
 import { dryRun } from '../tasks/dry-run.js'
 import { TOOL_NAME } from '../tokens/authorization-details.js'
 
@@ -61,7 +61,9 @@ const evaluateBody = z
 
 /**
  * /admin/policies — the policy set in force, replacing the admin policies, re-reading the policy
- * file; /admin/policy/evaluate — the dry run. Mounted inside the admin routes (admin key required).
+ * file; /admin/policies/{id} — one policy: read any, create, replace, disable, enable or delete an
+ * admin one; /admin/policy/evaluate — the dry run. Mounted inside the admin routes (admin key
+ * required). An id is one path segment, percent-encoded.
  */
 export function policyRoutes(deps: Deps) {
   const by = (id: string) => `admin:${id}`
@@ -75,6 +77,16 @@ export function policyRoutes(deps: Deps) {
       return c.json(await loadAdminPolicies(deps, parsed.data.policies, by(c.get('adminId'))))
     })
     .post('/admin/policies/reload', admin, async (c) => c.json(await reloadPolicies(deps, by(c.get('adminId')))))
+    .get('/admin/policies/:id', (c) => c.json(getPolicy(deps, c.req.param('id'))))
+    .put('/admin/policies/:id', admin, async (c) => {
+      const parsed = z.strictObject({ policy: z.string() }).safeParse(await parseJson(c))
+      if (!parsed.success) throw invalidRequest('body must be {"policy": <one Cedar policy>}')
+      const change = await putPolicy(deps, c.req.param('id'), parsed.data.policy, by(c.get('adminId')))
+      return c.json(change, change.action === 'create' ? 201 : 200)
+    })
+    .delete('/admin/policies/:id', admin, async (c) => c.json(await deletePolicy(deps, c.req.param('id'), by(c.get('adminId')))))
+    .post('/admin/policies/:id/disable', admin, async (c) => c.json(await setPolicyEnabled(deps, c.req.param('id'), false, by(c.get('adminId')))))
+    .post('/admin/policies/:id/enable', admin, async (c) => c.json(await setPolicyEnabled(deps, c.req.param('id'), true, by(c.get('adminId')))))
     .post('/admin/policy/evaluate', async (c) => {
       const parsed = evaluateBody.safeParse(await parseJson(c))
       if (!parsed.success) throw invalidRequest(describeZodError(parsed.error))
