@@ -202,4 +202,22 @@ describe('races across instances on one PostgreSQL database', { skip: skipWithou
       (c) => ({ ...browserFlowConfig(c), resources: c.resources!.map((r) => (r.uri === NOTES ? { ...r, requireApproval: true } : r)) }),
       fixedClients(),
     ))
+  it('admin policies changed at A and at B at once, each a different policy: every change is kept', () =>
+    twoInstances(async (a, b) => {
+      const put = (broker: TestBroker, id: string) =>
+        broker.app.request(`/admin/policies/${id}`, {
+          method: 'PUT',
+          headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ policy: `@id("${id}") forbid (principal, action == Taskpass::Action::"open_task", resource) when { context.task.purpose == "${id}" };` }),
+        })
+      const ids: string[] = []
+      for (let round = 0; round < ROUNDS; round++) {
+        const pair = [`race-${round}-a`, `race-${round}-b`]
+        ids.push(...pair)
+        const answers = await Promise.all([put(a, pair[0]!), put(b, pair[1]!)])
+        for (const res of answers) if (res.status !== 201) assert.fail(`PUT answered ${res.status}: ${await res.text()}`)
+      }
+      const stored = (await a.deps.stores.policySets.latest())?.text ?? ''
+      assert.deepEqual(ids.filter((id) => !stored.includes(`@id("${id}")`)), [], 'every change in the stored admin policies')
+    }))
 })

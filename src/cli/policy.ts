@@ -29,6 +29,7 @@ export async function clearAdminPoliciesOffline(config: Pick<Config, 'database'>
   const { database, stores } = await openStores(config.database)
   try {
     await stores.durably(async (tx) => {
+      await tx.locks.policies()
       await tx.policySets.insert({ version: '(cleared)', text: '', loadedAt: now, loadedBy: 'admin:cli' })
       await tx.audit.insert({ at: now, action: 'policy.load', decision: 'allow', reason: 'admin policies cleared by admin:cli (offline)' })
     })

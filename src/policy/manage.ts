@@ -108,6 +108,7 @@ export async function loadAdminPolicies(deps: PolicyDeps, text: string, by: stri
   const before = deps.policy.version
   // Stored and audited in one durable write before it is in force: a restart keeps what was answered.
   await deps.stores.durably(async (tx) => {
+    await tx.locks.policies()
     await tx.policySets.insert({ version: set.version, text, loadedAt: deps.clock.now(), loadedBy: by })
     await audit({ ...deps, stores: tx }, before, set, text.trim() === '' ? 'admin policies cleared' : 'admin policies loaded', by)
   })
@@ -238,6 +239,8 @@ async function changePolicy(
   if (other !== undefined) throw conflict(other)
   const now = deps.clock.now()
   const done = await deps.stores.durably(async (tx) => {
+    // Another instance's change of the stored text waits for this one, then edits what it stored.
+    await tx.locks.policies()
     const stored = (await tx.policySets.latest())?.text ?? ''
     const before = storedEntries(stored)
     const entry = entryOf(engine, before, id)

@@ -300,6 +300,8 @@ export interface StoreMethods {
      * under it, shared with the others (they wait only for a change, never for each other).
      */
     catalog(mode: 'change' | 'admit'): void
+    /** The admin policies: a change reads the newest stored text, edits it and stores the result under it alone. */
+    policies(): void
   }
   sessions: {
     /** Records a revoked session; false when it already was. */
@@ -732,6 +734,7 @@ export function createStores(database: Database_): Stores {
       tree: () => undefined,
       task: () => undefined,
       catalog: () => undefined,
+      policies: () => undefined,
     },
     sessions: {
       revoke: (issuer, sid, at, relevantUntil) => insertSession.run({ issuer, sid, at, relevantUntil }).changes === 1,

@@ -357,6 +357,7 @@ export function createPgStores(database: PgDatabase): Stores {
         tree: (root) => advisory(`tree ${root}`),
         task: (id) => advisory(`task ${id}`),
         catalog: (mode) => advisory('catalog', mode === 'admit'),
+        policies: () => advisory('policies'),
       },
       sessions: {
         revoke: async (issuer, sid, at, relevantUntil) =>
