@@ -19,8 +19,8 @@ async function verify(b: TestBroker): Promise<{ ok: boolean; rows: number; head:
 }
 
 
-const sql = (b: TestBroker, text: string, ...args: unknown[]) => b.deps.database.sqlite.prepare(text).run(...args)
-const ids = (b: TestBroker) => (b.deps.database.sqlite.prepare('select id from audit_events order by id').all() as { id: number }[]).map((r) => r.id)
+const sql = (b: TestBroker, text: string, ...args: unknown[]) => b.rawQuery(text, [...args])
+const ids = async (b: TestBroker) => (await b.rawQuery('select id from audit_events order by id') as { id: number }[]).map((r) => r.id)
 
 describe('audit hash chain', () => {
   it('an intact chain verifies, and its head is the last row’s hash', () =>
@@ -28,8 +28,8 @@ describe('audit hash chain', () => {
       await story(b)
       const report = await verify(b)
       assert.equal(report.ok, true)
-      assert.equal(report.rows, b.count('audit_events'))
-      const last = b.deps.database.sqlite.prepare('select hash from audit_events order by id desc limit 1').get() as { hash: string }
+      assert.equal(report.rows, await b.count('audit_events'))
+      const last = (await b.rawQuery('select hash from audit_events order by id desc limit 1'))[0] as { hash: string }
       assert.equal(report.head, last.hash)
       assert.match(last.hash, /^[0-9a-f]{64}$/)
     }))
@@ -37,8 +37,8 @@ describe('audit hash chain', () => {
   it('a row edited with raw SQL is named, as edited', () =>
     withBroker(undefined, async (b) => {
       await story(b)
-      const target = ids(b)[2]!
-      sql(b, "update audit_events set reason = 'nothing to see' where id = ?", target)
+      const target = (await ids(b))[2]!
+      await sql(b, "update audit_events set reason = 'nothing to see' where id = ?", target)
       const report = await verify(b)
       assert.equal(report.ok, false)
       assert.deepEqual([report.first_bad!.id, report.first_bad!.problem], [target, 'edited'])
@@ -47,14 +47,14 @@ describe('audit hash chain', () => {
   it('a row deleted with raw SQL is found at the next row, as unlinked; so is the first row', () =>
     withBroker(undefined, async (b) => {
       await story(b)
-      const [first, second, third, fourth] = ids(b)
-      sql(b, 'delete from audit_events where id = ?', third)
+      const [first, second, third, fourth] = await ids(b)
+      await sql(b, 'delete from audit_events where id = ?', third)
       let report = await verify(b)
       assert.equal(report.ok, false)
       assert.deepEqual([report.first_bad!.id, report.first_bad!.problem], [fourth, 'unlinked'])
-      sql(b, 'delete from audit_events where id >= ?', third)
+      await sql(b, 'delete from audit_events where id >= ?', third)
       assert.equal((await verify(b)).ok, true, 'a truncated tail is a consistent chain: only the recorded head shows it')
-      sql(b, 'delete from audit_events where id = ?', first)
+      await sql(b, 'delete from audit_events where id = ?', first)
       report = await verify(b)
       assert.deepEqual([report.first_bad!.id, report.first_bad!.problem], [second, 'unlinked'])
     }))
@@ -62,10 +62,10 @@ describe('audit hash chain', () => {
   it('a row slipped in without a hash is named, as unchained', () =>
     withBroker(undefined, async (b) => {
       await story(b)
-      sql(b, "insert into audit_events (at, action, decision, reason) values (?, 'token.exchange', 'allow', 'forged')", b.clock.now())
+      await sql(b, "insert into audit_events (at, action, decision, reason) values (?, 'token.exchange', 'allow', 'forged')", b.clock.now())
       const report = await verify(b)
       assert.equal(report.first_bad!.problem, 'unchained')
-      assert.equal(report.first_bad!.id, ids(b).at(-1))
+      assert.equal(report.first_bad!.id, (await ids(b)).at(-1))
     }))
 
   it('retention prunes a prefix and keeps the chain verifiable from its anchor; removing the next row is still found', () =>
@@ -73,13 +73,13 @@ describe('audit hash chain', () => {
       await story(b)
       b.clock.advance(400 * 86_400)
       await story(b)
-      const before = ids(b)
+      const before = await ids(b)
       const pruned = await b.deps.stores.audit.pruneBefore(b.clock.now() - 365 * 86_400, 1000)
       assert.ok(pruned > 0 && pruned < before.length)
       const report = await verify(b)
       assert.equal(report.ok, true)
       assert.equal(report.rows, before.length - pruned)
-      sql(b, 'delete from audit_events where id = ?', ids(b)[0])
+      await sql(b, 'delete from audit_events where id = ?', (await ids(b))[0])
       assert.equal((await verify(b)).first_bad!.problem, 'unlinked')
     }))
 })

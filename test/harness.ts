@@ -112,11 +112,18 @@ export interface TestBroker {
   svid(name?: string, claims?: Partial<Record<string, unknown>>, opts?: { key?: SigningKey; header?: Record<string, unknown> }): Promise<string>
   post(path: string, body: Record<string, string | string[]> | string, headers?: Record<string, string>): Promise<Response>
   exchange(params?: Record<string, string | string[] | undefined>): Promise<Response>
-  count(table: 'tokens' | 'tasks' | 'audit_events' | 'revocation_events'): number
-  lastAudit(): Record<string, unknown> | undefined
+  count(table: 'tokens' | 'tasks' | 'audit_events' | 'revocation_events'): Promise<number>
+  lastAudit(): Promise<Record<string, unknown> | undefined>
+  /**
+   * A statement on the broker's own database, whichever dialect it runs on: `?` placeholders,
+   * rows as SQLite gives them (a PostgreSQL bigint as a number, a boolean as 1 or 0); none for a
+   * statement that returns no rows.
+   */
+  rawQuery<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<T[]>
   /** What the broker logged, oldest first (the last 200 entries). */
   logs: LogEntry[]
-  close(): void
+  /** Closes the broker's database (on PostgreSQL, and drops it). */
+  close(): Promise<void>
 }
 
 export async function mint(key: SigningKey, claims: JWTPayload, header: Record<string, unknown> = {}): Promise<string> {
@@ -168,6 +175,7 @@ export async function createTestBroker(opts: { clock?: Clock & Partial<FixedCloc
   await onServerStart(deps)
   const app = createApp(deps)
   const issuer = config.issuer
+  let closing: Promise<void> | undefined
 
   const broker: TestBroker = {
     app,
@@ -194,19 +202,33 @@ export async function createTestBroker(opts: { clock?: Clock & Partial<FixedCloc
     async exchange(params = {}) {
       return broker.post('/token', (await exchangeParams(broker, params)) as Record<string, string | string[]>)
     },
-    count(table) {
-      return (deps.database.sqlite.prepare(`select count(*) as n from ${table}`).get() as { n: number }).n
+    async count(table) {
+      return (await broker.rawQuery<{ n: number }>(`select count(*) as n from ${table}`))[0]!.n
     },
-    lastAudit() {
-      return deps.database.sqlite.prepare('select * from audit_events order by id desc limit 1').get() as Record<string, unknown> | undefined
+    async lastAudit() {
+      return (await broker.rawQuery('select * from audit_events order by id desc limit 1'))[0]
+    },
+    rawQuery<T>(sql: string, params: readonly unknown[] = []): Promise<T[]> {
+      return rawQuery(deps, sql, params) as Promise<T[]>
     },
     logs,
     close() {
-      // SQLite closes at once (the promise only reports it); PostgreSQL's pool ends in the background.
-      void deps.database.close()
+      // Once, however often a test and its hooks call it.
+      closing ??= (async () => {
+        await deps.database.close()
+      })()
+      return closing
     },
   }
   return broker
+}
+
+/** {@link TestBroker.rawQuery}: one statement on the broker's database, `?` placeholders. */
+async function rawQuery(deps: Deps, sql: string, params: readonly unknown[]): Promise<Record<string, unknown>[]> {
+  const statement = deps.database.sqlite.prepare(sql)
+  if (statement.reader) return statement.all(...params) as Record<string, unknown>[]
+  statement.run(...params)
+  return []
 }
 
 /** The rows a refused request must not add to. */
@@ -217,8 +239,8 @@ export interface Counts {
   revocation_events: number
 }
 
-export function counts(b: TestBroker): Counts {
-  return { tokens: b.count('tokens'), tasks: b.count('tasks'), audit_events: b.count('audit_events'), revocation_events: b.count('revocation_events') }
+export async function counts(b: TestBroker): Promise<Counts> {
+  return { tokens: await b.count('tokens'), tasks: await b.count('tasks'), audit_events: await b.count('audit_events'), revocation_events: await b.count('revocation_events') }
 }
 
 /**
@@ -226,13 +248,13 @@ export function counts(b: TestBroker): Counts {
  * one audit row — a deny by `action` with this `error` whose private reason matches `reason`
  * (so a row cannot pass because some other check happened to fire). Returns that audit row.
  */
-export function assertRefusedAndAudited(b: TestBroker, before: Counts, expect: { error: string; reason: RegExp; action?: string }): Record<string, unknown> {
-  const after = counts(b)
+export async function assertRefusedAndAudited(b: TestBroker, before: Counts, expect: { error: string; reason: RegExp; action?: string }): Promise<Record<string, unknown>> {
+  const after = await counts(b)
   assert.equal(after.tokens, before.tokens, 'no token row')
   assert.equal(after.tasks, before.tasks, 'no task row')
   assert.equal(after.revocation_events, before.revocation_events, 'no revocation event')
   assert.equal(after.audit_events, before.audit_events + 1, 'one audit row')
-  const audit = b.lastAudit()!
+  const audit = (await b.lastAudit())!
   assert.equal(audit.action, expect.action ?? 'token.exchange')
   assert.equal(audit.decision, 'deny')
   assert.equal(audit.error, expect.error)
@@ -247,7 +269,7 @@ export function assertRefusedAndAudited(b: TestBroker, before: Counts, expect: {
  * invalid_client, in the error handler's warning). Returns the log entry.
  */
 export async function assertRefusedUnauthenticated(b: TestBroker, before: Counts, expect: { error: string; reason: RegExp }): Promise<LogEntry> {
-  assert.deepEqual(counts(b), before, 'refused before authentication: nothing written, not even an audit row')
+  assert.deepEqual(await counts(b), before, 'refused before authentication: nothing written, not even an audit row')
   const metrics = await b.deps.metrics.registry.getSingleMetricAsString('taskpass_unauthenticated_refusals_total')
   assert.match(metrics, new RegExp(`error="${expect.error}"[^\n]*\} [1-9]`), 'counted as an unauthenticated refusal')
   const entry = [...b.logs].reverse().find((l) => /refused/.test(l.msg))
@@ -263,7 +285,7 @@ export async function withBroker<T>(opts: Parameters<typeof createTestBroker>[0]
   try {
     return await fn(b)
   } finally {
-    b.close()
+    await b.close()
   }
 }
 
@@ -311,10 +333,7 @@ export async function startTestServer(opts: { clock?: Clock; config?: (c: Config
     ...broker,
     url,
     stop: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve())
-        broker.close()
-      }),
+      Promise.all([new Promise<void>((resolve) => server.close(() => resolve())), broker.close()]).then(() => undefined),
   }
 }
 

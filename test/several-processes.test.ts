@@ -52,8 +52,8 @@ describe('several processes on one database', () => {
         // Within one process the proof was single use all along.
         assert.equal(await statusOf(await a.post('/token', form(await exchangeParams(a)), { dpop: used })), '400 invalid_dpop_proof')
       } finally {
-        a.close()
-        b.close()
+        await a.close()
+        await b.close()
       }
     }
   })
@@ -71,8 +71,8 @@ describe('several processes on one database', () => {
       assert.equal(await statusOf(await a.post('/token', form({ ...(await exchangeParams(a)), ...params }))), '200')
       assert.equal(await statusOf(await b.post('/token', form({ ...(await exchangeParams(b)), ...params }))), '400 invalid_client')
     } finally {
-      a.close()
-      b.close()
+      await a.close()
+      await b.close()
     }
   })
 
@@ -97,8 +97,8 @@ describe('several processes on one database', () => {
       await reader.cancel().catch(() => {})
       assert.ok(text.includes(`"task_id":"${task.task_id}"`), `no event within 1 s (${Date.now() - started} ms): ${text.slice(0, 300)}`)
     } finally {
-      a.close()
-      b.close()
+      await a.close()
+      await b.close()
     }
   })
 
@@ -106,20 +106,20 @@ describe('several processes on one database', () => {
     const [a, b] = await twoBrokers(false)
     const other = new Database(a.deps.config.database)
     try {
-      const before = counts(a)
+      const before = await counts(a)
       other.exec('BEGIN IMMEDIATE')
       const res = await a.exchange()
       other.exec('COMMIT')
       assert.equal(res.status, 503)
       assert.equal(res.headers.get('retry-after'), '1')
       assert.equal(((await res.json()) as { error: string }).error, 'temporarily_unavailable')
-      assert.deepEqual(counts(a), before)
+      assert.deepEqual(await counts(a), before)
       assert.match(await a.deps.metrics.registry.getSingleMetricAsString('taskpass_database_busy_total'), /taskpass_database_busy_total 1/)
       assert.equal((await a.exchange()).status, 200)
     } finally {
       other.close()
-      a.close()
-      b.close()
+      await a.close()
+      await b.close()
     }
   })
 

@@ -613,7 +613,7 @@ async function startBroker(opts: { file?: boolean; config?: (c: ConfigInput) => 
     },
     async restart() {
       this.down()
-      b.close()
+      await b.close()
       b = await create()
       handler = (r) => b.app.fetch(r)
     },
@@ -626,7 +626,7 @@ async function startBroker(opts: { file?: boolean; config?: (c: ConfigInput) => 
     /** Stops the broker, puts `copy` back in place of its database, and starts it again. */
     async restore(copy: string) {
       this.down()
-      b.close()
+      await b.close()
       for (const f of [`${dbFile}-wal`, `${dbFile}-shm`]) rmSync(f, { force: true })
       copyFileSync(copy, dbFile)
       b = await create()
@@ -651,7 +651,7 @@ async function startBroker(opts: { file?: boolean; config?: (c: ConfigInput) => 
       isUp = false
       server.closeAllConnections()
       await new Promise<void>((r) => server.close(() => r()))
-      b.close()
+      await b.close()
     },
   }
 }
