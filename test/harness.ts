@@ -2,12 +2,18 @@
  * Test harness: a fresh broker per test (its own :memory: database with the real migrations,
  * real keys minted here, a fixed clock), driven over HTTP through `app.request()` or a real
  * 127.0.0.1 port. No module of ours is mocked.
+ *
+ * `TASKPASS_TEST_DATABASE=postgres` runs the same tests on PostgreSQL (`npm run test:pg`): each
+ * broker gets a database of its own on the `TASKPASS_TEST_POSTGRES` cluster, copied from a
+ * migrated template and dropped when the broker closes. A test that is about SQLite itself says
+ * so with {@link sqliteOnly}.
  */
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { createServer, type AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
+import pg from 'pg'
 import { exportJWK, generateKeyPair, SignJWT, type JWK, type JWTPayload } from 'jose'
 import { createApp, type App } from '../src/app.js'
 import { argon2Hasher, createBroker, onServerStart, type Deps } from '../src/broker.js'
@@ -15,6 +21,23 @@ import { createFixedClock, type Clock, type FixedClock } from '../src/clock.js'
 import { parseConfig, type ConfigInput } from '../src/config.js'
 import type { Logger } from '../src/logger.js'
 import type { ClientMetadataResolver } from '../src/clients/metadata-document.js'
+import { migratedPgDatabase, testPostgres } from './pg-fixtures.js'
+
+/** The dialect the brokers of this run store on: `TASKPASS_TEST_DATABASE` (`sqlite`, the default, or `postgres`). */
+export const testDialect: 'sqlite' | 'postgres' = (() => {
+  const name = process.env.TASKPASS_TEST_DATABASE || 'sqlite'
+  if (name !== 'sqlite' && name !== 'postgres') throw new Error(`TASKPASS_TEST_DATABASE must be sqlite or postgres, not ${JSON.stringify(name)}`)
+  if (name === 'postgres' && !testPostgres) throw new Error('TASKPASS_TEST_DATABASE=postgres needs TASKPASS_TEST_POSTGRES (scripts/pg-cluster.sh start <dir> prints it)')
+  return name
+})()
+
+/**
+ * The `skip` option of a test about SQLite itself (its file, its pragmas, better-sqlite3): on the
+ * PostgreSQL run, skipped with `why`; on SQLite, run.
+ */
+export function sqliteOnly(why: string): string | false {
+  return testDialect === 'postgres' ? `SQLite only: ${why}` : false
+}
 
 export const T0 = 1_800_000_000
 export const ISSUER = 'http://127.0.0.1:8787'
@@ -168,6 +191,9 @@ export async function createTestBroker(opts: { clock?: Clock & Partial<FixedCloc
   const keys = await testKeys()
   const clock = (opts.clock ?? createFixedClock(T0)) as FixedClock
   const input = (opts.config ?? ((c) => c))(testConfig(keys, opts.issuer))
+  // On the PostgreSQL run, a broker on the default in-memory database gets a database of its own.
+  const pgDatabase = testDialect === 'postgres' && input.database === ':memory:' ? await migratedPgDatabase() : undefined
+  if (pgDatabase) input.database = pgDatabase.url
   const config = parseConfig(input)
   const logs: LogEntry[] = []
   const deps = await createBroker({ config, clock, logger: opts.logger ?? recordingLogger(logs), kek: Buffer.from(config.keys.kek!, 'base64url'), ...(opts.clientMetadata ? { clientMetadata: opts.clientMetadata } : {}) })
@@ -216,6 +242,7 @@ export async function createTestBroker(opts: { clock?: Clock & Partial<FixedCloc
       // Once, however often a test and its hooks call it.
       closing ??= (async () => {
         await deps.database.close()
+        await pgDatabase?.drop()
       })()
       return closing
     },
@@ -225,11 +252,28 @@ export async function createTestBroker(opts: { clock?: Clock & Partial<FixedCloc
 
 /** {@link TestBroker.rawQuery}: one statement on the broker's database, `?` placeholders. */
 async function rawQuery(deps: Deps, sql: string, params: readonly unknown[]): Promise<Record<string, unknown>[]> {
+  if (deps.database.dialect === 'postgres') {
+    const result = await deps.database.pool.query({ text: numberedPlaceholders(sql), values: [...params], types: { getTypeParser: sqliteLikeParser } })
+    return result.rows as Record<string, unknown>[]
+  }
   const statement = deps.database.sqlite.prepare(sql)
   if (statement.reader) return statement.all(...params) as Record<string, unknown>[]
   statement.run(...params)
   return []
 }
+
+/** `?` placeholders (outside quotes) as PostgreSQL's `$1`, `$2`, … */
+function numberedPlaceholders(sql: string): string {
+  let n = 0
+  return sql.replace(/'(?:[^']|'')*'|"(?:[^"])*"|\?/g, (m) => (m === '?' ? `$${++n}` : m))
+}
+
+/** Values as SQLite answers them: an int8 or numeric as a number, a boolean as 1 or 0. */
+const sqliteLikeParser = ((oid: number, format?: string) => {
+  if (oid === pg.types.builtins.INT8 || oid === pg.types.builtins.NUMERIC) return (v: string) => Number(v)
+  if (oid === pg.types.builtins.BOOL) return (v: string) => (v === 't' ? 1 : 0)
+  return pg.types.getTypeParser(oid, format as 'text')
+}) as pg.CustomTypesConfig['getTypeParser']
 
 /** The rows a refused request must not add to. */
 export interface Counts {
