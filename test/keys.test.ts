@@ -302,7 +302,7 @@ describe('private keys at rest', () => {
     }
 
     // No table holds a JSON private member in clear.
-    const tables = await b.rawQuery(`select name from sqlite_master where type = 'table'`) as { name: string }[]
+    const tables = await b.rawQuery<{ name: string }>(b.deps.database.dialect === 'postgres' ? "select table_name as name from information_schema.tables where table_schema = 'public'" : "select name from sqlite_master where type = 'table'")
     assert.ok(tables.some((t) => t.name === 'signing_keys'))
     for (const { name } of tables) {
       const dump = JSON.stringify(await b.rawQuery(`select * from "${name}"`))

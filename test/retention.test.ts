@@ -8,7 +8,7 @@ import { describe, it } from 'node:test'
 import { openDatabase } from '../src/store/db.js'
 import { AUDIT_FIELD_LIMITS, createStores } from '../src/store/stores.js'
 import { PRUNE_BATCH, pruneStore } from '../src/store/retention.js'
-import { counts, NOTES, openTask, withBroker } from './harness.js'
+import { counts, NOTES, openTask, sqliteOnly, withBroker } from './harness.js'
 
 describe('unauthenticated traffic does not grow the database', () => {
   it('a 15 KB refused /token request without a valid attestation writes no row and is counted', () =>
@@ -101,12 +101,13 @@ describe('pruning a backlog', () => {
       const result = await pruneStore(b.deps.stores, b.deps.config, b.clock.now())
       assert.equal(result.tokens, backlog)
       assert.equal(batchesDone, 3)
-      assert.equal(ranAt, 1, 'the waiting callback ran after the first batch, not after the last')
+      // (On SQLite a batch is synchronous, so the callback runs right after the first; PostgreSQL's batches await the network, so it may run before it.)
+      assert.ok(ranAt !== undefined && ranAt <= 1, `the waiting callback ran after at most the first batch, not after the last (after ${ranAt})`)
       assert.equal((await b.deps.stores.tokens.ofTask(task_id)).length, 1, 'the live token is kept')
     }))
 })
 
-describe('an audit prune batch across a gap in ids', () => {
+describe('an audit prune batch across a gap in ids', { skip: sqliteOnly('the SQLite store\'s prune, on a SQLite database it opens itself') }, () => {
   it('still deletes a whole batch (counted by rows, not by the id range)', async () => {
     const database = openDatabase(':memory:')
     try {

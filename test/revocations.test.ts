@@ -418,8 +418,10 @@ describe('revocation feed: fan-out', () => {
       const slow = sseMessages(await b.app.request('/revocations', { headers: sseHeaders() }))
       assert.equal((await slow.next()).event, 'ready')
       await new Promise((r) => setImmediate(r))
-      // Six events at once: more than a stream may have queued.
-      for (let i = 0; i < 6; i++) await insertTokenEvent(b, `burst-${i}`)
+      // Six events at once (one commit, so no dialect's subscriber reads between them): more than a stream may have queued.
+      await b.deps.stores.transaction(async (tx) => {
+        for (let i = 0; i < 6; i++) await tx.revocations.insert({ at: b.clock.now(), kind: 'token_revoked', jti: `burst-${i}`, relevantUntil: b.clock.now() + 300, audiences: [NOTES] })
+      })
       const told = await slow.next()
       assert.equal(told.event, 'overflow')
       assert.equal(told.data.cursor, '0')

@@ -12,7 +12,7 @@ import { describe, it } from 'node:test'
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose'
 import type { ConfigInput } from '../src/config.js'
 import Database from 'better-sqlite3'
-import { counts, createTestBroker, exchangeParams, form, freePort, NOTES_SECRET, realTimeExchangeForm, startBrokerProcesses, testConfig, testKeys, type TestBroker } from './harness.js'
+import { counts, createTestBroker, exchangeParams, form, freePort, NOTES_SECRET, realTimeExchangeForm, sqliteOnly, startBrokerProcesses, testConfig, testKeys, type TestBroker } from './harness.js'
 
 const root = new URL('../', import.meta.url)
 
@@ -39,7 +39,7 @@ async function statusOf(res: Response): Promise<string> {
   return `${res.status} ${res.ok ? '' : ((await res.json()) as { error: string }).error}`.trim()
 }
 
-describe('several processes on one database', () => {
+describe('several processes on one database', { skip: sqliteOnly('several processes on one SQLite file (test/several-instances.test.ts is its PostgreSQL counterpart)') }, () => {
   it('a DPoP proof used at one process is refused at the other (replay.shared); each process alone would have accepted it', async () => {
     for (const shared of [true, false]) {
       const [a, b] = await twoBrokers(shared)
