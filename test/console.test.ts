@@ -712,7 +712,24 @@ describe('admin console', () => {
       // app.request hands back the stream itself: nothing reads it while the events pile up.
       const res = await b.app.request('/admin/console/events', { headers: { cookie } })
       assert.equal(res.status, 200)
+      // Each event is a read of the task: all of them answered before anything reads the stream
+      // (at once on SQLite; over a connection on PostgreSQL, where a reader started now would keep up).
+      const tasks = b.deps.stores.tasks
+      const get = tasks.get.bind(tasks)
+      let reads = 0
+      tasks.get = async (...args: Parameters<typeof get>) => {
+        try {
+          return await get(...args)
+        } finally {
+          reads++
+        }
+      }
       for (let i = 0; i < 2000; i++) b.deps.approvals.notify(id)
+      const readBy = Date.now() + STREAM_WAIT
+      while (reads < 2000) {
+        assert.ok(Date.now() < readBy, `${reads} of 2000 task reads answered`)
+        await new Promise((r) => setImmediate(r))
+      }
       let timer: NodeJS.Timeout | undefined
       const text = await Promise.race([res.text(), new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('the stream was never closed')), STREAM_WAIT)))]).finally(() => clearTimeout(timer))
       const events = text.split('\n\n').filter((m) => m.startsWith('event: task')).length
