@@ -46,8 +46,8 @@ async function exchangeIn(b: TestBroker, agent: string, taskId: string) {
   return { status: res.status, json: (await res.json()) as Json }
 }
 
-const activeTokensOf = (b: TestBroker, taskId: string) =>
-  (b.deps.database.sqlite.prepare('select count(*) as n from tokens where task_id = ? and revoked_at is null').get(taskId) as { n: number }).n
+const activeTokensOf = async (b: TestBroker, taskId: string) =>
+  ((await b.rawQuery('select count(*) as n from tokens where task_id = ? and revoked_at is null', [taskId]))[0] as { n: number }).n
 
 describe('POST /admin/tasks/revoke: every open task of a workload', () => {
   before(async () => {
@@ -60,8 +60,8 @@ describe('POST /admin/tasks/revoke: every open task of a workload', () => {
       const second = await openFor(b, 'a')
       const other = await openFor(b, 'b')
       for (const [agent, id] of [['a', first], ['a', second], ['b', other]] as const) assert.equal((await exchangeIn(b, agent, id)).status, 200)
-      const feed = b.count('revocation_events')
-      const audit = b.count('audit_events')
+      const feed = await b.count('revocation_events')
+      const audit = await b.count('audit_events')
 
       const res = await as(b, OPERATOR, 'POST', '/admin/tasks/revoke', { workload: 'agent-a' })
       assert.equal(res.status, 200)
@@ -73,13 +73,13 @@ describe('POST /admin/tasks/revoke: every open task of a workload', () => {
         const row = (await b.deps.stores.tasks.get(id))!
         assert.equal(row.status, 'revoked')
         assert.equal(row.endReason, 'revoked by admin:ops-1')
-        assert.equal(activeTokensOf(b, id), 0, 'its tokens are revoked')
+        assert.equal(await activeTokensOf(b, id), 0, 'its tokens are revoked')
       }
       assert.equal((await b.deps.stores.tasks.get(other))!.status, 'active')
-      assert.equal(activeTokensOf(b, other), 1)
-      const events = b.deps.database.sqlite.prepare('select kind, task_id from revocation_events order by id').all().slice(feed) as { kind: string; task_id: string }[]
+      assert.equal(await activeTokensOf(b, other), 1)
+      const events = (await b.rawQuery('select kind, task_id from revocation_events order by id')).slice(feed) as { kind: string; task_id: string }[]
       assert.deepEqual(events.map((e) => `${e.kind}:${e.task_id}`).sort(), [first, second].map((id) => `task_revoked:${id}`).sort())
-      const rows = b.deps.database.sqlite.prepare('select action, task_id, reason from audit_events order by id').all().slice(audit) as { action: string; task_id: string; reason: string }[]
+      const rows = (await b.rawQuery('select action, task_id, reason from audit_events order by id')).slice(audit) as { action: string; task_id: string; reason: string }[]
       assert.deepEqual(rows.map((r) => `${r.action}:${r.task_id}`).sort(), [first, second].map((id) => `task.revoke:${id}`).sort())
       assert.ok(rows.every((r) => /^revoked by admin:ops-1; 1 token\(s\) revoked$/.test(r.reason)), JSON.stringify(rows))
 
@@ -87,22 +87,22 @@ describe('POST /admin/tasks/revoke: every open task of a workload', () => {
       assert.equal(again.status, 400)
       assert.equal(again.json.error, 'invalid_grant')
       // Nothing left open: asked again, nothing changes.
-      const before2 = counts(b)
+      const before2 = await counts(b)
       const none = await as(b, OPERATOR, 'POST', '/admin/tasks/revoke', { workload: 'agent-a' })
       assert.deepEqual(await none.json(), { workload: 'agent-a', tasks_revoked: [] })
-      assert.deepEqual(counts(b), before2)
+      assert.deepEqual(await counts(b), before2)
     }))
 
   it('an auditor is refused: 403 insufficient_scope, one admin.refuse row, nothing else changed', () =>
     withBroker(withRoles, async (b) => {
       const id = await openFor(b, 'a')
-      const before = counts(b)
+      const before = await counts(b)
       const res = await as(b, AUDITOR, 'POST', '/admin/tasks/revoke', { workload: 'agent-a' })
       assert.equal(res.status, 403)
       assert.equal(((await res.json()) as Json).error, 'insufficient_scope')
       assert.match(res.headers.get('www-authenticate') ?? '', /^Bearer error="insufficient_scope"/)
-      assert.deepEqual(counts(b), { ...before, audit_events: before.audit_events + 1 })
-      const row = b.lastAudit()!
+      assert.deepEqual(await counts(b), { ...before, audit_events: before.audit_events + 1 })
+      const row = (await b.lastAudit())!
       assert.deepEqual([row.action, row.decision], ['admin.refuse', 'deny'])
       assert.match(String(row.reason), /needs operator$/)
       assert.equal((await b.deps.stores.tasks.get(id))!.status, 'active')
@@ -125,13 +125,13 @@ describe('POST /admin/tasks/revoke: every open task of a workload', () => {
     it(`${name} → 400 invalid_request, nothing changed`, () =>
       withBroker(withRoles, async (b) => {
         const id = await openFor(b, 'a')
-        const before = counts(b)
+        const before = await counts(b)
         const res = await as(b, OPERATOR, 'POST', '/admin/tasks/revoke', body, type)
         assert.equal(res.status, 400)
         const json = (await res.json()) as Json
         assert.equal(json.error, 'invalid_request')
         if (type === undefined) assert.match(String(json.error_description), /"workload"/)
-        assert.deepEqual(counts(b), before)
+        assert.deepEqual(await counts(b), before)
         assert.equal((await b.deps.stores.tasks.get(id))!.status, 'active')
       }))
   }
@@ -149,14 +149,14 @@ describe('GET /admin/keys: the signing keys\' status', () => {
         return { text: await res.clone().text(), json: (await res.json()) as { keys: (Json & { kid: string; state: string; published: boolean })[] } }
       }
       const jwksKids = async () => ((await (await b.app.request('/.well-known/jwks.json')).json()) as { keys: { kid: string }[] }).keys.map((k) => k.kid)
-      const rows = () => b.deps.database.sqlite.prepare('select * from signing_keys').all() as Json[]
+      const rows = async () => await b.rawQuery('select * from signing_keys') as Json[]
 
       const first = await read()
       assert.deepEqual(first.json.keys.map((k) => k.state), ['current', 'next', 'standby'])
       assert.deepEqual(first.json.keys.map((k) => k.kid), await jwksKids(), 'in the JWKS order')
       for (const k of first.json.keys) assert.deepEqual(Object.keys(k).sort(), FIELDS)
       const current = first.json.keys[0]!
-      const row = rows().find((r) => r.kid === current.kid)!
+      const row = (await rows()).find((r) => r.kid === current.kid)!
       assert.deepEqual(current, { kid: row.kid, alg: row.alg, state: 'current', created_at: row.created_at, activated_at: row.activated_at, retired_at: null, publish_until: null, published: true })
 
       // Rotated: the old current key is retired and still published; revoked: never published again.
@@ -174,7 +174,7 @@ describe('GET /admin/keys: the signing keys\' status', () => {
 
       // No private material in any answer: no private JWK member, no encrypted blob.
       const all = await read()
-      for (const r of rows()) assert.ok(!all.text.includes(String(r.private_jwe)), 'no encrypted private half')
+      for (const r of await rows()) assert.ok(!all.text.includes(String(r.private_jwe)), 'no encrypted private half')
       for (const k of all.json.keys) for (const member of ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k', 'private_jwe', 'privateJwe', 'public_jwk', 'jwe']) assert.ok(!(member in k), member)
       assert.doesNotMatch(all.text, /eyJ|"d":|private/i)
 

@@ -30,15 +30,15 @@ async function openOne(b: TestBroker): Promise<string> {
 
 /** Refused for its role: 403 insufficient_scope with the challenge, one audit row, nothing else changed. */
 async function assertRoleRefused(b: TestBroker, send: () => Response | Promise<Response>, needs: string) {
-  const before = counts(b)
+  const before = await counts(b)
   const r = await send()
   assert.equal(r.status, 403)
   assert.equal(((await r.json()) as { error: string }).error, 'insufficient_scope')
   assert.match(r.headers.get('www-authenticate') ?? '', /^Bearer error="insufficient_scope"/)
-  const after = counts(b)
+  const after = await counts(b)
   assert.deepEqual({ ...after, audit_events: before.audit_events }, before, 'nothing but the audit row')
   assert.equal(after.audit_events, before.audit_events + 1)
-  const row = b.lastAudit()!
+  const row = (await b.lastAudit())!
   assert.equal(row.action, 'admin.refuse')
   assert.equal(row.decision, 'deny')
   assert.match(String(row.reason), new RegExp(`needs ${needs}$`))

@@ -61,10 +61,10 @@ describe('approvals', () => {
   const exchangeFor = (id: string) => b.exchange({ task_id: id, resource: CALENDAR, scope: 'cal:read' })
 
   /** A refusal: exact status and error, one deny audit row of `action`, and the task row unchanged. */
-  async function assertRefused(res: Response, id: string, before: ReturnType<typeof counts>, row: unknown, expect: { status: number; error: string; reason: RegExp; action: string }) {
+  async function assertRefused(res: Response, id: string, before: Awaited<ReturnType<typeof counts>>, row: unknown, expect: { status: number; error: string; reason: RegExp; action: string }) {
     assert.equal(res.status, expect.status)
     assert.equal((await json<{ error: string }>(res)).error, expect.error)
-    const audit = assertRefusedAndAudited(b, before, { error: expect.error, reason: expect.reason, action: expect.action })
+    const audit = await assertRefusedAndAudited(b, before, { error: expect.error, reason: expect.reason, action: expect.action })
     assert.equal(audit.task_id, id)
     assert.deepEqual(await b.deps.stores.tasks.get(id), row, 'the task is unchanged')
     return audit
@@ -107,30 +107,30 @@ describe('approvals', () => {
     const early = await exchangeFor(task.task_id)
     assert.equal(early.status, 400)
     assert.equal((await json<{ error: string }>(early)).error, 'invalid_grant')
-    assert.equal(b.count('tokens'), 0)
+    assert.equal(await b.count('tokens'), 0)
 
     const res = await decide(task.task_id, 'approve', { body: { reason: 'yes, read it' } })
     assert.equal(res.status, 200)
     const approved = await json(res)
     assert.equal(approved.status, 'active')
     assert.equal(approved.approval_expires_at, T0 + 900, 'kept after the approval: policy reads it as task.approved')
-    const audit = b.lastAudit()!
+    const audit = (await b.lastAudit())!
     assert.deepEqual([audit.action, audit.decision, audit.reason, audit.user_sub, audit.workload_id, audit.task_id], ['task.approve', 'allow', 'approved by user:alice: yes, read it', 'alice', 'agent-a', task.task_id])
 
     const ok = await exchangeFor(task.task_id)
     assert.equal(ok.status, 200)
-    assert.equal(b.count('tokens'), 1)
+    assert.equal(await b.count('tokens'), 1)
   })
 
   it('an admin approves, with or without a reason, and denies', async () => {
     const a = await pending()
     assert.equal((await adminDecide(a.task_id, 'approve', { reason: 'ok by security' })).status, 200)
-    assert.match(String(b.lastAudit()!.reason), /^approved by admin:\S+: ok by security$/)
+    assert.match(String((await b.lastAudit())!.reason), /^approved by admin:\S+: ok by security$/)
     const c = await pending()
     const bare = await adminDecide(c.task_id, 'approve')
     assert.equal(bare.status, 200)
     assert.equal((await json(bare)).status, 'active')
-    assert.match(String(b.lastAudit()!.reason), /^approved by admin:\S+$/)
+    assert.match(String((await b.lastAudit())!.reason), /^approved by admin:\S+$/)
     const d = await pending()
     const denied = await adminDecide(d.task_id, 'deny', { reason: 'not this week' })
     assert.equal(denied.status, 200)
@@ -147,15 +147,15 @@ describe('approvals', () => {
     assert.equal(res.status, 200)
     const view = await json(res)
     assert.deepEqual([view.status, view.ended_at, view.end_reason], ['denied', T0, 'denied by user:alice: not now'])
-    const audit = b.lastAudit()!
+    const audit = (await b.lastAudit())!
     assert.deepEqual([audit.action, audit.decision, audit.reason, audit.task_id], ['task.deny', 'allow', 'denied by user:alice: not now', task.task_id])
 
-    const before = counts(b)
+    const before = await counts(b)
     const ex = await exchangeFor(task.task_id)
     assert.equal(ex.status, 400)
     assert.equal((await json<{ error: string }>(ex)).error, 'invalid_grant')
-    assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /is denied/ })
-    assert.equal(b.count('tokens'), 0)
+    await assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /is denied/ })
+    assert.equal(await b.count('tokens'), 0)
     // Listed as denied, by the admin filter too.
     const listed = await json<{ tasks: View[] }>(await b.app.request('/admin/tasks?status=denied', { headers: admin }))
     assert.deepEqual(listed.tasks.map((t) => `${t.task_id}:${t.status}`), [`${task.task_id}:denied`])
@@ -180,13 +180,13 @@ describe('approvals', () => {
       { how: 'deny', send: () => adminDecide(task.task_id, 'deny', { reason: 'late' }) },
     ] as const
     for (const { how, send } of attempts) {
-      const before = counts(b)
+      const before = await counts(b)
       await assertRefused(await send(), task.task_id, before, row, { status: 409, error: 'task_not_active', reason: /task is expired/, action: `task.${how}` })
     }
-    const before = counts(b)
+    const before = await counts(b)
     const ex = await exchangeFor(task.task_id)
     assert.equal((await json<{ error: string }>(ex)).error, 'invalid_grant')
-    assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /is expired/ })
+    await assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /is expired/ })
     // The admin filter derives it too.
     const ids = async (q: string) => (await json<{ tasks: View[] }>(await b.app.request(`/admin/tasks?status=${q}`, { headers: admin }))).tasks.map((t) => t.task_id)
     assert.deepEqual(await ids('expired'), [task.task_id])
@@ -209,7 +209,7 @@ describe('approvals', () => {
     assert.equal(await stores.tasks.deny(two.task_id, T0 + 899, 'x'), false, 'deny after approve')
     // A pending task without an approval deadline (opened before requests expired): the task's own expiry bounds it.
     const legacy = await pending({ ttl: 1000 })
-    b.deps.database.sqlite.prepare('update tasks set approval_expires_at = null where id = ?').run(legacy.task_id)
+    await b.rawQuery('update tasks set approval_expires_at = null where id = ?', [legacy.task_id])
     assert.equal(await stores.tasks.approve(legacy.task_id, T0 + 1000), false, 'the task itself expired')
     assert.equal(await stores.tasks.approve(legacy.task_id, T0 + 10), true)
     assert.equal((await stores.tasks.get(legacy.task_id))!.approvalExpiresAt, T0 + 10, 'set on approval, so policy reads it as approved')
@@ -228,7 +228,7 @@ describe('approvals', () => {
     ] as const
     for (const k of cases) {
       for (const send of [() => decide(k.id, k.how, { body: { reason: 'again' } }), () => adminDecide(k.id, k.how, { reason: 'again' })]) {
-        const before = counts(b)
+        const before = await counts(b)
         const row = await b.deps.stores.tasks.get(k.id)
         await assertRefused(await send(), k.id, before, row, { status: 409, error: 'task_not_active', reason: new RegExp(`task is ${k.state}$`), action: `task.${k.how}` })
       }
@@ -251,17 +251,17 @@ describe('approvals', () => {
       { who: 'another user denying', headers: { authorization: `Bearer ${await b.session({ sub: 'bob', sid: 'bob-1' })}` }, how: 'deny', status: 404, error: 'not_found', reason: /^user:bob: task not found$/ },
     ] as const
     for (const k of cases) {
-      const before = counts(b)
+      const before = await counts(b)
       const res = await decide(task.task_id, k.how, { headers: { ...k.headers }, body: { reason: 'mine' } })
       const audit = await assertRefused(res, task.task_id, before, row, { status: k.status, error: k.error, reason: k.reason, action: `task.${k.how}` })
       if ('actor-token' in k.headers) assert.equal(audit.workload_id, k.who === 'another workload' ? 'agent-b' : 'agent-a', k.who)
     }
     // Without any credential: 401 and nothing at all written.
-    const before = counts(b)
+    const before = await counts(b)
     const anon = await decide(task.task_id, 'approve', { headers: {} })
     assert.equal(anon.status, 401)
     assert.equal((await json<{ error: string }>(anon)).error, 'invalid_token')
-    assert.deepEqual(counts(b), before)
+    assert.deepEqual(await counts(b), before)
     // Still pending: the user can approve it.
     assert.equal((await decide(task.task_id, 'approve')).status, 200)
   })
@@ -269,7 +269,7 @@ describe('approvals', () => {
   it('a task bound to no session is approved by an admin only', async () => {
     const task = await pending({}, { session: await b.session({ sid: null }) })
     const row = await b.deps.stores.tasks.get(task.task_id)
-    const before = counts(b)
+    const before = await counts(b)
     await assertRefused(await decide(task.task_id, 'approve', { session: await b.session({ sid: null }) }), task.task_id, before, row, { status: 403, error: 'unauthorized_client', reason: /bound to no session/, action: 'task.approve' })
     assert.equal((await adminDecide(task.task_id, 'approve')).status, 200)
   })
@@ -290,12 +290,12 @@ describe('approvals', () => {
     ]
     for (const k of cases) {
       for (const send of [() => decide(task.task_id, k.how, { body: k.body }), () => adminDecide(task.task_id, k.how, k.body)]) {
-        const before = counts(b)
+        const before = await counts(b)
         await assertRefused(await send(), task.task_id, before, row, { status: 400, error: 'invalid_request', reason: k.reason, action: `task.${k.how}` })
       }
     }
     // A body without a content type.
-    const before = counts(b)
+    const before = await counts(b)
     const res = await b.app.request(`/tasks/${task.task_id}/approve`, { method: 'POST', headers: { authorization: `Bearer ${await aliceElsewhere()}` }, body: '{"reason":"ok"}' })
     await assertRefused(res, task.task_id, before, row, { status: 400, error: 'invalid_request', reason: /content type/, action: 'task.approve' })
     // 500 characters (code points, not UTF-16 units) is fine.
@@ -395,7 +395,7 @@ describe('approvals', () => {
       assert.equal(b.deps.approvals.size(), 0, 'released on abort')
       await answeredSoon(w)
       const w2 = await startWait(task.task_id)
-      b.close()
+      await b.close()
       assert.equal(b.deps.approvals.size(), 0, 'released on close')
       const res = await answeredSoon(w2)
       assert.equal(res.status, 200)
@@ -462,7 +462,7 @@ describe('approvals', () => {
         assert.equal(onFile.deps.approvals.size(), 0)
       } finally {
         other.close()
-        onFile.close()
+        await onFile.close()
         rmSync(dir, { recursive: true, force: true })
       }
     })

@@ -26,17 +26,17 @@ async function evidence(b: TestBroker, id: string): Promise<{ text: string; jwks
   return { text: await res.text(), jwks: (await (await b.app.request('/.well-known/jwks.json')).json()) as JSONWebKeySet }
 }
 
-const sql = (b: TestBroker, text: string, ...args: unknown[]) => b.deps.database.sqlite.prepare(text).run(...args)
-const all = (b: TestBroker) => b.deps.database.sqlite.prepare('select * from audit_events order by id').all() as Record<string, unknown>[]
-const ids = (b: TestBroker) => all(b).map((r) => r.id as number)
+const sql = (b: TestBroker, text: string, ...args: unknown[]) => b.rawQuery(text, [...args])
+const all = async (b: TestBroker) => await b.rawQuery('select * from audit_events order by id') as Record<string, unknown>[]
+const ids = async (b: TestBroker) => (await all(b)).map((r) => r.id as number)
 
 describe('attack: editing the chain', () => {
   for (const [column, value] of [['at', 1], ['action', 'task.open'], ['decision', 'deny'], ['reason', 'x'], ['error', 'invalid_grant'], ['user_sub', 'mallory'], ['workload_id', 'agent-b'], ['task_id', 'other'], ['jti', 'j'], ['resource', 'https://x.example'], ['policy_version', 'v0'], ['policies', '']] as const) {
     it(`an edit of ${column} alone is named as edited`, () =>
       withBroker(undefined, async (b) => {
         await story(b)
-        const target = ids(b)[1]!
-        sql(b, `update audit_events set ${column} = ? where id = ?`, value, target)
+        const target = (await ids(b))[1]!
+        await sql(b, `update audit_events set ${column} = ? where id = ?`, value, target)
         const report = await verify(b)
         assert.deepEqual([report.ok, report.first_bad?.id, report.first_bad?.problem], [false, target, 'edited'])
       }))
@@ -45,18 +45,18 @@ describe('attack: editing the chain', () => {
   it('null turned into the string "null" (a JSON ambiguity) is found', () =>
     withBroker(undefined, async (b) => {
       await story(b)
-      const row = all(b).find((r) => r.error === null)!
-      sql(b, "update audit_events set error = 'null' where id = ?", row.id)
+      const row = (await all(b)).find((r) => r.error === null)!
+      await sql(b, "update audit_events set error = 'null' where id = ?", row.id)
       assert.equal((await verify(b)).first_bad?.problem, 'edited')
     }))
 
   it('two rows swapped by id are found (unlinked)', () =>
     withBroker(undefined, async (b) => {
       await story(b)
-      const [, x, y] = ids(b)
-      sql(b, 'update audit_events set id = -100 where id = ?', x)
-      sql(b, 'update audit_events set id = ? where id = ?', x, y)
-      sql(b, 'update audit_events set id = ? where id = -100', y)
+      const [, x, y] = await ids(b)
+      await sql(b, 'update audit_events set id = -100 where id = ?', x)
+      await sql(b, 'update audit_events set id = ? where id = ?', x, y)
+      await sql(b, 'update audit_events set id = ? where id = -100', y)
       const report = await verify(b)
       assert.equal(report.ok, false)
       assert.equal(report.first_bad!.problem, 'unlinked')
@@ -66,10 +66,10 @@ describe('attack: editing the chain', () => {
     withBroker(undefined, async (b) => {
       await story(b)
       const recorded = (await verify(b)).head
-      const last = all(b).at(-1)!
-      const row = b.deps.database.sqlite.prepare('select * from audit_events where id = ?').get(last.id) as Record<string, unknown>
+      const last = (await all(b)).at(-1)!
+      const row = (await b.rawQuery('select * from audit_events where id = ?', [last.id]))[0] as Record<string, unknown>
       const content = { at: row.at, action: row.action, decision: 'deny', reason: 'forged', error: row.error, userSub: row.user_sub, workloadId: row.workload_id, taskId: row.task_id, jti: row.jti, resource: row.resource, policyVersion: row.policy_version, policies: row.policies } as Required<Omit<AuditEventRow, 'id' | 'prevHash' | 'hash'>>
-      sql(b, "update audit_events set decision = 'deny', reason = 'forged', hash = ? where id = ?", auditHash(row.prev_hash as string | null, content), last.id)
+      await sql(b, "update audit_events set decision = 'deny', reason = 'forged', hash = ? where id = ?", auditHash(row.prev_hash as string | null, content), last.id)
       const report = await verify(b)
       assert.equal(report.ok, true)
       assert.notEqual(report.head, recorded)
@@ -78,7 +78,7 @@ describe('attack: editing the chain', () => {
   it('a row slipped in at id 0 (below where verify starts reading) is seen by verify', () =>
     withBroker(undefined, async (b) => {
       const task = await story(b)
-      sql(b, "insert into audit_events (id, at, action, decision, reason, task_id) values (0, ?, 'task.approve', 'allow', 'forged approval', ?)", b.clock.now(), task)
+      await sql(b, "insert into audit_events (id, at, action, decision, reason, task_id) values (0, ?, 'task.approve', 'allow', 'forged approval', ?)", b.clock.now(), task)
       const report = await verify(b)
       assert.ok(report.ok === false || report.unchained === 1, `verify did not see row 0: ${JSON.stringify(report)}`)
     }))
@@ -88,7 +88,7 @@ describe('attack: editing the chain', () => {
       const task = await story(b)
       const at = b.clock.now()
       const content = { at, action: 'task.approve', decision: 'allow', reason: 'forged approval', error: null, userSub: null, workloadId: null, taskId: task, jti: null, resource: null, policyVersion: null, policies: null } as Required<Omit<AuditEventRow, 'id' | 'prevHash' | 'hash'>>
-      sql(b, "insert into audit_events (id, at, action, decision, reason, task_id, prev_hash, hash) values (-1, ?, 'task.approve', 'allow', 'forged approval', ?, null, ?)", at, task, auditHash(null, content))
+      await sql(b, "insert into audit_events (id, at, action, decision, reason, task_id, prev_hash, hash) values (-1, ?, 'task.approve', 'allow', 'forged approval', ?, null, ?)", at, task, auditHash(null, content))
       const { text, jwks } = await evidence(b, task)
       const forged = (await verifyEvidence(text, jwks)).find((r) => r.reason === 'forged approval')
       assert.ok(forged && typeof forged.hash === 'string', 'the broker signs the forged row into the evidence, with a hash like any other')
@@ -103,7 +103,7 @@ describe('attack: editing the chain', () => {
       await story(b)
       assert.ok(await b.deps.stores.audit.pruneBefore(b.clock.now() - 365 * 86_400, 1000) > 0)
       assert.equal((await verify(b)).ok, true)
-      sql(b, "insert into audit_events (id, at, action, decision, reason) values (1, ?, 'task.open', 'allow', 'forged')", b.clock.now())
+      await sql(b, "insert into audit_events (id, at, action, decision, reason) values (1, ?, 'task.open', 'allow', 'forged')", b.clock.now())
       assert.equal((await verify(b)).ok, false)
     }))
 })
@@ -114,7 +114,7 @@ describe('attack: retention', () => {
       await story(b)
       b.clock.advance(400 * 86_400)
       assert.ok(await b.deps.stores.audit.pruneBefore(b.clock.now() - 365 * 86_400, 1000) > 0)
-      assert.equal(b.count('audit_events'), 0)
+      assert.equal(await b.count('audit_events'), 0)
       assert.equal((await verify(b)).ok, true)
       await story(b)
       const report = await verify(b)
@@ -177,12 +177,12 @@ describe('attack: the evidence signature', () => {
   it('the evidence of a task that does not exist is 404, and writes nothing', () =>
     withBroker(undefined, async (b) => {
       await story(b)
-      const before = b.count('audit_events')
+      const before = await b.count('audit_events')
       for (const id of ['00000000-0000-7000-8000-000000000000', '../../etc/passwd', "x' or 1=1 --", 'a'.repeat(5000)]) {
         const res = await b.app.request(`/admin/tasks/${encodeURIComponent(id)}/evidence`, { headers: admin })
         assert.ok(res.status === 404 || res.status === 400, `${id}: ${res.status}`)
       }
-      assert.equal(b.count('audit_events'), before)
+      assert.equal(await b.count('audit_events'), before)
       assert.equal((await verify(b)).ok, true)
     }))
 })

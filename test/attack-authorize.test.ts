@@ -74,14 +74,14 @@ describe('attack: codes and consents', () => {
       const browser = browserOf(b)
       const page = await consentPage(browser, authorizeQuery(pkce().challenge))
       assert.equal((await browser.submit(page, '/authorize/consent', allow)).status, 303)
-      const before = counts(b)
-      const codes = b.deps.database.sqlite.prepare('select count(*) as n from authorization_codes')
-      const codesBefore = (codes.get() as { n: number }).n
+      const before = await counts(b)
+      const codes = async () => (await b.rawQuery<{ n: number }>('select count(*) as n from authorization_codes'))[0]!.n
+      const codesBefore = await codes()
       const again = await browser.submit(page, '/authorize/consent', allow)
       assert.equal(again.status, 409, `got ${again.status} ${again.headers.get('location')}`)
       assert.equal(again.headers.get('location'), null)
-      assert.deepEqual(counts(b), before, 'no second task')
-      assert.equal((codes.get() as { n: number }).n, codesBefore, 'no second code')
+      assert.deepEqual(await counts(b), before, 'no second task')
+      assert.equal(await codes(), codesBefore, 'no second code')
     }))
 
   it('a resubmitted consent whose task waits for approval shows the wait page again, opening nothing', () =>
@@ -89,11 +89,11 @@ describe('attack: codes and consents', () => {
       const browser = browserOf(b)
       const page = await consentPage(browser, authorizeQuery(pkce().challenge))
       assert.equal((await browser.submit(page, '/authorize/consent', allow)).status, 200)
-      const before = counts(b)
+      const before = await counts(b)
       const again = await browser.submit(page, '/authorize/consent', allow)
       assert.equal(again.status, 200)
       refreshUrl(await again.text())
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
     }))
 
   it('two processes answering the same consent at once: the loser finds the winner\'s task, no 500, no second task', () =>
@@ -106,10 +106,10 @@ describe('attack: codes and consents', () => {
       const get = tasks.get.bind(tasks)
       let first = true
       tasks.get = (id: string) => (first ? ((first = false), Promise.resolve(undefined)) : get(id))
-      const before = counts(b)
+      const before = await counts(b)
       const again = await browser.submit(page, '/authorize/consent', allow)
       assert.equal(again.status, 409, `got ${again.status}`)
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
     }))
 
   it('a request or wait sealed in the shape of an earlier version (no request id) is expired, never a 500 nor a shared task', () =>
@@ -120,14 +120,14 @@ describe('attack: codes and consents', () => {
       const { req } = (await b.deps.sealer.open<{ req: Record<string, unknown> }>('authorize-request', sealed))!
       const { requestId: _id, ...old } = req
       const oldRequest = await b.deps.sealer.seal('authorize-request', { req: old }, 600)
-      const before = counts(b)
+      const before = await counts(b)
       const res = await browser.submit(page, '/authorize/consent', (f) => allow(setField('request', oldRequest)(f)))
       // As good as lapsed: its client is told, access_denied (the request still names its checked redirect URI).
       assert.equal(res.status, 303)
       assert.equal(new URL(res.headers.get('location')!).searchParams.get('error'), 'access_denied')
       const oldWait = await b.deps.sealer.seal('approval-wait', { request: sealed, task: 'x' }, 600)
       assert.equal((await browser.get(`/authorize/pending?${new URLSearchParams({ wait: oldWait })}`)).status, 400)
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
     }))
 
   it('another user cannot consent with a request alice started: their consent is their own task', () =>
@@ -191,11 +191,11 @@ describe('attack: a client the configuration no longer lists', () => {
       const back = new URL((await browser.submit(await consentPage(browser, authorizeQuery(challenge)), '/authorize/consent', allow)).headers.get('location')!)
       const body = (await (await redeem(b, back.searchParams.get('code')!, verifier)).json()) as { refresh_token: string }
       delist(b)
-      const before = counts(b)
+      const before = await counts(b)
       const res = await b.post('/token', { grant_type: 'refresh_token', refresh_token: body.refresh_token, client_id: CLIENT_ID })
       assert.equal(res.status, 400)
       assert.equal(((await res.json()) as { error: string }).error, 'invalid_grant')
-      assert.equal(counts(b).tokens, before.tokens)
+      assert.equal((await counts(b)).tokens, before.tokens)
     }))
 
   it('its unredeemed code buys nothing: invalid_grant', () =>
@@ -204,11 +204,11 @@ describe('attack: a client the configuration no longer lists', () => {
       const { verifier, challenge } = pkce()
       const back = new URL((await browser.submit(await consentPage(browser, authorizeQuery(challenge)), '/authorize/consent', allow)).headers.get('location')!)
       delist(b)
-      const before = counts(b)
+      const before = await counts(b)
       const res = await redeem(b, back.searchParams.get('code')!, verifier)
       assert.equal(res.status, 400)
       assert.equal(((await res.json()) as { error: string }).error, 'invalid_grant')
-      assert.equal(counts(b).tokens, before.tokens)
+      assert.equal((await counts(b)).tokens, before.tokens)
     }))
 
   it('a registered client once dynamic registration is turned off: its refresh token mints nothing more', () =>
@@ -397,21 +397,21 @@ describe('attack: what held', () => {
       const alice = browserOf(b)
       await consentPage(alice, authorizeQuery(pkce().challenge))
       const csrf = formsOf(await (await alice.get('/account')).text()).find((f) => f.action === '/account/sign-out')!.fields
-      const before = counts(b)
+      const before = await counts(b)
       const res = await alice.post(`/account/tasks/${bobTask.id}/end`, csrf)
       assert.equal(res.status, 404)
       assert.equal((await b.deps.stores.tasks.get(bobTask.id))!.status, 'active')
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
     }))
 
   for (const path of ['/authorize/consent?request=%E0%A4%A', '/authorize?client_id=%ZZ&redirect_uri=%', '/authorize/pending?wait=%FF%FE', '/authorize/idp?issuer=%E0&request=%']) {
     it(`malformed percent-encoding is a 4xx page, never a 500 nor a redirect: ${path}`, () =>
       withBroker(opts(), async (b) => {
-        const before = counts(b)
+        const before = await counts(b)
         const res = await b.app.request(path)
         assert.ok(res.status >= 400 && res.status < 500, `got ${res.status}`)
         assert.equal(res.headers.get('location'), null)
-        assert.deepEqual(counts(b), before)
+        assert.deepEqual(await counts(b), before)
       }))
   }
 
@@ -439,11 +439,11 @@ describe('attack: what held', () => {
     withBroker({ config: (c: ConfigInput) => { const x = browserFlowConfig(c); return { ...x, workloads: x.workloads!.map((w) => (w.id === 'mcp-clients' ? { ...w, grants: [{ resource: NOTES, scopes: ['notes:read'] }] } : w)) } }, clientMetadata: fixedClients() }, async (b) => {
       const browser = browserOf(b)
       const page = await consentPage(browser, authorizeQuery(pkce().challenge, { scope: 'notes:read notes:write' }))
-      const before = counts(b)
+      const before = await counts(b)
       const res = await browser.submit(page, '/authorize/consent', (f) => [...setField('purpose', 'p')(setField('scope', 'notes:read', 'notes:write')(f)), ['decision', 'allow']])
       assert.equal(res.status, 303)
       assert.equal(new URL(res.headers.get('location')!).searchParams.get('error'), 'invalid_scope')
-      assert.equal(counts(b).tasks, before.tasks)
+      assert.equal((await counts(b)).tasks, before.tasks)
     }))
 
   it('redirect URIs that only look like loopback are refused on the page, never redirected to', () =>
@@ -463,11 +463,11 @@ describe('attack: what held', () => {
       const body = (await (await redeem(b, back.searchParams.get('code')!, verifier)).json()) as { refresh_token: string; task_id: string }
       const task = (await b.deps.stores.tasks.get(body.task_id))!
       await revokeSession(b.deps, task.subjectIssuer, task.sid!, 'admin:test')
-      const before = counts(b)
+      const before = await counts(b)
       const res = await b.post('/token', { grant_type: 'refresh_token', refresh_token: body.refresh_token, client_id: CLIENT_ID })
       assert.equal(res.status, 400)
       assert.equal(((await res.json()) as { error: string }).error, 'invalid_grant')
-      assert.equal(counts(b).tokens, before.tokens)
+      assert.equal((await counts(b)).tokens, before.tokens)
       // And the browser's sign-in of that session counts no more.
       const account = await browser.get('/account')
       // Not /End/ alone: a random CSRF token may contain those three letters.
@@ -482,11 +482,11 @@ describe('attack: what held', () => {
       const task = (await b.deps.stores.tasks.list({ limit: 1 }))[0]!
       const account = await (await browser.get('/account')).text()
       assert.equal((await browser.submit(account, `/account/tasks/${task.id}/end`)).status, 303)
-      const before = counts(b)
+      const before = await counts(b)
       const res = await redeem(b, back.searchParams.get('code')!, verifier)
       assert.equal(res.status, 400)
       assert.equal(((await res.json()) as { error: string }).error, 'invalid_grant')
-      assert.equal(counts(b).tokens, before.tokens)
+      assert.equal((await counts(b)).tokens, before.tokens)
     }))
 
   it('HTML in a client_name or a purpose is text on every page, never markup', () =>
@@ -526,10 +526,10 @@ describe('attack: what held', () => {
 
   it('an unknown code or refresh token writes no row (unauthenticated traffic never grows the database)', () =>
     withBroker(opts(), async (b) => {
-      const before = counts(b)
+      const before = await counts(b)
       await redeem(b, 'tpc_' + 'x'.repeat(43), pkce().verifier)
       await b.post('/token', { grant_type: 'refresh_token', refresh_token: 'tpr_' + 'y'.repeat(43), client_id: CLIENT_ID })
       await b.app.request(`/authorize?${authorizeQuery(pkce().challenge)}`)
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
     }))
 })

@@ -32,10 +32,9 @@ async function api(b: TestBroker, method: string, path: string, body?: unknown, 
 
 /** What a refused change must leave as it was: the stored catalog, the audit log, the revision, the catalog in force. */
 async function snapshot(b: TestBroker) {
-  const sql = b.deps.database.sqlite
   return {
-    catalog: sql.prepare('select kind, key, body, enabled from catalog_objects order by id').all(),
-    audit: b.count('audit_events'),
+    catalog: await b.rawQuery('select kind, key, body, enabled from catalog_objects order by id'),
+    audit: await b.count('audit_events'),
     revision: await b.deps.stores.catalog.revision(),
     config: b.deps.config,
   }
@@ -128,8 +127,8 @@ function hold<K extends string, O extends Record<K, (...args: never[]) => Promis
   return { held, release: () => { obj[name] = original; release() } }
 }
 
-const activeTasks = (b: TestBroker, workload = 'agent-a') => b.deps.database.sqlite.prepare("select count(*) as n from tasks where status in ('active', 'pending_approval') and workload_id = ?").get(workload) as { n: number }
-const activeTokens = (b: TestBroker) => (b.deps.database.sqlite.prepare("select count(*) as n from tokens where revoked_at is null").get() as { n: number }).n
+const activeTasks = async (b: TestBroker, workload = 'agent-a') => (await b.rawQuery("select count(*) as n from tasks where status in ('active', 'pending_approval') and workload_id = ?", [workload]))[0] as { n: number }
+const activeTokens = async (b: TestBroker) => ((await b.rawQuery("select count(*) as n from tokens where revoked_at is null"))[0] as { n: number }).n
 const USER_IDP = encodeURIComponent('https://idp.test.example')
 
 describe('attack: a change while a request is in flight', () => {
@@ -148,15 +147,15 @@ describe('attack: a change while a request is in flight', () => {
         await paused.held
         const off = await api(b, 'POST', path)
         assert.equal(off.status, 200, JSON.stringify(off.json))
-        const before = counts(b)
+        const before = await counts(b)
         paused.release()
         const res = await pending
         const body = (await res.json()) as Json
         assert.equal(res.status, status, JSON.stringify(body))
         assert.equal(body.error, error)
-        assertRefusedAndAudited(b, before, { error, reason })
-        assert.equal(activeTasks(b).n, 0)
-        assert.equal(activeTokens(b), 0)
+        await assertRefusedAndAudited(b, before, { error, reason })
+        assert.equal((await activeTasks(b)).n, 0)
+        assert.equal(await activeTokens(b), 0)
       }))
   }
 
@@ -167,15 +166,15 @@ describe('attack: a change while a request is in flight', () => {
       const pending = b.post('/token', params as Record<string, string>)
       await paused.held
       assert.equal((await api(b, 'POST', `/admin/subject-issuers/${USER_IDP}/disable`)).status, 200)
-      const before = counts(b)
+      const before = await counts(b)
       paused.release()
       const res = await pending
       const body = (await res.json()) as Json
       assert.equal(res.status, 503, JSON.stringify(body))
       assert.equal(body.error, 'temporarily_unavailable')
-      assertRefusedAndAudited(b, before, { error: 'temporarily_unavailable', reason: /the catalog changed/ })
-      assert.equal(activeTasks(b).n, 0)
-      assert.equal(activeTokens(b), 0)
+      await assertRefusedAndAudited(b, before, { error: 'temporarily_unavailable', reason: /the catalog changed/ })
+      assert.equal((await activeTasks(b)).n, 0)
+      assert.equal(await activeTokens(b), 0)
     }))
 
   it('a task opened (POST /tasks) by a workload verified before it was switched off is not recorded (503 temporarily_unavailable, audited)', () =>
@@ -186,14 +185,14 @@ describe('attack: a change while a request is in flight', () => {
       const pending = openTask(b, { purpose: 'race', resources: [{ resource: NOTES, scopes: ['notes:read'] }] }, { session, svid })
       await paused.held
       assert.equal((await api(b, 'POST', '/admin/workloads/agent-a/disable')).status, 200)
-      const before = counts(b)
+      const before = await counts(b)
       paused.release()
       const res = await pending
       const body = (await res.json()) as Json
       assert.equal(res.status, 503, JSON.stringify(body))
       assert.equal(body.error, 'temporarily_unavailable')
-      assertRefusedAndAudited(b, before, { error: 'temporarily_unavailable', reason: /the catalog changed/, action: 'task.open' })
-      assert.equal(activeTasks(b).n, 0)
+      await assertRefusedAndAudited(b, before, { error: 'temporarily_unavailable', reason: /the catalog changed/, action: 'task.open' })
+      assert.equal((await activeTasks(b)).n, 0)
     }))
 })
 
@@ -261,11 +260,11 @@ describe('attack: admin keys', () => {
       assert.match(await consoleHtml(b, cookie), /name="key"/, 'the old sign-in stays out')
       const task = await openTask(b, { purpose: 'kept', resources: [{ resource: NOTES, scopes: ['notes:read'] }] })
       const id = ((await task.json()) as { task_id: string }).task_id
-      const before = counts(b)
+      const before = await counts(b)
       const revoke = await b.app.request(`/admin/console/tasks/${id}/revoke`, { method: 'POST', headers: { ...FORM, cookie }, body: new URLSearchParams({ csrf }).toString() })
       assert.equal(revoke.status, 401)
       assert.equal((await b.deps.stores.tasks.get(id))!.status, 'active')
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
     }))
 })
 
@@ -328,10 +327,10 @@ describe('attack: switches that do not switch', () => {
       assert.equal((off.json.entry as Json).enabled, false)
       assert.equal(off.json.tasks_revoked, 1)
       assert.ok(!b.deps.config.workloadIssuers.some((wi) => wi.kind === 'github'), 'not in force')
-      const before = counts(b)
+      const before = await counts(b)
       const refused = await b.exchange({ actor_token: await githubToken(b, keys, job) })
       assert.equal(refused.status, 400)
-      assert.deepEqual({ ...counts(b), audit_events: before.audit_events }, before)
+      assert.deepEqual({ ...await counts(b), audit_events: before.audit_events }, before)
     }))
 })
 
@@ -372,7 +371,7 @@ describe('attack: two changes at once', () => {
       const row = (await server.deps.stores.catalog.get('resources', DOCS))!
       assert.deepEqual((JSON.parse(row.body!) as { scopes: string[] }).scopes, ['docs:read'], 'the first creation stands')
       assert.equal(row.updatedBy, 'admin:cli')
-      const creations = server.deps.database.sqlite.prepare("select count(*) as n from audit_events where action = 'catalog.create'").get() as { n: number }
+      const creations = (await server.rawQuery("select count(*) as n from audit_events where action = 'catalog.create'"))[0] as { n: number }
       assert.equal(creations.n, 1)
 
       // A replacement raced by another one: 409, the other stands (nothing is replaced unseen).
@@ -385,8 +384,8 @@ describe('attack: two changes at once', () => {
       await assert.rejects(replaceObject(server.deps, 'resources', DOCS, { uri: DOCS, scopes: ['docs:write'] }, 'admin:key0'), (e: unknown) => e instanceof OAuthError && e.status === 409 && e.code === 'conflict')
       assert.deepEqual((JSON.parse((await server.deps.stores.catalog.get('resources', DOCS))!.body!) as { scopes: string[] }).scopes, ['docs:read', 'docs:list'])
     } finally {
-      cli.close()
-      server.close()
+      await cli.close()
+      await server.close()
     }
   })
 })
@@ -497,15 +496,15 @@ describe('held: the authorization-code flow\'s grants end with what the catalog 
         assert.equal(off.status, 200)
         assert.equal(off.json.tasks_revoked, 2)
         assert.equal((await b.deps.stores.tasks.get(issued.task_id))!.status, 'revoked')
-        const before = counts(b)
+        const before = await counts(b)
         const refreshed = await b.post('/token', { grant_type: 'refresh_token', refresh_token: issued.refresh_token, client_id: CLIENT_ID })
         assert.equal(refreshed.status, 400)
         assert.equal(((await refreshed.json()) as Json).error, refresh)
         const redeemed = await redeem(b, unredeemed, second.verifier)
         assert.equal(redeemed.status, 400)
         assert.equal(((await redeemed.json()) as Json).error, code)
-        assert.equal(b.count('tokens'), before.tokens)
-        assert.equal(activeTokens(b), 0)
+        assert.equal(await b.count('tokens'), before.tokens)
+        assert.equal(await activeTokens(b), 0)
       }))
   }
 })
@@ -524,7 +523,7 @@ describe('attack: what a switch-off ends, and what it leaves', () => {
       const offA = await api(b, 'POST', '/admin/workloads/agent-a/disable')
       assert.equal(offA.json.tasks_revoked, 2)
       assert.deepEqual(await Promise.all([parent, again].map(async (t) => (await b.deps.stores.tasks.get(t.task_id))!.status)), ['revoked', 'revoked'])
-      assert.equal(activeTokens(b), 0)
+      assert.equal(await activeTokens(b), 0)
     }))
 
   it('a task waiting for approval ends when its resource is switched off, and the request waiting on it is answered at once', () =>
@@ -624,14 +623,14 @@ describe('held: roles, encodings, secrets, restarts', () => {
       assert.equal((await api(first, 'POST', '/admin/workloads/agent-b/disable')).status, 200)
       config = first.deps.config
     } finally {
-      first.close()
+      await first.close()
     }
     const second = await createTestBroker({ config: (c) => ({ ...withDb(c), keys: { kek } }) })
     try {
       assert.deepEqual(JSON.parse(JSON.stringify(second.deps.config)), JSON.parse(JSON.stringify({ ...(config as Json), keys: second.deps.config.keys })))
       assert.ok(!second.deps.config.workloadIssuers.some((wi) => wi.kind === 'github'))
     } finally {
-      second.close()
+      await second.close()
     }
   })
 })

@@ -212,7 +212,7 @@ function withAttestation(c: ConfigInput): ConfigInput {
 
 
 async function expectRefused(b: TestBroker, params: Params, reason: RegExp, error = 'invalid_request'): Promise<Record<string, unknown>> {
-  const before = counts(b)
+  const before = await counts(b)
   const res = await b.exchange(params)
   const text = await res.text()
   assert.equal(res.status, 400, text)
@@ -225,12 +225,12 @@ async function expectRefused(b: TestBroker, params: Params, reason: RegExp, erro
 }
 
 async function expectIssued(b: TestBroker, params: Params, workload?: string): Promise<Record<string, unknown>> {
-  const before = counts(b)
+  const before = await counts(b)
   const res = await b.exchange(params)
   const text = await res.text()
   assert.equal(res.status, 200, text)
-  assert.equal(b.count('tokens'), before.tokens + 1)
-  assert.equal(b.lastAudit()?.decision, 'allow')
+  assert.equal(await b.count('tokens'), before.tokens + 1)
+  assert.equal((await b.lastAudit())?.decision, 'allow')
   const claims = decodeJwt((JSON.parse(text) as { access_token: string }).access_token)
   if (workload) assert.equal(claims.client_id, workload)
   return claims
@@ -641,11 +641,11 @@ describe('remote key sets (local 127.0.0.1 server)', () => {
     const port = await deadPort()
     await withBroker(remoteUser(`http://127.0.0.1:${port}/jwks`), async (b) => {
       // The caller (workload) is authenticated, so this refusal is a decision and is audited.
-      const before = counts(b)
+      const before = await counts(b)
       const res = await b.exchange({})
       assert.equal(res.status, 400)
       assert.equal(((await res.json()) as { error: string }).error, 'invalid_request')
-      assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /^subject_token: fetching .* failed/ })
+      await assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /^subject_token: fetching .* failed/ })
     })
     ks.routes.set('/user-jwks', json({ keys: [(await testKeys()).user.publicJwk] }))
     await withBroker(remoteUser(`${ks.url}/user-jwks`), async (b) => {

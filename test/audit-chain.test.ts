@@ -19,8 +19,8 @@ async function verify(b: TestBroker): Promise<{ ok: boolean; rows: number; head:
 }
 
 
-const sql = (b: TestBroker, text: string, ...args: unknown[]) => b.deps.database.sqlite.prepare(text).run(...args)
-const ids = (b: TestBroker) => (b.deps.database.sqlite.prepare('select id from audit_events order by id').all() as { id: number }[]).map((r) => r.id)
+const sql = (b: TestBroker, text: string, ...args: unknown[]) => b.rawQuery(text, [...args])
+const ids = async (b: TestBroker) => (await b.rawQuery('select id from audit_events order by id') as { id: number }[]).map((r) => r.id)
 
 describe('audit hash chain', () => {
   it('an intact chain verifies, and its head is the last row’s hash', () =>
@@ -28,8 +28,8 @@ describe('audit hash chain', () => {
       await story(b)
       const report = await verify(b)
       assert.equal(report.ok, true)
-      assert.equal(report.rows, b.count('audit_events'))
-      const last = b.deps.database.sqlite.prepare('select hash from audit_events order by id desc limit 1').get() as { hash: string }
+      assert.equal(report.rows, await b.count('audit_events'))
+      const last = (await b.rawQuery('select hash from audit_events order by id desc limit 1'))[0] as { hash: string }
       assert.equal(report.head, last.hash)
       assert.match(last.hash, /^[0-9a-f]{64}$/)
     }))
@@ -37,8 +37,8 @@ describe('audit hash chain', () => {
   it('a row edited with raw SQL is named, as edited', () =>
     withBroker(undefined, async (b) => {
       await story(b)
-      const target = ids(b)[2]!
-      sql(b, "update audit_events set reason = 'nothing to see' where id = ?", target)
+      const target = (await ids(b))[2]!
+      await sql(b, "update audit_events set reason = 'nothing to see' where id = ?", target)
       const report = await verify(b)
       assert.equal(report.ok, false)
       assert.deepEqual([report.first_bad!.id, report.first_bad!.problem], [target, 'edited'])
@@ -47,14 +47,14 @@ describe('audit hash chain', () => {
   it('a row deleted with raw SQL is found at the next row, as unlinked; so is the first row', () =>
     withBroker(undefined, async (b) => {
       await story(b)
-      const [first, second, third, fourth] = ids(b)
-      sql(b, 'delete from audit_events where id = ?', third)
+      const [first, second, third, fourth] = await ids(b)
+      await sql(b, 'delete from audit_events where id = ?', third)
       let report = await verify(b)
       assert.equal(report.ok, false)
       assert.deepEqual([report.first_bad!.id, report.first_bad!.problem], [fourth, 'unlinked'])
-      sql(b, 'delete from audit_events where id >= ?', third)
+      await sql(b, 'delete from audit_events where id >= ?', third)
       assert.equal((await verify(b)).ok, true, 'a truncated tail is a consistent chain: only the recorded head shows it')
-      sql(b, 'delete from audit_events where id = ?', first)
+      await sql(b, 'delete from audit_events where id = ?', first)
       report = await verify(b)
       assert.deepEqual([report.first_bad!.id, report.first_bad!.problem], [second, 'unlinked'])
     }))
@@ -62,10 +62,10 @@ describe('audit hash chain', () => {
   it('a row slipped in without a hash is named, as unchained', () =>
     withBroker(undefined, async (b) => {
       await story(b)
-      sql(b, "insert into audit_events (at, action, decision, reason) values (?, 'token.exchange', 'allow', 'forged')", b.clock.now())
+      await sql(b, "insert into audit_events (at, action, decision, reason) values (?, 'token.exchange', 'allow', 'forged')", b.clock.now())
       const report = await verify(b)
       assert.equal(report.first_bad!.problem, 'unchained')
-      assert.equal(report.first_bad!.id, ids(b).at(-1))
+      assert.equal(report.first_bad!.id, (await ids(b)).at(-1))
     }))
 
   it('retention prunes a prefix and keeps the chain verifiable from its anchor; removing the next row is still found', () =>
@@ -73,13 +73,13 @@ describe('audit hash chain', () => {
       await story(b)
       b.clock.advance(400 * 86_400)
       await story(b)
-      const before = ids(b)
+      const before = await ids(b)
       const pruned = await b.deps.stores.audit.pruneBefore(b.clock.now() - 365 * 86_400, 1000)
       assert.ok(pruned > 0 && pruned < before.length)
       const report = await verify(b)
       assert.equal(report.ok, true)
       assert.equal(report.rows, before.length - pruned)
-      sql(b, 'delete from audit_events where id = ?', ids(b)[0])
+      await sql(b, 'delete from audit_events where id = ?', (await ids(b))[0])
       assert.equal((await verify(b)).first_bad!.problem, 'unlinked')
     }))
 })
@@ -159,15 +159,14 @@ describe('task evidence', () => {
       assert.equal((await compactVerify(`${header}.${Buffer.from(signed).toString('base64url')}.${sig}`, createLocalJWKSet(jwks))).protectedHeader.typ, 'taskpass-evidence+jsonl')
       const records = lines.slice(0, -1).map((l) => JSON.parse(l) as Record<string, unknown>)
       const ofType = (type: string) => records.filter((r) => r.type === type).map(({ type: _t, ...rest }) => rest)
-      const db = b.deps.database.sqlite
 
       // The task as stored.
-      const task = db.prepare('select * from tasks where id = ?').get(id) as Record<string, unknown>
+      const [task] = (await b.rawQuery('select * from tasks where id = ?', [id])) as [Record<string, unknown>]
       const [shown] = ofType('task') as [Record<string, unknown>]
       assert.deepEqual([shown.task_id, shown.status, shown.created_at, shown.ended_at, shown.end_reason, shown.tokens_minted], [task.id, 'revoked', task.created_at, task.ended_at, task.end_reason, 3])
 
       // Every audit row of the task, in order, exactly as stored — its reasons, errors, policies and chain hashes.
-      const rows = (db.prepare('select id, at, action, decision, reason, error, user_sub, workload_id, task_id, jti, resource, policy_version, policies, prev_hash, hash from audit_events where task_id = ? order by id').all(id) as Record<string, unknown>[])
+      const rows = await b.rawQuery('select id, at, action, decision, reason, error, user_sub, workload_id, task_id, jti, resource, policy_version, policies, prev_hash, hash from audit_events where task_id = ? order by id', [id])
       assert.deepEqual(ofType('audit'), rows)
       assert.deepEqual(rows.map((r) => `${String(r.action)}:${String(r.decision)}:${String(r.error ?? '')}`), ['task.open:allow:', 'token.exchange:allow:', 'token.exchange:allow:', 'token.exchange:deny:invalid_scope', 'token.exchange:allow:', 'token.revoke:allow:', 'task.revoke:allow:'])
       // Each allow names the policies that permitted it, in its reason too; the refusal says why, with its error.
@@ -186,12 +185,12 @@ describe('task evidence', () => {
       // Every token minted, as issued (the JWT's own claims) and as stored.
       const tokens = ofType('token')
       assert.deepEqual(tokens.map((t) => [t.jti, t.aud, t.scope, t.exp, t.iat]), issued.map((t) => [t.jti, t.aud, t.scope, t.exp, t.iat]))
-      assert.deepEqual(tokens, db.prepare('select jti, aud, scope, workload_id, iat, exp, status, revoked_at, cnf_jkt, kid from tokens where task_id = ? order by iat, jti').all(id))
+      assert.deepEqual(tokens, await b.rawQuery('select jti, aud, scope, workload_id, iat, exp, status, revoked_at, cnf_jkt, kid from tokens where task_id = ? order by iat, jti', [id]))
       assert.ok(tokens.every((t) => t.status === 'revoked' && typeof t.revoked_at === 'number'))
 
       // Every revocation event: the resource's token revocation and the task's.
       const events = ofType('revocation')
-      assert.deepEqual(events, db.prepare('select id, at, kind, jti from revocation_events where task_id = ? order by id').all(id))
+      assert.deepEqual(events, await b.rawQuery('select id, at, kind, jti from revocation_events where task_id = ? order by id', [id]))
       assert.deepEqual(events.map((e) => `${String(e.kind)}:${String(e.jti ?? '')}`), [`token_revoked:${String(issued[2]!.jti)}`, 'task_revoked:'])
     }))
 

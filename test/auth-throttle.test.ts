@@ -14,7 +14,7 @@ import { createFixedClock, type FixedClock } from '../src/clock.js'
 import { parseConfig, type ConfigInput } from '../src/config.js'
 import type { Hasher } from '../src/http/client-auth.js'
 import { silentLogger } from '../src/logger.js'
-import { ADMIN_KEY, CALENDAR_SECRET, form, NOTES_SECRET, T0, testConfig, testKeys } from './harness.js'
+import { ADMIN_KEY, CALENDAR_SECRET, form, NOTES_SECRET, rawQuery, T0, testConfig, testDatabase, testKeys } from './harness.js'
 
 /** argon2id, but each verification can be held until released, and every one is counted. */
 function gatedHasher() {
@@ -48,14 +48,15 @@ interface Throttled {
   /** A request from `ip` (the TCP peer the broker sees), in-process. */
   send(path: string, init: RequestInit & { ip?: string }): Promise<Response>
   introspect(id: string, secret: string, ip?: string): Promise<Response>
-  rows(): number
-  close(): void
+  rows(): Promise<number>
+  close(): Promise<void>
 }
 
 async function throttled(authThrottle: ConfigInput['authThrottle'], extra: Partial<ConfigInput> = {}): Promise<Throttled> {
   const keys = await testKeys()
   const clock = createFixedClock(T0)
-  const config = parseConfig({ ...testConfig(keys), authThrottle, ...extra })
+  const database = await testDatabase()
+  const config = parseConfig({ ...testConfig(keys), database: database.location, authThrottle, ...extra })
   const hasher = gatedHasher()
   const deps = await createBroker({ config, clock, logger: silentLogger, kek: Buffer.from(config.keys.kek!, 'base64url'), hasher })
   const app = createApp(deps)
@@ -67,9 +68,11 @@ async function throttled(authThrottle: ConfigInput['authThrottle'], extra: Parti
     send: async (path, { ip = '192.0.2.1', ...init }) => app.request(path, init, { incoming: { socket: { remoteAddress: ip } } }),
     introspect: (id, secret, ip) =>
       t.send('/introspect', { ip, method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic(id, secret) }, body: form({ token: 'x' }) }),
-    rows: () =>
-      (deps.database.sqlite.prepare('select (select count(*) from tokens) + (select count(*) from tasks) + (select count(*) from audit_events) + (select count(*) from revocation_events) as n').get() as { n: number }).n,
-    close: () => deps.database.close(),
+    rows: async () => (await rawQuery<{ n: number }>(deps, 'select (select count(*) from tokens) + (select count(*) from tasks) + (select count(*) from audit_events) + (select count(*) from revocation_events) as n'))[0]!.n,
+    close: async () => {
+      await deps.database.close()
+      await database.drop()
+    },
   }
   return t
 }
@@ -106,7 +109,7 @@ describe('authentication throttle', () => {
       await expectError(t.send('/admin/tasks', { headers: { authorization: 'Bearer not-the-key' } }), 503, 'temporarily_unavailable')
       assert.equal(t.hasher.verifications, 2, 'one argon2 run per budget token, not one per configured key')
     } finally {
-      t.close()
+      await t.close()
     }
   })
 
@@ -121,7 +124,7 @@ describe('authentication throttle', () => {
       assert.deepEqual(answers.map((r) => r.status), [200, 200, 200], 'none refused as busy')
       assert.equal(t.hasher.verifications, 1)
     } finally {
-      t.close()
+      await t.close()
     }
   })
 
@@ -129,7 +132,7 @@ describe('authentication throttle', () => {
     const t = await throttled({ perIp: OPEN, perClient: OPEN, perBroker: OPEN, maxConcurrent: 2 })
     try {
       assert.equal((await t.introspect('notes-mcp', NOTES_SECRET)).status, 200, 'verified once, then cached')
-      const before = t.rows()
+      const before = await t.rows()
       t.hasher.hold()
       const flood = [t.introspect('notes-mcp', 'wrong-1', '198.51.100.1'), t.introspect('nobody', 'wrong-2', '198.51.100.2')]
       await until(() => t.hasher.waiting() === 2, 'two verifications running')
@@ -148,9 +151,9 @@ describe('authentication throttle', () => {
       assert.equal(t.deps.authThrottle.running, 0)
       // Slots are free again: a first-time credential verifies.
       assert.equal((await t.introspect('calendar-mcp', CALENDAR_SECRET)).status, 200)
-      assert.equal(t.rows(), before, 'nothing written by any refusal')
+      assert.equal(await t.rows(), before, 'nothing written by any refusal')
     } finally {
-      t.close()
+      await t.close()
     }
   })
 
@@ -159,7 +162,7 @@ describe('authentication throttle', () => {
     try {
       const IP = '203.0.113.7'
       assert.equal((await t.introspect('notes-mcp', NOTES_SECRET, IP)).status, 200, 'a success does not spend the budget')
-      const before = t.rows()
+      const before = await t.rows()
       await expectError(t.introspect('notes-mcp', 'wrong', IP), 401, 'invalid_client')
       await expectError(t.introspect('calendar-mcp', 'wrong', IP), 401, 'invalid_client')
       await expectError(t.introspect('unknown-id', 'wrong', IP), 401, 'invalid_client')
@@ -182,9 +185,9 @@ describe('authentication throttle', () => {
       t.clock.advance(1)
       const res = await t.send('/admin/tasks', { ip: IP, headers: { authorization: `Bearer ${ADMIN_KEY}` } })
       assert.equal(res.status, 200, 'one failure refilled after 10 s: the admin key verifies')
-      assert.equal(t.rows(), before)
+      assert.equal(await t.rows(), before)
     } finally {
-      t.close()
+      await t.close()
     }
   })
 
@@ -192,7 +195,7 @@ describe('authentication throttle', () => {
     const t = await throttled({ perIp: false, perClient: { ratePerSecond: 0.5, burst: 2 } })
     try {
       assert.equal((await t.introspect('notes-mcp', NOTES_SECRET)).status, 200)
-      const before = t.rows()
+      const before = await t.rows()
       for (const ip of ['198.51.100.10', '198.51.100.11']) await expectError(t.introspect('notes-mcp', 'wrong', ip), 401, 'invalid_client')
       const verifications = t.hasher.verifications
       await expectError(t.introspect('notes-mcp', 'wrong', '198.51.100.12'), 429, 'rate_limited', '2')
@@ -208,9 +211,9 @@ describe('authentication throttle', () => {
       t.clock.advance(2)
       await expectError(t.introspect('notes-mcp', 'wrong'), 401, 'invalid_client')
       await expectError(t.introspect('notes-mcp', 'wrong'), 429, 'rate_limited', '2')
-      assert.equal(t.rows(), before)
+      assert.equal(await t.rows(), before)
     } finally {
-      t.close()
+      await t.close()
     }
   })
 
@@ -218,7 +221,7 @@ describe('authentication throttle', () => {
     const t = await throttled({ perIp: false, perClient: false, perBroker: { ratePerSecond: 0.5, burst: 2 } })
     try {
       assert.equal((await t.introspect('notes-mcp', NOTES_SECRET)).status, 200)
-      const before = t.rows()
+      const before = await t.rows()
       await expectError(t.introspect('ghost-1', 'wrong', '198.51.100.20'), 401, 'invalid_client')
       await expectError(t.introspect('calendar-mcp', 'wrong', '198.51.100.21'), 401, 'invalid_client')
       const verifications = t.hasher.verifications
@@ -228,9 +231,9 @@ describe('authentication throttle', () => {
       assert.equal((await t.introspect('notes-mcp', NOTES_SECRET, '198.51.100.24')).status, 200, 'the verified credential passes')
       t.clock.advance(2)
       await expectError(t.introspect('ghost-3', 'wrong', '198.51.100.25'), 401, 'invalid_client')
-      assert.equal(t.rows(), before)
+      assert.equal(await t.rows(), before)
     } finally {
-      t.close()
+      await t.close()
     }
   })
 

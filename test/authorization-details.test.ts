@@ -61,11 +61,11 @@ describe('tools in the token (authorization_details, type mcp_tools)', () => {
   it('a widening request → 400 invalid_authorization_details, nothing issued, audited', () =>
     withBroker(undefined, async (b) => {
       const taskId = await taskWith(b, ['read_note'])
-      const before = counts(b)
+      const before = await counts(b)
       const res = await b.exchange({ task_id: taskId, scope: 'notes:read', authorization_details: detail(['read_note', 'delete_note']) })
       assert.equal(res.status, 400)
       assert.equal(((await res.json()) as Json).error, 'invalid_authorization_details')
-      assertRefusedAndAudited(b, before, { error: 'invalid_authorization_details', reason: /^beyond task: delete_note$/ })
+      await assertRefusedAndAudited(b, before, { error: 'invalid_authorization_details', reason: /^beyond task: delete_note$/ })
     }))
 
   it('a malformed or foreign detail → 400 invalid_authorization_details, nothing issued (RFC 9396 §5: an unknown type is refused)', () =>
@@ -84,11 +84,11 @@ describe('tools in the token (authorization_details, type mcp_tools)', () => {
         [detail(['read note']), /"actions" must be 1–64 MCP tool names/],
         [detail(['x'.repeat(9000)]), /longer than 8192/],
       ] as const) {
-        const before = counts(b)
+        const before = await counts(b)
         const res = await b.exchange({ task_id: taskId, scope: 'notes:read', authorization_details: value })
         assert.equal(res.status, 400, value.slice(0, 80))
         assert.equal(((await res.json()) as Json).error, 'invalid_authorization_details', value.slice(0, 80))
-        assertRefusedAndAudited(b, before, { error: 'invalid_authorization_details', reason })
+        await assertRefusedAndAudited(b, before, { error: 'invalid_authorization_details', reason })
       }
     }))
 
@@ -117,6 +117,6 @@ describe('tools in the token (authorization_details, type mcp_tools)', () => {
       }
       assert.deepEqual(await ask('read_note'), { decision: true, context: { reason: 'permitted' } })
       assert.deepEqual(await ask('search_notes'), { decision: false, context: { reason: 'tool_not_in_task' } })
-      assert.match(String(b.lastAudit()!.reason), /search_notes is not among the tools the token names/)
+      assert.match(String((await b.lastAudit())!.reason), /search_notes is not among the tools the token names/)
     }))
 })

@@ -50,9 +50,9 @@ async function withIdpBroker(fn: (b: Broker, idp: Idp) => Promise<void>): Promis
 const browserOf = (b: Broker) => new TestBrowser((p, i) => fetch(new URL(p, b.url), i))
 
 /** Every row a refused step must not add to: tasks, tokens, audit, revocations, codes and refresh tokens. */
-function rows(b: TestBroker) {
-  const n = (table: string) => (b.deps.database.sqlite.prepare(`select count(*) as n from ${table}`).get() as { n: number }).n
-  return { ...counts(b), authorization_codes: n('authorization_codes'), refresh_tokens: n('refresh_tokens') }
+async function rows(b: TestBroker) {
+  const n = async (table: string) => ((await b.rawQuery(`select count(*) as n from ${table}`))[0] as { n: number }).n
+  return { ...await counts(b), authorization_codes: await n('authorization_codes'), refresh_tokens: await n('refresh_tokens') }
 }
 
 const unescape = (s: string) => s.replaceAll('&amp;', '&').replaceAll('&quot;', '"').replaceAll('&#39;', "'").replaceAll('&lt;', '<').replaceAll('&gt;', '>')
@@ -121,7 +121,7 @@ describe('authorization code flow with the sign-in at an OIDC IdP', () => {
     withIdpBroker(async (b, idp) => {
       const browser = browserOf(b)
       const { verifier, challenge } = pkce()
-      const before = rows(b)
+      const before = await rows(b)
       const auth = await toIdp(b, idp, browser, authorizeQuery(challenge))
       assert.equal(auth.origin + auth.pathname, `${idp.issuer}/auth`)
       const q = auth.searchParams
@@ -134,7 +134,7 @@ describe('authorization code flow with the sign-in at an OIDC IdP', () => {
       assert.match(q.get('state') ?? '', /^[A-Za-z0-9_-]{43,}$/)
       assert.match(q.get('nonce') ?? '', /^[A-Za-z0-9_-]{43,}$/)
       assert.notEqual(q.get('code_challenge'), challenge, 'the broker\'s own PKCE at the IdP, not the client\'s')
-      assert.deepEqual(rows(b), before, 'nothing written before the sign-in')
+      assert.deepEqual(await rows(b), before, 'nothing written before the sign-in')
 
       const callback = await signIn(auth.href, { login: 'alice' })
       assert.equal(callback.origin + callback.pathname, `${b.url}/authorize/callback`)
@@ -146,7 +146,7 @@ describe('authorization code flow with the sign-in at an OIDC IdP', () => {
       assert.equal(next.pathname, '/authorize/consent')
       assert.ok(browser.cookies.has('taskpass-login'), 'signed in')
       assert.ok(!browser.cookies.has('taskpass-oidc'), 'the sign-in state is spent')
-      assert.deepEqual(rows(b), before, 'signing in writes nothing')
+      assert.deepEqual(await rows(b), before, 'signing in writes nothing')
 
       const toClient = await consent(browser, next.pathname + next.search)
       assert.equal(toClient.origin + toClient.pathname, REDIRECT_URI)
@@ -182,7 +182,7 @@ describe('authorization code flow with the sign-in at an OIDC IdP', () => {
     withIdpBroker(async (b, idp) => {
       const browser = browserOf(b)
       const { challenge } = pkce()
-      const before = rows(b)
+      const before = await rows(b)
       const callback = await signIn((await toIdp(b, idp, browser, authorizeQuery(challenge))).href, { cancel: true })
       assert.equal(callback.searchParams.get('error'), 'access_denied')
       const res = await browser.get(callback.pathname + callback.search)
@@ -197,13 +197,13 @@ describe('authorization code flow with the sign-in at an OIDC IdP', () => {
       assert.ok(!res.headers.getSetCookie().some((c) => c.startsWith('taskpass-login=')), 'no sign-in cookie set')
       assert.ok(!browser.cookies.has('taskpass-login'))
       assert.ok(!browser.cookies.has('taskpass-oidc'), 'the sign-in state is spent')
-      assert.deepEqual(rows(b), before)
+      assert.deepEqual(await rows(b), before)
     }))
 
   it('the user cancels a sign-in begun on their own page (no client waiting): a 400 page', () =>
     withIdpBroker(async (b, idp) => {
       const browser = browserOf(b)
-      const before = rows(b)
+      const before = await rows(b)
       const page = await browser.get('/account')
       assert.equal(page.status, 200)
       const link = idpLink(await page.text())
@@ -213,7 +213,7 @@ describe('authorization code flow with the sign-in at an OIDC IdP', () => {
       const callback = await signIn(go.headers.get('location')!, { cancel: true })
       const html = await assertErrorPage(await browser.get(callback.pathname + callback.search), browser, 400)
       assert.match(html, /refused at the identity provider/)
-      assert.deepEqual(rows(b), before)
+      assert.deepEqual(await rows(b), before)
     }))
 
   describe('a callback the broker did not ask for: a 400 page, no sign-in', () => {
@@ -228,10 +228,10 @@ describe('authorization code flow with the sign-in at an OIDC IdP', () => {
         const browser = browserOf(b)
         const callback = await atCallback(b, idp, browser)
         browser.cookies.delete('taskpass-oidc')
-        const before = rows(b)
+        const before = await rows(b)
         const html = await assertErrorPage(await browser.get(callback.pathname + callback.search), browser, 400)
         assert.match(html, /expired/)
-        assert.deepEqual(rows(b), before)
+        assert.deepEqual(await rows(b), before)
         assert.equal(idp.idTokens.length, 0, 'the code was never redeemed at the IdP')
       }))
 
@@ -241,9 +241,9 @@ describe('authorization code flow with the sign-in at an OIDC IdP', () => {
         const callback = await atCallback(b, idp, browser)
         const sealed = browser.cookies.get('taskpass-oidc')!
         browser.cookies.set('taskpass-oidc', `${sealed.slice(0, -6)}${sealed.at(-6) === 'A' ? 'B' : 'A'}${sealed.slice(-5)}`)
-        const before = rows(b)
+        const before = await rows(b)
         assert.match(await assertErrorPage(await browser.get(callback.pathname + callback.search), browser, 400), /expired/)
-        assert.deepEqual(rows(b), before)
+        assert.deepEqual(await rows(b), before)
         assert.equal(idp.idTokens.length, 0, 'the code was never redeemed at the IdP')
       }))
 
@@ -252,9 +252,9 @@ describe('authorization code flow with the sign-in at an OIDC IdP', () => {
         const browser = browserOf(b)
         const callback = await atCallback(b, idp, browser)
         callback.searchParams.set('state', `${callback.searchParams.get('state')}x`)
-        const before = rows(b)
+        const before = await rows(b)
         assert.match(await assertErrorPage(await browser.get(callback.pathname + callback.search), browser, 400), /could not be completed/)
-        assert.deepEqual(rows(b), before)
+        assert.deepEqual(await rows(b), before)
         assert.equal(idp.idTokens.length, 0, 'the code was never redeemed at the IdP')
       }))
 
@@ -264,9 +264,9 @@ describe('authorization code flow with the sign-in at an OIDC IdP', () => {
         const first = await atCallback(b, idp, browser)
         const { challenge } = pkce()
         await toIdp(b, idp, browser, authorizeQuery(challenge))
-        const before = rows(b)
+        const before = await rows(b)
         assert.match(await assertErrorPage(await browser.get(first.pathname + first.search), browser, 400), /could not be completed/)
-        assert.deepEqual(rows(b), before)
+        assert.deepEqual(await rows(b), before)
         assert.equal(idp.idTokens.length, 0)
       }))
   })
@@ -284,15 +284,15 @@ describe('authorization code flow with the sign-in at an OIDC IdP', () => {
       assert.equal((await b.deps.stores.tasks.get(task.id))!.status, 'revoked')
 
       // The refresh token of the ended task buys nothing.
-      const before = rows(b)
+      const before = await rows(b)
       const refreshed = await b.post('/token', { grant_type: 'refresh_token', refresh_token: body.refresh_token, client_id: CLIENT_ID })
       assert.equal(refreshed.status, 400)
       assert.equal(((await refreshed.json()) as { error: string }).error, 'invalid_grant')
-      assert.equal(rows(b).tokens, before.tokens)
+      assert.equal((await rows(b)).tokens, before.tokens)
 
       // The browser still holds its sign-in cookie, but it counts no more.
       assert.ok(browser.cookies.has('taskpass-login'))
-      const settled = rows(b)
+      const settled = await rows(b)
       const { challenge } = pkce()
       const again = await browser.get(`/authorize?${authorizeQuery(challenge)}`)
       assert.equal(again.status, 200)
@@ -302,6 +302,6 @@ describe('authorization code flow with the sign-in at an OIDC IdP', () => {
       const account = await browser.get('/account')
       assert.equal(account.status, 200)
       assert.ok(!formsOf(await account.text()).some((f) => f.action.startsWith('/account/tasks/')), 'the user\'s page asks to sign in again')
-      assert.deepEqual(rows(b), settled, 'asking to sign in again writes nothing')
+      assert.deepEqual(await rows(b), settled, 'asking to sign in again writes nothing')
     }))
 })

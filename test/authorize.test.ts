@@ -76,11 +76,11 @@ describe('authorization code flow', () => {
       assert.equal(ended.status, 303)
       assert.equal((await b.deps.stores.tasks.get(String(body.task_id)))!.status, 'revoked')
 
-      const before = counts(b)
+      const before = await counts(b)
       const r2 = await b.post('/token', { grant_type: 'refresh_token', refresh_token: String(rotated.refresh_token), client_id: CLIENT_ID })
       assert.equal(r2.status, 400)
       assert.equal(((await r2.json()) as { error: string }).error, 'invalid_grant')
-      assert.equal(counts(b).tokens, before.tokens)
+      assert.equal((await counts(b)).tokens, before.tokens)
     }))
 })
 
@@ -122,19 +122,19 @@ describe('authorization request refusals', () => {
   for (const [name, overrides, error] of redirected) {
     it(`${name}: ${error}, back to the client`, () =>
       withBroker(opts(), async (b) => {
-        const before = counts(b)
+        const before = await counts(b)
         const res = await new TestBrowser((p, i) => b.app.request(p, i)).get(`/authorize?${authorizeQuery(challenge, overrides)}`)
         assertErrorRedirect(b, res, error)
-        assert.deepEqual(counts(b), before)
+        assert.deepEqual(await counts(b), before)
       }))
   }
 
   it('a redirect URI the client did not register: shown to the user, never redirected', () =>
     withBroker(opts(), async (b) => {
-      const before = counts(b)
+      const before = await counts(b)
       const res = await new TestBrowser((p, i) => b.app.request(p, i)).get(`/authorize?${authorizeQuery(challenge, { redirect_uri: 'https://attacker.example/cb' })}`)
       assert.match(await assertErrorPage(res, 400), /redirect/)
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
     }))
 
   it('a client no OAuth client workload matches: refused before its document is fetched', () =>
@@ -171,53 +171,53 @@ describe('consent refusals', () => {
   it('the user declines: access_denied, no task', () =>
     withBroker(opts(), async (b) => {
       const { browser, page } = await toConsent(b, authorizeQuery(pkce().challenge))
-      const before = counts(b)
+      const before = await counts(b)
       assertErrorRedirect(b, await browser.submit(page, '/authorize/consent', answer([['decision', 'deny']])), 'access_denied')
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
     }))
 
   it('no CSRF token: 403, no task', () =>
     withBroker(opts(), async (b) => {
       const { browser, page } = await toConsent(b, authorizeQuery(pkce().challenge))
-      const before = counts(b)
+      const before = await counts(b)
       await assertErrorPage(await browser.submit(page, '/authorize/consent', (f) => answer([['decision', 'allow']])(f.filter(([k]) => k !== 'csrf'))), 403)
       await assertErrorPage(await browser.submit(page, '/authorize/consent', (f) => answer([['decision', 'allow']])(setField('csrf', 'forged')(f))), 403)
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
     }))
 
   it('a scope the client did not ask for slipped into the answer: refused, no task', () =>
     withBroker(opts(), async (b) => {
       const { browser, page } = await toConsent(b, authorizeQuery(pkce().challenge, { scope: 'notes:read' }))
-      const before = counts(b)
+      const before = await counts(b)
       await assertErrorPage(await browser.submit(page, '/authorize/consent', (f) => [...setField('scope', 'notes:read', 'notes:write')(answer([])(f)), ['decision', 'allow']]), 400)
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
     }))
 
   it('a lifetime not offered: refused, no task', () =>
     withBroker(opts(), async (b) => {
       const { browser, page } = await toConsent(b, authorizeQuery(pkce().challenge))
-      const before = counts(b)
+      const before = await counts(b)
       await assertErrorPage(await browser.submit(page, '/authorize/consent', (f) => [...setField('ttl', '999999')(answer([])(f)), ['decision', 'allow']]), 400)
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
     }))
 
   it('an answer after the request lapsed: access_denied back to the client, no task', () =>
     withBroker(opts(), async (b) => {
       const { browser, page } = await toConsent(b, authorizeQuery(pkce().challenge))
       b.clock.advance(b.deps.config.authorization.requestTtl + 1)
-      const before = counts(b)
+      const before = await counts(b)
       assertErrorRedirect(b, await browser.submit(page, '/authorize/consent', answer([['decision', 'allow']])), 'access_denied')
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
     }))
 
   it('a forged or tampered request: a page, never a redirect, no task', () =>
     withBroker(opts(), async (b) => {
       const { browser, page } = await toConsent(b, authorizeQuery(pkce().challenge))
-      const before = counts(b)
+      const before = await counts(b)
       for (const forged of ['not-a-seal', 'eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0..AAAA.BBBB.CCCC']) {
         assert.match(await assertErrorPage(await browser.submit(page, '/authorize/consent', (f) => answer([['decision', 'allow']])(setField('request', forged)(f))), 400), /expired/)
       }
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
     }))
 
   it('a wrong dev password: 401 on the sign-in page, no sign-in cookie', () =>
@@ -235,9 +235,9 @@ describe('consent refusals', () => {
       const { browser, page } = await toConsent(b, authorizeQuery(pkce().challenge))
       const w = b.deps.config.workloads.find((x) => x.id === 'mcp-clients')!
       ;(w as { enabled: boolean }).enabled = false
-      const before = counts(b)
+      const before = await counts(b)
       assertErrorRedirect(b, await browser.submit(page, '/authorize/consent', answer([['decision', 'allow']])), 'unauthorized_client')
-      assert.equal(counts(b).tasks, before.tasks)
+      assert.equal((await counts(b)).tasks, before.tasks)
     }))
 })
 
@@ -253,11 +253,11 @@ describe('authorization_code grant refusals', () => {
     withBroker(opts(), async (b) => {
       const { verifier, challenge } = pkce()
       const code = await issued(b, authorizeQuery(challenge))
-      const before = counts(b)
+      const before = await counts(b)
       const res = await redeem(b, code, pkce().verifier)
       assert.equal(res.status, 400)
       assert.equal(await error(res), 'invalid_grant')
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
       assert.equal((await redeem(b, code, verifier)).status, 200)
     }))
 
@@ -274,14 +274,14 @@ describe('authorization_code grant refusals', () => {
       const { verifier, challenge } = pkce()
       const code = await issued(b, authorizeQuery(challenge))
       const first = (await (await redeem(b, code, verifier)).json()) as Record<string, string>
-      const before = counts(b)
+      const before = await counts(b)
       const again = await redeem(b, code, verifier)
       assert.equal(again.status, 400)
       assert.equal(await error(again), 'invalid_grant')
       assert.equal((await b.deps.stores.tasks.get(first.task_id!))!.status, 'revoked')
       assert.equal((await b.deps.stores.tokens.get(String(decodeJwt(first.access_token!).jti)))!.status, 'revoked')
-      assert.equal(counts(b).tokens, before.tokens)
-      assert.equal(counts(b).revocation_events, before.revocation_events + 1)
+      assert.equal((await counts(b)).tokens, before.tokens)
+      assert.equal((await counts(b)).revocation_events, before.revocation_events + 1)
       // Its refresh token died with the task.
       const r = await b.post('/token', { grant_type: 'refresh_token', refresh_token: first.refresh_token!, client_id: CLIENT_ID })
       assert.equal(await error(r), 'invalid_grant')
@@ -305,11 +305,11 @@ describe('authorization_code grant refusals', () => {
     withBroker(opts(), async (b) => {
       const { verifier, challenge } = pkce()
       const code = await issued(b, authorizeQuery(challenge))
-      const before = counts(b)
+      const before = await counts(b)
       assert.equal(await error(await redeem(b, code, verifier, { redirect_uri: 'http://127.0.0.1:33418/other' })), 'invalid_grant')
       assert.equal(await error(await redeem(b, code, verifier, { client_id: 'https://client.test.example/x.json' })), 'invalid_grant')
       assert.equal(await error(await redeem(b, code, verifier, { resource: 'https://calendar.test.example/mcp' })), 'invalid_target')
-      assert.equal(counts(b).tokens, before.tokens)
+      assert.equal((await counts(b)).tokens, before.tokens)
     }))
 
   it('an expired code: invalid_grant', () =>
@@ -317,10 +317,10 @@ describe('authorization_code grant refusals', () => {
       const { verifier, challenge } = pkce()
       const code = await issued(b, authorizeQuery(challenge))
       b.clock.advance(b.deps.config.authorization.codeTtl)
-      const before = counts(b)
+      const before = await counts(b)
       const res = await redeem(b, code, verifier)
       assert.equal(await error(res), 'invalid_grant')
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
     }))
 
   it('a client secret with the public client\'s grant: invalid_client', () =>
@@ -511,14 +511,14 @@ describe('page refusals', () => {
   it('an unknown IdP, a password sign-in where there is none, an end without a sign-in, and ending an ended task: each its page, nothing written', () =>
     withBroker(opts(), async (b) => {
       const browser = new TestBrowser((p, i) => b.app.request(p, i))
-      const before = counts(b)
+      const before = await counts(b)
       assert.equal((await browser.get(`/authorize/idp?${new URLSearchParams({ issuer: 'https://unknown.example' })}`)).status, 404)
       // No sign-in: the user's page answers with the sign-in page, and an end is refused (401) with it.
       const account = await (await browser.get('/account')).text()
       const csrf = formsOf(account).find((f) => f.action === '/authorize/login')!.fields.filter(([k]) => k === 'csrf')
       const end = await browser.post('/account/tasks/01a31850-0000-7000-8000-000000000000/end', csrf)
       assert.equal(end.status, 401)
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
       // Signed in, a task ended twice: the second is 409 on a page.
       const back = await consent(b, browser, authorizeQuery(pkce().challenge))
       assert.ok(back.searchParams.get('code'))

@@ -59,11 +59,11 @@ describe('POST /access/v1/evaluation', () => {
   it('permits a granted tool: {decision: true}, audited as an allow naming the deciding policy, the token and the task', () =>
     withBroker(undefined, async (b) => {
       const { token, taskId } = await notesToken(b)
-      const before = counts(b)
+      const before = await counts(b)
       assert.deepEqual(await decision(await ask(b, toolCall(token, 'read_note', { context: { arguments: { name: 'todo' } } }))), { decision: true, context: { reason: 'permitted' } })
-      assert.equal(counts(b).audit_events, before.audit_events + 1)
-      assert.equal(counts(b).tokens, before.tokens)
-      const row = b.lastAudit()!
+      assert.equal((await counts(b)).audit_events, before.audit_events + 1)
+      assert.equal((await counts(b)).tokens, before.tokens)
+      const row = (await b.lastAudit())!
       assert.equal(row.action, 'tool.call')
       assert.equal(row.decision, 'allow')
       assert.equal(row.policies, `grant/agent-a/${NOTES}`)
@@ -86,7 +86,7 @@ describe('POST /access/v1/evaluation', () => {
       const denied = await decision(await ask(b, toolCall(token, 'delete_note')))
       assert.deepEqual(denied, { decision: false, context: { reason: 'policy_denied' } })
       assert.doesNotMatch(JSON.stringify(denied), /no-delete-note/)
-      const row = b.lastAudit()!
+      const row = (await b.lastAudit())!
       assert.equal(row.action, 'tool.call')
       assert.equal(row.decision, 'deny')
       assert.equal(row.error, 'invalid_target')
@@ -94,14 +94,14 @@ describe('POST /access/v1/evaluation', () => {
       assert.equal(row.policy_version, b.deps.policy.version)
       assert.match(String(row.reason), /^delete_note: forbidden by policy no-delete-note$/)
       assert.equal((await decision(await ask(b, toolCall(token, 'read_note')))).decision, true)
-      assert.equal(b.lastAudit()!.policies, `grant/agent-a/${NOTES}`)
+      assert.equal((await b.lastAudit())!.policies, `grant/agent-a/${NOTES}`)
     }))
 
   it('a task that declared its tools: a tool outside them is denied (tool_not_in_task), one inside is permitted', () =>
     withBroker(undefined, async (b) => {
       const { token } = await notesToken(b, { tools: ['read_note'] })
       assert.deepEqual(await decision(await ask(b, toolCall(token, 'write_note'))), { decision: false, context: { reason: 'tool_not_in_task' } })
-      const row = b.lastAudit()!
+      const row = (await b.lastAudit())!
       assert.equal(row.decision, 'deny')
       assert.equal(row.error, 'tool_not_in_task')
       assert.match(String(row.reason), /^tool write_note is not among the tools task \S+ declared for https:\/\/notes\.test\.example\/mcp$/)
@@ -120,25 +120,25 @@ describe('POST /access/v1/evaluation', () => {
       // Ending the task revoked its tokens; the token check answers first.
       assert.equal(answer.decision, false)
       assert.equal((answer.context as Json).reason, 'token_revoked')
-      assert.equal(b.lastAudit()!.decision, 'deny')
+      assert.equal((await b.lastAudit())!.decision, 'deny')
     }))
 
   it('an expired task (its token row still active) is denied task_not_active', () =>
     withBroker(undefined, async (b) => {
       const { token, taskId } = await notesToken(b)
       // The task ends by time before its token is revoked by anything: only the task state says no.
-      b.deps.database.sqlite.prepare('update tasks set expires_at = ? where id = ?').run(b.clock.now() - 1, taskId)
+      await b.rawQuery('update tasks set expires_at = ? where id = ?', [b.clock.now() - 1, taskId])
       assert.deepEqual(await decision(await ask(b, toolCall(token, 'read_note'))), { decision: false, context: { reason: 'task_not_active' } })
-      assert.equal(b.lastAudit()!.reason, 'task is expired')
+      assert.equal((await b.lastAudit())!.reason, 'task is expired')
     }))
 
   it('a completed or revoked task is a deny even if a token row of it were still active (task_not_active)', () =>
     withBroker(undefined, async (b) => {
       for (const status of ['completed', 'revoked', 'pending_approval']) {
         const { token, taskId } = await notesToken(b)
-        b.deps.database.sqlite.prepare('update tasks set status = ? where id = ?').run(status, taskId)
+        await b.rawQuery('update tasks set status = ? where id = ?', [status, taskId])
         assert.deepEqual(await decision(await ask(b, toolCall(token, 'read_note'))), { decision: false, context: { reason: 'task_not_active' } }, status)
-        assert.equal(b.lastAudit()!.reason, `task is ${status}`)
+        assert.equal((await b.lastAudit())!.reason, `task is ${status}`)
       }
     }))
 
@@ -148,7 +148,7 @@ describe('POST /access/v1/evaluation', () => {
       const revoked = await b.post('/revoke', { token }, { authorization: NOTES_AUTH })
       assert.equal(revoked.status, 200)
       assert.deepEqual(await decision(await ask(b, toolCall(token, 'read_note'))), { decision: false, context: { reason: 'token_revoked' } })
-      assert.equal(b.lastAudit()!.error, 'token_revoked')
+      assert.equal((await b.lastAudit())!.error, 'token_revoked')
     }))
 
   it('an expired token is denied (token_expired); a token not issued here is denied (token_invalid)', () =>
@@ -172,10 +172,10 @@ describe('POST /access/v1/evaluation', () => {
         [toolCall(token, 'x'.repeat(129)), 'invalid_tool_name'],
       ]
       for (const [body, reason] of cases) {
-        const before = counts(b)
+        const before = await counts(b)
         assert.deepEqual(await decision(await ask(b, body)), { decision: false, context: { reason } }, reason)
-        assert.equal(counts(b).audit_events, before.audit_events + 1, `${reason} is audited`)
-        assert.equal(b.lastAudit()!.error, reason)
+        assert.equal((await counts(b)).audit_events, before.audit_events + 1, `${reason} is audited`)
+        assert.equal((await b.lastAudit())!.error, reason)
       }
     }))
 
@@ -183,12 +183,12 @@ describe('POST /access/v1/evaluation', () => {
     withBroker(undefined, async (b) => {
       const { token } = await notesToken(b)
       for (const auth of [null, basic('notes-mcp', 'wrong-secret'), basic('nobody', 'x'), `Bearer ${token}`]) {
-        const before = counts(b)
+        const before = await counts(b)
         const res = await ask(b, toolCall(token, 'read_note'), { auth })
         assert.equal(res.status, 401, String(auth))
         assert.equal(res.headers.get('www-authenticate'), 'Basic realm="taskpass"')
         assert.deepEqual(((await res.json()) as Json).error, 'invalid_client')
-        assert.deepEqual(counts(b), before)
+        assert.deepEqual(await counts(b), before)
       }
       const batch = await ask(b, { evaluations: [toolCall(token, 'read_note')] }, { auth: null, path: '/access/v1/evaluations' })
       assert.equal(batch.status, 401)
@@ -197,12 +197,12 @@ describe('POST /access/v1/evaluation', () => {
   it("another resource's credential asking about a NOTES token → 403 unauthorized_client, audited", () =>
     withBroker(undefined, async (b) => {
       const { token } = await notesToken(b)
-      const before = counts(b)
+      const before = await counts(b)
       const res = await ask(b, toolCall(token, 'read_note'), { auth: CALENDAR_AUTH })
       assert.equal(res.status, 403)
       assert.deepEqual(await res.json(), { error: 'unauthorized_client', error_description: 'this resource may ask only about tokens issued for it' })
-      assert.equal(counts(b).audit_events, before.audit_events + 1)
-      const row = b.lastAudit()!
+      assert.equal((await counts(b)).audit_events, before.audit_events + 1)
+      const row = (await b.lastAudit())!
       assert.equal(row.decision, 'deny')
       assert.equal(row.error, 'unauthorized_client')
       assert.equal(row.resource, CALENDAR)
@@ -230,13 +230,13 @@ describe('POST /access/v1/evaluation', () => {
         [{ ...toolCall(token, 'read_note'), subject: { type: 'task_token', id: 'x'.repeat(8193) } }, /"subject.id"/],
       ]
       for (const [body, message] of bodies) {
-        const before = counts(b)
+        const before = await counts(b)
         const res = await ask(b, body)
         assert.equal(res.status, 400, String(message))
         const err = (await res.json()) as Json
         assert.equal(err.error, 'invalid_request')
         assert.match(String(err.error_description), message)
-        assert.deepEqual(counts(b), before)
+        assert.deepEqual(await counts(b), before)
       }
       const wrongType = await b.app.request('/access/v1/evaluation', { method: 'POST', headers: { 'content-type': 'text/plain', authorization: NOTES_AUTH }, body: JSON.stringify(toolCall(token, 'read_note')) })
       assert.equal(wrongType.status, 400)
@@ -247,10 +247,10 @@ describe('POST /access/v1/evaluation', () => {
 
   it('a body over the broker body limit → 413, nothing written', () =>
     withBroker(undefined, async (b) => {
-      const before = counts(b)
+      const before = await counts(b)
       const res = await ask(b, { pad: 'x'.repeat(20_000) })
       assert.equal(res.status, 413)
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
     }))
 
   it('X-Request-ID is echoed on decisions and on refusals', () =>
@@ -286,12 +286,12 @@ describe('POST /access/v1/evaluations', () => {
   it('execute_all (the default): every item, in order, each audited', () =>
     withBroker(forbidDelete, async (b) => {
       const { token } = await notesToken(b)
-      const before = counts(b)
+      const before = await counts(b)
       const body = await decision(await evaluations(b, batchOf(token, ['read_note', 'delete_note', 'write_note'])))
       assert.deepEqual(decisions(body), [true, false, true])
       assert.deepEqual((body.evaluations as Json[])[1], { decision: false, context: { reason: 'policy_denied' } })
       assert.equal(body.decision, undefined, 'no top-level decision')
-      assert.equal(counts(b).audit_events, before.audit_events + 3)
+      assert.equal((await counts(b)).audit_events, before.audit_events + 3)
       const explicit = await decision(await evaluations(b, batchOf(token, ['read_note', 'delete_note', 'write_note'], 'execute_all')))
       assert.deepEqual(decisions(explicit), [true, false, true])
     }))
@@ -299,10 +299,10 @@ describe('POST /access/v1/evaluations', () => {
   it('deny_on_first_deny: stops at the first deny and truncates the response after it', () =>
     withBroker(forbidDelete, async (b) => {
       const { token } = await notesToken(b)
-      const before = counts(b)
+      const before = await counts(b)
       const body = await decision(await evaluations(b, batchOf(token, ['read_note', 'delete_note', 'write_note'], 'deny_on_first_deny')))
       assert.deepEqual(decisions(body), [true, false])
-      assert.equal(counts(b).audit_events, before.audit_events + 2, 'only evaluated items are audited')
+      assert.equal((await counts(b)).audit_events, before.audit_events + 2, 'only evaluated items are audited')
       assert.deepEqual(decisions(await decision(await evaluations(b, batchOf(token, ['read_note', 'write_note'], 'deny_on_first_deny')))), [true, true])
     }))
 
@@ -327,11 +327,11 @@ describe('POST /access/v1/evaluations', () => {
         }),
       )
       assert.deepEqual(decisions(body), [true, false, true])
-      const before = counts(b)
+      const before = await counts(b)
       const missing = await evaluations(b, { action: { name: 'tools/call' }, evaluations: [{ subject: { type: 'task_token', id: token }, resource: { type: 'tool', id: 'read_note' } }, { resource: { type: 'tool', id: 'read_note' } }] })
       assert.equal(missing.status, 400)
       assert.match(String(((await missing.json()) as Json).error_description), /"evaluations.1": subject missing/)
-      assert.deepEqual(counts(b), before, 'a 400 evaluates nothing')
+      assert.deepEqual(await counts(b), before, 'a 400 evaluates nothing')
     }))
 
   it('without items it is one Access Evaluation, with that response shape', () =>
@@ -345,18 +345,18 @@ describe('POST /access/v1/evaluations', () => {
   it('bounds: more than 32 items → 400; an unknown semantic → 400; nothing written', () =>
     withBroker(undefined, async (b) => {
       const { token } = await notesToken(b)
-      const before = counts(b)
+      const before = await counts(b)
       const many = { subject: { type: 'task_token', id: token }, action: { name: 'tools/call' }, evaluations: Array.from({ length: 33 }, () => ({ resource: { type: 'tool', id: 'r' } })) }
       const res = await evaluations(b, many)
       assert.equal(res.status, 400)
       assert.match(String(((await res.json()) as Json).error_description), /at most 32 items/)
       const ok = { ...many, evaluations: many.evaluations.slice(0, 32) }
       assert.equal(decisions(await decision(await evaluations(b, ok))).length, 32)
-      const afterOk = counts(b)
+      const afterOk = await counts(b)
       assert.equal(afterOk.audit_events, before.audit_events + 32)
       const semantic = await evaluations(b, batchOf(token, ['read_note'], 'first_wins'))
       assert.equal(semantic.status, 400)
-      assert.deepEqual(counts(b), afterOk)
+      assert.deepEqual(await counts(b), afterOk)
     }))
 })
 

@@ -21,13 +21,13 @@ const NOTES_BASIC = basic('notes-mcp', NOTES_SECRET)
 type Table = 'tokens' | 'tasks' | 'audit_events' | 'revocation_events'
 const TABLES: Table[] = ['tokens', 'tasks', 'audit_events', 'revocation_events']
 
-function snapshot(b: TestBroker): Record<Table, number> {
-  return Object.fromEntries(TABLES.map((t) => [t, b.count(t)])) as Record<Table, number>
+async function snapshot(b: TestBroker): Promise<Record<Table, number>> {
+  return Object.fromEntries(await Promise.all(TABLES.map(async (t) => [t, await b.count(t)] as const))) as Record<Table, number>
 }
 
 /** Asserts no table grew, except the ones named in `grew` (by exactly that much). */
-function assertUnchanged(b: TestBroker, before: Record<Table, number>, grew: Partial<Record<Table, number>> = {}): void {
-  for (const t of TABLES) assert.equal(b.count(t), before[t] + (grew[t] ?? 0), `${t} rows`)
+async function assertUnchanged(b: TestBroker, before: Record<Table, number>, grew: Partial<Record<Table, number>> = {}): Promise<void> {
+  for (const t of TABLES) assert.equal(await b.count(t), before[t] + (grew[t] ?? 0), `${t} rows`)
 }
 
 /** Reads an error response: exact status, exact `error`, an `error_description`, `Cache-Control: no-store`. */
@@ -90,43 +90,43 @@ describe('bad input', () => {
       it(`two "${name}" at /token → 400 invalid_request, nothing written`, async () => {
         const good = await exchangeParams(b, { client_id: 'agent-a' })
         const value = (good[name] as string | undefined) ?? 'some-task-id'
-        const before = snapshot(b)
+        const before = await snapshot(b)
         const res = await b.post('/token', form({ ...good, [name]: [value, value] }))
         await assertError(res, 400, 'invalid_request')
-        assertUnchanged(b, before)
+        await assertUnchanged(b, before)
       })
     }
 
     it('control: the same request with each parameter once → 200', async () => {
-      const before = snapshot(b)
+      const before = await snapshot(b)
       const res = await b.post('/token', form(await exchangeParams(b, { client_id: 'agent-a' })))
       assert.equal(res.status, 200, await res.clone().text())
-      assertUnchanged(b, before, { tokens: 1, tasks: 1, audit_events: 1 })
+      await assertUnchanged(b, before, { tokens: 1, tasks: 1, audit_events: 1 })
     })
 
     it('an empty body, or parameters that are not valid percent-encoding, at /token → 4xx OAuth error, nothing written', async () => {
-      const before = snapshot(b)
+      const before = await snapshot(b)
       await assertError(await b.post('/token', ''), 400, 'invalid_request')
       await assertError(await b.post('/token', 'grant_type=%ZZ&x=%FF%FE'), 400, 'unsupported_grant_type')
       await assertError(await b.post('/token', form(await exchangeParams(b)).replace('scope=', 'scope=%ZZ')), 400, 'invalid_scope')
-      assertUnchanged(b, before, { audit_events: 1 })
+      await assertUnchanged(b, before, { audit_events: 1 })
     })
 
     it('/introspect and /revoke without "token" → 400 invalid_request', async () => {
       const token = await issue(b)
-      const before = snapshot(b)
+      const before = await snapshot(b)
       for (const path of ['/introspect', '/revoke']) await assertError(await b.post(path, {}, { authorization: NOTES_BASIC }), 400, 'invalid_request')
-      assertUnchanged(b, before)
+      await assertUnchanged(b, before)
       assert.equal(await isActive(b, token), true)
     })
 
     it('two "token" at /introspect and /revoke → 400 invalid_request; the token stays active', async () => {
       const token = await issue(b)
-      const before = snapshot(b)
+      const before = await snapshot(b)
       for (const path of ['/introspect', '/revoke']) {
         await assertError(await b.post(path, { token: [token, token] }, { authorization: NOTES_BASIC }), 400, 'invalid_request')
       }
-      assertUnchanged(b, before)
+      await assertUnchanged(b, before)
       assert.equal(await isActive(b, token), true)
     })
   })
@@ -143,20 +143,20 @@ describe('bad input', () => {
     for (const ct of wrong) {
       it(`/token with content type ${ct.name} → 400 invalid_request`, async () => {
         const params = await exchangeParams(b)
-        const before = snapshot(b)
+        const before = await snapshot(b)
         const res = await rawPost(b, '/token', ct.body(form(params), JSON.stringify(params)), ct.headers)
         await assertError(res, 400, 'invalid_request')
-        assertUnchanged(b, before)
+        await assertUnchanged(b, before)
       })
 
       it(`/introspect and /revoke with content type ${ct.name} → 400 invalid_request; the token stays active`, async () => {
         const token = await issue(b)
-        const before = snapshot(b)
+        const before = await snapshot(b)
         for (const path of ['/introspect', '/revoke']) {
           const res = await rawPost(b, path, ct.body(form({ token }), JSON.stringify({ token })), { authorization: NOTES_BASIC, ...ct.headers })
           await assertError(res, 400, 'invalid_request')
         }
-        assertUnchanged(b, before)
+        await assertUnchanged(b, before)
         assert.equal(await isActive(b, token), true)
       })
     }
@@ -168,10 +168,10 @@ describe('bad input', () => {
       const intro = await rawPost(b, '/introspect', form({ token }), { authorization: NOTES_BASIC, 'content-type': `${FORM}; charset=utf-8` })
       assert.equal(intro.status, 200)
       assert.equal(((await intro.json()) as { active: boolean }).active, true)
-      const before = snapshot(b)
+      const before = await snapshot(b)
       const rev = await rawPost(b, '/revoke', form({ token }), { authorization: NOTES_BASIC, 'content-type': FORM.toUpperCase() })
       assert.equal(rev.status, 200)
-      assertUnchanged(b, before, { revocation_events: 1, audit_events: 1 })
+      await assertUnchanged(b, before, { revocation_events: 1, audit_events: 1 })
       assert.equal(await isActive(b, token), false)
     })
   })
@@ -196,25 +196,25 @@ describe('bad input', () => {
           mode === 'content-length'
             ? rawPost(b, '/token', text, { 'content-type': FORM, 'content-length': String(Buffer.byteLength(text)) })
             : rawPost(b, '/token', streamOf(text), { 'content-type': FORM })
-        const before = snapshot(b)
+        const before = await snapshot(b)
         await assertError(await send(await paddedExchange(LIMIT + 1)), 413, 'invalid_request')
         await assertError(await send(await paddedExchange(LIMIT + 64 * 1024)), 413, 'invalid_request')
-        assertUnchanged(b, before)
+        await assertUnchanged(b, before)
 
         const ok = await send(await paddedExchange(LIMIT))
         assert.equal(ok.status, 200, await ok.clone().text())
-        assertUnchanged(b, before, { tokens: 1, tasks: 1, audit_events: 1 })
+        await assertUnchanged(b, before, { tokens: 1, tasks: 1, audit_events: 1 })
       })
     }
 
     it('/introspect and /revoke: an oversized body → 413 invalid_request; the token stays active', async () => {
       const token = await issue(b)
-      const before = snapshot(b)
+      const before = await snapshot(b)
       for (const path of ['/introspect', '/revoke']) {
         const text = form({ token, padding: 'x'.repeat(LIMIT) })
         await assertError(await rawPost(b, path, streamOf(text), { 'content-type': FORM, authorization: NOTES_BASIC }), 413, 'invalid_request')
       }
-      assertUnchanged(b, before)
+      await assertUnchanged(b, before)
       assert.equal(await isActive(b, token), true)
     })
 
@@ -226,12 +226,12 @@ describe('bad input', () => {
           authorization: `Bearer ${await b.session()}`,
           'actor-token': await b.svid('a'),
         })
-      const before = snapshot(b)
+      const before = await snapshot(b)
       await assertError(await send(LIMIT), 413, 'invalid_request')
-      assertUnchanged(b, before)
+      await assertUnchanged(b, before)
       const ok = await send(LIMIT - json.length)
       assert.equal(ok.status, 201, await ok.clone().text())
-      assertUnchanged(b, before, { tasks: 1, audit_events: 1 })
+      await assertUnchanged(b, before, { tasks: 1, audit_events: 1 })
     })
   })
 
@@ -256,15 +256,15 @@ describe('bad input', () => {
       it(`${m.name}: as subject_token (audited) or actor_token (unauthenticated: nothing stored) at /token → 400 invalid_request, never 500`, async () => {
         for (const param of ['subject_token', 'actor_token'] as const) {
           const valid = param === 'subject_token' ? await b.session() : await b.svid('a')
-          const before = snapshot(b)
+          const before = await snapshot(b)
           const res = await b.exchange({ [param]: m.make(valid) })
           await assertError(res, 400, 'invalid_request')
           if (param === 'actor_token') {
-            assertUnchanged(b, before, {})
+            await assertUnchanged(b, before, {})
             continue
           }
-          assertUnchanged(b, before, { audit_events: 1 })
-          const audit = b.lastAudit()!
+          await assertUnchanged(b, before, { audit_events: 1 })
+          const audit = (await b.lastAudit())!
           assert.equal(audit.decision, 'deny')
           assert.equal(audit.error, 'invalid_request')
         }
@@ -272,7 +272,7 @@ describe('bad input', () => {
 
       it(`${m.name}: at /tasks (Bearer, Actor-Token) → 401 invalid_token; as client_assertion → 401 invalid_client; at /introspect → inactive`, async () => {
         const token = await issue(b)
-        const before = snapshot(b)
+        const before = await snapshot(b)
         const body = JSON.stringify({ purpose: 'p', resources: [{ resource: NOTES }] })
         // Only values a header can carry (visible ASCII and inner spaces; fetch trims the ends).
         const headerSafe = (v: string) => /^[\x21-\x7e][\x20-\x7e]*[\x21-\x7e]$/.test(v)
@@ -295,7 +295,7 @@ describe('bad input', () => {
         assert.deepEqual(await intro.json(), { active: false })
         const rev = await b.post('/revoke', { token: m.make(token) }, { authorization: NOTES_BASIC })
         assert.equal(rev.status, 200)
-        assertUnchanged(b, before, { audit_events: audited })
+        await assertUnchanged(b, before, { audit_events: audited })
         assert.equal(await isActive(b, token), true)
       })
     }
@@ -343,23 +343,23 @@ describe('bad input', () => {
 
     for (const c of cases) {
       it(`${c.name} → 400 invalid_request, nothing written`, async () => {
-        const before = snapshot(b)
+        const before = await snapshot(b)
         await assertError(await postTask(c.body), 400, 'invalid_request')
-        assertUnchanged(b, before)
+        await assertUnchanged(b, before)
       })
     }
 
     it('a form body → 400 invalid_request, nothing written', async () => {
-      const before = snapshot(b)
+      const before = await snapshot(b)
       await assertError(await postTask(form({ purpose: 'p', resource: NOTES }), FORM), 400, 'invalid_request')
-      assertUnchanged(b, before)
+      await assertUnchanged(b, before)
     })
 
     it('control: a valid body with the same credentials → 201, one task and one audit row', async () => {
-      const before = snapshot(b)
+      const before = await snapshot(b)
       const res = await postTask(JSON.stringify({ purpose: 'p', resources: [{ resource: NOTES, scopes: ['notes:read'] }], ttl: 600 }))
       assert.equal(res.status, 201, await res.clone().text())
-      assertUnchanged(b, before, { tasks: 1, audit_events: 1 })
+      await assertUnchanged(b, before, { tasks: 1, audit_events: 1 })
     })
 
     const body = JSON.stringify({ purpose: 'p', resources: [{ resource: NOTES }] })
@@ -374,11 +374,11 @@ describe('bad input', () => {
     ]
     for (const cred of credentials) {
       it(`${cred.name} → 401 invalid_token with WWW-Authenticate, nothing written${cred.audited ? ' but the audit row' : ''}`, async () => {
-        const before = snapshot(b)
+        const before = await snapshot(b)
         const res = await b.app.request('/tasks', { method: 'POST', headers: { 'content-type': 'application/json', ...(await cred.headers(b)) }, body })
         await assertError(res, 401, 'invalid_token')
         assert.match(res.headers.get('www-authenticate') ?? '', /^Bearer /)
-        assertUnchanged(b, before, cred.audited ? { audit_events: 1 } : {})
+        await assertUnchanged(b, before, cred.audited ? { audit_events: 1 } : {})
       })
     }
   })
@@ -386,12 +386,12 @@ describe('bad input', () => {
   describe('unknown paths', () => {
     for (const [method, path] of [['GET', '/nope'], ['GET', '/token'], ['POST', '/nope'], ['GET', '/tasks/x/y/z'], ['DELETE', '/introspect']] as const) {
       it(`${method} ${path} → 404, nothing written`, async () => {
-        const before = snapshot(b)
+        const before = await snapshot(b)
         const res = await b.app.request(path, { method, ...(method === 'POST' ? { headers: { 'content-type': FORM }, body: form(await exchangeParams(b)) } : {}) })
         assert.equal(res.status, 404)
         const body = (await res.json()) as { error: string }
         assert.equal(body.error, 'not_found')
-        assertUnchanged(b, before)
+        await assertUnchanged(b, before)
       })
     }
   })
@@ -416,13 +416,13 @@ describe('bad input', () => {
         // Workload assertions are not accepted at /introspect at all; that is covered below.
         it(`${path} with ${f.name} → 401 invalid_client, WWW-Authenticate, no client named; the token stays active`, async () => {
           const token = await issue(b)
-          const before = snapshot(b)
+          const before = await snapshot(b)
           const res = await b.post(path, await f.params(token, b), f.headers ?? {})
           const body = await assertError(res, 401, 'invalid_client')
           assert.ok(res.headers.get('www-authenticate'), 'WWW-Authenticate is set')
           assert.equal(body.error_description, 'client authentication failed')
           for (const name of f.names) assert.ok(!body.error_description.includes(name), `description names ${name}`)
-          assertUnchanged(b, before)
+          await assertUnchanged(b, before)
           assert.equal(await isActive(b, token), true)
         })
       }
@@ -444,11 +444,11 @@ describe('bad input', () => {
     for (const d of doubles) {
       it(`two authentication methods at once (${d.name}) → 400 invalid_request at /introspect and /revoke; the token stays active`, async () => {
         const token = await issue(b)
-        const before = snapshot(b)
+        const before = await snapshot(b)
         for (const path of ['/introspect', '/revoke']) {
           await assertError(await b.post(path, await d.params(token, b), d.headers ?? {}), 400, 'invalid_request')
         }
-        assertUnchanged(b, before)
+        await assertUnchanged(b, before)
         assert.equal(await isActive(b, token), true)
       })
     }
@@ -460,10 +460,10 @@ describe('bad input', () => {
       const viaPost = await b.post('/introspect', { token, client_id: 'notes-mcp', client_secret: NOTES_SECRET })
       assert.equal(viaPost.status, 200)
       assert.equal(((await viaPost.json()) as { active: boolean }).active, true)
-      const before = snapshot(b)
+      const before = await snapshot(b)
       const viaAssertion = await b.post('/revoke', { token, client_assertion_type: SPIFFE_ASSERTION, client_assertion: await b.svid('a'), client_id: 'agent-a' })
       assert.equal(viaAssertion.status, 200)
-      assertUnchanged(b, before, { revocation_events: 1, audit_events: 1 })
+      await assertUnchanged(b, before, { revocation_events: 1, audit_events: 1 })
       assert.equal(await isActive(b, token), false)
     })
   })

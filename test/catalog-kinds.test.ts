@@ -164,11 +164,10 @@ async function api(b: TestBroker, method: string, path: string, body?: unknown, 
 
 /** The stored catalog, the audit log's length, the open tasks and the catalog in force: what a refused write leaves as it was. */
 async function snapshot(b: TestBroker) {
-  const sql = b.deps.database.sqlite
   return {
-    catalog: sql.prepare('select kind, key, body, enabled from catalog_objects order by id').all(),
-    audit: b.count('audit_events'),
-    tasks: sql.prepare("select id from tasks where status in ('active', 'pending_approval') order by id").all(),
+    catalog: await b.rawQuery('select kind, key, body, enabled from catalog_objects order by id'),
+    audit: await b.count('audit_events'),
+    tasks: await b.rawQuery("select id from tasks where status in ('active', 'pending_approval') order by id"),
     revision: await b.deps.stores.catalog.revision(),
     config: b.deps.config,
   }
@@ -180,8 +179,8 @@ interface CatalogAudit {
   detail: { kind: string; key: string; before: { enabled: boolean; object: Json } | null; after: { enabled: boolean; object: Json } | null }
 }
 
-function catalogAudits(b: TestBroker): CatalogAudit[] {
-  return (b.deps.database.sqlite.prepare("select action, reason, detail from audit_events where action like 'catalog.%' order by id").all() as { action: string; reason: string; detail: string }[])
+async function catalogAudits(b: TestBroker): Promise<CatalogAudit[]> {
+  return (await b.rawQuery("select action, reason, detail from audit_events where action like 'catalog.%' order by id") as { action: string; reason: string; detail: string }[])
     .map((r) => ({ action: r.action, reason: r.reason, detail: JSON.parse(r.detail) as CatalogAudit['detail'] }))
 }
 
@@ -275,7 +274,7 @@ describe('catalog kinds over HTTP', () => {
         assert.ok(!((await api(b, 'GET', path)).json.items as Json[]).some((e) => e.key === c.key))
         assert.equal(await c.inForce(b, made), false, 'gone for the next request')
 
-        assertAudited(catalogAudits(b), c, 'admin:key0')
+        assertAudited(await catalogAudits(b), c, 'admin:key0')
         assert.equal((await b.deps.stores.audit.verify()).ok, true)
       }))
 
@@ -305,8 +304,8 @@ describe('catalog kinds over HTTP', () => {
             assert.equal(res.status, 403, `${who} ${method} ${path}`)
             assert.equal(res.json.error, 'insufficient_scope')
             assert.deepEqual({ ...(await snapshot(b)), audit: before.audit }, before, 'nothing changed')
-            assert.equal(b.count('audit_events'), before.audit + 1)
-            const row = b.lastAudit()!
+            assert.equal(await b.count('audit_events'), before.audit + 1)
+            const row = (await b.lastAudit())!
             assert.deepEqual([row.action, row.decision], ['admin.refuse', 'deny'])
             assert.match(String(row.reason), new RegExp(`^admin:${who} \\((auditor|operator)\\) may not .*: it needs admin$`))
           }
@@ -372,7 +371,7 @@ describe('catalog kinds over the CLI', () => {
         assert.equal(run(['delete', c.key]).action, 'delete')
         await refreshed()
         assert.equal((await api(b, 'GET', `/admin/${c.kind}/${encodeURIComponent(c.key)}`)).status, 404)
-        assertAudited(catalogAudits(b), c, 'admin:cli')
+        assertAudited(await catalogAudits(b), c, 'admin:cli')
 
         const before = await snapshot(b)
         const bad = cli(configFile, [c.kind, 'create', ...(c.cliBad ?? ['-'])], c.cliBad ? undefined : JSON.stringify(c.bad))
@@ -384,7 +383,7 @@ describe('catalog kinds over the CLI', () => {
         assert.equal(await refreshCatalog(b.deps), false, 'nothing stored')
         assert.deepEqual(await snapshot(b), before)
       } finally {
-        b.close()
+        await b.close()
       }
     })
   }

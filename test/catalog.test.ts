@@ -30,11 +30,10 @@ const NEW_AGENT = { id: 'agent-new', attestation: { issuer: `spiffe://${TRUST_DO
 
 /** What a refused change must leave as it was: the stored catalog, the audit log, the tasks. */
 async function snapshot(b: TestBroker) {
-  const sql = b.deps.database.sqlite
   return {
-    catalog: sql.prepare('select kind, key, body, enabled from catalog_objects order by id').all(),
-    audit: b.count('audit_events'),
-    tasks: sql.prepare("select count(*) as n from tasks where status = 'active'").get(),
+    catalog: await b.rawQuery('select kind, key, body, enabled from catalog_objects order by id'),
+    audit: await b.count('audit_events'),
+    tasks: (await b.rawQuery("select count(*) as n from tasks where status = 'active'"))[0],
     revision: await b.deps.stores.catalog.revision(),
     config: b.deps.config,
   }
@@ -54,9 +53,9 @@ describe('catalog: workloads', () => {
       assert.equal(created.status, 201, JSON.stringify(created.json))
       assert.equal((created.json.entry as Json).managed_by, 'api')
       const firstNew = await exchange(b, "new"); assert.equal(firstNew.status, 200, JSON.stringify(firstNew.json) + JSON.stringify(b.logs.slice(-3)))
-      const audit = b.lastAudit()!
+      const audit = (await b.lastAudit())!
       assert.equal(audit.action, 'token.exchange')
-      const createdRow = b.deps.database.sqlite.prepare("select * from audit_events where action = 'catalog.create'").get() as Json
+      const createdRow = (await b.rawQuery("select * from audit_events where action = 'catalog.create'"))[0] as Json
       assert.match(String(createdRow.reason), /workload agent-new created by admin:key0/)
       const detail = JSON.parse(String(createdRow.detail)) as { before: unknown; after: { object: { id: string } } }
       assert.equal(detail.before, null)
@@ -67,7 +66,7 @@ describe('catalog: workloads', () => {
       const replaced = await api(b, 'PUT', '/admin/workloads/agent-new', { ...NEW_AGENT, grants: [{ resource: NOTES, scopes: ['notes:read', 'notes:write'] }] })
       assert.equal(replaced.status, 200, JSON.stringify(replaced.json))
       assert.equal((await exchange(b, 'new', NOTES, 'notes:write')).status, 200)
-      const replacedRow = b.deps.database.sqlite.prepare("select detail from audit_events where action = 'catalog.replace'").get() as Json
+      const replacedRow = (await b.rawQuery("select detail from audit_events where action = 'catalog.replace'"))[0] as Json
       const change = JSON.parse(String(replacedRow.detail)) as { before: { object: { grants: { scopes: string[] }[] } }; after: { object: { grants: { scopes: string[] }[] } } }
       assert.deepEqual(change.before.object.grants[0]!.scopes, ['notes:read'])
       assert.deepEqual(change.after.object.grants[0]!.scopes, ['notes:read', 'notes:write'])
@@ -75,14 +74,14 @@ describe('catalog: workloads', () => {
       // Disabled: its open tasks end, their tokens revoked, the feed told; the next exchange refused.
       const open = await b.deps.stores.tasks.list({ statuses: ['active'], workloadId: 'agent-new', limit: 10 })
       assert.equal(open.length, 2)
-      const events = b.count('revocation_events')
+      const events = await b.count('revocation_events')
       const disabled = await api(b, 'POST', '/admin/workloads/agent-new/disable')
       assert.equal(disabled.status, 200, JSON.stringify(disabled.json))
       assert.equal(disabled.json.tasks_revoked, 2)
       assert.equal((disabled.json.entry as Json).enabled, false)
       for (const t of open) assert.equal((await b.deps.stores.tasks.get(t.id))!.status, 'revoked')
-      assert.equal(b.count('revocation_events'), events + 2)
-      assert.equal((b.deps.database.sqlite.prepare("select count(*) as n from tokens where revoked_at is null and task_id in (select id from tasks where workload_id = 'agent-new')").get() as { n: number }).n, 0)
+      assert.equal(await b.count('revocation_events'), events + 2)
+      assert.equal(((await b.rawQuery("select count(*) as n from tokens where revoked_at is null and task_id in (select id from tasks where workload_id = 'agent-new')"))[0] as { n: number }).n, 0)
       const refused = await exchange(b, 'new')
       assert.equal(refused.status, 400)
       assert.equal(refused.json.error, 'unauthorized_client')
@@ -95,7 +94,7 @@ describe('catalog: workloads', () => {
       assert.equal(deleted.json.tasks_revoked, 1)
       assert.equal((await api(b, 'GET', '/admin/workloads/agent-new')).status, 404)
       assert.equal((await exchange(b, 'new')).status, 400)
-      const actions = (b.deps.database.sqlite.prepare("select action from audit_events where action like 'catalog.%' order by id").all() as { action: string }[]).map((r) => r.action)
+      const actions = (await b.rawQuery("select action from audit_events where action like 'catalog.%' order by id") as { action: string }[]).map((r) => r.action)
       assert.deepEqual(actions, ['catalog.create', 'catalog.replace', 'catalog.disable', 'catalog.enable', 'catalog.delete'])
       assert.equal((await b.deps.stores.audit.verify()).ok, true)
     }))
@@ -158,7 +157,7 @@ describe('catalog: workloads', () => {
       assert.equal(off.json.tasks_revoked, 1)
       assert.equal((await exchange(first, 'b')).json.error, 'unauthorized_client')
     } finally {
-      first.close()
+      await first.close()
     }
     // A restart with the same file: still off.
     const second = await createTestBroker({ config: (c) => ({ ...c, database, keys: { kek } }) })
@@ -169,9 +168,9 @@ describe('catalog: workloads', () => {
       assert.equal((await exchange(second, 'b')).json.error, 'unauthorized_client')
       assert.equal((await api(second, 'POST', '/admin/workloads/agent-b/enable')).status, 200)
       assert.equal((await exchange(second, 'b')).status, 200)
-      assert.equal((second.deps.database.sqlite.prepare('select count(*) as n from catalog_objects').get() as { n: number }).n, 0, 'on again: nothing of the file is stored')
+      assert.equal(((await second.rawQuery('select count(*) as n from catalog_objects'))[0] as { n: number }).n, 0, 'on again: nothing of the file is stored')
     } finally {
-      second.close()
+      await second.close()
     }
   })
 
@@ -183,7 +182,7 @@ describe('catalog: workloads', () => {
     try {
       assert.equal((await api(first, 'POST', '/admin/workloads', NEW_AGENT)).status, 201)
     } finally {
-      first.close()
+      await first.close()
     }
     await assert.rejects(
       createTestBroker({ config: (c) => ({ ...c, database, keys: { kek }, workloads: [...c.workloads!, NEW_AGENT] }) }),
@@ -263,14 +262,14 @@ describe('catalog: admin keys and roles', () => {
       const opsKey = String(made.json.admin_key)
       assert.match(opsKey, /^tpak_[A-Za-z0-9_-]{43}$/)
       assert.equal(((made.json.entry as Json).object as Json).hash, '[redacted]')
-      assert.ok(!JSON.stringify(b.deps.database.sqlite.prepare("select detail from audit_events where action = 'catalog.create'").get()).includes('$argon2'))
+      assert.ok(!JSON.stringify((await b.rawQuery("select detail from audit_events where action = 'catalog.create'"))[0]).includes('$argon2'))
       assert.equal((await api(b, 'GET', '/admin/tasks', undefined, opsKey)).status, 200)
       // An operator acts on tasks, never on the catalog.
       const before = await snapshot(b)
       const refused = await api(b, 'POST', '/admin/subject-issuers', { issuer: 'https://x.example', jwksUri: 'https://x.example/jwks' }, opsKey)
       assert.equal(refused.status, 403)
       assert.equal(refused.json.error, 'insufficient_scope')
-      assert.equal(b.lastAudit()!.action, 'admin.refuse')
+      assert.equal((await b.lastAudit())!.action, 'admin.refuse')
       assert.deepEqual({ ...(await snapshot(b)), audit: before.audit }, before)
       assert.equal((await api(b, 'PUT', '/admin/admin-keys/ops', { role: 'auditor' })).status, 200)
       const auditor = await api(b, 'POST', '/admin/tasks/nope/revoke', undefined, opsKey)
@@ -312,8 +311,8 @@ describe('catalog: other processes', () => {
       // The task the server opened was ended by the other process already (the same database).
       assert.equal((await server.deps.stores.tasks.list({ statuses: ['active'], workloadId: 'agent-new', limit: 5 })).length, 0)
     } finally {
-      other.close()
-      server.close()
+      await other.close()
+      await server.close()
     }
   })
 })
@@ -345,7 +344,7 @@ describe('catalog: review findings', () => {
   it('a switch already in place writes nothing, yet finishes a sweep that failed after its change\'s commit', () =>
     withBroker(undefined, async (b) => {
       assert.equal((await exchange(b, 'b')).status, 200)
-      const audit = b.count('audit_events')
+      const audit = await b.count('audit_events')
       // The sweep fails once after the commit (as when another process holds the database).
       const openRefs = b.deps.stores.tasks.openRefs
       b.deps.stores.tasks.openRefs = () => {
@@ -356,13 +355,13 @@ describe('catalog: review findings', () => {
       assert.equal(failed.status, 503)
       assert.equal(b.deps.catalog.sweepPending, true)
       assert.equal((await b.deps.stores.tasks.list({ statuses: ['active'], workloadId: 'agent-b', limit: 5 })).length, 1, 'committed, not yet swept')
-      assert.equal(b.count('audit_events'), audit + 1, 'the change itself is committed and audited')
+      assert.equal(await b.count('audit_events'), audit + 1, 'the change itself is committed and audited')
       // Asked again: nothing new is written, the sweep finishes.
       const again = await api(b, 'POST', '/admin/workloads/agent-b/disable')
       assert.equal(again.status, 200)
       assert.equal(again.json.tasks_revoked, 1)
       assert.equal(b.deps.catalog.sweepPending, false)
-      assert.equal((b.deps.database.sqlite.prepare("select count(*) as n from audit_events where action like 'catalog.%'").get() as { n: number }).n, 1)
+      assert.equal(((await b.rawQuery("select count(*) as n from audit_events where action like 'catalog.%'"))[0] as { n: number }).n, 1)
       // A refresh with a sweep pending runs it too.
       b.deps.catalog.sweepPending = true
       assert.equal(await refreshCatalog(b.deps), false)
@@ -383,14 +382,14 @@ describe('catalog: review findings', () => {
         b.deps.stores.catalog.get = get
         return row
       }
-      const byB = () => (b.deps.database.sqlite.prepare("select count(*) as n from audit_events where reason like '% by admin:b'").get() as { n: number }).n
+      const byB = async () => ((await b.rawQuery("select count(*) as n from audit_events where reason like '% by admin:b'"))[0] as { n: number }).n
       await assert.rejects(setEnabled(b.deps, 'workloads', 'agent-new', false, 'admin:b'), (e: Error & { status?: number }) => e.status === 404)
       await assert.rejects(deleteObject(b.deps, 'workloads', 'agent-new', 'admin:b'), (e: Error & { status?: number }) => e.status === 404)
-      assert.equal(byB(), 0, 'nothing audited for b: nothing changed')
-      assert.equal((b.deps.database.sqlite.prepare("select count(*) as n from audit_events where action = 'catalog.delete'").get() as { n: number }).n, 1)
+      assert.equal(await byB(), 0, 'nothing audited for b: nothing changed')
+      assert.equal(((await b.rawQuery("select count(*) as n from audit_events where action = 'catalog.delete'"))[0] as { n: number }).n, 1)
     } finally {
-      b.close()
-      a.close()
+      await b.close()
+      await a.close()
     }
   })
 })

@@ -80,7 +80,7 @@ const withAssertion = (a: string): Params => ({ client_assertion_type: JWT_BEARE
 
 /** The request is refused with invalid_client: 400, no challenge, nothing written (the caller failed to authenticate: no audit row), the reason logged. */
 async function expectRefusedExchange(b: TestBroker, params: Params, reason: RegExp): Promise<void> {
-  const before = counts(b)
+  const before = await counts(b)
   const res = await b.exchange(params)
   const text = await res.text()
   assert.equal(res.status, 400, text)
@@ -95,12 +95,12 @@ async function expectRefusedExchange(b: TestBroker, params: Params, reason: RegE
 }
 
 async function expectIssued(b: TestBroker, params: Params): Promise<{ access_token: string; task_id: string }> {
-  const before = counts(b)
+  const before = await counts(b)
   const res = await b.exchange(params)
   const text = await res.text()
   assert.equal(res.status, 200, text)
-  assert.equal(b.count('tokens'), before.tokens + 1)
-  assert.equal(b.lastAudit()?.decision, 'allow')
+  assert.equal(await b.count('tokens'), before.tokens + 1)
+  assert.equal((await b.lastAudit())?.decision, 'allow')
   return JSON.parse(text) as { access_token: string; task_id: string }
 }
 
@@ -303,7 +303,7 @@ describe('private_key_jwt at POST /revoke', () => {
       const res = await b.post('/revoke', { token, client_id: 'agent-a', ...withAssertion(await assertion(b)) } as Record<string, string>)
       assert.equal(res.status, 200, await res.clone().text())
       assert.equal(await introspectActive(b, token), false)
-      assert.equal(b.count('revocation_events'), 1)
+      assert.equal(await b.count('revocation_events'), 1)
     }))
 
   const refusals: { name: string; params: (b: TestBroker, token: string) => Promise<Params> }[] = [
@@ -333,7 +333,7 @@ describe('private_key_jwt at POST /revoke', () => {
         assert.equal(body.error_description, 'client authentication failed')
         assert.match(res.headers.get('www-authenticate') ?? '', /^Basic /)
         assert.equal(await introspectActive(b, token), true)
-        assert.equal(b.count('revocation_events'), 0)
+        assert.equal(await b.count('revocation_events'), 0)
       }))
   }
 
@@ -413,7 +413,7 @@ describe('interop: oauth4webapi PrivateKeyJwt on a real port', () => {
       assert.equal(claims.client_id, 'agent-a')
       assert.equal(claims.aud, NOTES)
     }
-    const audit = s.deps.database.sqlite.prepare("select count(*) as n from audit_events where action = 'token.exchange' and decision = 'allow'").get() as { n: number }
+    const audit = (await s.rawQuery("select count(*) as n from audit_events where action = 'token.exchange' and decision = 'allow'"))[0] as { n: number }
     assert.equal(audit.n, 2)
 
     const { access_token } = await oauth.processGenericTokenEndpointResponse(
@@ -423,15 +423,15 @@ describe('interop: oauth4webapi PrivateKeyJwt on a real port', () => {
     )
     const revoked = await oauth.revocationRequest(as, agentA, oauth.PrivateKeyJwt({ key: keys.a.privateKey, kid: keys.a.kid }), access_token, insecure)
     assert.equal(await oauth.processRevocationResponse(revoked), undefined)
-    const row = s.deps.database.sqlite.prepare('select status from tokens where jti = ?').get(decodeJwt(access_token).jti) as { status: string }
+    const row = (await s.rawQuery('select status from tokens where jti = ?', [decodeJwt(access_token).jti]))[0] as { status: string }
     assert.equal(row.status, 'revoked')
   })
 
   it('PrivateKeyJwt with an unregistered key surfaces as ResponseBodyError invalid_client (400) and issues nothing', async () => {
     const as = await discover()
-    const before = s.count('tokens')
+    const before = await s.count('tokens')
     const res = await oauth.genericTokenEndpointRequest(as, agentA, oauth.PrivateKeyJwt({ key: keys.rogue.privateKey, kid: keys.rogue.kid }), TOKEN_EXCHANGE, await params(), insecure)
     await assert.rejects(oauth.processGenericTokenEndpointResponse(as, agentA, res), (e: unknown) => e instanceof oauth.ResponseBodyError && e.error === 'invalid_client' && e.status === 400)
-    assert.equal(s.count('tokens'), before)
+    assert.equal(await s.count('tokens'), before)
   })
 })

@@ -24,7 +24,7 @@ describe('dynamic client registration (RFC 7591)', () => {
     withBroker(opts, async (b) => {
       const meta = (await (await b.app.request('/.well-known/oauth-authorization-server')).json()) as Record<string, unknown>
       assert.equal(meta.registration_endpoint, `${b.deps.config.issuer}/register`)
-      const before = counts(b)
+      const before = await counts(b)
       const res = await register(b, metadata)
       assert.equal(res.status, 201)
       assert.equal(res.headers.get('cache-control'), 'no-store')
@@ -33,7 +33,7 @@ describe('dynamic client registration (RFC 7591)', () => {
       assert.equal(info.token_endpoint_auth_method, 'none')
       assert.deepEqual(info.redirect_uris, [REDIRECT])
       assert.equal('client_secret' in info, false)
-      assert.deepEqual(counts(b), before, 'a registration writes nothing')
+      assert.deepEqual(await counts(b), before, 'a registration writes nothing')
 
       const clientId = String(info.client_id)
       const { verifier, challenge } = pkce()
@@ -64,11 +64,11 @@ describe('dynamic client registration (RFC 7591)', () => {
   for (const [name, body, status, error] of refused) {
     it(`${name}: ${status} ${error}, nothing written`, () =>
       withBroker(opts, async (b) => {
-        const before = counts(b)
+        const before = await counts(b)
         const res = await register(b, body, typeof body === 'string' ? 'application/x-www-form-urlencoded' : 'application/json')
         assert.equal(res.status, status)
         assert.equal(((await res.json()) as { error: string }).error, error)
-        assert.deepEqual(counts(b), before)
+        assert.deepEqual(await counts(b), before)
       }))
   }
 

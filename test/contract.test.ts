@@ -64,7 +64,7 @@ async function appOperations(opts: Parameters<typeof createTestBroker>[0] = { co
     assert.deepEqual(unmappable, [], 'app.all() routes cannot be described as OpenAPI operations: register one handler per method')
     return new Set(routes.filter((r) => r.method !== 'ALL').map((r) => `${r.method} ${toOpenApiPath(r.path)}`))
   } finally {
-    b.close()
+    await b.close()
   }
 }
 

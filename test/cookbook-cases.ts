@@ -370,7 +370,7 @@ export async function sendCase(b: TestBroker, keys: CookbookKeys, r: CookbookReq
   }
 
   if (r.action === 'task.open') {
-    const before = counts(b)
+    const before = await counts(b)
     return { res: await postTask(r.purpose ?? DEFAULT_PURPOSE, r.tools), before }
   }
   let taskId: string | undefined
@@ -380,7 +380,7 @@ export async function sendCase(b: TestBroker, keys: CookbookKeys, r: CookbookReq
     taskId = ((await task.json()) as { task_id: string }).task_id
     for (let i = 0; i < r.task.minted; i++) assert.equal((await postToken(taskId)).status, 200, `token ${i + 1} of the task`)
   }
-  const before = counts(b)
+  const before = await counts(b)
   return { res: await postToken(taskId), before }
 }
 

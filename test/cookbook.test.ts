@@ -54,12 +54,12 @@ async function runCase(b: TestBroker, c: CookbookCase): Promise<void> {
   if (c.expect.status === 400) {
     assert.equal(body.error, c.expect.error)
     const reason = c.expect.reason ?? `forbidden by policy ${c.expect.policies.join(', ')}`
-    const audit = assertRefusedAndAudited(b, before, { error: c.expect.error!, reason: new RegExp(`^${escape(reason)}$`), action: c.request.action })
+    const audit = await assertRefusedAndAudited(b, before, { error: c.expect.error!, reason: new RegExp(`^${escape(reason)}$`), action: c.request.action })
     assertDecidedBy(b, audit, c.expect.policies)
     return
   }
-  const after = counts(b)
-  const audit = b.lastAudit()!
+  const after = await counts(b)
+  const audit = (await b.lastAudit())!
   assert.equal(audit.action, c.request.action)
   assert.equal(audit.decision, 'allow')
   assert.match(String(audit.reason), new RegExp(`permitted by policy ${escape(c.expect.policies.join(', '))}(;|$)`))
@@ -127,16 +127,16 @@ describe('cookbook: the limits the page names', () => {
       const { res } = await send(b, { action: 'task.open', resource: NOTES, scopes: ['notes:read', 'notes:delete'], tools: ['delete_note'] })
       const task = (await res.json()) as { task_id: string; status: string }
       assert.equal(task.status, 'pending_approval')
-      const before = counts(b)
+      const before = await counts(b)
       const token = await b.exchange({ resource: NOTES, scope: 'notes:read', task_id: task.task_id })
       assert.equal(token.status, 400)
       assert.equal(((await token.json()) as { error: string }).error, 'invalid_grant')
-      assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /^task \S+ is pending_approval$/ })
+      await assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /^task \S+ is pending_approval$/ })
     }))
 
   it('the approval permit is @constraint_only: it opens nothing beyond a grant (agent-b, no notes:delete grant → 400 invalid_scope, nothing written)', () =>
     withBroker(cookbookConfig(keys.platform, 'approval-for-destructive-tools.cedar'), async (b) => {
-      const before = counts(b)
+      const before = await counts(b)
       const res = await b.app.request('/tasks', {
         method: 'POST',
         headers: { 'content-type': 'application/json', authorization: `Bearer ${await b.session()}`, 'actor-token': await b.svid('b') },
@@ -144,7 +144,7 @@ describe('cookbook: the limits the page names', () => {
       })
       assert.equal(res.status, 400)
       assert.equal(((await res.json()) as { error: string }).error, 'invalid_scope')
-      assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /^scope beyond the workload's grant: notes:delete$/, action: 'task.open' })
+      await assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /^scope beyond the workload's grant: notes:delete$/, action: 'task.open' })
     }))
   it('caller_address is the real TCP peer: over a 127.0.0.1 socket the rule refuses; the same rule for 127.0.0.0/8 allows', async () => {
     const loopback = join(mkdtempSync(join(tmpdir(), 'taskpass-cookbook-')), 'loopback.cedar')
@@ -152,17 +152,17 @@ describe('cookbook: the limits the page names', () => {
     for (const [rule, allow] of [['caller-network.cedar', false], [loopback, true]] as const) {
       const s = await startTestServer({ config: cookbookConfig(keys.platform, rule) })
       try {
-        const before = counts(s)
+        const before = await counts(s)
         const res = await fetch(`${s.url}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form(await exchangeParams(s, { resource: NOTES, scope: 'notes:read' })) })
         const body = (await res.json()) as { error?: string }
         if (allow) {
           assert.equal(res.status, 200, JSON.stringify(body))
-          assert.equal(counts(s).tokens, before.tokens + 1)
-          assertDecidedBy(s, s.lastAudit()!, [grant('agent-a', NOTES)])
+          assert.equal((await counts(s)).tokens, before.tokens + 1)
+          assertDecidedBy(s, (await s.lastAudit())!, [grant('agent-a', NOTES)])
         } else {
           assert.equal(res.status, 400)
           assert.equal(body.error, 'invalid_target')
-          const audit = assertRefusedAndAudited(s, before, { error: 'invalid_target', reason: /^forbidden by policy private-network-only$/ })
+          const audit = await assertRefusedAndAudited(s, before, { error: 'invalid_target', reason: /^forbidden by policy private-network-only$/ })
           assertDecidedBy(s, audit, ['private-network-only'])
         }
       } finally {

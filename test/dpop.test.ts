@@ -129,8 +129,8 @@ async function learnNonce(b: TestBroker, k: ProofKey): Promise<string> {
 }
 
 
-function row<T>(b: TestBroker, sql: string, ...args: unknown[]): T {
-  return b.deps.database.sqlite.prepare(sql).get(...args) as T
+async function row<T>(b: TestBroker, sql: string, ...args: unknown[]): Promise<T> {
+  return (await b.rawQuery(sql, [...args]))[0] as T
 }
 
 
@@ -443,7 +443,7 @@ describe('DPoP rejection matrix (in-process)', () => {
         const k = await dpopKeys()
         const base = (await r.arrange?.(b, k)) ?? {}
         const dpop = await r.fault(b, k, base)
-        const before = counts(b)
+        const before = await counts(b)
 
         const res = await send(b, base, dpop)
         const text = await res.text()
@@ -457,7 +457,7 @@ describe('DPoP rejection matrix (in-process)', () => {
         if (r.error === 'use_dpop_nonce') assert.ok(nonce !== null && NQCHAR.test(nonce), `one DPoP-Nonce (1*NQCHAR): ${nonce}`)
         else assert.equal(nonce, null)
 
-        const audit = assertRefusedAndAudited(b, before, { error: r.error, reason: r.reason, action: r.target === 'tasks' ? 'task.open' : 'token.exchange' })
+        const audit = await assertRefusedAndAudited(b, before, { error: r.error, reason: r.reason, action: r.target === 'tasks' ? 'task.open' : 'token.exchange' })
         assert.equal(audit.user_sub, 'alice')
         assert.equal(audit.workload_id, 'agent-a')
       }),
@@ -469,21 +469,21 @@ describe('DPoP rejection matrix (in-process)', () => {
           const k = await dpopKeys()
           const base = (await r.arrange?.(b, k)) ?? {}
           const dpop = await control(b, k)
-          const before = counts(b)
+          const before = await counts(b)
           const res = await send(b, base, dpop)
           const text = await res.text()
           assert.equal(res.status, r.target === 'tasks' ? 201 : 200, text)
           const body = JSON.parse(text) as Record<string, unknown>
           if (r.target === 'tasks') {
-            assert.equal(b.count('tasks'), before.tasks + 1)
+            assert.equal(await b.count('tasks'), before.tasks + 1)
             assert.equal(body.dpop_jkt, dpop === undefined ? undefined : k.k1.jkt)
           } else {
-            assert.equal(b.count('tokens'), before.tokens + 1)
+            assert.equal(await b.count('tokens'), before.tokens + 1)
             assert.equal(body.token_type, 'DPoP')
             assert.deepEqual(decodeJwt(body.access_token as string).cnf, { jkt: k.k1.jkt })
             if (typeof base.task_id === 'string') assert.equal(body.task_id, base.task_id)
           }
-          assert.equal(b.lastAudit()?.decision, 'allow')
+          assert.equal((await b.lastAudit())?.decision, 'allow')
         }),
       ),
     )
@@ -511,8 +511,8 @@ describe('DPoP binding at /token and /tasks', () => {
     const claims = decodeJwt(body.access_token as string)
     assert.deepEqual(claims.cnf, { jkt: k.k1.jkt })
     assert.notEqual(k.k1.jkt, k.k2.jkt)
-    assert.equal(row<{ cnf_jkt: string }>(b, 'select cnf_jkt from tokens where jti = ?', claims.jti).cnf_jkt, k.k1.jkt)
-    assert.match(String(b.lastAudit()?.reason), new RegExp(`DPoP ${k.k1.jkt}$`))
+    assert.equal((await row<{ cnf_jkt: string }>(b, 'select cnf_jkt from tokens where jti = ?', claims.jti)).cnf_jkt, k.k1.jkt)
+    assert.match(String((await b.lastAudit())?.reason), new RegExp(`DPoP ${k.k1.jkt}$`))
   })
 
   it('control: without a proof the token is a Bearer token without cnf', async () => {
@@ -522,7 +522,7 @@ describe('DPoP binding at /token and /tasks', () => {
     assert.equal(body.token_type, 'Bearer')
     const claims = decodeJwt(body.access_token as string)
     assert.equal(claims.cnf, undefined)
-    assert.equal(row<{ cnf_jkt: string | null }>(b, 'select cnf_jkt from tokens where jti = ?', claims.jti).cnf_jkt, null)
+    assert.equal((await row<{ cnf_jkt: string | null }>(b, 'select cnf_jkt from tokens where jti = ?', claims.jti)).cnf_jkt, null)
   })
 
   it('an EdDSA proof key binds too (thumbprint of an OKP key)', async () => {
@@ -549,10 +549,10 @@ describe('DPoP binding at /token and /tasks', () => {
 
   it('POST /tasks with a proof binds the task (dpop_jkt in the view, the row and GET /tasks/{id}); every token of it is bound to that key', async () => {
     const id = await boundTask(b, k.k1)
-    assert.equal(row<{ dpop_jkt: string }>(b, 'select dpop_jkt from tasks where id = ?', id).dpop_jkt, k.k1.jkt)
+    assert.equal((await row<{ dpop_jkt: string }>(b, 'select dpop_jkt from tasks where id = ?', id)).dpop_jkt, k.k1.jkt)
     const view = await json(await b.app.request(`/tasks/${id}`, { headers: { 'actor-token': await b.svid('a') } }))
     assert.equal(view.dpop_jkt, k.k1.jkt)
-    assert.match(String(row<{ reason: string }>(b, "select reason from audit_events where action = 'task.open'").reason), new RegExp(`DPoP-bound to ${k.k1.jkt}`))
+    assert.match(String((await row<{ reason: string }>(b, "select reason from audit_events where action = 'task.open'")).reason), new RegExp(`DPoP-bound to ${k.k1.jkt}`))
 
     for (let i = 0; i < 2; i++) {
       const res = await exchange(b, { task_id: id }, await proof(b, k.k1))
@@ -594,10 +594,10 @@ describe('DPoP binding at /token and /tasks', () => {
 
   it('an implicit task opened at /token with a proof is bound to its key', async () => {
     const body = await json(await exchange(b, {}, await proof(b, k.k1)))
-    const task = row<{ dpop_jkt: string }>(b, 'select dpop_jkt from tasks where id = ?', body.task_id)
+    const task = await row<{ dpop_jkt: string }>(b, 'select dpop_jkt from tasks where id = ?', body.task_id)
     assert.equal(task.dpop_jkt, k.k1.jkt)
     const plain = await json(await exchange(b))
-    assert.equal(row<{ dpop_jkt: string | null }>(b, 'select dpop_jkt from tasks where id = ?', plain.task_id).dpop_jkt, null)
+    assert.equal((await row<{ dpop_jkt: string | null }>(b, 'select dpop_jkt from tasks where id = ?', plain.task_id)).dpop_jkt, null)
   })
 
   it('a policy that requires DPoP only at exchange time (not when the task was opened) is honoured per exchange', async () => {
@@ -614,12 +614,12 @@ describe('DPoP binding at /token and /tasks', () => {
     const res = await openTaskWith(b, undefined, { purpose: 'p', resources: [{ resource: NOTES, scopes: ['notes:read', 'notes:write'] }] })
     assert.equal(res.status, 201)
     const id = (await json(res)).task_id as string
-    const before = counts(b)
+    const before = await counts(b)
     const refused = await exchange(b, { task_id: id, scope: 'notes:write' })
     assert.equal(refused.status, 400)
     assert.equal((await json(refused)).error, 'invalid_dpop_proof')
-    assert.equal(b.count('tokens'), before.tokens)
-    assert.equal(b.lastAudit()?.error, 'invalid_dpop_proof')
+    assert.equal(await b.count('tokens'), before.tokens)
+    assert.equal((await b.lastAudit())?.error, 'invalid_dpop_proof')
     // controls: reads need no proof; writes with one are bound
     assert.equal((await json(await exchange(b, { task_id: id, scope: 'notes:read' }))).token_type, 'Bearer')
     assert.equal((await json(await exchange(b, { task_id: id, scope: 'notes:write' }, await proof(b, k.k1)))).token_type, 'DPoP')
@@ -632,7 +632,7 @@ describe('DPoP binding at /token and /tasks', () => {
     const res = await exchange(b, {}, p)
     assert.equal(res.status, 400)
     assert.equal((await json(res)).error, 'invalid_dpop_proof')
-    assert.match(String(b.lastAudit()?.reason), /used before/)
+    assert.match(String((await b.lastAudit())?.reason), /used before/)
     // control: one second later the iat check refuses it on its own
     b.clock.advance(1)
     assert.match(String((await json(await exchange(b, {}, p))).error_description), /iat is outside/)
@@ -679,7 +679,7 @@ describe('DPoP configuration', () => {
       const full = await exchange(b, {}, await proof(b, k.k1))
       assert.equal(full.status, 400)
       assert.equal((await json(full)).error, 'invalid_dpop_proof')
-      assert.match(String(b.lastAudit()?.reason), /too many DPoP proofs in flight/)
+      assert.match(String((await b.lastAudit())?.reason), /too many DPoP proofs in flight/)
       // Both entries live until iat + 60 + 1.
       b.clock.advance(61)
       assert.equal((await exchange(b, {}, await proof(b, k.k1))).status, 200)
@@ -724,9 +724,9 @@ describe('DPoP nonces (stateless)', () => {
       assert.equal((await json(refused)).error, 'use_dpop_nonce')
       assert.notEqual(refused.headers.get('dpop-nonce'), nonce)
     } finally {
-      a.close()
-      twin.close()
-      stranger.close()
+      await a.close()
+      await twin.close()
+      await stranger.close()
     }
   })
 })
@@ -808,7 +808,7 @@ describe('DPoP interop with oauth4webapi and openid-client over a real port', ()
     const as = await discover(s)
     const DPoP = oauth.DPoP(agentA, k.k1.pair)
     const params = await interopParams(s)
-    const before = counts(s)
+    const before = await counts(s)
 
     const first = await oauth.genericTokenEndpointRequest(as, agentA, oauth.None(), TOKEN_EXCHANGE, params, { DPoP, ...insecure })
     const nonce = first.headers.get('dpop-nonce')
@@ -818,9 +818,9 @@ describe('DPoP interop with oauth4webapi and openid-client over a real port', ()
     assert.equal(err.status, 400)
     assert.equal(err.error, 'use_dpop_nonce')
     assert.ok(nonce && NQCHAR.test(nonce))
-    assert.equal(s.count('tokens'), before.tokens)
-    assert.equal(s.count('tasks'), before.tasks)
-    assert.equal(s.lastAudit()?.error, 'use_dpop_nonce')
+    assert.equal(await s.count('tokens'), before.tokens)
+    assert.equal(await s.count('tasks'), before.tasks)
+    assert.equal((await s.lastAudit())?.error, 'use_dpop_nonce')
 
     // The handle cached the nonce from the response: repeating the request is all a client does.
     const retry = await oauth.genericTokenEndpointRequest(as, agentA, oauth.None(), TOKEN_EXCHANGE, params, { DPoP, ...insecure })
@@ -828,7 +828,7 @@ describe('DPoP interop with oauth4webapi and openid-client over a real port', ()
     assert.equal(tokens.token_type, 'dpop')
     assert.deepEqual(decodeJwt(tokens.access_token).cnf, { jkt: k.k1.jkt })
     assert.ok(NQCHAR.test(retry.headers.get('dpop-nonce') ?? ''), 'the success response carries the next nonce')
-    assert.equal(s.count('tokens'), before.tokens + 1)
+    assert.equal(await s.count('tokens'), before.tokens + 1)
   })
 
   it('oauth4webapi without DPoP against a resource that requires it → invalid_dpop_proof (control: with DPoP → 200)', async () => {
@@ -861,12 +861,12 @@ describe('DPoP interop with oauth4webapi and openid-client over a real port', ()
     s = await startTestServer({ config: withNonces })
     const k = await dpopKeys()
     const config = await client.discovery(new URL(s.url), 'agent-a', undefined, client.None(), { execute: [client.allowInsecureRequests], algorithm: 'oauth2' })
-    const before = s.count('audit_events')
+    const before = await s.count('audit_events')
     const tokens = await client.genericGrantRequest(config, TOKEN_EXCHANGE, await interopParams(s), { DPoP: client.getDPoPHandle(config, k.k1.pair) })
     assert.equal(tokens.token_type, 'dpop')
     assert.deepEqual(decodeJwt(tokens.access_token).cnf, { jkt: k.k1.jkt })
     // The broker saw both attempts: a use_dpop_nonce denial, then the allowed retry.
-    const audit = s.deps.database.sqlite.prepare('select decision, error from audit_events where id > ? order by id').all(before) as { decision: string; error: string | null }[]
+    const audit = await s.rawQuery('select decision, error from audit_events where id > ? order by id', [before]) as { decision: string; error: string | null }[]
     assert.deepEqual(audit, [{ decision: 'deny', error: 'use_dpop_nonce' }, { decision: 'allow', error: null }])
   })
 

@@ -155,9 +155,9 @@ async function evaluate(b: TestBroker, q: DryRunRequest): Promise<DryRunAnswer> 
 
 /** Asks the dry run, asserting it wrote nothing. */
 async function dryRun(b: TestBroker, q: DryRunRequest): Promise<DryRunAnswer> {
-  const before = counts(b)
+  const before = await counts(b)
   const answer = await evaluate(b, q)
-  assert.deepEqual(counts(b), before, 'the dry run wrote nothing')
+  assert.deepEqual(await counts(b), before, 'the dry run wrote nothing')
   assert.equal(answer.policy_version, b.deps.policy.version, 'decided by the set in force')
   return answer
 }
@@ -182,7 +182,7 @@ function assertExpected(c: CookbookCase, q: DryRunRequest, a: DryRunAnswer): voi
 async function assertSameAsReal(b: TestBroker, c: CookbookCase, q: DryRunRequest, a: DryRunAnswer): Promise<void> {
   const { res } = await sendCase(b, keys, c.request)
   const body = (await res.json()) as Record<string, unknown>
-  const audit = b.lastAudit()!
+  const audit = (await b.lastAudit())!
   const why = `real ${res.status} ${JSON.stringify(body)}\n${show(q, a)}`
   assert.equal(a.decision, res.ok ? 'permit' : 'forbid', why)
   assert.equal(a.error, body.error, why)
@@ -276,7 +276,7 @@ describe('dry run of the cookbook rows with an expired session', () => {
               })
             : await b.exchange({ subject_token: session, resource: r.resource, scope: r.scopes.join(' ') })
         const body = (await real.json()) as Record<string, unknown>
-        const audit = b.lastAudit()!
+        const audit = (await b.lastAudit())!
         const why = `real ${real.status} ${JSON.stringify(body)}\n${show(q, a)}`
         assert.deepEqual([real.status, body.error], [400, 'invalid_request'], why)
         assert.deepEqual([a.decision, a.error, a.policies], ['forbid', 'invalid_request', []], why)

@@ -2,12 +2,18 @@
  * Test harness: a fresh broker per test (its own :memory: database with the real migrations,
  * real keys minted here, a fixed clock), driven over HTTP through `app.request()` or a real
  * 127.0.0.1 port. No module of ours is mocked.
+ *
+ * `TASKPASS_TEST_DATABASE=postgres` runs the same tests on PostgreSQL (`npm run test:pg`): each
+ * broker gets a database of its own on the `TASKPASS_TEST_POSTGRES` cluster, copied from a
+ * migrated template and dropped when the broker closes. A test that is about SQLite itself says
+ * so with {@link sqliteOnly}.
  */
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { createServer, type AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
+import pg from 'pg'
 import { exportJWK, generateKeyPair, SignJWT, type JWK, type JWTPayload } from 'jose'
 import { createApp, type App } from '../src/app.js'
 import { argon2Hasher, createBroker, onServerStart, type Deps } from '../src/broker.js'
@@ -15,6 +21,28 @@ import { createFixedClock, type Clock, type FixedClock } from '../src/clock.js'
 import { parseConfig, type ConfigInput } from '../src/config.js'
 import type { Logger } from '../src/logger.js'
 import type { ClientMetadataResolver } from '../src/clients/metadata-document.js'
+import { migratedPgDatabase, testPostgres } from './pg-fixtures.js'
+
+/** The dialect the brokers of this run store on: `TASKPASS_TEST_DATABASE` (`sqlite`, the default, or `postgres`). */
+export const testDialect: 'sqlite' | 'postgres' = (() => {
+  const name = process.env.TASKPASS_TEST_DATABASE || 'sqlite'
+  if (name !== 'sqlite' && name !== 'postgres') throw new Error(`TASKPASS_TEST_DATABASE must be sqlite or postgres, not ${JSON.stringify(name)}`)
+  if (name === 'postgres' && !testPostgres) throw new Error('TASKPASS_TEST_DATABASE=postgres needs TASKPASS_TEST_POSTGRES (scripts/pg-cluster.sh start <dir> prints it)')
+  return name
+})()
+
+/**
+ * The `skip` option of a test about SQLite itself (its file, its pragmas, better-sqlite3): on the
+ * PostgreSQL run, skipped with `why`; on SQLite, run.
+ */
+export function sqliteOnly(why: string): string | false {
+  return testDialect === 'postgres' ? `SQLite only: ${why}` : false
+}
+
+/** The `skip` option of a test the PostgreSQL store fails today: skipped there naming `bug`, run on SQLite. */
+export function postgresBug(bug: string): string | false {
+  return testDialect === 'postgres' ? `PostgreSQL store bug: ${bug}` : false
+}
 
 export const T0 = 1_800_000_000
 export const ISSUER = 'http://127.0.0.1:8787'
@@ -112,11 +140,18 @@ export interface TestBroker {
   svid(name?: string, claims?: Partial<Record<string, unknown>>, opts?: { key?: SigningKey; header?: Record<string, unknown> }): Promise<string>
   post(path: string, body: Record<string, string | string[]> | string, headers?: Record<string, string>): Promise<Response>
   exchange(params?: Record<string, string | string[] | undefined>): Promise<Response>
-  count(table: 'tokens' | 'tasks' | 'audit_events' | 'revocation_events'): number
-  lastAudit(): Record<string, unknown> | undefined
+  count(table: 'tokens' | 'tasks' | 'audit_events' | 'revocation_events'): Promise<number>
+  lastAudit(): Promise<Record<string, unknown> | undefined>
+  /**
+   * A statement on the broker's own database, whichever dialect it runs on: `?` placeholders,
+   * rows as SQLite gives them (a PostgreSQL bigint as a number, a boolean as 1 or 0); none for a
+   * statement that returns no rows.
+   */
+  rawQuery<T = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<T[]>
   /** What the broker logged, oldest first (the last 200 entries). */
   logs: LogEntry[]
-  close(): void
+  /** Closes the broker's database (on PostgreSQL, and drops it). */
+  close(): Promise<void>
 }
 
 export async function mint(key: SigningKey, claims: JWTPayload, header: Record<string, unknown> = {}): Promise<string> {
@@ -161,6 +196,9 @@ export async function createTestBroker(opts: { clock?: Clock & Partial<FixedCloc
   const keys = await testKeys()
   const clock = (opts.clock ?? createFixedClock(T0)) as FixedClock
   const input = (opts.config ?? ((c) => c))(testConfig(keys, opts.issuer))
+  // On the PostgreSQL run, a broker on the default in-memory database gets a database of its own.
+  const pgDatabase = testDialect === 'postgres' && input.database === ':memory:' ? await migratedPgDatabase() : undefined
+  if (pgDatabase) input.database = pgDatabase.url
   const config = parseConfig(input)
   const logs: LogEntry[] = []
   const deps = await createBroker({ config, clock, logger: opts.logger ?? recordingLogger(logs), kek: Buffer.from(config.keys.kek!, 'base64url'), ...(opts.clientMetadata ? { clientMetadata: opts.clientMetadata } : {}) })
@@ -168,6 +206,7 @@ export async function createTestBroker(opts: { clock?: Clock & Partial<FixedCloc
   await onServerStart(deps)
   const app = createApp(deps)
   const issuer = config.issuer
+  let closing: Promise<void> | undefined
 
   const broker: TestBroker = {
     app,
@@ -194,20 +233,62 @@ export async function createTestBroker(opts: { clock?: Clock & Partial<FixedCloc
     async exchange(params = {}) {
       return broker.post('/token', (await exchangeParams(broker, params)) as Record<string, string | string[]>)
     },
-    count(table) {
-      return (deps.database.sqlite.prepare(`select count(*) as n from ${table}`).get() as { n: number }).n
+    async count(table) {
+      return (await broker.rawQuery<{ n: number }>(`select count(*) as n from ${table}`))[0]!.n
     },
-    lastAudit() {
-      return deps.database.sqlite.prepare('select * from audit_events order by id desc limit 1').get() as Record<string, unknown> | undefined
+    async lastAudit() {
+      return (await broker.rawQuery('select * from audit_events order by id desc limit 1'))[0]
+    },
+    rawQuery<T>(sql: string, params: readonly unknown[] = []): Promise<T[]> {
+      return rawQuery<T>(deps, sql, params)
     },
     logs,
     close() {
-      // SQLite closes at once (the promise only reports it); PostgreSQL's pool ends in the background.
-      void deps.database.close()
+      // Once, however often a test and its hooks call it.
+      closing ??= (async () => {
+        await deps.database.close()
+        await pgDatabase?.drop()
+      })()
+      return closing
     },
   }
   return broker
 }
+
+/**
+ * The `database` setting of a broker a test builds itself (with createBroker): the in-memory
+ * SQLite database, or on the PostgreSQL run a database of its own; `drop()` once it is closed.
+ */
+export async function testDatabase(): Promise<{ location: string; drop(): Promise<void> }> {
+  if (testDialect === 'sqlite') return { location: ':memory:', drop: async () => {} }
+  const { url, drop } = await migratedPgDatabase()
+  return { location: url, drop }
+}
+
+/** {@link TestBroker.rawQuery} on a broker a test built itself: one statement, `?` placeholders. */
+export async function rawQuery<T = Record<string, unknown>>(deps: Deps, sql: string, params: readonly unknown[] = []): Promise<T[]> {
+  if (deps.database.dialect === 'postgres') {
+    const result = await deps.database.pool.query({ text: numberedPlaceholders(sql), values: [...params], types: { getTypeParser: sqliteLikeParser } })
+    return result.rows as T[]
+  }
+  const statement = deps.database.sqlite.prepare(sql)
+  if (statement.reader) return statement.all(...params) as T[]
+  statement.run(...params)
+  return []
+}
+
+/** `?` placeholders (outside quotes) as PostgreSQL's `$1`, `$2`, … */
+function numberedPlaceholders(sql: string): string {
+  let n = 0
+  return sql.replace(/'(?:[^']|'')*'|"(?:[^"])*"|\?/g, (m) => (m === '?' ? `$${++n}` : m))
+}
+
+/** Values as SQLite answers them: an int8 or numeric as a number, a boolean as 1 or 0. */
+const sqliteLikeParser = ((oid: number, format?: string) => {
+  if (oid === pg.types.builtins.INT8 || oid === pg.types.builtins.NUMERIC) return (v: string) => Number(v)
+  if (oid === pg.types.builtins.BOOL) return (v: string) => (v === 't' ? 1 : 0)
+  return pg.types.getTypeParser(oid, format as 'text')
+}) as pg.CustomTypesConfig['getTypeParser']
 
 /** The rows a refused request must not add to. */
 export interface Counts {
@@ -217,8 +298,8 @@ export interface Counts {
   revocation_events: number
 }
 
-export function counts(b: TestBroker): Counts {
-  return { tokens: b.count('tokens'), tasks: b.count('tasks'), audit_events: b.count('audit_events'), revocation_events: b.count('revocation_events') }
+export async function counts(b: TestBroker): Promise<Counts> {
+  return { tokens: await b.count('tokens'), tasks: await b.count('tasks'), audit_events: await b.count('audit_events'), revocation_events: await b.count('revocation_events') }
 }
 
 /**
@@ -226,13 +307,13 @@ export function counts(b: TestBroker): Counts {
  * one audit row — a deny by `action` with this `error` whose private reason matches `reason`
  * (so a row cannot pass because some other check happened to fire). Returns that audit row.
  */
-export function assertRefusedAndAudited(b: TestBroker, before: Counts, expect: { error: string; reason: RegExp; action?: string }): Record<string, unknown> {
-  const after = counts(b)
+export async function assertRefusedAndAudited(b: TestBroker, before: Counts, expect: { error: string; reason: RegExp; action?: string }): Promise<Record<string, unknown>> {
+  const after = await counts(b)
   assert.equal(after.tokens, before.tokens, 'no token row')
   assert.equal(after.tasks, before.tasks, 'no task row')
   assert.equal(after.revocation_events, before.revocation_events, 'no revocation event')
   assert.equal(after.audit_events, before.audit_events + 1, 'one audit row')
-  const audit = b.lastAudit()!
+  const audit = (await b.lastAudit())!
   assert.equal(audit.action, expect.action ?? 'token.exchange')
   assert.equal(audit.decision, 'deny')
   assert.equal(audit.error, expect.error)
@@ -247,7 +328,7 @@ export function assertRefusedAndAudited(b: TestBroker, before: Counts, expect: {
  * invalid_client, in the error handler's warning). Returns the log entry.
  */
 export async function assertRefusedUnauthenticated(b: TestBroker, before: Counts, expect: { error: string; reason: RegExp }): Promise<LogEntry> {
-  assert.deepEqual(counts(b), before, 'refused before authentication: nothing written, not even an audit row')
+  assert.deepEqual(await counts(b), before, 'refused before authentication: nothing written, not even an audit row')
   const metrics = await b.deps.metrics.registry.getSingleMetricAsString('taskpass_unauthenticated_refusals_total')
   assert.match(metrics, new RegExp(`error="${expect.error}"[^\n]*\} [1-9]`), 'counted as an unauthenticated refusal')
   const entry = [...b.logs].reverse().find((l) => /refused/.test(l.msg))
@@ -263,7 +344,7 @@ export async function withBroker<T>(opts: Parameters<typeof createTestBroker>[0]
   try {
     return await fn(b)
   } finally {
-    b.close()
+    await b.close()
   }
 }
 
@@ -311,10 +392,7 @@ export async function startTestServer(opts: { clock?: Clock; config?: (c: Config
     ...broker,
     url,
     stop: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve())
-        broker.close()
-      }),
+      Promise.all([new Promise<void>((resolve) => server.close(() => resolve())), broker.close()]).then(() => undefined),
   }
 }
 

@@ -65,11 +65,11 @@ describe('listener: bytes the HTTP parser rejects', () => {
       const { statusLines, body } = parse(text)
       assert.deepEqual(statusLines, ['HTTP/1.1 200 OK'], text)
       assert.equal((JSON.parse(body) as { task: { status: string } }).task.status, 'completed')
-      const row = b.deps.database.sqlite.prepare('select status from tasks where id = ?').get(opened.task_id) as { status: string }
+      const row = (await b.rawQuery('select status from tasks where id = ?', [opened.task_id]))[0] as { status: string }
       assert.equal(row.status, 'completed', 'the operation the client was told about is the one that happened')
     } finally {
       await server?.close()
-      b.close()
+      await b.close()
     }
   })
 
@@ -78,7 +78,7 @@ describe('listener: bytes the HTTP parser rejects', () => {
     let server: Listening | undefined
     try {
       server = await listen(b.app, { host: '127.0.0.1', port: 0 })
-      const before = b.count('audit_events')
+      const before = await b.count('audit_events')
       const bad = parse(await raw(server.address.port, 'GARBAGE \x01\x02 not http\r\n\r\n'))
       assert.deepEqual(bad.statusLines, ['HTTP/1.1 400 Bad Request'])
       assert.match(bad.headers, /\r\nContent-Type: application\/json\r\n/)
@@ -88,12 +88,12 @@ describe('listener: bytes the HTTP parser rejects', () => {
       const big = parse(await raw(server.address.port, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`))
       assert.deepEqual(big.statusLines, ['HTTP/1.1 431 Request Header Fields Too Large'])
       assert.equal((JSON.parse(big.body) as { error: string }).error, 'invalid_request')
-      assert.equal(b.count('audit_events'), before)
+      assert.equal(await b.count('audit_events'), before)
       // The listener still serves well-formed requests.
       assert.equal((await fetch(`http://127.0.0.1:${server.address.port}/healthz`)).status, 200)
     } finally {
       await server?.close()
-      b.close()
+      await b.close()
     }
   })
 })
@@ -161,7 +161,7 @@ describe('metrics: who may read them', () => {
       assert.match(ok.headers.get('content-type') ?? '', /^text\/plain/)
       assert.match(await ok.text(), /taskpass_http_requests_total\{method="GET",route="\/metrics",status="401"\} 3/)
     } finally {
-      b.close()
+      await b.close()
     }
   })
 
@@ -176,8 +176,8 @@ describe('metrics: who may read them', () => {
       assert.equal(off.status, 404)
       assert.equal(((await off.json()) as { error: string }).error, 'not_found')
     } finally {
-      pub.close()
-      none.close()
+      await pub.close()
+      await none.close()
     }
   })
 
@@ -200,7 +200,7 @@ describe('metrics: who may read them', () => {
     } finally {
       await side.close()
       await main.close()
-      b.close()
+      await b.close()
     }
   })
 

@@ -64,7 +64,7 @@ describe('jwt-bearer grant with an ID-JAG: success', () => {
       assert.equal(task.workloadId, 'agent-a')
       assert.equal(task.sid, 'sess-9')
       assert.equal(task.expiresAt, b.clock.now() + 300, 'the task lives as long as its ID-JAG')
-      const audit = b.lastAudit()!
+      const audit = (await b.lastAudit())!
       assert.equal(audit.action, 'token.exchange')
       assert.equal(audit.decision, 'allow')
       assert.match(String(audit.reason), /implicit task; ID-JAG https:\/\/idp\.test\.example jti /)
@@ -91,7 +91,7 @@ describe('jwt-bearer grant with an ID-JAG: success', () => {
       assert.equal(second.task_id, first.task_id)
       assert.notEqual(second.access_token, first.access_token)
       assert.equal(second.expires_in, 270, 'never outlives the ID-JAG')
-      assert.equal(b.count('tasks'), 1)
+      assert.equal(await b.count('tasks'), 1)
 
       const done = await b.app.request(`/tasks/${first.task_id}/complete`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })
       assert.equal(done.status, 200, await done.clone().text())
@@ -103,9 +103,9 @@ describe('jwt-bearer grant with an ID-JAG: success', () => {
         await verifier.close()
       }
 
-      const before = counts(b)
+      const before = await counts(b)
       await expectError(await redeem(b, { assertion: jag }), 400, 'invalid_grant')
-      assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /task .* is completed/ })
+      await assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /task .* is completed/ })
     }))
 
   it('its task is revoked by the user like any other, and the ID-JAG with it', () =>
@@ -116,10 +116,10 @@ describe('jwt-bearer grant with an ID-JAG: success', () => {
       assert.equal(res.status, 200, await res.clone().text())
       const intro = await b.post('/introspect', { token: body.access_token }, { authorization: `Basic ${Buffer.from(`notes-mcp:${NOTES_SECRET}`).toString('base64')}` })
       assert.deepEqual(await intro.json(), { active: false })
-      assert.equal(b.count('revocation_events'), 1)
-      const before = counts(b)
+      assert.equal(await b.count('revocation_events'), 1)
+      const before = await counts(b)
       await expectError(await redeem(b, { assertion: jag }), 400, 'invalid_grant')
-      assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /task .* is revoked/ })
+      await assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /task .* is revoked/ })
     }))
 
   it('two concurrent first redemptions of one ID-JAG open one task: the other is told to retry (503), never a 500', () =>
@@ -134,7 +134,7 @@ describe('jwt-bearer grant with an ID-JAG: success', () => {
         assert.equal(answers[busy]!.headers.get('retry-after'), '1')
         assert.equal((JSON.parse(bodies[busy]!) as { error: string }).error, 'temporarily_unavailable')
       }
-      assert.equal(b.count('tasks'), 1)
+      assert.equal(await b.count('tasks'), 1)
       const again = await ok(await redeem(b, { assertion: jag }))
       assert.equal(again.task_id, idJagTaskId(USER_ISSUER, JSON.parse(Buffer.from(jag.split('.')[1]!, 'base64url').toString()).jti))
     }))
@@ -147,12 +147,12 @@ describe('jwt-bearer grant with an ID-JAG: success', () => {
       },
       async (b) => {
         const jag = await idJag(b)
-        const before = counts(b)
+        const before = await counts(b)
         await expectError(await redeem(b, { assertion: jag }), 400, 'invalid_grant')
         const taskId = idJagTaskId(USER_ISSUER, JSON.parse(Buffer.from(jag.split('.')[1]!, 'base64url').toString()).jti)
         assert.equal((await b.deps.stores.tasks.get(taskId))!.status, 'pending_approval')
-        assert.equal(b.count('tasks'), before.tasks + 1)
-        assert.equal(b.count('tokens'), before.tokens)
+        assert.equal(await b.count('tasks'), before.tasks + 1)
+        assert.equal(await b.count('tokens'), before.tokens)
         await expectError(await redeem(b, { assertion: jag }), 400, 'invalid_grant')
         const approved = await b.app.request(`/admin/tasks/${taskId}/approve`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}` } })
         assert.equal(approved.status, 200, await approved.clone().text())
@@ -163,7 +163,7 @@ describe('jwt-bearer grant with an ID-JAG: success', () => {
   it('the workload may authenticate with its attestation as the client assertion (jwt-spiffe)', () =>
     withBroker(enterprise, async (b) => {
       const body = await ok(await redeem(b, { client_assertion_type: CLIENT_SPIFFE, client_assertion: await b.svid('a') }))
-      const row = b.deps.database.sqlite.prepare('select attestation from tokens').get() as { attestation: string }
+      const row = (await b.rawQuery('select attestation from tokens'))[0] as { attestation: string }
       assert.equal(JSON.parse(row.attestation).kind, 'spiffe')
       assert.ok(body.task_id)
     }))
@@ -180,9 +180,9 @@ describe('jwt-bearer grant with an ID-JAG: success', () => {
       const jag = await idJag(b, { resource: [calendar, NOTES], scope: 'notes:read cal:read' })
       const body = await ok(await redeem(b, { assertion: jag, resource: NOTES, scope: 'notes:read' }))
       assert.equal(body.scope, 'notes:read')
-      const before = counts(b)
+      const before = await counts(b)
       await expectError(await redeem(b, { assertion: await idJag(b, { resource: [calendar, NOTES] }) }), 400, 'invalid_target')
-      assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /ID-JAG grants .*calendar.*notes/ })
+      await assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /ID-JAG grants .*calendar.*notes/ })
     }))
 
   it('a DPoP-bound ID-JAG (cnf.jkt) mints a DPoP-bound token with a proof by that key', () =>
@@ -194,9 +194,9 @@ describe('jwt-bearer grant with an ID-JAG: success', () => {
       const jag = await idJag(b, { cnf: { jkt } })
       const body = await ok(await redeem(b, { assertion: jag }, { dpop: await proof() }))
       assert.equal(body.token_type, 'DPoP')
-      const before = counts(b)
+      const before = await counts(b)
       await expectError(await redeem(b, { assertion: await idJag(b, { cnf: { jkt } }) }), 400, 'invalid_grant')
-      assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /cnf\.jkt .* and no DPoP proof/ })
+      await assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /cnf\.jkt .* and no DPoP proof/ })
     }))
 })
 
@@ -366,9 +366,9 @@ describe('jwt-bearer grant with an ID-JAG: refusals (audited, nothing else writt
     it(`${row.name} → ${row.status ?? 400} ${row.error}`, () =>
       withBroker(row.config ?? enterprise, async (b) => {
         await row.arrange?.(b)
-        const before = counts(b)
+        const before = await counts(b)
         await expectError(await redeem(b, await row.fault(b)), row.status ?? 400, row.error)
-        const audit = assertRefusedAndAudited(b, before, { error: row.error, reason: row.reason })
+        const audit = await assertRefusedAndAudited(b, before, { error: row.error, reason: row.reason })
         assert.equal(audit.workload_id, row.name.includes('another client') ? 'agent-b' : 'agent-a')
       }))
   }
@@ -392,7 +392,7 @@ describe('jwt-bearer grant: the client must authenticate (refused before: counte
   for (const c of cases) {
     it(`${c.name} → 400 invalid_client`, () =>
       withBroker(enterprise, async (b) => {
-        const before = counts(b)
+        const before = await counts(b)
         const res = await redeem(b, await c.params(b), c.headers)
         await expectError(res, 400, 'invalid_client')
         await assertRefusedUnauthenticated(b, before, { error: 'invalid_client', reason: c.reason })
@@ -401,9 +401,9 @@ describe('jwt-bearer grant: the client must authenticate (refused before: counte
 
   it('a missing assertion → 400 invalid_request before anything else', () =>
     withBroker(enterprise, async (b) => {
-      const before = counts(b)
+      const before = await counts(b)
       await expectError(await redeem(b, { assertion: undefined }), 400, 'invalid_request')
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
     }))
 })
 
@@ -419,18 +419,18 @@ describe('jwt-bearer grant: configuration and metadata', () => {
       const meta = (await (await b.app.request('/.well-known/oauth-authorization-server')).json()) as Record<string, unknown>
       assert.deepEqual(meta.grant_types_supported, [TOKEN_EXCHANGE])
       assert.equal(meta.authorization_grant_profiles_supported, undefined)
-      const before = counts(b)
+      const before = await counts(b)
       await expectError(await b.post('/token', form({ grant_type: JWT_BEARER, assertion: await idJag(b) })), 400, 'unsupported_grant_type')
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
     })
   })
 
   it('an ID-JAG never passes as a session token at the token-exchange grant', () =>
     withBroker(enterprise, async (b) => {
-      const before = counts(b)
+      const before = await counts(b)
       const res = await b.exchange({ subject_token: await idJag(b), subject_token_type: JWT_TYPE })
       await expectError(res, 400, 'invalid_request')
-      assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /typ "oauth-id-jag\+jwt" not accepted/ })
+      await assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /typ "oauth-id-jag\+jwt" not accepted/ })
     }))
 
   it('config: oauth-id-jag+jwt is never a session typ; the broker never redeems its own ID-JAGs', async () => {
@@ -492,7 +492,7 @@ describe('the official MCP SDK v2 client: CrossAppAccessProvider', () => {
         const result = (await client.callTool({ name: 'whoami', arguments: {} })) as { content: { text: string }[] }
         assert.match(result.content[0]!.text, /^user=alice agent=agent-a task=[0-9a-f-]{36}$/)
         assert.deepEqual(seen, [{ authorizationServerUrl: s.url, resourceUrl: mcpUrl }])
-        const allow = s.lastAudit()!
+        const allow = (await s.lastAudit())!
         assert.equal(allow.decision, 'allow')
         assert.match(String(allow.reason), /ID-JAG/)
       } finally {

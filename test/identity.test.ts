@@ -94,7 +94,7 @@ describe('a user is the pair (subject issuer, subject)', () => {
       assert.deepEqual((await view(partner.task_id)).sub_id, { format: 'iss_sub', iss: PARTNER, sub: 'alice' })
 
       // The audit log names them apart too.
-      const audited = b.deps.database.sqlite.prepare("select user_sub from audit_events where decision = 'allow' and action = 'token.exchange' order by id").all() as { user_sub: string }[]
+      const audited = await b.rawQuery("select user_sub from audit_events where decision = 'allow' and action = 'token.exchange' order by id") as { user_sub: string }[]
       assert.deepEqual(audited.map((r) => r.user_sub), ['corp:alice', 'partner:alice'])
 
       // Partner alice cannot use corp alice's task.
@@ -141,17 +141,17 @@ describe('may_act fails closed', () => {
     it(`may_act as ${name} → exchange 400 invalid_request and task opening refused, nothing issued`, () =>
       withBroker({}, async (b) => {
         const session = await b.session({ may_act: mayAct })
-        const before = counts(b)
+        const before = await counts(b)
         const res = await b.exchange({ subject_token: session })
         assert.equal(res.status, 400)
         assert.equal(((await res.json()) as { error: string }).error, 'invalid_request')
-        assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /^may_act/ })
+        await assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /^may_act/ })
 
-        const before2 = counts(b)
+        const before2 = await counts(b)
         const opened = await openTask(b, { purpose: 'p', resources: [{ resource: NOTES, scopes: ['notes:read'] }] }, { session })
         assert.equal(opened.status, 400)
         assert.equal(((await opened.json()) as { error: string }).error, 'invalid_request')
-        assertRefusedAndAudited(b, before2, { error: 'invalid_request', reason: /^may_act/, action: 'task.open' })
+        await assertRefusedAndAudited(b, before2, { error: 'invalid_request', reason: /^may_act/, action: 'task.open' })
       }),
     )
   }
@@ -178,11 +178,11 @@ describe('an attestation bounds what is minted from it', () => {
       const res = await b.exchange({ actor_token: expired })
       assert.equal(res.status, 400)
       assert.equal(((await res.json()) as { error: string }).error, 'invalid_request')
-      assert.deepEqual(counts(b), { tokens: 0, tasks: 0, audit_events: 0, revocation_events: 0 })
+      assert.deepEqual(await counts(b), { tokens: 0, tasks: 0, audit_events: 0, revocation_events: 0 })
       const opened = await openTask(b, { purpose: 'p', resources: [{ resource: NOTES, scopes: ['notes:read'] }] }, { svid: expired })
       assert.equal(opened.status, 401)
       assert.equal(((await opened.json()) as { error: string }).error, 'invalid_token')
-      assert.equal(b.count('tasks'), 0)
+      assert.equal(await b.count('tasks'), 0)
     }),
   )
 
@@ -220,12 +220,12 @@ describe('session tokens are typed, bounded and tied to a published key', () => 
   for (const [name, header, status] of typRows) {
     it(`a session token with ${name} → ${status}`, () =>
       withBroker({}, async (b) => {
-        const before = counts(b)
+        const before = await counts(b)
         const res = await b.exchange({ subject_token: await b.session({}, { header }) })
         assert.equal(res.status, status, await res.clone().text())
         if (status === 400) {
           assert.equal(((await res.json()) as { error: string }).error, 'invalid_request')
-          assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /typ .* not accepted/ })
+          await assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /typ .* not accepted/ })
         }
       }),
     )
@@ -268,7 +268,7 @@ describe('session tokens are typed, bounded and tied to a published key', () => 
       const attestation = await mint(b.keys.user, { iss: USER_ISSUER, sub: 'alice', aud: ISSUER, iat: now, exp: now + 300 }, { typ: 'workload+jwt' })
       const res2 = await b.exchange({ subject_token: attestation })
       assert.equal(res2.status, 400)
-      assert.match(String(b.lastAudit()?.reason), /typ "workload\+jwt" not accepted/)
+      assert.match(String((await b.lastAudit())?.reason), /typ "workload\+jwt" not accepted/)
       // Control: the attestation as the actor token works.
       assert.equal((await b.exchange({ actor_token: attestation })).status, 200)
     })
@@ -277,11 +277,11 @@ describe('session tokens are typed, bounded and tied to a published key', () => 
   it('a non-string or empty sid is refused, not silently ignored', () =>
     withBroker({}, async (b) => {
       for (const sid of [5, '', { id: 'x' }, ['sess-1']]) {
-        const before = counts(b)
+        const before = await counts(b)
         const res = await b.exchange({ subject_token: await b.session({ sid }) })
         assert.equal(res.status, 400)
         assert.equal(((await res.json()) as { error: string }).error, 'invalid_request')
-        assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /"sid" claim must be a non-empty string/ })
+        await assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /"sid" claim must be a non-empty string/ })
       }
     }),
   )
@@ -291,7 +291,7 @@ describe('session tokens are typed, bounded and tied to a published key', () => 
       const now = b.clock.now()
       const res = await b.exchange({ subject_token: await b.session({ iat: now, exp: now + 10 * 365 * 86_400 }) })
       assert.equal(res.status, 400)
-      assert.match(String(b.lastAudit()?.reason), /lifetime .* > 86400s/)
+      assert.match(String((await b.lastAudit())?.reason), /lifetime .* > 86400s/)
       assert.equal((await b.exchange({ subject_token: await b.session({ iat: now, exp: now + 86_400 }) })).status, 200)
     }),
   )
@@ -309,11 +309,11 @@ describe('session tokens are typed, bounded and tied to a published key', () => 
         // The IdP removes the key (e.g. after a compromise); the session token is cached as verified.
         published = []
         b.clock.advance(61)
-        const before = counts(b)
+        const before = await counts(b)
         const res = await b.exchange({ subject_token: session })
         assert.equal(res.status, 400)
         assert.equal(((await res.json()) as { error: string }).error, 'invalid_request')
-        assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /key no longer published/ })
+        await assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /key no longer published/ })
         // Control: the key back in the set, the same cached token works again.
         published = [keys.user.publicJwk]
         b.clock.advance(2)
@@ -374,7 +374,7 @@ describe('the caller is authenticated before the user', () => {
       }
       assert.equal(answers.size, 1, [...answers].join('\n'))
       assert.match([...answers][0]!, /^400 .*"actor_token is invalid"/)
-      assert.equal(b.count('audit_events'), 0)
+      assert.equal(await b.count('audit_events'), 0)
     }),
   )
 
@@ -422,9 +422,9 @@ describe('a workload that may no longer act', () => {
         const task = (await b.deps.stores.tasks.get(taskId))!
         assert.equal(task.status, 'revoked')
         assert.match(String(task.endReason), /workload agent-b removed from the configuration/)
-        const tokens = b.deps.database.sqlite.prepare('select status from tokens where task_id = ?').all(taskId) as { status: string }[]
+        const tokens = await b.rawQuery('select status from tokens where task_id = ?', [taskId]) as { status: string }[]
         assert.deepEqual(tokens.map((t) => t.status), ['revoked'])
-        const events = b.deps.database.sqlite.prepare("select kind, audiences from revocation_events where task_id = ?").all(taskId)
+        const events = await b.rawQuery("select kind, audiences from revocation_events where task_id = ?", [taskId])
         assert.deepEqual(events, [{ kind: 'task_revoked', audiences: NOTES }])
       })
     } finally {
@@ -524,17 +524,17 @@ describe('edges of identity', () => {
         answers.add(`${res.status} ${await res.text()}`)
       }
       assert.deepEqual([...answers], ['401 {"error":"invalid_token","error_description":"actor_token is invalid"}'])
-      assert.equal(b.count('audit_events'), 0)
+      assert.equal(await b.count('audit_events'), 0)
     }),
   )
 
   it('POST /tasks audits a bad session once the workload is authenticated', () =>
     withBroker({}, async (b) => {
-      const before = counts(b)
+      const before = await counts(b)
       const res = await openTask(b, { purpose: 'p', resources: [{ resource: NOTES }] }, { session: await b.session({}, { key: b.keys.untrustedUser }) })
       assert.equal(res.status, 401)
-      assertRefusedAndAudited(b, before, { error: 'invalid_token', reason: /^subject: subject_token: signature verification failed/, action: 'task.open' })
-      assert.equal(b.lastAudit()?.workload_id, 'agent-a')
+      await assertRefusedAndAudited(b, before, { error: 'invalid_token', reason: /^subject: subject_token: signature verification failed/, action: 'task.open' })
+      assert.equal((await b.lastAudit())?.workload_id, 'agent-a')
     }),
   )
 
@@ -542,7 +542,7 @@ describe('edges of identity', () => {
     withBroker({}, async (b) => {
       const res = await b.exchange({ subject_token: await b.session({ sub: 'a'.repeat(256) }) })
       assert.equal(res.status, 400)
-      assert.match(String(b.lastAudit()?.reason), /longer than 255/)
+      assert.match(String((await b.lastAudit())?.reason), /longer than 255/)
       assert.equal((await b.exchange({ subject_token: await b.session({ sub: 'a'.repeat(255) }) })).status, 200)
     }),
   )
@@ -551,7 +551,7 @@ describe('edges of identity', () => {
     withBroker({}, async (b) => {
       const res = await b.exchange({ subject_token: await b.session({ iat: null }) })
       assert.equal(res.status, 400)
-      assert.match(String(b.lastAudit()?.reason), /"iat" claim/)
+      assert.match(String((await b.lastAudit())?.reason), /"iat" claim/)
     }),
   )
 

@@ -144,7 +144,7 @@ describe('interop with oauth4webapi and jose over a real port', () => {
 
     const after = await introspect(as, token)
     assert.deepEqual({ ...after }, { active: false })
-    assert.equal(s.count('revocation_events'), 1)
+    assert.equal(await s.count('revocation_events'), 1)
   })
 
   it('revocation with a wrong resource secret surfaces as invalid_client and revokes nothing', async () => {
@@ -163,23 +163,23 @@ describe('interop with oauth4webapi and jose over a real port', () => {
     const done = await fetch(`${s.url}/tasks/${taskId}/complete`, { method: 'POST', headers: { 'actor-token': await s.svid('a') } })
     assert.equal(done.status, 200)
 
-    const tokensBefore = s.count('tokens')
+    const tokensBefore = await s.count('tokens')
     const res = await oauth.genericTokenEndpointRequest(as, agentA, oauth.None(), TOKEN_EXCHANGE, await exchangeParams(s, { task_id: taskId }), insecure)
     const err = await expectResponseBodyError(oauth.processGenericTokenEndpointResponse(as, agentA, res), 'invalid_grant', 400)
     assert.equal(err.response.headers.get('cache-control'), 'no-store')
-    assert.equal(s.count('tokens'), tokensBefore)
+    assert.equal(await s.count('tokens'), tokensBefore)
   })
 
   it('a client_id naming another workload is refused with invalid_client (no hint which or why)', async () => {
     const as = await discover(s)
-    const tokensBefore = s.count('tokens')
+    const tokensBefore = await s.count('tokens')
     const agentB: oauth.Client = { client_id: 'agent-b' }
     const res = await oauth.genericTokenEndpointRequest(as, agentB, oauth.None(), TOKEN_EXCHANGE, await exchangeParams(s), insecure)
     // No HTTP authentication was used, so a plain 400 (RFC 6749 §5.2) that oauth4webapi reads as a
     // ResponseBodyError; the description names no one.
     const caught = await expectResponseBodyError(oauth.processGenericTokenEndpointResponse(as, agentB, res), 'invalid_client', 400)
     assert.doesNotMatch(JSON.stringify(caught.cause), /agent-/)
-    assert.equal(s.count('tokens'), tokensBefore)
+    assert.equal(await s.count('tokens'), tokensBefore)
     // Not the caller it claims to be: nothing stored, the reason is in the server log.
     assert.match(String([...s.logs].reverse().find((l) => l.msg === 'request refused')?.fields.detail), /client_id agent-b/)
   })

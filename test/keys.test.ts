@@ -64,8 +64,8 @@ describe('JWKS document', () => {
     assert.equal(set.keys.length, 3)
     const current = (await b.deps.keys.current()).kid
     assert.equal(set.keys[0]!.kid, current)
-    const next = b.deps.database.sqlite.prepare(`select kid from signing_keys where state = 'next'`).get() as { kid: string }
-    const standby = b.deps.database.sqlite.prepare(`select kid from signing_keys where state = 'standby'`).get() as { kid: string }
+    const next = (await b.rawQuery(`select kid from signing_keys where state = 'next'`))[0] as { kid: string }
+    const standby = (await b.rawQuery(`select kid from signing_keys where state = 'standby'`))[0] as { kid: string }
     assert.equal(set.keys[1]!.kid, next.kid)
     assert.equal(set.keys[2]!.kid, standby.kid)
     assert.equal(new Set([current, next.kid, standby.kid]).size, 3)
@@ -157,7 +157,7 @@ describe('key rotation', () => {
     assert.ok(![oldKid, nextKid, standbyKid].includes(result.standby))
     assert.equal(result.warning, undefined, 'a rotation after the wait promotes a key every verifier has seen')
     assert.equal((await b.deps.keys.current()).kid, nextKid)
-    assert.equal(b.lastAudit()?.action, 'keys.rotate')
+    assert.equal((await b.lastAudit())?.action, 'keys.rotate')
 
     // The new signing key is one the verifier already had: no verifier sees an unknown kid.
     const newToken = await issue(b)
@@ -194,7 +194,7 @@ describe('key rotation', () => {
     assert.deepEqual(kids(later), [nextKid, standbyKid, result.standby])
     assert.equal(await b.deps.keys.publicKey(oldKid), undefined)
     // The retired key's row is still stored (state 'retired'), only no longer published.
-    const row = b.deps.database.sqlite.prepare('select state, publish_until from signing_keys where kid = ?').get(oldKid) as { state: string; publish_until: number }
+    const row = (await b.rawQuery('select state, publish_until from signing_keys where kid = ?', [oldKid]))[0] as { state: string; publish_until: number }
     assert.equal(row.state, 'retired')
     assert.equal(row.publish_until, rotatedAt + window)
     await assert.rejects(verifyWith(b, later, oldToken), errors.JWKSNoMatchingKey)
@@ -202,16 +202,16 @@ describe('key rotation', () => {
 
   it('rotation is refused (409, Retry-After) until the next key has been published for the JWKS max-age; forced, the answer says what verifiers will see', async () => {
     const before = kids(await jwks(b))
-    const rows = b.deps.database.sqlite.prepare('select * from signing_keys order by kid').all()
-    const audits = b.count('audit_events')
+    const rows = await b.rawQuery('select * from signing_keys order by kid')
+    const audits = await b.count('audit_events')
     b.clock.advance(JWKS_MAX_AGE - 1)
     const early = await rotate(b, `Bearer ${ADMIN_KEY}`)
     assert.equal(early.status, 409)
     assert.equal(early.headers.get('retry-after'), '1')
     assert.equal(((await early.json()) as { error: string }).error, 'rotation_too_early')
     assert.deepEqual(kids(await jwks(b)), before)
-    assert.deepEqual(b.deps.database.sqlite.prepare('select * from signing_keys order by kid').all(), rows, 'no key row changed')
-    assert.equal(b.count('audit_events'), audits)
+    assert.deepEqual(await b.rawQuery('select * from signing_keys order by kid'), rows, 'no key row changed')
+    assert.equal(await b.count('audit_events'), audits)
 
     const forced = await rotate(b, `Bearer ${ADMIN_KEY}`, '?force=true')
     assert.equal(forced.status, 200)
@@ -220,7 +220,7 @@ describe('key rotation', () => {
     assert.equal((await b.deps.keys.current()).kid, before[1])
     assert.equal(answer.verifiers_may_refuse_for_seconds, 1, 'published 299 s ago: a verifier caching the JWKS for 300 s may lack it for 1 s more')
     assert.match(answer.warning ?? '', new RegExp(`${before[1]}.*only ${JWKS_MAX_AGE - 1} s.*refuses new tokens.*up to 1 s`))
-    assert.match(String(b.lastAudit()?.reason), /\(forced\).*only 299 s/)
+    assert.match(String((await b.lastAudit())?.reason), /\(forced\).*only 299 s/)
 
     // The standby key, published with the first two, is now next: it has been seen for a full max-age.
     b.clock.advance(1)
@@ -257,7 +257,7 @@ describe('key rotation', () => {
 
   it('POST /admin/keys/rotate without or with a wrong admin key → 401, nothing rotates', async () => {
     const before = kids(await jwks(b))
-    const rows = (b.deps.database.sqlite.prepare('select count(*) as n from signing_keys').get() as { n: number }).n
+    const rows = ((await b.rawQuery('select count(*) as n from signing_keys'))[0] as { n: number }).n
     for (const auth of [undefined, 'Bearer tpa_wrong-key', `Basic ${Buffer.from(`admin:${ADMIN_KEY}`).toString('base64')}`]) {
       const res = await rotate(b, auth)
       assert.equal(res.status, 401, `authorization ${auth ?? '(none)'}`)
@@ -266,7 +266,7 @@ describe('key rotation', () => {
     }
     assert.deepEqual(kids(await jwks(b)), before)
     assert.equal((await b.deps.keys.current()).kid, before[0])
-    assert.equal((b.deps.database.sqlite.prepare('select count(*) as n from signing_keys').get() as { n: number }).n, rows)
+    assert.equal(((await b.rawQuery('select count(*) as n from signing_keys'))[0] as { n: number }).n, rows)
   })
 })
 
@@ -277,7 +277,7 @@ describe('private keys at rest', () => {
 
   it('signing_keys.private_jwe is a compact JWE under the KEK; no plaintext private key anywhere in the database', async () => {
     await rotate(b, `Bearer ${ADMIN_KEY}`, '?force=true') // four keys: retired, current, next, standby
-    const rows = b.deps.database.sqlite.prepare('select kid, public_jwk, private_jwe from signing_keys').all() as { kid: string; public_jwk: string; private_jwe: string }[]
+    const rows = await b.rawQuery('select kid, public_jwk, private_jwe from signing_keys') as { kid: string; public_jwk: string; private_jwe: string }[]
     assert.equal(rows.length, 4)
     for (const r of rows) {
       const segments = r.private_jwe.split('.')
@@ -302,10 +302,10 @@ describe('private keys at rest', () => {
     }
 
     // No table holds a JSON private member in clear.
-    const tables = b.deps.database.sqlite.prepare(`select name from sqlite_master where type = 'table'`).all() as { name: string }[]
+    const tables = await b.rawQuery<{ name: string }>(b.deps.database.dialect === 'postgres' ? "select table_name as name from information_schema.tables where table_schema = 'public'" : "select name from sqlite_master where type = 'table'")
     assert.ok(tables.some((t) => t.name === 'signing_keys'))
     for (const { name } of tables) {
-      const dump = JSON.stringify(b.deps.database.sqlite.prepare(`select * from "${name}"`).all())
+      const dump = JSON.stringify(await b.rawQuery(`select * from "${name}"`))
       assert.doesNotMatch(dump, /\\?"d\\?"\s*:/, `table ${name}`)
     }
   })
@@ -331,7 +331,7 @@ async function feed(b: TestBroker, auth = NOTES_BASIC): Promise<FeedEvent[]> {
 
 /** What an attacker holding a stolen private key mints: a well-formed task token with a fresh jti. */
 async function forge(b: TestBroker, kid: string, claims: Record<string, unknown> = {}): Promise<string> {
-  const row = b.deps.database.sqlite.prepare('select private_jwe from signing_keys where kid = ?').get(kid) as { private_jwe: string }
+  const row = (await b.rawQuery('select private_jwe from signing_keys where kid = ?', [kid]))[0] as { private_jwe: string }
   const { plaintext } = await compactDecrypt(row.private_jwe, b.deps.keyStore.kek)
   const key = await importJWK(JSON.parse(new TextDecoder().decode(plaintext)) as JWK, 'ES256')
   const now = b.clock.now()
@@ -350,9 +350,9 @@ async function introspect(b: TestBroker, token: string): Promise<boolean> {
   return ((await res.json()) as { active: boolean }).active
 }
 
-const keyRows = (b: TestBroker) => b.deps.database.sqlite.prepare('select * from signing_keys order by kid').all()
-const tokenRows = (b: TestBroker) => b.deps.database.sqlite.prepare('select * from tokens order by jti').all()
-const tokenStatus = (b: TestBroker, t: string) => (b.deps.database.sqlite.prepare('select status from tokens where jti = ?').get(decodeJwt(t).jti) as { status: string }).status
+const keyRows = (b: TestBroker) => b.rawQuery('select * from signing_keys order by kid')
+const tokenRows = (b: TestBroker) => b.rawQuery('select * from tokens order by jti')
+const tokenStatus = async (b: TestBroker, t: string) => ((await b.rawQuery('select status from tokens where jti = ?', [decodeJwt(t).jti]))[0] as { status: string }).status
 
 describe('key revocation (compromise)', () => {
   let b: TestBroker
@@ -366,9 +366,9 @@ describe('key revocation (compromise)', () => {
     const t2 = await issue(b)
     const expired = await issue(b)
     const lastExp = decodeJwt(t2).exp!
-    b.deps.database.sqlite.prepare('update tokens set exp = ? where jti = ?').run(b.clock.now() - 1, decodeJwt(expired).jti)
+    await b.rawQuery('update tokens set exp = ? where jti = ?', [b.clock.now() - 1, decodeJwt(expired).jti])
     assert.equal(await introspect(b, t1), true) // warms the own-token cache
-    const before = counts(b)
+    const before = await counts(b)
     const revokedAt = b.clock.now()
 
     const res = await revoke(b, k1)
@@ -380,9 +380,9 @@ describe('key revocation (compromise)', () => {
     assert.equal(answer.warning, undefined, 'the promoted key had been published for the JWKS max-age')
 
     // One durable transaction wrote: the two token revocations, one feed event, one audit row.
-    const after = counts(b)
+    const after = await counts(b)
     assert.deepEqual(after, { ...before, revocation_events: before.revocation_events + 1, audit_events: before.audit_events + 1 })
-    const audit = b.lastAudit()!
+    const audit = (await b.lastAudit())!
     assert.equal(audit.action, 'keys.revoke')
     assert.equal(audit.decision, 'allow')
     assert.match(String(audit.reason), new RegExp(`current key ${k1} revoked by admin:key0; 2 token\\(s\\) it signed and 0 without a recorded key revoked; current ${k2}`))
@@ -402,7 +402,7 @@ describe('key revocation (compromise)', () => {
     assert.equal(decodeProtectedHeader(t3).kid, k2)
     await verifyWith(b, await jwks(b), t3)
 
-    assert.deepEqual([tokenStatus(b, t1), tokenStatus(b, t2), tokenStatus(b, expired), tokenStatus(b, t3)], ['revoked', 'revoked', 'active', 'active'])
+    assert.deepEqual([await tokenStatus(b, t1), await tokenStatus(b, t2), await tokenStatus(b, expired), await tokenStatus(b, t3)], ['revoked', 'revoked', 'active', 'active'])
     assert.equal(await introspect(b, t1), false)
     assert.equal(await introspect(b, t3), true)
 
@@ -410,7 +410,7 @@ describe('key revocation (compromise)', () => {
     const forged = await forge(b, k1, { jti: decodeJwt(t3).jti }) // even reusing a live jti
     await assert.rejects(verifyWith(b, await jwks(b), forged), errors.JWKSNoMatchingKey)
     assert.equal(await introspect(b, forged), false)
-    const row = b.deps.database.sqlite.prepare('select state, publish_until from signing_keys where kid = ?').get(k1) as { state: string; publish_until: number }
+    const row = (await b.rawQuery('select state, publish_until from signing_keys where kid = ?', [k1]))[0] as { state: string; publish_until: number }
     assert.deepEqual(row, { state: 'revoked', publish_until: revokedAt })
   })
 
@@ -446,7 +446,7 @@ describe('key revocation (compromise)', () => {
     assert.equal(answer.current, k2)
     assert.equal(answer.verifiers_may_refuse_for_seconds, JWKS_MAX_AGE - 40)
     assert.match(answer.warning ?? '', new RegExp(`${k2} has been in the JWKS for only 40 s.*up to ${JWKS_MAX_AGE - 40} s`))
-    assert.match(String(b.lastAudit()?.reason), /for only 40 s/)
+    assert.match(String((await b.lastAudit())?.reason), /for only 40 s/)
   })
 
   it('revoking the next key replaces it from the standby; revoking the standby replaces it; neither touches the current key', async () => {
@@ -457,7 +457,7 @@ describe('key revocation (compromise)', () => {
     const c = (await (await revoke(b, a.standby)).json()) as Revocation
     assert.deepEqual({ ...c, standby: '' }, { kid: a.standby, was: 'standby', tokens_revoked: 0, current: k1, next: k3, standby: '' })
     assert.deepEqual(kids(await jwks(b)), [k1, k3, c.standby])
-    assert.equal(tokenStatus(b, t), 'active')
+    assert.equal(await tokenStatus(b, t), 'active')
     assert.equal((await b.deps.keys.current()).kid, k1)
     assert.equal((await feed(b)).filter((e) => e.type === 'key_revoked').length, 2)
   })
@@ -470,18 +470,18 @@ describe('key revocation (compromise)', () => {
     const a = (await (await revoke(b, k1)).json()) as Revocation
     assert.deepEqual(a, { kid: k1, was: 'retired', tokens_revoked: 1, current: k2, next: k3, standby: rotated.standby })
     assert.deepEqual(kids(await jwks(b)), [k2, k3, rotated.standby])
-    assert.equal(tokenStatus(b, old), 'revoked')
+    assert.equal(await tokenStatus(b, old), 'revoked')
   })
 
   it('tokens issued before tokens recorded their key (kid NULL) are revoked too, each with its own token_revoked event', async () => {
     const [k1, k2] = kids(await jwks(b)) as [string, string]
     const legacy = await issue(b)
     const mine = await issue(b)
-    b.deps.database.sqlite.prepare('update tokens set kid = null where jti = ?').run(decodeJwt(legacy).jti)
+    await b.rawQuery('update tokens set kid = null where jti = ?', [decodeJwt(legacy).jti])
     // Revoking a key that signed nothing still revokes the token of unknown signer: it may have been this key.
     const a = (await (await revoke(b, k2)).json()) as Revocation
     assert.equal(a.tokens_revoked, 1)
-    assert.deepEqual([tokenStatus(b, legacy), tokenStatus(b, mine)], ['revoked', 'active'])
+    assert.deepEqual([await tokenStatus(b, legacy), await tokenStatus(b, mine)], ['revoked', 'active'])
     const events = await feed(b)
     assert.deepEqual(events.map((e) => [e.type, e.jti ?? e.kid]), [['token_revoked', decodeJwt(legacy).jti], ['key_revoked', k2]])
     assert.equal((await b.deps.keys.current()).kid, k1)
@@ -491,8 +491,8 @@ describe('key revocation (compromise)', () => {
     const [k1, k2] = kids(await jwks(b)) as [string, string]
     await issue(b)
     assert.equal((await revoke(b, k2)).status, 200)
-    const snapshot = () => ({ counts: counts(b), keys: keyRows(b), tokens: tokenRows(b) })
-    const before = snapshot()
+    const snapshot = async () => ({ counts: await counts(b), keys: await keyRows(b), tokens: await tokenRows(b) })
+    const before = await snapshot()
     const jwksBefore = await jwks(b)
     const cases: [string, string | null, number, string][] = [
       ['unknown-kid', `Bearer ${ADMIN_KEY}`, 404, 'not_found'],
@@ -506,7 +506,7 @@ describe('key revocation (compromise)', () => {
       assert.equal(res.status, status, `${kid.slice(0, 20)} ${auth ?? '(none)'}`)
       assert.equal(((await res.json()) as { error: string }).error, error)
       assert.equal(res.headers.get('cache-control'), 'no-store')
-      assert.deepEqual(snapshot(), before, 'nothing changed')
+      assert.deepEqual(await snapshot(), before, 'nothing changed')
     }
     assert.deepEqual(await jwks(b), jwksBefore)
     assert.equal((await b.deps.keys.current()).kid, k1)
@@ -542,7 +542,7 @@ describe('keys changed by another process (the CLI)', () => {
       assert.deepEqual(kids(await jwks(b)), [k2, result.next, result.standby])
     } finally {
       other.close()
-      b.close()
+      await b.close()
     }
   })
 })
@@ -565,15 +565,15 @@ describe('a key revoked by another process while an exchange signs with it', () 
         await revokeKey({ keyStore: { ...b.deps.keyStore, stores: otherStores }, stores: otherStores, audiences: [NOTES] }, kid, 'admin:cli')
         return key
       }
-      const before = counts(b)
+      const before = await counts(b)
       const res = await b.exchange()
       assert.equal(res.status, 503)
       assert.equal(((await res.json()) as { error: string }).error, 'temporarily_unavailable')
-      assert.equal(counts(b).tokens, before.tokens, 'no token row signed by the revoked key')
+      assert.equal((await counts(b)).tokens, before.tokens, 'no token row signed by the revoked key')
       assert.notEqual((await b.deps.keys.current()).kid, kid)
     } finally {
       other.close()
-      b.close()
+      await b.close()
     }
   })
 })
@@ -599,7 +599,7 @@ describe('a key change seen while the database cannot be read', () => {
       assert.equal(await b.deps.keys.publicKey(k1), undefined)
     } finally {
       other.close()
-      b.close()
+      await b.close()
     }
   })
 })
@@ -617,7 +617,7 @@ describe('keys read while this process has a transaction open', () => {
       let seen: string | undefined
       await assert.rejects(
         b.deps.stores.durably(async () => {
-          b.deps.database.sqlite.prepare("update signing_keys set state = 'revoked' where kid = ?").run(current)
+          await b.rawQuery("update signing_keys set state = 'revoked' where kid = ?", [current])
           await Promise.resolve()
           seen = (await b.deps.keys.current()).kid
           throw new Error('the revocation fails and rolls back')
@@ -629,7 +629,7 @@ describe('keys read while this process has a transaction open', () => {
       assert.ok(kids(await jwks(b)).includes(current))
     } finally {
       other.close()
-      b.close()
+      await b.close()
     }
   })
 })

@@ -64,16 +64,16 @@ describe('task lifecycle', () => {
     const ended = (await done.json()) as { task: { status: string }; tokens_revoked: number }
     assert.equal(ended.task.status, 'completed')
     assert.equal(ended.tokens_revoked, 1)
-    assert.equal(b.count('revocation_events'), 1)
+    assert.equal(await b.count('revocation_events'), 1)
 
     assert.deepEqual(await introspect(b, token), { active: false })
 
-    const tokensBefore = b.count('tokens')
+    const tokensBefore = await b.count('tokens')
     const again = await b.exchange({ task_id: task.task_id })
     assert.equal(again.status, 400)
     assert.equal(((await again.json()) as { error: string }).error, 'invalid_grant')
-    assert.equal(b.count('tokens'), tokensBefore)
-    assert.equal(b.lastAudit()?.decision, 'deny')
+    assert.equal(await b.count('tokens'), tokensBefore)
+    assert.equal((await b.lastAudit())?.decision, 'deny')
   })
 
   it('an exchange without task_id opens a task implicitly and returns its id', async () => {
@@ -110,7 +110,7 @@ describe('task lifecycle', () => {
     const res = await b.post('/revoke', { token: access_token, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-spiffe', client_assertion: await b.svid('b') })
     assert.equal(res.status, 200)
     assert.equal((await introspect(b, access_token)).active, true)
-    assert.equal(b.count('revocation_events'), 0)
+    assert.equal(await b.count('revocation_events'), 0)
   })
 
   it('tokens and tasks expire with the injected clock', async () => {
@@ -168,7 +168,7 @@ describe('task lifecycle', () => {
       assert.equal(b.deps.keys.current, current, 'the task was ended mid-exchange')
       assert.equal(exchanged.status, 400)
       assert.equal(((await exchanged.json()) as { error: string }).error, 'invalid_grant')
-      const live = b.deps.database.sqlite.prepare("select count(*) as n from tokens where task_id = ? and status = 'active'").get(opened.task_id) as { n: number }
+      const live = (await b.rawQuery("select count(*) as n from tokens where task_id = ? and status = 'active'", [opened.task_id]))[0] as { n: number }
       assert.equal(live.n, 0, `${how}: an active token survived the task's end`)
     }
   })
@@ -182,18 +182,18 @@ describe('task lifecycle', () => {
       const key = await current()
       kid = key.kid
       // What a compromise revocation commits (here on the same connection), and the keyset's reload.
-      b.deps.database.sqlite.prepare("update signing_keys set state = 'revoked', publish_until = ? where kid = ?").run(b.clock.now(), kid)
+      await b.rawQuery("update signing_keys set state = 'revoked', publish_until = ? where kid = ?", [b.clock.now(), kid])
       void b.deps.keys.reload().catch(() => {})
       return key
     }
-    const before = b.count('tokens')
+    const before = await b.count('tokens')
     const res = await b.exchange()
     assert.equal(res.status, 503)
     assert.equal(((await res.json()) as { error: string }).error, 'temporarily_unavailable')
-    assert.equal(b.count('tokens'), before, 'no token row for the revoked key')
-    const live = b.deps.database.sqlite.prepare("select count(*) as n from tokens where kid = ? and status = 'active' and exp > ?").get(kid, b.clock.now()) as { n: number }
+    assert.equal(await b.count('tokens'), before, 'no token row for the revoked key')
+    const live = (await b.rawQuery("select count(*) as n from tokens where kid = ? and status = 'active' and exp > ?", [kid, b.clock.now()]))[0] as { n: number }
     assert.ok(live.n <= 1, 'only the warm-up token, signed before the revocation, may remain (the revocation path revokes it)')
-    assert.match(String(b.lastAudit()?.reason), /revoked during the exchange/)
+    assert.match(String((await b.lastAudit())?.reason), /revoked during the exchange/)
   })
 
   it('a token carries the sid of the session its task is bound to, never another one', async () => {
@@ -207,8 +207,8 @@ describe('task lifecycle', () => {
     const res = await openTask(b, { purpose: 'x', resources: [{ resource: NOTES, scopes: ['notes:read'] }] }, { session: await b.session({ may_act: { sub: 'agent-b' } }) })
     assert.equal(res.status, 400)
     assert.equal(((await res.json()) as { error: string }).error, 'invalid_request')
-    assert.equal(b.count('tasks'), 0)
-    assert.equal(b.lastAudit()?.decision, 'deny')
+    assert.equal(await b.count('tasks'), 0)
+    assert.equal((await b.lastAudit())?.decision, 'deny')
     const ok = await openTask(b, { purpose: 'x', resources: [{ resource: NOTES, scopes: ['notes:read'] }] }, { session: await b.session({ may_act: { sub: 'agent-a' } }) })
     assert.equal(ok.status, 201)
   })

@@ -192,8 +192,8 @@ async function callTool(s: Stack, token: string, name: string): Promise<string> 
   }
 }
 
-function lastToolAudit(s: Stack): Record<string, unknown> {
-  return s.broker.deps.database.sqlite.prepare("select * from audit_events where action = 'tool.call' order by id desc limit 1").get() as Record<string, unknown>
+async function lastToolAudit(s: Stack): Promise<Record<string, unknown>> {
+  return (await s.broker.rawQuery("select * from audit_events where action = 'tool.call' order by id desc limit 1"))[0] as Record<string, unknown>
 }
 
 for (const kind of ['v1', 'v2'] as const) {
@@ -205,7 +205,7 @@ for (const kind of ['v1', 'v2'] as const) {
     it('runs an allowed tool; the PDP decision is audited as an allow', async () => {
       assert.match(await callTool(s, await taskToken(s), 'read_note'), /^read_note ran for task /)
       assert.equal(s.runs.get('read_note'), 1)
-      const row = lastToolAudit(s)
+      const row = await lastToolAudit(s)
       assert.equal(row.decision, 'allow')
       assert.equal(row.resource, s.mcpUrl)
     })
@@ -220,7 +220,7 @@ for (const kind of ['v1', 'v2'] as const) {
         return true
       })
       assert.equal(s.runs.get('delete_note'), undefined, 'the tool body never ran')
-      const row = lastToolAudit(s)
+      const row = await lastToolAudit(s)
       assert.equal(row.decision, 'deny')
       assert.equal(row.policies, 'no-delete-note')
       // The same token still runs what it may.
@@ -229,11 +229,11 @@ for (const kind of ['v1', 'v2'] as const) {
 
     it("a tool outside the task's declared tools is refused the same way, by the kit from the token, without asking the PDP", async () => {
       const token = await taskToken(s, ['delete_note'])
-      const decided = s.broker.count('audit_events')
+      const decided = await s.broker.count('audit_events')
       const ran = s.runs.get('read_note')
       await assert.rejects(callTool(s, token, 'read_note'), /tool "read_note" is not permitted for this task \(tool_not_in_token\)/)
       assert.equal(s.runs.get('read_note'), ran, 'the tool body never ran')
-      assert.equal(s.broker.count('audit_events'), decided, 'the PDP was not asked (no tool.call decision audited)')
+      assert.equal(await s.broker.count('audit_events'), decided, 'the PDP was not asked (no tool.call decision audited)')
     })
   })
 }

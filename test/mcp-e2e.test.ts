@@ -413,9 +413,9 @@ describe('an SDK client whose OAuthClientProvider performs the exchange', () => 
 
       await completeTask(s, taskId)
       await msUntilRefused(s, token, Date.now())
-      const minted = s.broker.count('tokens')
+      const minted = await s.broker.count('tokens')
       await assert.rejects(client.callTool({ name: 'read_note', arguments: { name: 'todo' } }), (e: unknown) => e instanceof InvalidGrantError)
-      assert.equal(s.broker.count('tokens'), minted, 'no token was minted after completion')
+      assert.equal(await s.broker.count('tokens'), minted, 'no token was minted after completion')
       assert.ok(provider.exchanges >= 2)
       assert.equal(provider.tokens(), undefined)
     } finally {

@@ -296,16 +296,16 @@ describe('with a PDP configured: the token is checked first, then the PDP', () =
   before(async () => { s = await startStack('v1-sse', { pdp: true }) })
   after(() => s.stop())
 
-  const toolDecisions = () => (s.broker.deps.database.sqlite.prepare("select count(*) as n from audit_events where action = 'tool.call'").get() as { n: number }).n
+  const toolDecisions = async () => ((await s.broker.rawQuery("select count(*) as n from audit_events where action = 'tool.call'"))[0] as { n: number }).n
 
   it('a tool the token names is asked of the PDP (an audited decision); one it does not name is refused without asking', async () => {
     const token = await taskToken(s, ['read_note'])
     await withSession(s, token, async (c) => {
-      const before = toolDecisions()
+      const before = await toolDecisions()
       assert.equal(await c.callTool('read_note', { name: 'todo' }), 'buy milk')
-      assert.equal(toolDecisions(), before + 1, 'the PDP decided read_note')
+      assert.equal(await toolDecisions(), before + 1, 'the PDP decided read_note')
       await assert.rejects(c.callTool('write_note', { name: 'todo', text: 'pwned' }), assertToolRefused(s, 'write_note'))
-      assert.equal(toolDecisions(), before + 1, 'the PDP was not asked about write_note')
+      assert.equal(await toolDecisions(), before + 1, 'the PDP was not asked about write_note')
       assert.deepEqual(await c.listTools(), ['read_note'])
     })
   })

@@ -14,6 +14,7 @@ import { migrate } from 'drizzle-orm/better-sqlite3/migrator'
 import { createHash } from 'node:crypto'
 import { openDatabase } from '../src/store/db.js'
 import { createStores } from '../src/store/stores.js'
+import { sqliteOnly } from './harness.js'
 
 /** A new database in `dir` with only the migrations before number `before` applied (as an older release left it). */
 function databaseBefore(dir: string, before: number): { file: string; sqlite: Database.Database } {
@@ -29,7 +30,7 @@ function databaseBefore(dir: string, before: number): { file: string; sqlite: Da
   return { file, sqlite }
 }
 
-describe('migration 0003', () => {
+describe('migration 0003', { skip: sqliteOnly('SQLite migrations applied to an older SQLite database') }, () => {
   it('fills in the subject issuer of earlier task and session events', () => {
     const dir = mkdtempSync(join(tmpdir(), 'taskpass-migrate-'))
     try {
@@ -54,7 +55,7 @@ describe('migration 0003', () => {
   })
 })
 
-describe('migration 0008', () => {
+describe('migration 0008', { skip: sqliteOnly('SQLite migrations applied to an older SQLite database') }, () => {
   it('keeps the audit chain of an earlier database verifiable, and chains rows with a detail onto it', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'taskpass-migrate-'))
     try {

@@ -31,7 +31,7 @@ async function admin(b: TestBroker, method: string, path: string, body?: unknown
   return { status: res.status, body: (await res.json()) as Record<string, unknown> }
 }
 
-const policySetRows = (b: TestBroker) => (b.deps.database.sqlite.prepare('select count(*) as n from policy_sets').get() as { n: number }).n
+const policySetRows = async (b: TestBroker) => ((await b.rawQuery('select count(*) as n from policy_sets'))[0] as { n: number }).n
 
 describe('admin API: the policy set in force', () => {
   it('GET /admin/policies shows the version and every policy with its source; an admin key is required', () =>
@@ -57,14 +57,14 @@ describe('admin API: the policy set in force', () => {
       assert.equal(b.deps.policy.version, body.version)
       assert.ok((body.policies as { id: string; source: string }[]).some((p) => p.id === 'no-bearer-writes' && p.source === 'admin'))
       assert.equal(body.admin_loaded_by, 'admin:key0')
-      const audit = b.lastAudit()!
+      const audit = (await b.lastAudit())!
       assert.equal(audit.action, 'policy.load')
       assert.match(String(audit.reason), new RegExp(`admin policies loaded by admin:key0: ${before} → ${body.version}`))
       assert.equal(audit.policy_version, body.version)
       const refused = await b.exchange({ scope: 'notes:write' })
       assert.equal(refused.status, 400)
       assert.equal(((await refused.json()) as { error: string }).error, 'invalid_scope')
-      const row = b.lastAudit()!
+      const row = (await b.lastAudit())!
       assert.equal(row.policies, 'no-bearer-writes')
       assert.equal(row.policy_version, body.version)
       // "" clears them: back to the generated set (the same version as before).
@@ -77,7 +77,7 @@ describe('admin API: the policy set in force', () => {
     withBroker(undefined, async (b) => {
       await admin(b, 'PUT', '/admin/policies', { policies: NO_BEARER_WRITES })
       const version = b.deps.policy.version
-      const rows = policySetRows(b)
+      const rows = await policySetRows(b)
       for (const [text, problem] of [
         ['permit (principal, action, resource);\nforbid (principal, action, resource) when { context.', /admin:2:\d+: /],
         ['@id("typo") forbid (principal, action == Taskpass::Action::"exchange", resource) when { context.dpop_boud };', /policy typo: admin:1:\d+: .*dpop_boud/],
@@ -85,13 +85,13 @@ describe('admin API: the policy set in force', () => {
         [`@id("grant/agent-a/${NOTES}") forbid (principal, action == Taskpass::Action::"exchange", resource);`, /duplicate policy id/],
         ['forbid (principal, action == Taskpass::Action::"exchange", resource == Taskpass::Resource::"https://nowhere.example/mcp");', /unknown resource https:\/\/nowhere\.example\/mcp/],
       ] as const) {
-        const before = counts(b)
+        const before = await counts(b)
         const { status, body } = await admin(b, 'PUT', '/admin/policies', { policies: text })
         assert.equal(status, 400, text)
         assert.equal(body.error, 'invalid_policy')
         assert.ok((body.problems as string[]).some((p) => problem.test(p)), `${JSON.stringify(body.problems)} ~ ${problem}`)
-        assert.deepEqual(counts(b), before, 'no audit row, nothing written')
-        assert.equal(policySetRows(b), rows, 'nothing stored')
+        assert.deepEqual(await counts(b), before, 'no audit row, nothing written')
+        assert.equal(await policySetRows(b), rows, 'nothing stored')
         assert.equal(b.deps.policy.version, version, 'the running set is kept')
       }
       const still = await b.exchange({ scope: 'notes:write' })
@@ -113,11 +113,11 @@ describe('admin API: the policy set in force', () => {
       const padded = `// ${'x'.repeat(10_000)}\n${NO_BEARER_WRITES}`
       const ok = await admin(b, 'PUT', '/admin/policies', { policies: padded })
       assert.equal(ok.status, 200, 'above the broker-wide 4 KiB, within the policy limit')
-      const rows = policySetRows(b)
+      const rows = await policySetRows(b)
       const big = await admin(b, 'PUT', '/admin/policies', { policies: `// ${'x'.repeat(40_000)}\n${NO_BEARER_WRITES}` })
       assert.equal(big.status, 413)
       assert.equal(big.body.error, 'invalid_request')
-      assert.equal(policySetRows(b), rows, 'nothing stored')
+      assert.equal(await policySetRows(b), rows, 'nothing stored')
       // Other routes keep the broker-wide limit.
       const other = await b.app.request('/admin/sessions/revoke', { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }, body: JSON.stringify({ issuer: 'x', sid: 'y'.repeat(5000) }) })
       assert.equal(other.status, 413)
@@ -129,7 +129,7 @@ describe('admin API: the policy set in force', () => {
     const config = (c: Parameters<NonNullable<Parameters<typeof createTestBroker>[0]>['config'] & object>[0]) => ({ ...c, database, keys: { kek } })
     const first = await createTestBroker({ config })
     const loaded = await admin(first, 'PUT', '/admin/policies', { policies: NO_BEARER_WRITES })
-    first.close()
+    await first.close()
     await withBroker({ config }, async (b) => {
       assert.equal(b.deps.policy.version, loaded.body.version)
       const res = await b.exchange({ scope: 'notes:write' })
@@ -146,7 +146,7 @@ describe('admin API: the policy set in force', () => {
       const r = await admin(b, 'POST', '/admin/policies/reload')
       assert.equal(r.status, 200)
       assert.ok((r.body.policies as { source: string }[]).some((p) => p.source === file))
-      assert.equal(b.lastAudit()!.action, 'policy.load')
+      assert.equal((await b.lastAudit())!.action, 'policy.load')
       assert.equal((await b.exchange({ scope: 'notes:write' })).status, 400)
       const version = b.deps.policy.version
       writeFileSync(file, 'forbid (principal, action, resource')
@@ -164,16 +164,16 @@ describe('audit rows name the policy set version and the deciding policies', () 
     withBroker(undefined, async (b) => {
       const version = b.deps.policy.version
       assert.equal((await openTask(b, { purpose: 'p', resources: [{ resource: NOTES, scopes: ['notes:read'] }] })).status, 201)
-      let row = b.lastAudit()!
+      let row = (await b.lastAudit())!
       assert.equal(row.action, 'task.open')
       assert.equal(row.policy_version, version)
       assert.equal(row.policies, `grant/agent-a/${NOTES}`)
       assert.equal((await b.exchange({ scope: 'notes:read' })).status, 200)
-      row = b.lastAudit()!
+      row = (await b.lastAudit())!
       assert.deepEqual([row.action, row.decision, row.policy_version, row.policies], ['token.exchange', 'allow', version, `grant/agent-a/${NOTES}`])
       // A deny by no permit: the version, and no deciding policy.
       assert.equal((await b.exchange({ scope: 'notes:delete' })).status, 400)
-      row = b.lastAudit()!
+      row = (await b.lastAudit())!
       assert.deepEqual([row.decision, row.error, row.policy_version, row.policies], ['deny', 'invalid_scope', version, null])
     }))
 })
@@ -186,7 +186,7 @@ async function evaluate(b: TestBroker, body: Record<string, unknown>) {
 describe('dry run: POST /admin/policy/evaluate', () => {
   it('answers permit with the constraints, the lifetime and the deciding policy, and writes nothing', () =>
     withBroker((c) => ({ ...c, resources: c.resources!.map((r) => (r.uri === NOTES ? { ...r, maxTtl: 120 } : r)) }), async (b) => {
-      const before = counts(b)
+      const before = await counts(b)
       const { status, body } = await evaluate(b, { action: 'exchange', resource: NOTES, scopes: ['notes:read'], ttl: 600 })
       assert.equal(status, 200)
       assert.deepEqual(body, {
@@ -199,13 +199,13 @@ describe('dry run: POST /admin/policy/evaluate', () => {
         scope: 'notes:read',
         candidate: false,
       })
-      assert.deepEqual(counts(b), before, 'nothing written')
+      assert.deepEqual(await counts(b), before, 'nothing written')
     }))
 
   it('forbid: the error and the deciding policy; open_task answers the status a task would open in', () =>
     withBroker((c) => ({ ...c, resources: c.resources!.map((r) => (r.uri === CALENDAR ? { ...r, requireApproval: true } : r)) }), async (b) => {
       await admin(b, 'PUT', '/admin/policies', { policies: NO_BEARER_WRITES })
-      const before = counts(b)
+      const before = await counts(b)
       const write = await evaluate(b, { action: 'exchange', resource: NOTES, scopes: ['notes:write'] })
       assert.deepEqual([write.body.decision, write.body.error, write.body.policies], ['forbid', 'invalid_scope', ['no-bearer-writes']])
       const bound = await evaluate(b, { action: 'exchange', resource: NOTES, scopes: ['notes:write'], dpop_bound: true })
@@ -214,7 +214,7 @@ describe('dry run: POST /admin/policy/evaluate', () => {
       assert.deepEqual([cal.body.decision, cal.body.task_status], ['permit', 'pending_approval'])
       const none = await evaluate(b, { action: 'exchange', resource: NOTES, scopes: ['notes:delete'] })
       assert.deepEqual([none.body.decision, none.body.error, none.body.policies], ['forbid', 'invalid_scope', []])
-      assert.deepEqual(counts(b), before, 'nothing written')
+      assert.deepEqual(await counts(b), before, 'nothing written')
     }))
 
   it('call_tool: a tool outside the task’s declared tools is refused, one inside is permitted', () =>
@@ -268,11 +268,11 @@ describe('dry run: POST /admin/policy/evaluate', () => {
         { action: 'exchange', resource: NOTES, task_id: 'x', task: { purpose: 'p', resources: [{ resource: NOTES }] } },
         { action: 'delete_everything', resource: NOTES },
       ]) {
-        const before = counts(b)
+        const before = await counts(b)
         const r = await evaluate(b, body)
         assert.equal(r.status, 400, JSON.stringify(body))
         assert.equal(r.body.error, 'invalid_request', JSON.stringify(body))
-        assert.deepEqual(counts(b), before)
+        assert.deepEqual(await counts(b), before)
       }
     }))
 })
@@ -295,7 +295,7 @@ describe('dry run agrees with the real request', () => {
         lastSession = session
         const real = await b.exchange({ subject_token: session, ...c.form })
         const body = (await real.json()) as Record<string, unknown>
-        const audit = b.lastAudit()!
+        const audit = (await b.lastAudit())!
         const { exp: sessionExp } = decodeJwt(String(lastSession))
         const dry = (await evaluate(b, { action: 'exchange', resource: NOTES, session_exp: sessionExp, attestation_exp: b.clock.now() + 300, ...c.dry })).body
         assert.equal(dry.decision, real.status === 200 ? 'permit' : 'forbid', c.name)

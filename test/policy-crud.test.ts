@@ -39,14 +39,14 @@ async function admin(b: TestBroker, method: string, path: string, body?: unknown
 }
 
 const path = (id: string) => `/admin/policies/${encodeURIComponent(id)}`
-const policySetRows = (b: TestBroker) => (b.deps.database.sqlite.prepare('select count(*) as n from policy_sets').get() as { n: number }).n
+const policySetRows = async (b: TestBroker) => ((await b.rawQuery('select count(*) as n from policy_sets'))[0] as { n: number }).n
 const writeStatus = async (b: TestBroker) => (await b.exchange({ scope: 'notes:write' })).status
 const openStatus = async (b: TestBroker) => (await openTask(b, { purpose: 'crud', resources: [{ resource: NOTES, scopes: ['notes:read'] }] })).status
 const listed = async (b: TestBroker) => (await admin(b, 'GET', '/admin/policies')).body.policies as { id: string; source: string; disabled: boolean; text: string }[]
 
 /** What a refused change must leave: the stored text, the version in force, the rows. */
-function snapshot(b: TestBroker) {
-  return { admin: b.deps.policy.adminText, version: b.deps.policy.version, rows: policySetRows(b), counts: counts(b) }
+async function snapshot(b: TestBroker) {
+  return { admin: b.deps.policy.adminText, version: b.deps.policy.version, rows: await policySetRows(b), counts: await counts(b) }
 }
 
 describe('admin API: one policy at a time', () => {
@@ -84,12 +84,12 @@ describe('admin API: one policy at a time', () => {
       assert.equal(made.status, 201)
       assert.equal((made.body.policy as { text: string }).text, `@id("no-bearer-writes")\n${UNNAMED_NO_BEARER_WRITES}`)
       assert.equal(await writeStatus(b), 400)
-      const was = snapshot(b)
+      const was = await snapshot(b)
       const other = await admin(b, 'PUT', path('something-else'), { policy: NO_BEARER_WRITES })
       assert.equal(other.status, 400)
       assert.equal(other.body.error, 'invalid_policy')
       assert.match((other.body.problems as string[])[0]!, /@id\("no-bearer-writes"\) is not the path's something-else/)
-      assert.deepEqual(snapshot(b), was)
+      assert.deepEqual(await snapshot(b), was)
     }))
 
   it('GET /admin/policies/{id} reads any policy in force (generated, file, admin) for any role; unknown → 404 not_found', async () => {
@@ -124,9 +124,9 @@ describe('admin API: one policy at a time', () => {
       assert.deepEqual([entry.source, entry.disabled, entry.text], ['admin', true, NO_TASKS])
       assert.equal((await admin(b, 'GET', path('no-tasks'))).body.disabled, true)
       // Disabled again: already so, nothing written.
-      const rows = policySetRows(b)
+      const rows = await policySetRows(b)
       assert.equal((await admin(b, 'POST', `${path('no-tasks')}/disable`)).status, 200)
-      assert.equal(policySetRows(b), rows)
+      assert.equal(await policySetRows(b), rows)
       const on = await admin(b, 'POST', `${path('no-tasks')}/enable`)
       assert.equal(on.status, 200)
       assert.equal(on.body.action, 'enable')
@@ -143,12 +143,12 @@ describe('admin API: one policy at a time', () => {
       assert.equal((await admin(b, 'POST', `${path('extra-off')}/disable`)).status, 200)
       // Disabled, it is a comment to Cedar: the resource may go.
       assert.equal((await admin(b, 'DELETE', `/admin/resources/${encodeURIComponent(extra)}`)).status, 200)
-      const was = snapshot(b)
+      const was = await snapshot(b)
       const r = await admin(b, 'POST', `${path('extra-off')}/enable`)
       assert.equal(r.status, 400)
       assert.equal(r.body.error, 'invalid_policy')
       assert.ok((r.body.problems as string[]).some((p) => p.includes(`unknown resource ${extra}`)), JSON.stringify(r.body.problems))
-      assert.deepEqual(snapshot(b), was)
+      assert.deepEqual(await snapshot(b), was)
       assert.equal((await admin(b, 'GET', path('extra-off'))).body.disabled, true)
     }))
 
@@ -175,19 +175,19 @@ describe('admin API: one policy at a time', () => {
       const v0 = b.deps.policy.version
       await admin(b, 'PUT', path('no-tasks'), { policy: NO_TASKS })
       const v1 = b.deps.policy.version
-      let row = b.lastAudit()!
+      let row = (await b.lastAudit())!
       assert.equal(row.action, 'policy.create')
       assert.equal(row.reason, `policy no-tasks created by admin:key0: ${v0} → ${v1}`)
       assert.equal(row.policy_version, v1)
       let detail = JSON.parse(String(row.detail)) as { kind: string; key: string; before: unknown; after: { text: string; disabled: boolean } }
       assert.deepEqual([detail.kind, detail.key, detail.before, detail.after.text, detail.after.disabled], ['policy', 'no-tasks', null, NO_TASKS, false])
       await admin(b, 'POST', `${path('no-tasks')}/disable`)
-      row = b.lastAudit()!
+      row = (await b.lastAudit())!
       assert.equal(row.action, 'policy.disable')
       detail = JSON.parse(String(row.detail)) as typeof detail
       assert.deepEqual([(detail.before as { disabled: boolean }).disabled, detail.after.disabled], [false, true])
       await admin(b, 'DELETE', path('no-tasks'))
-      row = b.lastAudit()!
+      row = (await b.lastAudit())!
       assert.equal(row.action, 'policy.delete')
       detail = JSON.parse(String(row.detail)) as typeof detail
       assert.deepEqual([(detail.before as { text: string }).text, detail.after], [NO_TASKS, null])
@@ -208,25 +208,25 @@ describe('admin API: one policy at a time', () => {
         ['none', '// nothing', /exactly one Cedar policy/],
         [`grant/agent-a/${NOTES}x`, 'forbid (principal, action, resource);', /reserved/],
       ] as const) {
-        const was = snapshot(b)
+        const was = await snapshot(b)
         const r = await admin(b, 'PUT', path(id), { policy: text })
         assert.equal(r.status, 400, id)
         assert.equal(r.body.error, 'invalid_policy', id)
         assert.ok((r.body.problems as string[]).some((p) => problem.test(p)), `${id}: ${JSON.stringify(r.body.problems)}`)
-        assert.deepEqual(snapshot(b), was, `${id}: nothing changed`)
+        assert.deepEqual(await snapshot(b), was, `${id}: nothing changed`)
       }
       assert.equal(await writeStatus(b), 400, 'the running set still decides')
     }))
 
   it('a body that is not {"policy": text} → 400 invalid_request, nothing changed', () =>
     withBroker(undefined, async (b) => {
-      const was = snapshot(b)
+      const was = await snapshot(b)
       for (const body of [{}, { policy: 1 }, { policy: NO_TASKS, extra: true }, { policies: NO_TASKS }]) {
         const r = await admin(b, 'PUT', path('no-tasks'), body)
         assert.equal(r.status, 400, JSON.stringify(body))
         assert.equal(r.body.error, 'invalid_request')
       }
-      assert.deepEqual(snapshot(b), was)
+      assert.deepEqual(await snapshot(b), was)
     }))
 
   it('the file\'s and the generated policies, and an admin policy without its own @id, are read-only: 409 conflict, nothing changed', async () => {
@@ -238,12 +238,12 @@ describe('admin API: one policy at a time', () => {
       assert.equal(unnamed!.id, 'admin#1')
       for (const [id, why] of [['file-rule', /the policy file's/], [`grant/agent-a/${NOTES}`, /generated from the configuration's grants/], ['admin#1', /has no @id/]] as const) {
         for (const [method, suffix, body] of [['PUT', '', { policy: 'forbid (principal, action, resource);' }], ['DELETE', '', undefined], ['POST', '/disable', undefined], ['POST', '/enable', undefined]] as const) {
-          const was = snapshot(b)
+          const was = await snapshot(b)
           const r = await admin(b, method, `${path(id)}${suffix}`, body)
           assert.equal(r.status, 409, `${method} ${id}${suffix}`)
           assert.equal(r.body.error, 'conflict')
           assert.match(String(r.body.error_description), why)
-          assert.deepEqual(snapshot(b), was)
+          assert.deepEqual(await snapshot(b), was)
         }
       }
     })
@@ -254,15 +254,15 @@ describe('admin API: one policy at a time', () => {
       await admin(b, 'PUT', path('no-tasks'), { policy: NO_TASKS })
       assert.equal((await admin(b, 'GET', path('no-tasks'), undefined, AUDITOR)).status, 200)
       for (const [method, suffix, body] of [['PUT', '', { policy: NO_TASKS }], ['PUT', '-new', { policy: 'forbid (principal, action, resource);' }], ['DELETE', '', undefined], ['POST', '/disable', undefined], ['POST', '/enable', undefined]] as const) {
-        const was = snapshot(b)
+        const was = await snapshot(b)
         const res = await b.app.request(`${path('no-tasks')}${suffix}`, { method, headers: { authorization: `Bearer ${AUDITOR}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body: JSON.stringify(body) } : {}) })
         assert.equal(res.status, 403, `${method} ${suffix}`)
         assert.equal(((await res.json()) as { error: string }).error, 'insufficient_scope')
         assert.match(res.headers.get('www-authenticate') ?? '', /^Bearer error="insufficient_scope"/)
-        const now = snapshot(b)
+        const now = await snapshot(b)
         assert.deepEqual({ ...now, counts: { ...now.counts, audit_events: was.counts.audit_events } }, was)
         assert.equal(now.counts.audit_events, was.counts.audit_events + 1)
-        const row = b.lastAudit()!
+        const row = (await b.lastAudit())!
         assert.deepEqual([row.action, row.decision], ['admin.refuse', 'deny'])
         assert.match(String(row.reason), /needs admin$/)
       }
@@ -277,7 +277,7 @@ describe('admin API: one policy at a time', () => {
     await admin(first, 'PUT', path('no-bearer-writes'), { policy: NO_BEARER_WRITES })
     await admin(first, 'POST', `${path('no-tasks')}/disable`)
     const version = first.deps.policy.version
-    first.close()
+    await first.close()
     await withBroker({ config }, async (b) => {
       assert.equal(b.deps.policy.version, version)
       assert.equal((await admin(b, 'GET', path('no-tasks'))).body.disabled, true)
@@ -296,7 +296,7 @@ describe('admin API: one policy at a time', () => {
       const reloaded = await admin(b, 'PUT', '/admin/policies', { policies: whole })
       assert.equal(reloaded.status, 200)
       assert.equal((await admin(b, 'GET', path('no-tasks'))).body.disabled, true)
-      const was = snapshot(b)
+      const was = await snapshot(b)
       for (const text of [
         whole.replace(/\/\/ taskpass:disabled-end .*/, ''),
         `${whole}\n${NO_TASKS}`,
@@ -305,7 +305,7 @@ describe('admin API: one policy at a time', () => {
         const r = await admin(b, 'PUT', '/admin/policies', { policies: text })
         assert.equal(r.status, 400, text)
         assert.equal(r.body.error, 'invalid_policy')
-        assert.deepEqual(snapshot(b), was)
+        assert.deepEqual(await snapshot(b), was)
       }
     }))
 })
@@ -337,8 +337,8 @@ describe('admin policies stored by another process are put in force without a re
       assert.equal(await refreshPolicies(a.deps), true)
       assert.equal(a.deps.policy.version, b.deps.policy.version)
     } finally {
-      a.close()
-      b.close()
+      await a.close()
+      await b.close()
     }
   })
 
@@ -356,8 +356,8 @@ describe('admin policies stored by another process are put in force without a re
       assert.equal(b.deps.policy.version, version)
       assert.equal(b.logs.filter((l) => l.msg === 'the stored admin policies do not validate: the running set stays in force').length, 1)
     } finally {
-      a.close()
-      b.close()
+      await a.close()
+      await b.close()
     }
   })
 })

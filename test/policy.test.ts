@@ -106,30 +106,30 @@ describe('generated default policies', () => {
     withBroker(undefined, async (b) => {
       const res = await b.exchange({ scope: 'notes:read' })
       assert.equal(res.status, 200)
-      assert.match(String(b.lastAudit()!.reason), new RegExp(`^permitted by policy grant/agent-a/${NOTES.replace(/[/.]/g, '\\$&')}`))
+      assert.match(String((await b.lastAudit())!.reason), new RegExp(`^permitted by policy grant/agent-a/${NOTES.replace(/[/.]/g, '\\$&')}`))
     }))
 
   it('over HTTP: no grant → 400 invalid_target; scope beyond the grant → 400 invalid_scope; nothing issued', () =>
     withBroker(undefined, async (b) => {
-      let before = counts(b)
+      let before = await counts(b)
       let res = await b.exchange({ resource: UNGRANTED, scope: 'x:read' })
       assert.equal(res.status, 400)
       assert.equal((await json(res)).error, 'invalid_target')
-      assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /agent-a has no grant for https:\/\/ungranted\.test\.example\/mcp$/ })
-      before = counts(b)
+      await assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /agent-a has no grant for https:\/\/ungranted\.test\.example\/mcp$/ })
+      before = await counts(b)
       res = await b.exchange({ scope: 'notes:read notes:delete' })
       assert.equal(res.status, 400)
       assert.equal((await json(res)).error, 'invalid_scope')
-      assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /beyond the workload's grant: notes:delete$/ })
+      await assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /beyond the workload's grant: notes:delete$/ })
     }))
 
   it('over HTTP: a disabled workload → 400 unauthorized_client, nothing written (the policy refuses it too: see the table above)', () =>
     withBroker(undefined, async (b) => {
-      const before = counts(b)
+      const before = await counts(b)
       const res = await b.exchange({ actor_token: await b.svid('off') })
       assert.equal(res.status, 400)
       assert.equal((await json(res)).error, 'unauthorized_client')
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
     }))
 
   it('over HTTP: the constraints of the config carry over — resource maxTtl caps the lifetime, approval makes the task wait', () =>
@@ -166,31 +166,31 @@ when { context.scopes.contains("notes:write") && !context.dpop_bound };`
 
   it('a forbid refuses the exchange → 400 invalid_target, nothing issued, the audit row names the policy; control: a read passes', () =>
     withBroker(withPolicies(dpopForWrites), async (b) => {
-      const before = counts(b)
+      const before = await counts(b)
       const res = await b.exchange({ scope: 'notes:write' })
       assert.equal(res.status, 400)
       assert.equal((await json(res)).error, 'invalid_target')
-      assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /^forbidden by policy no-bearer-writes$/ })
+      await assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /^forbidden by policy no-bearer-writes$/ })
       const ok = await b.exchange({ scope: 'notes:read' })
       assert.equal(ok.status, 200)
     }))
 
   it('@error on a forbid chooses the error: invalid_scope', () =>
     withBroker(withPolicies(`@error("invalid_scope")\n${dpopForWrites}`), async (b) => {
-      const before = counts(b)
+      const before = await counts(b)
       const res = await b.exchange({ scope: 'notes:write' })
       assert.equal(res.status, 400)
       assert.equal((await json(res)).error, 'invalid_scope')
-      assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /no-bearer-writes/ })
+      await assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /no-bearer-writes/ })
     }))
 
   it('a forbid on open_task refuses POST /tasks → 400, no task, audited with the policy id', () =>
     withBroker(withPolicies(`@id("no-bob") forbid (principal, action == Taskpass::Action::"open_task", resource) when { context.user.subject == "bob" };`), async (b) => {
-      const before = counts(b)
+      const before = await counts(b)
       const res = await openTask(b, { purpose: 'x', resources: [{ resource: NOTES, scopes: ['notes:read'] }] }, { session: await b.session({ sub: 'bob' }) })
       assert.equal(res.status, 400)
       assert.equal((await json(res)).error, 'invalid_target')
-      assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /forbidden by policy no-bob/, action: 'task.open' })
+      await assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /forbidden by policy no-bob/, action: 'task.open' })
       assert.equal((await openTask(b, { purpose: 'x', resources: [{ resource: NOTES, scopes: ['notes:read'] }] })).status, 201)
     }))
 
@@ -203,7 +203,7 @@ when { ["notes:read"].containsAll(context.scopes) };`),
         const res = await b.exchange({ scope: 'notes:read', ttl: '300' } as Record<string, string>)
         assert.equal(res.status, 200)
         assert.equal((await json(res)).expires_in, 45)
-        assert.match(String(b.lastAudit()!.reason), /short-notes/)
+        assert.match(String((await b.lastAudit())!.reason), /short-notes/)
         // The other permit does not match notes:write: only the generated grant's (absent) limit applies.
         const write = await b.exchange({ scope: 'notes:write', ttl: '300' } as Record<string, string>)
         assert.equal((await json(write)).expires_in, 300)
@@ -222,14 +222,14 @@ when { ["notes:read"].containsAll(context.scopes) };`,
         const res = await b.exchange({ scope: 'notes:read' })
         assert.equal(res.status, 200)
         assert.equal((await json(res)).expires_in, 120)
-        let before = counts(b)
+        let before = await counts(b)
         const write = await b.exchange({ scope: 'notes:write' })
         assert.equal((await json(write)).error, 'invalid_scope')
-        assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /scope/ })
-        before = counts(b)
+        await assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /scope/ })
+        before = await counts(b)
         const cal = await b.exchange({ resource: CALENDAR, scope: 'cal:read' })
         assert.equal((await json(cal)).error, 'invalid_target')
-        assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /no grant for https:\/\/calendar/ })
+        await assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /no grant for https:\/\/calendar/ })
       },
     ))
 
@@ -239,16 +239,16 @@ when { ["notes:read"].containsAll(context.scopes) };`,
       async (b: TestBroker) => {
         // T0 is 08:00 UTC: inside business hours.
         assert.equal((await b.exchange({ scope: 'notes:read' })).status, 200)
-        let before = counts(b)
+        let before = await counts(b)
         const write = await b.exchange({ scope: 'notes:write' })
         assert.equal((await json(write)).error, 'invalid_scope')
-        assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /^forbidden by policy dpop-for-writes$/ })
+        await assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /^forbidden by policy dpop-for-writes$/ })
         b.clock.advance(12 * 3600) // 20:00 UTC
-        before = counts(b)
+        before = await counts(b)
         const late = await b.exchange({ scope: 'notes:read' })
         assert.equal(late.status, 400)
         assert.equal((await json(late)).error, 'invalid_target')
-        assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /^forbidden by policy business-hours$/ })
+        await assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /^forbidden by policy business-hours$/ })
       },
     ))
 })
@@ -261,14 +261,14 @@ unless { context.user.hasTag("department") && context.user.getTag("department") 
       (c) => ({ ...withPolicies(financeOnly)(c), subjectIssuers: c.subjectIssuers!.map((i) => ({ ...i, policyClaims: ['department', 'groups'] })) }),
       async (b) => {
         assert.equal((await b.exchange({ subject_token: await b.session({ department: 'finance' }) })).status, 200)
-        let before = counts(b)
+        let before = await counts(b)
         const other = await b.exchange({ subject_token: await b.session({ department: 'sales' }) })
         assert.equal(other.status, 400)
-        assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /^forbidden by policy finance-only$/ })
-        before = counts(b)
+        await assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /^forbidden by policy finance-only$/ })
+        before = await counts(b)
         const none = await b.exchange({ subject_token: await b.session({ team: 'finance', groups: ['finance'] }) })
         assert.equal(none.status, 400)
-        assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /finance-only/ })
+        await assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /finance-only/ })
       },
     ))
 
@@ -337,14 +337,14 @@ permit (principal, action in [Taskpass::Action::"open_task", Taskpass::Action::"
       const res = await b.exchange({ scope: 'notes:read', ttl: '300' } as Record<string, string>)
       assert.equal(res.status, 200)
       assert.equal(((await res.json()) as { expires_in: number }).expires_in, 30, 'the constraint applies')
-      let before = counts(b)
+      let before = await counts(b)
       const ungranted = await b.exchange({ resource: UNGRANTED, scope: 'x:read' })
       assert.equal(((await ungranted.json()) as { error: string }).error, 'invalid_target')
-      assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /has no grant for/ })
-      before = counts(b)
+      await assertRefusedAndAudited(b, before, { error: 'invalid_target', reason: /has no grant for/ })
+      before = await counts(b)
       const beyond = await b.exchange({ scope: 'notes:delete' })
       assert.equal(((await beyond.json()) as { error: string }).error, 'invalid_scope')
-      assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /beyond the workload's grant: notes:delete/ })
+      await assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /beyond the workload's grant: notes:delete/ })
     }))
   it('control: the same permit without @constraint_only permits the ungranted resource', () =>
     withBroker(withPolicies(constraintOnly()), async (b) => {

@@ -26,7 +26,7 @@ describe('rate limits', () => {
       assert.ok(Number(refused.headers.get('retry-after')) >= 1)
       assert.equal(refused.headers.get('cache-control'), 'no-store')
       assert.equal(((await refused.json()) as { error: string }).error, 'rate_limited')
-      assert.equal(s.count('audit_events'), 0)
+      assert.equal(await s.count('audit_events'), 0)
     } finally {
       await s.stop()
     }
@@ -36,18 +36,18 @@ describe('rate limits', () => {
     const b = await createTestBroker({ config: (c) => ({ ...c, rateLimits: { perIp: false, perWorkload: { ratePerSecond: 0.001, burst: 1 } } }) })
     try {
       assert.equal((await b.exchange()).status, 200)
-      const tokens = b.count('tokens')
+      const tokens = await b.count('tokens')
       const refused = await b.exchange()
       assert.equal(refused.status, 429)
       assert.equal(((await refused.json()) as { error: string }).error, 'rate_limited')
-      assert.equal(b.count('tokens'), tokens)
-      assert.equal(b.lastAudit()?.decision, 'allow', 'no audit row for the limited request')
+      assert.equal(await b.count('tokens'), tokens)
+      assert.equal((await b.lastAudit())?.decision, 'allow', 'no audit row for the limited request')
       assert.match(await b.deps.metrics.registry.getSingleMetricAsString('taskpass_unauthenticated_refusals_total'), /error="rate_limited"[^\n]*\} 1/)
       assert.equal((await b.exchange({ actor_token: await b.svid('b') })).status, 200)
       b.clock.advance(1000)
       assert.equal((await b.exchange()).status, 200)
     } finally {
-      b.close()
+      await b.close()
     }
   })
 })

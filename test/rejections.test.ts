@@ -590,7 +590,7 @@ describe('POST /token rejection matrix', () => {
       withBroker({}, async (b) => {
         const base = (await row.arrange?.(b)) ?? {}
         const params = await row.fault(b, base)
-        const before = counts(b)
+        const before = await counts(b)
 
         const res = await b.exchange(params)
         const text = await res.text()
@@ -603,7 +603,7 @@ describe('POST /token rejection matrix', () => {
         assert.match(res.headers.get('content-type') ?? '', /^application\/json/)
 
         if (row.audited === false) {
-          assert.deepEqual(counts(b), before, 'refused before the grant: nothing written, not even an audit row')
+          assert.deepEqual(await counts(b), before, 'refused before the grant: nothing written, not even an audit row')
         } else if (row.authenticated === false) {
           assert.ok(row.reason, 'the row names its reason')
           await assertRefusedUnauthenticated(b, before, { error: row.error, reason: row.reason })
@@ -611,7 +611,7 @@ describe('POST /token rejection matrix', () => {
         } else {
           // The private reason names the check that fired: the row fails for the reason it claims.
           assert.ok(row.reason, 'an audited row names its reason')
-          assertRefusedAndAudited(b, before, { error: row.error, reason: row.reason })
+          await assertRefusedAndAudited(b, before, { error: row.error, reason: row.reason })
         }
       }),
     )
@@ -621,7 +621,7 @@ describe('POST /token rejection matrix', () => {
         const base = (await row.arrange?.(b)) ?? {}
         for (const control of row.controls ?? [async (_b: TestBroker, p: Params) => p]) {
           const params = await control(b, base)
-          const before = counts(b)
+          const before = await counts(b)
           const res = await b.exchange(params)
           const text = await res.text()
           assert.equal(res.status, 200, text)
@@ -629,9 +629,9 @@ describe('POST /token rejection matrix', () => {
           const body = JSON.parse(text) as { access_token: string; task_id: string }
           assert.equal(typeof body.access_token, 'string')
           if (typeof params.task_id === 'string') assert.equal(body.task_id, params.task_id)
-          assert.equal(b.count('tokens'), before.tokens + 1)
-          assert.equal(b.count('audit_events'), before.audit_events + 1)
-          assert.equal(b.lastAudit()?.decision, 'allow')
+          assert.equal(await b.count('tokens'), before.tokens + 1)
+          assert.equal(await b.count('audit_events'), before.audit_events + 1)
+          assert.equal((await b.lastAudit())?.decision, 'allow')
         }
       }),
     )
@@ -647,7 +647,7 @@ describe('POST /token rejection matrix', () => {
       for (const leak of ['agent-a', 'agent-b', 'workload']) assert.ok(!body.error_description.includes(leak), body.error_description)
       assert.equal(res.headers.get('www-authenticate'), null)
       // The caller is not who it claims: nothing is stored; the reason goes to the server log.
-      assert.equal(b.count('audit_events'), 0)
+      assert.equal(await b.count('audit_events'), 0)
       assert.match(String(b.logs.at(-1)?.fields.detail), /agent-b/)
     }),
   )
@@ -667,7 +667,7 @@ describe('POST /token lifetime', () => {
     withBroker({}, async (b) => {
       assert.equal(b.deps.config.tokens.maxTtl, 900)
       const taskId = await openNotesTask(b)
-      const before = counts(b)
+      const before = await counts(b)
 
       // An hour-long attestation, so the token is not capped by it (a token never outlives its actor token).
       const actor_token = await b.svid('a', { exp: b.clock.now() + 3600 })
@@ -691,10 +691,10 @@ describe('POST /token lifetime', () => {
       assert.equal(dflt.expires_in, b.deps.config.tokens.defaultTtl)
       assert.equal(dflt.expires_in, 300)
 
-      assert.equal(b.count('tokens'), before.tokens + 3)
-      assert.equal(b.count('tasks'), before.tasks)
-      assert.equal(b.count('audit_events'), before.audit_events + 3)
-      assert.equal(b.lastAudit()?.decision, 'allow')
+      assert.equal(await b.count('tokens'), before.tokens + 3)
+      assert.equal(await b.count('tasks'), before.tasks)
+      assert.equal(await b.count('audit_events'), before.audit_events + 3)
+      assert.equal((await b.lastAudit())?.decision, 'allow')
     }),
   )
 })

@@ -8,16 +8,16 @@ import { describe, it } from 'node:test'
 import { openDatabase } from '../src/store/db.js'
 import { AUDIT_FIELD_LIMITS, createStores } from '../src/store/stores.js'
 import { PRUNE_BATCH, pruneStore } from '../src/store/retention.js'
-import { counts, NOTES, openTask, withBroker } from './harness.js'
+import { counts, NOTES, openTask, sqliteOnly, withBroker } from './harness.js'
 
 describe('unauthenticated traffic does not grow the database', () => {
   it('a 15 KB refused /token request without a valid attestation writes no row and is counted', () =>
     withBroker({}, async (b) => {
       const big = `https://x.example/${'a'.repeat(5000)}`
-      const before = counts(b)
+      const before = await counts(b)
       const res = await b.exchange({ actor_token: 'x'.repeat(100), resource: big, task_id: 't'.repeat(5000), subject_token: await b.session({ iss: `https://${'e'.repeat(4000)}.example` }) })
       assert.equal(res.status, 400)
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
       assert.match(await b.deps.metrics.registry.getSingleMetricAsString('taskpass_unauthenticated_refusals_total'), /endpoint="token",error="invalid_request"\} 1/)
     }),
   )
@@ -27,7 +27,7 @@ describe('unauthenticated traffic does not grow the database', () => {
       const big = `https://x.example/${'a'.repeat(8000)}`
       const res = await b.exchange({ resource: big, task_id: 't'.repeat(3000) })
       assert.equal(res.status, 400)
-      const row = b.lastAudit()!
+      const row = (await b.lastAudit())!
       assert.equal(row.decision, 'deny')
       assert.equal(String(row.resource).length, AUDIT_FIELD_LIMITS.resource)
       assert.equal(String(row.task_id).length, AUDIT_FIELD_LIMITS.taskId)
@@ -44,12 +44,12 @@ describe('retention', () => {
     withBroker((c) => ({ ...c, retention: { audit: 86_400, tasks: 3600 } }), async (b) => {
       const t0 = b.clock.now()
       assert.equal((await b.exchange()).status, 200)
-      const rows = b.count('audit_events')
+      const rows = await b.count('audit_events')
       assert.equal(rows, 1)
       assert.equal((await pruneStore(b.deps.stores, b.deps.config, t0 + 86400)).audit, 0, 'exactly the retention old: kept')
-      assert.equal(b.count('audit_events'), 1)
+      assert.equal(await b.count('audit_events'), 1)
       assert.equal((await pruneStore(b.deps.stores, b.deps.config, t0 + 86401)).audit, 1)
-      assert.equal(b.count('audit_events'), 0)
+      assert.equal(await b.count('audit_events'), 0)
     }),
   )
 
@@ -67,7 +67,7 @@ describe('retention', () => {
       assert.equal((await pruneStore(b.deps.stores, b.deps.config, t0 + 600 + 3601)).tasks, 1)
       assert.equal(await b.deps.stores.tasks.get(ended), undefined)
       assert.ok(await b.deps.stores.tasks.get(running), 'a task that has not expired is never pruned')
-      assert.ok(b.count('audit_events') > 0, 'its audit rows stay, under their own retention')
+      assert.ok(await b.count('audit_events') > 0, 'its audit rows stay, under their own retention')
     }),
   )
 
@@ -101,12 +101,13 @@ describe('pruning a backlog', () => {
       const result = await pruneStore(b.deps.stores, b.deps.config, b.clock.now())
       assert.equal(result.tokens, backlog)
       assert.equal(batchesDone, 3)
-      assert.equal(ranAt, 1, 'the waiting callback ran after the first batch, not after the last')
+      // (On SQLite a batch is synchronous, so the callback runs right after the first; PostgreSQL's batches await the network, so it may run before it.)
+      assert.ok(ranAt !== undefined && ranAt <= 1, `the waiting callback ran after at most the first batch, not after the last (after ${ranAt})`)
       assert.equal((await b.deps.stores.tokens.ofTask(task_id)).length, 1, 'the live token is kept')
     }))
 })
 
-describe('an audit prune batch across a gap in ids', () => {
+describe('an audit prune batch across a gap in ids', { skip: sqliteOnly('the SQLite store\'s prune, on a SQLite database it opens itself') }, () => {
   it('still deletes a whole batch (counted by rows, not by the id range)', async () => {
     const database = openDatabase(':memory:')
     try {

@@ -114,7 +114,7 @@ describe('revocation feed over SSE', () => {
       // Restart: a new broker process on the same database; a third event happens meanwhile.
       const d = (await (await b.exchange()).json()) as { task_id: string }
       await b.app.request(`/tasks/${d.task_id}/revoke`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })
-      b.close()
+      await b.close()
       b = await createTestBroker({ config })
       handler = (r: Request) => b.app.fetch(r)
 
@@ -124,7 +124,7 @@ describe('revocation feed over SSE', () => {
       assert.deepEqual(after.map((e) => e.id), [live[1]!.id, String(Number(live[1]!.id) + 1)])
     } finally {
       server.close()
-      b.close()
+      await b.close()
     }
   })
 
@@ -135,7 +135,7 @@ describe('revocation feed over SSE', () => {
       assert.equal(res.status, 401)
       assert.equal(((await res.json()) as { error: string }).error, 'invalid_client')
     } finally {
-      b.close()
+      await b.close()
     }
   })
 
@@ -146,7 +146,7 @@ describe('revocation feed over SSE', () => {
     let b = await createTestBroker({ config: (c) => ({ ...c, ...file }) })
     const { access_token, task_id } = (await (await b.exchange()).json()) as { access_token: string; task_id: string }
     const other = (await (await b.exchange({ actor_token: await b.svid('b') })).json()) as { task_id: string }
-    b.close()
+    await b.close()
     b = await createTestBroker({ config: (c) => ({ ...c, ...file, workloads: c.workloads!.map((w) => (w.id === 'agent-a' ? { ...w, enabled: false } : w)) }) })
     try {
       assert.equal((await b.deps.stores.tasks.get(task_id))?.status, 'revoked')
@@ -156,7 +156,7 @@ describe('revocation feed over SSE', () => {
       const events = ((await (await poll(b)).json()) as { events: Record<string, unknown>[] }).events
       assert.deepEqual(events.map((e) => [e.type, e.task_id]), [['task_revoked', task_id]])
     } finally {
-      b.close()
+      await b.close()
     }
   })
 })
@@ -251,7 +251,7 @@ describe('revocation feed: delivery', () => {
       assert.equal(late.data.task_id, task_id)
       await sse.close()
     } finally {
-      b.close()
+      await b.close()
     }
   })
 
@@ -275,8 +275,8 @@ describe('revocation feed: delivery', () => {
       assert.ok(Date.now() - startedAt < 1000, `arrived after ${Date.now() - startedAt} ms`)
       await sse.close()
     } finally {
-      first.close()
-      second.close()
+      await first.close()
+      await second.close()
     }
   })
 })
@@ -299,7 +299,7 @@ describe('revocation feed: epoch and head', () => {
       assert.equal((await sse.next()).id, '2')
       await sse.close()
     } finally {
-      b.close()
+      await b.close()
     }
   })
 
@@ -309,19 +309,19 @@ describe('revocation feed: epoch and head', () => {
     const config = (c: ConfigInput): ConfigInput => ({ ...c, database: join(dir, 'e.db'), keys: { kek } })
     let b = await createTestBroker({ config })
     const epoch = ((await (await poll(b)).json()) as { epoch: string }).epoch
-    b.close()
+    await b.close()
     b = await createTestBroker({ config })
     try {
       assert.equal(((await (await poll(b)).json()) as { epoch: string }).epoch, epoch)
-      assert.equal(b.deps.database.sqlite.prepare('select count(*) as n from broker_meta').pluck().get(), 1)
+      assert.equal((await b.rawQuery<{ n: number }>('select count(*) as n from broker_meta'))[0]!.n, 1)
     } finally {
-      b.close()
+      await b.close()
     }
     const fresh = await createTestBroker()
     try {
       assert.notEqual(((await (await poll(fresh)).json()) as { epoch: string }).epoch, epoch)
     } finally {
-      fresh.close()
+      await fresh.close()
     }
   })
 
@@ -334,7 +334,7 @@ describe('revocation feed: epoch and head', () => {
       const page = (await (await poll(b, '2')).json()) as Record<string, unknown>
       assert.deepEqual(page, { events: [], cursor: '2', epoch: await b.deps.stores.revocations.epoch(), head: '2' })
     } finally {
-      b.close()
+      await b.close()
     }
   })
 })
@@ -354,7 +354,7 @@ describe('revocation feed: retention', () => {
       assert.equal(await b.deps.stores.revocations.pruneBefore(revocationPruneHorizon(until + MAX_LEEWAY_SECONDS + 1, b.deps.config.clockSkew), 1000), 1)
       assert.equal(((await (await poll(b)).json()) as { events: unknown[] }).events.length, 0)
     } finally {
-      b.close()
+      await b.close()
     }
   })
 })
@@ -384,7 +384,7 @@ describe('revocation feed: fan-out', () => {
       assert.ok(calls.shared >= 1 && calls.shared <= 3, `the hub read ${calls.shared} time(s) for 3 events and 20 streams`)
     } finally {
       for (const s of streams) await s.close()
-      b.close()
+      await b.close()
     }
   })
 
@@ -407,7 +407,7 @@ describe('revocation feed: fan-out', () => {
       assert.equal((await sse.next()).data.jti, 'after')
       await sse.close()
     } finally {
-      b.close()
+      await b.close()
     }
   })
 
@@ -418,8 +418,10 @@ describe('revocation feed: fan-out', () => {
       const slow = sseMessages(await b.app.request('/revocations', { headers: sseHeaders() }))
       assert.equal((await slow.next()).event, 'ready')
       await new Promise((r) => setImmediate(r))
-      // Six events at once: more than a stream may have queued.
-      for (let i = 0; i < 6; i++) await insertTokenEvent(b, `burst-${i}`)
+      // Six events at once (one commit, so no dialect's subscriber reads between them): more than a stream may have queued.
+      await b.deps.stores.transaction(async (tx) => {
+        for (let i = 0; i < 6; i++) await tx.revocations.insert({ at: b.clock.now(), kind: 'token_revoked', jti: `burst-${i}`, relevantUntil: b.clock.now() + 300, audiences: [NOTES] })
+      })
       const told = await slow.next()
       assert.equal(told.event, 'overflow')
       assert.equal(told.data.cursor, '0')
@@ -431,7 +433,7 @@ describe('revocation feed: fan-out', () => {
       assert.deepEqual(caught, ['burst-0', 'burst-1', 'burst-2', 'burst-3', 'burst-4', 'burst-5'])
       await again.close()
     } finally {
-      b.close()
+      await b.close()
     }
   })
 

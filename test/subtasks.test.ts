@@ -23,7 +23,7 @@ describe('sub-tasks', () => {
       assert.equal(child.depth, 1)
       assert.ok(child.expires_at <= parent.expires_at)
       assert.deepEqual(child.resources, [{ resource: NOTES, scopes: ['notes:read'], tools: ['read_note'] }])
-      const audit = b.lastAudit()!
+      const audit = (await b.lastAudit())!
       assert.equal(audit.action, 'task.open')
       assert.match(String(audit.reason), new RegExp(`sub-task of ${parent.task_id}, delegated by agent-a to agent-b`))
       assert.match(String(audit.policies), /grant\/agent-a\/delegation/)
@@ -71,39 +71,39 @@ describe('sub-tasks', () => {
           ['a workload the policy does not let it delegate to', { workload: 'agent-c' }, 400, 'unauthorized_client', /no policy permits agent-a to delegate .* to agent-c/],
         ]
         for (const [name, body, status, error, reason] of cases) {
-          const before = counts(b)
+          const before = await counts(b)
           const res = await subtask(b, parent.task_id, body)
           assert.equal(res.status, status, name)
           assert.equal(await errorOf(res), error, name)
-          assertRefusedAndAudited(b, before, { error, reason, action: 'task.delegate' })
+          await assertRefusedAndAudited(b, before, { error, reason, action: 'task.delegate' })
         }
         // Depth: maxDepth 2 allows a child and a grandchild, no deeper.
         const child = await openedSubtask(b, parent.task_id)
         const grandchild = await openedSubtask(b, child.task_id, { workload: 'agent-c' }, await b.svid('b'))
         assert.equal(grandchild.depth, 2)
-        const before = counts(b)
+        const before = await counts(b)
         const res = await subtask(b, grandchild.task_id, { workload: 'agent-a' }, { svid: await b.svid('c') })
         assert.equal(res.status, 400)
         assert.equal(await errorOf(res), 'invalid_request')
-        assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /is at depth 2/, action: 'task.delegate' })
+        await assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /is at depth 2/, action: 'task.delegate' })
       },
     ))
 
   it('only the parent’s workload may delegate it (others: 404), only while it is active (409), and not without an attestation (401)', () =>
     withBroker(delegating, async (b) => {
       const parent = await parentTask(b)
-      const before = counts(b)
+      const before = await counts(b)
       const stranger = await subtask(b, parent.task_id, {}, { svid: await b.svid('b') })
       assert.equal(stranger.status, 404)
       assert.equal(await errorOf(stranger), 'not_found')
       const anonymous = await b.app.request(`/tasks/${parent.task_id}/subtasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })
       assert.equal(anonymous.status, 401)
       assert.equal(await errorOf(anonymous), 'invalid_token')
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
       const bad = await subtask(b, parent.task_id, { resources: 'all' })
       assert.equal(bad.status, 400)
       assert.equal(await errorOf(bad), 'invalid_request')
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
 
       b.clock.advance(1801)
       const expired = await subtask(b, parent.task_id, {})
@@ -122,11 +122,11 @@ describe('sub-tasks', () => {
         ['task_id disagrees', () => childExchange(b, child.task_id, { task_id: parent.task_id })],
       ]
       for (const [name, request] of cases) {
-        const before = counts(b)
+        const before = await counts(b)
         const res = await request()
         assert.equal(res.status, 400, name)
         assert.equal(await errorOf(res), 'invalid_request', name)
-        assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /sub-task|not a sub-task/ })
+        await assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /sub-task|not a sub-task/ })
       }
     }))
 
@@ -142,12 +142,12 @@ describe('sub-tasks', () => {
       assert.deepEqual(decodeJwt(gcToken).act, { sub: 'agent-c', act: { sub: 'agent-b', act: { sub: 'agent-a' } } })
       assert.equal(await introspect(b, gcToken), true)
 
-      const events = b.count('revocation_events')
+      const events = await b.count('revocation_events')
       const done = await b.app.request(`/tasks/${parent.task_id}/complete`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })
       assert.equal(done.status, 200)
       const ended = (await done.json()) as { subtasks_revoked: string[] }
       assert.deepEqual(ended.subtasks_revoked, [child.task_id, grandchild.task_id])
-      assert.equal(b.count('revocation_events'), events + 3)
+      assert.equal(await b.count('revocation_events'), events + 3)
       for (const id of [child.task_id, grandchild.task_id]) {
         const row = (await b.deps.stores.tasks.get(id))!
         assert.equal(row.status, 'revoked')
@@ -171,11 +171,11 @@ describe('sub-tasks', () => {
       // agent-a loses notes:read: the parent's own exchanges of it fail, so do the child's.
       const a = b.deps.config.workloads.find((w) => w.id === 'agent-a')!
       a.grants = a.grants.map((g) => (g.resource === NOTES ? { ...g, scopes: ['notes:write'] } : g))
-      const before = counts(b)
+      const before = await counts(b)
       const narrowed = await childExchange(b, child.task_id)
       assert.equal(narrowed.status, 400)
       assert.equal(await errorOf(narrowed), 'invalid_scope')
-      assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /beyond parent task .* now: notes:read/ })
+      await assertRefusedAndAudited(b, before, { error: 'invalid_scope', reason: /beyond parent task .* now: notes:read/ })
 
       // And a delegation the policy no longer permits stops the child's exchanges too.
       a.grants = a.grants.map((g) => (g.resource === NOTES ? { ...g, scopes: ['notes:read', 'notes:write'] } : g))
@@ -199,11 +199,11 @@ describe('sub-tasks', () => {
       assert.equal((await b.app.request(`/tasks/${child.task_id}`, { headers: await as('a') })).status, 200)
       const notUp = await b.app.request(`/tasks/${parent.task_id}`, { headers: await as('b') })
       assert.equal(notUp.status, 404)
-      const before = counts(b)
+      const before = await counts(b)
       const complete = await b.app.request(`/tasks/${child.task_id}/complete`, { method: 'POST', headers: await as('a') })
       assert.equal(complete.status, 404)
       assert.equal(await errorOf(complete), 'not_found')
-      assert.deepEqual(counts(b), before)
+      assert.deepEqual(await counts(b), before)
       const revoke = await b.app.request(`/tasks/${child.task_id}/revoke`, { method: 'POST', headers: await as('a') })
       assert.equal(revoke.status, 200)
       assert.equal((await b.deps.stores.tasks.get(child.task_id))!.status, 'revoked')
@@ -230,7 +230,7 @@ describe('sub-tasks', () => {
       const denied = await ask()
       assert.equal(denied.decision, false)
       assert.equal(denied.context?.reason, 'policy_denied')
-      assert.match(String(b.lastAudit()!.reason), /beyond parent task .* now: notes:read/)
+      assert.match(String((await b.lastAudit())!.reason), /beyond parent task .* now: notes:read/)
     }))
 
   it('a task’s max_tokens bounds its whole tree: the tokens of its sub-tasks count on it, atomically', () =>
@@ -243,11 +243,11 @@ describe('sub-tasks', () => {
       assert.equal(answers.filter((r) => r.status === 200).length, 3)
       for (const r of answers.filter((a) => a.status !== 200)) assert.equal(await errorOf(r), 'invalid_grant')
       assert.equal((await b.deps.stores.tasks.get(parent.task_id))!.tokensMinted, 3)
-      const before = counts(b)
+      const before = await counts(b)
       const own = await b.exchange({ task_id: parent.task_id })
       assert.equal(own.status, 400)
       assert.equal(await errorOf(own), 'invalid_grant')
-      assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /has minted 3 of 3 tokens/ })
+      await assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /has minted 3 of 3 tokens/ })
       const more = await subtask(b, parent.task_id, { max_tokens: 1 })
       assert.equal(more.status, 400)
       assert.equal(await errorOf(more), 'invalid_request')
@@ -259,11 +259,11 @@ describe('sub-tasks', () => {
       const parent = await parentTask(b, {}, { session: first })
       const child = await openedSubtask(b, parent.task_id)
       b.clock.advance(301)
-      const before = counts(b)
+      const before = await counts(b)
       const late = await childExchange(b, child.task_id)
       assert.equal(late.status, 400)
       assert.equal(await errorOf(late), 'invalid_grant')
-      assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /no time left/ })
+      await assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /no time left/ })
       const notNow = await subtask(b, parent.task_id, {})
       assert.equal(notNow.status, 400)
       assert.equal(await errorOf(notNow), 'invalid_request')
@@ -281,11 +281,11 @@ describe('sub-tasks', () => {
       await b.deps.stores.transaction(async (tx) => {
         for (let i = 0; i < 1000; i++) await tx.tasks.insert({ ...row, id: `filler-${i}`, workloadId: 'agent-c', parentTaskId: `filler-parent-${i % 7}`, rootTaskId: row.id, depth: 2 })
       })
-      const before = counts(b)
+      const before = await counts(b)
       const res = await subtask(b, parent.task_id, {})
       assert.equal(res.status, 400)
       assert.equal(await errorOf(res), 'invalid_request')
-      assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /at most 1000 open sub-tasks in all/, action: 'task.delegate' })
+      await assertRefusedAndAudited(b, before, { error: 'invalid_request', reason: /at most 1000 open sub-tasks in all/, action: 'task.delegate' })
     }))
 
   it('revoking the user’s session ends the sub-tasks with the task it opened', () =>

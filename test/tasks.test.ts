@@ -20,7 +20,7 @@ describe('tasks API', () => {
     const early = await b.exchange({ task_id: task.task_id, resource: CALENDAR, scope: 'cal:read' })
     assert.equal(early.status, 400)
     assert.equal(((await early.json()) as { error: string }).error, 'invalid_grant')
-    assert.equal(b.count('tokens'), 0)
+    assert.equal(await b.count('tokens'), 0)
 
     assert.equal((await b.app.request(`/admin/tasks/${task.task_id}/approve`, { method: 'POST' })).status, 401)
     const approved = await b.app.request(`/admin/tasks/${task.task_id}/approve`, { method: 'POST', headers: admin })
@@ -35,8 +35,8 @@ describe('tasks API', () => {
     const res = await openTask(b, { purpose: 'x', resources: [{ resource: NOTES, scopes: ['notes:delete'] }] })
     assert.equal(res.status, 400)
     assert.equal(((await res.json()) as { error: string }).error, 'invalid_scope')
-    assert.equal(b.count('tasks'), 0)
-    const audit = b.lastAudit()
+    assert.equal(await b.count('tasks'), 0)
+    const audit = await b.lastAudit()
     assert.equal(audit?.action, 'task.open')
     assert.equal(audit?.decision, 'deny')
     assert.equal(audit?.error, 'invalid_scope')
@@ -46,7 +46,7 @@ describe('tasks API', () => {
     const res = await openTask(b, { purpose: 'x', resources: [{ resource: 'https://unknown.example/mcp', scopes: ['a'] }] })
     assert.equal(res.status, 400)
     assert.equal(((await res.json()) as { error: string }).error, 'invalid_target')
-    assert.equal(b.count('tasks'), 0)
+    assert.equal(await b.count('tasks'), 0)
   })
 
   it('a task is visible to its user and its workload only', async () => {
@@ -74,7 +74,7 @@ describe('tasks API', () => {
     const twice = await b.app.request(`/tasks/${task_id}/complete`, { method: 'POST', headers: { 'actor-token': await b.svid('a') } })
     assert.equal(twice.status, 409)
     assert.equal(((await twice.json()) as { error: string }).error, 'task_not_active')
-    assert.equal(b.count('revocation_events'), 1)
+    assert.equal(await b.count('revocation_events'), 1)
   })
 
   it('an admin revokes a task and reads the audit log', async () => {

@@ -19,11 +19,11 @@ describe('usage bounds', () => {
       const t = await task(b, { max_tokens: 2 })
       assert.deepEqual([t.max_tokens, t.tokens_minted], [2, 0])
       for (let i = 0; i < 2; i++) assert.equal((await b.exchange({ task_id: t.task_id })).status, 200)
-      const before = counts(b)
+      const before = await counts(b)
       const res = await b.exchange({ task_id: t.task_id })
       assert.equal(res.status, 400)
       assert.equal(((await res.json()) as { error: string }).error, 'invalid_grant')
-      assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /has minted 2 of 2 tokens$/ })
+      await assertRefusedAndAudited(b, before, { error: 'invalid_grant', reason: /has minted 2 of 2 tokens$/ })
       assert.equal((await b.deps.stores.tasks.get(t.task_id))!.tokensMinted, 2)
     }))
 
@@ -49,7 +49,7 @@ describe('usage bounds', () => {
         assert.equal(r.status, 400)
         assert.equal(((await r.json()) as { error: string }).error, 'invalid_grant')
       }
-      assert.equal(b.count('tokens'), 5)
+      assert.equal(await b.count('tokens'), 5)
       assert.equal((await b.deps.stores.tasks.get(t.task_id))!.tokensMinted, 5)
     }))
 

@@ -316,12 +316,12 @@ export function createPgStores(database: PgDatabase): Stores {
       catalog: {
         all: () => q.select().from(catalogObjects).orderBy(asc(catalogObjects.id)),
         get: async (kind, key) => (await q.select().from(catalogObjects).where(and(eq(catalogObjects.kind, kind), eq(catalogObjects.key, key))))[0],
-        // Replacing keeps the row's id (its place in the order) and creation time.
-        // Without the caller's `id` (its callers build rows with a placeholder 0): the sequence numbers a new row.
-        put: async ({ id: _id, ...row }: Omit<CatalogRow, 'id'> & { id?: number }) =>
+        // Replacing keeps the row's id (its place in the order) and creation time; a new row's id
+        // is the identity column's next (the caller's row carries a placeholder id, as on SQLite).
+        put: async ({ kind, key, body, enabled, createdAt, updatedAt, updatedBy }) =>
           void (await q
             .insert(catalogObjects)
-            .values(row)
+            .values({ kind, key, body, enabled, createdAt, updatedAt, updatedBy })
             .onConflictDoUpdate({
               target: [catalogObjects.kind, catalogObjects.key],
               set: { body: sql`excluded.body`, enabled: sql`excluded.enabled`, updatedAt: sql`excluded.updated_at`, updatedBy: sql`excluded.updated_by` },
