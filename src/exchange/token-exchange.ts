@@ -348,6 +348,10 @@ export async function mintTaskToken(deps: MintDeps, q: TaskTokenRequest, task: T
       if (await tx.tasks.get(task.id)) throw temporarilyUnavailable(1, `task ${task.id} was opened by a concurrent request`)
       await tx.tasks.insert(task)
     } else {
+      // A policy that counts the task's tokens decides each exchange on the count the one before
+      // it committed: concurrent exchanges of the task take its lock in turn (PostgreSQL; SQLite's
+      // one writer already runs them one at a time).
+      if (deps.policy.readsTaskCount) await tx.locks.task(task.id)
       const current = await tx.tasks.get(task.id)
       const state = current ? taskState(current, now) : 'revoked'
       if (state !== 'active') throw invalidGrant(`task is ${state}`, `task ${task.id} became ${state} during the exchange`)

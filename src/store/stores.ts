@@ -292,7 +292,7 @@ export interface StoreMethods {
     session(subjectIssuer: string, sid: string): void
     /** The sub-tasks of a task a user opened (`root`): each opening below it counts the open ones in turn. */
     tree(root: string): void
-    /** One task's one-time issues (its consent's authorization code): each is counted and written in turn. */
+    /** One task's one-time issues (its consent's authorization code), and its exchanges when a policy counts its tokens: each is counted and written in turn. */
     task(id: string): void
     /**
      * The catalog: a change (`change`) reads the stored objects, validates the whole and writes
