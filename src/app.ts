@@ -1,8 +1,8 @@
 import { Hono, type Context, type ErrorHandler, type Next } from 'hono'
 import { HTTPException } from 'hono/http-exception'
 import type { Deps } from './broker.js'
-import { invalidRequest, notFound, OAuthError, temporarilyUnavailable } from './errors.js'
-import { isDatabaseBusy } from './store/db.js'
+import { invalidRequest, notFound, OAuthError, temporarilyUnavailable, unstorableValue } from './errors.js'
+import { isDatabaseBusy, isUnstorableText } from './store/db.js'
 import { isAbortedRequest } from './http/aborted.js'
 import { accessLog, requestIdOf } from './http/access-log.js'
 import { bodyLimit } from './http/middleware.js'
@@ -88,6 +88,7 @@ function errorHandler(deps: Deps): ErrorHandler {
       deps.metrics.databaseBusy.inc()
       return c.json(temporarilyUnavailable(1).toJSON(), 503, { 'Cache-Control': 'no-store', 'Retry-After': '1' })
     }
+    if (isUnstorableText(err)) return c.json(unstorableValue().toJSON(), 400, { 'Cache-Control': 'no-store' })
     if (err instanceof HTTPException && err.status < 500) {
       return c.json({ error: 'invalid_request', error_description: err.message || 'bad request' }, err.status, { 'Cache-Control': 'no-store' })
     }

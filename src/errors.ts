@@ -93,6 +93,8 @@ export const conflict = (description: string) => new OAuthError('conflict', 409,
 
 export const invalidRequest = (description: string, detail?: string, status = 400) =>
   new OAuthError('invalid_request', status, description, detail)
+/** A request holding a value the database cannot store (PostgreSQL's text and U+0000): refused, nothing written. */
+export const unstorableValue = () => invalidRequest('a value contains a character that cannot be stored (U+0000)')
 
 /**
  * `invalid_client` never says which client or why: the reason goes to `detail` only.

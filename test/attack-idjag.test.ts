@@ -9,7 +9,7 @@ import { before, describe, it } from 'node:test'
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose'
 import type { ConfigInput } from '../src/config.js'
 import { idJagTaskId } from '../src/exchange/jwt-bearer.js'
-import { assertRefusedAndAudited, assertRefusedUnauthenticated, CALENDAR, counts, form, ISSUER, mint, NOTES, postgresBug, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
+import { assertRefusedAndAudited, assertRefusedUnauthenticated, CALENDAR, counts, form, ISSUER, mint, NOTES, testDialect, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
 import { agentA, agentB, CLIENT_JWT, CLIENT_SPIFFE, clientAssertion, clientKey, createClientKeys, enterprise, expectError, ID_JAG_TYP, idJag, JWT_BEARER, ok, redeem, type Params } from './id-jag-fixtures.js'
 
 const b64 = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url')
@@ -242,10 +242,21 @@ describe('attack: malformed ID-JAG claims are 4xx, never 500', () => {
       }
     }))
 
-  it('a jti with a NUL in it still lands on its own task', { skip: postgresBug('a text value with a NUL character (U+0000) fails the statement (PostgreSQL text cannot hold one): 500 where SQLite answers') }, () =>
+  it('a jti with a NUL in it lands on its own task (SQLite); PostgreSQL, whose text cannot hold U+0000, refuses it 400 invalid_request, audited, nothing else written', () =>
     withBroker(enterprise, async (b) => {
       const jag = await idJag(b, { jti: 'a\u0000b' })
-      const body = await ok(await redeem(b, { assertion: jag }))
+      const before = await counts(b)
+      const res = await redeem(b, { assertion: jag })
+      if (testDialect === 'postgres') {
+        assert.equal(res.status, 400)
+        assert.equal(((await res.json()) as { error: string }).error, 'invalid_request')
+        // The refusal audited as such; no task, token or feed row.
+        assert.deepEqual(await counts(b), { ...before, audit_events: before.audit_events + 1 })
+        const audit = (await b.lastAudit())!
+        assert.deepEqual([audit.decision, audit.error], ['deny', 'invalid_request'])
+        return
+      }
+      const body = await ok(res)
       assert.equal(body.task_id, idJagTaskId(USER_ISSUER, jtiOf(jag)))
     }))
 })

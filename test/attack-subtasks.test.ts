@@ -339,7 +339,7 @@ describe('attack: sub-tasks never wider than the parent (refused correctly)', ()
       }
     }))
 
-  it('bad bodies, odd shapes and unknown ids: a 4xx with an OAuth error, never a 500, nothing written', { skip: postgresBug('a task id with a NUL character (%00) in the path fails its lookup (PostgreSQL text cannot hold U+0000): 500 where SQLite answers a 4xx') }, () =>
+  it('bad bodies, odd shapes and unknown ids: a 4xx with an OAuth error, never a 500, nothing written', () =>
     withBroker((c) => ({ ...delegating(c), bodyLimit: 64 * 1024 }), async (b) => {
       const parent = await parentTask(b)
       const raws = [

@@ -1,7 +1,8 @@
 import type { Clock } from '../clock.js'
 import type { Config, ResourceConfig } from '../config.js'
 import type { DpopChecker } from '../dpop/checker.js'
-import { invalidClient, invalidDpopProof, invalidGrant, invalidRequest, invalidScope, invalidTarget, OAuthError, temporarilyUnavailable } from '../errors.js'
+import { invalidClient, invalidDpopProof, invalidGrant, invalidRequest, invalidScope, invalidTarget, OAuthError, temporarilyUnavailable, unstorableValue } from '../errors.js'
+import { isUnstorableText } from '../store/db.js'
 import type { FormParams } from '../http/form.js'
 import type { Metrics } from '../http/metrics.js'
 import type { Logger } from '../logger.js'
@@ -171,7 +172,9 @@ export async function auditedGrant<T>(deps: Pick<ExchangeDeps, 'stores' | 'clock
     const granted = await grant(audit)
     deps.metrics.exchangeDecisions.inc({ outcome: 'allow', error: '' })
     return granted
-  } catch (e) {
+  } catch (caught) {
+    // A value the database could not store is the request's fault: refused and audited as such.
+    const e = isUnstorableText(caught) ? unstorableValue() : caught
     const error = e instanceof OAuthError ? e.code : 'server_error'
     const { authenticated, ...known } = audit
     deps.metrics.exchangeDecisions.inc({ outcome: authenticated ? 'deny' : 'unauthenticated', error })

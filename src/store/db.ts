@@ -71,6 +71,15 @@ export function isDatabaseBusy(e: unknown): boolean {
 const PG_POOL_TIMEOUTS = new Set(['timeout exceeded when trying to connect', 'Connection terminated due to connection timeout'])
 
 
+/**
+ * Whether `e` is PostgreSQL refusing a value its `text` cannot hold: a NUL character (U+0000) in
+ * a request's value (SQLSTATE 22021, or 22P05). SQLite stores such a value; PostgreSQL refuses the
+ * statement, so the request is refused as invalid (400) and its transaction has written nothing.
+ */
+export function isUnstorableText(e: unknown): boolean {
+  return hasErrorCode(e, (code) => code === '22021' || code === '22P05')
+}
+
 /** Whether `e` is a unique-index violation: PostgreSQL's `unique_violation` (23505) or SQLite's. */
 export function isUniqueViolation(e: unknown): boolean {
   return hasErrorCode(e, (code) => code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY')
