@@ -6,9 +6,10 @@ import pg from 'pg'
 import { invalidGrant, temporarilyUnavailable } from '../../errors.js'
 import { auditHash, verifyChainAsync } from '../audit-chain.js'
 import { isUniqueViolation } from '../db.js'
-import { boundAuditFields, WATCH_FALLBACK_MS, type ChangeTopic, type Stores, type TokenState, type TxStores } from '../stores.js'
+import { boundAuditFields, WATCH_FALLBACK_MS, type ChangeTopic, type Stores, type TxStores } from '../stores.js'
 import type { PgDatabase } from './db.js'
 import * as schema from './schema.js'
+import type { TokenState } from '../stores.js'
 
 const { auditEvents, authorizationCodes, brokerMeta, catalogObjects, policySets, replayEntries, refreshTokens, revocationEvents, revokedSessions, signingKeys, tasks, tokens } = schema
 
