@@ -233,6 +233,19 @@ for (const backend of backends) {
       assert.deepEqual(await stores.tokens.revokeByKid('k1', T0), { revoked: 1, lastExp: T0 + 50 })
     }))
 
+    it('introspection: tokenState reads status, exp, aud and kid of one row, a revocation seen at the next read, also from another instance; unknown jti undefined', withStores(async ({ stores, another }) => {
+      await stores.tasks.insert(task('t1'))
+      await stores.tokens.insert(token('j1', 't1', T0 + 100))
+      await stores.tokens.insert({ ...token('j2', 't1', T0 + 200), kid: null })
+      assert.deepEqual(await stores.introspection.tokenState('j1'), { status: 'active', exp: T0 + 100, aud: NOTES, kid: 'k1' })
+      assert.deepEqual(await stores.introspection.tokenState('j2'), { status: 'active', exp: T0 + 200, aud: NOTES, kid: null })
+      assert.equal(await stores.introspection.tokenState('nope'), undefined)
+      const other = another ? await another() : stores
+      assert.equal(await other.tokens.revokeByTask('t1', T0 + 1), 2)
+      assert.equal((await stores.introspection.tokenState('j1'))?.status, 'revoked')
+      assert.equal((await stores.durably((tx) => tx.introspection.tokenState('j2')))?.status, 'revoked')
+    }))
+
     it('tasks: countToken counts within max_tokens only, so two writers racing for the last token cannot both count it', withStores(async ({ stores, another }) => {
       await stores.tasks.insert(task('bounded', { maxTokens: 2, tokensMinted: 1 }))
       const other = another ? await another() : stores

@@ -1,3 +1,4 @@
+import * as nodeCrypto from 'node:crypto'
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { Context } from 'hono'
 import { TtlCache } from '@taskpass/verifier/cache'
@@ -65,6 +66,11 @@ function sha256(s: string): Buffer {
   return createHash('sha256').update(s).digest()
 }
 
+// The one-shot `crypto.hash` (Node 20.12+) costs no Hash object per call; `createHash` before it.
+const oneShot = (nodeCrypto as { hash?: (algorithm: string, data: string, encoding: 'base64url') => string }).hash
+/** SHA-256 of `s`, base64url: a cache key that does not hold the credential it stands for. */
+const sha256Key: (s: string) => string = oneShot ? (s) => oneShot('sha256', s, 'base64url') : (s) => createHash('sha256').update(s).digest('base64url')
+
 /** Decodes `Basic base64(urlencode(id):urlencode(secret))`. */
 function parseBasic(header: string): { id: string; secret: string } | undefined {
   const m = /^Basic ([A-Za-z0-9+/=]+)$/i.exec(header.trim())
@@ -122,10 +128,21 @@ export function createClientAuthenticator(opts: {
     return resource
   }
 
+  // sha256(the whole Authorization header) → the resource it authenticated: a header seen before
+  // costs one hash and one lookup — no decoding, no pair digest. Only a header whose pair argon2
+  // accepted is entered; bounded (oldest out first); rebuilt empty with the catalog, like `verified`,
+  // so a credential the catalog replaces or removes stops working at once.
+  const verifiedHeaders = new TtlCache<ResourceConfig>(10_000)
+
   async function authenticateResource(header: string | undefined, ip?: string): Promise<ResourceConfig> {
+    const key = header ? sha256Key(header) : undefined
+    const known = key === undefined ? undefined : verifiedHeaders.get(key, 0)
+    if (known) return known
     const basic = header ? parseBasic(header) : undefined
     if (!basic) throw invalidClient('missing or malformed Basic credentials')
-    return checkSecret(basic.id, basic.secret, ip)
+    const resource = await checkSecret(basic.id, basic.secret, ip)
+    verifiedHeaders.set(key!, resource, CACHE_FOREVER)
+    return resource
   }
 
   return {

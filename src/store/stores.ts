@@ -309,7 +309,20 @@ export interface StoreMethods {
     isRevoked(subjectIssuer: string, sid: string): boolean
     pruneBefore(before: number, limit: number): number
   }
+  /** The one read introspection makes per request (src/tokens/introspect.ts). */
+  introspection: {
+    /**
+     * What decides whether a token is active, from its row: one statement on the primary key,
+     * only the columns it needs. Every revocation (the token, its task, its session, its signing
+     * key) lands in `status` of this row in the revoking transaction, so reading it per request
+     * is what makes "revoked" mean "inactive at the next introspection", whichever process wrote it.
+     */
+    tokenState(jti: string): TokenState | undefined
+  }
 }
+
+/** The columns of a token's row introspection decides with. */
+export type TokenState = Pick<TokenRow, 'status' | 'exp' | 'aud' | 'kid'>
 
 /**
  * Longest stored length of each audit text field (characters). Reasons quote request values
@@ -741,6 +754,7 @@ export function createStores(database: Database_): Stores {
       isRevoked: (issuer, sid) => getSession.get({ issuer, sid }) !== undefined,
       pruneBefore: (before, limit) => pruneSessions.run(before, limit).changes,
     },
+    introspection: introspectionMethods(database),
   }
 
   // Outside a transaction each statement waits for the connection; inside one it runs at once.
@@ -825,4 +839,18 @@ function aggregates(methods: StoreMethods, gate: <T>(fn: () => T) => Promise<T>)
     )
   }
   return out as Aggregates
+}
+
+/**
+ * {@link StoreMethods.introspection} on SQLite: a raw prepared statement (an array per row, no
+ * ORM mapping of the 13 columns), as it runs on every introspection.
+ */
+function introspectionMethods(database: Database_): StoreMethods['introspection'] {
+  const state = database.sqlite.prepare<[string], [TokenState['status'], number, string, string | null]>('select status, exp, aud, kid from tokens where jti = ?').raw()
+  return {
+    tokenState(jti) {
+      const row = state.get(jti)
+      return row && { status: row[0], exp: row[1], aud: row[2], kid: row[3] }
+    },
+  }
 }

@@ -9,6 +9,7 @@ import { isUniqueViolation } from '../db.js'
 import { boundAuditFields, WATCH_FALLBACK_MS, type CatalogRow, type ChangeTopic, type Stores, type TxStores } from '../stores.js'
 import type { PgDatabase } from './db.js'
 import * as schema from './schema.js'
+import type { TokenState } from '../stores.js'
 
 const { auditEvents, authorizationCodes, brokerMeta, catalogObjects, policySets, replayEntries, refreshTokens, revocationEvents, revokedSessions, signingKeys, tasks, tokens } = schema
 
@@ -371,6 +372,7 @@ export function createPgStores(database: PgDatabase): Stores {
               .where(sql`(${revokedSessions.subjectIssuer}, ${revokedSessions.sid}) in (select ${revokedSessions.subjectIssuer}, ${revokedSessions.sid} from ${revokedSessions} where ${revokedSessions.relevantUntil} < ${before} limit ${limit})`),
           ),
       },
+      introspection: introspectionMethods(q),
     }
   }
 
@@ -554,5 +556,13 @@ export function createPgStores(database: PgDatabase): Stores {
     // One transaction per call: the pool already runs concurrent callers' commits in parallel.
     batched: transaction,
     ...outside,
+  }
+}
+
+/** {@link Stores.introspection} on PostgreSQL: one select of four columns by primary key. */
+function introspectionMethods(q: Q): TxStores['introspection'] {
+  return {
+    tokenState: async (jti): Promise<TokenState | undefined> =>
+      (await q.select({ status: tokens.status, exp: tokens.exp, aud: tokens.aud, kid: tokens.kid }).from(tokens).where(eq(tokens.jti, jti)).limit(1))[0],
   }
 }
