@@ -59,7 +59,7 @@ async function onFile(fn: (b: TestBroker, configFile: string) => Promise<void>):
   try {
     await fn(b, configFile)
   } finally {
-    b.close()
+    await b.close()
     rmSync(dir, { recursive: true, force: true })
   }
 }
@@ -137,7 +137,7 @@ describe('introspection: a resource credential replaced through the catalog stop
       // The other resources' cached credentials are unaffected by the rebuild (verified again, then cached).
       assert.equal((await introspect(b, t.token)).body.active, true)
     } finally {
-      b.close()
+      await b.close()
     }
   })
 })
