@@ -14,7 +14,9 @@ import Database from 'better-sqlite3'
 import { argon2Hasher } from '../src/broker.js'
 import { DEV } from '../src/dev/dev-setup.js'
 import { TASK_QUERY_RULES } from '../src/routes/admin.js'
-import { ADMIN_KEY, counts, NOTES, openTask, testConfig, withBroker, type TestBroker } from './harness.js'
+import { ADMIN_KEY, counts, devCli, NOTES, openTask, testConfig, withBroker, type TestBroker } from './harness.js'
+
+const cli = (dataDir: string, ...args: string[]) => devCli(dataDir, args)
 
 type Json = Record<string, unknown>
 
@@ -183,16 +185,6 @@ describe('GET /admin/keys: the signing keys\' status', () => {
       assert.equal(((await anonymous.json()) as Json).error, 'invalid_token')
     }))
 })
-
-/** Runs the admin CLI in dev mode against its own data directory. */
-function cli(dataDir: string, ...args: string[]) {
-  const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    encoding: 'utf8',
-    timeout: 60_000,
-    env: { ...process.env, TASKPASS_DATA_DIR: dataDir, TASKPASS_CONFIG: '' },
-  })
-  return { status: run.status, stdout: run.stdout, stderr: run.stderr }
-}
 
 const DEV_USERS = DEV.userIssuer
 const DEV_NOTES = DEV.resource

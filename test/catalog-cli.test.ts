@@ -8,16 +8,7 @@ import { mkdtempSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-
-function cli(dataDir: string, args: string[], input?: string) {
-  const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    encoding: 'utf8',
-    timeout: 60_000,
-    ...(input === undefined ? {} : { input }),
-    env: { ...process.env, TASKPASS_DATA_DIR: dataDir, TASKPASS_CONFIG: '' },
-  })
-  return { status: run.status, stdout: run.stdout, stderr: run.stderr }
-}
+import { devCli as cli } from './harness.js'
 
 /** The `npm run cli -- …` lines of the page's shell block, as argument lists. */
 function documentedCommands(): string[][] {

@@ -9,7 +9,7 @@
  * so with {@link sqliteOnly}.
  */
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { createServer, type AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
@@ -575,4 +575,25 @@ export async function realTimeExchangeForm(keys: Keys, issuer: string): Promise<
   const session = await mint(keys.user, { iss: USER_ISSUER, sub: 'alice', sid: 'sess-1', aud: issuer, iat: now, exp: now + 3600 })
   const svid = await mint(keys.spiffe, { sub: spiffeId('a'), aud: issuer, iat: now, exp: now + 300 })
   return form({ grant_type: TOKEN_EXCHANGE, subject_token: session, subject_token_type: JWT_TYPE, actor_token: svid, actor_token_type: JWT_TYPE, resource: NOTES, scope: 'notes:read' })
+}
+
+/** An admin API call with an admin key (the full admin's by default): its status and JSON body. */
+export async function adminRequest(b: Pick<TestBroker, 'app'>, method: string, path: string, body?: unknown, key = ADMIN_KEY): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await b.app.request(path, {
+    method,
+    headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  })
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> }
+}
+
+/** The admin CLI in dev mode on its own data directory, as a separate process: status and output. */
+export function devCli(dataDir: string, args: readonly string[], input?: string): { status: number | null; stdout: string; stderr: string } {
+  const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+    encoding: 'utf8',
+    timeout: 60_000,
+    ...(input === undefined ? {} : { input }),
+    env: { ...process.env, TASKPASS_DATA_DIR: dataDir, TASKPASS_CONFIG: '' },
+  })
+  return { status: run.status, stdout: run.stdout, stderr: run.stderr }
 }

@@ -18,22 +18,13 @@ import type { ConfigInput } from '../src/config.js'
 import type { TokenState } from '../src/store/stores.js'
 import { introspectToken } from '../src/tokens/introspect.js'
 import type { OwnTokenClaims } from '../src/tokens/own-token.js'
-import { ADMIN_KEY, createTestBroker, NOTES, NOTES_SECRET, testConfig, testKeys, type TestBroker } from './harness.js'
+import { ADMIN_KEY, adminRequest as admin, createTestBroker, NOTES, NOTES_SECRET, testConfig, testKeys, type TestBroker } from './harness.js'
 
 const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`
 
 async function introspect(b: TestBroker, token: string, authorization = basic('notes-mcp', NOTES_SECRET)): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await b.post('/introspect', { token }, { authorization })
   return { status: res.status, body: (await res.json()) as Record<string, unknown> }
-}
-
-async function admin(b: TestBroker, method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
-  const res = await b.app.request(path, {
-    method,
-    headers: { authorization: `Bearer ${ADMIN_KEY}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  })
-  return { status: res.status, json: (await res.json()) as Record<string, unknown> }
 }
 
 /** A token exchanged now, introspected active twice (so its signature and the credential are cached). */
@@ -129,7 +120,7 @@ describe('introspection: a resource credential replaced through the catalog stop
       // Authenticated (a NOTES token is not for docs: inactive, but 200), twice: the pair is cached.
       for (let i = 0; i < 2; i++) assert.deepEqual(await introspect(b, t.token, basic('docs-mcp', 'docs-secret-old-0123456789')), { status: 200, body: { active: false } })
       const replaced = await admin(b, 'PUT', `/admin/resources/${encodeURIComponent(docs)}`, { uri: docs, scopes: ['docs:read'], credential: { clientId: 'docs-mcp', secretHash: await argon2Hasher.hash('docs-secret-new-0123456789') } })
-      assert.equal(replaced.status, 200, JSON.stringify(replaced.json))
+      assert.equal(replaced.status, 200, JSON.stringify(replaced.body))
       const old = await introspect(b, t.token, basic('docs-mcp', 'docs-secret-old-0123456789'))
       assert.equal(old.status, 401)
       assert.equal(old.body.error, 'invalid_client')

@@ -14,22 +14,13 @@ import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { decodeJwt } from 'jose'
 import type { ConfigInput } from '../src/config.js'
-import { ADMIN_KEY, CALENDAR, counts, createTestBroker, NOTES, openTask, T0, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
+import { ADMIN_KEY, adminRequest as admin, CALENDAR, counts, createTestBroker, NOTES, openTask, T0, USER_ISSUER, withBroker, type TestBroker } from './harness.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'taskpass-policy-admin-'))
 
 const NO_BEARER_WRITES = `@id("no-bearer-writes") @error("invalid_scope")
 forbid (principal, action == Taskpass::Action::"exchange", resource)
 when { context.scopes.contains("notes:write") && !context.dpop_bound };`
-
-async function admin(b: TestBroker, method: string, path: string, body?: unknown, key = ADMIN_KEY): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await b.app.request(path, {
-    method,
-    headers: { authorization: `Bearer ${key}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  })
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> }
-}
 
 const policySetRows = async (b: TestBroker) => ((await b.rawQuery('select count(*) as n from policy_sets'))[0] as { n: number }).n
 

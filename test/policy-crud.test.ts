@@ -16,7 +16,7 @@ import { argon2Hasher } from '../src/broker.js'
 import type { ConfigInput } from '../src/config.js'
 import { disabledBlock } from '../src/policy/admin-text.js'
 import { refreshPolicies } from '../src/policy/manage.js'
-import { ADMIN_KEY, counts, createTestBroker, NOTES, openTask, withBroker, type TestBroker } from './harness.js'
+import { ADMIN_KEY, adminRequest as admin, counts, createTestBroker, devCli as cli, NOTES, openTask, withBroker, type TestBroker } from './harness.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'taskpass-policy-crud-'))
 const AUDITOR = 'tpa_auditor-key-crud-0123456789'
@@ -28,15 +28,6 @@ when { context.scopes.contains("notes:write") && !context.dpop_bound };`
 /** The same rule without its @id: PUT /admin/policies/{id} gives it the path's. */
 const UNNAMED_NO_BEARER_WRITES = NO_BEARER_WRITES.replace('@id("no-bearer-writes") ', '')
 const NO_TASKS = `@id("no-tasks") forbid (principal, action == Taskpass::Action::"open_task", resource);`
-
-async function admin(b: TestBroker, method: string, path: string, body?: unknown, key = ADMIN_KEY): Promise<{ status: number; body: Record<string, unknown> }> {
-  const res = await b.app.request(path, {
-    method,
-    headers: { authorization: `Bearer ${key}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  })
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> }
-}
 
 const path = (id: string) => `/admin/policies/${encodeURIComponent(id)}`
 const policySetRows = async (b: TestBroker) => ((await b.rawQuery('select count(*) as n from policy_sets'))[0] as { n: number }).n
@@ -361,17 +352,6 @@ describe('admin policies stored by another process are put in force without a re
     }
   })
 })
-
-/** Runs the admin CLI in dev mode against its own data directory. */
-function cli(dataDir: string, args: string[], input?: string) {
-  const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    encoding: 'utf8',
-    timeout: 60_000,
-    ...(input === undefined ? {} : { input }),
-    env: { ...process.env, TASKPASS_DATA_DIR: dataDir, TASKPASS_CONFIG: '' },
-  })
-  return { status: run.status, stdout: run.stdout, stderr: run.stderr }
-}
 
 describe('policy CLI: one command per route, the API\'s fields', () => {
   it('put, get, disable, enable, delete; refusals as the API\'s error line', () => {
