@@ -158,10 +158,12 @@ describe('task lifecycle', () => {
       // passed and before its token is written: the window a concurrent request could hit.
       const current = b.deps.keys.current
       const workload = { kind: 'workload' as const, actor: await b.deps.actorTokens.verify(await b.svid('a')) }
-      b.deps.keys.current = () => {
+      b.deps.keys.current = async () => {
         b.deps.keys.current = current
-        // Started here, finished before the exchange writes: signing awaits the thread pool.
-        void endTask(b.deps, opened.task_id, how, workload)
+        // Ended and committed here, before the exchange writes, whatever the store's timing. The
+        // exchange's re-check in its write refuses it; on PostgreSQL the token insert's own
+        // condition (a task still active) refuses it too.
+        await endTask(b.deps, opened.task_id, how, workload)
         return current()
       }
       const exchanged = await b.exchange({ task_id: opened.task_id })
