@@ -12,6 +12,8 @@
  *                          pruneStore deletes expired rows while the exchange is measured
  *   taskpass dpop        — the warm exchange with a fresh DPoP proof (RFC 9449) on every request,
  *                          the task bound to the proof key
+ *   taskpass dpop shared — the same with replay.shared: each proof's jti also recorded in the
+ *                          database (INSERT … ON CONFLICT), as several instances run it
  *   taskpass cold        — the broker, a never-seen subject and actor token every request
  *
  * are measured in interleaved rounds (bench/lib/rounds.ts): every server is started once and
@@ -273,16 +275,41 @@ async function httpScenarios(): Promise<void> {
 
   // DPoP: one never-used proof per request, by one ES256 key, for POST <issuer>/token; minted
   // before each round (iat = then, well inside the broker's window), enough for that round.
+  // Each DPoP scenario mints and counts its own proofs, so neither broker ever sees a proof twice.
   const dpopKey = await generateDpopKey()
-  let proofs: string[] = []
-  let proofsUsed = 0
-  let proofsSent = 0
+  const proofRuns = new Map<ScenarioId, { proofs: string[]; used: number; sent: number }>()
   // Cold: a never-seen subject and actor token per request, from the pool, topped up before each round.
   let coldUsed = 0
   let poolRanOut = false
   const pruneIntervalMs = Math.min(MAIN_PRUNE_INTERVAL_MS, Math.max(1000, Math.floor((duration * 1000) / 2)))
 
   const scenario = (id: ScenarioId, description: string, rest: Omit<RoundScenario, 'id' | 'description' | 'result'>): RoundScenario => ({ id, description, result: { id, description, notes: [], rounds: [] }, ...rest })
+  // The warm exchange + a fresh DPoP proof per request; with `replayShared`, every proof's jti is
+  // also recorded in the database (`replay.shared`, as several instances run), so its cost shows.
+  const dpopScenario = (id: ScenarioId, database: string, replayShared: boolean): RoundScenario => {
+    const run = { proofs: [] as string[], used: 0, sent: 0 }
+    proofRuns.set(id, run)
+    const replay = replayShared ? 'jtis recorded in the database too (replay.shared)' : 'the in-process replay cache'
+    const self = scenario(id, `the warm exchange + a fresh DPoP proof per request (ES256, one key; task bound to it; clockSkew ${DPOP_CLOCK_SKEW}; ${replay})`, {
+      start: async () => startServer(id, 'taskpass', { ...(await taskpassConfig(database)), clockSkew: DPOP_CLOCK_SKEW, dpopReplayCacheSize: rounds * MAX_PROOFS_PER_ROUND + 10_000, replayShared }),
+      prepare: async (server) => {
+        const body = `${warmBody}&task_id=${encodeURIComponent(await openTask(server, warmPair.subject, warmPair.actor, await mintDpopProof(dpopKey, `${issuer}/tasks`)))}`
+        run.proofs = await mintDpopProofs(dpopKey, `${issuer}/token`, 10) // the smoke request's
+        return { headers: formHeaders, nextBody: () => body, nextHeaders: () => ({ dpop: run.proofs[run.used++ % run.proofs.length]! }), tokenType: 'DPoP' }
+      },
+      beforeRound: async () => {
+        run.sent += run.used
+        const t0 = performance.now()
+        run.proofs = await mintDpopProofs(dpopKey, `${issuer}/token`, Math.min(MAX_PROOFS_PER_ROUND, runRequests(fastest(id, FIRST_ROUND_RATE)) + connections + 1000))
+        run.used = 0
+        log(`  minted ${run.proofs.length.toLocaleString('en-US')} DPoP proofs for ${id} this round in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+      },
+      afterRun: async (_server, _load, record) => {
+        if (run.used > run.proofs.length) note(self.result, `round ${record.round}: the proofs ran out — ${run.used - run.proofs.length} requests replayed a proof (refused)`)
+      },
+    })
+    return self
+  }
   const openedTask = async (server: ServerProcess) => `${warmBody}&task_id=${encodeURIComponent(await openTask(server, warmPair.subject, warmPair.actor))}`
   const scenarios: RoundScenario[] = [
     scenario('floor', 'hono + one ES256 SignJWT + one SQLite insert (WAL, synchronous=NORMAL)', {
@@ -325,24 +352,8 @@ async function httpScenarios(): Promise<void> {
         record.prunes = (await server.ask('prune-stats')) as PruneStats
       },
     }),
-    scenario('taskpass dpop', `the warm exchange + a fresh DPoP proof per request (ES256, one key; task bound to it; clockSkew ${DPOP_CLOCK_SKEW})`, {
-      start: async () => startServer('taskpass dpop', 'taskpass', { ...(await taskpassConfig('dpop.db')), clockSkew: DPOP_CLOCK_SKEW, dpopReplayCacheSize: rounds * MAX_PROOFS_PER_ROUND + 10_000 }),
-      prepare: async (server) => {
-        const body = `${warmBody}&task_id=${encodeURIComponent(await openTask(server, warmPair.subject, warmPair.actor, await mintDpopProof(dpopKey, `${issuer}/tasks`)))}`
-        proofs = await mintDpopProofs(dpopKey, `${issuer}/token`, 10) // the smoke request's
-        return { headers: formHeaders, nextBody: () => body, nextHeaders: () => ({ dpop: proofs[proofsUsed++ % proofs.length]! }), tokenType: 'DPoP' }
-      },
-      beforeRound: async () => {
-        proofsSent += proofsUsed
-        const t0 = performance.now()
-        proofs = await mintDpopProofs(dpopKey, `${issuer}/token`, Math.min(MAX_PROOFS_PER_ROUND, runRequests(fastest('taskpass dpop', FIRST_ROUND_RATE)) + connections + 1000))
-        proofsUsed = 0
-        log(`  minted ${proofs.length.toLocaleString('en-US')} DPoP proofs for this round in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
-      },
-      afterRun: async (_server, _load, record) => {
-        if (proofsUsed > proofs.length) note(dpopScenario.result, `round ${record.round}: the proofs ran out — ${proofsUsed - proofs.length} requests replayed a proof (refused)`)
-      },
-    }),
+    dpopScenario('taskpass dpop', 'dpop.db', false),
+    dpopScenario('taskpass dpop shared', 'dpop-shared.db', true),
     scenario('taskpass cold', 'the broker, a never-seen subject + actor token every request', {
       start: async () => startServer('taskpass cold', 'taskpass', await taskpassConfig('cold.db')),
       prepare: async (server) => {
@@ -366,7 +377,6 @@ async function httpScenarios(): Promise<void> {
       },
     }),
   ]
-  const dpopScenario = scenarios.find((s) => s.id === 'taskpass dpop')!
   const coldScenario = scenarios.find((s) => s.id === 'taskpass cold')!
 
   let authFlood: AuthFloodResult | undefined
@@ -421,8 +431,10 @@ async function httpScenarios(): Promise<void> {
       for (const s of scenarios) s.result.rounds[round] ??= null
       roundLoads.push(loads)
     }
-    proofsSent += proofsUsed
-    note(dpopScenario.result, `${proofsSent.toLocaleString('en-US')} pre-minted proofs sent over the rounds (smoke and warm-ups included), minted fresh before each round`)
+    for (const [id, run] of proofRuns) {
+      run.sent += run.used
+      note(scenarios.find((s) => s.id === id)!.result, `${run.sent.toLocaleString('en-US')} pre-minted proofs sent over the rounds (smoke and warm-ups included), minted fresh before each round`)
+    }
     note(coldScenario.result, `${coldUsed.toLocaleString('en-US')} never-seen pairs sent (smoke and warm-ups included), pool ${pool.size.toLocaleString('en-US')}`)
   } finally {
     await Promise.all(scenarios.map(async (s) => s.server?.stop()))
@@ -482,6 +494,7 @@ async function httpScenarios(): Promise<void> {
   log('    expired token rows while it is measured; taskpass warm issues 300 s tokens, which no prune of the run deletes.')
   log('  - taskpass dpop = the warm request plus a never-used DPoP proof (one ES256 key, pre-minted) per request, its task bound')
   log('    to that key: the broker verifies the proof (signature with the embedded JWK, thumbprint, replay cache) and binds the token.')
+  log('  - taskpass dpop shared = the same on a broker with replay.shared: every proof jti is also one conditional insert in the database.')
 
   // The HTTP part's keys of latest.json; a verifier section from an earlier run is dropped when
   // this run measures the verifier too (so a failed verifier part cannot pass for a fresh one).
