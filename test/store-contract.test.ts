@@ -335,6 +335,31 @@ for (const backend of backends) {
       assert.equal(report.rows, 1)
     }))
 
+    it('batched: of writes queued in one turn, one that throws after its audit append leaves none of its rows, and the others\' appends chain', withStores(async ({ stores }) => {
+      await stores.tasks.insert(task('t1'))
+      const row = (reason: string) => ({ at: T0, action: 'token.exchange', decision: 'allow' as const, reason, taskId: 't1' })
+      const job = (jti: string, fails: boolean) =>
+        stores.batched(async (tx) => {
+          await tx.audit.insert(row(jti))
+          await tx.tokens.insert(token(jti, 't1', T0 + 100))
+          if (fails) throw new Error(`${jti} refused`)
+          await tx.audit.insert(row(`${jti} again`))
+          return jti
+        })
+      const settled = await Promise.allSettled([job('j1', false), job('j2', true), job('j3', false), job('j4', true), job('j5', false)])
+      assert.deepEqual(settled.map((s) => (s.status === 'fulfilled' ? s.value : (s.reason as Error).message)), ['j1', 'j2 refused', 'j3', 'j4 refused', 'j5'])
+      // (PostgreSQL runs each in a transaction of its own, committed in any order.)
+      assert.deepEqual((await stores.audit.ofTask('t1')).map((r) => r.reason).sort(), ['j1', 'j1 again', 'j3', 'j3 again', 'j5', 'j5 again'])
+      assert.equal(await stores.tokens.get('j2'), undefined)
+      assert.equal((await stores.tasks.get('t1'))?.tokensMinted, 3)
+      const report = await stores.audit.verify()
+      assert.equal(report.ok, true, JSON.stringify(report))
+      assert.equal(report.rows, 6)
+      // The next write transaction appends after the last row the batch committed.
+      await stores.transaction(async (tx) => tx.audit.insert(row('after')))
+      assert.equal((await stores.audit.verify()).ok, true)
+    }))
+
     it('revocations: insert, listAll and list in order, head never lowered by pruning, one epoch', withStores(async ({ stores }) => {
       assert.equal(await stores.revocations.head(), 0)
       await stores.revocations.insert({ at: T0, kind: 'task_revoked', taskId: 't1', relevantUntil: T0 + 10, audiences: [NOTES] })

@@ -487,11 +487,19 @@ export function createStores(database: Database_): Stores {
   const pruneAuditThrough = db.delete(auditEvents).where(lte(auditEvents.id, p('id'))).prepare()
   const setMeta = db.insert(brokerMeta).values({ name: p('name'), value: p('value') }).onConflictDoUpdate({ target: brokerMeta.name, set: { value: sql`excluded.value` } }).prepare()
   const getMeta = db.select({ value: brokerMeta.value }).from(brokerMeta).where(eq(brokerMeta.name, p('name'))).prepare()
+  // The chain's head as the open write transaction left it (its last append): the transaction
+  // holds the write lock, so no other process appends meanwhile, and the next append of it (the
+  // next job of a group commit) links to this hash without reading it again. Forgotten when a
+  // batched job's savepoint rolls back; valid for its transaction only (its id).
+  let head: { transaction: number; hash: string } | undefined
   // Read the head and append in one transaction: another process's append in between fails ours
   // (SQLite refuses to write on a stale snapshot) rather than forking the chain.
   const appendToChain = (row: Required<Omit<AuditRow, 'id' | 'prevHash' | 'hash'>>) => {
-    const prevHash = lastAuditHash.get()?.hash ?? getMeta.get({ name: AUDIT_ANCHOR })?.value ?? null
-    insertAudit.run({ ...row, prevHash, hash: auditHash(prevHash, row) })
+    const transaction = database.transactionId()
+    const prevHash = transaction !== undefined && head?.transaction === transaction ? head.hash : (lastAuditHash.get()?.hash ?? getMeta.get({ name: AUDIT_ANCHOR })?.value ?? null)
+    const hash = auditHash(prevHash, row)
+    insertAudit.run({ ...row, prevHash, hash })
+    head = transaction === undefined ? undefined : { transaction, hash }
   }
   const appendAlone = database.sqlite.transaction(appendToChain)
   // Inside a caller's transaction (the exchange's batch) no savepoint of its own is needed: that one already holds both.
@@ -778,6 +786,8 @@ export function createStores(database: Database_): Stores {
           } catch (e) {
             // An error that made SQLite roll the whole transaction back (disk full, I/O) fails the batch with it.
             if (!database.sqlite.inTransaction) throw e
+            // The job's appends are undone: the head is read again at the next one.
+            head = undefined
             database.sqlite.exec('ROLLBACK TO batched_job')
             database.sqlite.exec('RELEASE batched_job')
             settled.push(() => job.reject(e))
