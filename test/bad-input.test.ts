@@ -479,4 +479,13 @@ describe('form bodies: the fast path answers as URLSearchParams does', () => {
       assert.deepEqual(decodeForm(body), [...new URLSearchParams(body)], JSON.stringify(body))
     }
   })
+
+  it('a component decoded before decodes alike again: the same values every request, more distinct ones than are remembered, long ones, malformed ones', () => {
+    const every = 'grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&resource=https%3A%2F%2Fnotes.example%2Fmcp&scope=notes%3Aread+notes%3Awrite'
+    const distinct = Array.from({ length: 700 }, (_, i) => `v=a%3A${i}+%E2%82%AC&w=${i % 2 ? '%E2%82' : '%2B'}${i}`)
+    const long = `x=${'%3A'.repeat(200)}&y=${'%E2%82%AC'.repeat(40)}%`
+    for (let round = 0; round < 3; round++) {
+      for (const body of [every, ...distinct, long, every]) assert.deepEqual(decodeForm(body), [...new URLSearchParams(body)], JSON.stringify(body))
+    }
+  })
 })

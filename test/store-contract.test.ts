@@ -116,6 +116,27 @@ for (const backend of backends) {
       assert.equal(ended?.endReason, 'done')
     }))
 
+    it('tasks, tokens and audit rows read back as written, every column set', withStores(async ({ stores }) => {
+      const full = task('t-full', {
+        sid: 's9', dpopJkt: 'jkt', endedAt: T0 + 9, endReason: 'why', tokensMinted: 4, maxTokens: 7, userClaims: '{"a":1}', approvalExpiresAt: T0 + 5,
+        parentTaskId: 'p1', depth: 2, rootTaskId: 'r1', sessionStartedAt: T0 - 5, sessionExpiresAt: T0 + 50, clientId: 'https://client.example/meta',
+      })
+      await stores.tasks.insert(full)
+      assert.deepEqual(await stores.tasks.get('t-full'), full)
+      assert.deepEqual(await stores.tasks.hold('t-full'), full)
+      const minted: TokenRow = { ...token('j-full', 't-full', T0 + 100), status: 'revoked', revokedAt: T0 + 3, cnfJkt: 'jkt', attestation: '{"kind":"spiffe"}' }
+      await stores.tokens.insert(minted)
+      assert.deepEqual(await stores.tokens.get('j-full'), minted)
+      assert.equal((await stores.tasks.get('t-full'))?.tokensMinted, 5)
+      const audited = { at: T0, action: 'token.exchange', decision: 'deny' as const, reason: 'r', error: 'invalid_grant', userSub: 'alice', workloadId: 'w', taskId: 't-full', jti: 'j-full', resource: NOTES, policyVersion: 'v1', policies: 'p1 p2', detail: '{"d":1}' }
+      await stores.audit.insert(audited)
+      await stores.transaction(async (tx) => tx.audit.insert({ ...audited, reason: 'r2' }))
+      const rows = await stores.audit.ofTask('t-full')
+      assert.deepEqual(rows.map(({ id: _id, prevHash: _p, hash: _h, ...content }) => content), [audited, { ...audited, reason: 'r2' }])
+      assert.equal(rows[1]!.prevHash, rows[0]!.hash)
+      assert.equal((await stores.audit.verify()).ok, true)
+    }))
+
     it('tasks: of two racing decisions on a pending task exactly one wins, and a lapsed request cannot be approved', withStores(async ({ stores, another }) => {
       const other = another ? await another() : stores
       await stores.tasks.insert(task('p1', { status: 'pending_approval', approvalExpiresAt: T0 + 60 }))
@@ -333,6 +354,31 @@ for (const backend of backends) {
       const report = await stores.audit.verify()
       assert.equal(report.ok, true, JSON.stringify(report))
       assert.equal(report.rows, 1)
+    }))
+
+    it('batched: of writes queued in one turn, one that throws after its audit append leaves none of its rows, and the others\' appends chain', withStores(async ({ stores }) => {
+      await stores.tasks.insert(task('t1'))
+      const row = (reason: string) => ({ at: T0, action: 'token.exchange', decision: 'allow' as const, reason, taskId: 't1' })
+      const job = (jti: string, fails: boolean) =>
+        stores.batched(async (tx) => {
+          await tx.audit.insert(row(jti))
+          await tx.tokens.insert(token(jti, 't1', T0 + 100))
+          if (fails) throw new Error(`${jti} refused`)
+          await tx.audit.insert(row(`${jti} again`))
+          return jti
+        })
+      const settled = await Promise.allSettled([job('j1', false), job('j2', true), job('j3', false), job('j4', true), job('j5', false)])
+      assert.deepEqual(settled.map((s) => (s.status === 'fulfilled' ? s.value : (s.reason as Error).message)), ['j1', 'j2 refused', 'j3', 'j4 refused', 'j5'])
+      // (PostgreSQL runs each in a transaction of its own, committed in any order.)
+      assert.deepEqual((await stores.audit.ofTask('t1')).map((r) => r.reason).sort(), ['j1', 'j1 again', 'j3', 'j3 again', 'j5', 'j5 again'])
+      assert.equal(await stores.tokens.get('j2'), undefined)
+      assert.equal((await stores.tasks.get('t1'))?.tokensMinted, 3)
+      const report = await stores.audit.verify()
+      assert.equal(report.ok, true, JSON.stringify(report))
+      assert.equal(report.rows, 6)
+      // The next write transaction appends after the last row the batch committed.
+      await stores.transaction(async (tx) => tx.audit.insert(row('after')))
+      assert.equal((await stores.audit.verify()).ok, true)
     }))
 
     it('revocations: insert, listAll and list in order, head never lowered by pruning, one epoch', withStores(async ({ stores }) => {

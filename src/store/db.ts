@@ -28,6 +28,12 @@ export interface Database_ {
   durably<T>(fn: () => Promise<T>): Promise<T>
   /** Runs `fn` in one write transaction under the default `synchronous=NORMAL`. */
   transaction<T>(fn: () => Promise<T>): Promise<T>
+  /**
+   * The open write transaction of {@link durably} or {@link transaction}: a number no other
+   * transaction of this connection has had, or undefined when none is open. What a store keeps
+   * about its own uncommitted writes is valid for that transaction only.
+   */
+  transactionId(): number | undefined
   close(): void
 }
 
@@ -165,11 +171,14 @@ export function openDatabase(path: string): Database_ {
     clearTimeout(next.timer)
     next.go() // the lock passes straight to the next waiter
   }
+  let transactions = 0
+  let open: number | undefined
   async function inTransaction<T>(fn: () => Promise<T>, durable: boolean): Promise<T> {
     await acquire()
     try {
       if (durable) sqlite.pragma('synchronous = FULL')
       sqlite.exec('BEGIN IMMEDIATE')
+      open = ++transactions
       try {
         const value = await fn()
         sqlite.exec('COMMIT')
@@ -183,6 +192,7 @@ export function openDatabase(path: string): Database_ {
         throw e
       }
     } finally {
+      open = undefined
       // Released whatever happens here: a gate left held would refuse every later statement.
       try {
         if (durable) sqlite.pragma('synchronous = NORMAL')
@@ -213,6 +223,7 @@ export function openDatabase(path: string): Database_ {
     },
     durably: (fn) => inTransaction(fn, true),
     transaction: (fn) => inTransaction(fn, false),
+    transactionId: () => open,
     close: () => sqlite.close(),
   }
 }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { and, asc, desc, eq, gt, gte, inArray, isNull, lt, lte, not, or, sql } from 'drizzle-orm'
 import type { Database_ } from './db.js'
 import { auditHash, verifyChain, type ChainReport } from './audit-chain.js'
+import { rowInserter, rowReader } from './raw.js'
 import { auditEvents, authorizationCodes, brokerMeta, catalogObjects, policySets, replayEntries, refreshTokens, revocationEvents, revokedSessions, signingKeys, tasks, tokens } from './schema.js'
 
 export type TaskRow = typeof tasks.$inferSelect
@@ -354,7 +355,8 @@ export function createStores(database: Database_): Stores {
     // coalesce: a NULL must not make the negation NULL (and drop open tasks from both lists).
     or(lte(tasks.expiresAt, now), and(eq(tasks.status, 'pending_approval'), sql`coalesce(${tasks.approvalExpiresAt}, ${tasks.expiresAt}) <= ${now}`))!
 
-  const getTask = db.select().from(tasks).where(eq(tasks.id, p('id'))).prepare()
+  // The statements every token exchange runs are raw (src/store/raw.ts): no per-call drizzle mapping.
+  const getTask = rowReader<TaskRow>(database.sqlite, tasks, 'id = ?')
   const insertTask = db.insert(tasks).values({
     id: p('id'), userSub: p('userSub'), subjectIssuer: p('subjectIssuer'), sid: p('sid'), workloadId: p('workloadId'), purpose: p('purpose'),
     resources: p('resources'), status: p('status'), dpopJkt: p('dpopJkt'), createdAt: p('createdAt'), expiresAt: p('expiresAt'), endedAt: p('endedAt'), endReason: p('endReason'),
@@ -377,7 +379,7 @@ export function createStores(database: Database_): Stores {
     .from(tasks)
     .where(and(eq(tasks.parentTaskId, p('id')), sql`${tasks.status} in ('active', 'pending_approval')`))
     .prepare()
-  const countMinted = db.update(tasks).set({ tokensMinted: sql`${tasks.tokensMinted} + 1` }).where(eq(tasks.id, p('id'))).prepare()
+  const countMinted = database.sqlite.prepare<[string]>('update tasks set tokens_minted = tokens_minted + 1 where id = ?')
   const countWithinBound = db
     .update(tasks)
     .set({ tokensMinted: sql`${tasks.tokensMinted} + 1` })
@@ -418,7 +420,7 @@ export function createStores(database: Database_): Stores {
   const pruneTasks = database.sqlite.prepare('delete from tasks where rowid in (select rowid from tasks where expires_at < ? limit ?)')
   const tasksByStatus = db.select({ status: tasks.status, n: sql<number>`count(*)` }).from(tasks).groupBy(tasks.status).prepare()
   const allKeys = db.select().from(signingKeys).orderBy(asc(signingKeys.createdAt), asc(signingKeys.kid)).prepare()
-  const keyState = db.select({ state: signingKeys.state }).from(signingKeys).where(eq(signingKeys.kid, p('kid'))).prepare()
+  const keyState = database.sqlite.prepare<[string], SigningKeyRow['state']>('select state from signing_keys where kid = ?').pluck()
   const listTasks = db
     .select()
     .from(tasks)
@@ -445,10 +447,7 @@ export function createStores(database: Database_): Stores {
   const pruneRefresh = database.sqlite.prepare('delete from refresh_tokens where rowid in (select rowid from refresh_tokens where expires_at < ? limit ?)')
 
   const getToken = db.select().from(tokens).where(eq(tokens.jti, p('jti'))).prepare()
-  const insertToken = db.insert(tokens).values({
-    jti: p('jti'), taskId: p('taskId'), sub: p('sub'), workloadId: p('workloadId'), aud: p('aud'), scope: p('scope'),
-    iat: p('iat'), exp: p('exp'), status: p('status'), revokedAt: p('revokedAt'), cnfJkt: p('cnfJkt'), kid: p('kid'), attestation: p('attestation'),
-  }).prepare()
+  const insertToken = rowInserter<TokenRow>(database.sqlite, tokens)
   const revokeToken = db.update(tokens).set({ status: 'revoked', revokedAt: sql`${p('at')}` }).where(and(eq(tokens.jti, p('jti')), eq(tokens.status, 'active'))).prepare()
   const revokeTaskTokens = db.update(tokens).set({ status: 'revoked', revokedAt: sql`${p('at')}` }).where(and(eq(tokens.taskId, p('taskId')), eq(tokens.status, 'active'))).prepare()
   const maxExp = db.select({ exp: sql<number | null>`max(${tokens.exp})` }).from(tokens).where(eq(tokens.taskId, p('taskId'))).prepare()
@@ -468,11 +467,7 @@ export function createStores(database: Database_): Stores {
     .prepare()
   const pruneTokens = database.sqlite.prepare('delete from tokens where rowid in (select rowid from tokens where exp < ? limit ?)')
 
-  const insertAudit = db.insert(auditEvents).values({
-    at: p('at'), action: p('action'), decision: p('decision'), reason: p('reason'), error: p('error'), userSub: p('userSub'),
-    workloadId: p('workloadId'), taskId: p('taskId'), jti: p('jti'), resource: p('resource'),
-    policyVersion: p('policyVersion'), policies: p('policies'), detail: p('detail'), prevHash: p('prevHash'), hash: p('hash'),
-  }).prepare()
+  const insertAudit = rowInserter<Omit<AuditEventRow, 'id'>>(database.sqlite, auditEvents, ['id'])
   const auditOfTask = db.select().from(auditEvents).where(eq(auditEvents.taskId, p('taskId'))).orderBy(asc(auditEvents.id)).prepare()
   const tokensOfTask = db.select().from(tokens).where(eq(tokens.taskId, p('taskId'))).orderBy(asc(tokens.iat), asc(tokens.jti)).prepare()
   const revocationsOfTask = db.select().from(revocationEvents).where(eq(revocationEvents.taskId, p('taskId'))).orderBy(asc(revocationEvents.id)).prepare()
@@ -487,11 +482,19 @@ export function createStores(database: Database_): Stores {
   const pruneAuditThrough = db.delete(auditEvents).where(lte(auditEvents.id, p('id'))).prepare()
   const setMeta = db.insert(brokerMeta).values({ name: p('name'), value: p('value') }).onConflictDoUpdate({ target: brokerMeta.name, set: { value: sql`excluded.value` } }).prepare()
   const getMeta = db.select({ value: brokerMeta.value }).from(brokerMeta).where(eq(brokerMeta.name, p('name'))).prepare()
+  // The chain's head as the open write transaction left it (its last append): the transaction
+  // holds the write lock, so no other process appends meanwhile, and the next append of it (the
+  // next job of a group commit) links to this hash without reading it again. Forgotten when a
+  // batched job's savepoint rolls back; valid for its transaction only (its id).
+  let head: { transaction: number; hash: string } | undefined
   // Read the head and append in one transaction: another process's append in between fails ours
   // (SQLite refuses to write on a stale snapshot) rather than forking the chain.
   const appendToChain = (row: Required<Omit<AuditRow, 'id' | 'prevHash' | 'hash'>>) => {
-    const prevHash = lastAuditHash.get()?.hash ?? getMeta.get({ name: AUDIT_ANCHOR })?.value ?? null
-    insertAudit.run({ ...row, prevHash, hash: auditHash(prevHash, row) })
+    const transaction = database.transactionId()
+    const prevHash = transaction !== undefined && head?.transaction === transaction ? head.hash : (lastAuditHash.get()?.hash ?? getMeta.get({ name: AUDIT_ANCHOR })?.value ?? null)
+    const hash = auditHash(prevHash, row)
+    insertAudit({ ...row, prevHash, hash })
+    head = transaction === undefined ? undefined : { transaction, hash }
   }
   const appendAlone = database.sqlite.transaction(appendToChain)
   // Inside a caller's transaction (the exchange's batch) no savepoint of its own is needed: that one already holds both.
@@ -537,11 +540,7 @@ export function createStores(database: Database_): Stores {
     .values({ subjectIssuer: p('issuer'), sid: p('sid'), at: p('at'), relevantUntil: p('relevantUntil') })
     .onConflictDoNothing()
     .prepare()
-  const getSession = db
-    .select({ at: revokedSessions.at })
-    .from(revokedSessions)
-    .where(and(eq(revokedSessions.subjectIssuer, p('issuer')), eq(revokedSessions.sid, p('sid'))))
-    .prepare()
+  const isSessionRevoked = database.sqlite.prepare<[string, string], number>('select 1 from revoked_sessions where subject_issuer = ? and sid = ?').pluck()
   // An expired entry is taken over in place: the upsert only writes when the old one is dead.
   const useReplay = db
     .insert(replayEntries)
@@ -594,8 +593,8 @@ export function createStores(database: Database_): Stores {
 
   const methods: StoreMethods = {
     tasks: {
-      get: (id) => getTask.get({ id }),
-      hold: (id) => getTask.get({ id }),
+      get: (id) => getTask(id),
+      hold: (id) => getTask(id),
       insert: (row) => void insertTask.run(row),
       end: (id, status, at, reason) => endTask.run({ id, status, at, reason }).changes === 1,
       approve: (id, at) => approveTask.run({ id, at }).changes === 1,
@@ -644,8 +643,8 @@ export function createStores(database: Database_): Stores {
     tokens: {
       get: (jti) => getToken.get({ jti }),
       insert: (row) => {
-        insertToken.run(row)
-        countMinted.run({ id: row.taskId })
+        insertToken(row)
+        countMinted.run(row.taskId)
       },
       revoke: (jti, at) => revokeToken.run({ jti, at }).changes === 1,
       revokeByTask: (taskId, at) => revokeTaskTokens.run({ taskId, at }).changes,
@@ -736,7 +735,7 @@ export function createStores(database: Database_): Stores {
       all: () => allKeys.all(),
       insert: (row) => void db.insert(signingKeys).values(row).run(),
       isUsable: (kid) => {
-        const state = keyState.get({ kid })?.state
+        const state = keyState.get(kid)
         return state !== undefined && state !== 'revoked'
       },
       update: (kid, patch) => db.update(signingKeys).set(patch).where(eq(signingKeys.kid, kid)).run().changes === 1,
@@ -751,7 +750,7 @@ export function createStores(database: Database_): Stores {
     },
     sessions: {
       revoke: (issuer, sid, at, relevantUntil) => insertSession.run({ issuer, sid, at, relevantUntil }).changes === 1,
-      isRevoked: (issuer, sid) => getSession.get({ issuer, sid }) !== undefined,
+      isRevoked: (issuer, sid) => isSessionRevoked.get(issuer, sid) !== undefined,
       pruneBefore: (before, limit) => pruneSessions.run(before, limit).changes,
     },
     introspection: introspectionMethods(database),
@@ -778,6 +777,8 @@ export function createStores(database: Database_): Stores {
           } catch (e) {
             // An error that made SQLite roll the whole transaction back (disk full, I/O) fails the batch with it.
             if (!database.sqlite.inTransaction) throw e
+            // The job's appends are undone: the head is read again at the next one.
+            head = undefined
             database.sqlite.exec('ROLLBACK TO batched_job')
             database.sqlite.exec('RELEASE batched_job')
             settled.push(() => job.reject(e))
