@@ -112,6 +112,29 @@ describe('logs', () => {
     assert.equal(entry.headers['Actor-Token'], '[redacted]')
   })
 
+  it('the access line carries its fixed fields alone, whatever else the object holds: redacted by construction', () => {
+    const lines: string[] = []
+    const logger = createPinoLogger({ destination: { write: (s: string) => void lines.push(s) } })
+    assert.ok(logger.access, 'the pino logger writes the access line itself')
+    const careless = { requestId: 'req-1', method: 'POST', route: '/introspect', status: 200, durationMs: 0.42, callerId: 'resource:notes-mcp', authorization: 'Basic sekret-1', headers: { dpop: 'sekret-2' } }
+    logger.access(careless)
+    logger.access({ requestId: 'req-2', method: 'GET', route: '/health', status: 'aborted', durationMs: 1.5 })
+    assert.equal(lines.length, 2)
+    assert.ok(!lines.join('').includes('sekret'), lines.join(''))
+    const [first, second] = lines.map((l) => JSON.parse(l) as Record<string, unknown>) as [Record<string, unknown>, Record<string, unknown>]
+    assert.match(String(first.time), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/)
+    assert.deepEqual({ ...first, time: 't' }, { level: 'info', time: 't', requestId: 'req-1', method: 'POST', route: '/introspect', status: 200, durationMs: 0.42, callerId: 'resource:notes-mcp', msg: 'request' })
+    assert.deepEqual(Object.keys(first), ['level', 'time', 'requestId', 'method', 'route', 'status', 'durationMs', 'callerId', 'msg'])
+    assert.deepEqual({ ...second, time: 't' }, { level: 'info', time: 't', requestId: 'req-2', method: 'GET', route: '/health', status: 'aborted', durationMs: 1.5, msg: 'request' })
+    // The level applies to it as to every line.
+    logger.setLevel('warn')
+    logger.access(careless)
+    logger.info('hidden')
+    logger.warn('shown', { authorization: 'Bearer sekret-3' })
+    assert.equal(lines.length, 3)
+    assert.deepEqual(JSON.parse(lines[2]!), { ...(JSON.parse(lines[2]!) as object), level: 'warn', msg: 'shown', authorization: '[redacted]' })
+  })
+
   it('logging.level (and TASKPASS_LOG_LEVEL) filters lines; an unknown level is a configuration error', async () => {
     const lines: string[] = []
     const logger = createPinoLogger({ level: 'warn', destination: { write: (s: string) => void lines.push(s) } })

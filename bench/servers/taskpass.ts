@@ -11,7 +11,7 @@ import { refreshCatalog } from '../../src/catalog/catalog.js'
 import { systemClock } from '../../src/clock.js'
 import { parseConfig } from '../../src/config.js'
 import { listen } from '../../src/http/server.js'
-import { createJsonLogger } from '../../src/logger.js'
+import { createPinoLogger } from '../../src/logger.js'
 import { isPostgresUrl } from '../../src/store/open.js'
 import { pruneStore } from '../../src/store/retention.js'
 import { RESOURCE } from '../lib/fixtures.js'
@@ -70,7 +70,9 @@ function timeDecisions(deps: Deps, count: number): number {
 const c = readServerConfig<TaskpassServerConfig>()
 if (!isPostgresUrl(c.database)) mkdirSync(dirname(c.database), { recursive: true })
 const config = parseConfig(await brokerConfig(c))
-const logger = createJsonLogger()
+// The logger src/main.ts uses: pino to stderr through its asynchronous writer (a request never
+// waits on a write), every line a broker in production would write.
+const logger = createPinoLogger()
 const t0 = performance.now()
 const deps = await createBroker({ config, clock: systemClock, logger, kek: Buffer.from(config.keys.kek!, 'base64url') })
 const createBrokerMs = Math.round(performance.now() - t0)
@@ -119,6 +121,7 @@ const server = await listen(app, { host: HOST, port: c.port })
 exitWithParent(() => {
   void server.close()
   void deps.database.close()
+  logger.flush()
 })
 answerCommands((command) => {
   if (command === 'prune-stats') {

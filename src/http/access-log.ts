@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import type { Context, MiddlewareHandler } from 'hono'
 import { routePath } from 'hono/route'
-import type { Logger } from '../logger.js'
+import type { AccessLine, Logger } from '../logger.js'
 import { isAbortedRequest } from './aborted.js'
 import type { Metrics } from './metrics.js'
 
@@ -59,14 +59,9 @@ export function accessLog(deps: { logger: Logger; metrics: Pick<Metrics, 'observ
       deps.metrics.observeRequest(c.req.method, route, status, seconds)
       const adminId = (c as Context<{ Variables: { adminId?: string } }>).get('adminId')
       const callerId = c.get('callerId') ?? (adminId !== undefined ? `admin:${adminId}` : undefined)
-      deps.logger.info('request', {
-        requestId,
-        method: c.req.method,
-        route,
-        status,
-        durationMs: Math.round(seconds * 100_000) / 100,
-        ...(callerId !== undefined ? { callerId } : {}),
-      })
+      const line: AccessLine = { requestId, method: c.req.method, route, status, durationMs: Math.round(seconds * 100_000) / 100, ...(callerId !== undefined ? { callerId } : {}) }
+      if (deps.logger.access) deps.logger.access(line)
+      else deps.logger.info('request', { ...line })
     }
   }
 }
