@@ -1,7 +1,7 @@
-import { SignJWT } from 'jose'
 import type { SubjectId } from '@taskpass/verifier'
 import type { KeySet } from '../keys/keyset.js'
 import type { McpToolsDetail } from './authorization-details.js'
+import { signOwnJwt } from './sign.js'
 
 /** RFC 9068 §2.1 media type of a JWT access token, as the `typ` header. */
 export const ACCESS_TOKEN_TYP = 'at+jwt'
@@ -32,9 +32,9 @@ export interface TaskTokenClaims {
 
 /**
  * Signs a task token with the current key and says which key signed it (stored with the token, so
- * revoking a compromised key revokes its tokens). Times are explicit: jose never reads the clock here.
+ * revoking a compromised key revokes its tokens). Times are the claims' own: nothing here reads the clock.
  */
 export async function signTaskToken(keys: KeySet, claims: TaskTokenClaims): Promise<{ token: string; kid: string }> {
-  const { kid, alg, privateKey } = await keys.current()
-  return { token: await new SignJWT({ ...claims }).setProtectedHeader({ alg, kid, typ: ACCESS_TOKEN_TYP }).sign(privateKey), kid }
+  const key = await keys.current()
+  return { token: signOwnJwt(key, ACCESS_TOKEN_TYP, claims), kid: key.kid }
 }
