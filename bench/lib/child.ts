@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createServer } from 'node:net'
+import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { CONFIG_ENV, HOST, READY_PREFIX, REPLY_PREFIX, type ReadyMessage, type Reply } from './server-child.js'
@@ -61,11 +62,22 @@ export function freePort(): Promise<number> {
   })
 }
 
+/**
+ * BENCH_PROFILE_DIR: each server writes a V8 CPU profile of its whole life (`--cpu-prof`) into
+ * `<dir>/<server name>/` when it stops, to see where a scenario's time goes. Profiling slows the
+ * servers: figures from such a run are not the benchmark's.
+ */
+function profileArgs(name: string): string[] {
+  const dir = process.env.BENCH_PROFILE_DIR
+  if (!dir) return []
+  return ['--cpu-prof', `--cpu-prof-dir=${join(dir, name.replace(/[^A-Za-z0-9._-]+/g, '-'))}`]
+}
+
 /** Starts `bench/servers/<script>.ts` with `config`, resolving once it listens. */
 export function startServer(name: string, script: string, config: unknown, timeoutMs = 60_000): Promise<ServerProcess> {
   const path = fileURLToPath(new URL(`../servers/${script}.ts`, import.meta.url))
   const spawnedAt = performance.now()
-  const child = spawn(process.execPath, ['--import', 'tsx', path], {
+  const child = spawn(process.execPath, [...profileArgs(name), '--import', 'tsx', path], {
     cwd: REPO_ROOT,
     env: { ...process.env, [CONFIG_ENV]: JSON.stringify(config) },
     stdio: ['pipe', 'pipe', 'pipe'],
