@@ -435,6 +435,30 @@ for (const backend of backends) {
       assert.equal(await stores.sessions.pruneBefore(T0 + 61, 1000), 1)
     }))
 
+    it('tasks: getWithSession answers the task and its session\'s revocation together, the session whether or not the task exists', withStores(async ({ stores, another }) => {
+      const idp = 'https://idp.example'
+      assert.deepEqual(await stores.tasks.getWithSession('t1', idp, 's1'), { task: undefined, sessionRevoked: false })
+      const full = task('t1', { dpopJkt: 'jkt', tokensMinted: 2, maxTokens: 7, userClaims: '{"a":1}', approvalExpiresAt: T0 + 5, parentTaskId: 'p1', depth: 2, rootTaskId: 'r1', sessionStartedAt: T0 - 5, sessionExpiresAt: T0 + 50, clientId: 'https://client.example/meta' })
+      await stores.tasks.insert(full)
+      assert.deepEqual(await stores.tasks.getWithSession('t1', idp, 's1'), { task: full, sessionRevoked: false })
+      // Revoked by another instance: read at once, the task still as stored.
+      const other = another ? await another() : stores
+      assert.equal(await other.sessions.revoke(idp, 's1', T0, T0 + 60), true)
+      assert.deepEqual(await stores.tasks.getWithSession('t1', idp, 's1'), { task: full, sessionRevoked: true })
+      assert.deepEqual(await stores.tasks.getWithSession('nope', idp, 's1'), { task: undefined, sessionRevoked: true })
+      // The session is (issuer, sid): another sid, or the same sid of another issuer, is not revoked.
+      assert.deepEqual(await stores.tasks.getWithSession('t1', idp, 's2'), { task: full, sessionRevoked: false })
+      assert.deepEqual(await stores.tasks.getWithSession('t1', 'https://other-idp.example', 's1'), { task: full, sessionRevoked: false })
+      // Inside a transaction it reads that transaction's rows.
+      const seen = await stores.transaction(async (tx) => {
+        await tx.sessions.revoke(idp, 's2', T0, T0 + 60)
+        await tx.tasks.end('t1', 'completed', T0 + 1, 'done')
+        return tx.tasks.getWithSession('t1', idp, 's2')
+      })
+      assert.equal(seen.sessionRevoked, true)
+      assert.equal(seen.task?.status, 'completed')
+    }))
+
     it('catalog: put replaces in place, get, delete, and every bump a new revision', withStores(async ({ stores, another }) => {
       const other = another ? await another() : stores
       const row = { kind: 'workloads', key: 'w1', body: '{"a":1}', enabled: true, createdAt: T0, updatedAt: T0, updatedBy: 'admin:a' }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { and, asc, desc, eq, gt, gte, inArray, isNull, lt, lte, not, or, sql } from 'drizzle-orm'
 import type { Database_ } from './db.js'
 import { auditHash, verifyChain, type ChainReport } from './audit-chain.js'
-import { rowInserter, rowReader } from './raw.js'
+import { flaggedRowReader, rowInserter, rowReader } from './raw.js'
 import { auditEvents, authorizationCodes, brokerMeta, catalogObjects, policySets, replayEntries, refreshTokens, revocationEvents, revokedSessions, signingKeys, tasks, tokens } from './schema.js'
 
 export type TaskRow = typeof tasks.$inferSelect
@@ -108,6 +108,12 @@ export interface StoreMethods {
      * an end already under way is waited for and read). SQLite: {@link get}.
      */
     hold(id: string): TaskRow | undefined
+    /**
+     * The task's row ({@link get}) and whether the session (`subjectIssuer`, `sid`) is revoked
+     * ({@link StoreMethods.sessions}`.isRevoked`), in one statement: what a token exchange that
+     * names a task reads before deciding on it. The session is answered whether or not the task exists.
+     */
+    getWithSession(id: string, subjectIssuer: string, sid: string): { task: TaskRow | undefined; sessionRevoked: boolean }
     insert(row: TaskRow): void
     /** Ends a task that is still open; returns false when it was already ended. */
     end(id: string, status: 'completed' | 'revoked', at: number, reason: string): boolean
@@ -357,6 +363,7 @@ export function createStores(database: Database_): Stores {
 
   // The statements every token exchange runs are raw (src/store/raw.ts): no per-call drizzle mapping.
   const getTask = rowReader<TaskRow>(database.sqlite, tasks, 'id = ?')
+  const getTaskWithSession = flaggedRowReader<TaskRow>(database.sqlite, tasks, 'exists (select 1 from revoked_sessions where subject_issuer = ? and sid = ?)', 'id = ?')
   const insertTask = db.insert(tasks).values({
     id: p('id'), userSub: p('userSub'), subjectIssuer: p('subjectIssuer'), sid: p('sid'), workloadId: p('workloadId'), purpose: p('purpose'),
     resources: p('resources'), status: p('status'), dpopJkt: p('dpopJkt'), createdAt: p('createdAt'), expiresAt: p('expiresAt'), endedAt: p('endedAt'), endReason: p('endReason'),
@@ -595,6 +602,10 @@ export function createStores(database: Database_): Stores {
     tasks: {
       get: (id) => getTask(id),
       hold: (id) => getTask(id),
+      getWithSession: (id, issuer, sid) => {
+        const { flag, row } = getTaskWithSession(issuer, sid, id)
+        return { task: row, sessionRevoked: flag === 1 }
+      },
       insert: (row) => void insertTask.run(row),
       end: (id, status, at, reason) => endTask.run({ id, status, at, reason }).changes === 1,
       approve: (id, at) => approveTask.run({ id, at }).changes === 1,
