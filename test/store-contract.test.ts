@@ -381,6 +381,29 @@ for (const backend of backends) {
       assert.equal((await stores.audit.verify()).ok, true)
     }))
 
+    it('batched: a write alone in its turn that throws after its appends leaves none of its rows, and the next one chains', withStores(async ({ stores }) => {
+      await stores.tasks.insert(task('t1'))
+      const row = (reason: string) => ({ at: T0, action: 'token.exchange', decision: 'allow' as const, reason, taskId: 't1' })
+      const job = (jti: string, fails: boolean) =>
+        stores.batched(async (tx) => {
+          await tx.audit.insert(row(jti))
+          await tx.tokens.insert(token(jti, 't1', T0 + 100))
+          await tx.sessions.revoke('https://idp.example', jti, T0, T0 + 60)
+          if (fails) throw new Error(`${jti} refused`)
+          return jti
+        })
+      assert.equal(await job('j1', false), 'j1')
+      await assert.rejects(job('j2', true), /j2 refused/)
+      assert.equal(await job('j3', false), 'j3')
+      assert.deepEqual((await stores.audit.ofTask('t1')).map((r) => r.reason), ['j1', 'j3'])
+      assert.equal(await stores.tokens.get('j2'), undefined)
+      assert.equal(await stores.sessions.isRevoked('https://idp.example', 'j2'), false)
+      assert.equal((await stores.tasks.get('t1'))?.tokensMinted, 2)
+      const report = await stores.audit.verify()
+      assert.equal(report.ok, true, JSON.stringify(report))
+      assert.equal(report.rows, 2)
+    }))
+
     it('revocations: insert, listAll and list in order, head never lowered by pruning, one epoch', withStores(async ({ stores }) => {
       assert.equal(await stores.revocations.head(), 0)
       await stores.revocations.insert({ at: T0, kind: 'task_revoked', taskId: 't1', relevantUntil: T0 + 10, audiences: [NOTES] })

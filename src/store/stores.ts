@@ -338,6 +338,8 @@ export type TokenState = Pick<TokenRow, 'status' | 'exp' | 'aud' | 'kid'>
  */
 export const AUDIT_FIELD_LIMITS = { action: 64, reason: 1024, error: 64, userSub: 512, workloadId: 2048, taskId: 64, jti: 64, resource: 2048, policyVersion: 64, policies: 2048, detail: 256 * 1024 } as const
 
+const AUDIT_LIMITS = Object.entries(AUDIT_FIELD_LIMITS) as [keyof typeof AUDIT_FIELD_LIMITS, number][]
+
 function bound(value: string | null | undefined, max: number): string | null | undefined {
   return typeof value === 'string' && value.length > max ? `${value.slice(0, max - 1)}…` : value
 }
@@ -345,7 +347,7 @@ function bound(value: string | null | undefined, max: number): string | null | u
 /** The row with every text field cut to its {@link AUDIT_FIELD_LIMITS} bound (both stores append through it). */
 export function boundAuditFields(row: AuditRow): AuditRow {
   const out = { ...row }
-  for (const [field, max] of Object.entries(AUDIT_FIELD_LIMITS) as [keyof typeof AUDIT_FIELD_LIMITS, number][]) {
+  for (const [field, max] of AUDIT_LIMITS) {
     const v = bound(out[field] as string | null | undefined, max)
     if (v !== undefined) (out as Record<string, unknown>)[field] = v
   }
@@ -479,7 +481,9 @@ export function createStores(database: Database_): Stores {
   const tokensOfTask = db.select().from(tokens).where(eq(tokens.taskId, p('taskId'))).orderBy(asc(tokens.iat), asc(tokens.jti)).prepare()
   const revocationsOfTask = db.select().from(revocationEvents).where(eq(revocationEvents.taskId, p('taskId'))).orderBy(asc(revocationEvents.id)).prepare()
   const oldestAudit = db.select({ at: auditEvents.at }).from(auditEvents).orderBy(asc(auditEvents.id)).limit(1).prepare()
-  const lastAuditHash = db.select({ hash: auditEvents.hash }).from(auditEvents).orderBy(desc(auditEvents.id)).limit(1).prepare()
+  // Raw, as every exchange's write reads them (the head once per batch, the catalog's revision once per job).
+  const lastAuditHash = database.sqlite.prepare<[], string | null>('select hash from audit_events order by id desc limit 1').pluck()
+  const metaValue = database.sqlite.prepare<[string], string>('select value from broker_meta where name = ?').pluck()
   const firstKeptAudit = db.select({ id: sql<number | null>`min(${auditEvents.id})` }).from(auditEvents).where(gte(auditEvents.at, p('before'))).prepare()
   const lastAuditId = db.select({ id: sql<number | null>`max(${auditEvents.id})` }).from(auditEvents).prepare()
   // The id of the `offset + 1`-th oldest row at or below `prunable` (by count, so gaps in ids do not shorten a batch).
@@ -498,7 +502,7 @@ export function createStores(database: Database_): Stores {
   // (SQLite refuses to write on a stale snapshot) rather than forking the chain.
   const appendToChain = (row: Required<Omit<AuditRow, 'id' | 'prevHash' | 'hash'>>) => {
     const transaction = database.transactionId()
-    const prevHash = transaction !== undefined && head?.transaction === transaction ? head.hash : (lastAuditHash.get()?.hash ?? getMeta.get({ name: AUDIT_ANCHOR })?.value ?? null)
+    const prevHash = transaction !== undefined && head?.transaction === transaction ? head.hash : (lastAuditHash.get() ?? metaValue.get(AUDIT_ANCHOR) ?? null)
     const hash = auditHash(prevHash, row)
     insertAudit({ ...row, prevHash, hash })
     head = transaction === undefined ? undefined : { transaction, hash }
@@ -735,9 +739,9 @@ export function createStores(database: Database_): Stores {
       get: (kind, key) => getCatalog.get({ kind, key }),
       put: (row) => void putCatalog.run(row),
       delete: (kind, key) => deleteCatalog.run({ kind, key }).changes === 1,
-      revision: () => Number(getMeta.get({ name: CATALOG_REVISION })?.value ?? 0),
+      revision: () => Number(metaValue.get(CATALOG_REVISION) ?? 0),
       bump: () => {
-        const next = Number(getMeta.get({ name: CATALOG_REVISION })?.value ?? 0) + 1
+        const next = Number(metaValue.get(CATALOG_REVISION) ?? 0) + 1
         setMeta.run({ name: CATALOG_REVISION, value: String(next) })
         return next
       },
@@ -779,6 +783,13 @@ export function createStores(database: Database_): Stores {
     const settled: (() => void)[] = []
     try {
       await database.transaction(async () => {
+        // Alone in its batch, a job needs no savepoint: its failure rolls back the transaction, which is only its own.
+        if (jobs.length === 1) {
+          const job = jobs[0]!
+          const value = await job.fn(inside)
+          settled.push(() => job.resolve(value))
+          return
+        }
         for (const job of jobs) {
           database.sqlite.exec('SAVEPOINT batched_job')
           try {
