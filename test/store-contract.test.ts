@@ -381,6 +381,29 @@ for (const backend of backends) {
       assert.equal((await stores.audit.verify()).ok, true)
     }))
 
+    it('batched: a write alone in its turn that throws after its appends leaves none of its rows, and the next one chains', withStores(async ({ stores }) => {
+      await stores.tasks.insert(task('t1'))
+      const row = (reason: string) => ({ at: T0, action: 'token.exchange', decision: 'allow' as const, reason, taskId: 't1' })
+      const job = (jti: string, fails: boolean) =>
+        stores.batched(async (tx) => {
+          await tx.audit.insert(row(jti))
+          await tx.tokens.insert(token(jti, 't1', T0 + 100))
+          await tx.sessions.revoke('https://idp.example', jti, T0, T0 + 60)
+          if (fails) throw new Error(`${jti} refused`)
+          return jti
+        })
+      assert.equal(await job('j1', false), 'j1')
+      await assert.rejects(job('j2', true), /j2 refused/)
+      assert.equal(await job('j3', false), 'j3')
+      assert.deepEqual((await stores.audit.ofTask('t1')).map((r) => r.reason), ['j1', 'j3'])
+      assert.equal(await stores.tokens.get('j2'), undefined)
+      assert.equal(await stores.sessions.isRevoked('https://idp.example', 'j2'), false)
+      assert.equal((await stores.tasks.get('t1'))?.tokensMinted, 2)
+      const report = await stores.audit.verify()
+      assert.equal(report.ok, true, JSON.stringify(report))
+      assert.equal(report.rows, 2)
+    }))
+
     it('revocations: insert, listAll and list in order, head never lowered by pruning, one epoch', withStores(async ({ stores }) => {
       assert.equal(await stores.revocations.head(), 0)
       await stores.revocations.insert({ at: T0, kind: 'task_revoked', taskId: 't1', relevantUntil: T0 + 10, audiences: [NOTES] })
@@ -433,6 +456,30 @@ for (const backend of backends) {
       assert.equal(await stores.sessions.revoke('https://idp.example', 's1', T0 + 1, T0 + 60), false)
       assert.equal(await stores.sessions.isRevoked('https://idp.example', 's1'), true)
       assert.equal(await stores.sessions.pruneBefore(T0 + 61, 1000), 1)
+    }))
+
+    it('tasks: getWithSession answers the task and its session\'s revocation together, the session whether or not the task exists', withStores(async ({ stores, another }) => {
+      const idp = 'https://idp.example'
+      assert.deepEqual(await stores.tasks.getWithSession('t1', idp, 's1'), { task: undefined, sessionRevoked: false })
+      const full = task('t1', { dpopJkt: 'jkt', tokensMinted: 2, maxTokens: 7, userClaims: '{"a":1}', approvalExpiresAt: T0 + 5, parentTaskId: 'p1', depth: 2, rootTaskId: 'r1', sessionStartedAt: T0 - 5, sessionExpiresAt: T0 + 50, clientId: 'https://client.example/meta' })
+      await stores.tasks.insert(full)
+      assert.deepEqual(await stores.tasks.getWithSession('t1', idp, 's1'), { task: full, sessionRevoked: false })
+      // Revoked by another instance: read at once, the task still as stored.
+      const other = another ? await another() : stores
+      assert.equal(await other.sessions.revoke(idp, 's1', T0, T0 + 60), true)
+      assert.deepEqual(await stores.tasks.getWithSession('t1', idp, 's1'), { task: full, sessionRevoked: true })
+      assert.deepEqual(await stores.tasks.getWithSession('nope', idp, 's1'), { task: undefined, sessionRevoked: true })
+      // The session is (issuer, sid): another sid, or the same sid of another issuer, is not revoked.
+      assert.deepEqual(await stores.tasks.getWithSession('t1', idp, 's2'), { task: full, sessionRevoked: false })
+      assert.deepEqual(await stores.tasks.getWithSession('t1', 'https://other-idp.example', 's1'), { task: full, sessionRevoked: false })
+      // Inside a transaction it reads that transaction's rows.
+      const seen = await stores.transaction(async (tx) => {
+        await tx.sessions.revoke(idp, 's2', T0, T0 + 60)
+        await tx.tasks.end('t1', 'completed', T0 + 1, 'done')
+        return tx.tasks.getWithSession('t1', idp, 's2')
+      })
+      assert.equal(seen.sessionRevoked, true)
+      assert.equal(seen.task?.status, 'completed')
     }))
 
     it('catalog: put replaces in place, get, delete, and every bump a new revision', withStores(async ({ stores, another }) => {

@@ -2,7 +2,7 @@ import { jwtVerify, type CompactJWSHeaderParameters, type JWTPayload, type JWTVe
 import { TtlCache } from '@taskpass/verifier/cache'
 import type { Clock } from '../clock.js'
 import type { SubjectIssuerConfig } from '../config.js'
-import { invalidRequest } from '../errors.js'
+import { invalidRequest, type OAuthError } from '../errors.js'
 import { describeJoseError, keyResolver, normalizeTyp, peekJwt } from '../lib/jwt.js'
 import type { RemoteJwksOptions } from '../lib/remote-jwks.js'
 
@@ -39,6 +39,17 @@ export interface Subject {
 export interface SubjectTokenVerifier {
   /** Verifies a user's session token. Every failure is `invalid_request` (RFC 8693 §2.2.2). */
   verify(token: string): Promise<Subject>
+  /**
+   * {@link verify} but for the session's revocation, which the caller checks itself before it
+   * relies on the subject for anything, refusing with {@link revokedSession}: the token exchange
+   * naming a task reads the session's state with the task, in one statement.
+   */
+  verifyExceptSession(token: string): Promise<Subject>
+}
+
+/** The refusal of a subject token whose session was revoked at the broker (RFC 8693 §2.2.2 `invalid_request`). */
+export function revokedSession(sid: string): OAuthError {
+  return invalidRequest('subject_token session has been revoked', `session ${sid} revoked`)
 }
 
 /** The named claims of a verified session token that policy may read: scalars as strings, bounded; anything else left out. */
@@ -107,7 +118,7 @@ export function createSubjectTokenVerifier(opts: {
   clockSkew: number
   /** How remote `jwksUri` key sets are fetched (timeout, size cap, cache, cooldown). */
   remoteJwks: RemoteJwksOptions
-  /** Whether a session was revoked at the broker; asked on every call, cached or not. */
+  /** Whether a session was revoked at the broker; asked on every call of `verify`, cached or not. */
   isSessionRevoked: (issuer: string, sid: string) => Promise<boolean>
   cacheSize?: number
   /** Told whether each lookup of the verified-session cache hit (metrics). */
@@ -122,68 +133,71 @@ export function createSubjectTokenVerifier(opts: {
   const cache = new TtlCache<CachedSubject>(opts.cacheSize ?? 50_000)
 
   return {
-    async verify(token) {
-      const now = opts.clock.now()
-      const hit = cache.get(token, now - opts.clockSkew)
-      opts.observeCache?.(hit !== undefined)
-      if (hit) {
-        await ensureKeyStillPublished(token, hit)
-        return ensureSessionLive(hit.subject)
-      }
+    verify: async (token) => ensureSessionLive(await verifyToken(token)),
+    verifyExceptSession: verifyToken,
+  }
 
-      const peeked = peekJwt(token)
-      if (!peeked) throw invalidRequest('subject_token is not a well-formed JWT')
-      const iss = peeked.payload.iss
-      const issuer = typeof iss === 'string' ? trusted.get(iss) : undefined
-      if (!issuer) throw invalidRequest('subject_token issuer is not trusted', `untrusted subject issuer ${String(iss).slice(0, 256)}`)
-      // RFC 8725 §3.11: only the token types this issuer declared (a logout token, a SET, an
-      // attestation of the same IdP must not pass as a session).
-      const typ = peeked.header.typ
-      if (typ === undefined ? !issuer.config.allowMissingTyp : typeof typ !== 'string' || !issuer.typ.has(normalizeTyp(typ))) {
-        throw invalidRequest('subject_token is not a session token of this issuer', `subject_token typ ${JSON.stringify(typ)?.slice(0, 80)} not accepted for ${issuer.config.issuer}`)
-      }
+  async function verifyToken(token: string): Promise<Subject> {
+    const now = opts.clock.now()
+    const hit = cache.get(token, now - opts.clockSkew)
+    opts.observeCache?.(hit !== undefined)
+    if (hit) {
+      await ensureKeyStillPublished(token, hit)
+      return hit.subject
+    }
 
-      let payload: JWTPayload
-      let header: CompactJWSHeaderParameters
-      try {
-        ;({ payload, protectedHeader: header } = await jwtVerify(token, issuer.getKey, {
-          issuer: issuer.config.issuer,
-          audience: issuer.audience,
-          algorithms: issuer.config.algorithms,
-          currentDate: new Date(now * 1000),
-          clockTolerance: opts.clockSkew,
-          // `iat` too: a lifetime bound (and the revoked-session memory built on it) needs a start.
-          requiredClaims: ['exp', 'iat'],
-        }))
-      } catch (e) {
-        throw invalidRequest(`subject_token ${describeJoseError(e)}`, `subject_token: ${(e as Error).message}`)
-      }
-      if (typeof payload.iat === 'number' && payload.iat > now + opts.clockSkew) throw invalidRequest('subject_token is not yet valid', 'iat in the future')
-      const exp = payload.exp!
-      const start = payload.iat!
-      if (exp - start > issuer.config.maxTokenLifetime) throw invalidRequest('subject_token lifetime is too long', `lifetime ${exp - start}s > ${issuer.config.maxTokenLifetime}s`)
-      const user = payload[issuer.config.userClaim]
-      if (typeof user !== 'string' || user === '') throw invalidRequest(`subject_token has no "${issuer.config.userClaim}" claim`)
-      // OIDC Core §2: a subject "MUST NOT exceed 255 ASCII characters"; longer ones could not be
-      // stored whole (the audit log bounds its fields) and two users could then look alike.
-      if (user.length > MAX_SUBJECT_LENGTH) throw invalidRequest(`subject_token "${issuer.config.userClaim}" claim is longer than ${MAX_SUBJECT_LENGTH} characters`)
-      // A session claim that is present but not a string would silently unbind the task from
-      // the session (and so from session revocation): refuse it instead.
-      const sid = payload[issuer.config.sessionClaim]
-      if (sid !== undefined && (typeof sid !== 'string' || sid === '')) throw invalidRequest(`subject_token "${issuer.config.sessionClaim}" claim must be a non-empty string`)
-      const subject: Subject = {
+    const peeked = peekJwt(token)
+    if (!peeked) throw invalidRequest('subject_token is not a well-formed JWT')
+    const iss = peeked.payload.iss
+    const issuer = typeof iss === 'string' ? trusted.get(iss) : undefined
+    if (!issuer) throw invalidRequest('subject_token issuer is not trusted', `untrusted subject issuer ${String(iss).slice(0, 256)}`)
+    // RFC 8725 §3.11: only the token types this issuer declared (a logout token, a SET, an
+    // attestation of the same IdP must not pass as a session).
+    const typ = peeked.header.typ
+    if (typ === undefined ? !issuer.config.allowMissingTyp : typeof typ !== 'string' || !issuer.typ.has(normalizeTyp(typ))) {
+      throw invalidRequest('subject_token is not a session token of this issuer', `subject_token typ ${JSON.stringify(typ)?.slice(0, 80)} not accepted for ${issuer.config.issuer}`)
+    }
+
+    let payload: JWTPayload
+    let header: CompactJWSHeaderParameters
+    try {
+      ;({ payload, protectedHeader: header } = await jwtVerify(token, issuer.getKey, {
         issuer: issuer.config.issuer,
-        user,
-        sub: brokerSubject(opts.issuers, issuer.config.issuer, user),
-        sid,
-        exp,
-        claims: policyClaims(payload, issuer.config.policyClaims),
-        startedAt: typeof payload.auth_time === 'number' && Number.isSafeInteger(payload.auth_time) && payload.auth_time <= start ? payload.auth_time : start,
-        mayAct: Object.hasOwn(payload, 'may_act') ? payload.may_act : undefined,
-      }
-      cache.set(token, { subject, issuer, header }, exp)
-      return ensureSessionLive(subject)
-    },
+        audience: issuer.audience,
+        algorithms: issuer.config.algorithms,
+        currentDate: new Date(now * 1000),
+        clockTolerance: opts.clockSkew,
+        // `iat` too: a lifetime bound (and the revoked-session memory built on it) needs a start.
+        requiredClaims: ['exp', 'iat'],
+      }))
+    } catch (e) {
+      throw invalidRequest(`subject_token ${describeJoseError(e)}`, `subject_token: ${(e as Error).message}`)
+    }
+    if (typeof payload.iat === 'number' && payload.iat > now + opts.clockSkew) throw invalidRequest('subject_token is not yet valid', 'iat in the future')
+    const exp = payload.exp!
+    const start = payload.iat!
+    if (exp - start > issuer.config.maxTokenLifetime) throw invalidRequest('subject_token lifetime is too long', `lifetime ${exp - start}s > ${issuer.config.maxTokenLifetime}s`)
+    const user = payload[issuer.config.userClaim]
+    if (typeof user !== 'string' || user === '') throw invalidRequest(`subject_token has no "${issuer.config.userClaim}" claim`)
+    // OIDC Core §2: a subject "MUST NOT exceed 255 ASCII characters"; longer ones could not be
+    // stored whole (the audit log bounds its fields) and two users could then look alike.
+    if (user.length > MAX_SUBJECT_LENGTH) throw invalidRequest(`subject_token "${issuer.config.userClaim}" claim is longer than ${MAX_SUBJECT_LENGTH} characters`)
+    // A session claim that is present but not a string would silently unbind the task from
+    // the session (and so from session revocation): refuse it instead.
+    const sid = payload[issuer.config.sessionClaim]
+    if (sid !== undefined && (typeof sid !== 'string' || sid === '')) throw invalidRequest(`subject_token "${issuer.config.sessionClaim}" claim must be a non-empty string`)
+    const subject: Subject = {
+      issuer: issuer.config.issuer,
+      user,
+      sub: brokerSubject(opts.issuers, issuer.config.issuer, user),
+      sid,
+      exp,
+      claims: policyClaims(payload, issuer.config.policyClaims),
+      startedAt: typeof payload.auth_time === 'number' && Number.isSafeInteger(payload.auth_time) && payload.auth_time <= start ? payload.auth_time : start,
+      mayAct: Object.hasOwn(payload, 'may_act') ? payload.may_act : undefined,
+    }
+    cache.set(token, { subject, issuer, header }, exp)
+    return subject
   }
 
   /**
@@ -201,9 +215,7 @@ export function createSubjectTokenVerifier(opts: {
   }
 
   async function ensureSessionLive(subject: Subject): Promise<Subject> {
-    if (subject.sid !== undefined && (await opts.isSessionRevoked(subject.issuer, subject.sid))) {
-      throw invalidRequest('subject_token session has been revoked', `session ${subject.sid} revoked`)
-    }
+    if (subject.sid !== undefined && (await opts.isSessionRevoked(subject.issuer, subject.sid))) throw revokedSession(subject.sid)
     return subject
   }
 }

@@ -20,7 +20,7 @@ import { signTaskToken, type TaskTokenClaims } from '../tokens/issue.js'
 import type { Attestation } from './attestation/kinds.js'
 import { ACTOR_TOKEN_TYPE, attestedSpiffeId, type Actor, type ActorTokenVerifier } from './actor-token.js'
 import { checkMayAct } from './may-act.js'
-import { SUBJECT_TOKEN_TYPES, type Subject, type SubjectTokenVerifier } from './subject-token.js'
+import { revokedSession, SUBJECT_TOKEN_TYPES, type Subject, type SubjectTokenVerifier } from './subject-token.js'
 
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange'
 export const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token'
@@ -212,7 +212,10 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
   audit.resource = req.resource
   audit.taskId = req.taskId
 
-  const subject = req.subjectIsTask ? await subtaskSubject(deps, req, actor) : await deps.subjectTokens.verify(req.subjectToken)
+  // A task named by id is read with the session's revocation, in one statement (and decided on below).
+  const named = req.subjectIsTask || req.taskId === undefined ? undefined : req.taskId
+  const subject = req.subjectIsTask ? await subtaskSubject(deps, req, actor) : named !== undefined ? await deps.subjectTokens.verifyExceptSession(req.subjectToken) : await deps.subjectTokens.verify(req.subjectToken)
+  const namedTask = named !== undefined ? await readNamedTask(deps, named, subject) : undefined
   audit.userSub = subject.sub
   const now = deps.clock.now()
   // The clock skew lets a just-expired session verify, but it has no lifetime left to lend a token:
@@ -231,8 +234,8 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
   const tools = req.authorizationDetails === undefined ? undefined : parseAuthorizationDetails(req.authorizationDetails, resource.uri)
 
   const asked: TaskTokenRequest = { subject, actor, resource, scopes: req.scopes, ttl: req.ttl, tools, dpopJkt: proof?.jkt, request, now }
-  const taskId = req.subjectIsTask ? req.subjectToken : req.taskId
-  if (taskId !== undefined) return mintTaskToken(deps, asked, await loadUsableTask(deps, taskId, subject, actor, now, proof?.jkt), false)
+  if (named !== undefined) return mintTaskToken(deps, asked, checkUsableTask(namedTask, named, subject, actor, now, proof?.jkt), false)
+  if (req.subjectIsTask) return mintTaskToken(deps, asked, await loadUsableTask(deps, req.subjectToken, subject, actor, now, proof?.jkt), false)
   return mintTaskToken(deps, asked, await openImplicitTask(deps, asked, audit, { purpose: 'implicit (token exchange)' }), true)
 }
 
@@ -497,7 +500,23 @@ export function decideExchange(deps: Pick<ExchangeDeps, 'config' | 'policy'>, q:
  * so that a caller cannot probe other people's tasks.
  */
 export async function loadUsableTask(deps: Pick<ExchangeDeps, 'stores'>, id: string, subject: Subject, actor: Pick<ActingWorkload, 'workload'>, now: number, dpopJkt: string | undefined): Promise<TaskRow> {
-  const task = await deps.stores.tasks.get(id)
+  return checkUsableTask(await deps.stores.tasks.get(id), id, subject, actor, now, dpopJkt)
+}
+
+/**
+ * The task named `id` as read (none: undefined), and the session token that named it, verified
+ * but for its session: refused as any revoked session is ({@link revokedSession}), before
+ * anything else is decided. One statement reads both (`tasks.getWithSession`).
+ */
+async function readNamedTask(deps: Pick<ExchangeDeps, 'stores'>, id: string, subject: Subject): Promise<TaskRow | undefined> {
+  if (subject.sid === undefined) return deps.stores.tasks.get(id)
+  const { task, sessionRevoked } = await deps.stores.tasks.getWithSession(id, subject.issuer, subject.sid)
+  if (sessionRevoked) throw revokedSession(subject.sid)
+  return task
+}
+
+/** {@link loadUsableTask} on a row already read. */
+function checkUsableTask(task: TaskRow | undefined, id: string, subject: Subject, actor: Pick<ActingWorkload, 'workload'>, now: number, dpopJkt: string | undefined): TaskRow {
   const notUsable = (detail: string) => invalidGrant('task is not active for this caller', detail)
   if (!task) throw notUsable(`task ${id} not found`)
   if (task.workloadId !== actor.workload.id) throw notUsable(`task ${id} belongs to workload ${task.workloadId}`)

@@ -31,6 +31,27 @@ export function rowReader<Row>(sqlite: Database.Database, table: SQLiteTable, wh
   }
 }
 
+/**
+ * {@link rowReader} with one more value in the same statement: `flag`, a scalar SQL expression
+ * (its `?` parameters bound first, then those of `where`), answered whether or not a row is
+ * selected (then `row` is undefined). One statement instead of two is one read transaction
+ * instead of two, which is most of what a point read costs outside a transaction.
+ */
+export function flaggedRowReader<Row>(sqlite: Database.Database, table: SQLiteTable, flag: string, where: string): (...params: (string | number)[]) => { flag: unknown; row: Row | undefined } {
+  const { keys, names } = columnsOf(table)
+  const primary = Object.values(getTableColumns(table)).find((c) => c.primary)
+  if (!primary) throw new Error(`table ${getTableName(table)} has no single-column primary key`)
+  // One row always: the flag's, with the table's row joined when `where` selects one (its primary key then not null).
+  const statement = sqlite.prepare<unknown[], unknown[]>(`select (${flag}), ${quote(getTableName(table))}.${quote(primary.name)} is not null, ${names} from (select 1) left join ${quote(getTableName(table))} on ${where} limit 1`).raw()
+  return (...params) => {
+    const values = statement.get(...params)!
+    if (values[1] === 0) return { flag: values[0], row: undefined }
+    const row: Record<string, unknown> = {}
+    for (let i = 0; i < keys.length; i++) row[keys[i]!] = values[i + 2]
+    return { flag: values[0], row: row as Row }
+  }
+}
+
 /** Inserts a row of `table`: every column but `omit` (an autoincrement id), each from the row's value under the schema's key. */
 export function rowInserter<Row extends object>(sqlite: Database.Database, table: SQLiteTable, omit: readonly string[] = []): (row: Row) => Database.RunResult {
   const { keys, names } = columnsOf(table, omit)

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { and, asc, desc, eq, gt, gte, inArray, isNull, lt, lte, not, or, sql } from 'drizzle-orm'
 import type { Database_ } from './db.js'
 import { auditHash, verifyChain, type ChainReport } from './audit-chain.js'
-import { rowInserter, rowReader } from './raw.js'
+import { flaggedRowReader, rowInserter, rowReader } from './raw.js'
 import { auditEvents, authorizationCodes, brokerMeta, catalogObjects, policySets, replayEntries, refreshTokens, revocationEvents, revokedSessions, signingKeys, tasks, tokens } from './schema.js'
 
 export type TaskRow = typeof tasks.$inferSelect
@@ -108,6 +108,12 @@ export interface StoreMethods {
      * an end already under way is waited for and read). SQLite: {@link get}.
      */
     hold(id: string): TaskRow | undefined
+    /**
+     * The task's row ({@link get}) and whether the session (`subjectIssuer`, `sid`) is revoked
+     * ({@link StoreMethods.sessions}`.isRevoked`), in one statement: what a token exchange that
+     * names a task reads before deciding on it. The session is answered whether or not the task exists.
+     */
+    getWithSession(id: string, subjectIssuer: string, sid: string): { task: TaskRow | undefined; sessionRevoked: boolean }
     insert(row: TaskRow): void
     /** Ends a task that is still open; returns false when it was already ended. */
     end(id: string, status: 'completed' | 'revoked', at: number, reason: string): boolean
@@ -332,6 +338,8 @@ export type TokenState = Pick<TokenRow, 'status' | 'exp' | 'aud' | 'kid'>
  */
 export const AUDIT_FIELD_LIMITS = { action: 64, reason: 1024, error: 64, userSub: 512, workloadId: 2048, taskId: 64, jti: 64, resource: 2048, policyVersion: 64, policies: 2048, detail: 256 * 1024 } as const
 
+const AUDIT_LIMITS = Object.entries(AUDIT_FIELD_LIMITS) as [keyof typeof AUDIT_FIELD_LIMITS, number][]
+
 function bound(value: string | null | undefined, max: number): string | null | undefined {
   return typeof value === 'string' && value.length > max ? `${value.slice(0, max - 1)}…` : value
 }
@@ -339,7 +347,7 @@ function bound(value: string | null | undefined, max: number): string | null | u
 /** The row with every text field cut to its {@link AUDIT_FIELD_LIMITS} bound (both stores append through it). */
 export function boundAuditFields(row: AuditRow): AuditRow {
   const out = { ...row }
-  for (const [field, max] of Object.entries(AUDIT_FIELD_LIMITS) as [keyof typeof AUDIT_FIELD_LIMITS, number][]) {
+  for (const [field, max] of AUDIT_LIMITS) {
     const v = bound(out[field] as string | null | undefined, max)
     if (v !== undefined) (out as Record<string, unknown>)[field] = v
   }
@@ -357,6 +365,7 @@ export function createStores(database: Database_): Stores {
 
   // The statements every token exchange runs are raw (src/store/raw.ts): no per-call drizzle mapping.
   const getTask = rowReader<TaskRow>(database.sqlite, tasks, 'id = ?')
+  const getTaskWithSession = flaggedRowReader<TaskRow>(database.sqlite, tasks, 'exists (select 1 from revoked_sessions where subject_issuer = ? and sid = ?)', 'id = ?')
   const insertTask = db.insert(tasks).values({
     id: p('id'), userSub: p('userSub'), subjectIssuer: p('subjectIssuer'), sid: p('sid'), workloadId: p('workloadId'), purpose: p('purpose'),
     resources: p('resources'), status: p('status'), dpopJkt: p('dpopJkt'), createdAt: p('createdAt'), expiresAt: p('expiresAt'), endedAt: p('endedAt'), endReason: p('endReason'),
@@ -472,7 +481,9 @@ export function createStores(database: Database_): Stores {
   const tokensOfTask = db.select().from(tokens).where(eq(tokens.taskId, p('taskId'))).orderBy(asc(tokens.iat), asc(tokens.jti)).prepare()
   const revocationsOfTask = db.select().from(revocationEvents).where(eq(revocationEvents.taskId, p('taskId'))).orderBy(asc(revocationEvents.id)).prepare()
   const oldestAudit = db.select({ at: auditEvents.at }).from(auditEvents).orderBy(asc(auditEvents.id)).limit(1).prepare()
-  const lastAuditHash = db.select({ hash: auditEvents.hash }).from(auditEvents).orderBy(desc(auditEvents.id)).limit(1).prepare()
+  // Raw, as every exchange's write reads them (the head once per batch, the catalog's revision once per job).
+  const lastAuditHash = database.sqlite.prepare<[], string | null>('select hash from audit_events order by id desc limit 1').pluck()
+  const metaValue = database.sqlite.prepare<[string], string>('select value from broker_meta where name = ?').pluck()
   const firstKeptAudit = db.select({ id: sql<number | null>`min(${auditEvents.id})` }).from(auditEvents).where(gte(auditEvents.at, p('before'))).prepare()
   const lastAuditId = db.select({ id: sql<number | null>`max(${auditEvents.id})` }).from(auditEvents).prepare()
   // The id of the `offset + 1`-th oldest row at or below `prunable` (by count, so gaps in ids do not shorten a batch).
@@ -491,7 +502,7 @@ export function createStores(database: Database_): Stores {
   // (SQLite refuses to write on a stale snapshot) rather than forking the chain.
   const appendToChain = (row: Required<Omit<AuditRow, 'id' | 'prevHash' | 'hash'>>) => {
     const transaction = database.transactionId()
-    const prevHash = transaction !== undefined && head?.transaction === transaction ? head.hash : (lastAuditHash.get()?.hash ?? getMeta.get({ name: AUDIT_ANCHOR })?.value ?? null)
+    const prevHash = transaction !== undefined && head?.transaction === transaction ? head.hash : (lastAuditHash.get() ?? metaValue.get(AUDIT_ANCHOR) ?? null)
     const hash = auditHash(prevHash, row)
     insertAudit({ ...row, prevHash, hash })
     head = transaction === undefined ? undefined : { transaction, hash }
@@ -595,6 +606,10 @@ export function createStores(database: Database_): Stores {
     tasks: {
       get: (id) => getTask(id),
       hold: (id) => getTask(id),
+      getWithSession: (id, issuer, sid) => {
+        const { flag, row } = getTaskWithSession(issuer, sid, id)
+        return { task: row, sessionRevoked: flag === 1 }
+      },
       insert: (row) => void insertTask.run(row),
       end: (id, status, at, reason) => endTask.run({ id, status, at, reason }).changes === 1,
       approve: (id, at) => approveTask.run({ id, at }).changes === 1,
@@ -724,9 +739,9 @@ export function createStores(database: Database_): Stores {
       get: (kind, key) => getCatalog.get({ kind, key }),
       put: (row) => void putCatalog.run(row),
       delete: (kind, key) => deleteCatalog.run({ kind, key }).changes === 1,
-      revision: () => Number(getMeta.get({ name: CATALOG_REVISION })?.value ?? 0),
+      revision: () => Number(metaValue.get(CATALOG_REVISION) ?? 0),
       bump: () => {
-        const next = Number(getMeta.get({ name: CATALOG_REVISION })?.value ?? 0) + 1
+        const next = Number(metaValue.get(CATALOG_REVISION) ?? 0) + 1
         setMeta.run({ name: CATALOG_REVISION, value: String(next) })
         return next
       },
@@ -768,6 +783,13 @@ export function createStores(database: Database_): Stores {
     const settled: (() => void)[] = []
     try {
       await database.transaction(async () => {
+        // Alone in its batch, a job needs no savepoint: its failure rolls back the transaction, which is only its own.
+        if (jobs.length === 1) {
+          const job = jobs[0]!
+          const value = await job.fn(inside)
+          settled.push(() => job.resolve(value))
+          return
+        }
         for (const job of jobs) {
           database.sqlite.exec('SAVEPOINT batched_job')
           try {

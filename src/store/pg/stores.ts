@@ -102,6 +102,14 @@ export function createPgStores(database: PgDatabase): Stores {
       tasks: {
         get: async (id) => (await q.select().from(tasks).where(eq(tasks.id, id)))[0],
         hold: async (id) => (await q.select().from(tasks).where(eq(tasks.id, id)).for('share'))[0],
+        // One row always (the session's answer), the task joined when it exists: one round trip for both.
+        getWithSession: async (id, issuer, sid) => {
+          const [row] = await q
+            .select({ revoked: sql<boolean>`exists (select 1 from ${revokedSessions} where ${revokedSessions.subjectIssuer} = ${issuer} and ${revokedSessions.sid} = ${sid})`, task: tasks })
+            .from(sql`(select 1) as one`)
+            .leftJoin(tasks, eq(tasks.id, id))
+          return { task: row?.task ?? undefined, sessionRevoked: row?.revoked === true }
+        },
         // A task whose id the grant derives (an ID-JAG's) may be opened by two instances at once:
         // both re-checks find none (SQLite's one writer rules that out), the second insert meets
         // the first's key. Told as the exchange tells a concurrent opening: ask again.
