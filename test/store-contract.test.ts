@@ -526,6 +526,23 @@ for (const backend of backends) {
       assert.equal(await stores.batched(async (tx) => (await tx.tasks.end('t2', 'completed', T0, 'done')) && 'ended'), 'ended')
     }))
   
+    it('audit pruning stops at the first row to keep, inside a batch or past it, and never leaves a hole', withStores(async ({ stores }) => {
+      // ids 1–3 prunable, 4 kept (a later clock), 5–12 prunable again (written with an older clock), 13 kept.
+      const ats = [1, 2, 3, 200, 4, 5, 6, 7, 8, 9, 10, 11, 300]
+      for (const [i, at] of ats.entries()) await stores.audit.insert({ at: T0 + at, action: 'task.open', decision: 'allow', reason: `r${i}` })
+      assert.equal(await stores.audit.pruneBefore(T0 + 100, 10), 3)
+      assert.equal(await stores.audit.pruneBefore(T0 + 100, 10), 0)
+      assert.deepEqual((await stores.audit.list({ limit: 20 })).map((r) => r.reason), ats.slice(3).map((_, i) => `r${i + 3}`))
+      // Past both kept rows' times: the kept row ending the first batch's window goes too, then the rest by batches.
+      assert.equal(await stores.audit.pruneBefore(T0 + 250, 4), 4)
+      assert.equal(await stores.audit.pruneBefore(T0 + 250, 4), 4)
+      assert.equal(await stores.audit.pruneBefore(T0 + 250, 4), 1)
+      assert.equal(await stores.audit.pruneBefore(T0 + 250, 4), 0)
+      assert.deepEqual((await stores.audit.list({ limit: 20 })).map((r) => r.reason), ['r12'])
+      const report = await stores.audit.verify()
+      assert.equal(report.ok, true, JSON.stringify(report))
+    }))
+
     it('pruning in bounded batches: each call deletes at most its limit, oldest audit rows first, the chain verifiable after every batch', withStores(async ({ stores }) => {
       await stores.tasks.insert(task('t1', { expiresAt: T0 + 10 }))
       for (let i = 0; i < 25; i++) await stores.tokens.insert(token(`j${i}`, 't1', T0 + 1))

@@ -484,10 +484,13 @@ export function createStores(database: Database_): Stores {
   // Raw, as every exchange's write reads them (the head once per batch, the catalog's revision once per job).
   const lastAuditHash = database.sqlite.prepare<[], string | null>('select hash from audit_events order by id desc limit 1').pluck()
   const metaValue = database.sqlite.prepare<[string], string>('select value from broker_meta where name = ?').pluck()
-  const firstKeptAudit = db.select({ id: sql<number | null>`min(${auditEvents.id})` }).from(auditEvents).where(gte(auditEvents.at, p('before'))).prepare()
-  const lastAuditId = db.select({ id: sql<number | null>`max(${auditEvents.id})` }).from(auditEvents).prepare()
-  // The id of the `offset + 1`-th oldest row at or below `prunable` (by count, so gaps in ids do not shorten a batch).
-  const limitthAuditId = db.select({ id: auditEvents.id }).from(auditEvents).where(lte(auditEvents.id, p('prunable'))).orderBy(asc(auditEvents.id)).limit(1).offset(p('offset')).prepare()
+  // Among the oldest `limit` rows by id (by count, so gaps in ids do not shorten a batch): the first
+  // one to keep, and the last. Only those rows are read: `min(id) where at >= ?` over the whole
+  // table walks every prunable row (SQLite's min() optimisation scans by id), so each batch of a
+  // large backlog re-read all of it (52 ms a batch at 1M rows).
+  const auditPrefixWindow = database.sqlite.prepare<[number, number], { kept: number | null; last: number | null }>(
+    'select min(case when at >= ? then id end) as kept, max(id) as last from (select id, at from audit_events order by id limit ?)',
+  )
   // The last row at or below an id (an id the chain's own deletions left out has none of its own).
   const auditAtOrBelow = db.select({ hash: auditEvents.hash }).from(auditEvents).where(lte(auditEvents.id, p('id'))).orderBy(desc(auditEvents.id)).limit(1).prepare()
   const pruneAuditThrough = db.delete(auditEvents).where(lte(auditEvents.id, p('id'))).prepare()
@@ -513,11 +516,11 @@ export function createStores(database: Database_): Stores {
   // Retention removes a prefix of the chain (by id, so a row written with an older clock in the
   // middle never leaves a hole) and keeps the hash of its last row as the chain's anchor.
   const pruneAuditPrefix = database.sqlite.transaction((before: number, limit: number) => {
-    const prunable = (firstKeptAudit.get({ before })?.id ?? (lastAuditId.get()?.id ?? 0) + 1) - 1
-    if (prunable < 1) return 0
     // At most `limit` rows of the prefix per call: a backlog goes in several short transactions.
-    const bound = limitthAuditId.get({ prunable, offset: limit - 1 })?.id
-    const through = Math.min(prunable, bound ?? prunable)
+    const window = auditPrefixWindow.get(before, limit)
+    if (window === undefined || window.last === null) return 0
+    const through = window.kept === null ? window.last : window.kept - 1
+    if (through < 1) return 0
     const last = auditAtOrBelow.get({ id: through })
     if (last?.hash) setMeta.run({ name: AUDIT_ANCHOR, value: last.hash })
     return pruneAuditThrough.run({ id: through }).changes

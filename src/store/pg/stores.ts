@@ -246,13 +246,16 @@ export function createPgStores(database: PgDatabase): Stores {
         pruneBefore: (before, limit) =>
           atomically(async (t) => {
             await t.execute(sql`select pg_advisory_xact_lock(${APPEND_LOCK})`)
-            const [kept] = await t.select({ id: sql`min(${auditEvents.id})` }).from(auditEvents).where(gte(auditEvents.at, before))
-            const [last] = await t.select({ id: sql`max(${auditEvents.id})` }).from(auditEvents)
-            const prunable = (num(kept?.id) ?? (num(last?.id) ?? 0) + 1) - 1
-            if (prunable < 1) return 0
             // At most `limit` rows of the prefix per call: a backlog goes in several short transactions.
-            const [bound] = await t.select({ id: auditEvents.id }).from(auditEvents).where(lte(auditEvents.id, prunable)).orderBy(asc(auditEvents.id)).limit(1).offset(limit - 1)
-            const through = Math.min(prunable, num(bound?.id) ?? prunable)
+            // Only the oldest `limit` rows by id are read (the first to keep among them, and the last):
+            // `min(id) where at >= ?` over the whole table may walk every prunable row of a backlog.
+            const oldest = t.select({ id: auditEvents.id, at: auditEvents.at }).from(auditEvents).orderBy(asc(auditEvents.id)).limit(limit).as('oldest')
+            const [window] = await t.select({ kept: sql`min(case when ${oldest.at} >= ${before} then ${oldest.id} end)`, last: sql`max(${oldest.id})` }).from(oldest)
+            const last = num(window?.last)
+            if (last === undefined) return 0
+            const kept = num(window?.kept)
+            const through = kept === undefined ? last : kept - 1
+            if (through < 1) return 0
             // The last row at or below `through` (ids have gaps where an append rolled back).
             const [anchor] = await t.select({ hash: auditEvents.hash }).from(auditEvents).where(lte(auditEvents.id, through)).orderBy(desc(auditEvents.id)).limit(1)
             if (anchor?.hash) await setMeta(t, AUDIT_ANCHOR, anchor.hash)
