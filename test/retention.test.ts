@@ -4,6 +4,9 @@
  * never a row younger than it.
  */
 import assert from 'node:assert/strict'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { openDatabase } from '../src/store/db.js'
 import { AUDIT_FIELD_LIMITS, createStores } from '../src/store/stores.js'
@@ -104,6 +107,33 @@ describe('pruning a backlog', () => {
       // (On SQLite a batch is synchronous, so the callback runs right after the first; PostgreSQL's batches await the network, so it may run before it.)
       assert.ok(ranAt !== undefined && ranAt <= 1, `the waiting callback ran after at most the first batch, not after the last (after ${ranAt})`)
       assert.equal((await b.deps.stores.tokens.ofTask(task_id)).length, 1, 'the live token is kept')
+    }))
+})
+
+describe('pruning a backlog on SQLite', { skip: sqliteOnly('the write-ahead log is SQLite\'s') }, () => {
+  it('checkpoints the write-ahead log after each full batch, so no batch runs the automatic checkpoint', () =>
+    withBroker((c) => ({ ...c, database: join(mkdtempSync(join(tmpdir(), 'taskpass-wal-')), 'broker.db') }), async (b) => {
+      const backlog = PRUNE_BATCH * 2 + 500
+      const { task_id } = (await (await b.exchange()).json()) as { task_id: string }
+      const row = (await b.deps.stores.tokens.ofTask(task_id))[0]!
+      await b.deps.stores.transaction(async (tx) => {
+        for (let i = 0; i < backlog; i++) await tx.tokens.insert({ ...row, jti: `backlog-${i}`, exp: b.clock.now() - 3600 })
+      })
+      const sqlite = b.deps.database.sqlite!
+      // What the log holds that is not in the database yet, in frames: [busy, log, checkpointed].
+      const notBackfilled = () => {
+        const [status] = sqlite.pragma('wal_checkpoint(NOOP)') as { busy: number; log: number; checkpointed: number }[]
+        return status!.log - status!.checkpointed
+      }
+      const seen: number[] = []
+      const checkpoint = b.deps.stores.checkpoint
+      b.deps.stores.checkpoint = async () => {
+        await checkpoint()
+        seen.push(notBackfilled())
+      }
+      const result = await pruneStore(b.deps.stores, b.deps.config, b.clock.now())
+      assert.equal(result.tokens, backlog)
+      assert.deepEqual(seen, [0, 0], 'after each of the two full batches, the log is all in the database')
     }))
 })
 

@@ -10,6 +10,7 @@ import type { Stores } from './stores.js'
  */
 export async function pruneStore(stores: Stores, config: Pick<Config, 'clockSkew' | 'retention'>, now: number): Promise<{ tokens: number; codes: number; refreshTokens: number; revocations: number; sessions: number; audit: number; tasks: number; replay: number }> {
   const horizon = now - config.clockSkew
+  const inBatches = (prune: (limit: number) => Promise<number>) => batchAfterBatch(stores, prune)
   return {
     tokens: await inBatches((limit) => stores.tokens.pruneExpired(horizon, limit)),
     // A used code is kept until it expires: presented again before then, it revokes its task.
@@ -31,13 +32,19 @@ export async function pruneStore(stores: Stores, config: Pick<Config, 'clockSkew
  */
 export const PRUNE_BATCH = 1000
 
-/** Runs `prune` batch after batch until one deletes fewer than a batch, yielding to the event loop between them. */
-async function inBatches(prune: (limit: number) => Promise<number>): Promise<number> {
+/**
+ * Runs `prune` batch after batch until one deletes fewer than a batch, yielding to the event loop
+ * between them. After each full batch the write-ahead log is checkpointed: a backlog's deletes
+ * would otherwise fill it, and every few MiB one batch (or a request's commit) ran SQLite's
+ * automatic checkpoint inside it, 6–12 ms where a batch takes about one.
+ */
+async function batchAfterBatch(stores: Pick<Stores, 'checkpoint'>, prune: (limit: number) => Promise<number>): Promise<number> {
   let total = 0
   for (;;) {
     const n = await prune(PRUNE_BATCH)
     total += n
     if (n < PRUNE_BATCH) return total
+    await stores.checkpoint()
     await new Promise<void>((resolve) => setImmediate(resolve))
   }
 }

@@ -541,6 +541,7 @@ export function createPgStores(database: PgDatabase): Stores {
   const transaction = <T>(fn: (tx: TxStores) => Promise<T>): Promise<T> => db.transaction((tx) => fn(on(tx, true)))
   return {
     ping: async () => void (await db.execute(sql`select 1`)),
+    checkpoint: async () => {},
     // The lock lives on one pooled connection for the job's length; the job's statements run on
     // others, each its own short transaction (no long lock on any table).
     async alone(job, fn) {
