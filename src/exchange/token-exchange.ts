@@ -213,9 +213,15 @@ async function exchange(deps: ExchangeDeps, form: FormParams, request: GrantRequ
   audit.taskId = req.taskId
 
   // A task named by id is read with the session's revocation, in one statement (and decided on below).
-  const named = req.subjectIsTask || req.taskId === undefined ? undefined : req.taskId
-  const subject = req.subjectIsTask ? await subtaskSubject(deps, req, actor) : named !== undefined ? await deps.subjectTokens.verifyExceptSession(req.subjectToken) : await deps.subjectTokens.verify(req.subjectToken)
-  const namedTask = named !== undefined ? await readNamedTask(deps, named, subject) : undefined
+  const named = req.subjectIsTask ? undefined : req.taskId
+  let subject: Subject
+  let namedTask: TaskRow | undefined
+  if (req.subjectIsTask) subject = await subtaskSubject(deps, req, actor)
+  else if (named === undefined) subject = await deps.subjectTokens.verify(req.subjectToken)
+  else {
+    subject = await deps.subjectTokens.verifyExceptSession(req.subjectToken)
+    namedTask = await readNamedTask(deps, named, subject)
+  }
   audit.userSub = subject.sub
   const now = deps.clock.now()
   // The clock skew lets a just-expired session verify, but it has no lifetime left to lend a token:
