@@ -16,7 +16,7 @@ import { JWKS_MAX_AGE, openKeySet, rotateKeys } from '../src/keys/keyset.js'
 import { revokeKey } from '../src/keys/revoke.js'
 import { openDatabase } from '../src/store/db.js'
 import { createStores } from '../src/store/stores.js'
-import { ADMIN_KEY, CALENDAR, CALENDAR_SECRET, counts, createTestBroker, NOTES, NOTES_SECRET, startTestServer, T0, type TestBroker } from './harness.js'
+import { ADMIN_KEY, CALENDAR, CALENDAR_SECRET, counts, createTestBroker, NOTES, NOTES_SECRET, startTestServer, T0, testDialect, type TestBroker } from './harness.js'
 
 type Jwks = { keys: JWK[] }
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k', 'oth'] as const
@@ -247,9 +247,14 @@ describe('key rotation', () => {
     const result = await rotateKeys(b.deps.keyStore, { force: true })
     assert.equal(result.current, before[1])
     assert.equal(result.next, before[2])
-    // Not reloaded yet: this process still signs with, and publishes, what it loaded.
-    assert.deepEqual(kids(await jwks(b)), before)
-    assert.equal((await b.deps.keys.current()).kid, before[0])
+    // Not reloaded yet: this process still signs with, and publishes, what it loaded. (SQLite only:
+    // a commit on this process's own connection leaves its data_version as it was. On PostgreSQL the
+    // rotation's NOTIFY reaches this process's listener within milliseconds, and its next use may
+    // already have reloaded: the behaviour several instances rely on.)
+    if (testDialect === 'sqlite') {
+      assert.deepEqual(kids(await jwks(b)), before)
+      assert.equal((await b.deps.keys.current()).kid, before[0])
+    }
     await b.deps.keys.reload()
     assert.deepEqual(kids(await jwks(b)), [before[1], before[2], result.standby, before[0]])
     assert.equal(decodeProtectedHeader(await issue(b)).kid, before[1])
