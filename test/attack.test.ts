@@ -191,6 +191,43 @@ describe('attack: races at the exchange', () => {
       for (const row of rows) assert.deepEqual([row.error, row.policies, row.policy_version], ['invalid_target', 'five-tokens-per-task', b.deps.policy.version])
     }))
 
+  it('a tokens-per-task rule that spells the name with an escape is counted too: concurrent exchanges cannot all pass it', () =>
+    withBroker(undefined, async (b) => {
+      await putPolicies(b, `@id("five-tokens-escaped") forbid (principal, action == Taskpass::Action::"exchange", resource) when { context.task["tokens\\u{5f}minted"] >= 5 };`)
+      const opened = await openTask(b, { purpose: 'notes', resources: [{ resource: NOTES, scopes: ['notes:read'] }] })
+      const id = ((await opened.json()) as { task_id: string }).task_id
+      for (let i = 0; i < 4; i++) assert.equal((await b.exchange({ task_id: id })).status, 200)
+      const before = await counts(b)
+      const answers = await Promise.all([0, 1, 2, 3].map(() => b.exchange({ task_id: id })))
+      assert.deepEqual(answers.map((r) => r.status).sort(), [200, 400, 400, 400], 'one more token, the fifth')
+      for (const r of answers) if (r.status === 400) assert.equal(((await r.json()) as { error: string }).error, 'invalid_target')
+      assert.equal((await b.deps.stores.tasks.get(id))!.tokensMinted, 5)
+      assert.deepEqual(await counts(b), { ...before, tokens: before.tokens + 1, audit_events: before.audit_events + 4 })
+    }))
+
+  it("a tokens-per-task rule of another resource does not decide this resource's exchanges a second time", () =>
+    withBroker(undefined, async (b) => {
+      await putPolicies(b, `@id("calendar-five-tokens") forbid (principal, action == Taskpass::Action::"exchange", resource == Taskpass::Resource::"${CALENDAR}") when { context.task.tokens_minted >= 5 };`)
+      const opened = await openTask(b, { purpose: 'notes', resources: [{ resource: NOTES, scopes: ['notes:read'] }] })
+      const id = ((await opened.json()) as { task_id: string }).task_id
+      const engine = b.deps.policy
+      const decide = engine.decide.bind(engine)
+      const asked: string[] = []
+      engine.decide = (principal, action, resource, context) => {
+        asked.push(`${action} ${resource.uri}`)
+        return decide(principal, action, resource, context)
+      }
+      try {
+        // Concurrent: each write finds the count moved by the one before it.
+        const answers = await Promise.all([0, 1, 2, 3].map(() => b.exchange({ task_id: id })))
+        assert.deepEqual(answers.map((r) => r.status), [200, 200, 200, 200])
+        assert.deepEqual(asked, Array(4).fill(`token.exchange ${NOTES}`), 'one decision per exchange')
+        assert.equal((await b.deps.stores.tasks.get(id))!.tokensMinted, 4)
+      } finally {
+        engine.decide = decide
+      }
+    }))
+
   it('a forbid loaded while an exchange is signing applies to it: no token is committed under the set it replaced', () =>
     withBroker(undefined, async (b) => {
       const opened = await openTask(b, { purpose: 'notes', resources: [{ resource: NOTES, scopes: ['notes:read'] }] })

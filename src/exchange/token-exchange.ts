@@ -363,7 +363,8 @@ export async function mintTaskToken(deps: MintDeps, q: TaskTokenRequest, task: T
       // A policy that counts the task's tokens decides each exchange on the count the one before
       // it committed: concurrent exchanges of the task take its lock in turn (PostgreSQL; SQLite's
       // one writer already runs them one at a time).
-      if (deps.policy.readsTaskCount) await tx.locks.task(task.id)
+      const countsTokens = deps.policy.readsTaskCount?.(resource.uri) === true
+      if (countsTokens) await tx.locks.task(task.id)
       const current = await tx.tasks.get(task.id)
       const state = current ? taskState(current, now) : 'revoked'
       if (state !== 'active') throw invalidGrant(`task is ${state}`, `task ${task.id} became ${state} during the exchange`)
@@ -372,7 +373,7 @@ export async function mintTaskToken(deps: MintDeps, q: TaskTokenRequest, task: T
       // what is true now — else concurrent exchanges would all pass a "5 tokens per task" rule.
       // When only the count moved and no policy reads it, the task's own bound is all that can change.
       const counted = current!.tokensMinted !== task.tokensMinted
-      if (counted && deps.policy.version === deciding.version && !deps.policy.readsTaskCount) checkTokenBound(current!)
+      if (counted && deps.policy.version === deciding.version && !countsTokens) checkTokenBound(current!)
       else if (counted || deps.policy.version !== deciding.version) {
         const again = decideExchange(deps, { ...question, task: current! })
         // Permitted still, but the token as signed outlives what is allowed now: the client asks again.

@@ -376,11 +376,12 @@ export function createCedarPolicy(prepared: PreparedSet, kindOf: (issuer: string
   const { set, buckets } = prepared
   const { version } = set
   const deny = (code: DenyCode, reason: string, policies: string[] = []): Decision => ({ allow: false, code, reason, version, policies })
-  // Over-matching (a comment naming it) is safe: such a set is only decided again when it need not be.
-  const readsTaskCount = [...set.policies.values()].some((p) => p.text.includes('tokens_minted'))
+  // Per resource: Cedar evaluates only that resource's bucket, so a count read by another
+  // resource's policy cannot change this one's decision (and must not make its every exchange decided twice).
+  const counting = new Set([...set.byResource].filter(([, members]) => members.some(readsCount)).map(([uri]) => uri))
   return {
     version,
-    readsTaskCount,
+    readsTaskCount: (resource) => counting.has(resource),
     decide(principal, action, resource, context) {
       const { workload } = context
       if (!workload.enabled) return deny('unauthorized_client', `workload ${workload.id} is disabled`)
@@ -423,6 +424,15 @@ export function createCedarPolicy(prepared: PreparedSet, kindOf: (issuer: string
       return deny('invalid_target', `workload ${workload.id} has no grant for ${resource.uri}`)
     },
   }
+}
+
+/**
+ * Whether a policy may read `context.task.tokens_minted`. By its text: over-matching (a comment
+ * naming it) only decides an exchange again when it need not be. An escape (`\u{5f}`) can spell
+ * the name in a string index (`context.task["tokens\u{5f}minted"]`): a policy with one counts too.
+ */
+function readsCount(p: LoadedPolicy): boolean {
+  return p.text.includes('tokens_minted') || p.text.includes('\\u')
 }
 
 /** Whether a policy is a permit whose annotations constrain what it allows (or that only constrains). */

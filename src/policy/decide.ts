@@ -85,8 +85,12 @@ export type Decision = (Decided & { allow: true; constraints: Constraints }) | (
 export interface Policy {
   /** The version id of the policy set in force (what audit rows record). */
   readonly version: string
-  /** Whether a decision may depend on how many tokens the task has minted (`context.task.tokens_minted`). */
-  readonly readsTaskCount?: boolean
+  /**
+   * Whether a decision about `resource` may depend on how many tokens the task has minted
+   * (`context.task.tokens_minted`): then an exchange is decided again on the count its write finds.
+   * Absent: never.
+   */
+  readsTaskCount?(resource: string): boolean
   decide(principal: Principal, action: PolicyAction, resource: ResourceConfig, context: PolicyContext): Decision
 }
 

@@ -111,9 +111,7 @@ export function createPolicyEngine(
     get version() {
       return current.version
     },
-    get readsTaskCount() {
-      return current.readsTaskCount === true
-    },
+    readsTaskCount: (resource) => current.readsTaskCount?.(resource) === true,
     get set() {
       return set
     },
