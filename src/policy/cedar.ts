@@ -401,12 +401,15 @@ export function createCedarPolicy(prepared: PreparedSet, kindOf: (issuer: string
       // Fail closed: a request Cedar cannot evaluate is a deny.
       if (answer.type !== 'success') return deny('invalid_target', `policy evaluation failed: ${answer.errors.map(describe).join('; ')}`)
       const { decision, diagnostics } = answer.response
+      // Cedar lists the errors in no fixed order (not even from one call to the next): the first in
+      // policy-id order is the one named, so the same request is denied for the same reason each time.
+      const errors = [...diagnostics.errors].sort((a, b) => (a.policyId < b.policyId ? -1 : a.policyId > b.policyId ? 1 : 0))
       // A forbid that errored is counted as a forbid (Cedar itself would skip it).
-      const failedForbid = diagnostics.errors.find((e) => set.policies.get(e.policyId)?.effect === 'forbid')
+      const failedForbid = errors.find((e) => set.policies.get(e.policyId)?.effect === 'forbid')
       if (failedForbid) return deny(denyCode([failedForbid.policyId], set), `policy ${failedForbid.policyId} failed to evaluate (counted as a forbid): ${failedForbid.error.message}`, [failedForbid.policyId])
       // So is a permit that constrains what it permits: skipped, its constraints (an approval, a
       // shorter lifetime, DPoP) would silently not apply to what another permit allows.
-      const failedConstraint = diagnostics.errors.find((e) => constrains(set.policies.get(e.policyId)))
+      const failedConstraint = errors.find((e) => constrains(set.policies.get(e.policyId)))
       if (failedConstraint) return deny('invalid_target', `policy ${failedConstraint.policyId} failed to evaluate (it constrains what it permits: counted as a forbid): ${failedConstraint.error.message}`, [failedConstraint.policyId])
       const ids = [...diagnostics.reason].sort()
       if (decision === 'allow' && granting(ids)) return { allow: true, reason: `permitted by policy ${ids.join(', ')}`, constraints: constraintsOf(ids, set, action), version, policies: ids }
