@@ -50,7 +50,23 @@ export function killAllServers(): void {
 }
 
 /** A free TCP port on the loopback address (for a server whose URL must be known before it starts). */
-export function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
+  // A probed port is free again once its probe closes: the kernel may hand it out to the next
+  // probe too, and two servers of one run would then race for it (a broker took a port the proxy
+  // was given, and the proxy exited with EADDRINUSE). A port is handed out once per process.
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = await probePort()
+    if (!handedOut.has(port)) {
+      handedOut.add(port)
+      return port
+    }
+  }
+  throw new Error('no free port found that this run has not handed out already')
+}
+
+const handedOut = new Set<number>()
+
+function probePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = createServer()
     probe.once('error', reject)
