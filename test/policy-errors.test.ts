@@ -1,6 +1,6 @@
 /**
- * A Cedar decision sends only what its bucket's policies can read (src/policy/request-shape.ts),
- * and decides the same as with the full request.
+ * A deny for policies that failed to evaluate (src/policy/cedar.ts `createCedarPolicy`) names the
+ * same policy for the same request every time, whatever order Cedar reports the errors in.
  */
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
@@ -18,7 +18,7 @@ describe('a deny names its erroring policy', () => {
     const config = parseConfig(testConfig(await testKeys()))
     const forbids = Array.from({ length: 6 }, (_, i) => `@id("overflow-${i}")\nforbid (principal, action == Taskpass::Action::"exchange", resource) when { context.task.tokens_minted * 4611686018427387904 > ${i} };`).join('\n\n')
     const set = compilePolicySet(generateGrantPolicies(config), [{ name: 'overflow.cedar', text: forbids }], config.resources.map((r) => r.uri))
-    const policy = createCedarPolicy(prepare(set, `cedar-lean:${++slots}`), attestationKinds(config))
+    const policy = createCedarPolicy(prepare(set, `policy-errors:${++slots}`), attestationKinds(config))
     const resource = config.resources.find((r) => r.uri === NOTES)!
     const context: PolicyContext = { workload: config.workloads[0] as WorkloadConfig, scopes: ['notes:read'], dpopBound: false, now: 1_800_000_000, task: { id: 'task-1', purpose: 'p', resources: [{ resource: NOTES, scopes: ['notes:read'] }], createdAt: 1_799_999_000, expiresAt: 1_800_002_600, tokensMinted: 2, approved: false } }
     const reasons = new Set<string>()
