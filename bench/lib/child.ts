@@ -49,6 +49,9 @@ export function killAllServers(): void {
   live.clear()
 }
 
+/** Every port {@link freePort} has handed out in this process. */
+const handedOut = new Set<number>()
+
 /** A free TCP port on the loopback address (for a server whose URL must be known before it starts). */
 export async function freePort(): Promise<number> {
   // A probed port is free again once its probe closes: the kernel may hand it out to the next
@@ -63,8 +66,6 @@ export async function freePort(): Promise<number> {
   }
   throw new Error('no free port found that this run has not handed out already')
 }
-
-const handedOut = new Set<number>()
 
 function probePort(): Promise<number> {
   return new Promise((resolve, reject) => {
