@@ -67,7 +67,7 @@ for (const alg of ['ES256', 'EdDSA'] as const) {
       let throughOauth4webapi = 0
       for (let i = 0; i < TOKENS_PER_ALG; i++) {
         const claims = claimsFor(now, i % 4 === 3)
-        const token = signOwnJwt(key, ACCESS_TOKEN_TYP, claims)
+        const token = await signOwnJwt(key, ACCESS_TOKEN_TYP, claims)
 
         assert.deepEqual(decodeProtectedHeader(token), { alg, kid: key.kid, typ: ACCESS_TOKEN_TYP })
         const { payload, protectedHeader } = await jwtVerify(token, key.publicKey, { issuer: ISSUER, audience: AUDIENCE, typ: ACCESS_TOKEN_TYP, algorithms: [alg], currentDate: new Date(now * 1000) })
@@ -93,7 +93,7 @@ for (const alg of ['ES256', 'EdDSA'] as const) {
     it('a changed byte of the header, payload or signature is refused; so is a DER-encoded signature', async () => {
       const key = await keyFor(alg)
       const now = Math.floor(Date.now() / 1000)
-      const token = signOwnJwt(key, ACCESS_TOKEN_TYP, claimsFor(now, false))
+      const token = await signOwnJwt(key, ACCESS_TOKEN_TYP, claimsFor(now, false))
       const verify = (t: string) => jwtVerify(t, key.publicKey, { typ: ACCESS_TOKEN_TYP, algorithms: [alg], currentDate: new Date(now * 1000) })
       await verify(token)
       const [h, p, s] = token.split('.') as [string, string, string]

@@ -36,5 +36,5 @@ export interface TaskTokenClaims {
  */
 export async function signTaskToken(keys: KeySet, claims: TaskTokenClaims): Promise<{ token: string; kid: string }> {
   const key = await keys.current()
-  return { token: signOwnJwt(key, ACCESS_TOKEN_TYP, claims), kid: key.kid }
+  return { token: await signOwnJwt(key, ACCESS_TOKEN_TYP, claims), kid: key.kid }
 }

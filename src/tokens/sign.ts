@@ -1,8 +1,9 @@
 /**
  * Signs the broker's own task tokens (a JWS compact serialisation, RFC 7515 §7.1) with node:crypto:
  * the protected header serialised once per key, then per token one JSON serialisation, one
- * base64url and one synchronous signature, without jose's SignJWT and WebCrypto's promise per
- * token on the exchange's hot path. Only our own tokens are signed here; every verification of a
+ * base64url and one signature, without jose's SignJWT on the exchange's hot path. The signature
+ * itself is computed on libuv's threadpool (node:crypto's `sign` with a callback), as WebCrypto
+ * computes jose's: the event loop only hands the job over and takes its answer. Only our own tokens are signed here; every verification of a
  * token, ours or anyone's, stays with jose. test/own-signing.test.ts checks thousands of these
  * tokens with jose and oauth4webapi.
  */
@@ -40,9 +41,12 @@ function signerFor(alg: SigningAlg, kid: string, typ: string, privateKey: Crypto
  * `header.payload.signature` for these claims: ES256 as the 64-byte R‖S of RFC 7518 §3.4
  * (`ieee-p1363`, not DER), EdDSA as Ed25519's 64 bytes (RFC 8037 §3.1).
  */
-export function signOwnJwt(key: { alg: SigningAlg; kid: string; privateKey: CryptoKey }, typ: string, claims: object): string {
+export function signOwnJwt(key: { alg: SigningAlg; kid: string; privateKey: CryptoKey }, typ: string, claims: object): Promise<string> {
   const s = signerFor(key.alg, key.kid, typ, key.privateKey)
   const input = s.prefix + Buffer.from(JSON.stringify(claims)).toString('base64url')
-  const signature = s.alg === 'ES256' ? sign('sha256', Buffer.from(input), { key: s.key, dsaEncoding: 'ieee-p1363' }) : sign(null, Buffer.from(input), s.key)
-  return `${input}.${signature.toString('base64url')}`
+  return new Promise((resolve, reject) => {
+    const done = (error: Error | null, signature: Buffer) => (error ? reject(error) : resolve(`${input}.${signature.toString('base64url')}`))
+    if (s.alg === 'ES256') sign('sha256', Buffer.from(input), { key: s.key, dsaEncoding: 'ieee-p1363' }, done)
+    else sign(null, Buffer.from(input), s.key, done)
+  })
 }
