@@ -73,7 +73,7 @@ import { combineLoads, runLoad, type LoadResult } from './lib/load.js'
 import { parseBenchOptions, type BenchOptions } from './lib/options.js'
 import { benchPolicyText, otherResources, unscopedCount } from './lib/policies.js'
 import { formatPolicyTable, POLICY_SIZES, policyScenarioId, policyTargets, type PolicyRun } from './lib/policy-report.js'
-import { otherCpuLoad } from './lib/cpu.js'
+import { cpuPerResponse, otherCpuLoad, processCpu } from './lib/cpu.js'
 import { nonNegativeInt, positiveInt } from './lib/env.js'
 import { mergeResults } from './lib/results.js'
 import { checkTargets, formatRatioTable, formatScenarioTable, formatTargets, SCENARIO_IDS, summarizeRounds, type ScenarioId, type ScenarioResult, type TargetCheck } from './lib/report.js'
@@ -185,7 +185,8 @@ async function smoke(server: ServerProcess, w: Workload): Promise<void> {
 
 function summary(r: LoadResult): string {
   const errors = r.non2xx + r.errors > 0 ? ` — ${r.non2xx} non-2xx, ${r.errors} errors, ${r.timeouts} timeouts ${JSON.stringify(r.statusCodes)}` : ''
-  return `${Math.round(r.rps).toLocaleString('en-US')} req/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms (${r.ok} ok in ${r.seconds} s)${errors}`
+  const cpu = r.cpu ? `; server CPU per response ${Math.round(r.cpu.mainUs)} µs event loop, ${Math.round(r.cpu.totalUs)} µs all threads` : ''
+  return `${Math.round(r.rps).toLocaleString('en-US')} req/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms (${r.ok} ok in ${r.seconds} s)${cpu}${errors}`
 }
 
 /** Opens the task the exchange requests name, with the given session and attestation (and DPoP proof: the task is then bound to its key). */
@@ -413,7 +414,9 @@ async function httpScenarios(): Promise<void> {
         try {
           const w = s.workload
           await s.beforeRun?.(s.server)
+          const cpuBefore = processCpu(s.server.pid)
           const load = await runLoad({ url: s.server.url, path: '/token', connections, warmup, duration, headers: w.headers, nextBody: w.nextBody, nextHeaders: w.nextHeaders })
+          load.cpu = cpuPerResponse(cpuBefore, processCpu(s.server.pid), load.responses + load.warmup.responses)
           const record: RoundRecord = { ...load, round: round + 1, position: position + 1 }
           await s.afterRun?.(s.server, load, record)
           loads[s.id] = load

@@ -17,6 +17,7 @@ import { before, describe, it } from 'node:test'
 import { generateBenchKeys, publicKeys, RESOURCE, WORKLOAD_ID } from '../bench/lib/fixtures.js'
 import type { LoadResult } from '../bench/lib/load.js'
 import { combineLoads } from '../bench/lib/load.js'
+import { cpuPerResponse, processCpu } from '../bench/lib/cpu.js'
 import { benchPolicyText, otherResources, unscopedCount } from '../bench/lib/policies.js'
 import { parseBenchOptions } from '../bench/lib/options.js'
 import { policyTargets, type PolicyRun } from '../bench/lib/policy-report.js'
@@ -164,19 +165,35 @@ describe('bench rounds (bench/lib/rounds.ts)', () => {
       { x: figures(100, 5, 50) },
       { x: figures(300, 1, 10, { responses: 302, non2xx: 2, errors: 1, statusCodes: { 200: 300, 503: 2 } }) },
       {},
-      { x: figures(200, 3, 90) },
+      { x: figures(200, 3, 90, { cpu: { mainUs: 150, totalUs: 200 } }) },
     ]
     const s = scenarioStats(rounds, 'x')!
     assert.equal(s.rounds, 3)
     assert.deepEqual(s.rps, { median: 200, min: 100, max: 300, n: 3 })
     assert.deepEqual(s.p50, { median: 3, min: 1, max: 5, n: 3 })
     assert.deepEqual(s.p99, { median: 50, min: 10, max: 90, n: 3 })
+    // CPU per response only where a round could read it (/proc).
+    assert.deepEqual(s.cpuMain, { median: 150, min: 150, max: 150, n: 1 })
+    assert.deepEqual(s.cpuTotal, { median: 200, min: 200, max: 200, n: 1 })
     assert.equal(s.ok, 600)
     assert.equal(s.responses, 602)
     assert.equal(s.non2xx, 2)
     assert.equal(s.errors, 1)
     assert.deepEqual(s.statusCodes, { 200: 600, 503: 2 })
     assert.equal(scenarioStats(rounds, 'y'), undefined)
+  })
+
+  it("a server's CPU per response comes from /proc: its event loop's (main thread) and all its threads'", { skip: process.platform !== 'linux' && 'no /proc here' }, () => {
+    const before = processCpu(process.pid)!
+    const until = performance.now() + 60
+    while (performance.now() < until); // busy on this thread
+    const after = processCpu(process.pid)!
+    assert.ok(after.mainMs >= before.mainMs + 30, `${after.mainMs - before.mainMs} ms of main-thread CPU over 60 ms busy`)
+    assert.ok(after.totalMs >= after.mainMs)
+    assert.deepEqual(cpuPerResponse({ mainMs: 100, totalMs: 150 }, { mainMs: 300, totalMs: 450 }, 1000), { mainUs: 200, totalUs: 300 })
+    assert.equal(cpuPerResponse(undefined, after, 10), undefined)
+    assert.equal(cpuPerResponse(before, after, 0), undefined)
+    assert.equal(processCpu(undefined), undefined)
   })
 
   it('a ratio is taken within each round, then its median over rounds: not the ratio of the medians', () => {
@@ -256,7 +273,9 @@ describe('bench verdicts over rounds (bench/lib/report.ts)', () => {
   it('the tables show the medians with their ranges and name a scenario that never ran', () => {
     const summary = summarizeRounds([round({ floor: 1000, 'taskpass warm': 800 }), round({ floor: 2000, 'taskpass warm': 1000 }), round({ floor: 1500, 'taskpass warm': 1500 })])
     const scenarios = formatScenarioTable({ ...summary, scenarios: { ...summary.scenarios, 'taskpass cold': undefined } }, { 'taskpass cold': 'server did not start' })
-    assert.match(scenarios, /^floor +\| 1,500 \| 1,000–2,000 \| +1\.00 \| 1\.00–1\.00 \| +10\.00 \| 10\.00–10\.00 \| +3\/3 \| +0\/0$/m)
+    assert.match(scenarios, /^floor +\| 1,500 \| 1,000–2,000 \| +1\.00 \| 1\.00–1\.00 \| +10\.00 \| 10\.00–10\.00 \| +— \| +— \| +3\/3 \| +0\/0$/m)
+    const withCpu = summarizeRounds([{ ...round({}), floor: figures(1000, 1, 10, { cpu: { mainUs: 141.6, totalUs: 1234.4 } }) }])
+    assert.match(formatScenarioTable(withCpu), /^floor +\| 1,000 \|.*\| +142 \| +1,234 \| +1\/1 \| +0\/0$/m)
     assert.match(scenarios, /^taskpass cold +\| FAILED: server did not start$/m)
     assert.match(formatRatioTable(summary), /^warm \/ floor +\| +0\.80× \| 0\.50×–1\.00× \| +3$/m)
   })

@@ -23,6 +23,8 @@ export interface ServerProcess {
   port: number
   url: string
   log: ServerLog
+  /** The server's process id (its CPU time is read from /proc by bench/lib/cpu.ts). */
+  pid: number | undefined
   /** Milliseconds from spawning the process to its READY line. */
   startupMs: number
   /** The `info` of its READY line, if any. */
@@ -175,7 +177,7 @@ export function startServer(name: string, script: string, config: unknown, timeo
       ready = true
       clearTimeout(timer)
       const { port, info } = JSON.parse(line.slice(READY_PREFIX.length)) as ReadyMessage
-      resolve({ name, port, url: `http://${HOST}:${port}`, log, startupMs: Math.round(performance.now() - spawnedAt), info, exited: () => exit, ask, stop })
+      resolve({ name, port, url: `http://${HOST}:${port}`, pid: child.pid, log, startupMs: Math.round(performance.now() - spawnedAt), info, exited: () => exit, ask, stop })
     })
   })
 }

@@ -9,6 +9,7 @@
  * its own histogram keeps whole milliseconds), over the successful responses of the measured part.
  */
 import autocannon from 'autocannon'
+import type { CpuPerResponse } from './cpu.js'
 
 export interface LoadOptions {
   url: string
@@ -53,6 +54,11 @@ export interface LoadResult extends Counts {
   p99: number
   max: number
   warmup: Counts
+  /**
+   * The server's CPU per response over the whole run, warm-up included (bench/lib/cpu.ts): set by
+   * the caller, which knows the server's process; absent where /proc is not.
+   */
+  cpu?: CpuPerResponse | undefined
   /** The measured successful responses' latencies, ms (with `keepLatencies` only). */
   latencies?: Float64Array
 }

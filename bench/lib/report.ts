@@ -73,6 +73,7 @@ export function summarizeRounds(rounds: ReadonlyArray<RoundLoads<ScenarioId>>): 
 
 const fmtRatio = (r: number) => `${r.toFixed(2)}×`
 const fmtMs = (ms: number) => ms.toFixed(2)
+const fmtUs = (us: number) => Math.round(us).toLocaleString('en-US')
 const fmtRps = (n: number) => Math.round(n).toLocaleString('en-US')
 const fmtRange = (s: Spread | undefined, fmt: (v: number) => string) => (s === undefined ? '—' : `${fmt(s.min)}–${fmt(s.max)}`)
 
@@ -91,7 +92,7 @@ export function table(header: string[], rows: string[][], failed: (row: string[]
 
 /** Each scenario's median req/s, p50 and p99 over rounds, with their ranges; `errors` names the scenarios that never ran. */
 export function formatScenarioTable(summary: RoundsSummary, errors: Partial<Record<ScenarioId, string>> = {}): string {
-  const header = ['scenario', 'req/s', 'req/s range', 'p50 ms', 'p50 range', 'p99 ms', 'p99 range', 'rounds', 'non-2xx/err']
+  const header = ['scenario', 'req/s', 'req/s range', 'p50 ms', 'p50 range', 'p99 ms', 'p99 range', 'loop µs', 'cpu µs', 'rounds', 'non-2xx/err']
   const rows = SCENARIO_IDS.flatMap((id) => {
     const s = summary.scenarios[id]
     if (!s) return errors[id] ? [[id, `FAILED: ${errors[id]}`]] : []
@@ -103,6 +104,8 @@ export function formatScenarioTable(summary: RoundsSummary, errors: Partial<Reco
       fmtRange(s.p50, fmtMs),
       s.p99 ? fmtMs(s.p99.median) : '—',
       fmtRange(s.p99, fmtMs),
+      s.cpuMain ? fmtUs(s.cpuMain.median) : '—',
+      s.cpuTotal ? fmtUs(s.cpuTotal.median) : '—',
       `${s.rounds}/${summary.rounds}`,
       `${s.non2xx}/${s.errors}`,
     ]]

@@ -48,6 +48,9 @@ export interface ScenarioStats {
   /** Undefined when no round had a successful response. */
   p50: Spread | undefined
   p99: Spread | undefined
+  /** The server's CPU per response, µs: its event loop's and all its threads' (undefined without /proc). */
+  cpuMain: Spread | undefined
+  cpuTotal: Spread | undefined
   responses: number
   ok: number
   non2xx: number
@@ -67,6 +70,8 @@ export function scenarioStats<Id extends string>(rounds: ReadonlyArray<RoundLoad
     rps: spread(loads.map((l) => l.rps))!,
     p50: spread(loads.map((l) => l.p50)),
     p99: spread(loads.map((l) => l.p99)),
+    cpuMain: spread(loads.flatMap((l) => (l.cpu ? [l.cpu.mainUs] : []))),
+    cpuTotal: spread(loads.flatMap((l) => (l.cpu ? [l.cpu.totalUs] : []))),
     responses: sum((l) => l.responses),
     ok: sum((l) => l.ok),
     non2xx: sum((l) => l.non2xx),
